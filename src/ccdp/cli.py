@@ -1,0 +1,45 @@
+"""The `ccdp` command. Thin: each stage's `commands` module registers its commands on `app`.
+
+Stage command modules keep heavy imports inside their functions so that `ccdp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from ccdp.errors import CcdpError
+
+app = typer.Typer(
+    name="ccdp",
+    help="Childhood cancer data partnership: harmonise, federate, analyse, govern.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# One line per stage; each module defines `register(app: typer.Typer) -> None`.
+COMMAND_MODULES = [
+    "ccdp.model.commands",
+]
+
+
+@app.callback()
+def _root() -> None:
+    """Childhood cancer data partnership: harmonise, federate, analyse, govern."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning ccdp's own errors into one clear line and exit code 2."""
+    try:
+        app()
+    except CcdpError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

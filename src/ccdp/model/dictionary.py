@@ -1,0 +1,60 @@
+"""Render the data dictionary (Markdown for people, JSON for machines) from the model."""
+
+from __future__ import annotations
+
+import json
+
+from ccdp.model.schema import FieldDef, Model, load_model
+
+
+def _values(f: FieldDef) -> str:
+    parts: list[str] = []
+    if f.allowed is not None:
+        parts.append(" \\| ".join(str(v) for v in f.allowed))
+    if f.code_system:
+        parts.append(f"code system `{f.code_system}`")
+    if f.min is not None or f.max is not None:
+        lo = "" if f.min is None else f"{f.min:g}"
+        hi = "" if f.max is None else f"{f.max:g}"
+        parts.append(f"range {lo}–{hi}")
+    return "; ".join(parts)
+
+
+def to_markdown(model: Model | None = None) -> str:
+    """The dictionary as Markdown: one section per table, one row per field."""
+    model = model or load_model()
+    lines = [
+        "# ccdp data dictionary",
+        "",
+        f"Common data model version {model.version}. Generated from `src/ccdp/model/cdm.yaml` by "
+        "`ccdp dictionary --format md`; do not edit by hand.",
+        "",
+        "Native CSV layout: a folder with one `<table>.csv` per table, columns named exactly "
+        "as the fields below (derived fields excluded), dates ISO 8601.",
+        "",
+    ]
+    for table in model.tables.values():
+        lines += [f"## `{table.name}`", "", table.description, ""]
+        lines.append(f"Key: {', '.join(table.primary_key)}.")
+        if table.foreign_keys:
+            refs = ", ".join(f"{k} → {v}" for k, v in table.foreign_keys.items())
+            lines.append(f"References: {refs}.")
+        lines += [
+            "",
+            "| field | type | required | allowed values | unit | description |",
+            "|---|---|---|---|---|---|",
+        ]
+        for f in table.fields:
+            req = "derived" if f.derived else ("yes" if f.required else "no")
+            lines.append(
+                f"| `{f.name}` | {f.type} | {req} | {_values(f)} | {f.unit or ''} | "
+                f"{f.description} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(model: Model | None = None) -> str:
+    """The dictionary as JSON (the model itself, serialised)."""
+    model = model or load_model()
+    return json.dumps(model.model_dump(mode="json", exclude_none=True), indent=2)

@@ -1,0 +1,116 @@
+"""Load the declarative data model (cdm.yaml) and derive DDL from it.
+
+Every other stage asks this module what a table or field is; nothing else hard-codes field lists.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FieldType = Literal["string", "integer", "float", "boolean", "date", "partial_date"]
+
+DUCKDB_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "integer": "INTEGER",
+    "float": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "partial_date": "DATE",
+}
+
+
+class FieldDef(BaseModel):
+    """One field of a table: its type, whether it is required, and what values it may take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: FieldType
+    required: bool = False
+    derived: bool = False
+    allowed: list[Any] | None = None
+    code_system: str | None = None
+    min: float | None = None
+    max: float | None = None
+    unit: str | None = None
+    description: str
+
+    @property
+    def duckdb_type(self) -> str:
+        return DUCKDB_TYPES[self.type]
+
+
+class TableDef(BaseModel):
+    """One table: its fields in order, its key and the keys it refers to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    primary_key: list[str]
+    foreign_keys: dict[str, str] = Field(default_factory=dict)
+    fields: list[FieldDef]
+
+    @model_validator(mode="after")
+    def _keys_are_fields(self) -> TableDef:
+        names = {f.name for f in self.fields}
+        missing = [k for k in [*self.primary_key, *self.foreign_keys] if k not in names]
+        if missing:
+            raise ValueError(f"table {self.name}: key field(s) {missing} are not fields")
+        return self
+
+    def field(self, name: str) -> FieldDef:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"table {self.name} has no field {name!r}")
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def input_fields(self) -> list[FieldDef]:
+        """Fields a source supplies (everything but derived fields)."""
+        return [f for f in self.fields if not f.derived]
+
+    def ddl(self, extra_columns: dict[str, str] | None = None) -> str:
+        """CREATE TABLE statement for DuckDB; extra_columns are system columns (name -> type)."""
+        cols = [f'    "{f.name}" {f.duckdb_type}' for f in self.fields]
+        cols += [f'    "{n}" {t}' for n, t in (extra_columns or {}).items()]
+        return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n' + ",\n".join(cols) + "\n)"
+
+
+class Model(BaseModel):
+    """The whole data model: an ordered mapping of table name to table definition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    tables: dict[str, TableDef]
+
+    def table(self, name: str) -> TableDef:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise KeyError(
+                f"no table {name!r} in the data model (tables: {', '.join(self.tables)})"
+            ) from None
+
+    @property
+    def table_names(self) -> list[str]:
+        return list(self.tables)
+
+
+@cache
+def load_model() -> Model:
+    """The packaged data model, parsed and validated once per process."""
+    text = resources.files("ccdp.model").joinpath("cdm.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    tables = {name: TableDef(name=name, **spec) for name, spec in raw["tables"].items()}
+    return Model(version=raw["version"], tables=tables)
