@@ -1,0 +1,136 @@
+"""The plug-in contract every analysis follows.
+
+A federated analysis is a conversation of one or more rounds. The coordinator calls `start` for the
+first request, sends it to every node, each node runs `local` on its own analysis view and answers
+with a `Summary`, and the coordinator calls `combine` on the summaries; `combine` either finishes
+(`Done`) or asks for another round (`Continue`, e.g. a Newton step of Cox or IRLS).
+
+A Summary is made of typed parts so that disclosure control can judge any analysis's output
+without knowing the analysis: `CountsPart` (cell counts: small-cell and secondary suppression),
+`EventTimesPart` (event-time tables: time grid and group-size rules) and `AggregatePart` (model sums
+such as a gradient and Hessian: minimum cohort size and parameter count).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+
+class AnalysisParams(BaseModel):
+    """Base of every analysis's parameter model; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnalysisResult(BaseModel):
+    """Base of every result model: JSON-serialisable, printable as a table, convertible to pandas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analysis: str
+
+    def to_frame(self) -> pd.DataFrame:  # overridden by each result
+        return pd.DataFrame([self.model_dump(mode="json")])
+
+
+@dataclass
+class CountsPart:
+    """A table of counts. `cells` rows hold the grouping values (`dims`) and count columns
+    (`counts`); disclosure suppresses small cells and applies secondary suppression over margins."""
+
+    kind: ClassVar[Literal["counts"]] = "counts"
+    dims: list[str]
+    counts: list[str]
+    cells: list[dict[str, Any]]
+
+
+@dataclass
+class EventTimesPart:
+    """Per-group event-time table (time, at_risk/events/censored...) as KM, log-rank and
+    unstratified Cox need; allowed or coarsened according to the node's policy."""
+
+    kind: ClassVar[Literal["event_times"]] = "event_times"
+    group_by: list[str]
+    rows: list[dict[str, Any]]
+    group_sizes: dict[str, int]
+    time_unit: str = "day"
+
+
+@dataclass
+class AggregatePart:
+    """Model sums (gradient, Hessian, log-likelihood, deviance, ...) over `n` rows estimating
+    `n_params` parameters; refused below the node's minimum cohort size or above n/3 params."""
+
+    kind: ClassVar[Literal["aggregate"]] = "aggregate"
+    n: int
+    n_params: int
+    values: dict[str, Any]
+
+
+Part = CountsPart | EventTimesPart | AggregatePart
+
+
+@dataclass
+class Summary:
+    """What a node sends back for one round: named parts, each judged by disclosure control."""
+
+    parts: dict[str, Part] = field(default_factory=dict)
+
+
+@dataclass
+class Continue:
+    """Another round is needed: send `request` to the nodes; `state` stays at the coordinator."""
+
+    request: dict[str, Any]
+    state: Any = None
+
+
+@dataclass
+class Done:
+    """The analysis has finished with `result`."""
+
+    result: AnalysisResult
+
+
+class Analysis(ABC):
+    """An analysis plug-in. Subclasses set `name` and `params_model` and implement the three steps.
+
+    `local` receives the node's analysis view (one row per tumour, see ccdp.cohort) as a DataFrame
+    and a per-study `cache` dict that lives across rounds at that node, so multi-round analyses
+    prepare their arrays once.
+    """
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[AnalysisParams]]
+
+    def columns(self, params: AnalysisParams) -> list[str] | None:
+        """View columns `local` needs (None: all); lets the node read only what it must."""
+        return None
+
+    def start(self, params: AnalysisParams) -> Continue:
+        """The first request sent to the nodes."""
+        return Continue(request={})
+
+    @abstractmethod
+    def local(
+        self,
+        view: pd.DataFrame,
+        params: AnalysisParams,
+        request: dict[str, Any],
+        cache: dict[str, Any],
+    ) -> Summary:
+        """Run at a node on its own data; returns only aggregates."""
+
+    @abstractmethod
+    def combine(
+        self,
+        params: AnalysisParams,
+        state: Any,
+        summaries: dict[str, Summary],
+    ) -> Continue | Done:
+        """Run at the coordinator on the summaries of the nodes that answered (keyed by node)."""

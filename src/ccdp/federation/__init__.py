@@ -1,0 +1,1 @@
+"""Protocol messages, the coordinator, node runtimes and transports (in-process, HTTP, file)."""

@@ -1,0 +1,60 @@
+"""Versioned protocol messages exchanged between the coordinator (hub) and nodes.
+
+The same messages travel in-process (`ccdp run`), over HTTP (hub and node agents) and as files
+(offline sites), so every transport is tested by the same node and coordinator code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Task(BaseModel):
+    """One round of one study, sent to a node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol_version: Literal[1] = PROTOCOL_VERSION
+    task_id: str
+    study_id: str
+    round: int = Field(ge=0)
+    analysis: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    cohort: dict[str, Any] | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+
+
+class Answer(BaseModel):
+    """A node's answer to a Task: a disclosure-checked summary, or a refusal or failure with why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol_version: Literal[1] = PROTOCOL_VERSION
+    task_id: str
+    node: str
+    status: Literal["answered", "refused", "failed"]
+    reason: str | None = None
+    summary: dict[str, Any] | None = None
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class Transport(Protocol):
+    """Delivers a task to nodes and collects their answers (in-process, HTTP via the hub, files)."""
+
+    def nodes(self) -> list[str]:
+        """Names of the nodes this transport reaches."""
+        ...
+
+    def ask(self, task: Task, nodes: list[str]) -> dict[str, Answer]:
+        """Send `task` to `nodes`; return each node's answer (missing or timed-out nodes get a
+        `failed` answer with the reason)."""
+        ...
