@@ -28,7 +28,7 @@ class AnalysisParams(BaseModel):
 
 
 class AnalysisResult(BaseModel):
-    """Base of every result model: JSON-serialisable, printable as a table, convertible to pandas."""
+    """Base of every result: JSON-serialisable, printable as a table, convertible to pandas."""
 
     model_config = ConfigDict(extra="forbid")
 
