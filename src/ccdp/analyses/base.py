@@ -14,8 +14,8 @@ such as a gradient and Hessian: minimum cohort size and parameter count).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -75,11 +75,60 @@ class AggregatePart:
 Part = CountsPart | EventTimesPart | AggregatePart
 
 
+PART_TYPES: dict[str, type] = {c.kind: c for c in (CountsPart, EventTimesPart, AggregatePart)}
+
+
 @dataclass
 class Summary:
     """What a node sends back for one round: named parts, each judged by disclosure control."""
 
     parts: dict[str, Part] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (floats round-trip exactly through JSON in Python)."""
+        return {name: {"kind": p.kind, **asdict(p)} for name, p in self.parts.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        parts: dict[str, Part] = {}
+        for name, raw in data.items():
+            body = dict(raw)
+            kind = body.pop("kind")
+            if kind not in PART_TYPES:
+                raise ValueError(f"summary part {name!r} has unknown kind {kind!r}")
+            parts[name] = PART_TYPES[kind](**body)
+        return cls(parts=parts)
+
+
+class NodeData(Protocol):
+    """What `local` may read at a node: the cohort-filtered analysis view and the denominators."""
+
+    node: str
+
+    def view(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The analysis view (one row per tumour), restricted to the study's cohort."""
+        ...
+
+    def population(self) -> pd.DataFrame:
+        """The node's population table (country, year, sex, age_group, population)."""
+        ...
+
+
+@dataclass
+class FrameData:
+    """NodeData over in-memory frames: for tests, notebooks and dry runs."""
+
+    frame: pd.DataFrame
+    population_frame: pd.DataFrame | None = None
+    node: str = "local"
+
+    def view(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.frame if columns is None else self.frame[columns]
+
+    def population(self) -> pd.DataFrame:
+        if self.population_frame is None:
+            raise LookupError(f"node {self.node} has no population table")
+        return self.population_frame
 
 
 @dataclass
@@ -100,9 +149,9 @@ class Done:
 class Analysis(ABC):
     """An analysis plug-in. Subclasses set `name` and `params_model` and implement the three steps.
 
-    `local` receives the node's analysis view (one row per tumour, see ccdp.cohort) as a DataFrame
-    and a per-study `cache` dict that lives across rounds at that node, so multi-round analyses
-    prepare their arrays once.
+    `local` receives the node's data (`NodeData`: the cohort-filtered analysis view, one row per
+    tumour, see ccdp.cohort, and the population table) and a per-study `cache` dict that lives
+    across rounds at that node, so multi-round analyses prepare their arrays once.
     """
 
     name: ClassVar[str]
@@ -119,7 +168,7 @@ class Analysis(ABC):
     @abstractmethod
     def local(
         self,
-        view: pd.DataFrame,
+        data: NodeData,
         params: AnalysisParams,
         request: dict[str, Any],
         cache: dict[str, Any],
