@@ -1,0 +1,119 @@
+"""Design matrices for federated regression: the coordinator learns the pooled covariate levels
+and means in a first round, then every node builds identical columns.
+
+Categorical covariates are dummy-coded against the first level in sort order (or `reference`),
+terms named `variable[level]`. Numeric covariates are centred on the pooled mean for numerical
+stability of exp(xβ); coefficients are unchanged by centring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+from ccdp.analyses.base import AggregatePart, CountsPart, Part, Summary
+from ccdp.analyses.errors import AnalysisError
+
+LEVELS = "levels:"
+MOMENTS = "moments"
+
+
+def is_numeric(series: pd.Series) -> bool:
+    """Numbers and booleans enter models as they are; anything else is categorical."""
+    return bool(is_numeric_dtype(series) or is_bool_dtype(series))
+
+
+def describe(
+    frame: pd.DataFrame, covariates: list[str], extra: dict[str, float]
+) -> dict[str, Part]:
+    """The node's covariate levels (as counts) and sums of numeric covariates (and `extra`)."""
+    parts: dict[str, Part] = {}
+    sums: dict[str, float] = dict(extra)
+    for c in covariates:
+        if is_numeric(frame[c]):
+            sums[c] = float(frame[c].astype(float).sum())
+            continue
+        counts = frame[c].astype(str).value_counts(sort=False)
+        cells = [{c: str(level), "n": int(k)} for level, k in sorted(counts.items())]
+        parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells)
+    parts[MOMENTS] = AggregatePart(n=len(frame), n_params=len(sums), values={"sums": sums})
+    return parts
+
+
+def pooled_sums(summaries: dict[str, Summary]) -> tuple[int, dict[str, float]]:
+    """Total rows and summed `moments` over the nodes."""
+    n = 0
+    sums: dict[str, float] = {}
+    for s in summaries.values():
+        part = s.parts[MOMENTS]
+        assert isinstance(part, AggregatePart)
+        n += part.n
+        for k, v in part.values["sums"].items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    return n, sums
+
+
+def make_design(
+    summaries: dict[str, Summary],
+    covariates: list[str],
+    reference: dict[str, Any],
+    center: bool,
+) -> dict[str, Any]:
+    """Columns every node will build: pooled levels (dummy-coded) and pooled means."""
+    if not summaries:
+        raise AnalysisError("no node answered the first round")
+    n, sums = pooled_sums(summaries)
+    terms: list[str] = []
+    columns: list[dict[str, Any]] = []
+    all_levels: dict[str, list[str]] = {}
+    for c in covariates:
+        level_parts = [s.parts[LEVELS + c] for s in summaries.values() if LEVELS + c in s.parts]
+        if level_parts and c in sums:
+            raise AnalysisError(f"covariate {c} is numeric at some nodes and categorical at others")
+        if not level_parts:
+            columns.append({"var": c, "center": sums[c] / n if center and n else 0.0})
+            terms.append(c)
+            continue
+        levels = sorted({str(cell[c]) for p in level_parts for cell in p.cells})
+        ref = str(reference.get(c, levels[0]))
+        if ref not in levels:
+            raise AnalysisError(f"reference level {ref!r} of {c} is not among its levels {levels}")
+        all_levels[c] = levels
+        for level in levels:
+            if level != ref:
+                columns.append({"var": c, "level": level})
+                terms.append(f"{c}[{level}]")
+    unknown = set(reference) - set(covariates)
+    if unknown:
+        raise AnalysisError(f"reference given for {sorted(unknown)}, which are not covariates")
+    return {"terms": terms, "columns": columns, "levels": all_levels}
+
+
+def design_matrix(frame: pd.DataFrame, design: dict[str, Any], node: str) -> np.ndarray:
+    """The node's model matrix for the coordinator's design (no intercept)."""
+    cols: list[np.ndarray] = []
+    checked: set[str] = set()
+    for spec in design["columns"]:
+        var = spec["var"]
+        series = frame[var]
+        if "level" in spec:
+            values = series.astype(str)
+            if var not in checked:
+                extra = set(values.unique()) - set(design["levels"][var])
+                if extra or is_numeric(series):
+                    raise AnalysisError(
+                        f"node {node}: {var} values {sorted(extra)} are not among the pooled "
+                        "categorical levels"
+                    )
+                checked.add(var)
+            cols.append((values == spec["level"]).to_numpy(dtype=float))
+        else:
+            if not is_numeric(series):
+                raise AnalysisError(f"node {node}: covariate {var} is not numeric here")
+            cols.append(series.to_numpy(dtype=float) - float(spec["center"]))
+    if not cols:
+        return np.zeros((len(frame), 0))
+    return np.column_stack(cols)

@@ -1,0 +1,354 @@
+"""Cox proportional hazards, federated and exact.
+
+Round 0 learns the pooled covariate levels and means (see `_design`). Then each round evaluates
+the partial likelihood at the coordinator's β, in one of two ways chosen by `strata`:
+
+* strata containing `node` (the default `strata: node`, or e.g. `[node, sex]`): risk sets never
+  cross nodes, so each node sends its log-likelihood, score and information (an AggregatePart)
+  and the coordinator adds them and takes a Newton–Raphson step;
+* strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node sends,
+  per stratum and distinct time, the sums of exp(xβ), x·exp(xβ), xxᵀ·exp(xβ) over all its rows
+  and over its events (an EventTimesPart, as WebDISCO, Lu et al. JAMIA 2015); the coordinator
+  adds them by time, forms the pooled risk sets and Efron's tie correction exactly.
+
+Either way the estimate equals a pooled fit with the same strata (lifelines CoxPHFitter /
+statsmodels PHReg).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, field_validator
+from rich.markup import escape
+from rich.table import Table
+
+from ccdp.analyses._common import (
+    SurvivalOutcome,
+    TimeUnit,
+    complete_cases,
+    floats,
+    group_labels,
+    survival_arrays,
+    survival_columns,
+)
+from ccdp.analyses._coxcore import (
+    Grouping,
+    RiskGroups,
+    group_rows,
+    group_sum,
+    moment_matrix,
+    n_moments,
+    partial_likelihood,
+)
+from ccdp.analyses._design import describe, design_matrix, make_design
+from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
+from ccdp.analyses._render import num, pval, to_text
+from ccdp.analyses.base import (
+    AggregatePart,
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Continue,
+    Done,
+    EventTimesPart,
+    NodeData,
+    Summary,
+)
+from ccdp.analyses.errors import AnalysisError, InsufficientData
+
+NODE = "node"
+
+
+class CoxParams(AnalysisParams):
+    """Cox model of `outcome` on `covariates`; `strata` node | none | list of view variables
+    (include `node` in the list to stratify within nodes); `reference` levels by covariate."""
+
+    outcome: SurvivalOutcome = "os"
+    covariates: list[str] = Field(min_length=1)
+    strata: Literal["node", "none"] | list[str] = "node"
+    ties: Literal["efron", "breslow"] = "efron"
+    reference: dict[str, str | int | float] = Field(default_factory=dict)
+    time_unit: TimeUnit = "day"
+    max_iter: int = Field(default=50, ge=1, le=200)
+    tol: float = Field(default=1e-9, gt=0)
+
+    @field_validator("strata")
+    @classmethod
+    def _distinct(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("strata variables must be distinct")
+        return v
+
+    def strata_vars(self) -> list[str]:
+        """All stratification variables, `node` included when stratifying by node."""
+        if self.strata == "node":
+            return [NODE]
+        if self.strata == "none":
+            return []
+        return list(self.strata)
+
+    def within_node(self) -> bool:
+        """True when risk sets never cross nodes (node among the strata)."""
+        return NODE in self.strata_vars()
+
+    def local_strata(self) -> list[str]:
+        """Strata variables read from the node's view (node identity is implicit)."""
+        return [v for v in self.strata_vars() if v != NODE]
+
+
+class CoxTerm(BaseModel):
+    term: str
+    coef: float
+    se: float
+    hr: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+class CoxResult(AnalysisResult):
+    """Hazard ratios with Wald 95% CIs; loglik is the maximised log partial likelihood."""
+
+    analysis: str = "cox"
+    outcome: str
+    ties: str
+    strata: str | list[str]
+    coefficients: list[CoxTerm]
+    loglik: float
+    n: int
+    events: int
+    iterations: int
+    converged: bool
+
+    def __rich__(self) -> Table:
+        strata = self.strata if isinstance(self.strata, str) else ", ".join(self.strata) or "none"
+        t = Table(
+            title=f"Cox proportional hazards, {self.outcome.upper()} ({self.ties} ties, "
+            f"strata: {strata})",
+            caption=f"n = {self.n}, events = {self.events}, log partial likelihood = "
+            f"{self.loglik:.4f}, iterations = {self.iterations}"
+            + ("" if self.converged else " (NOT CONVERGED)"),
+        )
+        for col in ("term", "coef", "se", "HR", "95% CI", "p"):
+            t.add_column(col, justify="left" if col == "term" else "right")
+        for c in self.coefficients:
+            t.add_row(
+                escape(c.term),
+                num(c.coef, 4),
+                num(c.se, 4),
+                num(c.hr),
+                f"{num(c.ci_low)}–{num(c.ci_high)}",
+                pval(c.p),
+            )
+        return t
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.model_dump() for c in self.coefficients]).set_index("term")
+
+    def plot(self, **kw: Any) -> Any:
+        """Forest plot of hazard ratios (a matplotlib Figure)."""
+        from ccdp.report.plots import forest_plot
+
+        return forest_plot(self, **kw)
+
+
+@dataclass
+class NodeCox:
+    """A node's model arrays, sorted once and kept in the study cache across rounds."""
+
+    grouping: Grouping
+    x: np.ndarray  # sorted rows
+    moments: np.ndarray  # sorted rows, see moment_matrix
+    event: np.ndarray  # sorted rows, 0/1 as float
+    d: np.ndarray  # per group
+    sx: np.ndarray  # per group
+    labels: np.ndarray  # stratum label by code
+    sizes: dict[str, int]
+    n: int
+
+    def groups(self, beta: np.ndarray) -> RiskGroups:
+        """Group sums of the moments weighted by exp(xβ), over all rows and over events."""
+        w = np.exp(self.x @ beta)
+        mw = self.moments * w[:, None]
+        starts = self.grouping.starts
+        a = group_sum(mw, starts)
+        e = group_sum(mw * self.event[:, None], starts)
+        return RiskGroups(self.grouping.strata_starts, self.d, a, e, self.sx)
+
+
+def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCox:
+    """Read, code and sort the node's rows for this design."""
+    tcol, ecol = survival_columns(params.outcome)
+    strata = params.local_strata()
+    frame = complete_cases(data, [tcol, ecol, *params.covariates, *strata], data.node)
+    time, event = survival_arrays(frame, params.outcome, params.time_unit, data.node)
+    x = design_matrix(frame, design, data.node)
+    labels, codes = np.unique(group_labels(frame, strata).astype(str), return_inverse=True)
+    g = group_rows(codes, time)
+    xs, ev = x[g.order], event[g.order].astype(float)
+    return NodeCox(
+        grouping=g,
+        x=xs,
+        moments=moment_matrix(xs),
+        event=ev,
+        d=group_sum(ev, g.starts).astype(np.int64),
+        sx=group_sum(xs * ev[:, None], g.starts),
+        labels=labels,
+        sizes={str(lab): int(k) for lab, k in zip(labels, np.bincount(codes), strict=True)},
+        n=len(frame),
+    )
+
+
+def event_rows(node: NodeCox, rg: RiskGroups) -> list[dict[str, Any]]:
+    """The WebDISCO table: per stratum and time, moment sums over all rows and over events."""
+    labels = node.labels[node.grouping.codes].tolist()
+    return [
+        {"stratum": s, "time": t, "d": d, "a": a, "e": e, "sx": sx}
+        for s, t, d, a, e, sx in zip(
+            labels,
+            node.grouping.time.tolist(),
+            rg.d.tolist(),
+            floats(rg.a),
+            floats(rg.e),
+            floats(rg.sx),
+            strict=True,
+        )
+    ]
+
+
+def pooled_groups(summaries: dict[str, Summary], p: int) -> tuple[RiskGroups, int, int]:
+    """Add the nodes' event-time tables by (stratum, time): the pooled risk-set sums."""
+    rows = [r for s in summaries.values() for r in s.parts["risk_sets"].rows]
+    n = sum(sum(s.parts["risk_sets"].group_sizes.values()) for s in summaries.values())
+    if not rows:
+        raise AnalysisError("no node sent risk-set sums")
+    q = n_moments(p)
+    labels = np.array([r["stratum"] for r in rows], dtype=object)
+    _, codes = np.unique(labels.astype(str), return_inverse=True)
+    g = group_rows(codes, np.array([r["time"] for r in rows], dtype=float))
+
+    def stack(key: str, width: int) -> np.ndarray:
+        arr = np.array([r[key] for r in rows], dtype=float).reshape(len(rows), width)
+        return group_sum(arr[g.order], g.starts)
+
+    d = group_sum(np.array([r["d"] for r in rows], dtype=np.int64)[g.order], g.starts)
+    groups = RiskGroups(g.strata_starts, d, stack("a", q), stack("e", q), stack("sx", p))
+    return groups, n, int(d.sum())
+
+
+def node_cache(cache: dict[str, Any], data: NodeData, params: CoxParams, design: dict) -> NodeCox:
+    """The node's prepared arrays for this design, computed on the first fitting round only."""
+    key = json.dumps(design, sort_keys=True)
+    if cache.get("cox_key") != key:
+        cache["cox_key"], cache["cox"] = key, prepare(data, params, design)
+    return cache["cox"]
+
+
+class Cox(Analysis):
+    """Describe round, then one round per Newton–Raphson step."""
+
+    name: ClassVar[str] = "cox"
+    params_model: ClassVar[type[AnalysisParams]] = CoxParams
+
+    def columns(self, params: AnalysisParams) -> list[str]:
+        assert isinstance(params, CoxParams)
+        return [*survival_columns(params.outcome), *params.covariates, *params.local_strata()]
+
+    def start(self, params: AnalysisParams) -> Continue:
+        return Continue(request={"step": "describe"})
+
+    def local(
+        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+    ) -> Summary:
+        assert isinstance(params, CoxParams)
+        if request["step"] == "describe":
+            frame = complete_cases(data, self.columns(params), data.node)
+            return Summary(parts=describe(frame, params.covariates, {}))
+        node = node_cache(cache, data, params, request["design"])
+        if node.n == 0:
+            raise InsufficientData(f"node {data.node}: no rows for the model")
+        beta = np.array(request["beta"], dtype=float)
+        rg = node.groups(beta)
+        if params.within_node():
+            loglik, score, info = partial_likelihood(rg, beta, params.ties)
+            values = {
+                "loglik": loglik,
+                "score": floats(score),
+                "info": floats(info),
+                "events": int(node.d.sum()),
+            }
+            return Summary(
+                parts={"model": AggregatePart(n=node.n, n_params=len(beta), values=values)}
+            )
+        part = EventTimesPart(
+            group_by=params.local_strata(),
+            rows=event_rows(node, rg),
+            group_sizes=node.sizes,
+            time_unit=params.time_unit,
+        )
+        return Summary(parts={"risk_sets": part})
+
+    def combine(
+        self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]
+    ) -> Continue | Done:
+        assert isinstance(params, CoxParams)
+        if not summaries:
+            raise AnalysisError("no node answered")
+        if state is None:
+            design = make_design(summaries, params.covariates, params.reference, center=True)
+            if not design["terms"]:
+                raise AnalysisError("the covariates give no model terms (single levels only)")
+            state = NewtonState(beta=np.zeros(len(design["terms"])), extra={"design": design})
+            return Continue(request=self._request(state), state=state)
+        design = state.extra["design"]
+        loglik, score, info, n, events = self._evaluate(params, state.beta, summaries)
+        out = newton_step(state, loglik, score, info, design["terms"], params.tol, params.max_iter)
+        if isinstance(out, NewtonState):
+            return Continue(request=self._request(out), state=out)
+        return Done(self._result(params, design, out, n, events))
+
+    @staticmethod
+    def _request(state: NewtonState) -> dict[str, Any]:
+        return {"step": "fit", "design": state.extra["design"], "beta": floats(state.beta)}
+
+    @staticmethod
+    def _evaluate(
+        params: CoxParams, beta: np.ndarray, summaries: dict[str, Summary]
+    ) -> tuple[float, np.ndarray, np.ndarray, int, int]:
+        """Pooled log partial likelihood, score and information at β."""
+        if params.within_node():
+            parts = [s.parts["model"] for s in summaries.values()]
+            vals = [p.values for p in parts if isinstance(p, AggregatePart)]
+            loglik = float(sum(v["loglik"] for v in vals))
+            score = np.sum([np.asarray(v["score"], dtype=float) for v in vals], axis=0)
+            info = np.sum([np.asarray(v["info"], dtype=float) for v in vals], axis=0)
+            n = sum(p.n for p in parts if isinstance(p, AggregatePart))
+            return loglik, score, info, n, int(sum(v["events"] for v in vals))
+        groups, n, events = pooled_groups(summaries, len(beta))
+        loglik, score, info = partial_likelihood(groups, beta, params.ties)
+        return loglik, score, info, n, events
+
+    @staticmethod
+    def _result(
+        params: CoxParams, design: dict[str, Any], fit: NewtonFit, n: int, events: int
+    ) -> CoxResult:
+        rows = wald_rows(fit, design["terms"], "hr")
+        return CoxResult(
+            outcome=params.outcome,
+            ties=params.ties,
+            strata=params.strata,
+            coefficients=[CoxTerm.model_validate(r) for r in rows],
+            loglik=fit.loglik,
+            n=n,
+            events=events,
+            iterations=fit.iterations,
+            converged=fit.converged,
+        )

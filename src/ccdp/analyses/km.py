@@ -1,0 +1,244 @@
+"""Kaplan–Meier survival by group, pooled exactly from the nodes' event-time tables.
+
+Each node sends, per group and distinct time on the policy grid, the number of events and
+censorings; the coordinator adds the tables, so the at-risk counts, the product-limit estimate and
+Greenwood's variance are exactly those of the pooled data. Confidence intervals use the
+exponential Greenwood (log(-log)) transform, as lifelines' KaplanMeierFitter and R's
+`survfit(conf.type = "log-log")`. The median's interval is where the interval bands cross 0.5
+(the Brookmeyer–Crowley construction with the log(-log) transform; identical to lifelines'
+`median_survival_times(kmf.confidence_interval_)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from rich.markup import escape
+from rich.table import Table
+from scipy.stats import norm
+
+from ccdp.analyses._common import (
+    YEAR_DAYS,
+    SurvivalOutcome,
+    TimeUnit,
+    complete_cases,
+    finite_or_none,
+    group_labels,
+    survival_arrays,
+    survival_columns,
+)
+from ccdp.analyses._render import num, to_text
+from ccdp.analyses.base import (
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Done,
+    EventTimesPart,
+    NodeData,
+    Summary,
+)
+from ccdp.analyses.errors import AnalysisError
+
+Z95 = float(norm.ppf(0.975))
+LANDMARK_YEARS = (1, 3, 5)
+
+
+class KMParams(AnalysisParams):
+    """Kaplan–Meier: `outcome` os|efs, optional grouping `by`, the node's time grid."""
+
+    outcome: SurvivalOutcome = "os"
+    by: list[str] = Field(default_factory=list)
+    time_unit: TimeUnit = "day"
+
+
+class KMRow(BaseModel):
+    time: float
+    at_risk: int
+    events: int
+    survival: float
+    ci_low: float
+    ci_high: float
+
+
+class Landmark(BaseModel):
+    years: float
+    survival: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class KMGroup(BaseModel):
+    group: str
+    n: int
+    events: int
+    median: float | None
+    median_ci_low: float | None
+    median_ci_high: float | None
+    survival_at: list[Landmark]
+    table: list[KMRow]
+
+
+class KMResult(AnalysisResult):
+    """Survival curves by group; times in days."""
+
+    analysis: str = "km"
+    outcome: str
+    by: list[str]
+    time_unit: str
+    groups: list[KMGroup]
+
+    def __rich__(self) -> Table:
+        t = Table(title=f"Kaplan–Meier {self.outcome.upper()} (times in days; 95% CI log-log)")
+        for col in ("group", "n", "events", "median (95% CI)"):
+            t.add_column(col, justify="left" if col == "group" else "right")
+        for y in LANDMARK_YEARS:
+            t.add_column(f"S({y}y) (95% CI)", justify="right")
+        for g in self.groups:
+            med = f"{num(g.median, 0)} ({num(g.median_ci_low, 0)}–{num(g.median_ci_high, 0)})"
+            land = [f"{num(m.survival)} ({num(m.ci_low)}–{num(m.ci_high)})" for m in g.survival_at]
+            t.add_row(escape(g.group), str(g.n), str(g.events), med, *land)
+        return t
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table: one row per group and time."""
+        rows = [{"group": g.group, **r.model_dump()} for g in self.groups for r in g.table]
+        cols = ["group", "time", "at_risk", "events", "survival", "ci_low", "ci_high"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def plot(self, **kw: Any) -> Any:
+        """Curves with CI bands and numbers at risk (a matplotlib Figure)."""
+        from ccdp.report.plots import km_plot
+
+        return km_plot(self, **kw)
+
+
+def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
+    """The node's per-group event-time table: events and censorings at each distinct time."""
+    tcol, ecol = survival_columns(outcome)
+    frame = complete_cases(data, [tcol, ecol, *by], data.node)
+    time, event = survival_arrays(frame, outcome, unit, data.node)
+    table = pd.DataFrame({"group": group_labels(frame, by), "time": time, "events": event})
+    agg = table.groupby(["group", "time"], sort=True)["events"].agg(["sum", "size"])
+    rows = [
+        {"group": g, "time": float(t), "events": int(e), "censored": int(s - e)}
+        for (g, t), e, s in zip(agg.index, agg["sum"], agg["size"], strict=True)
+    ]
+    sizes = {str(k): int(v) for k, v in table.groupby("group").size().items()}
+    return EventTimesPart(group_by=list(by), rows=rows, group_sizes=sizes, time_unit=unit)
+
+
+def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
+    """Add the nodes' event-time tables: one row per (group, time), sorted."""
+    rows = [r for s in summaries.values() for r in s.parts[part].rows]
+    if not rows:
+        raise AnalysisError("no node sent an event-time table")
+    frame = pd.DataFrame(rows, columns=["group", "time", "events", "censored"])
+    return frame.groupby(["group", "time"], sort=True, as_index=False)[["events", "censored"]].sum()
+
+
+def km_curve(time: np.ndarray, events: np.ndarray, censored: np.ndarray) -> dict[str, np.ndarray]:
+    """Product-limit estimate with exponential-Greenwood bounds at each distinct time."""
+    removed = events + censored
+    at_risk = removed[::-1].cumsum()[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(1.0 - events / at_risk)
+        term = events / (at_risk * (at_risk - events).astype(float))
+        term[~np.isfinite(term)] = 0.0  # the last patients all dying: no variance term
+        greenwood = np.cumsum(term)
+        v = np.log(surv)
+        spread = Z95 * np.sqrt(greenwood) / v
+        low = np.exp(-np.exp(np.log(-v) - spread))
+        high = np.exp(-np.exp(np.log(-v) + spread))
+    low[surv == 1.0] = 1.0
+    high[surv == 1.0] = 1.0
+    low[surv == 0.0] = 0.0
+    high[surv == 0.0] = 0.0
+    return {"at_risk": at_risk, "survival": surv, "ci_low": low, "ci_high": high}
+
+
+def first_below_half(time: np.ndarray, curve: np.ndarray) -> float | None:
+    """Earliest time the curve is at or below 0.5 (None if it never gets there); a curve that is
+    exactly one half up to rounding counts as reached."""
+    hit = np.flatnonzero(curve <= 0.5 + 1e-12)
+    return finite_or_none(time[hit[0]]) if hit.size else None
+
+
+def landmarks(time: np.ndarray, curve: dict[str, np.ndarray]) -> list[Landmark]:
+    """Survival at 1, 3 and 5 years (undefined beyond the group's last follow-up time)."""
+    out = []
+    for years in LANDMARK_YEARS:
+        t = years * YEAR_DAYS
+        if time.size == 0 or t > time[-1]:
+            out.append(Landmark(years=years, survival=None, ci_low=None, ci_high=None))
+            continue
+        i = np.searchsorted(time, t, side="right") - 1
+        if i < 0:
+            out.append(Landmark(years=years, survival=1.0, ci_low=1.0, ci_high=1.0))
+            continue
+        vals = [float(curve[k][i]) for k in ("survival", "ci_low", "ci_high")]
+        out.append(Landmark(years=years, survival=vals[0], ci_low=vals[1], ci_high=vals[2]))
+    return out
+
+
+def km_group(name: str, block: pd.DataFrame) -> KMGroup:
+    """One group's curve, median and landmarks from its pooled event table."""
+    time = block["time"].to_numpy(dtype=float)
+    ev = block["events"].to_numpy(dtype=np.int64)
+    cen = block["censored"].to_numpy(dtype=np.int64)
+    c = km_curve(time, ev, cen)
+    table = [
+        KMRow(time=t, at_risk=a, events=e, survival=s, ci_low=lo, ci_high=hi)
+        for t, a, e, s, lo, hi in zip(
+            time.tolist(),
+            c["at_risk"].tolist(),
+            ev.tolist(),
+            c["survival"].tolist(),
+            c["ci_low"].tolist(),
+            c["ci_high"].tolist(),
+            strict=True,
+        )
+    ]
+    return KMGroup(
+        group=name,
+        n=int(ev.sum() + cen.sum()),
+        events=int(ev.sum()),
+        median=first_below_half(time, c["survival"]),
+        median_ci_low=first_below_half(time, c["ci_low"]),
+        median_ci_high=first_below_half(time, c["ci_high"]),
+        survival_at=landmarks(time, c),
+        table=table,
+    )
+
+
+class KaplanMeier(Analysis):
+    """One round: nodes send event-time tables; the coordinator adds them and estimates."""
+
+    name: ClassVar[str] = "km"
+    params_model: ClassVar[type[AnalysisParams]] = KMParams
+
+    def columns(self, params: AnalysisParams) -> list[str]:
+        assert isinstance(params, KMParams)
+        return [*survival_columns(params.outcome), *params.by]
+
+    def local(
+        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+    ) -> Summary:
+        assert isinstance(params, KMParams)
+        part = event_table_part(data, params.outcome, params.by, params.time_unit)
+        return Summary(parts={"events": part})
+
+    def combine(self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]) -> Done:
+        assert isinstance(params, KMParams)
+        table = pooled_event_table(summaries)
+        groups = [km_group(str(g), block) for g, block in table.groupby("group", sort=True)]
+        return Done(
+            KMResult(
+                outcome=params.outcome, by=params.by, time_unit=params.time_unit, groups=groups
+            )
+        )

@@ -1,0 +1,135 @@
+"""Log-rank test of k groups, exact from the same event-time tables as Kaplan–Meier.
+
+The coordinator adds the nodes' per-group tables, so observed and expected events and their
+hypergeometric covariance equal the pooled data's; the statistic is U' V⁻ U over the first k−1
+groups with k−1 degrees of freedom (as lifelines' multivariate_logrank_test and R's survdiff).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from rich.markup import escape
+from rich.table import Table
+from scipy.stats import chi2 as chi2_dist
+
+from ccdp.analyses._common import SurvivalOutcome, TimeUnit, survival_columns
+from ccdp.analyses._render import num, pval, to_text
+from ccdp.analyses.base import (
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Done,
+    NodeData,
+    Summary,
+)
+from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.km import event_table_part, pooled_event_table
+
+
+class LogrankParams(AnalysisParams):
+    """Log-rank: `outcome` os|efs compared across the groups formed by `by`."""
+
+    outcome: SurvivalOutcome = "os"
+    by: list[str] = Field(min_length=1)
+    time_unit: TimeUnit = "day"
+
+
+class LogrankGroup(BaseModel):
+    group: str
+    n: int
+    observed: int
+    expected: float
+
+
+class LogrankResult(AnalysisResult):
+    analysis: str = "logrank"
+    outcome: str
+    by: list[str]
+    chi2: float
+    df: int
+    p: float
+    groups: list[LogrankGroup]
+
+    def __rich__(self) -> Table:
+        t = Table(
+            title=f"Log-rank test, {self.outcome.upper()}: χ² = {self.chi2:.3f}, "
+            f"df = {self.df}, p = {pval(self.p)}"
+        )
+        for col in ("group", "n", "observed", "expected", "O/E"):
+            t.add_column(col, justify="left" if col == "group" else "right")
+        for g in self.groups:
+            ratio = g.observed / g.expected if g.expected > 0 else None
+            t.add_row(escape(g.group), str(g.n), str(g.observed), num(g.expected, 2), num(ratio, 2))
+        return t
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([g.model_dump() for g in self.groups])
+
+
+def logrank_statistic(table: pd.DataFrame) -> tuple[float, int, list[LogrankGroup]]:
+    """Observed/expected events and the k−1 df chi-square from a pooled (group, time) table."""
+    events = table.pivot(index="time", columns="group", values="events").fillna(0.0)
+    cens = table.pivot(index="time", columns="group", values="censored").fillna(0.0)
+    k = events.shape[1]
+    if k < 2:
+        raise AnalysisError("the log-rank test needs at least two groups with data")
+    d_j = events.to_numpy()
+    n_j = (d_j + cens.to_numpy())[::-1].cumsum(axis=0)[::-1]
+    d = d_j.sum(axis=1)
+    n = n_j.sum(axis=1)
+    keep = d > 0
+    d_j, n_j, d, n = d_j[keep], n_j[keep], d[keep], n[keep]
+    share = n_j / n[:, None]
+    expected = (share * d[:, None]).sum(axis=0)
+    observed = d_j.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n > 1, d * (n - d) / (n - 1), 0.0)
+    cov = np.einsum("t,tj,tk->jk", factor, share, share)
+    var = np.diag((factor[:, None] * share).sum(axis=0)) - cov
+    u = (observed - expected)[:-1]
+    stat = float(u @ np.linalg.pinv(var[:-1, :-1]) @ u)
+    sizes = (events.to_numpy().sum(axis=0) + cens.to_numpy().sum(axis=0)).astype(int)
+    groups = [
+        LogrankGroup(group=str(g), n=int(s), observed=int(o), expected=float(e))
+        for g, s, o, e in zip(events.columns, sizes, observed, expected, strict=True)
+    ]
+    return stat, k - 1, groups
+
+
+class Logrank(Analysis):
+    """One round: event-time tables by group, added at the coordinator."""
+
+    name: ClassVar[str] = "logrank"
+    params_model: ClassVar[type[AnalysisParams]] = LogrankParams
+
+    def columns(self, params: AnalysisParams) -> list[str]:
+        assert isinstance(params, LogrankParams)
+        return [*survival_columns(params.outcome), *params.by]
+
+    def local(
+        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+    ) -> Summary:
+        assert isinstance(params, LogrankParams)
+        part = event_table_part(data, params.outcome, params.by, params.time_unit)
+        return Summary(parts={"events": part})
+
+    def combine(self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]) -> Done:
+        assert isinstance(params, LogrankParams)
+        stat, df, groups = logrank_statistic(pooled_event_table(summaries))
+        return Done(
+            LogrankResult(
+                outcome=params.outcome,
+                by=params.by,
+                chi2=stat,
+                df=df,
+                p=float(chi2_dist.sf(stat, df)),
+                groups=groups,
+            )
+        )

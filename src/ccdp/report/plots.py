@@ -1,0 +1,88 @@
+"""Figures for analysis results: Kaplan–Meier curves and forest plots.
+
+Built on `matplotlib.figure.Figure` directly (no pyplot global state), so they are safe in
+servers and tests; callers save or display the returned Figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+AT_RISK_TICKS = 6
+
+
+def _step(table: list[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A right-continuous step curve starting at (0, 1)."""
+    t = np.array([0.0, *[r.time for r in table]])
+    y = np.array([1.0, *[getattr(r, key) for r in table]])
+    return t, y
+
+
+def at_risk_at(table: list[Any], times: np.ndarray) -> list[int]:
+    """Numbers at risk at given times: those whose time is at or after each tick."""
+    t = np.array([r.time for r in table])
+    n = np.array([r.at_risk for r in table])
+    idx = np.searchsorted(t, times, side="left")
+    return [int(n[i]) if i < len(n) else 0 for i in idx]
+
+
+def km_plot(result: Any, years: bool = True, width: float = 8.0, height: float = 6.0) -> Figure:
+    """Kaplan–Meier curves with 95% CI bands, censoring ticks and numbers at risk below."""
+    fig = Figure(figsize=(width, height))
+    ax, risk_ax = fig.subplots(2, 1, height_ratios=[4, 1], sharex=True)
+    scale = 365.25 if years else 1.0
+    t_max = max((g.table[-1].time for g in result.groups if g.table), default=1.0) / scale
+    ticks = np.linspace(0.0, t_max, AT_RISK_TICKS)
+    for i, g in enumerate(result.groups):
+        t, s = _step(g.table, "survival")
+        _, lo = _step(g.table, "ci_low")
+        _, hi = _step(g.table, "ci_high")
+        (line,) = ax.step(t / scale, s, where="post", label=f"{g.group} (n={g.n})")
+        ax.fill_between(t / scale, lo, hi, step="post", alpha=0.2, color=line.get_color())
+        nxt = [r.at_risk for r in g.table[1:]] + [0]
+        cens = [r for r, a in zip(g.table, nxt, strict=True) if r.at_risk - r.events > a]
+        ax.plot(
+            [r.time / scale for r in cens],
+            [r.survival for r in cens],
+            "|",
+            color=line.get_color(),
+            markersize=6,
+        )
+        for x, n in zip(ticks, at_risk_at(g.table, ticks * scale), strict=True):
+            risk_ax.text(x, i, str(n), ha="center", va="center", color=line.get_color())
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel(f"{result.outcome.upper()} probability")
+    ax.legend(loc="lower left", frameon=False)
+    ax.grid(alpha=0.3)
+    risk_ax.set_yticks(range(len(result.groups)), [g.group for g in result.groups])
+    risk_ax.set_ylim(len(result.groups) - 0.5, -0.5)
+    risk_ax.set_xticks(ticks)
+    risk_ax.set_xlabel("years since diagnosis" if years else "days since diagnosis")
+    risk_ax.set_title("Number at risk", fontsize="small", loc="left")
+    for side in ("top", "right", "bottom"):
+        risk_ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def forest_plot(result: Any, width: float = 7.0) -> Figure:
+    """Ratios (HR, OR or RR) with 95% CIs on a log axis, one row per term."""
+    rows = [c for c in result.coefficients if c.term != "(Intercept)"]
+    fig = Figure(figsize=(width, 1.0 + 0.45 * len(rows)))
+    ax = fig.subplots()
+    key = "hr" if result.analysis == "cox" else "estimate"
+    y = np.arange(len(rows))[::-1]
+    est = np.array([getattr(c, key) for c in rows])
+    lo = np.array([c.ci_low for c in rows])
+    hi = np.array([c.ci_high for c in rows])
+    ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="s", color="black", capsize=3)
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yticks(y, [c.term for c in rows])
+    label = {"cox": "hazard ratio", "logistic": "odds ratio", "poisson": "rate ratio"}
+    ax.set_xlabel(f"{label.get(result.analysis, 'ratio')} (95% CI)")
+    fig.tight_layout()
+    return fig

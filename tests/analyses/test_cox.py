@@ -1,0 +1,162 @@
+"""Federated Cox equals pooled lifelines / statsmodels fits, whatever the split over 1–10 nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ccdp.analyses._common import coarsen
+from ccdp.analyses.errors import AnalysisError
+from tests.analyses.data import cohort, freireich
+from tests.analyses.federate import federate, split
+from tests.analyses.references import (
+    assert_matches,
+    lifelines_cox,
+    statsmodels_breslow,
+    with_node,
+)
+
+COVARIATES = ["age_at_diagnosis", "wbc_at_diagnosis", "sex", "risk_group"]
+TERMS = [
+    "age_at_diagnosis",
+    "wbc_at_diagnosis",
+    "sex[M]",
+    "risk_group[low]",
+    "risk_group[standard]",
+]
+
+
+def lifelines_check(result, cph) -> None:
+    names = list(cph.params_.index)
+    assert_matches(
+        result,
+        cph.params_.to_numpy(),
+        cph.standard_errors_.to_numpy(),
+        cph.log_likelihood_,
+        names,
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 10])
+def test_freireich_efron_equals_lifelines_and_published(k: int) -> None:
+    """Freireich et al. 1963 (6-MP vs placebo): Efron coef 1.572 (se 0.412), HR 4.82, as R
+    coxph reports for these data (Venables & Ripley, MASS 4th ed., §13.3, `gehan`)."""
+    df = freireich()
+    result = federate(
+        "cox",
+        {"covariates": ["arm"], "strata": "none", "reference": {"arm": "6-MP"}},
+        split(df, k, np.random.default_rng(k)),
+    )
+    lifelines_check(result, lifelines_cox(df, ["arm"]))
+    (arm,) = result.coefficients
+    assert arm.term == "arm[placebo]"
+    assert (round(arm.coef, 3), round(arm.se, 3), round(arm.hr, 2)) == (1.572, 0.412, 4.82)
+    assert (result.n, result.events) == (42, 30)
+
+
+def test_freireich_breslow_equals_statsmodels_and_published() -> None:
+    """Breslow ties: Rx coef 1.509 (se 0.410), HR 4.523; with log WBC, Rx 1.294 and log WBC
+    1.604 (Kleinbaum & Klein, Survival Analysis: A Self-Learning Text, 3rd ed., ch. 3)."""
+    df = freireich()
+    frames = split(df, 4, np.random.default_rng(9))
+    one = federate("cox", {"covariates": ["Rx"], "strata": "none", "ties": "breslow"}, frames)
+    two = federate(
+        "cox", {"covariates": ["Rx", "logWBC"], "strata": "none", "ties": "breslow"}, frames
+    )
+    for res, cov in ((one, ["Rx"]), (two, ["Rx", "logWBC"])):
+        x, fit = statsmodels_breslow(df, cov)
+        assert_matches(res, fit.params, fit.bse, fit.llf, list(x.columns))
+    assert (round(one.coefficients[0].coef, 3), round(one.coefficients[0].se, 3)) == (1.509, 0.410)
+    assert round(one.coefficients[0].hr, 3) == 4.523
+    assert [round(c.coef, 3) for c in two.coefficients] == [1.294, 1.604]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unstratified_random_splits_equal_lifelines(seed: int) -> None:
+    df = cohort(400, seed)
+    rng = np.random.default_rng(seed)
+    frames = split(df, int(rng.integers(1, 11)), rng)
+    result = federate("cox", {"covariates": COVARIATES, "strata": "none"}, frames)
+    lifelines_check(result, lifelines_cox(df, COVARIATES))
+    assert result.converged and [c.term for c in result.coefficients] == TERMS
+    assert (result.n, result.events) == (400, int(df["os_event"].sum()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unstratified_breslow_equals_statsmodels(seed: int) -> None:
+    df = cohort(300, 20 + seed)
+    rng = np.random.default_rng(seed)
+    frames = split(df, int(rng.integers(1, 11)), rng)
+    result = federate(
+        "cox", {"covariates": COVARIATES, "strata": "none", "ties": "breslow"}, frames
+    )
+    x, fit = statsmodels_breslow(df, COVARIATES)
+    assert_matches(result, fit.params, fit.bse, fit.llf, list(x.columns))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_by_node_equals_lifelines_with_node_strata(seed: int) -> None:
+    df = cohort(400, 40 + seed)
+    rng = np.random.default_rng(seed)
+    frames = split(df, int(rng.integers(1, 11)), rng)
+    result = federate("cox", {"covariates": COVARIATES}, frames)
+    assert result.strata == "node"
+    lifelines_check(result, lifelines_cox(with_node(frames), COVARIATES, strata=["node"]))
+
+
+def test_stratified_by_node_breslow_equals_statsmodels() -> None:
+    df = cohort(300, 50)
+    frames = split(df, 6, np.random.default_rng(50))
+    result = federate("cox", {"covariates": COVARIATES, "ties": "breslow"}, frames)
+    x, fit = statsmodels_breslow(with_node(frames), COVARIATES, strata=["node"])
+    assert_matches(result, fit.params, fit.bse, fit.llf, list(x.columns))
+
+
+@pytest.mark.parametrize(
+    "strata", [["sex"], ["node", "sex"], ["sex", "risk_group"]], ids=lambda s: "+".join(s)
+)
+def test_variable_strata_equal_lifelines_with_same_strata(strata: list[str]) -> None:
+    df = cohort(400, 60)
+    frames = split(df, 5, np.random.default_rng(60))
+    cov = ["age_at_diagnosis", "wbc_at_diagnosis"]
+    result = federate("cox", {"covariates": cov, "strata": strata}, frames)
+    lifelines_check(result, lifelines_cox(with_node(frames), cov, strata=strata))
+
+
+def test_reference_level_and_week_grid() -> None:
+    df = cohort(300, 70)
+    frames = split(df, 3, np.random.default_rng(70))
+    params = {
+        "covariates": ["risk_group", "male"],
+        "strata": "none",
+        "reference": {"risk_group": "low"},
+        "time_unit": "week",
+    }
+    result = federate("cox", params, frames)
+    grid = df.assign(os_time=coarsen(df["os_time"].to_numpy(), "week"))
+    cph = lifelines_cox(grid, ["risk_group", "male"], reference={"risk_group": "low"})
+    lifelines_check(result, cph)
+    assert [c.term for c in result.coefficients][:2] == ["risk_group[high]", "risk_group[standard]"]
+
+
+def test_result_forms() -> None:
+    df = cohort(200, 80)
+    result = federate("cox", {"covariates": COVARIATES}, split(df, 2, np.random.default_rng(0)))
+    frame = result.to_frame()
+    assert list(frame.index) == TERMS
+    assert list(frame.columns) == ["coef", "se", "hr", "ci_low", "ci_high", "p"]
+    np.testing.assert_allclose(frame["hr"], np.exp(frame["coef"]))
+    text = str(result)
+    assert "Cox proportional hazards" in text and "risk_group[standard]" in text
+    assert "n = 200" in text
+
+
+def test_bad_requests_are_refused_with_reasons() -> None:
+    df = cohort(100, 90)
+    frames = split(df, 2, np.random.default_rng(0))
+    with pytest.raises(AnalysisError, match="reference level 'none' of sex"):
+        federate("cox", {"covariates": ["sex"], "reference": {"sex": "none"}}, frames)
+    with pytest.raises(AnalysisError, match="singular"):
+        federate("cox", {"covariates": ["male", "sex"], "strata": "none"}, frames)
+    with pytest.raises(AnalysisError, match="no column"):
+        federate("cox", {"covariates": ["stage"]}, frames)

@@ -1,0 +1,118 @@
+"""Kaplan–Meier over 1–10 nodes equals lifelines' KaplanMeierFitter on the pooled data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import KaplanMeierFitter
+from lifelines.utils import median_survival_times
+
+from ccdp.analyses._common import coarsen
+from ccdp.analyses.km import KMResult
+from tests.analyses.data import cohort, freireich
+from tests.analyses.federate import federate, split
+
+TOL = 1e-9
+
+
+def first_half(times: np.ndarray, values: np.ndarray) -> float | None:
+    """lifelines' median rule (first time at or below 0.5) on its own curve; a curve exactly at
+    0.5 up to rounding counts as reached (lifelines' exp(Σ log) can land either side of 0.5)."""
+    hit = np.flatnonzero(values <= 0.5 + 1e-12)
+    return None if hit.size == 0 else float(times[hit[0]])
+
+
+def check_against_lifelines(result: KMResult, pooled: pd.DataFrame, by: str | None) -> None:
+    groups = [("all", pooled)] if by is None else list(pooled.groupby(by))
+    assert [g.group for g in result.groups] == [str(k) for k, _ in groups]
+    for g, (_, block) in zip(result.groups, groups, strict=True):
+        kmf = KaplanMeierFitter().fit(block["os_time"], block["os_event"])
+        times = np.array([r.time for r in g.table])
+        np.testing.assert_array_equal(times, np.unique(block["os_time"]))
+        sf = kmf.survival_function_.iloc[:, 0].loc[times].to_numpy()
+        ci = kmf.confidence_interval_.loc[times].to_numpy()
+        np.testing.assert_allclose([r.survival for r in g.table], sf, rtol=0, atol=TOL)
+        np.testing.assert_allclose([r.ci_low for r in g.table], ci[:, 0], rtol=0, atol=TOL)
+        np.testing.assert_allclose([r.ci_high for r in g.table], ci[:, 1], rtol=0, atol=TOL)
+        et = kmf.event_table.loc[times]
+        assert [r.at_risk for r in g.table] == et["at_risk"].tolist()
+        assert [r.events for r in g.table] == et["observed"].tolist()
+        assert (g.n, g.events) == (len(block), int(block["os_event"].sum()))
+        got = [g.median, g.median_ci_low, g.median_ci_high]
+        line = kmf.timeline
+        curves = [kmf.survival_function_.to_numpy()[:, 0], *kmf.confidence_interval_.to_numpy().T]
+        assert got == [first_half(line, c) for c in curves]
+        if not np.isclose(kmf.survival_function_.to_numpy(), 0.5, atol=1e-9).any():
+            med = median_survival_times(kmf.confidence_interval_).to_numpy().ravel()
+            expect = [kmf.median_survival_time_, *med]
+            assert got == [None if np.isinf(x) else x for x in expect]
+        for land in g.survival_at:
+            t = land.years * 365.25
+            if t > times[-1]:
+                assert land.survival is None
+                continue
+            assert land.survival == pytest.approx(kmf.predict(t), abs=TOL)
+            lo, hi = kmf.confidence_interval_.loc[:t].iloc[-1]
+            assert (land.ci_low, land.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
+def test_freireich_by_arm_equals_lifelines(k: int) -> None:
+    df = freireich()
+    result = federate("km", {"by": ["arm"]}, split(df, k, np.random.default_rng(k)))
+    check_against_lifelines(result, df, "arm")
+    placebo = result.groups[1]
+    assert placebo.group == "placebo" and placebo.median == 8.0  # Freireich: 8 weeks on placebo
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_splits_with_ties_equal_lifelines(seed: int) -> None:
+    df = cohort(400, seed)
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(1, 11))
+    check_against_lifelines(
+        federate("km", {"by": ["risk_group"]}, split(df, k, rng)), df, "risk_group"
+    )
+    check_against_lifelines(federate("km", {}, split(df, k, rng)), df, None)
+
+
+def test_two_by_variables_make_joint_groups() -> None:
+    df = cohort(300, 7)
+    result = federate("km", {"by": ["sex", "risk_group"]}, split(df, 4, np.random.default_rng(0)))
+    assert [g.group for g in result.groups][:2] == ["F, high", "F, low"]
+    assert sum(g.n for g in result.groups) == 300
+
+
+@pytest.mark.parametrize("unit", ["week", "month"])
+def test_coarse_grid_equals_lifelines_on_the_grid(unit: str) -> None:
+    df = cohort(300, 3)
+    result = federate(
+        "km", {"by": ["sex"], "time_unit": unit}, split(df, 5, np.random.default_rng(1))
+    )
+    grid = df.assign(os_time=coarsen(df["os_time"].to_numpy(), unit))
+    step = {"week": 7.0, "month": 30.4375}[unit]
+    times = np.array([r.time for g in result.groups for r in g.table])
+    np.testing.assert_allclose(times / step, np.round(times / step), atol=1e-9)
+    check_against_lifelines(result, grid, "sex")
+
+
+def test_efs_outcome_and_frame_and_text() -> None:
+    df = cohort(200, 11)
+    result = federate("km", {"outcome": "efs"}, split(df, 2, np.random.default_rng(2)))
+    kmf = KaplanMeierFitter().fit(df["efs_time"], df["efs_event"])
+    frame = result.to_frame()
+    assert list(frame.columns) == [
+        "group",
+        "time",
+        "at_risk",
+        "events",
+        "survival",
+        "ci_low",
+        "ci_high",
+    ]
+    np.testing.assert_allclose(
+        frame["survival"], kmf.survival_function_.iloc[:, 0].loc[frame["time"]], atol=TOL
+    )
+    text = str(result)
+    assert "Kaplan–Meier EFS" in text and "median" in text and " 200 " in text
