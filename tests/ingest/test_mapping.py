@@ -1,0 +1,363 @@
+"""Mapping specs: load with clear errors, apply to a messy site export, get canonical text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from ccdp.errors import CcdpError
+from ccdp.ingest.mapping import MappingError, MappingSpec, apply_mapping, load_mapping
+from ccdp.ingest.readers import ReaderError
+from ccdp.model import load_model
+
+PATIENTS = (
+    "num_patient;sexe;date_naissance;pays;statut;date_der_nouv;date_deces;nir;prénom\n"
+    "P1;1;03/05/2010;FR;vivant;01/02/2020;;123;Léa\n"
+    "P2;2;NA;FR;décédé;15/06/2019;15/06/2019;456;Zoé\n"
+    "P3;H;31/02/2011;FR;-;40123;;789;Éric\n"
+    "P4;X;05/2012;FR;vivant;01/02/2020;;321;Noé\n"
+)
+TUMOURS = (
+    "id_tumeur,nir,date_diag,topo,morpho,leuco,rechute1_date,rechute1_site,rechute2_date,"
+    "rechute2_site\n"
+    'T1,123,2012-01-05,C421,9836/3,"12,5",2013-04-01,MO,2014-06-01,SNC\n'
+    "T2,456,2013-02-07,c22.0,89703,99,,,,\n"
+    "T3,999,2014-03-09,X99,abc,3,2015-01-01,MO,,\n"
+)
+MAPPING = """
+version: 1
+description: test site
+missing: [NA, "-"]
+sources:
+  patients:
+    file: patients.csv
+    date_formats: ["%d/%m/%Y", "%m/%Y", excel_serial]
+  tumours:
+    file: tumeurs.csv
+    decimal: ","
+value_maps:
+  sexe: {"1": male, "2": female, H: male}
+  site: {MO: bone_marrow, SNC: cns}
+tables:
+  patient:
+    source: patients
+    fields:
+      patient_id: num_patient
+      sex: {column: sexe, values: sexe}
+      birth_date: date_naissance
+      country: {constant: FR}
+      vital_status: {column: statut, values: {vivant: alive, décédé: dead}, default: unknown}
+      last_contact_date: date_der_nouv
+      death_date: date_deces
+    identifiers:
+      national_id: nir
+      given_name: prénom
+  tumour:
+    source: tumours
+    join:
+      - source: patients
+        on: {nir: nir}
+        columns: [num_patient]
+    fields:
+      tumour_id: id_tumeur
+      patient_id: num_patient
+      diagnosis_date: date_diag
+      topography: topo
+      morphology: morpho
+      wbc_at_diagnosis: {column: leuco, missing: ["99"]}
+  event:
+    source: tumours
+    unpivot:
+      columns:
+        date: [rechute1_date, rechute2_date]
+        site: [rechute1_site, rechute2_site]
+    fields:
+      event_id: {template: "{id_tumeur}-R{_item}"}
+      tumour_id: id_tumeur
+      event_type: {constant: relapse}
+      event_date: date
+      relapse_site: {column: site, values: site}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "patients.csv").write_bytes(PATIENTS.encode("latin-1"))
+    (folder / "tumeurs.csv").write_text(TUMOURS, encoding="utf-8")
+    (folder / "map.yaml").write_text(MAPPING, encoding="utf-8")
+    return folder
+
+
+def rows(frame, *cols):
+    return [tuple(r) for r in frame[list(cols)].itertuples(index=False)]
+
+
+def test_patient_table_is_canonical_text(site: Path) -> None:
+    out = apply_mapping(load_mapping(site / "map.yaml"), site)
+    patient = out["patient"]
+    inputs = [f.name for f in load_model().table("patient").input_fields]
+    assert list(patient.columns[: len(inputs)]) == inputs
+    assert rows(
+        patient,
+        "patient_id",
+        "sex",
+        "birth_date",
+        "vital_status",
+        "last_contact_date",
+        "death_date",
+    ) == [
+        ("P1", "male", "2010-05-03", "alive", "2020-02-01", None),
+        ("P2", "female", None, "dead", "2019-06-15", "2019-06-15"),
+        # Impossible date and unmapped code pass through raw for the quality edits.
+        ("P3", "male", "31/02/2011", "unknown", "2009-11-06", None),
+        ("P4", "X", "2012-05", "alive", "2020-02-01", None),
+    ]
+    assert patient["country"].tolist() == ["FR"] * 4
+    assert patient["cause_of_death"].tolist() == [None] * 4
+    assert patient["_source_file"].tolist() == ["patients.csv"] * 4
+    assert patient["_source_row"].tolist() == [1, 2, 3, 4]
+    assert patient["_identifier_given_name"].tolist() == ["Léa", "Zoé", "Éric", "Noé"]
+    assert patient["_identifier_national_id"].tolist() == ["123", "456", "789", "321"]
+    assert "_identifier_family_name" not in patient.columns
+
+
+def test_tumour_join_codes_and_numbers(site: Path) -> None:
+    tumour = apply_mapping(load_mapping(site / "map.yaml"), site)["tumour"]
+    assert rows(
+        tumour,
+        "tumour_id",
+        "patient_id",
+        "topography",
+        "morphology",
+        "behaviour",
+        "wbc_at_diagnosis",
+    ) == [
+        ("T1", "P1", "C42.1", "9836", "3", "12.5"),
+        ("T2", "P2", "C22.0", "8970", "3", None),
+        # No patient with national id 999: the key is missing, the row will be quarantined.
+        ("T3", None, "X99", "abc", None, "3"),
+    ]
+
+
+def test_unpivot_makes_one_event_per_filled_item(site: Path) -> None:
+    event = apply_mapping(load_mapping(site / "map.yaml"), site)["event"]
+    assert rows(
+        event, "event_id", "tumour_id", "event_type", "event_date", "relapse_site", "_source_row"
+    ) == [
+        ("T1-R1", "T1", "relapse", "2013-04-01", "bone_marrow", 1),
+        ("T1-R2", "T1", "relapse", "2014-06-01", "cns", 1),
+        ("T3-R1", "T3", "relapse", "2015-01-01", "bone_marrow", 3),
+    ]
+
+
+def test_where_filter_and_multiple_parts(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(
+        "record_id,redcap_repeat_instrument,redcap_repeat_instance,tumour,rel_date,death\n"
+        "1,,,T1,,2019-01-02\n"
+        "1,relapse,1,,2016-05-01,\n"
+        "1,relapse,2,,2017-07-09,\n"
+        "2,,,T2,,\n",
+        encoding="utf-8",
+    )
+    spec = MappingSpec.model_validate(
+        {
+            "sources": {
+                "relapses": {
+                    "file": "export.csv",
+                    "where": [{"column": "redcap_repeat_instrument", "equals": "relapse"}],
+                },
+                "base": {
+                    "file": "export.csv",
+                    "where": [{"column": "redcap_repeat_instrument", "missing": True}],
+                },
+            },
+            "tables": {
+                "event": [
+                    {
+                        "source": "relapses",
+                        "fields": {
+                            "event_id": {"template": "{tumour}-{redcap_repeat_instance}"},
+                            "tumour_id": "tumour",
+                            "event_type": {"constant": "relapse"},
+                            "event_date": "rel_date",
+                        },
+                    },
+                    {
+                        "source": "base",
+                        "where": [{"column": "death", "missing": False}],
+                        "fields": {
+                            "event_id": {"template": "{tumour}-death"},
+                            "tumour_id": "tumour",
+                            "event_type": {"constant": "death"},
+                            "event_date": "death",
+                        },
+                    },
+                ]
+            },
+        }
+    )
+    event = apply_mapping(spec, tmp_path)["event"]
+    assert rows(event, "event_id", "event_type", "event_date", "_source_row") == [
+        ("T1-1", "relapse", "2016-05-01", 2),
+        ("T1-2", "relapse", "2017-07-09", 3),
+        ("T1-death", "death", "2019-01-02", 1),
+    ]
+
+
+def test_xlsx_source_and_extract(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Patienten"
+    sheet.append(["PatNr", "Geschlecht", "Geburtsdatum", "Status", "Letzter Kontakt"])
+    sheet.append(["ID-0001", "w", dt.datetime(2010, 5, 3), "lebend", 43831])
+    book.save(tmp_path / "register.xlsx")
+    spec = MappingSpec.model_validate(
+        {
+            "sources": {
+                "p": {
+                    "file": "*.xlsx",
+                    "sheet": "Patienten",
+                    "date_formats": ["iso", "excel_serial"],
+                }
+            },
+            "tables": {
+                "patient": {
+                    "source": "p",
+                    "fields": {
+                        "patient_id": {"column": "PatNr", "extract": r"ID-0*(\d+)"},
+                        "sex": {"column": "Geschlecht", "values": {"w": "female", "m": "male"}},
+                        "birth_date": "Geburtsdatum",
+                        "country": {"constant": "de"},
+                        "vital_status": {"column": "Status", "values": {"lebend": "alive"}},
+                        "last_contact_date": "Letzter Kontakt",
+                    },
+                }
+            },
+        }
+    )
+    patient = apply_mapping(spec, tmp_path)["patient"]
+    assert rows(patient, "patient_id", "sex", "birth_date", "country", "last_contact_date") == [
+        ("1", "female", "2010-05-03", "DE", "2020-01-01")
+    ]
+
+
+def test_unmapped_error_policy_names_value_file_and_row(site: Path) -> None:
+    text = (
+        (site / "map.yaml")
+        .read_text()
+        .replace(
+            "sex: {column: sexe, values: sexe}",
+            "sex: {column: sexe, values: sexe, unmapped: error}",
+        )
+    )
+    (site / "map.yaml").write_text(text)
+    with pytest.raises(MappingError) as err:
+        apply_mapping(load_mapping(site / "map.yaml"), site)
+    assert "field sex" in str(err.value) and "'X' (patients.csv row 4)" in str(err.value)
+
+
+def test_json_mapping(site: Path) -> None:
+    import yaml
+
+    from ccdp.ingest.specbase import StringLoader
+
+    data = yaml.load(MAPPING, Loader=StringLoader)
+    (site / "map.json").write_text(json.dumps(data, indent=2))
+    out = apply_mapping(load_mapping(site / "map.json"), site)
+    assert out["patient"]["sex"].tolist() == ["male", "female", "male", "X"]
+
+
+# ------------------------------------------------------------------ bad mappings, bad inputs
+
+
+def bad(site: Path, old: str, new: str) -> str:
+    (site / "bad.yaml").write_text(MAPPING.replace(old, new), encoding="utf-8")
+    with pytest.raises(CcdpError) as err:
+        apply_mapping(load_mapping(site / "bad.yaml"), site)
+    return str(err.value)
+
+
+def test_yaml_typo_in_a_key(site: Path) -> None:
+    msg = bad(site, "sex: {column: sexe", "sex: {colum: sexe")
+    assert msg.startswith(f"mapping file {site / 'bad.yaml'}, line 20:")
+    assert "tables.patient.fields.sex.colum" in msg and "did you mean 'column'" in msg
+
+
+def test_yaml_syntax_error(site: Path) -> None:
+    msg = bad(site, "      sex: {column", "      sex {column")
+    assert "line 20" in msg and "YAML syntax error" in msg
+
+
+def test_unknown_field_and_missing_required_field(site: Path) -> None:
+    msg = bad(site, "topography: topo", "topografy: topo")
+    assert "table tumour has no field 'topografy' (did you mean 'topography'?)" in msg
+    assert "required field 'topography' is not mapped" in msg
+
+
+def test_derived_field_and_unknown_table(site: Path) -> None:
+    assert "derived at ingest" in bad(
+        site,
+        "      tumour_id: id_tumeur\n      patient_id",
+        "      tumour_id: id_tumeur\n      iccc_group: x\n      patient_id",
+    )
+    assert "unknown table 'tumor' (did you mean 'tumour'?)" in bad(
+        site, "  tumour:\n", "  tumor:\n"
+    )
+
+
+def test_column_not_in_source_lists_close_matches(site: Path) -> None:
+    msg = bad(site, "morphology: morpho", "morphology: morfo")
+    assert "bad.yaml" in msg and "table tumour" in msg and "field morphology" in msg
+    assert "column 'morfo' is not in source 'tumours'" in msg and "'morpho'" in msg
+
+
+def test_unknown_source_and_value_map(site: Path) -> None:
+    assert "unknown source 'tumour' (did you mean 'tumours'?)" in bad(
+        site, "    source: tumours\n    join", "    source: tumour\n    join"
+    )
+    assert "no value map named 'sex'" in bad(site, "values: sexe}", "values: sex}")
+
+
+def test_duplicate_key_and_bad_date_format(site: Path) -> None:
+    assert "key 'topography' repeated" in bad(
+        site, "topography: topo\n", "topography: topo\n      topography: topo\n"
+    )
+    assert "date format 'DD/MM/YYYY'" in bad(site, '"%m/%Y", excel_serial', '"DD/MM/YYYY"')
+
+
+def test_file_glob_without_match(site: Path) -> None:
+    msg = bad(site, "file: tumeurs.csv", "file: tumours.csv")
+    assert "no file matches 'tumours.csv'" in msg and "tumeurs.csv" in msg
+
+
+def test_truncated_source_and_wrong_encoding_stop_with_reader_error(site: Path) -> None:
+    (site / "tumeurs.csv").write_text(TUMOURS[:-12], encoding="utf-8")
+    with pytest.raises(ReaderError, match=r"tumeurs.csv, line 4.*truncated"):
+        apply_mapping(load_mapping(site / "map.yaml"), site)
+    text = MAPPING.replace("file: patients.csv", "file: patients.csv\n    encoding: utf-8")
+    (site / "enc.yaml").write_text(text)
+    (site / "tumeurs.csv").write_text(TUMOURS, encoding="utf-8")
+    with pytest.raises(ReaderError, match=r"patients.csv: not valid utf-8"):
+        apply_mapping(load_mapping(site / "enc.yaml"), site)
+
+
+def test_missing_sheet_through_mapping(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "Pazienti"
+    book.save(tmp_path / "reg.xlsx")
+    spec = MappingSpec.model_validate(
+        {
+            "sources": {"p": {"file": "reg.xlsx", "sheet": "Tumori"}},
+            "tables": {
+                "trial_enrolment": {"source": "p", "fields": {"patient_id": "a", "trial": "b"}}
+            },
+        }
+    )
+    with pytest.raises(ReaderError, match=r"no sheet 'Tumori'.*'Pazienti'"):
+        apply_mapping(spec, tmp_path)
