@@ -170,7 +170,7 @@ def normalise(series: pd.Series, how: str) -> pd.Series:
     if how in ("none", "icdo3_morphology", "icdo3_behaviour"):
         return series if how == "none" else _morphology_part(series, how)
     if how == "icdo3_topography":
-        from ccdp.ingest._icdo3 import normalise_topography
+        from ccdp.terminology.icdo3 import normalise_topography
 
         got = normalise_topography(series)
         return _raw_where_failed(series, got)
@@ -185,7 +185,7 @@ def normalise(series: pd.Series, how: str) -> pd.Series:
 
 def split_morphology(series: pd.Series) -> pd.DataFrame:
     """`9836/3`, `98363`, `M-9836/3` -> morphology '9836' and behaviour '3' (raw if unreadable)."""
-    from ccdp.ingest._icdo3 import normalise_morphology
+    from ccdp.terminology.icdo3 import normalise_morphology
 
     got = normalise_morphology(series)
     morph = _raw_where_failed(series, got["morphology"].reindex(series.index))
