@@ -24,6 +24,8 @@ app = typer.Typer(
 # One line per stage; each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "ccdp.model.commands",
+    "ccdp.federation.run_commands",
+    "ccdp.federation.node_commands",
 ]
 
 

@@ -11,6 +11,8 @@ from ccdp.analyses.base import Analysis
 from ccdp.analyses.errors import AnalysisError
 
 _ENTRIES: dict[str, str] = {
+    "count": "ccdp.analyses.count:Count",
+    "crosstab": "ccdp.analyses.count:Crosstab",
     "km": "ccdp.analyses.km:KaplanMeier",
     "logrank": "ccdp.analyses.logrank:Logrank",
     "cox": "ccdp.analyses.cox:Cox",

@@ -1,0 +1,151 @@
+"""`count` and `crosstab`: numbers of tumours (or patients) by up to three view variables.
+
+Each node sends its cells and its total as CountsParts; disclosure control at the node suppresses
+small cells (and complements, so margins give nothing away). The coordinator adds the nodes' cells;
+a pooled cell to which any node contributed a suppressed value is itself reported as suppressed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+from pydantic import Field, field_validator
+
+from ccdp.analyses.base import (
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Continue,
+    CountsPart,
+    Done,
+    NodeData,
+    Summary,
+)
+from ccdp.analyses.common import check_variables, group_counts, sort_key
+
+
+class CountParams(AnalysisParams):
+    """Group by up to three view variables; count tumours (view rows) or distinct patients."""
+
+    by: list[str] = Field(default_factory=list, max_length=3)
+    unit: Literal["tumours", "patients"] = "tumours"
+
+    @field_validator("by")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return check_variables(v, "by")
+
+
+class CrosstabParams(CountParams):
+    """A cross-tabulation: one to three variables (rows, columns, layers)."""
+
+    by: list[str] = Field(min_length=1, max_length=3)
+
+
+class CountResult(AnalysisResult):
+    """Pooled cells: grouping values, `n` (None when suppressed at some node) and `suppressed`."""
+
+    by: list[str]
+    unit: str
+    cells: list[dict[str, Any]]
+    total: int | None
+    suppressed_cells: int
+
+    def to_frame(self) -> pd.DataFrame:
+        cols = [*self.by, "n", "suppressed"]
+        frame = pd.DataFrame(self.cells, columns=cols)
+        frame["n"] = frame["n"].astype("Int64")
+        return frame
+
+
+class CrosstabResult(CountResult):
+    """A cross-tab; `to_frame` pivots rows (first variable) against columns, with totals."""
+
+    def to_frame(self) -> pd.DataFrame:
+        long = super().to_frame()
+        if len(self.by) == 1:
+            return long
+        rows, cols = self.by[:-1], self.by[-1]
+        wide = long.pivot_table(
+            index=rows, columns=cols, values="n", aggfunc="sum", dropna=False, observed=True
+        )
+        return wide.astype("Int64")
+
+
+def _pool(parts: list[CountsPart], dims: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """Add cells over nodes; a cell any node suppressed stays suppressed (n None)."""
+    pooled: dict[tuple, int | None] = {}
+    for part in parts:
+        for cell in part.cells:
+            key = tuple(cell.get(d) for d in dims)
+            prev = pooled.get(key, 0)
+            n = cell.get("n")
+            pooled[key] = None if prev is None or n is None else prev + n
+    cells = [
+        {**dict(zip(dims, key, strict=True)), "n": n, "suppressed": n is None}
+        for key, n in sorted(pooled.items(), key=lambda kv: sort_key(kv[0]))
+    ]
+    return cells, sum(c["suppressed"] for c in cells)
+
+
+class Count(Analysis):
+    """Counts of tumours or patients by up to three variables."""
+
+    name: ClassVar[str] = "count"
+    params_model: ClassVar[type[AnalysisParams]] = CountParams
+    result_model: ClassVar[type[CountResult]] = CountResult
+
+    def columns(self, params: CountParams) -> list[str]:  # type: ignore[override]
+        return [*params.by, "patient_id"] if params.unit == "patients" else list(params.by)
+
+    def local(
+        self,
+        data: NodeData,
+        params: CountParams,
+        request: dict,
+        cache: dict,  # type: ignore[override]
+    ) -> Summary:
+        frame = data.view(self.columns(params))
+        value = "patient_id" if params.unit == "patients" else None
+        return Summary(
+            parts={
+                "cells": CountsPart(
+                    dims=list(params.by), counts=["n"], cells=group_counts(frame, params.by, value)
+                ),
+                "total": CountsPart(dims=[], counts=["n"], cells=group_counts(frame, [], value)),
+            }
+        )
+
+    def start(self, params: AnalysisParams) -> Continue:
+        return Continue(request={})
+
+    def combine(
+        self,
+        params: CountParams,
+        state: Any,
+        summaries: dict[str, Summary],  # type: ignore[override]
+    ) -> Done:
+        parts = [s.parts["cells"] for s in summaries.values() if "cells" in s.parts]
+        cells, n_suppressed = _pool(parts, list(params.by))  # type: ignore[arg-type]
+        totals = [s.parts["total"] for s in summaries.values() if "total" in s.parts]
+        tot_cells, _ = _pool(totals, [])  # type: ignore[arg-type]
+        total = tot_cells[0]["n"] if tot_cells else 0
+        return Done(
+            self.result_model(
+                analysis=self.name,
+                by=list(params.by),
+                unit=params.unit,
+                cells=cells,
+                total=total,
+                suppressed_cells=n_suppressed,
+            )
+        )
+
+
+class Crosstab(Count):
+    """Cross-tabulation of tumours or patients by one to three variables."""
+
+    name: ClassVar[str] = "crosstab"
+    params_model: ClassVar[type[AnalysisParams]] = CrosstabParams
+    result_model: ClassVar[type[CountResult]] = CrosstabResult

@@ -1,0 +1,167 @@
+"""The analysis view: one row per tumour with the derived variables every analysis reads.
+
+The view is SQL over the node store's model tables (DuckDB), so a node never materialises more than
+a cohort's columns. Its variables are documented in `data/view_variables.yaml`, the one definition
+that the cohort spec, the study spec and the dictionary read.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+VarType = Literal["string", "integer", "float", "date"]
+
+# Event types that end event-free survival (the CDM's event.event_type values).
+EFS_EVENTS = ("relapse", "progression", "second_malignancy", "death")
+
+
+class ViewVariable(BaseModel):
+    """One column of the analysis view."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: VarType
+    description: str
+    derivation: str
+    identifier: bool = False
+
+
+@cache
+def view_variables() -> dict[str, ViewVariable]:
+    """Every view column by name, in view order (from the packaged data file)."""
+    text = resources.files("ccdp.cohort").joinpath("data/view_variables.yaml").read_text("utf-8")
+    raw = yaml.safe_load(text)
+    return {v["name"]: ViewVariable(**v) for v in raw["variables"]}
+
+
+def public_variables() -> list[str]:
+    """Variables a study may filter or group on (everything but the node-only identifiers)."""
+    return [n for n, v in view_variables().items() if not v.identifier]
+
+
+def _efs_list() -> str:
+    return ", ".join(f"'{e}'" for e in EFS_EVENTS)
+
+
+def view_sql(schema: str = "store") -> str:
+    """SELECT producing the analysis view; the node name is its first `?` parameter."""
+    s = f'"{schema}".' if schema else ""
+    efs = _efs_list()
+    return f"""
+WITH enrol AS (
+    SELECT patient_id, trial, arm, risk_group AS trial_risk_group FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY patient_id ORDER BY enrolment_date NULLS LAST, trial) AS rn
+        FROM {s}trial_enrolment) WHERE rn = 1
+),
+ev AS (
+    SELECT e.event_id, e.tumour_id, e.event_type, e.event_date, e.relapse_site
+    FROM {s}event e JOIN {s}tumour t ON e.tumour_id = t.tumour_id
+    WHERE e.event_date >= t.diagnosis_date
+),
+first_efs AS (
+    SELECT tumour_id, min(event_date) AS efs_date FROM ev
+    WHERE event_type IN ({efs}) GROUP BY tumour_id
+),
+first_relapse AS (
+    SELECT tumour_id, event_date AS relapse_date, relapse_site FROM (
+        SELECT *, row_number() OVER (PARTITION BY tumour_id ORDER BY event_date, event_id) AS rn
+        FROM ev WHERE event_type = 'relapse') WHERE rn = 1
+),
+after_relapse AS (
+    SELECT ev.tumour_id, min(ev.event_date) AS next_date
+    FROM ev JOIN first_relapse r ON ev.tumour_id = r.tumour_id
+    WHERE ev.event_type IN ({efs}) AND ev.event_date > r.relapse_date
+    GROUP BY ev.tumour_id
+),
+base AS (
+    SELECT
+        p.patient_id, t.tumour_id, p.country, p.sex, p.birth_date, t.diagnosis_date,
+        t.morphology, t.topography, t.behaviour, t.iccc_group, t.iccc_subgroup,
+        t.immunophenotype, t.cns_status, t.stage_system, t.stage,
+        coalesce(t.risk_group, en.trial_risk_group) AS risk_group,
+        t.wbc_at_diagnosis, en.trial, en.arm, p.vital_status, p.last_contact_date,
+        t.frontline_end_date,
+        CASE WHEN p.death_date IS NOT NULL THEN p.death_date
+             WHEN p.vital_status = 'dead' THEN p.last_contact_date END AS death,
+        date_diff('year', p.birth_date, t.diagnosis_date)
+            - CASE WHEN strftime(t.diagnosis_date, '%m%d') < strftime(p.birth_date, '%m%d')
+                   THEN 1 ELSE 0 END AS age_years,
+        fe.efs_date, fr.relapse_date, fr.relapse_site, ar.next_date
+    FROM {s}tumour t
+    JOIN {s}patient p ON p.patient_id = t.patient_id
+    LEFT JOIN enrol en ON en.patient_id = p.patient_id
+    LEFT JOIN first_efs fe ON fe.tumour_id = t.tumour_id
+    LEFT JOIN first_relapse fr ON fr.tumour_id = t.tumour_id
+    LEFT JOIN after_relapse ar ON ar.tumour_id = t.tumour_id
+),
+timed AS (
+    SELECT *,
+        coalesce(death, last_contact_date) AS end_date,
+        least(efs_date, death) AS efs_end,
+        least(next_date, death) AS relapse_efs_end
+    FROM base
+)
+SELECT
+    patient_id, tumour_id, ?::VARCHAR AS node, country, sex,
+    date_diff('day', birth_date, diagnosis_date) / 365.25 AS age_at_diagnosis,
+    age_years::INTEGER AS age_years,
+    CASE WHEN age_years < 0 THEN NULL
+         WHEN age_years < 1 THEN '0' WHEN age_years < 5 THEN '1-4'
+         WHEN age_years < 10 THEN '5-9' WHEN age_years < 15 THEN '10-14'
+         WHEN age_years < 20 THEN '15-19' END AS age_group,
+    diagnosis_date,
+    year(diagnosis_date)::INTEGER AS diagnosis_year,
+    ((year(diagnosis_date) // 5) * 5)::VARCHAR || '-'
+        || ((year(diagnosis_date) // 5) * 5 + 4)::VARCHAR AS diagnosis_period,
+    morphology, topography, behaviour, iccc_group, iccc_subgroup, immunophenotype,
+    cns_status, stage_system, stage, risk_group, wbc_at_diagnosis, trial, arm, vital_status,
+    CASE WHEN end_date >= diagnosis_date
+         THEN date_diff('day', diagnosis_date, end_date) END::INTEGER AS os_time,
+    (death IS NOT NULL)::INTEGER AS os_event,
+    CASE WHEN coalesce(efs_end, end_date) >= diagnosis_date
+         THEN date_diff('day', diagnosis_date, coalesce(efs_end, end_date)) END::INTEGER
+        AS efs_time,
+    (efs_end IS NOT NULL)::INTEGER AS efs_event,
+    (relapse_date IS NOT NULL)::INTEGER AS relapsed,
+    relapse_date AS first_relapse_date,
+    date_diff('day', diagnosis_date, relapse_date)::INTEGER AS time_to_relapse,
+    relapse_site,
+    CASE WHEN relapse_date IS NULL THEN NULL
+         WHEN relapse_date < diagnosis_date + INTERVAL 18 MONTH THEN 'very_early'
+         WHEN relapse_date < coalesce(frontline_end_date, diagnosis_date + INTERVAL 24 MONTH)
+                             + INTERVAL 6 MONTH THEN 'early'
+         ELSE 'late' END AS relapse_timing,
+    CASE WHEN relapse_date IS NOT NULL AND end_date >= relapse_date
+         THEN date_diff('day', relapse_date, end_date) END::INTEGER AS relapse_os_time,
+    CASE WHEN relapse_date IS NOT NULL THEN (death IS NOT NULL)::INTEGER END AS relapse_os_event,
+    CASE WHEN relapse_date IS NOT NULL
+              AND coalesce(relapse_efs_end, end_date) >= relapse_date
+         THEN date_diff('day', relapse_date, coalesce(relapse_efs_end, end_date))
+    END::INTEGER AS relapse_efs_time,
+    CASE WHEN relapse_date IS NOT NULL THEN (relapse_efs_end IS NOT NULL)::INTEGER END
+        AS relapse_efs_event
+FROM timed
+"""
+
+
+def cohort_sql(columns: list[str] | None, where: str, schema: str = "store") -> str:
+    """SELECT of `columns` (all when None) of the view rows matching `where` (node name first)."""
+    known = view_variables()
+    cols = list(known) if columns is None else columns
+    bad = [c for c in cols if c not in known]
+    if bad:
+        raise KeyError(f"not view variables: {bad}")
+    select = ", ".join(f'"{c}"' for c in cols)
+    return f"SELECT {select} FROM ({view_sql(schema)}) AS v WHERE {where}"
+
+
+def describe() -> list[dict[str, Any]]:
+    """The view's data dictionary as plain records (for docs and `--json`)."""
+    return [v.model_dump() for v in view_variables().values()]

@@ -1,0 +1,103 @@
+"""The node's disclosure policy: thresholds and permissions that only the node sets.
+
+It lives beside the store (`<store stem>.policy.yaml`), never in a request; when the file is absent
+the defaults below apply. `ccdp node policy show|set --store S` reads and edits it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ccdp.errors import SpecError
+
+TimeUnit = Literal["day", "week", "month"]
+TIME_UNIT_DAYS: dict[str, int] = {"day": 1, "week": 7, "month": 30}
+
+
+class PolicyError(SpecError):
+    """A node policy file or setting is invalid."""
+
+
+class NodePolicy(BaseModel):
+    """What this node releases; every analysis's output is judged against it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str | None = Field(None, description="Node name (default: the store file's stem).")
+    min_cell: int = Field(5, ge=1, description="Counts below this (and above 0) are suppressed.")
+    zero_cells: Literal["release", "suppress"] = Field(
+        "release",
+        description="Zeros reveal no individual, so by default they are released (and may be "
+        "suppressed as complements); `suppress` hides every zero as well.",
+    )
+    min_cohort: int = Field(10, ge=1, description="Fewest rows a model (aggregate) may use.")
+    max_params_ratio: float = Field(
+        1 / 3, gt=0, le=1, description="A model may estimate at most this fraction of n params."
+    )
+    min_group: int = Field(5, ge=1, description="Fewest patients per event-time table group.")
+    event_times: Literal["day", "week", "month", "forbid"] = Field(
+        "day", description="Finest time grid for event-time tables, or `forbid`."
+    )
+    differencing_threshold: int = Field(
+        5,
+        ge=0,
+        description="Refuse a cohort that differs from an already released one by fewer than "
+        "this many patients (0 disables).",
+    )
+    allowed_analyses: list[str] | None = Field(
+        None, description="Analyses this node answers (None: every registered analysis)."
+    )
+    release: Literal["automatic", "manual"] = Field(
+        "automatic", description="manual: answers wait for the operator (networked node)."
+    )
+
+
+def policy_path(store: Path | str) -> Path:
+    """`<store stem>.policy.yaml` beside the store."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.policy.yaml")
+
+
+def load_policy(store: Path | str) -> NodePolicy:
+    """The node's policy, or the defaults when the file does not exist."""
+    path = policy_path(store)
+    if not path.exists():
+        return NodePolicy()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return NodePolicy.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(map(str, err["loc"]))
+        raise PolicyError(f"{path}: {key}: {err['msg']}") from None
+
+
+def save_policy(store: Path | str, policy: NodePolicy) -> Path:
+    """Write the policy beside the store (atomically: a reader never sees half a file)."""
+    path = policy_path(store)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(policy.model_dump(), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def set_policy_value(store: Path | str, key: str, value: str) -> NodePolicy:
+    """Set one key from its text form (YAML scalar or list), validated before it is written."""
+    if key not in NodePolicy.model_fields:
+        raise PolicyError(f"unknown policy key {key!r}; keys: {', '.join(NodePolicy.model_fields)}")
+    parsed: Any = yaml.safe_load(value) if value.strip() else None
+    data = load_policy(store).model_dump()
+    data[key] = parsed
+    try:
+        policy = NodePolicy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"policy {key}: {exc.errors()[0]['msg']} (got {value!r})") from None
+    save_policy(store, policy)
+    return policy

@@ -1,0 +1,314 @@
+"""Primary and secondary cell suppression over the count tables a node is about to release.
+
+Primary: a cell with a count in (0, min_cell) — and every zero under `zero_cells: suppress` — is
+withheld. Secondary: a suppressed cell must not be recoverable by linear algebra from what is
+released: the other cells of every count table in the same answer (tables with the same count
+columns are taken as margins of one another, e.g. a cross-tab and its total) and every margin of
+those tables that another query could obtain (all row, column and layer sums whose own value would
+pass the primary rule). A cell is recoverable when its indicator vector lies in the row space of
+the known equations; while one is, the smallest released cell that shares a margin with it is
+suppressed too (zeros and large cells last). Tables too large for the exact audit fall back to
+the classic rule: every margin group holds no suppressed cell or at least two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ccdp.analyses.base import CountsPart
+from ccdp.analyses.common import sort_key
+
+MAX_EXACT_CELLS = 1500  # base grid size up to which the linear-algebra audit runs
+
+
+@dataclass
+class _Table:
+    """A CountsPart laid out densely on its family's base grid."""
+
+    name: str
+    part: CountsPart
+    axes: list[int]
+    shape: tuple[int, ...]
+    values: np.ndarray  # (cells, counts)
+    present: np.ndarray  # cell was listed in the part
+    of_base: np.ndarray  # base cell -> this table's cell
+    original: list[dict[str, Any] | None]  # the part's own cell dicts, by dense index
+    suppressed: np.ndarray = field(init=False)
+    primary: np.ndarray = field(init=False)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass
+class SuppressionReport:
+    """How many cells each part lost to primary and to secondary suppression."""
+
+    primary: dict[str, int] = field(default_factory=dict)
+    secondary: dict[str, int] = field(default_factory=dict)
+    unprotectable: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.primary.values()) + sum(self.secondary.values())
+
+
+def _small(values: np.ndarray, min_cell: int, zero_release: bool) -> np.ndarray:
+    """Rows of `values` (cells x counts) that the primary rule withholds."""
+    small = ((values > 0) & (values < min_cell)).any(axis=1)
+    if not zero_release:
+        small |= (values == 0).any(axis=1)
+    return small
+
+
+def _levels(parts: list[CountsPart], dims: list[str]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for d in dims:
+        seen = {c.get(d) for p in parts if d in p.dims for c in p.cells}
+        out[d] = sorted(seen, key=lambda v: sort_key((v,)))
+    return out
+
+
+def _layout(name: str, part: CountsPart, dims: list[str], levels: dict[str, list[Any]]) -> _Table:
+    axes = [dims.index(d) for d in part.dims]
+    shape = tuple(len(levels[d]) for d in part.dims)
+    base_shape = tuple(len(levels[d]) for d in dims)
+    index = {d: {_k(v): i for i, v in enumerate(levels[d])} for d in part.dims}
+    n = int(np.prod(shape)) if shape else 1
+    values = np.zeros((n, len(part.counts)), dtype=float)
+    present = np.zeros(n, dtype=bool)
+    original: list[dict[str, Any] | None] = [None] * n
+    for cell in part.cells:
+        coords = tuple(index[d][_k(cell.get(d))] for d in part.dims)
+        flat = int(np.ravel_multi_index(coords, shape)) if shape else 0
+        values[flat] = [float(cell.get(c) or 0) for c in part.counts]
+        present[flat] = True
+        original[flat] = cell
+    base_coords = np.indices(base_shape).reshape(len(dims), -1) if dims else np.zeros((0, 1), int)
+    of_base = (
+        np.ravel_multi_index(tuple(base_coords[a] for a in axes), shape)
+        if axes
+        else np.zeros(base_coords.shape[1], dtype=int)
+    )
+    return _Table(name, part, axes, shape, values, present, np.asarray(of_base), original)
+
+
+def _k(v: Any) -> tuple[str, Any]:
+    return (type(v).__name__, v)
+
+
+class _Family:
+    """Count tables sharing count columns, as margins of one base grid."""
+
+    def __init__(
+        self, named: list[tuple[str, CountsPart]], min_cell: int, zero_release: bool
+    ) -> None:
+        self.dims: list[str] = []
+        for _, p in named:
+            self.dims += [d for d in p.dims if d not in self.dims]
+        parts = [p for _, p in named]
+        self.levels = _levels(parts, self.dims)
+        self.base_shape = tuple(len(self.levels[d]) for d in self.dims)
+        self.n_base = int(np.prod(self.base_shape)) if self.dims else 1
+        self.min_cell, self.zero_release = min_cell, zero_release
+        self.tables = [_layout(n, p, self.dims, self.levels) for n, p in named]
+        for t in self.tables:
+            t.primary = _small(t.values, min_cell, zero_release)
+            t.suppressed = t.primary.copy()
+        self.margins = self._public_margins()
+        self.unprotectable: set[tuple[int, int]] = set()
+
+    # -- the attacker's equations -------------------------------------------------------------
+    def _public_margins(self) -> list[np.ndarray]:
+        """Base-cell group maps (one row per group) of every margin another query could release."""
+        rows: list[np.ndarray] = []
+        for t in self.tables:
+            for drop in range(len(t.axes)):
+                keep = [a for i, a in enumerate(t.axes) if i != drop]
+                shape = tuple(self.base_shape[a] for a in keep)
+                coords = np.indices(self.base_shape).reshape(len(self.dims), -1)
+                gid = (
+                    np.ravel_multi_index(tuple(coords[a] for a in keep), shape)
+                    if keep
+                    else np.zeros(self.n_base, dtype=int)
+                )
+                sums = np.zeros((int(np.prod(shape)) if shape else 1, t.values.shape[1]))
+                np.add.at(sums, gid_for_cells(t, gid), t.values)
+                public = ~_small(sums, self.min_cell, self.zero_release)
+                rows += [gid == g for g in np.flatnonzero(public)]
+        return rows
+
+    def _pinned(self) -> np.ndarray:
+        pinned = np.zeros(self.n_base, dtype=bool)
+        for t in self.tables:
+            if len(t.axes) == len(self.dims):
+                pinned |= ~t.suppressed[t.of_base]
+        return pinned
+
+    def _nullspace(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unknown base cells and a basis of the null space of the known equations on them."""
+        unknown = ~self._pinned()
+        eqs = [r[unknown] for r in self.margins]
+        for t in self.tables:
+            for j in np.flatnonzero(~t.suppressed):
+                eqs.append((t.of_base == j)[unknown])
+        mat = np.array([e for e in eqs if e.any()], dtype=float)
+        u = int(unknown.sum())
+        if mat.size == 0:
+            return unknown, np.eye(u)
+        _, s, vt = np.linalg.svd(mat, full_matrices=True)
+        rank = int((s > 1e-9 * max(1.0, s[0])).sum())
+        return unknown, vt[rank:].T
+
+    def _exposed(self) -> list[tuple[int, int]]:
+        """Suppressed cells (table, cell) that the known equations determine."""
+        if self.n_base > MAX_EXACT_CELLS:
+            return self._exposed_by_groups()
+        unknown, null = self._nullspace()
+        out = []
+        for ti, t in enumerate(self.tables):
+            for j in np.flatnonzero(t.suppressed):
+                if (ti, j) in self.unprotectable:
+                    continue
+                v = (t.of_base == j)[unknown].astype(float)
+                if null.shape[1] == 0 or np.linalg.norm(null.T @ v) < 1e-8:
+                    out.append((ti, int(j)))
+        return out
+
+    def _exposed_by_groups(self) -> list[tuple[int, int]]:
+        """Fallback for big tables: a suppressed cell alone in any margin group is exposed."""
+        out = []
+        for ti, t in enumerate(self.tables):
+            sup = t.suppressed.reshape(t.shape) if t.shape else t.suppressed
+            for ax in range(len(t.shape)):
+                if t.shape[ax] < 2:
+                    continue
+                lonely = (sup.sum(axis=ax, keepdims=True) == 1) & sup
+                for j in np.flatnonzero(lonely.reshape(-1)):
+                    if (ti, int(j)) not in self.unprotectable:
+                        out.append((ti, int(j)))
+        return sorted(set(out))
+
+    # -- complementary suppression -------------------------------------------------------------
+    def _candidates(self, ti: int, j: int) -> list[tuple[int, int]]:
+        """Released cells sharing a margin with cell j of table ti, cheapest first."""
+        t = self.tables[ti]
+        cands: list[tuple[int, int]] = []
+        if t.shape:
+            coords = np.unravel_index(j, t.shape)
+            for ax in range(len(t.shape)):
+                for level in range(t.shape[ax]):
+                    c = list(coords)
+                    c[ax] = level
+                    k = int(np.ravel_multi_index(tuple(c), t.shape))
+                    if not t.suppressed[k]:
+                        cands.append((ti, k))
+        fibre = t.of_base == j
+        for oi, o in enumerate(self.tables):
+            if oi == ti:
+                continue
+            for k in np.unique(o.of_base[fibre]):
+                if not o.suppressed[k]:
+                    cands.append((oi, int(k)))
+
+        return sorted(set(cands), key=self._cost)
+
+    def protect(self, trials: int = 6) -> None:
+        """Add complementary suppressions until no suppressed cell is recoverable.
+
+        Each step tries the cheapest few released cells that share a margin with an exposed
+        cell and keeps the one that leaves the fewest cells exposed (ties: the smallest count).
+        """
+        exposed = self._exposed()
+        while exposed:
+            cands = sorted({c for e in exposed for c in self._candidates(*e)}, key=self._cost)
+            if not cands:
+                self.unprotectable.update(exposed)
+                return
+            best: tuple[int, int] | None = None
+            best_left: list[tuple[int, int]] = exposed
+            for c in cands[:trials]:
+                self.tables[c[0]].suppressed[c[1]] = True
+                left = self._exposed()
+                self.tables[c[0]].suppressed[c[1]] = False
+                if best is None or len(left) < len(best_left):
+                    best, best_left = c, left
+                if not left:
+                    break
+            self.tables[best[0]].suppressed[best[1]] = True
+            exposed = best_left
+
+    def _cost(self, c: tuple[int, int]) -> tuple[bool, float, int, int]:
+        """Zeros and big cells make poor complements: prefer the smallest non-zero count."""
+        value = float(self.tables[c[0]].values[c[1]].sum())
+        return (value == 0, value, c[0], c[1])
+
+    def released(self, t: _Table) -> CountsPart:
+        """The part as it may leave the node: suppressed counts become None."""
+        cells = []
+        shape = t.shape
+        part_dims = t.part.dims
+        for j in range(t.size):
+            if not t.present[j] and not (t.suppressed[j] or not self.zero_release):
+                continue
+            coords = np.unravel_index(j, shape) if shape else ()
+            cell: dict[str, Any] = dict(t.original[j] or {})
+            cell.update({d: self.levels[d][int(i)] for d, i in zip(part_dims, coords, strict=True)})
+            for ci, c in enumerate(t.part.counts):
+                v = t.values[j, ci]
+                cell[c] = None if t.suppressed[j] else int(v) if float(v).is_integer() else v
+            cells.append(cell)
+        return CountsPart(
+            dims=list(part_dims), counts=list(t.part.counts), cells=cells, **_extra(t.part)
+        )
+
+
+def gid_for_cells(t: _Table, gid: np.ndarray) -> np.ndarray:
+    """Margin group of each of table t's cells (via any base cell that maps to it)."""
+    first = np.full(t.size, -1, dtype=int)
+    first[t.of_base[::-1]] = np.arange(len(t.of_base))[::-1]
+    return gid[first]
+
+
+def _extra(part: CountsPart) -> dict[str, Any]:
+    """Extra dataclass fields of a CountsPart beyond dims/counts/cells (kept as they are)."""
+    skip = ("dims", "counts", "cells")
+    names = [f.name for f in fields(part) if f.name not in skip]
+    return {n: getattr(part, n) for n in names}
+
+
+def suppress(
+    parts: dict[str, CountsPart], min_cell: int, zero_cells: str = "release"
+) -> tuple[dict[str, CountsPart], SuppressionReport]:
+    """Apply primary and secondary suppression to every count table of one answer."""
+    zero_release = zero_cells == "release"
+    report = SuppressionReport()
+    out: dict[str, CountsPart] = {}
+    families: dict[tuple[str, ...], list[tuple[str, CountsPart]]] = {}
+    for name, part in parts.items():
+        if part.counts:
+            families.setdefault(tuple(part.counts), []).append((name, part))
+        else:
+            out[name] = part
+    for named in families.values():
+        groups = [named]
+        dims = {d for _, p in named for d in p.dims}
+        levels = _levels([p for _, p in named], sorted(dims))
+        if len(named) > 1 and np.prod([max(1, len(v)) for v in levels.values()]) > MAX_EXACT_CELLS:
+            groups = [[x] for x in named]
+        for group in groups:
+            fam = _Family(group, min_cell, zero_release)
+            fam.protect()
+            report.unprotectable += len(fam.unprotectable)
+            for t in fam.tables:
+                out[t.name] = fam.released(t)
+                report.primary[t.name] = int(t.primary.sum())
+                report.secondary[t.name] = int((t.suppressed & ~t.primary).sum())
+    return {n: out[n] for n in parts}, report
+
+
+__all__ = ["SuppressionReport", "suppress"]

@@ -1,0 +1,196 @@
+"""A node answering tasks on its own store: policy, cohort view, analysis, disclosure, audit.
+
+The same code answers in-process (`ccdp run`, tests, notebooks) and behind the networked node
+agent, so what a node releases never depends on how the question arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from pydantic import ValidationError
+
+from ccdp.analyses import registry
+from ccdp.analyses.base import Analysis, AnalysisParams, Summary
+from ccdp.analyses.errors import InsufficientData
+from ccdp.cohort.spec import CohortSpec
+from ccdp.cohort.view import cohort_sql, view_variables
+from ccdp.disclosure.differencing import ReleasedCohorts, cohort_fingerprint
+from ccdp.disclosure.policy import NodePolicy, load_policy
+from ccdp.disclosure.rules import Refusal, apply_rules
+from ccdp.errors import CcdpError
+from ccdp.federation.audit import AuditLog, audit_path
+from ccdp.federation.protocol import Answer, Task
+
+MAX_CACHED_STUDIES = 8
+
+
+class NodeError(CcdpError):
+    """The node cannot open its store or answer at all."""
+
+
+def connect_store(store: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the store attached read-only as `store` (the node never writes)."""
+    con = duckdb.connect()
+    quoted = str(store).replace("'", "''")
+    con.execute(f"ATTACH '{quoted}' AS store (READ_ONLY)")
+    return con
+
+
+@dataclass
+class StoreData:
+    """NodeData over a node store: the cohort's view rows, read once per study."""
+
+    node: str
+    frame: pd.DataFrame
+    store: Path
+
+    def view(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.frame if columns is None else self.frame[columns]
+
+    def population(self) -> pd.DataFrame:
+        con = connect_store(self.store)
+        try:
+            return con.execute("SELECT * FROM store.population").df()
+        finally:
+            con.close()
+
+
+@dataclass
+class _Study:
+    """What the node keeps for one study across its rounds."""
+
+    key: str
+    data: StoreData
+    fingerprint: Any
+    cache: dict[str, Any] = field(default_factory=dict)
+    released: bool = False
+
+
+class LocalNode:
+    """A node over one store. `answer(task)` never raises: failures become `failed` answers."""
+
+    def __init__(
+        self, store_path: Path | str, name: str | None = None, policy: NodePolicy | None = None
+    ) -> None:
+        self.store = Path(store_path)
+        if not self.store.exists():
+            raise NodeError(f"{self.store}: no such node store")
+        self._fixed_policy = policy
+        self.name = name or self.policy.name or self.store.stem
+        self.audit = AuditLog(audit_path(self.store))
+        self.released = ReleasedCohorts(self.store)
+        self._studies: OrderedDict[str, _Study] = OrderedDict()
+
+    @property
+    def policy(self) -> NodePolicy:
+        """The policy file is re-read for every task, so an operator's change applies at once."""
+        return self._fixed_policy or load_policy(self.store)
+
+    # -- answering ----------------------------------------------------------------------------
+    def answer(self, task: Task) -> Answer:
+        """Run one round of a task; log and return the answer, whatever happens."""
+        try:
+            summary, notes = self._answer(task)
+            answer = Answer(
+                task_id=task.task_id,
+                node=self.name,
+                status="answered",
+                reason="; ".join(notes) or None,
+                summary=summary.to_dict(),
+            )
+        except (Refusal, InsufficientData) as exc:
+            answer = self._not_answered(task, "refused", str(exc))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            answer = self._not_answered(
+                task, "failed", f"invalid parameters: {where}: {err['msg']}"
+            )
+        except CcdpError as exc:
+            answer = self._not_answered(task, "failed", str(exc))
+        except Exception as exc:  # never leak data in a traceback: name the kind of error only
+            answer = self._not_answered(
+                task, "failed", f"internal error at node {self.name} ({type(exc).__name__})"
+            )
+        self._log(task, answer)
+        return answer
+
+    def _not_answered(self, task: Task, status: str, reason: str) -> Answer:
+        return Answer(task_id=task.task_id, node=self.name, status=status, reason=reason)
+
+    def _answer(self, task: Task) -> tuple[Summary, list[str]]:
+        policy = self.policy
+        if policy.allowed_analyses is not None and task.analysis not in policy.allowed_analyses:
+            raise Refusal(f"this node does not answer {task.analysis!r} analyses")
+        analysis = registry.get(task.analysis)
+        params = analysis.params_model.model_validate(task.params)
+        cohort = CohortSpec.load(task.cohort)
+        study = self._study(task, analysis, params, cohort)
+        if not study.released:
+            self.released.check(study.fingerprint, policy.differencing_threshold)
+        summary = analysis.local(study.data, params, task.request, study.cache)
+        checked = apply_rules(summary, policy)
+        if not study.released:
+            self.released.record(
+                study.fingerprint, {"study_id": task.study_id, "cohort": task.cohort}
+            )
+            study.released = True
+        return checked.summary, checked.notes
+
+    def _study(
+        self, task: Task, analysis: Analysis, params: AnalysisParams, cohort: CohortSpec
+    ) -> _Study:
+        """The study's cohort rows, read from the store on its first round only."""
+        columns = analysis.columns(params)
+        key = json.dumps([cohort.to_json(), columns, task.analysis], sort_keys=True, default=str)
+        study = self._studies.get(task.study_id)
+        if study is None or study.key != key:
+            frame = self._read(columns, cohort)
+            study = _Study(
+                key=key,
+                data=StoreData(self.name, frame, self.store),
+                fingerprint=cohort_fingerprint(frame["patient_id"]),
+            )
+            self._studies[task.study_id] = study
+            while len(self._studies) > MAX_CACHED_STUDIES:
+                self._studies.popitem(last=False)
+        self._studies.move_to_end(task.study_id)
+        return study
+
+    def _read(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
+        cols = list(view_variables()) if columns is None else list(columns)
+        if "patient_id" not in cols:
+            cols.append("patient_id")
+        where, params = cohort.compile()
+        con = connect_store(self.store)
+        try:
+            return con.execute(cohort_sql(cols, where), [self.name, *params]).df()
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
+        finally:
+            con.close()
+
+    def _log(self, task: Task, answer: Answer) -> None:
+        self.audit.append(
+            {
+                "time": answer.sent_at.isoformat(),
+                "node": self.name,
+                "task_id": task.task_id,
+                "study_id": task.study_id,
+                "round": task.round,
+                "analysis": task.analysis,
+                "params": task.params,
+                "cohort": task.cohort,
+                "status": answer.status,
+                "reason": answer.reason,
+                "summary": answer.summary,
+            }
+        )

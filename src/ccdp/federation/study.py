@@ -1,0 +1,230 @@
+"""Study spec (YAML/JSON) and the runner that drives it over any transport.
+
+A spec names an analysis, its cohort and its parameters (`by`, `outcome`, `covariates`, ...: any
+key that is not a study-level key is a parameter of the analysis, validated by the analysis's own
+parameter model so that errors name the offending key).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ccdp.analyses import registry
+from ccdp.analyses.base import AnalysisParams, AnalysisResult, Summary
+from ccdp.cohort.spec import CohortSpec
+from ccdp.errors import CcdpError, SpecError
+from ccdp.federation.coordinator import drive
+from ccdp.federation.protocol import Answer, Task, Transport
+
+STUDY_KEYS = ("title", "description", "cohort", "analysis", "nodes", "min_nodes", "timeout")
+
+
+class StudyError(CcdpError):
+    """A study could not be completed (too few nodes answered, a node dropped out mid-way)."""
+
+
+class StudySpec(BaseModel):
+    """One study: the question asked of every node."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str = "untitled study"
+    description: str | None = None
+    cohort: CohortSpec | None = None
+    analysis: str
+    outcome: str | None = None
+    by: list[str] | None = None
+    covariates: list[str] | None = None
+    strata: str | list[str] | None = None
+    ties: str | None = None
+    nodes: list[str] | None = Field(None, description="Nodes to ask (default: every node).")
+    min_nodes: int = Field(1, ge=1, description="Fewest answering nodes for a result.")
+    timeout: float | None = Field(None, gt=0, description="Seconds to wait per round (network).")
+
+    @model_validator(mode="after")
+    def _params_valid(self) -> StudySpec:
+        analysis = registry.get(self.analysis) if self.analysis in registry.names() else None
+        if analysis is None:
+            raise ValueError(
+                f"analysis: unknown analysis {self.analysis!r}; available: "
+                f"{', '.join(registry.names())}"
+            )
+        try:
+            analysis.params_model.model_validate(self.params)
+        except ValidationError as exc:
+            raise ValueError(_error_line(exc)) from None
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The analysis parameters: every key given that is not a study-level key."""
+        given = self.model_dump(exclude_unset=True, exclude=set(STUDY_KEYS))
+        return {k: v for k, v in given.items() if v is not None}
+
+    def parsed_params(self) -> AnalysisParams:
+        return registry.get(self.analysis).params_model.model_validate(self.params)
+
+    def cohort_json(self) -> dict[str, Any] | None:
+        return self.cohort.to_json() if self.cohort is not None else None
+
+
+def _error_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "root")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_study(source: Path | str | dict[str, Any] | StudySpec) -> StudySpec:
+    """A StudySpec from a YAML/JSON file, a dict or a spec; SpecError names the offending key."""
+    if isinstance(source, StudySpec):
+        return source
+    where = "study"
+    if isinstance(source, dict):
+        raw: Any = source
+    else:
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the study spec ({exc.strerror})") from None
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SpecError(f"{path}: not valid YAML/JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: a study spec is a mapping of keys (title, analysis, ...)")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: {_error_line(exc)}") from None
+
+
+class NodeStatus(BaseModel):
+    """How one node took part: answered, refused (with the reason) or failed."""
+
+    status: Literal["answered", "refused", "failed"]
+    reason: str | None = None
+
+
+class StudyResult(BaseModel):
+    """A study's outcome: the pooled result and every node's status."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    study_id: str
+    title: str
+    analysis: str
+    nodes: dict[str, NodeStatus]
+    result: AnalysisResult | None = None
+    rounds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine form printed by `ccdp run --json` (and `ccdp submit --json`)."""
+        return {
+            "study_id": self.study_id,
+            "title": self.title,
+            "analysis": self.analysis,
+            "rounds": self.rounds,
+            "nodes": {n: s.model_dump() for n, s in self.nodes.items()},
+            "result": self.result.model_dump(mode="json") if self.result is not None else None,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """The result as a pandas DataFrame (empty when there is no result)."""
+        return self.result.to_frame() if self.result is not None else pd.DataFrame()
+
+    def node_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"node": n, **s.model_dump()} for n, s in self.nodes.items()],
+            columns=["node", "status", "reason"],
+        )
+
+    def plot(self, **kwargs: Any) -> Any:
+        """The result's own plot (KM curves, forest plot, bar chart): a matplotlib Figure."""
+        if self.result is None:
+            raise StudyError("the study has no result to plot")
+        plot = getattr(self.result, "plot", None)
+        if plot is None:
+            raise StudyError(f"{self.analysis} results have no plot; use to_frame()")
+        return plot(**kwargs)
+
+
+def _roundtrip_task(task: Task) -> Task:
+    return Task.model_validate_json(task.model_dump_json())
+
+
+def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> StudyResult:
+    """Drive the study's analysis over `transport` until it is done; per-node status kept."""
+    spec = load_study(spec)
+    analysis = registry.get(spec.analysis)
+    params = spec.parsed_params()
+    study_id = uuid.uuid4().hex[:16]
+    targets = list(spec.nodes or transport.nodes())
+    unknown = [n for n in targets if n not in transport.nodes()]
+    if unknown:
+        raise SpecError(f"nodes: unknown node(s) {unknown}; known: {transport.nodes()}")
+    statuses: dict[str, NodeStatus] = {}
+    active = list(targets)
+    rounds = 0
+
+    def ask(round_no: int, request: dict[str, Any]) -> dict[str, Summary]:
+        nonlocal active, rounds
+        rounds = round_no + 1
+        task = _roundtrip_task(
+            Task(
+                task_id=f"{study_id}-r{round_no}",
+                study_id=study_id,
+                round=round_no,
+                analysis=spec.analysis,
+                params=spec.params,
+                cohort=spec.cohort_json(),
+                request=request,
+            )
+        )
+        answers = transport.ask(task, active)
+        summaries: dict[str, Summary] = {}
+        for name in active:
+            ans = answers.get(name) or Answer(
+                task_id=task.task_id, node=name, status="failed", reason="no answer"
+            )
+            ans = Answer.model_validate_json(ans.model_dump_json())
+            if ans.status == "answered" and ans.summary is not None:
+                summaries[name] = Summary.from_dict(ans.summary)
+                statuses[name] = NodeStatus(status="answered", reason=ans.reason)
+            else:
+                if round_no > 0:
+                    raise StudyError(
+                        f"node {name} stopped answering in round {round_no} "
+                        f"({ans.status}: {ans.reason}); the result would not be the pooled one"
+                    )
+                statuses[name] = NodeStatus(status=ans.status, reason=ans.reason)
+        active = [n for n in active if n in summaries]
+        if len(summaries) < spec.min_nodes:
+            raise _TooFew(f"{len(summaries)} node(s) answered; the study needs {spec.min_nodes}")
+        return summaries
+
+    try:
+        result = drive(analysis, params, ask)
+    except _TooFew:
+        result = None
+    return StudyResult(
+        study_id=study_id,
+        title=spec.title,
+        analysis=spec.analysis,
+        nodes={n: statuses[n] for n in targets if n in statuses},
+        result=result,
+        rounds=rounds,
+    )
+
+
+class _TooFew(StudyError):
+    """Too few nodes answered to give a result (the statuses say why)."""

@@ -1,0 +1,42 @@
+"""Print results and node statuses as tables a statistician recognises (rich)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ccdp.federation.study import StudyResult
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich Table of a DataFrame (index levels become leading columns)."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def print_study(result: StudyResult, console: Console | None = None) -> None:
+    """The result table, then one line per node with its status and reason."""
+    console = console or Console()
+    if result.result is not None:
+        console.print(frame_table(result.to_frame(), f"{result.title} ({result.analysis})"))
+    else:
+        console.print(f"[bold red]no result[/]: too few nodes answered ({result.analysis})")
+    console.print(frame_table(result.node_frame(), "nodes"))

@@ -1,0 +1,180 @@
+"""Attacks that try to learn one patient through the analyses are suppressed or refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, Summary
+from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.policy import NodePolicy, load_policy, set_policy_value
+from ccdp.disclosure.rules import Refusal, apply_rules
+from ccdp.disclosure.suppress import suppress
+from ccdp.federation.local_node import LocalNode
+from ccdp.federation.protocol import Task
+from tests.storekit import build_store, random_registry
+
+
+def recoverable(cells: list[dict], dims: list[str], margins_public=True) -> list[tuple]:
+    """Cells an attacker can pin down from released cells plus every row/column/layer sum:
+    an independent check by linear algebra (rank test per suppressed cell)."""
+    levels = [sorted({c[d] for c in cells}) for d in dims]
+    grid = list(itertools.product(*levels))
+    value = {tuple(c[d] for d in dims): c["n"] for c in cells}
+    unknown = [g for g in grid if value.get(g, 0) is None]
+    rows = []
+    for ax in range(len(dims)):
+        others = [i for i in range(len(dims)) if i != ax]
+        for key in {tuple(g[i] for i in others) for g in grid}:
+            rows.append([1.0 if tuple(u[i] for i in others) == key else 0.0 for u in unknown])
+    mat = np.array([r for r in rows if any(r)]) if rows else np.zeros((0, len(unknown)))
+    rank = np.linalg.matrix_rank(mat) if mat.size else 0
+    out = []
+    for i, u in enumerate(unknown):
+        e = np.zeros(len(unknown))
+        e[i] = 1
+        if mat.size and np.linalg.matrix_rank(np.vstack([mat, e])) == rank:
+            out.append(u)
+    return out
+
+
+def test_single_small_cell_gets_a_complement():
+    part = CountsPart(
+        dims=["sex"], counts=["n"], cells=[{"sex": "f", "n": 3}, {"sex": "m", "n": 120}]
+    )
+    out, report = suppress({"c": part}, 5)
+    assert [c["n"] for c in out["c"].cells] == [None, None]
+    assert report.secondary["c"] == 1
+
+
+def test_crosstab_margins_do_not_give_away_a_suppressed_cell():
+    rng = np.random.default_rng(7)
+    cells = [
+        {"a": a, "b": b, "n": int(rng.choice([1, 2, 3, 9, 15, 40]))}
+        for a in range(4)
+        for b in range(3)
+    ]
+    part = CountsPart(dims=["a", "b"], counts=["n"], cells=cells)
+    out, report = suppress({"c": part}, 5)
+    released = out["c"].cells
+    assert report.primary["c"] > 0
+    assert all(
+        c["n"] is None
+        for c in released
+        if 0 < next(x["n"] for x in cells if (x["a"], x["b"]) == (c["a"], c["b"])) < 5
+    )
+    assert recoverable(released, ["a", "b"]) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_three_way_tables_are_protected(seed):
+    rng = np.random.default_rng(seed)
+    cells = [
+        {"a": a, "b": b, "c": c, "n": int(rng.choice([0, 2, 8, 20, 30]))}
+        for a in range(3)
+        for b in range(3)
+        for c in range(2)
+    ]
+    out, _ = suppress({"t": CountsPart(dims=["a", "b", "c"], counts=["n"], cells=cells)}, 5)
+    assert recoverable(out["t"].cells, ["a", "b", "c"]) == []
+
+
+def test_shared_margin_parts_are_protected_together():
+    cells = CountsPart(
+        dims=["g"],
+        counts=["n"],
+        cells=[{"g": "x", "n": 2}, {"g": "y", "n": 50}, {"g": "z", "n": 60}],
+    )
+    total = CountsPart(dims=[], counts=["n"], cells=[{"n": 112}])
+    out, _ = suppress({"cells": cells, "total": total}, 5)
+    hidden = [c["g"] for c in out["cells"].cells if c["n"] is None]
+    assert len(hidden) == 2 and "x" in hidden
+
+
+def test_zero_policy_is_explicit():
+    part = CountsPart(
+        dims=["g"],
+        counts=["n"],
+        cells=[{"g": "x", "n": 0}, {"g": "y", "n": 50}, {"g": "z", "n": 60}],
+    )
+    released, _ = suppress({"p": part}, 5, "release")
+    assert [c["n"] for c in released["p"].cells] == [0, 50, 60]
+    hidden, _ = suppress({"p": part}, 5, "suppress")
+    assert [c["n"] for c in hidden["p"].cells].count(None) == 2
+
+
+def test_models_need_a_cohort_and_few_parameters():
+    policy = NodePolicy()
+    with pytest.raises(Refusal, match="fewer than the minimum cohort size 10"):
+        apply_rules(Summary({"m": AggregatePart(n=1, n_params=1, values={})}), policy)
+    with pytest.raises(Refusal, match="parameters for 30 records"):
+        apply_rules(Summary({"m": AggregatePart(n=30, n_params=30, values={})}), policy)
+    ok = apply_rules(Summary({"m": AggregatePart(n=30, n_params=10, values={"g": [1]})}), policy)
+    assert ok.summary.parts["m"].values == {"g": [1]}
+
+
+def test_event_time_rules():
+    rows = [
+        {"group": "a", "time": 1.0, "events": 1, "censored": 0},
+        {"group": "b", "time": 2.0, "events": 1, "censored": 0},
+    ]
+    part = EventTimesPart(group_by=["arm"], rows=rows, group_sizes={"a": 3, "b": 40})
+    checked = apply_rules(Summary({"e": part}), NodePolicy())
+    assert checked.summary.parts["e"].group_sizes == {"b": 40}
+    assert [r["group"] for r in checked.summary.parts["e"].rows] == ["b"]
+    assert "withheld" in checked.notes[0]
+    with pytest.raises(Refusal, match="month grid"):
+        apply_rules(Summary({"e": part}), NodePolicy(event_times="month"))
+    with pytest.raises(Refusal, match="does not release event-time"):
+        apply_rules(Summary({"e": part}), NodePolicy(event_times="forbid"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return build_store(tmp_path / "node.duckdb", random_registry(5, 200, "FR", "n"))
+
+
+def _task(i: int, **kw) -> Task:
+    return Task(task_id=f"t{i}", study_id=f"s{i}", round=0, analysis="count", **kw)
+
+
+def test_cohort_of_one_is_suppressed(store):
+    node = LocalNode(store)
+    ans = node.answer(
+        _task(
+            1,
+            cohort={"wbc_at_diagnosis": {"from": 0, "to": 1e9}, "age_at_diagnosis": {"to": 0.2}},
+            params={"by": ["sex"]},
+        )
+    )
+    assert ans.status == "answered"
+    parts = ans.summary
+    assert all(c["n"] is None for c in parts["cells"]["cells"])
+    assert all(c["n"] in (None, 0) for c in parts["total"]["cells"])
+
+
+def test_differencing_by_one_patient_is_refused(store):
+    node = LocalNode(store)
+    first = node.answer(_task(1, cohort={"diagnosis_year": {"from": 2005}}))
+    assert first.status == "answered"
+    # aim the attack: a cohort that leaves out exactly the patient with the highest WBC
+    cut = float(node._read(["wbc_at_diagnosis"], CohortSpec.load({})).wbc_at_diagnosis.max())
+    second = node.answer(_task(2, cohort={"wbc_at_diagnosis": {"to": cut - 1e-9}}))
+    assert second.status == "refused" and "differs" in second.reason
+    # the same cohort again is not a difference
+    again = node.answer(_task(3, cohort={"diagnosis_year": {"from": 2005}}))
+    assert again.status == "answered"
+
+
+def test_policy_file_and_defaults(store):
+    assert load_policy(store) == NodePolicy()
+    set_policy_value(store, "min_cell", "10")
+    assert load_policy(store).min_cell == 10
+    from ccdp.disclosure.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="unknown policy key"):
+        set_policy_value(store, "min_cells", "3")
+    with pytest.raises(PolicyError, match="min_cell"):
+        set_policy_value(store, "min_cell", "zero")

@@ -1,0 +1,120 @@
+"""count/crosstab over several real stores equal the pooled answer; `ccdp run --json` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from ccdp.cohort.view import cohort_sql
+from ccdp.federation.inprocess import InProcessTransport
+from ccdp.federation.local_node import LocalNode
+from ccdp.federation.protocol import Task
+from ccdp.federation.study import load_study, run_study
+from tests.storekit import build_store, random_registry
+
+SIZES = {"fr": (1, 400, "FR"), "de": (2, 600, "DE"), "it": (3, 250, "IT")}
+
+
+@pytest.fixture
+def stores(tmp_path):
+    return [
+        build_store(tmp_path / f"{n}.duckdb", random_registry(seed, size, c, n))
+        for n, (seed, size, c) in SIZES.items()
+    ]
+
+
+def pooled_view(stores) -> pd.DataFrame:
+    frames = []
+    for s in stores:
+        con = duckdb.connect()
+        con.execute(f"ATTACH '{s}' AS store (READ_ONLY)")
+        frames.append(con.execute(cohort_sql(None, "TRUE"), [s.stem]).df())
+        con.close()
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_count_by_two_variables_equals_pooled(stores):
+    result = run_study(
+        {
+            "analysis": "count",
+            "by": ["iccc_group", "sex"],
+            "cohort": {"diagnosis_year": {"from": 2006}},
+        },
+        InProcessTransport(stores),
+    )
+    assert {n: s.status for n, s in result.nodes.items()} == dict.fromkeys(SIZES, "answered")
+    pooled = pooled_view(stores)
+    pooled = pooled[pooled.diagnosis_year >= 2006]
+    expect = pooled.groupby(["iccc_group", "sex"]).size()
+    got = {(c["iccc_group"], c["sex"]): c["n"] for c in result.result.cells}
+    released = {k: v for k, v in got.items() if v is not None}
+    assert released, "some cells must be released"
+    for key, n in released.items():
+        assert n == expect[key]
+    # a pooled cell is suppressed only when some node suppressed it
+    assert result.result.total == len(pooled)
+
+
+def test_crosstab_frame_and_patients(stores):
+    result = run_study(
+        {"analysis": "crosstab", "by": ["sex", "country"], "unit": "patients"},
+        InProcessTransport(stores),
+    )
+    frame = result.to_frame()
+    pooled = pooled_view(stores)
+    expect = pooled.groupby(["sex", "country"]).patient_id.nunique().unstack()
+    assert (frame.loc["female", "FR"], frame.loc["male", "DE"]) == (
+        expect.loc["female", "FR"],
+        expect.loc["male", "DE"],
+    )
+
+
+def test_refusal_and_failure_are_reported(stores, tmp_path):
+    (tmp_path / "it.policy.yaml").write_text("allowed_analyses: [crosstab]\n")
+    result = run_study({"analysis": "count", "by": ["sex"]}, InProcessTransport(stores))
+    assert result.nodes["it"].status == "refused"
+    assert "does not answer 'count'" in result.nodes["it"].reason
+    assert result.result.total == 1000  # fr + de only
+
+
+def test_local_node_failure_does_not_leak(stores):
+    node = LocalNode(stores[0])
+    bad = Task(task_id="t", study_id="s", round=0, analysis="count", params={"by": ["nope"]})
+    ans = node.answer(bad)
+    assert ans.status == "failed" and "nope" in ans.reason
+    ans = node.answer(Task(task_id="t2", study_id="s2", round=0, analysis="martian"))
+    assert ans.status == "failed" and "unknown analysis" in ans.reason
+    assert node.audit.verify() == 2
+
+
+def test_study_spec_errors_name_the_key(tmp_path):
+    from ccdp.errors import SpecError
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("analysis: count\nby: [iccc_groop]\n")
+    with pytest.raises(SpecError, match=r"by: .*iccc_groop"):
+        load_study(bad)
+    bad.write_text("analysis: count\ncohort: {sexx: male}\n")
+    with pytest.raises(SpecError, match=r"cohort.*sexx"):
+        load_study(bad)
+    bad.write_text("analysis: count\ncovariates: [sex]\n")
+    with pytest.raises(SpecError, match="covariates"):
+        load_study(bad)
+
+
+def test_ccdp_run_json_end_to_end(ccdp, stores, tmp_path):
+    spec = tmp_path / "study.yaml"
+    spec.write_text("title: feasibility\nanalysis: count\nby: [iccc_group]\n")
+    out = ccdp("run", spec, "--store", stores[0], "--store", stores[1], "--json")
+    data = json.loads(out.stdout)
+    assert data["analysis"] == "count"
+    assert data["nodes"] == {
+        "fr": {"status": "answered", "reason": data["nodes"]["fr"]["reason"]},
+        "de": {"status": "answered", "reason": data["nodes"]["de"]["reason"]},
+    }
+    assert data["result"]["total"] == 1000
+    text = ccdp("run", spec, "--store", stores[0], "--store", stores[1]).stdout
+    assert "feasibility" in text and "answered" in text

@@ -1,0 +1,107 @@
+"""Build real DuckDB node stores for tests: the model's DDL, then rows (no mocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ccdp.model import load_model
+
+
+def build_store(path: Path, rows: dict[str, Iterable[dict[str, Any]]]) -> Path:
+    """A store file with every model table created and the given rows inserted."""
+    model = load_model()
+    con = duckdb.connect(str(path))
+    try:
+        for table in model.tables.values():
+            con.execute(table.ddl())
+        for name, recs in rows.items():
+            frame = pd.DataFrame(list(recs))
+            if frame.empty:
+                continue
+            cols = ", ".join(f'"{c}"' for c in frame.columns)
+            con.register("incoming", frame)
+            con.execute(f'INSERT INTO "{name}" ({cols}) SELECT {cols} FROM incoming')
+            con.unregister("incoming")
+    finally:
+        con.close()
+    return path
+
+
+GROUPS = ["I", "II", "III", "IV", "V", "VI"]
+
+
+def random_registry(
+    seed: int, n: int, country: str, prefix: str, years: tuple[int, int] = (2005, 2014)
+) -> dict[str, list[dict[str, Any]]]:
+    """A plausible random registry: patients, one tumour each, events, trials, population."""
+    rng = np.random.default_rng(seed)
+    patients, tumours, events, trials = [], [], [], []
+    for i in range(n):
+        pid, tid = f"{prefix}P{i}", f"{prefix}T{i}"
+        diag = date(int(rng.integers(years[0], years[1] + 1)), 1, 1) + timedelta(
+            days=int(rng.integers(0, 365))
+        )
+        birth = diag - timedelta(days=int(rng.integers(30, 365 * 19)))
+        follow = int(rng.integers(10, 3000))
+        dead = rng.random() < 0.25
+        last = diag + timedelta(days=follow)
+        patients.append(
+            {
+                "patient_id": pid,
+                "sex": str(rng.choice(["male", "female"])),
+                "birth_date": birth,
+                "country": country,
+                "vital_status": "dead" if dead else "alive",
+                "last_contact_date": last,
+                "death_date": last if dead else None,
+            }
+        )
+        tumours.append(
+            {
+                "tumour_id": tid,
+                "patient_id": pid,
+                "diagnosis_date": diag,
+                "topography": "C42.1",
+                "morphology": "9836",
+                "behaviour": 3,
+                "iccc_group": str(rng.choice(GROUPS, p=[0.4, 0.2, 0.2, 0.1, 0.05, 0.05])),
+                "immunophenotype": str(rng.choice(["b_precursor", "t"])),
+                "wbc_at_diagnosis": float(rng.gamma(2, 20)),
+            }
+        )
+        if rng.random() < 0.3:
+            events.append(
+                {
+                    "event_id": f"{prefix}E{i}",
+                    "tumour_id": tid,
+                    "event_type": "relapse",
+                    "event_date": diag + timedelta(days=int(rng.integers(0, follow + 1))),
+                    "relapse_site": "bone_marrow",
+                }
+            )
+        if rng.random() < 0.5:
+            trials.append({"patient_id": pid, "trial": "T1", "arm": str(rng.choice(["a", "b"]))})
+    population = [
+        {"country": country, "year": y, "sex": s, "age_group": a, "population": float(p)}
+        for y in range(years[0], years[1] + 1)
+        for s in ("male", "female")
+        for a, p in zip(
+            ["0", "1-4", "5-9", "10-14", "15-19"],
+            rng.integers(50_000, 400_000, size=5),
+            strict=True,
+        )
+    ]
+    return {
+        "patient": patients,
+        "tumour": tumours,
+        "event": events,
+        "trial_enrolment": trials,
+        "population": population,
+    }
