@@ -36,7 +36,11 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     """The result table, then one line per node with its status and reason."""
     console = console or Console()
     if result.result is not None:
-        console.print(frame_table(result.to_frame(), f"{result.title} ({result.analysis})"))
+        console.print(f"[bold]{result.title}[/] ({result.analysis})")
+        if hasattr(result.result, "__rich__"):
+            console.print(result.result)
+        else:
+            console.print(frame_table(result.to_frame()))
     else:
         console.print(f"[bold red]no result[/]: too few nodes answered ({result.analysis})")
     console.print(frame_table(result.node_frame(), "nodes"))
