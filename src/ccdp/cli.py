@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "ccdp.model.commands",
     "ccdp.federation.run_commands",
     "ccdp.federation.node_commands",
+    "ccdp.terminology.commands",
 ]
 
 
