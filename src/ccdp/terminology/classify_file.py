@@ -62,7 +62,7 @@ class ClassifySummary:
 
 
 def detect_encoding(path: Path) -> str:
-    """The text encoding of a file, from its first megabyte; ClassifyInputError if it is not text."""
+    """The text encoding of a file, judged on its first megabyte; ClassifyInputError if not text."""
     with path.open("rb") as fh:
         sample = fh.read(_SAMPLE_BYTES)
     if not sample:

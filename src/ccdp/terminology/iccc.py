@@ -177,18 +177,43 @@ def _compiled(edition: str) -> _Compiled:
     )
 
 
-def _join_errors(parts: list[np.ndarray], n: int) -> np.ndarray:
-    """Row-wise '; '-join of per-field messages (None where a field is fine)."""
+def _join_errors(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """Row-wise '; '-join of per-field messages; each part is (has_error mask, messages)."""
     err = np.full(n, None, dtype=object)
-    for part in parts:
-        has = pd.notna(part)
+    seen = np.zeros(n, dtype=bool)
+    for has, messages in parts:
         if not has.any():
             continue
-        both = has & pd.notna(err)
-        err[both] = err[both] + "; " + part[both]
-        only = has & ~both
-        err[only] = part[only]
+        both = has & seen
+        err[both] = err[both] + "; " + messages[both]
+        only = has & ~seen
+        err[only] = messages[only]
+        seen |= has
     return err
+
+
+def _column(values: pd.Series, fn: Any) -> tuple[np.ndarray, list[Any]]:
+    """Factorise one input column and apply `fn` to each distinct value (last slot: missing)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes, [fn(u) for u in uniques] + [fn(None)]
+
+
+def _morph_info(value: Any) -> tuple[int, int, str | None]:
+    code, beh = icdo3._parse_morphology(value)
+    return (
+        int(code) - 8000 if code is not None else -1,
+        beh if beh is not None else -1,
+        icdo3.morphology_problem(value),
+    )
+
+
+def _topo_info(value: Any) -> tuple[int, str | None]:
+    return (_site_int_or_minus_one(value), icdo3.topography_problem(value))
+
+
+def _beh_info(value: Any) -> tuple[int, str | None]:
+    beh = icdo3.parse_behaviour(value)
+    return (beh if beh is not None else -1, icdo3.behaviour_problem(value))
 
 
 def _inputs(morphology: Any, topography: Any, behaviour: Any) -> tuple[pd.Series, ...]:
@@ -211,43 +236,48 @@ def _classify_arrays(
     m_raw, t_raw, b_raw = _inputs(morphology, topography, behaviour)
     n = len(m_raw)
 
-    morph = icdo3.normalise_morphology(m_raw)
-    site_ints = icdo3.per_value(t_raw, _site_int_or_minus_one).astype(np.int64)
-    beh_given = icdo3.per_value(b_raw, icdo3.parse_behaviour)
-    beh_in_morph = morph["behaviour"].to_numpy(dtype=float, na_value=np.nan)
+    m_codes, m_info = _column(m_raw, _morph_info)
+    t_codes, t_info = _column(t_raw, _topo_info)
+    b_codes, b_info = _column(b_raw, _beh_info)
+    m_idx = np.array([i[0] for i in m_info], dtype=np.int64)[m_codes]
+    beh_in_morph = np.array([i[1] for i in m_info], dtype=np.int64)[m_codes]
+    s_int = np.array([i[0] for i in t_info], dtype=np.int64)[t_codes]
+    beh_given = np.array([i[0] for i in b_info], dtype=np.int64)[b_codes]
 
-    m_err = icdo3.per_value(m_raw, icdo3.morphology_problem)
-    t_err = icdo3.per_value(t_raw, icdo3.topography_problem)
-    b_err = icdo3.per_value(b_raw, icdo3.behaviour_problem)
+    def field_errors(codes: np.ndarray, info: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        messages = np.array([i[-1] for i in info], dtype=object)
+        has = np.array([i[-1] is not None for i in info], dtype=bool)[codes]
+        return has, messages[codes]
 
-    given = pd.notna(beh_given)
-    beh = np.where(given, beh_given, beh_in_morph).astype(float)
-    missing = pd.isna(beh) & pd.isna(b_err)
-    conflict = given & ~np.isnan(beh_in_morph) & (beh_given != beh_in_morph)
-    x_err = np.full(n, None, dtype=object)
-    x_err[missing] = "behaviour: missing (required)"
+    m_err = field_errors(m_codes, m_info)
+    t_err = field_errors(t_codes, t_info)
+    b_err = field_errors(b_codes, b_info)
+    beh = np.where(beh_given >= 0, beh_given, beh_in_morph)
+    missing = (beh < 0) & ~b_err[0]
+    conflict = (beh_given >= 0) & (beh_in_morph >= 0) & (beh_given != beh_in_morph)
+    x_msg = np.full(n, None, dtype=object)
+    x_msg[missing] = "behaviour: missing (required)"
     if conflict.any():
         idx = np.flatnonzero(conflict)
-        x_err[idx] = [
-            f"behaviour {int(beh_given[i])} contradicts morphology '{m_raw.iloc[i]}'" for i in idx
+        x_msg[idx] = [
+            f"behaviour {beh_given[i]} contradicts morphology '{m_raw.iloc[i]}'" for i in idx
         ]
-    error = _join_errors([m_err, t_err, b_err, x_err], n)
-    ok = pd.isna(error)
+    parts = [m_err, t_err, b_err, (missing | conflict, x_msg)]
+    bad = m_err[0] | t_err[0] | b_err[0] | missing | conflict
+    error = _join_errors(parts, n)
+    ok = ~bad
 
-    m_idx = np.zeros(n, dtype=np.int64)
-    s_int = np.zeros(n, dtype=np.int64)
-    b_idx = np.zeros(n, dtype=np.int64)
-    if ok.any():
-        m_idx[ok] = morph["morphology"].to_numpy()[ok].astype(np.int64) - 8000
-        s_int[ok] = site_ints[ok]
-        b_idx[ok] = beh[ok].astype(np.int64)
-    row = compiled.table[m_idx, compiled.site_class[s_int], b_idx].astype(np.int64)
-    row[~ok] = -1
+    m_idx[bad] = 0
+    s_int[bad] = 0
+    beh[bad] = 0
+    row = compiled.table[m_idx, compiled.site_class[s_int], beh].astype(np.int64)
+    row[bad] = -1
 
     out: dict[str, Any] = {}
     for name, col in compiled.outputs.items():
         values = col[np.where(ok, row, 0)]
-        values[~ok] = None
+        if bad.any():
+            values[bad] = None
         out[name] = values
     out["error"] = error
     frame = pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
