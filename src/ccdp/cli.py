@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "ccdp.federation.run_commands",
     "ccdp.federation.node_commands",
     "ccdp.terminology.commands",
+    "ccdp.synth.commands",
 ]
 
 

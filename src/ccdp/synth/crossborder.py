@@ -1,0 +1,45 @@
+"""Children registered in two countries: diagnosed at home, then treated (and registered) abroad.
+
+The copy keeps the child's birth date, sex and tumour, and the same course (the same relapse seen by
+both registries), but the destination follows the child only while treated there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ccdp.synth.params import Params
+from ccdp.synth.simulate import Cohort
+
+
+def add_cross_border(rng: np.random.Generator, params: Params, cohort: Cohort) -> None:
+    """Append copies of a share of each origin country's cases to the destination country."""
+    c = cohort.cases
+    origins: list[np.ndarray] = []
+    dests: list[np.ndarray] = []
+    for r in params.cross_border.itertuples(index=False):
+        if r.origin not in cohort.countries or r.destination not in cohort.countries:
+            continue
+        oi = cohort.countries.index(r.origin)
+        pool = np.flatnonzero((c["country"] == oi) & (c["origin"] == np.arange(cohort.n)))
+        pick = pool[rng.random(len(pool)) < float(r.share)]
+        origins.append(pick)
+        dests.append(np.full(len(pick), cohort.countries.index(r.destination), dtype=np.int16))
+    if not origins or sum(len(o) for o in origins) == 0:
+        return
+    src = np.concatenate(origins)
+    copy = cohort.take(src)
+    k = len(src)
+    copy["country"] = np.concatenate(dests)
+    # followed abroad for 0.5-3 years, then back home; no trial enrolment abroad
+    copy["t_ltfu"] = np.minimum(copy["t_ltfu"], rng.uniform(0.5, 3.0, k))
+    copy["abandoned"] = np.zeros(k, dtype=bool)
+    copy["trial"] = np.full(k, -1, dtype=np.int16)
+    copy["arm"] = np.full(k, -1, dtype=np.int8)
+    copy["enrol_day"] = np.full(k, -1, dtype=np.int64)
+    copy["origin"] = src
+    copy["consent"] = copy["consent"]
+    base = cohort.n
+    for key in c:
+        c[key] = np.concatenate([c[key], copy[key]])
+    cohort.duplicates = [(int(o), base + i) for i, o in enumerate(src)]
