@@ -185,3 +185,17 @@ def test_unknown_edition_and_length_mismatch_raise_terminology_error():
         iccc.classify(["9836"], ["C42.1"], [3], edition="2005")
     with pytest.raises(iccc.TerminologyError, match="same length"):
         iccc.classify(["9836", "9836"], ["C42.1"], [3])
+
+
+def test_histology_codes_named_by_the_rules_are_in_the_code_list():
+    """Every single code (not range) a rule names is a known ICD-O-3 code, except two codes of
+    the 2017 table that are in no ICD-O revision we hold (see data/iccc_rules.md)."""
+    known = set(icdo3.morphology_codes()["code"])
+    for edition, allowed_unknown in (("2017", {"8818", "8992"}), ("who2008", set())):
+        named = {
+            token
+            for spec in iccc.iccc_rules(edition)["morphology"]
+            for token in spec.split()
+            if "-" not in token
+        }
+        assert named - known == allowed_unknown, edition
