@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri
 
 from ccdp.analyses.errors import AnalysisError
 
-Z95 = float(norm.ppf(0.975))
+Z95 = float(ndtri(0.975))
 MAX_HALVINGS = 30
 
 
@@ -46,12 +46,12 @@ def solve_information(
     """Newton step and covariance; refuses a singular (or numerically singular) information."""
     singular = AnalysisError(
         f"the information matrix is singular: check {', '.join(terms)} for constant or "
-        "collinear terms"
+        "collinear terms, or an outcome separated by a term (an infinite estimate)"
     )
     if not np.isfinite(info).all() or not np.isfinite(score).all():
         raise AnalysisError("the score or information is not finite at the current estimate")
     eig = np.linalg.eigvalsh(info)
-    if eig.size and eig[0] <= 1e-10 * max(eig[-1], 1e-300):
+    if eig.size and eig[0] <= 1e-12 * max(eig[-1], 1e-300):
         raise singular
     try:
         return np.linalg.solve(info, score), np.linalg.inv(info)
@@ -101,7 +101,7 @@ def wald_rows(fit: NewtonFit, terms: list[str], ratio_key: str) -> list[dict[str
                 ratio_key: float(np.exp(b)),
                 "ci_low": float(np.exp(b - Z95 * se)),
                 "ci_high": float(np.exp(b + Z95 * se)),
-                "p": float(2.0 * norm.sf(abs(z))),
+                "p": float(2.0 * ndtr(-abs(z))),
             }
         )
     return rows

@@ -14,7 +14,7 @@ such as a gradient and Hessian: minimum cohort size and parameter count).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Protocol
 
 import pandas as pd
@@ -86,7 +86,12 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (floats round-trip exactly through JSON in Python)."""
-        return {name: {"kind": p.kind, **asdict(p)} for name, p in self.parts.items()}
+        # Shallow on purpose: dataclasses.asdict deep-copies every row, which dominates the cost
+        # of large event-time tables; the parts hold only JSON types already.
+        return {
+            name: {"kind": p.kind, **{f.name: getattr(p, f.name) for f in fields(p)}}
+            for name, p in self.parts.items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:

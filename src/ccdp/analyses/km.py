@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ccdp.analyses._common import (
     YEAR_DAYS,
@@ -42,7 +42,7 @@ from ccdp.analyses.base import (
 )
 from ccdp.analyses.errors import AnalysisError
 
-Z95 = float(norm.ppf(0.975))
+Z95 = float(ndtri(0.975))
 LANDMARK_YEARS = (1, 3, 5)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
-from scipy.stats import chi2 as chi2_dist
+from scipy.special import chdtrc
 
 from ccdp.analyses._common import SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses._render import num, pval, to_text
@@ -129,7 +129,7 @@ class Logrank(Analysis):
                 by=params.by,
                 chi2=stat,
                 df=df,
-                p=float(chi2_dist.sf(stat, df)),
+                p=float(chdtrc(df, stat)),
                 groups=groups,
             )
         )

@@ -16,6 +16,8 @@ _ENTRIES: dict[str, str] = {
     "km": "ccdp.analyses.km:KaplanMeier",
     "logrank": "ccdp.analyses.logrank:Logrank",
     "cox": "ccdp.analyses.cox:Cox",
+    "logistic": "ccdp.analyses.glm:Logistic",
+    "poisson": "ccdp.analyses.glm:Poisson",
 }
 
 

@@ -1,0 +1,314 @@
+"""Logistic and Poisson regression by federated Newton–Raphson (IRLS), exact as DataSHIELD ds.glm.
+
+Round 0 learns the pooled covariate levels and the outcome's mean (the intercept-only start).
+Each further round every node evaluates, at the coordinator's β, its log-likelihood, deviance,
+score X'(y − μ) and information X'WX (an AggregatePart); the coordinator adds them and steps.
+Both links are canonical, so Newton–Raphson is IRLS and the observed and expected information
+coincide: coefficients and standard errors equal statsmodels' GLM on the pooled data.
+
+Poisson with `outcome: os|efs` models the event count with offset log(person-time) (the os/efs
+time in days, on the node's grid), so exp(coef) are rate ratios; with another count outcome a
+`person_time` column may give the offset.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from rich.markup import escape
+from rich.table import Table
+from scipy.special import expit, gammaln
+
+from ccdp.analyses._common import TimeUnit, coarsen, complete_cases, floats, survival_columns
+from ccdp.analyses._design import describe, design_matrix, make_design, pooled_sums
+from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
+from ccdp.analyses._render import num, pval, to_text
+from ccdp.analyses.base import (
+    AggregatePart,
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Continue,
+    Done,
+    NodeData,
+    Summary,
+)
+from ccdp.analyses.errors import AnalysisError, InsufficientData
+
+INTERCEPT = "(Intercept)"
+SURVIVAL = ("os", "efs")
+
+
+class GLMParams(AnalysisParams):
+    """Shared GLM parameters: outcome, covariates, reference levels, iteration control."""
+
+    outcome: str
+    covariates: list[str] = Field(default_factory=list)
+    reference: dict[str, str | int | float] = Field(default_factory=dict)
+    max_iter: int = Field(default=50, ge=1, le=200)
+    tol: float = Field(default=1e-10, gt=0)
+
+
+class LogisticParams(GLMParams):
+    """Logistic regression of a 0/1 view column (`os`/`efs` mean their event indicators)."""
+
+
+class PoissonParams(GLMParams):
+    """Poisson regression of counts; for `os`/`efs` the events with log person-time offset."""
+
+    person_time: str | None = None
+    time_unit: TimeUnit = "day"
+
+
+class GLMTerm(BaseModel):
+    term: str
+    coef: float
+    se: float
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+class GLMResult(AnalysisResult):
+    """Coefficients with exp(coef) as `estimate` (odds or rate ratio) and Wald 95% CIs."""
+
+    outcome: str
+    coefficients: list[GLMTerm]
+    deviance: float
+    loglik: float
+    aic: float
+    n: int
+    df_resid: int
+    iterations: int
+    converged: bool
+
+    def __rich__(self) -> Table:
+        ratio = "OR" if self.analysis == "logistic" else "RR"
+        title = "Logistic regression" if self.analysis == "logistic" else "Poisson regression"
+        t = Table(
+            title=f"{title} of {self.outcome}",
+            caption=f"n = {self.n}, deviance = {self.deviance:.4f} on {self.df_resid} df, "
+            f"log-likelihood = {self.loglik:.4f}, AIC = {self.aic:.2f}, "
+            f"iterations = {self.iterations}" + ("" if self.converged else " (NOT CONVERGED)"),
+        )
+        for col in ("term", "coef", "se", ratio, "95% CI", "p"):
+            t.add_column(col, justify="left" if col == "term" else "right", no_wrap=col == "term")
+        for c in self.coefficients:
+            t.add_row(
+                escape(c.term),
+                num(c.coef, 4),
+                num(c.se, 4),
+                num(c.estimate),
+                f"{num(c.ci_low)}–{num(c.ci_high)}",
+                pval(c.p),
+            )
+        return t
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.model_dump() for c in self.coefficients]).set_index("term")
+
+    def plot(self, **kw: Any) -> Any:
+        """Forest plot of odds or rate ratios (a matplotlib Figure)."""
+        from ccdp.report.plots import forest_plot
+
+        return forest_plot(self, **kw)
+
+
+class _GLM(Analysis):
+    """The federated Newton–Raphson loop; subclasses give the family."""
+
+    family: ClassVar[str]
+
+    # --- family-specific pieces -------------------------------------------------------------
+    @abstractmethod
+    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
+        """(response column, person-time column or None)."""
+
+    @abstractmethod
+    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
+        """Intercept of the intercept-only fit: the pooled mean on the link scale."""
+
+    @abstractmethod
+    def moments(
+        self, x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray
+    ) -> dict[str, Any]:
+        """Log-likelihood, deviance, score and information of the node's rows at β."""
+
+    # --- shared -----------------------------------------------------------------------------
+    def columns(self, params: AnalysisParams) -> list[str]:
+        assert isinstance(params, GLMParams)
+        y, pt = self.outcome_columns(params)
+        return [y, *([pt] if pt else []), *params.covariates]
+
+    def start(self, params: AnalysisParams) -> Continue:
+        return Continue(request={"step": "describe"})
+
+    def node_frame(self, data: NodeData, params: GLMParams) -> pd.DataFrame:
+        """Complete cases with a valid response (and positive person-time)."""
+        y, pt = self.outcome_columns(params)
+        frame = complete_cases(data, self.columns(params), data.node)
+        if pt is not None:
+            frame = frame[frame[pt] > 0]
+            if frame.empty:
+                raise InsufficientData(f"node {data.node}: no rows with positive {pt}")
+        self.check_response(frame[y], y, data.node)
+        return frame
+
+    def check_response(self, y: pd.Series, name: str, node: str) -> None:
+        values = pd.to_numeric(y, errors="coerce")
+        if values.isna().any() or (values < 0).any():
+            raise AnalysisError(f"node {node}: {name} must be a non-negative number")
+
+    def arrays(
+        self, frame: pd.DataFrame, params: GLMParams, design: dict[str, Any], node: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model matrix with intercept, response and offset."""
+        y, pt = self.outcome_columns(params)
+        x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        offset = np.zeros(len(frame))
+        if pt is not None:
+            t = frame[pt].to_numpy(dtype=float)
+            if isinstance(params, PoissonParams) and params.outcome in SURVIVAL:
+                t = coarsen(t, params.time_unit)
+            offset = np.log(t)
+        return x, frame[y].to_numpy(dtype=float), offset
+
+    def local(
+        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+    ) -> Summary:
+        assert isinstance(params, GLMParams)
+        if request["step"] == "describe":
+            frame = self.node_frame(data, params)
+            y, pt = self.outcome_columns(params)
+            extra = {"y": float(frame[y].astype(float).sum())}
+            if pt is not None:
+                extra["exposure"] = float(frame[pt].astype(float).sum())
+            return Summary(parts=describe(frame, params.covariates, extra))
+        design = request["design"]
+        if cache.get("glm_design") != design:
+            frame = self.node_frame(data, params)
+            cache["glm_design"] = design
+            cache["glm"] = self.arrays(frame, params, design, data.node)
+        x, y, offset = cache["glm"]
+        beta = np.array(request["beta"], dtype=float)
+        values = self.moments(x, y, offset, beta)
+        return Summary(parts={"model": AggregatePart(n=len(y), n_params=len(beta), values=values)})
+
+    def combine(
+        self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]
+    ) -> Continue | Done:
+        assert isinstance(params, GLMParams)
+        if not summaries:
+            raise AnalysisError("no node answered")
+        if state is None:
+            design = make_design(summaries, params.covariates, params.reference, center=False)
+            design["terms"] = [INTERCEPT, *design["terms"]]
+            n, sums = pooled_sums(summaries)
+            beta = np.zeros(len(design["terms"]))
+            beta[0] = self.start_intercept(sums["y"], n, sums.get("exposure", 0.0))
+            state = NewtonState(beta=beta, extra={"design": design})
+            return Continue(request=self._request(state), state=state)
+        vals = [s.parts["model"] for s in summaries.values()]
+        parts = [p for p in vals if isinstance(p, AggregatePart)]
+        loglik = float(sum(p.values["loglik"] for p in parts))
+        score = np.sum([np.asarray(p.values["score"], dtype=float) for p in parts], axis=0)
+        info = np.sum([np.asarray(p.values["info"], dtype=float) for p in parts], axis=0)
+        design = state.extra["design"]
+        out = newton_step(state, loglik, score, info, design["terms"], params.tol, params.max_iter)
+        if isinstance(out, NewtonState):
+            return Continue(request=self._request(out), state=out)
+        n = sum(p.n for p in parts)
+        deviance = float(sum(p.values["deviance"] for p in parts))
+        return Done(self._result(params, design, out, n, deviance))
+
+    @staticmethod
+    def _request(state: NewtonState) -> dict[str, Any]:
+        return {"step": "fit", "design": state.extra["design"], "beta": floats(state.beta)}
+
+    def _result(
+        self, params: GLMParams, design: dict[str, Any], fit: NewtonFit, n: int, deviance: float
+    ) -> GLMResult:
+        p = len(fit.beta)
+        return GLMResult(
+            analysis=self.name,
+            outcome=params.outcome,
+            coefficients=[
+                GLMTerm.model_validate(r) for r in wald_rows(fit, design["terms"], "estimate")
+            ],
+            deviance=deviance,
+            loglik=fit.loglik,
+            aic=-2.0 * fit.loglik + 2.0 * p,
+            n=n,
+            df_resid=n - p,
+            iterations=fit.iterations,
+            converged=fit.converged,
+        )
+
+
+def _sums(x: np.ndarray, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    """Score and information, the parts every canonical-link family shares."""
+    return {"score": floats(x.T @ (y - mu)), "info": floats((x * w[:, None]).T @ x)}
+
+
+class Logistic(_GLM):
+    name: ClassVar[str] = "logistic"
+    params_model: ClassVar[type[AnalysisParams]] = LogisticParams
+
+    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
+        o = params.outcome
+        return (survival_columns(o)[1] if o in SURVIVAL else o), None
+
+    def check_response(self, y: pd.Series, name: str, node: str) -> None:
+        values = pd.to_numeric(y.astype(float), errors="coerce")
+        if not values.isin([0.0, 1.0]).all():
+            raise AnalysisError(f"node {node}: the logistic outcome {name} must be 0/1")
+
+    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
+        if not 0 < y_sum < n:
+            raise AnalysisError("the outcome takes one value only in the pooled cohort")
+        mean = y_sum / n
+        return float(np.log(mean / (1.0 - mean)))
+
+    def moments(
+        self, x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray
+    ) -> dict[str, Any]:
+        eta = x @ beta + offset
+        mu = expit(eta)
+        loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        return {"loglik": loglik, "deviance": -2.0 * loglik, **_sums(x, y, mu, mu * (1.0 - mu))}
+
+
+class Poisson(_GLM):
+    name: ClassVar[str] = "poisson"
+    params_model: ClassVar[type[AnalysisParams]] = PoissonParams
+
+    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
+        assert isinstance(params, PoissonParams)
+        if params.outcome in SURVIVAL:
+            time, event = survival_columns(params.outcome)
+            return event, params.person_time or time
+        return params.outcome, params.person_time
+
+    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
+        if y_sum <= 0:
+            raise AnalysisError("no events in the pooled cohort")
+        return float(np.log(y_sum / (exposure if exposure > 0 else n)))
+
+    def moments(
+        self, x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray
+    ) -> dict[str, Any]:
+        eta = x @ beta + offset
+        mu = np.exp(eta)
+        loglik = float(np.sum(y * eta - mu - gammaln(y + 1.0)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylogy = np.where(y > 0, y * np.log(y / mu), 0.0)
+        deviance = float(2.0 * np.sum(ylogy - (y - mu)))
+        return {"loglik": loglik, "deviance": deviance, **_sums(x, y, mu, mu)}

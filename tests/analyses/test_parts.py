@@ -1,0 +1,89 @@
+"""What a node sends: honest disclosure metadata, only aggregates, refusals when it has no data,
+and arrays prepared once per study (the node cache)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ccdp.analyses import registry
+from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, FrameData
+from ccdp.analyses.errors import InsufficientData
+from tests.analyses.data import cohort
+
+COV = ["age_at_diagnosis", "sex", "risk_group"]
+
+
+def first_fit_request(name: str, params: dict, node: FrameData):
+    analysis = registry.get(name)
+    p = analysis.params_model.model_validate(params)
+    step = analysis.start(p)
+    described = {node.node: analysis.local(node, p, step.request, {})}
+    return analysis, p, analysis.combine(p, step.state, described), described[node.node]
+
+
+def test_describe_round_sends_levels_as_counts_and_sums_as_aggregate() -> None:
+    df = cohort(120, 1)
+    node = FrameData(df, node="A")
+    _, _, _, summary = first_fit_request("cox", {"covariates": COV}, node)
+    levels = summary.parts["levels:risk_group"]
+    assert isinstance(levels, CountsPart) and levels.dims == ["risk_group"]
+    assert {c["risk_group"]: c["n"] for c in levels.cells} == df[
+        "risk_group"
+    ].value_counts().to_dict()
+    moments = summary.parts["moments"]
+    assert isinstance(moments, AggregatePart) and moments.n == 120
+    assert moments.values["sums"]["age_at_diagnosis"] == pytest.approx(df["age_at_diagnosis"].sum())
+
+
+def test_cox_by_node_sends_model_sums_with_n_and_parameter_count() -> None:
+    df = cohort(150, 2)
+    node = FrameData(df, node="A")
+    analysis, p, step, _ = first_fit_request("cox", {"covariates": COV}, node)
+    cache: dict = {}
+    part = analysis.local(node, p, step.request, cache).parts["model"]
+    assert isinstance(part, AggregatePart)
+    assert (part.n, part.n_params) == (150, 4)
+    assert set(part.values) == {"loglik", "score", "info", "events"}
+    prepared = cache["cox"]
+    analysis.local(node, p, step.request, cache)
+    assert cache["cox"] is prepared  # sorted once, reused every Newton round
+
+
+def test_unstratified_cox_sends_event_time_table_with_group_sizes() -> None:
+    df = cohort(150, 3)
+    node = FrameData(df, node="A")
+    params = {"covariates": ["age_at_diagnosis"], "strata": ["sex"], "time_unit": "week"}
+    analysis, p, step, _ = first_fit_request("cox", params, node)
+    part = analysis.local(node, p, step.request, {}).parts["risk_sets"]
+    assert isinstance(part, EventTimesPart)
+    assert part.group_by == ["sex"] and part.time_unit == "week"
+    assert part.group_sizes == df["sex"].value_counts().to_dict()
+    times = np.array([r["time"] for r in part.rows])
+    assert np.allclose(times % 7, 0)
+    assert sum(r["d"] for r in part.rows) == df["os_event"].sum()
+
+
+def test_km_part_per_group_and_glm_part() -> None:
+    df = cohort(100, 4)
+    node = FrameData(df, node="A")
+    km = registry.get("km")
+    p = km.params_model.model_validate({"by": ["risk_group"]})
+    part = km.local(node, p, {}, {}).parts["events"]
+    assert part.group_sizes == df["risk_group"].value_counts().to_dict()
+    assert sum(r["events"] + r["censored"] for r in part.rows) == 100
+    analysis, p, step, _ = first_fit_request(
+        "logistic", {"outcome": "os_event", "covariates": COV}, node
+    )
+    glm_part = analysis.local(node, p, step.request, {}).parts["model"]
+    assert (glm_part.n, glm_part.n_params) == (100, 5)
+
+
+def test_node_without_rows_declines() -> None:
+    df = cohort(50, 5)
+    df["wbc_at_diagnosis"] = np.nan
+    node = FrameData(df, node="A")
+    cox = registry.get("cox")
+    p = cox.params_model.model_validate({"covariates": ["wbc_at_diagnosis"]})
+    with pytest.raises(InsufficientData, match=r"node A: no rows with .*wbc_at_diagnosis"):
+        cox.local(node, p, {"step": "describe"}, {})
