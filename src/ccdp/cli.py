@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "ccdp.federation.node_commands",
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
+    "ccdp.ingest.map_commands",
 ]
 
 

@@ -92,14 +92,15 @@ def to_iso_dates(series: pd.Series, formats: Iterable[str], allow_month: bool) -
         if not todo.any():
             break
         idx = series.index[todo]
-        parsed = _parse_dates(series.loc[idx], fmt, allow_month)
+        parsed = parse_dates(series.loc[idx], fmt, allow_month)
         ok = parsed.notna().to_numpy()
         out.loc[idx[ok]] = parsed.to_numpy()[ok]
         todo[np.flatnonzero(todo)[ok]] = False
     return out
 
 
-def _parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:
+def parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:
+    """ISO text where `fmt` reads the value, None elsewhere."""
     if fmt == ISO:
         return _parse_iso(values, allow_month)
     if fmt == EXCEL_SERIAL:

@@ -1,0 +1,808 @@
+"""`ccdp map suggest`: draft a mapping spec from a site's export, marking what to check.
+
+A data manager should edit a draft, not write YAML from nothing. We read every table-like thing
+in SOURCE (CSV files, xlsx sheets, REDCap instruments, FHIR resource types), profile each
+column (its name in seven languages, and what its values look like: dates and their format,
+ICD-O codes, sex and vital-status words, ISO countries, DUO codes, numbers, identifiers), score
+every column against every model field, assign columns to fields per table (Hungarian
+assignment on the scores) and each source to the model table it fits best. Value maps and date
+formats are proposed from the values seen; anything uncertain carries a confidence and a
+`# check:` comment in the YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import linear_sum_assignment
+
+from ccdp.ingest import convert
+from ccdp.ingest.readers import ReaderError, ReaderOptions, detect_format, read_table
+from ccdp.ingest.specbase import StringLoader
+from ccdp.model import load_model
+from ccdp.model.schema import FieldDef, TableDef
+
+MIN_SCORE = 0.45  # below this a column is not proposed for a field
+CHECK_BELOW = 0.75  # below this the field gets a confidence and a `# check:` comment
+SAMPLE_VALUES = 300
+DATE_FORMATS = (
+    "iso",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%Y/%m/%d",
+    "%Y%m%d",
+    "%d/%m/%y",
+    "%m/%d/%y",
+    "%d.%m.%y",
+    "%m/%Y",
+    "%m.%Y",
+)
+TEXT_MISSING = (
+    "NA",
+    "N/A",
+    "n/a",
+    "na",
+    "ND",
+    "NK",
+    "-",
+    "--",
+    ".",
+    "?",
+    "NULL",
+    "null",
+    "None",
+    "nan",
+    "missing",
+    "#N/A",
+)
+NUMERIC_MISSING = ("9", "99", "999", "9999", "-1", "-9", "-99", "-999")
+_SERIAL_RANGE = (3000, 60000)  # Excel serials for 1908-2064
+# Value kinds that identify one field by their values alone.
+_VALUE_KINDS = (
+    "sex",
+    "vital_status",
+    "cause_of_death",
+    "laterality",
+    "relapse_site",
+    "event_type",
+    "treatment.type",
+)
+_DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".xlsx", ".xlsm", ".json", ".ndjson"}
+_KEY_FIELDS = {"patient_id", "tumour_id", "event_id", "treatment_id", "specimen_id"}
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+
+def norm_name(name: str) -> str:
+    """Lower-case, accents removed, any run of non-alphanumerics -> '_'."""
+    text = name.strip().lower()
+    for a, b in (("ł", "l"), ("ø", "o"), ("ß", "ss"), ("æ", "ae"), ("œ", "oe")):
+        text = text.replace(a, b)
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+
+
+@cache
+def _vocabulary() -> dict:
+    text = resources.files("ccdp.ingest").joinpath("data/synonyms.yaml").read_text("utf-8")
+    return yaml.load(text, Loader=StringLoader)
+
+
+@cache
+def field_synonyms(table: str, field_name: str) -> frozenset[str]:
+    """Normalised names a site may use for `table.field` (specific list, else generic)."""
+    fields = _vocabulary()["fields"]
+    langs = fields.get(f"{table}.{field_name}") or fields.get(field_name) or {}
+    names = {norm_name(field_name)}
+    for words in langs.values():
+        names.update(norm_name(str(w)) for w in words)
+    return frozenset(n for n in names if n)
+
+
+@cache
+def table_synonyms(table: str) -> frozenset[str]:
+    words = _vocabulary()["tables"].get(table, [])
+    return frozenset({norm_name(table), *(norm_name(str(w)) for w in words)})
+
+
+@cache
+def value_words(kind: str) -> dict[str, str]:
+    """casefolded/normalised word -> canonical value, for one value kind (sex, vital_status...)."""
+    out: dict[str, str] = {}
+    for canon, words in convert.value_synonyms().get(kind, {}).items():
+        for w in [canon, *words]:
+            out[str(w).casefold()] = canon
+            out[norm_name(str(w))] = canon
+    return out
+
+
+def name_score(column: str, synonyms: frozenset[str]) -> float:
+    """1 for a known name, less for a name containing one, or spelled nearly like one."""
+    n = norm_name(column)
+    if not n:
+        return 0.0
+    if n in synonyms:
+        return 1.0
+    tokens = n.split("_")
+    best = 0.0
+    for syn in synonyms:
+        st = syn.split("_")
+        if len(st) < len(tokens) and _contains(tokens, st) and len(syn) >= 3:
+            best = max(best, 0.85 - 0.05 * (len(tokens) - len(st)))
+        ratio = difflib.SequenceMatcher(None, n, syn).ratio()
+        if ratio >= 0.8:
+            best = max(best, ratio * 0.85)
+    return best
+
+
+def _contains(tokens: list[str], sub: list[str]) -> bool:
+    k = len(sub)
+    return any(tokens[i : i + k] == sub for i in range(len(tokens) - k + 1))
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Candidate:
+    """One table-like part of the export (file, sheet, REDCap instrument, FHIR resource)."""
+
+    name: str
+    file: str
+    label: str
+    frame: pd.DataFrame
+    options: dict[str, object] = field(default_factory=dict)
+    where: list[dict[str, object]] = field(default_factory=list)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    date_order: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Profile:
+    """What a column's values look like."""
+
+    column: str
+    counts: pd.Series  # value -> count, non-missing values after cleaning
+    n: int
+    unique_ratio: float
+    kinds: dict[str, float]
+    date_formats: list[str]
+    date_share: float
+    missing: list[str]
+
+
+def find_candidates(source: Path) -> list[Candidate]:
+    """Every readable table-like part of SOURCE (a folder or one file)."""
+    root = source if source.is_dir() else source.parent
+    paths = (
+        [source]
+        if source.is_file()
+        else sorted(
+            p
+            for p in source.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+    )
+    out: list[Candidate] = []
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        if path.suffix.lower() not in _DATA_SUFFIXES:
+            continue
+        try:
+            out.extend(_candidates_of(path, rel))
+        except ReaderError:
+            continue
+    return out
+
+
+def _candidates_of(path: Path, rel: str) -> list[Candidate]:
+    fmt = detect_format(path)
+    if fmt == "xlsx":
+        from ccdp.ingest.readers.excel import sheet_names
+
+        return [
+            Candidate(f"{rel}[{s}]", rel, s, read_table(path, ReaderOptions(sheet=s)), {"sheet": s})
+            for s in sheet_names(path)
+        ]
+    if fmt == "fhir":
+        from ccdp.ingest.readers.fhir import read_fhir_resources
+
+        return [
+            Candidate(f"{rel}[{kind}]", rel, kind, frame, {"resource": kind})
+            for kind, frame in read_fhir_resources(path).items()
+        ]
+    frame = read_table(path)
+    if fmt == "redcap":
+        from ccdp.ingest.readers.redcap import INSTRUMENT, instruments
+
+        out = []
+        for inst in instruments(frame):
+            if inst is None:
+                part = frame[frame[INSTRUMENT].isna()] if INSTRUMENT in frame else frame
+                cond = [{"column": INSTRUMENT, "missing": True}] if INSTRUMENT in frame else []
+                label = "base"
+            else:
+                part = frame[frame[INSTRUMENT] == inst]
+                cond = [{"column": INSTRUMENT, "equals": inst}]
+                label = inst
+            part = part.dropna(axis=1, how="all").reset_index(drop=True)
+            out.append(Candidate(f"{rel} ({label})", rel, label, part, {}, cond))
+        return out
+    return [Candidate(rel, rel, Path(rel).stem, frame)]
+
+
+# ---------------------------------------------------------------------------- profiling
+
+
+def profile(cand: Candidate) -> None:
+    """Fill `cand.profiles`; the day/month order is decided once per source, from all columns."""
+    cleaned = {c: convert.clean(cand.frame[c]) for c in cand.frame.columns if not c.startswith("_")}
+    counts = {c: s.value_counts() for c, s in cleaned.items()}
+    cand.date_order = _date_order(counts)
+    for col, s in cleaned.items():
+        cand.profiles[col] = _profile_column(
+            col, counts[col], int(s.notna().sum()), cand.date_order
+        )
+
+
+def _sample(counts: pd.Series) -> pd.Series:
+    return counts.head(SAMPLE_VALUES)
+
+
+def _share(counts: pd.Series, mask: pd.Series | np.ndarray) -> float:
+    total = counts.sum()
+    return float(counts[np.asarray(mask, dtype=bool)].sum() / total) if total else 0.0
+
+
+def _date_order(counts: dict[str, pd.Series]) -> list[str]:
+    """Date formats ranked by how many of the source's date-like values each reads."""
+    scores = {}
+    for fmt in DATE_FORMATS:
+        hits = 0
+        for c in counts.values():
+            sample = _sample(c)
+            if sample.empty:
+                continue
+            values = pd.Series(sample.index.astype(str), dtype=object)
+            ok = convert.parse_dates(values, fmt, allow_month=True).notna().to_numpy()
+            hits += int(sample.to_numpy()[ok].sum())
+        scores[fmt] = hits
+    return [f for f in sorted(scores, key=lambda f: -scores[f]) if scores[f] > 0]
+
+
+def _profile_column(col: str, counts: pd.Series, n: int, order: list[str]) -> Profile:
+    sample = _sample(counts)
+    values = pd.Series(sample.index.astype(str), dtype=object)
+    kinds: dict[str, float] = {}
+    if not values.empty:
+        folded = values.str.casefold()
+        normed = values.map(norm_name)
+        kinds["topography"] = _share(
+            sample, values.str.fullmatch(r"[Cc]\s?\d{2}\.?\d").fillna(False)
+        )
+        kinds["morphology"] = _share(
+            sample, values.str.fullmatch(r"(?:[Mm]-?)?[89]\d{3}(?:/?\d)?").fillna(False)
+        )
+        kinds["behaviour"] = _share(sample, values.isin(["0", "1", "2", "3", "6", "9"]))
+        for kind in _VALUE_KINDS:
+            words = value_words(kind)
+            kinds[kind] = _share(sample, folded.isin(set(words)) | normed.isin(set(words)))
+        kinds["boolean"] = _share(sample, folded.isin(set(value_words("boolean"))))
+        kinds["country"] = _share(sample, values.str.fullmatch(r"[A-Za-z]{2}").fillna(False)) * (
+            1.0 if len(values) <= 5 else 0.3
+        )
+        kinds["duo"] = _share(sample, values.str.contains(r"(?i)DUO[:_]?\d{7}").fillna(False))
+        numeric = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce")
+        kinds["number"] = _share(sample, numeric.notna())
+        kinds["integer"] = _share(sample, values.str.fullmatch(r"[+-]?\d+").fillna(False))
+    formats, date_share, missing = _date_formats(values, sample, order)
+    kinds["date"] = date_share
+    missing += [v for v in values if v in TEXT_MISSING]
+    if not values.empty:
+        # Shares of value kinds ignore missing-value tokens too.
+        real = _share(sample, ~values.isin(TEXT_MISSING).to_numpy())
+        for kind in kinds:
+            if kind != "date" and real > 0:
+                kinds[kind] = min(1.0, kinds[kind] / real)
+    return Profile(
+        col,
+        counts,
+        n,
+        len(counts) / n if n else 0.0,
+        kinds,
+        formats,
+        date_share,
+        list(dict.fromkeys(missing)),
+    )
+
+
+def _date_formats(
+    values: pd.Series, sample: pd.Series, order: list[str]
+) -> tuple[list[str], float, list[str]]:
+    """Formats (in the source's preferred order) that read this column, their share, tokens.
+
+    Missing-value tokens do not count against the share; they are returned as tokens.
+    """
+    if values.empty:
+        return [], 0.0, []
+    token = values.isin(TEXT_MISSING).to_numpy() | values.isin(NUMERIC_MISSING).to_numpy()
+    counts = sample.to_numpy()
+    total = counts[~token].sum()
+    left = ~token
+    chosen: list[str] = []
+    for fmt in order:
+        if not left.any():
+            break
+        ok = convert.parse_dates(values, fmt, allow_month=True).notna().to_numpy() & left
+        if counts[ok].sum() >= max(1, 0.02 * total):
+            chosen.append(fmt)
+            left &= ~ok
+    num = pd.to_numeric(values, errors="coerce")
+    serial = ((num >= _SERIAL_RANGE[0]) & (num <= _SERIAL_RANGE[1])).to_numpy() & left
+    weak = 1.0
+    if serial.any() and (chosen or counts[serial].sum() > 0.9 * total):
+        weak = 1.0 if chosen else 0.6  # bare numbers are only weak evidence of dates
+        chosen.append("excel_serial")
+        left &= ~serial
+    share = weak * float(counts[~left & ~token].sum() / total) if chosen and total else 0.0
+    tokens = [v for v, t in zip(values, token, strict=True) if t] if share > 0.5 else []
+    return chosen, share, tokens
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def field_kind(tdef: TableDef, fdef: FieldDef) -> str | None:
+    """The value kind that characterises a field, if any."""
+    if fdef.type in ("date", "partial_date"):
+        return "date"
+    if fdef.code_system == "icdo3_topography":
+        return "topography"
+    if fdef.code_system == "icdo3_morphology":
+        return "morphology"
+    if fdef.code_system == "iso3166_alpha2":
+        return "country"
+    if fdef.code_system == "duo":
+        return "duo"
+    if fdef.name == "behaviour":
+        return "behaviour"
+    qualified = f"{tdef.name}.{fdef.name}"
+    if qualified in _VALUE_KINDS:
+        return qualified
+    if fdef.name in _VALUE_KINDS:
+        return fdef.name
+    if fdef.type == "boolean":
+        return "boolean"
+    if fdef.type in ("integer", "float"):
+        return "number"
+    return None
+
+
+def score(tdef: TableDef, fdef: FieldDef, prof: Profile, col: str) -> float:
+    """How well column `col` fits field `fdef` (0..1): name evidence and value evidence."""
+    named = name_score(col, field_synonyms(tdef.name, fdef.name))
+    kind = field_kind(tdef, fdef)
+    if prof.n == 0:
+        return 0.5 * named
+    if kind is None:
+        compat = 0.5
+        if fdef.name in _KEY_FIELDS and fdef.name == tdef.primary_key[0]:
+            compat = 0.3 + 0.7 * prof.unique_ratio
+    else:
+        compat = prof.kinds.get(kind, 0.0)
+        if kind == "number" and fdef.type == "integer":
+            compat = prof.kinds.get("integer", 0.0)
+        if kind == "date" and fdef.type == "date" and prof.date_formats == ["%m/%Y"]:
+            compat *= 0.5
+    if kind in ("topography", "morphology", "sex", "vital_status", "duo") and compat > 0.9:
+        named = max(named, 0.6)  # the values alone say what this is
+    if kind == "date" and compat < 0.5:
+        return 0.3 * named
+    return 0.6 * named + 0.4 * compat
+
+
+@dataclass
+class TableChoice:
+    """A model table fed from one candidate, with column -> field assignments."""
+
+    table: TableDef
+    cand: Candidate
+    fields: dict[str, tuple[str, float]]  # field -> (column, score)
+    score: float
+    # A foreign key reached through another source: (field, that source, our col, its col,
+    # its key col), e.g. tumour.patient_id via the patient file's national id.
+    join: tuple[str, Candidate, str, str, str] | None = None
+
+
+def assign(
+    tdef: TableDef,
+    cand: Candidate,
+    keys: dict[str, tuple[Candidate, str]],
+    used: set[tuple[str, str]],
+) -> TableChoice:
+    """Best one-to-one column/field assignment for this table and candidate.
+
+    Columns another table already took (other than keys) are not offered again; a foreign-key
+    field scores by how many of its values are keys of the table it refers to.
+    """
+    fields = list(tdef.input_fields)
+    cols = list(cand.profiles)
+    if not cols:
+        return TableChoice(tdef, cand, {}, 0.0)
+    matrix = np.zeros((len(fields), len(cols)))
+    for i, fdef in enumerate(fields):
+        ref = keys.get(fdef.name) if fdef.name in tdef.foreign_keys else None
+        for j, col in enumerate(cols):
+            if (cand.name, col) in used and fdef.name not in _KEY_FIELDS:
+                continue
+            s = score(tdef, fdef, cand.profiles[col], col)
+            if ref is not None:
+                s = max(s, 0.95 * _overlap(cand.profiles[col], ref[0].profiles[ref[1]]))
+            matrix[i, j] = s
+    rows, cols_idx = linear_sum_assignment(-matrix)
+    chosen = {
+        fields[i].name: (cols[j], float(matrix[i, j]))
+        for i, j in zip(rows, cols_idx, strict=True)
+        if matrix[i, j] >= MIN_SCORE
+    }
+    weight = {f.name: (2.0 if f.required else 1.0) for f in fields}
+    total = sum(weight[f] * s for f, (_, s) in chosen.items())
+    required = [f.name for f in fields if f.required]
+    coverage = sum(1 for f in required if f in chosen) / max(1, len(required))
+    label = norm_name(cand.label)
+    names = table_synonyms(tdef.name)
+    bonus = 1.5 if label in names or any(t in names for t in label.split("_")) else 0.0
+    return TableChoice(tdef, cand, chosen, total * coverage + bonus)
+
+
+def _overlap(a: Profile, b: Profile) -> float:
+    """Share of a column's values found among another column's values."""
+    if a.n == 0 or b.n == 0:
+        return 0.0
+    found = a.counts.index.isin(b.counts.index)
+    return float(a.counts[found].sum() / a.counts.sum())
+
+
+def choose_tables(cands: list[Candidate]) -> list[TableChoice]:
+    """For each model table, the candidate it fits best (tables in model order, keys first)."""
+    model = load_model()
+    choices: list[TableChoice] = []
+    keys: dict[str, tuple[Candidate, str]] = {}
+    used: set[tuple[str, str]] = set()
+    for tdef in model.tables.values():
+        if tdef.name == "population":
+            continue
+        options = [assign(tdef, c, keys, used) for c in cands]
+        options = [o for o in options if _plausible(o)]
+        if not options:
+            continue
+        best = max(options, key=lambda o: o.score)
+        _find_join(best, keys, used)
+        used.update((best.cand.name, col) for col, _ in best.fields.values())
+        choices.append(best)
+        pk = tdef.primary_key[0]
+        if pk in best.fields:
+            keys[pk] = (best.cand, best.fields[pk][0])
+    return choices
+
+
+def _find_join(
+    choice: TableChoice, keys: dict[str, tuple[Candidate, str]], used: set[tuple[str, str]]
+) -> None:
+    """A missing foreign key found by joining on a shared identifier (e.g. a national id)."""
+    for fk in choice.table.foreign_keys:
+        if fk in choice.fields or fk not in keys:
+            continue
+        ref_cand, ref_key = keys[fk]
+        if ref_cand is choice.cand:
+            continue
+        taken = {col for col, _ in choice.fields.values()}
+        best: tuple[float, str, str] | None = None
+        for col, prof in choice.cand.profiles.items():
+            if col in taken or prof.unique_ratio == 0:
+                continue
+            for rcol, rprof in ref_cand.profiles.items():
+                if rcol == ref_key or rprof.unique_ratio < 0.95:
+                    continue
+                ov = _overlap(prof, rprof)
+                if ov >= 0.5 and (best is None or ov > best[0]):
+                    best = (ov, col, rcol)
+        if best is not None:
+            choice.join = (fk, ref_cand, best[1], best[2], ref_key)
+            choice.fields[fk] = (ref_key, min(0.9, best[0]))
+            used.add((choice.cand.name, best[1]))
+
+
+def _plausible(choice: TableChoice) -> bool:
+    """Enough of the table's own (non-key) required fields were found."""
+    required = [
+        f.name for f in choice.table.input_fields if f.required and f.name not in _KEY_FIELDS
+    ]
+    found = [f for f in required if f in choice.fields and choice.fields[f][1] >= 0.55]
+    if not required:
+        return len(choice.fields) >= 3
+    return len(found) >= max(1, (len(required) + 1) // 2)
+
+
+# ---------------------------------------------------------------------------- the draft
+
+
+@dataclass
+class Draft:
+    """The suggested spec as data (validated by MappingSpec) plus `# check:` notes by path."""
+
+    spec: dict
+    notes: dict[tuple, str]
+    confidence: dict[tuple[str, str], float]
+
+
+def suggest(source: Path, country: str | None = None) -> Draft:
+    """Draft a mapping for SOURCE; `country` fills the patient country if no column has it."""
+    cands = find_candidates(source)
+    if not cands:
+        raise ReaderError(f"{source}: no readable CSV, xlsx, REDCap or FHIR files found")
+    for cand in cands:
+        profile(cand)
+    choices = choose_tables(cands)
+    country = country or _country_from_path(source)
+    notes: dict[tuple, str] = {}
+    confidence: dict[tuple[str, str], float] = {}
+    sources: dict[str, dict] = {}
+    tables: dict[str, dict] = {}
+    names: dict[str, str] = {}
+    for choice in choices:
+        src_name = names.get(choice.cand.name) or _source_name(choice, names)
+        names[choice.cand.name] = src_name
+        if src_name not in sources:
+            sources[src_name] = _source_entry(choice.cand)
+        if choice.join is not None and choice.join[1].name not in names:
+            names[choice.join[1].name] = _source_name_for(choice.join[1], names)
+            sources[names[choice.join[1].name]] = _source_entry(choice.join[1])
+        tables[choice.table.name] = _table_entry(
+            choice, src_name, country, notes, confidence, sources[src_name], names
+        )
+    return Draft({"version": 1, "sources": sources, "tables": tables}, notes, confidence)
+
+
+def _country_from_path(source: Path) -> str | None:
+    for part in reversed(source.resolve().parts):
+        if re.fullmatch(r"[A-Z]{2}", part):
+            return part
+        m = re.search(r"(?:^|[_\-.])([A-Z]{2})(?:$|[_\-.])", part)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _source_name(choice: TableChoice, names: dict[str, str]) -> str:
+    return _source_name_for(choice.cand, names, choice.table.name)
+
+
+def _source_name_for(cand: Candidate, names: dict[str, str], fallback: str = "source") -> str:
+    base = norm_name(cand.label) or fallback
+    taken = set(names.values())
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def _source_entry(cand: Candidate) -> dict:
+    entry: dict = {"file": cand.file, **cand.options}
+    tokens = sorted({t for p in cand.profiles.values() for t in p.missing if t in TEXT_MISSING})
+    if tokens:
+        entry["missing"] = tokens
+    if cand.date_order:
+        used = [
+            f
+            for f in cand.date_order
+            if any(f in p.date_formats for p in cand.profiles.values() if p.date_share > 0.5)
+        ]
+        if any(
+            "excel_serial" in p.date_formats for p in cand.profiles.values() if p.date_share > 0.3
+        ):
+            used.append("excel_serial")
+        if used:
+            entry["date_formats"] = used
+    if cand.where:
+        entry["where"] = cand.where
+    decimal_comma = any(
+        p.kinds.get("number", 0) > 0.8 and p.counts.index.astype(str).str.contains(",").any()
+        for p in cand.profiles.values()
+    )
+    if decimal_comma:
+        entry["decimal"] = ","
+    return entry
+
+
+def _table_entry(
+    choice: TableChoice,
+    src_name: str,
+    country: str | None,
+    notes: dict[tuple, str],
+    confidence: dict[tuple[str, str], float],
+    source: dict,
+    names: dict[str, str],
+) -> dict:
+    tdef = choice.table
+    fields: dict[str, dict | str] = {}
+    for fdef in tdef.input_fields:
+        at = ("tables", tdef.name, "fields", fdef.name)
+        if fdef.name in choice.fields:
+            col, s = choice.fields[fdef.name]
+            if choice.join is not None and choice.join[0] == fdef.name:
+                entry, note = {"column": col}, ""
+            else:
+                entry, note = _field_entry(tdef, fdef, choice.cand.profiles[col], col, source)
+            confidence[(tdef.name, fdef.name)] = s
+            if s < CHECK_BELOW:
+                entry["confidence"] = round(s, 2)
+                note = f"unsure ({s:.2f}) that '{col}' is {fdef.name}" + (
+                    f"; {note}" if note else ""
+                )
+            fields[fdef.name] = entry if len(entry) > 1 else entry["column"]
+            if note:
+                notes[at] = note
+        elif fdef.name == "country" and country:
+            fields["country"] = {"constant": country}
+            notes[at] = f"country {country} taken from the folder name"
+        elif fdef.name == "behaviour" and "morphology" in choice.fields:
+            continue  # taken from the morphology code (9836/3)
+        elif fdef.required:
+            fields[fdef.name] = {"column": "?"}
+            left = [
+                c
+                for c in choice.cand.profiles
+                if c not in {col for col, _ in choice.fields.values()}
+            ]
+            notes[at] = "required field: no column found; columns left: " + ", ".join(left[:10])
+    out: dict = {"source": src_name}
+    if choice.join is not None:
+        fk, ref_cand, col, rcol, key = choice.join
+        out["join"] = [{"source": names[ref_cand.name], "on": {col: rcol}, "columns": [key]}]
+        notes[("tables", tdef.name, "join")] = (
+            f"{fk} found by matching {col} to {rcol} in {ref_cand.file}"
+        )
+    out["fields"] = fields
+    idents = _identifiers(choice) if tdef.name == "patient" else {}
+    if idents:
+        out["identifiers"] = idents
+        notes[("tables", tdef.name, "identifiers")] = "direct identifiers: pseudonymised at ingest"
+    return out
+
+
+def _field_entry(
+    tdef: TableDef, fdef: FieldDef, prof: Profile, col: str, source: dict
+) -> tuple[dict, str]:
+    entry: dict = {"column": col}
+    notes: list[str] = []
+    kind = field_kind(tdef, fdef)
+    if kind == "date":
+        src_formats = source.get("date_formats") or ["iso"]
+        if prof.date_formats and not set(prof.date_formats) <= set(src_formats):
+            entry["date_formats"] = prof.date_formats
+        numeric_tokens = [t for t in prof.missing if t in NUMERIC_MISSING]
+        if numeric_tokens:
+            entry["missing"] = numeric_tokens
+        if {"%d/%m/%Y", "%m/%d/%Y"} <= set(source.get("date_formats", [])):
+            notes.append("day/month order is ambiguous in this file")
+    if kind in _VALUE_KINDS or kind == "boolean" or fdef.allowed:
+        vmap, unknown = _value_map(kind, fdef, prof)
+        if vmap:
+            entry["values"] = vmap
+        if unknown:
+            notes.append("values not mapped: " + ", ".join(unknown[:8]))
+    return entry, "; ".join(notes)
+
+
+def _value_map(kind: str | None, fdef: FieldDef, prof: Profile) -> tuple[dict, list[str]]:
+    allowed = {str(a).casefold(): str(a) for a in fdef.allowed or []}
+    words = value_words(kind) if kind else {}
+    vmap: dict[str, str | None] = {}
+    unknown: list[str] = []
+    for value in prof.counts.index.astype(str)[:40]:
+        if value.casefold() in allowed or value in TEXT_MISSING:
+            continue
+        canon = words.get(value.casefold()) or words.get(norm_name(value))
+        if canon is not None and (not allowed or canon.casefold() in allowed):
+            vmap[value] = canon
+        elif value in TEXT_MISSING or value in NUMERIC_MISSING:
+            vmap[value] = None
+        else:
+            unknown.append(value)
+    return vmap, unknown
+
+
+def _identifiers(choice: TableChoice) -> dict[str, str]:
+    used = {col for col, _ in choice.fields.values()}
+    out: dict[str, str] = {}
+    for kind in ("given_name", "family_name", "national_id"):
+        syns = field_synonyms("_identifier", kind)
+        best = max(
+            ((name_score(c, syns), c) for c in choice.cand.profiles if c not in used),
+            default=(0.0, ""),
+        )
+        if best[0] >= 0.8:
+            out[kind] = best[1]
+            used.add(best[1])
+    if out and "birth_date" in choice.fields:
+        out["birth_date"] = choice.fields["birth_date"][0]
+    return out
+
+
+# ---------------------------------------------------------------------------- YAML out
+
+_PLAIN = re.compile(r"^\w[\w.\-/ ]*$")
+_NULLISH = {"null", "Null", "NULL", "~", ""}
+
+
+def scalar(value: object) -> str:
+    """A YAML scalar that reads back as the same text (our loader keeps plain scalars as text)."""
+    if value is None:
+        return "null"
+    text = str(value)
+    numeric = re.fullmatch(r"[+-]?[\d.]+", text) is not None
+    if _PLAIN.match(text) and text not in _NULLISH and not numeric and not text.endswith(" "):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def flow(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{scalar(k)}: {flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(flow(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return scalar(value)
+
+
+def to_yaml(draft: Draft, source: Path) -> str:
+    """The draft as commented YAML: sources, then tables with one line per field."""
+    lines = [
+        f"# Draft mapping suggested by `ccdp map suggest {source}`.",
+        "# Review every line marked `# check:`; then run",
+        "#   ccdp ingest SOURCE --mapping THIS_FILE --store node.duckdb",
+        "version: 1",
+        "sources:",
+    ]
+    for name, entry in draft.spec["sources"].items():
+        lines.append(f"  {scalar(name)}:")
+        lines += [f"    {k}: {flow(v)}" for k, v in entry.items()]
+    lines.append("tables:")
+    for table, entry in draft.spec["tables"].items():
+        lines.append(f"  {table}:")
+        lines.append(f"    source: {scalar(entry['source'])}")
+        if "join" in entry:
+            note = draft.notes.get(("tables", table, "join"))
+            lines.append("    join:" + (f"  # check: {note}" if note else ""))
+            for j in entry["join"]:
+                lines.append(f"      - source: {scalar(j['source'])}")
+                lines.append(f"        on: {flow(j['on'])}")
+                lines.append(f"        columns: {flow(j['columns'])}")
+        lines.append("    fields:")
+        for fname, fspec in entry["fields"].items():
+            note = draft.notes.get(("tables", table, "fields", fname))
+            line = f"      {fname}: {flow(fspec)}"
+            lines.append(line + (f"  # check: {note}" if note else ""))
+        if "identifiers" in entry:
+            note = draft.notes.get(("tables", table, "identifiers"))
+            lines.append("    identifiers:" + (f"  # {note}" if note else ""))
+            lines += [f"      {k}: {flow(v)}" for k, v in entry["identifiers"].items()]
+    return "\n".join(lines) + "\n"

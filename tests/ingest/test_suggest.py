@@ -1,0 +1,112 @@
+"""`ccdp map suggest`: a draft that loads, applies, and marks what it is unsure of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openpyxl
+
+from ccdp.ingest.mapping import apply_mapping, load_mapping
+from ccdp.ingest.suggest import field_synonyms, name_score, norm_name, scalar, suggest, to_yaml
+
+PATIENTS = (
+    "num_patient;sexe;date_naissance;statut;date_der_nouv;nir;prénom\n"
+    "P1;1;03/05/2010;vivant;01/02/2020;123;Léa\n"
+    "P2;2;NA;décédé;15/06/2019;456;Zoé\n"
+    "P3;2;31/12/2011;vivant;13/01/2021;789;Éric\n"
+    "P4;1;05/11/2012;-;01/02/2020;321;Noé\n"
+)
+TUMOURS = (
+    "id_tumeur,nir,date_diag,topo,morpho\n"
+    "T1,123,2012-01-05,C421,9836/3\n"
+    "T2,456,2013-02-07,C220,89703\n"
+    "T3,789,2014-03-09,C649,8960/3\n"
+)
+
+
+def test_names_in_many_languages() -> None:
+    assert norm_name("Date de naissance") == "date_de_naissance"
+    assert norm_name("Płeć") == "plec"
+    for col in ("Geburtsdatum", "data_nascita", "data_urodzenia", "fecha_nacimiento", "DOB"):
+        assert name_score(col, field_synonyms("patient", "birth_date")) == 1.0, col
+    assert name_score("pat_geschlecht", field_synonyms("patient", "sex")) >= 0.75
+    assert name_score("colour", field_synonyms("patient", "sex")) == 0.0
+
+
+def test_scalars_read_back_as_the_same_text() -> None:
+    import yaml
+
+    from ccdp.ingest.specbase import StringLoader
+
+    for text in ("1", "01", "no", "NA", "-", "%d/%m/%Y", "décédé", "a: b", 'q"t', "null", " x"):
+        assert yaml.load(f"k: {scalar(text)}", Loader=StringLoader) == {"k": text}
+
+
+def test_suggest_french_site_with_join(tmp_path: Path) -> None:
+    site = tmp_path / "FR"
+    site.mkdir()
+    (site / "patients.csv").write_bytes(PATIENTS.encode("latin-1"))
+    (site / "tumeurs.csv").write_text(TUMOURS)
+    draft = suggest(site)
+    text = to_yaml(draft, site)
+    (tmp_path / "draft.yaml").write_text(text)
+    spec = load_mapping(tmp_path / "draft.yaml")
+    patient = spec.tables["patient"][0]
+    assert patient.fields["country"].constant == "FR"  # from the folder name, flagged
+    assert "country FR taken from the folder name" in text
+    assert patient.fields["sex"].values == {"1": "male", "2": "female"}
+    assert patient.fields["vital_status"].values == {"vivant": "alive", "décédé": "dead"}
+    assert spec.sources["patients"].date_formats == ["%d/%m/%Y"]
+    assert set(spec.sources["patients"].missing) == {"NA", "-"}
+    assert patient.identifiers is not None and patient.identifiers.national_id.column == "nir"
+    tumour = spec.tables["tumour"][0]
+    assert tumour.join[0].on == {"nir": "nir"} and tumour.fields["patient_id"].column == (
+        "num_patient"
+    )
+    assert "# check:" in text
+    out = apply_mapping(spec, site)
+    assert out["patient"]["birth_date"].tolist() == ["2010-05-03", None, "2011-12-31", "2012-11-05"]
+    assert out["tumour"]["patient_id"].tolist() == ["P1", "P2", "P3"]
+    assert out["tumour"]["topography"].tolist() == ["C42.1", "C22.0", "C64.9"]
+
+
+def test_suggest_german_workbook(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Patienten"
+    sheet.append(
+        [
+            "PatNr",
+            "Geschlecht",
+            "Geburtsdatum",
+            "Land",
+            "Vitalstatus",
+            "Letzter Kontakt",
+            "Sterbedatum",
+        ]
+    )
+    sheet.append(["D1", "w", 40123, "DE", "lebend", 43831, None])
+    sheet.append(["D2", "m", 40500, "DE", "verstorben", 43000, 43000])
+    sheet.append(["D3", "m", 41000, "DE", "lebend", 44000, None])
+    tumours = book.create_sheet("Tumoren")
+    tumours.append(["TumorNr", "PatNr", "Diagnosedatum", "Lokalisation", "Histologie"])
+    tumours.append(["T1", "D1", 41500, "C71.9", "9470/3"])
+    tumours.append(["T2", "D2", 41600, "C64.9", "8960/3"])
+    book.save(tmp_path / "register.xlsx")
+    draft = suggest(tmp_path / "register.xlsx")
+    (tmp_path / "d.yaml").write_text(to_yaml(draft, tmp_path))
+    spec = load_mapping(tmp_path / "d.yaml")
+    fields = spec.tables["patient"][0].fields
+    assert {k: v.column for k, v in fields.items()} == {
+        "patient_id": "PatNr",
+        "sex": "Geschlecht",
+        "birth_date": "Geburtsdatum",
+        "country": "Land",
+        "vital_status": "Vitalstatus",
+        "last_contact_date": "Letzter Kontakt",
+        "death_date": "Sterbedatum",
+    }
+    assert spec.tables["tumour"][0].fields["patient_id"].column == "PatNr"
+    out = apply_mapping(spec, tmp_path / "register.xlsx")
+    assert out["patient"]["birth_date"].tolist() == ["2009-11-06", "2010-11-18", "2012-04-01"]
+    assert out["tumour"]["morphology"].tolist() == ["9470", "8960"]
