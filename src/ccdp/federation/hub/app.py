@@ -1,0 +1,263 @@
+"""The hub's HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+Three doors: node routes (`/api/node/…`) accept only node tokens, researcher routes (`/api/…`)
+only user tokens, admin routes (`/api/admin/…`) only admin users. A node sees only its own tasks
+and no route ever gives a node any answer or result. Every body is a Pydantic model that refuses
+unknown fields.
+"""
+
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccdp import __version__
+from ccdp.errors import CcdpError, SpecError
+from ccdp.federation import resultfile
+from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
+from ccdp.federation.hub.service import Conflict, Hub, NotFound, Principal, Recorded
+from ccdp.federation.protocol import Answer, Task
+
+bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeInfo(Strict):
+    name: str
+    country: str
+
+
+class TaskList(Strict):
+    tasks: list[Task]
+
+
+class Posted(Strict):
+    status: Literal["accepted", "duplicate", "late"]
+    task_id: str
+
+
+class Heartbeat(Strict):
+    node: str
+    at: str
+
+
+class SubmitStudy(Strict):
+    spec: dict[str, Any]
+
+
+class Submitted(Strict):
+    id: str
+    status: str
+
+
+class NewNode(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    country: str = Field(min_length=2, max_length=2)
+    public_key: str | None = None
+
+
+class NewUser(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["researcher", "admin"] = "researcher"
+
+
+class NewToken(Strict):
+    name: str
+    token: str
+
+
+def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
+    """The ASGI app over `hub`; `executor` validates and runs studies."""
+    runner = StudyRunner(hub, executor, poll=poll)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.waker.bind(asyncio.get_running_loop())
+        runner.resume_all()
+        yield
+        await run_in_threadpool(runner.stop)
+
+    app = FastAPI(
+        title="ccdp hub",
+        version=__version__,
+        description="Coordinates federated studies: node agents poll for tasks and post "
+        "disclosure-checked answers; researchers submit studies and read results.",
+        lifespan=lifespan,
+    )
+    app.state.hub, app.state.runner = hub, runner
+
+    @app.exception_handler(CcdpError)
+    async def _ccdp_error(_req: Request, exc: CcdpError) -> JSONResponse:
+        code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
+        if isinstance(exc, SpecError):
+            code = 422
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    def principal(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if creds is None:
+            raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        who = hub.authenticate(creds.credentials)
+        if who is None:
+            raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+        return who
+
+    def need(kind: str, role: str | None = None) -> Callable[[Principal], Principal]:
+        def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+            if who.kind != kind:
+                raise HTTPException(403, f"a {who.kind} token cannot be used on {kind} routes")
+            if role is not None and who.role != role:
+                raise HTTPException(403, f"this route needs the {role} role")
+            return who
+
+        return check
+
+    AsNode = Annotated[Principal, Depends(need("node"))]
+    AsUser = Annotated[Principal, Depends(need("user"))]
+    AsAdmin = Annotated[Principal, Depends(need("user", "admin"))]
+
+    @app.get("/api/health", tags=["hub"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    # ---- node routes ---------------------------------------------------------------------
+    @app.get("/api/node/me", tags=["node"])
+    def node_me(node: AsNode) -> NodeInfo:
+        info = next(n for n in hub.nodes() if n["name"] == node.name)
+        return NodeInfo(name=node.name, country=info["country"])
+
+    @app.get("/api/node/tasks", tags=["node"])
+    async def node_tasks(
+        node: AsNode,
+        wait: Annotated[float, Query(ge=0, le=60, description="long-poll seconds")] = 0,
+        redeliver: Annotated[bool, Query(description="also tasks delivered, unanswered")] = False,
+    ) -> TaskList:
+        """This node's open tasks; waits up to `wait` seconds for one to appear."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            woken = hub.waker.event(f"node:{node.id}")
+            tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
+            left = until - loop.time()
+            if tasks or left <= 0:
+                return TaskList(tasks=tasks)
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=left)
+            except TimeoutError:
+                pass
+
+    @app.get("/api/node/tasks/{task_id}", tags=["node"])
+    def node_task(task_id: str, node: AsNode) -> Task:
+        return hub.task_for_node(task_id, node.id)
+
+    @app.post("/api/node/answers", tags=["node"])
+    def node_answer(answer: Answer, node: AsNode) -> Posted:
+        """Post an answer; posting the same answer again is harmless (idempotent)."""
+        rec = hub.record_answer(node.id, answer)
+        return Posted(status=rec.status, task_id=rec.task_id)
+
+    @app.post("/api/node/heartbeat", tags=["node"])
+    def node_heartbeat(node: AsNode) -> Heartbeat:
+        info = next(n for n in hub.nodes() if n["name"] == node.name)
+        return Heartbeat(node=node.name, at=info["last_seen"])
+
+    # ---- researcher routes ---------------------------------------------------------------
+    @app.get("/api/nodes", tags=["researcher"])
+    def list_nodes(_user: AsUser) -> list[dict[str, Any]]:
+        """Registered nodes with their last-seen time (heartbeats and polls)."""
+        return hub.nodes()
+
+    @app.post("/api/studies", tags=["researcher"], status_code=201)
+    def submit(body: SubmitStudy, user: AsUser) -> Submitted:
+        prep = executor.prepare(body.spec)
+        study_id = hub.create_study(
+            prep.spec,
+            analysis=prep.analysis,
+            title=prep.title,
+            nodes=prep.nodes,
+            min_nodes=prep.min_nodes,
+            timeout=prep.timeout,
+            owner=user,
+        )
+        runner.start(study_id)
+        return Submitted(id=study_id, status="queued")
+
+    @app.get("/api/studies", tags=["researcher"])
+    def list_studies(user: AsUser) -> list[dict[str, Any]]:
+        return hub.studies(user)
+
+    @app.get("/api/studies/{study_id}", tags=["researcher"])
+    async def get_study(
+        study_id: str,
+        user: AsUser,
+        wait: Annotated[float, Query(ge=0, le=60, description="long-poll seconds")] = 0,
+    ) -> dict[str, Any]:
+        """A study with its result; waits up to `wait` seconds for it to finish."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            woken = hub.waker.event(f"study:{study_id}")
+            study = await run_in_threadpool(hub.study, study_id, user)
+            left = until - loop.time()
+            if study["status"] in ("done", "failed") or left <= 0:
+                return study
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=left)
+            except TimeoutError:
+                pass
+
+    # ---- admin routes --------------------------------------------------------------------
+    @app.post("/api/admin/nodes", tags=["admin"], status_code=201)
+    def add_node(body: NewNode, _admin: AsAdmin) -> NewToken:
+        return NewToken(name=body.name, token=hub.add_node(body.name, body.country, body.public_key))
+
+    @app.post("/api/admin/users", tags=["admin"], status_code=201)
+    def add_user(body: NewUser, _admin: AsAdmin) -> NewToken:
+        return NewToken(name=body.name, token=hub.add_user(body.name, body.role))
+
+    @app.post("/api/admin/nodes/{name}/revoke", tags=["admin"])
+    def revoke_node(name: str, _admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("node", name)
+        return {"revoked": name}
+
+    @app.post("/api/admin/users/{name}/revoke", tags=["admin"])
+    def revoke_user(name: str, _admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("user", name)
+        return {"revoked": name}
+
+    @app.post("/api/admin/import", tags=["admin"])
+    def import_result(body: resultfile.ResultFile, _admin: AsAdmin) -> Posted:
+        """Take in an offline site's signed result file."""
+        rec = import_file(hub, body)
+        return Posted(status=rec.status, task_id=rec.task_id)
+
+    @app.get("/api/admin/audit", tags=["admin"])
+    def audit(_admin: AsAdmin, limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> list[Any]:
+        return hub.audit_log(limit)
+
+    return app
+
+
+def import_file(hub: Hub, rf: resultfile.ResultFile) -> Recorded:
+    """Verify a signed result file against the node's registered secret, then record it."""
+    node_id, token_digest, public_key = hub.node_of_name(rf.node)
+    resultfile.verify(rf, token_digest, public_key)
+    if rf.answer.node != rf.node:
+        raise Conflict(f"result file signed by {rf.node!r} carries an answer of {rf.answer.node!r}")
+    held = hub.task_for_node(rf.answer.task_id, node_id)
+    if resultfile.canonical(held.model_dump(mode="json")) != resultfile.canonical(
+        rf.task.model_dump(mode="json")
+    ):
+        raise Conflict(f"result file answers a task that differs from task {held.task_id}")
+    return hub.record_answer(node_id, rf.answer, source="file")

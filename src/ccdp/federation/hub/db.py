@@ -1,0 +1,77 @@
+"""Open the hub's database and bring its schema up to date with the migrations shipped in the package.
+
+SQLite by default (embedded, nothing to install); PostgreSQL with `postgresql+psycopg://…` (a plain
+`postgresql://` URL is taken to mean the psycopg 3 driver, the one ccdp installs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccdp.errors import CcdpError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+DEFAULT_DB = "sqlite:///ccdp-hub.db"
+
+
+class HubDatabaseError(CcdpError):
+    """The hub database URL is unusable or its schema cannot be brought up to date."""
+
+
+def normalise_url(url: str) -> str:
+    """Accept a bare path as SQLite and `postgresql://` as psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets the CLI (add-node, import) write while the hub serves; busy_timeout waits on locks."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, with the settings the hub's threads need."""
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise HubDatabaseError(f"bad database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def migrate(engine: Engine) -> None:
+    """Run the packaged Alembic migrations up to head (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except Exception as exc:
+        raise HubDatabaseError(f"cannot migrate hub database {engine.url!r}: {exc}") from exc
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Engine + migrations + session factory: everything a hub command needs."""
+    engine = make_engine(url)
+    migrate(engine)
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,147 @@
+"""Run studies at the hub: one thread per study drives the analysis through `HubTransport`.
+
+`HubTransport.ask` writes one task per node for the round, waits until every node has answered or
+the study's timeout passes, and returns each node's answer (a timed-out node gets a `failed` answer
+saying so). Rounds live in the database, so after a restart the runner replays a study from the
+start: rounds already answered are read back instead of asked again, and the analysis (which is
+deterministic given its answers) arrives where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ccdp.errors import CcdpError
+from ccdp.federation.hub.service import Hub
+from ccdp.federation.protocol import Answer, Task, Transport, utcnow
+
+log = logging.getLogger("ccdp.hub")
+
+
+class HubStopping(CcdpError):
+    """The hub is shutting down: a study's thread unwinds and resumes at the next start."""
+
+
+@dataclass(frozen=True)
+class PreparedStudy:
+    """The hub's view of a validated study spec."""
+
+    spec: dict[str, Any]
+    analysis: str
+    title: str
+    nodes: list[str] | None
+    min_nodes: int | None
+    timeout: float
+
+
+class StudyExecutor(Protocol):
+    """Validates study specs and runs them over a transport (the analyses stage's `run_study`)."""
+
+    def prepare(self, spec: dict[str, Any]) -> PreparedStudy: ...
+
+    def run(self, spec: dict[str, Any], transport: Transport) -> dict[str, Any]: ...
+
+
+class HubTransport:
+    """protocol.Transport over the hub's database: tasks out to node agents, answers back."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        study_id: str,
+        nodes: list[str],
+        timeout: float,
+        stop: threading.Event,
+        poll: float = 0.5,
+    ) -> None:
+        self.hub = hub
+        self.study_id = study_id
+        self._nodes = list(nodes)
+        self.timeout = timeout
+        self._stop = stop
+        self._poll = poll
+        self._round = 0
+
+    def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    def ask(self, task: Task, nodes: list[str]) -> dict[str, Answer]:
+        """One round: write the tasks (or find them, on resume), wait, collect."""
+        round_no = self._round
+        self._round += 1
+        sent = task.model_copy(update={"study_id": self.study_id})
+        round_id = self.hub.open_round(self.study_id, round_no, sent, nodes, self.timeout)
+        self._wait(round_id)
+        answers = self.hub.close_round(round_id)
+        return {n: a.model_copy(update={"task_id": task.task_id}) for n, a in answers.items()}
+
+    def _wait(self, round_id: int) -> None:
+        """Until all answered or the deadline; the poll also catches answers imported by
+        another process (`ccdp hub import` writing to the same database)."""
+        while True:
+            if self._stop.is_set():
+                raise HubStopping(f"hub stopping during study {self.study_id}")
+            version = self.hub.waker.version()
+            complete, deadline = self.hub.round_state(round_id)
+            left = (deadline - utcnow()).total_seconds()
+            if complete or left <= 0:
+                return
+            self.hub.waker.wait(version, min(self._poll, left))
+
+
+class StudyRunner:
+    """Starts, resumes and stops the per-study threads."""
+
+    def __init__(self, hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> None:
+        self.hub = hub
+        self.executor = executor
+        self.poll = poll
+        self._stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def start(self, study_id: str) -> None:
+        with self._lock:
+            if study_id in self._threads and self._threads[study_id].is_alive():
+                return
+            t = threading.Thread(
+                target=self._run, args=(study_id,), name=f"study-{study_id[:8]}", daemon=True
+            )
+            self._threads[study_id] = t
+            t.start()
+
+    def resume_all(self) -> list[str]:
+        """Restart every study the database says is queued or running."""
+        ids = self.hub.unfinished_studies()
+        for study_id in ids:
+            self.start(study_id)
+        return ids
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.hub.waker.wake()
+        for t in list(self._threads.values()):
+            t.join(timeout)
+
+    def _run(self, study_id: str) -> None:
+        row = self.hub.study_row(study_id)
+        self.hub.set_study_status(study_id, "running")
+        transport = HubTransport(
+            self.hub, study_id, row.nodes, row.timeout, self._stop, poll=self.poll
+        )
+        try:
+            result = self.executor.run(row.spec, transport)
+        except HubStopping:
+            log.info("study %s paused for shutdown; it resumes at the next start", study_id)
+            return
+        except CcdpError as exc:
+            self.hub.set_study_status(study_id, "failed", error=str(exc))
+            return
+        except Exception as exc:  # an analysis bug must fail the study, not kill the hub
+            log.exception("study %s failed", study_id)
+            self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.hub.set_study_status(study_id, "done", result=result)

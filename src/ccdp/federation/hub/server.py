@@ -1,0 +1,54 @@
+"""Run the hub with uvicorn (plain HTTP or TLS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ccdp.errors import CcdpError
+from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.runner import StudyExecutor
+from ccdp.federation.hub.service import Hub
+
+
+class HubServeError(CcdpError):
+    """The hub cannot start (bad TLS files, port in use...)."""
+
+
+def serve(
+    db_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    executor: StudyExecutor | None = None,
+    poll: float = 0.5,
+    log_level: str = "warning",
+) -> None:
+    """Open (and migrate) the database, then serve until interrupted."""
+    import uvicorn
+
+    from ccdp.federation.hub.app import create_app
+
+    if (certfile is None) != (keyfile is None):
+        raise HubServeError("TLS needs both --certfile and --keyfile")
+    for f in (certfile, keyfile):
+        if f is not None and not f.is_file():
+            raise HubServeError(f"TLS file not found: {f}")
+    if executor is None:
+        from ccdp.federation.hub.studies import SpecExecutor
+
+        executor = SpecExecutor()
+    hub = Hub(open_database(db_url))
+    app = create_app(hub, executor, poll=poll)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
+        log_level=log_level,
+        timeout_graceful_shutdown=3,
+    )
+    scheme = "https" if certfile else "http"
+    print(f"ccdp hub listening on {scheme}://{host}:{port} (db {db_url})", flush=True)
+    uvicorn.Server(config).run()

@@ -1,0 +1,546 @@
+"""What the hub does, over its database: nodes and users, studies, rounds, tasks and answers.
+
+The HTTP app, the CLI and the study runner all call this one class, so each rule (who may see
+what, what counts as late, what a duplicate is) is written once. Every change is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccdp.errors import CcdpError
+from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
+from ccdp.federation.hub.models import (
+    AnswerRow,
+    AuditRow,
+    NodeRow,
+    RoundRow,
+    StudyRow,
+    TaskRow,
+    UserRow,
+    utcnow,
+)
+from ccdp.federation.protocol import Answer, Task
+
+
+class HubError(CcdpError):
+    """A hub operation was refused (unknown name, duplicate, bad state)."""
+
+
+class NotFound(HubError):
+    """The thing asked for does not exist, or the caller may not know it exists."""
+
+
+class Conflict(HubError):
+    """The request contradicts what the hub already holds (e.g. a second, different answer)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a node or a user, with their id, name and (users) role."""
+
+    kind: TokenKind
+    id: int
+    name: str
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Outcome of posting an answer: accepted, a duplicate of one already held, or late."""
+
+    status: Literal["accepted", "duplicate", "late"]
+    task_id: str
+
+
+class Waker:
+    """Wakes waiters when something changes: threads (study runners) and asyncio long-polls."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._version = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def event(self, key: str) -> asyncio.Event:
+        """Called on the event loop: the event set at the next `wake(key)`."""
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        return ev
+
+    def _set(self, key: str) -> None:
+        ev = self._events.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+    def wake(self, *keys: str) -> None:
+        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for key in keys:
+                try:
+                    loop.call_soon_threadsafe(self._set, key)
+                except RuntimeError:  # loop closed between the check and the call
+                    return
+
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    def wait(self, since: int, timeout: float) -> int:
+        """Block a thread until the version moves past `since` or `timeout` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
+            return self._version
+
+
+def answer_digest(answer: Answer) -> str:
+    """Identity of an answer's content (not its send time): equal digests are the same answer."""
+    body = {"status": answer.status, "reason": answer.reason, "summary": answer.summary}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def task_fingerprint(task: dict[str, Any]) -> str:
+    """What a round asks, without ids: a resumed study must ask the same again."""
+    keep = {k: task.get(k) for k in ("analysis", "params", "cohort", "request")}
+    return json.dumps(keep, sort_keys=True)
+
+
+class Hub:
+    """The hub's state and rules, over a SQLAlchemy session factory."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.waker = Waker()
+
+    # ---- audit -------------------------------------------------------------------------
+    @staticmethod
+    def _audit(s: Session, actor: str, action: str, **detail: Any) -> None:
+        s.add(AuditRow(actor=actor, action=action, detail=detail))
+
+    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
+            return [
+                {"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "detail": r.detail}
+                for r in rows
+            ]
+
+    # ---- nodes and users ---------------------------------------------------------------
+    def add_node(self, name: str, country: str, public_key: str | None = None) -> str:
+        """Register a node; return its token (shown once, stored hashed)."""
+        if len(country) != 2 or not country.isalpha():
+            raise HubError(f"country must be a two-letter ISO code, got {country!r}")
+        token = new_token("node")
+        row = NodeRow(
+            name=name, country=country.upper(), token_hash=hash_token(token), public_key=public_key
+        )
+        self._insert(row, f"a node named {name!r} already exists", "add-node", name=name)
+        return token
+
+    def add_user(self, name: str, role: str) -> str:
+        if role not in ROLES:
+            raise HubError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        token = new_token("user")
+        row = UserRow(name=name, role=role, token_hash=hash_token(token))
+        self._insert(row, f"a user named {name!r} already exists", "add-user", name=name, role=role)
+        return token
+
+    def _insert(self, row: Any, dup_message: str, action: str, **detail: Any) -> None:
+        try:
+            with self.sessions.begin() as s:
+                s.add(row)
+                self._audit(s, "admin", action, **detail)
+        except IntegrityError as exc:
+            raise HubError(dup_message) from exc
+
+    def revoke(self, kind: TokenKind, name: str) -> None:
+        """Revoke a node's or user's token: every later request with it gets 401."""
+        table = NodeRow if kind == "node" else UserRow
+        with self.sessions.begin() as s:
+            row = s.scalar(select(table).where(table.name == name))
+            if row is None:
+                raise NotFound(f"no {kind} named {name!r}")
+            row.revoked_at = utcnow()
+            self._audit(s, "admin", f"revoke-{kind}", name=name)
+        self.waker.wake(f"node:{row.id}" if kind == "node" else f"user:{row.id}")
+
+    def set_public_key(self, node: str, public_key_pem: str) -> None:
+        with self.sessions.begin() as s:
+            row = s.scalar(select(NodeRow).where(NodeRow.name == node))
+            if row is None:
+                raise NotFound(f"no node named {node!r}")
+            row.public_key = public_key_pem
+            self._audit(s, "admin", "set-node-key", name=node)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The live (not revoked) node or user holding `token`; a node's last-seen is updated."""
+        digest = hash_token(token)
+        with self.sessions.begin() as s:
+            node = s.scalar(select(NodeRow).where(NodeRow.token_hash == digest))
+            if node is not None:
+                if node.revoked_at is not None:
+                    return None
+                node.last_seen = utcnow()
+                return Principal("node", node.id, node.name)
+            user = s.scalar(select(UserRow).where(UserRow.token_hash == digest))
+            if user is not None and user.revoked_at is None:
+                return Principal("user", user.id, user.name, user.role)
+        return None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            return [
+                {
+                    "name": n.name,
+                    "country": n.country,
+                    "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+                    "revoked": n.revoked_at is not None,
+                    "signing_key": n.public_key is not None,
+                }
+                for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
+            ]
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            return [
+                {"name": u.name, "role": u.role, "revoked": u.revoked_at is not None}
+                for u in s.scalars(select(UserRow).order_by(UserRow.name))
+            ]
+
+    # ---- studies -----------------------------------------------------------------------
+    def create_study(
+        self,
+        spec: dict[str, Any],
+        *,
+        analysis: str,
+        title: str,
+        nodes: list[str] | None,
+        min_nodes: int | None,
+        timeout: float,
+        owner: Principal | None,
+    ) -> str:
+        """Store a study; its node list and minimum are fixed now, so a resume asks the same."""
+        with self.sessions.begin() as s:
+            live = {
+                n.name for n in s.scalars(select(NodeRow).where(NodeRow.revoked_at.is_(None)))
+            }
+            chosen = list(nodes) if nodes else sorted(live)
+            unknown = [n for n in chosen if n not in live]
+            if unknown:
+                raise HubError(f"study names unknown or revoked nodes: {', '.join(unknown)}")
+            if not chosen:
+                raise HubError("no nodes are registered at this hub")
+            need = len(chosen) if min_nodes is None else min_nodes
+            if not 1 <= need <= len(chosen):
+                raise HubError(f"min_nodes must be between 1 and {len(chosen)}, got {need}")
+            study_id = uuid.uuid4().hex
+            s.add(
+                StudyRow(
+                    id=study_id,
+                    title=title,
+                    analysis=analysis,
+                    spec=spec,
+                    owner_id=owner.id if owner else None,
+                    nodes=chosen,
+                    min_nodes=need,
+                    timeout=float(timeout),
+                    status="queued",
+                )
+            )
+            who = owner.name if owner else "admin"
+            self._audit(s, who, "submit-study", study=study_id, analysis=analysis, nodes=chosen)
+        return study_id
+
+    def study(self, study_id: str, viewer: Principal | None = None) -> dict[str, Any]:
+        """A study's state and result; researchers see only their own studies."""
+        with self.sessions() as s:
+            row = s.get(StudyRow, study_id)
+            if row is None or not self._may_see(row, viewer):
+                raise NotFound(f"no study {study_id!r}")
+            return self._study_dict(s, row)
+
+    @staticmethod
+    def _may_see(row: StudyRow, viewer: Principal | None) -> bool:
+        if viewer is None or viewer.role == "admin":
+            return True
+        return viewer.kind == "user" and row.owner_id == viewer.id
+
+    def _study_dict(self, s: Session, row: StudyRow) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "title": row.title,
+            "analysis": row.analysis,
+            "status": row.status,
+            "nodes": row.nodes,
+            "min_nodes": row.min_nodes,
+            "timeout": row.timeout,
+            "created_at": row.created_at.isoformat(),
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+            "rounds": s.scalar(
+                select(RoundRow.round_no)
+                .where(RoundRow.study_id == row.id)
+                .order_by(RoundRow.round_no.desc())
+                .limit(1)
+            ),
+            "late_answers": self._late(s, row.id),
+            "result": row.result,
+            "error": row.error,
+        }
+
+    def studies(self, viewer: Principal | None = None) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            rows = s.scalars(select(StudyRow).order_by(StudyRow.created_at))
+            return [
+                {"id": r.id, "title": r.title, "analysis": r.analysis, "status": r.status}
+                for r in rows
+                if self._may_see(r, viewer)
+            ]
+
+    def study_row(self, study_id: str) -> StudyRow:
+        with self.sessions() as s:
+            row = s.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"no study {study_id!r}")
+            return row
+
+    def unfinished_studies(self) -> list[str]:
+        with self.sessions() as s:
+            stmt = select(StudyRow.id).where(StudyRow.status.in_(("queued", "running")))
+            return list(s.scalars(stmt.order_by(StudyRow.created_at)))
+
+    def set_study_status(
+        self,
+        study_id: str,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.sessions.begin() as s:
+            row = s.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"no study {study_id!r}")
+            row.status = status
+            if status in ("done", "failed"):
+                row.result, row.error, row.finished_at = result, error, utcnow()
+                self._audit(s, "hub", f"study-{status}", study=study_id, error=error)
+        self.waker.wake(f"study:{study_id}")
+
+    # ---- rounds and tasks --------------------------------------------------------------
+    def open_round(
+        self, study_id: str, round_no: int, task: Task, nodes: list[str], timeout: float
+    ) -> int:
+        """Create round `round_no` with one task per node, or return it if it exists (resume)."""
+        body = task.model_dump(mode="json")
+        with self.sessions.begin() as s:
+            existing = s.scalar(
+                select(RoundRow).where(
+                    RoundRow.study_id == study_id, RoundRow.round_no == round_no
+                )
+            )
+            if existing is not None:
+                if task_fingerprint(existing.task) != task_fingerprint(body):
+                    raise HubError(
+                        f"study {study_id}: round {round_no} on resume asks something different "
+                        "from the round stored before the restart"
+                    )
+                return existing.id
+            rnd = RoundRow(
+                study_id=study_id,
+                round_no=round_no,
+                task=body,
+                deadline=utcnow() + timedelta(seconds=timeout),
+            )
+            s.add(rnd)
+            s.flush()
+            node_rows = s.scalars(select(NodeRow).where(NodeRow.name.in_(nodes))).all()
+            for node in node_rows:
+                s.add(TaskRow(id=uuid.uuid4().hex, round_id=rnd.id, node_id=node.id))
+            self._audit(s, "hub", "open-round", study=study_id, round=round_no, nodes=nodes)
+            round_id = rnd.id
+            node_ids = [n.id for n in node_rows]
+        self.waker.wake(*(f"node:{i}" for i in node_ids))
+        return round_id
+
+    def pending_tasks(self, node_id: int, redeliver: bool = False) -> list[Task]:
+        """Open tasks of this node (and only this node); marks them delivered.
+
+        `redeliver` also returns tasks delivered before but not answered: a node agent that was
+        killed mid-task asks for them again when it restarts.
+        """
+        states = ("pending", "delivered") if redeliver else ("pending",)
+        with self.sessions.begin() as s:
+            rows = s.execute(
+                select(TaskRow, RoundRow)
+                .join(RoundRow, TaskRow.round_id == RoundRow.id)
+                .join(StudyRow, RoundRow.study_id == StudyRow.id)
+                .where(
+                    TaskRow.node_id == node_id,
+                    TaskRow.status.in_(states),
+                    RoundRow.closed_at.is_(None),
+                    StudyRow.status == "running",
+                )
+                .order_by(RoundRow.created_at)
+            ).all()
+            out = []
+            for task_row, rnd in rows:
+                task_row.status = "delivered"
+                task_row.delivered_at = utcnow()
+                out.append(Task.model_validate({**rnd.task, "task_id": task_row.id}))
+            return out
+
+    def task_for_node(self, task_id: str, node_id: int) -> Task:
+        """One task, only if it was sent to this node (other nodes' tasks do not exist for it)."""
+        with self.sessions() as s:
+            row = s.get(TaskRow, task_id)
+            if row is None or row.node_id != node_id:
+                raise NotFound(f"no task {task_id!r} for this node")
+            rnd = s.get(RoundRow, row.round_id)
+            assert rnd is not None
+            return Task.model_validate({**rnd.task, "task_id": row.id})
+
+    def record_answer(self, node_id: int, answer: Answer, source: str = "http") -> Recorded:
+        """Store a node's answer once. The same answer again is a no-op; a different one is a
+        conflict; one after the round closed (deadline passed) is kept, flagged late, not used."""
+        try:
+            return self._record_answer(node_id, answer, source)
+        except IntegrityError:
+            # Two copies raced past the check; the unique task_id kept one: judge this one again.
+            return self._record_answer(node_id, answer, source)
+
+    def _record_answer(self, node_id: int, answer: Answer, source: str) -> Recorded:
+        digest = answer_digest(answer)
+        with self.sessions.begin() as s:
+            task = s.get(TaskRow, answer.task_id, with_for_update=True)
+            if task is None or task.node_id != node_id:
+                raise NotFound(f"no task {answer.task_id!r} for this node")
+            node = s.get(NodeRow, node_id)
+            assert node is not None
+            if answer.node != node.name:
+                raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
+            held = s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
+            if held is not None:
+                if held.digest != digest:
+                    raise Conflict(f"task {task.id} already has a different answer")
+                return Recorded("duplicate", task.id)
+            rnd = s.get(RoundRow, task.round_id)
+            assert rnd is not None
+            late = rnd.closed_at is not None or utcnow() > rnd.deadline
+            s.add(
+                AnswerRow(
+                    task_id=task.id,
+                    status=answer.status,
+                    reason=answer.reason,
+                    summary=answer.summary,
+                    digest=digest,
+                    source=source,
+                    late=late,
+                )
+            )
+            task.status = "late" if late else answer.status
+            self._audit(
+                s,
+                f"node:{node.name}",
+                "answer-late" if late else "answer",
+                study=rnd.study_id,
+                round=rnd.round_no,
+                status=answer.status,
+                source=source,
+            )
+            study_id = rnd.study_id
+        self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")
+        return Recorded("late" if late else "accepted", task.id)
+
+    def round_state(self, round_id: int) -> tuple[bool, datetime]:
+        """(every task has an answer, deadline)."""
+        with self.sessions() as s:
+            rnd = s.get(RoundRow, round_id)
+            assert rnd is not None
+            waiting = s.scalar(
+                select(TaskRow.id)
+                .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
+                .limit(1)
+            )
+            return waiting is None or rnd.closed_at is not None, rnd.deadline
+
+    def close_round(self, round_id: int) -> dict[str, Answer]:
+        """Close a round: unanswered tasks become timeouts; return every node's answer."""
+        with self.sessions.begin() as s:
+            rnd = s.get(RoundRow, round_id)
+            assert rnd is not None
+            if rnd.closed_at is None:
+                rnd.closed_at = utcnow()
+                s.execute(
+                    update(TaskRow)
+                    .where(
+                        TaskRow.round_id == round_id,
+                        TaskRow.status.in_(("pending", "delivered")),
+                    )
+                    .values(status="timeout")
+                )
+            study = s.get(StudyRow, rnd.study_id)
+            assert study is not None
+            rows = s.execute(
+                select(TaskRow, NodeRow, AnswerRow)
+                .join(NodeRow, TaskRow.node_id == NodeRow.id)
+                .outerjoin(AnswerRow, AnswerRow.task_id == TaskRow.id)
+                .where(TaskRow.round_id == round_id)
+            ).all()
+            out: dict[str, Answer] = {}
+            for task, node, ans in rows:
+                if ans is not None and not ans.late:
+                    out[node.name] = Answer(
+                        task_id=task.id,
+                        node=node.name,
+                        status=ans.status,  # type: ignore[arg-type]
+                        reason=ans.reason,
+                        summary=ans.summary,
+                        sent_at=ans.received_at,
+                    )
+                else:
+                    out[node.name] = Answer(
+                        task_id=task.id,
+                        node=node.name,
+                        status="failed",
+                        reason=f"no answer within the study timeout ({study.timeout:g} s)",
+                    )
+            return out
+
+    def _late(self, s: Session, study_id: str) -> list[dict[str, Any]]:
+        rows = s.execute(
+            select(NodeRow.name, RoundRow.round_no, AnswerRow.received_at)
+            .join(TaskRow, AnswerRow.task_id == TaskRow.id)
+            .join(RoundRow, TaskRow.round_id == RoundRow.id)
+            .join(NodeRow, TaskRow.node_id == NodeRow.id)
+            .where(RoundRow.study_id == study_id, AnswerRow.late.is_(True))
+            .order_by(AnswerRow.received_at)
+        ).all()
+        return [
+            {"node": n, "round": r, "received_at": t.isoformat(), "used": False} for n, r, t in rows
+        ]
+
+    def node_of_name(self, name: str) -> tuple[int, str, str | None]:
+        """(id, token digest, Ed25519 public key) of a live node: what verifies its files."""
+        with self.sessions() as s:
+            row = s.scalar(select(NodeRow).where(NodeRow.name == name))
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"no live node named {name!r}")
+            return row.id, row.token_hash, row.public_key

@@ -1,0 +1,217 @@
+"""The node agent: connects outward to the hub, long-polls for tasks, answers them, posts results.
+
+A site opens no port: the agent only makes HTTPS requests to the hub. After network loss or a hub
+restart it retries with exponential back-off (with jitter) and asks for undelivered-but-unanswered
+tasks again, so a task caught mid-way is not lost. Answers that could not be posted wait in an
+outbox and are posted again; the hub treats a repeated answer as the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from ccdp.errors import CcdpError
+from ccdp.federation.node.pending import PendingStore
+from ccdp.federation.protocol import Answer, Task
+
+log = logging.getLogger("ccdp.node")
+
+Answerer = Callable[[Task], Answer]
+
+
+class AgentError(CcdpError):
+    """The hub refused this node (token revoked or unknown) or answered nonsense."""
+
+
+class RequestRefused(AgentError):
+    """The hub refused one request (4xx other than 401), e.g. an answer to a task it no longer has."""
+
+
+class HubUnavailable(Exception):
+    """The hub could not be reached or answered 5xx: retry later."""
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with full jitter, capped; reset after a success."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class AgentStats:
+    answered: int = 0
+    held: int = 0
+    reconnects: int = 0
+    seen_tasks: list[str] = field(default_factory=list)
+
+
+class NodeAgent:
+    """One node's connection to its hub."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        token: str,
+        answerer: Answerer,
+        *,
+        pending: PendingStore | None = None,
+        manual_release: bool = False,
+        verify: bool | str = True,
+        wait: float = 20.0,
+        heartbeat: float = 10.0,
+        backoff: Backoff | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        if manual_release and pending is None:
+            raise AgentError("manual release needs a pending store beside the node store")
+        self.hub_url = hub_url.rstrip("/")
+        self.answerer = answerer
+        self.pending = pending
+        self.manual = manual_release
+        self.wait = wait
+        self.heartbeat_every = heartbeat
+        self.backoff = backoff or Backoff()
+        self.name: str | None = None
+        self.stats = AgentStats()
+        self.outbox: dict[str, Answer] = {}
+        self._on_event = on_event or (lambda msg: log.info("%s", msg))
+        self._client = httpx.Client(
+            base_url=self.hub_url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=httpx.Timeout(10.0, read=wait + 15.0),
+        )
+
+    # ---- HTTP ----------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kw: object) -> httpx.Response:
+        try:
+            resp = self._client.request(method, path, **kw)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise HubUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 401:
+            raise AgentError(f"the hub refused this node's token ({resp.json().get('detail')})")
+        if resp.status_code >= 500:
+            raise HubUnavailable(f"hub answered {resp.status_code}")
+        if resp.status_code >= 400:
+            raise RequestRefused(f"hub refused {method} {path}: {resp.status_code} {resp.text}")
+        return resp
+
+    def hello(self) -> str:
+        self.name = self._request("GET", "/api/node/me").json()["name"]
+        return self.name
+
+    def poll(self, redeliver: bool = False, wait: float | None = None) -> list[Task]:
+        params = {"wait": self.wait if wait is None else wait, "redeliver": redeliver}
+        body = self._request("GET", "/api/node/tasks", params=params).json()
+        return [Task.model_validate(t) for t in body["tasks"]]
+
+    def post(self, answer: Answer) -> str:
+        resp = self._request("POST", "/api/node/answers", json=answer.model_dump(mode="json"))
+        return resp.json()["status"]
+
+    def heartbeat(self) -> None:
+        self._request("POST", "/api/node/heartbeat")
+
+    # ---- work ----------------------------------------------------------------------------
+    def handle(self, task: Task) -> None:
+        """Answer one task: straight to the outbox, or held for the operator (manual release)."""
+        tid = task.task_id
+        if tid in self.outbox or (self.pending is not None and self.pending.known(tid)):
+            return
+        self.stats.seen_tasks.append(tid)
+        assert self.name is not None
+        try:
+            answer = self.answerer(task)
+        except CcdpError as exc:
+            answer = Answer(task_id=tid, node=self.name, status="failed", reason=str(exc))
+        except Exception as exc:  # the node must report a failure, not die on one task
+            log.exception("task %s failed", tid)
+            answer = Answer(
+                task_id=tid, node=self.name, status="failed", reason=f"{type(exc).__name__}: {exc}"
+            )
+        answer = answer.model_copy(update={"node": self.name, "task_id": tid})
+        if self.manual and answer.status == "answered":
+            assert self.pending is not None
+            self.pending.hold(task, answer)
+            self.stats.held += 1
+            self._on_event(f"held answer to {task.analysis} round {task.round} ({tid[:8]})")
+            return
+        self.outbox[tid] = answer
+
+    def flush(self) -> None:
+        """Post the outbox and every operator decision not yet sent."""
+        for tid, answer in list(self.outbox.items()):
+            try:
+                status = self.post(answer)
+            except RequestRefused as exc:
+                status = f"dropped ({exc})"
+            del self.outbox[tid]
+            self.stats.answered += 1
+            self._on_event(f"posted {answer.status} for task {tid[:8]}: {status}")
+        if self.pending is not None:
+            for item in self.pending.to_send():
+                try:
+                    status = self.post(item.answer)
+                except RequestRefused as exc:
+                    status = f"dropped ({exc})"
+                self.pending.mark_sent(item)
+                self._on_event(f"posted operator's {item.state} for {item.task.task_id[:8]}: {status}")
+
+    def _poll_wait(self) -> float:
+        """Held answers need a short poll so that a release is posted promptly."""
+        if self.pending is not None and any(i.state == "held" for i in self.pending.all()):
+            return min(self.wait, 1.0)
+        return self.wait
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until `stop` is set; raise AgentError if the hub refuses the token."""
+        stop = stop or threading.Event()
+        beat = threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat")
+        beat.start()
+        redeliver = True
+        while not stop.is_set():
+            try:
+                if self.name is None:
+                    self._on_event(f"connected to {self.hub_url} as node {self.hello()}")
+                self.flush()
+                tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
+                redeliver = False
+                self.backoff.reset()
+                for task in tasks:
+                    self.handle(task)
+                    self.flush()
+            except HubUnavailable as exc:
+                delay = self.backoff.next()
+                self.stats.reconnects += 1
+                redeliver = True
+                self._on_event(f"hub unreachable ({exc}); retrying in {delay:.1f} s")
+                stop.wait(delay)
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_every):
+            try:
+                self.heartbeat()
+            except (HubUnavailable, AgentError):
+                continue
+
+    def close(self) -> None:
+        self._client.close()
+

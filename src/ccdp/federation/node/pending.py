@@ -1,0 +1,128 @@
+"""Answers waiting for the operator (node policy `release: manual`), kept beside the store.
+
+Each held answer is one JSON file in `<store stem>.pending/`, written atomically. The operator
+lists them (`ccdp node pending`), releases or refuses them; the running agent posts what was
+decided and marks it sent. Nothing is deleted: the folder is also the node's record of decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ccdp.errors import CcdpError
+from ccdp.federation.protocol import Answer, Task
+
+State = Literal["held", "released", "refused", "sent"]
+
+
+class PendingError(CcdpError):
+    """No such pending answer, an ambiguous id, or a decision on one already decided."""
+
+
+class Pending(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task
+    answer: Answer
+    state: State = "held"
+    held_at: datetime
+    decided_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+def pending_dir(store: Path) -> Path:
+    return store.with_name(store.stem + ".pending")
+
+
+class PendingStore:
+    """The folder of held answers of one node store."""
+
+    def __init__(self, store: Path) -> None:
+        self.dir = pending_dir(store)
+
+    def _path(self, task_id: str) -> Path:
+        return self.dir / f"{task_id}.json"
+
+    def _write(self, item: Pending) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(item.task.task_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(item.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def hold(self, task: Task, answer: Answer) -> Pending:
+        item = Pending(task=task, answer=answer, held_at=datetime.now(UTC))
+        self._write(item)
+        return item
+
+    def all(self) -> list[Pending]:
+        if not self.dir.is_dir():
+            return []
+        items = [
+            Pending.model_validate_json(p.read_text(encoding="utf-8"))
+            for p in sorted(self.dir.glob("*.json"))
+        ]
+        return sorted(items, key=lambda i: i.held_at)
+
+    def known(self, task_id: str) -> bool:
+        return self._path(task_id).exists()
+
+    def find(self, ident: str) -> Pending:
+        """By task id or a unique prefix of it."""
+        matches = [i for i in self.all() if i.task.task_id.startswith(ident)]
+        if not matches:
+            raise PendingError(f"no pending answer {ident!r} in {self.dir}")
+        if len(matches) > 1:
+            raise PendingError(f"{ident!r} matches {len(matches)} pending answers; give more of it")
+        return matches[0]
+
+    def _decide(self, ident: str, state: State, reason: str | None = None) -> Pending:
+        item = self.find(ident)
+        if item.state != "held":
+            raise PendingError(f"answer {item.task.task_id} is already {item.state}")
+        item.state = state
+        item.decided_at = datetime.now(UTC)
+        if state == "refused":
+            item.answer = Answer(
+                task_id=item.task.task_id,
+                node=item.answer.node,
+                status="refused",
+                reason=reason or "refused by the node operator",
+            )
+        self._write(item)
+        return item
+
+    def release(self, ident: str) -> Pending:
+        return self._decide(ident, "released")
+
+    def refuse(self, ident: str, reason: str) -> Pending:
+        return self._decide(ident, "refused", reason)
+
+    def to_send(self) -> list[Pending]:
+        return [i for i in self.all() if i.state in ("released", "refused")]
+
+    def mark_sent(self, item: Pending) -> None:
+        item.state = "sent"
+        item.sent_at = datetime.now(UTC)
+        self._write(item)
+
+
+def describe(item: Pending) -> dict[str, Any]:
+    """One line's worth for `ccdp node pending`."""
+    summary = json.dumps(item.answer.summary, sort_keys=True) if item.answer.summary else ""
+    return {
+        "id": item.task.task_id,
+        "study": item.task.study_id,
+        "analysis": item.task.analysis,
+        "round": item.task.round,
+        "state": item.state,
+        "held_at": item.held_at.isoformat(timespec="seconds"),
+        "status": item.answer.status,
+        "summary": summary,
+    }

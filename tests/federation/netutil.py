@@ -1,0 +1,118 @@
+"""Loopback plumbing for network tests: free ports, an in-process hub, hub/node subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from ccdp.federation.hub.app import create_app
+from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.runner import StudyExecutor
+from ccdp.federation.hub.service import Hub
+from tests.conftest import ROOT, SRC
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    """Poll `cond` until truthy (bounded); returns its value or raises AssertionError."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def wait_http(url: str, timeout: float = 20.0, verify: bool | str = True) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/api/health", timeout=1, verify=verify).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout, 0.1)
+
+
+class LiveHub:
+    """A real hub (uvicorn, real HTTP on loopback) in a thread of the test process."""
+
+    def __init__(self, db_url: str, executor: StudyExecutor, port: int | None = None) -> None:
+        self.db_url = db_url
+        self.hub = Hub(open_database(db_url))
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(self.hub, executor, poll=0.1)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveHub:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(ROOT), e.get("PYTHONPATH", "")])
+    return e
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
+    """A child python process (new session, so a kill reaches only it), output to `log`."""
+    fh = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env(),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+@contextmanager
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Collects child processes and stops every one of them, whatever happens in the test."""
+    procs: list[subprocess.Popen] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            kill(p)

@@ -1,0 +1,253 @@
+"""The hub's HTTP API on loopback: tokens, the three doors, task isolation, idempotent and late answers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from ccdp.federation.hub.auth import hash_token
+from ccdp.federation.hub.db import make_engine, migrate
+from ccdp.federation.hub.models import Base
+from ccdp.federation.node.agent import NodeAgent
+from ccdp.federation.protocol import Answer
+from tests.federation.netutil import LiveHub, wait_until
+from tests.federation.standin import StandinExecutor, StandinNode
+
+
+@pytest.fixture
+def live(tmp_path):
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as hub:
+        hub.tokens = {
+            "A": hub.hub.add_node("A", "DE"),
+            "B": hub.hub.add_node("B", "FR"),
+            "ana": hub.hub.add_user("ana", "researcher"),
+            "root": hub.hub.add_user("root", "admin"),
+        }
+        yield hub
+
+
+def submit(hub: LiveHub, **spec) -> str:
+    with hub.client(hub.tokens["ana"]) as c:
+        r = c.post("/api/studies", json={"spec": spec})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def wait_open_task(hub: LiveHub, node: str) -> dict:
+    with hub.client(hub.tokens[node]) as c:
+        tasks = c.get("/api/node/tasks", params={"wait": 10}).json()["tasks"]
+    assert len(tasks) == 1
+    return tasks[0]
+
+
+def answer(task: dict, node: str, value: float) -> dict:
+    summary = {"s": {"kind": "aggregate", "n": 3, "n_params": 1, "values": {"sum": value}}}
+    return Answer(task_id=task["task_id"], node=node, status="answered", summary=summary).model_dump(
+        mode="json"
+    )
+
+
+def test_migrations_create_exactly_the_models(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    migrate(engine)  # idempotent
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_tokens_are_stored_only_hashed(live, tmp_path):
+    rows = sqlite3.connect(tmp_path / "hub.db").execute("select token_hash from nodes").fetchall()
+    stored = {r[0] for r in rows}
+    assert live.tokens["A"] not in stored
+    assert hash_token(live.tokens["A"]) in stored
+    assert live.tokens["A"].startswith("ccdp-node-") and len(live.tokens["A"]) > 40
+
+
+def test_openapi_describes_the_routes(live):
+    with live.client() as c:
+        spec = c.get("/openapi.json").json()
+    assert {"/api/node/tasks", "/api/node/answers", "/api/studies"} <= set(spec["paths"])
+
+
+def test_node_token_refused_on_user_routes_and_user_token_on_node_routes(live):
+    with live.client(live.tokens["A"]) as c:
+        assert c.get("/api/studies").status_code == 403
+        assert c.post("/api/studies", json={"spec": {}}).status_code == 403
+        assert c.get("/api/nodes").status_code == 403
+        assert c.post("/api/admin/users", json={"name": "x"}).status_code == 403
+    with live.client(live.tokens["ana"]) as c:
+        assert c.get("/api/node/tasks").status_code == 403
+        assert c.post("/api/node/heartbeat").status_code == 403
+        assert c.post("/api/admin/users", json={"name": "x"}).status_code == 403  # not admin
+    with live.client("ccdp-node-forged") as c:
+        assert c.get("/api/node/tasks").status_code == 401
+    with live.client() as c:
+        assert c.get("/api/node/tasks").status_code == 401
+
+
+def test_unknown_fields_are_refused(live):
+    with live.client(live.tokens["ana"]) as c:
+        r = c.post("/api/studies", json={"spec": {"rounds": 1}, "priority": "high"})
+        assert r.status_code == 422
+        r = c.post("/api/studies", json={"spec": {"rounds": 1, "colour": "red"}})
+        assert r.status_code == 422 and "colour" in r.text
+    with live.client(live.tokens["root"]) as c:
+        r = c.post("/api/admin/nodes", json={"name": "C", "country": "IT", "x": 1})
+        assert r.status_code == 422
+
+
+def test_node_sees_only_its_own_tasks_and_never_results(live):
+    sid = submit(live, rounds=1, timeout=30)
+    task_a = wait_open_task(live, "A")
+    task_b = wait_open_task(live, "B")
+    assert task_a["task_id"] != task_b["task_id"]
+    with live.client(live.tokens["A"]) as c:
+        assert c.get(f"/api/node/tasks/{task_b['task_id']}").status_code == 404
+        assert c.get(f"/api/node/tasks/{task_a['task_id']}").status_code == 200
+        # A cannot answer for B, nor pretend to be B
+        assert c.post("/api/node/answers", json=answer(task_b, "A", 1.0)).status_code == 404
+        assert c.post("/api/node/answers", json=answer(task_a, "B", 1.0)).status_code == 409
+        assert c.get(f"/api/studies/{sid}").status_code == 403
+    with live.client(live.tokens["B"]) as c:
+        assert c.post("/api/node/answers", json=answer(task_b, "B", 2.0)).json()["status"] == (
+            "accepted"
+        )
+    with live.client(live.tokens["A"]) as c:
+        assert c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).status_code == 200
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+    assert study["status"] == "done"
+    assert study["result"]["result"]["total"] == 7.0
+    # another researcher does not see ana's study
+    token = live.hub.add_user("bob", "researcher")
+    with live.client(token) as c:
+        assert c.get(f"/api/studies/{sid}").status_code == 404
+
+
+def test_result_posted_twice_counts_once(live):
+    sid = submit(live, rounds=1, timeout=30)
+    task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")
+    with live.client(live.tokens["A"]) as c:
+        first = c.post("/api/node/answers", json=answer(task_a, "A", 5.0))
+        second = c.post("/api/node/answers", json=answer(task_a, "A", 5.0))
+        different = c.post("/api/node/answers", json=answer(task_a, "A", 6.0))
+    assert first.json()["status"] == "accepted"
+    assert second.status_code == 200 and second.json()["status"] == "duplicate"
+    assert different.status_code == 409
+    with live.client(live.tokens["B"]) as c:
+        c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+    assert study["result"]["result"]["total"] == 7.0
+
+
+def test_concurrent_duplicate_posts_count_once(live):
+    sid = submit(live, rounds=1, timeout=30)
+    task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")
+    statuses: list[str] = []
+
+    def post() -> None:
+        with live.client(live.tokens["A"]) as c:
+            statuses.append(c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).json()["status"])
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == ["accepted"] + ["duplicate"] * 5
+    with live.client(live.tokens["B"]) as c:
+        c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
+    with live.client(live.tokens["ana"]) as c:
+        assert c.get(f"/api/studies/{sid}", params={"wait": 10}).json()["result"]["result"][
+            "total"
+        ] == 7.0
+
+
+def test_late_result_is_recorded_not_used_and_reported(live):
+    sid = submit(live, rounds=1, timeout=1.0, min_nodes=1)
+    task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")
+    with live.client(live.tokens["A"]) as c:
+        c.post("/api/node/answers", json=answer(task_a, "A", 5.0))
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+    assert study["status"] == "done"
+    assert study["result"]["result"]["total"] == 5.0
+    assert study["result"]["nodes"]["B"]["status"] == "failed"
+    assert "no answer within" in study["result"]["nodes"]["B"]["reason"]
+    assert study["result"]["min_nodes_met"] is True
+    with live.client(live.tokens["B"]) as c:
+        late = c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
+        again = c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
+    assert late.json()["status"] == "late" and again.json()["status"] == "duplicate"
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}").json()
+    assert study["result"]["result"]["total"] == 5.0
+    assert [(x["node"], x["used"]) for x in study["late_answers"]] == [("B", False)]
+
+
+def test_minimum_not_met_is_said(live):
+    sid = submit(live, rounds=1, timeout=0.5)
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+    assert study["status"] == "done"
+    assert study["result"]["min_nodes"] == 2 and study["result"]["min_nodes_met"] is False
+
+
+def test_revoked_node_token_gets_401(live):
+    with live.client(live.tokens["A"]) as c:
+        assert c.get("/api/node/me").json()["name"] == "A"
+        live.hub.revoke("node", "A")
+        assert c.get("/api/node/me").status_code == 401
+        assert c.get("/api/node/tasks").status_code == 401
+    with live.client(live.tokens["root"]) as c:
+        assert c.post("/api/admin/users/ana/revoke").status_code == 200
+    with live.client(live.tokens["ana"]) as c:
+        assert c.get("/api/studies").status_code == 401
+
+
+def test_agents_answer_a_multi_round_study_reading_data_once(live):
+    nodes = {"A": StandinNode([1.0, 2.0, 3.0]), "B": StandinNode([10.0, 20.0])}
+    stop = threading.Event()
+    agents = [
+        NodeAgent(live.url, live.tokens[n], nodes[n].answer, wait=2, heartbeat=0.2) for n in nodes
+    ]
+    threads = [threading.Thread(target=a.run, args=(stop,), daemon=True) for a in agents]
+    for t in threads:
+        t.start()
+    try:
+        sid = submit(live, rounds=4, timeout=30)
+        with live.client(live.tokens["ana"]) as c:
+            study = c.get(f"/api/studies/{sid}", params={"wait": 30}).json()
+            seen = c.get("/api/nodes").json()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    # rounds k=0..3 weight by 1..4: 36 * (1+2+3+4)
+    assert study["result"]["result"] == {"analysis": "rounds", "total": 360.0, "n": 5, "rounds": 4}, (
+        study
+    )
+    assert all(n.caches[sid]["reads"] == 1 for n in nodes.values())
+    assert all(n.calls == 4 for n in nodes.values())
+    assert all(n["last_seen"] is not None for n in seen)
+
+
+def test_heartbeat_moves_last_seen(live):
+    stop = threading.Event()
+    agent = NodeAgent(live.url, live.tokens["A"], StandinNode([1.0]).answer, wait=5, heartbeat=0.2)
+    t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        first = wait_until(lambda: next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"])
+        time.sleep(0.6)
+        later = next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
+    finally:
+        stop.set()
+        t.join(10)
+    assert later > first
