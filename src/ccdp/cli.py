@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "ccdp.model.commands",
     "ccdp.federation.run_commands",
     "ccdp.federation.node_commands",
+    "ccdp.federation.node.commands",
+    "ccdp.federation.hub.commands",
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",

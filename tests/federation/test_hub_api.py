@@ -1,4 +1,4 @@
-"""The hub's HTTP API on loopback: tokens, the three doors, task isolation, idempotent and late answers."""
+"""The hub API on loopback: tokens, three doors, task isolation, duplicate and late answers."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def wait_open_task(hub: LiveHub, node: str) -> dict:
 
 def answer(task: dict, node: str, value: float) -> dict:
     summary = {"s": {"kind": "aggregate", "n": 3, "n_params": 1, "values": {"sum": value}}}
-    return Answer(task_id=task["task_id"], node=node, status="answered", summary=summary).model_dump(
-        mode="json"
-    )
+    return Answer(
+        task_id=task["task_id"], node=node, status="answered", summary=summary
+    ).model_dump(mode="json")
 
 
 def test_migrations_create_exactly_the_models(tmp_path):
@@ -153,7 +153,9 @@ def test_concurrent_duplicate_posts_count_once(live):
 
     def post() -> None:
         with live.client(live.tokens["A"]) as c:
-            statuses.append(c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).json()["status"])
+            statuses.append(
+                c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).json()["status"]
+            )
 
     threads = [threading.Thread(target=post) for _ in range(6)]
     for t in threads:
@@ -164,9 +166,10 @@ def test_concurrent_duplicate_posts_count_once(live):
     with live.client(live.tokens["B"]) as c:
         c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
     with live.client(live.tokens["ana"]) as c:
-        assert c.get(f"/api/studies/{sid}", params={"wait": 10}).json()["result"]["result"][
-            "total"
-        ] == 7.0
+        assert (
+            c.get(f"/api/studies/{sid}", params={"wait": 10}).json()["result"]["result"]["total"]
+            == 7.0
+        )
 
 
 def test_late_result_is_recorded_not_used_and_reported(live):
@@ -230,9 +233,12 @@ def test_agents_answer_a_multi_round_study_reading_data_once(live):
         for t in threads:
             t.join(10)
     # rounds k=0..3 weight by 1..4: 36 * (1+2+3+4)
-    assert study["result"]["result"] == {"analysis": "rounds", "total": 360.0, "n": 5, "rounds": 4}, (
-        study
-    )
+    assert study["result"]["result"] == {
+        "analysis": "rounds",
+        "total": 360.0,
+        "n": 5,
+        "rounds": 4,
+    }, study
     assert all(n.caches[sid]["reads"] == 1 for n in nodes.values())
     assert all(n.calls == 4 for n in nodes.values())
     assert all(n["last_seen"] is not None for n in seen)
@@ -240,11 +246,13 @@ def test_agents_answer_a_multi_round_study_reading_data_once(live):
 
 def test_heartbeat_moves_last_seen(live):
     stop = threading.Event()
-    agent = NodeAgent(live.url, live.tokens["A"], StandinNode([1.0]).answer, wait=5, heartbeat=0.2)
+    agent = NodeAgent(live.url, live.tokens["A"], StandinNode([1.0]).answer, wait=1, heartbeat=0.2)
     t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     t.start()
     try:
-        first = wait_until(lambda: next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"])
+        first = wait_until(
+            lambda: next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
+        )
         time.sleep(0.6)
         later = next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
     finally:

@@ -6,8 +6,8 @@ and no route ever gives a node any answer or result. Every body is a Pydantic mo
 unknown fields.
 """
 
-
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -152,10 +152,8 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
             left = until - loop.time()
             if tasks or left <= 0:
                 return TaskList(tasks=tasks)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)
-            except TimeoutError:
-                pass
 
     @app.get("/api/node/tasks/{task_id}", tags=["node"])
     def node_task(task_id: str, node: AsNode) -> Task:
@@ -212,15 +210,15 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
             left = until - loop.time()
             if study["status"] in ("done", "failed") or left <= 0:
                 return study
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)
-            except TimeoutError:
-                pass
 
     # ---- admin routes --------------------------------------------------------------------
     @app.post("/api/admin/nodes", tags=["admin"], status_code=201)
     def add_node(body: NewNode, _admin: AsAdmin) -> NewToken:
-        return NewToken(name=body.name, token=hub.add_node(body.name, body.country, body.public_key))
+        return NewToken(
+            name=body.name, token=hub.add_node(body.name, body.country, body.public_key)
+        )
 
     @app.post("/api/admin/users", tags=["admin"], status_code=201)
     def add_user(body: NewUser, _admin: AsAdmin) -> NewToken:

@@ -1,4 +1,4 @@
-"""Open the hub's database and bring its schema up to date with the migrations shipped in the package.
+"""Open the hub's database; bring its schema up to date with the migrations in the package.
 
 SQLite by default (embedded, nothing to install); PostgreSQL with `postgresql+psycopg://…` (a plain
 `postgresql://` URL is taken to mean the psycopg 3 driver, the one ccdp installs).
@@ -33,7 +33,7 @@ def normalise_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets the CLI (add-node, import) write while the hub serves; busy_timeout waits on locks."""
+    """WAL lets the CLI (add-node, import) write while the hub serves; busy_timeout waits."""
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=10000")

@@ -1,4 +1,4 @@
-"""The hub's tables (SQLAlchemy 2). The database is the hub's memory: a restarted hub resumes from it.
+"""The hub's tables (SQLAlchemy 2). The database is the hub's memory: a restarted hub resumes.
 
 A study is driven round by round; each round is one `Task` sent to several nodes, stored as one
 `RoundRow` plus one `TaskRow` per node; a node's answer is one `AnswerRow` per task (unique, so a
@@ -8,7 +8,7 @@ result posted twice is counted once). The Alembic migrations in `migrations/` cr
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -47,7 +47,7 @@ class UtcDateTime(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UtcDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime()}
 
 
 class NodeRow(Base):

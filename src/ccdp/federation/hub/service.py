@@ -240,9 +240,7 @@ class Hub:
     ) -> str:
         """Store a study; its node list and minimum are fixed now, so a resume asks the same."""
         with self.sessions.begin() as s:
-            live = {
-                n.name for n in s.scalars(select(NodeRow).where(NodeRow.revoked_at.is_(None)))
-            }
+            live = {n.name for n in s.scalars(select(NodeRow).where(NodeRow.revoked_at.is_(None)))}
             chosen = list(nodes) if nodes else sorted(live)
             unknown = [n for n in chosen if n not in live]
             if unknown:
@@ -352,9 +350,7 @@ class Hub:
         body = task.model_dump(mode="json")
         with self.sessions.begin() as s:
             existing = s.scalar(
-                select(RoundRow).where(
-                    RoundRow.study_id == study_id, RoundRow.round_no == round_no
-                )
+                select(RoundRow).where(RoundRow.study_id == study_id, RoundRow.round_no == round_no)
             )
             if existing is not None:
                 if task_fingerprint(existing.task) != task_fingerprint(body):

@@ -30,7 +30,7 @@ class AgentError(CcdpError):
 
 
 class RequestRefused(AgentError):
-    """The hub refused one request (4xx other than 401), e.g. an answer to a task it no longer has."""
+    """The hub refused one request (4xx but 401), e.g. an answer to a task it no longer has."""
 
 
 class HubUnavailable(Exception):
@@ -173,7 +173,9 @@ class NodeAgent:
                 except RequestRefused as exc:
                     status = f"dropped ({exc})"
                 self.pending.mark_sent(item)
-                self._on_event(f"posted operator's {item.state} for {item.task.task_id[:8]}: {status}")
+                self._on_event(
+                    f"posted operator's {item.state} for {item.task.task_id[:8]}: {status}"
+                )
 
     def _poll_wait(self) -> float:
         """Held answers need a short poll so that a release is posted promptly."""
@@ -214,4 +216,3 @@ class NodeAgent:
 
     def close(self) -> None:
         self._client.close()
-

@@ -1,4 +1,4 @@
-"""Alembic environment for the hub: always given a connection by `ccdp.federation.hub.db.migrate`."""
+"""Alembic environment for the hub; `ccdp.federation.hub.db.migrate` gives it a connection."""
 
 from __future__ import annotations
 

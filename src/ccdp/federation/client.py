@@ -1,0 +1,131 @@
+"""A researcher's client for the hub (used by `ccdp submit`, the demo and notebooks)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ccdp.errors import CcdpError
+
+
+class HubRequestError(CcdpError):
+    """The hub refused a request or could not be reached."""
+
+
+class StudyFailed(CcdpError):
+    """The study ended in failure at the hub (the message says why)."""
+
+
+class HubClient:
+    """Submit studies and wait for their results over the hub's researcher routes."""
+
+    def __init__(self, hub_url: str, token: str, verify: bool | str = True) -> None:
+        self.url = hub_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=httpx.Timeout(10.0, read=75.0),
+        )
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise HubRequestError(f"cannot reach the hub at {self.url}: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail")
+            except ValueError:
+                detail = resp.text
+            raise HubRequestError(f"hub refused {method} {path} ({resp.status_code}): {detail}")
+        return resp.json()
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        return self._call("POST", "/api/studies", json={"spec": spec})["id"]
+
+    def submit_file(self, path: Path) -> str:
+        """Validate the spec locally first (errors name the file and key), then submit."""
+        import json
+
+        import yaml
+
+        from ccdp.federation.study import load_study
+
+        load_study(path)
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return self.submit(raw)
+
+    def study(self, study_id: str, wait: float = 0) -> dict[str, Any]:
+        return self._call("GET", f"/api/studies/{study_id}", params={"wait": wait})
+
+    def wait(self, study_id: str, max_wait: float = 3600, poll: float = 30) -> dict[str, Any]:
+        """Long-poll until the study is done or failed (bounded by `max_wait`)."""
+        end = time.monotonic() + max_wait
+        while True:
+            left = end - time.monotonic()
+            study = self.study(study_id, wait=max(0.0, min(poll, left)))
+            if study["status"] in ("done", "failed"):
+                return study
+            if left <= 0:
+                raise HubRequestError(f"study {study_id} not finished after {max_wait:g} s")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/nodes")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def study_result(result_json: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Rebuild the analyses stage's StudyResult from its JSON form (for printing and plots)."""
+    import inspect
+
+    from ccdp.analyses import registry
+    from ccdp.analyses.base import AnalysisResult
+    from ccdp.federation.study import NodeStatus, StudyResult
+
+    result = None
+    raw = result_json.get("result")
+    if raw is not None:
+        module = inspect.getmodule(type(registry.get(result_json["analysis"])))
+        classes = [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, AnalysisResult) and c is not AnalysisResult
+        ]
+        # most derived first, so a Crosstab result is not read as a plain Count result
+        classes.sort(key=lambda c: -len(c.__mro__))
+        for cls in classes:
+            try:
+                result = cls.model_validate(raw)
+                break
+            except ValueError:
+                continue
+    return StudyResult(
+        study_id=result_json.get("study_id", ""),
+        title=result_json.get("title", ""),
+        analysis=result_json["analysis"],
+        nodes={n: NodeStatus(**s) for n, s in result_json["nodes"].items()},
+        result=result,
+        rounds=result_json.get("rounds", 0),
+    )
+
+
+def print_result(study: dict[str, Any]) -> None:
+    """Print a finished hub study as `ccdp run` prints, plus any late answers."""
+    from rich.console import Console
+
+    from ccdp.report.console import print_study
+
+    console = Console()
+    print_study(study_result(study["result"]), console)
+    for late in study.get("late_answers", []):
+        console.print(
+            f"[yellow]late[/]: node {late['node']} answered round {late['round']} at "
+            f"{late['received_at']}, after the deadline; not used"
+        )

@@ -1,0 +1,177 @@
+"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks) and `ccdp submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+hub_app = typer.Typer(help="The coordinating hub: serve, register nodes and users.")
+
+DB = typer.Option(
+    None,
+    "--db",
+    help="Database URL: sqlite:///hub.db (default, or $CCDP_HUB_DB) or postgresql+psycopg://…",
+)
+
+
+def _db(url: str | None) -> str:
+    from ccdp.federation.hub.db import DEFAULT_DB
+
+    return url or os.environ.get("CCDP_HUB_DB") or DEFAULT_DB
+
+
+def _hub(url: str | None):  # type: ignore[no-untyped-def]
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.service import Hub
+
+    return Hub(open_database(_db(url)))
+
+
+@hub_app.command("serve")
+def serve(
+    db: str | None = DB,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8700, "--port"),
+    certfile: Path | None = typer.Option(None, "--certfile", help="TLS certificate (PEM)."),
+    keyfile: Path | None = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
+) -> None:
+    """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
+    from ccdp.federation.hub.server import serve as run
+
+    run(_db(db), host=host, port=port, certfile=certfile, keyfile=keyfile, log_level="warning")
+
+
+@hub_app.command("add-node")
+def add_node(
+    name: str = typer.Argument(..., help="The node's name (studies name nodes by it)."),
+    country: str = typer.Option(..., "--country", help="ISO 3166 two-letter code."),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", help="Ed25519 public key (PEM) that signs the node's result files."
+    ),
+    db: str | None = DB,
+) -> None:
+    """Register a node; its token is printed once, on the last line."""
+    pem = public_key.read_text(encoding="utf-8") if public_key else None
+    token = _hub(db).add_node(name, country, pem)
+    typer.echo(f"node {name} ({country.upper()}) registered; its token (shown only now):")
+    typer.echo(token)
+
+
+@hub_app.command("add-user")
+def add_user(
+    name: str = typer.Argument(...),
+    role: str = typer.Option("researcher", "--role", help="researcher or admin"),
+    db: str | None = DB,
+) -> None:
+    """Register a researcher or admin; the token is printed once, on the last line."""
+    token = _hub(db).add_user(name, role)
+    typer.echo(f"user {name} ({role}) registered; their token (shown only now):")
+    typer.echo(token)
+
+
+@hub_app.command("revoke-node")
+def revoke_node(name: str = typer.Argument(...), db: str | None = DB) -> None:
+    """Revoke a node's token: the node's next request gets 401."""
+    _hub(db).revoke("node", name)
+    typer.echo(f"node {name}: token revoked")
+
+
+@hub_app.command("revoke-user")
+def revoke_user(name: str = typer.Argument(...), db: str | None = DB) -> None:
+    """Revoke a user's token."""
+    _hub(db).revoke("user", name)
+    typer.echo(f"user {name}: token revoked")
+
+
+@hub_app.command("set-key")
+def set_key(
+    name: str = typer.Argument(..., help="Node name."),
+    public_key: Path = typer.Argument(..., help="Ed25519 public key (PEM)."),
+    db: str | None = DB,
+) -> None:
+    """Register the Ed25519 public key that verifies a node's result files."""
+    _hub(db).set_public_key(name, public_key.read_text(encoding="utf-8"))
+    typer.echo(f"node {name}: signing key registered")
+
+
+@hub_app.command("nodes")
+def nodes(db: str | None = DB) -> None:
+    """Registered nodes with their last-seen time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ("name", "country", "last_seen", "revoked", "signing_key")
+    table = Table(title="nodes")
+    for col in cols:
+        table.add_column(col)
+    for n in _hub(db).nodes():
+        table.add_row(*(str(n[c]) if n[c] is not None else "never" for c in cols))
+    Console().print(table)
+
+
+@hub_app.command("tasks")
+def tasks(
+    node: str = typer.Argument(..., help="The offline node."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the task files."),
+    db: str | None = DB,
+) -> None:
+    """Write a node's open tasks as task files (for a site without a connection)."""
+    hub = _hub(db)
+    node_id, _, _ = hub.node_of_name(node)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in hub.pending_tasks(node_id, redeliver=True):
+        path = out / f"task-{task.task_id}.json"
+        body = {"format": "ccdp-task/1", "node": node, "task": task.model_dump(mode="json")}
+        path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        typer.echo(str(path))
+
+
+@hub_app.command("import")
+def import_result(
+    resultfile: Path = typer.Argument(..., help="A signed result file from `ccdp node answer`."),
+    db: str | None = DB,
+) -> None:
+    """Take in an offline site's signed result file (verified before it is recorded)."""
+    from ccdp.federation import resultfile as rfmod
+    from ccdp.federation.hub.app import import_file
+
+    rec = import_file(_hub(db), rfmod.read(resultfile))
+    typer.echo(f"{resultfile}: task {rec.task_id} {rec.status}")
+
+
+def submit(
+    spec: Path = typer.Argument(..., help="Study spec (YAML or JSON)."),
+    hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
+    token: str = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the result."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
+    cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
+    max_wait: float = typer.Option(3600, "--max-wait", help="Give up waiting after S seconds."),
+) -> None:
+    """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
+    from ccdp.federation.client import HubClient, print_result
+
+    client = HubClient(hub, token, verify=str(cacert) if cacert else True)
+    study_id = client.submit_file(spec)
+    if not wait:
+        typer.echo(f"study submitted; id:\n{study_id}")
+        return
+    study = client.wait(study_id, max_wait)
+    if study["status"] == "failed":
+        from ccdp.federation.client import StudyFailed
+
+        raise StudyFailed(f"study {study_id} failed at the hub: {study['error']}")
+    if as_json:
+        typer.echo(json.dumps(study["result"], indent=2, default=str))
+    else:
+        print_result(study)
+    if study["result"].get("result") is None:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(hub_app, name="hub")
+    app.command("submit")(submit)
