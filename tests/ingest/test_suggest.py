@@ -110,3 +110,26 @@ def test_suggest_german_workbook(tmp_path: Path) -> None:
     out = apply_mapping(spec, tmp_path / "register.xlsx")
     assert out["patient"]["birth_date"].tolist() == ["2009-11-06", "2010-11-18", "2012-04-01"]
     assert out["tumour"]["morphology"].tolist() == ["9470", "8960"]
+
+
+def test_suggest_on_native_export_reproduces_it(tmp_path: Path) -> None:
+    """On the model's own layout, the draft maps every field and reproduces every table."""
+    import pandas as pd
+
+    from ccdp.model import load_model
+    from ccdp.synth.generate import generate
+
+    generate(tmp_path, countries="KE", patients=150, seed=3)
+    site = tmp_path / "KE"
+    draft = suggest(site)
+    (tmp_path / "native.yaml").write_text(to_yaml(draft, site))
+    spec = load_mapping(tmp_path / "native.yaml")
+    out = apply_mapping(spec, site)
+    for tdef in load_model().tables.values():
+        if tdef.name == "population":
+            continue
+        native = pd.read_csv(site / f"{tdef.name}.csv", dtype=str, keep_default_na=False)
+        got = out[tdef.name]
+        for fdef in tdef.input_fields:
+            expected = native[fdef.name].replace("", None).tolist()
+            assert got[fdef.name].tolist() == expected, (tdef.name, fdef.name)

@@ -67,7 +67,7 @@ TEXT_MISSING = (
     "#N/A",
 )
 NUMERIC_MISSING = ("9", "99", "999", "9999", "-1", "-9", "-99", "-999")
-_SERIAL_RANGE = (3000, 60000)  # Excel serials for 1908-2064
+_SERIAL_RANGE = (18000, 60000)  # Excel serials for 1949-2064
 # Value kinds that identify one field by their values alone.
 _VALUE_KINDS = (
     "sex",
@@ -717,6 +717,8 @@ def _value_map(kind: str | None, fdef: FieldDef, prof: Profile) -> tuple[dict, l
         if value.casefold() in allowed or value in TEXT_MISSING:
             continue
         canon = words.get(value.casefold()) or words.get(norm_name(value))
+        if canon is not None and canon.casefold() == value.casefold():
+            continue
         if canon is not None and (not allowed or canon.casefold() in allowed):
             vmap[value] = canon
         elif value in TEXT_MISSING or value in NUMERIC_MISSING:
