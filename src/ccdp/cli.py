@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",
+    "ccdp.ingest.commands",
 ]
 
 

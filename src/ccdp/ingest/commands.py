@@ -1,0 +1,99 @@
+"""CLI: `ccdp ingest` and `ccdp quarantine list|export`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+quarantine_app = typer.Typer(help="List or export quarantined rows.", no_args_is_help=True)
+
+
+def ingest(
+    source: Path = typer.Argument(..., help="Native folder, or the source a mapping spec reads."),
+    store: Path = typer.Option(..., "--store", help="Node store (DuckDB file); created if absent."),
+    mapping: Path | None = typer.Option(None, "--mapping", help="Mapping spec (YAML)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (the report)."),
+) -> None:
+    """Ingest a site's export into the node store: check every row, quarantine failures."""
+    from ccdp.ingest.pipeline import ingest_frames, ingest_native
+
+    if mapping is None:
+        report = ingest_native(store, source, progress=not json_out)
+    else:
+        from ccdp.ingest.mapping import apply_mapping, load_mapping
+
+        spec = load_mapping(mapping)
+        frames = apply_mapping(spec, source)
+        report = ingest_frames(store, frames, str(source), progress=not json_out)
+    if json_out:
+        typer.echo(json.dumps(report.summary()))
+        return
+    _print_report(report)
+
+
+def _print_report(report: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ccdp.ingest.pipeline import IngestReport
+
+    assert isinstance(report, IngestReport)
+    table = Table(title=f"ingest {report.ingest_id} into {report.store}")
+    for col in ("table", "rows read", "accepted", "quarantined", "flagged"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name, t in report.tables.items():
+        table.add_row(name, *map(str, (t.rows_read, t.accepted, t.quarantined, t.flagged)))
+    table.add_row(
+        "total", *map(str, (report.rows_read, report.accepted, report.quarantined, report.flagged))
+    )
+    console = Console()
+    console.print(table)
+    if report.edits:
+        console.print("edits failed: " + ", ".join(f"{k} {v}" for k, v in report.edits.items()))
+    if report.quarantined:
+        console.print(f"see them with: ccdp quarantine list --store {report.store}")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    store: Path = typer.Option(..., "--store", help="Node store (DuckDB file)."),
+    table: str | None = typer.Option(None, "--table", help="Only this table."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """Every quarantined row: table, source file, row, key, field(s), edit id, message."""
+    from ccdp.ingest.quarantine import quarantine_rows
+
+    rows = quarantine_rows(store, table)
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(f"{len(rows)} quarantined row(s) in {store}")
+    for r in rows:
+        # each message already names the file, row, field, value and edit id
+        typer.echo(f"{r['table']} {r['key'] or '(no key)'}:")
+        for reason in r["reasons"]:
+            typer.echo(f"  {reason['severity']}: {reason['message']}")
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    store: Path = typer.Option(..., "--store", help="Node store (DuckDB file)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the CSVs (native layout)."),
+) -> None:
+    """Write quarantined rows as native CSVs with reason columns, to fix and re-ingest."""
+    from ccdp.ingest.quarantine import export_quarantine
+
+    written = export_quarantine(store, out)
+    for table, path in written.items():
+        typer.echo(f"{table}: {path}")
+    if not written:
+        typer.echo("quarantine is empty")
+    else:
+        typer.echo(f"fix the values, then: ccdp ingest {out} --store {store}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.add_typer(quarantine_app, name="quarantine")

@@ -1,0 +1,158 @@
+"""The native CSV layout: a folder with one `<table>.csv` per data-model table.
+
+Columns are named exactly as the model's input fields (derived fields may be present and are
+recomputed); columns starting with `_` are annotations (e.g. the reasons in a quarantine export)
+and are ignored, except `_identifier_*` direct identifiers, which trigger pseudonymisation.
+Every cell is read as text; typing and checks happen later, in SQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ccdp.ingest.typed import lit, q
+from ccdp.ingest.errors import IngestError
+from ccdp.model import load_model
+
+IDENTIFIER_PREFIX = "_identifier_"
+
+
+@dataclass(frozen=True)
+class NativeFile:
+    """One native CSV: which table it feeds, its header, and the name used in messages."""
+
+    table: str
+    path: Path
+    header: list[str]
+    source_name: str
+
+    @property
+    def kept_columns(self) -> list[str]:
+        """Header columns carried into ingest: input fields and direct identifiers."""
+        fields = {f.name for f in load_model().table(self.table).input_fields}
+        return [c for c in self.header if c in fields or c.startswith(IDENTIFIER_PREFIX)]
+
+    def read_csv_sql(self) -> str:
+        """A DuckDB read_csv call reading every column as text, strict about the CSV grammar."""
+        columns = "{" + ", ".join(f"{lit(c)}: 'VARCHAR'" for c in self.header) + "}"
+        return (
+            f"read_csv({lit(str(self.path))}, header = true, delim = ',', quote = '\"', "
+            f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
+            f"null_padding = false, encoding = 'utf-8')"
+        )
+
+
+def _read_header(path: Path, source_name: str) -> list[str]:
+    """The header row, decoded strictly as UTF-8 (a BOM is allowed)."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError as exc:
+        raise IngestError(
+            f"{source_name}: not UTF-8 encoded (invalid byte at offset {exc.start}); "
+            "re-export the file as UTF-8"
+        ) from exc
+    except csv.Error as exc:
+        raise IngestError(f"{source_name}: unreadable CSV header: {exc}") from exc
+    if not header or all(not h.strip() for h in header):
+        raise IngestError(f"{source_name}: empty file (no header row)")
+    return [h.strip() for h in header]
+
+
+def _check_header(table: str, header: list[str], source_name: str) -> None:
+    """Unknown, duplicate or missing columns stop the ingest with the file and column named."""
+    tdef = load_model().table(table)
+    inputs = [f.name for f in tdef.input_fields]
+    derived = {f.name for f in tdef.fields if f.derived}
+    seen: set[str] = set()
+    for col in header:
+        if col in seen:
+            raise IngestError(f"{source_name}: column {col!r} appears twice in the header")
+        seen.add(col)
+        if col.startswith("_") or col in inputs or col in derived:
+            continue
+        raise IngestError(
+            f"{source_name}: unknown column {col!r} for table {table} "
+            f"(expected: {', '.join(inputs)})"
+        )
+    missing = [c for c in inputs if c not in seen]
+    if missing:
+        raise IngestError(
+            f"{source_name}: missing column(s) {', '.join(repr(m) for m in missing)} "
+            f"for table {table}"
+        )
+
+
+def native_files(folder: str | Path) -> dict[str, NativeFile]:
+    """The native CSVs of `folder`, by table, with their headers checked against the model."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise IngestError(f"{root}: not a folder (a native export is a folder of <table>.csv)")
+    model = load_model()
+    files: dict[str, NativeFile] = {}
+    for path in sorted(root.glob("*.csv")):
+        source_name = f"{root.name}/{path.name}" if root.name else path.name
+        if path.stem not in model.tables:
+            raise IngestError(
+                f"{source_name}: unknown table file {path.name!r} "
+                f"(native tables: {', '.join(t + '.csv' for t in model.table_names)})"
+            )
+        header = _read_header(path, source_name)
+        _check_header(path.stem, header, source_name)
+        files[path.stem] = NativeFile(path.stem, path, header, source_name)
+    if not files:
+        raise IngestError(f"{root}: no native table files (<table>.csv) found")
+    return files
+
+
+def load_native_file(con: duckdb.DuckDBPyConnection, native: NativeFile, into: str) -> None:
+    """Read one CSV into temp table `into`, in file order: its `rowid + 1` is the data row."""
+    cols = ", ".join(q(c) for c in native.kept_columns)
+    try:
+        con.execute(f"CREATE TEMP TABLE {q(into)} AS SELECT {cols} FROM {native.read_csv_sql()}")
+    except duckdb.Error as exc:
+        raise IngestError(f"{native.source_name}: {_first_lines(str(exc))}") from exc
+
+
+def _first_lines(message: str) -> str:
+    """DuckDB's CSV errors are long; keep what went wrong and where, then the offending line."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    lines = [re.sub(r"^[A-Za-z ]+ Error: ", "", ln) for ln in lines]
+    original = [ln for ln in lines if ln.startswith("Original Line:")]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(("Possible", "*", "file =", "delimiter", "Original Line:"))
+        and " = " not in ln
+    ][:2]
+    if original:
+        text = original[0].removeprefix("Original Line:").strip()
+        keep.append(f"(line reads: {text[:80]}{'...' if len(text) > 80 else ''})")
+    return "; ".join(keep)
+
+
+def read_native_folder(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """Every native CSV of `folder` as a DataFrame of strings (None for empty cells), with
+    `_source_file` and `_source_row` (1-based data row) columns: the frame contract of ingest."""
+    frames: dict[str, pd.DataFrame] = {}
+    con = duckdb.connect()
+    try:
+        for table, native in native_files(folder).items():
+            load_native_file(con, native, f"n_{table}")
+            df = con.execute(
+                f"SELECT *, rowid + 1 AS _source_row FROM {q('n_' + table)} ORDER BY rowid"
+            ).df()
+            df.insert(0, "_source_file", native.source_name)
+            df["_source_row"] = df["_source_row"].astype("int64")
+            frames[table] = df.astype({c: object for c in native.kept_columns}).where(
+                df.notna(), None
+            )
+    finally:
+        con.close()
+    return frames

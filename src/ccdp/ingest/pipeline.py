@@ -1,0 +1,403 @@
+"""The ingest core every source goes through: text in, typed and checked rows out, nothing lost.
+
+Sources arrive as text (native CSVs read by DuckDB, or DataFrames from a mapping spec) with the
+model's field names plus `_source_file` and `_source_row`. In ONE store transaction the pipeline
+types the values, runs every quality edit (ccdp.quality), upserts the accepted rows by primary key,
+puts failing rows in `quarantine` with every reason, and records warnings in `quality_flag`. Any
+failure rolls everything back. All work is set-based DuckDB SQL over temp tables.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ccdp.ingest.typed import lit, q, raw_column, work_select
+from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
+from ccdp.ingest.errors import IngestError
+from ccdp.ingest.native import IDENTIFIER_PREFIX, NativeFile, load_native_file, native_files
+from ccdp.ingest.pseudonym import pseudonym_sql
+from ccdp.model import TableDef, load_model
+from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
+from ccdp.store import NodeStore
+from ccdp.store.config import pseudonym_key
+
+SYSTEM_FRAME_COLUMNS = ("_source_file", "_source_row")
+
+
+class TableCounts(BaseModel):
+    """What happened to one table's rows."""
+
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    flagged: int = 0
+
+
+class IngestReport(BaseModel):
+    """Outcome of one ingest; rows_read = accepted + quarantined, per table and in total."""
+
+    ingest_id: str
+    source: str
+    store: str
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    flagged: int = Field(0, description="accepted rows carrying at least one warning")
+    pseudonymised: bool = False
+    tables: dict[str, TableCounts] = Field(default_factory=dict)
+    edits: dict[str, int] = Field(default_factory=dict, description="failures per edit id")
+
+    def summary(self) -> dict[str, object]:
+        """The machine contract of `ccdp ingest --json`."""
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class RawSource:
+    """One table's text input: how to materialise it as a relation and where its rows came from."""
+
+    table: str
+    columns: set[str]
+    load: Callable[[duckdb.DuckDBPyConnection, str], None]
+    file_expr: str
+    source_row_expr: str
+    row_expr: str
+    identifiers: bool
+    cleanup: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+
+
+# -- sources ---------------------------------------------------------------------------------
+def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSource]:
+    """Check DataFrames against the model and wrap them as sources (registered at load time)."""
+    model = load_model()
+    out: list[RawSource] = []
+    for table, frame in frames.items():
+        if table not in model.tables:
+            raise IngestError(
+                f"{source}: unknown table {table!r} (tables: {', '.join(model.table_names)})"
+            )
+        tdef = model.table(table)
+        known = {f.name for f in tdef.fields} | set(SYSTEM_FRAME_COLUMNS)
+        for col in frame.columns:
+            if str(col) not in known and not str(col).startswith(IDENTIFIER_PREFIX):
+                raise IngestError(f"{source}: table {table} has unknown column {col!r}")
+        df = frame.reset_index(drop=True).copy(deep=False)
+        if "_source_file" not in df.columns:
+            df["_source_file"] = f"{source}/{table}"
+        if "_source_row" not in df.columns:
+            df["_source_row"] = np.arange(1, len(df) + 1)
+        df["_row"] = np.arange(1, len(df) + 1, dtype="int64")
+        view = f"frame_{table}"
+
+        def load(con: duckdb.DuckDBPyConnection, into: str, df: pd.DataFrame = df) -> None:
+            con.register(into, df)
+
+        def cleanup(con: duckdb.DuckDBPyConnection, view: str = view) -> None:
+            with suppress(duckdb.Error):
+                con.unregister(view)
+
+        out.append(
+            RawSource(
+                table=table,
+                columns={str(c) for c in df.columns},
+                load=load,
+                file_expr="CAST(src._source_file AS VARCHAR)",
+                source_row_expr="CAST(src._source_row AS INTEGER)",
+                row_expr="src._row",
+                identifiers=any(str(c).startswith(IDENTIFIER_PREFIX) for c in df.columns),
+                cleanup=cleanup,
+            )
+        )
+    return out
+
+
+def _native_sources(folder: str | Path) -> list[RawSource]:
+    """Native CSVs, read by DuckDB straight into temp tables (no pandas on the way)."""
+    out: list[RawSource] = []
+    for table, native in native_files(folder).items():
+
+        def load(con: duckdb.DuckDBPyConnection, into: str, native: NativeFile = native) -> None:
+            load_native_file(con, native, into)
+
+        def cleanup(con: duckdb.DuckDBPyConnection, name: str = f"frame_{table}") -> None:
+            con.execute(f"DROP TABLE IF EXISTS {q(name)}")
+
+        out.append(
+            RawSource(
+                table=table,
+                columns=set(native.kept_columns),
+                load=load,
+                file_expr=lit(native.source_name),
+                source_row_expr="CAST(src.rowid + 1 AS INTEGER)",
+                row_expr="src.rowid + 1",
+                identifiers=any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
+                cleanup=cleanup,
+            )
+        )
+    return out
+
+
+# -- public entry points -------------------------------------------------------------------------
+def ingest_frames(
+    store_path: str | Path,
+    frames: dict[str, pd.DataFrame],
+    source: str,
+    *,
+    progress: bool = True,
+    today: date | None = None,
+) -> IngestReport:
+    """Ingest text frames (native canonical form, `_source_file`/`_source_row` columns) into the
+    store; `_identifier_*` columns trigger pseudonymisation and are never stored."""
+    return _ingest(store_path, _frame_sources(frames, source), source, progress, today)
+
+
+def ingest_native(
+    store_path: str | Path,
+    folder: str | Path,
+    *,
+    progress: bool = True,
+    today: date | None = None,
+) -> IngestReport:
+    """Ingest a native-layout folder; same result as `ingest_frames(read_native_folder(...))`,
+    without holding the data in pandas."""
+    return _ingest(store_path, _native_sources(folder), str(folder), progress, today)
+
+
+# -- the transaction -------------------------------------------------------------------------------
+@contextmanager
+def _steps(enabled: bool) -> Iterator[Callable[[str], None]]:
+    if not enabled:
+        yield lambda _msg: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("ingest")
+
+        def step(message: str) -> None:
+            bar.update(task, description=message)
+
+        yield step
+
+
+def _ingest(
+    store_path: str | Path,
+    sources: list[RawSource],
+    source: str,
+    progress: bool,
+    today: date | None,
+) -> IngestReport:
+    path = Path(store_path)
+    created = not path.exists()
+    ingest_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    report = IngestReport(ingest_id=ingest_id, source=source, store=str(path))
+    key = pseudonym_key(path) if any(s.identifiers for s in sources) else None
+    report.pseudonymised = key is not None
+    try:
+        with NodeStore(path) as store, _steps(progress) as step:
+            store.create()
+            started = datetime.now(UTC).replace(tzinfo=None)
+            # text -> typed work tables: temp tables only, so the store is untouched if it fails
+            # (and outside the transaction, where DuckDB's rowid is the row's position in the file)
+            work = _load_work(store.con, sources, key, step)
+            with store.transaction() as con:
+                step("running quality edits")
+                EditRun(con, work, today=today or date.today()).run()
+                step("writing accepted rows and quarantine")
+                _write(con, work, ingest_id, report)
+                _log(con, report, started)
+    except BaseException:
+        if created:
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _load_work(
+    con: duckdb.DuckDBPyConnection,
+    sources: list[RawSource],
+    key: bytes | None,
+    step: Callable[[str], None],
+) -> dict[str, str]:
+    """Materialise each source as typed work table `w_<table>`."""
+    model = load_model()
+    replace = None
+    if key is not None:
+        replace = {"patient_id": pseudonym_sql(key)}
+    work: dict[str, str] = {}
+    for s in sources:
+        step(f"reading {s.table}")
+        tdef = model.table(s.table)
+        rel = f"frame_{s.table}"
+        s.load(con, rel)
+        sql = work_select(
+            tdef,
+            q(rel),
+            s.columns,
+            row_expr=s.row_expr,
+            file_expr=s.file_expr,
+            source_row_expr=s.source_row_expr,
+            replace_raw=replace if "patient_id" in tdef.field_names else None,
+        )
+        name = f"w_{s.table}"
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {q(name)} AS {sql}")
+        except duckdb.Error as exc:
+            raise IngestError(f"{s.table}: cannot read the source rows: {exc}") from exc
+        if s.cleanup:
+            s.cleanup(con)
+        work[s.table] = name
+    return work
+
+
+def _insert_columns(tdef: TableDef, iccc: bool) -> tuple[list[str], list[str]]:
+    """(target columns, SELECT expressions over work row `r` and ICCC lookup `i`)."""
+    targets: list[str] = []
+    exprs: list[str] = []
+    for f in tdef.fields:
+        if not f.derived or f.name.endswith("_precision"):
+            targets.append(f.name)
+            exprs.append(f"r.{q(f.name)}")
+        elif f.name in ICCC_FIELDS and iccc:
+            targets.append(f.name)
+            exprs.append(f"i.{q(f.name)}")
+    return targets, exprs
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, work: dict[str, str], ingest_id: str, report: IngestReport
+) -> None:
+    """Upsert accepted rows, replace quarantine and flags for the keys seen, count outcomes."""
+    model = load_model()
+    for name in topological(list(work)):
+        tdef = model.table(name)
+        w = q(work[name])
+        err = f"err_{name}"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {err} AS SELECT DISTINCT _row FROM {RESULTS} "
+            f"WHERE table_name = {lit(name)} AND severity = 'error'"
+        )
+        accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
+        key = key_expr(tdef)
+        # upsert: delete the stored rows whose key comes back, then insert
+        on = " AND ".join(f"t.{q(k)} IS NOT DISTINCT FROM a.{q(k)}" for k in tdef.primary_key)
+        keys = ", ".join(q(k) for k in tdef.primary_key)
+        con.execute(
+            f"DELETE FROM main.{q(name)} t USING (SELECT {keys} FROM {accepted}) a WHERE {on}"
+        )
+        iccc = name == "tumour" and build_iccc_lookup(con, work[name])
+        targets, exprs = _insert_columns(tdef, iccc)
+        joins = ""
+        if iccc:
+            joins = (
+                f" LEFT JOIN {ICCC_TABLE} i ON i.morphology = r.morphology "
+                "AND i.topography = r.topography AND i.behaviour = r.behaviour"
+            )
+        cols = ", ".join(q(c) for c in [*targets, "_source_file", "_source_row", "_ingest_id"])
+        con.execute(
+            f"INSERT INTO main.{q(name)} ({cols}) SELECT {', '.join(exprs)}, r._source_file, "
+            f"r._source_row, {lit(ingest_id)} FROM {accepted} r{joins}"
+        )
+        _write_quarantine(con, tdef, w, err, key, ingest_id)
+        _write_flags(con, tdef, w, err, key, ingest_id)
+        counts = con.execute(
+            f"SELECT (SELECT count(*) FROM {w}), (SELECT count(*) FROM {err}), "
+            f"(SELECT count(DISTINCT q._row) FROM {RESULTS} q ANTI JOIN {err} e ON q._row = e._row"
+            f" WHERE q.table_name = {lit(name)} AND q.severity = 'warning')"
+        ).fetchall()[0]
+        rows_read, quarantined, flagged = (int(c) for c in counts)
+        report.tables[name] = TableCounts(
+            rows_read=rows_read,
+            accepted=rows_read - quarantined,
+            quarantined=quarantined,
+            flagged=flagged,
+        )
+        con.execute(f"DROP TABLE {err}")
+    report.rows_read = sum(t.rows_read for t in report.tables.values())
+    report.accepted = sum(t.accepted for t in report.tables.values())
+    report.quarantined = sum(t.quarantined for t in report.tables.values())
+    report.flagged = sum(t.flagged for t in report.tables.values())
+    report.edits = {
+        edit_id: int(n)
+        for edit_id, n in con.execute(
+            f"SELECT edit_id, count(*) FROM {RESULTS} GROUP BY edit_id ORDER BY edit_id"
+        ).fetchall()
+    }
+
+
+def _write_quarantine(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, w: str, err: str, key: str, ingest_id: str
+) -> None:
+    """Quarantine every failing row with its raw text and all its reasons; earlier quarantine
+    entries for the same keys or the same source rows are replaced (re-ingest is idempotent)."""
+    name = tdef.name
+    con.execute(
+        f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND ("
+        f"q.record_key IN (SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM "
+        f"{w} r WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
+    )
+    raw = ", ".join(f"{lit(f.name)}, r.{q(raw_column(f))}" for f in tdef.input_fields)
+    reasons = (
+        f"SELECT _row, string_agg(DISTINCT edit_id, ';' ORDER BY edit_id) AS edit_ids, "
+        f"string_agg(DISTINCT field, ';' ORDER BY field) AS fields, "
+        f"string_agg(message, ' | ' ORDER BY severity, edit_id, field) AS messages, "
+        f"to_json(list({{'edit_id': edit_id, 'severity': severity, 'field': field, "
+        f"'value': value, 'message': message}} ORDER BY severity, edit_id, field)) AS reasons "
+        f"FROM {RESULTS} WHERE table_name = {lit(name)} AND _row IN (SELECT _row FROM {err}) "
+        f"GROUP BY _row"
+    )
+    con.execute(
+        f"INSERT INTO quarantine (ingest_id, table_name, source_file, source_row, record_key, "
+        f"edit_ids, fields, messages, reasons, raw) SELECT {lit(ingest_id)}, {lit(name)}, "
+        f"r._source_file, r._source_row, {key}, g.edit_ids, g.fields, g.messages, "
+        f"CAST(g.reasons AS VARCHAR), CAST(json_object({raw}) AS VARCHAR) "
+        f"FROM {w} r JOIN ({reasons}) g ON g._row = r._row ORDER BY r._row"
+    )
+
+
+def _write_flags(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, w: str, err: str, key: str, ingest_id: str
+) -> None:
+    """Warnings on accepted rows go to quality_flag, replacing the flags of the keys upserted."""
+    name = tdef.name
+    accepted_keys = f"SELECT {key} FROM {w} r ANTI JOIN {err} e ON r._row = e._row"
+    con.execute(
+        f"DELETE FROM quality_flag WHERE table_name = {lit(name)} "
+        f"AND record_key IN ({accepted_keys})"
+    )
+    con.execute(
+        f"INSERT INTO quality_flag SELECT {lit(ingest_id)}, {lit(name)}, r._source_file, "
+        f"r._source_row, {key}, x.edit_id, x.severity, x.field, x.value, x.message "
+        f"FROM {RESULTS} x JOIN {w} r ON r._row = x._row ANTI JOIN {err} e ON e._row = x._row "
+        f"WHERE x.table_name = {lit(name)} AND x.severity = 'warning' ORDER BY r._row, x.edit_id"
+    )
+
+
+def _log(con: duckdb.DuckDBPyConnection, report: IngestReport, started: datetime) -> None:
+    con.execute(
+        "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            report.ingest_id,
+            report.source,
+            started,
+            datetime.now(UTC).replace(tzinfo=None),
+            report.rows_read,
+            report.accepted,
+            report.quarantined,
+            report.flagged,
+            json.dumps(report.summary()),
+        ],
+    )

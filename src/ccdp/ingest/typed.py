@@ -1,0 +1,133 @@
+"""SQL that turns a table of raw strings (native canonical form) into typed work columns.
+
+For every input field the work table keeps the typed value under the field's name and, when the
+type is not a string, the trimmed raw text as `<field>__raw`, so that edits can say which value
+failed and quarantine can keep what the site sent. Nothing here loops over rows: it is one SELECT.
+"""
+
+from __future__ import annotations
+
+from ccdp.model import FieldDef, TableDef
+
+RAW_SUFFIX = "__raw"
+
+_ISO_DAY = r"'\d{4}-\d{2}-\d{2}'"
+_ISO_MONTH = r"'\d{4}-\d{2}'"
+_INTEGER = r"'[+-]?\d+'"
+_NUMBER = r"'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?'"
+
+TYPE_WORDS: dict[str, str] = {
+    "string": "text",
+    "integer": "an integer",
+    "float": "a number",
+    "boolean": "true or false",
+    "date": "a date (YYYY-MM-DD)",
+    "partial_date": "a date (YYYY-MM-DD or YYYY-MM)",
+}
+
+
+def q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: object) -> str:
+    """An SQL literal for a string or number."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def raw_column(field: FieldDef) -> str:
+    """Name of the work column holding the raw text of `field`."""
+    return field.name if field.type == "string" else field.name + RAW_SUFFIX
+
+
+def clean_text(expr: str) -> str:
+    """Trimmed text, empty -> NULL (a missing value is written as an empty cell)."""
+    return f"NULLIF(TRIM(CAST({expr} AS VARCHAR)), '')"
+
+
+def typed_expr(field: FieldDef, raw: str) -> str:
+    """Typed value of the raw text `raw` (an SQL expression); NULL when it does not parse."""
+    match field.type:
+        case "string":
+            return raw
+        case "integer":
+            return (
+                f"CASE WHEN regexp_full_match({raw}, {_INTEGER}) "
+                f"THEN TRY_CAST({raw} AS INTEGER) END"
+            )
+        case "float":
+            return (
+                f"CASE WHEN regexp_full_match({raw}, {_NUMBER}) THEN TRY_CAST({raw} AS DOUBLE) END"
+            )
+        case "boolean":
+            return f"CASE lower({raw}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+        case "date":
+            return (
+                f"CASE WHEN regexp_full_match({raw}, {_ISO_DAY}) "
+                f"THEN CAST(try_strptime({raw}, '%Y-%m-%d') AS DATE) END"
+            )
+        case "partial_date":
+            return (
+                f"CASE WHEN regexp_full_match({raw}, {_ISO_DAY}) "
+                f"THEN CAST(try_strptime({raw}, '%Y-%m-%d') AS DATE) "
+                f"WHEN regexp_full_match({raw}, {_ISO_MONTH}) "
+                f"THEN CAST(try_strptime({raw} || '-15', '%Y-%m-%d') AS DATE) END"
+            )
+    raise ValueError(f"unknown field type {field.type}")
+
+
+def precision_expr(raw: str, typed: str) -> str:
+    """'day' or 'month' for a partial date that parsed; NULL otherwise."""
+    return (
+        f"CASE WHEN {typed} IS NULL THEN NULL WHEN length({raw}) = 10 THEN 'day' ELSE 'month' END"
+    )
+
+
+def work_select(
+    table: TableDef,
+    source: str,
+    present: set[str],
+    *,
+    row_expr: str,
+    file_expr: str,
+    source_row_expr: str,
+    replace_raw: dict[str, str] | None = None,
+) -> str:
+    """SELECT building the work table of `table` from relation `source`.
+
+    `present` are the source's columns (missing fields become NULL); `replace_raw` maps a field to
+    an SQL expression over its cleaned text `{raw}` (used to pseudonymise keys at the door).
+    """
+    cols = [
+        f"{row_expr} AS _row",
+        f"{file_expr} AS _source_file",
+        f"{source_row_expr} AS _source_row",
+    ]
+    for field in table.input_fields:
+        raw = (
+            clean_text(f"src.{q(field.name)}") if field.name in present else "CAST(NULL AS VARCHAR)"
+        )
+        if replace_raw and field.name in replace_raw:
+            raw = replace_raw[field.name].format(raw=raw)
+        if field.type == "string":
+            cols.append(f"{raw} AS {q(field.name)}")
+            continue
+        cols.append(f"{raw} AS {q(field.name + RAW_SUFFIX)}")
+    # typed columns from the raw ones, in a second projection so each raw text is cleaned once
+    outer = ["w.*"]
+    for field in table.input_fields:
+        if field.type == "string":
+            continue
+        raw = f"w.{q(field.name + RAW_SUFFIX)}"
+        typed = typed_expr(field, raw)
+        outer.append(f"{typed} AS {q(field.name)}")
+        precision = field.name + "_precision"
+        if field.type == "partial_date" and precision in table.field_names:
+            outer.append(f"{precision_expr(raw, typed)} AS {q(precision)}")
+    inner = f"SELECT {', '.join(cols)} FROM {source} AS src"
+    return f"SELECT {', '.join(outer)} FROM ({inner}) AS w"

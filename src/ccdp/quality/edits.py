@@ -1,0 +1,96 @@
+"""Validation edits as data: `data/edits.yaml` parsed into `Edit` models, checked at load."""
+
+from __future__ import annotations
+
+import csv
+import re
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from ccdp.errors import SpecError
+from ccdp.model import load_model
+
+Severity = Literal["error", "warning"]
+Category = Literal["conformance", "completeness", "plausibility", "uniqueness", "relational"]
+Check = Literal[
+    "required",
+    "type",
+    "allowed",
+    "range",
+    "code",
+    "date_range",
+    "duplicate_key",
+    "orphan",
+    "parent_quarantined",
+    "sql",
+]
+
+
+class Edit(BaseModel):
+    """One validation edit. `sql` edits name their table and field and give `when`/`message`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    check: Check
+    severity: Severity
+    category: Category
+    description: str
+    code_system: str | None = None
+    table: str | None = None
+    field: str | None = None
+    when: str | None = None
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Edit:
+        if self.check == "sql":
+            if not (self.table and self.field and self.when and self.message):
+                raise ValueError(f"edit {self.id}: sql edits need table, field, when and message")
+            load_model().table(self.table).field(self.field)
+        if self.check == "code" and not self.code_system:
+            raise ValueError(f"edit {self.id}: code edits need a code_system")
+        return self
+
+    def parents(self) -> list[str]:
+        """Parent tables (by alias = table name) the SQL refers to."""
+        text = f"{self.when or ''} {self.message or ''}"
+        return [t for t in load_model().table_names if re.search(rf"\b{t}\.", text)]
+
+
+@cache
+def load_edits() -> tuple[Edit, ...]:
+    """The packaged edits, validated once per process; ids are unique."""
+    text = resources.files("ccdp.quality").joinpath("data/edits.yaml").read_text(encoding="utf-8")
+    try:
+        edits = tuple(Edit(**item) for item in yaml.safe_load(text)["edits"])
+    except (ValueError, KeyError) as exc:
+        raise SpecError(f"ccdp/quality/data/edits.yaml: {exc}") from exc
+    ids = [e.id for e in edits]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise SpecError(f"ccdp/quality/data/edits.yaml: duplicate edit ids {sorted(dupes)}")
+    return edits
+
+
+def edit(edit_id: str) -> Edit:
+    """The edit with this id."""
+    for e in load_edits():
+        if e.id == edit_id:
+            return e
+    raise KeyError(f"no edit {edit_id!r}")
+
+
+def edits_by_check(check: str) -> list[Edit]:
+    return [e for e in load_edits() if e.check == check]
+
+
+def reference_table(name: str) -> list[dict[str, str]]:
+    """Rows of a packaged reference CSV (`data/<name>.csv`, `#` lines are its source note)."""
+    text = resources.files("ccdp.quality").joinpath(f"data/{name}.csv").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return list(csv.DictReader(lines))

@@ -1,0 +1,357 @@
+"""Run the validation edits as DuckDB SQL over an ingest's work tables.
+
+Input: one work table per data-model table (`ccdp.ingest.typed.work_select`: typed columns, raw
+text in `<field>__raw`, `_row`, `_source_file`, `_source_row`), living in the store's connection so
+parents can be looked up among the rows already stored. Output: the temp table `qr` with one row
+per failed edit (table_name, _row, edit_id, severity, field, value, message). Each edit is one
+set-based statement; nothing loops over rows in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+import duckdb
+
+from ccdp.ingest.typed import TYPE_WORDS, lit, q, raw_column
+from ccdp.model import FieldDef, TableDef, load_model
+from ccdp.quality.codes import invalid_codes
+from ccdp.quality.edits import Edit, edits_by_check, load_edits, reference_table
+
+RESULTS = "qr"
+MIN_DATE = "1900-01-01"
+
+_MACROS = [
+    # completed years between two dates (age at an event, as registries count it)
+    """CREATE OR REPLACE TEMP MACRO ccdp_age(b, d) AS
+       date_part('year', d) - date_part('year', b)
+       - CASE WHEN strftime(d, '%m%d') < strftime(b, '%m%d') THEN 1 ELSE 0 END""",
+    # a birth date known to the month only may be as early as the 1st of that month
+    """CREATE OR REPLACE TEMP MACRO ccdp_earliest_birth(b, p) AS
+       CASE WHEN p = 'month' THEN CAST(date_trunc('month', b) AS DATE) ELSE b END""",
+]
+
+_REFERENCES: dict[str, dict[str, str]] = {
+    "sex_site": {
+        "topography_from": "VARCHAR",
+        "topography_to": "VARCHAR",
+        "impossible_sex": "VARCHAR",
+        "label": "VARCHAR",
+    },
+    "behaviour_site": {
+        "topography_from": "VARCHAR",
+        "topography_to": "VARCHAR",
+        "impossible_behaviour": "INTEGER",
+        "label": "VARCHAR",
+    },
+    "age_histology": {
+        "morphology_from": "VARCHAR",
+        "morphology_to": "VARCHAR",
+        "age_min": "INTEGER",
+        "age_max": "INTEGER",
+        "label": "VARCHAR",
+    },
+}
+
+
+def key_expr(table: TableDef, alias: str = "r") -> str:
+    """The row's key as text (composite keys joined by '|'), from the raw values."""
+    parts = [f"coalesce({alias}.{q(raw_column(table.field(k)))}, '')" for k in table.primary_key]
+    return parts[0] if len(parts) == 1 else f"concat_ws('|', {', '.join(parts)})"
+
+
+def template_sql(text: str) -> str:
+    """'is before {patient.birth_date}' -> concat('is before ', <the date as text>)."""
+    pieces: list[str] = []
+    pos = 0
+    for m in re.finditer(r"\{([^{}]+)\}", text):
+        if m.start() > pos:
+            pieces.append(lit(text[pos : m.start()]))
+        pieces.append(f"coalesce(CAST(({m.group(1)}) AS VARCHAR), '?')")
+        pos = m.end()
+    if pos < len(text):
+        pieces.append(lit(text[pos:]))
+    return f"concat({', '.join(pieces)})" if pieces else "''"
+
+
+def message_sql(field_name: str, value: str, text: str, edit_id: str) -> str:
+    """'<file> row <n>: <field> '<value>' <text> [<edit id>]' as an SQL expression."""
+    return (
+        f"concat(r._source_file, ' row ', CAST(r._source_row AS VARCHAR), ': ', {lit(field_name)},"
+        f" ' ', coalesce('''' || {value} || '''', '(empty)'), ' ', {text}, ' [', "
+        f"{lit(edit_id)}, ']')"
+    )
+
+
+def ancestor_joins(table: TableDef, wanted: list[str]) -> list[tuple[str, str, str, str]]:
+    """(alias, from_alias, fk column, parent key) joins reaching every wanted ancestor."""
+    model = load_model()
+    paths: dict[str, list[tuple[str, str, str, str]]] = {}
+
+    def walk(tdef: TableDef, alias: str, path: list[tuple[str, str, str, str]]) -> None:
+        for col, ref in tdef.foreign_keys.items():
+            parent, pcol = ref.split(".")
+            step = [*path, (parent, alias, col, pcol)]
+            paths.setdefault(parent, step)
+            walk(model.table(parent), parent, step)
+
+    walk(table, "r", [])
+    joins: list[tuple[str, str, str, str]] = []
+    for name in wanted:
+        for step in paths.get(name, []):
+            if step not in joins:
+                joins.append(step)
+    return joins
+
+
+@dataclass
+class EditRun:
+    """One run of every edit over the work tables of an ingest (see module docstring)."""
+
+    con: duckdb.DuckDBPyConnection
+    work: dict[str, str]
+    today: date = field(default_factory=date.today)
+    stored: bool = True  # whether the store's own tables exist (parents may live there)
+
+    def run(self) -> None:
+        """Evaluate every edit; results land in temp table `qr`."""
+        self._setup()
+        model = load_model()
+        for name, work in self.work.items():
+            tdef = model.table(name)
+            self._field_checks(tdef, work)
+            self._duplicates(tdef, work)
+        self._effective_parents()
+        for edit in edits_by_check("sql"):
+            if edit.table in self.work:
+                self._sql_edit(edit)
+        self._references()
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        for macro in _MACROS:
+            self.con.execute(macro)
+        for name, columns in _REFERENCES.items():
+            cols = ", ".join(f"{c} {t}" for c, t in columns.items())
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE ref_{name} ({cols})")
+            rows = [tuple(r[c] for c in columns) for r in reference_table(name)]
+            if rows:
+                marks = ", ".join("?" for _ in columns)
+                self.con.executemany(f"INSERT INTO ref_{name} VALUES ({marks})", rows)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {RESULTS} (table_name VARCHAR, _row BIGINT, "
+            "edit_id VARCHAR, severity VARCHAR, field VARCHAR, value VARCHAR, message VARCHAR)"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE bad_codes (code_system VARCHAR, code VARCHAR, "
+            "reason VARCHAR)"
+        )
+
+    def _insert(
+        self,
+        table: str,
+        edit: Edit,
+        field_name: str,
+        value: str,
+        text: str,
+        source: str,
+        where: str,
+    ) -> None:
+        self.con.execute(
+            f"INSERT INTO {RESULTS} SELECT {lit(table)}, r._row, {lit(edit.id)}, "
+            f"{lit(edit.severity)}, {lit(field_name)}, {value}, "
+            f"{message_sql(field_name, value, text, edit.id)} FROM {source} WHERE {where}"
+        )
+
+    # -- checks generated from the model -----------------------------------------------------------
+    def _field_checks(self, tdef: TableDef, work: str) -> None:
+        src = f"{q(work)} AS r"
+        keys = set(tdef.primary_key)
+        for f in tdef.input_fields:
+            raw = f"r.{q(raw_column(f))}"
+            typed = f"r.{q(f.name)}"
+            for edit in load_edits():
+                where, text = self._field_rule(edit, tdef, f, raw, typed, keys)
+                if where:
+                    self._insert(tdef.name, edit, f.name, raw, text, src, where)
+            if f.code_system:
+                self._code_check(tdef, f, work)
+
+    def _field_rule(
+        self, edit: Edit, tdef: TableDef, f: FieldDef, raw: str, typed: str, keys: set[str]
+    ) -> tuple[str, str]:
+        """(WHERE condition, message SQL) of a model-generated edit for one field, or ('', '')."""
+        if edit.check == "required" and (f.required or f.name in keys):
+            return f"{raw} IS NULL", lit("is required")
+        if edit.check == "type" and f.type != "string":
+            return f"{raw} IS NOT NULL AND {typed} IS NULL", lit(f"is not {TYPE_WORDS[f.type]}")
+        if edit.check == "allowed" and f.allowed:
+            values = ", ".join(lit(v) for v in f.allowed)
+            shown = ", ".join(str(v) for v in f.allowed)
+            return f"{typed} NOT IN ({values})", lit(f"is not one of: {shown}")
+        if edit.check == "range" and (f.min is not None or f.max is not None):
+            lo = f"{typed} < {f.min!r}" if f.min is not None else "false"
+            hi = f"{typed} > {f.max!r}" if f.max is not None else "false"
+            return f"({lo} OR {hi})", lit(f"is outside the range {f.min} to {f.max}")
+        if edit.check == "date_range" and f.type in ("date", "partial_date"):
+            precision = f.name + "_precision"
+            day = typed
+            if f.type == "partial_date" and precision in tdef.field_names:
+                day = f"ccdp_earliest_birth({typed}, r.{q(precision)})"
+            today = self.today.isoformat()
+            return (
+                f"({typed} < DATE '{MIN_DATE}' OR {day} > DATE '{today}')",
+                lit(f"is before {MIN_DATE} or after the ingest date {today}"),
+            )
+        return "", ""
+
+    def _code_check(self, tdef: TableDef, f: FieldDef, work: str) -> None:
+        system = f.code_system or ""
+        edits = [e for e in edits_by_check("code") if e.code_system == system]
+        if not edits:
+            return
+        values = [
+            row[0]
+            for row in self.con.execute(
+                f"SELECT DISTINCT {q(f.name)} FROM {q(work)} WHERE {q(f.name)} IS NOT NULL"
+            ).fetchall()
+        ]
+        bad = invalid_codes(system, values)
+        self.con.execute("DELETE FROM bad_codes WHERE code_system = ?", [system])
+        if bad:
+            self.con.executemany(
+                "INSERT INTO bad_codes VALUES (?, ?, ?)", [(system, c, r) for c, r in bad.items()]
+            )
+        src = (
+            f"{q(work)} AS r JOIN bad_codes b ON b.code_system = {lit(system)} "
+            f"AND b.code = r.{q(f.name)}"
+        )
+        self._insert(tdef.name, edits[0], f.name, f"r.{q(f.name)}", "b.reason", src, "true")
+
+    # -- keys -------------------------------------------------------------------------------------
+    def _duplicates(self, tdef: TableDef, work: str) -> None:
+        edit = edits_by_check("duplicate_key")[0]
+        keys = ", ".join(f"{q(raw_column(tdef.field(k)))}" for k in tdef.primary_key)
+        shown = "/".join(tdef.primary_key)
+        ranked = (
+            f"(SELECT *, row_number() OVER w AS _rank, first_value(_source_file) OVER w AS _f1, "
+            f"first_value(_source_row) OVER w AS _r1 FROM {q(work)} "
+            f"WINDOW w AS (PARTITION BY {keys} ORDER BY _row)) AS r"
+        )
+        text = "concat('duplicates the key of ', r._f1, ' row ', CAST(r._r1 AS VARCHAR))"
+        self._insert(tdef.name, edit, shown, key_expr(tdef), text, ranked, "r._rank > 1")
+
+    def _effective_parents(self) -> None:
+        """eff_<parent>: the parent rows this ingest brings (first of duplicates), plus stored
+        rows it does not replace, so cross-table edits see the parent wherever it lives."""
+        model = load_model()
+        parents = {
+            ref.split(".")[0]
+            for name in self.work
+            for t in [name, *self._ancestors(name)]
+            for ref in model.table(t).foreign_keys.values()
+        }
+        for parent in parents:
+            tdef = model.table(parent)
+            cols = [f.name for f in tdef.fields if not f.derived or f.name.endswith("_precision")]
+            sel = ", ".join(q(c) for c in cols)
+            pk = tdef.primary_key
+            parts = []
+            if parent in self.work:
+                part = ", ".join(q(k) for k in pk)
+                parts.append(
+                    f"SELECT {sel} FROM (SELECT *, row_number() OVER (PARTITION BY {part} "
+                    f"ORDER BY _row) AS _rank FROM {q(self.work[parent])}) WHERE _rank = 1"
+                )
+            if self.stored:
+                anti = ""
+                if parent in self.work:
+                    on = " AND ".join(f"w.{q(k)} = s.{q(k)}" for k in pk)
+                    anti = f" WHERE NOT EXISTS (SELECT 1 FROM {q(self.work[parent])} w WHERE {on})"
+                parts.append(f"SELECT {sel} FROM main.{q(parent)} s{anti}")
+            body = " UNION ALL ".join(parts) if parts else f"SELECT {sel} WHERE false"
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE eff_{parent} AS {body}")
+
+    def _ancestors(self, name: str) -> list[str]:
+        tdef = load_model().table(name)
+        out: list[str] = []
+        for ref in tdef.foreign_keys.values():
+            parent = ref.split(".")[0]
+            out += [parent, *self._ancestors(parent)]
+        return out
+
+    def _sql_edit(self, edit: Edit) -> None:
+        assert edit.table and edit.field and edit.when and edit.message
+        tdef = load_model().table(edit.table)
+        source = f"{q(self.work[edit.table])} AS r"
+        for alias, frm, col, pcol in ancestor_joins(tdef, edit.parents()):
+            source += f" LEFT JOIN eff_{alias} AS {alias} ON {frm}.{q(col)} = {alias}.{q(pcol)}"
+        value = f"r.{q(raw_column(tdef.field(edit.field)))}"
+        try:
+            self._insert(
+                edit.table, edit, edit.field, value, template_sql(edit.message), source, edit.when
+            )
+        except duckdb.Error as exc:
+            raise RuntimeError(f"edit {edit.id} has invalid SQL: {exc}") from exc
+
+    def _references(self) -> None:
+        """Orphans, table by table from parents to children, so a child of a quarantined parent
+        is itself quarantined (the store never holds a row whose parent it lacks)."""
+        model = load_model()
+        orphan = edits_by_check("orphan")[0]
+        held = edits_by_check("parent_quarantined")[0]
+        for name in topological(list(self.work)):
+            tdef = model.table(name)
+            for col, ref in tdef.foreign_keys.items():
+                parent, pcol = ref.split(".")
+                okk = f"okk_{name}_{col}"
+                parts = []
+                if parent in self.work:
+                    parts.append(
+                        f"SELECT {q(pcol)} AS k FROM {q(self.work[parent])} WHERE _row NOT IN "
+                        f"(SELECT _row FROM {RESULTS} WHERE table_name = {lit(parent)} "
+                        "AND severity = 'error')"
+                    )
+                if self.stored:
+                    parts.append(f"SELECT {q(pcol)} AS k FROM main.{q(parent)}")
+                body = " UNION ".join(parts) if parts else "SELECT CAST(NULL AS VARCHAR) AS k"
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {okk} AS {body}")
+                missing = (
+                    f"r.{q(col)} IS NOT NULL AND NOT EXISTS "
+                    f"(SELECT 1 FROM {okk} o WHERE o.k = r.{q(col)})"
+                )
+                src = f"{q(self.work[name])} AS r"
+                value = f"r.{q(col)}"
+                if parent in self.work:
+                    in_batch = (
+                        f"EXISTS (SELECT 1 FROM {q(self.work[parent])} p "
+                        f"WHERE p.{q(pcol)} = r.{q(col)})"
+                    )
+                    text = lit(f"refers to a {parent} that is quarantined in this ingest")
+                    self._insert(name, held, col, value, text, src, f"{missing} AND {in_batch}")
+                    missing = f"{missing} AND NOT {in_batch}"
+                text = lit(f"refers to a {parent} that is neither in this ingest nor in the store")
+                self._insert(name, orphan, col, value, text, src, missing)
+                self.con.execute(f"DROP TABLE {okk}")
+
+
+def topological(tables: list[str]) -> list[str]:
+    """Tables ordered parents first (by the model's foreign keys)."""
+    model = load_model()
+    done: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for ref in model.table(name).foreign_keys.values():
+            parent = ref.split(".")[0]
+            if parent in tables:
+                visit(parent)
+        done.append(name)
+
+    for t in model.table_names:
+        if t in tables:
+            visit(t)
+    return done

@@ -1,0 +1,119 @@
+"""Schema migrations of the node store, keyed by the data-model version they lead to.
+
+A migration step for version N holds the SQL that turns a version N-1 store into version N where
+that needs more than the model says (renames, conversions). Additive changes (a new table, a new
+field) need no step: `sync_with_model` adds every table and column the model has and the store
+lacks, after the explicit steps ran.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ccdp.model import load_model
+
+# Version the model reached -> SQL statements run, in order, to get there from the version before.
+MIGRATIONS: dict[int, list[str]] = {}
+
+# System columns added to every data-model table: where the row came from and which ingest wrote it.
+SYSTEM_COLUMNS: dict[str, str] = {
+    "_source_file": "VARCHAR",
+    "_source_row": "INTEGER",
+    "_ingest_id": "VARCHAR",
+}
+
+# Store-only tables (not part of the data model): their DDL, created with the model tables.
+SYSTEM_TABLES: dict[str, str] = {
+    "schema_version": """CREATE TABLE IF NOT EXISTS schema_version (
+        model_version INTEGER NOT NULL,
+        applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        note VARCHAR
+    )""",
+    "ingest_log": """CREATE TABLE IF NOT EXISTS ingest_log (
+        ingest_id VARCHAR PRIMARY KEY,
+        source VARCHAR,
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        rows_read BIGINT,
+        accepted BIGINT,
+        quarantined BIGINT,
+        flagged BIGINT,
+        report VARCHAR
+    )""",
+    "quarantine": """CREATE TABLE IF NOT EXISTS quarantine (
+        ingest_id VARCHAR NOT NULL,
+        table_name VARCHAR NOT NULL,
+        source_file VARCHAR,
+        source_row INTEGER,
+        record_key VARCHAR,
+        edit_ids VARCHAR,
+        fields VARCHAR,
+        messages VARCHAR,
+        reasons VARCHAR,
+        raw VARCHAR,
+        quarantined_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    )""",
+    "quality_flag": """CREATE TABLE IF NOT EXISTS quality_flag (
+        ingest_id VARCHAR NOT NULL,
+        table_name VARCHAR NOT NULL,
+        source_file VARCHAR,
+        source_row INTEGER,
+        record_key VARCHAR,
+        edit_id VARCHAR NOT NULL,
+        severity VARCHAR NOT NULL,
+        field VARCHAR,
+        value VARCHAR,
+        message VARCHAR
+    )""",
+}
+
+
+def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The model version recorded in the store, or None for a store not yet created."""
+    # fetchall, not fetchone: DuckDB keeps a half-read result open and refuses other work
+    (exists,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'schema_version' AND table_schema = 'main'"
+    ).fetchall()[0]
+    if exists == 0:
+        return None
+    (version,) = con.execute("SELECT max(model_version) FROM schema_version").fetchall()[0]
+    return None if version is None else int(version)
+
+
+def sync_with_model(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create missing tables and add missing columns; returns what was added (for the log)."""
+    added: list[str] = []
+    for ddl in SYSTEM_TABLES.values():
+        con.execute(ddl)
+    for table in load_model().tables.values():
+        existing = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = ? AND table_schema = 'main'",
+                [table.name],
+            ).fetchall()
+        }
+        if not existing:
+            con.execute(table.ddl(SYSTEM_COLUMNS))
+            added.append(table.name)
+            continue
+        wanted = {f.name: f.duckdb_type for f in table.fields} | SYSTEM_COLUMNS
+        for col, typ in wanted.items():
+            if col not in existing:
+                con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{col}" {typ}')
+                added.append(f"{table.name}.{col}")
+    return added
+
+
+def migrate(con: duckdb.DuckDBPyConnection, from_version: int, to_version: int) -> None:
+    """Run the explicit steps from_version+1 .. to_version, then add what the model adds."""
+    for version in range(from_version + 1, to_version + 1):
+        for statement in MIGRATIONS.get(version, []):
+            con.execute(statement)
+    added = sync_with_model(con)
+    con.execute(
+        "INSERT INTO schema_version (model_version, note) VALUES (?, ?)",
+        [to_version, f"migrated from {from_version}; added: {', '.join(added) or 'nothing'}"],
+    )
