@@ -64,6 +64,10 @@ def test_clean_registry_is_accepted_whole_and_typed(tmp_path: Path) -> None:
     assert tumour["behaviour"].dtype.kind == "i" and tumour["wbc_at_diagnosis"].iloc[0] == 10.5
     assert bool(specimen["available"].iloc[0]) is True
     assert population["population"].sum() == 2 * (350000 + 1400000)
+    # derived at ingest by the ICCC-3 recoder: precursor-cell leukaemia
+    assert tumour[
+        ["iccc_group", "iccc_subgroup", "iccc_recode"]
+    ].drop_duplicates().values.tolist() == [["I", "Ia", "011"]]
     assert set(patient["_source_file"]) == {"site/patient.csv"}
     assert list(patient["_source_row"]) == list(range(1, len(rows["patient"]) + 1))
 

@@ -1,64 +1,36 @@
 """Derived fields computed at ingest: the ICCC-3 classification of each tumour.
 
 Classification runs once per distinct (morphology, topography, behaviour) combination, never per
-row, and the answers are joined back in SQL. Until ccdp.terminology.iccc is available the derived
-columns stay empty.
+row (ccdp.terminology.iccc is vectorised), and the answers are joined back in SQL. Invalid codes
+get no classification here: the code edits quarantine those rows.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import Any
-
 import duckdb
+import pandas as pd
 
 from ccdp.ingest.typed import q
+from ccdp.terminology.iccc import classify
 
 ICCC_FIELDS = ("iccc_group", "iccc_subgroup", "iccc_extended", "iccc_recode")
 ICCC_TABLE = "iccc_lookup"
 
 
-def _classifier() -> Callable[..., Any] | None:
-    try:
-        module = importlib.import_module("ccdp.terminology.iccc")
-    except ImportError:
-        return None
-    fn = getattr(module, "classify", None)
-    return fn if callable(fn) else None
-
-
-def _answer(result: Any, name: str) -> str | None:
-    """Read one ICCC field from a classification result (object or mapping)."""
-    short = name.removeprefix("iccc_")
-    for key in (name, short):
-        value = result.get(key) if isinstance(result, dict) else getattr(result, key, None)
-        if value is not None:
-            return str(value)
-    return None
-
-
 def build_iccc_lookup(con: duckdb.DuckDBPyConnection, work: str) -> bool:
-    """Create temp table `iccc_lookup` for the tumours of `work`; False if no classifier yet."""
-    classify = _classifier()
-    if classify is None:
-        return False
+    """Create temp table `iccc_lookup` classifying every distinct code triple of `work`."""
     combos = con.execute(
         f"SELECT DISTINCT morphology, topography, behaviour FROM {q(work)} "
         "WHERE morphology IS NOT NULL AND topography IS NOT NULL AND behaviour IS NOT NULL"
-    ).fetchall()
-    rows = []
-    for morphology, topography, behaviour in combos:
-        try:
-            result = classify(morphology, topography, behaviour)
-        except Exception:  # an unclassifiable code is reported by the code edits, not here
-            continue
-        rows.append((morphology, topography, behaviour, *(_answer(result, f) for f in ICCC_FIELDS)))
-    cols = ", ".join(f"{f} VARCHAR" for f in ICCC_FIELDS)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {ICCC_TABLE} (morphology VARCHAR, topography VARCHAR, "
-        f"behaviour INTEGER, {cols})"
+    ).df()
+    result = classify(combos["morphology"], combos["topography"], combos["behaviour"])
+    lookup = pd.concat(
+        [combos.reset_index(drop=True), result[list(ICCC_FIELDS)].reset_index(drop=True)], axis=1
     )
-    if rows:
-        con.executemany(f"INSERT INTO {ICCC_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    lookup["behaviour"] = lookup["behaviour"].astype("int32")
+    con.register("iccc_answers", lookup)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ICCC_TABLE} AS SELECT * FROM iccc_answers")
+    finally:
+        con.unregister("iccc_answers")
     return True

@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ccdp.ingest.typed import lit, q
 from ccdp.ingest.errors import IngestError
+from ccdp.ingest.typed import lit, q
 from ccdp.model import load_model
 
 IDENTIFIER_PREFIX = "_identifier_"

@@ -24,11 +24,11 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ccdp.ingest.typed import lit, q, raw_column, work_select
 from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
 from ccdp.ingest.errors import IngestError
 from ccdp.ingest.native import IDENTIFIER_PREFIX, NativeFile, load_native_file, native_files
 from ccdp.ingest.pseudonym import pseudonym_sql
+from ccdp.ingest.typed import lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
 from ccdp.store import NodeStore

@@ -1,79 +1,107 @@
 """Code validity for the model's code systems, over distinct values (never per row).
 
-The lists themselves belong to ccdp.terminology; this module asks it and turns the answers into
-reasons an edit can print. Where terminology offers no lookup for a system, the documented format
-of the code is checked instead (ISO 3166 alpha-2: two capital letters; DUO: DUO:0000000).
+The code lists belong to ccdp.terminology; this module asks it and turns the answers into the
+reasons an edit prints. Values must be valid *and* canonical (`C42.1`, `9836`, `FR`,
+`DUO:0000042`): other spellings are a mapping spec's job to normalise before the store.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
-_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
-    "icdo3_topography": (re.compile(r"C\d{2}\.\d"), "ICD-O-3 topography (C00.0-C80.9)"),
-    "icdo3_morphology": (re.compile(r"\d{4}"), "ICD-O-3 morphology (4 digits, 8000-9993)"),
-    "iso3166_alpha2": (re.compile(r"[A-Z]{2}"), "ISO 3166-1 alpha-2 country code"),
-    "duo": (re.compile(r"DUO:\d{7}"), "GA4GH DUO code (DUO:0000042)"),
-}
+import numpy as np
+import pandas as pd
 
-# terminology module and function answering "is this code valid?" for each code system
-_LOOKUPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "icdo3_topography": ("ccdp.terminology.icdo3", ("valid_topography",)),
-    "icdo3_morphology": ("ccdp.terminology.icdo3", ("valid_morphology",)),
-    "iso3166_alpha2": ("ccdp.terminology.countries", ("valid_country", "is_valid", "valid")),
-    "duo": ("ccdp.terminology.duo", ("valid_duo", "is_valid", "valid")),
-}
+from ccdp.terminology import icdo3
+
+_DUO_ID = re.compile(r"DUO:\d{7}")
+_ALPHA2 = re.compile(r"[A-Z]{2}")
 
 
-def _lookup(code_system: str) -> Callable[[str], Any] | None:
-    """The terminology predicate for a code system, if terminology provides one."""
-    module_name, names = _LOOKUPS.get(code_system, ("", ()))
-    if not module_name:
-        return None
+def _topography(values: list[str]) -> dict[str, str]:
+    series = pd.Series(values, dtype=object)
+    valid = icdo3.valid_topography(series)
+    canonical = (icdo3.normalise_topography(series) == series).to_numpy(dtype=bool)
+    out: dict[str, str] = {}
+    for value, ok, canon in zip(values, valid, canonical, strict=True):
+        if not ok:
+            out[value] = "is not an ICD-O-3 topography code (C00.0-C80.9, written like C42.1)"
+        elif not canon:
+            out[value] = "is not in canonical form (write ICD-O-3 topography like C42.1)"
+    return out
+
+
+def _morphology(values: list[str]) -> dict[str, str]:
+    series = pd.Series(values, dtype=object)
+    valid = icdo3.valid_morphology(series)
+    canonical = (icdo3.normalise_morphology(series)["morphology"] == series).to_numpy(dtype=bool)
+    out: dict[str, str] = {}
+    for value, ok, canon in zip(values, valid, canonical, strict=True):
+        if not ok:
+            out[value] = "is not an ICD-O-3 morphology code (4 digits, e.g. 9836)"
+        elif not canon:
+            out[value] = "is not in canonical form (4 digits without behaviour, e.g. 9836)"
+    return out
+
+
+def _optional(module: str, name: str) -> Callable[..., object] | None:
     try:
-        module = importlib.import_module(module_name)
+        fn = getattr(importlib.import_module(module), name, None)
     except ImportError:
         return None
-    for name in names:
-        fn = getattr(module, name, None)
-        if callable(fn):
-            return fn
-    return None
+    return fn if callable(fn) else None
 
 
-def _in_range(code_system: str, code: str) -> bool:
-    if code_system == "icdo3_topography":
-        return 0 <= int(code[1:3]) <= 80
-    if code_system == "icdo3_morphology":
-        return 8000 <= int(code) <= 9993
-    return True
+def _country(values: list[str]) -> dict[str, str]:
+    valid_country = _optional("ccdp.terminology.countries", "valid_country")
+    if valid_country is not None:
+        valid = np.asarray(valid_country(values), dtype=bool)
+    else:  # terminology without a country list: check the ISO 3166-1 alpha-2 form only
+        valid = np.array([bool(_ALPHA2.fullmatch(v)) for v in values], dtype=bool)
+    return {
+        v: "is not an ISO 3166-1 alpha-2 country code (e.g. FR)"
+        for v, ok in zip(values, valid, strict=True)
+        if not ok
+    }
 
 
-def is_valid(code_system: str, code: str) -> bool:
-    """Whether one code is valid in its system."""
-    fn = _lookup(code_system)
-    if fn is not None:
-        return bool(fn(code))
-    pattern, _ = _FORMATS[code_system]
-    return bool(pattern.fullmatch(code)) and _in_range(code_system, code)
-
-
-def describe(code_system: str) -> str:
-    """Human name of a code system, for messages."""
-    return _FORMATS.get(code_system, (None, code_system))[1]
-
-
-def invalid_codes(code_system: str, values: Iterable[str]) -> dict[str, str]:
-    """For each invalid value, the reason (DUO consent values are space-separated lists)."""
-    reasons: dict[str, str] = {}
+def _consent(values: list[str]) -> dict[str, str]:
+    parse = _optional("ccdp.terminology.duo", "parse_consent")
+    out: dict[str, str] = {}
     for value in values:
-        if code_system == "duo":
-            bad = [t for t in value.split() if not is_valid("duo", t)]
+        tokens = value.split()
+        if parse is not None:
+            try:
+                parsed = parse(value)
+            except Exception as exc:  # ConsentError: the token and the rule, in its message
+                out[value] = f"is not valid DUO consent: {exc}"
+                continue
+            if parsed != tokens:
+                canonical = " ".join(str(t) for t in parsed)  # type: ignore[attr-defined]
+                out[value] = f"is not in canonical form (write {canonical})"
+        else:
+            bad = [t for t in tokens if not _DUO_ID.fullmatch(t)]
             if bad:
-                reasons[value] = f"holds {', '.join(bad)}, not a {describe('duo')}"
-        elif not is_valid(code_system, value):
-            reasons[value] = f"is not a valid {describe(code_system)}"
-    return reasons
+                out[value] = f"holds {', '.join(bad)}, not a GA4GH DUO identifier (DUO:0000042)"
+    return out
+
+
+CHECKERS: dict[str, Callable[[list[str]], dict[str, str]]] = {
+    "icdo3_topography": _topography,
+    "icdo3_morphology": _morphology,
+    "iso3166_alpha2": _country,
+    "duo": _consent,
+}
+
+
+def invalid_codes(code_system: str, values: list[str]) -> dict[str, str]:
+    """For each invalid value of a code system, the reason (message text after the value)."""
+    if not values:
+        return {}
+    try:
+        checker = CHECKERS[code_system]
+    except KeyError:
+        raise KeyError(f"no validity check for code system {code_system!r}") from None
+    return checker(values)
