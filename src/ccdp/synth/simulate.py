@@ -324,6 +324,8 @@ def _course(
     has_fl = ~np.isnan(fl_weeks)
     cases["frontline_end_t"] = np.where(has_fl, fl_end, np.nan)
 
+    cases["t_event_latent"] = t_event
+    cases["frontline_planned_t"] = np.where(has_fl, planned, np.nan)
     # the first event happens only if it precedes a toxic death
     event = np.isfinite(t_event) & (t_event < t_trm)
     cases["t_event"] = np.where(event, t_event, np.inf)
