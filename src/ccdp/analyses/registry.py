@@ -13,6 +13,7 @@ from ccdp.analyses.errors import AnalysisError
 _ENTRIES: dict[str, str] = {
     "count": "ccdp.analyses.count:Count",
     "crosstab": "ccdp.analyses.count:Crosstab",
+    "incidence": "ccdp.analyses.incidence:Incidence",
     "km": "ccdp.analyses.km:KaplanMeier",
     "logrank": "ccdp.analyses.logrank:Logrank",
     "cox": "ccdp.analyses.cox:Cox",

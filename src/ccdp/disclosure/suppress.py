@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ccdp.analyses.base import CountsPart
 from ccdp.analyses.common import sort_key
@@ -120,7 +121,7 @@ class _Family:
             t.primary = _small(t.values, min_cell, zero_release)
             t.suppressed = t.primary.copy()
         self.margins = self._public_margins()
-        self.unprotectable: set[tuple[int, int]] = set()
+        self.unprotectable: set[tuple[int, int]] = self._hopeless()
 
     # -- the attacker's equations -------------------------------------------------------------
     def _public_margins(self) -> list[np.ndarray]:
@@ -136,11 +137,28 @@ class _Family:
                     if keep
                     else np.zeros(self.n_base, dtype=int)
                 )
-                sums = np.zeros((int(np.prod(shape)) if shape else 1, t.values.shape[1]))
-                np.add.at(sums, gid_for_cells(t, gid), t.values)
-                public = ~_small(sums, self.min_cell, self.zero_release)
+                n_groups = int(np.prod(shape)) if shape else 1
+                cell_gid = gid_for_cells(t, gid)
+                sums = np.zeros((n_groups, t.values.shape[1]))
+                np.add.at(sums, cell_gid, t.values)
+                # a group of one cell is that cell: it is public only if the cell is released
+                multi = np.bincount(cell_gid, minlength=n_groups) > 1
+                public = ~_small(sums, self.min_cell, self.zero_release) & multi
                 rows += [gid == g for g in np.flatnonzero(public)]
         return rows
+
+    def _hopeless(self) -> set[tuple[int, int]]:
+        """Cells that public margins alone determine (e.g. a table's only level of a dimension):
+        suppressing them protects nothing, so they are neither targets nor complements."""
+        if self.n_base > MAX_EXACT_CELLS or not self.margins:
+            return set()
+        null = _null_space(np.array(self.margins, dtype=float))
+        out = set()
+        for ti, t in enumerate(self.tables):
+            ind = (t.of_base[None, :] == np.arange(t.size)[:, None]).astype(float)
+            resid = np.linalg.norm(ind @ null, axis=1) if null.shape[1] else np.zeros(t.size)
+            out |= {(ti, int(j)) for j in np.flatnonzero(resid < 1e-8)}
+        return out
 
     def _pinned(self) -> np.ndarray:
         pinned = np.zeros(self.n_base, dtype=bool)
@@ -160,9 +178,7 @@ class _Family:
         u = int(unknown.sum())
         if mat.size == 0:
             return unknown, np.eye(u)
-        _, s, vt = np.linalg.svd(mat, full_matrices=True)
-        rank = int((s > 1e-9 * max(1.0, s[0])).sum())
-        return unknown, vt[rank:].T
+        return unknown, _null_space(mat)
 
     def _exposed(self) -> list[tuple[int, int]]:
         """Suppressed cells (table, cell) that the known equations determine."""
@@ -205,14 +221,14 @@ class _Family:
                     c = list(coords)
                     c[ax] = level
                     k = int(np.ravel_multi_index(tuple(c), t.shape))
-                    if not t.suppressed[k]:
+                    if not t.suppressed[k] and (ti, k) not in self.unprotectable:
                         cands.append((ti, k))
         fibre = t.of_base == j
         for oi, o in enumerate(self.tables):
             if oi == ti:
                 continue
             for k in np.unique(o.of_base[fibre]):
-                if not o.suppressed[k]:
+                if not o.suppressed[k] and (oi, int(k)) not in self.unprotectable:
                     cands.append((oi, int(k)))
 
         return sorted(set(cands), key=self._cost)
@@ -267,6 +283,14 @@ class _Family:
         )
 
 
+def _null_space(mat: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of {x : mat @ x = 0}, from the eigenvectors of the small Gram matrix
+    (the equations outnumber the unknowns, so this is far cheaper than a full SVD)."""
+    gram = mat.T @ mat
+    vals, vecs = np.linalg.eigh(gram)
+    return vecs[:, vals <= 1e-9 * max(1.0, float(vals.max(initial=0.0)))]
+
+
 def gid_for_cells(t: _Table, gid: np.ndarray) -> np.ndarray:
     """Margin group of each of table t's cells (via any base cell that maps to it)."""
     first = np.full(t.size, -1, dtype=int)
@@ -285,6 +309,14 @@ def suppress(
     parts: dict[str, CountsPart], min_cell: int, zero_cells: str = "release"
 ) -> tuple[dict[str, CountsPart], SuppressionReport]:
     """Apply primary and secondary suppression to every count table of one answer."""
+    # the audit makes many tiny LAPACK calls: BLAS threads only add contention there
+    with threadpool_limits(1):
+        return _suppress(parts, min_cell, zero_cells)
+
+
+def _suppress(
+    parts: dict[str, CountsPart], min_cell: int, zero_cells: str
+) -> tuple[dict[str, CountsPart], SuppressionReport]:
     zero_release = zero_cells == "release"
     report = SuppressionReport()
     out: dict[str, CountsPart] = {}
@@ -303,7 +335,9 @@ def suppress(
         for group in groups:
             fam = _Family(group, min_cell, zero_release)
             fam.protect()
-            report.unprotectable += len(fam.unprotectable)
+            report.unprotectable += sum(
+                1 for ti, j in fam.unprotectable if fam.tables[ti].suppressed[j]
+            )
             for t in fam.tables:
                 out[t.name] = fam.released(t)
                 report.primary[t.name] = int(t.primary.sum())

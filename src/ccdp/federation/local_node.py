@@ -43,6 +43,19 @@ def connect_store(store: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+# Cohort variables that are also dimensions of the population table: a cohort restricted on
+# them restricts the denominators too (other conditions, e.g. iccc_group, restrict cases only).
+POPULATION_VARIABLES = ("country", "sex", "diagnosis_year", "diagnosis_period", "age_group")
+
+POPULATION_SQL = """
+SELECT country, year, sex, age_group, population FROM (
+    SELECT *, year AS diagnosis_year,
+        ((year // 5) * 5)::VARCHAR || '-' || ((year // 5) * 5 + 4)::VARCHAR AS diagnosis_period
+    FROM store.population) AS v
+WHERE {where}
+"""
+
+
 @dataclass
 class StoreData:
     """NodeData over a node store: the cohort's view rows, read once per study."""
@@ -50,14 +63,18 @@ class StoreData:
     node: str
     frame: pd.DataFrame
     store: Path
+    cohort: CohortSpec = field(default_factory=CohortSpec)
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
 
     def population(self) -> pd.DataFrame:
+        """The population table, restricted as the cohort restricts country/sex/year/age."""
+        keep = {k: v for k, v in self.cohort.root.items() if k in POPULATION_VARIABLES}
+        where, params = CohortSpec.model_validate(keep).compile()
         con = connect_store(self.store)
         try:
-            return con.execute("SELECT * FROM store.population").df()
+            return con.execute(POPULATION_SQL.format(where=where), params).df()
         finally:
             con.close()
 
@@ -155,7 +172,7 @@ class LocalNode:
             frame = self._read(columns, cohort)
             study = _Study(
                 key=key,
-                data=StoreData(self.name, frame, self.store),
+                data=StoreData(self.name, frame, self.store, cohort),
                 fingerprint=cohort_fingerprint(frame["patient_id"]),
             )
             self._studies[task.study_id] = study
