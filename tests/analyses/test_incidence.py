@@ -54,16 +54,21 @@ def direct_method(cases: np.ndarray, py: np.ndarray, std: np.ndarray, tiwari: bo
 
 @pytest.mark.parametrize("ci", ["fay_feuer", "tiwari"])
 def test_asr_by_sex_equals_pooled_direct_method(stores, ci):
-    result = run_study({"analysis": "incidence", "by": ["sex"], "ci": ci},
-                       InProcessTransport(stores)).result
+    result = run_study(
+        {"analysis": "incidence", "by": ["sex"], "ci": ci}, InProcessTransport(stores)
+    ).result
     view, pop = pooled(stores)
     view = view[view.age_group.isin(AGES)]
     pop = pop[pop.age_group.isin(AGES)]
     for row in result.rows:
         c = view[view.sex == row["sex"]].groupby("age_group").size().reindex(AGES, fill_value=0)
         p = pop[pop.sex == row["sex"]].groupby("age_group").population.sum().reindex(AGES)
-        asr, lo, hi = direct_method(c.to_numpy(float), p.to_numpy(), np.array([SEGI[a] for a in AGES]),
-                                    tiwari=ci == "tiwari")
+        asr, lo, hi = direct_method(
+            c.to_numpy(float),
+            p.to_numpy(),
+            np.array([SEGI[a] for a in AGES]),
+            tiwari=ci == "tiwari",
+        )
         assert row["asr"] == pytest.approx(asr, rel=1e-12)
         assert (row["asr_ci_low"], row["asr_ci_high"]) == pytest.approx((lo, hi), rel=1e-10)
         n, py = int(c.sum()), float(p.sum())
@@ -71,7 +76,8 @@ def test_asr_by_sex_equals_pooled_direct_method(stores, ci):
         assert row["crude_rate"] == pytest.approx(n / py * 1e6)
         assert row["crude_ci_low"] == pytest.approx(stats.chi2.ppf(0.025, 2 * n) / 2 / py * 1e6)
         assert row["crude_ci_high"] == pytest.approx(
-            stats.chi2.ppf(0.975, 2 * n + 2) / 2 / py * 1e6)
+            stats.chi2.ppf(0.975, 2 * n + 2) / 2 / py * 1e6
+        )
 
 
 def test_by_group_and_sex_with_suppression(stores):
@@ -101,10 +107,23 @@ def test_cohort_restricts_denominators(stores):
 
 
 def test_frame_data_local_and_zero_cases():
-    view = pd.DataFrame({"age_group": ["1-4"] * 6, "country": ["FR"] * 6,
-                         "diagnosis_year": [2010] * 6, "sex": ["male"] * 6})
-    pop = pd.DataFrame({"country": "FR", "year": 2010, "sex": "male", "age_group": AGES,
-                        "population": [1e4, 4e4, 5e4, 5e4]})
+    view = pd.DataFrame(
+        {
+            "age_group": ["1-4"] * 6,
+            "country": ["FR"] * 6,
+            "diagnosis_year": [2010] * 6,
+            "sex": ["male"] * 6,
+        }
+    )
+    pop = pd.DataFrame(
+        {
+            "country": "FR",
+            "year": 2010,
+            "sex": "male",
+            "age_group": AGES,
+            "population": [1e4, 4e4, 5e4, 5e4],
+        }
+    )
     inc, params = Incidence(), IncidenceParams()
     summary = inc.local(FrameData(view, pop), params, {}, {})
     row = inc.combine(params, None, {"a": summary}).result.rows[0]

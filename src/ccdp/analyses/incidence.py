@@ -58,9 +58,7 @@ class IncidenceParams(AnalysisParams):
     def _groupable(cls, v: list[str]) -> list[str]:
         bad = [b for b in v if b not in GROUPABLE]
         if bad:
-            raise ValueError(
-                f"incidence cannot be split by {bad}; use {', '.join(GROUPABLE)}"
-            )
+            raise ValueError(f"incidence cannot be split by {bad}; use {', '.join(GROUPABLE)}")
         if len(set(v)) != len(v):
             raise ValueError("a variable is named twice")
         return v
@@ -84,8 +82,16 @@ class IncidenceResult(AnalysisResult):
 
     def to_frame(self) -> pd.DataFrame:
         cols = [
-            *self.by, "cases", "person_years", "crude_rate", "crude_ci_low", "crude_ci_high",
-            "asr", "asr_ci_low", "asr_ci_high", "suppressed",
+            *self.by,
+            "cases",
+            "person_years",
+            "crude_rate",
+            "crude_ci_low",
+            "crude_ci_high",
+            "asr",
+            "asr_ci_low",
+            "asr_ci_high",
+            "suppressed",
         ]
         return pd.DataFrame(self.rows, columns=cols)
 
@@ -164,7 +170,11 @@ class Incidence(Analysis):
         return list(dict.fromkeys(cols))
 
     def local(
-        self, data: NodeData, params: IncidenceParams, request: dict, cache: dict  # type: ignore[override]
+        self,
+        data: NodeData,
+        params: IncidenceParams,
+        request: dict,
+        cache: dict,  # type: ignore[override]
     ) -> Summary:
         ages = AGE_RANGES[params.ages]
         pop = data.population()
@@ -173,9 +183,7 @@ class Incidence(Analysis):
             pop[["country", "year"]].drop_duplicates().astype({"year": int})
         )
         view = data.view(self.columns(params))
-        keys = pd.MultiIndex.from_arrays(
-            [view["country"], view["diagnosis_year"].astype("Int64")]
-        )
+        keys = pd.MultiIndex.from_arrays([view["country"], view["diagnosis_year"].astype("Int64")])
         cases = view[view["age_group"].isin(ages) & keys.isin(covered)]
         dims = [b for b in params.by if b != "age_group"]
         return Summary(
@@ -199,7 +207,10 @@ class Incidence(Analysis):
         )
 
     def combine(
-        self, params: IncidenceParams, state: Any, summaries: dict[str, Summary]  # type: ignore[override]
+        self,
+        params: IncidenceParams,
+        state: Any,
+        summaries: dict[str, Summary],  # type: ignore[override]
     ) -> Done:
         ages = AGE_RANGES[params.ages]
         weights = standard_weights(params.standard, params.ages)
@@ -212,12 +223,8 @@ class Incidence(Analysis):
             values = dict(zip(params.by, group, strict=True))
             group_ages = [values["age_group"]] if "age_group" in values else list(ages)
             c = [cases.get((*(values[d] for d in dims), a), 0) for a in group_ages]
-            p = [
-                pyears.get((*(values[d] for d in params.pop_by), a), 0.0) for a in group_ages
-            ]
-            rows.append(
-                _rate_row(values, totals[group], c, p, weights.reindex(group_ages), params)
-            )
+            p = [pyears.get((*(values[d] for d in params.pop_by), a), 0.0) for a in group_ages]
+            rows.append(_rate_row(values, totals[group], c, p, weights.reindex(group_ages), params))
         return Done(
             IncidenceResult(
                 analysis=self.name,
@@ -265,8 +272,11 @@ def _rate_row(
     crude = (total is not None) and py > 0
     if crude:
         lo, hi = poisson_ci(total, params.level)
-        row |= {"crude_rate": total / py * PER, "crude_ci_low": lo / py * PER,
-                "crude_ci_high": hi / py * PER}
+        row |= {
+            "crude_rate": total / py * PER,
+            "crude_ci_low": lo / py * PER,
+            "crude_ci_high": hi / py * PER,
+        }
     else:
         row |= {"crude_rate": None, "crude_ci_low": None, "crude_ci_high": None}
     p = np.asarray(pyears, dtype=float)

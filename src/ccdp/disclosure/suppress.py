@@ -13,6 +13,7 @@ the classic rule: every margin group holds no suppressed cell or at least two.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -233,12 +234,51 @@ class _Family:
 
         return sorted(set(cands), key=self._cost)
 
+    def _hypercubes(self, max_combos: int = 4000) -> None:
+        """First pass (as the hypercube method): put every primary cell of a full-dimension
+        table at a corner of the cheapest box whose corners are all suppressed, so that every
+        row, column and layer through it holds two suppressed cells."""
+        for t in self.tables:
+            if len(t.axes) != len(self.dims) or not t.shape:
+                continue
+            cost = t.values.sum(axis=1)
+            cost = np.where(cost == 0, cost.max(initial=0) + 1e6, cost)  # zeros: last resort
+            ti = self.tables.index(t)
+            for j in sorted(np.flatnonzero(t.primary), key=lambda k: cost[k]):
+                coords = np.unravel_index(j, t.shape)
+                free = [ax for ax, n in enumerate(t.shape) if n > 1]
+                if not free:
+                    continue
+                alts = [[lv for lv in range(t.shape[ax]) if lv != coords[ax]] for ax in free]
+                while np.prod([len(a) for a in alts]) > max_combos:
+                    widest = max(range(len(alts)), key=lambda i: len(alts[i]))
+                    alts[widest] = alts[widest][: len(alts[widest]) // 2]
+                best: tuple[float, list[int]] | None = None
+                for alt in itertools.product(*alts):
+                    corners = []
+                    for pick in itertools.product((0, 1), repeat=len(free)):
+                        c = list(coords)
+                        for ax, a, chosen in zip(free, alt, pick, strict=True):
+                            if chosen:
+                                c[ax] = a
+                        corners.append(int(np.ravel_multi_index(tuple(c), t.shape)))
+                    if any((ti, k) in self.unprotectable for k in corners[1:]):
+                        continue
+                    total = float(sum(cost[k] for k in corners if not t.suppressed[k]))
+                    if best is None or total < best[0]:
+                        best = (total, corners)
+                if best is not None:
+                    t.suppressed[best[1]] = True
+
     def protect(self, trials: int = 6) -> None:
         """Add complementary suppressions until no suppressed cell is recoverable.
 
-        Each step tries the cheapest few released cells that share a margin with an exposed
+        Hypercubes first; then, while the exact audit still finds a recoverable cell, each
+        step tries the cheapest few released cells that share a margin with an exposed
         cell and keeps the one that leaves the fewest cells exposed (ties: the smallest count).
         """
+        if self.n_base <= MAX_EXACT_CELLS * 4:
+            self._hypercubes()
         exposed = self._exposed()
         while exposed:
             cands = sorted({c for e in exposed for c in self._candidates(*e)}, key=self._cost)
