@@ -116,3 +116,44 @@ def processes() -> Iterator[list[subprocess.Popen]]:
     finally:
         for p in procs:
             kill(p)
+
+
+def ccdp_args(*args: str) -> list[str]:
+    return ["-m", "ccdp", *map(str, args)]
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1].strip()
+
+
+class HubProcess:
+    """`ccdp hub serve` (or another hub entry point) as a child process on a loopback port."""
+
+    def __init__(
+        self,
+        db_url: str,
+        log: Path,
+        port: int | None = None,
+        args: list[str] | None = None,
+        scheme: str = "http",
+        verify: bool | str = True,
+    ) -> None:
+        self.db_url = db_url
+        self.log = log
+        self.port = port or free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.args = args or ccdp_args("hub", "serve", "--db", db_url, "--port", self.port)
+        self.verify = verify
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> HubProcess:
+        self.proc = spawn(self.args, self.log)
+        try:
+            wait_http(self.url, 30, self.verify)
+        except AssertionError:
+            raise AssertionError(f"hub did not start:\n{self.log.read_text()}") from None
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            kill(self.proc, sig)

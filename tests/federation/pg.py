@@ -1,0 +1,44 @@
+"""A throw-away PostgreSQL database on 127.0.0.1:5432 for hub tests (created and dropped here).
+
+Without a server the tests skip with the reason, except under CI=true, where it is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+
+
+@contextmanager
+def temporary_database() -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh database; drop it afterwards."""
+    try:
+        conn = _admin()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no PostgreSQL server on 127.0.0.1:5432: {exc}")
+        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
+    name = f"ccdp_test_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with _admin() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
