@@ -1,0 +1,162 @@
+"""Faults with real processes on loopback: a node killed mid-task, the hub killed mid-study,
+a revoked token. (A result posted twice and a late result are in test_hub_api.)"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.models import AnswerRow, RoundRow, TaskRow
+from ccdp.federation.hub.service import Hub
+from tests.conftest import run_ccdp
+from tests.federation.netutil import (
+    HubProcess,
+    ccdp_args,
+    kill,
+    last_line,
+    processes,
+    spawn,
+    wait_until,
+)
+from tests.storekit import build_store, random_registry
+
+XS = {"A": [1.0, 2.0, 3.0], "B": [10.0, 20.0]}
+
+
+@pytest.fixture
+def net(tmp_path):
+    """A stand-in hub process over SQLite, nodes A and B registered, researcher ana."""
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = Hub(open_database(db))
+    tokens = {n: hub.add_node(n, "DE") for n in XS}
+    user = hub.add_user("ana", "researcher")
+    for n, xs in XS.items():
+        (tmp_path / f"{n}.json").write_text(json.dumps(xs))
+    port_args = ["-m", "tests.federation.standin", "hub", "--db", db, "--port"]
+    proc = HubProcess(db, tmp_path / "hub.log")
+    proc.args = [*port_args, str(proc.port)]
+    with processes() as procs:
+        yield {"db": db, "hub": hub, "proc": proc, "tokens": tokens, "user": user, "procs": procs}
+        proc.stop()
+
+
+def start_node(net, tmp_path, name: str, delay: float = 0.0, tag: str = ""):
+    args = ["-m", "tests.federation.standin", "node", "--hub", net["proc"].url]
+    args += ["--token", net["tokens"][name], "--data", str(tmp_path / f"{name}.json")]
+    p = spawn([*args, "--delay", str(delay)], tmp_path / f"node-{name}{tag}.log")
+    net["procs"].append(p)
+    return p
+
+
+def submit(net, **spec) -> str:
+    r = httpx.post(
+        net["proc"].url + "/api/studies",
+        json={"spec": spec},
+        headers={"Authorization": f"Bearer {net['user']}"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def task_states(hub: Hub, study_id: str) -> list[tuple[int, str]]:
+    with hub.sessions() as s:
+        rows = s.execute(
+            select(RoundRow.round_no, TaskRow.status)
+            .join(TaskRow, TaskRow.round_id == RoundRow.id)
+            .where(RoundRow.study_id == study_id)
+        ).all()
+    return [(r, st) for r, st in rows]
+
+
+def answers_of(hub: Hub, study_id: str) -> int:
+    with hub.sessions() as s:
+        return s.scalar(
+            select(func.count(AnswerRow.id))
+            .join(TaskRow, AnswerRow.task_id == TaskRow.id)
+            .join(RoundRow, TaskRow.round_id == RoundRow.id)
+            .where(RoundRow.study_id == study_id)
+        )
+
+
+def finished(hub: Hub, study_id: str):
+    study = hub.study(study_id)
+    return study if study["status"] in ("done", "failed") else None
+
+
+@pytest.mark.slow
+def test_node_killed_mid_task_then_restarted_answers_once(net, tmp_path):
+    net["proc"].start()
+    start_node(net, tmp_path, "A")
+    b = start_node(net, tmp_path, "B", delay=30)
+    sid = submit(net, rounds=1, timeout=60)
+    hub = net["hub"]
+    wait_until(lambda: (0, "delivered") in task_states(hub, sid) and answers_of(hub, sid) == 1, 30)
+    kill(b, signal.SIGKILL)  # B dies while working on its task
+    start_node(net, tmp_path, "B", tag="-restarted")
+    study = wait_until(lambda: finished(hub, sid), 30)
+    assert study["status"] == "done"
+    assert study["result"]["result"]["total"] == 36.0
+    assert {n: s["status"] for n, s in study["result"]["nodes"].items()} == {
+        "A": "answered",
+        "B": "answered",
+    }
+    assert answers_of(hub, sid) == 2
+
+
+@pytest.mark.slow
+def test_node_killed_and_gone_times_out_and_minimum_is_judged(net, tmp_path):
+    net["proc"].start()
+    start_node(net, tmp_path, "A")
+    b = start_node(net, tmp_path, "B", delay=30)
+    sid = submit(net, rounds=1, timeout=4, min_nodes=1)
+    hub = net["hub"]
+    wait_until(lambda: (0, "delivered") in task_states(hub, sid), 30)
+    kill(b, signal.SIGKILL)
+    study = wait_until(lambda: finished(hub, sid), 30)
+    assert study["result"]["result"]["total"] == 6.0
+    assert study["result"]["nodes"]["B"]["status"] == "failed"
+    assert "no answer within the study timeout (4 s)" in study["result"]["nodes"]["B"]["reason"]
+    assert study["result"]["min_nodes_met"] is True
+
+
+@pytest.mark.slow
+def test_hub_killed_mid_study_resumes_without_recounting(net, tmp_path):
+    net["proc"].start()
+    start_node(net, tmp_path, "A", delay=0.4)
+    start_node(net, tmp_path, "B", delay=0.4)
+    sid = submit(net, rounds=6, timeout=60)
+    hub = net["hub"]
+    wait_until(lambda: any(r >= 2 for r, _ in task_states(hub, sid)), 60)
+    net["proc"].stop(signal.SIGKILL)  # no goodbye: the database is all that is left
+    assert hub.study(sid)["status"] == "running"
+    net["proc"].start()  # same port, same database; the nodes reconnect with back-off
+    study = wait_until(lambda: finished(hub, sid), 60)
+    assert study["status"] == "done", study
+    # rounds k=0..5 weight by 1..6: 36 * 21; a re-asked or re-counted round would change it
+    assert study["result"]["result"] == {"analysis": "rounds", "total": 756.0, "n": 5, "rounds": 6}
+    states = task_states(hub, sid)
+    assert sorted(r for r, _ in states) == sorted(list(range(6)) * 2)
+    assert answers_of(hub, sid) == 12
+    logs = "".join((tmp_path / f"node-{n}.log").read_text() for n in XS)
+    assert "hub unreachable" in logs
+
+
+@pytest.mark.slow
+def test_revoked_node_token_stops_the_agent(net, tmp_path):
+    store = build_store(tmp_path / "A.duckdb", random_registry(5, 50, "DE", "A"))
+    net["proc"].start()
+    args = ccdp_args("node", "run", "--store", store, "--hub", net["proc"].url)
+    agent = spawn([*args, "--token", net["tokens"]["A"], "--poll", "1"], tmp_path / "agent.log")
+    net["procs"].append(agent)
+    hub = net["hub"]
+    wait_until(lambda: next(n for n in hub.nodes() if n["name"] == "A")["last_seen"], 30)
+    out = run_ccdp("hub", "revoke-node", "A", "--db", net["db"])
+    assert last_line(out.stdout) == "node A: token revoked"
+    assert agent.wait(30) == 2
+    assert "refused this node's token" in (tmp_path / "agent.log").read_text()
