@@ -133,3 +133,61 @@ def test_suggest_on_native_export_reproduces_it(tmp_path: Path) -> None:
         for fdef in tdef.input_fields:
             expected = native[fdef.name].replace("", None).tolist()
             assert got[fdef.name].tolist() == expected, (tdef.name, fdef.name)
+
+
+def test_suggest_wide_relapse_columns_become_event_rows(tmp_path: Path) -> None:
+    site = tmp_path / "IT"
+    site.mkdir()
+    (site / "pazienti.csv").write_text(
+        "id_paziente;sesso;data_nascita;stato_vitale;data_ultimo_contatto\n"
+        "I1;M;03/05/2010;vivo;01/02/2020\nI2;F;04/06/2011;deceduto;15/06/2019\n"
+        "I3;F;14/07/2012;vivo;13/01/2021\n"
+    )
+    (site / "tumori.csv").write_text(
+        "id_tumore;id_paziente;data_diagnosi;topografia;morfologia;recidiva1_data;"
+        "recidiva1_sede;recidiva2_data;recidiva2_sede\n"
+        "T1;I1;05/01/2012;C421;98363;01/04/2013;midollo;01/06/2014;SNC\n"
+        "T2;I2;07/02/2013;C220;89703;;;;\n"
+        "T3;I3;09/03/2014;C649;89603;01/01/2015;midollo;;\n"
+    )
+    (tmp_path / "it.yaml").write_text(to_yaml(suggest(site), site))
+    spec = load_mapping(tmp_path / "it.yaml")
+    event = spec.tables["event"][0]
+    assert event.unpivot is not None and event.unpivot.columns["recidiva_data"] == [
+        "recidiva1_data",
+        "recidiva2_data",
+    ]
+    out = apply_mapping(spec, site)["event"]
+    got = out[["event_id", "tumour_id", "event_type", "event_date", "relapse_site"]]
+    assert [tuple(r) for r in got.itertuples(index=False)] == [
+        ("T1-1", "T1", "relapse", "2013-04-01", "bone_marrow"),
+        ("T1-2", "T1", "relapse", "2014-06-01", "cns"),
+        ("T3-1", "T3", "relapse", "2015-01-01", "bone_marrow"),
+    ]
+
+
+def test_suggest_redcap_repeat_instrument_feeds_events(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text(
+        "record_id,redcap_repeat_instrument,redcap_repeat_instance,sexo,data_nascimento,"
+        "situacao_vital,data_ultimo_contato,id_tumor,data_diagnostico,topografia,morfologia,"
+        "data_recidiva,local_recidiva\n"
+        "B1,,,1,2010-05-03,vivo,2020-02-01,BT1,2012-01-05,C42.1,9836/3,,\n"
+        "B1,recidiva,1,,,,,,,,,2013-04-01,medula\n"
+        "B1,recidiva,2,,,,,,,,,2014-06-01,SNC\n"
+        "B2,,,2,2011-06-04,falecido,2019-06-15,BT2,2013-02-07,C22.0,8970/3,,\n"
+    )
+    draft = suggest(tmp_path / "export.csv", country="BR")
+    (tmp_path / "br.yaml").write_text(to_yaml(draft, tmp_path))
+    spec = load_mapping(tmp_path / "br.yaml")
+    assert spec.tables["patient"][0].fields["patient_id"].column == "record_id"
+    assert spec.tables["tumour"][0].fields["tumour_id"].column == "id_tumor"
+    event = spec.tables["event"][0]
+    assert spec.sources[event.source].where[0].equals == "recidiva"
+    out = apply_mapping(spec, tmp_path / "export.csv")
+    assert out["patient"]["sex"].tolist() == ["male", "female"]
+    assert out["patient"]["country"].tolist() == ["BR", "BR"]
+    got = out["event"][["event_id", "tumour_id", "event_type", "event_date", "relapse_site"]]
+    assert [tuple(r) for r in got.itertuples(index=False)] == [
+        ("BT1-1", "BT1", "relapse", "2013-04-01", "bone_marrow"),
+        ("BT1-2", "BT1", "relapse", "2014-06-01", "cns"),
+    ]

@@ -78,6 +78,18 @@ _VALUE_KINDS = (
     "event_type",
     "treatment.type",
 )
+# Kinds whose values alone say which field a column is.
+_SELF_EVIDENT = (
+    "topography",
+    "morphology",
+    "sex",
+    "vital_status",
+    "duo",
+    "relapse_site",
+    "event_type",
+    "treatment.type",
+    "laterality",
+)
 _DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".xlsx", ".xlsm", ".json", ".ndjson"}
 _KEY_FIELDS = {"patient_id", "tumour_id", "event_id", "treatment_id", "specimen_id"}
 
@@ -140,10 +152,12 @@ def name_score(column: str, synonyms: frozenset[str]) -> float:
     best = 0.0
     for syn in synonyms:
         st = syn.split("_")
+        if len(st) > 1 and sorted(st) == sorted(tokens):
+            best = max(best, 0.95)
         if len(st) < len(tokens) and _contains(tokens, st) and len(syn) >= 3:
             best = max(best, 0.85 - 0.05 * (len(tokens) - len(st)))
         ratio = difflib.SequenceMatcher(None, n, syn).ratio()
-        if ratio >= 0.8:
+        if ratio >= 0.85:
             best = max(best, ratio * 0.85)
     return best
 
@@ -168,6 +182,11 @@ class Candidate:
     where: list[dict[str, object]] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=dict)
     date_order: list[str] = field(default_factory=list)
+    unpivot: dict[str, list[str]] | None = None  # long column -> wide columns, one per item
+
+    def signature(self) -> tuple:
+        """Same file, reader options and filter = same source entry in the spec."""
+        return (self.file, tuple(sorted(self.options.items())), repr(self.where))
 
 
 @dataclass
@@ -202,10 +221,82 @@ def find_candidates(source: Path) -> list[Candidate]:
         if path.suffix.lower() not in _DATA_SUFFIXES:
             continue
         try:
-            out.extend(_candidates_of(path, rel))
+            found = _candidates_of(path, rel)
         except ReaderError:
             continue
+        out.extend(found)
+        out.extend(w for c in found if (w := _wide_candidate(c)) is not None)
     return out
+
+
+def _drop_wide_columns(cands: list[Candidate]) -> None:
+    """Once a long form exists, its numbered columns are offered only through it."""
+    longs = {c.signature(): c for c in cands if c.unpivot}
+    for cand in cands:
+        long = longs.get(cand.signature())
+        if long is None or cand is long or long.unpivot is None:
+            continue
+        wide = {col for cols in long.unpivot.values() for col in cols}
+        cand.profiles = {k: v for k, v in cand.profiles.items() if k not in wide}
+
+
+def wide_groups(columns: list[str]) -> dict[str, list[str]]:
+    """Numbered column families (relapse1_date, relapse2_date ...) sharing the most items.
+
+    Returns long column name -> the wide columns in item order, e.g.
+    {'relapse_date': ['relapse1_date', 'relapse2_date'], 'relapse_site': [...]}.
+    """
+    groups: dict[str, dict[int, str]] = {}
+    for col in columns:
+        runs = list(re.finditer(r"\d+", col))
+        if len(runs) != 1 or col.startswith("_"):
+            continue
+        run = runs[0]
+        key = col[: run.start()] + "#" + col[run.end() :]
+        groups.setdefault(key, {})[int(run.group())] = col
+    families: dict[tuple[int, ...], dict[str, list[str]]] = {}
+    for key, items in groups.items():
+        nums = tuple(sorted(items))
+        if len(nums) >= 2 and nums == tuple(range(nums[0], nums[0] + len(nums))):
+            families.setdefault(nums, {})[key] = [items[n] for n in nums]
+    if not families:
+        return {}
+    best = max(families.values(), key=lambda f: (len(f), len(next(iter(f.values())))))
+    out: dict[str, list[str]] = {}
+    for key, cols in best.items():
+        name = re.sub(r"_+", "_", key.replace("#", "_")).strip("_")
+        while name in columns or name in out:
+            name += "_long"
+        out[name] = cols
+    return out
+
+
+def _wide_candidate(cand: Candidate) -> Candidate | None:
+    """The long form of a candidate with numbered column families (one row per item)."""
+    families = wide_groups([c for c in cand.frame.columns if not c.startswith("_")])
+    if not families:
+        return None
+    frame = cand.frame
+    wide = {c for cols in families.values() for c in cols}
+    base = frame.drop(columns=list(wide))
+    items = len(next(iter(families.values())))
+    pieces = []
+    for i in range(items):
+        piece = base.copy()
+        for name, cols in families.items():
+            piece[name] = convert.blank_missing(convert.clean(frame[cols[i]]), TEXT_MISSING)
+        piece["_item"] = str(i + 1)
+        pieces.append(piece[piece[list(families)].notna().any(axis=1)])
+    long = pd.concat(pieces, ignore_index=True)
+    return Candidate(
+        f"{cand.name} (long)",
+        cand.file,
+        cand.label,
+        long,
+        dict(cand.options),
+        list(cand.where),
+        unpivot=families,
+    )
 
 
 def _candidates_of(path: Path, rel: str) -> list[Candidate]:
@@ -407,7 +498,9 @@ def score(tdef: TableDef, fdef: FieldDef, prof: Profile, col: str) -> float:
             compat = prof.kinds.get("integer", 0.0)
         if kind == "date" and fdef.type == "date" and prof.date_formats == ["%m/%Y"]:
             compat *= 0.5
-    if kind in ("topography", "morphology", "sex", "vital_status", "duo") and compat > 0.9:
+    if kind != "date" and prof.date_share > 0.8:
+        return 0.0  # a column of dates feeds only date fields
+    if kind in _SELF_EVIDENT and compat > 0.9:
         named = max(named, 0.6)  # the values alone say what this is
     if kind == "date" and compat < 0.5:
         return 0.3 * named
@@ -431,7 +524,7 @@ def assign(
     tdef: TableDef,
     cand: Candidate,
     keys: dict[str, tuple[Candidate, str]],
-    used: set[tuple[str, str]],
+    used: set[tuple[tuple, str]],
 ) -> TableChoice:
     """Best one-to-one column/field assignment for this table and candidate.
 
@@ -446,7 +539,7 @@ def assign(
     for i, fdef in enumerate(fields):
         ref = keys.get(fdef.name) if fdef.name in tdef.foreign_keys else None
         for j, col in enumerate(cols):
-            if (cand.name, col) in used and fdef.name not in _KEY_FIELDS:
+            if (cand.signature(), col) in used and fdef.name not in _KEY_FIELDS:
                 continue
             s = score(tdef, fdef, cand.profiles[col], col)
             if ref is not None:
@@ -465,6 +558,9 @@ def assign(
     label = norm_name(cand.label)
     names = table_synonyms(tdef.name)
     bonus = 1.5 if label in names or any(t in names for t in label.split("_")) else 0.0
+    stems = {t for name in cand.unpivot or {} for t in name.split("_")}
+    if stems & names:
+        bonus += 1.0
     return TableChoice(tdef, cand, chosen, total * coverage + bonus)
 
 
@@ -481,7 +577,7 @@ def choose_tables(cands: list[Candidate]) -> list[TableChoice]:
     model = load_model()
     choices: list[TableChoice] = []
     keys: dict[str, tuple[Candidate, str]] = {}
-    used: set[tuple[str, str]] = set()
+    used: set[tuple[tuple, str]] = set()
     for tdef in model.tables.values():
         if tdef.name == "population":
             continue
@@ -491,7 +587,7 @@ def choose_tables(cands: list[Candidate]) -> list[TableChoice]:
             continue
         best = max(options, key=lambda o: o.score)
         _find_join(best, keys, used)
-        used.update((best.cand.name, col) for col, _ in best.fields.values())
+        used.update((best.cand.signature(), col) for col, _ in best.fields.values())
         choices.append(best)
         pk = tdef.primary_key[0]
         if pk in best.fields:
@@ -500,7 +596,7 @@ def choose_tables(cands: list[Candidate]) -> list[TableChoice]:
 
 
 def _find_join(
-    choice: TableChoice, keys: dict[str, tuple[Candidate, str]], used: set[tuple[str, str]]
+    choice: TableChoice, keys: dict[str, tuple[Candidate, str]], used: set[tuple[tuple, str]]
 ) -> None:
     """A missing foreign key found by joining on a shared identifier (e.g. a national id)."""
     for fk in choice.table.foreign_keys:
@@ -523,7 +619,7 @@ def _find_join(
         if best is not None:
             choice.join = (fk, ref_cand, best[1], best[2], ref_key)
             choice.fields[fk] = (ref_key, min(0.9, best[0]))
-            used.add((choice.cand.name, best[1]))
+            used.add((choice.cand.signature(), best[1]))
 
 
 def _plausible(choice: TableChoice) -> bool:
@@ -556,21 +652,24 @@ def suggest(source: Path, country: str | None = None) -> Draft:
         raise ReaderError(f"{source}: no readable CSV, xlsx, REDCap or FHIR files found")
     for cand in cands:
         profile(cand)
+    _drop_wide_columns(cands)
     choices = choose_tables(cands)
     country = country or _country_from_path(source)
     notes: dict[tuple, str] = {}
     confidence: dict[tuple[str, str], float] = {}
     sources: dict[str, dict] = {}
     tables: dict[str, dict] = {}
-    names: dict[str, str] = {}
+    names: dict[tuple, str] = {}
     for choice in choices:
-        src_name = names.get(choice.cand.name) or _source_name(choice, names)
-        names[choice.cand.name] = src_name
+        sig = choice.cand.signature()
+        src_name = names.get(sig) or _source_name(choice, names)
+        names[sig] = src_name
         if src_name not in sources:
             sources[src_name] = _source_entry(choice.cand)
-        if choice.join is not None and choice.join[1].name not in names:
-            names[choice.join[1].name] = _source_name_for(choice.join[1], names)
-            sources[names[choice.join[1].name]] = _source_entry(choice.join[1])
+        if choice.join is not None and choice.join[1].signature() not in names:
+            ref = choice.join[1]
+            names[ref.signature()] = _source_name_for(ref, names)
+            sources[names[ref.signature()]] = _source_entry(ref)
         tables[choice.table.name] = _table_entry(
             choice, src_name, country, notes, confidence, sources[src_name], names
         )
@@ -587,11 +686,11 @@ def _country_from_path(source: Path) -> str | None:
     return None
 
 
-def _source_name(choice: TableChoice, names: dict[str, str]) -> str:
+def _source_name(choice: TableChoice, names: dict[tuple, str]) -> str:
     return _source_name_for(choice.cand, names, choice.table.name)
 
 
-def _source_name_for(cand: Candidate, names: dict[str, str], fallback: str = "source") -> str:
+def _source_name_for(cand: Candidate, names: dict[tuple, str], fallback: str = "source") -> str:
     base = norm_name(cand.label) or fallback
     taken = set(names.values())
     name, i = base, 2
@@ -635,7 +734,7 @@ def _table_entry(
     notes: dict[tuple, str],
     confidence: dict[tuple[str, str], float],
     source: dict,
-    names: dict[str, str],
+    names: dict[tuple, str],
 ) -> dict:
     tdef = choice.table
     fields: dict[str, dict | str] = {}
@@ -661,6 +760,8 @@ def _table_entry(
             notes[at] = f"country {country} taken from the folder name"
         elif fdef.name == "behaviour" and "morphology" in choice.fields:
             continue  # taken from the morphology code (9836/3)
+        elif fdef.required and (fallback := _fallback(choice, fdef)) is not None:
+            fields[fdef.name], notes[at] = fallback
         elif fdef.required:
             fields[fdef.name] = {"column": "?"}
             left = [
@@ -672,16 +773,49 @@ def _table_entry(
     out: dict = {"source": src_name}
     if choice.join is not None:
         fk, ref_cand, col, rcol, key = choice.join
-        out["join"] = [{"source": names[ref_cand.name], "on": {col: rcol}, "columns": [key]}]
+        out["join"] = [{"source": names[ref_cand.signature()], "on": {col: rcol}, "columns": [key]}]
         notes[("tables", tdef.name, "join")] = (
             f"{fk} found by matching {col} to {rcol} in {ref_cand.file}"
         )
+    if choice.cand.unpivot:
+        out["unpivot"] = {"columns": choice.cand.unpivot}
     out["fields"] = fields
     idents = _identifiers(choice) if tdef.name == "patient" else {}
     if idents:
         out["identifiers"] = idents
         notes[("tables", tdef.name, "identifiers")] = "direct identifiers: pseudonymised at ingest"
     return out
+
+
+def _fallback(choice: TableChoice, fdef: FieldDef) -> tuple[dict, str] | None:
+    """A required field with no column: a constant named by the source, or a derived key."""
+    tdef, cand = choice.table, choice.cand
+    if fdef.allowed:
+        words = value_words(field_kind(tdef, fdef) or fdef.name)
+        hints = norm_name(cand.label).split("_")
+        for name in cand.unpivot or {}:
+            hints += name.split("_")
+        for hint in hints:
+            if hint in words and words[hint] in {str(a) for a in fdef.allowed}:
+                return {"constant": words[hint]}, (
+                    f"{fdef.name} '{words[hint]}' inferred from the name '{hint}'"
+                )
+    if tdef.primary_key == [fdef.name]:
+        parent = next(
+            (choice.fields[fk][0] for fk in tdef.foreign_keys if fk in choice.fields), None
+        )
+        if parent is None:
+            return None
+        if cand.unpivot:
+            item = "_item"
+        elif "redcap_repeat_instance" in cand.frame.columns:
+            item = "redcap_repeat_instance"
+        else:
+            item = "_row"
+        return {"template": f"{{{parent}}}-{{{item}}}"}, (
+            f"no {fdef.name} column: key made from {parent} and {item}"
+        )
+    return None
 
 
 def _field_entry(
@@ -798,6 +932,12 @@ def to_yaml(draft: Draft, source: Path) -> str:
                 lines.append(f"      - source: {scalar(j['source'])}")
                 lines.append(f"        on: {flow(j['on'])}")
                 lines.append(f"        columns: {flow(j['columns'])}")
+        if "unpivot" in entry:
+            lines.append("    unpivot:  # check: one row per numbered column group")
+            lines.append("      columns:")
+            lines += [
+                f"        {scalar(k)}: {flow(v)}" for k, v in entry["unpivot"]["columns"].items()
+            ]
         lines.append("    fields:")
         for fname, fspec in entry["fields"].items():
             note = draft.notes.get(("tables", table, "fields", fname))
