@@ -181,6 +181,10 @@ class LocalNode:
         self._studies.move_to_end(task.study_id)
         return study
 
+    def read_view(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
+        """The cohort's view rows (node-side only: used by analyses and the operator)."""
+        return self._read(columns, cohort)
+
     def _read(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
         cols = list(view_variables()) if columns is None else list(columns)
         if "patient_id" not in cols:
