@@ -52,6 +52,15 @@ class CountResult(AnalysisResult):
     total: int | None
     suppressed_cells: int
 
+    def __rich__(self) -> Any:
+        from ccdp.report.console import frame_table
+
+        total = "suppressed" if self.total is None else self.total
+        title = f"{self.unit} by {', '.join(self.by) or '(all)'}: total {total}"
+        if self.suppressed_cells:
+            title += f", {self.suppressed_cells} cell(s) suppressed at a node"
+        return frame_table(self.to_frame(), title)
+
     def to_frame(self) -> pd.DataFrame:
         cols = [*self.by, "n", "suppressed"]
         frame = pd.DataFrame(self.cells, columns=cols)

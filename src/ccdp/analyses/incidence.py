@@ -95,6 +95,30 @@ class IncidenceResult(AnalysisResult):
         ]
         return pd.DataFrame(self.rows, columns=cols)
 
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        pct = f"{self.level:.0%}"
+        table = Table(
+            title=f"Incidence per million person-years, ages {self.ages} "
+            f"({self.standard}, {self.ci.replace('_', '-')} {pct} CI)"
+        )
+        for col in [*self.by, "cases", "person-years", f"crude ({pct} CI)", f"ASR ({pct} CI)"]:
+            table.add_column(col, justify="left" if col in self.by else "right")
+
+        def rate(r: dict, key: str) -> str:
+            if r[key] is None:
+                return "suppressed" if r["suppressed"] else "—"
+            return f"{r[key]:.1f} ({r[key + '_ci_low']:.1f}–{r[key + '_ci_high']:.1f})"
+
+        for r in self.rows:
+            cases = "suppressed" if r["cases"] is None else str(r["cases"])
+            table.add_row(
+                *(str(r[b]) for b in self.by), cases, f"{r['person_years']:,.0f}",
+                rate({**r, "crude": r["crude_rate"]}, "crude"), rate(r, "asr"),
+            )
+        return table
+
     def plot(self, **kw: Any) -> Any:
         """Bar chart of standardised rates with their intervals (a matplotlib Figure)."""
         import matplotlib

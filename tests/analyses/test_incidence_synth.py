@@ -1,0 +1,59 @@
+"""Incidence on ingested synthetic registries comes out near the truth file's rates."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ccdp.federation.inprocess import InProcessTransport
+from ccdp.federation.study import run_study
+
+SEGI = {"0": 2400, "1-4": 9600, "5-9": 10000, "10-14": 9000}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from tests.conftest import run_ccdp
+
+    out = tmp_path_factory.mktemp("synth")
+    run_ccdp("synth", out, "--countries", "FR,DE", "--seed", "1", "--patients", "16000")
+    stores = []
+    for country in ("FR", "DE"):
+        store = out / f"{country.lower()}.duckdb"
+        run_ccdp("ingest", out / country, "--store", store)
+        stores.append(store)
+    return out, stores
+
+
+def truth_asr(out, country: str, group: str | None) -> float:
+    """World-standardised rate (0-14) implied by the generator's rates and populations."""
+    truth = json.loads((out / "truth.json").read_text())
+    rates = pd.DataFrame(truth["incidence"]["rates_per_million"])
+    rates = rates[(rates.country == country) & rates.age_group.isin(SEGI)]
+    if group is not None:
+        rates = rates[rates.iccc_group == group]
+    pop = pd.read_csv(out / country / "population.csv", dtype={"age_group": str})
+    pop = pop.groupby(["age_group", "sex"]).population.sum().rename("py").reset_index()
+    m = rates.merge(pop, on=["age_group", "sex"])
+    m["cases"] = m.rate_per_million * m.py
+    per_age = m.groupby("age_group").cases.sum() / pop.groupby("age_group").py.sum()
+    w = pd.Series(SEGI) / sum(SEGI.values())
+    return float((per_age.reindex(w.index) * w).sum())
+
+
+def test_world_standardised_rates_near_truth(synth):
+    out, stores = synth
+    res = run_study({"analysis": "incidence", "by": ["country"]}, InProcessTransport(stores))
+    assert all(s.status == "answered" for s in res.nodes.values())
+    for row in res.result.rows:
+        expect = truth_asr(out, row["country"], None)
+        assert row["asr"] == pytest.approx(expect, rel=0.06)
+        assert row["asr_ci_low"] < row["asr"] < row["asr_ci_high"]
+    res = run_study(
+        {"analysis": "incidence", "by": ["country"], "cohort": {"iccc_group": "I"}},
+        InProcessTransport(stores),
+    )
+    for row in res.result.rows:
+        assert row["asr"] == pytest.approx(truth_asr(out, row["country"], "I"), rel=0.1)
