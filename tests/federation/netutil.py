@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from ccdp.federation.client import tls_verify
 from ccdp.federation.hub.app import create_app
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.runner import StudyExecutor
@@ -44,7 +45,8 @@ def wait_until(cond: Callable[[], Any], timeout: float = 20.0, every: float = 0.
 def wait_http(url: str, timeout: float = 20.0, verify: bool | str = True) -> None:
     def up() -> bool:
         try:
-            return httpx.get(url + "/api/health", timeout=1, verify=verify).status_code == 200
+            ctx = tls_verify(verify) if isinstance(verify, str) else verify
+            return httpx.get(url + "/api/health", timeout=1, verify=ctx).status_code == 200
         except httpx.HTTPError:
             return False
 

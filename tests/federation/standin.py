@@ -193,6 +193,7 @@ def _main() -> None:
             poll=0.2,
         )
         return
+    from ccdp.federation.client import tls_verify
     from ccdp.federation.node.agent import Backoff, NodeAgent
 
     xs = json.loads(Path(args.data).read_text())
@@ -201,7 +202,7 @@ def _main() -> None:
         args.hub,
         args.token,
         node.answer,
-        verify=args.cafile or True,
+        verify=tls_verify(args.cafile),
         wait=5,
         heartbeat=1,
         backoff=Backoff(initial=0.2, cap=1.0),

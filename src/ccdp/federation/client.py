@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,11 @@ from typing import Any
 import httpx
 
 from ccdp.errors import CcdpError
+
+
+def tls_verify(cacert: str | Path | None) -> bool | ssl.SSLContext:
+    """What httpx needs to trust the hub: the system CAs, or a given CA bundle (self-signed)."""
+    return ssl.create_default_context(cafile=str(cacert)) if cacert else True
 
 
 class HubRequestError(CcdpError):
@@ -22,7 +28,7 @@ class StudyFailed(CcdpError):
 class HubClient:
     """Submit studies and wait for their results over the hub's researcher routes."""
 
-    def __init__(self, hub_url: str, token: str, verify: bool | str = True) -> None:
+    def __init__(self, hub_url: str, token: str, verify: bool | ssl.SSLContext = True) -> None:
         self.url = hub_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url,

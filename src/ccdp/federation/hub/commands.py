@@ -152,9 +152,9 @@ def submit(
     max_wait: float = typer.Option(3600, "--max-wait", help="Give up waiting after S seconds."),
 ) -> None:
     """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
-    from ccdp.federation.client import HubClient, print_result
+    from ccdp.federation.client import HubClient, print_result, tls_verify
 
-    client = HubClient(hub, token, verify=str(cacert) if cacert else True)
+    client = HubClient(hub, token, verify=tls_verify(cacert))
     study_id = client.submit_file(spec)
     if not wait:
         typer.echo(f"study submitted; id:\n{study_id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class NodeAgent:
         *,
         pending: PendingStore | None = None,
         manual_release: bool = False,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         wait: float = 20.0,
         heartbeat: float = 10.0,
         backoff: Backoff | None = None,

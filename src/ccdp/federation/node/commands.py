@@ -26,6 +26,7 @@ def run(
     from rich.console import Console
 
     from ccdp.disclosure.policy import load_policy
+    from ccdp.federation.client import tls_verify
     from ccdp.federation.local_node import LocalNode
     from ccdp.federation.node.agent import NodeAgent
     from ccdp.federation.node.pending import PendingStore
@@ -43,7 +44,7 @@ def run(
         answer,
         pending=PendingStore(store),
         manual_release=manual,
-        verify=str(cacert) if cacert else True,
+        verify=tls_verify(cacert),
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
     )
