@@ -267,3 +267,15 @@ def test_fhir_ndjson_and_errors(tmp_path: Path) -> None:
     cut = write(tmp_path, "cut.json", json.dumps(fhir_bundle())[:500])
     with pytest.raises(ReaderError, match=r"invalid JSON.*truncated"):
         read_table(cut, ReaderOptions(resource="Patient"))
+
+
+def test_fast_and_exact_parsers_agree(tmp_path: Path) -> None:
+    from ccdp.ingest.readers.delimited import _parse, _read_fast, rows_to_frame
+
+    text = 'id;note;n\n1;"a;b";\n2;"two\nlines"; 3 \n3;"say ""hi""";x\n'
+    fast = _read_fast(text, ";", '"', 1)
+    assert fast is not None
+    exact = rows_to_frame(_parse(text, ";", '"', tmp_path), 1, tmp_path)
+    assert fast.to_dict("list") == exact.to_dict("list")
+    assert fast["note"].tolist() == ["a;b", "two\nlines", 'say "hi"']
+    assert fast["n"].tolist() == [None, " 3 ", "x"]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -645,7 +646,11 @@ class _Run:
     def field(
         self, frame: pd.DataFrame, fdef: FieldDef, fs: FieldSpec, source: str, what: str
     ) -> tuple[pd.Series, pd.Series | None]:
-        """One field's canonical text (and the behaviour split off a morphology code)."""
+        """One field's canonical text (and the behaviour split off a morphology code).
+
+        The conversion runs once per distinct value (a date column of 10^6 rows has a few
+        thousand distinct dates) and is then spread back over the rows.
+        """
         here = f"{what}, field {fdef.name}"
         if fs.constant is not None:
             raw = pd.Series(fs.constant, index=frame.index, dtype=object)
@@ -653,11 +658,14 @@ class _Run:
             raw = self.template(frame, fs.template, source, here)
         else:
             raw = self.require(frame, fs.column, source, here)
-        values = convert.blank_missing(convert.clean(raw), self.missing_tokens(source, fs))
+        codes, uniques = pd.factorize(raw.astype(object), use_na_sentinel=True)
+        codes = np.where(codes < 0, len(uniques), codes)  # the appended None stands for missing
+        distinct = pd.Series([*uniques, None], dtype=object)
+        values = convert.blank_missing(convert.clean(distinct), self.missing_tokens(source, fs))
         if fs.extract is not None:
             values = convert.extract(values, fs.extract)
         if fs.values is not None:
-            values = self.value_map(frame, values, fs, here)
+            values = self.value_map(frame, codes, values, fs, here)
         behaviour = None
         how = fs.normalise or _DEFAULT_NORMALISERS.get(fdef.code_system or "", "none")
         if how == "icdo3_morphology":
@@ -668,10 +676,12 @@ class _Run:
         values = self.typed(values, fdef, fs, source)
         if fs.default is not None:
             values = values.where(values.notna(), fs.default)
-        return values.astype(object), behaviour
+        return _spread(values, codes, frame.index), (
+            None if behaviour is None else _spread(behaviour, codes, frame.index)
+        )
 
     def value_map(
-        self, frame: pd.DataFrame, values: pd.Series, fs: FieldSpec, here: str
+        self, frame: pd.DataFrame, codes: np.ndarray, values: pd.Series, fs: FieldSpec, here: str
     ) -> pd.Series:
         table = self.spec.value_maps[fs.values] if isinstance(fs.values, str) else fs.values
         mapped, unmapped = convert.map_values(values, table or {})
@@ -679,7 +689,9 @@ class _Run:
             return mapped
         if fs.unmapped == "missing":
             return mapped.where(~unmapped, None)
-        firsts = frame.loc[unmapped.to_numpy()].assign(__v=values[unmapped]).drop_duplicates("__v")
+        rows = unmapped.to_numpy()[codes]
+        firsts = frame.loc[rows].assign(__v=values.to_numpy()[codes][rows])
+        firsts = firsts.drop_duplicates("__v")
         shown = "; ".join(
             f"{v!r} ({f} row {r})"
             for v, f, r in firsts[["__v", SOURCE_FILE, SOURCE_ROW]].head(5).itertuples(index=False)
@@ -732,6 +744,13 @@ class _Run:
             out = out + part.fillna("")
         out = out + template[pos:]
         return out.where(~absent, None)
+
+
+def _spread(distinct: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """Per-distinct-value results back onto the rows; missing is None."""
+    values = distinct.astype(object).to_numpy()[codes]
+    out = pd.Series(values, index=index, dtype=object)
+    return out.where(out.notna(), None)
 
 
 def _nones(index: pd.Index) -> pd.Series:

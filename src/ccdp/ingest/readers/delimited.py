@@ -15,6 +15,8 @@ from pathlib import Path
 import charset_normalizer
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ccdp.ingest.readers.base import SOURCE_ROW, ReaderError, ReaderOptions
 
@@ -42,8 +44,56 @@ def read_delimited(path: Path, opts: ReaderOptions) -> pd.DataFrame:
     """One delimited file as a frame of strings/None plus `_source_row`."""
     text = read_text(path, opts.encoding)
     delimiter = resolve_delimiter(text, opts.delimiter, path)
+    fast = _read_fast(text, delimiter, opts.quotechar, opts.header_row)
+    if fast is not None:
+        return fast
     rows = _parse(text, delimiter, opts.quotechar, path)
     return rows_to_frame(rows, opts.header_row, path, text, delimiter, opts.quotechar)
+
+
+def _read_fast(text: str, delimiter: str, quotechar: str, header_row: int) -> pd.DataFrame | None:
+    """Arrow's parser for well-formed files; None whenever anything is unusual, so the exact
+    (slower) path can name the line: unbalanced quotes (truncation), ragged rows, duplicate,
+    blank or padded header names, blank lines."""
+    if text.count(quotechar) % 2 or "\n\n" in text or "\r" in text:
+        return None
+    lines = text.split("\n", header_row)
+    if len(lines) <= header_row:
+        return None
+    header = next(csv.reader([lines[header_row - 1]], delimiter=delimiter, quotechar=quotechar))
+    if len(set(header)) != len(header) or any(h != h.strip() or not h for h in header):
+        return None
+    bad: list[object] = []
+
+    def invalid(row: object) -> str:
+        bad.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(lines[header_row].encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=header, encoding="utf-8"),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter,
+                quote_char=quotechar,
+                newlines_in_values=True,
+                invalid_row_handler=invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    if bad:
+        return None
+    frame = table.to_pandas()
+    frame = frame.astype(object).where(frame.notna(), None)
+    frame[SOURCE_ROW] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame
 
 
 def read_text(path: Path, encoding: str = "auto") -> str:
