@@ -88,29 +88,56 @@ def risk_sets(a: np.ndarray, strata_starts: np.ndarray) -> np.ndarray:
     return out
 
 
+def tie_sums(r0: np.ndarray, e0: np.ndarray, d: np.ndarray, ties: str) -> dict[str, np.ndarray]:
+    """Per event time, sums over the d tied events of 1/φ, f/φ, 1/φ², f/φ², f²/φ² and log φ,
+    where φ_l = R0 − f_l·E0 with f_l = l/d (Efron) or 0 (Breslow): the only per-event work, on
+    scalars, so the vector and matrix terms stay per event time."""
+    if ties == "breslow":
+        zero = np.zeros_like(r0)
+        inv = 1.0 / r0
+        return {
+            "s0": d * inv,
+            "s1": zero,
+            "s00": d * inv**2,
+            "s01": zero,
+            "s11": zero,
+            "log": d * np.log(r0),
+        }
+    idx = np.repeat(np.arange(len(d)), d)
+    f = (np.arange(len(idx)) - np.repeat(np.cumsum(d) - d, d)) / d[idx]
+    inv = 1.0 / (r0[idx] - f * e0[idx])
+    n = len(d)
+
+    def total(v: np.ndarray) -> np.ndarray:
+        return np.bincount(idx, weights=v, minlength=n)
+
+    return {
+        "s0": total(inv),
+        "s1": total(f * inv),
+        "s00": total(inv**2),
+        "s01": total(f * inv**2),
+        "s11": total(f * f * inv**2),
+        "log": -total(np.log(inv)),
+    }
+
+
 def partial_likelihood(
     g: RiskGroups, beta: np.ndarray, ties: str
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Log partial likelihood, score and information (Efron or Breslow ties)."""
+    """Log partial likelihood, score and information (Efron or Breslow ties).
+
+    With M_l = R − f_l·E for the l-th tied event, the sums over l of M1/φ, M2/φ and
+    (M1/φ)(M1/φ)ᵀ expand into per-time moments times the scalar sums of `tie_sums`.
+    """
     p = len(beta)
     r = risk_sets(g.a, g.strata_starts)
     ev = g.d > 0
     r, e, d, sx = r[ev], g.e[ev], g.d[ev].astype(np.int64), g.sx[ev]
-    loglik = float(sx.sum(axis=0) @ beta)
-    score = sx.sum(axis=0)
-    if ties == "breslow":
-        weight = d.astype(float)
-        phi = r[:, 0]
-        m1, m2 = r[:, 1 : 1 + p], r[:, 1 + p :]
-    else:
-        # Efron: the l-th of d tied events sees the risk set minus l/d of the tied events' weight.
-        idx = np.repeat(np.arange(len(d)), d)
-        frac = (np.arange(len(idx)) - np.repeat(np.cumsum(d) - d, d)) / d[idx]
-        weight = np.ones(len(idx))
-        sub = r[idx] - frac[:, None] * e[idx]
-        phi, m1, m2 = sub[:, 0], sub[:, 1 : 1 + p], sub[:, 1 + p :]
-    loglik -= float(weight @ np.log(phi))
-    mu = m1 / phi[:, None]
-    score = score - weight @ mu
-    info = symmetric(weight @ (m2 / phi[:, None]), p) - (mu * weight[:, None]).T @ mu
-    return loglik, score, info
+    s = tie_sums(r[:, 0], e[:, 0], d, ties)
+    r1, e1 = r[:, 1 : 1 + p], e[:, 1 : 1 + p]
+    loglik = float(sx.sum(axis=0) @ beta - s["log"].sum())
+    score = sx.sum(axis=0) - s["s0"] @ r1 + s["s1"] @ e1
+    second = symmetric(s["s0"] @ r[:, 1 + p :] - s["s1"] @ e[:, 1 + p :], p)
+    cross = (r1 * s["s01"][:, None]).T @ e1
+    outer = (r1 * s["s00"][:, None]).T @ r1 - cross - cross.T + (e1 * s["s11"][:, None]).T @ e1
+    return loglik, score, second - outer

@@ -208,20 +208,19 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
 
 
 def event_rows(node: NodeCox, rg: RiskGroups) -> list[dict[str, Any]]:
-    """The WebDISCO table: per stratum and time, moment sums over all rows and over events."""
+    """The WebDISCO table: per stratum and time, moment sums over all rows (`a`) and, at times
+    with events, over the events (`e`) with the events' covariate sums (`sx`)."""
     labels = node.labels[node.grouping.codes].tolist()
-    return [
-        {"stratum": s, "time": t, "d": d, "a": a, "e": e, "sx": sx}
-        for s, t, d, a, e, sx in zip(
-            labels,
-            node.grouping.time.tolist(),
-            rg.d.tolist(),
-            floats(rg.a),
-            floats(rg.e),
-            floats(rg.sx),
-            strict=True,
+    rows: list[dict[str, Any]] = [
+        {"group": s, "time": t, "d": d, "a": a}
+        for s, t, d, a in zip(
+            labels, node.grouping.time.tolist(), rg.d.tolist(), floats(rg.a), strict=True
         )
     ]
+    has = np.flatnonzero(rg.d > 0)
+    for i, e, sx in zip(has.tolist(), floats(rg.e[has]), floats(rg.sx[has]), strict=True):
+        rows[i]["e"], rows[i]["sx"] = e, sx
+    return rows
 
 
 def pooled_groups(summaries: dict[str, Summary], p: int) -> tuple[RiskGroups, int, int]:
@@ -231,12 +230,15 @@ def pooled_groups(summaries: dict[str, Summary], p: int) -> tuple[RiskGroups, in
     if not rows:
         raise AnalysisError("no node sent risk-set sums")
     q = n_moments(p)
-    labels = np.array([r["stratum"] for r in rows], dtype=object)
+    labels = np.array([r["group"] for r in rows], dtype=object)
     _, codes = np.unique(labels.astype(str), return_inverse=True)
     g = group_rows(codes, np.array([r["time"] for r in rows], dtype=float))
 
     def stack(key: str, width: int) -> np.ndarray:
-        arr = np.array([r[key] for r in rows], dtype=float).reshape(len(rows), width)
+        arr = np.zeros((len(rows), width))
+        has = [i for i, r in enumerate(rows) if key in r]
+        if has:
+            arr[has] = np.array([rows[i][key] for i in has], dtype=float).reshape(len(has), width)
         return group_sum(arr[g.order], g.starts)
 
     d = group_sum(np.array([r["d"] for r in rows], dtype=np.int64)[g.order], g.starts)
