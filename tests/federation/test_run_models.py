@@ -1,0 +1,101 @@
+"""The survival and regression analyses run end to end over real node stores (cohort view, node
+policy and disclosure included) and equal the pooled references on the same view rows."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
+
+from ccdp.cohort.view import cohort_sql
+from ccdp.federation.inprocess import InProcessTransport
+from ccdp.federation.study import run_study
+from tests.analyses.references import dummies, lifelines_cox, with_node
+from tests.storekit import build_store, random_registry
+
+SIZES = {"fr": (11, 300, "FR"), "de": (12, 450, "DE"), "it": (13, 200, "IT")}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stores")
+    return [
+        build_store(tmp / f"{n}.duckdb", random_registry(seed, size, c, n))
+        for n, (seed, size, c) in SIZES.items()
+    ]
+
+
+@pytest.fixture(scope="module")
+def frames(stores) -> list[pd.DataFrame]:
+    out = []
+    for s in stores:
+        con = duckdb.connect()
+        con.execute(f"ATTACH '{s}' AS store (READ_ONLY)")
+        out.append(con.execute(cohort_sql(None, "TRUE"), [s.stem]).df())
+        con.close()
+    return out
+
+
+def run(spec: dict, stores):
+    result = run_study(spec, InProcessTransport(stores))
+    assert {n: s.status for n, s in result.nodes.items()} == dict.fromkeys(SIZES, "answered")
+    return result.result
+
+
+def test_km_and_logrank_equal_lifelines(stores, frames) -> None:
+    pooled = pd.concat(frames, ignore_index=True).dropna(subset=["os_time", "os_event"])
+    km = run({"analysis": "km", "outcome": "os", "by": ["sex"]}, stores)
+    for g in km.groups:
+        block = pooled[pooled["sex"] == g.group]
+        kmf = KaplanMeierFitter().fit(block["os_time"], block["os_event"])
+        times = [r.time for r in g.table]
+        np.testing.assert_allclose(
+            [r.survival for r in g.table], kmf.survival_function_.iloc[:, 0].loc[times], atol=1e-9
+        )
+        np.testing.assert_allclose(
+            [r.ci_low for r in g.table], kmf.confidence_interval_.iloc[:, 0].loc[times], atol=1e-9
+        )
+    lr = run({"analysis": "logrank", "outcome": "os", "by": ["sex"]}, stores)
+    ref = multivariate_logrank_test(pooled["os_time"], pooled["sex"], pooled["os_event"])
+    assert lr.chi2 == pytest.approx(ref.test_statistic, rel=1e-9)
+
+
+@pytest.mark.parametrize("strata", ["none", "node"])
+def test_cox_equals_lifelines(stores, frames, strata: str) -> None:
+    cov = ["sex", "wbc_at_diagnosis", "age_at_diagnosis"]
+    spec = {"analysis": "cox", "outcome": "os", "covariates": cov, "strata": strata}
+    result = run(spec, stores)
+    parts = [f.dropna(subset=["os_time", "os_event", *cov]) for f in frames]
+    pooled = with_node(parts)
+    cph = lifelines_cox(pooled, cov, strata=["node"] if strata == "node" else None)
+    assert [c.term for c in result.coefficients] == list(cph.params_.index)
+    np.testing.assert_allclose(
+        [c.coef for c in result.coefficients], cph.params_, rtol=1e-7, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        [c.se for c in result.coefficients], cph.standard_errors_, rtol=1e-7, atol=1e-9
+    )
+    assert result.loglik == pytest.approx(cph.log_likelihood_, abs=1e-7)
+    assert result.n == len(pooled)
+
+
+def test_logistic_and_poisson_equal_statsmodels(stores, frames) -> None:
+    cov = ["sex", "wbc_at_diagnosis"]
+    pooled = pd.concat(frames, ignore_index=True).dropna(subset=["os_time", "os_event", *cov])
+    x = sm.add_constant(dummies(pooled, cov))
+    logit = run({"analysis": "logistic", "outcome": "os_event", "covariates": cov}, stores)
+    ref = sm.GLM(pooled["os_event"], x, family=sm.families.Binomial()).fit(tol=1e-13)
+    np.testing.assert_allclose([c.coef for c in logit.coefficients], ref.params, rtol=1e-8)
+    assert logit.deviance == pytest.approx(ref.deviance, rel=1e-10)
+    pois = run({"analysis": "poisson", "outcome": "os", "covariates": cov}, stores)
+    pooled = pooled[pooled["os_time"] > 0]
+    x = sm.add_constant(dummies(pooled, cov))
+    ref = sm.GLM(
+        pooled["os_event"], x, family=sm.families.Poisson(), offset=np.log(pooled["os_time"])
+    ).fit(tol=1e-13)
+    np.testing.assert_allclose([c.coef for c in pois.coefficients], ref.params, rtol=1e-8)
+    np.testing.assert_allclose([c.se for c in pois.coefficients], ref.bse, rtol=1e-8)
