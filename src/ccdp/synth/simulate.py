@@ -117,31 +117,87 @@ def _dates(rng: np.random.Generator, cases: dict[str, np.ndarray], years: list[i
     cases["age_days"] = age_days
 
 
-def _casemix(rng: np.random.Generator, params: Params, cases: dict[str, np.ndarray]) -> None:
-    """Pick the ICD-O-3 coding row of each case within its ICCC group, age band and sex."""
+def completed_years(birth: np.ndarray, when: np.ndarray) -> np.ndarray:
+    """Age in completed calendar years at `when` (both in days since 1970-01-01)."""
+    b = np.asarray(birth).astype("datetime64[D]")
+    w = np.asarray(when).astype("datetime64[D]")
+    by = b.astype("datetime64[Y]")
+    wy = w.astype("datetime64[Y]")
+    years = (wy - by).astype(np.int64)
+    # compare (month, day), not day of year, which shifts in leap years
+    bm = (b.astype("datetime64[M]") - by.astype("datetime64[M]")).astype(np.int64)
+    wm = (w.astype("datetime64[M]") - wy.astype("datetime64[M]")).astype(np.int64)
+    bd = (b - b.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
+    wd = (w - w.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
+    before = (wm < bm) | ((wm == bm) & (wd < bd))
+    return years - before.astype(np.int64)
+
+
+def _year_days(year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Range of age in days [lo, hi) that is `year` completed years on any calendar."""
+    lo = np.ceil(year * DAYS_PER_YEAR).astype(np.int64) + 1
+    hi = np.floor((year + 1) * DAYS_PER_YEAR).astype(np.int64) - 2
+    return lo, hi
+
+
+def _casemix_weights(params: Params) -> np.ndarray:
+    """Weight of each case-mix row for [group, sex, completed year of age, row]."""
     cm = params.casemix
+    w = np.zeros((len(ICCC_GROUPS), 2, 20, len(cm)))
+    group = np.array([ICCC_GROUPS.index(g) for g in cm.iccc_group])
+    for y in range(20):
+        age_idx = next(i for i, (a, b) in enumerate(AGE_BOUNDS) if a <= y < b)
+        col = cm[AGE_BAND_COLUMN[age_idx]].to_numpy(dtype=float)
+        in_age = (cm.age_min.to_numpy() <= y) & (y <= cm.age_max.to_numpy())
+        for si, sex in enumerate(("male", "female")):
+            ok = in_age & cm.sex.isin(["any", sex]).to_numpy()
+            w[group[ok], si, y, np.flatnonzero(ok)] = col[ok]
+    return w
+
+
+def _casemix(rng: np.random.Generator, params: Params, cases: dict[str, np.ndarray]) -> None:
+    """Pick each case's ICD-O-3 coding row within its ICCC group, sex and year of age.
+
+    Where a histology is implausible at some ages of the case's age group (retinoblastoma after 5),
+    the age is redrawn within the group among the years that have a histology.
+    """
+    w = _casemix_weights(params)
     n = len(cases["sex"])
-    row = np.full(n, -1, dtype=np.int32)
-    band_of_age = np.array(AGE_BAND_COLUMN)
-    u = rng.random(n)
-    for gi, g in enumerate(ICCC_GROUPS):
-        rows = np.flatnonzero(cm.iccc_group.to_numpy() == g)
-        for col in dict.fromkeys(AGE_BAND_COLUMN):
-            ages = np.flatnonzero(band_of_age == col)
-            for si, sex in enumerate(("male", "female")):
-                allowed = rows[np.isin(cm.sex.to_numpy()[rows], ["any", sex])]
-                w = cm[col].to_numpy(dtype=float)[allowed]
-                mask = (
-                    (cases["group"] == gi) & np.isin(cases["age_idx"], ages) & (cases["sex"] == si)
+    g, s, a = cases["group"].astype(np.int64), cases["sex"].astype(np.int64), cases["age_idx"]
+    has = w.sum(axis=3) > 0  # [group, sex, year]
+    years = completed_years(cases["birth"], cases["dx"])
+    bad = ~has[g, s, years]
+    if bad.any():
+        for gi, si, ai in sorted(set(zip(g[bad], s[bad], a[bad], strict=True))):
+            lo_y, hi_y = AGE_BOUNDS[ai]
+            allowed = [y for y in range(lo_y, hi_y) if has[gi, si, y]]
+            m = bad & (g == gi) & (s == si) & (a == ai)
+            if not allowed:
+                raise SynthError(
+                    f"casemix.csv: no histology of group {ICCC_GROUPS[gi]} for "
+                    f"{('boys', 'girls')[si]} aged {lo_y}-{hi_y - 1}, but its rate is not 0"
                 )
-                if not mask.any():
-                    continue
-                if w.sum() <= 0:
-                    raise SynthError(f"casemix.csv: no row for group {g}, {col}, {sex}")
-                cdf = np.cumsum(w) / w.sum()
-                row[mask] = allowed[np.searchsorted(cdf, u[mask], side="right")]
+            y = np.asarray(allowed)[rng.integers(0, len(allowed), int(m.sum()))]
+            lo, hi = _year_days(y)
+            days = lo + np.floor(rng.random(len(y)) * (hi - lo)).astype(np.int64)
+            cases["age_days"][m] = days
+            cases["birth"][m] = cases["dx"][m] - days
+        years = completed_years(cases["birth"], cases["dx"])
+    key = (g * 2 + s) * 20 + years
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    u = rng.random(n)
+    row = np.full(n, -1, dtype=np.int32)
+    for seg in np.split(order, bounds):
+        if len(seg) == 0:
+            continue
+        k = int(key[seg[0]])
+        weights = w[k // 40, (k // 20) % 2, k % 20]
+        cdf = np.cumsum(weights) / weights.sum()
+        row[seg] = np.searchsorted(cdf, u[seg], side="right")
     cases["cm_row"] = row
     profile_index = {p: i for i, p in enumerate(params.profile_names)}
+    cm = params.casemix
     cases["profile"] = np.array([profile_index[p] for p in cm.profile])[row].astype(np.int16)
 
 

@@ -20,6 +20,7 @@ from ccdp.synth.simulate import (
     DAYS_PER_YEAR,
     RELAPSE_SITES,
     Cohort,
+    completed_years,
 )
 
 VITAL = ("alive", "dead", "unknown")
@@ -112,7 +113,11 @@ def _birth_dates(cohort: Cohort, rng: np.random.Generator) -> pa.Array:
     month_only = np.zeros(cohort.n, dtype=bool)
     if "DE" in cohort.countries:
         de = c["country"] == cohort.countries.index("DE")
-        month_only = de & (rng.random(cohort.n) < 0.03)
+        # only where the day imputed by readers (the 15th) gives the same age at diagnosis
+        b = c["birth"].astype("datetime64[D]")
+        imputed = (b.astype("datetime64[M]").astype("datetime64[D]") + 14).astype(np.int64)
+        same_age = completed_years(imputed, c["dx"]) == completed_years(c["birth"], c["dx"])
+        month_only = de & (rng.random(cohort.n) < 0.03) & same_age & (imputed <= c["dx"])
     c["birth_month_only"] = month_only
     return pc.if_else(pa.array(month_only), pc.utf8_slice_codeunits(s, 0, 7), s)
 
