@@ -129,6 +129,8 @@ def test_suggest_on_native_export_reproduces_it(tmp_path: Path) -> None:
         if tdef.name == "population":
             continue
         native = pd.read_csv(site / f"{tdef.name}.csv", dtype=str, keep_default_na=False)
+        if native.empty and tdef.name not in out:
+            continue  # a header-only file (e.g. no trial enrolment in a small draw) maps nothing
         got = out[tdef.name]
         for fdef in tdef.input_fields:
             expected = native[fdef.name].replace("", None).tolist()
