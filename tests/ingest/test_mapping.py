@@ -361,3 +361,69 @@ def test_missing_sheet_through_mapping(tmp_path: Path) -> None:
     )
     with pytest.raises(ReaderError, match=r"no sheet 'Tumori'.*'Pazienti'"):
         apply_mapping(spec, tmp_path)
+
+
+def test_fhir_bundle_through_a_mapping(tmp_path: Path) -> None:
+    from tests.ingest.test_readers import ICDO3, fhir_bundle
+
+    (tmp_path / "bundle.json").write_text(json.dumps(fhir_bundle()), encoding="utf-8")
+    spec = MappingSpec.model_validate(
+        {
+            "sources": {
+                "patients": {"file": "*.json", "resource": "Patient"},
+                "conditions": {"file": "*.json", "resource": "Condition"},
+            },
+            "tables": {
+                "patient": {
+                    "source": "patients",
+                    "fields": {
+                        "patient_id": "id",
+                        "sex": "gender",
+                        "birth_date": "birthDate",
+                        "country": {"constant": "FR"},
+                        "vital_status": {
+                            "column": "deceasedBoolean",
+                            "values": {"false": "alive", "true": "dead"},
+                        },
+                        "last_contact_date": {"constant": "2020-12-31"},
+                    },
+                    "identifiers": {
+                        "family_name": "name[0].family",
+                        "national_id": "identifier[system=urn:oid:1.2.250.1.213.1.4.8].value",
+                    },
+                },
+                "tumour": {
+                    "source": "conditions",
+                    "fields": {
+                        "tumour_id": "id",
+                        "patient_id": {"column": "subject.reference", "extract": "([^/:]+)$"},
+                        "diagnosis_date": "onsetDateTime",
+                        "topography": f"bodySite[0].coding[system={ICDO3}].code",
+                        "morphology": f"code.coding[system={ICDO3}].code",
+                    },
+                },
+            },
+        }
+    )
+    out = apply_mapping(spec, tmp_path)
+    assert rows(out["patient"], "patient_id", "sex", "vital_status", "_identifier_family_name") == [
+        ("p1", "female", "alive", "Durand")
+    ]
+    assert rows(
+        out["tumour"], "patient_id", "topography", "morphology", "behaviour", "_source_row"
+    ) == [("p1", "C42.1", "9836", "3", 2)]
+
+
+def test_ingest_cli_with_bad_mapping_leaves_store_unchanged(site: Path, ccdp) -> None:
+    store = site.parent / "node.duckdb"
+    ok = ccdp("ingest", site, "--mapping", site / "map.yaml", "--store", store, "--json")
+    assert '"rows_read"' in ok.stdout
+    before = store.read_bytes()
+    (site / "bad.yaml").write_text(MAPPING.replace("morphology: morpho", "morphology: morfo"))
+    bad = ccdp("ingest", site, "--mapping", site / "bad.yaml", "--store", store, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "column 'morfo' is not in source 'tumours'" in bad.stderr and "'morpho'" in bad.stderr
+    (site / "tumeurs.csv").write_text(TUMOURS[:-12], encoding="utf-8")
+    cut = ccdp("ingest", site, "--mapping", site / "map.yaml", "--store", store, check=False)
+    assert cut.returncode == 2 and "truncated" in cut.stderr
+    assert store.read_bytes() == before
