@@ -25,6 +25,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "ccdp.model.commands",
     "ccdp.federation.run_commands",
+    "ccdp.cohort.commands",
     "ccdp.federation.node_commands",
     "ccdp.federation.node.commands",
     "ccdp.federation.hub.commands",

@@ -175,3 +175,14 @@ def test_trial_and_other_columns(view):
     assert set(view["node"]) == {"nodeX"}
     assert view.loc["tA", "diagnosis_period"] == "2005-2009"
     assert view.loc["tC", "diagnosis_year"] == 2012
+
+
+def test_docs_are_generated_from_the_dictionary(ccdp):
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "analysis-view.md"
+    assert doc.read_text().rstrip("\n") == ccdp("cohort", "variables").stdout.rstrip("\n")
+    import json
+
+    names = [v["name"] for v in json.loads(ccdp("cohort", "variables", "--format", "json").stdout)]
+    assert names == list(view_variables())

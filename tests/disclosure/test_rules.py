@@ -178,3 +178,10 @@ def test_policy_file_and_defaults(store):
         set_policy_value(store, "min_cells", "3")
     with pytest.raises(PolicyError, match="min_cell"):
         set_policy_value(store, "min_cell", "zero")
+
+
+def test_policy_refuses_unknown_analysis_names(store):
+    from ccdp.disclosure.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="unknown analyses"):
+        set_policy_value(store, "allowed_analyses", "[count, cox_typo]")

@@ -118,3 +118,18 @@ def test_ccdp_run_json_end_to_end(ccdp, stores, tmp_path):
     assert data["result"]["total"] == 1000
     text = ccdp("run", spec, "--store", stores[0], "--store", stores[1]).stdout
     assert "feasibility" in text and "answered" in text
+
+
+def test_min_nodes_and_node_selection(ccdp, stores, tmp_path):
+    (tmp_path / "fr.policy.yaml").write_text("allowed_analyses: [km]\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("analysis: count\nmin_nodes: 3\n")
+    proc = ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json", check=False)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and data["result"] is None
+    assert data["nodes"]["fr"]["status"] == "refused"
+    spec.write_text("analysis: count\nnodes: [de, it]\n")
+    data = json.loads(
+        ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json").stdout
+    )
+    assert set(data["nodes"]) == {"de", "it"} and data["result"]["total"] == 850

@@ -114,8 +114,11 @@ class IncidenceResult(AnalysisResult):
         for r in self.rows:
             cases = "suppressed" if r["cases"] is None else str(r["cases"])
             table.add_row(
-                *(str(r[b]) for b in self.by), cases, f"{r['person_years']:,.0f}",
-                rate({**r, "crude": r["crude_rate"]}, "crude"), rate(r, "asr"),
+                *(str(r[b]) for b in self.by),
+                cases,
+                f"{r['person_years']:,.0f}",
+                rate({**r, "crude": r["crude_rate"]}, "crude"),
+                rate(r, "asr"),
             )
         return table
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ccdp.errors import SpecError
 
@@ -54,6 +54,19 @@ class NodePolicy(BaseModel):
     release: Literal["automatic", "manual"] = Field(
         "automatic", description="manual: answers wait for the operator (networked node)."
     )
+
+    @field_validator("allowed_analyses")
+    @classmethod
+    def _registered(cls, v: list[str] | None) -> list[str] | None:
+        """A typo here would silently refuse every study: only registered names are allowed."""
+        if v is None:
+            return v
+        from ccdp.analyses.registry import names
+
+        unknown = [a for a in v if a not in names()]
+        if unknown:
+            raise ValueError(f"unknown analyses {unknown}; registered: {', '.join(names())}")
+        return v
 
 
 def policy_path(store: Path | str) -> Path:
