@@ -26,3 +26,18 @@ def test_bad_mapping_is_one_clear_error(tmp_path: Path, ccdp) -> None:
     assert proc.returncode == 2
     assert "line 5" in proc.stderr and "did you mean 'source'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_compare_counts_fields_fed_from_the_same_place(tmp_path: Path, ccdp) -> None:
+    site = tmp_path / "FR"
+    site.mkdir()
+    (site / "patients.csv").write_bytes(PATIENTS.encode("latin-1"))
+    (site / "tumeurs.csv").write_text(TUMOURS)
+    draft = tmp_path / "draft.yaml"
+    ccdp("map", "suggest", site, "--output", draft)
+    reference = tmp_path / "ref.yaml"
+    text = draft.read_text().replace("birth_date: date_naissance", "birth_date: nir")
+    reference.write_text(text)
+    proc = ccdp("map", "compare", draft, reference)
+    assert "patient: 5/6" in proc.stdout and "tumour: 5/5" in proc.stdout
+    assert "total: 10/11 = 90.9%" in proc.stdout

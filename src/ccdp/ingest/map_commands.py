@@ -52,5 +52,22 @@ def check_command(
         typer.echo(f"{table}: {len(frame)} rows")
 
 
+@map_app.command("compare")
+def compare_command(
+    draft: Path = typer.Argument(..., help="Mapping to measure (e.g. a `map suggest` draft)."),
+    reference: Path = typer.Argument(..., help="Hand-written mapping taken as right."),
+) -> None:
+    """Share of the reference's field mappings the draft feeds from the same place."""
+    from ccdp.ingest.mapping import load_mapping
+    from ccdp.ingest.suggest import agreement
+
+    per = agreement(load_mapping(draft), load_mapping(reference))
+    right = sum(r for r, _ in per.values())
+    total = sum(t for _, t in per.values())
+    for table, (r, t) in per.items():
+        typer.echo(f"{table}: {r}/{t}")
+    typer.echo(f"total: {right}/{total} = {100 * right / max(total, 1):.1f}%")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(map_app, name="map")

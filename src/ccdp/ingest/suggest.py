@@ -948,3 +948,40 @@ def to_yaml(draft: Draft, source: Path) -> str:
             lines.append("    identifiers:" + (f"  # {note}" if note else ""))
             lines += [f"      {k}: {flow(v)}" for k, v in entry["identifiers"].items()]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def field_sources(spec: object) -> dict[tuple[str, str], tuple]:
+    """(table, field) -> where its value comes from: (file, column), constant or template refs.
+
+    Used to measure a draft against a hand-written spec: value maps and formats aside, did the
+    draft feed each field from the same place?
+    """
+    from ccdp.ingest.mapping import MappingSpec
+
+    assert isinstance(spec, MappingSpec)
+    out: dict[tuple[str, str], tuple] = {}
+    for table, parts in spec.tables.items():
+        part = parts[0]
+        file = spec.sources[part.source].file
+        for name, fs in part.fields.items():
+            if fs.column is not None:
+                out[(table, name)] = ("column", file, fs.column)
+            elif fs.constant is not None:
+                out[(table, name)] = ("constant", fs.constant.casefold())
+            else:
+                refs = frozenset(re.findall(r"\{([^{}]+)\}", fs.template or ""))
+                out[(table, name)] = ("template", file, refs)
+    return out
+
+
+def agreement(draft: object, reference: object) -> dict[str, tuple[int, int]]:
+    """Per table: (fields fed as in the reference, fields in the reference)."""
+    got, want = field_sources(draft), field_sources(reference)
+    out: dict[str, tuple[int, int]] = {}
+    for (table, name), where in want.items():
+        right, total = out.get(table, (0, 0))
+        out[table] = (right + int(got.get((table, name)) == where), total + 1)
+    return out
