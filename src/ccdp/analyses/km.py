@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from scipy.special import ndtri
@@ -90,17 +91,29 @@ class KMResult(AnalysisResult):
     time_unit: str
     groups: list[KMGroup]
 
-    def __rich__(self) -> Table:
-        t = Table(title=f"Kaplan–Meier {self.outcome.upper()} (times in days; 95% CI log-log)")
-        for col in ("group", "n", "events", "median (95% CI)"):
-            t.add_column(col, justify="left" if col == "group" else "right")
-        for y in LANDMARK_YEARS:
-            t.add_column(f"S({y}y) (95% CI)", justify="right")
+    def __rich__(self) -> Group:
+        grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
+        head = Table(
+            title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
+            caption="NR: not reached",
+        )
+        for col in ("group", "n", "events", "median", "95% CI"):
+            head.add_column(col, justify="left" if col == "group" else "right")
         for g in self.groups:
-            med = f"{num(g.median, 0)} ({num(g.median_ci_low, 0)}–{num(g.median_ci_high, 0)})"
-            land = [f"{num(m.survival)} ({num(m.ci_low)}–{num(m.ci_high)})" for m in g.survival_at]
-            t.add_row(escape(g.group), str(g.n), str(g.events), med, *land)
-        return t
+            ci = f"{nr(g.median_ci_low)}–{nr(g.median_ci_high)}"
+            head.add_row(escape(g.group), str(g.n), str(g.events), nr(g.median), ci)
+        land = Table(title=f"{self.outcome.upper()} at 1, 3 and 5 years")
+        for col in ("group", "years", "survival", "95% CI"):
+            land.add_column(col, justify="left" if col == "group" else "right")
+        for g in self.groups:
+            for i, m in enumerate(g.survival_at):
+                land.add_row(
+                    escape(g.group) if i == 0 else "",
+                    f"{m.years:g}",
+                    num(m.survival),
+                    f"{num(m.ci_low)}–{num(m.ci_high)}" if m.survival is not None else "—",
+                )
+        return Group(head, land)
 
     def __str__(self) -> str:
         return to_text(self)
@@ -116,6 +129,11 @@ class KMResult(AnalysisResult):
         from ccdp.report.plots import km_plot
 
         return km_plot(self, **kw)
+
+
+def nr(days: float | None) -> str:
+    """A median or its bound in days, or NR (not reached)."""
+    return "NR" if days is None else f"{days:g}"
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
