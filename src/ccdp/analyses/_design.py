@@ -39,7 +39,9 @@ def describe(
         counts = frame[c].astype(str).value_counts(sort=False)
         cells = [{c: str(level), "n": int(k)} for level, k in sorted(counts.items())]
         parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells)
-    parts[MOMENTS] = AggregatePart(n=len(frame), n_params=len(sums), values={"sums": sums})
+    # Parameters: the covariate means the coordinator learns (the outcome totals are counts).
+    n_params = len(sums) - len(extra)
+    parts[MOMENTS] = AggregatePart(n=len(frame), n_params=n_params, values={"sums": sums})
     return parts
 
 
