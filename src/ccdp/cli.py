@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",
     "ccdp.ingest.commands",
+    "ccdp.quality.commands",
 ]
 
 
