@@ -1,0 +1,115 @@
+"""Benchmark `ccdp ingest` (native layout): type conversion + every quality edit + the write.
+
+Generates one synthetic country with N patients (`ccdp synth`, native layout, cached under --out),
+then, each in its own child process so that peak RSS is its own:
+  baseline  DuckDB `CREATE TABLE AS SELECT * FROM read_csv(file)` of every CSV (auto-detected
+            types, in-memory database): the cost of just reading the same files;
+  ingest    `ccdp.ingest.pipeline.ingest_native` into a fresh store file: read as text, type,
+            run all edits (per-field, cross-table, keys, orphans), ICCC-3 derivation, upsert,
+            quarantine, flags, one transaction, committed to disk.
+Usage:
+
+    python benchmarks/bench_ingest.py --patients 1000000 --out /tmp/bench-ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_BASELINE = """
+import duckdb, json, resource, sys, time
+from pathlib import Path
+folder = Path(sys.argv[1])
+con = duckdb.connect()
+t = time.perf_counter()
+rows = 0
+for path in sorted(folder.glob('*.csv')):
+    con.execute(f"CREATE TABLE {path.stem} AS SELECT * FROM read_csv('{path}')")
+    rows += con.execute(f"SELECT count(*) FROM {path.stem}").fetchall()[0][0]
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "rows": rows, "peak_rss_mib": peak}))
+"""
+
+_INGEST = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[3])
+from ccdp.ingest.pipeline import ingest_native
+t = time.perf_counter()
+report = ingest_native(sys.argv[2], sys.argv[1], progress=False)
+seconds = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "rows": report.rows_read, "peak_rss_mib": peak,
+                  "accepted": report.accepted, "quarantined": report.quarantined,
+                  "flagged": report.flagged, "edits": report.edits,
+                  "tables": {k: v.rows_read for k, v in report.tables.items()}}))
+"""
+
+
+def child(code: str, *args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ensure_data(out: Path, patients: int, seed: int) -> Path:
+    """The synthetic native export (generated once, reused by later runs)."""
+    folder = out / f"synth-{patients}-{seed}" / "FR"
+    if not (folder / "patient.csv").exists():
+        sys.path.insert(0, str(ROOT / "src"))
+        from ccdp.synth.generate import generate
+
+        generate(folder.parent, "FR", patients=patients, seed=seed)
+    return folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--patients", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-ingest"))
+    args = ap.parse_args()
+    folder = ensure_data(args.out, args.patients, args.seed)
+    size = sum(p.stat().st_size for p in folder.glob("*.csv")) / 2**20
+    base = child(_BASELINE, str(folder))
+    store = args.out / "bench.duckdb"
+    for leftover in (store, store.with_name(store.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    ing = child(_INGEST, str(folder), str(store), str(ROOT / "src"))
+    wall = time.perf_counter() - t0
+    ratio = ing["seconds"] / base["seconds"]
+    print(f"data: {folder} ({size:,.0f} MiB of CSV), rows per table: {ing['tables']}")
+    print("| what | rows | time | peak RSS |")
+    print("|---|---|---|---|")
+    print(
+        f"| baseline DuckDB `read_csv` of every file into tables | {base['rows']:,} "
+        f"| {base['seconds']:.1f} s | {base['peak_rss_mib']:,.0f} MiB |"
+    )
+    print(
+        f"| `ingest_native` (type, all edits, ICCC, upsert, quarantine, commit) | "
+        f"{ing['rows']:,} | {ing['seconds']:.1f} s ({wall:.1f} s with start-up) "
+        f"| {ing['peak_rss_mib']:,.0f} MiB |"
+    )
+    print(
+        f"ratio ingest / baseline: {ratio:.2f}x (target <= 5x); "
+        f"store {store.stat().st_size / 2**20:,.0f} MiB"
+    )
+    print(
+        f"accepted {ing['accepted']:,}, quarantined {ing['quarantined']:,}, flagged "
+        f"{ing['flagged']:,}; edits failed: {ing['edits']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
