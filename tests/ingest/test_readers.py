@@ -279,3 +279,37 @@ def test_fast_and_exact_parsers_agree(tmp_path: Path) -> None:
     assert fast.to_dict("list") == exact.to_dict("list")
     assert fast["note"].tolist() == ["a;b", "two\nlines", 'say "hi"']
     assert fast["n"].tolist() == [None, " 3 ", "x"]
+
+
+LANGUAGE_SAMPLES = {
+    "pl": "id;płeć;miejscowość;stan\n1;mężczyzna;Łódź;żyje\n2;kobieta;Kraków;zmarł\n",
+    "de": "id;Geschlecht;Größe;Straße\n1;männlich;groß;Hauptstraße\n2;weiblich;klein;Müllerstr\n",
+    "fr": "id;sexe;prénom\n1;H;Léa\n2;F;Zoé\n",
+    "pt": "id;sexo;situação;observação\n1;masculino;óbito;não\n2;feminino;vivo;sim\n",
+    "es": "id;sexo;situación;año\n1;niño;¿vivo?;2010\n2;niña;fallecido;2011\n",
+}
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("lang", "encoding"),
+    [
+        (lang, enc)
+        for lang in sorted(LANGUAGE_SAMPLES)
+        for enc in ("utf-8", "cp1252", "cp1250", "iso8859_2", "utf-16")
+        if _encodable(LANGUAGE_SAMPLES[lang], enc)
+    ],
+)
+def test_encoding_detection_across_the_partnership(tmp_path: Path, lang: str, encoding: str):
+    text = LANGUAGE_SAMPLES[lang]
+    frame = read_table(write(tmp_path, "x.csv", text.encode(encoding)))
+    header = text.split("\n", 1)[0].split(";")
+    assert list(frame.columns[:-1]) == header
+    assert frame.iloc[1, 1] == text.split("\n")[2].split(";")[1]
