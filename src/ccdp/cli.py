@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "ccdp.federation.node_commands",
     "ccdp.federation.node.commands",
     "ccdp.federation.hub.commands",
+    "ccdp.federation.demo_commands",
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",

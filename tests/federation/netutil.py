@@ -153,6 +153,7 @@ class HubProcess:
         try:
             wait_http(self.url, 30, self.verify)
         except AssertionError:
+            kill(self.proc, signal.SIGKILL)
             raise AssertionError(f"hub did not start:\n{self.log.read_text()}") from None
         return self
 

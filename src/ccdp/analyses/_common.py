@@ -11,7 +11,8 @@ import pandas as pd
 from ccdp.analyses.errors import AnalysisError, InsufficientData
 
 TimeUnit = Literal["day", "week", "month"]
-SurvivalOutcome = Literal["os", "efs"]
+# os/efs from diagnosis; relapse_os/relapse_efs from the first relapse (relapsed tumours).
+SurvivalOutcome = Literal["os", "efs", "relapse_os", "relapse_efs"]
 
 # Days per grid step; a month is a twelfth of the Julian year (365.25 / 12).
 UNIT_DAYS: dict[str, float] = {"day": 1.0, "week": 7.0, "month": 30.4375}

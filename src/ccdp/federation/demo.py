@@ -1,0 +1,302 @@
+"""`ccdp demo`: a whole partnership on one machine, from messy exports to an HTML report.
+
+Synthesise six countries' registries, ingest each into its own node store (with the country's
+mapping spec when the export is messy), start a hub and one node agent per country as separate
+processes on loopback, run the consortium's first studies through the hub, and write the report.
+Every process started here is stopped before returning (unless asked to keep running).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ccdp.errors import CcdpError
+
+COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
+STUDIES = Path(__file__).with_name("data") / "demo_studies.yaml"
+MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
+
+
+class DemoError(CcdpError):
+    """A step of the demo failed (the message names the step and its log)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: object) -> list[str]:
+    return [sys.executable, "-m", "ccdp", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    """Children import the same ccdp as this process, whether installed or run from a tree."""
+    import ccdp
+
+    env = dict(os.environ)
+    src = str(Path(ccdp.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def _run(args: list[str], log: Path, step: str) -> None:
+    with log.open("ab") as fh:
+        proc = subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT, env=_env())
+    if proc.returncode != 0:
+        raise DemoError(f"{step} failed (exit {proc.returncode}); see {log}")
+
+
+def load_studies() -> list[dict[str, Any]]:
+    return yaml.safe_load(STUDIES.read_text(encoding="utf-8"))
+
+
+class Processes:
+    """Child processes of the demo, each in its own session, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], log: Path) -> subprocess.Popen:
+        fh = log.open("ab")
+        proc = subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+        )
+        fh.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise DemoError(f"{name} exited with {proc.returncode}")
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+
+
+@contextmanager
+def progress_bar(console: Console) -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        yield progress
+
+
+def synthesise_and_ingest(
+    out: Path, countries: tuple[str, ...], seed: int, patients: int, progress: Progress
+) -> tuple[dict[str, Path], str]:
+    """Messy exports ingested with each country's mapping when all mappings exist; otherwise
+    the data-model (native) exports. Returns the stores and the format used."""
+    logs = out / "logs"
+    messy = all((MAPPINGS / f"{c}.yaml").is_file() for c in countries)
+    fmt = "messy" if messy else "native"
+    exports = out / "exports"
+    task = progress.add_task(f"synthesising {len(countries)} registries ({fmt})", total=1)
+    if exports.exists():
+        shutil.rmtree(exports)
+    _run(
+        _cli(
+            "synth",
+            exports,
+            "--countries",
+            ",".join(countries),
+            "--seed",
+            seed,
+            "--patients",
+            patients,
+            "--format",
+            fmt,
+        ),
+        logs / "synth.log",
+        "synthesis",
+    )
+    progress.update(task, completed=1)
+    stores_dir = out / "stores"
+    stores_dir.mkdir(exist_ok=True)
+    task = progress.add_task("ingesting each country into its node store", total=len(countries))
+    stores: dict[str, Path] = {}
+    running: list[tuple[str, subprocess.Popen]] = []
+    for c in countries:
+        store = stores_dir / f"{c}.duckdb"
+        for old in stores_dir.glob(f"{c}.*"):
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        args = _cli("ingest", exports / c, "--store", store)
+        if messy:
+            args += ["--mapping", str(MAPPINGS / f"{c}.yaml")]
+        fh = (logs / f"ingest-{c}.log").open("ab")
+        running.append((c, subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=_env())))
+        fh.close()
+        stores[c] = store
+        if len(running) >= 2:  # two cores: two ingests at a time
+            _finish_ingest(running.pop(0), logs, progress, task)
+    while running:
+        _finish_ingest(running.pop(0), logs, progress, task)
+    return stores, fmt
+
+
+def _finish_ingest(
+    item: tuple[str, subprocess.Popen], logs: Path, progress: Progress, task
+) -> None:  # type: ignore[no-untyped-def]
+    c, proc = item
+    if proc.wait() != 0:
+        raise DemoError(f"ingest of {c} failed; see {logs / f'ingest-{c}.log'}")
+    progress.advance(task)
+
+
+def run_demo(
+    out: Path,
+    countries: tuple[str, ...] = COUNTRIES,
+    seed: int = 2024,
+    patients: int = 9000,
+    keep_running: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """The whole demo; returns the report's path."""
+    from ccdp.federation.client import HubClient
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.service import Hub
+    from ccdp.report.html import StudyEntry, render_report
+
+    console = console or Console()
+    out = out.resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    procs = Processes()
+    try:
+        with progress_bar(console) as progress:
+            stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)
+            db_path = out / "hub.db"
+            for f in out.glob("hub.db*"):
+                f.unlink()
+            db = f"sqlite:///{db_path}"
+            hub = Hub(open_database(db))
+            tokens = {c: hub.add_node(c, c) for c in countries}
+            researcher = hub.add_user("researcher", "researcher")
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            task = progress.add_task("starting hub and node agents", total=1 + len(countries))
+            procs.start(
+                "hub", _cli("hub", "serve", "--db", db, "--port", port), out / "logs" / "hub.log"
+            )
+            _wait_up(url, procs)
+            progress.advance(task)
+            for c in countries:
+                args = _cli("node", "run", "--store", stores[c], "--hub", url, "--token", tokens[c])
+                procs.start(f"node {c}", [*args, "--poll", "10"], out / "logs" / f"node-{c}.log")
+            client = HubClient(url, researcher)
+            _wait_nodes(client, countries, procs, progress, task)
+            studies = load_studies()
+            task = progress.add_task("running studies through the hub", total=len(studies))
+            entries = []
+            for st in studies:
+                t0 = time.monotonic()
+                progress.update(task, description=f"study: {st['spec']['title'][:48]}")
+                sid = client.submit(st["spec"])
+                record = client.wait(sid, max_wait=600)
+                entries.append(
+                    StudyEntry(st["key"], st["why"], st["spec"], record, time.monotonic() - t0)
+                )
+                progress.advance(task)
+            progress.update(task, description="studies done")
+            task = progress.add_task("writing the report", total=1)
+            report = render_report(
+                entries,
+                out / "report.html",
+                title="Childhood cancer data partnership — demo",
+                subtitle=f"{len(countries)} synthetic national registries ({fmt} exports), "
+                "one hub, one node agent per country; only disclosure-checked aggregates "
+                "left the nodes.",
+                facts=[
+                    ("countries", str(len(countries))),
+                    ("studies", str(len(entries))),
+                    ("hub", url),
+                    ("minutes, end to end", f"{(time.monotonic() - started) / 60:.1f}"),
+                ],
+                footer=f"Generated by `ccdp demo` (seed {seed}); stores in {out / 'stores'}, "
+                f"logs in {out / 'logs'}.",
+            )
+            progress.advance(task)
+        console.print(f"[bold green]report:[/] {report}")
+        if keep_running:
+            console.print(f"hub running at {url} (API docs {url}/docs); researcher token:")
+            console.print(researcher, highlight=False, soft_wrap=True)
+            console.print("Ctrl-C stops the hub and the node agents.")
+            try:
+                while True:
+                    procs.check()
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopping")
+        return report
+    finally:
+        procs.stop()
+
+
+def _wait_up(url: str, procs: Processes, timeout: float = 60) -> None:
+    import httpx
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        procs.check()
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise DemoError(f"the hub did not answer at {url} within {timeout:g} s")
+
+
+def _wait_nodes(client, countries, procs, progress, task, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Until every node agent has polled the hub once (last-seen set)."""
+    end = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < end:
+        procs.check()
+        now = {n["name"] for n in client.nodes() if n["last_seen"]}
+        for _ in now - seen:
+            progress.advance(task)
+        seen |= now
+        if seen >= set(countries):
+            return
+        time.sleep(0.3)
+    raise DemoError(f"node agents not connected after {timeout:g} s: {set(countries) - seen}")
+
+
+def open_in_browser(report: Path) -> None:
+    import webbrowser
+
+    webbrowser.open(report.as_uri())

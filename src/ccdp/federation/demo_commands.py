@@ -1,0 +1,29 @@
+"""`ccdp demo`: the partnership on one machine (see ccdp.federation.demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for stores, logs, report."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the report."),
+    keep_running: bool = typer.Option(
+        False, "--keep-running", help="Leave the hub and node agents up until Ctrl-C."
+    ),
+    seed: int = typer.Option(2024, "--seed", help="Seed of the synthetic registries."),
+    patients: int = typer.Option(9000, "--patients", help="Patients across all countries."),
+) -> None:
+    """Synthesise six countries, start a hub and node agents, run studies, write a report."""
+    from ccdp.federation.demo import open_in_browser, run_demo
+
+    report = run_demo(out, seed=seed, patients=patients, keep_running=keep_running)
+    if not no_browser:
+        open_in_browser(report)
+    typer.echo(str(report))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,136 @@
+"""An HTML report of finished studies: tables, and each result's own plot as inline SVG.
+
+One self-contained file (no scripts, no external assets), so it can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+TEMPLATES = Path(__file__).with_name("templates")
+RATE_EXTRAS = ["crude_ci_low", "crude_ci_high", "asr_se", "level", "standard", "suppressed"]
+
+
+@dataclass
+class StudyEntry:
+    """One finished study for the report: its spec, the hub's record and how long it took."""
+
+    key: str
+    why: str
+    spec: dict[str, Any]
+    record: dict[str, Any]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def figure_svg(fig: Any) -> str:
+    """A matplotlib Figure as an inline <svg> element (the XML prologue dropped)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def result_frame(result: Any) -> pd.DataFrame:
+    """The table a reader wants first: KM groups with medians and landmarks, else to_frame()."""
+    groups = getattr(result, "groups", None)
+    if groups and hasattr(groups[0], "table"):
+        rows = []
+        for g in groups:
+            row = {"group": g.group, "n": g.n, "events": g.events, "median (days)": g.median}
+            for lm in g.survival_at:
+                row[f"S({lm.years:g} y)"] = lm.survival
+            rows.append(row)
+        return pd.DataFrame(rows)
+    frame = result.to_frame()
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+        frame.columns.name = None
+    if "asr" in frame.columns:  # incidence: the rates a reader compares, not every column
+        keep = ["cases", "person_years", "crude_rate", "asr", "asr_ci_low", "asr_ci_high"]
+        frame = frame[[c for c in frame.columns if c not in keep + RATE_EXTRAS] + keep]
+    return frame
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
+    shown = frame.head(max_rows).astype(object).map(_cell)
+    return shown.to_html(index=False, border=0)
+
+
+def _entry_context(entry: StudyEntry) -> dict[str, Any]:
+    from ccdp.federation.client import study_result
+
+    rec = entry.record
+    out = rec.get("result") or {}
+    nodes = [
+        {"name": n, "status": s["status"], "reason": s.get("reason")}
+        for n, s in (out.get("nodes") or {}).items()
+    ]
+    ctx: dict[str, Any] = {
+        "key": entry.key,
+        "title": entry.spec.get("title", entry.key),
+        "why": entry.why,
+        "nodes": nodes,
+        "refusals": [n for n in nodes if n["status"] != "answered"],
+        "spec": yaml.safe_dump(entry.spec, sort_keys=False).strip(),
+        "rounds": out.get("rounds", 0),
+        "seconds": f"{entry.seconds:.1f}",
+        "table": "",
+        "svg": "",
+        "error": rec.get("error"),
+    }
+    if out.get("result") is None:
+        ctx["error"] = ctx["error"] or "too few nodes answered"
+        return ctx
+    result = study_result(out)
+    if result.result is None:
+        return ctx
+    ctx["table"] = frame_html(result_frame(result.result))
+    if hasattr(result.result, "plot"):
+        ctx["svg"] = figure_svg(result.result.plot())
+    return ctx
+
+
+def render_report(
+    entries: list[StudyEntry],
+    path: Path,
+    title: str,
+    subtitle: str,
+    facts: list[tuple[str, str]],
+    footer: str = "",
+) -> Path:
+    """Write the report to `path` (atomically) and return it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    html = env.get_template("demo.html.j2").render(
+        title=title,
+        subtitle=subtitle,
+        facts=facts,
+        studies=[_entry_context(e) for e in entries],
+        footer=footer,
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,78 @@
+"""`ccdp demo` end to end: six countries, a hub and node agents, five studies, an HTML report that
+renders in a real browser, and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ccdp.federation.demo import load_studies
+from tests.conftest import run_ccdp
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    proc = run_ccdp("demo", "--out", out, "--no-browser", "--patients", "4000", timeout=900)
+    report = Path(proc.stdout.strip().splitlines()[-1])
+    assert report == out / "report.html"
+    return out
+
+
+def running_under(path: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(path) in line and "ccdp" in line]
+
+
+@pytest.mark.slow
+def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
+    html = (demo_out / "report.html").read_text()
+    studies = load_studies()
+    for st in studies:
+        assert f'id="{st["key"]}"' in html
+        assert st["spec"]["title"] in html
+    # KM curves (2), incidence bars, forest plot: inline SVG, no external assets
+    assert len(re.findall(r"<svg", html)) >= 4
+    assert "<script" not in html and 'src="http' not in html and "<link" not in html
+    assert len(list((demo_out / "stores").glob("*.duckdb"))) == 6
+    assert running_under(demo_out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_demo_report_renders_in_chromium(demo_out, tmp_path):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but /usr/bin/chromium is missing")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(chromium),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((demo_out / "report.html").as_uri())
+        sections = page.locator("section.study")
+        assert sections.count() == len(load_studies())
+        # every plot is laid out with a real size, and the tables have rows
+        boxes = [page.locator(".plot svg").nth(i).bounding_box() for i in range(4)]
+        assert all(b is not None and b["width"] > 200 and b["height"] > 100 for b in boxes)
+        assert page.locator("#feasibility table tbody tr").count() >= 10
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 50_000
