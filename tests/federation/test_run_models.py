@@ -99,3 +99,23 @@ def test_logistic_and_poisson_equal_statsmodels(stores, frames) -> None:
     ).fit(tol=1e-13)
     np.testing.assert_allclose([c.coef for c in pois.coefficients], ref.params, rtol=1e-8)
     np.testing.assert_allclose([c.se for c in pois.coefficients], ref.bse, rtol=1e-8)
+
+
+def test_unknown_covariate_fails_at_every_node_with_the_name(stores) -> None:
+    result = run_study({"analysis": "cox", "covariates": ["sexx"]}, InProcessTransport(stores))
+    assert result.result is None
+    for status in result.nodes.values():
+        assert status.status == "failed" and "sexx" in status.reason
+
+
+def test_small_node_refuses_cox_and_the_others_still_answer(stores, frames, tmp_path) -> None:
+    tiny = build_store(tmp_path / "mt.duckdb", random_registry(99, 6, "MT", "mt"))
+    result = run_study(
+        {"analysis": "cox", "covariates": ["sex", "wbc_at_diagnosis"]},
+        InProcessTransport([*stores, tiny]),
+    )
+    assert result.nodes["mt"].status == "refused"
+    assert "minimum cohort size" in result.nodes["mt"].reason
+    assert result.result.n == sum(
+        len(f.dropna(subset=["os_time", "os_event", "sex", "wbc_at_diagnosis"])) for f in frames
+    )

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from ccdp.errors import SpecError
+
 VarType = Literal["string", "integer", "float", "date"]
 
 # Event types that end event-free survival (the CDM's event.event_type values).
@@ -157,7 +159,9 @@ def cohort_sql(columns: list[str] | None, where: str, schema: str = "store") -> 
     cols = list(known) if columns is None else columns
     bad = [c for c in cols if c not in known]
     if bad:
-        raise KeyError(f"not view variables: {bad}")
+        raise SpecError(
+            f"not analysis-view variables: {', '.join(bad)} (see `ccdp cohort variables`)"
+        )
     select = ", ".join(f'"{c}"' for c in cols)
     return f"SELECT {select} FROM ({view_sql(schema)}) AS v WHERE {where}"
 
