@@ -244,31 +244,29 @@ class _Family:
             cost = t.values.sum(axis=1)
             cost = np.where(cost == 0, cost.max(initial=0) + 1e6, cost)  # zeros: last resort
             ti = self.tables.index(t)
+            hopeless = np.zeros(t.size, dtype=bool)
+            hopeless[[j for i, j in self.unprotectable if i == ti]] = True
+            free = [ax for ax, n in enumerate(t.shape) if n > 1]
+            if not free:
+                continue
+            picks = np.array(list(itertools.product((0, 1), repeat=len(free))), dtype=bool)
             for j in sorted(np.flatnonzero(t.primary), key=lambda k: cost[k]):
-                coords = np.unravel_index(j, t.shape)
-                free = [ax for ax, n in enumerate(t.shape) if n > 1]
-                if not free:
-                    continue
-                alts = [[lv for lv in range(t.shape[ax]) if lv != coords[ax]] for ax in free]
+                coords = np.array(np.unravel_index(j, t.shape))
+                alts = [np.delete(np.arange(t.shape[ax]), coords[ax]) for ax in free]
                 while np.prod([len(a) for a in alts]) > max_combos:
                     widest = max(range(len(alts)), key=lambda i: len(alts[i]))
                     alts[widest] = alts[widest][: len(alts[widest]) // 2]
-                best: tuple[float, list[int]] | None = None
-                for alt in itertools.product(*alts):
-                    corners = []
-                    for pick in itertools.product((0, 1), repeat=len(free)):
-                        c = list(coords)
-                        for ax, a, chosen in zip(free, alt, pick, strict=True):
-                            if chosen:
-                                c[ax] = a
-                        corners.append(int(np.ravel_multi_index(tuple(c), t.shape)))
-                    if any((ti, k) in self.unprotectable for k in corners[1:]):
-                        continue
-                    total = float(sum(cost[k] for k in corners if not t.suppressed[k]))
-                    if best is None or total < best[0]:
-                        best = (total, corners)
-                if best is not None:
-                    t.suppressed[best[1]] = True
+                combos = np.stack(np.meshgrid(*alts, indexing="ij"), -1).reshape(-1, len(free))
+                # corner coordinates: (combos, corners, dims)
+                full = np.broadcast_to(coords, (len(combos), len(picks), len(t.shape))).copy()
+                full[:, :, free] = np.where(picks[None], combos[:, None, :], coords[free])
+                corners = np.ravel_multi_index(tuple(np.moveaxis(full, -1, 0)), t.shape)
+                ok = ~hopeless[corners[:, 1:]].any(axis=1)
+                if not ok.any():
+                    continue
+                totals = np.where(t.suppressed[corners], 0.0, cost[corners]).sum(axis=1)
+                totals[~ok] = np.inf
+                t.suppressed[corners[int(np.argmin(totals))]] = True
 
     def protect(self, trials: int = 6) -> None:
         """Add complementary suppressions until no suppressed cell is recoverable.
