@@ -185,3 +185,39 @@ def test_policy_refuses_unknown_analysis_names(store):
 
     with pytest.raises(PolicyError, match="unknown analyses"):
         set_policy_value(store, "allowed_analyses", "[count, cox_typo]")
+
+
+def test_km_small_groups_withheld_end_to_end(tmp_path):
+    from ccdp.federation.inprocess import InProcessTransport
+    from ccdp.federation.study import run_study
+
+    store = build_store(tmp_path / "k.duckdb", random_registry(9, 120, "FR", "k"))
+    view = LocalNode(store).read_view(["iccc_group", "sex"], CohortSpec.load({}))
+    sizes = (view.iccc_group + ", " + view.sex).value_counts()
+    small = sorted(g for g, n in sizes.items() if n < 5)
+    assert small, "the fixture needs a rare group"
+    res = run_study(
+        {"analysis": "km", "outcome": "os", "by": ["iccc_group", "sex"]},
+        InProcessTransport([store]),
+    )
+    assert res.nodes["k"].status == "answered" and "withheld" in res.nodes["k"].reason
+    groups = {g.group for g in res.result.groups}
+    assert groups and not groups & set(small)
+
+
+def test_model_with_as_many_parameters_as_patients_is_refused(tmp_path):
+    from ccdp.federation.inprocess import InProcessTransport
+    from ccdp.federation.study import run_study
+
+    store = build_store(tmp_path / "m.duckdb", random_registry(9, 40, "FR", "m"))
+    res = run_study(
+        {
+            "analysis": "cox",
+            "outcome": "os",
+            "covariates": ["wbc_at_diagnosis", "iccc_group", "sex", "arm", "immunophenotype"],
+            "cohort": {"age_at_diagnosis": {"to": 6}},
+        },
+        InProcessTransport([store]),
+    )
+    assert res.result is None and "stopped answering" in res.error
+    assert res.nodes["m"].status == "refused" and "parameters for" in res.nodes["m"].reason

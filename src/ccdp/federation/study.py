@@ -126,6 +126,7 @@ class StudyResult(BaseModel):
     nodes: dict[str, NodeStatus]
     result: AnalysisResult | None = None
     rounds: int = 0
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The machine form printed by `ccdp run --json` (and `ccdp submit --json`)."""
@@ -134,6 +135,7 @@ class StudyResult(BaseModel):
             "title": self.title,
             "analysis": self.analysis,
             "rounds": self.rounds,
+            "error": self.error,
             "nodes": {n: s.model_dump() for n, s in self.nodes.items()},
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
         }
@@ -201,21 +203,22 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
                 summaries[name] = Summary.from_dict(ans.summary)
                 statuses[name] = NodeStatus(status="answered", reason=ans.reason)
             else:
-                if round_no > 0:
-                    raise StudyError(
-                        f"node {name} stopped answering in round {round_no} "
-                        f"({ans.status}: {ans.reason}); the result would not be the pooled one"
-                    )
                 statuses[name] = NodeStatus(status=ans.status, reason=ans.reason)
+                if round_no > 0:
+                    raise _Stopped(
+                        f"node {name} stopped answering in round {round_no}; "
+                        "a result without it would not be the pooled one"
+                    )
         active = [n for n in active if n in summaries]
         if len(summaries) < spec.min_nodes:
             raise _TooFew(f"{len(summaries)} node(s) answered; the study needs {spec.min_nodes}")
         return summaries
 
+    error = None
     try:
         result = drive(analysis, params, ask)
-    except _TooFew:
-        result = None
+    except _Stopped as exc:
+        result, error = None, str(exc)
     return StudyResult(
         study_id=study_id,
         title=spec.title,
@@ -223,8 +226,13 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
         nodes={n: statuses[n] for n in targets if n in statuses},
         result=result,
         rounds=rounds,
+        error=error,
     )
 
 
-class _TooFew(StudyError):
-    """Too few nodes answered to give a result (the statuses say why)."""
+class _Stopped(StudyError):
+    """The study cannot give the pooled result (the node statuses say why)."""
+
+
+class _TooFew(_Stopped):
+    """Too few nodes answered to give a result."""

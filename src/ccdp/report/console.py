@@ -42,5 +42,6 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
         else:
             console.print(frame_table(result.to_frame()))
     else:
-        console.print(f"[bold red]no result[/]: too few nodes answered ({result.analysis})")
+        why = result.error or "too few nodes answered"
+        console.print(f"[bold red]no result[/] ({result.analysis}): {why}", highlight=False)
     console.print(frame_table(result.node_frame(), "nodes"))
