@@ -36,6 +36,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets the CLI (add-node, import) write while the hub serves; busy_timeout waits."""
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL never corrupts the database; it only skips an fsync per commit, so a
+    # power cut may lose the last commits (nodes re-post answers they could not confirm).
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

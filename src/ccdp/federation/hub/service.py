@@ -199,7 +199,10 @@ class Hub:
             if node is not None:
                 if node.revoked_at is not None:
                     return None
-                node.last_seen = utcnow()
+                now = utcnow()
+                # one write per second per node is enough for "last seen"
+                if node.last_seen is None or (now - node.last_seen).total_seconds() >= 1.0:
+                    node.last_seen = now
                 return Principal("node", node.id, node.name)
             user = s.scalar(select(UserRow).where(UserRow.token_hash == digest))
             if user is not None and user.revoked_at is None:
