@@ -80,6 +80,7 @@ def run_partnership(tmp_path, db_url: str) -> None:
             )
             assert comparable(remote) == comparable(local), name
             assert all(s["status"] == "answered" for s in remote["nodes"].values())
+            assert remote["min_nodes_met"] is True
         # the hub shows every node as seen, and `ccdp hub nodes` lists them
         seen = Hub(open_database(db_url)).nodes()
         assert [n["name"] for n in seen] == sorted(SITES)

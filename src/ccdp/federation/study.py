@@ -127,6 +127,13 @@ class StudyResult(BaseModel):
     result: AnalysisResult | None = None
     rounds: int = 0
     error: str | None = None
+    min_nodes: int = 1
+
+    @property
+    def min_nodes_met(self) -> bool:
+        """Did at least `min_nodes` nodes answer every round?"""
+        answered = sum(s.status == "answered" for s in self.nodes.values())
+        return self.result is not None and answered >= self.min_nodes
 
     def to_json(self) -> dict[str, Any]:
         """The machine form printed by `ccdp run --json` (and `ccdp submit --json`)."""
@@ -136,6 +143,8 @@ class StudyResult(BaseModel):
             "analysis": self.analysis,
             "rounds": self.rounds,
             "error": self.error,
+            "min_nodes": self.min_nodes,
+            "min_nodes_met": self.min_nodes_met,
             "nodes": {n: s.model_dump() for n, s in self.nodes.items()},
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
         }
@@ -227,6 +236,7 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
         result=result,
         rounds=rounds,
         error=error,
+        min_nodes=spec.min_nodes,
     )
 
 
