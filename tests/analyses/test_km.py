@@ -116,3 +116,22 @@ def test_efs_outcome_and_frame_and_text() -> None:
     )
     text = str(result)
     assert "Kaplan–Meier EFS" in text and "median" in text and " 200 " in text
+
+
+def test_edge_cases_deaths_at_zero_all_dead_and_single_rows() -> None:
+    """Deaths at day 0, a group in which everyone dies (S reaches 0), a group whose median is
+    never reached, tied deaths and censorings at the same time: still equal to lifelines."""
+    df = pd.DataFrame(
+        {
+            "os_time": [0, 0, 3, 3, 3, 5, 8, 8, 2, 4, 4, 6, 9, 9, 9, 1, 7, 7, 7, 7],
+            "os_event": [1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+            "g": ["a"] * 8 + ["b"] * 7 + ["c"] * 5,
+        }
+    )
+    for k in (1, 3):
+        result = federate("km", {"by": ["g"]}, split(df, k, np.random.default_rng(k)))
+        check_against_lifelines(result, df, "g")
+    a, b, c = result.groups
+    assert a.table[-1].survival == 0.0 and (a.table[-1].ci_low, a.table[-1].ci_high) == (0, 0)
+    assert b.median is None and b.median_ci_high is None
+    assert c.events == 5 and c.median == 7.0

@@ -207,19 +207,22 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     )
 
 
-def event_rows(node: NodeCox, rg: RiskGroups) -> list[dict[str, Any]]:
-    """The WebDISCO table: per stratum and time, moment sums over all rows (`a`) and, at times
-    with events, over the events (`e`) with the events' covariate sums (`sx`)."""
+def event_rows(node: NodeCox, rg: RiskGroups, ties: str) -> list[dict[str, Any]]:
+    """The WebDISCO table: per stratum and time, moment sums over all rows (`a`); at times with
+    events the events' covariate sums (`sx`) and, for Efron, the moment sums over the events
+    (`e`; needed even for a single event here, since other nodes may have events at that time)."""
     labels = node.labels[node.grouping.codes].tolist()
+    times = node.grouping.time.tolist()
     rows: list[dict[str, Any]] = [
         {"group": s, "time": t, "d": d, "a": a}
-        for s, t, d, a in zip(
-            labels, node.grouping.time.tolist(), rg.d.tolist(), floats(rg.a), strict=True
-        )
+        for s, t, d, a in zip(labels, times, rg.d.tolist(), floats(rg.a), strict=True)
     ]
     has = np.flatnonzero(rg.d > 0)
-    for i, e, sx in zip(has.tolist(), floats(rg.e[has]), floats(rg.sx[has]), strict=True):
-        rows[i]["e"], rows[i]["sx"] = e, sx
+    for i, sx in zip(has.tolist(), floats(rg.sx[has]), strict=True):
+        rows[i]["sx"] = sx
+    if ties == "efron":
+        for i, e in zip(has.tolist(), floats(rg.e[has]), strict=True):
+            rows[i]["e"] = e
     return rows
 
 
@@ -292,7 +295,7 @@ class Cox(Analysis):
             )
         part = EventTimesPart(
             group_by=params.local_strata(),
-            rows=event_rows(node, rg),
+            rows=event_rows(node, rg, params.ties),
             group_sizes=node.sizes,
             time_unit=params.time_unit,
         )
