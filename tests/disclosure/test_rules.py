@@ -221,3 +221,38 @@ def test_model_with_as_many_parameters_as_patients_is_refused(tmp_path):
     )
     assert res.result is None and "stopped answering" in res.error
     assert res.nodes["m"].status == "refused" and "parameters for" in res.nodes["m"].reason
+
+
+def test_attack_with_every_margin_query_learns_no_suppressed_cell(tmp_path):
+    """The attacker runs the cross-tab and then each margin as its own query (count by row
+    variable, by column variable, total) and solves the linear system of everything released."""
+    from ccdp.federation.inprocess import InProcessTransport
+    from ccdp.federation.study import run_study
+
+    store = build_store(tmp_path / "a.duckdb", random_registry(21, 150, "FR", "a"))
+    (tmp_path / "a.policy.yaml").write_text("differencing_threshold: 0\n")
+    transport = InProcessTransport([store])
+
+    def cells(by: list[str]) -> list[dict]:
+        return run_study({"analysis": "count", "by": by}, transport).result.cells
+
+    table = cells(["iccc_group", "immunophenotype"])
+    suppressed = [c for c in table if c["n"] is None]
+    assert suppressed, "the fixture must have small cells"
+    rows, cols, total = cells(["iccc_group"]), cells(["immunophenotype"]), cells([])
+    grid = [(c["iccc_group"], c["immunophenotype"]) for c in table]
+    unknown = [g for g, c in zip(grid, table, strict=True) if c["n"] is None]
+    eqs = []
+    for margin, key in ((rows, 0), (cols, 1)):
+        for m in margin:
+            if m["n"] is not None:
+                value = m["iccc_group" if key == 0 else "immunophenotype"]
+                eqs.append([1.0 if u[key] == value else 0.0 for u in unknown])
+    if total[0]["n"] is not None:
+        eqs.append([1.0] * len(unknown))
+    mat = np.array(eqs)
+    rank = np.linalg.matrix_rank(mat)
+    for i in range(len(unknown)):
+        e = np.zeros(len(unknown))
+        e[i] = 1
+        assert np.linalg.matrix_rank(np.vstack([mat, e])) > rank, f"{unknown[i]} recoverable"
