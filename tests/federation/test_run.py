@@ -133,3 +133,21 @@ def test_min_nodes_and_node_selection(ccdp, stores, tmp_path):
         ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json").stdout
     )
     assert set(data["nodes"]) == {"de", "it"} and data["result"]["total"] == 850
+
+
+def test_crosstab_margins_are_released_and_protected(stores):
+    res = run_study(
+        {"analysis": "crosstab", "by": ["iccc_group", "sex"]}, InProcessTransport(stores)
+    )
+    pooled = pooled_view(stores)
+    frame = res.to_frame()
+    by_group = pooled.groupby("iccc_group").size()
+    for m in res.result.margins["iccc_group"]:
+        if m["n"] is not None:
+            assert m["n"] == by_group[m["iccc_group"]]
+            assert frame.loc[m["iccc_group"], "Total"] == m["n"]
+    assert frame.loc["Total", "Total"] == len(pooled)
+    # a suppressed inner cell shows as missing, never as zero
+    for c in res.result.cells:
+        if c["n"] is None:
+            assert pd.isna(frame.loc[c["iccc_group"], c["sex"]])

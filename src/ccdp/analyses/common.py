@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -39,9 +40,36 @@ def native(value: Any) -> Any:
     return value
 
 
+_ROMAN = {
+    "I": 1,
+    "II": 2,
+    "III": 3,
+    "IV": 4,
+    "V": 5,
+    "VI": 6,
+    "VII": 7,
+    "VIII": 8,
+    "IX": 9,
+    "X": 10,
+    "XI": 11,
+    "XII": 12,
+}
+_ICCC = re.compile(r"^(XII|XI|X|IX|VIII|VII|VI|V|IV|III|II|I)([a-f]?)$")
+
+
+def _value_key(v: Any) -> tuple[Any, ...]:
+    """ICCC-3 groups and subgroups (I, II, ..., XII; Ia, Ib, ...) in their numeric order."""
+    if isinstance(v, str) and (m := _ICCC.match(v)):
+        return (0, _ROMAN[m.group(1)], m.group(2))
+    return (1, 0, v)
+
+
 def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
     """Order cells by their grouping values, missing values last, mixed types by text."""
-    return tuple((v is None, str(type(v).__name__), v if v is not None else 0) for v in values)
+    return tuple(
+        (v is None, str(type(v).__name__), _value_key(v) if v is not None else (1, 0, 0))
+        for v in values
+    )
 
 
 def group_counts(frame: pd.DataFrame, by: list[str], value: str | None = None) -> list[dict]:

@@ -69,16 +69,27 @@ class CountResult(AnalysisResult):
 
 
 class CrosstabResult(CountResult):
-    """A cross-tab; `to_frame` pivots rows (first variable) against columns, with totals."""
+    """A cross-tab; `to_frame` pivots the last variable into columns, with margins (row and
+    column totals, released by the nodes as their own protected tables) for two variables."""
+
+    margins: dict[str, list[dict[str, Any]]] = {}
 
     def to_frame(self) -> pd.DataFrame:
         long = super().to_frame()
         if len(self.by) == 1:
             return long
         rows, cols = self.by[:-1], self.by[-1]
-        wide = long.pivot_table(
-            index=rows, columns=cols, values="n", aggfunc="sum", dropna=False, observed=True
-        )
+        series = long.set_index([*rows, cols])["n"]
+        wide = series.unstack(cols, fill_value=0)  # absent cells are zeros, suppressed stay NA
+        if len(self.by) == 2 and self.margins:
+            row_var = rows[0]
+            row_tot = {m[row_var]: m["n"] for m in self.margins.get(row_var, [])}
+            col_tot = {m[cols]: m["n"] for m in self.margins.get(cols, [])}
+            wide["Total"] = pd.array([row_tot.get(k) for k in wide.index], dtype="Int64")
+            total = pd.array(
+                [*(col_tot.get(c) for c in wide.columns[:-1]), self.total], dtype="Int64"
+            )
+            wide.loc["Total"] = total
         return wide.astype("Int64")
 
 
@@ -153,8 +164,44 @@ class Count(Analysis):
 
 
 class Crosstab(Count):
-    """Cross-tabulation of tumours or patients by one to three variables."""
+    """Cross-tabulation of tumours or patients by one to three variables, with margins."""
 
     name: ClassVar[str] = "crosstab"
     params_model: ClassVar[type[AnalysisParams]] = CrosstabParams
     result_model: ClassVar[type[CountResult]] = CrosstabResult
+
+    def local(
+        self,
+        data: NodeData,
+        params: CountParams,
+        request: dict,
+        cache: dict,  # type: ignore[override]
+    ) -> Summary:
+        summary = super().local(data, params, request, cache)
+        if len(params.by) > 1:
+            frame = data.view(self.columns(params))
+            value = "patient_id" if params.unit == "patients" else None
+            for var in params.by:
+                summary.parts[f"margin:{var}"] = CountsPart(
+                    dims=[var], counts=["n"], cells=group_counts(frame, [var], value)
+                )
+        return summary
+
+    def combine(
+        self,
+        params: CountParams,
+        state: Any,
+        summaries: dict[str, Summary],  # type: ignore[override]
+    ) -> Done:
+        done = super().combine(params, state, summaries)
+        margins = {}
+        for var in params.by if len(params.by) > 1 else []:
+            parts = [
+                s.parts[f"margin:{var}"] for s in summaries.values() if f"margin:{var}" in s.parts
+            ]
+            margins[var] = [
+                {k: v for k, v in c.items() if k != "suppressed"}
+                for c in _pool(parts, [var])[0]  # type: ignore[arg-type]
+            ]
+        done.result.margins = margins  # type: ignore[attr-defined]
+        return done
