@@ -72,7 +72,7 @@ class CrosstabResult(CountResult):
     """A cross-tab; `to_frame` pivots the last variable into columns, with margins (row and
     column totals, released by the nodes as their own protected tables) for two variables."""
 
-    margins: dict[str, list[dict[str, Any]]] = {}
+    margins: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         long = super().to_frame()
