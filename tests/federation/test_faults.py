@@ -53,7 +53,14 @@ def start_node(net, tmp_path, name: str, delay: float = 0.0, tag: str = ""):
     return p
 
 
+def wait_seen(net, names=tuple(XS)) -> None:
+    """Until every named node agent has polled the hub (slow starts on a busy machine)."""
+    hub = net["hub"]
+    wait_until(lambda: all(n["last_seen"] for n in hub.nodes() if n["name"] in names), 60, 0.1)
+
+
 def submit(net, **spec) -> str:
+    wait_seen(net)
     r = httpx.post(
         net["proc"].url + "/api/studies",
         json={"spec": spec},
@@ -160,3 +167,41 @@ def test_revoked_node_token_stops_the_agent(net, tmp_path):
     assert last_line(out.stdout) == "node A: token revoked"
     assert agent.wait(30) == 2
     assert "refused this node's token" in (tmp_path / "agent.log").read_text()
+
+
+@pytest.mark.slow
+def test_real_hub_killed_mid_cox_resumes_to_the_pooled_result(tmp_path):
+    """`ccdp hub serve` killed during a 20-round Cox, restarted: the result equals `ccdp run`."""
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = Hub(open_database(db))
+    stores = {
+        n: build_store(tmp_path / f"{n}.duckdb", random_registry(60 + i, 300, "FR", n))
+        for i, n in enumerate(("fr", "de"))
+    }
+    tokens = {n: hub.add_node(n, "FR") for n in stores}
+    user = hub.add_user("ana", "researcher")
+    spec = tmp_path / "cox.yaml"
+    spec.write_text(
+        "analysis: cox\noutcome: os\ncovariates: [sex, age_at_diagnosis]\n"
+        "tol: 1.0e-300\nmax_iter: 19\n"
+    )
+    proc = HubProcess(db, tmp_path / "hub.log")
+    with processes() as procs:
+        proc.start()
+        for n, store in stores.items():
+            args = ccdp_args("node", "run", "--store", store, "--hub", proc.url, "--token")
+            procs.append(spawn([*args, tokens[n], "--poll", "2"], tmp_path / f"node-{n}.log"))
+        sid = last_line(run_ccdp("submit", spec, "--hub", proc.url, "--token", user).stdout)
+        wait_until(lambda: any(r >= 2 for r, _ in task_states(hub, sid)), 60, 0.02)
+        proc.stop(signal.SIGKILL)
+        before = hub.study(sid)
+        assert before["status"] == "running", before
+        proc.start()
+        procs.append(proc.proc)
+        study = wait_until(lambda: finished(hub, sid), 120, 0.2)
+    local = run_ccdp("run", spec, *(a for s in stores.values() for a in ("--store", s)), "--json")
+    expect = json.loads(local.stdout)
+    assert study["status"] == "done", study
+    assert study["result"]["rounds"] == expect["rounds"] == 20
+    assert study["result"]["result"] == expect["result"]
+    assert answers_of(hub, sid) == 40  # each round answered once per node, none twice

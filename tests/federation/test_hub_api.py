@@ -14,7 +14,7 @@ from ccdp.federation.hub.auth import hash_token
 from ccdp.federation.hub.db import make_engine, migrate
 from ccdp.federation.hub.models import Base
 from ccdp.federation.node.agent import NodeAgent
-from ccdp.federation.protocol import Answer
+from ccdp.federation.protocol import Answer, Task
 from tests.federation.netutil import LiveHub, wait_until
 from tests.federation.standin import StandinExecutor, StandinNode
 
@@ -259,3 +259,37 @@ def test_heartbeat_moves_last_seen(live):
         stop.set()
         t.join(10)
     assert later > first
+
+
+@pytest.mark.postgres
+def test_migrations_create_exactly_the_models_on_postgres():
+    from tests.federation.pg import temporary_database
+
+    with temporary_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        engine.dispose()
+
+
+def test_admin_imports_a_signed_result_file_over_http(live):
+    from ccdp.federation import resultfile
+
+    sid = submit(live, rounds=1, timeout=30, nodes=["A"])
+    task = Task.model_validate(wait_open_task(live, "A"))
+    ans = Answer.model_validate(answer(task.model_dump(), "A", 4.0))
+    signed = resultfile.sign_with_token("A", task, ans, live.tokens["A"])
+    wrong = resultfile.sign_with_token("A", task, ans, live.tokens["B"])
+    body = signed.model_dump(mode="json")
+    with live.client(live.tokens["ana"]) as c:  # researchers may not import
+        assert c.post("/api/admin/import", json=body).status_code == 403
+    with live.client(live.tokens["root"]) as c:
+        bad = c.post("/api/admin/import", json=wrong.model_dump(mode="json"))
+        assert bad.status_code == 400 and "signature is invalid" in bad.json()["detail"]
+        assert c.post("/api/admin/import", json=body).json()["status"] == "accepted"
+        assert c.post("/api/admin/import", json=body).json()["status"] == "duplicate"
+    with live.client(live.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+    assert study["result"]["result"]["total"] == 4.0

@@ -113,13 +113,21 @@ def progress_bar(console: Console) -> Iterator[Progress]:
         yield progress
 
 
+def messy_available(countries: tuple[str, ...]) -> bool:
+    """Messy exports need the synthesiser's messy writer and every country's mapping spec."""
+    import importlib.util
+
+    has_writer = importlib.util.find_spec("ccdp.synth.messy") is not None
+    return has_writer and all((MAPPINGS / f"{c}.yaml").is_file() for c in countries)
+
+
 def synthesise_and_ingest(
     out: Path, countries: tuple[str, ...], seed: int, patients: int, progress: Progress
 ) -> tuple[dict[str, Path], str]:
     """Messy exports ingested with each country's mapping when all mappings exist; otherwise
     the data-model (native) exports. Returns the stores and the format used."""
     logs = out / "logs"
-    messy = all((MAPPINGS / f"{c}.yaml").is_file() for c in countries)
+    messy = messy_available(countries)
     fmt = "messy" if messy else "native"
     exports = out / "exports"
     task = progress.add_task(f"synthesising {len(countries)} registries ({fmt})", total=1)
