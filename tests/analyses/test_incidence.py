@@ -141,3 +141,14 @@ def test_node_policy_threshold_changes_suppression(stores, tmp_path):
     loose = run_study(spec, InProcessTransport([store])).result
     assert any(r["asr"] is None for r in strict.rows)
     assert all(r["asr"] is not None for r in loose.rows)
+
+
+def test_by_period_uses_population_of_those_years(stores):
+    res = run_study(
+        {"analysis": "incidence", "by": ["diagnosis_period"]}, InProcessTransport(stores)
+    ).result
+    _, pop = pooled(stores)
+    pop = pop[pop.age_group.isin(AGES)]
+    assert [r["diagnosis_period"] for r in res.rows] == ["2005-2009", "2010-2014"]
+    for row, (lo, hi) in zip(res.rows, [(2005, 2009), (2010, 2014)], strict=True):
+        assert row["person_years"] == pytest.approx(pop[pop.year.between(lo, hi)].population.sum())
