@@ -57,3 +57,17 @@ def test_world_standardised_rates_near_truth(synth):
     )
     for row in res.result.rows:
         assert row["asr"] == pytest.approx(truth_asr(out, row["country"], "I"), rel=0.1)
+
+
+def test_view_relapse_timing_matches_the_generator(synth):
+    """The view's I-BFM relapse timing of ALL reproduces the generator's shares."""
+    import ccdp.api as api
+
+    out, stores = synth
+    truth = json.loads((out / "truth.json").read_text())["relapse"]["all_timing_shares"]
+    view = pd.concat([api.view(s, {"iccc_subgroup": "Ia", "relapsed": 1}) for s in stores])
+    assert len(view) > 200
+    shares = view.relapse_timing.value_counts(normalize=True)
+    for timing, share in truth.items():
+        assert shares[timing] == pytest.approx(share, abs=0.08)
+    assert (view.relapse_os_time >= 0).all() and (view.time_to_relapse >= 0).all()
