@@ -62,15 +62,30 @@ def draw(
     patients: int | None,
     seed: int,
     params: Params | None = None,
+    with_identifiers: bool = False,
 ) -> tuple[Cohort, Tables]:
-    """Draw the cohort and render its model tables, without writing anything."""
+    """Draw the cohort and render its model tables, without writing anything.
+
+    With identifiers, `cohort.identities` holds names and national ids, and the cross-border
+    copies carry birth-date slips (also in their patient rows).
+    """
     params = params or load_params()
     cohort = simulate(params, countries, years, patients, seed)
     aux = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1])))
     add_cross_border(aux, params, cohort)
     _sort(cohort)
+    notes: dict[int, list[str]] = {}
+    if with_identifiers:
+        from ccdp.synth.identifiers import apply_birth_typos
+
+        slips = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 3])))
+        notes = apply_birth_typos(slips, cohort)
     finalise(cohort)
     tables = build_tables(cohort, params, aux)
+    if with_identifiers:
+        from ccdp.synth.identifiers import make_identities
+
+        cohort.identities = make_identities(cohort, tables, seed, params, notes)
     return cohort, tables
 
 
@@ -118,15 +133,11 @@ def generate(
     codes = parse_countries(countries)
     out = Path(out_dir)
     params = load_params()
-    cohort, tables = draw(codes, tuple(years), patients, seed, params)
+    cohort, tables = draw(codes, tuple(years), patients, seed, params, with_identifiers)
     rows: dict[str, dict[str, int]] = {}
     files: list[Path] = []
     pop = population_frame(cohort.population, codes, cohort.years)
-    identity = None
-    if with_identifiers:
-        from ccdp.synth.identifiers import make_identities
-
-        identity = make_identities(cohort, tables, seed)
+    identity = cohort.identities
     errors: list[dict[str, Any]] = []
     for ci, code in enumerate(codes):
         cdir = out / code

@@ -53,6 +53,7 @@ class Cohort:
     cases: dict[str, np.ndarray]
     labels: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
+    identities: Any = None
 
     @property
     def n(self) -> int:
