@@ -99,11 +99,15 @@ def main() -> None:
         "ccdp cox strata: none": ("none", True),
         "ccdp cox strata: none, no JSON": ("none", False),
         "ccdp cox strata: node": ("node", True),
+        "ccdp cox strata: none, month grid": ("none", True),
     }
     for label, (strata, wire) in runs.items():
         with console.status(label):
             t0, c0 = time.perf_counter(), time.process_time()
-            res, rounds = federated({"covariates": cov, "strata": strata}, frames, wire)
+            params = {"covariates": cov, "strata": strata}
+            if "month" in label:
+                params["time_unit"] = "month"
+            res, rounds = federated(params, frames, wire)
             timings[label] = time.perf_counter() - t0
             cpu[label] = time.process_time() - c0
         results[label] = (res, rounds)

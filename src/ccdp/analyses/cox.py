@@ -59,7 +59,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.errors import AnalysisError, InsufficientData
+from ccdp.analyses.errors import AnalysisError
 
 NODE = "node"
 
@@ -278,8 +278,6 @@ class Cox(Analysis):
             frame = complete_cases(data, self.columns(params), data.node)
             return Summary(parts=describe(frame, params.covariates, {}))
         node = node_cache(cache, data, params, request["design"])
-        if node.n == 0:
-            raise InsufficientData(f"node {data.node}: no rows for the model")
         beta = np.array(request["beta"], dtype=float)
         rg = node.groups(beta)
         if params.within_node():
