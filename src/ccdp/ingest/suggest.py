@@ -77,6 +77,13 @@ _VALUE_KINDS = (
     "relapse_site",
     "event_type",
     "treatment.type",
+    "immunophenotype",
+    "cns_status",
+    "stage_system",
+    "risk_group",
+    "specimen.type",
+    "biomarker.value",
+    "population.age_group",
 )
 # Kinds whose values alone say which field a column is.
 _SELF_EVIDENT = (
@@ -183,6 +190,7 @@ class Candidate:
     profiles: dict[str, Profile] = field(default_factory=dict)
     date_order: list[str] = field(default_factory=list)
     unpivot: dict[str, list[str]] | None = None  # long column -> wide columns, one per item
+    choices: dict[str, dict[str, str]] = field(default_factory=dict)  # REDCap codes -> labels
 
     def signature(self) -> tuple:
         """Same file, reader options and filter = same source entry in the spec."""
@@ -215,13 +223,20 @@ def find_candidates(source: Path) -> list[Candidate]:
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
     )
+    paths = [
+        p
+        for p in paths
+        if p.suffix.lower() in _DATA_SUFFIXES and not p.name.lower().startswith("readme")
+    ]
+    dictionaries = {p: d for p in paths if (d := read_redcap_dictionary(p)) is not None}
     out: list[Candidate] = []
     for path in paths:
-        rel = path.relative_to(root).as_posix()
-        if path.suffix.lower() not in _DATA_SUFFIXES:
+        if path in dictionaries:
             continue
+        rel = path.relative_to(root).as_posix()
+        dictionary = next((d for p, d in dictionaries.items() if p.parent == path.parent), None)
         try:
-            found = _candidates_of(path, rel)
+            found = _candidates_of(path, rel, dictionary)
         except ReaderError:
             continue
         out.extend(found)
@@ -299,7 +314,46 @@ def _wide_candidate(cand: Candidate) -> Candidate | None:
     )
 
 
-def _candidates_of(path: Path, rel: str) -> list[Candidate]:
+@dataclass
+class RedcapDictionary:
+    """A REDCap data dictionary: the fields of each form and the coded choices of each field."""
+
+    forms: dict[str, list[str]]
+    choices: dict[str, dict[str, str]]
+
+
+def read_redcap_dictionary(path: Path) -> RedcapDictionary | None:
+    """Parse a REDCap data dictionary CSV; None if `path` is not one."""
+    if path.suffix.lower() != ".csv":
+        return None
+    try:
+        frame = read_table(path, ReaderOptions(format="csv"))
+    except ReaderError:
+        return None
+    cols = {norm_name(c): c for c in frame.columns}
+    var, form = cols.get("variable_field_name"), cols.get("form_name")
+    choice = cols.get("choices_calculations_or_slider_labels")
+    if var is None or form is None:
+        return None
+    forms: dict[str, list[str]] = {}
+    choices: dict[str, dict[str, str]] = {}
+    for row in frame.itertuples(index=False):
+        values = dict(zip(frame.columns, row, strict=True))
+        name, form_name = values[var], values[form]
+        if not name or not form_name:
+            continue
+        forms.setdefault(str(form_name), []).append(str(name))
+        text = values.get(choice) if choice else None
+        if text and "," in str(text):
+            pairs = [c.split(",", 1) for c in str(text).split("|")]
+            if all(len(p) == 2 for p in pairs):
+                choices[str(name)] = {p[0].strip(): p[1].strip() for p in pairs}
+    return RedcapDictionary(forms, choices)
+
+
+def _candidates_of(
+    path: Path, rel: str, dictionary: RedcapDictionary | None = None
+) -> list[Candidate]:
     fmt = detect_format(path)
     if fmt == "xlsx":
         from ccdp.ingest.readers.excel import sheet_names
@@ -317,22 +371,79 @@ def _candidates_of(path: Path, rel: str) -> list[Candidate]:
         ]
     frame = read_table(path)
     if fmt == "redcap":
-        from ccdp.ingest.readers.redcap import INSTRUMENT, instruments
-
-        out = []
-        for inst in instruments(frame):
-            if inst is None:
-                part = frame[frame[INSTRUMENT].isna()] if INSTRUMENT in frame else frame
-                cond = [{"column": INSTRUMENT, "missing": True}] if INSTRUMENT in frame else []
-                label = "base"
-            else:
-                part = frame[frame[INSTRUMENT] == inst]
-                cond = [{"column": INSTRUMENT, "equals": inst}]
-                label = inst
-            part = part.dropna(axis=1, how="all").reset_index(drop=True)
-            out.append(Candidate(f"{rel} ({label})", rel, label, part, {}, cond))
-        return out
+        return _redcap_candidates(path, rel, frame, dictionary)
     return [Candidate(rel, rel, Path(rel).stem, frame)]
+
+
+def _redcap_candidates(
+    path: Path, rel: str, frame: pd.DataFrame, dictionary: RedcapDictionary | None
+) -> list[Candidate]:
+    """Base rows, and each repeating instrument with its own fields plus the record's keys.
+
+    With a data dictionary, coded values are read through their labels, and a repeating form
+    with no rows in this export still becomes a (column-names-only) candidate.
+    """
+    from ccdp.ingest.readers.redcap import INSTRUMENT, instruments
+
+    raw = read_table(path, ReaderOptions(format="redcap", inherit=False))
+    record = next(c for c in frame.columns if not c.startswith("_"))
+    choices = dictionary.choices if dictionary else {}
+    out = []
+    seen: set[str] = set()
+    for inst in instruments(frame):
+        if inst is None:
+            rows = frame[INSTRUMENT].isna() if INSTRUMENT in frame else pd.Series(True, frame.index)
+            cond = [{"column": INSTRUMENT, "missing": True}] if INSTRUMENT in frame else []
+            part = frame[rows.to_numpy()].dropna(axis=1, how="all")
+            label = "base"
+        else:
+            rows = (frame[INSTRUMENT] == inst).to_numpy()
+            cond = [{"column": INSTRUMENT, "equals": inst}]
+            own = set(raw[rows].dropna(axis=1, how="all").columns)
+            if dictionary and inst in dictionary.forms:
+                own |= set(dictionary.forms[inst])
+            keep = [
+                c
+                for c in frame.columns
+                if c in own or c == record or _key_like(c) or c.startswith("_")
+            ]
+            part = frame.loc[rows, keep]
+            label = inst
+            seen.add(inst)
+        out.append(
+            Candidate(
+                f"{rel} ({label})",
+                rel,
+                label,
+                part.reset_index(drop=True),
+                {},
+                cond,
+                choices=choices,
+            )
+        )
+    base_filled = set(out[0].frame.columns) if out else set()
+    for form, fields in dictionary.forms.items() if dictionary else []:
+        if form in seen or any(f in base_filled for f in fields if f != record):
+            continue
+        cols = [record, *[f for f in fields if f != record]]
+        empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in cols})
+        out.append(
+            Candidate(
+                f"{rel} ({form})",
+                rel,
+                form,
+                empty,
+                {},
+                [{"column": INSTRUMENT, "equals": form}],
+                choices=choices,
+            )
+        )
+    return out
+
+
+def _key_like(column: str) -> bool:
+    tokens = norm_name(column).split("_")
+    return "id" in tokens and len(tokens) <= 3
 
 
 # ---------------------------------------------------------------------------- profiling
@@ -341,6 +452,9 @@ def _candidates_of(path: Path, rel: str) -> list[Candidate]:
 def profile(cand: Candidate) -> None:
     """Fill `cand.profiles`; the day/month order is decided once per source, from all columns."""
     cleaned = {c: convert.clean(cand.frame[c]) for c in cand.frame.columns if not c.startswith("_")}
+    for col, codes in cand.choices.items():
+        if col in cleaned:  # read coded values through their labels (1 -> male)
+            cleaned[col] = cleaned[col].map(lambda v, c=codes: c.get(v, v) if v else v)
     counts = {c: s.value_counts() for c, s in cleaned.items()}
     cand.date_order = _date_order(counts)
     for col, s in cleaned.items():
@@ -438,7 +552,8 @@ def _date_formats(
         if not left.any():
             break
         ok = convert.parse_dates(values, fmt, allow_month=True).notna().to_numpy() & left
-        if counts[ok].sum() >= max(1, 0.02 * total):
+        month_only = fmt not in ("iso", "excel_serial") and "%d" not in fmt
+        if counts[ok].sum() >= (1 if month_only and chosen else max(1, 0.02 * total)):
             chosen.append(fmt)
             left &= ~ok
     num = pd.to_numeric(values, errors="coerce")
@@ -487,7 +602,7 @@ def score(tdef: TableDef, fdef: FieldDef, prof: Profile, col: str) -> float:
     named = name_score(col, field_synonyms(tdef.name, fdef.name))
     kind = field_kind(tdef, fdef)
     if prof.n == 0:
-        return 0.5 * named
+        return 0.85 * named  # no values (an empty form): the name is all there is
     if kind is None:
         compat = 0.5
         if fdef.name in _KEY_FIELDS and fdef.name == tdef.primary_key[0]:
@@ -579,8 +694,6 @@ def choose_tables(cands: list[Candidate]) -> list[TableChoice]:
     keys: dict[str, tuple[Candidate, str]] = {}
     used: set[tuple[tuple, str]] = set()
     for tdef in model.tables.values():
-        if tdef.name == "population":
-            continue
         options = [assign(tdef, c, keys, used) for c in cands]
         options = [o for o in options if _plausible(o)]
         if not options:
@@ -745,7 +858,9 @@ def _table_entry(
             if choice.join is not None and choice.join[0] == fdef.name:
                 entry, note = {"column": col}, ""
             else:
-                entry, note = _field_entry(tdef, fdef, choice.cand.profiles[col], col, source)
+                entry, note = _field_entry(
+                    tdef, fdef, choice.cand.profiles[col], col, source, choice.cand.choices.get(col)
+                )
             confidence[(tdef.name, fdef.name)] = s
             if s < CHECK_BELOW:
                 entry["confidence"] = round(s, 2)
@@ -819,7 +934,12 @@ def _fallback(choice: TableChoice, fdef: FieldDef) -> tuple[dict, str] | None:
 
 
 def _field_entry(
-    tdef: TableDef, fdef: FieldDef, prof: Profile, col: str, source: dict
+    tdef: TableDef,
+    fdef: FieldDef,
+    prof: Profile,
+    col: str,
+    source: dict,
+    codes: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
     entry: dict = {"column": col}
     notes: list[str] = []
@@ -834,7 +954,7 @@ def _field_entry(
         if {"%d/%m/%Y", "%m/%d/%Y"} <= set(source.get("date_formats", [])):
             notes.append("day/month order is ambiguous in this file")
     if kind in _VALUE_KINDS or kind == "boolean" or fdef.allowed:
-        vmap, unknown = _value_map(kind, fdef, prof)
+        vmap, unknown = _value_map(kind, fdef, prof, codes)
         if vmap:
             entry["values"] = vmap
         if unknown:
@@ -842,11 +962,27 @@ def _field_entry(
     return entry, "; ".join(notes)
 
 
-def _value_map(kind: str | None, fdef: FieldDef, prof: Profile) -> tuple[dict, list[str]]:
+def _value_map(
+    kind: str | None, fdef: FieldDef, prof: Profile, codes: dict[str, str] | None = None
+) -> tuple[dict, list[str]]:
+    """Local value -> model value; with REDCap codes, code -> model value via the label."""
     allowed = {str(a).casefold(): str(a) for a in fdef.allowed or []}
     words = value_words(kind) if kind else {}
     vmap: dict[str, str | None] = {}
     unknown: list[str] = []
+    if codes:
+        for code, label in codes.items():
+            canon = (
+                allowed.get(label.casefold())
+                or words.get(label.casefold())
+                or words.get(norm_name(label))
+            )
+            if canon is not None and (not allowed or canon.casefold() in allowed):
+                vmap[code] = canon
+            else:
+                vmap[code] = label
+                unknown.append(f"{code}={label}")
+        return vmap, unknown
     for value in prof.counts.index.astype(str)[:40]:
         if value.casefold() in allowed or value in TEXT_MISSING:
             continue
