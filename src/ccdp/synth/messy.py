@@ -7,7 +7,6 @@ flattening by hidden `__i_<table>` columns, so every injected error's final row 
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 from datetime import datetime
@@ -24,7 +23,6 @@ from ccdp.synth.params import read_data_yaml
 
 ERROR_RATE = 0.002  # share of rows per error kind and table
 EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
-FIXED_TIME = datetime(2020, 1, 1)
 REDCAP_ORDER = ("registration", "clinical_events", "treatments", "trial_enrolment", "biomarkers",
                 "specimens")  # fmt: skip
 
@@ -135,8 +133,9 @@ def _bad_date(style: dict[str, Any], year: int, rng: np.random.Generator) -> str
 
 
 def _render_date(style: dict[str, Any], day: np.datetime64) -> Any:
-    iso = pd.Series([str(np.datetime64(day, "D"))])
-    return _format_dates(iso, style["date"], style["month_date"]).iloc[0]
+    if style["date"] == "excel_serial":
+        return int((np.datetime64(day, "D") - EXCEL_EPOCH).astype(np.int64))
+    return np.datetime64(day, "D").astype(datetime).strftime(style["date"])
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray, used: set[int], k: int) -> list[int]:
@@ -327,28 +326,94 @@ def _write_csv(frame: pd.DataFrame, path: Path, style: dict[str, Any]) -> None:
     path.write_bytes(text.encode(style["encoding"], errors="replace"))
 
 
-def _write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> None:
-    """One sheet per table; fixed timestamps so that the same seed gives the same bytes."""
-    from openpyxl import Workbook
+_XLSX_PARTS = {
+    "ct": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types xmlns="http://schemas.'
+    'openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="'
+    'application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+    'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="'
+    'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{sheets}</Types>',
+    "ct_sheet": '<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/vnd.'
+    'openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>',
+    "rels": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships xmlns="http:'
+    '//schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http:'
+    '//schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/'
+    'workbook.xml"/></Relationships>',
+    "wb": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<workbook xmlns="http://'
+    'schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.'
+    'org/officeDocument/2006/relationships"><sheets>{sheets}</sheets></workbook>',
+    "wb_sheet": '<sheet name="{name}" sheetId="{i}" r:id="rId{i}"/>',
+    "wb_rels": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships xmlns="'
+    'http://schemas.openxmlformats.org/package/2006/relationships">{rels}</Relationships>',
+    "wb_rel": '<Relationship Id="rId{i}" Type="http://schemas.openxmlformats.org/officeDocument/'
+    '2006/relationships/worksheet" Target="worksheets/sheet{i}.xml"/>',
+    "sheet": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="http://'
+    'schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>{rows}</sheetData></worksheet>',
+}
 
-    wb = Workbook(write_only=True)
-    wb.properties.created = FIXED_TIME
-    wb.properties.modified = FIXED_TIME
-    for name, frame in sheets.items():
-        ws = wb.create_sheet(name)
-        vis = _visible(frame)
-        ws.append(list(vis.columns))
-        for row in vis.itertuples(index=False, name=None):
-            ws.append(list(row))
-    buf = io.BytesIO()
-    wb.save(buf)
-    buf.seek(0)
-    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in sorted(src.infolist(), key=lambda i: i.filename):
-            data = src.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b"2020-01-01T00:00:00Z", data)
-            dst.writestr(zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0)), data)
+
+def _col_letter(j: int) -> str:
+    s = ""
+    j += 1
+    while j:
+        j, r = divmod(j - 1, 26)
+        s = chr(65 + r) + s
+    return s
+
+
+def _xml_text(s: pd.Series) -> pd.Series:
+    return (
+        s.str.replace("&", "&amp;", regex=False)
+        .str.replace("<", "&lt;", regex=False)
+        .str.replace(">", "&gt;", regex=False)
+    )
+
+
+def _sheet_xml(frame: pd.DataFrame) -> str:
+    """Worksheet XML built column-wise: numbers as values, everything else as inline strings."""
+    n = len(frame)
+    rownum = pd.Series(np.arange(2, n + 2).astype(str), index=frame.index)
+    cells = pd.Series("", index=frame.index, dtype=object)
+    header = []
+    for j, col in enumerate(frame.columns):
+        letter = _col_letter(j)
+        header.append(f'<c r="{letter}1" t="inlineStr"><is><t>{col}</t></is></c>')
+        v = frame[col]
+        numeric = v.map(lambda x: isinstance(x, int | float) and not isinstance(x, bool))
+        text = v.astype(str)
+        ref = '<c r="' + letter + rownum
+        num_xml = ref + '"><v>' + text + "</v></c>"
+        str_xml = ref + '" t="inlineStr"><is><t>' + _xml_text(text) + "</t></is></c>"
+        cells = cells + num_xml.where(numeric, str_xml).where(v.notna() & (text != ""), "")
+    rows = '<row r="' + rownum + '">' + cells + "</row>"
+    head = '<row r="1">' + "".join(header) + "</row>"
+    return _XLSX_PARTS["sheet"].format(rows=head + "".join(rows.tolist()))
+
+
+def _write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> None:
+    """A minimal Office Open XML workbook, one sheet per table, written directly (fast), with
+    fixed zip timestamps so that the same seed gives the same bytes."""
+    names = list(sheets)
+    parts = {
+        "[Content_Types].xml": _XLSX_PARTS["ct"].format(
+            sheets="".join(_XLSX_PARTS["ct_sheet"].format(i=i + 1) for i in range(len(names)))
+        ),
+        "_rels/.rels": _XLSX_PARTS["rels"],
+        "xl/workbook.xml": _XLSX_PARTS["wb"].format(
+            sheets="".join(
+                _XLSX_PARTS["wb_sheet"].format(name=n, i=i + 1) for i, n in enumerate(names)
+            )
+        ),
+        "xl/_rels/workbook.xml.rels": _XLSX_PARTS["wb_rels"].format(
+            rels="".join(_XLSX_PARTS["wb_rel"].format(i=i + 1) for i in range(len(names)))
+        ),
+    }
+    for i, name in enumerate(names):
+        parts[f"xl/worksheets/sheet{i + 1}.xml"] = _sheet_xml(_visible(sheets[name]))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in parts.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text.encode("utf-8"))
 
 
 def _redcap_dictionary(style: dict[str, Any], flat_columns: list[str]) -> pd.DataFrame:
