@@ -117,10 +117,10 @@ def load_native_file(con: duckdb.DuckDBPyConnection, native: NativeFile, into: s
     try:
         con.execute(f"CREATE TEMP TABLE {q(into)} AS SELECT {cols} FROM {native.read_csv_sql()}")
     except duckdb.Error as exc:
-        raise IngestError(f"{native.source_name}: {_first_lines(str(exc))}") from exc
+        raise IngestError(f"{native.source_name}: {csv_error_text(str(exc))}") from exc
 
 
-def _first_lines(message: str) -> str:
+def csv_error_text(message: str) -> str:
     """DuckDB's CSV errors are long; keep what went wrong and where, then the offending line."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     lines = [re.sub(r"^[A-Za-z ]+ Error: ", "", ln) for ln in lines]

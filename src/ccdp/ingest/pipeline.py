@@ -26,7 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
 from ccdp.ingest.errors import IngestError
-from ccdp.ingest.native import IDENTIFIER_PREFIX, NativeFile, load_native_file, native_files
+from ccdp.ingest.native import IDENTIFIER_PREFIX, csv_error_text, native_files
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.typed import lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
@@ -67,15 +67,21 @@ class IngestReport(BaseModel):
 
 @dataclass
 class RawSource:
-    """One table's text input: how to materialise it as a relation and where its rows came from."""
+    """One table's text input: the relation to read it from and where its rows came from.
+
+    `provenance` gives `_row`, `_source_file`, `_source_row` as SQL over the relation; when it
+    is None (native CSVs) they come from the work table's rowid, which is the row's position in
+    the file because the work table is filled in file order outside any transaction.
+    """
 
     table: str
     columns: set[str]
-    load: Callable[[duckdb.DuckDBPyConnection, str], None]
-    file_expr: str
-    source_row_expr: str
-    row_expr: str
+    relation: str
+    name: str
     identifiers: bool
+    provenance: dict[str, str] | None = None
+    source_file: str = ""
+    register: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     cleanup: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
 
@@ -102,22 +108,26 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
         df["_row"] = np.arange(1, len(df) + 1, dtype="int64")
         view = f"frame_{table}"
 
-        def load(con: duckdb.DuckDBPyConnection, into: str, df: pd.DataFrame = df) -> None:
-            con.register(into, df)
+        def register(con: duckdb.DuckDBPyConnection, df: pd.DataFrame = df, v: str = view) -> None:
+            con.register(v, df)
 
-        def cleanup(con: duckdb.DuckDBPyConnection, view: str = view) -> None:
+        def cleanup(con: duckdb.DuckDBPyConnection, v: str = view) -> None:
             with suppress(duckdb.Error):
-                con.unregister(view)
+                con.unregister(v)
 
         out.append(
             RawSource(
                 table=table,
                 columns={str(c) for c in df.columns},
-                load=load,
-                file_expr="CAST(src._source_file AS VARCHAR)",
-                source_row_expr="CAST(src._source_row AS INTEGER)",
-                row_expr="src._row",
+                relation=q(view),
+                name=f"{source}: table {table}",
                 identifiers=any(str(c).startswith(IDENTIFIER_PREFIX) for c in df.columns),
+                provenance={
+                    "_row": "src._row",
+                    "_source_file": "CAST(src._source_file AS VARCHAR)",
+                    "_source_row": "CAST(src._source_row AS INTEGER)",
+                },
+                register=register,
                 cleanup=cleanup,
             )
         )
@@ -125,29 +135,18 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
 
 
 def _native_sources(folder: str | Path) -> list[RawSource]:
-    """Native CSVs, read by DuckDB straight into temp tables (no pandas on the way)."""
-    out: list[RawSource] = []
-    for table, native in native_files(folder).items():
-
-        def load(con: duckdb.DuckDBPyConnection, into: str, native: NativeFile = native) -> None:
-            load_native_file(con, native, into)
-
-        def cleanup(con: duckdb.DuckDBPyConnection, name: str = f"frame_{table}") -> None:
-            con.execute(f"DROP TABLE IF EXISTS {q(name)}")
-
-        out.append(
-            RawSource(
-                table=table,
-                columns=set(native.kept_columns),
-                load=load,
-                file_expr=lit(native.source_name),
-                source_row_expr="CAST(src.rowid + 1 AS INTEGER)",
-                row_expr="src.rowid + 1",
-                identifiers=any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
-                cleanup=cleanup,
-            )
+    """Native CSVs, parsed by DuckDB straight into the work tables (no pandas on the way)."""
+    return [
+        RawSource(
+            table=table,
+            columns=set(native.kept_columns),
+            relation=native.read_csv_sql(),
+            name=native.source_name,
+            identifiers=any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
+            source_file=native.source_name,
         )
-    return out
+        for table, native in native_files(folder).items()
+    ]
 
 
 # -- public entry points -------------------------------------------------------------------------
@@ -232,33 +231,39 @@ def _load_work(
     key: bytes | None,
     step: Callable[[str], None],
 ) -> dict[str, str]:
-    """Materialise each source as typed work table `w_<table>`."""
+    """Materialise each source, typed, as temp table `w_<table>` in one pass; returns the
+    relation edits and writes read for each table (the table, or a view adding provenance)."""
     model = load_model()
-    replace = None
-    if key is not None:
-        replace = {"patient_id": pseudonym_sql(key)}
+    replace = {"patient_id": pseudonym_sql(key)} if key is not None else None
     work: dict[str, str] = {}
     for s in sources:
         step(f"reading {s.table}")
         tdef = model.table(s.table)
-        rel = f"frame_{s.table}"
-        s.load(con, rel)
+        if s.register:
+            s.register(con)
         sql = work_select(
             tdef,
-            q(rel),
+            s.relation,
             s.columns,
-            row_expr=s.row_expr,
-            file_expr=s.file_expr,
-            source_row_expr=s.source_row_expr,
+            provenance=s.provenance,
             replace_raw=replace if "patient_id" in tdef.field_names else None,
         )
         name = f"w_{s.table}"
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {q(name)} AS {sql}")
         except duckdb.Error as exc:
-            raise IngestError(f"{s.table}: cannot read the source rows: {exc}") from exc
-        if s.cleanup:
-            s.cleanup(con)
+            raise IngestError(f"{s.name}: {csv_error_text(str(exc))}") from exc
+        finally:
+            if s.cleanup:
+                s.cleanup(con)
+        if s.provenance is None:
+            view = f"v_{s.table}"
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {q(view)} AS SELECT rowid + 1 AS _row, "
+                f"{lit(s.source_file)} AS _source_file, CAST(rowid + 1 AS INTEGER) AS _source_row, "
+                f"* FROM {q(name)}"
+            )
+            name = view
         work[s.table] = name
     return work
 
@@ -295,9 +300,10 @@ def _write(
         # upsert: delete the stored rows whose key comes back, then insert
         on = " AND ".join(f"t.{q(k)} IS NOT DISTINCT FROM a.{q(k)}" for k in tdef.primary_key)
         keys = ", ".join(q(k) for k in tdef.primary_key)
-        con.execute(
-            f"DELETE FROM main.{q(name)} t USING (SELECT {keys} FROM {accepted}) a WHERE {on}"
-        )
+        if _any(con, f"main.{q(name)}"):
+            con.execute(
+                f"DELETE FROM main.{q(name)} t USING (SELECT {keys} FROM {accepted}) a WHERE {on}"
+            )
         iccc = name == "tumour" and build_iccc_lookup(con, work[name])
         targets, exprs = _insert_columns(tdef, iccc)
         joins = ""
@@ -338,17 +344,27 @@ def _write(
     }
 
 
+def _any(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> bool:
+    """Whether a relation has a row (lets writes skip whole-table work that would do nothing)."""
+    return bool(
+        con.execute(f"SELECT EXISTS (SELECT 1 FROM {relation} WHERE {where})").fetchall()[0][0]
+    )
+
+
 def _write_quarantine(
     con: duckdb.DuckDBPyConnection, tdef: TableDef, w: str, err: str, key: str, ingest_id: str
 ) -> None:
     """Quarantine every failing row with its raw text and all its reasons; earlier quarantine
     entries for the same keys or the same source rows are replaced (re-ingest is idempotent)."""
     name = tdef.name
-    con.execute(
-        f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND ("
-        f"q.record_key IN (SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM "
-        f"{w} r WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
-    )
+    if _any(con, "quarantine", f"table_name = {lit(name)}"):
+        con.execute(
+            f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND (q.record_key IN "
+            f"(SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM {w} r "
+            "WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
+        )
+    if not _any(con, err):
+        return
     raw = ", ".join(f"{lit(f.name)}, r.{q(raw_column(f))}" for f in tdef.input_fields)
     reasons = (
         f"SELECT _row, string_agg(DISTINCT edit_id, ';' ORDER BY edit_id) AS edit_ids, "
@@ -374,10 +390,13 @@ def _write_flags(
     """Warnings on accepted rows go to quality_flag, replacing the flags of the keys upserted."""
     name = tdef.name
     accepted_keys = f"SELECT {key} FROM {w} r ANTI JOIN {err} e ON r._row = e._row"
-    con.execute(
-        f"DELETE FROM quality_flag WHERE table_name = {lit(name)} "
-        f"AND record_key IN ({accepted_keys})"
-    )
+    if _any(con, "quality_flag", f"table_name = {lit(name)}"):
+        con.execute(
+            f"DELETE FROM quality_flag WHERE table_name = {lit(name)} "
+            f"AND record_key IN ({accepted_keys})"
+        )
+    if not _any(con, RESULTS, f"table_name = {lit(name)} AND severity = 'warning'"):
+        return
     con.execute(
         f"INSERT INTO quality_flag SELECT {lit(ingest_id)}, {lit(name)}, r._source_file, "
         f"r._source_row, {key}, x.edit_id, x.severity, x.field, x.value, x.message "

@@ -44,6 +44,7 @@ class Edit(BaseModel):
     table: str | None = None
     field: str | None = None
     when: str | None = None
+    join: str | None = None
     message: str | None = None
 
     @model_validator(mode="after")
@@ -58,7 +59,7 @@ class Edit(BaseModel):
 
     def parents(self) -> list[str]:
         """Parent tables (by alias = table name) the SQL refers to."""
-        text = f"{self.when or ''} {self.message or ''}"
+        text = f"{self.when or ''} {self.join or ''} {self.message or ''}"
         return [t for t in load_model().table_names if re.search(rf"\b{t}\.", text)]
 
 

@@ -25,9 +25,7 @@ MIN_DATE = "1900-01-01"
 
 _MACROS = [
     # completed years between two dates (age at an event, as registries count it)
-    """CREATE OR REPLACE TEMP MACRO ccdp_age(b, d) AS
-       date_part('year', d) - date_part('year', b)
-       - CASE WHEN strftime(d, '%m%d') < strftime(b, '%m%d') THEN 1 ELSE 0 END""",
+    """CREATE OR REPLACE TEMP MACRO ccdp_age(b, d) AS date_sub('year', b, d)""",
     # a birth date known to the month only may be as early as the 1st of that month
     """CREATE OR REPLACE TEMP MACRO ccdp_earliest_birth(b, p) AS
        CASE WHEN p = 'month' THEN CAST(date_trunc('month', b) AS DATE) ELSE b END""",
@@ -77,11 +75,11 @@ def template_sql(text: str) -> str:
 
 
 def message_sql(field_name: str, value: str, text: str, edit_id: str) -> str:
-    """'<file> row <n>: <field> '<value>' <text> [<edit id>]' as an SQL expression."""
+    """'<file> row <n>: <field> '<value>' <text> [<edit id>]' as an SQL expression (`value`,
+    `text` and `edit_id` are SQL expressions)."""
     return (
         f"concat(r._source_file, ' row ', CAST(r._source_row AS VARCHAR), ': ', {lit(field_name)},"
-        f" ' ', coalesce('''' || {value} || '''', '(empty)'), ' ', {text}, ' [', "
-        f"{lit(edit_id)}, ']')"
+        f" ' ', coalesce('''' || {value} || '''', '(empty)'), ' ', {text}, ' [', {edit_id}, ']')"
     )
 
 
@@ -107,6 +105,18 @@ def ancestor_joins(table: TableDef, wanted: list[str]) -> list[tuple[str, str, s
 
 
 @dataclass
+class Check:
+    """One rule applied to one field: SQL condition, the value and message text to report."""
+
+    edit: Edit
+    field: str
+    value: str
+    text: str
+    where: str
+    parents: list[str] = field(default_factory=list)
+
+
+@dataclass
 class EditRun:
     """One run of every edit over the work tables of an ingest (see module docstring)."""
 
@@ -120,13 +130,22 @@ class EditRun:
         self._setup()
         model = load_model()
         for name, work in self.work.items():
-            tdef = model.table(name)
-            self._field_checks(tdef, work)
-            self._duplicates(tdef, work)
+            self._duplicates(model.table(name), work)
         self._effective_parents()
-        for edit in edits_by_check("sql"):
-            if edit.table in self.work:
-                self._sql_edit(edit)
+        for name, work in self.work.items():
+            tdef = model.table(name)
+            # every row-level rule of the table in one scan (joined to its parents once)
+            checks = self._field_checks(tdef)
+            joined = [e for e in edits_by_check("sql") if e.table == name and e.join]
+            checks += [
+                self._sql_check(e) for e in edits_by_check("sql") if e.table == name and not e.join
+            ]
+            self._run_checks(tdef, work, checks)
+            for edit in joined:  # rules joining a reference table run on their own
+                self._run_checks(tdef, work, [self._sql_check(edit)], join=edit.join)
+            for f in tdef.input_fields:
+                if f.code_system:
+                    self._code_check(tdef, f, work)
         self._references()
 
     # -- setup ------------------------------------------------------------------------------------
@@ -162,22 +181,61 @@ class EditRun:
         self.con.execute(
             f"INSERT INTO {RESULTS} SELECT {lit(table)}, r._row, {lit(edit.id)}, "
             f"{lit(edit.severity)}, {lit(field_name)}, {value}, "
-            f"{message_sql(field_name, value, text, edit.id)} FROM {source} WHERE {where}"
+            f"{message_sql(field_name, value, text, lit(edit.id))} FROM {source} WHERE {where}"
         )
 
-    # -- checks generated from the model -----------------------------------------------------------
-    def _field_checks(self, tdef: TableDef, work: str) -> None:
-        src = f"{q(work)} AS r"
+    # -- row-level checks ------------------------------------------------------------------------
+    def _run_checks(
+        self, tdef: TableDef, work: str, checks: list[Check], join: str | None = None
+    ) -> None:
+        """One statement for many checks: rows failing any condition are selected once and each
+        failed check becomes one result row (a list of structs, unnested)."""
+        if not checks:
+            return
+        parents = sorted({p for c in checks for p in c.parents})
+        source = f"{q(work)} AS r"
+        for alias, frm, col, pcol in ancestor_joins(tdef, parents):
+            source += f" LEFT JOIN eff_{alias} AS {alias} ON {frm}.{q(col)} = {alias}.{q(pcol)}"
+        if join:
+            source += f" {join}"
+        items = ", ".join(
+            f"CASE WHEN {c.where} THEN {{'edit_id': {lit(c.edit.id)}, "
+            f"'severity': {lit(c.edit.severity)}, 'field': {lit(c.field)}, "
+            f"'value': CAST({c.value} AS VARCHAR), "
+            f"'message': {message_sql(c.field, c.value, c.text, lit(c.edit.id))}}} END"
+            for c in checks
+        )
+        failing = " OR ".join(f"({c.where})" for c in checks)
+        sql = (
+            f"INSERT INTO {RESULTS} SELECT {lit(tdef.name)}, _row, h.edit_id, h.severity, "
+            f"h.field, h.value, h.message FROM (SELECT r._row AS _row, "
+            f"unnest(list_filter([{items}], lambda x: x IS NOT NULL)) AS h "
+            f"FROM {source} WHERE {failing})"
+        )
+        try:
+            self.con.execute(sql)
+        except duckdb.Error as exc:
+            ids = ", ".join(c.edit.id for c in checks)
+            raise RuntimeError(f"edits {ids} on {tdef.name}: invalid SQL: {exc}") from exc
+
+    def _field_checks(self, tdef: TableDef) -> list[Check]:
+        """The model-generated checks (required, type, allowed, range, dates) of a table."""
         keys = set(tdef.primary_key)
+        checks: list[Check] = []
         for f in tdef.input_fields:
             raw = f"r.{q(raw_column(f))}"
             typed = f"r.{q(f.name)}"
             for edit in load_edits():
                 where, text = self._field_rule(edit, tdef, f, raw, typed, keys)
                 if where:
-                    self._insert(tdef.name, edit, f.name, raw, text, src, where)
-            if f.code_system:
-                self._code_check(tdef, f, work)
+                    checks.append(Check(edit, f.name, raw, text, where))
+        return checks
+
+    def _sql_check(self, edit: Edit) -> Check:
+        assert edit.table and edit.field and edit.when and edit.message
+        tdef = load_model().table(edit.table)
+        value = f"r.{q(raw_column(tdef.field(edit.field)))}"
+        return Check(edit, edit.field, value, template_sql(edit.message), edit.when, edit.parents())
 
     def _field_rule(
         self, edit: Edit, tdef: TableDef, f: FieldDef, raw: str, typed: str, keys: set[str]
@@ -232,20 +290,26 @@ class EditRun:
 
     # -- keys -------------------------------------------------------------------------------------
     def _duplicates(self, tdef: TableDef, work: str) -> None:
+        """Rows whose key an earlier row already has; keys are grouped first, so the window
+        ranking runs only over the (usually absent) duplicated keys."""
         edit = edits_by_check("duplicate_key")[0]
-        keys = ", ".join(f"{q(raw_column(tdef.field(k)))}" for k in tdef.primary_key)
-        shown = "/".join(tdef.primary_key)
+        cols = [q(raw_column(tdef.field(k))) for k in tdef.primary_key]
+        keys = ", ".join(cols)
+        on = " AND ".join(f"w.{c} IS NOT DISTINCT FROM d.{c}" for c in cols)
         ranked = (
-            f"(SELECT *, row_number() OVER w AS _rank, first_value(_source_file) OVER w AS _f1, "
-            f"first_value(_source_row) OVER w AS _r1 FROM {q(work)} "
-            f"WINDOW w AS (PARTITION BY {keys} ORDER BY _row)) AS r"
+            f"(SELECT w.*, row_number() OVER win AS _rank, first_value(w._source_file) OVER win "
+            f"AS _f1, first_value(w._source_row) OVER win AS _r1 FROM {q(work)} w SEMI JOIN "
+            f"(SELECT {keys} FROM {q(work)} GROUP BY ALL HAVING count(*) > 1) d ON {on} "
+            f"WINDOW win AS (PARTITION BY {', '.join('w.' + c for c in cols)} ORDER BY w._row)"
+            ") AS r"
         )
         text = "concat('duplicates the key of ', r._f1, ' row ', CAST(r._r1 AS VARCHAR))"
+        shown = "/".join(tdef.primary_key)
         self._insert(tdef.name, edit, shown, key_expr(tdef), text, ranked, "r._rank > 1")
 
     def _effective_parents(self) -> None:
-        """eff_<parent>: the parent rows this ingest brings (first of duplicates), plus stored
-        rows it does not replace, so cross-table edits see the parent wherever it lives."""
+        """View eff_<parent>: the parent rows this ingest brings (first of duplicates), plus
+        stored rows it does not replace, so cross-table edits see the parent wherever it lives."""
         model = load_model()
         parents = {
             ref.split(".")[0]
@@ -260,19 +324,20 @@ class EditRun:
             pk = tdef.primary_key
             parts = []
             if parent in self.work:
-                part = ", ".join(q(k) for k in pk)
+                work = q(self.work[parent])
                 parts.append(
-                    f"SELECT {sel} FROM (SELECT *, row_number() OVER (PARTITION BY {part} "
-                    f"ORDER BY _row) AS _rank FROM {q(self.work[parent])}) WHERE _rank = 1"
+                    f"SELECT {sel} FROM {work} r ANTI JOIN (SELECT _row FROM {RESULTS} WHERE "
+                    f"table_name = {lit(parent)} AND edit_id = 'key.duplicate') d "
+                    "ON d._row = r._row"
                 )
             if self.stored:
                 anti = ""
                 if parent in self.work:
                     on = " AND ".join(f"w.{q(k)} = s.{q(k)}" for k in pk)
-                    anti = f" WHERE NOT EXISTS (SELECT 1 FROM {q(self.work[parent])} w WHERE {on})"
+                    anti = f" ANTI JOIN {q(self.work[parent])} w ON {on}"
                 parts.append(f"SELECT {sel} FROM main.{q(parent)} s{anti}")
             body = " UNION ALL ".join(parts) if parts else f"SELECT {sel} WHERE false"
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE eff_{parent} AS {body}")
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
 
     def _ancestors(self, name: str) -> list[str]:
         tdef = load_model().table(name)
@@ -281,20 +346,6 @@ class EditRun:
             parent = ref.split(".")[0]
             out += [parent, *self._ancestors(parent)]
         return out
-
-    def _sql_edit(self, edit: Edit) -> None:
-        assert edit.table and edit.field and edit.when and edit.message
-        tdef = load_model().table(edit.table)
-        source = f"{q(self.work[edit.table])} AS r"
-        for alias, frm, col, pcol in ancestor_joins(tdef, edit.parents()):
-            source += f" LEFT JOIN eff_{alias} AS {alias} ON {frm}.{q(col)} = {alias}.{q(pcol)}"
-        value = f"r.{q(raw_column(tdef.field(edit.field)))}"
-        try:
-            self._insert(
-                edit.table, edit, edit.field, value, template_sql(edit.message), source, edit.when
-            )
-        except duckdb.Error as exc:
-            raise RuntimeError(f"edit {edit.id} has invalid SQL: {exc}") from exc
 
     def _references(self) -> None:
         """Orphans, table by table from parents to children, so a child of a quarantined parent
@@ -306,35 +357,39 @@ class EditRun:
             tdef = model.table(name)
             for col, ref in tdef.foreign_keys.items():
                 parent, pcol = ref.split(".")
-                okk = f"okk_{name}_{col}"
-                parts = []
-                if parent in self.work:
-                    parts.append(
-                        f"SELECT {q(pcol)} AS k FROM {q(self.work[parent])} WHERE _row NOT IN "
-                        f"(SELECT _row FROM {RESULTS} WHERE table_name = {lit(parent)} "
-                        "AND severity = 'error')"
-                    )
-                if self.stored:
-                    parts.append(f"SELECT {q(pcol)} AS k FROM main.{q(parent)}")
-                body = " UNION ".join(parts) if parts else "SELECT CAST(NULL AS VARCHAR) AS k"
-                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {okk} AS {body}")
-                missing = (
-                    f"r.{q(col)} IS NOT NULL AND NOT EXISTS "
-                    f"(SELECT 1 FROM {okk} o WHERE o.k = r.{q(col)})"
-                )
-                src = f"{q(self.work[name])} AS r"
+                status = self._parent_status(parent, pcol)
+                absent = f"refers to a {parent} that is neither in this ingest nor in the store"
+                quarantined = f"refers to a {parent} that is quarantined in this ingest"
+                text = f"CASE WHEN p.k IS NULL THEN {lit(absent)} ELSE {lit(quarantined)} END"
                 value = f"r.{q(col)}"
-                if parent in self.work:
-                    in_batch = (
-                        f"EXISTS (SELECT 1 FROM {q(self.work[parent])} p "
-                        f"WHERE p.{q(pcol)} = r.{q(col)})"
-                    )
-                    text = lit(f"refers to a {parent} that is quarantined in this ingest")
-                    self._insert(name, held, col, value, text, src, f"{missing} AND {in_batch}")
-                    missing = f"{missing} AND NOT {in_batch}"
-                text = lit(f"refers to a {parent} that is neither in this ingest nor in the store")
-                self._insert(name, orphan, col, value, text, src, missing)
-                self.con.execute(f"DROP TABLE {okk}")
+                edit_id = f"CASE WHEN p.k IS NULL THEN {lit(orphan.id)} ELSE {lit(held.id)} END"
+                self.con.execute(
+                    f"INSERT INTO {RESULTS} SELECT {lit(name)}, r._row, {edit_id}, 'error', "
+                    f"{lit(col)}, {value}, "
+                    f"{message_sql(col, value, text, edit_id)}"
+                    f" FROM {q(self.work[name])} AS r LEFT JOIN {status} p ON p.k = r.{q(col)} "
+                    f"WHERE r.{q(col)} IS NOT NULL AND (p.k IS NULL OR NOT p.ok)"
+                )
+
+    def _parent_status(self, parent: str, pcol: str) -> str:
+        """Temp table (k, ok) of the parent keys this ingest or the store knows; ok when the key
+        is stored or arrives in a row without errors (computed after the parent's own checks)."""
+        name = f"status_{parent}"
+        parts = []
+        if parent in self.work:
+            parts.append(
+                f"SELECT {q(pcol)} AS k, (e._row IS NULL) AS ok FROM {q(self.work[parent])} w "
+                f"LEFT JOIN (SELECT DISTINCT _row FROM {RESULTS} WHERE table_name = {lit(parent)}"
+                " AND severity = 'error') e ON e._row = w._row"
+            )
+        if self.stored:
+            parts.append(f"SELECT {q(pcol)} AS k, true AS ok FROM main.{q(parent)}")
+        body = " UNION ALL ".join(parts) if parts else "SELECT NULL::VARCHAR AS k, true AS ok"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT k, bool_or(ok) AS ok FROM ({body}) "
+            "WHERE k IS NOT NULL GROUP BY k"
+        )
+        return name
 
 
 def topological(tables: list[str]) -> list[str]:
