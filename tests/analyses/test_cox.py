@@ -80,8 +80,12 @@ def test_unstratified_random_splits_equal_lifelines(seed: int) -> None:
     rng = np.random.default_rng(seed)
     frames = split(df, int(rng.integers(1, 11)), rng)
     result = federate("cox", {"covariates": COVARIATES, "strata": "none"}, frames)
-    lifelines_check(result, lifelines_cox(df, COVARIATES))
+    cph = lifelines_cox(df, COVARIATES)
+    lifelines_check(result, cph)
     assert result.converged and [c.term for c in result.coefficients] == TERMS
+    lr = cph.log_likelihood_ratio_test()
+    assert result.lr_chi2 == pytest.approx(lr.test_statistic, rel=1e-9)
+    assert (result.lr_df, result.lr_p) == (lr.degrees_freedom, pytest.approx(lr.p_value, rel=1e-6))
     assert (result.n, result.events) == (400, int(df["os_event"].sum()))
 
 

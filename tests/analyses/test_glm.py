@@ -37,6 +37,9 @@ def assert_glm_matches(result, x, fit) -> None:
         [c.p for c in result.coefficients], fit.pvalues, rtol=1e-6, atol=1e-300
     )
     assert result.deviance == pytest.approx(fit.deviance, rel=1e-10)
+    assert result.null_deviance == pytest.approx(fit.null_deviance, rel=1e-10)
+    assert result.lr_df == fit.df_model
+    assert result.lr_chi2 == pytest.approx(fit.null_deviance - fit.deviance, rel=1e-8, abs=1e-9)
     assert result.loglik == pytest.approx(fit.llf, rel=1e-10)
     assert result.aic == pytest.approx(fit.aic, rel=1e-10)
     assert (result.n, result.df_resid) == (fit.nobs, fit.df_resid)

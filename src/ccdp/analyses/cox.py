@@ -26,6 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 from rich.markup import escape
 from rich.table import Table
+from scipy.special import chdtrc
 
 from ccdp.analyses._common import (
     SurvivalOutcome,
@@ -120,6 +121,10 @@ class CoxResult(AnalysisResult):
     strata: str | list[str]
     coefficients: list[CoxTerm]
     loglik: float
+    loglik_null: float
+    lr_chi2: float
+    lr_df: int
+    lr_p: float
     n: int
     events: int
     iterations: int
@@ -131,7 +136,8 @@ class CoxResult(AnalysisResult):
             title=f"Cox proportional hazards, {self.outcome.upper()} ({self.ties} ties, "
             f"strata: {strata})",
             caption=f"n = {self.n}, events = {self.events}, log partial likelihood = "
-            f"{self.loglik:.4f}, iterations = {self.iterations}"
+            f"{self.loglik:.4f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on {self.lr_df} df, "
+            f"p = {pval(self.lr_p)}; iterations = {self.iterations}"
             + ("" if self.converged else " (NOT CONVERGED)"),
         )
         for col in ("term", "coef", "se", "HR", "95% CI", "p"):
@@ -313,10 +319,12 @@ class Cox(Analysis):
             return Continue(request=self._request(state), state=state)
         design = state.extra["design"]
         loglik, score, info, n, events = self._evaluate(params, state.beta, summaries)
+        if state.iterations == 0:  # the first evaluation is at β = 0: the null model
+            state.extra["loglik_null"] = loglik
         out = newton_step(state, loglik, score, info, design["terms"], params.tol, params.max_iter)
         if isinstance(out, NewtonState):
             return Continue(request=self._request(out), state=out)
-        return Done(self._result(params, design, out, n, events))
+        return Done(self._result(params, design, out, n, events, state.extra["loglik_null"]))
 
     @staticmethod
     def _request(state: NewtonState) -> dict[str, Any]:
@@ -341,15 +349,25 @@ class Cox(Analysis):
 
     @staticmethod
     def _result(
-        params: CoxParams, design: dict[str, Any], fit: NewtonFit, n: int, events: int
+        params: CoxParams,
+        design: dict[str, Any],
+        fit: NewtonFit,
+        n: int,
+        events: int,
+        loglik_null: float,
     ) -> CoxResult:
         rows = wald_rows(fit, design["terms"], "hr")
+        lr = max(2.0 * (fit.loglik - loglik_null), 0.0)
         return CoxResult(
             outcome=params.outcome,
             ties=params.ties,
             strata=params.strata,
             coefficients=[CoxTerm.model_validate(r) for r in rows],
             loglik=fit.loglik,
+            loglik_null=loglik_null,
+            lr_chi2=lr,
+            lr_df=len(rows),
+            lr_p=float(chdtrc(len(rows), lr)),
             n=n,
             events=events,
             iterations=fit.iterations,

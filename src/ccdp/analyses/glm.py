@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
-from scipy.special import expit, gammaln
+from scipy.special import chdtrc, expit, gammaln
 
 from ccdp.analyses._common import TimeUnit, coarsen, complete_cases, floats, survival_columns
 from ccdp.analyses._design import describe, design_matrix, make_design, pooled_sums
@@ -80,6 +80,10 @@ class GLMResult(AnalysisResult):
     outcome: str
     coefficients: list[GLMTerm]
     deviance: float
+    null_deviance: float
+    lr_chi2: float
+    lr_df: int
+    lr_p: float
     loglik: float
     aic: float
     n: int
@@ -93,7 +97,9 @@ class GLMResult(AnalysisResult):
         t = Table(
             title=f"{title} of {self.outcome}",
             caption=f"n = {self.n}, deviance = {self.deviance:.4f} on {self.df_resid} df, "
-            f"log-likelihood = {self.loglik:.4f}, AIC = {self.aic:.2f}, "
+            f"null deviance = {self.null_deviance:.4f}, log-likelihood = {self.loglik:.4f}, "
+            f"AIC = {self.aic:.2f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on "
+            f"{self.lr_df} df, p = {pval(self.lr_p)}; "
             f"iterations = {self.iterations}" + ("" if self.converged else " (NOT CONVERGED)"),
         )
         for col in ("term", "coef", "se", ratio, "95% CI", "p"):
@@ -133,8 +139,12 @@ class _GLM(Analysis):
         """(response column, person-time column or None)."""
 
     @abstractmethod
-    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
-        """Intercept of the intercept-only fit: the pooled mean on the link scale."""
+    def null_sums(self, y: np.ndarray, offset: np.ndarray) -> dict[str, float]:
+        """The node's totals from which the intercept-only (null) model follows in closed form."""
+
+    @abstractmethod
+    def null_model(self, sums: dict[str, float], n: int) -> tuple[float, float]:
+        """(intercept, deviance) of the intercept-only model from the pooled totals."""
 
     @abstractmethod
     def moments(
@@ -167,19 +177,23 @@ class _GLM(Analysis):
         if values.isna().any() or (values < 0).any():
             raise AnalysisError(f"node {node}: {name} must be a non-negative number")
 
-    def arrays(
-        self, frame: pd.DataFrame, params: GLMParams, design: dict[str, Any], node: str
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Model matrix with intercept, response and offset."""
+    def response(self, frame: pd.DataFrame, params: GLMParams) -> tuple[np.ndarray, np.ndarray]:
+        """Response and offset (log person-time on the node's grid, or zeros)."""
         y, pt = self.outcome_columns(params)
-        x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
         offset = np.zeros(len(frame))
         if pt is not None:
             t = frame[pt].to_numpy(dtype=float)
             if isinstance(params, PoissonParams) and params.outcome in SURVIVAL:
                 t = coarsen(t, params.time_unit)
             offset = np.log(t)
-        return x, frame[y].to_numpy(dtype=float), offset
+        return frame[y].to_numpy(dtype=float), offset
+
+    def arrays(
+        self, frame: pd.DataFrame, params: GLMParams, design: dict[str, Any], node: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model matrix with intercept, response and offset."""
+        x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        return (x, *self.response(frame, params))
 
     def local(
         self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
@@ -187,11 +201,8 @@ class _GLM(Analysis):
         assert isinstance(params, GLMParams)
         if request["step"] == "describe":
             frame = self.node_frame(data, params)
-            y, pt = self.outcome_columns(params)
-            extra = {"y": float(frame[y].astype(float).sum())}
-            if pt is not None:
-                extra["exposure"] = float(frame[pt].astype(float).sum())
-            return Summary(parts=describe(frame, params.covariates, extra))
+            y, offset = self.response(frame, params)
+            return Summary(parts=describe(frame, params.covariates, self.null_sums(y, offset)))
         design = request["design"]
         if cache.get("glm_design") != design:
             frame = self.node_frame(data, params)
@@ -213,8 +224,8 @@ class _GLM(Analysis):
             design["terms"] = [INTERCEPT, *design["terms"]]
             n, sums = pooled_sums(summaries)
             beta = np.zeros(len(design["terms"]))
-            beta[0] = self.start_intercept(sums["y"], n, sums.get("exposure", 0.0))
-            state = NewtonState(beta=beta, extra={"design": design})
+            beta[0], null_deviance = self.null_model(sums, n)
+            state = NewtonState(beta=beta, extra={"design": design, "null": null_deviance})
             return Continue(request=self._request(state), state=state)
         vals = [s.parts["model"] for s in summaries.values()]
         parts = [p for p in vals if isinstance(p, AggregatePart)]
@@ -227,16 +238,23 @@ class _GLM(Analysis):
             return Continue(request=self._request(out), state=out)
         n = sum(p.n for p in parts)
         deviance = float(sum(p.values["deviance"] for p in parts))
-        return Done(self._result(params, design, out, n, deviance))
+        return Done(self._result(params, design, out, n, deviance, state.extra["null"]))
 
     @staticmethod
     def _request(state: NewtonState) -> dict[str, Any]:
         return {"step": "fit", "design": state.extra["design"], "beta": floats(state.beta)}
 
     def _result(
-        self, params: GLMParams, design: dict[str, Any], fit: NewtonFit, n: int, deviance: float
+        self,
+        params: GLMParams,
+        design: dict[str, Any],
+        fit: NewtonFit,
+        n: int,
+        deviance: float,
+        null_deviance: float,
     ) -> GLMResult:
         p = len(fit.beta)
+        lr = max(null_deviance - deviance, 0.0)
         return GLMResult(
             analysis=self.name,
             outcome=params.outcome,
@@ -244,6 +262,10 @@ class _GLM(Analysis):
                 GLMTerm.model_validate(r) for r in wald_rows(fit, design["terms"], "estimate")
             ],
             deviance=deviance,
+            null_deviance=null_deviance,
+            lr_chi2=lr,
+            lr_df=p - 1,
+            lr_p=float(chdtrc(p - 1, lr)) if p > 1 else 1.0,
             loglik=fit.loglik,
             aic=-2.0 * fit.loglik + 2.0 * p,
             n=n,
@@ -271,11 +293,17 @@ class Logistic(_GLM):
         if not values.isin([0.0, 1.0]).all():
             raise AnalysisError(f"node {node}: the logistic outcome {name} must be 0/1")
 
-    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
-        if not 0 < y_sum < n:
+    def null_sums(self, y: np.ndarray, offset: np.ndarray) -> dict[str, float]:
+        return {"y": float(y.sum())}
+
+    def null_model(self, sums: dict[str, float], n: int) -> tuple[float, float]:
+        """Intercept-only logistic: μ = ȳ."""
+        s = sums["y"]
+        if not 0 < s < n:
             raise AnalysisError("the outcome takes one value only in the pooled cohort")
-        mean = y_sum / n
-        return float(np.log(mean / (1.0 - mean)))
+        mean = s / n
+        deviance = -2.0 * (s * np.log(mean) + (n - s) * np.log1p(-mean))
+        return float(np.log(mean / (1.0 - mean))), float(deviance)
 
     def moments(
         self, x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray
@@ -297,10 +325,24 @@ class Poisson(_GLM):
             return event, params.person_time or time
         return params.outcome, params.person_time
 
-    def start_intercept(self, y_sum: float, n: int, exposure: float) -> float:
-        if y_sum <= 0:
+    def null_sums(self, y: np.ndarray, offset: np.ndarray) -> dict[str, float]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylogy = np.where(y > 0, y * np.log(y), 0.0)
+        return {
+            "y": float(y.sum()),
+            "exposure": float(np.exp(offset).sum()),
+            "ylogy": float(ylogy.sum()),
+            "ylogt": float(y @ offset),
+        }
+
+    def null_model(self, sums: dict[str, float], n: int) -> tuple[float, float]:
+        """Intercept-only Poisson with offset log t: μ_i = t_i·Σy/Σt."""
+        s = sums["y"]
+        if s <= 0:
             raise AnalysisError("no events in the pooled cohort")
-        return float(np.log(y_sum / (exposure if exposure > 0 else n)))
+        log_rate = float(np.log(s / sums["exposure"]))
+        deviance = 2.0 * (sums["ylogy"] - sums["ylogt"] - s * log_rate)
+        return log_rate, float(deviance)
 
     def moments(
         self, x: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray
