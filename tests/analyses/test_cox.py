@@ -184,3 +184,12 @@ def test_heavy_ties_any_split_equals_lifelines(seed: int, n: int, k: int) -> Non
     result = federate("cox", {"covariates": ["x1", "x2"], "strata": "none"}, frames)
     assume(result.converged)
     lifelines_check(result, lifelines_cox(df, ["x1", "x2"]))
+
+
+def test_iteration_limit_reports_not_converged() -> None:
+    df = cohort(200, 95)
+    result = federate(
+        "cox", {"covariates": COVARIATES, "max_iter": 2}, split(df, 2, np.random.default_rng(0))
+    )
+    assert result.iterations == 2 and not result.converged
+    assert "NOT CONVERGED" in str(result)

@@ -138,7 +138,7 @@ class CoxResult(AnalysisResult):
             caption=f"n = {self.n}, events = {self.events}, log partial likelihood = "
             f"{self.loglik:.4f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on {self.lr_df} df, "
             f"p = {pval(self.lr_p)}; iterations = {self.iterations}"
-            + ("" if self.converged else " (NOT CONVERGED)"),
+            + ("" if self.converged else "\nNOT CONVERGED"),
         )
         for col in ("term", "coef", "se", "HR", "95% CI", "p"):
             t.add_column(col, justify="left" if col == "term" else "right")

@@ -100,7 +100,7 @@ class GLMResult(AnalysisResult):
             f"null deviance = {self.null_deviance:.4f}, log-likelihood = {self.loglik:.4f}, "
             f"AIC = {self.aic:.2f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on "
             f"{self.lr_df} df, p = {pval(self.lr_p)}; "
-            f"iterations = {self.iterations}" + ("" if self.converged else " (NOT CONVERGED)"),
+            f"iterations = {self.iterations}" + ("" if self.converged else "\nNOT CONVERGED"),
         )
         for col in ("term", "coef", "se", ratio, "95% CI", "p"):
             t.add_column(col, justify="left" if col == "term" else "right", no_wrap=col == "term")
