@@ -128,3 +128,33 @@ def test_suggest_gets_the_field_mappings_right(exports: Path, tmp_path: Path, co
             frame[fields].reset_index(drop=True),
             obj=f"{country} {table}",
         )
+
+
+@pytest.mark.slow
+def test_identifiers_when_present_are_pseudonymised(tmp_path: Path) -> None:
+    """The same mapping reads an export made with --with-identifiers: keys become pseudonyms and
+    no name reaches the store."""
+    from ccdp.synth.generate import generate
+
+    generate(
+        tmp_path / "out",
+        countries=["FR", "DE"],
+        patients=120,
+        seed=4,
+        format="messy",
+        with_identifiers=True,
+    )
+    site = tmp_path / "out" / "FR"
+    frames = apply_mapping(load_mapping(MAPPINGS / "FR.yaml"), site)
+    names = frames["patient"]["_identifier_family_name"]
+    assert names.notna().all() and frames["patient"]["_identifier_national_id"].notna().all()
+    store = tmp_path / "fr.duckdb"
+    report = ingest_frames(store, frames, "FR", progress=False)
+    assert report.pseudonymised
+    with duckdb.connect(str(store), read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT patient_id FROM patient").fetchall()]
+        text = " ".join(
+            str(v) for row in con.execute("SELECT * FROM patient").fetchall() for v in row
+        )
+    assert ids and all(i.startswith("psn_") for i in ids)
+    assert not any(n in text for n in names.head(20))

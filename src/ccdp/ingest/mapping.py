@@ -93,6 +93,9 @@ class FieldSpec(StrictModel):
     date_formats: list[str] | None = None
     normalise: convert.Normaliser | None = None
     default: str | None = Field(None, description="Value used when the source is missing")
+    optional: bool = Field(
+        False, description="The column may be absent from the source (then the field is empty)"
+    )
     confidence: float | None = Field(None, ge=0, le=1, description="Set by `ccdp map suggest`")
 
     @model_validator(mode="before")
@@ -636,7 +639,7 @@ class _Run:
         if part.identifiers is not None:
             for kind in IDENTIFIER_KINDS:
                 fs = getattr(part.identifiers, kind)
-                if fs is not None:
+                if fs is not None and not (fs.optional and fs.column not in frame.columns):
                     fdef = _identifier_def(kind)
                     out[IDENTIFIER_PREFIX + kind] = self.field(
                         frame, fdef, fs, part.source, f"{what} identifiers"
@@ -656,6 +659,8 @@ class _Run:
             raw = pd.Series(fs.constant, index=frame.index, dtype=object)
         elif fs.template is not None:
             raw = self.template(frame, fs.template, source, here)
+        elif fs.optional and fs.column not in frame.columns:
+            return _nones(frame.index), None
         else:
             raw = self.require(frame, fs.column, source, here)
         codes, uniques = pd.factorize(raw.astype(object), use_na_sentinel=True)
