@@ -216,6 +216,12 @@ def codice_fiscale(
     body = np.char.add(np.char.add(fam, giv), _digits_str(y % 100, 2))
     body = np.char.add(np.char.add(body, _CF_MONTH[m - 1]), _digits_str(day, 2))
     body = np.char.add(body, _CF_TOWNS[rng.integers(0, len(_CF_TOWNS), n)])
+    return np.char.add(body, cf_check(body))
+
+
+def cf_check(body: np.ndarray) -> np.ndarray:
+    """Check character of 15-character codice fiscale bodies (odd/even position tables)."""
+    n = len(body)
     codes = np.array(body, dtype="U15").view(np.uint32).reshape(n, 15).astype(np.int64)
     odd_lut = np.zeros(128, dtype=np.int64)
     for ch, v in _CF_ODD.items():
@@ -223,8 +229,7 @@ def codice_fiscale(
     even = codes[:, 1::2]
     even_val = np.where(even < 65, even - 48, even - 65)
     total = odd_lut[codes[:, 0::2]].sum(axis=1) + even_val.sum(axis=1)
-    check = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))[total % 26]
-    return np.char.add(body, check)
+    return np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))[total % 26]
 
 
 def _fold(text: str) -> str:
@@ -321,6 +326,7 @@ def make_identities(
         else:
             nid[idx] = np.char.add("", _digits_str(rng.integers(10**8, 10**9, len(idx)), 9))
     differences = {k: list(v) for k, v in notes.items()}
+    patient_birth = tables.tables["patient"]["birth_date"].to_numpy(zero_copy_only=False)
     for origin, copy in cohort.duplicates:
         dest = cohort.countries[c["country"][copy]]
         diffs = differences.setdefault(copy, [])
@@ -342,6 +348,9 @@ def make_identities(
             diffs.append(f"given_name: typo {giv!r} -> {typo!r}")
             giv = typo
         family[copy], given[copy] = fam, giv
+        b_origin, b_copy = patient_birth[origin], patient_birth[copy]
+        if len(b_origin) != len(b_copy):
+            diffs.append("birth_date: day withheld in one record (YYYY-MM)")
         nid[copy] = ""
         diffs.append("national_id: not held by the destination registry")
     patient = tables.tables["patient"]

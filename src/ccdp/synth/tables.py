@@ -370,6 +370,8 @@ def _treatments(cohort: Cohort, params: Params, rng, pid, tid, cc):
     has_fl = ~np.isnan(c["frontline_end_t"])
     fl_end = c["frontline_end_day"]
     chemo_start = np.where(has_fl, dx + rng.integers(0, 4, n), dx + rng.integers(3, 22, n))
+    # front-line therapy stopped by an event in its first days started no later than that
+    chemo_start = np.where(has_fl & (fl_end >= 0), np.minimum(chemo_start, fl_end), chemo_start)
     chemo_end = np.where(has_fl, fl_end, chemo_start + rng.integers(120, 366, n))
     chemo = has_fl | (rng.random(n) < prob("chemotherapy"))
     add(
