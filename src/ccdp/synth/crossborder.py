@@ -38,7 +38,6 @@ def add_cross_border(rng: np.random.Generator, params: Params, cohort: Cohort) -
     copy["arm"] = np.full(k, -1, dtype=np.int8)
     copy["enrol_day"] = np.full(k, -1, dtype=np.int64)
     copy["origin"] = src
-    copy["consent"] = copy["consent"]
     base = cohort.n
     for key in c:
         c[key] = np.concatenate([c[key], copy[key]])

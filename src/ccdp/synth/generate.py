@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -315,7 +314,3 @@ def _relapse_truth(params: Params) -> dict[str, Any]:
         "sites_male": rel["sites_male"],
         "sites_female": rel["sites_female"],
     }
-
-
-def population_table(cohort: Cohort) -> pd.DataFrame:
-    return population_frame(cohort.population, cohort.countries, cohort.years)

@@ -516,11 +516,3 @@ def simulate(
         labels={"stratum": labels, "consent": consent},
     )
     return cohort
-
-
-def params_for_truth(params: Params) -> dict[str, Any]:
-    """The clinical parameters echoed into truth.json."""
-    return {
-        "clinical": params.clinical,
-        "profiles": {name: p.values for name, p in params.profiles.items()},
-    }

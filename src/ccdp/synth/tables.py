@@ -7,6 +7,7 @@ Columns are exactly the model's non-derived fields, in model order; ids are uniq
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -122,7 +123,9 @@ def _birth_dates(cohort: Cohort, rng: np.random.Generator) -> pa.Array:
     return pc.if_else(pa.array(month_only), pc.utf8_slice_codeunits(s, 0, 7), s)
 
 
-def _patient(cohort: Cohort, params: Params, rng, pid, cc) -> pa.Table:
+def _patient(
+    cohort: Cohort, params: Params, rng: np.random.Generator, pid: pa.Array, cc: pa.Array
+) -> pa.Table:
     c = cohort.cases
     return pa.table(
         {
@@ -139,11 +142,13 @@ def _patient(cohort: Cohort, params: Params, rng, pid, cc) -> pa.Table:
     )
 
 
-def _per_profile(params: Params, key: str, default=None) -> list:
+def _per_profile(params: Params, key: str, default: Any = None) -> list[Any]:
     return [params.profiles[p].get(key, default) for p in params.profile_names]
 
 
-def _tumour(cohort: Cohort, params: Params, rng, pid, tid) -> pa.Table:
+def _tumour(
+    cohort: Cohort, params: Params, rng: np.random.Generator, pid: pa.Array, tid: pa.Array
+) -> pa.Table:
     c = cohort.cases
     n = cohort.n
     cm = params.casemix
@@ -192,7 +197,7 @@ def _tumour(cohort: Cohort, params: Params, rng, pid, tid) -> pa.Table:
             "behaviour": pa.array(cm.behaviour.to_numpy()[row].astype(np.int64)),
             "basis_of_diagnosis": pa.array(basis.astype(np.int64)),
             "laterality": cat(lat_labels, lat),
-            "immunophenotype": pa.array(immuno, pa.string()).cast(pa.string()),
+            "immunophenotype": _empty_to_null(immuno),
             "wbc_at_diagnosis": pa.array(c["wbc"], mask=np.isnan(c["wbc"])),
             "cns_status": cat(CNS_STATUS, c["cns"]),
             "stage_system": pa.array(np.where(has_stage, "toronto_tier2", None), pa.string()),
@@ -200,7 +205,7 @@ def _tumour(cohort: Cohort, params: Params, rng, pid, tid) -> pa.Table:
             "risk_group": cat(labels, c["risk"]),
             "frontline_end_date": date_arr(c["frontline_end_day"], fl_missing),
         }
-    ).set_column(8, "immunophenotype", _empty_to_null(immuno))
+    )
 
 
 def _empty_to_null(values: np.ndarray) -> pa.Array:
@@ -223,7 +228,14 @@ def _sorted(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in parts.items()}
 
 
-def _events(cohort: Cohort, params: Params, rng, pid, tid, cc):
+def _events(
+    cohort: Cohort,
+    params: Params,
+    rng: np.random.Generator,
+    pid: pa.Array,
+    tid: pa.Array,
+    cc: pa.Array,
+) -> tuple[np.ndarray, pa.Table]:
     c = cohort.cases
     n = cohort.n
     idx = np.arange(n)
@@ -332,7 +344,14 @@ def _year(days: np.ndarray) -> np.ndarray:
     return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
 
 
-def _treatments(cohort: Cohort, params: Params, rng, pid, tid, cc):
+def _treatments(
+    cohort: Cohort,
+    params: Params,
+    rng: np.random.Generator,
+    pid: pa.Array,
+    tid: pa.Array,
+    cc: pa.Array,
+) -> tuple[np.ndarray, pa.Table]:
     """Front-line therapy, surgery, radiotherapy, HSCT, trial arms and treatment at relapse."""
     c = cohort.cases
     n = cohort.n
@@ -457,7 +476,14 @@ def _intern(values: list[str], v: str) -> int:
     return values.index(v)
 
 
-def _trial_enrolment(cohort: Cohort, params: Params, rng, pid, tid, cc):
+def _trial_enrolment(
+    cohort: Cohort,
+    params: Params,
+    rng: np.random.Generator,
+    pid: pa.Array,
+    tid: pa.Array,
+    cc: pa.Array,
+) -> tuple[np.ndarray, pa.Table]:
     c = cohort.cases
     rows = np.flatnonzero(c["trial"] >= 0)
     names = [t["name"] for t in params.trials]
@@ -482,7 +508,14 @@ def _trial_enrolment(cohort: Cohort, params: Params, rng, pid, tid, cc):
     return rows, table
 
 
-def _biomarkers(cohort: Cohort, params: Params, rng, pid, tid, cc):
+def _biomarkers(
+    cohort: Cohort,
+    params: Params,
+    rng: np.random.Generator,
+    pid: pa.Array,
+    tid: pa.Array,
+    cc: pa.Array,
+) -> tuple[np.ndarray, pa.Table]:
     """Fusion genes (ALL), MRD at day 33 (ALL, by risk group), MYCN amplification (by stage)."""
     c = cohort.cases
     n = cohort.n
@@ -560,7 +593,14 @@ def _biomarkers(cohort: Cohort, params: Params, rng, pid, tid, cc):
     return e["case"], table
 
 
-def _specimens(cohort: Cohort, params: Params, rng, pid, tid, cc):
+def _specimens(
+    cohort: Cohort,
+    params: Params,
+    rng: np.random.Generator,
+    pid: pa.Array,
+    tid: pa.Array,
+    cc: pa.Array,
+) -> tuple[np.ndarray, pa.Table]:
     c = cohort.cases
     n = cohort.n
     idx = np.arange(n)
