@@ -211,6 +211,8 @@ def _ingest(
             # text -> typed work tables: temp tables only, so the store is untouched if it fails
             # (and outside the transaction, where DuckDB's rowid is the row's position in the file)
             work = _load_work(store.con, sources, key, step)
+            # from here on row order is carried by _row, so DuckDB may parallelise freely
+            store.con.execute("SET preserve_insertion_order = false")
             with store.transaction() as con:
                 step("running quality edits")
                 EditRun(con, work, today=today or date.today()).run()
