@@ -786,7 +786,17 @@ def suggest(source: Path, country: str | None = None) -> Draft:
         tables[choice.table.name] = _table_entry(
             choice, src_name, country, notes, confidence, sources[src_name], names
         )
+    _share_date_formats(sources)
     return Draft({"version": 1, "sources": sources, "tables": tables}, notes, confidence)
+
+
+def _share_date_formats(sources: dict[str, dict]) -> None:
+    """A source with no dated values (e.g. an empty REDCap form) reads dates like its file's
+    other parts."""
+    by_file = {e["file"]: e["date_formats"] for e in sources.values() if "date_formats" in e}
+    for entry in sources.values():
+        if "date_formats" not in entry and entry["file"] in by_file:
+            entry["date_formats"] = by_file[entry["file"]]
 
 
 def _country_from_path(source: Path) -> str | None:
