@@ -101,3 +101,11 @@ def test_corrupted_input_stops_and_leaves_the_store_unchanged(
         ingest_native(store, folder, progress=False)
     assert message in str(err.value)
     assert store_digest(store) == before
+
+
+def test_identifiers_file_needs_patient_id(tmp_path: Path) -> None:
+    folder = write_native(tmp_path / "x", clean_registry(2))
+    (folder / "identifiers.csv").write_text("given_name,family_name\nA,B\n", encoding="utf-8")
+    with pytest.raises(IngestError, match=r"x/identifiers\.csv: missing column .patient_id."):
+        ingest_native(tmp_path / "s.duckdb", folder, progress=False)
+    assert not (tmp_path / "s.duckdb").exists()

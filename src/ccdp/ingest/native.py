@@ -21,6 +21,7 @@ from ccdp.ingest.typed import lit, q
 from ccdp.model import load_model
 
 IDENTIFIER_PREFIX = "_identifier_"
+IDENTIFIERS_FILE = "identifiers.csv"  # direct identifiers keyed by patient_id (never stored)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def native_files(folder: str | Path) -> dict[str, NativeFile]:
     files: dict[str, NativeFile] = {}
     for path in sorted(root.glob("*.csv")):
         source_name = f"{root.name}/{path.name}" if root.name else path.name
+        if path.name == IDENTIFIERS_FILE:
+            continue
         if path.stem not in model.tables:
             raise IngestError(
                 f"{source_name}: unknown table file {path.name!r} "
@@ -109,6 +112,23 @@ def native_files(folder: str | Path) -> dict[str, NativeFile]:
     if not files:
         raise IngestError(f"{root}: no native table files (<table>.csv) found")
     return files
+
+
+def native_identifiers(folder: str | Path) -> Path | None:
+    """The folder's `identifiers.csv` (names, national ids by patient_id), checked, if any.
+
+    Its presence means the export carries direct identifiers: ingest then pseudonymises every
+    patient_id and stores none of these columns."""
+    path = Path(folder) / IDENTIFIERS_FILE
+    if not path.exists():
+        return None
+    source_name = f"{Path(folder).name}/{IDENTIFIERS_FILE}"
+    header = _read_header(path, source_name)
+    if "patient_id" not in header:
+        raise IngestError(
+            f"{source_name}: missing column 'patient_id' (identifiers are by patient)"
+        )
+    return path
 
 
 def load_native_file(con: duckdb.DuckDBPyConnection, native: NativeFile, into: str) -> None:
@@ -153,6 +173,23 @@ def read_native_folder(folder: str | Path) -> dict[str, pd.DataFrame]:
             frames[table] = df.astype({c: object for c in native.kept_columns}).where(
                 df.notna(), None
             )
+        ids = native_identifiers(folder)
+        if ids is not None and "patient" in frames:
+            frames["patient"] = _with_identifiers(con, frames["patient"], ids)
     finally:
         con.close()
     return frames
+
+
+def _with_identifiers(
+    con: duckdb.DuckDBPyConnection, patient: pd.DataFrame, path: Path
+) -> pd.DataFrame:
+    """The patient frame with the identifier columns joined on as `_identifier_<name>`."""
+    ids = con.execute(
+        f"SELECT * FROM read_csv({lit(str(path))}, header = true, all_varchar = true)"
+    ).df()
+    ids = ids.drop_duplicates("patient_id").rename(
+        columns={c: IDENTIFIER_PREFIX + c for c in ids.columns if c != "patient_id"}
+    )
+    merged = patient.merge(ids, on="patient_id", how="left")
+    return merged.astype(object).where(merged.notna(), None)

@@ -26,7 +26,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
 from ccdp.ingest.errors import IngestError
-from ccdp.ingest.native import IDENTIFIER_PREFIX, csv_error_text, native_files
+from ccdp.ingest.native import (
+    IDENTIFIER_PREFIX,
+    csv_error_text,
+    native_files,
+    native_identifiers,
+)
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.typed import lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
@@ -135,14 +140,17 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
 
 
 def _native_sources(folder: str | Path) -> list[RawSource]:
-    """Native CSVs, parsed by DuckDB straight into the work tables (no pandas on the way)."""
+    """Native CSVs, parsed by DuckDB straight into the work tables (no pandas on the way); an
+    `identifiers.csv` beside them means direct identifiers: every patient_id is pseudonymised."""
+    identified = native_identifiers(folder) is not None
     return [
         RawSource(
             table=table,
             columns=set(native.kept_columns),
             relation=native.read_csv_sql(),
             name=native.source_name,
-            identifiers=any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
+            identifiers=identified
+            or any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
             source_file=native.source_name,
         )
         for table, native in native_files(folder).items()
