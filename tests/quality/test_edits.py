@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ccdp.errors import SpecError
@@ -56,3 +58,16 @@ def test_message_templates_compile_to_sql() -> None:
 
     sql = template_sql("is before {DATE '2020-01-02'} and {NULL}")
     assert duckdb.sql(f"SELECT {sql}").fetchall()[0][0] == "is before 2020-01-02 and ?"
+
+
+def test_docs_quality_edits_is_current(ccdp) -> None:
+    from pathlib import Path
+
+    from ccdp.quality.edits import edits_markdown
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "quality-edits.md").read_text(
+        encoding="utf-8"
+    )
+    assert committed == edits_markdown(), "run `ccdp edits -o docs/quality-edits.md`"
+    listed = json.loads(ccdp("edits", "--format", "json").stdout)
+    assert {e["id"] for e in listed} == {e.id for e in load_edits()}

@@ -53,5 +53,28 @@ def _print(summary: object, html: Path | None) -> None:
         console.print(f"report written to {html}")
 
 
+def edits(
+    format: str = typer.Option("md", "--format", help="md or json"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file."),
+) -> None:
+    """Print the catalogue of quality edits (id, severity, category, rule)."""
+    from ccdp.quality.edits import edits_markdown, load_edits
+
+    if format not in ("md", "json"):
+        from ccdp.errors import CcdpError
+
+        raise CcdpError(f"--format {format!r}: use md or json")
+    text = (
+        edits_markdown()
+        if format == "md"
+        else json.dumps([e.model_dump(exclude_none=True) for e in load_edits()], indent=1)
+    )
+    if output:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
 def register(app: typer.Typer) -> None:
     app.command("quality")(quality)
+    app.command("edits")(edits)

@@ -95,3 +95,27 @@ def reference_table(name: str) -> list[dict[str, str]]:
     text = resources.files("ccdp.quality").joinpath(f"data/{name}.csv").read_text(encoding="utf-8")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     return list(csv.DictReader(lines))
+
+
+def edits_markdown() -> str:
+    """The edit catalogue as Markdown (docs/quality-edits.md is generated from it)."""
+    lines = [
+        "# Quality edits",
+        "",
+        "Generated from `src/ccdp/quality/data/edits.yaml` by `ccdp edits --format md`;",
+        "do not edit by hand.",
+        "Every ingest runs every edit. `error`: the row goes to quarantine with every reason;",
+        "`warning`: the row is stored and flagged in `quality_flag`. Messages name the source",
+        "file, row, field, value and edit id. Reference ranges: `src/ccdp/quality/data/*.csv`.",
+        "",
+        "| id | severity | category | applies to | rule |",
+        "|---|---|---|---|---|",
+    ]
+    for e in load_edits():
+        where = f"{e.table}.{e.field}" if e.table else f"every field ({e.check})"
+        if e.check == "code":
+            where = f"fields coded in {e.code_system}"
+        if e.check in ("duplicate_key", "orphan", "parent_quarantined"):
+            where = "keys of every table"
+        lines.append(f"| `{e.id}` | {e.severity} | {e.category} | {where} | {e.description} |")
+    return "\n".join(lines) + "\n"
