@@ -168,9 +168,7 @@ def quality_summary(store_path: str | Path) -> QualitySummary:
         age = _counts(
             con,
             """SELECT age, count(*) FROM (
-                 SELECT date_part('year', t.diagnosis_date) - date_part('year', p.birth_date)
-                   - CASE WHEN strftime(t.diagnosis_date, '%m%d') < strftime(p.birth_date, '%m%d')
-                     THEN 1 ELSE 0 END AS age
+                 SELECT date_sub('year', p.birth_date, t.diagnosis_date) AS age
                  FROM tumour t JOIN patient p USING (patient_id))
                WHERE age IS NOT NULL GROUP BY age ORDER BY age""",
         )
