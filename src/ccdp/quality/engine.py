@@ -325,12 +325,14 @@ class EditRun:
             parts = []
             if parent in self.work:
                 work = q(self.work[parent])
-                parts.append(
-                    f"SELECT {sel} FROM {work} r ANTI JOIN (SELECT _row FROM {RESULTS} WHERE "
-                    f"table_name = {lit(parent)} AND edit_id = 'key.duplicate') d "
-                    "ON d._row = r._row"
-                )
-            if self.stored:
+                rows = f"SELECT {sel} FROM {work} r"
+                if self._has_result(parent, "key.duplicate"):
+                    rows += (
+                        f" ANTI JOIN (SELECT _row FROM {RESULTS} WHERE table_name = "
+                        f"{lit(parent)} AND edit_id = 'key.duplicate') d ON d._row = r._row"
+                    )
+                parts.append(rows)
+            if self._stored_rows(parent):
                 anti = ""
                 if parent in self.work:
                     on = " AND ".join(f"w.{q(k)} = s.{q(k)}" for k in pk)
@@ -338,6 +340,20 @@ class EditRun:
                 parts.append(f"SELECT {sel} FROM main.{q(parent)} s{anti}")
             body = " UNION ALL ".join(parts) if parts else f"SELECT {sel} WHERE false"
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
+
+    def _stored_rows(self, table: str) -> bool:
+        """Whether the store already holds rows of `table` (else its part of a union is skipped)."""
+        if not self.stored:
+            return False
+        sql = f"SELECT EXISTS (SELECT 1 FROM main.{q(table)})"
+        return bool(self.con.execute(sql).fetchall()[0][0])
+
+    def _has_result(self, table: str, edit_id: str) -> bool:
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {RESULTS} WHERE table_name = {lit(table)} "
+            f"AND edit_id = {lit(edit_id)})"
+        )
+        return bool(self.con.execute(sql).fetchall()[0][0])
 
     def _ancestors(self, name: str) -> list[str]:
         tdef = load_model().table(name)
@@ -382,12 +398,17 @@ class EditRun:
                 f"LEFT JOIN (SELECT DISTINCT _row FROM {RESULTS} WHERE table_name = {lit(parent)}"
                 " AND severity = 'error') e ON e._row = w._row"
             )
-        if self.stored:
+        stored = self._stored_rows(parent)
+        if stored:
             parts.append(f"SELECT {q(pcol)} AS k, true AS ok FROM main.{q(parent)}")
         body = " UNION ALL ".join(parts) if parts else "SELECT NULL::VARCHAR AS k, true AS ok"
+        unique = not stored and not self._has_result(parent, "key.duplicate")
+        # keys are unique already when only this ingest (without duplicates) brings them
+        select = "SELECT k, ok" if unique else "SELECT k, bool_or(ok) AS ok"
+        group = "" if unique else " GROUP BY k"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT k, bool_or(ok) AS ok FROM ({body}) "
-            "WHERE k IS NOT NULL GROUP BY k"
+            f"CREATE OR REPLACE TEMP TABLE {name} AS {select} FROM ({body}) "
+            f"WHERE k IS NOT NULL{group}"
         )
         return name
 
