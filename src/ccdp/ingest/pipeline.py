@@ -305,7 +305,9 @@ def _write(
             f"CREATE OR REPLACE TEMP TABLE {err} AS SELECT DISTINCT _row FROM {RESULTS} "
             f"WHERE table_name = {lit(name)} AND severity = 'error'"
         )
-        accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
+        accepted = w  # every row, unless some failed an error-level edit
+        if _any(con, err):
+            accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
         key = key_expr(tdef)
         # upsert: delete the stored rows whose key comes back, then insert
         on = " AND ".join(f"t.{q(k)} IS NOT DISTINCT FROM a.{q(k)}" for k in tdef.primary_key)

@@ -134,15 +134,11 @@ class EditRun:
         self._effective_parents()
         for name, work in self.work.items():
             tdef = model.table(name)
-            # every row-level rule of the table in one scan (joined to its parents once)
-            checks = self._field_checks(tdef)
-            joined = [e for e in edits_by_check("sql") if e.table == name and e.join]
-            checks += [
-                self._sql_check(e) for e in edits_by_check("sql") if e.table == name and not e.join
-            ]
-            self._run_checks(tdef, work, checks)
-            for edit in joined:  # rules joining a reference table run on their own
-                self._run_checks(tdef, work, [self._sql_check(edit)], join=edit.join)
+            # every row-level rule of the table in one scan, joined once to its parents and to
+            # the reference tables (left joins on non-overlapping ranges: one match at most)
+            rules = [e for e in edits_by_check("sql") if e.table == name]
+            checks = self._field_checks(tdef) + [self._sql_check(e) for e in rules]
+            self._run_checks(tdef, work, checks, [e.join for e in rules if e.join])
             for f in tdef.input_fields:
                 if f.code_system:
                     self._code_check(tdef, f, work)
@@ -185,9 +181,7 @@ class EditRun:
         )
 
     # -- row-level checks ------------------------------------------------------------------------
-    def _run_checks(
-        self, tdef: TableDef, work: str, checks: list[Check], join: str | None = None
-    ) -> None:
+    def _run_checks(self, tdef: TableDef, work: str, checks: list[Check], joins: list[str]) -> None:
         """One statement for many checks: rows failing any condition are selected once and each
         failed check becomes one result row (a list of structs, unnested)."""
         if not checks:
@@ -196,8 +190,8 @@ class EditRun:
         source = f"{q(work)} AS r"
         for alias, frm, col, pcol in ancestor_joins(tdef, parents):
             source += f" LEFT JOIN eff_{alias} AS {alias} ON {frm}.{q(col)} = {alias}.{q(pcol)}"
-        if join:
-            source += f" {join}"
+        for join in joins:
+            source += f" LEFT JOIN {join}"
         items = ", ".join(
             f"CASE WHEN {c.where} THEN {{'edit_id': {lit(c.edit.id)}, "
             f"'severity': {lit(c.edit.severity)}, 'field': {lit(c.field)}, "
