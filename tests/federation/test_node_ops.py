@@ -15,8 +15,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ccdp.disclosure.policy import set_policy_value
+from ccdp.federation import resultfile
+from ccdp.federation.hub.app import import_file
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.service import Hub
+from ccdp.federation.inprocess import InProcessTransport
+from ccdp.federation.node.pending import PendingStore, describe
+from ccdp.federation.study import load_study, run_study
 from tests.conftest import run_ccdp
 from tests.federation.netutil import (
     HubProcess,
@@ -64,14 +70,21 @@ def self_signed(tmp_path):
 
 
 def setup_hub(tmp_path, names=("fr",)):
+    """Stores and registrations (the CLI's add-node/add-user are exercised in test_end_to_end)."""
     db = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = Hub(open_database(db))
     stores, tokens = {}, {}
     for i, n in enumerate(names):
         stores[n] = build_store(tmp_path / f"{n}.duckdb", random_registry(40 + i, 120, "FR", n))
-        tokens[n] = last_line(run_ccdp("hub", "add-node", n, "--country", "FR", "--db", db).stdout)
-    user = last_line(run_ccdp("hub", "add-user", "ana", "--db", db).stdout)
+        tokens[n] = hub.add_node(n, "FR")
+    user = hub.add_user("ana", "researcher")
     (tmp_path / "count.yaml").write_text(COUNT)
     return db, stores, tokens, user
+
+
+def local_run(spec, stores) -> dict:
+    """`ccdp run --json` in this process (the CLI form is compared in test_end_to_end)."""
+    return run_study(load_study(spec), InProcessTransport(list(stores))).to_json()
 
 
 @pytest.mark.slow
@@ -107,9 +120,7 @@ def test_tls_hub_with_self_signed_certificate(tmp_path):
             "--max-wait",
             "60",
         )
-        local = json.loads(
-            run_ccdp("run", tmp_path / "count.yaml", "--store", stores["fr"], "--json").stdout
-        )
+        local = local_run(tmp_path / "count.yaml", [stores["fr"]])
         remote = json.loads(out.stdout)
         assert remote["result"] == local["result"]
         assert remote["nodes"] == {"fr": {"status": "answered", "reason": None}}
@@ -120,7 +131,7 @@ def test_tls_hub_with_self_signed_certificate(tmp_path):
 def test_manual_release_waits_for_the_operator(tmp_path):
     db, stores, tokens, user = setup_hub(tmp_path, ("fr", "de"))
     for n in stores:
-        run_ccdp("node", "policy", "set", "release", "manual", "--store", stores[n])
+        set_policy_value(stores[n], "release", "manual")  # as `ccdp node policy set` does
     hub = HubProcess(db, tmp_path / "hub.log")
     hubdb = Hub(open_database(db))
     with processes() as procs:
@@ -133,9 +144,8 @@ def test_manual_release_waits_for_the_operator(tmp_path):
             run_ccdp("submit", tmp_path / "count.yaml", "--hub", hub.url, "--token", user).stdout
         )
 
-        def held(n):
-            out = run_ccdp("node", "pending", "--store", stores[n], "--json").stdout
-            return json.loads(out)
+        def held(n):  # what `ccdp node pending --json` lists (its CLI is run below)
+            return [describe(i) for i in PendingStore(stores[n]).all() if i.state == "held"]
 
         fr_items = wait_until(lambda: held("fr"), 60, 0.5)
         de_items = wait_until(lambda: held("de"), 60, 0.5)
@@ -191,10 +201,8 @@ def test_offline_site_answers_by_signed_file(tmp_path, signing):
         assert bad.returncode == 2 and "signature is invalid" in bad.stderr
         ok = run_ccdp("hub", "import", result, "--db", db)
         assert "accepted" in ok.stdout
-        again = run_ccdp("hub", "import", result, "--db", db)
-        assert "duplicate" in again.stdout
+        again = import_file(hubdb, resultfile.read(Path(result)))
+        assert again.status == "duplicate"
         study = wait_until(lambda: (s := hubdb.study(sid))["status"] == "done" and s, 30, 0.3)
-    local = json.loads(
-        run_ccdp("run", tmp_path / "count.yaml", "--store", stores["fr"], "--json").stdout
-    )
+    local = local_run(tmp_path / "count.yaml", [stores["fr"]])
     assert study["result"]["result"] == local["result"]
