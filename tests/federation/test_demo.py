@@ -3,6 +3,7 @@ renders in a real browser, and nothing left running afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -39,6 +40,12 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     assert len(re.findall(r"<svg", html)) >= 4
     assert "<script" not in html and 'src="http' not in html and "<link" not in html
     assert len(list((demo_out / "stores").glob("*.duckdb"))) == 6
+    # the ingest table is each node's own `ccdp ingest --json` report: read = accepted + quarantined
+    for c in ("FR", "DE", "IT", "PL", "BR", "KE"):
+        rep = json.loads((demo_out / "logs" / f"ingest-{c}.json").read_text())
+        assert rep["rows_read"] == rep["accepted"] + rep["quarantined"] > 0
+        assert f"<td>{c}</td>" in html.split('id="ingest"')[1].split("</section>")[0]
+    assert "&lt;NA&gt;" not in html
     assert running_under(demo_out) == []
 
 
@@ -67,7 +74,7 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((demo_out / "report.html").as_uri())
         sections = page.locator("section.study")
-        assert sections.count() == len(load_studies())
+        assert sections.count() == len(load_studies()) + 1  # + the ingest table
         # every plot is laid out with a real size, and the tables have rows
         boxes = [page.locator(".plot svg").nth(i).bounding_box() for i in range(4)]
         assert all(b is not None and b["width"] > 200 and b["height"] > 100 for b in boxes)

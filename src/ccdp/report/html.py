@@ -64,8 +64,8 @@ def result_frame(result: Any) -> pd.DataFrame:
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "—"  # suppressed at a node, or not estimable
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
     return str(value)
@@ -117,6 +117,7 @@ def render_report(
     subtitle: str,
     facts: list[tuple[str, str]],
     footer: str = "",
+    ingest: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the report to `path` (atomically) and return it."""
     import matplotlib
@@ -128,6 +129,7 @@ def render_report(
         subtitle=subtitle,
         facts=facts,
         studies=[_entry_context(e) for e in entries],
+        ingest=frame_html(pd.DataFrame(ingest)) if ingest else "",
         footer=footer,
     )
     tmp = path.with_suffix(".tmp")
