@@ -83,3 +83,25 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
+    """`ccdp submit` (without --json) prints hub results through the analyses' own result models."""
+    from ccdp.federation.client import study_result
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.service import Hub
+
+    hub = Hub(open_database(f"sqlite:///{demo_out / 'hub.db'}"))
+    kinds = {}
+    for row in hub.studies():
+        record = hub.study(row["id"])["result"]
+        back = study_result(record)
+        assert back.result.model_dump(mode="json") == record["result"]
+        kinds[row["analysis"]] = type(back.result).__name__
+    assert kinds == {
+        "crosstab": "CrosstabResult",
+        "incidence": "IncidenceResult",
+        "km": "KMResult",
+        "cox": "CoxResult",
+    }
