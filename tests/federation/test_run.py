@@ -74,7 +74,8 @@ def test_crosstab_frame_and_patients(stores):
 
 def test_refusal_and_failure_are_reported(stores, tmp_path):
     (tmp_path / "it.policy.yaml").write_text("allowed_analyses: [crosstab]\n")
-    result = run_study({"analysis": "count", "by": ["sex"]}, InProcessTransport(stores))
+    spec = {"analysis": "count", "by": ["sex"], "min_nodes": 2}
+    result = run_study(spec, InProcessTransport(stores))
     assert result.nodes["it"].status == "refused"
     assert "does not answer 'count'" in result.nodes["it"].reason
     assert result.result.total == 1000  # fr + de only
@@ -133,6 +134,25 @@ def test_min_nodes_and_node_selection(ccdp, stores, tmp_path):
         ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json").stdout
     )
     assert set(data["nodes"]) == {"de", "it"} and data["result"]["total"] == 850
+
+
+def test_min_nodes_defaults_to_every_node_named(ccdp, stores, tmp_path):
+    (tmp_path / "fr.policy.yaml").write_text("allowed_analyses: [km]\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("analysis: count\n")
+    proc = ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json", check=False)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and data["result"] is None
+    assert data["min_nodes"] == 3 and data["min_nodes_met"] is False
+    assert "needs 3" in data["error"]
+    spec.write_text("analysis: count\nnodes: [de, it]\n")
+    data = json.loads(
+        ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json").stdout
+    )
+    assert data["min_nodes"] == 2 and data["min_nodes_met"] is True
+    spec.write_text("analysis: count\nnodes: [de, it]\nmin_nodes: 3\n")
+    proc = ccdp("run", spec, *[a for s in stores for a in ("--store", s)], check=False)
+    assert proc.returncode != 0 and "min_nodes: 3 is more than the 2 node(s)" in proc.stderr
 
 
 def test_crosstab_margins_are_released_and_protected(stores):

@@ -111,7 +111,7 @@ def test_unknown_covariate_fails_at_every_node_with_the_name(stores) -> None:
 def test_small_node_refuses_cox_and_the_others_still_answer(stores, frames, tmp_path) -> None:
     tiny = build_store(tmp_path / "mt.duckdb", random_registry(99, 6, "MT", "mt"))
     result = run_study(
-        {"analysis": "cox", "covariates": ["sex", "wbc_at_diagnosis"]},
+        {"analysis": "cox", "covariates": ["sex", "wbc_at_diagnosis"], "min_nodes": len(stores)},
         InProcessTransport([*stores, tiny]),
     )
     assert result.nodes["mt"].status == "refused"

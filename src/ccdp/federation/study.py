@@ -45,7 +45,9 @@ class StudySpec(BaseModel):
     strata: str | list[str] | None = None
     ties: str | None = None
     nodes: list[str] | None = Field(None, description="Nodes to ask (default: every node).")
-    min_nodes: int = Field(1, ge=1, description="Fewest answering nodes for a result.")
+    min_nodes: int | None = Field(
+        None, ge=1, description="Fewest answering nodes for a result (default: every node named)."
+    )
     timeout: float | None = Field(None, gt=0, description="Seconds to wait per round (network).")
 
     @model_validator(mode="after")
@@ -183,6 +185,7 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
     unknown = [n for n in targets if n not in transport.nodes()]
     if unknown:
         raise SpecError(f"nodes: unknown node(s) {unknown}; known: {transport.nodes()}")
+    need = _minimum(spec, targets)
     statuses: dict[str, NodeStatus] = {}
     active = list(targets)
     rounds = 0
@@ -219,8 +222,8 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
                         "a result without it would not be the pooled one"
                     )
         active = [n for n in active if n in summaries]
-        if len(summaries) < spec.min_nodes:
-            raise _TooFew(f"{len(summaries)} node(s) answered; the study needs {spec.min_nodes}")
+        if len(summaries) < need:
+            raise _TooFew(f"{len(summaries)} node(s) answered; the study needs {need}")
         return summaries
 
     error = None
@@ -236,8 +239,19 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
         result=result,
         rounds=rounds,
         error=error,
-        min_nodes=spec.min_nodes,
+        min_nodes=need,
     )
+
+
+def _minimum(spec: StudySpec, targets: list[str]) -> int:
+    """The study's minimum of answering nodes: as given, else every node it names."""
+    if spec.min_nodes is None:
+        return len(targets)
+    if spec.min_nodes > len(targets):
+        raise SpecError(
+            f"min_nodes: {spec.min_nodes} is more than the {len(targets)} node(s) the study asks"
+        )
+    return spec.min_nodes
 
 
 class _Stopped(StudyError):
