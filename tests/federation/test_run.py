@@ -13,6 +13,7 @@ from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.local_node import LocalNode
 from ccdp.federation.protocol import Task
 from ccdp.federation.study import load_study, run_study
+from ccdp.report.html import dash_note, frame_html, result_frame
 from tests.storekit import build_store, random_registry
 
 SIZES = {"fr": (1, 400, "FR"), "de": (2, 600, "DE"), "it": (3, 250, "IT")}
@@ -171,3 +172,9 @@ def test_crosstab_margins_are_released_and_protected(stores):
     for c in res.result.cells:
         if c["n"] is None:
             assert pd.isna(frame.loc[c["iccc_group"], c["sex"]])
+    # and the report shows it as a dash with a note saying why
+    suppressed = sum(c["n"] is None for c in res.result.cells)
+    assert suppressed > 0
+    table = frame_html(result_frame(res.result))
+    assert table.count("<td>—</td>") >= suppressed
+    assert "withheld by a node's disclosure control" in dash_note(res.result)

@@ -266,7 +266,7 @@ def run_demo(
                 facts=[
                     ("countries", str(len(countries))),
                     ("studies", str(len(entries))),
-                    ("hub", url),
+                    ("hub" if keep_running else "hub (stopped after the run)", url),
                     ("minutes, end to end", f"{(time.monotonic() - started) / 60:.1f}"),
                 ],
                 ingest=ingest_summary(out, countries),

@@ -76,6 +76,16 @@ def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
     return shown.to_html(index=False, border=0)
 
 
+def dash_note(result: Any) -> str:
+    """What a dash means in this table, so a suppressed count is never read as missing data."""
+    if getattr(result, "groups", None):
+        return "— : not reached (the survival curve stays above 0.5) or not estimable."
+    return (
+        "— : withheld by a node's disclosure control (a count below its threshold, or a cell "
+        "that would let it be worked out from the margins); totals that need it are withheld too."
+    )
+
+
 def _entry_context(entry: StudyEntry) -> dict[str, Any]:
     from ccdp.federation.client import study_result
 
@@ -97,6 +107,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
         "table": "",
         "svg": "",
         "error": rec.get("error"),
+        "note": "",
     }
     if out.get("result") is None:
         ctx["error"] = ctx["error"] or "too few nodes answered"
@@ -105,6 +116,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
     if result.result is None:
         return ctx
     ctx["table"] = frame_html(result_frame(result.result))
+    ctx["note"] = dash_note(result.result) if "<td>—</td>" in ctx["table"] else ""
     if hasattr(result.result, "plot"):
         ctx["svg"] = figure_svg(result.result.plot())
     return ctx
