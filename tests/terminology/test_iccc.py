@@ -199,3 +199,33 @@ def test_histology_codes_named_by_the_rules_are_in_the_code_list():
             if "-" not in token
         }
         assert named - known == allowed_unknown, edition
+
+
+# The three 2017 rows once rebuilt from a spreadsheet-damaged copy (see data/iccc_rules.md), as
+# confirmed by the repaired copy of the SEER IARC 2017 table in imsweb/algorithms
+# (src/main/resources/iccc/iccc-data-third-edition-iarc-2017.csv, commit 0ccc6af1).
+# Per row: extended code, verified histology codes, and what survived of the damaged cell (its first
+# 15 digits, the codes run together) with the number of codes it held.
+VERIFIED_2017_ROWS = [
+    ("026", "9381 9430 9431 9444 9445", "938194309431944", 5),  # IIId.3
+    ("050", "8810 8811 8818 8823 8830", "881088118818882", 5),  # VIIId.1, bone sites
+    ("091", "8313 8443 8444 8451 8474 9015", "831384438444845", 6),  # Xd, any site
+]
+
+
+@pytest.mark.parametrize(("extended", "codes", "surviving", "count"), VERIFIED_2017_ROWS)
+def test_rebuilt_2017_rows_hold_the_verified_codes(extended, codes, surviving, count):
+    rules = iccc.iccc_rules("2017")
+    assert codes in set(rules.loc[rules["extended"] == extended, "morphology"])
+    # the verified list matches what survived of the damaged cell: same leading digits, same length
+    digits = codes.replace(" ", "")
+    assert digits[:15] == surviving and len(digits) == 4 * count
+
+
+@pytest.mark.parametrize(
+    ("morph", "topo", "extended"),
+    [("9445", "C71.0", "026"), ("8474", "C56.9", "091"), ("9015", "C18.7", "091")],
+)
+def test_codes_restored_to_the_rebuilt_rows_classify_there(morph, topo, extended):
+    one = iccc.classify_one(morph, topo, 3, edition="2017")
+    assert one.error is None and one.iccc_extended == extended
