@@ -57,10 +57,23 @@ def result_frame(result: Any) -> pd.DataFrame:
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
         frame.columns.name = None
-    if "asr" in frame.columns:  # incidence: the rates a reader compares, not every column
-        keep = ["cases", "person_years", "crude_rate", "asr", "asr_ci_low", "asr_ci_high"]
-        frame = frame[[c for c in frame.columns if c not in keep + RATE_EXTRAS] + keep]
+    if "asr" in frame.columns:
+        return rate_frame(frame)
     return frame
+
+
+def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Incidence as an epidemiologist reads it: cases, person-years, crude rate, ASR (95% CI)."""
+    keep = ["cases", "person_years", "crude_rate", "asr", "asr_ci_low", "asr_ci_high"]
+    out = frame[[c for c in frame.columns if c not in keep + RATE_EXTRAS]].copy()
+    out["cases"] = frame["cases"]
+    out["person-years"] = frame["person_years"]
+    out["crude rate"] = frame["crude_rate"]
+    out["ASR (95% CI)"] = [
+        f"{_cell(a)} ({_cell(lo)}–{_cell(hi)})" if _cell(a) != "—" else "—"
+        for a, lo, hi in zip(frame["asr"], frame["asr_ci_low"], frame["asr_ci_high"], strict=True)
+    ]
+    return out
 
 
 def _cell(value: Any) -> str:
