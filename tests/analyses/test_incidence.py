@@ -12,8 +12,11 @@ from ccdp.analyses.base import FrameData
 from ccdp.analyses.incidence import Incidence, IncidenceParams
 from ccdp.cohort.view import cohort_sql
 from ccdp.disclosure.policy import set_policy_value
+from ccdp.errors import SpecError
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.study import run_study
+from ccdp.federation.local_node import LocalNode
+from ccdp.federation.protocol import Task
+from ccdp.federation.study import load_study, run_study
 from tests.storekit import build_store, random_registry
 
 # Segi (1960) world standard population, per 100,000, ages 0, 1-4, 5-9, 10-14, 15-19
@@ -104,6 +107,20 @@ def test_cohort_restricts_denominators(stores):
     _, pop = pooled(stores)
     keep = (pop.sex == "female") & (pop.year >= 2010) & pop.age_group.isin(AGES)
     assert row["person_years"] == pytest.approx(pop[keep].population.sum())
+
+
+@pytest.mark.parametrize("variable", ["age_at_diagnosis", "age_years", "diagnosis_date"])
+def test_cohort_finer_than_the_denominators_is_refused(stores, variable):
+    """A cohort of ages 0-4.5 would divide part of the cases by all the person-years: refused
+    at the study spec, and by a node that is sent such a task directly."""
+    value = {"diagnosis_date": {"from": "2010-06-01"}}.get(variable, {"from": 0, "to": 4})
+    spec = {"analysis": "incidence", "cohort": {variable: value}}
+    with pytest.raises(SpecError, match=f"restricts {variable}.*age_group"):
+        load_study(spec)
+    task = Task(task_id="t", study_id="s", round=0, analysis="incidence", cohort={variable: value})
+    answer = LocalNode(stores[0]).answer(task)
+    assert answer.status == "failed" and f"restricts {variable}" in answer.reason
+    assert answer.summary is None
 
 
 def test_frame_data_local_and_zero_cases():

@@ -166,6 +166,10 @@ class Analysis(ABC):
         """View columns `local` needs (None: all); lets the node read only what it must."""
         return None
 
+    def check_cohort(self, variables: set[str]) -> None:
+        """Raise CohortError if a cohort on these variables would make the answer wrong."""
+        return None
+
     def start(self, params: AnalysisParams) -> Continue:
         """The first request sent to the nodes."""
         return Continue(request={})

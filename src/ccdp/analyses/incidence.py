@@ -29,6 +29,7 @@ from ccdp.analyses.base import (
     Summary,
 )
 from ccdp.analyses.common import group_counts, native, sort_key
+from ccdp.cohort.spec import CohortError
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
 
 PER = 1_000_000.0
@@ -42,6 +43,11 @@ GROUPABLE: dict[str, str | None] = {
     "diagnosis_period": "year",
     "age_group": "age_group",
 }
+
+
+# Cohort variables that narrow the cases' person-time more finely than the population table
+# (by country, year, sex and age group) can: the denominators could not be narrowed to match.
+UNFOLLOWED_BY_DENOMINATORS = ("age_at_diagnosis", "age_years", "diagnosis_date")
 
 
 class IncidenceParams(AnalysisParams):
@@ -191,6 +197,16 @@ class Incidence(Analysis):
 
     name: ClassVar[str] = "incidence"
     params_model: ClassVar[type[AnalysisParams]] = IncidenceParams
+
+    def check_cohort(self, variables: set[str]) -> None:
+        """Denominators follow country, sex, year and age group only: a cohort cut finer than
+        those would divide part of the cases by all of the person-years."""
+        finer = sorted(variables & set(UNFOLLOWED_BY_DENOMINATORS))
+        if finer:
+            raise CohortError(
+                f"incidence: the cohort restricts {', '.join(finer)}, which the population "
+                "table cannot follow; restrict age_group, diagnosis_year or diagnosis_period"
+            )
 
     def columns(self, params: IncidenceParams) -> list[str]:  # type: ignore[override]
         cols = [*params.by, "age_group", "country", "diagnosis_year"]

@@ -149,6 +149,7 @@ class LocalNode:
         analysis = registry.get(task.analysis)
         params = analysis.params_model.model_validate(task.params)
         cohort = CohortSpec.load(task.cohort)
+        analysis.check_cohort(set(cohort.root))
         study = self._study(task, analysis, params, cohort)
         if not study.released:
             self.released.check(study.fingerprint, policy.differencing_threshold)

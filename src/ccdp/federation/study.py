@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ccdp.analyses import registry
 from ccdp.analyses.base import AnalysisParams, AnalysisResult, Summary
-from ccdp.cohort.spec import CohortSpec
+from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.protocol import Answer, Task, Transport
@@ -62,6 +62,10 @@ class StudySpec(BaseModel):
             analysis.params_model.model_validate(self.params)
         except ValidationError as exc:
             raise ValueError(_error_line(exc)) from None
+        try:
+            analysis.check_cohort(set(self.cohort.root) if self.cohort is not None else set())
+        except CohortError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     @property
