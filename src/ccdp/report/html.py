@@ -113,7 +113,8 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
         "title": entry.spec.get("title", entry.key),
         "why": entry.why,
         "nodes": nodes,
-        "refusals": [n for n in nodes if n["status"] != "answered"],
+        # refusals and failures, and what an answering node withheld (e.g. a small KM group)
+        "refusals": [n for n in nodes if n["reason"]],
         "spec": yaml.safe_dump(entry.spec, sort_keys=False).strip(),
         "rounds": out.get("rounds", 0),
         "seconds": f"{entry.seconds:.1f}",
