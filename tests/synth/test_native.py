@@ -96,3 +96,19 @@ def test_bad_requests_name_the_problem(ccdp, tmp_path: Path) -> None:
         generate(tmp_path, countries="FR,XX")
     proc = ccdp("synth", tmp_path / "o", "--years", "2019-2005", check=False)
     assert proc.returncode == 2 and "first year is after the last" in proc.stderr
+
+
+def test_a_new_draw_replaces_the_earlier_one_and_nothing_else(tmp_path: Path) -> None:
+    """Stale country folders or files of the other format would be ingested as if current."""
+    out = tmp_path / "out"
+    generate(out, countries="FR,DE", patients=400, seed=1)
+    generate(out, countries="FR", patients=300, seed=1, format="messy")
+    assert sorted(p.name for p in out.iterdir()) == ["FR", "truth.json"]
+    assert not (out / "FR" / "patient.csv").exists() and (out / "FR" / "patients.csv").exists()
+    assert list(json.loads((out / "truth.json").read_text())["countries"]) == ["FR"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SynthError, match="not empty and holds no earlier ccdp synth output"):
+        generate(other, countries="FR", patients=100, seed=1)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]

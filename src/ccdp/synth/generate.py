@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,33 @@ def write_csv(table: pa.Table, path: Path) -> None:
         pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
+def _earlier_output(out: Path) -> list[Path]:
+    """What an earlier `ccdp synth` wrote into `out` (to be replaced, so that no stale country
+    folder or file of the other format is read later); refuses a folder holding anything else."""
+    entries = list(out.iterdir())
+    if not entries:
+        return []
+    truth = out / "truth.json"
+    if not truth.is_file():
+        raise SynthError(
+            f"{out}: the folder is not empty and holds no earlier ccdp synth output "
+            "(truth.json); choose an empty or new folder"
+        )
+    try:
+        countries = json.loads(truth.read_text(encoding="utf-8")).get("countries") or []
+    except (OSError, ValueError, AttributeError):
+        raise SynthError(f"{truth}: not a ccdp synth truth file; choose another folder") from None
+    return [truth, *(out / str(c) for c in countries if (out / str(c)).is_dir())]
+
+
+def _clear(out: Path, earlier: list[Path]) -> None:
+    for path in earlier:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def generate(
     out_dir: str | Path,
     countries: str | list[str] | tuple[str, ...] | None = None,
@@ -132,7 +160,10 @@ def generate(
     codes = parse_countries(countries)
     out = Path(out_dir)
     params = load_params()
+    out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_output(out)
     cohort, tables = draw(codes, tuple(years), patients, seed, params, with_identifiers)
+    _clear(out, earlier)
     rows: dict[str, dict[str, int]] = {}
     files: list[Path] = []
     pop = population_frame(cohort.population, codes, cohort.years)
@@ -169,7 +200,6 @@ def generate(
     truth = build_truth(
         cohort, tables, params, codes, years, seed, format, with_identifiers, errors, identity
     )
-    out.mkdir(parents=True, exist_ok=True)
     truth_path = out / "truth.json"
     truth_path.write_text(
         json.dumps(truth, indent=1, sort_keys=False, default=_json_default) + "\n", encoding="utf-8"
