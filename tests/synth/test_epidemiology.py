@@ -17,7 +17,7 @@ from ccdp.synth.generate import _relapse_truth, draw
 from ccdp.synth.params import load_params
 from ccdp.synth.population import population_frame
 from ccdp.synth.simulate import DAYS_PER_MONTH, DAYS_PER_YEAR, TIMING_CATEGORIES
-from ccdp.terminology.iccc import classify
+from ccdp.terminology.iccc import classify, iccc_codes
 from ccdp.terminology.populations import age_group, standard_weights
 
 COUNTRIES = ["FR", "DE", "IT", "PL", "BR", "KE"]
@@ -58,6 +58,10 @@ def test_every_tumour_classifies_into_its_intended_iccc_group(big) -> None:
     cm = load_params().casemix
     sub = classify(cm.morphology, cm.topography, cm.behaviour)
     assert (sub.iccc_subgroup.to_numpy() == cm.iccc_subgroup.to_numpy()).all()
+    # every subgroup of the classification is drawn, the rare unspecified ones included
+    subgroups = set(iccc_codes().query("edition == '2017'").subgroup.dropna())
+    drawn = set(classify(tum.morphology, tum.topography, tum.behaviour).iccc_subgroup)
+    assert subgroups <= drawn, sorted(subgroups - drawn)
 
 
 def _asr(tum: pd.DataFrame, pop: pd.DataFrame, ages: str) -> pd.Series:
