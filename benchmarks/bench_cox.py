@@ -2,7 +2,9 @@
 
     python benchmarks/bench_cox.py --rows 1000000 --nodes 10
 
-Every message goes through its JSON wire form, as between real nodes. The federated fits are
+Every message goes through its JSON wire form, as between real nodes: requests as a protocol
+Task, summaries as a protocol Answer (pydantic's JSON encoder and parser, as the in-process
+transport and the hub use), then checked by `Summary.from_dict`. The federated fits are
 timed for `strata: none` (the same model as lifelines' pooled fit; the coefficients are compared)
 and for the default `strata: node`.
 """
@@ -10,7 +12,6 @@ and for the default `strata: node`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from itertools import pairwise
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ccdp.analyses import registry
 from ccdp.analyses.base import AnalysisResult, FrameData, Summary
 from ccdp.federation.coordinator import drive
+from ccdp.federation.protocol import Answer, Task
 
 console = Console(width=120)
 
@@ -51,6 +53,21 @@ def simulate(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+def through_wire(request: dict[str, Any]) -> dict[str, Any]:
+    """A request as a node receives it: inside a protocol Task, encoded and parsed."""
+    task = Task(task_id="t", study_id="s", round=0, analysis="cox", request=request)
+    return Task.model_validate_json(task.model_dump_json()).request
+
+
+def answer_wire(node: str, summary: Summary) -> Summary:
+    """A node's summary as the coordinator receives it: inside a protocol Answer, encoded,
+    parsed and checked (finite numbers, consistent columns)."""
+    sent = Answer(task_id="t", node=node, status="answered", summary=summary.to_dict())
+    got = Answer.model_validate_json(sent.model_dump_json())
+    assert got.summary is not None
+    return Summary.from_dict(got.summary)
+
+
 def federated(
     params: dict[str, Any], frames: list[pd.DataFrame], wire: bool = True
 ) -> tuple[AnalysisResult, int]:
@@ -67,12 +84,9 @@ def federated(
         rounds += 1
         if not wire:
             return {n.node: analysis.local(n, p, request, caches[n.node]) for n in nodes}
-        req = json.loads(json.dumps(request))
+        req = through_wire(request)
         return {
-            n.node: Summary.from_dict(
-                json.loads(json.dumps(analysis.local(n, p, req, caches[n.node]).to_dict()))
-            )
-            for n in nodes
+            n.node: answer_wire(n.node, analysis.local(n, p, req, caches[n.node])) for n in nodes
         }
 
     return drive(analysis, p, ask), rounds

@@ -59,9 +59,9 @@ def test_unstratified_cox_sends_event_time_table_with_group_sizes() -> None:
     assert isinstance(part, EventTimesPart)
     assert part.group_by == ["sex"] and part.time_unit == "week"
     assert part.group_sizes == df["sex"].value_counts().to_dict()
-    times = np.array([r["time"] for r in part.rows])
-    assert np.allclose(times % 7, 0)
-    assert sum(r["d"] for r in part.rows) == df["os_event"].sum()
+    assert np.allclose(part.columns["time"] % 7, 0)
+    assert part.columns["d"].sum() == df["os_event"].sum()
+    assert part.columns["a"].shape == (len(part), 3)  # w, w·x, w·x²
 
 
 def test_km_part_per_group_and_glm_part() -> None:
@@ -71,7 +71,7 @@ def test_km_part_per_group_and_glm_part() -> None:
     p = km.params_model.model_validate({"by": ["risk_group"]})
     part = km.local(node, p, {}, {}).parts["events"]
     assert part.group_sizes == df["risk_group"].value_counts().to_dict()
-    assert sum(r["events"] + r["censored"] for r in part.rows) == 100
+    assert (part.columns["events"] + part.columns["censored"]).sum() == 100
     analysis, p, step, _ = first_fit_request(
         "logistic", {"outcome": "os_event", "covariates": COV}, node
     )

@@ -116,14 +116,16 @@ def test_models_need_a_cohort_and_few_parameters():
 
 
 def test_event_time_rules():
-    rows = [
-        {"group": "a", "time": 1.0, "events": 1, "censored": 0},
-        {"group": "b", "time": 2.0, "events": 1, "censored": 0},
-    ]
-    part = EventTimesPart(group_by=["arm"], rows=rows, group_sizes={"a": 3, "b": 40})
+    columns = {"group": ["a", "b"], "time": [1.0, 2.0], "events": [1, 1], "censored": [0, 0]}
+    part = EventTimesPart(group_by=["arm"], columns=columns, group_sizes={"a": 3, "b": 40})
     checked = apply_rules(Summary({"e": part}), NodePolicy())
     assert checked.summary.parts["e"].group_sizes == {"b": 40}
-    assert [r["group"] for r in checked.summary.parts["e"].rows] == ["b"]
+    assert checked.summary.to_dict()["e"]["columns"] == {
+        "group": ["b"],
+        "time": [2.0],
+        "events": [1],
+        "censored": [0],
+    }
     assert "withheld" in checked.notes[0]
     with pytest.raises(Refusal, match="month grid"):
         apply_rules(Summary({"e": part}), NodePolicy(event_times="month"))

@@ -14,11 +14,14 @@ such as a gradient and Hessian: minimum cohort size and parameter count).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
+
+from ccdp.analyses.errors import MalformedSummary
 
 
 class AnalysisParams(BaseModel):
@@ -49,16 +52,70 @@ class CountsPart:
     cells: list[dict[str, Any]]
 
 
+GROUP, TIME = "group", "time"  # the two columns every event-time table has
+
+
 @dataclass
 class EventTimesPart:
-    """Per-group event-time table (time, at_risk/events/censored...) as KM, log-rank and
-    unstratified Cox need; allowed or coarsened according to the node's policy."""
+    """Per-group event-time table as KM, log-rank and unstratified Cox need; allowed or coarsened
+    according to the node's policy.
+
+    Columnar (one array per column, one entry per row) because the tables are long (a row per
+    distinct time) and travel every round: `group` holds the group labels (text), `time` the
+    times, the other columns counts or sums (2-D for vector-valued sums such as Cox moments).
+    Columns are checked on construction: equal lengths, numbers finite, only `group` as text.
+    """
 
     kind: ClassVar[Literal["event_times"]] = "event_times"
     group_by: list[str]
-    rows: list[dict[str, Any]]
+    columns: dict[str, np.ndarray]
     group_sizes: dict[str, int]
     time_unit: str = "day"
+
+    def __post_init__(self) -> None:
+        self.columns = event_columns(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns[GROUP])
+
+    def take(self, keep: np.ndarray) -> EventTimesPart:
+        """The rows where `keep` (a boolean mask) is true, with the same metadata."""
+        return replace(self, columns={k: v[keep] for k, v in self.columns.items()})
+
+
+def event_columns(columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Columns as arrays after the shape and value checks of EventTimesPart (MalformedSummary
+    names the offending column), so a table from the wire is as safe to use as one built here."""
+    if not isinstance(columns, dict) or GROUP not in columns or TIME not in columns:
+        raise MalformedSummary("an event-time table needs `group` and `time` columns")
+    out = {str(k): _column(str(k), v, text=k == GROUP) for k, v in columns.items()}
+    lengths = {k: len(v) for k, v in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise MalformedSummary(f"event-time columns of different lengths: {lengths}")
+    return out
+
+
+def _column(name: str, values: Any, text: bool) -> np.ndarray:
+    """One column as an array: labels (text) for `group`, finite numbers for every other."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        raise MalformedSummary(f"column {name!r}: rows of different lengths") from None
+    if arr.ndim == 0:
+        raise MalformedSummary(f"column {name!r}: a list of values is needed, not one value")
+    if text:
+        if arr.size == 0 or (arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.flat)):
+            return arr.astype(str)
+        if arr.ndim != 1 or arr.dtype.kind != "U":
+            raise MalformedSummary(f"column {name!r}: group labels must be a list of text")
+        return arr
+    if arr.size == 0:
+        return arr.astype(float)
+    if arr.dtype.kind not in "iuf":
+        raise MalformedSummary(f"column {name!r}: values must be numbers")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise MalformedSummary(f"column {name!r}: values must be finite (no NaN or infinity)")
+    return arr
 
 
 @dataclass
@@ -85,24 +142,66 @@ class Summary:
     parts: dict[str, Part] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (floats round-trip exactly through JSON in Python)."""
-        # Shallow on purpose: dataclasses.asdict deep-copies every row, which dominates the cost
-        # of large event-time tables; the parts hold only JSON types already.
-        return {
-            name: {"kind": p.kind, **{f.name: getattr(p, f.name) for f in fields(p)}}
-            for name, p in self.parts.items()
-        }
+        """JSON-ready form (floats round-trip exactly through JSON in Python).
+
+        Event-time columns become plain lists (`ndarray.tolist`, one C call per column): the
+        protocol's JSON encoder then writes them without a Python-level loop per number.
+        """
+        # Shallow on purpose: dataclasses.asdict deep-copies every row; the parts hold only JSON
+        # types already, except event-time columns (arrays).
+        out: dict[str, Any] = {}
+        for name, p in self.parts.items():
+            body = {f.name: getattr(p, f.name) for f in fields(p)}
+            if isinstance(p, EventTimesPart):
+                body["columns"] = {k: v.tolist() for k, v in p.columns.items()}
+            out[name] = {"kind": p.kind, **body}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
+        """The summary a node sent, checked: known kinds and fields, event-time columns of equal
+        length with finite numbers, finite aggregate values (else MalformedSummary says what)."""
+        if not isinstance(data, dict):
+            raise MalformedSummary("a summary is a mapping of part names to parts")
         parts: dict[str, Part] = {}
         for name, raw in data.items():
-            body = dict(raw)
-            kind = body.pop("kind")
-            if kind not in PART_TYPES:
-                raise ValueError(f"summary part {name!r} has unknown kind {kind!r}")
-            parts[name] = PART_TYPES[kind](**body)
+            parts[name] = _part(name, raw)
         return cls(parts=parts)
+
+
+def _part(name: str, raw: Any) -> Part:
+    """One part from its wire form, or MalformedSummary naming the part."""
+    if not isinstance(raw, dict):
+        raise MalformedSummary(f"summary part {name!r} is not a mapping")
+    body = dict(raw)
+    kind = body.pop("kind", None)
+    if kind not in PART_TYPES:
+        raise MalformedSummary(f"summary part {name!r} has unknown kind {kind!r}")
+    try:
+        part = PART_TYPES[kind](**body)
+    except TypeError as exc:  # missing or unexpected fields
+        raise MalformedSummary(f"summary part {name!r}: {exc}") from None
+    except MalformedSummary as exc:
+        raise MalformedSummary(f"summary part {name!r}: {exc}") from None
+    if isinstance(part, AggregatePart):
+        _check_finite(f"summary part {name!r}", part.values)
+    return part
+
+
+def _check_finite(where: str, value: Any) -> None:
+    """Aggregate values are numbers, lists of numbers or mappings of them, all finite."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{where}, {k}", v)
+        return
+    if isinstance(value, str) or value is None:
+        return
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise MalformedSummary(f"{where}: values must be numbers") from None
+    if not np.isfinite(arr).all():
+        raise MalformedSummary(f"{where}: values must be finite (no NaN or infinity)")
 
 
 class NodeData(Protocol):

@@ -60,7 +60,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.errors import AnalysisError, MalformedSummary
 
 NODE = "node"
 
@@ -213,46 +213,57 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     )
 
 
-def event_rows(node: NodeCox, rg: RiskGroups, ties: str) -> list[dict[str, Any]]:
-    """The WebDISCO table: per stratum and time, moment sums over all rows (`a`); at times with
-    events the events' covariate sums (`sx`) and, for Efron, the moment sums over the events
-    (`e`; needed even for a single event here, since other nodes may have events at that time)."""
-    labels = node.labels[node.grouping.codes].tolist()
-    times = node.grouping.time.tolist()
-    rows: list[dict[str, Any]] = [
-        {"group": s, "time": t, "d": d, "a": a}
-        for s, t, d, a in zip(labels, times, rg.d.tolist(), floats(rg.a), strict=True)
-    ]
-    has = np.flatnonzero(rg.d > 0)
-    for i, sx in zip(has.tolist(), floats(rg.sx[has]), strict=True):
-        rows[i]["sx"] = sx
+def event_columns(node: NodeCox, rg: RiskGroups, ties: str) -> dict[str, np.ndarray]:
+    """The WebDISCO table, one row per stratum and time: moment sums over all rows (`a`), the
+    events' covariate sums (`sx`) and, for Efron, the moment sums over the events (`e`; needed
+    even for a single event here, since other nodes may have events at that time). `sx` and `e`
+    are sums over no rows, so exactly 0, at times without events."""
+    has = (rg.d > 0)[:, None]
+    columns = {
+        "group": node.labels[node.grouping.codes],
+        "time": node.grouping.time,
+        "d": rg.d,
+        "a": rg.a,
+        "sx": np.where(has, rg.sx, 0.0),  # +0.0: a -0.0 would tell a sign of non-events' sums
+    }
     if ties == "efron":
-        for i, e in zip(has.tolist(), floats(rg.e[has]), strict=True):
-            rows[i]["e"] = e
-    return rows
+        columns["e"] = np.where(has, rg.e, 0.0)
+    return columns
 
 
-def pooled_groups(summaries: dict[str, Summary], p: int) -> tuple[RiskGroups, int, int]:
+def pooled_groups(summaries: dict[str, Summary], p: int, ties: str) -> tuple[RiskGroups, int, int]:
     """Add the nodes' event-time tables by (stratum, time): the pooled risk-set sums."""
-    rows = [r for s in summaries.values() for r in s.parts["risk_sets"].rows]
-    n = sum(sum(s.parts["risk_sets"].group_sizes.values()) for s in summaries.values())
-    if not rows:
+    parts = [s.parts["risk_sets"] for s in summaries.values()]
+    n = sum(sum(part.group_sizes.values()) for part in parts)
+    tables = [part.columns for part in parts if len(part)]
+    if not tables:
         raise AnalysisError("no node sent risk-set sums")
     q = n_moments(p)
-    labels = np.array([r["group"] for r in rows], dtype=object)
-    _, codes = np.unique(labels.astype(str), return_inverse=True)
-    g = group_rows(codes, np.array([r["time"] for r in rows], dtype=float))
+    _, codes = np.unique(np.concatenate([t["group"] for t in tables]), return_inverse=True)
+    g = group_rows(codes, np.concatenate([t["time"] for t in tables]).astype(float))
 
     def stack(key: str, width: int) -> np.ndarray:
-        arr = np.zeros((len(rows), width))
-        has = [i for i, r in enumerate(rows) if key in r]
-        if has:
-            arr[has] = np.array([rows[i][key] for i in has], dtype=float).reshape(len(has), width)
-        return group_sum(arr[g.order], g.starts)
+        return group_sum(_block(tables, key, width)[g.order], g.starts)
 
-    d = group_sum(np.array([r["d"] for r in rows], dtype=np.int64)[g.order], g.starts)
-    groups = RiskGroups(g.strata_starts, d, stack("a", q), stack("e", q), stack("sx", p))
+    d = group_sum(_block(tables, "d", 0).astype(np.int64)[g.order], g.starts)
+    e = stack("e", q) if ties == "efron" else np.zeros((len(g.starts), q))
+    groups = RiskGroups(g.strata_starts, d, stack("a", q), e, stack("sx", p))
     return groups, n, int(d.sum())
+
+
+def _block(tables: list[dict[str, np.ndarray]], key: str, width: int) -> np.ndarray:
+    """Column `key` of every node's table stacked, each checked to have `width` values per row
+    (0: one value per row)."""
+    shape = (width,) if width else ()
+    for t in tables:
+        if key not in t:
+            raise MalformedSummary(f"risk-set sums: column {key!r} is missing")
+        if t[key].shape[1:] != shape:
+            raise MalformedSummary(
+                f"risk-set sums: column {key!r} has {t[key].shape[1:] or 1} values per row, "
+                f"expected {width or 1}"
+            )
+    return np.concatenate([t[key] for t in tables])
 
 
 def node_cache(cache: dict[str, Any], data: NodeData, params: CoxParams, design: dict) -> NodeCox:
@@ -299,7 +310,7 @@ class Cox(Analysis):
             )
         part = EventTimesPart(
             group_by=params.local_strata(),
-            rows=event_rows(node, rg, params.ties),
+            columns=event_columns(node, rg, params.ties),
             group_sizes=node.sizes,
             time_unit=params.time_unit,
         )
@@ -343,7 +354,7 @@ class Cox(Analysis):
             info = np.sum([np.asarray(v["info"], dtype=float) for v in vals], axis=0)
             n = sum(p.n for p in parts if isinstance(p, AggregatePart))
             return loglik, score, info, n, int(sum(v["events"] for v in vals))
-        groups, n, events = pooled_groups(summaries, len(beta))
+        groups, n, events = pooled_groups(summaries, len(beta), params.ties)
         loglik, score, info = partial_likelihood(groups, beta, params.ties)
         return loglik, score, info, n, events
 

@@ -17,3 +17,8 @@ class AnalysisError(CcdpError):
 
 class InsufficientData(AnalysisError):
     """A node declines: its cohort cannot support the request (no rows, no usable outcome...)."""
+
+
+class MalformedSummary(AnalysisError):
+    """A summary does not have the form of its parts (unknown kind, missing fields, ragged or
+    mismatched columns, values that are not finite numbers): refused wherever one is received."""

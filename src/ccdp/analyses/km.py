@@ -143,20 +143,24 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
     time, event = survival_arrays(frame, outcome, unit, data.node)
     table = pd.DataFrame({"group": group_labels(frame, by), "time": time, "events": event})
     agg = table.groupby(["group", "time"], sort=True)["events"].agg(["sum", "size"])
-    rows = [
-        {"group": g, "time": float(t), "events": int(e), "censored": int(s - e)}
-        for (g, t), e, s in zip(agg.index, agg["sum"], agg["size"], strict=True)
-    ]
+    events = agg["sum"].to_numpy(dtype=np.int64)
+    columns = {
+        "group": agg.index.get_level_values("group").to_numpy(dtype=str),
+        "time": agg.index.get_level_values("time").to_numpy(dtype=float),
+        "events": events,
+        "censored": agg["size"].to_numpy(dtype=np.int64) - events,
+    }
     sizes = {str(k): int(v) for k, v in table.groupby("group").size().items()}
-    return EventTimesPart(group_by=list(by), rows=rows, group_sizes=sizes, time_unit=unit)
+    return EventTimesPart(group_by=list(by), columns=columns, group_sizes=sizes, time_unit=unit)
 
 
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
     """Add the nodes' event-time tables: one row per (group, time), sorted."""
-    rows = [r for s in summaries.values() for r in s.parts[part].rows]
-    if not rows:
+    tables = [s.parts[part].columns for s in summaries.values() if len(s.parts[part])]
+    if not tables:
         raise AnalysisError("no node sent an event-time table")
-    frame = pd.DataFrame(rows, columns=["group", "time", "events", "censored"])
+    cols = ["group", "time", "events", "censored"]
+    frame = pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in cols})
     return frame.groupby(["group", "time"], sort=True, as_index=False)[["events", "censored"]].sum()
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, Summary
+import numpy as np
+
+from ccdp.analyses.base import GROUP, AggregatePart, CountsPart, EventTimesPart, Summary
 from ccdp.disclosure.policy import TIME_UNIT_DAYS, NodePolicy
 from ccdp.disclosure.suppress import suppress
 from ccdp.errors import CcdpError
@@ -36,13 +38,6 @@ def check_aggregate(name: str, part: AggregatePart, policy: NodePolicy) -> None:
         )
 
 
-def _group_key(row: dict, group_by: list[str]) -> str:
-    """A row's group label: its `group` field, else its grouping values joined by ', '."""
-    if "group" in row:
-        return str(row["group"])
-    return ", ".join(str(row.get(g)) for g in group_by) if group_by else "all"
-
-
 def check_event_times(
     name: str, part: EventTimesPart, policy: NodePolicy
 ) -> tuple[EventTimesPart, list[str]]:
@@ -60,13 +55,13 @@ def check_event_times(
     small = {k for k, n in part.group_sizes.items() if n < policy.min_group}
     if not small:
         return part, []
-    rows = [r for r in part.rows if _group_key(r, part.group_by) not in small]
+    keep = ~np.isin(part.columns[GROUP], sorted(small))
     sizes = {k: n for k, n in part.group_sizes.items() if k not in small}
     note = (
         f"{name}: {len(small)} group(s) with fewer than {policy.min_group} patients withheld: "
         + ", ".join(sorted(small))
     )
-    return replace(part, rows=rows, group_sizes=sizes), [note]
+    return replace(part.take(keep), group_sizes=sizes), [note]
 
 
 def apply_rules(summary: Summary, policy: NodePolicy) -> Checked:
