@@ -3,12 +3,15 @@ and arrays prepared once per study (the node cache)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, FrameData
-from ccdp.analyses.errors import InsufficientData
+from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, FrameData, Summary
+from ccdp.analyses.errors import InsufficientData, MalformedSummary
+from ccdp.federation.protocol import Answer
 from tests.analyses.data import cohort
 
 COV = ["age_at_diagnosis", "sex", "risk_group"]
@@ -87,3 +90,47 @@ def test_node_without_rows_declines() -> None:
     p = cox.params_model.model_validate({"covariates": ["wbc_at_diagnosis"]})
     with pytest.raises(InsufficientData, match=r"node A: no rows with .*wbc_at_diagnosis"):
         cox.local(node, p, {"step": "describe"}, {})
+
+
+def test_event_time_columns_cross_the_protocol_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((50, 10)) * 10.0 ** rng.integers(-30, 30, (50, 10))
+    columns = {"group": ["x"] * 50, "time": np.arange(50.0), "d": np.arange(50), "a": a}
+    summary = Summary({"t": EventTimesPart(group_by=[], columns=columns, group_sizes={"x": 50})})
+    sent = Answer(task_id="t", node="A", status="answered", summary=summary.to_dict())
+    got = Answer.model_validate_json(sent.model_dump_json())
+    assert got.summary is not None
+    back = Summary.from_dict(got.summary).parts["t"]
+    assert isinstance(back, EventTimesPart) and len(back) == 50
+    assert back.columns["a"].tobytes() == a.tobytes()
+    assert back.columns["d"].dtype.kind == "i" and back.columns["group"].tolist() == ["x"] * 50
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"time": [1.0]}, "needs `group` and `time`"),
+        ({"group": ["x"], "time": [float("inf")]}, "'time': values must be finite"),
+        ({"group": ["x"], "time": [None]}, "'time': values must be numbers"),
+        ({"group": ["x", "y"], "time": [1.0]}, "columns of different lengths"),
+        ({"group": ["x"], "time": [1.0], "a": [[1.0, 2.0], [1.0]]}, "'a': rows of different"),
+        ({"group": [1], "time": [1.0]}, "group labels must be a list of text"),
+        ({"group": ["x"], "time": 1.0}, "a list of values is needed"),
+    ],
+)
+def test_malformed_event_time_tables_are_refused(columns: dict, message: str) -> None:
+    wire = {"kind": "event_times", "group_by": [], "columns": columns, "group_sizes": {}}
+    with pytest.raises(MalformedSummary, match=re.escape(message)):
+        Summary.from_dict({"t": wire})
+
+
+def test_malformed_parts_are_refused() -> None:
+    aggregate = {"kind": "aggregate", "n": 30, "n_params": 1}
+    with pytest.raises(MalformedSummary, match="'m', score: values must be finite"):
+        Summary.from_dict({"m": {**aggregate, "values": {"score": [1.0, float("nan")]}}})
+    with pytest.raises(MalformedSummary, match="'m', loglik: values must be numbers"):
+        Summary.from_dict({"m": {**aggregate, "values": {"loglik": "high"}}})
+    with pytest.raises(MalformedSummary, match=r"'m': .*unexpected keyword argument 'x'"):
+        Summary.from_dict({"m": {**aggregate, "values": {}, "x": 1}})
+    with pytest.raises(MalformedSummary, match="unknown kind 'rows'"):
+        Summary.from_dict({"m": {"kind": "rows"}})

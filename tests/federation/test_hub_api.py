@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -293,3 +294,31 @@ def test_admin_imports_a_signed_result_file_over_http(live):
     with live.client(live.tokens["ana"]) as c:
         study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
     assert study["result"]["result"]["total"] == 4.0
+
+
+def test_malformed_or_non_finite_summaries_are_refused_before_storing(live):
+    submit(live, rounds=1, timeout=30)
+    task = wait_open_task(live, "A")
+    good = answer(task, "A", 5.0)
+    columns = {"group": ["all", "all"], "time": [1.0, 2.0], "d": [1, 0]}
+    table = {"kind": "event_times", "group_by": [], "group_sizes": {"all": 40}}
+    aggregate = {"kind": "aggregate", "n": 3, "n_params": 1}
+    bad = {  # the part, and what the refusal must say
+        "must be finite": {**aggregate, "values": {"sum": [1.0, float("nan")]}},
+        "finite (no NaN": {**table, "columns": {**columns, "time": [1.0, float("inf")]}},
+        "rows of different lengths": {**table, "columns": {**columns, "a": [[1.0, 2.0], [3.0]]}},
+        "columns of different lengths": {**table, "columns": {**columns, "d": [1]}},
+        "'d': values must be numbers": {**table, "columns": {**columns, "d": ["1", "0"]}},
+        "needs `group` and `time`": {**table, "columns": {"d": [1]}},
+        "unknown kind 'pickle'": {"kind": "pickle"},
+    }
+    with live.client(live.tokens["A"]) as c:
+        for why, part in bad.items():
+            body = json.dumps(
+                {**good, "summary": {"s": part}}
+            )  # NaN and Infinity as Python writes them
+            r = c.post(
+                "/api/node/answers", content=body, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 422 and why in r.json()["detail"], (why, r.text)
+        assert c.post("/api/node/answers", json=good).json()["status"] == "accepted"

@@ -11,7 +11,7 @@ import pytest
 from ccdp.cohort.view import cohort_sql
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.local_node import LocalNode
-from ccdp.federation.protocol import Task
+from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import load_study, run_study
 from ccdp.report.html import dash_note, frame_html, result_frame
 from tests.storekit import build_store, random_registry
@@ -178,3 +178,28 @@ def test_crosstab_margins_are_released_and_protected(stores):
     table = frame_html(result_frame(res.result))
     assert table.count("<td>—</td>") >= suppressed
     assert "withheld by a node's disclosure control" in dash_note(res.result)
+
+
+class TamperingTransport(InProcessTransport):
+    """In-process nodes, one of whose answers is altered on the way: a faulty or hostile node."""
+
+    def __init__(self, stores, victim: str) -> None:
+        super().__init__(stores)
+        self.victim = victim
+
+    def ask(self, task: Task, nodes: list[str]) -> dict[str, Answer]:
+        answers = super().ask(task, nodes)
+        sent = answers[self.victim]
+        assert sent.summary is not None
+        times = sent.summary["events"]["columns"]["time"]
+        times[0] = float("nan")
+        return answers
+
+
+def test_a_malformed_summary_fails_its_node_and_the_others_still_pool(stores):
+    result = run_study({"analysis": "km", "min_nodes": 2}, TamperingTransport(stores, "de"))
+    assert result.nodes["de"].status == "failed"
+    assert "node de sent a malformed summary" in (result.nodes["de"].reason or "")
+    assert "column 'time': values must be" in (result.nodes["de"].reason or "")  # NaN: JSON null
+    assert result.nodes["fr"].status == result.nodes["it"].status == "answered"
+    assert result.result is not None

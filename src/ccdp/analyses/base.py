@@ -194,9 +194,9 @@ def _check_finite(where: str, value: Any) -> None:
         for k, v in value.items():
             _check_finite(f"{where}, {k}", v)
         return
-    if isinstance(value, str) or value is None:
-        return
     try:
+        if isinstance(value, str) or value is None:
+            raise TypeError
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise MalformedSummary(f"{where}: values must be numbers") from None

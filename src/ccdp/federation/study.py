@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ccdp.analyses import registry
 from ccdp.analyses.base import AnalysisParams, AnalysisResult, Summary
+from ccdp.analyses.errors import MalformedSummary
 from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
@@ -214,9 +215,9 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
             ans = answers.get(name) or Answer(
                 task_id=task.task_id, node=name, status="failed", reason="no answer"
             )
-            ans = Answer.model_validate_json(ans.model_dump_json())
-            if ans.status == "answered" and ans.summary is not None:
-                summaries[name] = Summary.from_dict(ans.summary)
+            ans, summary = _received(Answer.model_validate_json(ans.model_dump_json()))
+            if summary is not None:
+                summaries[name] = summary
                 statuses[name] = NodeStatus(status="answered", reason=ans.reason)
             else:
                 statuses[name] = NodeStatus(status=ans.status, reason=ans.reason)
@@ -256,6 +257,18 @@ def _minimum(spec: StudySpec, targets: list[str]) -> int:
             f"min_nodes: {spec.min_nodes} is more than the {len(targets)} node(s) the study asks"
         )
     return spec.min_nodes
+
+
+def _received(ans: Answer) -> tuple[Answer, Summary | None]:
+    """The answer and its summary as the coordinator can use them: a malformed summary (ragged
+    or non-finite arrays, unknown parts) makes it a `failed` answer saying why, never a result."""
+    if ans.status != "answered" or ans.summary is None:
+        return ans, None
+    try:
+        return ans, Summary.from_dict(ans.summary)
+    except MalformedSummary as exc:
+        why = f"node {ans.node} sent a malformed summary: {exc}"
+        return ans.model_copy(update={"status": "failed", "reason": why, "summary": None}), None
 
 
 class _Stopped(StudyError):

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ccdp import __version__
+from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation import resultfile
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
@@ -99,7 +100,7 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
     @app.exception_handler(CcdpError)
     async def _ccdp_error(_req: Request, exc: CcdpError) -> JSONResponse:
         code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
-        if isinstance(exc, SpecError):
+        if isinstance(exc, SpecError | MalformedSummary):
             code = 422
         return JSONResponse({"detail": str(exc)}, status_code=code)
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ccdp.analyses.base import Summary
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.models import (
@@ -418,7 +419,11 @@ class Hub:
 
     def record_answer(self, node_id: int, answer: Answer, source: str = "http") -> Recorded:
         """Store a node's answer once. The same answer again is a no-op; a different one is a
-        conflict; one after the round closed (deadline passed) is kept, flagged late, not used."""
+        conflict; one after the round closed (deadline passed) is kept, flagged late, not used.
+        A summary that is not well formed (MalformedSummary: ragged or non-finite arrays...) is
+        refused before anything is stored."""
+        if answer.summary is not None:
+            Summary.from_dict(answer.summary)
         try:
             return self._record_answer(node_id, answer, source)
         except IntegrityError:
