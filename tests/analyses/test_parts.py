@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, FrameData, Summary
+from ccdp.analyses.base import (
+    AggregatePart,
+    CountsPart,
+    EventTimesPart,
+    FrameData,
+    Summary,
+    pack,
+)
 from ccdp.analyses.errors import InsufficientData, MalformedSummary
 from ccdp.federation.protocol import Answer
 from tests.analyses.data import cohort
@@ -104,6 +111,11 @@ def test_event_time_columns_cross_the_protocol_bit_for_bit() -> None:
     assert isinstance(back, EventTimesPart) and len(back) == 50
     assert back.columns["a"].tobytes() == a.tobytes()
     assert back.columns["d"].dtype.kind == "i" and back.columns["group"].tolist() == ["x"] * 50
+    wire = got.summary["t"]["columns"]
+    assert wire["time"] == list(range(50)) and wire["a"]["encoding"] == "float64-le-base64"
+
+
+PACKED_NAN = pack(np.array([[np.nan]]))
 
 
 @pytest.mark.parametrize(
@@ -116,6 +128,11 @@ def test_event_time_columns_cross_the_protocol_bit_for_bit() -> None:
         ({"group": ["x"], "time": [1.0], "a": [[1.0, 2.0], [1.0]]}, "'a': rows of different"),
         ({"group": [1], "time": [1.0]}, "group labels must be a list of text"),
         ({"group": ["x"], "time": 1.0}, "a list of values is needed"),
+        ({"group": ["x"], "time": [1.0], "a": {**PACKED_NAN, "shape": [1, 2]}}, "not base64 of"),
+        ({"group": ["x"], "time": [1.0], "a": {**PACKED_NAN, "data": "%%"}}, "not base64 of"),
+        ({"group": ["x"], "time": [1.0], "a": {**PACKED_NAN, "shape": ["1"]}}, "list of sizes"),
+        ({"group": ["x"], "time": [1.0], "a": {"shape": [1]}}, "a packed array is"),
+        ({"group": ["x"], "time": [1.0], "a": PACKED_NAN}, "'a': values must be finite"),
     ],
 )
 def test_malformed_event_time_tables_are_refused(columns: dict, message: str) -> None:
