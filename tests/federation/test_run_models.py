@@ -13,6 +13,7 @@ from lifelines.statistics import multivariate_logrank_test
 
 from ccdp.cohort.view import cohort_sql
 from ccdp.federation.inprocess import InProcessTransport
+from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import run_study
 from tests.analyses.references import dummies, lifelines_cox, with_node
 from tests.storekit import build_store, random_registry
@@ -81,6 +82,33 @@ def test_cox_equals_lifelines(stores, frames, strata: str) -> None:
     )
     assert result.loglik == pytest.approx(cph.log_likelihood_, abs=1e-7)
     assert result.n == len(pooled)
+
+
+class RecordingTransport(InProcessTransport):
+    """In-process nodes; keeps every answer as the coordinator received it."""
+
+    def __init__(self, stores) -> None:
+        super().__init__(stores)
+        self.received: list[tuple[str, Answer]] = []
+
+    def ask(self, task: Task, nodes: list[str]) -> dict[str, Answer]:
+        answers = super().ask(task, nodes)
+        self.received += list(answers.items())
+        return answers
+
+
+def test_node_log_records_exactly_the_risk_set_sums_that_left(stores) -> None:
+    transport = RecordingTransport(stores)
+    spec = {"analysis": "cox", "covariates": ["age_at_diagnosis", "sex"], "strata": "none"}
+    assert run_study(spec, transport).result is not None
+    logs = {n: transport.node(n).audit.records() for n in transport.nodes()}
+    fits = [(n, a) for n, a in transport.received if a.summary and "risk_sets" in a.summary]
+    assert len(fits) >= 3 * len(stores)  # every node, every Newton round
+    for node, answer in fits:
+        logged = [r["summary"] for r in logs[node] if r["task_id"] == answer.task_id]
+        assert logged == [answer.summary]
+        a = answer.summary["risk_sets"]["columns"]["a"]
+        assert a["encoding"] == "float64-le-base64" and a["shape"][1] == 6  # w, w·x, w·xxᵀ
 
 
 def test_logistic_and_poisson_equal_statsmodels(stores, frames) -> None:
