@@ -116,6 +116,11 @@ class Check:
     text: str
     where: str
     parents: list[str] = field(default_factory=list)
+    edit_id: str = ""  # SQL giving the edit id when it depends on the row (default: edit.id)
+
+    @property
+    def edit_id_sql(self) -> str:
+        return self.edit_id or lit(self.edit.id)
 
 
 @dataclass
@@ -138,17 +143,28 @@ class EditRun:
         for name, work in self.work.items():
             self._duplicates(model.table(name), work)
         self._effective_parents()
-        for name, work in self.work.items():
+        # parents first: a table's orphan check needs its parents' errors complete
+        for name in topological(list(self.work)):
             tdef = model.table(name)
+            work = self.work[name]
             # every row-level rule of the table in one scan, joined once to its parents and to
-            # the reference tables (left joins on non-overlapping ranges: one match at most)
+            # the reference tables (left joins on non-overlapping ranges: one match at most);
+            # the orphan check rides on the same parent join unless the store holds parents
             rules = [e for e in edits_by_check("sql") if e.table == name]
             checks = self._field_checks(tdef) + [self._sql_check(e) for e in rules]
+            stored = {p for p in self._parents(tdef).values() if self._stored_rows(p)}
+            checks += [
+                self._orphan_check(col, ref)
+                for col, ref in tdef.foreign_keys.items()
+                if ref.split(".")[0] not in stored
+            ]
             self._run_checks(tdef, work, checks, [e.join for e in rules if e.join])
             for f in tdef.input_fields:
                 if f.code_system:
                     self._code_check(tdef, f, work)
-        self._references()
+            for col, ref in tdef.foreign_keys.items():
+                if ref.split(".")[0] in stored:
+                    self._reference(tdef, col, ref)
 
     # -- setup ------------------------------------------------------------------------------------
     _reference_rows: int = 0  # rows of the largest reference table (sizes its range joins)
@@ -202,10 +218,10 @@ class EditRun:
         for join in joins:
             source += f" LEFT JOIN {join}"
         items = ", ".join(
-            f"CASE WHEN {c.where} THEN {{'edit_id': {lit(c.edit.id)}, "
+            f"CASE WHEN {c.where} THEN {{'edit_id': {c.edit_id_sql}, "
             f"'severity': {lit(c.edit.severity)}, 'field': {lit(c.field)}, "
             f"'value': CAST({c.value} AS VARCHAR), "
-            f"'message': {message_sql(c.field, c.value, c.text, lit(c.edit.id))}}} END"
+            f"'message': {message_sql(c.field, c.value, c.text, c.edit_id_sql)}}} END"
             for c in checks
         )
         failing = " OR ".join(f"({c.where})" for c in checks)
@@ -328,7 +344,12 @@ class EditRun:
             parts = []
             if parent in self.work:
                 work = q(self.work[parent])
-                rows = f"SELECT {sel} FROM {work} r"
+                # _ok: the row has no error (read when a child runs, after the parent's checks)
+                rows = (
+                    f"SELECT {sel}, NOT EXISTS (SELECT 1 FROM {RESULTS} e WHERE e.table_name = "
+                    f"{lit(parent)} AND e.severity = 'error' AND e._row = r._row) AS _ok "
+                    f"FROM {work} r"
+                )
                 if self._has_result(parent, "key.duplicate"):
                     rows += (
                         f" ANTI JOIN (SELECT _row FROM {RESULTS} WHERE table_name = "
@@ -340,8 +361,8 @@ class EditRun:
                 if parent in self.work:
                     on = " AND ".join(f"w.{q(k)} = s.{q(k)}" for k in pk)
                     anti = f" ANTI JOIN {q(self.work[parent])} w ON {on}"
-                parts.append(f"SELECT {sel} FROM main.{q(parent)} s{anti}")
-            body = " UNION ALL ".join(parts) if parts else f"SELECT {sel} WHERE false"
+                parts.append(f"SELECT {sel}, true AS _ok FROM main.{q(parent)} s{anti}")
+            body = " UNION ALL ".join(parts) if parts else f"SELECT {sel}, true AS _ok WHERE false"
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
 
     def _stored_rows(self, table: str) -> bool:
@@ -366,29 +387,47 @@ class EditRun:
             out += [parent, *self._ancestors(parent)]
         return out
 
-    def _references(self) -> None:
-        """Orphans, table by table from parents to children, so a child of a quarantined parent
-        is itself quarantined (the store never holds a row whose parent it lacks)."""
-        model = load_model()
+    @staticmethod
+    def _parents(tdef: TableDef) -> dict[str, str]:
+        """Foreign-key column -> parent table."""
+        return {col: ref.split(".")[0] for col, ref in tdef.foreign_keys.items()}
+
+    @staticmethod
+    def _orphan_sql(parent: str, missing: str) -> tuple[str, str]:
+        """(edit id SQL, message SQL) of a reference check, given SQL true when the parent key
+        is unknown (otherwise the parent is known but quarantined)."""
         orphan = edits_by_check("orphan")[0]
         held = edits_by_check("parent_quarantined")[0]
-        for name in topological(list(self.work)):
-            tdef = model.table(name)
-            for col, ref in tdef.foreign_keys.items():
-                parent, pcol = ref.split(".")
-                status = self._parent_status(parent, pcol)
-                absent = f"refers to a {parent} that is neither in this ingest nor in the store"
-                quarantined = f"refers to a {parent} that is quarantined in this ingest"
-                text = f"CASE WHEN p.k IS NULL THEN {lit(absent)} ELSE {lit(quarantined)} END"
-                value = f"r.{q(col)}"
-                edit_id = f"CASE WHEN p.k IS NULL THEN {lit(orphan.id)} ELSE {lit(held.id)} END"
-                self.con.execute(
-                    f"INSERT INTO {RESULTS} SELECT {lit(name)}, r._row, {edit_id}, 'error', "
-                    f"{lit(col)}, {value}, "
-                    f"{message_sql(col, value, text, edit_id)}"
-                    f" FROM {q(self.work[name])} AS r LEFT JOIN {status} p ON p.k = r.{q(col)} "
-                    f"WHERE r.{q(col)} IS NOT NULL AND (p.k IS NULL OR NOT p.ok)"
-                )
+        absent = f"refers to a {parent} that is neither in this ingest nor in the store"
+        quarantined = f"refers to a {parent} that is quarantined in this ingest"
+        text = f"CASE WHEN {missing} THEN {lit(absent)} ELSE {lit(quarantined)} END"
+        edit_id = f"CASE WHEN {missing} THEN {lit(orphan.id)} ELSE {lit(held.id)} END"
+        return edit_id, text
+
+    def _orphan_check(self, col: str, ref: str) -> Check:
+        """The reference check of one foreign key as a row-level check over the join to the
+        parent's effective rows (alias = parent table): the parent must be known and have no
+        error, so a child of a quarantined parent is itself quarantined."""
+        parent, pcol = ref.split(".")
+        missing = f"{parent}.{q(pcol)} IS NULL"
+        edit_id, text = self._orphan_sql(parent, missing)
+        where = f"r.{q(col)} IS NOT NULL AND ({missing} OR NOT {parent}._ok)"
+        orphan = edits_by_check("orphan")[0]
+        return Check(orphan, col, f"r.{q(col)}", text, where, [parent], edit_id)
+
+    def _reference(self, tdef: TableDef, col: str, ref: str) -> None:
+        """The reference check of one foreign key against the parent keys of this ingest and of
+        the store (used when the store holds rows of the parent)."""
+        parent, pcol = ref.split(".")
+        status = self._parent_status(parent, pcol)
+        edit_id, text = self._orphan_sql(parent, "p.k IS NULL")
+        value = f"r.{q(col)}"
+        self.con.execute(
+            f"INSERT INTO {RESULTS} SELECT {lit(tdef.name)}, r._row, {edit_id}, 'error', "
+            f"{lit(col)}, {value}, {message_sql(col, value, text, edit_id)}"
+            f" FROM {q(self.work[tdef.name])} AS r LEFT JOIN {status} p ON p.k = r.{q(col)} "
+            f"WHERE r.{q(col)} IS NOT NULL AND (p.k IS NULL OR NOT p.ok)"
+        )
 
     def _parent_status(self, parent: str, pcol: str) -> str:
         """Temp table (k, ok) of the parent keys this ingest or the store knows; ok when the key
