@@ -149,5 +149,8 @@ def test_malformed_parts_are_refused() -> None:
         Summary.from_dict({"m": {**aggregate, "values": {"loglik": "high"}}})
     with pytest.raises(MalformedSummary, match=r"'m': .*unexpected keyword argument 'x'"):
         Summary.from_dict({"m": {**aggregate, "values": {}, "x": 1}})
+    rows = {"kind": "event_times", "group_by": [], "rows": [], "group_sizes": {}}
+    with pytest.raises(MalformedSummary, match="travel as `columns`, not `rows`"):
+        Summary.from_dict({"e": rows})
     with pytest.raises(MalformedSummary, match="unknown kind 'rows'"):
         Summary.from_dict({"m": {"kind": "rows"}})

@@ -217,6 +217,11 @@ def _part(name: str, raw: Any) -> Part:
     kind = body.pop("kind", None)
     if kind not in PART_TYPES:
         raise MalformedSummary(f"summary part {name!r} has unknown kind {kind!r}")
+    if kind == EventTimesPart.kind and "rows" in body:
+        raise MalformedSummary(
+            f"summary part {name!r}: event-time tables travel as `columns`, not `rows` "
+            "(the node runs an older ccdp; update it)"
+        )
     try:
         part = PART_TYPES[kind](**body)
     except TypeError as exc:  # missing or unexpected fields
