@@ -322,3 +322,14 @@ def test_malformed_or_non_finite_summaries_are_refused_before_storing(live):
             )
             assert r.status_code == 422 and why in r.json()["detail"], (why, r.text)
         assert c.post("/api/node/answers", json=good).json()["status"] == "accepted"
+
+
+def test_an_answer_in_another_protocol_version_is_refused_with_what_to_do(live):
+    submit(live, rounds=1, timeout=30)
+    task = wait_open_task(live, "A")
+    old = {**answer(task, "A", 5.0), "protocol_version": 1}
+    with live.client(live.tokens["A"]) as c:
+        r = c.post("/api/node/answers", json=old)
+        assert r.status_code == 422
+        assert "protocol version 1 is not spoken here" in r.text and "same ccdp release" in r.text
+        assert c.post("/api/node/answers", json=answer(task, "A", 5.0)).status_code == 200

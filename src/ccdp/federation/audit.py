@@ -10,12 +10,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ccdp.errors import CcdpError
 
 GENESIS = "0" * 64
+TAIL_BLOCK = 1 << 16
 
 
 class AuditError(CcdpError):
@@ -55,25 +57,39 @@ class AuditLog:
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Add one record, chained to the last one (file-locked against concurrent writers)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+", encoding="utf-8") as fh:
+        with self.path.open("a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            fh.seek(0)
-            last = None
-            for line in fh:
-                if line.strip():
-                    last = line
-            prev = json.loads(last) if last else None
+            prev = self._last(fh)
             record = {
                 "seq": (prev["seq"] + 1) if prev else 1,
                 **entry,
                 "prev": prev["hash"] if prev else GENESIS,
             }
             record["hash"] = _digest(record)
-            fh.seek(0, 2)
-            fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            fh.seek(0, os.SEEK_END)
+            fh.write((json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8"))
             fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
         return record
+
+    def _last(self, fh: BinaryIO) -> dict[str, Any] | None:
+        """The last record, read backwards from the end: a node's log grows without bound (a
+        Cox round can log megabytes), so appending must not re-read it."""
+        pos = fh.seek(0, os.SEEK_END)
+        tail = b""
+        while pos > 0:
+            step = min(TAIL_BLOCK, pos)
+            pos -= step
+            fh.seek(pos)
+            tail = fh.read(step) + tail
+            body = tail.rstrip()
+            if b"\n" in body or (pos == 0 and body):
+                line = body.rsplit(b"\n", 1)[-1]
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    raise AuditError(f"{self.path}: the last record is not JSON") from None
+        return None
 
     def verify(self) -> int:
         """Number of records when the chain is intact; AuditError naming the first bad record."""

@@ -9,9 +9,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-PROTOCOL_VERSION = 1
+# 2: event-time tables travel as columns, with packed float64 blocks (version 1 sent rows).
+PROTOCOL_VERSION = 2
+
+
+def _same_version(v: Any) -> int:
+    """Both sides must speak this version; say which side to update rather than fail later."""
+    if v != PROTOCOL_VERSION:
+        raise ValueError(
+            f"protocol version {v!r} is not spoken here (this side speaks {PROTOCOL_VERSION}); "
+            "run the same ccdp release on the hub and the nodes"
+        )
+    return PROTOCOL_VERSION
 
 
 def utcnow() -> datetime:
@@ -23,7 +34,7 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    protocol_version: Literal[1] = PROTOCOL_VERSION
+    protocol_version: int = PROTOCOL_VERSION
     task_id: str
     study_id: str
     round: int = Field(ge=0)
@@ -32,19 +43,23 @@ class Task(BaseModel):
     cohort: dict[str, Any] | None = None
     request: dict[str, Any] = Field(default_factory=dict)
 
+    _version = field_validator("protocol_version")(_same_version)
+
 
 class Answer(BaseModel):
     """A node's answer to a Task: a disclosure-checked summary, or a refusal or failure with why."""
 
     model_config = ConfigDict(extra="forbid")
 
-    protocol_version: Literal[1] = PROTOCOL_VERSION
+    protocol_version: int = PROTOCOL_VERSION
     task_id: str
     node: str
     status: Literal["answered", "refused", "failed"]
     reason: str | None = None
     summary: dict[str, Any] | None = None
     sent_at: datetime = Field(default_factory=utcnow)
+
+    _version = field_validator("protocol_version")(_same_version)
 
 
 class Transport(Protocol):
