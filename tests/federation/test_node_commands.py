@@ -53,3 +53,48 @@ def test_audit_chain_detects_tampering(ccdp, tmp_path):
     path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     assert "seq" in ccdp("node", "audit", "--store", store, "--verify", check=False).stderr
     assert AuditLog(path).records()[0]["seq"] == 1
+
+
+def test_pending_shows_what_would_leave_in_words_and_in_full(ccdp, tmp_path):
+    """An operator reviewing a held Cox table sees its shape in the list and every number with
+    --show, the packed moment sums spelled out (not base64)."""
+    import numpy as np
+
+    from ccdp.analyses.base import AggregatePart, EventTimesPart, Summary
+    from ccdp.federation.node.pending import PendingStore
+    from ccdp.federation.protocol import Answer
+
+    store = tmp_path / "fr.duckdb"
+    moments = np.array([[0.5, 1.25], [2.0, -3.75], [1e-3, 7.0]])
+    summary = Summary(
+        parts={
+            "risk": EventTimesPart(
+                group_by=["arm"],
+                columns={
+                    "group": np.array(["A", "A", "B"]),
+                    "time": np.array([3.0, 7.0, 5.0]),
+                    "d": np.array([1, 2, 1]),
+                    "a": moments,
+                },
+                group_sizes={"A": 12, "B": 9},
+            ),
+            "fit": AggregatePart(n=21, n_params=1, values={"loglik": -40.5}),
+        }
+    ).to_dict()
+    assert summary["risk"]["columns"]["a"]["encoding"] == "float64-le-base64"
+    task = Task(task_id="study1-r1", study_id="study1", round=1, analysis="cox")
+    PendingStore(store).hold(
+        task, Answer(task_id=task.task_id, node="fr", status="answered", summary=summary)
+    )
+    listed = json.loads(ccdp("node", "pending", "--store", store, "--json").stdout)
+    assert listed[0]["summary"].splitlines() == [
+        "risk: event-time table, 3 row(s) per day, columns group, time, d, a; "
+        "group sizes A=12, B=9",
+        "fit: model sums over 21 record(s), 1 parameter(s)",
+    ]
+    full = json.loads(ccdp("node", "pending", "--store", store, "--show", "study1").stdout)
+    assert full["summary"]["risk"]["columns"]["a"] == moments.tolist()
+    assert full["summary"]["risk"]["columns"]["group"] == ["A", "A", "B"]
+    assert full["summary"]["fit"]["values"] == {"loglik": -40.5}
+    proc = ccdp("node", "pending", "--store", store, "--show", "nope", check=False)
+    assert proc.returncode != 0 and "no pending answer 'nope'" in proc.stderr

@@ -79,13 +79,22 @@ def pending(
     store: Path = STORE,
     show_all: bool = typer.Option(False, "--all", help="Also answers already decided."),
     as_json: bool = typer.Option(False, "--json"),
+    show: str | None = typer.Option(
+        None, "--show", help="Print one held answer in full (task id or a unique prefix)."
+    ),
 ) -> None:
     """Answers waiting for the operator's release (policy `release: manual`)."""
     from rich.console import Console
     from rich.table import Table
 
-    from ccdp.federation.node.pending import PendingStore, describe
+    from ccdp.federation.node.pending import PendingStore, describe, readable
 
+    if show is not None:
+        item = PendingStore(store).find(show)
+        full = {**describe(item), "reason": item.answer.reason}
+        full["summary"] = readable(item.answer.summary)
+        typer.echo(json.dumps(full, indent=2, default=str))
+        return
     items = [describe(i) for i in PendingStore(store).all() if show_all or i.state == "held"]
     if as_json:
         typer.echo(json.dumps(items, indent=2))

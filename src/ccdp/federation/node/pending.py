@@ -7,7 +7,6 @@ decided and marks it sent. Nothing is deleted: the folder is also the node's rec
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ccdp.analyses.base import CountsPart, EventTimesPart, Summary
 from ccdp.errors import CcdpError
 from ccdp.federation.protocol import Answer, Task
 
@@ -113,9 +113,43 @@ class PendingStore:
         self._write(item)
 
 
+def synopsis(summary: dict[str, Any] | None) -> str:
+    """What each part of a held answer holds, in a line an operator can scan."""
+    if not summary:
+        return ""
+    lines = []
+    for name, part in Summary.from_dict(summary).parts.items():
+        if isinstance(part, CountsPart):
+            lines.append(f"{name}: {len(part.cells)} count cell(s) by {', '.join(part.dims)}")
+        elif isinstance(part, EventTimesPart):
+            sizes = ", ".join(f"{g}={n}" for g, n in part.group_sizes.items())
+            lines.append(
+                f"{name}: event-time table, {len(part)} row(s) per {part.time_unit}, "
+                f"columns {', '.join(part.columns)}; group sizes {sizes}"
+            )
+        else:
+            lines.append(
+                f"{name}: model sums over {part.n} record(s), {part.n_params} parameter(s)"
+            )
+    return "\n".join(lines)
+
+
+def readable(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The whole summary with packed arrays spelled out as numbers: what would leave, in full."""
+    if not summary:
+        return {}
+    out: dict[str, Any] = {}
+    for name, part in Summary.from_dict(summary).parts.items():
+        body = {k: v for k, v in vars(part).items()}
+        if isinstance(part, EventTimesPart):
+            body["columns"] = {k: v.tolist() for k, v in part.columns.items()}
+        out[name] = {"kind": part.kind, **body}
+    return out
+
+
 def describe(item: Pending) -> dict[str, Any]:
     """One line's worth for `ccdp node pending`."""
-    summary = json.dumps(item.answer.summary, sort_keys=True) if item.answer.summary else ""
+    summary = synopsis(item.answer.summary) or (item.answer.reason or "")
     return {
         "id": item.task.task_id,
         "study": item.task.study_id,
