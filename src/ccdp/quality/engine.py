@@ -152,6 +152,8 @@ class EditRun:
             # the orphan check rides on the same parent join unless the store holds parents
             rules = [e for e in edits_by_check("sql") if e.table == name]
             checks = self._field_checks(tdef) + [self._sql_check(e) for e in rules]
+            for parent in self._parents(tdef).values():
+                self._effective_parent(parent)  # the parent's errors are final now
             stored = {p for p in self._parents(tdef).values() if self._stored_rows(p)}
             checks += [
                 self._orphan_check(col, ref)
@@ -327,8 +329,7 @@ class EditRun:
         self._insert(tdef.name, edit, shown, key_expr(tdef), text, ranked, "r._rank > 1")
 
     def _effective_parents(self) -> None:
-        """View eff_<parent>: the parent rows this ingest brings (first of duplicates), plus
-        stored rows it does not replace, so cross-table edits see the parent wherever it lives."""
+        """View eff_<parent> for every parent a work table reaches (see `_effective_parent`)."""
         model = load_model()
         parents = {
             ref.split(".")[0]
@@ -336,34 +337,48 @@ class EditRun:
             for t in [name, *self._ancestors(name)]
             for ref in model.table(t).foreign_keys.values()
         }
-        for parent in parents:
-            tdef = model.table(parent)
-            cols = [f.name for f in tdef.fields if not f.derived or f.name.endswith("_precision")]
-            sel = ", ".join(q(c) for c in cols)
-            pk = tdef.primary_key
-            parts = []
-            if parent in self.work:
-                work = q(self.work[parent])
-                # _ok: the row has no error (read when a child runs, after the parent's checks)
+        for parent in sorted(parents):
+            self._effective_parent(parent)
+
+    def _effective_parent(self, parent: str) -> None:
+        """View eff_<parent>: the parent rows this ingest brings (first of duplicates), plus
+        stored rows it does not replace, so cross-table edits see the parent wherever it lives.
+        `_ok` says the row has no error; it is exact once the parent's own checks have run
+        (the view is made again then, and is a constant when the parent has no error)."""
+        tdef = load_model().table(parent)
+        cols = [f.name for f in tdef.fields if not f.derived or f.name.endswith("_precision")]
+        sel = ", ".join(f"r.{q(c)}" for c in cols)
+        parts = []
+        if parent in self.work:
+            rows = f"SELECT {sel}, true AS _ok FROM {q(self.work[parent])} r"
+            if self._has_error(parent):
                 rows = (
-                    f"SELECT {sel}, NOT EXISTS (SELECT 1 FROM {RESULTS} e WHERE e.table_name = "
-                    f"{lit(parent)} AND e.severity = 'error' AND e._row = r._row) AS _ok "
-                    f"FROM {work} r"
+                    f"SELECT {sel}, e._row IS NULL AS _ok FROM {q(self.work[parent])} r "
+                    f"LEFT JOIN (SELECT DISTINCT _row FROM {RESULTS} WHERE table_name = "
+                    f"{lit(parent)} AND severity = 'error') e ON e._row = r._row"
                 )
-                if self._has_result(parent, "key.duplicate"):
-                    rows += (
-                        f" ANTI JOIN (SELECT _row FROM {RESULTS} WHERE table_name = "
-                        f"{lit(parent)} AND edit_id = 'key.duplicate') d ON d._row = r._row"
-                    )
-                parts.append(rows)
-            if self._stored_rows(parent):
-                anti = ""
-                if parent in self.work:
-                    on = " AND ".join(f"w.{q(k)} = s.{q(k)}" for k in pk)
-                    anti = f" ANTI JOIN {q(self.work[parent])} w ON {on}"
-                parts.append(f"SELECT {sel}, true AS _ok FROM main.{q(parent)} s{anti}")
-            body = " UNION ALL ".join(parts) if parts else f"SELECT {sel}, true AS _ok WHERE false"
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
+            if self._has_result(parent, "key.duplicate"):
+                rows += (
+                    f" ANTI JOIN (SELECT _row FROM {RESULTS} WHERE table_name = "
+                    f"{lit(parent)} AND edit_id = 'key.duplicate') d ON d._row = r._row"
+                )
+            parts.append(rows)
+        if self._stored_rows(parent):
+            anti = ""
+            if parent in self.work:
+                on = " AND ".join(f"w.{q(k)} = r.{q(k)}" for k in tdef.primary_key)
+                anti = f" ANTI JOIN {q(self.work[parent])} w ON {on}"
+            parts.append(f"SELECT {sel}, true AS _ok FROM main.{q(parent)} r{anti}")
+        empty = f"SELECT {', '.join(q(c) for c in cols)}, true AS _ok WHERE false"
+        body = " UNION ALL ".join(parts) if parts else empty
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
+
+    def _has_error(self, table: str) -> bool:
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {RESULTS} WHERE table_name = {lit(table)} "
+            "AND severity = 'error')"
+        )
+        return bool(self.con.execute(sql).fetchall()[0][0])
 
     def _stored_rows(self, table: str) -> bool:
         """Whether the store already holds rows of `table` (else its part of a union is skipped)."""
