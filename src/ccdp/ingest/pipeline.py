@@ -33,6 +33,7 @@ from ccdp.ingest.native import (
     native_identifiers,
 )
 from ccdp.ingest.pseudonym import pseudonym_sql
+from ccdp.ingest.recheck import Recheck
 from ccdp.ingest.typed import lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
@@ -43,12 +44,21 @@ SYSTEM_FRAME_COLUMNS = ("_source_file", "_source_row")
 
 
 class TableCounts(BaseModel):
-    """What happened to one table's rows."""
+    """What happened to one table's rows: those of this source (rows_read = accepted +
+    quarantined), and stored rows checked again because a parent changed."""
 
     rows_read: int = 0
     accepted: int = 0
     quarantined: int = 0
     flagged: int = 0
+    rechecked: int = Field(
+        0,
+        description="stored rows (not from this source) whose cross-table edits ran again "
+        "because this ingest changed their parent or an ancestor",
+    )
+    requarantined: int = Field(
+        0, description="rechecked rows moved from the store to quarantine (also in rechecked)"
+    )
 
 
 class IngestReport(BaseModel):
@@ -61,12 +71,15 @@ class IngestReport(BaseModel):
     accepted: int = 0
     quarantined: int = 0
     flagged: int = Field(0, description="accepted rows carrying at least one warning")
+    rechecked: int = Field(0, description="stored child rows checked again (sum over tables)")
+    requarantined: int = Field(0, description="rechecked rows moved to quarantine (sum)")
     pseudonymised: bool = False
     tables: dict[str, TableCounts] = Field(default_factory=dict)
     edits: dict[str, int] = Field(default_factory=dict, description="failures per edit id")
 
     def summary(self) -> dict[str, object]:
-        """The machine contract of `ccdp ingest --json`."""
+        """The machine contract of `ccdp ingest --json`: every field above; `tables` has an
+        entry per table of the source, and per table whose stored rows were rechecked."""
         return self.model_dump(mode="json")
 
 
@@ -221,11 +234,17 @@ def _ingest(
             work = _load_work(store.con, sources, key, step)
             # from here on row order is carried by _row, so DuckDB may parallelise freely
             store.con.execute("SET preserve_insertion_order = false")
+            day = today or date.today()
             with store.transaction() as con:
                 step("running quality edits")
-                EditRun(con, work, today=today or date.today()).run()
+                EditRun(con, work, today=day).run()
+                # before the upsert replaces them: which stored rows this ingest changes
+                recheck = Recheck.find(con, work, ingest_id, day)
                 step("writing accepted rows and quarantine")
                 _write(con, work, ingest_id, report)
+                if recheck is not None:
+                    step("checking again the stored children of changed rows")
+                    _recheck(con, recheck, ingest_id, report)
                 _log(con, report, started)
     except BaseException:
         if created:
@@ -354,6 +373,31 @@ def _write(
             f"SELECT edit_id, count(*) FROM {RESULTS} GROUP BY edit_id ORDER BY edit_id"
         ).fetchall()
     }
+
+
+def _recheck(
+    con: duckdb.DuckDBPyConnection, recheck: Recheck, ingest_id: str, report: IngestReport
+) -> None:
+    """Stored descendants of changed rows, table by table down the model: flags rewritten,
+    rows now failing an error-level edit moved to quarantine with every reason."""
+    model = load_model()
+    for name in recheck.tables():
+        rows = recheck.stored_work(name)
+        if rows is None:
+            continue
+        tdef = model.table(name)
+        key = key_expr(tdef)
+        err = recheck.check(name)
+        failed = recheck.failed(name, err)
+        if failed is not None:
+            _write_quarantine(con, tdef, failed, err, key, ingest_id)
+            recheck.remove(name)
+        _write_flags(con, tdef, rows, err, key, ingest_id)
+        counts = report.tables.setdefault(name, TableCounts())
+        counts.rechecked = recheck.count(rows)
+        counts.requarantined = recheck.count(failed) if failed is not None else 0
+    report.rechecked = sum(t.rechecked for t in report.tables.values())
+    report.requarantined = sum(t.requarantined for t in report.tables.values())
 
 
 def _any(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> bool:

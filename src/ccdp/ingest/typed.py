@@ -133,3 +133,24 @@ def work_select(
             outer.append(f"{precision_expr(raw, typed)} AS {q(precision)}")
     inner = f"SELECT {', '.join(cols)} FROM {source} AS src"
     return f"SELECT {', '.join(outer)} FROM ({inner}) AS w"
+
+
+def raw_text_expr(field: FieldDef, typed: str, precision: str | None = None) -> str:
+    """The canonical text of a stored typed value (what `typed_expr` reads back to it), so that
+    stored rows can be checked again by the same SQL as fresh ones; `precision` is the SQL of a
+    partial date's precision column."""
+    match field.type:
+        case "string":
+            return typed
+        case "date":
+            return f"strftime({typed}, '%Y-%m-%d')"
+        case "partial_date" if precision:
+            return (
+                f"CASE WHEN {precision} = 'month' THEN strftime({typed}, '%Y-%m') "
+                f"ELSE strftime({typed}, '%Y-%m-%d') END"
+            )
+        case "partial_date":
+            return f"strftime({typed}, '%Y-%m-%d')"
+        case "boolean":
+            return f"CASE WHEN {typed} THEN 'true' WHEN NOT {typed} THEN 'false' END"
+    return f"CAST({typed} AS VARCHAR)"

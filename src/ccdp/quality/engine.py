@@ -138,6 +138,19 @@ class EditRun:
         with _small_range_joins(self.con, self._reference_rows):
             self._run()
 
+    def run_cross_table(self, name: str) -> None:
+        """Only the edits of work table `name` that look at its parents, with its reference
+        checks, into a fresh `qr`. For stored rows whose parent changed: their own values did
+        not change, so their other edits would find what they found before. The caller makes
+        the views eff_<ancestor> the joins read."""
+        self._setup()
+        tdef = load_model().table(name)
+        rules = [e for e in edits_by_check("sql") if e.table == name and e.parents()]
+        checks = [self._sql_check(e) for e in rules]
+        checks += [self._orphan_check(col, ref) for col, ref in tdef.foreign_keys.items()]
+        with _small_range_joins(self.con, self._reference_rows):
+            self._run_checks(tdef, self.work[name], checks, [e.join for e in rules if e.join])
+
     def _run(self) -> None:
         model = load_model()
         for name, work in self.work.items():
@@ -483,6 +496,14 @@ def _small_range_joins(con: duckdb.DuckDBPyConnection, rows: int) -> Iterator[No
         yield
     finally:
         con.execute(f"SET {setting} = {int(before)}")
+
+
+def cross_table_edit_ids(table: str) -> list[str]:
+    """Ids of the edits whose outcome for a row of `table` depends on its parents' values."""
+    ids = [e.id for e in edits_by_check("sql") if e.table == table and e.parents()]
+    if load_model().table(table).foreign_keys:
+        ids += [e.id for e in (*edits_by_check("orphan"), *edits_by_check("parent_quarantined"))]
+    return ids
 
 
 def topological(tables: list[str]) -> list[str]:
