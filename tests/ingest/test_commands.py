@@ -21,6 +21,8 @@ def test_ingest_json_reports_totals_and_tables(tmp_path: Path, ccdp) -> None:
         "accepted": 5,
         "quarantined": 1,
         "flagged": 0,
+        "rechecked": 0,
+        "requarantined": 0,
     }
     listed = json.loads(ccdp("quarantine", "list", "--store", store, "--json").stdout)
     assert len(listed) == 5
