@@ -156,6 +156,27 @@ def test_children_sent_again_with_the_parent_are_not_rechecked_unless_their_pare
     assert len(stored(store, "tumour")) == 6
 
 
+def test_a_changed_tumour_rechecks_its_stored_events_and_treatments(tmp_path: Path) -> None:
+    rows = clean_registry()
+    store = tmp_path / "node.duckdb"
+    ingest(store, tmp_path / "a", rows)
+    later = edited(rows, "tumour", 0, diagnosis_date="2010-04-01")  # after remission 2010-03-15
+    report = ingest(store, tmp_path / "b", {"tumour": later["tumour"]})
+    assert rechecked(report) == {
+        "event": (1, 1),
+        "treatment": (1, 0),
+        "biomarker": (1, 0),
+        "specimen": (1, 0),
+    }
+    assert "E000a" not in set(stored(store, "event")["event_id"])
+    assert flags(store) == [("treatment", "X000", "treatment.before_diagnosis")]
+    con = duckdb.connect(str(store), read_only=True)
+    ((message,),) = con.execute("SELECT messages FROM quarantine").fetchall()
+    con.close()
+    assert "[event.before_diagnosis]" in message
+    assert "after the change of tumour 'T000' in b/tumour.csv row 1" in message
+
+
 def test_a_sex_change_conflicting_with_a_stored_site_follows_the_edit_severity(
     tmp_path: Path,
 ) -> None:

@@ -41,18 +41,19 @@ def _print_report(report: object) -> None:
 
     assert isinstance(report, IngestReport)
     table = Table(title=f"ingest {report.ingest_id} into {report.store}")
-    for col in ("table", "rows read", "accepted", "quarantined", "flagged"):
-        table.add_column(col, justify="left" if col == "table" else "right")
+    columns = ["rows_read", "accepted", "quarantined", "flagged"]
+    if report.rechecked:  # stored children checked again after a change of their parent
+        columns += ["rechecked", "requarantined"]
+    for col in ["table", *columns]:
+        table.add_column(col.replace("_", " "), justify="left" if col == "table" else "right")
     for name, t in report.tables.items():
-        table.add_row(name, *map(str, (t.rows_read, t.accepted, t.quarantined, t.flagged)))
-    table.add_row(
-        "total", *map(str, (report.rows_read, report.accepted, report.quarantined, report.flagged))
-    )
+        table.add_row(name, *(str(getattr(t, c)) for c in columns))
+    table.add_row("total", *(str(getattr(report, c)) for c in columns))
     console = Console()
     console.print(table)
     if report.edits:
         console.print("edits failed: " + ", ".join(f"{k} {v}" for k, v in report.edits.items()))
-    if report.quarantined:
+    if report.quarantined or report.requarantined:
         console.print(f"see them with: ccdp quarantine list --store {report.store}")
 
 
