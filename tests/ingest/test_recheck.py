@@ -177,6 +177,28 @@ def test_a_changed_tumour_rechecks_its_stored_events_and_treatments(tmp_path: Pa
     assert "after the change of tumour 'T000' in b/tumour.csv row 1" in message
 
 
+def test_a_stored_row_moved_to_quarantine_keeps_the_entry_of_its_new_version(
+    tmp_path: Path,
+) -> None:
+    rows = clean_registry()
+    store = tmp_path / "node.duckdb"
+    ingest(store, tmp_path / "a", rows)
+    late = edited(rows, "patient", 2, birth_date="2011-01-01")
+    bad = edited(rows, "tumour", 2, topography="C4")  # the new version of T002 fails itself
+    report = ingest(store, tmp_path / "b", {"patient": late["patient"], "tumour": bad["tumour"]})
+    counts = report.tables["tumour"]
+    assert (counts.quarantined, counts.rechecked, counts.requarantined) == (1, 1, 1)
+    con = duckdb.connect(str(store), read_only=True)
+    entries = con.execute(
+        "SELECT source_file, edit_ids FROM quarantine WHERE record_key = 'T002' ORDER BY ALL"
+    ).fetchall()
+    con.close()
+    assert entries == [
+        ("a/tumour.csv", "tumour.diagnosis_before_birth"),
+        ("b/tumour.csv", "code.icdo3_topography;tumour.diagnosis_before_birth"),
+    ]
+
+
 def test_a_sex_change_conflicting_with_a_stored_site_follows_the_edit_severity(
     tmp_path: Path,
 ) -> None:

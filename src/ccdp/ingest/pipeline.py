@@ -390,7 +390,7 @@ def _recheck(
         err = recheck.check(name)
         failed = recheck.failed(name, err)
         if failed is not None:
-            _write_quarantine(con, tdef, failed, err, key, ingest_id)
+            _write_quarantine(con, tdef, failed, err, key, ingest_id, replace_own=False)
             recheck.remove(name)
         _write_flags(con, tdef, rows, err, key, ingest_id)
         counts = report.tables.setdefault(name, TableCounts())
@@ -408,14 +408,24 @@ def _any(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> 
 
 
 def _write_quarantine(
-    con: duckdb.DuckDBPyConnection, tdef: TableDef, w: str, err: str, key: str, ingest_id: str
+    con: duckdb.DuckDBPyConnection,
+    tdef: TableDef,
+    w: str,
+    err: str,
+    key: str,
+    ingest_id: str,
+    *,
+    replace_own: bool = True,
 ) -> None:
     """Quarantine every failing row with its raw text and all its reasons; earlier quarantine
-    entries for the same keys or the same source rows are replaced (re-ingest is idempotent)."""
+    entries for the same keys or the same source rows are replaced (re-ingest is idempotent),
+    those of this very ingest too unless `replace_own` is false (a stored row re-checked must
+    not drop the entry of the new version of it that this ingest just quarantined)."""
     name = tdef.name
     if _any(con, "quarantine", f"table_name = {lit(name)}"):
+        own = "" if replace_own else f"q.ingest_id <> {lit(ingest_id)} AND "
         con.execute(
-            f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND (q.record_key IN "
+            f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND {own}(q.record_key IN "
             f"(SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM {w} r "
             "WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
         )
