@@ -145,7 +145,7 @@ class EditRun:
         the views eff_<ancestor> the joins read."""
         self._setup()
         tdef = load_model().table(name)
-        rules = [e for e in edits_by_check("sql") if e.table == name and e.parents()]
+        rules = cross_table_rules(name)
         checks = [self._sql_check(e) for e in rules]
         checks += [self._orphan_check(col, ref) for col, ref in tdef.foreign_keys.items()]
         with _small_range_joins(self.con, self._reference_rows):
@@ -498,9 +498,14 @@ def _small_range_joins(con: duckdb.DuckDBPyConnection, rows: int) -> Iterator[No
         con.execute(f"SET {setting} = {int(before)}")
 
 
+def cross_table_rules(table: str) -> list[Edit]:
+    """The sql edits of `table` that read a parent's values."""
+    return [e for e in edits_by_check("sql") if e.table == table and e.parents()]
+
+
 def cross_table_edit_ids(table: str) -> list[str]:
     """Ids of the edits whose outcome for a row of `table` depends on its parents' values."""
-    ids = [e.id for e in edits_by_check("sql") if e.table == table and e.parents()]
+    ids = [e.id for e in cross_table_rules(table)]
     if load_model().table(table).foreign_keys:
         ids += [e.id for e in (*edits_by_check("orphan"), *edits_by_check("parent_quarantined"))]
     return ids
