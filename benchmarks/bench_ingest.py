@@ -7,9 +7,12 @@ then, each in its own child process so that peak RSS is its own:
   ingest    `ccdp.ingest.pipeline.ingest_native` into a fresh store file: read as text, type,
             run all edits (per-field, cross-table, keys, orphans), ICCC-3 derivation, upsert,
             quarantine, flags, one transaction, committed to disk.
+With --recheck, two more ingests into the same store: the same folder again (every parent
+compared with its stored row, nothing changed) and patient.csv alone with 1% of birth dates
+moved a year later (the stored children of those patients checked again).
 Usage:
 
-    python benchmarks/bench_ingest.py --patients 1000000 --out /tmp/bench-ingest
+    python benchmarks/bench_ingest.py --patients 1000000 --out /tmp/bench-ingest [--recheck]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ peak = use.ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "cpu": cpu, "rows": report.rows_read, "peak_rss_mib": peak,
                   "accepted": report.accepted, "quarantined": report.quarantined,
                   "flagged": report.flagged, "edits": report.edits,
+                  "rechecked": report.rechecked, "requarantined": report.requarantined,
                   "tables": {k: v.rows_read for k, v in report.tables.items()}}))
 """
 
@@ -81,11 +85,41 @@ def ensure_data(out: Path, patients: int, seed: int) -> Path:
     return folder
 
 
+def changed_patients(folder: Path, out: Path, share: float = 0.01) -> Path:
+    """patient.csv alone, with `share` of the birth dates a year later (fixed pattern)."""
+    import pandas as pd
+
+    patients = pd.read_csv(folder / "patient.csv", dtype=str, keep_default_na=False)
+    step = round(1 / share)
+    rows = patients.index[::step]
+    full = patients.loc[rows, "birth_date"].str.len() == 10
+    rows = rows[full.to_numpy()]
+    later = pd.to_datetime(patients.loc[rows, "birth_date"]) + pd.DateOffset(years=1)
+    patients.loc[rows, "birth_date"] = later.dt.strftime("%Y-%m-%d")
+    target = out / "changed-patients"
+    target.mkdir(parents=True, exist_ok=True)
+    patients.to_csv(target / "patient.csv", index=False)
+    return target
+
+
+def recheck(folder: Path, store: Path, out: Path) -> None:
+    again = child(_INGEST, str(folder), str(store), str(ROOT / "src"))
+    changed = child(_INGEST, str(changed_patients(folder, out)), str(store), str(ROOT / "src"))
+    print("| re-ingest | wall | CPU | rechecked | requarantined |")
+    print("|---|---|---|---|---|")
+    for label, r in (("same folder again", again), ("patient.csv, 1% births moved", changed)):
+        print(
+            f"| {label} | {r['seconds']:.2f} s | {r['cpu']:.2f} s | {r['rechecked']:,} "
+            f"| {r['requarantined']:,} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-ingest"))
+    ap.add_argument("--recheck", action="store_true", help="Also time two re-ingests.")
     args = ap.parse_args()
     folder = ensure_data(args.out, args.patients, args.seed)
     size = sum(p.stat().st_size for p in folder.glob("*.csv")) / 2**20
@@ -118,6 +152,8 @@ def main() -> None:
         f"accepted {ing['accepted']:,}, quarantined {ing['quarantined']:,}, flagged "
         f"{ing['flagged']:,}; edits failed: {ing['edits']}"
     )
+    if args.recheck:
+        recheck(folder, store, args.out)
 
 
 if __name__ == "__main__":
