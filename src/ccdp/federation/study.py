@@ -215,7 +215,7 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
             ans = answers.get(name) or Answer(
                 task_id=task.task_id, node=name, status="failed", reason="no answer"
             )
-            ans, summary = _received(Answer.model_validate_json(ans.model_dump_json()))
+            ans, summary = _received(ans)  # the transport delivered it off the wire
             if summary is not None:
                 summaries[name] = summary
                 statuses[name] = NodeStatus(status="answered", reason=ans.reason)

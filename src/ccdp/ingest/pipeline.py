@@ -34,7 +34,7 @@ from ccdp.ingest.native import (
 )
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
-from ccdp.ingest.typed import lit, q, raw_column, work_select
+from ccdp.ingest.typed import any_row, lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
 from ccdp.store import NodeStore
@@ -325,13 +325,13 @@ def _write(
             f"WHERE table_name = {lit(name)} AND severity = 'error'"
         )
         accepted = w  # every row, unless some failed an error-level edit
-        if _any(con, err):
+        if any_row(con, err):
             accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
         key = key_expr(tdef)
         # upsert: delete the stored rows whose key comes back, then insert
         on = " AND ".join(f"t.{q(k)} IS NOT DISTINCT FROM a.{q(k)}" for k in tdef.primary_key)
         keys = ", ".join(q(k) for k in tdef.primary_key)
-        if _any(con, f"main.{q(name)}"):
+        if any_row(con, f"main.{q(name)}"):
             con.execute(
                 f"DELETE FROM main.{q(name)} t USING (SELECT {keys} FROM {accepted}) a WHERE {on}"
             )
@@ -400,13 +400,6 @@ def _recheck(
     report.requarantined = sum(t.requarantined for t in report.tables.values())
 
 
-def _any(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> bool:
-    """Whether a relation has a row (lets writes skip whole-table work that would do nothing)."""
-    return bool(
-        con.execute(f"SELECT EXISTS (SELECT 1 FROM {relation} WHERE {where})").fetchall()[0][0]
-    )
-
-
 def _write_quarantine(
     con: duckdb.DuckDBPyConnection,
     tdef: TableDef,
@@ -422,14 +415,14 @@ def _write_quarantine(
     those of this very ingest too unless `replace_own` is false (a stored row re-checked must
     not drop the entry of the new version of it that this ingest just quarantined)."""
     name = tdef.name
-    if _any(con, "quarantine", f"table_name = {lit(name)}"):
+    if any_row(con, "quarantine", f"table_name = {lit(name)}"):
         own = "" if replace_own else f"q.ingest_id <> {lit(ingest_id)} AND "
         con.execute(
             f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND {own}(q.record_key IN "
             f"(SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM {w} r "
             "WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
         )
-    if not _any(con, err):
+    if not any_row(con, err):
         return
     raw = ", ".join(f"{lit(f.name)}, r.{q(raw_column(f))}" for f in tdef.input_fields)
     reasons = (
@@ -456,12 +449,12 @@ def _write_flags(
     """Warnings on accepted rows go to quality_flag, replacing the flags of the keys upserted."""
     name = tdef.name
     accepted_keys = f"SELECT {key} FROM {w} r ANTI JOIN {err} e ON r._row = e._row"
-    if _any(con, "quality_flag", f"table_name = {lit(name)}"):
+    if any_row(con, "quality_flag", f"table_name = {lit(name)}"):
         con.execute(
             f"DELETE FROM quality_flag WHERE table_name = {lit(name)} "
             f"AND record_key IN ({accepted_keys})"
         )
-    if not _any(con, RESULTS, f"table_name = {lit(name)} AND severity = 'warning'"):
+    if not any_row(con, RESULTS, f"table_name = {lit(name)} AND severity = 'warning'"):
         return
     con.execute(
         f"INSERT INTO quality_flag SELECT {lit(ingest_id)}, {lit(name)}, r._source_file, "

@@ -21,14 +21,9 @@ from datetime import date
 
 import duckdb
 
-from ccdp.ingest.typed import lit, q, raw_column, raw_text_expr
+from ccdp.ingest.typed import any_row, lit, q, raw_column, raw_text_expr
 from ccdp.model import TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, cross_table_edit_ids, key_expr, topological
-
-
-def _exists(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> bool:
-    sql = f"SELECT EXISTS (SELECT 1 FROM {relation} WHERE {where})"
-    return bool(con.execute(sql).fetchall()[0][0])
 
 
 def _stored_columns(tdef: TableDef) -> list[str]:
@@ -71,9 +66,9 @@ class Recheck:
         changed: list[str] = []
         for table in topological(list(work)):
             below = _descendants(table)
-            if not below or not _exists(con, f"main.{q(table)}"):
+            if not below or not any_row(con, f"main.{q(table)}"):
                 continue
-            if not any(_exists(con, f"main.{q(d)}") for d in below):
+            if not any(any_row(con, f"main.{q(d)}") for d in below):
                 continue
             tdef = model.table(table)
             differs = " OR ".join(
@@ -90,7 +85,7 @@ class Recheck:
                 f"ANTI JOIN (SELECT _row FROM {RESULTS} WHERE table_name = {lit(table)} "
                 f"AND severity = 'error') e ON e._row = w._row WHERE {differs}"
             )
-            if _exists(con, f"chg_{table}"):
+            if any_row(con, f"chg_{table}"):
                 changed.append(table)
         return cls(con, ingest_id, today, changed) if changed else None
 
@@ -129,7 +124,7 @@ class Recheck:
             f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT row_number() OVER () AS _row, x.*, "
             f"{key_expr(tdef, 'x')} AS _key FROM ({inner}) x"
         )
-        return name if _exists(self.con, name) else None
+        return name if any_row(self.con, name) else None
 
     def _affected(self, tdef: TableDef) -> bool:
         table = tdef.name
@@ -153,7 +148,7 @@ class Recheck:
             return False
         name = f"aff_{table}"
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {' UNION ALL '.join(parts)}")
-        return _exists(self.con, name)
+        return any_row(self.con, name)
 
     def _has(self, temp: str) -> bool:
         sql = "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?"
@@ -200,7 +195,7 @@ class Recheck:
 
     def failed(self, table: str, err: str) -> str | None:
         """Temp table rq_<table> of the checked rows that now fail an error-level edit, or None."""
-        if not _exists(self.con, err):
+        if not any_row(self.con, err):
             return None
         name = f"rq_{table}"
         self.con.execute(

@@ -7,6 +7,8 @@ failed and quarantine can keep what the site sent. Nothing here loops over rows:
 
 from __future__ import annotations
 
+import duckdb
+
 from ccdp.model import FieldDef, TableDef
 
 RAW_SUFFIX = "__raw"
@@ -154,3 +156,9 @@ def raw_text_expr(field: FieldDef, typed: str, precision: str | None = None) -> 
         case "boolean":
             return f"CASE WHEN {typed} THEN 'true' WHEN NOT {typed} THEN 'false' END"
     return f"CAST({typed} AS VARCHAR)"
+
+
+def any_row(con: duckdb.DuckDBPyConnection, relation: str, where: str = "true") -> bool:
+    """Whether a relation has a row (lets writes skip whole-table work that would do nothing)."""
+    sql = f"SELECT EXISTS (SELECT 1 FROM {relation} WHERE {where})"
+    return bool(con.execute(sql).fetchall()[0][0])

@@ -17,7 +17,7 @@ from datetime import date
 
 import duckdb
 
-from ccdp.ingest.typed import TYPE_WORDS, lit, q, raw_column
+from ccdp.ingest.typed import TYPE_WORDS, any_row, lit, q, raw_column
 from ccdp.model import FieldDef, TableDef, load_model
 from ccdp.quality.codes import invalid_codes
 from ccdp.quality.edits import Edit, edits_by_check, load_edits, reference_table
@@ -387,25 +387,14 @@ class EditRun:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW eff_{parent} AS {body}")
 
     def _has_error(self, table: str) -> bool:
-        sql = (
-            f"SELECT EXISTS (SELECT 1 FROM {RESULTS} WHERE table_name = {lit(table)} "
-            "AND severity = 'error')"
-        )
-        return bool(self.con.execute(sql).fetchall()[0][0])
+        return any_row(self.con, RESULTS, f"table_name = {lit(table)} AND severity = 'error'")
 
     def _stored_rows(self, table: str) -> bool:
         """Whether the store already holds rows of `table` (else its part of a union is skipped)."""
-        if not self.stored:
-            return False
-        sql = f"SELECT EXISTS (SELECT 1 FROM main.{q(table)})"
-        return bool(self.con.execute(sql).fetchall()[0][0])
+        return self.stored and any_row(self.con, f"main.{q(table)}")
 
     def _has_result(self, table: str, edit_id: str) -> bool:
-        sql = (
-            f"SELECT EXISTS (SELECT 1 FROM {RESULTS} WHERE table_name = {lit(table)} "
-            f"AND edit_id = {lit(edit_id)})"
-        )
-        return bool(self.con.execute(sql).fetchall()[0][0])
+        return any_row(self.con, RESULTS, f"table_name = {lit(table)} AND edit_id = {lit(edit_id)}")
 
     def _ancestors(self, name: str) -> list[str]:
         tdef = load_model().table(name)

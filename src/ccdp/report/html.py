@@ -70,7 +70,7 @@ def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["person-years"] = frame["person_years"]
     out["crude rate"] = frame["crude_rate"]
     out["ASR (95% CI)"] = [
-        f"{_cell(a)} ({_cell(lo)}–{_cell(hi)})" if _cell(a) != "—" else "—"
+        f"{_cell(a)} ({_cell(lo)}–{_cell(hi)})" if pd.notna(a) else _cell(a)
         for a, lo, hi in zip(frame["asr"], frame["asr_ci_low"], frame["asr_ci_high"], strict=True)
     ]
     return out

@@ -193,7 +193,7 @@ def _cf_letters(name: str, given: bool) -> str:
     vow = [c for c in s if c in "AEIOU"]
     if given and len(cons) >= 4:
         cons = [cons[0], cons[2], cons[3]]
-    return ("".join(cons + vow) + "XXX")[:3]
+    return ("".join(cons + vow) + "XXX")[:3]  # the rule pads names under three letters with X
 
 
 def codice_fiscale(

@@ -138,12 +138,11 @@ def readable(summary: dict[str, Any] | None) -> dict[str, Any]:
     """The whole summary with packed arrays spelled out as numbers: what would leave, in full."""
     if not summary:
         return {}
-    out: dict[str, Any] = {}
-    for name, part in Summary.from_dict(summary).parts.items():
-        body = {k: v for k, v in vars(part).items()}
+    parsed = Summary.from_dict(summary)
+    out = parsed.to_dict()
+    for name, part in parsed.parts.items():
         if isinstance(part, EventTimesPart):
-            body["columns"] = {k: v.tolist() for k, v in part.columns.items()}
-        out[name] = {"kind": part.kind, **body}
+            out[name]["columns"] = {k: v.tolist() for k, v in part.columns.items()}
     return out
 
 
