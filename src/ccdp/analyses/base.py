@@ -9,6 +9,10 @@ A Summary is made of typed parts so that disclosure control can judge any analys
 without knowing the analysis: `CountsPart` (cell counts: small-cell and secondary suppression),
 `EventTimesPart` (event-time tables: time grid and group-size rules) and `AggregatePart` (model sums
 such as a gradient and Hessian: minimum cohort size and parameter count).
+
+Every part built at a node also says, node-side only, which records each of its rows counts
+(`Records`): the disclosure gate needs the sets, not only their sizes, to refuse a release that
+differs from an earlier one by a few children. Fields marked `LOCAL` never go on the wire.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ import binascii
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ccdp.analyses.errors import MalformedSummary
+
+if TYPE_CHECKING:
+    from ccdp.disclosure.context import DisclosureContext
+
+Unit = Literal["tumours", "patients"]
+LOCAL = {"local": True}  # dataclass field metadata: kept at the node, never sent
 
 
 class AnalysisParams(BaseModel):
@@ -45,14 +55,59 @@ class AnalysisResult(BaseModel):
 
 
 @dataclass
+class Records:
+    """Node-side only: which records each row of a part counts.
+
+    `keys` holds one ledger key per record used (see `NodeData.record_keys`), `row` the part's
+    row (cell, table row) that record is counted in, -1 when it is in none. A part's row counts
+    the distinct keys of its records, so the same arrays serve tumour and patient units."""
+
+    keys: np.ndarray
+    row: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.keys = np.asarray(self.keys, dtype=np.uint64)
+        self.row = np.asarray(self.row, dtype=np.int64)
+        if self.keys.shape != self.row.shape:
+            raise ValueError("records: one row index per key")
+
+    @classmethod
+    def single(cls, keys: np.ndarray) -> Records:
+        """Every record counted in the part's one row (a total, a model's rows)."""
+        return cls(keys, np.zeros(len(keys), dtype=np.int64))
+
+    def sets(self, n_rows: int) -> list[np.ndarray]:
+        """Sorted distinct keys of each of the part's `n_rows` rows."""
+        keep = self.row >= 0
+        rows, keys = self.row[keep], self.keys[keep]
+        order = np.lexsort((keys, rows))
+        rows, keys = rows[order], keys[order]
+        bounds = np.searchsorted(rows, np.arange(n_rows + 1))
+        return [np.unique(keys[bounds[i] : bounds[i + 1]]) for i in range(n_rows)]
+
+    def union(self) -> np.ndarray:
+        """Sorted distinct keys of every record counted anywhere in the part."""
+        return np.unique(self.keys[self.row >= 0])
+
+    def remap(self, new_row: np.ndarray) -> Records:
+        """The same records with row i renamed new_row[i] (-1 drops it)."""
+        row = np.where(self.row >= 0, np.asarray(new_row, dtype=np.int64)[self.row], -1)
+        return Records(self.keys, row)
+
+
+@dataclass
 class CountsPart:
     """A table of counts. `cells` rows hold the grouping values (`dims`) and count columns
-    (`counts`); disclosure suppresses small cells and applies secondary suppression over margins."""
+    (`counts`); disclosure suppresses small cells and applies secondary suppression over margins.
+    `withheld` counts suppressed cells that are not listed (their labels would say too much);
+    `records` (node-side) says which records each cell counts."""
 
     kind: ClassVar[Literal["counts"]] = "counts"
     dims: list[str]
     counts: list[str]
     cells: list[dict[str, Any]]
+    withheld: int = 0
+    records: Records | None = field(default=None, metadata=LOCAL, repr=False, compare=False)
 
 
 GROUP, TIME = "group", "time"  # the two columns every event-time table has
@@ -76,6 +131,7 @@ class EventTimesPart:
     columns: dict[str, np.ndarray]
     group_sizes: dict[str, int]
     time_unit: str = "day"
+    records: Records | None = field(default=None, metadata=LOCAL, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.columns = event_columns(self.columns)
@@ -85,7 +141,11 @@ class EventTimesPart:
 
     def take(self, keep: np.ndarray) -> EventTimesPart:
         """The rows where `keep` (a boolean mask) is true, with the same metadata."""
-        return replace(self, columns={k: v[keep] for k, v in self.columns.items()})
+        records = self.records
+        if records is not None:
+            renumber = np.where(keep, np.cumsum(keep) - 1, -1)
+            records = records.remap(renumber)
+        return replace(self, columns={k: v[keep] for k, v in self.columns.items()}, records=records)
 
 
 def event_columns(columns: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -162,6 +222,12 @@ class AggregatePart:
     n: int
     n_params: int
     values: dict[str, Any]
+    records: Records | None = field(default=None, metadata=LOCAL, repr=False, compare=False)
+    # node-side: records per level of each categorical term (covariates, a binary outcome);
+    # None means the analysis did not say, and the gate refuses the part
+    levels: dict[str, list[int]] | None = field(
+        default=None, metadata=LOCAL, repr=False, compare=False
+    )
 
 
 Part = CountsPart | EventTimesPart | AggregatePart
@@ -186,7 +252,7 @@ class Summary:
         # types already, except event-time columns (arrays).
         out: dict[str, Any] = {}
         for name, p in self.parts.items():
-            body = {f.name: getattr(p, f.name) for f in fields(p)}
+            body = {f.name: getattr(p, f.name) for f in fields(p) if not f.metadata.get("local")}
             if isinstance(p, EventTimesPart):
                 body["columns"] = {k: _wire(v) for k, v in p.columns.items()}
             out[name] = {"kind": p.kind, **body}
@@ -222,6 +288,9 @@ def _part(name: str, raw: Any) -> Part:
             f"summary part {name!r}: event-time tables travel as `columns`, not `rows` "
             "(the node runs an older ccdp; update it)"
         )
+    local = [f.name for f in fields(PART_TYPES[kind]) if f.metadata.get("local")]
+    if any(k in body for k in local):
+        raise MalformedSummary(f"summary part {name!r}: node-side fields do not travel")
     try:
         part = PART_TYPES[kind](**body)
     except TypeError as exc:  # missing or unexpected fields
@@ -250,7 +319,9 @@ def _check_finite(where: str, value: Any) -> None:
 
 
 class NodeData(Protocol):
-    """What `local` may read at a node: the cohort-filtered analysis view and the denominators."""
+    """What `local` may read at a node: the cohort-filtered analysis view and the denominators,
+    the ledger keys of its records, and the node's disclosure context (policy and ledger), which
+    analyses consult where they shape what they send (event-time grouping)."""
 
     node: str
 
@@ -262,14 +333,38 @@ class NodeData(Protocol):
         """The node's population table (country, year, sex, age_group, population)."""
         ...
 
+    def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
+        """Ledger keys (uint64) of the view rows at `index`, in the analysis's unit."""
+        ...
+
+    @property
+    def disclosure(self) -> DisclosureContext:
+        """The node's disclosure policy and ledger, for analyses that shape their output."""
+        ...
+
+
+def ledger_keys(
+    patient_id: pd.Series, tumour_id: pd.Series, first: pd.Series, unit: Unit
+) -> np.ndarray:
+    """One key per view row, in one key space for both units: a patient's first tumour is keyed
+    by the patient, later tumours by themselves. So a tumour count and a patient count of the
+    same cohort differ (as sets) by exactly the second tumours, which the ledger then sees."""
+    pkey = pd.util.hash_pandas_object("p:" + patient_id.astype(str), index=False).to_numpy()
+    if unit == "patients":
+        return pkey.astype(np.uint64)
+    tkey = pd.util.hash_pandas_object("t:" + tumour_id.astype(str), index=False).to_numpy()
+    return np.where(first.to_numpy(dtype=bool), pkey, tkey).astype(np.uint64)
+
 
 @dataclass
 class FrameData:
-    """NodeData over in-memory frames: for tests, notebooks and dry runs."""
+    """NodeData over in-memory frames: for tests, notebooks and dry runs. Without `patient_id`
+    and `tumour_id` columns every row is its own patient (keyed by its index)."""
 
     frame: pd.DataFrame
     population_frame: pd.DataFrame | None = None
     node: str = "local"
+    context: DisclosureContext | None = None
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
@@ -278,6 +373,23 @@ class FrameData:
         if self.population_frame is None:
             raise LookupError(f"node {self.node} has no population table")
         return self.population_frame
+
+    def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
+        rows = self.frame.loc[index]
+        if "patient_id" in rows:
+            tumour = rows["tumour_id"] if "tumour_id" in rows else pd.Series(index, index=index)
+            first = rows["tumour_seq"] == 1 if "tumour_seq" in rows else pd.Series(True, index)
+            return ledger_keys(rows["patient_id"], tumour, first, unit)
+        ids = pd.Series(index.astype(str), index=index)
+        return ledger_keys(ids, ids, pd.Series(True, index=index), unit)
+
+    @property
+    def disclosure(self) -> DisclosureContext:
+        if self.context is None:
+            from ccdp.disclosure.context import DisclosureContext
+
+            self.context = DisclosureContext()
+        return self.context
 
 
 @dataclass

@@ -42,6 +42,12 @@ def view_variables() -> dict[str, ViewVariable]:
     return {v["name"]: ViewVariable(**v) for v in raw["variables"]}
 
 
+def declared_levels(name: str) -> frozenset[str] | None:
+    """The declared level set of a categorical variable (labels as text), or None when its
+    levels are not fixed in advance: only declared labels may name a withheld cell."""
+    return None
+
+
 def public_variables() -> list[str]:
     """Variables a study may filter or group on (everything but the node-only identifiers)."""
     return [n for n, v in view_variables().items() if not v.identifier]

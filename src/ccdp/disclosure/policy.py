@@ -42,11 +42,11 @@ class NodePolicy(BaseModel):
     event_times: Literal["day", "week", "month", "forbid"] = Field(
         "day", description="Finest time grid for event-time tables, or `forbid`."
     )
-    differencing_threshold: int = Field(
-        5,
+    differencing_threshold: int | None = Field(
+        None,
         ge=0,
-        description="Refuse a cohort that differs from an already released one by fewer than "
-        "this many patients (0 disables).",
+        description="Refuse a released count whose set of records differs from an earlier "
+        "released set by 1 to this many minus one records (None: min_cell; 0 disables).",
     )
     allowed_analyses: list[str] | None = Field(
         None, description="Analyses this node answers (None: every registered analysis)."

@@ -1,0 +1,194 @@
+"""The node's ledger of released record sets: the memory that defeats differencing.
+
+Every number a node releases counts a set of records (tumours, patients or event-time subjects,
+keyed as `ccdp.analyses.base.ledger_keys` says). Two released sets A and B whose symmetric
+difference holds 1 to `threshold - 1` records let an attacker subtract one answer from the other
+and describe those few children, so a set that differs so little from any earlier released set
+(of any requester: requesters could collude) is refused, and the gate suppresses that cell.
+Identical sets are allowed (the same answer again, e.g. every Newton round of one model).
+
+Sets are kept as sorted 64-bit key hashes in SQLite beside the store (`<store stem>.ledger.db`,
+never sent anywhere). Checking stays fast with many thousands of sets: only sets whose size is
+within `threshold` of the new one can be close; among those a 64-bucket sketch (how many keys fall
+in each bucket) rules out nearly all, since the L1 distance of two sketches never exceeds the
+symmetric difference of their sets; the few left are compared exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUCKETS = 64
+_SHIFT = np.uint64(64 - 6)  # the top 6 bits of a key pick its bucket
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS released (
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    digest BLOB NOT NULL UNIQUE,
+    sketch BLOB NOT NULL,
+    members BLOB NOT NULL,
+    meta TEXT NOT NULL,
+    released_at TEXT NOT NULL
+)
+"""
+
+
+def ledger_path(store: Path | str) -> Path:
+    """`<store stem>.ledger.db` beside the store."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.ledger.db")
+
+
+def as_set(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct uint64 keys: the one form a set takes in the ledger."""
+    return np.unique(np.asarray(keys, dtype=np.uint64))
+
+
+def sketch(members: np.ndarray) -> np.ndarray:
+    """Keys per bucket (int32, BUCKETS long)."""
+    return np.bincount((members >> _SHIFT).astype(np.int64), minlength=BUCKETS).astype(np.int32)
+
+
+def digest(members: np.ndarray) -> bytes:
+    return hashlib.sha256(members.tobytes()).digest()
+
+
+def symmetric_difference(a: np.ndarray, b: np.ndarray) -> int:
+    """|A Δ B| of two sorted distinct key arrays."""
+    common = np.intersect1d(a, b, assume_unique=True).size
+    return int(a.size + b.size - 2 * common)
+
+
+@dataclass
+class _Index:
+    """What the checks read of every released set, held in memory."""
+
+    ids: np.ndarray
+    sizes: np.ndarray
+    sketches: np.ndarray
+    digests: set[bytes]
+
+
+class Ledger:
+    """Released sets of one node; `path=None` keeps them in memory (tests, dry runs)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._con: sqlite3.Connection | None = None
+        self._index: _Index | None = None
+        self._seen = -1
+
+    # -- storage --------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            target = ":memory:" if self.path is None else str(self.path)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(target, timeout=30.0, check_same_thread=False)
+            self._con.execute(SCHEMA)
+            self._con.commit()
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _current(self) -> _Index:
+        """The in-memory index, refreshed with sets another process recorded meanwhile."""
+        con = self._db()
+        top = con.execute("SELECT coalesce(max(id), 0) FROM released").fetchone()[0]
+        if self._index is not None and top == self._seen:
+            return self._index
+        since = 0 if self._index is None else self._seen
+        rows = con.execute(
+            "SELECT id, size, digest, sketch FROM released WHERE id > ? ORDER BY id", (since,)
+        ).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        sizes = np.array([r[1] for r in rows], dtype=np.int64)
+        sk = (
+            np.frombuffer(b"".join(r[3] for r in rows), dtype=np.int32).reshape(-1, BUCKETS)
+            if rows
+            else np.zeros((0, BUCKETS), dtype=np.int32)
+        )
+        old = self._index
+        if old is None:
+            self._index = _Index(ids, sizes, sk, {bytes(r[2]) for r in rows})
+        else:
+            old.digests.update(bytes(r[2]) for r in rows)
+            self._index = _Index(
+                np.concatenate([old.ids, ids]),
+                np.concatenate([old.sizes, sizes]),
+                np.vstack([old.sketches, sk]),
+                old.digests,
+            )
+        self._seen = top
+        return self._index
+
+    def _members(self, set_id: int) -> np.ndarray:
+        row = self._db().execute("SELECT members FROM released WHERE id = ?", (set_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int(self._current().ids.size)
+
+    # -- the rule -------------------------------------------------------------------------
+    def refused(self, sets: list[np.ndarray], threshold: int) -> np.ndarray:
+        """For each set (sorted distinct keys), True when it differs from a released set by
+        1 to threshold - 1 records."""
+        out = np.zeros(len(sets), dtype=bool)
+        if threshold <= 1 or not sets:
+            return out
+        index = self._current()
+        if index.ids.size == 0:
+            return out
+        for i, members in enumerate(sets):
+            out[i] = self._too_close(index, members, threshold)
+        return out
+
+    def _too_close(self, index: _Index, members: np.ndarray, threshold: int) -> bool:
+        if digest(members) in index.digests:
+            return False  # the very same set was released before: nothing new
+        near = np.flatnonzero(np.abs(index.sizes - members.size) < threshold)
+        if near.size == 0:
+            return False
+        l1 = np.abs(index.sketches[near] - sketch(members)[None, :]).sum(axis=1)
+        for j in near[l1 < threshold]:
+            d = symmetric_difference(members, self._members(int(index.ids[j])))
+            if 0 < d < threshold:
+                return True
+        return False
+
+    def record(self, sets: list[np.ndarray], meta: dict[str, Any]) -> int:
+        """Remember released sets (each once); returns how many were new."""
+        con = self._db()
+        now = datetime.now(UTC).isoformat()
+        text = json.dumps(meta, default=str, sort_keys=True)
+        rows = []
+        known = self._current().digests
+        fresh: set[bytes] = set()
+        for members in sets:
+            d = digest(members)
+            if d in known or d in fresh:
+                continue
+            fresh.add(d)
+            rows.append((int(members.size), d, sketch(members).tobytes(), members.tobytes()))
+        with con:
+            con.executemany(
+                "INSERT OR IGNORE INTO released (size, digest, sketch, members, meta, released_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(*r, text, now) for r in rows],
+            )
+        return len(rows)
+
+
+__all__ = ["Ledger", "as_set", "ledger_path", "symmetric_difference"]
