@@ -6,8 +6,10 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ccdp.analyses.base import CountsPart, NodeData, Records, Unit
 from ccdp.cohort.view import public_variables
 
 
@@ -72,13 +74,35 @@ def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-def group_counts(frame: pd.DataFrame, by: list[str], value: str | None = None) -> list[dict]:
-    """Rows per group of `by` (n = rows, or distinct `value`), as JSON-ready cell dicts."""
+def counts_part(
+    data: NodeData,
+    frame: pd.DataFrame,
+    by: list[str],
+    unit: Unit = "tumours",
+    count: str = "n",
+) -> CountsPart:
+    """Records per group of `by` (tumours: rows; patients: distinct patients) as a CountsPart
+    whose cells are in `sort_key` order and whose node-side `records` say who each cell counts."""
+    keys = data.record_keys(frame.index, unit)
     if not by:
-        n = len(frame) if value is None else frame[value].nunique()
-        return [{"n": int(n)}]
+        n = int(np.unique(keys).size)
+        return CountsPart(dims=[], counts=[count], cells=[{count: n}], records=Records.single(keys))
     grouped = frame.groupby(by, dropna=False, sort=False)
-    sizes = grouped.size() if value is None else grouped[value].nunique()
-    out = sizes.reset_index(name="n")
-    cells = [{**{d: native(r[d]) for d in by}, "n": int(r["n"])} for r in out.to_dict("records")]
-    return sorted(cells, key=lambda c: sort_key(tuple(c[d] for d in by)))
+    codes = grouped.ngroup().to_numpy()
+    per_cell = (
+        pd.DataFrame({"code": codes, "key": keys}).groupby("code")["key"].nunique().sort_index()
+    )
+    labels = grouped.size().reset_index(name="_rows")
+    cells = [
+        {**{d: native(r[d]) for d in by}, count: int(per_cell.iloc[i])}
+        for i, r in enumerate(labels.to_dict("records"))
+    ]
+    order = sorted(range(len(cells)), key=lambda i: sort_key(tuple(cells[i][d] for d in by)))
+    position = np.empty(len(cells), dtype=np.int64)
+    position[order] = np.arange(len(cells))
+    return CountsPart(
+        dims=list(by),
+        counts=[count],
+        cells=[cells[i] for i in order],
+        records=Records(keys, position[codes]),
+    )

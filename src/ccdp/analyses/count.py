@@ -22,7 +22,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import check_variables, group_counts, sort_key
+from ccdp.analyses.common import check_variables, counts_part, sort_key
 
 
 class CountParams(AnalysisParams):
@@ -117,7 +117,7 @@ class Count(Analysis):
     result_model: ClassVar[type[CountResult]] = CountResult
 
     def columns(self, params: CountParams) -> list[str]:  # type: ignore[override]
-        return [*params.by, "patient_id"] if params.unit == "patients" else list(params.by)
+        return list(params.by)
 
     def local(
         self,
@@ -127,13 +127,10 @@ class Count(Analysis):
         cache: dict,  # type: ignore[override]
     ) -> Summary:
         frame = data.view(self.columns(params))
-        value = "patient_id" if params.unit == "patients" else None
         return Summary(
             parts={
-                "cells": CountsPart(
-                    dims=list(params.by), counts=["n"], cells=group_counts(frame, params.by, value)
-                ),
-                "total": CountsPart(dims=[], counts=["n"], cells=group_counts(frame, [], value)),
+                "cells": counts_part(data, frame, list(params.by), params.unit),
+                "total": counts_part(data, frame, [], params.unit),
             }
         )
 
@@ -148,6 +145,7 @@ class Count(Analysis):
     ) -> Done:
         parts = [s.parts["cells"] for s in summaries.values() if "cells" in s.parts]
         cells, n_suppressed = _pool(parts, list(params.by))  # type: ignore[arg-type]
+        n_suppressed += sum(p.withheld for p in parts if isinstance(p, CountsPart))
         totals = [s.parts["total"] for s in summaries.values() if "total" in s.parts]
         tot_cells, _ = _pool(totals, [])  # type: ignore[arg-type]
         total = tot_cells[0]["n"] if tot_cells else 0
@@ -180,11 +178,8 @@ class Crosstab(Count):
         summary = super().local(data, params, request, cache)
         if len(params.by) > 1:
             frame = data.view(self.columns(params))
-            value = "patient_id" if params.unit == "patients" else None
             for var in params.by:
-                summary.parts[f"margin:{var}"] = CountsPart(
-                    dims=[var], counts=["n"], cells=group_counts(frame, [var], value)
-                )
+                summary.parts[f"margin:{var}"] = counts_part(data, frame, [var], params.unit)
         return summary
 
     def combine(

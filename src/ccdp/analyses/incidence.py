@@ -28,7 +28,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import group_counts, native, sort_key
+from ccdp.analyses.common import counts_part, native, sort_key
 from ccdp.cohort.spec import CohortError
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
 
@@ -231,16 +231,8 @@ class Incidence(Analysis):
         dims = [b for b in params.by if b != "age_group"]
         return Summary(
             parts={
-                "cases": CountsPart(
-                    dims=[*dims, "age_group"],
-                    counts=["cases"],
-                    cells=_rename(group_counts(cases, [*dims, "age_group"]), "cases"),
-                ),
-                "totals": CountsPart(
-                    dims=list(params.by),
-                    counts=["cases"],
-                    cells=_rename(group_counts(cases, list(params.by)), "cases"),
-                ),
+                "cases": counts_part(data, cases, [*dims, "age_group"], count="cases"),
+                "totals": counts_part(data, cases, list(params.by), count="cases"),
                 "population": CountsPart(
                     dims=[*params.pop_by, "age_group"],
                     counts=[],
@@ -279,12 +271,6 @@ class Incidence(Analysis):
                 rows=rows,
             )
         )
-
-
-def _rename(cells: list[dict], name: str) -> list[dict]:
-    for c in cells:
-        c[name] = c.pop("n")
-    return cells
 
 
 def _pool(

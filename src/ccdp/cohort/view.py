@@ -101,7 +101,10 @@ base AS (
         date_diff('year', p.birth_date, t.diagnosis_date)
             - CASE WHEN strftime(t.diagnosis_date, '%m%d') < strftime(p.birth_date, '%m%d')
                    THEN 1 ELSE 0 END AS age_years,
-        fe.efs_date, fr.relapse_date, fr.relapse_site, ar.next_date
+        fe.efs_date, fr.relapse_date, fr.relapse_site, ar.next_date,
+        row_number() OVER (
+            PARTITION BY p.patient_id ORDER BY t.diagnosis_date NULLS LAST, t.tumour_id
+        ) AS tumour_seq
     FROM {s}tumour t
     JOIN {s}patient p ON p.patient_id = t.patient_id
     LEFT JOIN enrol en ON en.patient_id = p.patient_id
@@ -117,7 +120,7 @@ timed AS (
     FROM base
 )
 SELECT
-    patient_id, tumour_id, ?::VARCHAR AS node, country, sex,
+    patient_id, tumour_id, tumour_seq::INTEGER AS tumour_seq, ?::VARCHAR AS node, country, sex,
     date_diff('day', birth_date, diagnosis_date) / 365.25 AS age_at_diagnosis,
     age_years::INTEGER AS age_years,
     CASE WHEN age_years < 0 THEN NULL

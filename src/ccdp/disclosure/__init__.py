@@ -1,15 +1,16 @@
-"""Disclosure control at the node: what may leave it, under the node's own policy."""
+"""Disclosure control at the node: the one gate for what leaves it, under the node's own policy."""
 
+from ccdp.disclosure.gate import Checked, Refusal, public_reason, release
 from ccdp.disclosure.policy import NodePolicy, PolicyError, load_policy, policy_path, save_policy
-from ccdp.disclosure.rules import Checked, Refusal, apply_rules
 
 __all__ = [
     "Checked",
     "NodePolicy",
     "PolicyError",
     "Refusal",
-    "apply_rules",
     "load_policy",
     "policy_path",
+    "public_reason",
+    "release",
     "save_policy",
 ]

@@ -38,6 +38,7 @@ class _Table:
     present: np.ndarray  # cell was listed in the part
     of_base: np.ndarray  # base cell -> this table's cell
     original: list[dict[str, Any] | None]  # the part's own cell dicts, by dense index
+    flat_of_cell: np.ndarray  # dense index of each of the part's cells, in the part's order
     suppressed: np.ndarray = field(init=False)
     primary: np.ndarray = field(init=False)
 
@@ -84,19 +85,23 @@ def _layout(name: str, part: CountsPart, dims: list[str], levels: dict[str, list
     values = np.zeros((n, len(part.counts)), dtype=float)
     present = np.zeros(n, dtype=bool)
     original: list[dict[str, Any] | None] = [None] * n
-    for cell in part.cells:
+    flat_of_cell = np.zeros(len(part.cells), dtype=np.int64)
+    for i, cell in enumerate(part.cells):
         coords = tuple(index[d][_k(cell.get(d))] for d in part.dims)
         flat = int(np.ravel_multi_index(coords, shape)) if shape else 0
         values[flat] = [float(cell.get(c) or 0) for c in part.counts]
         present[flat] = True
         original[flat] = cell
+        flat_of_cell[i] = flat
     base_coords = np.indices(base_shape).reshape(len(dims), -1) if dims else np.zeros((0, 1), int)
     of_base = (
         np.ravel_multi_index(tuple(base_coords[a] for a in axes), shape)
         if axes
         else np.zeros(base_coords.shape[1], dtype=int)
     )
-    return _Table(name, part, axes, shape, values, present, np.asarray(of_base), original)
+    return _Table(
+        name, part, axes, shape, values, present, np.asarray(of_base), original, flat_of_cell
+    )
 
 
 def _k(v: Any) -> tuple[str, Any]:
@@ -107,7 +112,11 @@ class _Family:
     """Count tables sharing count columns, as margins of one base grid."""
 
     def __init__(
-        self, named: list[tuple[str, CountsPart]], min_cell: int, zero_release: bool
+        self,
+        named: list[tuple[str, CountsPart]],
+        min_cell: int,
+        zero_release: bool,
+        forced: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.dims: list[str] = []
         for _, p in named:
@@ -120,6 +129,9 @@ class _Family:
         self.tables = [_layout(n, p, self.dims, self.levels) for n, p in named]
         for t in self.tables:
             t.primary = _small(t.values, min_cell, zero_release)
+            mask = (forced or {}).get(t.name)
+            if mask is not None and mask.any():
+                t.primary[t.flat_of_cell[np.asarray(mask, dtype=bool)]] = True
             t.suppressed = t.primary.copy()
         self.margins = self._public_margins()
         self.unprotectable: set[tuple[int, int]] = self._hopeless()
@@ -344,16 +356,24 @@ def _extra(part: CountsPart) -> dict[str, Any]:
 
 
 def suppress(
-    parts: dict[str, CountsPart], min_cell: int, zero_cells: str = "release"
+    parts: dict[str, CountsPart],
+    min_cell: int,
+    zero_cells: str = "release",
+    forced: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, CountsPart], SuppressionReport]:
-    """Apply primary and secondary suppression to every count table of one answer."""
+    """Apply primary and secondary suppression to every count table of one answer. `forced`
+    marks, per part and in its cell order, cells withheld whatever their size (the ledger's
+    refusals); they are protected by complements like small cells."""
     # the audit makes many tiny LAPACK calls: BLAS threads only add contention there
     with threadpool_limits(1):
-        return _suppress(parts, min_cell, zero_cells)
+        return _suppress(parts, min_cell, zero_cells, forced)
 
 
 def _suppress(
-    parts: dict[str, CountsPart], min_cell: int, zero_cells: str
+    parts: dict[str, CountsPart],
+    min_cell: int,
+    zero_cells: str,
+    forced: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, CountsPart], SuppressionReport]:
     zero_release = zero_cells == "release"
     report = SuppressionReport()
@@ -371,7 +391,7 @@ def _suppress(
         if len(named) > 1 and np.prod([max(1, len(v)) for v in levels.values()]) > MAX_EXACT_CELLS:
             groups = [[x] for x in named]
         for group in groups:
-            fam = _Family(group, min_cell, zero_release)
+            fam = _Family(group, min_cell, zero_release, forced)
             fam.protect()
             report.unprotectable += sum(
                 1 for ti, j in fam.unprotectable if fam.tables[ti].suppressed[j]

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Analysis, AnalysisParams, Summary
-from ccdp.analyses.errors import InsufficientData
+from ccdp.analyses.base import Analysis, AnalysisParams, Summary, Unit, ledger_keys
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import cohort_sql, view_variables
-from ccdp.disclosure.differencing import ReleasedCohorts, cohort_fingerprint
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.gate import Refusal, public_reason, record, release
+from ccdp.disclosure.ledger import Ledger, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
-from ccdp.disclosure.rules import Refusal, apply_rules
 from ccdp.errors import CcdpError
 from ccdp.federation.audit import AuditLog, audit_path
 from ccdp.federation.protocol import Answer, Task
@@ -56,6 +56,10 @@ WHERE {where}
 """
 
 
+# Node-only columns read with every cohort: the keys of the disclosure ledger.
+KEY_COLUMNS = ("patient_id", "tumour_id", "tumour_seq")
+
+
 @dataclass
 class StoreData:
     """NodeData over a node store: the cohort's view rows, read once per study."""
@@ -64,9 +68,24 @@ class StoreData:
     frame: pd.DataFrame
     store: Path
     cohort: CohortSpec = field(default_factory=CohortSpec)
+    context: DisclosureContext = field(default_factory=DisclosureContext)
+    _keys: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
+
+    @property
+    def disclosure(self) -> DisclosureContext:
+        return self.context
+
+    def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
+        """Ledger keys of the rows at `index` (computed once per study and unit)."""
+        if unit not in self._keys:
+            f = self.frame
+            keys = ledger_keys(f["patient_id"], f["tumour_id"], f["tumour_seq"] == 1, unit)
+            self._keys[unit] = keys
+        positions = self.frame.index.get_indexer(index)
+        return self._keys[unit][positions]
 
     def population(self) -> pd.DataFrame:
         """The population table, restricted as the cohort restricts country/sex/year/age."""
@@ -85,9 +104,7 @@ class _Study:
 
     key: str
     data: StoreData
-    fingerprint: Any
     cache: dict[str, Any] = field(default_factory=dict)
-    released: bool = False
 
 
 class LocalNode:
@@ -102,7 +119,7 @@ class LocalNode:
         self._fixed_policy = policy
         self.name = name or self.policy.name or self.store.stem
         self.audit = AuditLog(audit_path(self.store))
-        self.released = ReleasedCohorts(self.store)
+        self.ledger = Ledger(ledger_path(self.store))
         self._studies: OrderedDict[str, _Study] = OrderedDict()
 
     @property
@@ -112,9 +129,14 @@ class LocalNode:
 
     # -- answering ----------------------------------------------------------------------------
     def answer(self, task: Task) -> Answer:
-        """Run one round of a task; log and return the answer, whatever happens."""
+        """Run one round of a task; log and return the answer, whatever happens.
+
+        What leaves is decided by the disclosure gate: the released summary, or a refusal or
+        error saying only what `public_reason` allows; the node's log keeps the full detail."""
+        progress = {"data_read": False}
+        detail = None
         try:
-            summary, notes = self._answer(task)
+            summary, notes = self._answer(task, progress)
             answer = Answer(
                 task_id=task.task_id,
                 node=self.name,
@@ -122,48 +144,40 @@ class LocalNode:
                 reason="; ".join(notes) or None,
                 summary=summary.to_dict(),
             )
-        except (Refusal, InsufficientData) as exc:
-            answer = self._not_answered(task, "refused", str(exc))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"]))
-            answer = self._not_answered(
-                task, "failed", f"invalid parameters: {where}: {err['msg']}"
-            )
-        except CcdpError as exc:
-            answer = self._not_answered(task, "failed", str(exc))
-        except Exception as exc:  # never leak data in a traceback: name the kind of error only
-            answer = self._not_answered(
-                task, "failed", f"internal error at node {self.name} ({type(exc).__name__})"
-            )
-        self._log(task, answer)
+        except Exception as exc:  # every failure becomes an answer; none leaks a stored value
+            status, reason = public_reason(exc, self.name, progress["data_read"])
+            detail = f"{type(exc).__name__}: {exc}"
+            answer = self._not_answered(task, status, reason)
+        self._log(task, answer, detail)
         return answer
 
     def _not_answered(self, task: Task, status: str, reason: str) -> Answer:
         return Answer(task_id=task.task_id, node=self.name, status=status, reason=reason)
 
-    def _answer(self, task: Task) -> tuple[Summary, list[str]]:
+    def _answer(self, task: Task, progress: dict[str, bool]) -> tuple[Summary, list[str]]:
+        """Check the request, then (and only then) read the data, run and pass the gate."""
         policy = self.policy
         if policy.allowed_analyses is not None and task.analysis not in policy.allowed_analyses:
-            raise Refusal(f"this node does not answer {task.analysis!r} analyses")
+            raise Refusal("allowed_analyses", task.analysis)
         analysis = registry.get(task.analysis)
         params = analysis.params_model.model_validate(task.params)
         cohort = CohortSpec.load(task.cohort)
         analysis.check_cohort(set(cohort.root))
-        study = self._study(task, analysis, params, cohort)
-        if not study.released:
-            self.released.check(study.fingerprint, policy.differencing_threshold)
+        progress["data_read"] = True
+        context = DisclosureContext(policy, self.ledger)
+        study = self._study(task, analysis, params, cohort, context)
         summary = analysis.local(study.data, params, task.request, study.cache)
-        checked = apply_rules(summary, policy)
-        if not study.released:
-            self.released.record(
-                study.fingerprint, {"study_id": task.study_id, "cohort": task.cohort}
-            )
-            study.released = True
+        checked = release(summary, context)
+        record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes
 
     def _study(
-        self, task: Task, analysis: Analysis, params: AnalysisParams, cohort: CohortSpec
+        self,
+        task: Task,
+        analysis: Analysis,
+        params: AnalysisParams,
+        cohort: CohortSpec,
+        context: DisclosureContext,
     ) -> _Study:
         """The study's cohort rows, read from the store on its first round only."""
         columns = analysis.columns(params)
@@ -171,15 +185,12 @@ class LocalNode:
         study = self._studies.get(task.study_id)
         if study is None or study.key != key:
             frame = self._read(columns, cohort)
-            study = _Study(
-                key=key,
-                data=StoreData(self.name, frame, self.store, cohort),
-                fingerprint=cohort_fingerprint(frame["patient_id"]),
-            )
+            study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
             self._studies[task.study_id] = study
             while len(self._studies) > MAX_CACHED_STUDIES:
                 self._studies.popitem(last=False)
         self._studies.move_to_end(task.study_id)
+        study.data.context = context  # the policy in force for this round
         return study
 
     def read_view(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
@@ -188,8 +199,7 @@ class LocalNode:
 
     def _read(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
         cols = list(view_variables()) if columns is None else list(columns)
-        if "patient_id" not in cols:
-            cols.append("patient_id")
+        cols += [c for c in KEY_COLUMNS if c not in cols]
         where, params = cohort.compile()
         con = connect_store(self.store)
         try:
@@ -200,7 +210,7 @@ class LocalNode:
         finally:
             con.close()
 
-    def _log(self, task: Task, answer: Answer) -> None:
+    def _log(self, task: Task, answer: Answer, detail: str | None = None) -> None:
         self.audit.append(
             {
                 "time": answer.sent_at.isoformat(),
@@ -213,6 +223,7 @@ class LocalNode:
                 "cohort": task.cohort,
                 "status": answer.status,
                 "reason": answer.reason,
+                "detail": detail,
                 "summary": answer.summary,
             }
         )

@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, Summary
+from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, Records, Summary
 from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.gate import Refusal, release
 from ccdp.disclosure.policy import NodePolicy, load_policy, set_policy_value
-from ccdp.disclosure.rules import Refusal, apply_rules
 from ccdp.disclosure.suppress import suppress
 from ccdp.federation.local_node import LocalNode
 from ccdp.federation.protocol import Task
@@ -105,32 +106,63 @@ def test_zero_policy_is_explicit():
     assert [c["n"] for c in hidden["p"].cells].count(None) == 2
 
 
-def test_models_need_a_cohort_and_few_parameters():
-    policy = NodePolicy()
-    with pytest.raises(Refusal, match="fewer than the minimum cohort size 10"):
-        apply_rules(Summary({"m": AggregatePart(n=1, n_params=1, values={})}), policy)
-    with pytest.raises(Refusal, match="parameters for 30 records"):
-        apply_rules(Summary({"m": AggregatePart(n=30, n_params=30, values={})}), policy)
-    ok = apply_rules(Summary({"m": AggregatePart(n=30, n_params=10, values={"g": [1]})}), policy)
+def model(n: int, n_params: int, levels: dict | None = None, **values) -> Summary:
+    keys = np.arange(1, n + 1, dtype=np.uint64)
+    part = AggregatePart(
+        n=n, n_params=n_params, values=values, records=Records.single(keys), levels=levels
+    )
+    return Summary({"m": part})
+
+
+def test_models_need_a_cohort_few_parameters_and_stated_levels():
+    ctx = DisclosureContext(NodePolicy())
+    with pytest.raises(Refusal, match="minimum cohort size") as small:
+        release(model(1, 1, {}), ctx)
+    assert "1 " not in str(small.value).replace("(10)", "")  # the count itself is not said
+    with pytest.raises(Refusal, match="more parameters"):
+        release(model(30, 30, {}), ctx)
+    with pytest.raises(Refusal, match="does not declare"):
+        release(model(30, 3, None), ctx)
+    with pytest.raises(Refusal, match="sex: a level of this term") as rare:
+        release(model(30, 3, {"sex": [27, 3]}), ctx)
+    assert "27" not in str(rare.value) and "3 " not in str(rare.value)
+    ok = release(model(30, 10, {"sex": [15, 15]}, g=[1]), ctx)
     assert ok.summary.parts["m"].values == {"g": [1]}
 
 
 def test_event_time_rules():
-    columns = {"group": ["a", "b"], "time": [1.0, 2.0], "events": [1, 1], "censored": [0, 0]}
-    part = EventTimesPart(group_by=["arm"], columns=columns, group_sizes={"a": 3, "b": 40})
-    checked = apply_rules(Summary({"e": part}), NodePolicy())
+    columns = {
+        "group": ["a", "b", "b"],
+        "time": [1.0, 2.0, 3.0],
+        "events": [1, 3, 2],
+        "censored": [2, 17, 18],
+    }
+    rows = np.repeat([0, 1, 2], [3, 20, 20])
+    records = Records(np.arange(1, 44, dtype=np.uint64), rows)
+    part = EventTimesPart(
+        group_by=["arm"], columns=columns, group_sizes={"a": 3, "b": 40}, records=records
+    )
+    checked = release(Summary({"e": part}), DisclosureContext(NodePolicy()))
     assert checked.summary.parts["e"].group_sizes == {"b": 40}
     assert checked.summary.to_dict()["e"]["columns"] == {
-        "group": ["b"],
-        "time": [2.0],
-        "events": [1],
-        "censored": [0],
+        "group": ["b", "b"],
+        "time": [2.0, 3.0],
+        "events": [3, 2],
+        "censored": [17, 18],
     }
-    assert "withheld" in checked.notes[0]
+    assert checked.notes == ["e: 1 group(s) of fewer than 5 subjects withheld"]  # no label
     with pytest.raises(Refusal, match="month grid"):
-        apply_rules(Summary({"e": part}), NodePolicy(event_times="month"))
+        release(Summary({"e": part}), DisclosureContext(NodePolicy(event_times="month")))
     with pytest.raises(Refusal, match="does not release event-time"):
-        apply_rules(Summary({"e": part}), NodePolicy(event_times="forbid"))
+        release(Summary({"e": part}), DisclosureContext(NodePolicy(event_times="forbid")))
+    thin = EventTimesPart(
+        group_by=["arm"],
+        columns={"group": ["b", "b"], "time": [2.0, 3.0], "events": [1, 0], "censored": [2, 37]},
+        group_sizes={"b": 40},
+        records=Records(np.arange(1, 41, dtype=np.uint64), np.repeat([0, 1], [3, 37])),
+    )
+    with pytest.raises(Refusal, match="fewer than 5 subjects"):
+        release(Summary({"e": thin}), DisclosureContext(NodePolicy()))
 
 
 @pytest.fixture
@@ -142,7 +174,7 @@ def _task(i: int, **kw) -> Task:
     return Task(task_id=f"t{i}", study_id=f"s{i}", round=0, analysis="count", **kw)
 
 
-def test_cohort_of_one_is_suppressed(store):
+def test_cohort_of_one_is_refused_without_saying_its_size(store):
     node = LocalNode(store)
     ans = node.answer(
         _task(
@@ -151,10 +183,8 @@ def test_cohort_of_one_is_suppressed(store):
             params={"by": ["sex"]},
         )
     )
-    assert ans.status == "answered"
-    parts = ans.summary
-    assert all(c["n"] is None for c in parts["cells"]["cells"])
-    assert all(c["n"] in (None, 0) for c in parts["total"]["cells"])
+    assert ans.status == "refused" and ans.summary is None
+    assert "minimum cohort size (10)" in ans.reason
 
 
 def test_differencing_by_one_patient_is_refused(store):
@@ -164,7 +194,8 @@ def test_differencing_by_one_patient_is_refused(store):
     # aim the attack: a cohort that leaves out exactly the patient with the highest WBC
     cut = float(node._read(["wbc_at_diagnosis"], CohortSpec.load({})).wbc_at_diagnosis.max())
     second = node.answer(_task(2, cohort={"wbc_at_diagnosis": {"to": cut - 1e-9}}))
-    assert second.status == "refused" and "differs" in second.reason
+    assert second.status == "answered" and "differencing" in second.reason
+    assert second.summary["total"]["cells"][0]["n"] is None
     # the same cohort again is not a difference
     again = node.answer(_task(3, cohort={"diagnosis_year": {"from": 2005}}))
     assert again.status == "answered"
@@ -222,7 +253,7 @@ def test_model_with_as_many_parameters_as_patients_is_refused(tmp_path):
         InProcessTransport([store]),
     )
     assert res.result is None and "stopped answering" in res.error
-    assert res.nodes["m"].status == "refused" and "parameters for" in res.nodes["m"].reason
+    assert res.nodes["m"].status == "refused" and "more parameters" in res.nodes["m"].reason
 
 
 def test_attack_with_every_margin_query_learns_no_suppressed_cell(tmp_path):

@@ -1,0 +1,305 @@
+"""The one gate for what leaves a node: summaries, refusals and errors.
+
+Whatever analysis produced it, a summary leaves only through `release`, which judges each part by
+its kind and by the records it counts (node-side `Records`, which every part must declare):
+
+* counts: small cells (1 to min_cell - 1, and zeros under `zero_cells: suppress`) and cells whose
+  record set differs from an earlier released set by 1 to threshold - 1 records (the ledger) are
+  suppressed, then secondary suppression protects them; suppressed cells are listed with their
+  labels only when every label comes from the variable's declared level set, else only counted;
+  a table needs a cohort of `min_cohort` records;
+* event-time tables: the node's time grid, groups of fewer than min_group/min_cell subjects
+  withheld, every row describing at least min_cell subjects, no row or group set close to an
+  earlier release;
+* model sums: min_cohort records, at most `max_params_ratio` x n parameters, every level of every
+  categorical term holding min_cell records, the model's record set not close to an earlier one.
+
+Released sets are then recorded in the ledger. A refusal carries the rule that refused and the
+term it concerns (a variable or part name from the request), never a value of the store: not a
+count, a level, a date or the size of a difference. `public_reason` turns any exception raised
+while a node answers into what may be sent; the node's own log keeps the full detail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from ccdp.analyses.base import GROUP, AggregatePart, CountsPart, EventTimesPart, Summary
+from ccdp.analyses.errors import InsufficientData
+from ccdp.cohort.view import declared_levels
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.policy import TIME_UNIT_DAYS
+from ccdp.disclosure.suppress import suppress
+from ccdp.errors import CcdpError, SpecError
+
+MAX_CELLS = 20_000  # the largest dense grid of one count table a node lays out
+
+# What a refusal says, by rule: filled only with the policy's thresholds and a `term` that the
+# request itself named (a variable, an analysis, a part), so no store value can ride along.
+REASONS: dict[str, str] = {
+    "allowed_analyses": "this node does not answer {term!r} analyses",
+    "min_cohort": "the cohort at this node is smaller than its minimum cohort size ({min_cohort})",
+    "max_params": "{term}: the model has more parameters than this node allows "
+    "({max_params_ratio:.3g} x the records it uses)",
+    "model_levels": "{term}: a level of this term holds fewer than {min_cell} records at this "
+    "node; merge its levels or leave the term out",
+    "undeclared": "{term}: the part does not declare the records it counts; nothing undeclared "
+    "leaves a node",
+    "unknown_part": "{term}: unknown kind of summary part; nothing unknown leaves a node",
+    "event_times_forbidden": "this node does not release event-time tables",
+    "time_grid": "event times on a {term} grid; this node releases them on a {event_times} grid "
+    "or coarser (set time_unit: {event_times})",
+    "event_rows": "{term}: an event-time row would describe fewer than {min_cell} subjects",
+    "differencing": "{term}: the answer would differ from an earlier release of this node by "
+    "fewer than {threshold} records (differencing rule)",
+    "too_many_cells": "{term}: the table would have more than {max_cells} cells",
+}
+
+
+class Refusal(CcdpError):
+    """The node will not release this answer; `rule` says which rule refused, `term` what it
+    concerns. The message is built from REASONS only, so it is safe to send."""
+
+    def __init__(self, rule: str, term: str | None = None, **policy: Any) -> None:
+        self.rule, self.term = rule, term
+        values = {"term": term or "", "max_cells": MAX_CELLS, **policy}
+        super().__init__(REASONS[rule].format(**values))
+
+
+@dataclass
+class Checked:
+    """A summary that may leave the node, with notes on what was withheld (counts only)."""
+
+    summary: Summary
+    notes: list[str] = field(default_factory=list)
+    sets: list[np.ndarray] = field(default_factory=list, repr=False)
+
+
+def _refuse(ctx: DisclosureContext, rule: str, term: str | None = None) -> Refusal:
+    p = ctx.policy
+    return Refusal(
+        rule,
+        term,
+        min_cohort=p.min_cohort,
+        min_cell=p.min_cell,
+        max_params_ratio=p.max_params_ratio,
+        event_times=p.event_times,
+        threshold=ctx.threshold,
+    )
+
+
+# -- models ----------------------------------------------------------------------------------
+def _aggregate(name: str, part: AggregatePart, ctx: DisclosureContext) -> list[np.ndarray]:
+    policy = ctx.policy
+    if part.records is None or part.levels is None:
+        raise _refuse(ctx, "undeclared", name)
+    members = part.records.union()
+    if members.size != part.n:
+        raise _refuse(ctx, "undeclared", name)
+    if part.n < policy.min_cohort:
+        raise _refuse(ctx, "min_cohort")
+    if part.n_params > part.n * policy.max_params_ratio:
+        raise _refuse(ctx, "max_params", name)
+    for term, counts in part.levels.items():
+        if any(0 < k < policy.min_cell for k in counts):
+            raise _refuse(ctx, "model_levels", term)
+    if ctx.ledger.refused([members], ctx.threshold).any():
+        raise _refuse(ctx, "differencing", name)
+    return [members]
+
+
+# -- event-time tables -------------------------------------------------------------------------
+def _event_times(
+    name: str, part: EventTimesPart, ctx: DisclosureContext
+) -> tuple[EventTimesPart, list[str], list[np.ndarray]]:
+    policy = ctx.policy
+    if policy.event_times == "forbid":
+        raise _refuse(ctx, "event_times_forbidden")
+    if part.records is None:
+        raise _refuse(ctx, "undeclared", name)
+    unit = part.time_unit
+    if unit not in TIME_UNIT_DAYS or TIME_UNIT_DAYS[unit] < TIME_UNIT_DAYS[policy.event_times]:
+        raise _refuse(ctx, "time_grid", unit if unit in TIME_UNIT_DAYS else "unknown")
+    smallest = max(policy.min_group, policy.min_cell)
+    small = {k for k, n in part.group_sizes.items() if n < smallest}
+    notes = []
+    if small:
+        keep = ~np.isin(part.columns[GROUP], sorted(small))
+        sizes = {k: n for k, n in part.group_sizes.items() if k not in small}
+        part = replace(part.take(keep), group_sizes=sizes)
+        notes.append(f"{name}: {len(small)} group(s) of fewer than {smallest} subjects withheld")
+    assert part.records is not None
+    rows = part.records.sets(len(part))
+    if any(r.size < policy.min_cell for r in rows):
+        raise _refuse(ctx, "event_rows", name)
+    labels = part.columns[GROUP]
+    rec = part.records
+    counted = rec.row >= 0
+    rec_label = labels[rec.row[counted]]
+    groups = []
+    for g, n in part.group_sizes.items():
+        members = np.unique(rec.keys[counted][rec_label == g])
+        if members.size != n:
+            raise _refuse(ctx, "undeclared", name)
+        groups.append(members)
+    sets = rows + groups
+    if ctx.ledger.refused(sets, ctx.threshold).any():
+        raise _refuse(ctx, "differencing", name)
+    return part, notes, sets
+
+
+# -- count tables ------------------------------------------------------------------------------
+def _cell_key(cell: dict[str, Any], dims: list[str]) -> tuple[tuple[str, Any], ...]:
+    return tuple((type(cell.get(d)).__name__, cell.get(d)) for d in dims)
+
+
+def _declared(dims: list[str], cell: dict[str, Any]) -> bool:
+    """Every label of the cell comes from its variable's declared level set."""
+    for d in dims:
+        levels = declared_levels(d)
+        if levels is None or str(cell.get(d)) not in levels:
+            return False
+    return True
+
+
+def _count_sets(
+    parts: dict[str, CountsPart], ctx: DisclosureContext
+) -> dict[str, list[np.ndarray]]:
+    """Each counted part's cell sets, checked against the counts the part states."""
+    out: dict[str, list[np.ndarray]] = {}
+    for name, part in parts.items():
+        if not part.counts:
+            continue  # values that count no records (denominators from the population table)
+        if part.records is None:
+            raise _refuse(ctx, "undeclared", name)
+        sets = part.records.sets(len(part.cells))
+        if len(part.counts) == 1:
+            col = part.counts[0]
+            if any(int(c.get(col) or 0) != s.size for c, s in zip(part.cells, sets, strict=True)):
+                raise _refuse(ctx, "undeclared", name)
+        levels = [len({_cell_key(c, [d]) for c in part.cells}) for d in part.dims]
+        if math.prod(levels) > MAX_CELLS:
+            raise _refuse(ctx, "too_many_cells", name)
+        out[name] = sets
+    return out
+
+
+def _counts(
+    parts: dict[str, CountsPart], ctx: DisclosureContext
+) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
+    policy = ctx.policy
+    sets = _count_sets(parts, ctx)
+    cohort = [s for cells in sets.values() for s in cells]
+    if cohort and np.unique(np.concatenate(cohort)).size < policy.min_cohort:
+        raise _refuse(ctx, "min_cohort")
+    forced = {
+        name: ctx.ledger.refused(cells, ctx.threshold) if cells else np.zeros(0, dtype=bool)
+        for name, cells in sets.items()
+    }
+    released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
+    notes: list[str] = []
+    withheld = 0
+    recorded: list[np.ndarray] = []
+    out: dict[str, CountsPart] = {}
+    for name, part in released.items():
+        by_key = {
+            _cell_key(c, parts[name].dims): s
+            for c, s in zip(parts[name].cells, sets.get(name, []), strict=False)
+        }
+        cells = []
+        dropped = 0
+        for cell in part.cells:
+            hidden = any(cell.get(c) is None for c in part.counts)
+            if hidden and not _declared(part.dims, cell):
+                dropped += 1
+                continue
+            if not hidden and name in sets:
+                recorded.append(by_key.get(_cell_key(cell, part.dims), np.zeros(0, np.uint64)))
+            cells.append(cell)
+        withheld += dropped
+        out[name] = replace(part, cells=cells, withheld=part.withheld + dropped, records=None)
+    refused = int(sum(f.sum() for f in forced.values()))
+    if report.total:
+        notes.append(
+            f"{report.total} cell(s) suppressed ({sum(report.primary.values())} below "
+            f"{policy.min_cell} or too close to an earlier release, "
+            f"{sum(report.secondary.values())} to protect them)"
+            + (f", {withheld} of them not listed" if withheld else "")
+        )
+    if refused:
+        notes.append("some cells were suppressed by the differencing rule")
+    if report.unprotectable:
+        notes.append(
+            f"{report.unprotectable} suppressed cell(s) equal a margin that a coarser query "
+            "would itself suppress"
+        )
+    return out, notes, recorded
+
+
+# -- the gate ----------------------------------------------------------------------------------
+def release(summary: Summary, ctx: DisclosureContext) -> Checked:
+    """The releasable form of `summary` under the node's policy and ledger, or Refusal."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    sets: list[np.ndarray] = []
+    counts: dict[str, CountsPart] = {}
+    for name, part in summary.parts.items():
+        if isinstance(part, AggregatePart):
+            sets += _aggregate(name, part, ctx)
+            out[name] = part
+        elif isinstance(part, EventTimesPart):
+            out[name], more, part_sets = _event_times(name, part, ctx)
+            notes += more
+            sets += part_sets
+        elif isinstance(part, CountsPart):
+            counts[name] = part
+        else:
+            raise _refuse(ctx, "unknown_part", name)
+    if counts:
+        released, more, count_sets = _counts(counts, ctx)
+        out.update(released)
+        notes += more
+        sets += count_sets
+    return Checked(Summary(parts={n: out[n] for n in summary.parts}), notes, sets)
+
+
+def record(checked: Checked, ctx: DisclosureContext, meta: dict[str, Any]) -> None:
+    """Remember what was released (call once the answer is on its way, not before)."""
+    ctx.ledger.record(checked.sets, meta)
+
+
+# -- what a refusal or error may say -------------------------------------------------------------
+SPEC_ERRORS = (SpecError, ValidationError)
+
+
+def public_reason(exc: BaseException, node: str, data_read: bool) -> tuple[str, str]:
+    """(status, reason) that may leave the node for an exception raised while answering.
+
+    Before the node reads its data, errors concern only the request (its spec, parameters,
+    the analysis asked) and are sent as they are. After, only the gate's own refusals speak; any
+    other error is named by its kind, since its text may quote stored values."""
+    if isinstance(exc, Refusal):
+        return "refused", str(exc)
+    if not data_read:
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            return "failed", f"invalid parameters: {where}: {err['msg']}"
+        if isinstance(exc, CcdpError):
+            return "failed", str(exc)
+    if isinstance(exc, InsufficientData):
+        return "refused", "the cohort at this node cannot support this request (insufficient data)"
+    if isinstance(exc, CcdpError):
+        return "failed", (
+            f"the analysis could not be computed on the data of node {node} "
+            f"({type(exc).__name__}); its operator can read the detail in the node's log"
+        )
+    return "failed", f"internal error at node {node} ({type(exc).__name__})"
+
+
+__all__ = ["Checked", "Refusal", "public_reason", "record", "release"]
