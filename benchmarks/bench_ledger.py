@@ -1,0 +1,111 @@
+"""Cost of the differencing ledger: a count answered by a node with 1,000 earlier releases.
+
+    python benchmarks/bench_ledger.py --tumours 200000 --releases 1000
+
+One node store (the rows of bench_federated). The ledger is filled with `--releases` earlier
+count releases (each a `count by [iccc_group, sex]` over a random diagnosis-year range and
+subset of groups, the cells' record sets written as the node would), then a new count study is
+answered by `LocalNode.answer`, median of `--repeat` runs:
+
+* with the ledger: every cell, margin and total checked against every earlier released set;
+* baseline, same run: the same answer with `differencing_threshold: 0` (no ledger check) on the
+  same store.
+
+Also times the ledger check alone for the new answer's sets, and reports the ledger's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_federated import GROUPS, make_rows, timed, write_store
+from rich.progress import track
+
+from ccdp.analyses.base import ledger_keys
+from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
+from ccdp.federation.local_node import KEY_COLUMNS, LocalNode
+from ccdp.federation.protocol import Task
+
+
+def fill(store: Path, releases: int, rng: np.random.Generator) -> int:
+    """Record `releases` earlier count releases in the node's ledger; returns the sets kept."""
+    node = LocalNode(store)
+    view = node.read_view(["iccc_group", "sex", "diagnosis_year", *KEY_COLUMNS], CohortSpec())
+    keys = ledger_keys(view.patient_id, view.tumour_id, view.tumour_seq == 1, "tumours")
+    ledger = Ledger(ledger_path(store))
+    year = view.diagnosis_year.to_numpy()
+    group = view.iccc_group.to_numpy()
+    sex = view.sex.to_numpy()
+    kept = 0
+    for i in track(range(releases), description="earlier releases"):
+        a, b = sorted(rng.integers(2005, 2020, 2))
+        chosen = rng.choice(GROUPS, size=int(rng.integers(1, len(GROUPS) + 1)), replace=False)
+        inside = (year >= a) & (year <= b) & np.isin(group, chosen)
+        sets = [as_set(keys[inside])]
+        for g in chosen:
+            for s in ("male", "female"):
+                sets.append(as_set(keys[inside & (group == g) & (sex == s)]))
+        kept += ledger.record(sets, {"study_id": f"earlier-{i}"})
+    ledger.close()
+    return kept
+
+
+def answer(store: Path, i: int) -> float:
+    """Seconds for one count answer through the gate (new node object: nothing cached)."""
+    node = LocalNode(store)
+    task = Task(
+        task_id=f"t{i}",
+        study_id=f"s{i}",
+        round=0,
+        analysis="count",
+        params={"by": ["iccc_group", "sex"]},
+        cohort={"diagnosis_year": {"from": 2006, "to": 2017}},
+    )
+    t = time.perf_counter()
+    out = node.answer(task)
+    elapsed = time.perf_counter() - t
+    assert out.status == "answered", out.reason
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tumours", type=int, default=200_000)
+    ap.add_argument("--releases", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    rng = np.random.default_rng(3)
+    tmp = Path(tempfile.mkdtemp(prefix="ccdp-bench-ledger-"))
+    store = write_store(tmp / "node.duckdb", [make_rows(args.tumours, "FR", "n", rng)])
+    base = write_store(tmp / "base.duckdb", [make_rows(args.tumours, "FR", "n", rng)])
+    base.with_name("base.policy.yaml").write_text("differencing_threshold: 0\n")
+    t_fill = time.perf_counter()
+    kept = fill(store, args.releases, rng)
+    t_fill = time.perf_counter() - t_fill
+    size = ledger_path(store).stat().st_size
+
+    t_ledger = float(np.median([answer(store, i) for i in range(args.repeat)]))
+    t_base = float(np.median([answer(base, i) for i in range(args.repeat)]))
+
+    node = LocalNode(store)
+    view = node.read_view(["iccc_group", "sex", *KEY_COLUMNS], CohortSpec())
+    keys = ledger_keys(view.patient_id, view.tumour_id, view.tumour_seq == 1, "tumours")
+    sets = [as_set(keys[(view.iccc_group == g).to_numpy()]) for g in GROUPS]
+    ledger = Ledger(ledger_path(store))
+    t_check, _ = timed(lambda: ledger.refused(sets, 5), args.repeat)
+    print(f"tumours={args.tumours:,} earlier releases={args.releases} ({kept:,} sets kept)")
+    print(f"ledger filled in {t_fill:.1f} s; ledger file {size / 2**20:.1f} MiB")
+    print(f"count answer with the ledger: {t_ledger:.3f} s")
+    print(f"count answer without (differencing_threshold 0): {t_base:.3f} s")
+    print(f"ledger check alone, {len(sets)} sets: {t_check * 1000:.1f} ms")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
