@@ -7,11 +7,13 @@ and describe those few children, so a set that differs so little from any earlie
 (of any requester: requesters could collude) is refused, and the gate suppresses that cell.
 Identical sets are allowed (the same answer again, e.g. every Newton round of one model).
 
-Sets are kept as sorted 64-bit key hashes in SQLite beside the store (`<store stem>.ledger.db`,
-never sent anywhere). Checking stays fast with many thousands of sets: only sets whose size is
-within `threshold` of the new one can be close; among those a 64-bucket sketch (how many keys fall
-in each bucket) rules out nearly all, since the L1 distance of two sketches never exceeds the
-symmetric difference of their sets; the few left are compared exactly.
+The ledger lives in SQLite beside the store (`<store stem>.ledger.db`, never sent anywhere). It
+numbers each record key once (`keys`: key -> dense id) and keeps a set as its sorted ids, delta
+coded and deflated: a set of a large cohort costs about a byte a record. Checking stays fast with
+many thousands of sets: only sets whose size is within `threshold` of the new one can be close;
+among those a 64-bucket sketch (how many keys fall in each bucket) rules out nearly all, since the
+L1 distance of two sketches never exceeds the symmetric difference of their sets; the few left
+are compared exactly (keys never recorded count as differences).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +33,7 @@ BUCKETS = 64
 _SHIFT = np.uint64(64 - 6)  # the top 6 bits of a key pick its bucket
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (id INTEGER PRIMARY KEY, key INTEGER NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS released (
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -62,6 +66,15 @@ def digest(members: np.ndarray) -> bytes:
     return hashlib.sha256(members.tobytes()).digest()
 
 
+def pack_ids(ids: np.ndarray) -> bytes:
+    """Sorted ids as deflated deltas (uint32)."""
+    return zlib.compress(np.diff(ids, prepend=0).astype("<u4").tobytes(), 1)
+
+
+def unpack_ids(blob: bytes) -> np.ndarray:
+    return np.cumsum(np.frombuffer(zlib.decompress(blob), dtype="<u4").astype(np.int64))
+
+
 def symmetric_difference(a: np.ndarray, b: np.ndarray) -> int:
     """|A Δ B| of two sorted distinct key arrays."""
     common = np.intersect1d(a, b, assume_unique=True).size
@@ -86,6 +99,9 @@ class Ledger:
         self._con: sqlite3.Connection | None = None
         self._index: _Index | None = None
         self._seen = -1
+        self._keys = np.zeros(0, dtype=np.uint64)  # sorted registered keys
+        self._ids = np.zeros(0, dtype=np.int64)  # their ids
+        self._top_id = 0
 
     # -- storage --------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -94,7 +110,7 @@ class Ledger:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = sqlite3.connect(target, timeout=30.0, check_same_thread=False)
-            self._con.execute(SCHEMA)
+            self._con.executescript(SCHEMA)
             self._con.commit()
         return self._con
 
@@ -135,8 +151,47 @@ class Ledger:
         return self._index
 
     def _members(self, set_id: int) -> np.ndarray:
+        """A recorded set's sorted ids."""
         row = self._db().execute("SELECT members FROM released WHERE id = ?", (set_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.uint64)
+        return unpack_ids(row[0])
+
+    # -- key numbering --------------------------------------------------------------------
+    def _refresh_keys(self) -> None:
+        con = self._db()
+        top = con.execute("SELECT coalesce(max(id), 0) FROM keys").fetchone()[0]
+        if top == self._top_id:
+            return
+        rows = np.array(
+            con.execute("SELECT id, key FROM keys WHERE id > ?", (self._top_id,)).fetchall(),
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        keys = np.concatenate([self._keys, rows[:, 1].view(np.uint64)])
+        ids = np.concatenate([self._ids, rows[:, 0]])
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._ids, self._top_id = keys[order], ids[order], top
+
+    def _lookup(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of the members already numbered, mask of those members)."""
+        if self._keys.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(members.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(self._keys, members), self._keys.size - 1)
+        known = self._keys[pos] == members
+        return np.sort(self._ids[pos[known]]), known
+
+    def _number(self, members: np.ndarray) -> np.ndarray:
+        """Sorted ids of `members`, numbering keys seen for the first time."""
+        self._refresh_keys()
+        ids, known = self._lookup(members)
+        if not known.all():
+            fresh = members[~known].view(np.int64)
+            con = self._db()
+            with con:
+                con.executemany(
+                    "INSERT OR IGNORE INTO keys (key) VALUES (?)", [(int(k),) for k in fresh]
+                )
+            self._refresh_keys()
+            ids, known = self._lookup(members)
+        return ids
 
     def __len__(self) -> int:
         return int(self._current().ids.size)
@@ -162,8 +217,14 @@ class Ledger:
         if near.size == 0:
             return False
         l1 = np.abs(index.sketches[near] - sketch(members)[None, :]).sum(axis=1)
-        for j in near[l1 < threshold]:
-            d = symmetric_difference(members, self._members(int(index.ids[j])))
+        close = near[l1 < threshold]
+        if close.size == 0:
+            return False
+        self._refresh_keys()
+        ids, known = self._lookup(members)
+        unknown = int(members.size - known.sum())  # never recorded: in no released set
+        for j in close:
+            d = unknown + symmetric_difference(ids, self._members(int(index.ids[j])))
             if 0 < d < threshold:
                 return True
         return False
@@ -181,7 +242,8 @@ class Ledger:
             if d in known or d in fresh:
                 continue
             fresh.add(d)
-            rows.append((int(members.size), d, sketch(members).tobytes(), members.tobytes()))
+            packed = pack_ids(self._number(members))
+            rows.append((int(members.size), d, sketch(members).tobytes(), packed))
         with con:
             con.executemany(
                 "INSERT OR IGNORE INTO released (size, digest, sketch, members, meta, released_at)"
