@@ -26,7 +26,7 @@ from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.disclosure.rules import Refusal, apply_rules
 from ccdp.errors import CcdpError
 from ccdp.federation.audit import AuditLog, audit_path
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import Answer, AuditHead, Task
 
 MAX_CACHED_STUDIES = 8
 
@@ -136,8 +136,9 @@ class LocalNode:
             answer = self._not_answered(
                 task, "failed", f"internal error at node {self.name} ({type(exc).__name__})"
             )
-        self._log(task, answer)
-        return answer
+        head = self._log(task, answer)
+        # after logging: the head the hub is sent names this very answer's record
+        return answer.model_copy(update={"audit_head": head})
 
     def _not_answered(self, task: Task, status: str, reason: str) -> Answer:
         return Answer(task_id=task.task_id, node=self.name, status=status, reason=reason)
@@ -200,8 +201,9 @@ class LocalNode:
         finally:
             con.close()
 
-    def _log(self, task: Task, answer: Answer) -> None:
-        self.audit.append(
+    def _log(self, task: Task, answer: Answer) -> AuditHead:
+        """Record the answer in the keyed audit log; return the log's new head."""
+        record = self.audit.append(
             {
                 "time": answer.sent_at.isoformat(),
                 "node": self.name,
@@ -216,3 +218,4 @@ class LocalNode:
                 "summary": answer.summary,
             }
         )
+        return AuditHead(seq=record["seq"], hash=record["hash"])
