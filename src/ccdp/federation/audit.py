@@ -1,27 +1,40 @@
 """The node's tamper-evident audit log: every answer that leaves (or is refused) is recorded.
 
-A JSON-lines file beside the store (`<store stem>.audit.jsonl`); each record holds the SHA-256 of
-the previous record, and its own hash over its canonical JSON, so editing, deleting or reordering
-any record breaks the chain from that point. `ccdp node audit --store S --verify` checks it.
+A JSON-lines file beside the store (`<store stem>.audit.jsonl`). Each record holds the hash of the
+previous record and its own hash: an HMAC-SHA256, keyed by the node's `audit_key` (in the node
+config `<store stem>.node.yaml`, never in the log), over its canonical JSON. Editing, deleting or
+reordering a record breaks the chain from that point, and someone without the key cannot
+recompute the chain after an edit.
+
+After every append the head (seq, hash, and an HMAC over both) is written to a sidecar
+`<store stem>.audit.head`, so a log cut short, emptied or deleted no longer matches its head. The
+node also sends the head to its hub with every answer and heartbeat; the hub keeps the highest one,
+which catches what a holder of the key could still do locally (edit and re-key the chain, or put
+back an older copy of log and head): `ccdp node audit --verify --hub URL --token T`.
+
+Logs written before keyed records (plain SHA-256 chains, protocol version 2) are not read as valid:
+`verify` says so; move such a log (and start a new one) to keep it as a record.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ccdp.errors import CcdpError
+from ccdp.federation.protocol import AuditHead
 
 GENESIS = "0" * 64
 TAIL_BLOCK = 1 << 16
 
 
 class AuditError(CcdpError):
-    """The audit log is unreadable or its hash chain is broken."""
+    """The audit log is unreadable, its chain is broken, or it does not match its head."""
 
 
 def audit_path(store: Path | str) -> Path:
@@ -29,17 +42,58 @@ def audit_path(store: Path | str) -> Path:
     return store.with_name(f"{store.stem}.audit.jsonl")
 
 
-def _digest(record: dict[str, Any]) -> str:
+def head_path(log_path: Path | str) -> Path:
+    """`site.audit.jsonl` -> `site.audit.head` in the same folder."""
+    log_path = Path(log_path)
+    name = log_path.name.removesuffix(".jsonl")
+    return log_path.with_name(f"{name}.head")
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
     body = {k: v for k, v in record.items() if k != "hash"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _sha256(record: dict[str, Any]) -> str:
+    """The unkeyed digest older logs used (only to say that a log is of the old kind)."""
+    return hashlib.sha256(_canonical(record)).hexdigest()
+
+
+def record_mac(key: bytes, record: dict[str, Any]) -> str:
+    """A record's hash: HMAC-SHA256 over its canonical JSON (all fields but `hash`)."""
+    return hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+
+
+def head_mac(key: bytes, seq: int, digest: str) -> str:
+    """The head file's own HMAC ("head:" prefix: never equal to a record's, which is JSON)."""
+    return hmac.new(key, f"head:{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
 class AuditLog:
-    """Append-only hash-chained log."""
+    """Append-only HMAC-chained log with its head kept in a sidecar file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, key: bytes | None = None) -> None:
+        """`key` defaults to the `audit_key` of the node config beside the log (same stem),
+        read (or created) at first use, not here."""
+        if key is not None and len(key) < 16:
+            raise AuditError("the audit key is too short (need >= 16 bytes)")
         self.path = Path(path)
+        self.head_path = head_path(self.path)
+        self._key_value = key
+
+    @classmethod
+    def for_store(cls, store: Path | str) -> AuditLog:
+        """The log beside `store`, keyed by the node config's `audit_key`."""
+        return cls(audit_path(store))
+
+    @property
+    def _key(self) -> bytes:
+        if self._key_value is None:
+            from ccdp.store.config import audit_key
+
+            stem = self.path.name.removesuffix(".jsonl").removesuffix(".audit")
+            self._key_value = audit_key(self.path.with_name(f"{stem}.duckdb"))
+        return self._key_value
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -55,22 +109,37 @@ class AuditLog:
         return out
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Add one record, chained to the last one (file-locked against concurrent writers)."""
+        """Add one record, chained to the last one, and move the head to it (file-locked
+        against concurrent writers; reads only the log's tail, however long the log)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            prev = self._last(fh)
-            record = {
-                "seq": (prev["seq"] + 1) if prev else 1,
-                **entry,
-                "prev": prev["hash"] if prev else GENESIS,
-            }
-            record["hash"] = _digest(record)
-            fh.seek(0, os.SEEK_END)
-            fh.write((json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8"))
-            fh.flush()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            try:
+                prev = self._last(fh)
+                record = {
+                    "seq": (prev["seq"] + 1) if prev else 1,
+                    **entry,
+                    "prev": prev["hash"] if prev else GENESIS,
+                }
+                record["hash"] = record_mac(self._key, record)
+                fh.seek(0, os.SEEK_END)
+                fh.write((json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+                self._write_head(record["seq"], record["hash"])
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
         return record
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        """Atomic: a reader sees the old head or the new one, never half of one."""
+        body = {"seq": seq, "hash": digest, "mac": head_mac(self._key, seq, digest)}
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(body, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.head_path)
 
     def _last(self, fh: BinaryIO) -> dict[str, Any] | None:
         """The last record, read backwards from the end: a node's log grows without bound (a
@@ -91,16 +160,83 @@ class AuditLog:
                     raise AuditError(f"{self.path}: the last record is not JSON") from None
         return None
 
-    def verify(self) -> int:
-        """Number of records when the chain is intact; AuditError naming the first bad record."""
-        prev = GENESIS
+    def head(self) -> AuditHead | None:
+        """The head the sidecar file holds (its HMAC checked); None before the first record."""
+        if not self.head_path.exists():
+            return None
+        try:
+            body = json.loads(self.head_path.read_text("utf-8"))
+            seq, digest, mac = body["seq"], body["hash"], body["mac"]
+            head = AuditHead(seq=seq, hash=digest)
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{self.head_path}: the audit head is unreadable") from None
+        if not hmac.compare_digest(str(mac), head_mac(self._key, head.seq, head.hash)):
+            raise AuditError(f"{self.head_path}: the audit head was altered (HMAC mismatch)")
+        return head
+
+    def verify(self) -> AuditHead:
+        """The head of an intact log (seq 0 when there is none yet); AuditError naming the first
+        bad record, or how the log and its head disagree."""
+        return self._verify()[0]
+
+    def _verify(self) -> tuple[AuditHead, list[dict[str, Any]]]:
+        head = self.head()
         records = self.records()
+        prev = GENESIS
         for i, rec in enumerate(records, start=1):
             if rec.get("seq") != i:
-                raise AuditError(f"{self.path}: record {i} has seq {rec.get('seq')} (removed?)")
+                raise AuditError(
+                    f"{self.path}: record {i} has seq {rec.get('seq')} (removed or reordered?)"
+                )
             if rec.get("prev") != prev:
                 raise AuditError(f"{self.path}: record {i} does not follow record {i - 1}")
-            if _digest(rec) != rec.get("hash"):
-                raise AuditError(f"{self.path}: record {i} was altered (hash mismatch)")
+            expected = record_mac(self._key, rec)
+            if not hmac.compare_digest(expected, str(rec.get("hash"))):
+                if i == 1 and _sha256(rec) == rec.get("hash"):
+                    raise AuditError(
+                        f"{self.path}: an unkeyed (plain SHA-256) log of an older ccdp; move it "
+                        "aside to keep it and let the node start a keyed log"
+                    )
+                raise AuditError(f"{self.path}: record {i} was altered (HMAC mismatch)")
             prev = rec["hash"]
-        return len(records)
+        n = len(records)
+        if head is None:
+            if n:
+                raise AuditError(f"{self.head_path}: the audit head is missing ({n} record(s))")
+            return AuditHead(seq=0, hash=GENESIS), records
+        if n == 0 and head.seq > 0:
+            state = "empty" if self.path.exists() else "missing"
+            raise AuditError(
+                f"{self.path}: the log is {state} but its head says {head.seq} record(s)"
+            )
+        if n < head.seq:
+            raise AuditError(
+                f"{self.path}: {n} record(s) but the head says {head.seq} "
+                "(cut short or rolled back)"
+            )
+        if n > head.seq:
+            raise AuditError(
+                f"{self.path}: {n} record(s) but the head says {head.seq} (head rolled back?)"
+            )
+        if records[-1]["hash"] != head.hash:
+            raise AuditError(f"{self.path}: the last record's hash differs from the head's")
+        return head, records
+
+    def check_against(self, anchor: AuditHead) -> AuditHead:
+        """Verify locally, then that the log holds the record the hub last heard of: a log cut,
+        deleted, edited (even re-keyed) or rolled back since then does not."""
+        head, records = self._verify()
+        if anchor.seq == 0:
+            return head
+        if anchor.seq > head.seq:
+            raise AuditError(
+                f"the hub holds head {anchor.seq} but the log has {head.seq} record(s) "
+                "(cut short, deleted or rolled back)"
+            )
+        rec = records[anchor.seq - 1]
+        if rec["hash"] != anchor.hash:
+            raise AuditError(
+                f"record {anchor.seq} differs from the head the hub holds "
+                f"({rec['hash'][:12]} here, {anchor.hash[:12]} at the hub): edited or rewritten"
+            )
+        return head

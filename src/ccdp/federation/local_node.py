@@ -26,7 +26,7 @@ from ccdp.disclosure.ledger import Ledger, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.errors import CcdpError
 from ccdp.federation.audit import AuditLog, audit_path
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import Answer, AuditHead, Task
 
 MAX_CACHED_STUDIES = 8
 
@@ -148,8 +148,9 @@ class LocalNode:
             status, reason = public_reason(exc, self.name, progress["data_read"])
             detail = f"{type(exc).__name__}: {exc}"
             answer = self._not_answered(task, status, reason)
-        self._log(task, answer, detail)
-        return answer
+        head = self._log(task, answer, detail)
+        # after logging: the head the hub is sent names this very answer's record
+        return answer.model_copy(update={"audit_head": head})
 
     def _not_answered(self, task: Task, status: str, reason: str) -> Answer:
         return Answer(task_id=task.task_id, node=self.name, status=status, reason=reason)
@@ -210,8 +211,10 @@ class LocalNode:
         finally:
             con.close()
 
-    def _log(self, task: Task, answer: Answer, detail: str | None = None) -> None:
-        self.audit.append(
+    def _log(self, task: Task, answer: Answer, detail: str | None = None) -> AuditHead:
+        """Record the answer (and, node-side only, the full detail of a failure) in the keyed
+        audit log; return the log's new head."""
+        record = self.audit.append(
             {
                 "time": answer.sent_at.isoformat(),
                 "node": self.name,
@@ -227,3 +230,4 @@ class LocalNode:
                 "summary": answer.summary,
             }
         )
+        return AuditHead(seq=record["seq"], hash=record["hash"])

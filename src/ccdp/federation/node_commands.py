@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from ccdp.federation.audit import AuditLog
 
 node_app = typer.Typer(help="Node operator: policy, audit log.", no_args_is_help=True)
 policy_app = typer.Typer(help="Show or change the node's disclosure policy.", no_args_is_help=True)
@@ -50,16 +54,32 @@ def policy_set(
 @node_app.command("audit")
 def audit(
     store: Path = STORE,
-    verify: bool = typer.Option(False, "--verify", help="Check the hash chain."),
+    verify: bool = typer.Option(False, "--verify", help="Check the chain and its head."),
+    hub: str | None = typer.Option(
+        None, "--hub", help="With --verify: also check against the head the hub holds."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_NODE_TOKEN", help="Node token (with --hub)."
+    ),
+    cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON lines."),
 ) -> None:
-    """List what this node has sent (and refused); --verify checks nothing was altered."""
-    from ccdp.federation.audit import AuditLog, audit_path
+    """List what this node has sent (and refused); --verify checks nothing was altered, cut or
+    rolled back (with --hub: since the hub last heard of the log)."""
+    from ccdp.federation.audit import AuditLog
 
-    log = AuditLog(audit_path(store))
+    log = AuditLog.for_store(store)
+    if hub is not None and not verify:
+        raise typer.BadParameter("--hub goes with --verify", param_hint="--hub")
     if verify:
-        n = log.verify()
-        typer.echo(f"audit log intact: {n} record(s), chain verified ({log.path})")
+        if hub is None:
+            head = log.verify()
+            typer.echo(
+                f"audit log intact: {head.seq} record(s), chain and head verified; "
+                f"head {head.seq} {head.hash} ({log.path})"
+            )
+            return
+        _verify_with_hub(log, hub, token, cacert)
         return
     records = log.records()
     if as_json:
@@ -76,6 +96,31 @@ def audit(
     for rec in records:
         table.add_row(*("" if rec.get(c) is None else str(rec.get(c)) for c in cols))
     Console().print(table)
+
+
+def _verify_with_hub(log: AuditLog, hub: str, token: str | None, cacert: Path | None) -> None:
+    """The local checks, then: the log still holds the record the hub last heard of."""
+    from ccdp.federation.audit import AuditError
+    from ccdp.federation.client import tls_verify
+    from ccdp.federation.node.agent import hub_audit_head
+
+    if not token:
+        raise typer.BadParameter("--hub needs the node's --token", param_hint="--token")
+    held = hub_audit_head(hub, token, verify=tls_verify(cacert))
+    if held.alert:
+        raise AuditError(f"the hub holds an audit alert for this node: {held.alert}")
+    if held.head is None:
+        head = log.verify()
+        typer.echo(
+            f"audit log intact: head {head.seq} {head.hash}; the hub holds no head for this "
+            "node yet (nothing to compare)"
+        )
+        return
+    head = log.check_against(held.head)
+    typer.echo(
+        f"audit log intact: head {head.seq} {head.hash}; matches the hub's head "
+        f"{held.head.seq} {held.head.hash[:12]} (received {held.received_at})"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # 2: event-time tables travel as columns, with packed float64 blocks (version 1 sent rows).
-PROTOCOL_VERSION = 2
+# 3: an answer carries the head of the node's audit log (`audit_head`), so the hub holds it.
+PROTOCOL_VERSION = 3
 
 
 def _same_version(v: Any) -> int:
@@ -46,6 +47,16 @@ class Task(BaseModel):
     _version = field_validator("protocol_version")(_same_version)
 
 
+class AuditHead(BaseModel):
+    """The last record of a node's audit log: its seq and HMAC. The hub keeps the highest one it
+    was sent, so a node whose log is later cut, edited or rolled back no longer matches it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=0, strict=True)
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Answer(BaseModel):
     """A node's answer to a Task: a disclosure-checked summary, or a refusal or failure with why."""
 
@@ -58,8 +69,28 @@ class Answer(BaseModel):
     reason: str | None = None
     summary: dict[str, Any] | None = None
     sent_at: datetime = Field(default_factory=utcnow)
+    audit_head: AuditHead | None = None
 
     _version = field_validator("protocol_version")(_same_version)
+
+
+class HeartbeatBody(BaseModel):
+    """What a node agent's heartbeat carries: its audit head (an empty body is accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audit_head: AuditHead | None = None
+
+
+class HeadAtHub(BaseModel):
+    """What the hub holds of a node's audit log: the highest head it was sent, when, and any
+    alert (a head that went back, or a second hash for one seq)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    head: AuditHead | None = None
+    received_at: datetime | None = None
+    alert: str | None = None
 
 
 class Transport(Protocol):

@@ -1,8 +1,9 @@
 """The node's config file beside its store: `<store stem>.node.yaml`.
 
 It holds secrets and local settings that must never enter the store itself, e.g. the key of the
-pseudonymisation HMAC (`pseudonym_key`). Other stages (the disclosure policy) keep their own keys
-in the same file, so writes are read-modify-write and keep every other key.
+pseudonymisation HMAC (`pseudonym_key`) and the key of the audit log's HMAC chain (`audit_key`).
+Other stages (the disclosure policy) keep their own keys in the same file, so writes are
+read-modify-write and keep every other key.
 """
 
 from __future__ import annotations
@@ -77,5 +78,28 @@ def pseudonym_key(store_path: str | Path, *, create: bool = True) -> bytes:
     if len(key) < 16:
         raise NodeConfigError(
             f"pseudonym_key in {node_config_path(store_path)} is too short (need >= 16 bytes)"
+        )
+    return key
+
+
+def audit_key(store_path: str | Path) -> bytes:
+    """The node's 32-byte audit-log HMAC key, generated (and saved in the config) on first use.
+
+    Kept apart from `pseudonym_key` so that showing one (e.g. to re-key pseudonyms) never lets
+    anyone rewrite the audit chain. It is never written into the log itself.
+    """
+    value = load_node_config(store_path).get("audit_key")
+    if value is None:
+        value = secrets.token_hex(32)
+        update_node_config(store_path, audit_key=value)
+    try:
+        key = bytes.fromhex(str(value))
+    except ValueError as exc:
+        raise NodeConfigError(
+            f"audit_key in {node_config_path(store_path)} must be hex digits"
+        ) from exc
+    if len(key) < 16:
+        raise NodeConfigError(
+            f"audit_key in {node_config_path(store_path)} is too short (need >= 16 bytes)"
         )
     return key

@@ -24,7 +24,7 @@ from ccdp.errors import CcdpError, SpecError
 from ccdp.federation import resultfile
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
 from ccdp.federation.hub.service import Conflict, Hub, NotFound, Principal, Recorded
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
 bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
 
@@ -50,6 +50,7 @@ class Posted(Strict):
 class Heartbeat(Strict):
     node: str
     at: str
+    audit_head: AuditHead | None = None
 
 
 class SubmitStudy(Strict):
@@ -167,9 +168,18 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
         return Posted(status=rec.status, task_id=rec.task_id)
 
     @app.post("/api/node/heartbeat", tags=["node"])
-    def node_heartbeat(node: AsNode) -> Heartbeat:
+    def node_heartbeat(node: AsNode, body: HeartbeatBody | None = None) -> Heartbeat:
+        """The node is alive; its audit head, if sent, is kept (never lowered: see alerts)."""
+        held = None
+        if body is not None and body.audit_head is not None:
+            held = hub.record_audit_head(node.id, body.audit_head, "heartbeat").head
         info = next(n for n in hub.nodes() if n["name"] == node.name)
-        return Heartbeat(node=node.name, at=info["last_seen"])
+        return Heartbeat(node=node.name, at=info["last_seen"], audit_head=held)
+
+    @app.get("/api/node/audit-head", tags=["node"])
+    def node_audit_head(node: AsNode) -> HeadAtHub:
+        """The highest audit head this node sent, and any alert about it."""
+        return hub.audit_head(node.id)
 
     # ---- researcher routes ---------------------------------------------------------------
     @app.get("/api/nodes", tags=["researcher"])

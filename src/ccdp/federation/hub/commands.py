@@ -98,18 +98,33 @@ def set_key(
 
 
 @hub_app.command("nodes")
-def nodes(db: str | None = DB) -> None:
-    """Registered nodes with their last-seen time."""
+def nodes(
+    db: str | None = DB, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Registered nodes with their last-seen time and last audit head (and any alert)."""
     from rich.console import Console
     from rich.table import Table
 
+    rows = _hub(db).nodes()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
     cols = ("name", "country", "last_seen", "revoked", "signing_key")
     table = Table(title="nodes")
-    for col in cols:
-        table.add_column(col)
-    for n in _hub(db).nodes():
-        table.add_row(*(str(n[c]) if n[c] is not None else "never" for c in cols))
-    Console().print(table)
+    for col in (*cols, "audit_head", "audit_alert"):
+        table.add_column(col, overflow="fold")
+    for n in rows:
+        head = n["audit_head"]
+        shown = f"{head['seq']} {head['hash'][:12]}" if head else "none"
+        table.add_row(
+            *(str(n[c]) if n[c] is not None else "never" for c in cols),
+            shown,
+            n["audit_alert"] or "",
+        )
+    console = Console()
+    if not console.is_terminal:  # piped: do not fold hashes and alerts into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 @hub_app.command("tasks")

@@ -61,6 +61,11 @@ class NodeRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # the highest audit head the node sent (never lowered) and, if one went back, the alert
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    audit_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    audit_received_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    audit_alert: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class UserRow(Base):

@@ -32,7 +32,7 @@ from ccdp.federation.hub.models import (
     UserRow,
     utcnow,
 )
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
 
 
 class HubError(CcdpError):
@@ -219,9 +219,78 @@ class Hub:
                     "last_seen": n.last_seen.isoformat() if n.last_seen else None,
                     "revoked": n.revoked_at is not None,
                     "signing_key": n.public_key is not None,
+                    "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
+                    "audit_received_at": (
+                        n.audit_received_at.isoformat() if n.audit_received_at else None
+                    ),
+                    "audit_alert": n.audit_alert,
                 }
                 for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
             ]
+
+    # ---- audit heads -------------------------------------------------------------------
+    @staticmethod
+    def _head_at_hub(row: NodeRow) -> HeadAtHub:
+        head = None
+        if row.audit_seq is not None and row.audit_hash is not None:
+            head = AuditHead(seq=row.audit_seq, hash=row.audit_hash)
+        return HeadAtHub(head=head, received_at=row.audit_received_at, alert=row.audit_alert)
+
+    def audit_head(self, node_id: int) -> HeadAtHub:
+        """What the hub holds of this node's audit log (the node checks its log against it)."""
+        with self.sessions() as s:
+            row = s.get(NodeRow, node_id)
+            if row is None:
+                raise NotFound(f"no node with id {node_id}")
+            return self._head_at_hub(row)
+
+    def record_audit_head(
+        self, node_id: int, head: AuditHead, source: Literal["heartbeat", "answer"]
+    ) -> HeadAtHub:
+        """Keep the highest head a node sent; never lower it.
+
+        A heartbeat carries the node's current head, so one with a lower seq than the hub holds
+        means the log went back (cut or restored from a copy): an alert. An answer carries the
+        head of when it was logged, and answers may be posted late (outbox, manual release), so
+        a lower seq there is stale, not an alert. The same seq with another hash is a rewritten
+        log, whatever carried it.
+        """
+        with self.sessions.begin() as s:
+            row = s.get(NodeRow, node_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no node with id {node_id}")
+            self._move_head(s, row, head, source)
+            return self._head_at_hub(row)
+
+    def _move_head(self, s: Session, row: NodeRow, head: AuditHead, source: str) -> None:
+        now = utcnow()
+        held_seq, held_hash = row.audit_seq, row.audit_hash
+        if held_seq is None or head.seq > held_seq:
+            row.audit_seq, row.audit_hash, row.audit_received_at = head.seq, head.hash, now
+            return
+        if head.seq == held_seq and head.hash == held_hash:
+            row.audit_received_at = now
+            return
+        if head.seq == held_seq:
+            why = (
+                f"head {head.seq} changed hash from {held_hash[:12] if held_hash else None} "
+                f"to {head.hash[:12]} at {now.isoformat()} ({source})"
+            )
+        elif source == "heartbeat":
+            why = f"head went back from {held_seq} to {head.seq} at {now.isoformat()} ({source})"
+        else:
+            return  # a stale head in a late-posted answer
+        if row.audit_alert is None:  # the first alert stands; repeats of it are not re-logged
+            row.audit_alert = why
+            self._audit(
+                s,
+                f"node:{row.name}",
+                "audit-head-alert",
+                alert=why,
+                held={"seq": held_seq, "hash": held_hash},
+                sent={"seq": head.seq, "hash": head.hash},
+                source=source,
+            )
 
     def users(self) -> list[dict[str, Any]]:
         with self.sessions() as s:
@@ -436,7 +505,7 @@ class Hub:
             task = s.get(TaskRow, answer.task_id, with_for_update=True)
             if task is None or task.node_id != node_id:
                 raise NotFound(f"no task {answer.task_id!r} for this node")
-            node = s.get(NodeRow, node_id)
+            node = s.get(NodeRow, node_id, with_for_update=True)  # its audit head may move
             assert node is not None
             if answer.node != node.name:
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
@@ -445,6 +514,8 @@ class Hub:
                 if held.digest != digest:
                     raise Conflict(f"task {task.id} already has a different answer")
                 return Recorded("duplicate", task.id)
+            if answer.audit_head is not None:
+                self._move_head(s, node, answer.audit_head, "answer")
             rnd = s.get(RoundRow, task.round_id)
             assert rnd is not None
             late = rnd.closed_at is not None or utcnow() > rnd.deadline

@@ -19,11 +19,12 @@ import httpx
 
 from ccdp.errors import CcdpError
 from ccdp.federation.node.pending import PendingStore
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
 
 log = logging.getLogger("ccdp.node")
 
 Answerer = Callable[[Task], Answer]
+HeadSource = Callable[[], AuditHead | None]
 
 
 class AgentError(CcdpError):
@@ -80,7 +81,9 @@ class NodeAgent:
         heartbeat: float = 10.0,
         backoff: Backoff | None = None,
         on_event: Callable[[str], None] | None = None,
+        audit_head: HeadSource | None = None,
     ) -> None:
+        """`audit_head` gives the node's current audit head, sent with every heartbeat."""
         if manual_release and pending is None:
             raise AgentError("manual release needs a pending store beside the node store")
         self.hub_url = hub_url.rstrip("/")
@@ -93,6 +96,10 @@ class NodeAgent:
         self.name: str | None = None
         self.stats = AgentStats()
         self.outbox: dict[str, Answer] = {}
+        self._audit_head = audit_head
+        # heartbeats and posts go one at a time: a heartbeat that read an older head must not
+        # reach the hub after an answer carrying a newer one (the hub would see the head go back)
+        self._send = threading.Lock()
         self._on_event = on_event or (lambda msg: log.info("%s", msg))
         self._client = httpx.Client(
             base_url=self.hub_url,
@@ -125,11 +132,26 @@ class NodeAgent:
         return [Task.model_validate(t) for t in body["tasks"]]
 
     def post(self, answer: Answer) -> str:
-        resp = self._request("POST", "/api/node/answers", json=answer.model_dump(mode="json"))
+        with self._send:
+            body = answer.model_dump(mode="json")
+            resp = self._request("POST", "/api/node/answers", json=body)
         return resp.json()["status"]
 
     def heartbeat(self) -> None:
-        self._request("POST", "/api/node/heartbeat")
+        """Tell the hub the node is alive, with its current audit head (read just before)."""
+        with self._send:
+            head = self._current_head()
+            body = {"audit_head": head.model_dump()} if head is not None else None
+            self._request("POST", "/api/node/heartbeat", json=body)
+
+    def _current_head(self) -> AuditHead | None:
+        if self._audit_head is None:
+            return None
+        try:
+            return self._audit_head()
+        except CcdpError as exc:  # a damaged head is the operator's to see, not a dead agent
+            self._on_event(f"audit head not sent: {exc}")
+            return None
 
     # ---- work ----------------------------------------------------------------------------
     def handle(self, task: Task) -> None:
@@ -217,3 +239,21 @@ class NodeAgent:
 
     def close(self) -> None:
         self._client.close()
+
+
+def hub_audit_head(hub_url: str, token: str, verify: bool | ssl.SSLContext = True) -> HeadAtHub:
+    """What the hub holds of this node's audit head (`GET /api/node/audit-head`)."""
+    try:
+        resp = httpx.get(
+            hub_url.rstrip("/") + "/api/node/audit-head",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=15,
+        )
+    except httpx.TransportError as exc:
+        raise AgentError(f"cannot reach the hub at {hub_url}: {exc}") from exc
+    if resp.status_code >= 400:
+        raise AgentError(
+            f"the hub refused GET /api/node/audit-head: {resp.status_code} {resp.text}"
+        )
+    return HeadAtHub.model_validate(resp.json())

@@ -26,6 +26,7 @@ def run(
     from rich.console import Console
 
     from ccdp.disclosure.policy import load_policy
+    from ccdp.federation.audit import AuditLog
     from ccdp.federation.client import tls_verify
     from ccdp.federation.local_node import LocalNode
     from ccdp.federation.node.agent import NodeAgent
@@ -47,6 +48,7 @@ def run(
         verify=tls_verify(cacert),
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
+        audit_head=AuditLog.for_store(store).head,
     )
     name = _connect(agent, console)
     holder["node"] = LocalNode(store, name=name)
