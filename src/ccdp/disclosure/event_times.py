@@ -95,8 +95,8 @@ def _greedy_cuts(bgroup: np.ndarray, count: np.ndarray, min_cell: int) -> np.nda
     cut = on_chain[:nb]
     # the last cut of each grouped group moves to the group's last block (tail merged back)
     cut_idx = np.flatnonzero(cut)
-    last_cut = cut_idx[np.append(gid[cut_idx][1:] != gid[cut_idx][:-1], True)]
-    cut[last_cut] = False
+    if cut_idx.size:
+        cut[cut_idx[np.append(gid[cut_idx][1:] != gid[cut_idx][:-1], True)]] = False
     cut[glast[~small]] = True
     cut[_blocks_of(gfirst, glast, small)] = True
     return cut
