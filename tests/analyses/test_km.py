@@ -84,9 +84,7 @@ def test_random_splits_with_ties_equal_lifelines(seed: int) -> None:
     k = int(rng.integers(1, 11))
     frames = split(df, k, rng)
     by = ["risk_group"]
-    check_against_lifelines(
-        federate("km", {"by": by}, frames), grouped(frames, by), "risk_group"
-    )
+    check_against_lifelines(federate("km", {"by": by}, frames), grouped(frames, by), "risk_group")
     frames = split(df, k, rng)
     check_against_lifelines(federate("km", {}, frames), grouped(frames, []), None)
 
