@@ -6,13 +6,16 @@ the partial likelihood at the coordinator's β, in one of two ways chosen by `st
 * strata containing `node` (the default `strata: node`, or e.g. `[node, sex]`): risk sets never
   cross nodes, so each node sends its log-likelihood, score and information (an AggregatePart)
   and the coordinator adds them and takes a Newton–Raphson step;
-* strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node sends,
-  per stratum and distinct time, the sums of exp(xβ), x·exp(xβ), xxᵀ·exp(xβ) over all its rows
-  and over its events (an EventTimesPart, as WebDISCO, Lu et al. JAMIA 2015); the coordinator
-  adds them by time, forms the pooled risk sets and Efron's tie correction exactly.
+* strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node groups its
+  times within each stratum (`ccdp.disclosure.event_times`: every released time stands for at
+  least min_cell subjects) and sends, per stratum and grouped time, the sums of exp(xβ),
+  x·exp(xβ), xxᵀ·exp(xβ) over all its rows and over its events (an EventTimesPart, as WebDISCO,
+  Lu et al. JAMIA 2015); the coordinator adds them by time, forms the pooled risk sets and
+  Efron's tie correction exactly.
 
 Either way the estimate equals a pooled fit with the same strata (lifelines CoxPHFitter /
-statsmodels PHReg).
+statsmodels PHReg), on the grouped times for risk-set tables. Every form also sends a `model`
+AggregatePart (n, number of parameters, records) so the gate's model checks apply to it.
 """
 
 from __future__ import annotations

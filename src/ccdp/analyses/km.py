@@ -1,8 +1,10 @@
 """Kaplan–Meier survival by group, pooled exactly from the nodes' event-time tables.
 
-Each node sends, per group and distinct time on the policy grid, the number of events and
-censorings; the coordinator adds the tables, so the at-risk counts, the product-limit estimate and
-Greenwood's variance are exactly those of the pooled data. Confidence intervals use the
+Each node groups its times (each released time is the mean, on the policy grid, of an interval
+of at least min_cell subjects: `ccdp.disclosure.event_times`) and sends, per group and grouped
+time, the number of events and censorings; the coordinator adds the tables, so the at-risk
+counts, the product-limit estimate and Greenwood's variance are exactly those of the pooled
+grouped data. Confidence intervals use the
 exponential Greenwood (log(-log)) transform, as lifelines' KaplanMeierFitter and R's
 `survfit(conf.type = "log-log")`. The median's interval is where the interval bands cross 0.5
 (the Brookmeyer–Crowley construction with the log(-log) transform; identical to lifelines'
