@@ -10,8 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
+from ccdp.analyses._common import UNIT_DAYS, coarsen, group_labels
 from ccdp.analyses.base import AnalysisResult, FrameData, Summary
 from ccdp.analyses.errors import InsufficientData
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive
 
 
@@ -26,11 +29,17 @@ def wire(obj: Any) -> Any:
     return json.loads(json.dumps(obj, allow_nan=False))
 
 
-def federate(name: str, params: dict[str, Any], frames: list[pd.DataFrame]) -> AnalysisResult:
-    """Drive `name` over one node per frame; nodes without usable rows decline."""
+def federate(
+    name: str, params: dict[str, Any], frames: list[pd.DataFrame], min_cell: int | None = None
+) -> AnalysisResult:
+    """Drive `name` over one node per frame; nodes without usable rows decline. `min_cell` sets
+    the nodes' policy (None: the default), which decides how they group event times."""
     analysis = registry.get(name)
     p = analysis.params_model.model_validate(wire(params))
-    nodes = [FrameData(f, node=f"n{i}") for i, f in enumerate(frames)]
+    nodes = [
+        FrameData(f, node=f"n{i}", context=ctx)
+        for i, (f, ctx) in enumerate(zip(frames, contexts(frames, min_cell), strict=True))
+    ]
     caches: dict[str, dict] = {n.node: {} for n in nodes}
 
     def ask(round_no: int, request: dict[str, Any]) -> dict[str, Summary]:
@@ -48,3 +57,32 @@ def federate(name: str, params: dict[str, Any], frames: list[pd.DataFrame]) -> A
     again = type(result).model_validate(wire(result.model_dump(mode="json")))
     assert again == result
     return result
+
+
+def contexts(frames: list[pd.DataFrame], min_cell: int | None) -> list[DisclosureContext]:
+    """One disclosure context (own ledger) per node; `min_cell` None keeps the default policy."""
+    policy = NodePolicy() if min_cell is None else NodePolicy(min_cell=min_cell)
+    return [DisclosureContext(policy=policy) for _ in frames]
+
+
+def grouped(
+    frames: list[pd.DataFrame],
+    by: list[str],
+    outcome: str = "os",
+    unit: str = "day",
+    min_cell: int | None = None,
+) -> pd.DataFrame:
+    """The pooled data with each node's times on its grid and grouped as the node groups them
+    before it sends an event-time table (same groups `by`, same keys, same min_cell): the data
+    a federated KM, log-rank or unstratified Cox is exact for."""
+    tcol, ecol = f"{outcome}_time", f"{outcome}_event"
+    out = []
+    for frame, ctx in zip(frames, contexts(frames, min_cell), strict=True):
+        node = FrameData(frame, context=ctx)
+        rows = frame.dropna(subset=[tcol, ecol, *by])
+        time = coarsen(rows[tcol].to_numpy(dtype=float), unit)
+        keys = node.record_keys(rows.index)
+        labels = group_labels(rows, by).astype(str)
+        new = ctx.group_times(labels, time, keys, UNIT_DAYS[unit])
+        out.append(rows.assign(**{tcol: new}))
+    return pd.concat(out, ignore_index=True)

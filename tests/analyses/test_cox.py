@@ -1,4 +1,9 @@
-"""Federated Cox equals pooled lifelines / statsmodels fits, whatever the split over 1–10 nodes."""
+"""Federated Cox equals pooled lifelines / statsmodels fits, whatever the split over 1–10 nodes.
+
+Risk-set tables (strata without `node`) are built on each node's grouped event times, so the
+references are fitted on the same grouped data (`tests.analyses.federate.grouped`); within-node
+Cox keeps exact times. The published Freireich figures are checked at min_cell = 1 (no
+grouping), where they must and do match exactly."""
 
 from __future__ import annotations
 
@@ -8,10 +13,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ccdp.analyses._common import coarsen
 from ccdp.analyses.errors import AnalysisError
 from tests.analyses.data import cohort, freireich
-from tests.analyses.federate import federate, split
+from tests.analyses.federate import federate, grouped, split
 from tests.analyses.references import (
     assert_matches,
     lifelines_cox,
@@ -45,16 +49,16 @@ def test_freireich_efron_equals_lifelines_and_published(k: int) -> None:
     """Freireich et al. 1963 (6-MP vs placebo): Efron coef 1.572 (se 0.412), HR 4.82, as R
     coxph reports for these data (Venables & Ripley, MASS 4th ed., §13.3, `gehan`)."""
     df = freireich()
-    result = federate(
-        "cox",
-        {"covariates": ["arm"], "strata": "none", "reference": {"arm": "6-MP"}},
-        split(df, k, np.random.default_rng(k)),
-    )
+    frames = split(df, k, np.random.default_rng(k))
+    params = {"covariates": ["arm"], "strata": "none", "reference": {"arm": "6-MP"}}
+    result = federate("cox", params, frames, min_cell=1)
     lifelines_check(result, lifelines_cox(df, ["arm"]))
     (arm,) = result.coefficients
     assert arm.term == "arm[placebo]"
     assert (round(arm.coef, 3), round(arm.se, 3), round(arm.hr, 2)) == (1.572, 0.412, 4.82)
     assert (result.n, result.events) == (42, 30)
+    coarse = federate("cox", params, frames)
+    lifelines_check(coarse, lifelines_cox(grouped(frames, []), ["arm"]))
 
 
 def test_freireich_breslow_equals_statsmodels_and_published() -> None:
@@ -62,16 +66,18 @@ def test_freireich_breslow_equals_statsmodels_and_published() -> None:
     1.604 (Kleinbaum & Klein, Survival Analysis: A Self-Learning Text, 3rd ed., ch. 3)."""
     df = freireich()
     frames = split(df, 4, np.random.default_rng(9))
-    one = federate("cox", {"covariates": ["Rx"], "strata": "none", "ties": "breslow"}, frames)
-    two = federate(
-        "cox", {"covariates": ["Rx", "logWBC"], "strata": "none", "ties": "breslow"}, frames
-    )
+    params = {"covariates": ["Rx"], "strata": "none", "ties": "breslow"}
+    one = federate("cox", params, frames, min_cell=1)
+    two = federate("cox", {**params, "covariates": ["Rx", "logWBC"]}, frames, min_cell=1)
     for res, cov in ((one, ["Rx"]), (two, ["Rx", "logWBC"])):
         x, fit = statsmodels_breslow(df, cov)
         assert_matches(res, fit.params, fit.bse, fit.llf, list(x.columns))
     assert (round(one.coefficients[0].coef, 3), round(one.coefficients[0].se, 3)) == (1.509, 0.410)
     assert round(one.coefficients[0].hr, 3) == 4.523
     assert [round(c.coef, 3) for c in two.coefficients] == [1.294, 1.604]
+    x, fit = statsmodels_breslow(grouped(frames, []), ["Rx"])
+    coarse = federate("cox", params, frames)
+    assert_matches(coarse, fit.params, fit.bse, fit.llf, list(x.columns))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -80,7 +86,7 @@ def test_unstratified_random_splits_equal_lifelines(seed: int) -> None:
     rng = np.random.default_rng(seed)
     frames = split(df, int(rng.integers(1, 11)), rng)
     result = federate("cox", {"covariates": COVARIATES, "strata": "none"}, frames)
-    cph = lifelines_cox(df, COVARIATES)
+    cph = lifelines_cox(grouped(frames, []), COVARIATES)
     lifelines_check(result, cph)
     assert result.converged and [c.term for c in result.coefficients] == TERMS
     lr = cph.log_likelihood_ratio_test()
@@ -97,7 +103,7 @@ def test_unstratified_breslow_equals_statsmodels(seed: int) -> None:
     result = federate(
         "cox", {"covariates": COVARIATES, "strata": "none", "ties": "breslow"}, frames
     )
-    x, fit = statsmodels_breslow(df, COVARIATES)
+    x, fit = statsmodels_breslow(grouped(frames, []), COVARIATES)
     assert_matches(result, fit.params, fit.bse, fit.llf, list(x.columns))
 
 
@@ -127,7 +133,9 @@ def test_variable_strata_equal_lifelines_with_same_strata(strata: list[str]) -> 
     frames = split(df, 5, np.random.default_rng(60))
     cov = ["age_at_diagnosis", "wbc_at_diagnosis"]
     result = federate("cox", {"covariates": cov, "strata": strata}, frames)
-    lifelines_check(result, lifelines_cox(with_node(frames), cov, strata=strata))
+    # within nodes (`node` among the strata) times stay exact; else grouped within each stratum
+    ref = with_node(frames) if "node" in strata else grouped(frames, strata)
+    lifelines_check(result, lifelines_cox(ref, cov, strata=strata))
 
 
 def test_reference_level_and_week_grid() -> None:
@@ -140,7 +148,7 @@ def test_reference_level_and_week_grid() -> None:
         "time_unit": "week",
     }
     result = federate("cox", params, frames)
-    grid = df.assign(os_time=coarsen(df["os_time"].to_numpy(), "week"))
+    grid = grouped(frames, [], unit="week")
     cph = lifelines_cox(grid, ["risk_group", "male"], reference={"risk_group": "low"})
     lifelines_check(result, cph)
     assert [c.term for c in result.coefficients][:2] == ["risk_group[high]", "risk_group[standard]"]
@@ -183,7 +191,42 @@ def test_heavy_ties_any_split_equals_lifelines(seed: int, n: int, k: int) -> Non
     frames = split(df, k, rng)
     result = federate("cox", {"covariates": ["x1", "x2"], "strata": "none"}, frames)
     assume(result.converged)
-    lifelines_check(result, lifelines_cox(df, ["x1", "x2"]))
+    lifelines_check(result, lifelines_cox(grouped(frames, []), ["x1", "x2"]))
+
+
+def test_node_parts_declare_records_and_risk_set_rows_hold_min_cell() -> None:
+    """Unstratified Cox: each risk-set row counts >= min_cell records (its (stratum, time)
+    group), and a `model` part declares the n rows and the parameter count for the gate;
+    within-node Cox declares the same model part, exact times."""
+    from ccdp.analyses import registry
+    from ccdp.analyses.base import FrameData
+
+    df = cohort(300, 96)
+    cox = registry.get("cox")
+    design = {
+        "terms": ["age_at_diagnosis"],
+        "columns": [{"var": "age_at_diagnosis", "center": 9.0}],
+        "levels": {},
+    }
+    request = {"step": "fit", "design": design, "beta": [0.0]}
+    for strata in ("none", "node"):
+        params = cox.params_model.model_validate(
+            {"covariates": ["age_at_diagnosis"], "strata": strata}
+        )
+        parts = cox.local(FrameData(df), params, request, {}).parts
+        model = parts["model"]
+        assert (model.n, model.n_params) == (300, 1) and model.records is not None
+        assert model.records.union().size == 300
+        assert model.levels == ({} if strata == "none" else None)
+    table = cox.local(
+        FrameData(df),
+        cox.params_model.model_validate({"covariates": ["age_at_diagnosis"], "strata": ["sex"]}),
+        request,
+        {},
+    ).parts["risk_sets"]
+    sets = table.records.sets(len(table))
+    assert min(s.size for s in sets) >= 5 and sum(s.size for s in sets) == 300
+    assert len(table) < df.groupby("sex")["os_time"].nunique().sum()
 
 
 def test_iteration_limit_reports_not_converged() -> None:

@@ -1,4 +1,6 @@
-"""Kaplan–Meier over 1–10 nodes equals lifelines' KaplanMeierFitter on the pooled data."""
+"""Kaplan–Meier over 1–10 nodes equals lifelines' KaplanMeierFitter on the pooled data, with each
+node's event times grouped as the node groups them before release (`tests.analyses.federate.
+grouped`); with min_cell = 1 nothing is grouped and the published Freireich table is matched."""
 
 from __future__ import annotations
 
@@ -8,10 +10,9 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
 
-from ccdp.analyses._common import coarsen
 from ccdp.analyses.km import KMResult
 from tests.analyses.data import cohort, freireich
-from tests.analyses.federate import federate, split
+from tests.analyses.federate import federate, grouped, split
 
 TOL = 1e-9
 
@@ -59,11 +60,21 @@ def check_against_lifelines(result: KMResult, pooled: pd.DataFrame, by: str | No
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
 def test_freireich_by_arm_equals_lifelines(k: int) -> None:
+    """min_cell = 1: no grouping, so the published times and the 8-week placebo median hold."""
     df = freireich()
-    result = federate("km", {"by": ["arm"]}, split(df, k, np.random.default_rng(k)))
+    result = federate("km", {"by": ["arm"]}, split(df, k, np.random.default_rng(k)), min_cell=1)
     check_against_lifelines(result, df, "arm")
     placebo = result.groups[1]
     assert placebo.group == "placebo" and placebo.median == 8.0  # Freireich: 8 weeks on placebo
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_freireich_grouped_equals_lifelines_on_grouped_times(k: int) -> None:
+    df = freireich()
+    frames = split(df, k, np.random.default_rng(k))
+    result = federate("km", {"by": ["arm"]}, frames)
+    check_against_lifelines(result, grouped(frames, ["arm"]), "arm")
+    assert len(result.groups[0].table) < df.loc[df["arm"] == "6-MP", "os_time"].nunique()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -71,10 +82,11 @@ def test_random_splits_with_ties_equal_lifelines(seed: int) -> None:
     df = cohort(400, seed)
     rng = np.random.default_rng(100 + seed)
     k = int(rng.integers(1, 11))
-    check_against_lifelines(
-        federate("km", {"by": ["risk_group"]}, split(df, k, rng)), df, "risk_group"
-    )
-    check_against_lifelines(federate("km", {}, split(df, k, rng)), df, None)
+    frames = split(df, k, rng)
+    by = ["risk_group"]
+    check_against_lifelines(federate("km", {"by": by}, frames), grouped(frames, by), "risk_group")
+    frames = split(df, k, rng)
+    check_against_lifelines(federate("km", {}, frames), grouped(frames, []), None)
 
 
 def test_two_by_variables_make_joint_groups() -> None:
@@ -87,20 +99,20 @@ def test_two_by_variables_make_joint_groups() -> None:
 @pytest.mark.parametrize("unit", ["week", "month"])
 def test_coarse_grid_equals_lifelines_on_the_grid(unit: str) -> None:
     df = cohort(300, 3)
-    result = federate(
-        "km", {"by": ["sex"], "time_unit": unit}, split(df, 5, np.random.default_rng(1))
-    )
-    grid = df.assign(os_time=coarsen(df["os_time"].to_numpy(), unit))
+    frames = split(df, 5, np.random.default_rng(1))
+    result = federate("km", {"by": ["sex"], "time_unit": unit}, frames)
     step = {"week": 7.0, "month": 30.4375}[unit]
     times = np.array([r.time for g in result.groups for r in g.table])
     np.testing.assert_allclose(times / step, np.round(times / step), atol=1e-9)
-    check_against_lifelines(result, grid, "sex")
+    check_against_lifelines(result, grouped(frames, ["sex"], unit=unit), "sex")
 
 
 def test_efs_outcome_and_frame_and_text() -> None:
     df = cohort(200, 11)
-    result = federate("km", {"outcome": "efs"}, split(df, 2, np.random.default_rng(2)))
-    kmf = KaplanMeierFitter().fit(df["efs_time"], df["efs_event"])
+    frames = split(df, 2, np.random.default_rng(2))
+    result = federate("km", {"outcome": "efs"}, frames)
+    ref = grouped(frames, [], outcome="efs")
+    kmf = KaplanMeierFitter().fit(ref["efs_time"], ref["efs_event"])
     frame = result.to_frame()
     assert list(frame.columns) == [
         "group",
@@ -118,6 +130,21 @@ def test_efs_outcome_and_frame_and_text() -> None:
     assert "Kaplan–Meier EFS" in text and "median" in text and " 200 " in text
 
 
+def test_released_rows_each_hold_min_cell_subjects() -> None:
+    """The node's table: every row of a group of >= 5 counts >= 5 records, `records` maps each
+    view row to its table row, and the row counts agree with the records."""
+    from ccdp.analyses.base import FrameData
+    from ccdp.analyses.km import event_table_part
+
+    df = cohort(300, 12)
+    part = event_table_part(FrameData(df), "os", ["risk_group"], "day")
+    assert part.records is not None
+    sets = part.records.sets(len(part))
+    sizes = np.array([s.size for s in sets])
+    np.testing.assert_array_equal(sizes, part.columns["events"] + part.columns["censored"])
+    assert sizes.min() >= 5 and sizes.sum() == len(df)
+
+
 def test_edge_cases_deaths_at_zero_all_dead_and_single_rows() -> None:
     """Deaths at day 0, a group in which everyone dies (S reaches 0), a group whose median is
     never reached, tied deaths and censorings at the same time: still equal to lifelines."""
@@ -129,7 +156,8 @@ def test_edge_cases_deaths_at_zero_all_dead_and_single_rows() -> None:
         }
     )
     for k in (1, 3):
-        result = federate("km", {"by": ["g"]}, split(df, k, np.random.default_rng(k)))
+        frames = split(df, k, np.random.default_rng(k))
+        result = federate("km", {"by": ["g"]}, frames, min_cell=1)
         check_against_lifelines(result, df, "g")
     a, b, c = result.groups
     assert a.table[-1].survival == 0.0 and (a.table[-1].ci_low, a.table[-1].ci_high) == (0, 0)

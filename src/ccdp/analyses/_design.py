@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ccdp.analyses.base import AggregatePart, CountsPart, Part, Summary
+from ccdp.analyses.base import AggregatePart, CountsPart, Part, Records, Summary
 from ccdp.analyses.errors import AnalysisError
 
 LEVELS = "levels:"
@@ -27,21 +27,36 @@ def is_numeric(series: pd.Series) -> bool:
 
 
 def describe(
-    frame: pd.DataFrame, covariates: list[str], extra: dict[str, float]
+    frame: pd.DataFrame,
+    covariates: list[str],
+    extra: dict[str, float],
+    keys: np.ndarray | None = None,
 ) -> dict[str, Part]:
-    """The node's covariate levels (as counts) and sums of numeric covariates (and `extra`)."""
+    """The node's covariate levels (as counts) and sums of numeric covariates (and `extra`).
+
+    `keys` (ledger keys of the frame's rows) become the parts' node-side records, which the
+    gate needs to judge them: the level cells count their rows, the sums count every row."""
     parts: dict[str, Part] = {}
     sums: dict[str, float] = dict(extra)
     for c in covariates:
         if is_numeric(frame[c]):
             sums[c] = float(frame[c].astype(float).sum())
             continue
-        counts = frame[c].astype(str).value_counts(sort=False)
-        cells = [{c: str(level), "n": int(k)} for level, k in sorted(counts.items())]
-        parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells)
+        values = frame[c].astype(str).to_numpy()
+        levels, row, counts = np.unique(values, return_inverse=True, return_counts=True)
+        cells = [{c: str(level), "n": int(k)} for level, k in zip(levels, counts, strict=True)]
+        records = None if keys is None else Records(keys, row)
+        parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells, records=records)
     # Parameters: the covariate means the coordinator learns (the outcome totals are counts).
     n_params = len(sums) - len(extra)
-    parts[MOMENTS] = AggregatePart(n=len(frame), n_params=n_params, values={"sums": sums})
+    # levels stay None (undeclared): the per-level counts of a model's terms are filled in with
+    # the params validators' work, not here.
+    parts[MOMENTS] = AggregatePart(
+        n=len(frame),
+        n_params=n_params,
+        values={"sums": sums},
+        records=None if keys is None else Records.single(keys),
+    )
     return parts
 
 

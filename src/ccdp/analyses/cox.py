@@ -6,13 +6,16 @@ the partial likelihood at the coordinator's β, in one of two ways chosen by `st
 * strata containing `node` (the default `strata: node`, or e.g. `[node, sex]`): risk sets never
   cross nodes, so each node sends its log-likelihood, score and information (an AggregatePart)
   and the coordinator adds them and takes a Newton–Raphson step;
-* strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node sends,
-  per stratum and distinct time, the sums of exp(xβ), x·exp(xβ), xxᵀ·exp(xβ) over all its rows
-  and over its events (an EventTimesPart, as WebDISCO, Lu et al. JAMIA 2015); the coordinator
-  adds them by time, forms the pooled risk sets and Efron's tie correction exactly.
+* strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node groups its
+  times within each stratum (`ccdp.disclosure.event_times`: every released time stands for at
+  least min_cell subjects) and sends, per stratum and grouped time, the sums of exp(xβ),
+  x·exp(xβ), xxᵀ·exp(xβ) over all its rows and over its events (an EventTimesPart, as WebDISCO,
+  Lu et al. JAMIA 2015); the coordinator adds them by time, forms the pooled risk sets and
+  Efron's tie correction exactly.
 
 Either way the estimate equals a pooled fit with the same strata (lifelines CoxPHFitter /
-statsmodels PHReg).
+statsmodels PHReg), on the grouped times for risk-set tables. Every form also sends a `model`
+AggregatePart (n, number of parameters, records) so the gate's model checks apply to it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rich.table import Table
 from scipy.special import chdtrc
 
 from ccdp.analyses._common import (
+    UNIT_DAYS,
     SurvivalOutcome,
     TimeUnit,
     complete_cases,
@@ -58,6 +62,7 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
+    Records,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, MalformedSummary
@@ -179,6 +184,8 @@ class NodeCox:
     labels: np.ndarray  # stratum label by code
     sizes: dict[str, int]
     n: int
+    keys: np.ndarray  # ledger key of each row (view order)
+    row: np.ndarray  # (stratum, time) group of each row (view order)
 
     def groups(self, beta: np.ndarray) -> RiskGroups:
         """Group sums of the moments weighted by exp(xβ), over all rows and over events."""
@@ -191,15 +198,26 @@ class NodeCox:
 
 
 def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCox:
-    """Read, code and sort the node's rows for this design."""
+    """Read, code and sort the node's rows for this design.
+
+    When risk sets cross nodes the node sends a row per (stratum, time), so its times are first
+    grouped by the node's disclosure rules (`ccdp.disclosure.event_times`) within each stratum;
+    the fit is then exact for the grouped times. Within-node strata send only the score and
+    information, a sum over every row, and keep the exact times."""
     tcol, ecol = survival_columns(params.outcome)
     strata = params.local_strata()
     frame = complete_cases(data, [tcol, ecol, *params.covariates, *strata], data.node)
     time, event = survival_arrays(frame, params.outcome, params.time_unit, data.node)
     x = design_matrix(frame, design, data.node)
-    labels, codes = np.unique(group_labels(frame, strata).astype(str), return_inverse=True)
+    keys = data.record_keys(frame.index)
+    stratum = group_labels(frame, strata).astype(str)
+    if not params.within_node():
+        time = data.disclosure.group_times(stratum, time, keys, UNIT_DAYS[params.time_unit])
+    labels, codes = np.unique(stratum, return_inverse=True)
     g = group_rows(codes, time)
     xs, ev = x[g.order], event[g.order].astype(float)
+    row = np.empty(len(frame), dtype=np.int64)
+    row[g.order] = np.repeat(np.arange(len(g.starts)), np.diff(np.append(g.starts, len(frame))))
     return NodeCox(
         grouping=g,
         x=xs,
@@ -210,6 +228,8 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
         labels=labels,
         sizes={str(lab): int(k) for lab, k in zip(labels, np.bincount(codes), strict=True)},
         n=len(frame),
+        keys=keys,
+        row=row,
     )
 
 
@@ -293,28 +313,35 @@ class Cox(Analysis):
         assert isinstance(params, CoxParams)
         if request["step"] == "describe":
             frame = complete_cases(data, self.columns(params), data.node)
-            return Summary(parts=describe(frame, params.covariates, {}))
+            keys = data.record_keys(frame.index)
+            return Summary(parts=describe(frame, params.covariates, {}, keys))
         node = node_cache(cache, data, params, request["design"])
         beta = np.array(request["beta"], dtype=float)
         rg = node.groups(beta)
+        # The model's rows, so the gate applies min cohort and the parameter limit to every
+        # Cox form. levels: None (within-node) or {} (risk sets) until the per-level record
+        # counts of the categorical terms are filled in by the params/levels work.
+        model = AggregatePart(
+            n=node.n, n_params=len(beta), values={}, records=Records.single(node.keys)
+        )
         if params.within_node():
             loglik, score, info = partial_likelihood(rg, beta, params.ties)
-            values = {
+            model.values = {
                 "loglik": loglik,
                 "score": floats(score),
                 "info": floats(info),
                 "events": int(node.d.sum()),
             }
-            return Summary(
-                parts={"model": AggregatePart(n=node.n, n_params=len(beta), values=values)}
-            )
+            return Summary(parts={"model": model})
+        model.levels = {}
         part = EventTimesPart(
             group_by=params.local_strata(),
             columns=event_columns(node, rg, params.ties),
             group_sizes=node.sizes,
             time_unit=params.time_unit,
+            records=Records(node.keys, node.row),
         )
-        return Summary(parts={"risk_sets": part})
+        return Summary(parts={"risk_sets": part, "model": model})
 
     def combine(
         self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]

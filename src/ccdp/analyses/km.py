@@ -1,8 +1,10 @@
 """Kaplan–Meier survival by group, pooled exactly from the nodes' event-time tables.
 
-Each node sends, per group and distinct time on the policy grid, the number of events and
-censorings; the coordinator adds the tables, so the at-risk counts, the product-limit estimate and
-Greenwood's variance are exactly those of the pooled data. Confidence intervals use the
+Each node groups its times (each released time is the mean, on the policy grid, of an interval
+of at least min_cell subjects: `ccdp.disclosure.event_times`) and sends, per group and grouped
+time, the number of events and censorings; the coordinator adds the tables, so the at-risk
+counts, the product-limit estimate and Greenwood's variance are exactly those of the pooled
+grouped data. Confidence intervals use the
 exponential Greenwood (log(-log)) transform, as lifelines' KaplanMeierFitter and R's
 `survfit(conf.type = "log-log")`. The median's interval is where the interval bands cross 0.5
 (the Brookmeyer–Crowley construction with the log(-log) transform; identical to lifelines'
@@ -22,6 +24,7 @@ from rich.table import Table
 from scipy.special import ndtri
 
 from ccdp.analyses._common import (
+    UNIT_DAYS,
     YEAR_DAYS,
     SurvivalOutcome,
     TimeUnit,
@@ -39,6 +42,7 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
+    Records,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError
@@ -137,21 +141,41 @@ def nr(days: float | None) -> str:
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
-    """The node's per-group event-time table: events and censorings at each distinct time."""
+    """The node's per-group event-time table: events and censorings at each grouped time.
+
+    Times are first grouped by the node's disclosure rules (`ccdp.disclosure.event_times`:
+    each released time stands for at least min_cell subjects), so the table is exact for the
+    grouped data. `records` says which table row each view row is counted in."""
     tcol, ecol = survival_columns(outcome)
     frame = complete_cases(data, [tcol, ecol, *by], data.node)
     time, event = survival_arrays(frame, outcome, unit, data.node)
-    table = pd.DataFrame({"group": group_labels(frame, by), "time": time, "events": event})
-    agg = table.groupby(["group", "time"], sort=True)["events"].agg(["sum", "size"])
-    events = agg["sum"].to_numpy(dtype=np.int64)
+    labels = group_labels(frame, by).astype(str)
+    keys = data.record_keys(frame.index)
+    time = data.disclosure.group_times(labels, time, keys, UNIT_DAYS[unit])
+    names, codes = np.unique(labels, return_inverse=True)
+    order = np.lexsort((time, codes))
+    c, t, e = codes[order], time[order], event[order]
+    new = np.ones(len(t), dtype=bool)
+    new[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
+    starts = np.flatnonzero(new)
+    events = np.add.reduceat(e, starts).astype(np.int64)
+    size = np.diff(np.append(starts, len(t)))
+    row = np.empty(len(t), dtype=np.int64)
+    row[order] = np.cumsum(new) - 1
     columns = {
-        "group": agg.index.get_level_values("group").to_numpy(dtype=str),
-        "time": agg.index.get_level_values("time").to_numpy(dtype=float),
+        "group": names[c[starts]],
+        "time": t[starts],
         "events": events,
-        "censored": agg["size"].to_numpy(dtype=np.int64) - events,
+        "censored": size - events,
     }
-    sizes = {str(k): int(v) for k, v in table.groupby("group").size().items()}
-    return EventTimesPart(group_by=list(by), columns=columns, group_sizes=sizes, time_unit=unit)
+    sizes = {str(k): int(v) for k, v in zip(names, np.bincount(codes), strict=True)}
+    return EventTimesPart(
+        group_by=list(by),
+        columns=columns,
+        group_sizes=sizes,
+        time_unit=unit,
+        records=Records(keys, row),
+    )
 
 
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
