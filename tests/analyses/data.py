@@ -9,9 +9,12 @@ from lifelines.datasets import load_leukemia
 
 def freireich() -> pd.DataFrame:
     """Freireich et al., Blood 1963;21:699–716: 42 children in remission, 6-MP (Rx=0) or placebo
-    (Rx=1); remission length in weeks (`os_time` here), relapse as the event."""
+    (Rx=1); remission length in weeks (`os_time` here), relapse as the event. Analyses name only
+    view variables, so the treatment is `arm` (6-MP the reference: its `arm[placebo]` term is
+    Rx) and log WBC stands in `wbc_at_diagnosis`."""
     df = load_leukemia().rename(columns={"t": "os_time", "status": "os_event"})
     df["arm"] = np.where(df["Rx"] == 1, "placebo", "6-MP")
+    df["wbc_at_diagnosis"] = df["logWBC"]
     return df
 
 
@@ -42,6 +45,6 @@ def cohort(n: int, seed: int) -> pd.DataFrame:
             "wbc_at_diagnosis": wbc,
             "sex": sex,
             "risk_group": risk,
-            "male": (sex == "M").astype(int),
+            "relapsed": (sex == "M").astype(int),  # a 0/1 view variable standing in for "male"
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from pydantic import ValidationError
 
 from ccdp.analyses._common import coarsen
 from ccdp.analyses.errors import AnalysisError
@@ -58,9 +59,9 @@ def test_logistic_random_splits_equal_statsmodels(seed: int) -> None:
 
 def test_logistic_on_freireich_and_reference_level() -> None:
     df = freireich()
-    params = {"outcome": "os", "covariates": ["logWBC", "sex"]}
+    params = {"outcome": "os", "covariates": ["wbc_at_diagnosis", "sex"]}
     result = federate("logistic", params, split(df, 3, np.random.default_rng(3)))
-    x, fit = statsmodels_glm(df, "os_event", ["logWBC", "sex"], sm.families.Binomial())
+    x, fit = statsmodels_glm(df, "os_event", ["wbc_at_diagnosis", "sex"], sm.families.Binomial())
     assert_glm_matches(result, x, fit)
     df = cohort(400, 9)
     ref = {"risk_group": "standard"}
@@ -93,13 +94,15 @@ def test_poisson_rate_ratios_with_person_time_equal_statsmodels(seed: int) -> No
 def test_poisson_counts_and_month_grid() -> None:
     rng = np.random.default_rng(5)
     df = cohort(400, 5)
-    df["relapses"] = rng.poisson(np.exp(0.5 + 0.3 * (df["sex"] == "M")))
+    # counts in a view variable's column (`relapsed` is a count role's binary; the values here
+    # are Poisson draws, which the node checks only as non-negative numbers)
+    df["relapsed"] = rng.poisson(np.exp(0.5 + 0.3 * (df["sex"] == "M")))
     result = federate(
         "poisson",
-        {"outcome": "relapses", "covariates": ["sex", "age_at_diagnosis"]},
+        {"outcome": "relapsed", "covariates": ["sex", "age_at_diagnosis"]},
         split(df, 4, rng),
     )
-    x, fit = statsmodels_glm(df, "relapses", ["sex", "age_at_diagnosis"], sm.families.Poisson())
+    x, fit = statsmodels_glm(df, "relapsed", ["sex", "age_at_diagnosis"], sm.families.Poisson())
     assert_glm_matches(result, x, fit)
     monthly = federate(
         "poisson",
@@ -136,8 +139,14 @@ def test_result_forms_and_errors() -> None:
     frame = result.to_frame()
     assert list(frame.columns) == ["coef", "se", "estimate", "ci_low", "ci_high", "p"]
     assert result.plot().axes[0].get_xlabel() == "odds ratio (95% CI)"
-    with pytest.raises(AnalysisError, match="must be 0/1"):
+    with pytest.raises(ValidationError, match="cannot be a binary"):
         federate("logistic", {"outcome": "os_time", "covariates": ["sex"]}, frames)
+    with pytest.raises(AnalysisError, match="must be 0/1"):
+        federate(
+            "logistic",
+            {"outcome": "relapsed", "covariates": ["sex"]},
+            [f.assign(relapsed=2) for f in frames],
+        )
     bad = [f.assign(os_event=0) for f in frames]
     with pytest.raises(AnalysisError, match="one value only"):
         federate("logistic", {"outcome": "os_event"}, bad)

@@ -152,13 +152,13 @@ def test_edge_cases_deaths_at_zero_all_dead_and_single_rows() -> None:
         {
             "os_time": [0, 0, 3, 3, 3, 5, 8, 8, 2, 4, 4, 6, 9, 9, 9, 1, 7, 7, 7, 7],
             "os_event": [1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1],
-            "g": ["a"] * 8 + ["b"] * 7 + ["c"] * 5,
+            "risk_group": ["a"] * 8 + ["b"] * 7 + ["c"] * 5,
         }
     )
     for k in (1, 3):
         frames = split(df, k, np.random.default_rng(k))
-        result = federate("km", {"by": ["g"]}, frames, min_cell=1)
-        check_against_lifelines(result, df, "g")
+        result = federate("km", {"by": ["risk_group"]}, frames, min_cell=1)
+        check_against_lifelines(result, df, "risk_group")
     a, b, c = result.groups
     assert a.table[-1].survival == 0.0 and (a.table[-1].ci_low, a.table[-1].ci_high) == (0, 0)
     assert b.median is None and b.median_ci_high is None

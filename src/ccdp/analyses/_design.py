@@ -16,6 +16,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from ccdp.analyses.base import AggregatePart, CountsPart, Part, Records, Summary
 from ccdp.analyses.errors import AnalysisError
+from ccdp.cohort.view import declared_levels, view_variables
 
 LEVELS = "levels:"
 MOMENTS = "moments"
@@ -26,16 +27,36 @@ def is_numeric(series: pd.Series) -> bool:
     return bool(is_numeric_dtype(series) or is_bool_dtype(series))
 
 
+def is_categorical(frame: pd.DataFrame, name: str) -> bool:
+    """A term whose levels each describe a set of records: categorical by the view's disclosure
+    class (0/1 indicators too), or any column that is not numeric."""
+    var = view_variables().get(name)
+    return (var is not None and var.var_class == "categorical") or not is_numeric(frame[name])
+
+
+def level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, list[int]]:
+    """Records at each level of every categorical term among `names` (node-side only: the gate
+    refuses a model in which a level holds fewer than min_cell records)."""
+    return {
+        n: [int(k) for k in frame[n].astype(str).value_counts().to_numpy()]
+        for n in names
+        if is_categorical(frame, n)
+    }
+
+
 def describe(
     frame: pd.DataFrame,
     covariates: list[str],
     extra: dict[str, float],
-    keys: np.ndarray | None = None,
+    keys: np.ndarray,
+    outcome: str | None = None,
 ) -> dict[str, Part]:
     """The node's covariate levels (as counts) and sums of numeric covariates (and `extra`).
 
     `keys` (ledger keys of the frame's rows) become the parts' node-side records, which the
-    gate needs to judge them: the level cells count their rows, the sums count every row."""
+    gate needs to judge them: the level cells count their rows, the sums count every row. The
+    per-level counts of the categorical covariates (and of a binary `outcome`) ride along,
+    node-side, for the gate's level rule."""
     parts: dict[str, Part] = {}
     sums: dict[str, float] = dict(extra)
     for c in covariates:
@@ -45,17 +66,16 @@ def describe(
         values = frame[c].astype(str).to_numpy()
         levels, row, counts = np.unique(values, return_inverse=True, return_counts=True)
         cells = [{c: str(level), "n": int(k)} for level, k in zip(levels, counts, strict=True)]
-        records = None if keys is None else Records(keys, row)
+        records = Records(keys, row)
         parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells, records=records)
     # Parameters: the covariate means the coordinator learns (the outcome totals are counts).
     n_params = len(sums) - len(extra)
-    # levels stay None (undeclared): the per-level counts of a model's terms are filled in with
-    # the params validators' work, not here.
     parts[MOMENTS] = AggregatePart(
         n=len(frame),
         n_params=n_params,
         values={"sums": sums},
-        records=None if keys is None else Records.single(keys),
+        records=Records.single(keys),
+        levels=level_counts(frame, [*covariates, *([outcome] if outcome else [])]),
     )
     return parts
 
@@ -97,7 +117,9 @@ def make_design(
         levels = sorted({str(cell[c]) for p in level_parts for cell in p.cells})
         ref = str(reference.get(c, levels[0]))
         if ref not in levels:
-            raise AnalysisError(f"reference level {ref!r} of {c} is not among its levels {levels}")
+            # the pooled levels are released counts' labels, but only declared ones are public
+            known = f" (levels: {', '.join(levels)})" if _all_declared(c, levels) else ""
+            raise AnalysisError(f"reference: {ref!r} is not a level of {c}{known}")
         all_levels[c] = levels
         for level in levels:
             if level != ref:
@@ -107,6 +129,11 @@ def make_design(
     if unknown:
         raise AnalysisError(f"reference given for {sorted(unknown)}, which are not covariates")
     return {"terms": terms, "columns": columns, "levels": all_levels}
+
+
+def _all_declared(name: str, levels: list[str]) -> bool:
+    declared = declared_levels(name)
+    return declared is not None and set(levels) <= declared
 
 
 def design_matrix(frame: pd.DataFrame, design: dict[str, Any], node: str) -> np.ndarray:
@@ -122,8 +149,7 @@ def design_matrix(frame: pd.DataFrame, design: dict[str, Any], node: str) -> np.
                 extra = set(values.unique()) - set(design["levels"][var])
                 if extra or is_numeric(series):
                     raise AnalysisError(
-                        f"node {node}: {var} values {sorted(extra)} are not among the pooled "
-                        "categorical levels"
+                        f"node {node}: {var} has values that are not among its pooled levels"
                     )
                 checked.add(var)
             cols.append((values == spec["level"]).to_numpy(dtype=float))

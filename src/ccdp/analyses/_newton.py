@@ -16,6 +16,12 @@ from scipy.special import ndtr, ndtri
 from ccdp.analyses.errors import AnalysisError
 
 Z95 = float(ndtri(0.975))
+
+
+class NotConverged(AnalysisError):
+    """Newton–Raphson ran out of iterations before the estimate settled."""
+
+
 MAX_HALVINGS = 30
 
 
@@ -81,9 +87,16 @@ def newton_step(
     state.best_beta, state.best_loglik = state.beta.copy(), loglik
     delta, cov = solve_information(info, score, terms)
     converged = bool(np.max(np.abs(delta), initial=0.0) < tol)
-    if converged or state.iterations >= max_iter:
+    if converged:
         se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         return NewtonFit(state.beta.copy(), se, loglik, state.iterations, converged)
+    if state.iterations >= max_iter:
+        # an unconverged estimate (max_iter: 1 stops before a singular model shows itself) is
+        # whatever the first steps made of the nodes' sums, not a result: nothing is released
+        raise NotConverged(
+            f"the model did not converge within max_iter = {max_iter} iterations; "
+            "no estimate is released"
+        )
     state.beta = state.beta + delta
     return state
 

@@ -10,21 +10,6 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses.base import CountsPart, NodeData, Records, Unit
-from ccdp.cohort.view import public_variables
-
-
-def check_variables(names: list[str], what: str) -> list[str]:
-    """Refuse names that are not public view variables (message lists what exists)."""
-    allowed = public_variables()
-    bad = [n for n in names if n not in allowed]
-    if bad:
-        raise ValueError(
-            f"{what}: unknown variable(s) {', '.join(map(repr, bad))}; "
-            f"the analysis view has: {', '.join(allowed)}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{what}: a variable is named twice")
-    return names
 
 
 def native(value: Any) -> Any:

@@ -22,7 +22,8 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import check_variables, counts_part, sort_key
+from ccdp.analyses.common import counts_part, sort_key
+from ccdp.cohort.variables import check_variables
 
 
 class CountParams(AnalysisParams):
@@ -34,7 +35,7 @@ class CountParams(AnalysisParams):
     @field_validator("by")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        return check_variables(v, "by")
+        return check_variables(v)
 
 
 class CrosstabParams(CountParams):

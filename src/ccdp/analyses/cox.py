@@ -50,7 +50,7 @@ from ccdp.analyses._coxcore import (
     n_moments,
     partial_likelihood,
 )
-from ccdp.analyses._design import describe, design_matrix, make_design
+from ccdp.analyses._design import describe, design_matrix, level_counts, make_design
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import (
@@ -66,6 +66,7 @@ from ccdp.analyses.base import (
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, MalformedSummary
+from ccdp.cohort.variables import check_variables
 
 NODE = "node"
 
@@ -86,9 +87,16 @@ class CoxParams(AnalysisParams):
     @field_validator("strata")
     @classmethod
     def _distinct(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and len(set(v)) != len(v):
-            raise ValueError("strata variables must be distinct")
+        if isinstance(v, list):
+            check_variables([s for s in v if s != NODE])
+            if len(set(v)) != len(v):
+                raise ValueError("strata: a variable is named twice")
         return v
+
+    @field_validator("covariates")
+    @classmethod
+    def _modelled(cls, v: list[str]) -> list[str]:
+        return check_variables(v, "covariate")
 
     def strata_vars(self) -> list[str]:
         """All stratification variables, `node` included when stratifying by node."""
@@ -186,6 +194,7 @@ class NodeCox:
     n: int
     keys: np.ndarray  # ledger key of each row (view order)
     row: np.ndarray  # (stratum, time) group of each row (view order)
+    levels: dict[str, list[int]]  # records per level of each categorical covariate
 
     def groups(self, beta: np.ndarray) -> RiskGroups:
         """Group sums of the moments weighted by exp(xβ), over all rows and over events."""
@@ -230,6 +239,7 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
         n=len(frame),
         keys=keys,
         row=row,
+        levels=level_counts(frame, [*params.covariates, *strata]),
     )
 
 
@@ -318,11 +328,14 @@ class Cox(Analysis):
         node = node_cache(cache, data, params, request["design"])
         beta = np.array(request["beta"], dtype=float)
         rg = node.groups(beta)
-        # The model's rows, so the gate applies min cohort and the parameter limit to every
-        # Cox form. levels: None (within-node) or {} (risk sets) until the per-level record
-        # counts of the categorical terms are filled in by the params/levels work.
+        # The model's rows and the records per level of its categorical terms, so the gate
+        # applies min cohort, the parameter limit and the level rule to every Cox form.
         model = AggregatePart(
-            n=node.n, n_params=len(beta), values={}, records=Records.single(node.keys)
+            n=node.n,
+            n_params=len(beta),
+            values={},
+            records=Records.single(node.keys),
+            levels=node.levels,
         )
         if params.within_node():
             loglik, score, info = partial_likelihood(rg, beta, params.ties)
@@ -333,7 +346,6 @@ class Cox(Analysis):
                 "events": int(node.d.sum()),
             }
             return Summary(parts={"model": model})
-        model.levels = {}
         part = EventTimesPart(
             group_by=params.local_strata(),
             columns=event_columns(node, rg, params.ties),

@@ -18,13 +18,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc, expit, gammaln
 
 from ccdp.analyses._common import TimeUnit, coarsen, complete_cases, floats, survival_columns
-from ccdp.analyses._design import describe, design_matrix, make_design, pooled_sums
+from ccdp.analyses._design import (
+    describe,
+    design_matrix,
+    level_counts,
+    make_design,
+    pooled_sums,
+)
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import (
@@ -35,9 +41,11 @@ from ccdp.analyses.base import (
     Continue,
     Done,
     NodeData,
+    Records,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, InsufficientData
+from ccdp.cohort.variables import check_variable, check_variables
 
 INTERCEPT = "(Intercept)"
 SURVIVAL = ("os", "efs")
@@ -52,9 +60,19 @@ class GLMParams(AnalysisParams):
     max_iter: int = Field(default=50, ge=1, le=200)
     tol: float = Field(default=1e-10, gt=0)
 
+    @field_validator("covariates")
+    @classmethod
+    def _modelled(cls, v: list[str]) -> list[str]:
+        return check_variables(v, "covariate")
+
 
 class LogisticParams(GLMParams):
     """Logistic regression of a 0/1 view column (`os`/`efs` mean their event indicators)."""
+
+    @field_validator("outcome")
+    @classmethod
+    def _binary(cls, v: str) -> str:
+        return v if v in SURVIVAL else check_variable(v, "binary")
 
 
 class PoissonParams(GLMParams):
@@ -62,6 +80,16 @@ class PoissonParams(GLMParams):
 
     person_time: str | None = None
     time_unit: TimeUnit = "day"
+
+    @field_validator("outcome")
+    @classmethod
+    def _count(cls, v: str) -> str:
+        return v if v in SURVIVAL else check_variable(v, "count")
+
+    @field_validator("person_time")
+    @classmethod
+    def _time(cls, v: str | None) -> str | None:
+        return v if v is None else check_variable(v, "time")
 
 
 class GLMTerm(BaseModel):
@@ -202,16 +230,34 @@ class _GLM(Analysis):
         if request["step"] == "describe":
             frame = self.node_frame(data, params)
             y, offset = self.response(frame, params)
-            return Summary(parts=describe(frame, params.covariates, self.null_sums(y, offset)))
+            keys = data.record_keys(frame.index)
+            sums = self.null_sums(y, offset)
+            return Summary(
+                parts=describe(frame, params.covariates, sums, keys, self.binary(params))
+            )
         design = request["design"]
         if cache.get("glm_design") != design:
             frame = self.node_frame(data, params)
             cache["glm_design"] = design
             cache["glm"] = self.arrays(frame, params, design, data.node)
+            names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
+            cache["glm_rows"] = (data.record_keys(frame.index), level_counts(frame, names))
         x, y, offset = cache["glm"]
+        keys, levels = cache["glm_rows"]
         beta = np.array(request["beta"], dtype=float)
         values = self.moments(x, y, offset, beta)
-        return Summary(parts={"model": AggregatePart(n=len(y), n_params=len(beta), values=values)})
+        model = AggregatePart(
+            n=len(y),
+            n_params=len(beta),
+            values=values,
+            records=Records.single(keys),
+            levels=levels,
+        )
+        return Summary(parts={"model": model})
+
+    def binary(self, params: GLMParams) -> str | None:
+        """The outcome column whose two levels the level rule covers (logistic only)."""
+        return None
 
     def combine(
         self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]
@@ -287,6 +333,9 @@ class Logistic(_GLM):
     def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
         o = params.outcome
         return (survival_columns(o)[1] if o in SURVIVAL else o), None
+
+    def binary(self, params: GLMParams) -> str | None:
+        return self.outcome_columns(params)[0]
 
     def check_response(self, y: pd.Series, name: str, node: str) -> None:
         values = pd.to_numeric(y.astype(float), errors="coerce")

@@ -30,6 +30,7 @@ from ccdp.analyses.base import (
 )
 from ccdp.analyses.common import counts_part, native, sort_key
 from ccdp.cohort.spec import CohortError
+from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
 
 PER = 1_000_000.0
@@ -62,6 +63,7 @@ class IncidenceParams(AnalysisParams):
     @field_validator("by")
     @classmethod
     def _groupable(cls, v: list[str]) -> list[str]:
+        check_variables(v)
         bad = [b for b in v if b not in GROUPABLE]
         if bad:
             raise ValueError(f"incidence cannot be split by {bad}; use {', '.join(GROUPABLE)}")

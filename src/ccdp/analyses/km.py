@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
@@ -46,6 +46,7 @@ from ccdp.analyses.base import (
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError
+from ccdp.cohort.variables import check_variables
 
 Z95 = float(ndtri(0.975))
 LANDMARK_YEARS = (1, 3, 5)
@@ -55,8 +56,13 @@ class KMParams(AnalysisParams):
     """Kaplan–Meier: `outcome` os|efs, optional grouping `by`, the node's time grid."""
 
     outcome: SurvivalOutcome = "os"
-    by: list[str] = Field(default_factory=list)
+    by: list[str] = Field(default_factory=list, max_length=3)
     time_unit: TimeUnit = "day"
+
+    @field_validator("by")
+    @classmethod
+    def _categorical(cls, v: list[str]) -> list[str]:
+        return check_variables(v)
 
 
 class KMRow(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc
@@ -28,14 +28,20 @@ from ccdp.analyses.base import (
 )
 from ccdp.analyses.errors import AnalysisError
 from ccdp.analyses.km import event_table_part, pooled_event_table
+from ccdp.cohort.variables import check_variables
 
 
 class LogrankParams(AnalysisParams):
     """Log-rank: `outcome` os|efs compared across the groups formed by `by`."""
 
     outcome: SurvivalOutcome = "os"
-    by: list[str] = Field(min_length=1)
+    by: list[str] = Field(min_length=1, max_length=3)
     time_unit: TimeUnit = "day"
+
+    @field_validator("by")
+    @classmethod
+    def _categorical(cls, v: list[str]) -> list[str]:
+        return check_variables(v)
 
 
 class LogrankGroup(BaseModel):
