@@ -243,17 +243,18 @@ def test_model_with_as_many_parameters_as_patients_is_refused(tmp_path):
     from ccdp.federation.study import run_study
 
     store = build_store(tmp_path / "m.duckdb", random_registry(9, 40, "FR", "m"))
+    (tmp_path / "m.policy.yaml").write_text("min_cohort: 2\n")  # let the parameter rule speak
+    numeric = ["wbc_at_diagnosis", "age_at_diagnosis", "age_years"]
     res = run_study(
-        {
-            "analysis": "cox",
-            "outcome": "os",
-            "covariates": ["wbc_at_diagnosis", "iccc_group", "sex", "arm", "immunophenotype"],
-            "cohort": {"age_at_diagnosis": {"to": 6}},
-        },
+        {"analysis": "cox", "covariates": numeric, "cohort": {"age_at_diagnosis": {"to": 1.5}}},
         InProcessTransport([store]),
     )
-    assert res.result is None and "stopped answering" in res.error
+    assert res.result is None
     assert res.nodes["m"].status == "refused" and "more parameters" in res.nodes["m"].reason
+    # a categorical covariate with a rare level is refused by the level rule, naming the term
+    res = run_study({"analysis": "cox", "covariates": ["iccc_group"]}, InProcessTransport([store]))
+    assert res.result is None and res.nodes["m"].status == "refused"
+    assert "iccc_group: a level of this term" in res.nodes["m"].reason
 
 
 def test_attack_with_every_margin_query_learns_no_suppressed_cell(tmp_path):

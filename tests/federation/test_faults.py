@@ -171,7 +171,8 @@ def test_revoked_node_token_stops_the_agent(net, tmp_path):
 
 @pytest.mark.slow
 def test_real_hub_killed_mid_cox_resumes_to_the_pooled_result(tmp_path):
-    """`ccdp hub serve` killed during a 20-round Cox, restarted: the result equals `ccdp run`."""
+    """`ccdp hub serve` killed during a 20-round Cox, restarted: the study ends as `ccdp run`
+    ends, every round answered once."""
     db = f"sqlite:///{tmp_path / 'hub.db'}"
     hub = Hub(open_database(db))
     stores = {
@@ -199,9 +200,12 @@ def test_real_hub_killed_mid_cox_resumes_to_the_pooled_result(tmp_path):
         proc.start()
         procs.append(proc.proc)
         study = wait_until(lambda: finished(hub, sid), 120, 0.2)
-    local = run_ccdp("run", spec, *(a for s in stores.values() for a in ("--store", s)), "--json")
-    expect = json.loads(local.stdout)
-    assert study["status"] == "done", study
-    assert study["result"]["rounds"] == expect["rounds"] == 20
-    assert study["result"]["result"] == expect["result"]
+    local = run_ccdp(
+        "run", spec, *(a for s in stores.values() for a in ("--store", s)), "--json", check=False
+    )
+    # tol 1e-300 never converges: after its 19 Newton rounds the study releases no estimate,
+    # at the hub exactly as in-process, and every round was answered once per node
+    refusal = "did not converge within max_iter = 19 iterations"
+    assert local.returncode != 0 and refusal in local.stderr
+    assert study["status"] == "failed" and refusal in str(study), study
     assert answers_of(hub, sid) == 40  # each round answered once per node, none twice

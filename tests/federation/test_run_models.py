@@ -12,9 +12,11 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from ccdp.cohort.view import cohort_sql
+from ccdp.errors import SpecError
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import run_study
+from tests.analyses.federate import grouped
 from tests.analyses.references import dummies, lifelines_cox, with_node
 from tests.storekit import build_store, random_registry
 
@@ -24,10 +26,13 @@ SIZES = {"fr": (11, 300, "FR"), "de": (12, 450, "DE"), "it": (13, 200, "IT")}
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stores")
-    return [
+    stores = [
         build_store(tmp / f"{n}.duckdb", random_registry(seed, size, c, n))
         for n, (seed, size, c) in SIZES.items()
     ]
+    for s in stores:  # exactness, not differencing, is checked here: no ledger-driven merges
+        s.with_name(f"{s.stem}.policy.yaml").write_text("differencing_threshold: 0\n")
+    return stores
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,9 @@ def run(spec: dict, stores):
 
 
 def test_km_and_logrank_equal_lifelines(stores, frames) -> None:
-    pooled = pd.concat(frames, ignore_index=True).dropna(subset=["os_time", "os_event"])
+    # each node groups its event times (intervals of >= min_cell subjects): KM and log-rank are
+    # exact for those grouped times
+    pooled = grouped(frames, ["sex"])
     km = run({"analysis": "km", "outcome": "os", "by": ["sex"]}, stores)
     for g in km.groups:
         block = pooled[pooled["sex"] == g.group]
@@ -71,6 +78,8 @@ def test_cox_equals_lifelines(stores, frames, strata: str) -> None:
     spec = {"analysis": "cox", "outcome": "os", "covariates": cov, "strata": strata}
     result = run(spec, stores)
     parts = [f.dropna(subset=["os_time", "os_event", *cov]) for f in frames]
+    if strata == "none":  # risk-set tables are sent on grouped times; node strata stay exact
+        parts = [grouped([p], []) for p in parts]
     pooled = with_node(parts)
     cph = lifelines_cox(pooled, cov, strata=["node"] if strata == "node" else None)
     assert [c.term for c in result.coefficients] == list(cph.params_.index)
@@ -129,11 +138,14 @@ def test_logistic_and_poisson_equal_statsmodels(stores, frames) -> None:
     np.testing.assert_allclose([c.se for c in pois.coefficients], ref.bse, rtol=1e-8)
 
 
-def test_unknown_covariate_fails_at_every_node_with_the_name(stores) -> None:
-    result = run_study({"analysis": "cox", "covariates": ["sexx"]}, InProcessTransport(stores))
-    assert result.result is None
-    for status in result.nodes.values():
-        assert status.status == "failed" and "sexx" in status.reason
+def test_unknown_covariate_is_refused_at_the_hub_and_again_at_every_node(stores) -> None:
+    with pytest.raises(SpecError, match="did you mean 'sex'"):
+        run_study({"analysis": "cox", "covariates": ["sexx"]}, InProcessTransport(stores))
+    transport = InProcessTransport(stores)
+    task = Task(task_id="t", study_id="s", round=0, analysis="cox", params={"covariates": ["sexx"]})
+    for name in transport.nodes():  # a hub that skipped its check still gets a refusal
+        answer = transport.node(name).answer(task)
+        assert answer.status == "failed" and "sexx" in answer.reason
 
 
 def test_small_node_refuses_cox_and_the_others_still_answer(stores, frames, tmp_path) -> None:

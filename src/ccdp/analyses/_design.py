@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ccdp.analyses.base import AggregatePart, CountsPart, Part, Records, Summary
+from ccdp.analyses.base import AggregatePart, CountsPart, NodeData, Part, Summary
 from ccdp.analyses.errors import AnalysisError
 from ccdp.cohort.view import declared_levels, view_variables
 
@@ -48,12 +48,12 @@ def describe(
     frame: pd.DataFrame,
     covariates: list[str],
     extra: dict[str, float],
-    keys: np.ndarray,
+    data: NodeData,
     outcome: str | None = None,
 ) -> dict[str, Part]:
     """The node's covariate levels (as counts) and sums of numeric covariates (and `extra`).
 
-    `keys` (ledger keys of the frame's rows) become the parts' node-side records, which the
+    The frame's rows (records of `data`) become the parts' node-side records, which the
     gate needs to judge them: the level cells count their rows, the sums count every row. The
     per-level counts of the categorical covariates (and of a binary `outcome`) ride along,
     node-side, for the gate's level rule."""
@@ -66,7 +66,7 @@ def describe(
         values = frame[c].astype(str).to_numpy()
         levels, row, counts = np.unique(values, return_inverse=True, return_counts=True)
         cells = [{c: str(level), "n": int(k)} for level, k in zip(levels, counts, strict=True)]
-        records = Records(keys, row)
+        records = data.records(frame.index, row)
         parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells, records=records)
     # Parameters: the covariate means the coordinator learns (the outcome totals are counts).
     n_params = len(sums) - len(extra)
@@ -74,7 +74,7 @@ def describe(
         n=len(frame),
         n_params=n_params,
         values={"sums": sums},
-        records=Records.single(keys),
+        records=data.records(frame.index),
         levels=level_counts(frame, [*covariates, *([outcome] if outcome else [])]),
     )
     return parts

@@ -60,39 +60,72 @@ class Records:
 
     `keys` holds one ledger key per record used (see `NodeData.record_keys`), `row` the part's
     row (cell, table row) that record is counted in, -1 when it is in none. A part's row counts
-    the distinct keys of its records, so the same arrays serve tumour and patient units."""
+    the distinct keys of its records, so the same arrays serve tumour and patient units.
+
+    `owners` (the patient key of each tumour record) make the sets exact across units: within
+    each row, every patient is represented by their patient key once (their first tumour there)
+    and further tumours by their own keys, so a tumour count and a patient count of the same
+    patients differ, as sets, by exactly the extra tumours."""
 
     keys: np.ndarray
     row: np.ndarray
+    owners: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.keys = np.asarray(self.keys, dtype=np.uint64)
         self.row = np.asarray(self.row, dtype=np.int64)
-        if self.keys.shape != self.row.shape:
-            raise ValueError("records: one row index per key")
+        if self.owners is not None:
+            self.owners = np.asarray(self.owners, dtype=np.uint64)
+        if self.keys.shape != self.row.shape or (
+            self.owners is not None and self.owners.shape != self.keys.shape
+        ):
+            raise ValueError("records: one row index (and owner) per key")
 
     @classmethod
-    def single(cls, keys: np.ndarray) -> Records:
+    def single(cls, keys: np.ndarray, owners: np.ndarray | None = None) -> Records:
         """Every record counted in the part's one row (a total, a model's rows)."""
-        return cls(keys, np.zeros(len(keys), dtype=np.int64))
+        return cls(keys, np.zeros(len(keys), dtype=np.int64), owners)
+
+    def _atoms(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, key) of the counted records, sorted, with each patient's first record in a row
+        keyed by the patient when no record there already is."""
+        keep = row >= 0
+        rows, keys = row[keep], self.keys[keep]
+        if self.owners is None:
+            order = np.lexsort((keys, rows))
+            return rows[order], keys[order]
+        owners = self.owners[keep]
+        order = np.lexsort((keys, owners, rows))
+        rows, keys, owners = rows[order], keys[order], owners[order]
+        if len(rows):
+            new = np.ones(len(rows), dtype=bool)
+            new[1:] = (rows[1:] != rows[:-1]) | (owners[1:] != owners[:-1])
+            starts = np.flatnonzero(new)
+            has = np.maximum.reduceat((keys == owners).astype(np.int8), starts).astype(bool)
+            first = starts[~has]
+            keys = keys.copy()
+            keys[first] = owners[first]
+        order = np.lexsort((keys, rows))
+        return rows[order], keys[order]
 
     def sets(self, n_rows: int) -> list[np.ndarray]:
         """Sorted distinct keys of each of the part's `n_rows` rows."""
-        keep = self.row >= 0
-        rows, keys = self.row[keep], self.keys[keep]
-        order = np.lexsort((keys, rows))
-        rows, keys = rows[order], keys[order]
+        rows, keys = self._atoms(self.row)
         bounds = np.searchsorted(rows, np.arange(n_rows + 1))
         return [np.unique(keys[bounds[i] : bounds[i + 1]]) for i in range(n_rows)]
 
     def union(self) -> np.ndarray:
         """Sorted distinct keys of every record counted anywhere in the part."""
-        return np.unique(self.keys[self.row >= 0])
+        return np.unique(self._atoms(np.where(self.row >= 0, 0, -1))[1])
+
+    def single_row(self) -> Records:
+        """The same records, all counted in one row (a model over a table's rows)."""
+        return Records(self.keys, np.where(self.row >= 0, 0, -1), self.owners)
 
     def remap(self, new_row: np.ndarray) -> Records:
         """The same records with row i renamed new_row[i] (-1 drops it)."""
         row = np.where(self.row >= 0, np.asarray(new_row, dtype=np.int64)[self.row], -1)
-        return Records(self.keys, row)
+        return Records(self.keys, row, self.owners)
 
 
 @dataclass
@@ -337,10 +370,24 @@ class NodeData(Protocol):
         """Ledger keys (uint64) of the view rows at `index`, in the analysis's unit."""
         ...
 
+    def records(
+        self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
+    ) -> Records:
+        """The Records of the view rows at `index` (each in part row `row`, default 0)."""
+        ...
+
     @property
     def disclosure(self) -> DisclosureContext:
         """The node's disclosure policy and ledger, for analyses that shape their output."""
         ...
+
+
+def make_records(data: NodeData, index: pd.Index, row: np.ndarray | None, unit: Unit) -> Records:
+    """Records of view rows: their keys and, for tumours, their patients (see Records)."""
+    keys = data.record_keys(index, unit)
+    row = np.zeros(len(keys), dtype=np.int64) if row is None else row
+    owners = data.record_keys(index, "patients") if unit == "tumours" else None
+    return Records(keys, row, owners)
 
 
 def ledger_keys(
@@ -382,6 +429,11 @@ class FrameData:
             return ledger_keys(rows["patient_id"], tumour, first, unit)
         ids = pd.Series(index.astype(str), index=index)
         return ledger_keys(ids, ids, pd.Series(True, index=index), unit)
+
+    def records(
+        self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
+    ) -> Records:
+        return make_records(self, index, row, unit)
 
     @property
     def disclosure(self) -> DisclosureContext:

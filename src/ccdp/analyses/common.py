@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ccdp.analyses.base import CountsPart, NodeData, Records, Unit
+from ccdp.analyses.base import CountsPart, NodeData, Unit
 
 
 def native(value: Any) -> Any:
@@ -71,7 +71,8 @@ def counts_part(
     keys = data.record_keys(frame.index, unit)
     if not by:
         n = int(np.unique(keys).size)
-        return CountsPart(dims=[], counts=[count], cells=[{count: n}], records=Records.single(keys))
+        records = data.records(frame.index, unit=unit)
+        return CountsPart(dims=[], counts=[count], cells=[{count: n}], records=records)
     grouped = frame.groupby(by, dropna=False, sort=False)
     codes = grouped.ngroup().to_numpy()
     per_cell = (
@@ -89,5 +90,5 @@ def counts_part(
         dims=list(by),
         counts=[count],
         cells=[cells[i] for i in order],
-        records=Records(keys, position[codes]),
+        records=data.records(frame.index, position[codes], unit),
     )

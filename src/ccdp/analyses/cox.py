@@ -192,8 +192,7 @@ class NodeCox:
     labels: np.ndarray  # stratum label by code
     sizes: dict[str, int]
     n: int
-    keys: np.ndarray  # ledger key of each row (view order)
-    row: np.ndarray  # (stratum, time) group of each row (view order)
+    records: Records  # which (stratum, time) group each row is counted in
     levels: dict[str, list[int]]  # records per level of each categorical covariate
 
     def groups(self, beta: np.ndarray) -> RiskGroups:
@@ -237,8 +236,7 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
         labels=labels,
         sizes={str(lab): int(k) for lab, k in zip(labels, np.bincount(codes), strict=True)},
         n=len(frame),
-        keys=keys,
-        row=row,
+        records=data.records(frame.index, row),
         levels=level_counts(frame, [*params.covariates, *strata]),
     )
 
@@ -323,8 +321,7 @@ class Cox(Analysis):
         assert isinstance(params, CoxParams)
         if request["step"] == "describe":
             frame = complete_cases(data, self.columns(params), data.node)
-            keys = data.record_keys(frame.index)
-            return Summary(parts=describe(frame, params.covariates, {}, keys))
+            return Summary(parts=describe(frame, params.covariates, {}, data))
         node = node_cache(cache, data, params, request["design"])
         beta = np.array(request["beta"], dtype=float)
         rg = node.groups(beta)
@@ -334,7 +331,7 @@ class Cox(Analysis):
             n=node.n,
             n_params=len(beta),
             values={},
-            records=Records.single(node.keys),
+            records=node.records.single_row(),
             levels=node.levels,
         )
         if params.within_node():
@@ -351,7 +348,7 @@ class Cox(Analysis):
             columns=event_columns(node, rg, params.ties),
             group_sizes=node.sizes,
             time_unit=params.time_unit,
-            records=Records(node.keys, node.row),
+            records=node.records,
         )
         return Summary(parts={"risk_sets": part, "model": model})
 

@@ -41,7 +41,6 @@ from ccdp.analyses.base import (
     Continue,
     Done,
     NodeData,
-    Records,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, InsufficientData
@@ -230,10 +229,9 @@ class _GLM(Analysis):
         if request["step"] == "describe":
             frame = self.node_frame(data, params)
             y, offset = self.response(frame, params)
-            keys = data.record_keys(frame.index)
             sums = self.null_sums(y, offset)
             return Summary(
-                parts=describe(frame, params.covariates, sums, keys, self.binary(params))
+                parts=describe(frame, params.covariates, sums, data, self.binary(params))
             )
         design = request["design"]
         if cache.get("glm_design") != design:
@@ -241,16 +239,16 @@ class _GLM(Analysis):
             cache["glm_design"] = design
             cache["glm"] = self.arrays(frame, params, design, data.node)
             names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
-            cache["glm_rows"] = (data.record_keys(frame.index), level_counts(frame, names))
+            cache["glm_rows"] = (data.records(frame.index), level_counts(frame, names))
         x, y, offset = cache["glm"]
-        keys, levels = cache["glm_rows"]
+        records, levels = cache["glm_rows"]
         beta = np.array(request["beta"], dtype=float)
         values = self.moments(x, y, offset, beta)
         model = AggregatePart(
             n=len(y),
             n_params=len(beta),
             values=values,
-            records=Records.single(keys),
+            records=records,
             levels=levels,
         )
         return Summary(parts={"model": model})

@@ -42,7 +42,6 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
-    Records,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError
@@ -180,7 +179,7 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
         columns=columns,
         group_sizes=sizes,
         time_unit=unit,
-        records=Records(keys, row),
+        records=data.records(frame.index, row),
     )
 
 

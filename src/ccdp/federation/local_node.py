@@ -17,7 +17,15 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Analysis, AnalysisParams, Summary, Unit, ledger_keys
+from ccdp.analyses.base import (
+    Analysis,
+    AnalysisParams,
+    Records,
+    Summary,
+    Unit,
+    ledger_keys,
+    make_records,
+)
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import cohort_sql, view_variables
 from ccdp.disclosure.context import DisclosureContext
@@ -86,6 +94,11 @@ class StoreData:
             self._keys[unit] = keys
         positions = self.frame.index.get_indexer(index)
         return self._keys[unit][positions]
+
+    def records(
+        self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
+    ) -> Records:
+        return make_records(self, index, row, unit)
 
     def population(self) -> pd.DataFrame:
         """The population table, restricted as the cohort restricts country/sex/year/age."""
