@@ -134,7 +134,8 @@ class Oracle:
             diff = size[:, None] - size[None, :]
             bad = nested & (diff > 0) & (diff < MIN_CELL)
             pairs = [(int(i), int(j), int(diff[i, j])) for i, j in np.argwhere(bad)][:3]
-            assert not pairs, f"released {unit} counts differ by a few nested records: {pairs}"
+            where = [(self.origin[unit][i], self.origin[unit][j]) for i, j, _ in pairs]
+            assert not pairs, f"released {unit} counts differ by a few nested records: {where}"
         self._assert_units_apart()
         self.assert_reasons_clean()
 

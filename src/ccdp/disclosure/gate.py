@@ -33,6 +33,7 @@ from ccdp.analyses.base import GROUP, AggregatePart, CountsPart, EventTimesPart,
 from ccdp.analyses.errors import InsufficientData
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import TIME_UNIT_DAYS
 from ccdp.disclosure.suppress import suppress
 from ccdp.errors import CcdpError, SpecError
@@ -137,20 +138,36 @@ def _event_times(
     rows = part.records.sets(len(part))
     if any(r.size < policy.min_cell for r in rows):
         raise _refuse(ctx, "event_rows", name)
+    groups = _group_sets(name, part, rows, ctx)
+    # a group any of whose sets lies too close to an earlier release is withheld, as a small
+    # group is: the rest of the table still answers
     labels = part.columns[GROUP]
-    rec = part.records
-    counted = rec.row >= 0
-    rec_label = labels[rec.row[counted]]
-    groups = []
-    for g, n in part.group_sizes.items():
-        members = np.unique(rec.keys[counted][rec_label == g])
-        if members.size != n:
-            raise _refuse(ctx, "undeclared", name)
-        groups.append(members)
-    sets = rows + groups
-    if ctx.ledger.refused(sets, ctx.threshold).any():
-        raise _refuse(ctx, "differencing", name)
+    refused = ctx.ledger.refused(rows + list(groups.values()), ctx.threshold)
+    close = {str(lab) for lab, r in zip(labels, refused[: len(rows)], strict=True) if r}
+    close |= {g for g, r in zip(groups, refused[len(rows) :], strict=True) if r}
+    if close:
+        keep = ~np.isin(labels, sorted(close))
+        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+        groups = {g: m for g, m in groups.items() if g not in close}
+        sizes = {k: n for k, n in part.group_sizes.items() if k not in close}
+        part = replace(part.take(keep), group_sizes=sizes)
+        notes.append(f"{name}: {len(close)} group(s) withheld by the differencing rule")
+    sets = rows + list(groups.values())
     return part, notes, sets
+
+
+def _group_sets(
+    name: str, part: EventTimesPart, rows: list[np.ndarray], ctx: DisclosureContext
+) -> dict[str, np.ndarray]:
+    """Each group's record set (its size is released as the group's n), checked against it."""
+    assert part.records is not None
+    names = list(part.group_sizes)
+    index = {g: i for i, g in enumerate(names)}
+    of_row = np.array([index.get(str(g), -1) for g in part.columns[GROUP]], dtype=np.int64)
+    sets = part.records.remap(of_row).sets(len(names))
+    if any(s.size != part.group_sizes[g] for g, s in zip(names, sets, strict=True)):
+        raise _refuse(ctx, "undeclared", name)
+    return dict(zip(names, sets, strict=True))
 
 
 # -- count tables ------------------------------------------------------------------------------
@@ -189,6 +206,36 @@ def _count_sets(
     return out
 
 
+def _within_answer(
+    parts: dict[str, CountsPart],
+    sets: dict[str, list[np.ndarray]],
+    forced: dict[str, np.ndarray],
+    ctx: DisclosureContext,
+) -> None:
+    """Cells of one answer that lie within a few records of one another (a cell and the margin
+    around it: their difference is the few children in the other cells) are suppressed too.
+    Totals and margins are kept first, then larger cells; the linear audit of `suppress` then
+    protects what was suppressed here, as it protects small cells."""
+    if ctx.threshold <= 1:
+        return
+    order = sorted(
+        (
+            (len(parts[name].dims), -s.size, name, i)
+            for name, cells in sets.items()
+            for i, s in enumerate(cells)
+            if s.size >= ctx.policy.min_cell and not forced[name][i]
+        ),
+    )
+    kept = Ledger()
+    for _, _, name, i in order:
+        members = sets[name][i]
+        if kept.refused([members], ctx.threshold)[0]:
+            forced[name][i] = True
+        else:
+            kept.record([members], {})
+    kept.close()
+
+
 def _counts(
     parts: dict[str, CountsPart], ctx: DisclosureContext
 ) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
@@ -201,6 +248,7 @@ def _counts(
         name: ctx.ledger.refused(cells, ctx.threshold) if cells else np.zeros(0, dtype=bool)
         for name, cells in sets.items()
     }
+    _within_answer(parts, sets, forced, ctx)
     released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
     notes: list[str] = []
     withheld = 0
