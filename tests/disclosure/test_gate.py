@@ -290,3 +290,15 @@ def test_attack_with_every_margin_query_learns_no_suppressed_cell(tmp_path):
         e = np.zeros(len(unknown))
         e[i] = 1
         assert np.linalg.matrix_rank(np.vstack([mat, e])) > rank, f"{unknown[i]} recoverable"
+
+
+def test_an_event_table_whose_every_group_is_withheld_answers_empty():
+    part = EventTimesPart(
+        group_by=["arm"],
+        columns={"group": ["a"], "time": [3.0], "events": [1], "censored": [2]},
+        group_sizes={"a": 3},
+        records=Records(np.arange(1, 4, dtype=np.uint64), np.zeros(3, dtype=np.int64)),
+    )
+    checked = release(Summary({"e": part}), DisclosureContext(NodePolicy()))
+    released = checked.summary.parts["e"]
+    assert len(released) == 0 and released.group_sizes == {}

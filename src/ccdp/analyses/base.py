@@ -124,7 +124,10 @@ class Records:
 
     def remap(self, new_row: np.ndarray) -> Records:
         """The same records with row i renamed new_row[i] (-1 drops it)."""
-        row = np.where(self.row >= 0, np.asarray(new_row, dtype=np.int64)[self.row], -1)
+        new_row = np.asarray(new_row, dtype=np.int64)
+        row = np.full(self.row.shape, -1, dtype=np.int64)
+        counted = self.row >= 0
+        row[counted] = new_row[self.row[counted]]
         return Records(self.keys, row, self.owners)
 
 
