@@ -41,13 +41,13 @@ def simulate(rows: int, seed: int) -> pd.DataFrame:
     years = rng.uniform(0.5, 10.0, rows)
     return pd.DataFrame(
         {
-            "relapse": (rng.random(rows) < 1 / (1 + np.exp(-lp))).astype(int),
+            "efs_event": (rng.random(rows) < 1 / (1 + np.exp(-lp))).astype(int),
             "os_event": rng.poisson(np.exp(lp - 1.0) * years).clip(0, 1),
             "os_time": years * 365.25,
-            "age": age,
-            "lwbc": lwbc,
-            "male": male,
-            "risk": risk,
+            "age_at_diagnosis": age,
+            "wbc_at_diagnosis": lwbc,
+            "relapsed": male,  # a 0/1 view variable standing in for male sex
+            "risk_group": risk,
         }
     )
 
@@ -81,8 +81,8 @@ def main() -> None:
     df = simulate(args.rows, args.seed)
     bounds = np.linspace(0, len(df), args.nodes + 1).astype(int)
     frames = [df.iloc[a:b] for a, b in pairwise(bounds)]
-    cov = ["age", "lwbc", "male", "risk"]
-    x = pd.get_dummies(df[cov], columns=["risk"], drop_first=True, dtype=float)
+    cov = ["age_at_diagnosis", "wbc_at_diagnosis", "relapsed", "risk_group"]
+    x = pd.get_dummies(df[cov], columns=["risk_group"], drop_first=True, dtype=float)
     x = sm.add_constant(x)
     table = Table(title=f"GLM, {args.rows:,} rows, {x.shape[1]} coefficients, {args.nodes} nodes")
     for col in (
@@ -96,8 +96,8 @@ def main() -> None:
         table.add_column(col)
     cases = {
         "logistic": (
-            {"outcome": "relapse", "covariates": cov},
-            "relapse",
+            {"outcome": "efs_event", "covariates": cov},
+            "efs_event",
             sm.families.Binomial(),
             None,
         ),

@@ -236,7 +236,7 @@ def cohort_sql(columns: list[str] | None, where: str, schema: str = "store") -> 
 
 def describe() -> list[dict[str, Any]]:
     """The view's data dictionary as plain records (for docs and `--json`)."""
-    return [v.model_dump() for v in view_variables().values()]
+    return [v.model_dump(by_alias=True) for v in view_variables().values()]
 
 
 def to_markdown() -> str:
