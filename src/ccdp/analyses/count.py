@@ -45,13 +45,18 @@ class CrosstabParams(CountParams):
 
 
 class CountResult(AnalysisResult):
-    """Pooled cells: grouping values, `n` (None when suppressed at some node) and `suppressed`."""
+    """Pooled cells: grouping values, `n` (None when suppressed at some node) and `suppressed`.
+
+    `unlisted_cells` counts cells a node withheld without their labels (labels outside a
+    declared level set): the pooled cells they belong to cannot be told, so while it is above
+    zero every listed `n` is a lower bound."""
 
     by: list[str]
     unit: str
     cells: list[dict[str, Any]]
     total: int | None
     suppressed_cells: int
+    unlisted_cells: int = 0
 
     def __rich__(self) -> Any:
         from ccdp.report.console import frame_table
@@ -60,6 +65,11 @@ class CountResult(AnalysisResult):
         title = f"{self.unit} by {', '.join(self.by) or '(all)'}: total {total}"
         if self.suppressed_cells:
             title += f", {self.suppressed_cells} cell(s) suppressed at a node"
+        if self.unlisted_cells:
+            title += (
+                f"\n{self.unlisted_cells} of them withheld without their labels: "
+                "the counts shown are lower bounds"
+            )
         return frame_table(self.to_frame(), title)
 
     def to_frame(self) -> pd.DataFrame:
@@ -146,7 +156,7 @@ class Count(Analysis):
     ) -> Done:
         parts = [s.parts["cells"] for s in summaries.values() if "cells" in s.parts]
         cells, n_suppressed = _pool(parts, list(params.by))  # type: ignore[arg-type]
-        n_suppressed += sum(p.withheld for p in parts if isinstance(p, CountsPart))
+        unlisted = sum(p.withheld for p in parts if isinstance(p, CountsPart))
         totals = [s.parts["total"] for s in summaries.values() if "total" in s.parts]
         tot_cells, _ = _pool(totals, [])  # type: ignore[arg-type]
         total = tot_cells[0]["n"] if tot_cells else 0
@@ -157,7 +167,8 @@ class Count(Analysis):
                 unit=params.unit,
                 cells=cells,
                 total=total,
-                suppressed_cells=n_suppressed,
+                suppressed_cells=n_suppressed + unlisted,
+                unlisted_cells=unlisted,
             )
         )
 
