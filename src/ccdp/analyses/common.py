@@ -42,13 +42,22 @@ _ROMAN = {
     "XII": 12,
 }
 _ICCC = re.compile(r"^(XII|XI|X|IX|VIII|VII|VI|V|IV|III|II|I)([a-f]?)$")
+_BAND = re.compile(r"^(\d+)(?:-(\d+))?$")  # age groups 0, 1-4, 10-14; periods 2005-2009
 
 
 def _value_key(v: Any) -> tuple[Any, ...]:
-    """ICCC-3 groups and subgroups (I, II, ..., XII; Ia, Ib, ...) in their numeric order."""
+    """ICCC-3 groups and subgroups (I, II, ..., XII; Ia, Ib, ...) in their numeric order, and
+    numeric bands (age groups, diagnosis periods) by their lower bound, not as text."""
     if isinstance(v, str) and (m := _ICCC.match(v)):
         return (0, _ROMAN[m.group(1)], m.group(2))
+    if isinstance(v, str) and (m := _BAND.match(v)):
+        return (0.5, int(m.group(1)), v)
     return (1, 0, v)
+
+
+def label_key(label: str) -> tuple[Any, ...]:
+    """Order of a joined group label ("I, male"): each part in its natural order."""
+    return sort_key(tuple(label.split(", ")))
 
 
 def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:

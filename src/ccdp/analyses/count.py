@@ -92,6 +92,10 @@ class CrosstabResult(CountResult):
         rows, cols = self.by[:-1], self.by[-1]
         series = long.set_index([*rows, cols])["n"]
         wide = series.unstack(cols, fill_value=0)  # absent cells are zeros, suppressed stay NA
+        # unstack sorts labels as text (IX before V): back to the classification's order
+        col_order = sorted(wide.columns, key=lambda v: sort_key((v,)))
+        row_order = sorted(wide.index, key=lambda v: sort_key(v if isinstance(v, tuple) else (v,)))
+        wide = wide.loc[row_order, col_order]
         if len(self.by) == 2 and self.margins:
             row_var = rows[0]
             row_tot = {m[row_var]: m["n"] for m in self.margins.get(row_var, [])}

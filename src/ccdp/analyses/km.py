@@ -44,6 +44,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
+from ccdp.analyses.common import label_key
 from ccdp.analyses.errors import AnalysisError
 from ccdp.cohort.variables import check_variables
 
@@ -287,7 +288,8 @@ class KaplanMeier(Analysis):
     def combine(self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]) -> Done:
         assert isinstance(params, KMParams)
         table = pooled_event_table(summaries)
-        groups = [km_group(str(g), block) for g, block in table.groupby("group", sort=True)]
+        blocks = dict(list(table.groupby("group", sort=False)))
+        groups = [km_group(str(g), blocks[g]) for g in sorted(blocks, key=label_key)]
         return Done(
             KMResult(
                 outcome=params.outcome, by=params.by, time_unit=params.time_unit, groups=groups

@@ -26,6 +26,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
+from ccdp.analyses.common import label_key
 from ccdp.analyses.errors import AnalysisError
 from ccdp.analyses.km import event_table_part, pooled_event_table
 from ccdp.cohort.variables import check_variables
@@ -81,8 +82,9 @@ class LogrankResult(AnalysisResult):
 
 def logrank_statistic(table: pd.DataFrame) -> tuple[float, int, list[LogrankGroup]]:
     """Observed/expected events and the k−1 df chi-square from a pooled (group, time) table."""
-    events = table.pivot(index="time", columns="group", values="events").fillna(0.0)
-    cens = table.pivot(index="time", columns="group", values="censored").fillna(0.0)
+    order = sorted(table["group"].unique(), key=label_key)
+    events = table.pivot(index="time", columns="group", values="events")[order].fillna(0.0)
+    cens = table.pivot(index="time", columns="group", values="censored")[order].fillna(0.0)
     k = events.shape[1]
     if k < 2:
         raise AnalysisError("the log-rank test needs at least two groups with data")
