@@ -100,6 +100,7 @@ def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
     kinds = {}
     for row in hub.studies():
         record = hub.study(row["id"])["result"]
+        assert record["study_id"] == row["id"]  # the id `ccdp submit` printed
         back = study_result(record)
         assert back.result.model_dump(mode="json") == record["result"]
         kinds[row["analysis"]] = type(back.result).__name__

@@ -144,4 +144,5 @@ class StudyRunner:
             log.exception("study %s failed", study_id)
             self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
             return
-        self.hub.set_study_status(study_id, "done", result=result)
+        # the result names the study by the hub's id, the one `ccdp submit` printed
+        self.hub.set_study_status(study_id, "done", result={**result, "study_id": study_id})
