@@ -75,6 +75,19 @@ def test_openapi_describes_the_routes(live):
     assert {"/api/node/tasks", "/api/node/answers", "/api/studies"} <= set(spec["paths"])
 
 
+def test_api_docs_load_without_the_internet(live):
+    """/docs names no outside address: Swagger UI's files come from the hub itself."""
+    import re
+
+    with live.client() as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "swagger" in page.text.lower()
+        refs = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+        assert refs and not [r for r in refs if "://" in r or r.startswith("//")], refs
+        for ref in refs:
+            assert c.get(ref).status_code == 200, ref
+
+
 def test_node_token_refused_on_user_routes_and_user_token_on_node_routes(live):
     with live.client(live.tokens["A"]) as c:
         assert c.get("/api/studies").status_code == 403

@@ -22,6 +22,7 @@ from ccdp import __version__
 from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation import resultfile
+from ccdp.federation.hub.docs import mount_docs
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
 from ccdp.federation.hub.service import Conflict, Hub, NotFound, Principal, Recorded
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
@@ -95,7 +96,10 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
         description="Coordinates federated studies: node agents poll for tasks and post "
         "disclosure-checked answers; researchers submit studies and read results.",
         lifespan=lifespan,
+        docs_url=None,  # served by mount_docs, from the package rather than a CDN
+        redoc_url=None,
     )
+    mount_docs(app)
     app.state.hub, app.state.runner = hub, runner
 
     @app.exception_handler(CcdpError)
