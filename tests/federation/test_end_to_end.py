@@ -79,6 +79,17 @@ def run_partnership(tmp_path, db_url: str) -> None:
                 ).stdout
             )
             assert comparable(remote) == comparable(local), name
+            # a researcher who did not --wait finds the study and its result by the hub's id
+            listed = json.loads(
+                run_ccdp("study", "list", "--hub", hub.url, "--token", user, "--json").stdout
+            )
+            assert remote["study_id"] in [r["id"] for r in listed]
+            again = run_ccdp(
+                "study", "result", remote["study_id"], "--hub", hub.url, "--token", user, "--json"
+            )
+            assert json.loads(again.stdout) == remote
+            shown = run_ccdp("study", "show", remote["study_id"], "--hub", hub.url, "--token", user)
+            assert f"{remote['study_id']}: done" in shown.stdout
             assert all(s["status"] == "answered" for s in remote["nodes"].values())
             assert remote["min_nodes_met"] is True
         # the hub shows every node as seen, and `ccdp hub nodes` lists them

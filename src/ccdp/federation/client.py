@@ -66,6 +66,10 @@ class HubClient:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         return self.submit(raw)
 
+    def studies(self) -> list[dict[str, Any]]:
+        """The studies this token may see: id, title, analysis, status."""
+        return self._call("GET", "/api/studies")
+
     def study(self, study_id: str, wait: float = 0) -> dict[str, Any]:
         return self._call("GET", f"/api/studies/{study_id}", params={"wait": wait})
 

@@ -1,4 +1,5 @@
-"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks) and `ccdp submit`."""
+"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks), `ccdp submit` and
+`ccdp study list|show|result`: a researcher's view of the studies at a hub."""
 
 from __future__ import annotations
 
@@ -187,6 +188,93 @@ def submit(
         raise typer.Exit(1)
 
 
+study_app = typer.Typer(
+    help="A researcher's studies at a hub: list them, show one, print its result.",
+    no_args_is_help=True,
+)
+HUB = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org")
+TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token.")
+CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
+AS_JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _client(hub: str, token: str, cacert: Path | None):  # type: ignore[no-untyped-def]
+    from ccdp.federation.client import HubClient, tls_verify
+
+    return HubClient(hub, token, verify=tls_verify(cacert))
+
+
+@study_app.command("list")
+def study_list(
+    hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
+) -> None:
+    """Every study this token may see, oldest first: id, status, analysis, title."""
+    rows = _client(hub, token, cacert).studies()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"studies at {hub}")
+    for col in ("id", "status", "analysis", "title"):
+        table.add_column(col, no_wrap=col == "id")
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["analysis"], r["title"])
+    Console().print(table)
+
+
+@study_app.command("show")
+def study_show(
+    study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
+    hub: str = HUB,
+    token: str = TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """A study's status, spec and, per node, how it took part."""
+    study = _client(hub, token, cacert).study(study_id)
+    if as_json:
+        typer.echo(json.dumps(study, indent=2, default=str))
+        return
+    typer.echo(
+        f"{study_id}: {study['status']}" + (f" ({study['error']})" if study.get("error") else "")
+    )
+    for key in ("title", "analysis", "created_at", "finished_at"):
+        if study.get(key) is not None:
+            typer.echo(f"  {key}: {study[key]}")
+    for node, status in ((study.get("result") or {}).get("nodes") or {}).items():
+        typer.echo(
+            f"  node {node}: {status['status']}"
+            + (f" ({status['reason']})" if status.get("reason") else "")
+        )
+
+
+@study_app.command("result")
+def study_result(
+    study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
+    hub: str = HUB,
+    token: str = TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
+) -> None:
+    """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished)."""
+    from ccdp.federation.client import print_result
+
+    study = _client(hub, token, cacert).study(study_id)
+    if study["status"] not in ("done", "failed"):
+        typer.echo(f"study {study_id} is {study['status']}: no result yet", err=True)
+        raise typer.Exit(1)
+    if study["status"] == "failed":
+        typer.echo(f"study {study_id} failed at the hub: {study.get('error')}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(study["result"], indent=2, default=str))
+    else:
+        print_result(study)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(hub_app, name="hub")
+    app.add_typer(study_app, name="study")
     app.command("submit")(submit)
