@@ -10,8 +10,23 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from ccdp.errors import CcdpError
+
+
+def _no_type_for_flags() -> None:
+    """Typer's help shows every option's type, flags included (`--json <bool>`), which reads
+    as if the flag took a value: flags show none."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
 
 app = typer.Typer(
     name="ccdp",

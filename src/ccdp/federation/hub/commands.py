@@ -34,8 +34,10 @@ def _hub(url: str | None):  # type: ignore[no-untyped-def]
 @hub_app.command("serve")
 def serve(
     db: str | None = DB,
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8700, "--port"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."
+    ),
+    port: int = typer.Option(8700, "--port", help="TCP port to listen on."),
     certfile: Path | None = typer.Option(None, "--certfile", help="TLS certificate (PEM)."),
     keyfile: Path | None = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
 ) -> None:

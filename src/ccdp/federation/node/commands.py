@@ -80,7 +80,7 @@ def _connect(agent, console) -> str:  # type: ignore[no-untyped-def]
 def pending(
     store: Path = STORE,
     show_all: bool = typer.Option(False, "--all", help="Also answers already decided."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     show: str | None = typer.Option(
         None, "--show", help="Print one held answer in full (task id or a unique prefix)."
     ),
