@@ -21,6 +21,7 @@ def demo_out(tmp_path_factory) -> Path:
     proc = run_ccdp("demo", "--out", out, "--no-browser", "--patients", "4000", timeout=900)
     report = Path(proc.stdout.strip().splitlines()[-1])
     assert report == out / "report.html"
+    (out / "demo.stdout").write_text(proc.stdout)
     return out
 
 
@@ -36,6 +37,10 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     for st in studies:
         assert f'id="{st["key"]}"' in html
         assert st["spec"]["title"] in html
+    # not a terminal: progress comes line by line, not as one live bar printed at the end
+    lines = (demo_out / "demo.stdout").read_text().splitlines()
+    assert "ingesting each country into its node store: 6/6" in "\n".join(lines)
+    assert sum("running studies" in ln or "study:" in ln for ln in lines) >= 5
     # KM curves (2), incidence bars, forest plot: inline SVG, no external assets
     assert len(re.findall(r"<svg", html)) >= 4
     assert "<script" not in html and 'src="http' not in html and "<link" not in html

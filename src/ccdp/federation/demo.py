@@ -100,8 +100,50 @@ class Processes:
         self.procs.clear()
 
 
+class LineProgress:
+    """Progress as one line per step, for output that is not a terminal (a CI log, a pipe),
+    where a live bar would print nothing until the end. Same calls as rich's Progress."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.start = time.monotonic()
+
+    def _say(self, task: int) -> None:
+        t = self.tasks[task]
+        took = time.monotonic() - self.start
+        self.console.print(
+            f"[{took:6.1f} s] {t['description']}: {t['completed']}/{t['total']}", highlight=False
+        )
+
+    def add_task(self, description: str, total: float = 1) -> int:
+        task = len(self.tasks)
+        self.tasks[task] = {"description": description, "total": total, "completed": 0}
+        self._say(task)
+        return task
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.tasks[task]["completed"] += advance
+        self._say(task)
+
+    def update(
+        self, task: int, completed: float | None = None, description: str | None = None
+    ) -> None:
+        t = self.tasks[task]
+        changed = (completed is not None and completed != t["completed"]) or (
+            description is not None and description != t["description"]
+        )
+        t["completed"] = t["completed"] if completed is None else completed
+        t["description"] = t["description"] if description is None else description
+        if changed:
+            self._say(task)
+
+
 @contextmanager
-def progress_bar(console: Console) -> Iterator[Progress]:
+def progress_bar(console: Console) -> Iterator[Progress | LineProgress]:
+    if not console.is_terminal:
+        yield LineProgress(console)
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -122,7 +164,11 @@ def messy_available(countries: tuple[str, ...]) -> bool:
 
 
 def synthesise_and_ingest(
-    out: Path, countries: tuple[str, ...], seed: int, patients: int, progress: Progress
+    out: Path,
+    countries: tuple[str, ...],
+    seed: int,
+    patients: int,
+    progress: Progress | LineProgress,
 ) -> tuple[dict[str, Path], str]:
     """Messy exports ingested with each country's mapping when all mappings exist; otherwise
     the data-model (native) exports. Returns the stores and the format used."""
@@ -179,7 +225,7 @@ def synthesise_and_ingest(
 
 
 def _finish_ingest(
-    item: tuple[str, subprocess.Popen], logs: Path, progress: Progress, task
+    item: tuple[str, subprocess.Popen], logs: Path, progress: Progress | LineProgress, task
 ) -> None:  # type: ignore[no-untyped-def]
     c, proc = item
     if proc.wait() != 0:
