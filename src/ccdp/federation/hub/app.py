@@ -156,7 +156,7 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
             woken = hub.waker.event(f"node:{node.id}")
             tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
             left = until - loop.time()
-            if tasks or left <= 0:
+            if tasks or left <= 0 or hub.waker.closing:
                 return TaskList(tasks=tasks)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)
@@ -223,7 +223,7 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
             woken = hub.waker.event(f"study:{study_id}")
             study = await run_in_threadpool(hub.study, study_id, user)
             left = until - loop.time()
-            if study["status"] in ("done", "failed") or left <= 0:
+            if study["status"] in ("done", "failed") or left <= 0 or hub.waker.closing:
                 return study
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)

@@ -73,6 +73,7 @@ class Waker:
         self._version = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self.closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -82,7 +83,27 @@ class Waker:
         ev = self._events.get(key)
         if ev is None:
             ev = self._events[key] = asyncio.Event()
+        if self.closing:
+            ev.set()
         return ev
+
+    def close(self) -> None:
+        """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
+        node asks again of the next hub) instead of holding the shutdown for its timeout."""
+        self.closing = True
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._set_all)
+            except RuntimeError:
+                return
+
+    def _set_all(self) -> None:
+        for key in list(self._events):
+            self._set(key)
 
     def _set(self, key: str) -> None:
         ev = self._events.pop(key, None)
