@@ -206,3 +206,29 @@ def test_offline_site_answers_by_signed_file(tmp_path, signing):
         study = wait_until(lambda: (s := hubdb.study(sid))["status"] == "done" and s, 30, 0.3)
     local = local_run(tmp_path / "count.yaml", [stores["fr"]])
     assert study["result"]["result"] == local["result"]
+
+
+@pytest.mark.slow
+def test_switching_to_manual_release_applies_to_a_running_agent(tmp_path):
+    """`ccdp node policy set release manual` while the agent runs: the next answer is held."""
+    db, stores, tokens, user = setup_hub(tmp_path, ("fr",))
+    hub = HubProcess(db, tmp_path / "hub.log")
+    with processes() as procs:
+        hub.start()
+        procs.append(hub.proc)
+        args = ccdp_args("node", "run", "--store", stores["fr"], "--hub", hub.url)
+        procs.append(spawn([*args, "--token", tokens["fr"], "--poll", "2"], tmp_path / "fr.log"))
+        first = last_line(
+            run_ccdp("submit", tmp_path / "count.yaml", "--hub", hub.url, "--token", user).stdout
+        )
+        hubdb = Hub(open_database(db))
+        wait_until(lambda: hubdb.study(first)["status"] == "done", 60, 0.3)
+        run_ccdp("node", "policy", "set", "release", "manual", "--store", stores["fr"])
+        second = last_line(
+            run_ccdp("submit", tmp_path / "count.yaml", "--hub", hub.url, "--token", user).stdout
+        )
+        held = wait_until(
+            lambda: [i for i in PendingStore(stores["fr"]).all() if i.state == "held"], 60, 0.5
+        )
+        assert held[0].task.study_id == second
+        assert hubdb.study(second)["status"] == "running"  # nothing left the node

@@ -75,7 +75,7 @@ class NodeAgent:
         answerer: Answerer,
         *,
         pending: PendingStore | None = None,
-        manual_release: bool = False,
+        manual_release: bool | Callable[[], bool] = False,
         verify: bool | ssl.SSLContext = True,
         wait: float = 20.0,
         heartbeat: float = 10.0,
@@ -83,8 +83,10 @@ class NodeAgent:
         on_event: Callable[[str], None] | None = None,
         audit_head: HeadSource | None = None,
     ) -> None:
-        """`audit_head` gives the node's current audit head, sent with every heartbeat."""
-        if manual_release and pending is None:
+        """`audit_head` gives the node's current audit head, sent with every heartbeat;
+        `manual_release` may be a function, asked at every answer, so that the operator's policy
+        change (`ccdp node policy set release manual`) applies to a running agent."""
+        if manual_release is True and pending is None:
             raise AgentError("manual release needs a pending store beside the node store")
         self.hub_url = hub_url.rstrip("/")
         self.answerer = answerer
@@ -171,8 +173,10 @@ class NodeAgent:
                 task_id=tid, node=self.name, status="failed", reason=f"{type(exc).__name__}: {exc}"
             )
         answer = answer.model_copy(update={"node": self.name, "task_id": tid})
-        if self.manual and answer.status == "answered":
-            assert self.pending is not None
+        manual = self.manual() if callable(self.manual) else self.manual
+        if manual and answer.status == "answered":
+            if self.pending is None:
+                raise AgentError("manual release needs a pending store beside the node store")
             self.pending.hold(task, answer)
             self.stats.held += 1
             self._on_event(f"held answer to {task.analysis} round {task.round} ({tid[:8]})")

@@ -38,13 +38,16 @@ def run(
     def answer(task):  # type: ignore[no-untyped-def]
         return holder["node"].answer(task)
 
-    manual = load_policy(store).release == "manual"
+    def manual_now() -> bool:  # re-read at every answer: a policy change needs no restart
+        return load_policy(store).release == "manual"
+
+    manual = manual_now()
     agent = NodeAgent(
         hub,
         token,
         answer,
         pending=PendingStore(store),
-        manual_release=manual,
+        manual_release=manual_now,
         verify=tls_verify(cacert),
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
@@ -52,7 +55,7 @@ def run(
     )
     name = _connect(agent, console)
     holder["node"] = LocalNode(store, name=name)
-    mode = "manual release" if manual else "automatic release"
+    mode = "manual release" if manual else "automatic release (policy re-read for each answer)"
     console.print(f"node [bold]{name}[/] serving {store} for {hub} ({mode})")
     try:
         agent.run(threading.Event())
