@@ -69,6 +69,17 @@ def test_identifiers_cannot_be_filtered():
         CohortSpec.load({"patient_id": "P1"})
 
 
+def test_coded_values_are_checked_against_their_levels():
+    assert CohortSpec.load({"sex": ["Male"], "iccc_group": "ix"}).to_json() == {
+        "sex": ["male"],
+        "iccc_group": "IX",
+    }
+    with pytest.raises(CohortError, match="'XX' is not one of its levels"):
+        CohortSpec.load({"country": ["FR", "XX"]})
+    with pytest.raises(CohortError, match="not a integer|not a finite"):
+        CohortSpec.load({"diagnosis_year": {"from": 1e400}})
+
+
 def test_bad_value_type_named():
     with pytest.raises(CohortError, match="diagnosis_year"):
         CohortSpec.load({"diagnosis_year": "recent"})
@@ -76,9 +87,11 @@ def test_bad_value_type_named():
 
 def test_injection_is_only_ever_a_value(store):
     evil = "I') OR 1=1; DROP TABLE tumour; --"
-    where, params = CohortSpec.load({"iccc_group": evil}).compile()
+    with pytest.raises(CohortError, match="not one of its levels"):  # a coded variable
+        CohortSpec.load({"iccc_group": evil})
+    where, params = CohortSpec.load({"stage": evil}).compile()  # a free-text one: a value
     assert evil not in where and params == [evil]
-    assert len(select(store, {"iccc_group": evil})) == 0
+    assert len(select(store, {"stage": evil})) == 0
     assert len(select(store, {})) == 300  # nothing dropped
     with pytest.raises(CohortError):
         CohortSpec.load({'sex" = sex OR "1': "x"})

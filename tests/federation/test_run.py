@@ -203,3 +203,15 @@ def test_a_malformed_summary_fails_its_node_and_the_others_still_pool(stores):
     assert "column 'time': values must be" in (result.nodes["de"].reason or "")  # NaN: JSON null
     assert result.nodes["fr"].status == result.nodes["it"].status == "answered"
     assert result.result is not None
+
+
+def test_spec_refuses_duplicate_nodes_and_absurd_timeouts() -> None:
+    from ccdp.errors import SpecError
+    from ccdp.federation.study import load_study
+
+    with pytest.raises(SpecError, match="nodes: named more than once: FR"):
+        load_study({"analysis": "count", "nodes": ["FR", "FR"]})
+    with pytest.raises(SpecError, match="timeout"):
+        load_study({"analysis": "count", "timeout": 1e308})
+    with pytest.raises(SpecError, match="not a finite number|not a integer"):
+        load_study({"analysis": "count", "cohort": {"diagnosis_year": {"from": float("inf")}}})

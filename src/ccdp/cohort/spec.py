@@ -8,12 +8,14 @@ spec can never inject SQL.
 
 from __future__ import annotations
 
+import difflib
+import math
 from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
-from ccdp.cohort.view import ViewVariable, public_variables, view_variables
+from ccdp.cohort.view import ViewVariable, declared_levels, public_variables, view_variables
 from ccdp.errors import SpecError
 
 Scalar = str | int | float | date | None
@@ -41,22 +43,42 @@ class Range(BaseModel):
 Condition = Range | list[Scalar] | Scalar
 
 
+def _declared(var: ViewVariable, value: Any) -> Any:
+    """A value of a variable with declared levels, in its declared spelling (`Male` -> male),
+    or ValueError with a did-you-mean: a value no row can have would silently select nobody."""
+    levels = declared_levels(var.name)
+    if levels is None or value is None or str(value) in levels:
+        return value
+    folded = {lv.casefold(): lv for lv in levels}
+    if str(value).casefold() in folded:
+        level = folded[str(value).casefold()]
+        return int(level) if var.type == "integer" else level
+    close = difflib.get_close_matches(str(value), sorted(levels), n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"{var.name}: {value!r} is not one of its levels{hint}")
+
+
 def _coerce(var: ViewVariable, value: Any) -> Any:
-    """A filter value in the variable's type (so `age_group: 0` means '0', `year: '2005'` 2005)."""
+    """A filter value in the variable's type (so `age_group: 0` means '0', `year: '2005'` 2005),
+    in its declared spelling when the variable has declared levels."""
+    return _declared(var, _typed(var, value))
+
+
+def _typed(var: ViewVariable, value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool):
         raise ValueError(f"{var.name}: booleans are not values of a {var.type} variable")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{var.name}: {value!r} is not a finite number")
     try:
         if var.type == "string":
             return str(value)
-        if var.type == "integer":
+        if var.type in ("integer", "float"):
             f = float(value)
-            if f != int(f):
+            if not math.isfinite(f) or (var.type == "integer" and f != int(f)):
                 raise ValueError
-            return int(f)
-        if var.type == "float":
-            return float(value)
+            return int(f) if var.type == "integer" else f
         return value if isinstance(value, date) else date.fromisoformat(str(value))
     except ValueError:
         raise ValueError(f"{var.name}: {value!r} is not a {var.type}") from None

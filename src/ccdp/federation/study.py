@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ccdp.analyses import registry
 from ccdp.analyses.base import AnalysisParams, AnalysisResult, Summary
@@ -49,7 +56,18 @@ class StudySpec(BaseModel):
     min_nodes: int | None = Field(
         None, ge=1, description="Fewest answering nodes for a result (default: every node named)."
     )
-    timeout: float | None = Field(None, gt=0, description="Seconds to wait per round (network).")
+    timeout: float | None = Field(
+        None, gt=0, le=86_400, description="Seconds to wait per round (network; at most a day)."
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _distinct_nodes(cls, v: list[str] | None) -> list[str] | None:
+        """A node named twice could never complete the study's rounds."""
+        if v is not None and len(set(v)) != len(v):
+            twice = sorted({n for n in v if v.count(n) > 1})
+            raise ValueError(f"named more than once: {', '.join(twice)}")
+        return v
 
     @model_validator(mode="after")
     def _params_valid(self) -> StudySpec:
