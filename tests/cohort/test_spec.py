@@ -59,13 +59,13 @@ def test_null_in_list_selects_missing(store):
     assert sorted(got.tumour_id) == sorted(expect.tumour_id)
 
 
-def test_unknown_variable_lists_the_view():
+def test_unknown_variable_gets_a_did_you_mean():
     with pytest.raises(CohortError, match=r"unknown cohort variable 'iccc'.*iccc_group"):
         CohortSpec.load({"iccc": "I"})
 
 
 def test_identifiers_cannot_be_filtered():
-    with pytest.raises(CohortError, match="patient_id"):
+    with pytest.raises(CohortError, match="'patient_id' is an identifier: identifiers never"):
         CohortSpec.load({"patient_id": "P1"})
 
 

@@ -94,10 +94,15 @@ class CohortSpec(RootModel[dict[str, Condition]]):
         allowed = public_variables()
         variables = view_variables()
         for name, cond in self.root.items():
-            if name not in allowed:
+            if name in variables and variables[name].identifier:
                 raise ValueError(
-                    f"unknown cohort variable {name!r}; the analysis view has: {', '.join(allowed)}"
+                    f"{name!r} is an identifier: identifiers never leave the node and cannot "
+                    "select a cohort"
                 )
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "see `ccdp cohort variables`"
+                raise ValueError(f"unknown cohort variable {name!r}; {hint}")
             var = variables[name]
             if isinstance(cond, Range):
                 cond.from_, cond.to = _coerce(var, cond.from_), _coerce(var, cond.to)
