@@ -76,7 +76,7 @@ def test_coded_values_are_checked_against_their_levels():
     }
     with pytest.raises(CohortError, match="'XX' is not one of its levels"):
         CohortSpec.load({"country": ["FR", "XX"]})
-    with pytest.raises(CohortError, match="not a integer|not a finite"):
+    with pytest.raises(CohortError, match=r"not a integer|not a finite"):
         CohortSpec.load({"diagnosis_year": {"from": 1e400}})
 
 

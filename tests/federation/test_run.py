@@ -213,5 +213,5 @@ def test_spec_refuses_duplicate_nodes_and_absurd_timeouts() -> None:
         load_study({"analysis": "count", "nodes": ["FR", "FR"]})
     with pytest.raises(SpecError, match="timeout"):
         load_study({"analysis": "count", "timeout": 1e308})
-    with pytest.raises(SpecError, match="not a finite number|not a integer"):
+    with pytest.raises(SpecError, match=r"not a finite number|not a integer"):
         load_study({"analysis": "count", "cohort": {"diagnosis_year": {"from": float("inf")}}})

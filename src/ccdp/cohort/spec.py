@@ -101,7 +101,11 @@ class CohortSpec(RootModel[dict[str, Condition]]):
                 )
             if name not in allowed:
                 close = difflib.get_close_matches(name, allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "see `ccdp cohort variables`"
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"the analysis view has: {', '.join(allowed)}"
+                )
                 raise ValueError(f"unknown cohort variable {name!r}; {hint}")
             var = variables[name]
             if isinstance(cond, Range):
