@@ -76,6 +76,11 @@ class IngestReport(BaseModel):
     pseudonymised: bool = False
     tables: dict[str, TableCounts] = Field(default_factory=dict)
     edits: dict[str, int] = Field(default_factory=dict, description="failures per edit id")
+    absent_columns: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per table, the optional input fields the source left out (stored as null), "
+        "so that a registry that does not record a field is visible, not silent",
+    )
 
     def summary(self) -> dict[str, object]:
         """The machine contract of `ccdp ingest --json`: every field above; `tables` has an
@@ -232,6 +237,7 @@ def _ingest(
             # text -> typed work tables: temp tables only, so the store is untouched if it fails
             # (and outside the transaction, where DuckDB's rowid is the row's position in the file)
             work = _load_work(store.con, sources, key, step)
+            report.absent_columns = _absent_columns(sources)
             # from here on row order is carried by _row, so DuckDB may parallelise freely
             store.con.execute("SET preserve_insertion_order = false")
             day = today or date.today()
@@ -252,6 +258,17 @@ def _ingest(
                 leftover.unlink(missing_ok=True)
         raise
     return report
+
+
+def _absent_columns(sources: list[RawSource]) -> dict[str, list[str]]:
+    """Input fields each source table does not carry, in model order (only tables with some)."""
+    model = load_model()
+    absent: dict[str, list[str]] = {}
+    for s in sources:
+        missing = [f.name for f in model.table(s.table).input_fields if f.name not in s.columns]
+        if missing:
+            absent[s.table] = missing
+    return absent
 
 
 def _load_work(
