@@ -114,3 +114,18 @@ def test_unknown_column_suggests_the_field_and_required_ones_stay_required(
     proc = ccdp("ingest", folder, "--store", store, check=False)
     assert proc.returncode == 2 and "DE/event.csv: missing column(s) 'event_date'" in proc.stderr
     assert not store.exists()
+
+
+def test_ingest_creates_the_store_folder_and_removes_it_on_failure(tmp_path: Path, ccdp) -> None:
+    folder = write_native(tmp_path / "FR", clean_registry(3))
+    store = tmp_path / "nodes" / "fr" / "node.duckdb"
+    out = json.loads(ccdp("ingest", folder, "--store", store, "--json").stdout)
+    assert out["accepted"] == out["rows_read"] > 0 and store.is_file()
+    assert "ccdp quarantine list" not in ccdp("ingest", folder, "--store", store).stdout
+    # a ragged row: found by DuckDB while reading, after the store was opened
+    with (folder / "event.csv").open("a", encoding="utf-8") as fh:
+        fh.write("E9,T001,relapse,2015-01-01,cns,3,extra\n")
+    failed = tmp_path / "other" / "deep" / "node.duckdb"
+    proc = ccdp("ingest", folder, "--store", failed, check=False)
+    assert proc.returncode == 2 and "FR/event.csv" in proc.stderr, proc.stderr
+    assert not (tmp_path / "other").exists()

@@ -226,6 +226,14 @@ def _ingest(
 ) -> IngestReport:
     path = Path(store_path)
     created = not path.exists()
+    # the help promises the store is created if absent: its folder too (deepest first, so a
+    # failed first ingest can remove what it made)
+    new_dirs = [d for d in path.parents if not d.exists()]
+    if new_dirs:
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as exc:
+            raise IngestError(f"cannot create the folder of node store {path}: {exc}") from exc
     ingest_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     report = IngestReport(ingest_id=ingest_id, source=source, store=str(path))
     key = pseudonym_key(path) if any(s.identifiers for s in sources) else None
@@ -256,6 +264,9 @@ def _ingest(
         if created:
             for leftover in (path, path.with_name(path.name + ".wal")):
                 leftover.unlink(missing_ok=True)
+            for folder in new_dirs:
+                with suppress(OSError):  # not empty (e.g. the node config): keep it
+                    folder.rmdir()
         raise
     return report
 
