@@ -427,3 +427,29 @@ def test_ingest_cli_with_bad_mapping_leaves_store_unchanged(site: Path, ccdp) ->
     cut = ccdp("ingest", site, "--mapping", site / "map.yaml", "--store", store, check=False)
     assert cut.returncode == 2 and "truncated" in cut.stderr
     assert store.read_bytes() == before
+
+
+def test_mapping_may_not_read_outside_the_export_folder(site: Path, ccdp) -> None:
+    outside = site.parent / "elsewhere.csv"
+    outside.write_bytes(PATIENTS.encode("latin-1"))
+    store = site.parent / "node.duckdb"
+    for target, expected in [
+        ("../elsewhere.csv", "'../elsewhere.csv' names"),
+        (str(outside), "is an absolute path"),
+    ]:
+        (site / "out.yaml").write_text(
+            MAPPING.replace("file: patients.csv", f"file: {target!r}"), encoding="utf-8"
+        )
+        proc = ccdp("ingest", site, "--mapping", site / "out.yaml", "--store", store, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "sources.patients.file" in proc.stderr and expected in proc.stderr
+        assert not store.exists()
+    (site / "link.csv").symlink_to(outside)
+    spec = load_mapping_text(MAPPING.replace("file: patients.csv", "file: link.csv"), site)
+    with pytest.raises(MappingError, match="outside the export folder"):
+        apply_mapping(spec, site)
+
+
+def load_mapping_text(text: str, site: Path):
+    (site / "spec.yaml").write_text(text, encoding="utf-8")
+    return load_mapping(site / "spec.yaml")

@@ -527,3 +527,46 @@ def test_config_keeps_other_keys_when_the_key_is_created(tmp_path: Path) -> None
     text = node_config_path(store).read_text(encoding="utf-8")
     assert "min_cell: 5" in text and key.hex() in text
     assert pseudonym_key(store) == key
+
+
+def test_control_characters_in_key_fields_are_quarantined_with_field_and_rule(
+    tmp_path: Path,
+) -> None:
+    from ccdp.ingest.quarantine import quarantine_rows
+
+    rows = edited(clean_registry(), "patient", 0, patient_id="P0\x0000")
+    rows = edited(rows, "event", 2, event_id="E002\na")  # quoted in the CSV, so one cell
+    rows = edited(rows, "treatment", 3, tumour_id="T003\t")  # a reference is a key too
+    rows = edited(rows, "patient", 4, cause_of_death="other\x01")  # not a key: allowed decides
+    store, report = ingest_rows(tmp_path, rows)
+    listed = quarantine_rows(store)
+    by_edit = {
+        (r["table"], r["fields"][0]): r for r in listed if "key.control_character" in r["edit_ids"]
+    }
+    assert set(by_edit) == {
+        ("patient", "patient_id"),
+        ("event", "event_id"),
+        ("treatment", "tumour_id"),
+    }
+    message = by_edit[("patient", "patient_id")]["messages"][0]
+    assert message == (
+        "site/patient.csv row 1: patient_id 'P0\\u000000' holds control character U+0000; "
+        "keys must be printable text [key.control_character]"
+    )
+    assert "U+000A" in by_edit[("event", "event_id")]["messages"][0]
+    assert "U+0009" in by_edit[("treatment", "tumour_id")]["messages"][0]
+    assert report.edits["key.control_character"] == 3
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        for table, column in [
+            ("patient", "patient_id"),
+            ("event", "event_id"),
+            ("treatment", "tumour_id"),
+            ("tumour", "patient_id"),
+        ]:
+            bad = con.execute(
+                f"SELECT count(*) FROM {table} WHERE regexp_matches({column}, '\\p{{Cc}}')"
+            ).fetchall()[0][0]
+            assert bad == 0, (table, column)
+    finally:
+        con.close()

@@ -51,6 +51,8 @@ def _print_report(report: object) -> None:
     table.add_row("total", *(str(getattr(report, c)) for c in columns))
     console = Console()
     console.print(table)
+    for name, columns in report.absent_columns.items():
+        console.print(f"absent columns in {name} (stored as null): {', '.join(columns)}")
     if report.edits:
         console.print("edits failed: " + ", ".join(f"{k} {v}" for k, v in report.edits.items()))
     if report.quarantined or report.requarantined:

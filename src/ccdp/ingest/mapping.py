@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 import numpy as np
@@ -185,6 +185,16 @@ class SourceSpec(ReaderOptions):
     date_formats: list[str] | None = None
     decimal: Literal[".", ","] = "."
     where: list[Condition] = Field(default_factory=list)
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        """A mapping reads the export folder only: an absolute path could read any file."""
+        if PurePosixPath(value).is_absolute() or PureWindowsPath(value).anchor:
+            raise ValueError(
+                f"{value!r} is an absolute path; name the file relative to the export folder"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_dates(self) -> SourceSpec:
@@ -491,6 +501,15 @@ class _Run:
             hits = [self.source] if self.source.match(pattern) else []
         else:
             hits = sorted(p for p in self.root.glob(pattern) if p.is_file())
+        root = self.root.resolve()
+        for hit in hits:
+            # `..` or a symlink may lead out of the folder: only the site's export is read
+            if not hit.resolve().is_relative_to(root):
+                raise MappingError(
+                    f"mapping file {self.spec.origin}: sources.{name}.file: {pattern!r} names "
+                    f"{hit.resolve()}, outside the export folder {self.root}; mappings may only "
+                    "read files inside it"
+                )
         if not hits:
             present = sorted(
                 p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()

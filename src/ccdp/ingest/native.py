@@ -1,8 +1,10 @@
 """The native CSV layout: a folder with one `<table>.csv` per data-model table.
 
 Columns are named exactly as the model's input fields (derived fields may be present and are
-recomputed); columns starting with `_` are annotations (e.g. the reasons in a quarantine export)
-and are ignored, except `_identifier_*` direct identifiers, which trigger pseudonymisation.
+recomputed). Required fields and keys must be present; an optional column the registry does not
+record may be left out and is read as empty (the ingest report lists it). Columns starting
+with `_` are annotations (e.g. the reasons in a quarantine export) and are ignored, except
+`_identifier_*` direct identifiers, which trigger pseudonymisation.
 Every cell is read as text; typing and checks happen later, in SQL.
 """
 
@@ -17,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from ccdp.ingest.errors import IngestError
+from ccdp.ingest.specbase import did_you_mean
 from ccdp.ingest.typed import lit, q
 from ccdp.model import load_model
 
@@ -71,7 +74,8 @@ def _read_header(path: Path, source_name: str) -> list[str]:
 
 
 def _check_header(table: str, header: list[str], source_name: str) -> None:
-    """Unknown, duplicate or missing columns stop the ingest with the file and column named."""
+    """Unknown, duplicate or missing required columns stop the ingest with the file and column
+    named; optional columns may be absent (a registry need not record every optional field)."""
     tdef = load_model().table(table)
     inputs = [f.name for f in tdef.input_fields]
     derived = {f.name for f in tdef.fields if f.derived}
@@ -83,14 +87,16 @@ def _check_header(table: str, header: list[str], source_name: str) -> None:
         if col.startswith("_") or col in inputs or col in derived:
             continue
         raise IngestError(
-            f"{source_name}: unknown column {col!r} for table {table} "
-            f"(expected: {', '.join(inputs)})"
+            f"{source_name}: unknown column {col!r} for table {table}"
+            f"{did_you_mean(col, inputs)} (expected: {', '.join(inputs)})"
         )
-    missing = [c for c in inputs if c not in seen]
+    needed = [f.name for f in tdef.input_fields if f.required or f.name in tdef.primary_key]
+    missing = [c for c in needed if c not in seen]
     if missing:
         raise IngestError(
             f"{source_name}: missing column(s) {', '.join(repr(m) for m in missing)} "
-            f"for table {table}"
+            f"for table {table} (required fields and keys must be present; optional ones may be "
+            "left out)"
         )
 
 

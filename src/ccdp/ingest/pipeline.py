@@ -76,6 +76,11 @@ class IngestReport(BaseModel):
     pseudonymised: bool = False
     tables: dict[str, TableCounts] = Field(default_factory=dict)
     edits: dict[str, int] = Field(default_factory=dict, description="failures per edit id")
+    absent_columns: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per table, the optional input fields the source left out (stored as null), "
+        "so that a registry that does not record a field is visible, not silent",
+    )
 
     def summary(self) -> dict[str, object]:
         """The machine contract of `ccdp ingest --json`: every field above; `tables` has an
@@ -221,6 +226,14 @@ def _ingest(
 ) -> IngestReport:
     path = Path(store_path)
     created = not path.exists()
+    # the help promises the store is created if absent: its folder too (deepest first, so a
+    # failed first ingest can remove what it made)
+    new_dirs = [d for d in path.parents if not d.exists()]
+    if new_dirs:
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as exc:
+            raise IngestError(f"cannot create the folder of node store {path}: {exc}") from exc
     ingest_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     report = IngestReport(ingest_id=ingest_id, source=source, store=str(path))
     key = pseudonym_key(path) if any(s.identifiers for s in sources) else None
@@ -232,6 +245,7 @@ def _ingest(
             # text -> typed work tables: temp tables only, so the store is untouched if it fails
             # (and outside the transaction, where DuckDB's rowid is the row's position in the file)
             work = _load_work(store.con, sources, key, step)
+            report.absent_columns = _absent_columns(sources)
             # from here on row order is carried by _row, so DuckDB may parallelise freely
             store.con.execute("SET preserve_insertion_order = false")
             day = today or date.today()
@@ -250,8 +264,22 @@ def _ingest(
         if created:
             for leftover in (path, path.with_name(path.name + ".wal")):
                 leftover.unlink(missing_ok=True)
+            for folder in new_dirs:
+                with suppress(OSError):  # not empty (e.g. the node config): keep it
+                    folder.rmdir()
         raise
     return report
+
+
+def _absent_columns(sources: list[RawSource]) -> dict[str, list[str]]:
+    """Input fields each source table does not carry, in model order (only tables with some)."""
+    model = load_model()
+    absent: dict[str, list[str]] = {}
+    for s in sources:
+        missing = [f.name for f in model.table(s.table).input_fields if f.name not in s.columns]
+        if missing:
+            absent[s.table] = missing
+    return absent
 
 
 def _load_work(

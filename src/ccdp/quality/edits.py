@@ -23,6 +23,7 @@ Check = Literal[
     "range",
     "code",
     "date_range",
+    "key_text",
     "duplicate_key",
     "orphan",
     "parent_quarantined",
@@ -115,7 +116,7 @@ def edits_markdown() -> str:
         where = f"{e.table}.{e.field}" if e.table else f"every field ({e.check})"
         if e.check == "code":
             where = f"fields coded in {e.code_system}"
-        if e.check in ("duplicate_key", "orphan", "parent_quarantined"):
+        if e.check in ("key_text", "duplicate_key", "orphan", "parent_quarantined"):
             where = "keys of every table"
         lines.append(f"| `{e.id}` | {e.severity} | {e.category} | {where} | {e.description} |")
     return "\n".join(lines) + "\n"

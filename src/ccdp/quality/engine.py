@@ -24,6 +24,7 @@ from ccdp.quality.edits import Edit, edits_by_check, load_edits, reference_table
 
 RESULTS = "qr"
 MIN_DATE = "1900-01-01"
+_CONTROL = r"'\p{Cc}'"  # RE2: C0 and C1 control characters and DEL (NUL, tab, newline, ...)
 
 _MACROS = [
     # completed years between two dates (age at an event, as registries count it)
@@ -60,6 +61,12 @@ def key_expr(table: TableDef, alias: str = "r") -> str:
     """The row's key as text (composite keys joined by '|'), from the raw values."""
     parts = [f"coalesce({alias}.{q(raw_column(table.field(k)))}, '')" for k in table.primary_key]
     return parts[0] if len(parts) == 1 else f"concat_ws('|', {', '.join(parts)})"
+
+
+def _escaped(raw: str) -> str:
+    """SQL of a text value with control characters written as JSON escapes (NUL -> \\u0000)."""
+    js = f"CAST(to_json({raw}) AS VARCHAR)"
+    return f"substr({js}, 2, length({js}) - 2)"
 
 
 def template_sql(text: str) -> str:
@@ -262,7 +269,9 @@ class EditRun:
             for edit in load_edits():
                 where, text = self._field_rule(edit, tdef, f, raw, typed, keys)
                 if where:
-                    checks.append(Check(edit, f.name, raw, text, where))
+                    # a control character would make the message itself unreadable: escape it
+                    value = _escaped(raw) if edit.check == "key_text" else raw
+                    checks.append(Check(edit, f.name, value, text, where))
         return checks
 
     def _sql_check(self, edit: Edit) -> Check:
@@ -277,6 +286,12 @@ class EditRun:
         """(WHERE condition, message SQL) of a model-generated edit for one field, or ('', '')."""
         if edit.check == "required" and (f.required or f.name in keys):
             return f"{raw} IS NULL", lit("is required")
+        if edit.check == "key_text" and (f.name in keys or f.name in tdef.foreign_keys):
+            code = f"printf('U+%04X', unicode(regexp_extract({raw}, {_CONTROL})))"
+            return (
+                f"regexp_matches({raw}, {_CONTROL})",
+                f"concat('holds control character ', {code}, '; keys must be printable text')",
+            )
         if edit.check == "type" and f.type != "string":
             return f"{raw} IS NOT NULL AND {typed} IS NULL", lit(f"is not {TYPE_WORDS[f.type]}")
         if edit.check == "allowed" and f.allowed:
