@@ -59,27 +59,30 @@ def update_node_config(store_path: str | Path, **values: Any) -> Path:
     return path
 
 
-def pseudonym_key(store_path: str | Path, *, create: bool = True) -> bytes:
-    """The node's 32-byte HMAC key, generated (and saved in the config) on first use."""
-    value = load_node_config(store_path).get("pseudonym_key")
+def _secret_key(store_path: str | Path, name: str, create: bool, missing: str) -> bytes:
+    """A node secret (hex, >= 16 bytes) from the config, generated and saved on first use."""
+    value = load_node_config(store_path).get(name)
     if value is None:
         if not create:
-            raise NodeConfigError(
-                f"no pseudonym_key in {node_config_path(store_path)}; ingest identifiers first"
-            )
+            raise NodeConfigError(f"no {name} in {node_config_path(store_path)}; {missing}")
         value = secrets.token_hex(32)
-        update_node_config(store_path, pseudonym_key=value)
+        update_node_config(store_path, **{name: value})
     try:
         key = bytes.fromhex(str(value))
     except ValueError as exc:
         raise NodeConfigError(
-            f"pseudonym_key in {node_config_path(store_path)} must be hex digits"
+            f"{name} in {node_config_path(store_path)} must be hex digits"
         ) from exc
     if len(key) < 16:
         raise NodeConfigError(
-            f"pseudonym_key in {node_config_path(store_path)} is too short (need >= 16 bytes)"
+            f"{name} in {node_config_path(store_path)} is too short (need >= 16 bytes)"
         )
     return key
+
+
+def pseudonym_key(store_path: str | Path, *, create: bool = True) -> bytes:
+    """The node's 32-byte HMAC key, generated (and saved in the config) on first use."""
+    return _secret_key(store_path, "pseudonym_key", create, "ingest identifiers first")
 
 
 def audit_key(store_path: str | Path) -> bytes:
@@ -88,18 +91,4 @@ def audit_key(store_path: str | Path) -> bytes:
     Kept apart from `pseudonym_key` so that showing one (e.g. to re-key pseudonyms) never lets
     anyone rewrite the audit chain. It is never written into the log itself.
     """
-    value = load_node_config(store_path).get("audit_key")
-    if value is None:
-        value = secrets.token_hex(32)
-        update_node_config(store_path, audit_key=value)
-    try:
-        key = bytes.fromhex(str(value))
-    except ValueError as exc:
-        raise NodeConfigError(
-            f"audit_key in {node_config_path(store_path)} must be hex digits"
-        ) from exc
-    if len(key) < 16:
-        raise NodeConfigError(
-            f"audit_key in {node_config_path(store_path)} is too short (need >= 16 bytes)"
-        )
-    return key
+    return _secret_key(store_path, "audit_key", True, "")
