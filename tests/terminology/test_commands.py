@@ -139,3 +139,8 @@ def test_input_without_output_is_an_error(ccdp):
 def test_readme_main_job_output_folder(tmp_path: Path):
     summary = classify_csv(EXAMPLE, tmp_path / "out" / "tumours-iccc.csv")
     assert summary.rows == 38 and summary.errors == 4
+
+
+def test_classify_an_icdo32_code_as_a_registry_codes_it_since_2021(ccdp):
+    proc = ccdp("classify", "-m", "9877/3", "-t", "C42.1")
+    assert "Ib" in proc.stdout and "005" in proc.stdout and "Acute myeloid leukemias" in proc.stdout

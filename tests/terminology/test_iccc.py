@@ -229,3 +229,42 @@ def test_rebuilt_2017_rows_hold_the_verified_codes(extended, codes, surviving, c
 def test_codes_restored_to_the_rebuilt_rows_classify_there(morph, topo, extended):
     one = iccc.classify_one(morph, topo, 3, edition="2017")
     assert one.error is None and one.iccc_extended == extended
+
+
+# ICD-O-3.2 codes as SEER's ICD-O-3.2 update of the 2017 table classifies them (data/iccc_rules.md):
+# (morphology, topography, behaviour) -> (group, subgroup, extended)
+ICDO32_CASES = [
+    ("9819", "C42.1", 3, ("I", "Ia", "001")),  # B-ALL, BCR-ABL1-like, in marrow
+    ("9819", "C77.0", 3, ("II", "IIb", "010")),  # the same in a lymph node: lymphoma
+    ("9877", "C42.1", 3, ("I", "Ib", "005")),  # AML with mutated NPM1
+    ("9878", "C42.1", 3, ("I", "Ib", "005")),
+    ("9879", "C42.1", 3, ("I", "Ib", "005")),
+    ("9912", "C42.1", 3, ("I", "Ib", "005")),  # AML with BCR-ABL1
+    ("9993", "C42.1", 3, ("I", "Id", "007")),  # MDS with ring sideroblasts, multilineage
+    ("9992", "C42.1", 3, ("I", "Id", "007")),  # the older code SEER replaced still classifies
+    ("9968", "C42.1", 3, ("I", "Ie", "008")),
+    ("9715", "C77.0", 3, ("II", "IIb", "012")),  # ALCL, ALK-negative
+    ("9749", "C41.9", 3, ("II", "IId", "015")),  # Erdheim-Chester disease
+    ("9367", "C49.2", 3, ("IX", "IXd", "070")),  # CIC-rearranged sarcoma
+    ("8859", "C49.2", 3, ("IX", "IXd", "063")),  # myxoid pleomorphic liposarcoma
+    ("9111", "C56.9", 3, ("X", "Xd", "091")),  # mesonephric-like adenocarcinoma, ovary
+]
+
+
+@pytest.mark.parametrize(("morph", "topo", "beh", "expected"), ICDO32_CASES)
+def test_icdo32_codes_are_known_and_classified(morph, topo, beh, expected):
+    assert icdo3.morphology_problem(f"{morph}/{beh}") is None
+    one = iccc.classify_one(morph, topo, beh, edition="2017")
+    assert one.error is None
+    assert (one.iccc_group, one.iccc_subgroup, one.iccc_extended) == expected
+
+
+def test_icdo32_codes_are_marked_and_codes_of_no_edition_still_refused():
+    morph = icdo3.morphology_codes().set_index("code")
+    assert {"9819", "9877", "9878", "9879", "9912", "9993", "9715", "9749"} <= set(
+        morph.index[morph["revision"] == "3.2"]
+    )
+    for code in ("9999", "9829", "8348"):  # 9829, 8348: in no code list we hold
+        one = iccc.classify_one(code, "C42.1", 3)
+        assert one.error == f"morphology '{code}': {code} is not an ICD-O-3 morphology code"
+        assert one.iccc_group is None
