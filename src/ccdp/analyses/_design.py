@@ -107,7 +107,7 @@ def make_design(
     columns: list[dict[str, Any]] = []
     all_levels: dict[str, list[str]] = {}
     for c in covariates:
-        level_parts = [s.parts[LEVELS + c] for s in summaries.values() if LEVELS + c in s.parts]
+        level_parts = [s.counts(LEVELS + c) for s in summaries.values() if LEVELS + c in s.parts]
         if level_parts and c in sums:
             raise AnalysisError(f"covariate {c} is numeric at some nodes and categorical at others")
         if not level_parts:

@@ -22,7 +22,7 @@ import binascii
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -267,6 +267,7 @@ class AggregatePart:
 
 
 Part = CountsPart | EventTimesPart | AggregatePart
+_P = TypeVar("_P", CountsPart, EventTimesPart, AggregatePart)
 
 
 PART_TYPES: dict[str, type] = {c.kind: c for c in (CountsPart, EventTimesPart, AggregatePart)}
@@ -293,6 +294,21 @@ class Summary:
                 body["columns"] = {k: _wire(v) for k, v in p.columns.items()}
             out[name] = {"kind": p.kind, **body}
         return out
+
+    def counts(self, name: str) -> CountsPart:
+        """Part `name` as a counts part (MalformedSummary if it is missing or of another kind)."""
+        return self._typed(name, CountsPart)
+
+    def event_times(self, name: str) -> EventTimesPart:
+        """Part `name` as an event-time table (MalformedSummary if missing or another kind)."""
+        return self._typed(name, EventTimesPart)
+
+    def _typed(self, name: str, kind: type[_P]) -> _P:
+        part = self.parts.get(name)
+        if not isinstance(part, kind):
+            found = "missing" if part is None else f"a {part.kind} part"
+            raise MalformedSummary(f"summary part {name!r} must be a {kind.kind} part ({found})")
+        return part
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
@@ -462,8 +478,13 @@ class Done:
     result: AnalysisResult
 
 
-class Analysis(ABC):
+P = TypeVar("P", bound=AnalysisParams)
+
+
+class Analysis(ABC, Generic[P]):
     """An analysis plug-in. Subclasses set `name` and `params_model` and implement the three steps.
+
+    Generic over its params model `P`, so that each plug-in's steps take its own params type.
 
     `local` receives the node's data (`NodeData`: the cohort-filtered analysis view, one row per
     tumour, see ccdp.cohort, and the population table) and a per-study `cache` dict that lives
@@ -473,7 +494,7 @@ class Analysis(ABC):
     name: ClassVar[str]
     params_model: ClassVar[type[AnalysisParams]]
 
-    def columns(self, params: AnalysisParams) -> list[str] | None:
+    def columns(self, params: P) -> list[str] | None:
         """View columns `local` needs (None: all); lets the node read only what it must."""
         return None
 
@@ -481,7 +502,7 @@ class Analysis(ABC):
         """Raise CohortError if a cohort on these variables would make the answer wrong."""
         return None
 
-    def start(self, params: AnalysisParams) -> Continue:
+    def start(self, params: P) -> Continue:
         """The first request sent to the nodes."""
         return Continue(request={})
 
@@ -489,7 +510,7 @@ class Analysis(ABC):
     def local(
         self,
         data: NodeData,
-        params: AnalysisParams,
+        params: P,
         request: dict[str, Any],
         cache: dict[str, Any],
     ) -> Summary:
@@ -498,7 +519,7 @@ class Analysis(ABC):
     @abstractmethod
     def combine(
         self,
-        params: AnalysisParams,
+        params: P,
         state: Any,
         summaries: dict[str, Summary],
     ) -> Continue | Done:

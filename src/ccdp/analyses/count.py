@@ -124,14 +124,14 @@ def _pool(parts: list[CountsPart], dims: list[str]) -> tuple[list[dict[str, Any]
     return cells, sum(c["suppressed"] for c in cells)
 
 
-class Count(Analysis):
+class Count(Analysis[CountParams]):
     """Counts of tumours or patients by up to three variables."""
 
     name: ClassVar[str] = "count"
     params_model: ClassVar[type[AnalysisParams]] = CountParams
     result_model: ClassVar[type[CountResult]] = CountResult
 
-    def columns(self, params: CountParams) -> list[str]:  # type: ignore[override]
+    def columns(self, params: CountParams) -> list[str]:
         return list(params.by)
 
     def local(
@@ -139,7 +139,7 @@ class Count(Analysis):
         data: NodeData,
         params: CountParams,
         request: dict,
-        cache: dict,  # type: ignore[override]
+        cache: dict,
     ) -> Summary:
         frame = data.view(self.columns(params))
         return Summary(
@@ -156,7 +156,7 @@ class Count(Analysis):
         self,
         params: CountParams,
         state: Any,
-        summaries: dict[str, Summary],  # type: ignore[override]
+        summaries: dict[str, Summary],
     ) -> Done:
         parts = [s.parts["cells"] for s in summaries.values() if "cells" in s.parts]
         cells, n_suppressed = _pool(parts, list(params.by))  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ class Crosstab(Count):
         data: NodeData,
         params: CountParams,
         request: dict,
-        cache: dict,  # type: ignore[override]
+        cache: dict,
     ) -> Summary:
         summary = super().local(data, params, request, cache)
         if len(params.by) > 1:
@@ -202,7 +202,7 @@ class Crosstab(Count):
         self,
         params: CountParams,
         state: Any,
-        summaries: dict[str, Summary],  # type: ignore[override]
+        summaries: dict[str, Summary],
     ) -> Done:
         done = super().combine(params, state, summaries)
         margins = {}

@@ -261,7 +261,7 @@ def event_columns(node: NodeCox, rg: RiskGroups, ties: str) -> dict[str, np.ndar
 
 def pooled_groups(summaries: dict[str, Summary], p: int, ties: str) -> tuple[RiskGroups, int, int]:
     """Add the nodes' event-time tables by (stratum, time): the pooled risk-set sums."""
-    parts = [s.parts["risk_sets"] for s in summaries.values()]
+    parts = [s.event_times("risk_sets") for s in summaries.values()]
     n = sum(sum(part.group_sizes.values()) for part in parts)
     tables = [part.columns for part in parts if len(part)]
     if not tables:

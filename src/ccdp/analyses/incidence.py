@@ -194,7 +194,7 @@ def population_cells(pop: pd.DataFrame, dims: list[str], ages: tuple[str, ...]) 
     ]
 
 
-class Incidence(Analysis):
+class Incidence(Analysis[IncidenceParams]):
     """Crude and age-standardised incidence per million person-years."""
 
     name: ClassVar[str] = "incidence"
@@ -210,7 +210,7 @@ class Incidence(Analysis):
                 "table cannot follow; restrict age_group, diagnosis_year or diagnosis_period"
             )
 
-    def columns(self, params: IncidenceParams) -> list[str]:  # type: ignore[override]
+    def columns(self, params: IncidenceParams) -> list[str]:
         cols = [*params.by, "age_group", "country", "diagnosis_year"]
         return list(dict.fromkeys(cols))
 
@@ -219,7 +219,7 @@ class Incidence(Analysis):
         data: NodeData,
         params: IncidenceParams,
         request: dict,
-        cache: dict,  # type: ignore[override]
+        cache: dict,
     ) -> Summary:
         ages = AGE_RANGES[params.ages]
         pop = data.population()
@@ -247,7 +247,7 @@ class Incidence(Analysis):
         self,
         params: IncidenceParams,
         state: Any,
-        summaries: dict[str, Summary],  # type: ignore[override]
+        summaries: dict[str, Summary],
     ) -> Done:
         ages = AGE_RANGES[params.ages]
         weights = standard_weights(params.standard, params.ages)
@@ -300,8 +300,7 @@ def _rate_row(
     person-years leave them undefined)."""
     py = float(sum(pyears))
     row: dict[str, Any] = {**values, "cases": total, "person_years": py}
-    crude = (total is not None) and py > 0
-    if crude:
+    if total is not None and py > 0:
         lo, hi = poisson_ci(total, params.level)
         row |= {
             "crude_rate": total / py * PER,

@@ -186,7 +186,7 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
 
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
     """Add the nodes' event-time tables: one row per (group, time), sorted."""
-    tables = [s.parts[part].columns for s in summaries.values() if len(s.parts[part])]
+    tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
     if not tables:
         raise AnalysisError("no node sent an event-time table")
     cols = ["group", "time", "events", "censored"]

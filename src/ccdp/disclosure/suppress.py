@@ -62,7 +62,7 @@ class SuppressionReport:
 
 def _small(values: np.ndarray, min_cell: int, zero_release: bool) -> np.ndarray:
     """Rows of `values` (cells x counts) that the primary rule withholds."""
-    small = ((values > 0) & (values < min_cell)).any(axis=1)
+    small = np.asarray(((values > 0) & (values < min_cell)).any(axis=1))
     if not zero_release:
         small |= (values == 0).any(axis=1)
     return small
@@ -231,7 +231,7 @@ class _Family:
             coords = np.unravel_index(j, t.shape)
             for ax in range(len(t.shape)):
                 for level in range(t.shape[ax]):
-                    c = list(coords)
+                    c = [int(i) for i in coords]
                     c[ax] = level
                     k = int(np.ravel_multi_index(tuple(c), t.shape))
                     if not t.suppressed[k] and (ti, k) not in self.unprotectable:
@@ -305,6 +305,7 @@ class _Family:
                     best, best_left = c, left
                 if not left:
                     break
+            assert best is not None  # cands is not empty
             self.tables[best[0]].suppressed[best[1]] = True
             exposed = best_left
 

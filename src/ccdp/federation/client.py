@@ -91,7 +91,7 @@ class HubClient:
         self._http.close()
 
 
-def study_result(result_json: dict[str, Any]):  # type: ignore[no-untyped-def]
+def study_result(result_json: dict[str, Any]):
     """Rebuild the analyses stage's StudyResult from its JSON form (for printing and plots)."""
     import inspect
 

@@ -22,7 +22,14 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ccdp.errors import CcdpError
 
@@ -106,28 +113,28 @@ class LineProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.tasks: dict[int, dict[str, Any]] = {}
+        self.tasks: dict[TaskID, dict[str, Any]] = {}
         self.start = time.monotonic()
 
-    def _say(self, task: int) -> None:
+    def _say(self, task: TaskID) -> None:
         t = self.tasks[task]
         took = time.monotonic() - self.start
         self.console.print(
             f"[{took:6.1f} s] {t['description']}: {t['completed']}/{t['total']}", highlight=False
         )
 
-    def add_task(self, description: str, total: float = 1) -> int:
-        task = len(self.tasks)
+    def add_task(self, description: str, total: float = 1) -> TaskID:
+        task = TaskID(len(self.tasks))
         self.tasks[task] = {"description": description, "total": total, "completed": 0}
         self._say(task)
         return task
 
-    def advance(self, task: int, advance: float = 1) -> None:
+    def advance(self, task: TaskID, advance: float = 1) -> None:
         self.tasks[task]["completed"] += advance
         self._say(task)
 
     def update(
-        self, task: int, completed: float | None = None, description: str | None = None
+        self, task: TaskID, completed: float | None = None, description: str | None = None
     ) -> None:
         t = self.tasks[task]
         changed = (completed is not None and completed != t["completed"]) or (
@@ -226,7 +233,7 @@ def synthesise_and_ingest(
 
 def _finish_ingest(
     item: tuple[str, subprocess.Popen], logs: Path, progress: Progress | LineProgress, task
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     c, proc = item
     if proc.wait() != 0:
         raise DemoError(f"ingest of {c} failed; see {logs / f'ingest-{c}.log'}")
@@ -350,7 +357,7 @@ def _wait_up(url: str, procs: Processes, timeout: float = 60) -> None:
     raise DemoError(f"the hub did not answer at {url} within {timeout:g} s")
 
 
-def _wait_nodes(client, countries, procs, progress, task, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+def _wait_nodes(client, countries, procs, progress, task, timeout: float = 120) -> None:
     """Until every node agent has polled the hub once (last-seen set)."""
     end = time.monotonic() + timeout
     seen: set[str] = set()

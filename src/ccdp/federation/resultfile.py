@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ccdp.errors import CcdpError
 from ccdp.federation.protocol import Answer, Task
 
-FORMAT = "ccdp-result/1"
+FORMAT: Literal["ccdp-result/1"] = "ccdp-result/1"
 
 
 class ResultFileError(CcdpError):

@@ -361,9 +361,10 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
                 f"{exc.msg}"
             ) from None
         try:
-            return data, _line_index(_compose(text), (), path)
+            node = _compose(text)
         except yaml.YAMLError:
             return data, {}
+        return data, {} if node is None else _line_index(node, (), path)
     try:
         loader = StringLoader(text)
         try:
@@ -385,7 +386,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _compose(text: str) -> yaml.Node:
+def _compose(text: str) -> yaml.Node | None:
     loader = StringLoader(text)
     try:
         return loader.get_single_node()
@@ -681,6 +682,7 @@ class _Run:
         elif fs.optional and fs.column not in frame.columns:
             return _nones(frame.index), None
         else:
+            assert fs.column is not None  # the spec model requires one of column/constant/template
             raw = self.require(frame, fs.column, source, here)
         codes, uniques = pd.factorize(raw.astype(object), use_na_sentinel=True)
         codes = np.where(codes < 0, len(uniques), codes)  # the appended None stands for missing

@@ -865,6 +865,7 @@ def _table_entry(
         at = ("tables", tdef.name, "fields", fdef.name)
         if fdef.name in choice.fields:
             col, s = choice.fields[fdef.name]
+            entry: dict
             if choice.join is not None and choice.join[0] == fdef.name:
                 entry, note = {"column": col}, ""
             else:

@@ -9,6 +9,7 @@ set-based statement; nothing loops over rows in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,7 +123,7 @@ class Check:
     value: str
     text: str
     where: str
-    parents: list[str] = field(default_factory=list)
+    parents: list[str] = dataclasses.field(default_factory=list)  # `field` is a member here
     edit_id: str = ""  # SQL giving the edit id when it depends on the row (default: edit.id)
 
     @property

@@ -162,7 +162,7 @@ def generate(
     params = load_params()
     out.mkdir(parents=True, exist_ok=True)
     earlier = _earlier_output(out)
-    cohort, tables = draw(codes, tuple(years), patients, seed, params, with_identifiers)
+    cohort, tables = draw(codes, (years[0], years[1]), patients, seed, params, with_identifiers)
     _clear(out, earlier)
     rows: dict[str, dict[str, int]] = {}
     files: list[Path] = []
@@ -246,14 +246,17 @@ def build_truth(
                     )
     pid = tables.tables["patient"]["patient_id"]
     dup = []
-    for a, b in cohort.duplicates:
+    for origin, copy in cohort.duplicates:
         entry = {
-            "patient_ids": [pid[a].as_py(), pid[b].as_py()],
-            "countries": [codes[cohort.cases["country"][a]], codes[cohort.cases["country"][b]]],
+            "patient_ids": [pid[origin].as_py(), pid[copy].as_py()],
+            "countries": [
+                codes[cohort.cases["country"][origin]],
+                codes[cohort.cases["country"][copy]],
+            ],
             "relation": "registered in the origin country and again where treated abroad",
         }
         if identity is not None:
-            entry["differences"] = identity.differences.get(b, [])
+            entry["differences"] = identity.differences.get(copy, [])
         dup.append(entry)
     copies = [pid[b].as_py() for _, b in cohort.duplicates]
     return {

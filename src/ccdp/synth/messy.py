@@ -134,8 +134,8 @@ def _bad_date(style: dict[str, Any], year: int, rng: np.random.Generator) -> str
 
 def _render_date(style: dict[str, Any], day: np.datetime64) -> Any:
     if style["date"] == "excel_serial":
-        return int((np.datetime64(day, "D") - EXCEL_EPOCH).astype(np.int64))
-    return np.datetime64(day, "D").astype(datetime).strftime(style["date"])
+        return int((day.astype("datetime64[D]") - EXCEL_EPOCH).astype(np.int64))
+    return day.astype("datetime64[D]").astype(datetime).strftime(style["date"])
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray, used: set[int], k: int) -> list[int]:
@@ -418,7 +418,7 @@ def _write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> None:
 
 def _redcap_dictionary(style: dict[str, Any], flat_columns: list[str]) -> pd.DataFrame:
     """The REDCap data dictionary of the KE project: forms, field types and coded choices."""
-    rows = []
+    rows: list[list[Any]] = []
     model = load_model()
     for table, spec in style["files"].items():
         if table == "population":

@@ -200,7 +200,9 @@ def _tumour(
             "immunophenotype": _empty_to_null(immuno),
             "wbc_at_diagnosis": pa.array(c["wbc"], mask=np.isnan(c["wbc"])),
             "cns_status": cat(CNS_STATUS, c["cns"]),
-            "stage_system": pa.array(np.where(has_stage, "toronto_tier2", None), pa.string()),
+            "stage_system": pa.array(
+                np.where(has_stage, "toronto_tier2", np.array(None, dtype=object)), pa.string()
+            ),
             "stage": cat(labels, stage),
             "risk_group": cat(labels, c["risk"]),
             "frontline_end_date": date_arr(c["frontline_end_day"], fl_missing),

@@ -24,7 +24,7 @@ def _db(url: str | None) -> str:
     return url or os.environ.get("CCDP_HUB_DB") or DEFAULT_DB
 
 
-def _hub(url: str | None):  # type: ignore[no-untyped-def]
+def _hub(url: str | None):
     from ccdp.federation.hub.db import open_database
     from ccdp.federation.hub.service import Hub
 
@@ -200,7 +200,7 @@ CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
 AS_JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
-def _client(hub: str, token: str, cacert: Path | None):  # type: ignore[no-untyped-def]
+def _client(hub: str, token: str, cacert: Path | None):
     from ccdp.federation.client import HubClient, tls_verify
 
     return HubClient(hub, token, verify=tls_verify(cacert))

@@ -196,9 +196,12 @@ class Hub:
 
     def revoke(self, kind: TokenKind, name: str) -> None:
         """Revoke a node's or user's token: every later request with it gets 401."""
-        table = NodeRow if kind == "node" else UserRow
         with self.sessions.begin() as s:
-            row = s.scalar(select(table).where(table.name == name))
+            row: NodeRow | UserRow | None
+            if kind == "node":
+                row = s.scalar(select(NodeRow).where(NodeRow.name == name))
+            else:
+                row = s.scalar(select(UserRow).where(UserRow.name == name))
             if row is None:
                 raise NotFound(f"no {kind} named {name!r}")
             row.revoked_at = utcnow()
@@ -606,7 +609,7 @@ class Hub:
                     out[node.name] = Answer(
                         task_id=task.id,
                         node=node.name,
-                        status=ans.status,  # type: ignore[arg-type]
+                        status=ans.status,
                         reason=ans.reason,
                         summary=ans.summary,
                         sent_at=ans.received_at,

@@ -35,7 +35,7 @@ def run(
     console = Console(stderr=True)
     holder: dict[str, LocalNode] = {}
 
-    def answer(task):  # type: ignore[no-untyped-def]
+    def answer(task):
         return holder["node"].answer(task)
 
     def manual_now() -> bool:  # re-read at every answer: a policy change needs no restart
@@ -65,7 +65,7 @@ def run(
         agent.close()
 
 
-def _connect(agent, console) -> str:  # type: ignore[no-untyped-def]
+def _connect(agent, console) -> str:
     """Learn the node's name from the hub, retrying with back-off while it is unreachable."""
     import time
 

@@ -67,7 +67,7 @@ def _resources(text: str, path: Path) -> list[tuple[int, str | None, dict]]:
     """(entry number, fullUrl, resource) for a Bundle, a single resource or NDJSON."""
     stripped = text.lstrip()
     if path.suffix.lower() == ".ndjson" or (stripped.startswith("{") and "}\n{" in stripped):
-        out = []
+        out: list[tuple[int, str | None, dict]] = []
         for i, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 out.append((i, None, _loads(line, path, i)))
@@ -78,12 +78,12 @@ def _resources(text: str, path: Path) -> list[tuple[int, str | None, dict]]:
     if doc.get("resourceType") != "Bundle":
         return [(1, None, doc)]
     entries = doc.get("entry") or []
-    out = []
+    found: list[tuple[int, str | None, dict]] = []
     for i, entry in enumerate(entries, start=1):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict):
-            out.append((i, entry.get("fullUrl"), resource))
-    return out
+            found.append((i, entry.get("fullUrl"), resource))
+    return found
 
 
 def _loads(text: str, path: Path, line: int | None) -> Any:
