@@ -299,6 +299,39 @@ def test_an_event_table_whose_every_group_is_withheld_answers_empty():
         group_sizes={"a": 3},
         records=Records(np.arange(1, 4, dtype=np.uint64), np.zeros(3, dtype=np.int64)),
     )
-    checked = release(Summary({"e": part}), DisclosureContext(NodePolicy()))
+    # min_cohort 1: the group rule speaks (under the default, the cohort of 3 is refused whole)
+    checked = release(Summary({"e": part}), DisclosureContext(NodePolicy(min_cohort=1)))
     released = checked.summary.parts["e"]
     assert len(released) == 0 and released.group_sizes == {}
+    with pytest.raises(Refusal, match=r"^no eligible patients, or too few to report"):
+        release(Summary({"e": part}), DisclosureContext(NodePolicy()))
+
+
+@pytest.mark.parametrize(
+    ("analysis", "params", "request_"),
+    [
+        ("count", {}, {}),
+        ("crosstab", {"by": ["sex"]}, {}),
+        ("km", {"by": ["sex"]}, {}),
+        ("cox", {"covariates": ["sex"]}, {"step": "describe"}),
+        ("incidence", {"by": ["sex"]}, {}),
+    ],
+)
+def test_no_eligible_patients_and_too_few_give_the_same_release(
+    tmp_path, analysis, params, request_
+):
+    """An attacker who could tell a node with no eligible patients from one with a few would
+    learn that a rare child exists there: both answers must be the same refusal."""
+    (tmp_path / "none").mkdir()
+    (tmp_path / "few").mkdir()
+    none = build_store(tmp_path / "none" / "FR.duckdb", random_registry(3, 0, "FR", "a"))
+    few = build_store(tmp_path / "few" / "FR.duckdb", random_registry(3, 4, "FR", "a"))
+    task = Task(
+        task_id="t", study_id="s", round=0, analysis=analysis, params=params, request=request_
+    )
+    keep = {"status", "reason", "summary", "node"}
+    a_none = LocalNode(none).answer(task).model_dump(include=keep)
+    a_few = LocalNode(few).answer(task).model_dump(include=keep)
+    assert a_none == a_few
+    assert a_none["status"] == "refused"
+    assert a_none["reason"].startswith("no eligible patients, or too few to report")

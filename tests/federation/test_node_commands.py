@@ -98,3 +98,71 @@ def test_pending_shows_what_would_leave_in_words_and_in_full(ccdp, tmp_path):
     assert full["summary"]["fit"]["values"] == {"loglik": -40.5}
     proc = ccdp("node", "pending", "--store", store, "--show", "nope", check=False)
     assert proc.returncode != 0 and "no pending answer 'nope'" in proc.stderr
+
+
+def test_pending_show_gives_the_custodian_study_requester_cohort_and_analysis(ccdp, tmp_path):
+    """--show says which study asks, who asked, for which cohort and analysis; a file held
+    under protocol 3 (before tasks carried title and requester) still reads."""
+    from ccdp.federation.node.pending import PendingStore, pending_dir
+    from ccdp.federation.protocol import Answer
+
+    store = tmp_path / "fr.duckdb"
+    task = Task(
+        task_id="s2-r0",
+        study_id="s2",
+        round=0,
+        analysis="km",
+        params={"outcome": "relapse_efs", "by": ["relapse_timing"]},
+        cohort={"iccc_subgroup": ["Ia"], "relapsed": [1]},
+        title="EFS after relapse of ALL",
+        requester="researcher",
+    )
+    PendingStore(store).hold(task, Answer(task_id=task.task_id, node="fr", status="answered"))
+    full = json.loads(ccdp("node", "pending", "--store", store, "--show", "s2").stdout)
+    assert full["title"] == "EFS after relapse of ALL"
+    assert full["requester"] == "researcher"
+    assert full["cohort"] == {"iccc_subgroup": ["Ia"], "relapsed": [1]}
+    assert full["analysis"] == "km"
+    assert full["params"] == {"outcome": "relapse_efs", "by": ["relapse_timing"]}
+    old = json.loads((pending_dir(store) / "s2-r0.json").read_text())
+    old["task"]["protocol_version"] = old["answer"]["protocol_version"] = 3
+    for key in ("title", "requester"):
+        del old["task"][key]
+    (pending_dir(store) / "s2-r0.json").write_text(json.dumps(old))
+    again = json.loads(ccdp("node", "pending", "--store", store, "--show", "s2").stdout)
+    assert again["title"] == again["requester"] == "(not sent by the hub)"
+
+
+def test_hub_tasks_carry_the_study_title_and_its_submitter(tmp_path):
+    """The task a node receives through the hub names the study and who submitted it."""
+    import threading
+
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.runner import HubTransport
+    from ccdp.federation.hub.service import Hub
+
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub.add_node("FR", "FR")
+    token = hub.add_user("ana", "researcher")
+    sid = hub.create_study(
+        {"title": "OS by group", "analysis": "count"},
+        analysis="count",
+        title="OS by group",
+        nodes=["FR"],
+        min_nodes=1,
+        timeout=0.2,
+        owner=hub.authenticate(token),
+    )
+    task = Task(task_id="x", study_id="local", round=0, analysis="count", title="OS by group")
+    HubTransport(hub, sid, ["FR"], 0.2, threading.Event(), poll=0.05).ask(task, ["FR"])
+    sent = Task.model_validate(_round_task(hub, sid))
+    assert (sent.title, sent.requester, sent.study_id) == ("OS by group", "ana", sid)
+
+
+def _round_task(hub, study_id: str) -> dict:
+    from sqlalchemy import select
+
+    from ccdp.federation.hub.models import RoundRow
+
+    with hub.sessions() as s:
+        return s.scalar(select(RoundRow.task).where(RoundRow.study_id == study_id))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from ccdp.report.plots import at_risk_at
+from ccdp.report.plots import PALETTE, at_risk_at
 from tests.analyses.data import freireich
 from tests.analyses.federate import federate, split
 
@@ -20,7 +22,8 @@ def test_km_plot_has_curves_bands_and_numbers_at_risk(tmp_path) -> None:
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["6-MP (n=21)", "placebo (n=21)"]
     assert len(ax.collections) == 2  # one CI band per group
     numbers = [t.get_text() for t in risk_ax.texts]
-    assert numbers[0] == "21" and "21" in numbers[6:]
+    per_group = len(risk_ax.get_xticks())
+    assert numbers[0] == "21" and numbers[per_group] == "21"
     # at risk at week 10 on 6-MP: remission lengths >= 10 (lifelines event table agrees)
     assert at_risk_at(result.groups[0].table, np.array([10.0])) == [
         int((df[df.Rx == 0].os_time >= 10).sum())
@@ -42,3 +45,59 @@ def test_forest_plot_has_one_row_per_term(tmp_path) -> None:
     assert ax.get_xscale() == "log"
     fig.savefig(tmp_path / "forest.png")
     assert (tmp_path / "forest.png").stat().st_size > 5_000
+
+
+def relapse_frame(rng: np.random.Generator, n: int = 240) -> pd.DataFrame:
+    """Relapsed children: EFS from the first relapse (days), by I-BFM relapse timing; the
+    timings arrive in text order (early, late, very_early) to show the plot reorders them."""
+    timing = rng.choice(["early", "late", "very_early"], size=n)
+    return pd.DataFrame(
+        {
+            "relapse_efs_time": rng.integers(20, 365 * 7, size=n),
+            "relapse_efs_event": rng.integers(0, 2, size=n),
+            "relapse_timing": timing,
+        }
+    )
+
+
+def test_relapse_efs_plot_reads_from_first_relapse_in_time_order_with_whole_year_ticks() -> None:
+    rng = np.random.default_rng(4)
+    result = federate(
+        "km",
+        {"outcome": "relapse_efs", "by": ["relapse_timing"]},
+        split(relapse_frame(rng), 2, rng),
+        min_cell=1,
+    )
+    # the declared order of relapse_timing in view_variables.yaml, not the alphabet
+    assert [g.group for g in result.groups] == ["very_early", "early", "late"]
+    ax, risk_ax = result.plot().axes
+    assert risk_ax.get_xlabel() == "years since first relapse"
+    legend = [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()]
+    assert legend == ["very_early", "early", "late"]
+    ticks = risk_ax.get_xticks()
+    assert len(ticks) >= 3 and np.allclose(ticks, np.round(ticks)) and ticks[0] == 0
+    # numbers at risk stand at those whole years
+    assert {round(t.get_position()[0], 9) for t in risk_ax.texts} <= set(ticks.tolist())
+
+
+def test_twelve_groups_get_twelve_distinct_colours() -> None:
+    rng = np.random.default_rng(5)
+    n = 12 * 30
+    frame = pd.DataFrame(
+        {
+            "os_time": rng.integers(10, 2000, size=n),
+            "os_event": rng.integers(0, 2, size=n),
+            "iccc_group": np.repeat(
+                ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"], 30
+            ),
+        }
+    )
+    result = federate("km", {"by": ["iccc_group"]}, [frame], min_cell=1)
+    ax, _ = result.plot().axes
+    colours = [to_rgb(line.get_color()) for line in ax.get_lines() if line.get_label()[0] != "_"]
+    assert len(colours) == 12 and len(set(colours)) == 12
+    # and far apart, not twelve shades of one hue: every pair differs by > 0.2 in RGB
+    rgb = np.array(colours)
+    gaps = np.linalg.norm(rgb[:, None, :] - rgb[None, :, :], axis=-1)[np.triu_indices(12, 1)]
+    assert gaps.min() > 0.2
+    assert {to_rgb(c) for c in PALETTE} == set(colours)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ccdp.analyses.base import CountsPart, NodeData, Unit
+from ccdp.cohort.view import level_order
 
 
 def native(value: Any) -> Any:
@@ -55,9 +57,16 @@ def _value_key(v: Any) -> tuple[Any, ...]:
     return (1, 0, v)
 
 
-def label_key(label: str) -> tuple[Any, ...]:
-    """Order of a joined group label ("I, male"): each part in its natural order."""
-    return sort_key(tuple(label.split(", ")))
+def label_key(label: str, by: Sequence[str] = ()) -> tuple[Any, ...]:
+    """Order of a joined group label ("I, male"): each part in its variable's declared level
+    order when `by` names a variable that lists its levels (very_early, early, late), else in
+    its natural order."""
+    parts = tuple(label.split(", "))
+    ranks = []
+    for i, part in enumerate(parts):
+        order = level_order(by[i]) if i < len(by) else None
+        ranks.append((0, order.index(part)) if order and part in order else (1, 0))
+    return (tuple(ranks), sort_key(parts))
 
 
 def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -142,13 +142,22 @@ class CoxResult(AnalysisResult):
     events: int
     iterations: int
     converged: bool
+    # the reference level of each categorical covariate (absent from results of older hubs)
+    reference: dict[str, str] = Field(default_factory=dict)
+
+    def reference_text(self) -> str:
+        """'reference levels: arm = A, sex = female' (empty without categorical terms)."""
+        if not self.reference:
+            return ""
+        return "reference levels: " + ", ".join(f"{k} = {v}" for k, v in self.reference.items())
 
     def __rich__(self) -> Table:
         strata = self.strata if isinstance(self.strata, str) else ", ".join(self.strata) or "none"
         t = Table(
             title=f"Cox proportional hazards, {self.outcome.upper()} ({self.ties} ties, "
             f"strata: {strata})",
-            caption=f"n = {self.n}, events = {self.events}, log partial likelihood = "
+            caption=(escape(self.reference_text()) + "\n" if self.reference else "")
+            + f"n = {self.n}, events = {self.events}, log partial likelihood = "
             f"{self.loglik:.4f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on {self.lr_df} df, "
             f"p = {pval(self.lr_p)}; iterations = {self.iterations}"
             + ("" if self.converged else "\nNOT CONVERGED"),
@@ -419,4 +428,17 @@ class Cox(Analysis):
             events=events,
             iterations=fit.iterations,
             converged=fit.converged,
+            reference=reference_levels(design),
         )
+
+
+def reference_levels(design: dict[str, Any]) -> dict[str, str]:
+    """Each categorical covariate's reference: its one pooled level without a dummy column."""
+    coded: dict[str, set[str]] = {}
+    for col in design["columns"]:
+        if "level" in col:
+            coded.setdefault(col["var"], set()).add(col["level"])
+    return {
+        var: next(lv for lv in levels if lv not in coded.get(var, set()))
+        for var, levels in design["levels"].items()
+    }

@@ -34,6 +34,13 @@ from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
 
 PER = 1_000_000.0
+# How each `ci` option computes the interval of a standardised rate, as a report states it.
+CI_METHODS = {
+    "fay_feuer": "gamma method of Fay & Feuer (1997)",
+    "tiwari": "modified gamma method of Tiwari, Clegg & Zou (2006)",
+}
+CRUDE_CI_METHOD = "exact Poisson (Garwood)"
+YEARS = "years"  # the part listing the years of diagnosis a node's denominators cover
 # view variable -> how to read it from the population table (None: not a population dimension)
 GROUPABLE: dict[str, str | None] = {
     "iccc_group": None,
@@ -87,6 +94,17 @@ class IncidenceResult(AnalysisResult):
     level: float
     per: float = PER
     rows: list[dict[str, Any]]
+    # first and last year of diagnosis the nodes' population tables cover (None from older nodes)
+    period: list[int] | None = None
+
+    def method_text(self) -> str:
+        """The period and interval methods in a sentence, for a table's caption."""
+        years = f"years of diagnosis {self.period[0]}–{self.period[1]}; " if self.period else ""
+        return (
+            f"{years}ages {self.ages}, per million person-years, standardised to {self.standard}; "
+            f"{self.level:.0%} CI: {CI_METHODS.get(self.ci, self.ci)} for the ASR, "
+            f"{CRUDE_CI_METHOD} for crude rates"
+        )
 
     def to_frame(self) -> pd.DataFrame:
         cols = [
@@ -109,7 +127,8 @@ class IncidenceResult(AnalysisResult):
         pct = f"{self.level:.0%}"
         table = Table(
             title=f"Incidence per million person-years, ages {self.ages} "
-            f"({self.standard}, {self.ci.replace('_', '-')} {pct} CI)"
+            f"({self.standard}, {self.ci.replace('_', '-')} {pct} CI)",
+            caption=self.method_text(),
         )
         for col in [*self.by, "cases", "person-years", f"crude ({pct} CI)", f"ASR ({pct} CI)"]:
             table.add_column(col, justify="left" if col in self.by else "right")
@@ -240,6 +259,12 @@ class Incidence(Analysis[IncidenceParams]):
                     counts=[],
                     cells=population_cells(pop, params.pop_by, ages),
                 ),
+                # public too: the years of the population table, so the result states its period
+                YEARS: CountsPart(
+                    dims=["diagnosis_year"],
+                    counts=[],
+                    cells=[{"diagnosis_year": int(y)} for y in sorted(pop["year"].unique())],
+                ),
             }
         )
 
@@ -271,8 +296,20 @@ class Incidence(Analysis[IncidenceParams]):
                 ci=params.ci,
                 level=params.level,
                 rows=rows,
+                period=_period_covered(summaries),
             )
         )
+
+
+def _period_covered(summaries: dict[str, Summary]) -> list[int] | None:
+    """First and last year of diagnosis over the nodes' denominators (None if none says)."""
+    years = [
+        int(c["diagnosis_year"])
+        for s in summaries.values()
+        if YEARS in s.parts
+        for c in s.parts[YEARS].cells  # type: ignore[union-attr]
+    ]
+    return [min(years), max(years)] if years else None
 
 
 def _pool(

@@ -101,27 +101,52 @@ class KMResult(AnalysisResult):
     time_unit: str
     groups: list[KMGroup]
 
+    def time_scale(self, years: bool) -> tuple[float, str]:
+        """Days per plotted unit and the axis label: years (or days) since diagnosis, or since
+        the first relapse for the relapse outcomes."""
+        origin = "first relapse" if self.outcome.startswith("relapse_") else "diagnosis"
+        return (YEAR_DAYS, f"years since {origin}") if years else (1.0, f"days since {origin}")
+
+    def summary_rows(self, years: bool = False) -> list[dict[str, str]]:
+        """Per group: n, events, median with its 95% CI (in years or days) and the landmark
+        survivals with theirs, formatted once for the CLI and the HTML report alike."""
+        scale, _ = self.time_scale(years)
+        unit = "years" if years else "days"
+        rows = []
+        for g in self.groups:
+            row = {
+                "group": g.group,
+                "n": str(g.n),
+                "events": str(g.events),
+                f"median ({unit})": nr(g.median, scale),
+                "95% CI": f"{nr(g.median_ci_low, scale)}–{nr(g.median_ci_high, scale)}",
+            }
+            for m in g.survival_at:
+                row[f"{m.years:g} y (95% CI)"] = with_ci(m.survival, m.ci_low, m.ci_high)
+            rows.append(row)
+        return rows
+
     def __rich__(self) -> Group:
         grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
         head = Table(
             title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
             caption="NR: not reached",
         )
-        for col in ("group", "n", "events", "median", "95% CI"):
+        rows = self.summary_rows(years=False)
+        columns = ("group", "n", "events", "median (days)", "95% CI")
+        for col in columns:
             head.add_column(col, justify="left" if col == "group" else "right")
-        for g in self.groups:
-            ci = f"{nr(g.median_ci_low)}–{nr(g.median_ci_high)}"
-            head.add_row(escape(g.group), str(g.n), str(g.events), nr(g.median), ci)
+        for row in rows:
+            head.add_row(*(escape(row[c]) for c in columns))
         land = Table(title=f"{self.outcome.upper()} at 1, 3 and 5 years")
-        for col in ("group", "years", "survival", "95% CI"):
+        for col in ("group", "years", "survival (95% CI)"):
             land.add_column(col, justify="left" if col == "group" else "right")
-        for g in self.groups:
+        for g, row in zip(self.groups, rows, strict=True):
             for i, m in enumerate(g.survival_at):
                 land.add_row(
                     escape(g.group) if i == 0 else "",
                     f"{m.years:g}",
-                    num(m.survival),
-                    f"{num(m.ci_low)}–{num(m.ci_high)}" if m.survival is not None else "—",
+                    row[f"{m.years:g} y (95% CI)"],
                 )
         return Group(head, land)
 
@@ -141,9 +166,18 @@ class KMResult(AnalysisResult):
         return km_plot(self, **kw)
 
 
-def nr(days: float | None) -> str:
-    """A median or its bound in days, or NR (not reached)."""
-    return "NR" if days is None else f"{days:g}"
+def nr(days: float | None, scale: float = 1.0) -> str:
+    """A median or its bound in days (or in years with scale 365.25), or NR (not reached)."""
+    if days is None:
+        return "NR"
+    return f"{days:g}" if scale == 1.0 else f"{days / scale:.2f}"
+
+
+def with_ci(value: float | None, low: float | None, high: float | None) -> str:
+    """An estimate with its interval, '0.812 (0.760–0.855)'; '—' when not estimable."""
+    if value is None:
+        return "—"
+    return f"{num(value)} ({num(low)}–{num(high)})"
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
@@ -289,7 +323,10 @@ class KaplanMeier(Analysis):
         assert isinstance(params, KMParams)
         table = pooled_event_table(summaries)
         blocks = dict(list(table.groupby("group", sort=False)))
-        groups = [km_group(str(g), blocks[g]) for g in sorted(blocks, key=label_key)]
+        groups = [
+            km_group(str(g), blocks[g])
+            for g in sorted(blocks, key=lambda g: label_key(str(g), params.by))
+        ]
         return Done(
             KMResult(
                 outcome=params.outcome, by=params.by, time_unit=params.time_unit, groups=groups

@@ -70,6 +70,16 @@ def declared_levels(name: str) -> frozenset[str] | None:
     return frozenset(_code_list(var.levels))
 
 
+@cache
+def level_order(name: str) -> tuple[str, ...] | None:
+    """The levels a variable lists itself in view_variables.yaml, in their meaningful order
+    (relapse timing: very_early, early, late), or None when they are a code-list reference."""
+    var = view_variables().get(name)
+    if var is None or not isinstance(var.levels, list):
+        return None
+    return tuple(str(v) for v in var.levels)
+
+
 def _code_list(ref: str) -> list[str]:
     """The labels a level reference names (see the header of view_variables.yaml)."""
     kind, _, what = ref.partition(":")

@@ -8,9 +8,9 @@ its kind and by the records it counts (node-side `Records`, which every part mus
   suppressed, then secondary suppression protects them; suppressed cells are listed with their
   labels only when every label comes from the variable's declared level set, else only counted;
   a table needs a cohort of `min_cohort` records;
-* event-time tables: the node's time grid, groups of fewer than min_group/min_cell subjects
-  withheld, every row describing at least min_cell subjects, no row or group set close to an
-  earlier release;
+* event-time tables: a cohort of `min_cohort` records, the node's time grid, groups of fewer
+  than min_group/min_cell subjects withheld, every row describing at least min_cell subjects,
+  no row or group set close to an earlier release;
 * model sums: min_cohort records, at most `max_params_ratio` x n parameters, every level of every
   categorical term holding min_cell records, the model's record set not close to an earlier one.
 
@@ -40,11 +40,17 @@ from ccdp.errors import CcdpError, SpecError
 
 MAX_CELLS = 20_000  # the largest dense grid of one count table a node lays out
 
+# A node with no eligible patients answers exactly as one with too few (1 to min_cohort - 1):
+# telling the two apart would say that a rare child exists there. Reports and the CLI read this
+# prefix to label such a node; it is the one definition of the phrase.
+TOO_FEW = "no eligible patients, or too few to report"
+
 # What a refusal says, by rule: filled only with the policy's thresholds and a `term` that the
 # request itself named (a variable, an analysis, a part), so no store value can ride along.
 REASONS: dict[str, str] = {
     "allowed_analyses": "this node does not answer {term!r} analyses",
-    "min_cohort": "the cohort at this node is smaller than its minimum cohort size ({min_cohort})",
+    "min_cohort": TOO_FEW + ": the cohort at this node is smaller than its minimum cohort size "
+    "({min_cohort})",
     "max_params": "{term}: the model has more parameters than this node allows "
     "({max_params_ratio:.3g} x the records it uses)",
     "model_levels": "{term}: a level of this term holds fewer than {min_cell} records at this "
@@ -79,6 +85,11 @@ class Checked:
     summary: Summary
     notes: list[str] = field(default_factory=list)
     sets: list[np.ndarray] = field(default_factory=list, repr=False)
+
+
+def too_few(ctx: DisclosureContext) -> Refusal:
+    """The refusal of a cohort below min_cohort, empty ones included (see TOO_FEW)."""
+    return _refuse(ctx, "min_cohort")
 
 
 def _refuse(ctx: DisclosureContext, rule: str, term: str | None = None) -> Refusal:
@@ -123,6 +134,8 @@ def _event_times(
         raise _refuse(ctx, "event_times_forbidden")
     if part.records is None:
         raise _refuse(ctx, "undeclared", name)
+    if part.records.union().size < policy.min_cohort:
+        raise _refuse(ctx, "min_cohort")  # as a table or model would be (TOO_FEW)
     unit = part.time_unit
     if unit not in TIME_UNIT_DAYS or TIME_UNIT_DAYS[unit] < TIME_UNIT_DAYS[policy.event_times]:
         raise _refuse(ctx, "time_grid", unit if unit in TIME_UNIT_DAYS else "unknown")
@@ -242,7 +255,8 @@ def _counts(
     policy = ctx.policy
     sets = _count_sets(parts, ctx)
     cohort = [s for cells in sets.values() for s in cells]
-    if cohort and np.unique(np.concatenate(cohort)).size < policy.min_cohort:
+    # an empty table is refused like a small one (TOO_FEW): zero must not read differently
+    if sets and (np.unique(np.concatenate(cohort)).size if cohort else 0) < policy.min_cohort:
         raise _refuse(ctx, "min_cohort")
     forced = {
         name: ctx.ledger.refused(cells, ctx.threshold) if cells else np.zeros(0, dtype=bool)
@@ -350,4 +364,4 @@ def public_reason(exc: BaseException, node: str, data_read: bool) -> tuple[str, 
     return "failed", f"internal error at node {node} ({type(exc).__name__})"
 
 
-__all__ = ["Checked", "Refusal", "public_reason", "record", "release"]
+__all__ = ["TOO_FEW", "Checked", "Refusal", "public_reason", "record", "release", "too_few"]

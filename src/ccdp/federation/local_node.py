@@ -26,10 +26,11 @@ from ccdp.analyses.base import (
     ledger_keys,
     make_records,
 )
+from ccdp.analyses.errors import InsufficientData
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import cohort_sql, view_variables
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.gate import Refusal, public_reason, record, release
+from ccdp.disclosure.gate import Refusal, public_reason, record, release, too_few
 from ccdp.disclosure.ledger import Ledger, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.errors import CcdpError
@@ -180,7 +181,11 @@ class LocalNode:
         progress["data_read"] = True
         context = DisclosureContext(policy, self.ledger)
         study = self._study(task, analysis, params, cohort, context)
-        summary = analysis.local(study.data, params, task.request, study.cache)
+        try:
+            summary = analysis.local(study.data, params, task.request, study.cache)
+        except InsufficientData:
+            # no usable rows: answered as a cohort too small, never as "none here" (TOO_FEW)
+            raise too_few(context) from None
         checked = release(summary, context)
         record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes

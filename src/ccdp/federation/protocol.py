@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # 2: event-time tables travel as columns, with packed float64 blocks (version 1 sent rows).
 # 3: an answer carries the head of the node's audit log (`audit_head`), so the hub holds it.
-PROTOCOL_VERSION = 3
+# 4: a task names its study's title and requester, for the custodian deciding a held answer.
+PROTOCOL_VERSION = 4
 
 
 def _same_version(v: Any) -> int:
@@ -43,6 +44,8 @@ class Task(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     cohort: dict[str, Any] | None = None
     request: dict[str, Any] = Field(default_factory=dict)
+    title: str | None = None
+    requester: str | None = None  # the hub user who submitted the study
 
     _version = field_validator("protocol_version")(_same_version)
 

@@ -225,6 +225,7 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
                 params=spec.params,
                 cohort=spec.cohort_json(),
                 request=request,
+                title=spec.title,
             )
         )
         answers = transport.ask(task, active)

@@ -43,16 +43,10 @@ def figure_svg(fig: Any) -> str:
 
 
 def result_frame(result: Any) -> pd.DataFrame:
-    """The table a reader wants first: KM groups with medians and landmarks, else to_frame()."""
-    groups = getattr(result, "groups", None)
-    if groups and hasattr(groups[0], "table"):
-        rows = []
-        for g in groups:
-            row = {"group": g.group, "n": g.n, "events": g.events, "median (days)": g.median}
-            for lm in g.survival_at:
-                row[f"S({lm.years:g} y)"] = lm.survival
-            rows.append(row)
-        return pd.DataFrame(rows)
+    """The table a reader wants first: KM groups with medians and landmarks (95% CIs, in the
+    plot's unit: years) as the CLI formats them, else to_frame()."""
+    if hasattr(result, "summary_rows"):
+        return pd.DataFrame(result.summary_rows(years=True))
     frame = result.to_frame()
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
@@ -89,10 +83,32 @@ def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
     return shown.to_html(index=False, border=0)
 
 
+def caption(result: Any) -> str:
+    """What a table needs said beside it: a Cox model's n, events and reference levels; an
+    incidence table's period and interval methods."""
+    if getattr(result, "analysis", None) == "cox":
+        ref = result.reference_text()
+        return f"n = {result.n}, events = {result.events}" + (f"; {ref}" if ref else "")
+    if hasattr(result, "method_text"):
+        return result.method_text()
+    if hasattr(result, "summary_rows"):
+        return "Medians and their 95% CIs in years; NR: not reached. 95% CIs log-log."
+    return ""
+
+
+def node_label(status: str, reason: str | None) -> str:
+    """A refusal for too small a cohort reads as what it means (see disclosure TOO_FEW)."""
+    from ccdp.disclosure.gate import TOO_FEW
+
+    if status == "refused" and (reason or "").startswith(TOO_FEW):
+        return TOO_FEW
+    return status
+
+
 def dash_note(result: Any) -> str:
     """What a dash means in this table, so a suppressed count is never read as missing data."""
     if getattr(result, "groups", None):
-        return "— : not reached (the survival curve stays above 0.5) or not estimable."
+        return "— : not estimable (beyond the group's follow-up)."
     return (
         "— : withheld by a node's disclosure control (a count below its threshold, or a cell "
         "that would let it be worked out from the margins); totals that need it are withheld too."
@@ -105,7 +121,12 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
     rec = entry.record
     out = rec.get("result") or {}
     nodes = [
-        {"name": n, "status": s["status"], "reason": s.get("reason")}
+        {
+            "name": n,
+            "status": s["status"],
+            "label": node_label(s["status"], s.get("reason")),
+            "reason": s.get("reason"),
+        }
         for n, s in (out.get("nodes") or {}).items()
     ]
     ctx: dict[str, Any] = {
@@ -114,7 +135,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
         "why": entry.why,
         "nodes": nodes,
         # refusals and failures, and what an answering node withheld (e.g. a small KM group)
-        "refusals": [n for n in nodes if n["reason"]],
+        "refusals": [n for n in nodes if n["reason"] and n["label"] == n["status"]],
         "spec": yaml.safe_dump(entry.spec, sort_keys=False).strip(),
         "rounds": out.get("rounds", 0),
         "seconds": f"{entry.seconds:.1f}",
@@ -122,6 +143,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
         "svg": "",
         "error": rec.get("error"),
         "note": "",
+        "caption": "",
     }
     if out.get("result") is None:
         ctx["error"] = ctx["error"] or "too few nodes answered"
@@ -130,6 +152,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
     if result.result is None:
         return ctx
     ctx["table"] = frame_html(result_frame(result.result))
+    ctx["caption"] = caption(result.result)
     ctx["note"] = dash_note(result.result) if "<td>—</td>" in ctx["table"] else ""
     if hasattr(result.result, "plot"):
         ctx["svg"] = figure_svg(result.result.plot())

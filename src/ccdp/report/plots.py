@@ -10,8 +10,36 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 AT_RISK_TICKS = 6
+# Twelve qualitative colours, distinct from one another (Paul Tol's "muted" nine plus three of
+# an orange, a blue and black far from them), so up to 12 groups never share one.
+PALETTE = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#EE7733",
+    "#4477AA",
+    "#000000",
+)
+
+
+def group_colour(i: int) -> str:
+    """The colour of the i-th group (the palette repeats only past 12 groups)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def whole_ticks(t_max: float, n: int = AT_RISK_TICKS) -> np.ndarray:
+    """At most about `n` tick positions at whole numbers from 0 to t_max (whole years)."""
+    ticks = MaxNLocator(nbins=n - 1, integer=True, min_n_ticks=2).tick_values(0.0, max(t_max, 1))
+    return ticks[(ticks >= 0) & (ticks <= max(t_max, 1) + 1e-9)]
 
 
 def _step(table: list[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -33,14 +61,16 @@ def km_plot(result: Any, years: bool = True, width: float = 8.0, height: float =
     """Kaplan–Meier curves with 95% CI bands, censoring ticks and numbers at risk below."""
     fig = Figure(figsize=(width, height))
     ax, risk_ax = fig.subplots(2, 1, height_ratios=[4, 1], sharex=True)
-    scale = 365.25 if years else 1.0
+    scale, xlabel = result.time_scale(years)
     t_max = max((g.table[-1].time for g in result.groups if g.table), default=1.0) / scale
-    ticks = np.linspace(0.0, t_max, AT_RISK_TICKS)
+    ticks = whole_ticks(t_max)
     for i, g in enumerate(result.groups):
         t, s = _step(g.table, "survival")
         _, lo = _step(g.table, "ci_low")
         _, hi = _step(g.table, "ci_high")
-        (line,) = ax.step(t / scale, s, where="post", label=f"{g.group} (n={g.n})")
+        (line,) = ax.step(
+            t / scale, s, where="post", label=f"{g.group} (n={g.n})", color=group_colour(i)
+        )
         ax.fill_between(t / scale, lo, hi, step="post", alpha=0.2, color=line.get_color())
         nxt = [r.at_risk for r in g.table[1:]] + [0]
         cens = [r for r, a in zip(g.table, nxt, strict=True) if r.at_risk - r.events > a]
@@ -60,7 +90,7 @@ def km_plot(result: Any, years: bool = True, width: float = 8.0, height: float =
     risk_ax.set_yticks(range(len(result.groups)), [g.group for g in result.groups])
     risk_ax.set_ylim(len(result.groups) - 0.5, -0.5)
     risk_ax.set_xticks(ticks)
-    risk_ax.set_xlabel("years since diagnosis" if years else "days since diagnosis")
+    risk_ax.set_xlabel(xlabel)
     risk_ax.set_title("Number at risk", fontsize="small", loc="left")
     for side in ("top", "right", "bottom"):
         risk_ax.spines[side].set_visible(False)

@@ -72,7 +72,9 @@ class HubTransport:
         """One round: write the tasks (or find them, on resume), wait, collect."""
         round_no = self._round
         self._round += 1
-        sent = task.model_copy(update={"study_id": self.study_id})
+        sent = task.model_copy(
+            update={"study_id": self.study_id, "requester": self.hub.study_requester(self.study_id)}
+        )
         round_id = self.hub.open_round(self.study_id, round_no, sent, nodes, self.timeout)
         self._wait(round_id)
         answers = self.hub.close_round(round_id)

@@ -410,6 +410,15 @@ class Hub:
                 if self._may_see(r, viewer)
             ]
 
+    def study_requester(self, study_id: str) -> str:
+        """Who submitted the study: its owner's user name, or admin (submitted by the hub)."""
+        with self.sessions() as s:
+            row = s.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound(f"no study {study_id!r}")
+            user = s.get(UserRow, row.owner_id) if row.owner_id is not None else None
+            return user.name if user is not None else "admin"
+
     def study_row(self, study_id: str) -> StudyRow:
         with self.sessions() as s:
             row = s.get(StudyRow, study_id)

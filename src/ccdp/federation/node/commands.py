@@ -92,11 +92,11 @@ def pending(
     from rich.console import Console
     from rich.table import Table
 
-    from ccdp.federation.node.pending import PendingStore, describe, readable
+    from ccdp.federation.node.pending import PendingStore, decision_facts, describe, readable
 
     if show is not None:
         item = PendingStore(store).find(show)
-        full = {**describe(item), "reason": item.answer.reason}
+        full = {**describe(item), **decision_facts(item), "reason": item.answer.reason}
         full["summary"] = readable(item.answer.summary)
         typer.echo(json.dumps(full, indent=2, default=str))
         return

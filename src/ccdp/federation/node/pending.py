@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ccdp.analyses.base import CountsPart, EventTimesPart, Summary
 from ccdp.errors import CcdpError
-from ccdp.federation.protocol import Answer, Task
+from ccdp.federation.protocol import PROTOCOL_VERSION, Answer, Task
 
 State = Literal["held", "released", "refused", "sent"]
 
@@ -34,6 +34,18 @@ class Pending(BaseModel):
     held_at: datetime
     decided_at: datetime | None = None
     sent_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_by_an_older_release(cls, data: Any) -> Any:
+        """Held answers are the node's record of decisions: one written under protocol 3 (no
+        title or requester in its task) still reads, with those fields unknown."""
+        if isinstance(data, dict):
+            for key in ("task", "answer"):
+                msg = data.get(key)
+                if isinstance(msg, dict) and msg.get("protocol_version") == 3:
+                    data = {**data, key: {**msg, "protocol_version": PROTOCOL_VERSION}}
+        return data
 
 
 def pending_dir(store: Path) -> Path:
@@ -144,6 +156,19 @@ def readable(summary: dict[str, Any] | None) -> dict[str, Any]:
         if isinstance(part, EventTimesPart):
             out[name]["columns"] = {k: v.tolist() for k, v in part.columns.items()}
     return out
+
+
+def decision_facts(item: Pending) -> dict[str, Any]:
+    """What the custodian needs to decide on a held answer, besides what it holds: which study
+    (title), who asked, which cohort, and the analysis with its parameters."""
+    task = item.task
+    return {
+        "title": task.title or "(not sent by the hub)",
+        "requester": task.requester or "(not sent by the hub)",
+        "cohort": task.cohort or "all patients of the node",
+        "analysis": task.analysis,
+        "params": task.params,
+    }
 
 
 def describe(item: Pending) -> dict[str, Any]:
