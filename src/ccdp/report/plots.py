@@ -38,8 +38,10 @@ def group_colour(i: int) -> str:
 
 def whole_ticks(t_max: float, n: int = AT_RISK_TICKS) -> np.ndarray:
     """At most about `n` tick positions at whole numbers from 0 to t_max (whole years)."""
-    ticks = MaxNLocator(nbins=n - 1, integer=True, min_n_ticks=2).tick_values(0.0, max(t_max, 1))
-    return ticks[(ticks >= 0) & (ticks <= max(t_max, 1) + 1e-9)]
+    top = max(t_max, 1)
+    locator = MaxNLocator(nbins=n - 1, integer=True, min_n_ticks=2)
+    ticks = np.asarray(locator.tick_values(0.0, top), dtype=float)
+    return ticks[(ticks >= 0) & (ticks <= top + 1e-9)]
 
 
 def _step(table: list[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
