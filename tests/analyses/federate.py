@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses._common import UNIT_DAYS, coarsen, group_labels
 from ccdp.analyses.base import AnalysisResult, FrameData, Summary
 from ccdp.analyses.errors import InsufficientData
+from ccdp.analyses.event_data import UNIT_DAYS, coarsen, group_labels
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive

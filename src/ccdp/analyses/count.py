@@ -22,7 +22,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import counts_part, sort_key
+from ccdp.analyses.cells import counts_part, sort_key
 from ccdp.cohort.variables import check_variables
 
 

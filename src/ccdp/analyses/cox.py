@@ -31,16 +31,6 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc
 
-from ccdp.analyses._common import (
-    UNIT_DAYS,
-    SurvivalOutcome,
-    TimeUnit,
-    complete_cases,
-    floats,
-    group_labels,
-    survival_arrays,
-    survival_columns,
-)
 from ccdp.analyses._coxcore import (
     Grouping,
     RiskGroups,
@@ -66,6 +56,16 @@ from ccdp.analyses.base import (
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, MalformedSummary
+from ccdp.analyses.event_data import (
+    UNIT_DAYS,
+    SurvivalOutcome,
+    TimeUnit,
+    complete_cases,
+    floats,
+    group_labels,
+    survival_arrays,
+    survival_columns,
+)
 from ccdp.cohort.variables import check_variables
 
 NODE = "node"

@@ -23,7 +23,6 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc, expit, gammaln
 
-from ccdp.analyses._common import TimeUnit, coarsen, complete_cases, floats, survival_columns
 from ccdp.analyses._design import (
     describe,
     design_matrix,
@@ -44,6 +43,7 @@ from ccdp.analyses.base import (
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, InsufficientData
+from ccdp.analyses.event_data import TimeUnit, coarsen, complete_cases, floats, survival_columns
 from ccdp.cohort.variables import check_variable, check_variables
 
 INTERCEPT = "(Intercept)"

@@ -28,7 +28,7 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import counts_part, native, sort_key
+from ccdp.analyses.cells import counts_part, native, sort_key
 from ccdp.cohort.spec import CohortError
 from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights

@@ -23,17 +23,6 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import ndtri
 
-from ccdp.analyses._common import (
-    UNIT_DAYS,
-    YEAR_DAYS,
-    SurvivalOutcome,
-    TimeUnit,
-    complete_cases,
-    finite_or_none,
-    group_labels,
-    survival_arrays,
-    survival_columns,
-)
 from ccdp.analyses._render import num, to_text
 from ccdp.analyses.base import (
     Analysis,
@@ -44,8 +33,19 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import label_key
+from ccdp.analyses.cells import label_key
 from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.event_data import (
+    UNIT_DAYS,
+    YEAR_DAYS,
+    SurvivalOutcome,
+    TimeUnit,
+    complete_cases,
+    finite_or_none,
+    group_labels,
+    survival_arrays,
+    survival_columns,
+)
 from ccdp.cohort.variables import check_variables
 
 Z95 = float(ndtri(0.975))

@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc
 
-from ccdp.analyses._common import SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import (
     Analysis,
@@ -26,8 +25,9 @@ from ccdp.analyses.base import (
     NodeData,
     Summary,
 )
-from ccdp.analyses.common import label_key
+from ccdp.analyses.cells import label_key
 from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.event_data import SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses.km import event_table_part, pooled_event_table
 from ccdp.cohort.variables import check_variables
 

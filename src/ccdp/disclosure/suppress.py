@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ccdp.analyses.base import CountsPart
-from ccdp.analyses.common import sort_key
+from ccdp.analyses.cells import sort_key
 
 MAX_EXACT_CELLS = 1500  # base grid size up to which the linear-algebra audit runs
 

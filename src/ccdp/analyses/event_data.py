@@ -1,4 +1,4 @@
-"""Helpers shared by the time-to-event and regression analyses: outcome columns, the time grid,
+"""Shared by the time-to-event and regression analyses: outcome columns, the time grid,
 group labels, complete cases and the JSON wire form of arrays."""
 
 from __future__ import annotations

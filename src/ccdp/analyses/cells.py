@@ -1,4 +1,4 @@
-"""Helpers shared by the descriptive analyses: grouping-variable checks and JSON-safe cells."""
+"""Cells of the descriptive analyses: grouping checks, labels in natural order, JSON-safe counts."""
 
 from __future__ import annotations
 
