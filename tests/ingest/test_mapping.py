@@ -331,6 +331,32 @@ def test_duplicate_key_and_bad_date_format(site: Path) -> None:
     assert "date format 'DD/MM/YYYY'" in bad(site, '"%m/%Y", excel_serial', '"DD/MM/YYYY"')
 
 
+def test_one_shape_in_both_day_month_orders_is_refused(site: Path) -> None:
+    """%d/%m/%Y then %m/%d/%Y: 01/13/2017 would be read month first but 03/04/2017 always day
+    first, silently; the spec is refused where the list is, at each level."""
+    msg = bad(site, '"%d/%m/%Y", "%m/%Y"', '"%d/%m/%Y", "%m/%Y", "%m/%d/%Y"')
+    assert f"mapping file {site / 'bad.yaml'}, line 8: sources.patients.date_formats: " in msg
+    assert "'%d/%m/%Y' (day first) and '%m/%d/%Y' (month first)" in msg
+    assert "always wins, silently" in msg
+    msg = bad(
+        site,
+        "birth_date: date_naissance",
+        'birth_date: {column: date_naissance, date_formats: ["%m/%d/%y", "%d/%m/%y"]}',
+    )
+    assert "tables.patient.fields.birth_date.date_formats: lists '%m/%d/%y' (month first)" in msg
+    msg = bad(site, "missing: [NA", 'date_formats: ["%d-%m-%Y", "%m-%d-%Y"]\nmissing: [NA')
+    assert ", line 4: date_formats: lists '%d-%m-%Y' (day first)" in msg
+    # two shapes, one order each, are a choice the site can make (4-digit day first, 2-digit US)
+    text = MAPPING.replace('"%d/%m/%Y", "%m/%Y"', '"%d/%m/%Y", "%m/%d/%y", "%m/%Y"')
+    (site / "ok.yaml").write_text(text, encoding="utf-8")
+    assert load_mapping(site / "ok.yaml").sources["patients"].date_formats == [
+        "%d/%m/%Y",
+        "%m/%d/%y",
+        "%m/%Y",
+        "excel_serial",
+    ]
+
+
 def test_file_glob_without_match(site: Path) -> None:
     msg = bad(site, "file: tumeurs.csv", "file: tumours.csv")
     assert "no file matches 'tumours.csv'" in msg and "tumeurs.csv" in msg

@@ -28,6 +28,8 @@ _ISO_DAY = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ].*)?$")
 _ISO_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 _INTEGER = r"^[+-]?\d+(?:[.,]0*)?$"
 _SERIAL = r"^\d+(?:\.\d+)?$"
+# a format that starts with day then month, or month then day (%d/%m/%Y, %m-%d-%y ...)
+_DAY_MONTH = re.compile(r"^%(?P<a>[dm])(?P<sep>[^%]*)%(?P<b>[dm])")
 
 Normaliser = Literal[
     "icdo3_topography",
@@ -97,6 +99,23 @@ def to_iso_dates(series: pd.Series, formats: Iterable[str], allow_month: bool) -
         out.loc[idx[ok]] = parsed.to_numpy()[ok]
         todo[np.flatnonzero(todo)[ok]] = False
     return out
+
+
+def date_order(fmt: str) -> Literal["day first", "month first"] | None:
+    """Whether a format reads the day or the month first (None when the order is not in
+    question, e.g. ISO, %Y%m%d or %m/%Y): 03/04/2017 means two dates, one per order."""
+    m = _DAY_MONTH.match(fmt)
+    if m is None or m["a"] == m["b"]:
+        return None
+    return "day first" if m["a"] == "d" else "month first"
+
+
+def swapped_order(fmt: str) -> str | None:
+    """The same shape in the other day/month order (%d/%m/%Y -> %m/%d/%Y), or None."""
+    m = _DAY_MONTH.match(fmt)
+    if m is None or m["a"] == m["b"]:
+        return None
+    return f"%{m['b']}{m['sep']}%{m['a']}{fmt[m.end() :]}"
 
 
 def parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:

@@ -122,8 +122,12 @@ class FieldSpec(StrictModel):
                 raise ValueError(f"`extract` is not a valid regex: {exc}") from exc
             if groups < 1:
                 raise ValueError("`extract` needs one capture group, e.g. 'Patient/(.+)'")
-        _check_date_formats(self.date_formats)
         return self
+
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str] | None) -> list[str] | None:
+        return _check_date_formats(value)
 
 
 class IdentifierSpec(StrictModel):
@@ -196,10 +200,10 @@ class SourceSpec(ReaderOptions):
             )
         return value
 
-    @model_validator(mode="after")
-    def _check_dates(self) -> SourceSpec:
-        _check_date_formats(self.date_formats)
-        return self
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str] | None) -> list[str] | None:
+        return _check_date_formats(value)
 
 
 class MappingSpec(StrictModel):
@@ -222,6 +226,11 @@ class MappingSpec(StrictModel):
             return {k: [v] if isinstance(v, dict) else v for k, v in value.items()}
         return value
 
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str]) -> list[str]:
+        return _check_date_formats(value) or []
+
     @field_validator("value_maps", mode="before")
     @classmethod
     def _text_maps(cls, value: Any) -> Any:
@@ -238,7 +247,6 @@ class MappingSpec(StrictModel):
     def _semantics(self) -> MappingSpec:
         if self.version != 1:
             raise SpecProblems([(("version",), f"unsupported mapping version {self.version}")])
-        _check_date_formats(self.date_formats)
         problems = list(_semantic_problems(self))
         if problems:
             raise SpecProblems(problems)
@@ -250,13 +258,25 @@ class MappingSpec(StrictModel):
         return self._origin
 
 
-def _check_date_formats(formats: list[str] | None) -> None:
-    for fmt in formats or []:
+def _check_date_formats(formats: list[str] | None) -> list[str] | None:
+    """Known formats, and never one shape in both day/month orders: the first format listed
+    would read 03/04/2017 every time, so the other order would silently never apply to it."""
+    for i, fmt in enumerate(formats or []):
         if fmt not in convert.NAMED_DATE_FORMATS and "%" not in fmt:
             raise ValueError(
                 f"date format {fmt!r} is neither 'iso', 'excel_serial' nor a strftime pattern "
                 "such as '%d/%m/%Y'"
             )
+        other = convert.swapped_order(fmt)
+        if formats is not None and other is not None and other in formats[i + 1 :]:
+            raise ValueError(
+                f"lists {fmt!r} ({convert.date_order(fmt)}) and {other!r} "
+                f"({convert.date_order(other)}), the same shape in both orders: a value such as "
+                f"03/04/2017 fits both and {fmt!r} always wins, silently; keep the one order "
+                "the site writes (a value with 13-31 first means day first, second means month "
+                "first)"
+            )
+    return formats
 
 
 def _semantic_problems(spec: MappingSpec) -> Iterator[tuple[tuple, str]]:
