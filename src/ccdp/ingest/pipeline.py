@@ -29,6 +29,7 @@ from ccdp.ingest.errors import IngestError
 from ccdp.ingest.native import (
     IDENTIFIER_PREFIX,
     csv_error_text,
+    native_csv_error,
     native_files,
     native_identifiers,
 )
@@ -104,6 +105,7 @@ class RawSource:
     identifiers: bool
     provenance: dict[str, str] | None = None
     source_file: str = ""
+    path: Path | None = None  # the native CSV DuckDB reads (its errors are located in it)
     register: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     cleanup: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
@@ -170,6 +172,7 @@ def _native_sources(folder: str | Path) -> list[RawSource]:
             identifiers=identified
             or any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
             source_file=native.source_name,
+            path=native.path,
         )
         for table, native in native_files(folder).items()
     ]
@@ -309,6 +312,8 @@ def _load_work(
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {q(name)} AS {sql}")
         except duckdb.Error as exc:
+            if s.path is not None:
+                raise IngestError(native_csv_error(s.path, s.name, str(exc))) from exc
             raise IngestError(f"{s.name}: {csv_error_text(str(exc))}") from exc
         finally:
             if s.cleanup:
