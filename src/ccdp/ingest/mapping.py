@@ -661,20 +661,26 @@ class _Run:
             frame = self.unpivot(frame, part.unpivot, part.source, what)
         out = pd.DataFrame(index=frame.index)
         split_behaviour: pd.Series | None = None
+        ambiguous: dict[str, pd.Series] = {}  # after the fields: dates the other order reads
         for fdef in tdef.input_fields:
             fs = part.fields.get(fdef.name)
             if fs is None:
                 out[fdef.name] = _nones(frame.index)
                 continue
-            values, behaviour = self.field(frame, fdef, fs, part.source, what)
+            values, behaviour, other = self.field(frame, fdef, fs, part.source, what)
             out[fdef.name] = values
             if behaviour is not None:
                 split_behaviour = behaviour
+            if other is not None:
+                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name] = other[0]
+                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name + "__other"] = other[1]
         if split_behaviour is not None and "behaviour" in out.columns:
             own = out["behaviour"]
             out["behaviour"] = own.where(own.notna(), split_behaviour)
         out[SOURCE_FILE] = frame[SOURCE_FILE].to_numpy()
         out[SOURCE_ROW] = frame[SOURCE_ROW].to_numpy()
+        for name, column in ambiguous.items():
+            out[name] = column
         if part.identifiers is not None:
             for kind in IDENTIFIER_KINDS:
                 fs = getattr(part.identifiers, kind)
@@ -687,8 +693,9 @@ class _Run:
 
     def field(
         self, frame: pd.DataFrame, fdef: FieldDef, fs: FieldSpec, source: str, what: str
-    ) -> tuple[pd.Series, pd.Series | None]:
-        """One field's canonical text (and the behaviour split off a morphology code).
+    ) -> tuple[pd.Series, pd.Series | None, tuple[pd.Series, pd.Series] | None]:
+        """One field's canonical text (and the behaviour split off a morphology code, and for
+        a date read in one day/month order that the other reads differently: text, other date).
 
         The conversion runs once per distinct value (a date column of 10^6 rows has a few
         thousand distinct dates) and is then spread back over the rows.
@@ -699,7 +706,7 @@ class _Run:
         elif fs.template is not None:
             raw = self.template(frame, fs.template, source, here)
         elif fs.optional and fs.column not in frame.columns:
-            return _nones(frame.index), None
+            return _nones(frame.index), None, None
         else:
             raw = self.require(frame, fs.column, source, here)
         codes, uniques = pd.factorize(raw.astype(object), use_na_sentinel=True)
@@ -717,11 +724,18 @@ class _Run:
             values, behaviour = split["morphology"], split["behaviour"]
         elif how != "none":
             values = convert.normalise(values, how)
-        values = self.typed(values, fdef, fs, source)
+        text = values
+        values, other = self.typed(values, fdef, fs, source)
         if fs.default is not None:
             values = values.where(values.notna(), fs.default)
-        return _spread(values, codes, frame.index), (
-            None if behaviour is None else _spread(behaviour, codes, frame.index)
+        ambiguous = None
+        if other is not None and other.notna().any():
+            shown = text.where(other.notna(), None)
+            ambiguous = (_spread(shown, codes, frame.index), _spread(other, codes, frame.index))
+        return (
+            _spread(values, codes, frame.index),
+            None if behaviour is None else _spread(behaviour, codes, frame.index),
+            ambiguous,
         )
 
     def value_map(
@@ -745,20 +759,24 @@ class _Run:
             f"(unmapped: error): {shown}"
         )
 
-    def typed(self, values: pd.Series, fdef: FieldDef, fs: FieldSpec, source: str) -> pd.Series:
+    def typed(
+        self, values: pd.Series, fdef: FieldDef, fs: FieldSpec, source: str
+    ) -> tuple[pd.Series, pd.Series | None]:
+        """Canonical text; for dates also the other day/month reading where it would differ."""
         src = self.spec.sources[source]
         if fdef.type in ("date", "partial_date"):
             formats = fs.date_formats or src.date_formats or self.spec.date_formats
-            return convert.to_iso_dates(values, formats, allow_month=fdef.type == "partial_date")
+            dates, read_by = convert.read_dates(values, formats, fdef.type == "partial_date")
+            return dates, convert.other_readings(values, dates, read_by, formats)
         if fdef.type == "integer":
             values = convert.canonical_integer(values)
         elif fdef.type == "float":
-            return convert.canonical_float(values, src.decimal)
+            return convert.canonical_float(values, src.decimal), None
         elif fdef.type == "boolean":
-            return convert.canonical_boolean(values)
+            return convert.canonical_boolean(values), None
         if fdef.allowed:
             values = convert.canonical_enum(values, fdef.allowed)
-        return values
+        return values, None
 
     def template(self, frame: pd.DataFrame, template: str, source: str, here: str) -> pd.Series:
         """Render `{column}` references row-wise (vectorised); a missing reference gives None."""
