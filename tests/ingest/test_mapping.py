@@ -331,6 +331,70 @@ def test_duplicate_key_and_bad_date_format(site: Path) -> None:
     assert "date format 'DD/MM/YYYY'" in bad(site, '"%m/%Y", excel_serial', '"DD/MM/YYYY"')
 
 
+def test_one_shape_in_both_day_month_orders_is_refused(site: Path) -> None:
+    """%d/%m/%Y then %m/%d/%Y: 01/13/2017 would be read month first but 03/04/2017 always day
+    first, silently; the spec is refused where the list is, at each level."""
+    msg = bad(site, '"%d/%m/%Y", "%m/%Y"', '"%d/%m/%Y", "%m/%Y", "%m/%d/%Y"')
+    assert f"mapping file {site / 'bad.yaml'}, line 8: sources.patients.date_formats: " in msg
+    assert "'%d/%m/%Y' (day first) and '%m/%d/%Y' (month first)" in msg
+    assert "always wins, silently" in msg
+    msg = bad(
+        site,
+        "birth_date: date_naissance",
+        'birth_date: {column: date_naissance, date_formats: ["%m/%d/%y", "%d/%m/%y"]}',
+    )
+    assert "tables.patient.fields.birth_date.date_formats: lists '%m/%d/%y' (month first)" in msg
+    msg = bad(site, "missing: [NA", 'date_formats: ["%d-%m-%Y", "%m-%d-%Y"]\nmissing: [NA')
+    assert ", line 4: date_formats: lists '%d-%m-%Y' (day first)" in msg
+    # two shapes, one order each, are a choice the site can make (4-digit day first, 2-digit US)
+    text = MAPPING.replace('"%d/%m/%Y", "%m/%Y"', '"%d/%m/%Y", "%m/%d/%y", "%m/%Y"')
+    (site / "ok.yaml").write_text(text, encoding="utf-8")
+    assert load_mapping(site / "ok.yaml").sources["patients"].date_formats == [
+        "%d/%m/%Y",
+        "%m/%d/%y",
+        "%m/%Y",
+        "excel_serial",
+    ]
+
+
+def test_a_date_the_other_order_reads_differently_is_flagged_at_ingest(site: Path) -> None:
+    """03/05/2010 is the only birth date %d/%m/%Y reads and nothing shows that order (no day
+    over 12): stored as 3 May, flagged with both readings; last contact has 15/06/2019, so its
+    01/02/2020 stands unflagged. 03/04/17, read by a %m/%d/%y fallback, is flagged too."""
+    from ccdp.ingest.pipeline import ingest_frames
+    from ccdp.store import NodeStore
+
+    text = MAPPING.replace('"%d/%m/%Y", "%m/%Y"', '"%d/%m/%Y", "%m/%d/%y", "%m/%Y"')
+    (site / "fallback.yaml").write_text(text, encoding="utf-8")
+    (site / "patients.csv").write_bytes(
+        PATIENTS.replace("P4;X;05/2012", "P4;1;03/04/12").encode("latin-1")
+    )
+    frames = apply_mapping(load_mapping(site / "fallback.yaml"), site)
+    store = site / "node.duckdb"
+    report = ingest_frames(store, frames, str(site), progress=False, today=dt.date(2024, 1, 15))
+    with NodeStore(store, read_only=True) as s:
+        flagged = s.con.execute(
+            "SELECT source_row, field, value, message FROM quality_flag "
+            "WHERE edit_id = 'date.ambiguous_order' ORDER BY source_row"
+        ).fetchall()
+        birth = s.con.execute("SELECT _source_row, birth_date FROM patient ORDER BY 1").fetchall()
+    assert [r[:3] for r in flagged] == [
+        (1, "birth_date", "03/05/2010"),
+        (4, "birth_date", "03/04/12"),
+    ]
+    assert flagged[0][3] == (
+        "patients.csv row 1: birth_date '03/05/2010' is read as 2010-05-03, but in the other "
+        "day/month order it is 2010-03-05; no other value of the field shows which order the "
+        "site writes: check it [date.ambiguous_order]"
+    )
+    assert (
+        "is read as 2012-03-04, but in the other day/month order it is 2012-04-03"
+        in (flagged[1][3])
+    )
+    assert dict(birth)[1] == dt.date(2010, 5, 3) and dict(birth)[4] == dt.date(2012, 3, 4)
+    assert report.edits["date.ambiguous_order"] == 2
+
+
 def test_file_glob_without_match(site: Path) -> None:
     msg = bad(site, "file: tumeurs.csv", "file: tumours.csv")
     assert "no file matches 'tumours.csv'" in msg and "tumeurs.csv" in msg

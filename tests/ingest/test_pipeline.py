@@ -469,6 +469,29 @@ def test_a_failed_first_ingest_leaves_no_store_behind(tmp_path: Path) -> None:
     assert not (tmp_path / "new.duckdb").exists()
 
 
+def test_a_native_line_over_duckdbs_limit_names_row_and_field_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    """DuckDB says only 'maximum line size exceeded'; the error names file, line, data row,
+    field and limit, and the store is as it was."""
+    from ccdp.ingest.errors import IngestError
+    from ccdp.ingest.native import MAX_LINE_BYTES
+
+    rows = clean_registry()
+    store, _ = ingest_rows(tmp_path, rows)
+    before = store_digest(store)
+    folder = write_native(
+        tmp_path / "b", edited(rows, "patient", 2, sex="x" * (MAX_LINE_BYTES + 1))
+    )
+    with pytest.raises(IngestError) as err:
+        ingest_native(store, folder, progress=False, today=TODAY)
+    assert str(err.value).startswith(
+        f"b/patient.csv, line 4 (data row 3), field 'sex': {MAX_LINE_BYTES + 1:,} bytes, more "
+        f"than the limit of {MAX_LINE_BYTES:,} bytes (16 MiB) for one line"
+    )
+    assert store_digest(store) == before
+
+
 CELLS = st.sampled_from(["", "?", "2099-01-01", "1.5", "C4", "-1", "DUO:1", "99999"])
 
 

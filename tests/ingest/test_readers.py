@@ -110,6 +110,24 @@ def test_duplicate_header_is_refused(tmp_path: Path) -> None:
         read_table(write(tmp_path, "d.csv", "a,b,a\n1,2,3\n"))
 
 
+def test_a_cell_too_large_names_file_line_row_field_and_limit(tmp_path: Path) -> None:
+    """Past Arrow's block and the csv module's 128 KiB default, a 1 MiB cell still reads;
+    a 20 MiB one (an unclosed quote swallowing the file?) is refused, pointing at it."""
+    from ccdp.ingest.readers.delimited import MAX_FIELD_CHARS
+
+    note = "n" * 2**20
+    path = write(tmp_path, "a.csv", f'id,sex,notes\nP1,male,a\nP2,female,"{note}"\n')
+    assert read_table(path)["notes"].str.len().tolist() == [1, 2**20]
+    big = "x" * (MAX_FIELD_CHARS + 10)
+    path = write(tmp_path, "b.csv", f'id,sex,notes\nP1,male,"a\nb"\nP2,female,"{big}"\nP3,m,c\n')
+    with pytest.raises(ReaderError) as err:
+        read_table(path)
+    assert str(err.value).startswith(
+        f"{path}, line 4 (data row 2), field 'notes': {MAX_FIELD_CHARS + 10:,} characters, "
+        f"more than the limit of {MAX_FIELD_CHARS:,} characters"
+    )
+
+
 def test_header_row_option(tmp_path: Path) -> None:
     path = write(tmp_path, "p.csv", "Export of 2024-01-01\nid,v\n1,x\n")
     frame = read_table(path, ReaderOptions(header_row=2))

@@ -70,6 +70,72 @@ def test_suggest_french_site_with_join(tmp_path: Path) -> None:
     assert out["tumour"]["topography"].tolist() == ["C42.1", "C22.0", "C64.9"]
 
 
+def _dated_site(tmp_path: Path, dates: list[tuple[str, str]]) -> Path:
+    site = tmp_path / "US"
+    site.mkdir()
+    (site / "patients.csv").write_text(
+        "patient_id,sex,birth_date,vital_status,last_contact_date\n"
+        + "".join(f"P{i},male,{b},alive,{c}\n" for i, (b, c) in enumerate(dates))
+    )
+    return site
+
+
+def _no_list_with_both_orders(text: str) -> None:
+    import re
+
+    for line in text.splitlines():
+        if re.match(r"\s*date_formats:", line):
+            assert not ("%d/%m" in line and "%m/%d" in line), line
+
+
+def test_suggest_takes_the_day_month_order_from_the_data(tmp_path: Path) -> None:
+    """01/13/2017 can only be month first: the whole source is, and 03/04/2012 is 4 March;
+    another file whose values fit both orders takes it too, with a check note."""
+    site = _dated_site(tmp_path, [("01/13/2017", "02/01/2020"), ("03/04/2012", "05/06/2021")])
+    (site / "tumours.csv").write_text(
+        "tumour_id,patient_id,diagnosis_date,topography,morphology\n"
+        "T1,P0,03/04/2018,C421,9836/3\nT2,P1,05/06/2013,C220,8970/3\n"
+    )
+    draft = suggest(site)
+    text = to_yaml(draft, site)
+    _no_list_with_both_orders(text)
+    (tmp_path / "us.yaml").write_text(text)
+    spec = load_mapping(tmp_path / "us.yaml")
+    assert spec.sources["patients"].date_formats == ["%m/%d/%Y"]
+    assert spec.sources["tumours"].date_formats == ["%m/%d/%Y"]
+    assert "fits both day/month orders; month first as in patients.csv" in text
+    out = apply_mapping(spec, site)
+    assert out["patient"]["birth_date"].tolist() == ["2017-01-13", "2012-03-04"]
+    assert out["tumour"]["diagnosis_date"].tolist() == ["2018-03-04", "2013-05-06"]
+
+
+def test_suggest_asks_when_the_data_cannot_tell_the_order(tmp_path: Path) -> None:
+    """Every value fits both orders: no order is proposed, the draft asks (and still loads;
+    the values then stay raw, so ingest quarantines them rather than guess)."""
+    site = _dated_site(tmp_path, [("01/12/2017", "02/01/2020"), ("03/04/2012", "05/06/2021")])
+    text = to_yaml(suggest(site), site)
+    _no_list_with_both_orders(text)
+    assert "# date_formats: [...]  # check: TODO day/month order unknown" in text
+    assert "then give '%d/%m/%Y' or '%m/%d/%Y'" in text
+    assert "birth_date: birth_date  # check: TODO day/month order undecided" in text
+    (tmp_path / "q.yaml").write_text(text)
+    spec = load_mapping(tmp_path / "q.yaml")
+    assert not spec.sources["patients"].date_formats
+    out = apply_mapping(spec, site)
+    assert out["patient"]["birth_date"].tolist() == ["01/12/2017", "03/04/2012"]
+
+
+def test_suggest_says_when_the_data_mixes_orders(tmp_path: Path) -> None:
+    site = _dated_site(tmp_path, [("01/13/2017", "02/01/2020"), ("23/04/2012", "05/06/2021")])
+    text = to_yaml(suggest(site), site)
+    _no_list_with_both_orders(text)
+    mixed = "TODO the data mixes day/month orders: 1 value(s) only day first (e.g. 23/04/2012)"
+    assert mixed in text
+    assert "1 only month first (e.g. 01/13/2017)" in text
+    (tmp_path / "mixed.yaml").write_text(text)
+    assert not load_mapping(tmp_path / "mixed.yaml").sources["patients"].date_formats
+
+
 def test_suggest_german_workbook(tmp_path: Path) -> None:
     book = openpyxl.Workbook()
     sheet = book.active

@@ -20,6 +20,9 @@ import yaml
 from ccdp.ingest.specbase import StringLoader
 
 EXCEL_SERIAL = "excel_serial"
+# frame columns beside a date field: the source text read in one day/month order that the other
+# order reads as another date (`<prefix><field>`), and that other date (`...__other`)
+AMBIGUOUS_DATE_PREFIX = "_ambiguous_date__"
 ISO = "iso"
 NAMED_DATE_FORMATS = (ISO, EXCEL_SERIAL)
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
@@ -28,6 +31,8 @@ _ISO_DAY = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ].*)?$")
 _ISO_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 _INTEGER = r"^[+-]?\d+(?:[.,]0*)?$"
 _SERIAL = r"^\d+(?:\.\d+)?$"
+# a format that starts with day then month, or month then day (%d/%m/%Y, %m-%d-%y ...)
+_DAY_MONTH = re.compile(r"^%(?P<a>[dm])(?P<sep>[^%]*)%(?P<b>[dm])")
 
 Normaliser = Literal[
     "icdo3_topography",
@@ -86,17 +91,64 @@ def map_values(series: pd.Series, mapping: Mapping[str, str | None]) -> tuple[pd
 
 def to_iso_dates(series: pd.Series, formats: Iterable[str], allow_month: bool) -> pd.Series:
     """Parse with each format in turn; ISO `YYYY-MM-DD` (or `YYYY-MM`) out, raw where none fits."""
+    return read_dates(series, list(formats), allow_month)[0]
+
+
+def read_dates(
+    series: pd.Series, formats: list[str], allow_month: bool
+) -> tuple[pd.Series, np.ndarray]:
+    """`to_iso_dates`, and for each value the index of the format that read it (-1: none)."""
     out = series.copy().astype(object)
+    read_by = np.full(len(series), -1, dtype=np.int64)
     todo = series.notna().to_numpy().copy()
-    for fmt in formats:
+    for i, fmt in enumerate(formats):
         if not todo.any():
             break
         idx = series.index[todo]
         parsed = parse_dates(series.loc[idx], fmt, allow_month)
         ok = parsed.notna().to_numpy()
         out.loc[idx[ok]] = parsed.to_numpy()[ok]
+        read_by[np.flatnonzero(todo)[ok]] = i
         todo[np.flatnonzero(todo)[ok]] = False
-    return out
+    return out, read_by
+
+
+def other_readings(
+    series: pd.Series, dates: pd.Series, read_by: np.ndarray, formats: list[str]
+) -> pd.Series:
+    """Where a value read day first (or month first) is also a different date in the other
+    order, that other date; None elsewhere. Unless other values read by the same format show
+    its order (13-31 where the other order needs a month): then the reading stands."""
+    other = pd.Series(None, index=series.index, dtype=object)
+    for i, fmt in enumerate(formats):
+        swapped = swapped_order(fmt)
+        mine = read_by == i
+        if swapped is None or not mine.any():
+            continue
+        idx = series.index[mine]
+        alt = parse_dates(series.loc[idx], swapped, allow_month=False)
+        if alt.isna().any():
+            continue  # some value fits this order only: the data shows its order
+        differs = (alt.to_numpy() != dates.loc[idx].to_numpy()) & alt.notna().to_numpy()
+        other.loc[idx[differs]] = alt.to_numpy()[differs]
+    return other.where(other.notna(), None)
+
+
+def date_order(fmt: str) -> Literal["day first", "month first"] | None:
+    """Whether a format reads the day or the month first (None when the order is not in
+    question, e.g. ISO, %Y%m%d or %m/%Y): 03/04/2017 means two dates, one per order."""
+    m = _DAY_MONTH.match(fmt)
+    if m is None or m["a"] == m["b"]:
+        return None
+    return "day first" if m["a"] == "d" else "month first"
+
+
+def swapped_order(fmt: str) -> str | None:
+    """The same shape in the other day/month order (%d/%m/%Y -> %m/%d/%Y), or None."""
+    m = _DAY_MONTH.match(fmt)
+    if m is None or m["a"] == m["b"]:
+        return None
+    return f"%{m['b']}{m['sep']}%{m['a']}{fmt[m.end() :]}"
 
 
 def parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:

@@ -122,8 +122,12 @@ class FieldSpec(StrictModel):
                 raise ValueError(f"`extract` is not a valid regex: {exc}") from exc
             if groups < 1:
                 raise ValueError("`extract` needs one capture group, e.g. 'Patient/(.+)'")
-        _check_date_formats(self.date_formats)
         return self
+
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str] | None) -> list[str] | None:
+        return _check_date_formats(value)
 
 
 class IdentifierSpec(StrictModel):
@@ -196,10 +200,10 @@ class SourceSpec(ReaderOptions):
             )
         return value
 
-    @model_validator(mode="after")
-    def _check_dates(self) -> SourceSpec:
-        _check_date_formats(self.date_formats)
-        return self
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str] | None) -> list[str] | None:
+        return _check_date_formats(value)
 
 
 class MappingSpec(StrictModel):
@@ -222,6 +226,11 @@ class MappingSpec(StrictModel):
             return {k: [v] if isinstance(v, dict) else v for k, v in value.items()}
         return value
 
+    @field_validator("date_formats")
+    @classmethod
+    def _dates(cls, value: list[str]) -> list[str]:
+        return _check_date_formats(value) or []
+
     @field_validator("value_maps", mode="before")
     @classmethod
     def _text_maps(cls, value: Any) -> Any:
@@ -238,7 +247,6 @@ class MappingSpec(StrictModel):
     def _semantics(self) -> MappingSpec:
         if self.version != 1:
             raise SpecProblems([(("version",), f"unsupported mapping version {self.version}")])
-        _check_date_formats(self.date_formats)
         problems = list(_semantic_problems(self))
         if problems:
             raise SpecProblems(problems)
@@ -250,13 +258,25 @@ class MappingSpec(StrictModel):
         return self._origin
 
 
-def _check_date_formats(formats: list[str] | None) -> None:
-    for fmt in formats or []:
+def _check_date_formats(formats: list[str] | None) -> list[str] | None:
+    """Known formats, and never one shape in both day/month orders: the first format listed
+    would read 03/04/2017 every time, so the other order would silently never apply to it."""
+    for i, fmt in enumerate(formats or []):
         if fmt not in convert.NAMED_DATE_FORMATS and "%" not in fmt:
             raise ValueError(
                 f"date format {fmt!r} is neither 'iso', 'excel_serial' nor a strftime pattern "
                 "such as '%d/%m/%Y'"
             )
+        other = convert.swapped_order(fmt)
+        if formats is not None and other is not None and other in formats[i + 1 :]:
+            raise ValueError(
+                f"lists {fmt!r} ({convert.date_order(fmt)}) and {other!r} "
+                f"({convert.date_order(other)}), the same shape in both orders: a value such as "
+                f"03/04/2017 fits both and {fmt!r} always wins, silently; keep the one order "
+                "the site writes (a value with 13-31 first means day first, second means month "
+                "first)"
+            )
+    return formats
 
 
 def _semantic_problems(spec: MappingSpec) -> Iterator[tuple[tuple, str]]:
@@ -642,20 +662,26 @@ class _Run:
             frame = self.unpivot(frame, part.unpivot, part.source, what)
         out = pd.DataFrame(index=frame.index)
         split_behaviour: pd.Series | None = None
+        ambiguous: dict[str, pd.Series] = {}  # after the fields: dates the other order reads
         for fdef in tdef.input_fields:
             fs = part.fields.get(fdef.name)
             if fs is None:
                 out[fdef.name] = _nones(frame.index)
                 continue
-            values, behaviour = self.field(frame, fdef, fs, part.source, what)
+            values, behaviour, other = self.field(frame, fdef, fs, part.source, what)
             out[fdef.name] = values
             if behaviour is not None:
                 split_behaviour = behaviour
+            if other is not None:
+                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name] = other[0]
+                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name + "__other"] = other[1]
         if split_behaviour is not None and "behaviour" in out.columns:
             own = out["behaviour"]
             out["behaviour"] = own.where(own.notna(), split_behaviour)
         out[SOURCE_FILE] = frame[SOURCE_FILE].to_numpy()
         out[SOURCE_ROW] = frame[SOURCE_ROW].to_numpy()
+        for name, column in ambiguous.items():
+            out[name] = column
         if part.identifiers is not None:
             for kind in IDENTIFIER_KINDS:
                 fs = getattr(part.identifiers, kind)
@@ -668,8 +694,9 @@ class _Run:
 
     def field(
         self, frame: pd.DataFrame, fdef: FieldDef, fs: FieldSpec, source: str, what: str
-    ) -> tuple[pd.Series, pd.Series | None]:
-        """One field's canonical text (and the behaviour split off a morphology code).
+    ) -> tuple[pd.Series, pd.Series | None, tuple[pd.Series, pd.Series] | None]:
+        """One field's canonical text (and the behaviour split off a morphology code, and for
+        a date read in one day/month order that the other reads differently: text, other date).
 
         The conversion runs once per distinct value (a date column of 10^6 rows has a few
         thousand distinct dates) and is then spread back over the rows.
@@ -680,7 +707,7 @@ class _Run:
         elif fs.template is not None:
             raw = self.template(frame, fs.template, source, here)
         elif fs.optional and fs.column not in frame.columns:
-            return _nones(frame.index), None
+            return _nones(frame.index), None, None
         else:
             assert fs.column is not None  # the spec model requires one of column/constant/template
             raw = self.require(frame, fs.column, source, here)
@@ -699,11 +726,18 @@ class _Run:
             values, behaviour = split["morphology"], split["behaviour"]
         elif how != "none":
             values = convert.normalise(values, how)
-        values = self.typed(values, fdef, fs, source)
+        text = values
+        values, other = self.typed(values, fdef, fs, source)
         if fs.default is not None:
             values = values.where(values.notna(), fs.default)
-        return _spread(values, codes, frame.index), (
-            None if behaviour is None else _spread(behaviour, codes, frame.index)
+        ambiguous = None
+        if other is not None and other.notna().any():
+            shown = text.where(other.notna(), None)
+            ambiguous = (_spread(shown, codes, frame.index), _spread(other, codes, frame.index))
+        return (
+            _spread(values, codes, frame.index),
+            None if behaviour is None else _spread(behaviour, codes, frame.index),
+            ambiguous,
         )
 
     def value_map(
@@ -727,20 +761,24 @@ class _Run:
             f"(unmapped: error): {shown}"
         )
 
-    def typed(self, values: pd.Series, fdef: FieldDef, fs: FieldSpec, source: str) -> pd.Series:
+    def typed(
+        self, values: pd.Series, fdef: FieldDef, fs: FieldSpec, source: str
+    ) -> tuple[pd.Series, pd.Series | None]:
+        """Canonical text; for dates also the other day/month reading where it would differ."""
         src = self.spec.sources[source]
         if fdef.type in ("date", "partial_date"):
             formats = fs.date_formats or src.date_formats or self.spec.date_formats
-            return convert.to_iso_dates(values, formats, allow_month=fdef.type == "partial_date")
+            dates, read_by = convert.read_dates(values, formats, fdef.type == "partial_date")
+            return dates, convert.other_readings(values, dates, read_by, formats)
         if fdef.type == "integer":
             values = convert.canonical_integer(values)
         elif fdef.type == "float":
-            return convert.canonical_float(values, src.decimal)
+            return convert.canonical_float(values, src.decimal), None
         elif fdef.type == "boolean":
-            return convert.canonical_boolean(values)
+            return convert.canonical_boolean(values), None
         if fdef.allowed:
             values = convert.canonical_enum(values, fdef.allowed)
-        return values
+        return values, None
 
     def template(self, frame: pd.DataFrame, template: str, source: str, here: str) -> pd.Series:
         """Render `{column}` references row-wise (vectorised); a missing reference gives None."""

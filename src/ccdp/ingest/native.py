@@ -26,6 +26,7 @@ from ccdp.model import load_model
 IDENTIFIER_PREFIX = "_identifier_"
 IDENTIFIERS_FILE = "identifiers.csv"  # direct identifiers keyed by patient_id (never stored)
 CSV_BUFFER_BYTES = 16 * 2**20
+MAX_LINE_BYTES = CSV_BUFFER_BYTES  # DuckDB reads no line longer than its buffer
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class NativeFile:
         return (
             f"read_csv({lit(str(self.path))}, header = true, delim = ',', quote = '\"', "
             f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
-            f"null_padding = false, encoding = 'utf-8', buffer_size = {CSV_BUFFER_BYTES})"
+            f"null_padding = false, encoding = 'utf-8', buffer_size = {CSV_BUFFER_BYTES}, "
+            f"max_line_size = {MAX_LINE_BYTES})"
         )
 
 
@@ -147,7 +149,30 @@ def load_native_file(con: duckdb.DuckDBPyConnection, native: NativeFile, into: s
     try:
         con.execute(f"CREATE TEMP TABLE {q(into)} AS SELECT {cols} FROM {native.read_csv_sql()}")
     except duckdb.Error as exc:
-        raise IngestError(f"{native.source_name}: {csv_error_text(str(exc))}") from exc
+        raise IngestError(native_csv_error(native.path, native.source_name, str(exc))) from exc
+
+
+def native_csv_error(path: Path, source_name: str, message: str) -> str:
+    """DuckDB's error on reading a native CSV, in short; a line over DuckDB's limit is found
+    again (streaming, only on this failure) to name its line, data row and field."""
+    if "maximum line size" not in message.lower():
+        return f"{source_name}: {csv_error_text(message)}"
+    from ccdp.ingest.readers.delimited import oversized_field
+
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        found = oversized_field(fh, ",", '"', MAX_LINE_BYTES, line_limit=True, size=_utf8_size)
+    limit = f"the limit of {MAX_LINE_BYTES:,} bytes ({MAX_LINE_BYTES // 2**20} MiB) for one line"
+    if found is None:
+        return f"{source_name}: a line is longer than {limit} ({csv_error_text(message)})"
+    line, row, column, size = found
+    return (
+        f"{source_name}, line {line} (data row {row}), field {column!r}: {size:,} bytes, "
+        f"more than {limit} (an unclosed quote or a file pasted into a cell?)"
+    )
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def csv_error_text(message: str) -> str:

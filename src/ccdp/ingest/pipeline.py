@@ -24,11 +24,13 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ccdp.ingest.convert import AMBIGUOUS_DATE_PREFIX
 from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
 from ccdp.ingest.errors import IngestError
 from ccdp.ingest.native import (
     IDENTIFIER_PREFIX,
     csv_error_text,
+    native_csv_error,
     native_files,
     native_identifiers,
 )
@@ -36,7 +38,8 @@ from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
 from ccdp.ingest.typed import any_row, lit, q, raw_column, work_select
 from ccdp.model import TableDef, load_model
-from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
+from ccdp.quality.edits import edit
+from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topological
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
 
@@ -104,6 +107,7 @@ class RawSource:
     identifiers: bool
     provenance: dict[str, str] | None = None
     source_file: str = ""
+    path: Path | None = None  # the native CSV DuckDB reads (its errors are located in it)
     register: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     cleanup: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
@@ -121,7 +125,9 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
         tdef = model.table(table)
         known = {f.name for f in tdef.fields} | set(SYSTEM_FRAME_COLUMNS)
         for col in frame.columns:
-            if str(col) not in known and not str(col).startswith(IDENTIFIER_PREFIX):
+            if str(col) not in known and not str(col).startswith(
+                (IDENTIFIER_PREFIX, AMBIGUOUS_DATE_PREFIX)
+            ):
                 raise IngestError(f"{source}: table {table} has unknown column {col!r}")
         df = frame.reset_index(drop=True).copy(deep=False)
         if "_source_file" not in df.columns:
@@ -149,6 +155,12 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
                     "_row": "src._row",
                     "_source_file": "CAST(src._source_file AS VARCHAR)",
                     "_source_row": "CAST(src._source_row AS INTEGER)",
+                    # a date the other day/month order reads differently: flagged after the edits
+                    **{
+                        str(c): f"CAST(src.{q(str(c))} AS VARCHAR)"
+                        for c in df.columns
+                        if str(c).startswith(AMBIGUOUS_DATE_PREFIX)
+                    },
                 },
                 register=register,
                 cleanup=cleanup,
@@ -170,6 +182,7 @@ def _native_sources(folder: str | Path) -> list[RawSource]:
             identifiers=identified
             or any(c.startswith(IDENTIFIER_PREFIX) for c in native.kept_columns),
             source_file=native.source_name,
+            path=native.path,
         )
         for table, native in native_files(folder).items()
     ]
@@ -252,6 +265,7 @@ def _ingest(
             with store.transaction() as con:
                 step("running quality edits")
                 EditRun(con, work, today=day).run()
+                _flag_ambiguous_dates(con, sources, work)
                 # before the upsert replaces them: which stored rows this ingest changes
                 recheck = Recheck.find(con, work, ingest_id, day)
                 step("writing accepted rows and quarantine")
@@ -269,6 +283,32 @@ def _ingest(
                     folder.rmdir()
         raise
     return report
+
+
+def _flag_ambiguous_dates(
+    con: duckdb.DuckDBPyConnection, sources: list[RawSource], work: dict[str, str]
+) -> None:
+    """A warning per date the mapping read in one day/month order that the other order reads
+    as another date, with no other value of the field showing the order (one INSERT a field)."""
+    rule = edit("date.ambiguous_order")
+    for s in sources:
+        for col in sorted(c for c in s.columns if c.startswith(AMBIGUOUS_DATE_PREFIX)):
+            if col.endswith("__other"):
+                continue
+            name = col.removeprefix(AMBIGUOUS_DATE_PREFIX)
+            value = f"r.{q(col)}"
+            read = f"r.{q(raw_column(load_model().table(s.table).field(name)))}"
+            note = "; no other value of the field shows which order the site writes: check it"
+            text = (
+                f"concat('is read as ', {read}, ', but in the other day/month order it is ', "
+                f"r.{q(col + '__other')}, {lit(note)})"
+            )
+            con.execute(
+                f"INSERT INTO {RESULTS} SELECT {lit(s.table)}, r._row, {lit(rule.id)}, "
+                f"{lit(rule.severity)}, {lit(name)}, {value}, "
+                f"{message_sql(name, value, text, lit(rule.id))} FROM {q(work[s.table])} r "
+                f"WHERE {value} IS NOT NULL"
+            )
 
 
 def _absent_columns(sources: list[RawSource]) -> dict[str, list[str]]:
@@ -309,6 +349,8 @@ def _load_work(
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {q(name)} AS {sql}")
         except duckdb.Error as exc:
+            if s.path is not None:
+                raise IngestError(native_csv_error(s.path, s.name, str(exc))) from exc
             raise IngestError(f"{s.name}: {csv_error_text(str(exc))}") from exc
         finally:
             if s.cleanup:

@@ -189,6 +189,10 @@ class Candidate:
     where: list[dict[str, object]] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=dict)
     date_order: list[str] = field(default_factory=list)
+    # day/month formats the data cannot decide between: profiled, never proposed; why, in words
+    undecided: list[str] = field(default_factory=list)
+    date_question: str = ""
+    day_month: str = ""  # 'day first', 'month first', 'mixed', 'unknown' or '' (no such dates)
     unpivot: dict[str, list[str]] | None = None  # long column -> wide columns, one per item
     choices: dict[str, dict[str, str]] = field(default_factory=dict)  # REDCap codes -> labels
 
@@ -449,14 +453,18 @@ def _key_like(column: str) -> bool:
 # ---------------------------------------------------------------------------- profiling
 
 
-def profile(cand: Candidate) -> None:
-    """Fill `cand.profiles`; the day/month order is decided once per source, from all columns."""
+def profile(cand: Candidate, borrow: tuple[str, str] | None = None) -> None:
+    """Fill `cand.profiles`; the day/month order is decided once per source, from all columns
+    (or, when its values fit both orders, `borrow`: the order the export's other files show,
+    and which files)."""
     cleaned = {c: convert.clean(cand.frame[c]) for c in cand.frame.columns if not c.startswith("_")}
     for col, codes in cand.choices.items():
         if col in cleaned:  # read coded values through their labels (1 -> male)
             cleaned[col] = cleaned[col].map(lambda v, c=codes: c.get(v, v) if v else v)
     counts = {c: s.value_counts() for c, s in cleaned.items()}
-    cand.date_order = _date_order(counts)
+    order = _date_order(counts)
+    order, cand.undecided, cand.date_question, cand.day_month = _day_month(order, counts, borrow)
+    cand.date_order = order
     for col, s in cleaned.items():
         cand.profiles[col] = _profile_column(
             col, counts[col], int(s.notna().sum()), cand.date_order
@@ -486,6 +494,77 @@ def _date_order(counts: dict[str, pd.Series]) -> list[str]:
             hits += int(sample.to_numpy()[ok].sum())
         scores[fmt] = hits
     return [f for f in sorted(scores, key=lambda f: -scores[f]) if scores[f] > 0]
+
+
+def _day_month(
+    order: list[str], counts: dict[str, pd.Series], borrow: tuple[str, str] | None = None
+) -> tuple[list[str], list[str], str, str]:
+    """Decide the site's day/month order from its values, never propose both orders of a shape.
+
+    A value with 13-31 first can only be day first (25/03/2017), second only month first
+    (03/25/2017). One kind seen: the other order's formats go. Both seen, or neither (every value
+    fits both, like 03/04/2017): the formats left undecided and the question for the draft.
+    Returns (order, undecided, note, verdict).
+    """
+    pairs = [(f, o) for f in order if (o := convert.swapped_order(f)) in order]
+    if not pairs:
+        return order, [], "", ""
+    only: dict[str, list[tuple[int, str]]] = {"day first": [], "month first": []}
+    for c in counts.values():
+        sample = _sample(c)
+        if sample.empty:
+            continue
+        values = pd.Series(sample.index.astype(str), dtype=object)
+        for fmt, other in pairs:
+            ok = convert.parse_dates(values, fmt, allow_month=False).notna().to_numpy()
+            ok_other = convert.parse_dates(values, other, allow_month=False).notna().to_numpy()
+            hits = ok & ~ok_other
+            if hits.any():
+                only[str(convert.date_order(fmt))].append(
+                    (int(sample.to_numpy()[hits].sum()), str(values[hits].iloc[0]))
+                )
+    day = sum(n for n, _ in only["day first"])
+    month = sum(n for n, _ in only["month first"])
+    if bool(day) != bool(month):
+        losing = "month first" if day else "day first"
+        verdict = "day first" if day else "month first"
+        return [f for f in order if convert.date_order(f) != losing], [], "", verdict
+    if not day and borrow is not None:
+        kept, files = borrow
+        note = f"every value here fits both day/month orders; {kept} as in {files}"
+        return [f for f in order if convert.date_order(f) in (kept, None)], [], note, "unknown"
+    undecided = sorted({f for pair in pairs for f in pair}, key=order.index)
+    shown = " or ".join(repr(f) for f in undecided)
+    if day and month:
+        question = (
+            f"TODO the data mixes day/month orders: {day} value(s) only day first (e.g. "
+            f"{only['day first'][0][1]}), {month} only month first (e.g. "
+            f"{only['month first'][0][1]}); ask the site which order each file or period uses "
+            f"and give one of {shown}"
+        )
+    else:
+        question = (
+            "TODO day/month order unknown: every value fits both orders (03/04/2017 is 3 April "
+            f"or 4 March) and none has 13-31 in either place; ask the site, then give {shown}"
+        )
+    return order, undecided, question, "mixed" if day else "unknown"
+
+
+def _profile_all(cands: list[Candidate]) -> None:
+    """Profile every part; one whose dates fit both orders takes the order the export's other
+    files show, when they all agree (a site writes dates one way) and none mixes orders."""
+    for cand in cands:
+        profile(cand)
+    verdicts = {c.day_month for c in cands}
+    decided = verdicts & {"day first", "month first"}
+    if "unknown" not in verdicts or "mixed" in verdicts or len(decided) != 1:
+        return
+    (kept,) = decided
+    files = ", ".join(sorted({c.file for c in cands if c.day_month == kept})[:3])
+    for cand in cands:
+        if cand.day_month == "unknown":
+            cand.profiles = {}
+            profile(cand, (kept, files))
 
 
 def _profile_column(col: str, counts: pd.Series, n: int, order: list[str]) -> Profile:
@@ -763,8 +842,7 @@ def suggest(source: Path, country: str | None = None) -> Draft:
     cands = find_candidates(source)
     if not cands:
         raise ReaderError(f"{source}: no readable CSV, xlsx, REDCap or FHIR files found")
-    for cand in cands:
-        profile(cand)
+    _profile_all(cands)
     _drop_wide_columns(cands)
     choices = choose_tables(cands)
     country = country or _country_from_path(source)
@@ -779,6 +857,8 @@ def suggest(source: Path, country: str | None = None) -> Draft:
         names[sig] = src_name
         if src_name not in sources:
             sources[src_name] = _source_entry(choice.cand)
+            if choice.cand.date_question:
+                notes[("sources", src_name, "date_formats")] = choice.cand.date_question
         if choice.join is not None and choice.join[1].signature() not in names:
             ref = choice.join[1]
             names[ref.signature()] = _source_name_for(ref, names)
@@ -831,7 +911,8 @@ def _source_entry(cand: Candidate) -> dict:
         used = [
             f
             for f in cand.date_order
-            if any(f in p.date_formats for p in cand.profiles.values() if p.date_share > 0.5)
+            if f not in cand.undecided
+            and any(f in p.date_formats for p in cand.profiles.values() if p.date_share > 0.5)
         ]
         if any(
             "excel_serial" in p.date_formats for p in cand.profiles.values() if p.date_share > 0.3
@@ -870,7 +951,13 @@ def _table_entry(
                 entry, note = {"column": col}, ""
             else:
                 entry, note = _field_entry(
-                    tdef, fdef, choice.cand.profiles[col], col, source, choice.cand.choices.get(col)
+                    tdef,
+                    fdef,
+                    choice.cand.profiles[col],
+                    col,
+                    source,
+                    choice.cand.choices.get(col),
+                    choice.cand.undecided,
                 )
             confidence[(tdef.name, fdef.name)] = s
             if s < CHECK_BELOW:
@@ -951,19 +1038,21 @@ def _field_entry(
     col: str,
     source: dict,
     codes: dict[str, str] | None = None,
+    undecided: list[str] | None = None,
 ) -> tuple[dict, str]:
     entry: dict = {"column": col}
     notes: list[str] = []
     kind = field_kind(tdef, fdef)
     if kind == "date":
         src_formats = source.get("date_formats") or ["iso"]
-        if prof.date_formats and not set(prof.date_formats) <= set(src_formats):
-            entry["date_formats"] = prof.date_formats
+        formats = [f for f in prof.date_formats if f not in (undecided or [])]
+        if formats and not set(formats) <= set(src_formats):
+            entry["date_formats"] = formats
         numeric_tokens = [t for t in prof.missing if t in NUMERIC_MISSING]
         if numeric_tokens:
             entry["missing"] = numeric_tokens
-        if {"%d/%m/%Y", "%m/%d/%Y"} <= set(source.get("date_formats", [])):
-            notes.append("day/month order is ambiguous in this file")
+        if set(prof.date_formats) & set(undecided or []):
+            notes.append("TODO day/month order undecided, see this source's date_formats")
     if kind in _VALUE_KINDS or kind == "boolean" or fdef.allowed:
         vmap, unknown = _value_map(kind, fdef, prof, codes)
         if vmap:
@@ -1067,7 +1156,12 @@ def to_yaml(draft: Draft, source: Path) -> str:
     ]
     for name, entry in draft.spec["sources"].items():
         lines.append(f"  {scalar(name)}:")
-        lines += [f"    {k}: {flow(v)}" for k, v in entry.items()]
+        for k, v in entry.items():
+            note = draft.notes.get(("sources", name, k))
+            lines.append(f"    {k}: {flow(v)}" + (f"  # check: {note}" if note else ""))
+        question = draft.notes.get(("sources", name, "date_formats"))
+        if question and "date_formats" not in entry:
+            lines.append(f"    # date_formats: [...]  # check: {question}")
     lines.append("tables:")
     for table, entry in draft.spec["tables"].items():
         lines.append(f"  {table}:")

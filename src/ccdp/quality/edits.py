@@ -23,6 +23,7 @@ Check = Literal[
     "range",
     "code",
     "date_range",
+    "date_order",
     "key_text",
     "duplicate_key",
     "orphan",
@@ -116,6 +117,8 @@ def edits_markdown() -> str:
         where = f"{e.table}.{e.field}" if e.table else f"every field ({e.check})"
         if e.check == "code":
             where = f"fields coded in {e.code_system}"
+        if e.check == "date_order":
+            where = "dates read through a mapping's date_formats"
         if e.check in ("key_text", "duplicate_key", "orphan", "parent_quarantined"):
             where = "keys of every table"
         lines.append(f"| `{e.id}` | {e.severity} | {e.category} | {where} | {e.description} |")

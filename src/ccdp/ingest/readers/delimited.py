@@ -10,6 +10,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import sys
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import charset_normalizer
@@ -22,6 +25,7 @@ from ccdp.ingest.readers.base import SOURCE_ROW, ReaderError, ReaderOptions
 
 _CANDIDATE_DELIMITERS = ",;\t|"
 _NAMED_DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+MAX_FIELD_CHARS = 16 * 2**20  # one cell; beyond this it is not a registry value but a broken export
 _SNIFF_CHARS = 64_000
 _ENCODING_SAMPLE = 1 << 20
 _PREFERRED_ENCODINGS = ("cp1252", "cp1250", "iso8859_15", "iso8859_2")
@@ -203,15 +207,75 @@ def resolve_delimiter(text: str, declared: str, path: Path) -> str:
         return best if counts[best] else ","
 
 
+@contextmanager
+def _field_limit(limit: int) -> Iterable[None]:
+    """Python's csv module refuses cells over 128 KiB by default (a process-wide setting)."""
+    old = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def _parse(text: str, delimiter: str, quotechar: str, path: Path) -> list[list[str]]:
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar, strict=True
     )
     try:
-        return [row for row in reader if row]
+        with _field_limit(MAX_FIELD_CHARS):
+            return [row for row in reader if row]
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise ReaderError(_oversized_message(path, text, delimiter, quotechar)) from exc
         hint = " (the file looks truncated)" if "end of data" in str(exc) else ""
         raise ReaderError(f"{path}, line {reader.line_num}: {exc}{hint}") from exc
+
+
+def _oversized_message(path: Path, text: str, delimiter: str, quotechar: str) -> str:
+    found = oversized_field(io.StringIO(text, newline=""), delimiter, quotechar, MAX_FIELD_CHARS)
+    limit = f"the limit of {MAX_FIELD_CHARS:,} characters ({MAX_FIELD_CHARS // 2**20} Mi) a cell"
+    if found is None:  # cannot happen: the parser just met such a cell
+        return f"{path}: a field is longer than {limit} may hold"
+    line, row, column, size = found
+    return (
+        f"{path}, line {line} (data row {row}), field {column!r}: {size:,} characters, more "
+        f"than {limit} may hold (an unclosed quote or a file pasted into a cell?)"
+    )
+
+
+def oversized_field(
+    lines: Iterable[str],
+    delimiter: str,
+    quotechar: str,
+    limit: int,
+    header_row: int = 1,
+    *,
+    line_limit: bool = False,
+    size: Callable[[str], int] = len,
+) -> tuple[int, int, str, int] | None:
+    """The first row with a cell over `limit` (characters, or what `size` measures) or, with
+    `line_limit`, whose cells add up to more: (line it starts on, 1-based data row, column name,
+    size of its largest cell). Streams the file with no size limit; only called once a reader
+    refused it."""
+    reader = csv.reader(lines, delimiter=delimiter, quotechar=quotechar)
+    header: list[str] = []
+    previous_end, seen = 0, 0
+    with _field_limit(sys.maxsize):
+        for row in reader:
+            if not row:
+                previous_end = reader.line_num
+                continue
+            seen += 1
+            if seen == header_row:
+                header = [h.strip() for h in row]
+            elif seen > header_row:
+                sizes = [size(v) for v in row]
+                if (sum(sizes) if line_limit else max(sizes)) > limit:
+                    i = sizes.index(max(sizes))
+                    name = header[i] if i < len(header) and header[i] else f"column_{i + 1}"
+                    return previous_end + 1, seen - header_row, name, max(sizes)
+            previous_end = reader.line_num
+    return None
 
 
 def rows_to_frame(
