@@ -11,7 +11,7 @@ import codecs
 import csv
 import io
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -208,7 +208,7 @@ def resolve_delimiter(text: str, declared: str, path: Path) -> str:
 
 
 @contextmanager
-def _field_limit(limit: int) -> Iterable[None]:
+def _field_limit(limit: int) -> Iterator[None]:
     """Python's csv module refuses cells over 128 KiB by default (a process-wide setting)."""
     old = csv.field_size_limit(limit)
     try:
