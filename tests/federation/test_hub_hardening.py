@@ -1,0 +1,198 @@
+"""The hub refuses malformed requests with a 4xx that names the problem, never a 500: bodies it
+cannot hold (lone surrogates, non-finite or huge numbers, deep nesting, not JSON), bodies over
+their limit (declared or streamed), unknown routes; and its refusals never echo the input."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.federation.netutil import LiveHub
+from tests.federation.standin import StandinExecutor
+from tests.federation.test_hub_api import answer, submit, wait_open_task
+
+SMALL, LARGE = 4096, 65536  # the test hub's body limits (the defaults are 1 and 16 MiB)
+
+
+@pytest.fixture
+def live(tmp_path):
+    executor = StandinExecutor()
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with LiveHub(url, executor, max_body=SMALL, max_answer_body=LARGE) as hub:
+        hub.tokens = {
+            "A": hub.hub.add_node("A", "DE"),
+            "B": hub.hub.add_node("B", "FR"),
+            "ana": hub.hub.add_user("ana", "researcher"),
+            "root": hub.hub.add_user("root", "admin"),
+        }
+        yield hub
+
+
+def post_raw(hub: LiveHub, path: str, token: str, text: str | bytes, **headers: str):
+    """POST `text` as it is (json= would refuse to write a lone surrogate or NaN)."""
+    body = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    with hub.client(hub.tokens[token]) as c:
+        return c.post(path, content=body, headers={"content-type": "application/json", **headers})
+
+
+def raw_http(port: int, head: str, chunks: list[bytes] = ()) -> tuple[int, dict]:
+    """Send a request head and then `chunks` over a plain socket; return status and JSON body.
+    The socket lets a test declare a length it never sends, or stream without declaring one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1"))
+        for chunk in chunks:
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # the hub stopped reading: fine
+                break
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < _expected(data):
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def _expected(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(data) + 1
+
+
+def test_a_lone_surrogate_is_a_422_naming_its_path(live):
+    r = post_raw(live, "/api/studies", "ana", '{"spec": {"title": "ok \\ud800 no"}}')
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "spec", "title"]
+    assert "lone surrogate" in r.json()["detail"]
+    r = post_raw(live, "/api/studies", "ana", '{"spec": {"ti\\udfffle": 1}}')
+    assert r.status_code == 422 and "key holds a lone surrogate" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("text", "loc", "why"),
+    [
+        ('{"spec": {"timeout": NaN}}', ["body", "spec", "timeout"], "got NaN"),
+        ('{"spec": {"timeout": -Infinity}}', ["body", "spec", "timeout"], "got -Infinity"),
+        (
+            '{"spec": {"cohort": {"diagnosis_year": [1e400]}}}',
+            ["body", "spec", "cohort", "diagnosis_year", 0],
+            "1e400 overflows to infinity",
+        ),
+        ('{"spec": {"rounds": ' + "9" * 400 + "}}", ["body", "spec", "rounds"], "400 digits"),
+        ('{"spec": {"rounds": 9223372036854775808}}', ["body", "spec", "rounds"], "64-bit"),
+    ],
+)
+def test_numbers_the_hub_cannot_hold_are_a_422_naming_their_path(live, text, loc, why):
+    r = post_raw(live, "/api/studies", "ana", text)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"] == [{"loc": loc, "msg": r.json()["errors"][0]["msg"]}]
+    assert why in r.json()["errors"][0]["msg"] and why in r.json()["detail"]
+
+
+def test_a_huge_audit_seq_is_a_422_not_a_database_overflow(live):
+    """A 2**70 seq passed the model (an int >= 0) and overflowed SQLite's INTEGER: a 500."""
+    body = json.dumps({"audit_head": {"seq": 2**70, "hash": "a" * 64}})
+    r = post_raw(live, "/api/node/heartbeat", "A", body)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "audit_head", "seq"]
+    ok = post_raw(
+        live, "/api/node/heartbeat", "A", json.dumps({"audit_head": {"seq": 3, "hash": "a" * 64}})
+    )
+    assert ok.status_code == 200 and ok.json()["audit_head"]["seq"] == 3
+
+
+def test_text_that_is_not_json_is_a_400_saying_where(live):
+    r = post_raw(live, "/api/studies", "ana", '{"spec": {"rounds": 1,}}')
+    assert r.status_code == 400
+    assert "not valid JSON" in r.json()["detail"] and "column 23" in r.json()["detail"]
+    r = post_raw(live, "/api/studies", "ana", b'{"spec": "\xff"}')
+    assert r.status_code == 400 and "not UTF-8" in r.json()["detail"]
+    r = post_raw(live, "/api/studies", "ana", "spec=1", **{"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+
+
+def test_deep_nesting_is_a_422(live):
+    for depth in (100, 2000):  # within the parser's stack, and past it
+        r = post_raw(live, "/api/studies", "ana", '{"spec": ' + "[" * depth + "]" * depth + "}")
+        assert r.status_code == 422 and "nested more than 64" in r.json()["detail"], depth
+
+
+def test_a_body_over_its_declared_limit_is_a_413_before_it_is_read(live):
+    """The head declares 100 MB and no byte of it is sent: the hub answers without waiting."""
+    head = (
+        "POST /api/studies HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {live.tokens['ana']}\r\ncontent-length: {100 * 2**20}\r\n\r\n"
+    )
+    status, body = raw_http(live.port, head)
+    assert status == 413 and f"limit for this route is {SMALL} bytes" in body["detail"]
+    assert "declares 104857600 bytes" in body["detail"]
+
+
+def test_a_streamed_body_over_its_limit_is_a_413(live):
+    """Chunked, with no length declared: refused once the bytes received pass the limit."""
+    head = (
+        "POST /api/studies HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {live.tokens['ana']}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    text = json.dumps({"spec": {"title": "x" * (4 * SMALL)}}).encode()
+    pieces = [text[i : i + 1000] for i in range(0, len(text), 1000)]
+    chunks = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+    status, body = raw_http(live.port, head, chunks)
+    assert status == 413 and "while streaming" in body["detail"]
+    small = json.dumps({"spec": {"title": "streamed", "rounds": 1}}).encode()
+    status, body = raw_http(live.port, head, [b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small)])
+    assert status == 201, body
+
+
+def test_answers_have_the_larger_limit(live):
+    submit(live, rounds=1, timeout=30)
+    task = wait_open_task(live, "A")
+    good = answer(task, "A", 5.0)
+    padded = {**good, "reason": "r" * (2 * SMALL)}  # over the small limit, under the large
+    with live.client(live.tokens["A"]) as c:
+        assert c.post("/api/node/answers", json=padded).json()["status"] == "accepted"
+        huge = {**good, "reason": "r" * (2 * LARGE)}
+        r = c.post("/api/node/answers", json=huge)
+    assert r.status_code == 413 and f"{LARGE} bytes" in r.json()["detail"]
+    with live.client(live.tokens["ana"]) as c:
+        r = c.post("/api/studies", json={"spec": {"title": "t" * (2 * SMALL)}})
+    assert r.status_code == 413 and f"{SMALL} bytes" in r.json()["detail"]
+
+
+def test_refusals_never_echo_the_input(live):
+    secret = "s3cr3t-" + "x" * 2000
+    with live.client(live.tokens["root"]) as c:
+        r = c.post("/api/admin/nodes", json={"name": secret, "country": "DE"})
+        wrong_type = c.post("/api/admin/users", json={"name": ["not", secret]})
+    for resp in (r, wrong_type):
+        assert resp.status_code == 422
+        assert "s3cr3t" not in resp.text and len(resp.text) < 1000
+        body = resp.json()
+        assert set(body) == {"detail", "errors"} and body["detail"].startswith("body.name")
+        assert all(set(e) == {"loc", "msg"} for e in body["errors"])
+    assert r.json()["errors"][0]["loc"] == ["body", "name"]
+
+
+def test_unknown_routes_and_methods_are_json_4xx(live):
+    with live.client(live.tokens["ana"]) as c:
+        missing = c.get("/api/nothing-here")
+        wrong = c.delete("/api/studies")
+    assert missing.status_code == 404 and missing.json()["detail"] == "no route /api/nothing-here"
+    assert wrong.status_code == 405 and "DELETE is not allowed" in wrong.json()["detail"]
+
+
+def test_path_and_query_values_with_surrogates_are_4xx(live):
+    with live.client(live.tokens["ana"]) as c:
+        # percent-encoded CESU-8 of \ud800: not UTF-8, so never decoded into a lone surrogate
+        assert c.get("/api/studies/%ED%A0%80").status_code == 404
+        assert c.get("/api/studies/x?wait=%ED%A0%80").status_code == 422
+        assert c.get("/api/studies/x?wait=1e400").status_code == 422
+    with live.client(live.tokens["root"]) as c:
+        r = c.get("/api/admin/audit", params={"limit": "1" + "0" * 400})
+        assert r.status_code == 422 and "limit" in r.json()["detail"]
