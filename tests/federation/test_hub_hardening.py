@@ -196,3 +196,21 @@ def test_path_and_query_values_with_surrogates_are_4xx(live):
     with live.client(live.tokens["root"]) as c:
         r = c.get("/api/admin/audit", params={"limit": "1" + "0" * 400})
         assert r.status_code == 422 and "limit" in r.json()["detail"]
+
+
+def test_hub_serve_takes_the_body_limits_from_its_options(tmp_path):
+    from tests.federation.netutil import HubProcess, ccdp_args
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    proc = HubProcess(db, tmp_path / "hub.log")
+    proc.args = ccdp_args("hub", "serve", "--db", db, "--port", proc.port, "--max-body-mib", "0.5")
+    head = "POST /api/studies HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+    try:
+        proc.start()
+        status, body = raw_http(proc.port, head + f"content-length: {2**20}\r\n\r\n")
+        assert status == 413 and "limit for this route is 524288 bytes (0.5 MiB)" in body["detail"]
+        text = json.dumps({"spec": {"title": "x" * 2**18}}).encode()
+        status, body = raw_http(proc.port, head + f"content-length: {len(text)}\r\n\r\n", [text])
+        assert status == 401, body  # within the limit: on to the route, which wants a token
+    finally:
+        proc.stop()

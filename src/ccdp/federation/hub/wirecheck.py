@@ -176,7 +176,7 @@ class BodyGate:
 
 
 def _too_big(limit: int, what: str) -> str:
-    size = f"{limit / MiB:g} MiB" if limit >= MiB else f"{limit} bytes"
+    size = f"{limit} bytes" + (f" ({limit / MiB:g} MiB)" if limit >= MiB // 16 else "")
     return f"request body too large: it {what}; the limit for this route is {size}"
 
 
