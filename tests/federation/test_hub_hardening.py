@@ -214,3 +214,93 @@ def test_hub_serve_takes_the_body_limits_from_its_options(tmp_path):
         assert status == 401, body  # within the limit: on to the route, which wants a token
     finally:
         proc.stop()
+
+
+# ---- node answers checked on receipt against the task's analysis -------------------------------
+def count_summary(f: int, m: int) -> dict:
+    """A count-by-sex summary as a node's gate releases it."""
+    return {
+        "cells": {
+            "kind": "counts",
+            "dims": ["sex"],
+            "counts": ["n"],
+            "cells": [{"sex": "F", "n": f}, {"sex": "M", "n": m}],
+            "withheld": 0,
+        },
+        "total": {"kind": "counts", "dims": [], "counts": ["n"], "cells": [{"n": f + m}]},
+    }
+
+
+def _part(name: str, **change) -> dict:
+    good = count_summary(12, 10)
+    return {**good, name: {**good[name], **change}}
+
+
+GARBAGE = {  # a summary a node might post, and what its refusal must say
+    "whole number >= 0": _part("cells", cells=[{"sex": "F", "n": -3}, {"sex": "M", "n": 10}]),
+    "cell 1, count n must be a whole number": _part(
+        "cells", cells=[{"sex": "F", "n": 3}, {"sex": "M", "n": 2.5}]
+    ),
+    "cell 0 lacks n": _part("cells", cells=[{"sex": "F"}]),
+    "lacks part(s) total": {"cells": count_summary(1, 2)["cells"]},
+    "dims must be ['sex']": _part("cells", dims=["age"], cells=[{"age": 3, "n": 4}]),
+    "of kind aggregate, expected counts": {
+        **count_summary(1, 2),
+        "total": {"kind": "aggregate", "n": 3, "n_params": 0, "values": {}},
+    },
+    "does not send: pickle": {**count_summary(1, 2), "pickle": count_summary(1, 2)["total"]},
+    "needs a summary with at least one part": {},
+    "n_params must be a whole number": {
+        "m": {"kind": "aggregate", "n": 3, "n_params": "1", "values": {}}
+    },
+}
+
+
+@pytest.fixture
+def counting(tmp_path):
+    from ccdp.federation.hub.studies import SpecExecutor
+
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor()) as hub:
+        hub.tokens = {
+            "A": hub.hub.add_node("A", "DE"),
+            "B": hub.hub.add_node("B", "FR"),
+            "ana": hub.hub.add_user("ana", "researcher"),
+        }
+        yield hub
+
+
+def post_summary(hub: LiveHub, node: str, task: dict, summary: dict):
+    body = {"task_id": task["task_id"], "node": node, "status": "answered", "summary": summary}
+    with hub.client(hub.tokens[node]) as c:
+        return c.post("/api/node/answers", json=body)
+
+
+def test_garbage_answers_are_422_not_stored_and_the_task_stays_open(counting):
+    sid = submit(counting, analysis="count", by=["sex"], timeout=60)
+    task_a, task_b = wait_open_task(counting, "A"), wait_open_task(counting, "B")
+    for why, summary in GARBAGE.items():
+        r = post_summary(counting, "B", task_b, summary)
+        assert r.status_code == 422 and why in r.json()["detail"], (why, r.text)
+        assert r.json()["errors"][0]["loc"] == ["body"]
+    assert not [e for e in counting.hub.audit_log() if e["action"] == "answer"]
+    with counting.client(counting.tokens["B"]) as c:  # still B's open task
+        assert c.get(f"/api/node/tasks/{task_b['task_id']}").status_code == 200
+    assert post_summary(counting, "B", task_b, count_summary(5, 6)).json()["status"] == "accepted"
+    assert post_summary(counting, "A", task_a, count_summary(12, 10)).status_code == 200
+    with counting.client(counting.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 20}).json()
+    assert study["status"] == "done", study
+    assert study["result"]["result"]["total"] == 33
+    assert study["result"]["nodes"]["B"]["status"] == "answered"
+
+
+def test_a_node_that_posts_only_garbage_does_not_fail_the_study(counting):
+    sid = submit(counting, analysis="count", by=["sex"], timeout=2, min_nodes=1)
+    task_a, task_b = wait_open_task(counting, "A"), wait_open_task(counting, "B")
+    assert post_summary(counting, "B", task_b, GARBAGE["whole number >= 0"]).status_code == 422
+    assert post_summary(counting, "A", task_a, count_summary(12, 10)).status_code == 200
+    with counting.client(counting.tokens["ana"]) as c:
+        study = c.get(f"/api/studies/{sid}", params={"wait": 20}).json()
+    assert study["status"] == "done", study
+    assert study["result"]["result"]["total"] == 22 and study["result"]["min_nodes_met"]
+    assert study["result"]["nodes"]["B"]["status"] == "failed"

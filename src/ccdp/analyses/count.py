@@ -20,6 +20,7 @@ from ccdp.analyses.base import (
     CountsPart,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.common import counts_part, sort_key
@@ -131,6 +132,13 @@ class Count(Analysis):
     params_model: ClassVar[type[AnalysisParams]] = CountParams
     result_model: ClassVar[type[CountResult]] = CountResult
 
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, CountParams)
+        return {
+            "cells": PartSpec("counts", dims=tuple(params.by), counts=("n",)),
+            "total": PartSpec("counts", dims=(), counts=("n",)),
+        }
+
     def columns(self, params: CountParams) -> list[str]:  # type: ignore[override]
         return list(params.by)
 
@@ -183,6 +191,13 @@ class Crosstab(Count):
     name: ClassVar[str] = "crosstab"
     params_model: ClassVar[type[AnalysisParams]] = CrosstabParams
     result_model: ClassVar[type[CountResult]] = CrosstabResult
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, CountParams)
+        parts = super().summary_parts(params, request)
+        for var in params.by if len(params.by) > 1 else []:
+            parts[f"margin:{var}"] = PartSpec("counts", dims=(var,), counts=("n",))
+        return parts
 
     def local(
         self,

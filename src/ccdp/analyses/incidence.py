@@ -26,6 +26,7 @@ from ccdp.analyses.base import (
     CountsPart,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.common import counts_part, native, sort_key
@@ -199,6 +200,15 @@ class Incidence(Analysis):
 
     name: ClassVar[str] = "incidence"
     params_model: ClassVar[type[AnalysisParams]] = IncidenceParams
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, IncidenceParams)
+        dims = tuple(b for b in params.by if b != "age_group")
+        return {
+            "cases": PartSpec("counts", dims=(*dims, "age_group"), counts=("cases",)),
+            "totals": PartSpec("counts", dims=tuple(params.by), counts=("cases",)),
+            "population": PartSpec("counts", dims=(*params.pop_by, "age_group"), counts=()),
+        }
 
     def check_cohort(self, variables: set[str]) -> None:
         """Denominators follow country, sex, year and age group only: a cohort cut finer than

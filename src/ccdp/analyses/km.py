@@ -42,6 +42,7 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.common import label_key
@@ -184,6 +185,14 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
     )
 
 
+def event_table_spec(by: list[str]) -> dict[str, PartSpec]:
+    """The one part KM and log-rank send: `events`, counts of events and censorings."""
+    counts = ("events", "censored")
+    return {
+        "events": PartSpec("event_times", group_by=tuple(by), columns=counts, count_columns=counts)
+    }
+
+
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
     """Add the nodes' event-time tables: one row per (group, time), sorted."""
     tables = [s.parts[part].columns for s in summaries.values() if len(s.parts[part])]
@@ -273,6 +282,10 @@ class KaplanMeier(Analysis):
 
     name: ClassVar[str] = "km"
     params_model: ClassVar[type[AnalysisParams]] = KMParams
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, KMParams)
+        return event_table_spec(params.by)
 
     def columns(self, params: AnalysisParams) -> list[str]:
         assert isinstance(params, KMParams)
