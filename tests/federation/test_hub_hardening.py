@@ -304,3 +304,107 @@ def test_a_node_that_posts_only_garbage_does_not_fail_the_study(counting):
     assert study["status"] == "done", study
     assert study["result"]["result"]["total"] == 22 and study["result"]["min_nodes_met"]
     assert study["result"]["nodes"]["B"]["status"] == "failed"
+
+
+# ---- every route against hostile input: a 4xx, never a 500 ------------------------------------
+HOSTILE_VALUES = [
+    None,
+    True,
+    -1,
+    2**63 - 1,
+    1.5,
+    "",
+    "x" * 3000,
+    "\u0000",
+    "../../etc/passwd",
+    [],
+    [[[["deep"]]]],
+    {},
+    {"a": {"b": {"c": None}}},
+]
+HOSTILE_TEXTS = [  # bodies json= cannot write
+    "NaN",
+    '{"spec": {"title": "\\ud800"}}',
+    '{"spec": {"timeout": 1e400}}',
+    "1" + "0" * 400,
+    "[" * 1000 + "]" * 1000,
+    '{"spec": ' + '{"a": ' * 60 + "1" + "}" * 60 + "}",  # within the depth limit: to the route
+    "{",
+    "",
+]
+PLAUSIBLE = {  # a body of the right shape for each route, whose every field is then spoiled
+    "/api/studies": {
+        "spec": {
+            "analysis": "count",
+            "by": ["sex"],
+            "title": "t",
+            "cohort": {"diagnosis_year": {"min": 2000}},
+            "timeout": 5,
+            "nodes": ["A"],
+            "min_nodes": 1,
+        }
+    },
+    "/api/node/answers": {
+        "task_id": "t",
+        "node": "A",
+        "status": "answered",
+        "summary": count_summary(1, 2),
+        "audit_head": {"seq": 1, "hash": "a" * 64},
+    },
+    "/api/node/heartbeat": {"audit_head": {"seq": 1, "hash": "a" * 64}},
+    "/api/admin/nodes": {"name": "C", "country": "IT", "public_key": None},
+    "/api/admin/users": {"name": "u", "role": "researcher"},
+    "/api/admin/import": {"format": "x", "node": "A", "task": {}, "answer": {}, "signature": "s"},
+}
+QUERIES = ["wait=-1", "wait=nan", "wait=1e400", "wait=x", "limit=0", "limit=1" + "0" * 40, "x=1"]
+
+
+def spoiled(body: object, depth: int = 0):
+    """`body` with each field in turn (to depth 2) replaced by each hostile value."""
+    if not isinstance(body, dict) or depth > 2:
+        return
+    for key, value in body.items():
+        for bad in HOSTILE_VALUES:
+            yield {**body, key: bad}
+        for inner in spoiled(value, depth + 1):
+            yield {**body, key: inner}
+
+
+def _routes():
+    from fastapi.routing import APIRoute
+
+    from ccdp.federation.hub.app import create_app
+    from ccdp.federation.hub.studies import SpecExecutor
+
+    app = create_app(None, SpecExecutor())  # type: ignore[arg-type]  # routes only, never served
+    return sorted(
+        (m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods or ()
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), _routes())
+def test_every_route_answers_hostile_input_with_a_4xx(counting, method, path):
+    counting.tokens["root"] = counting.hub.add_user("root", "admin")
+    token = "A" if path.startswith("/api/node") else "root"
+    url = path.replace("{task_id}", "nope").replace("{study_id}", "nope").replace("{name}", "B")
+    bodies = [*HOSTILE_VALUES, *spoiled(PLAUSIBLE.get(path, {}))]
+    seen: list[tuple[int, str]] = []
+    with counting.client(counting.tokens[token]) as c:
+        for q in QUERIES:
+            r = c.request(method, f"{url}?{q}")
+            seen.append((r.status_code, q))
+        if method == "POST":
+            for body in bodies:
+                r = c.request(method, url, json=body)
+                seen.append((r.status_code, json.dumps(body)[:80]))
+            for text in HOSTILE_TEXTS:
+                r = c.request(
+                    method,
+                    url,
+                    content=text.encode("utf-8", "surrogatepass"),
+                    headers={"content-type": "application/json"},
+                )
+                seen.append((r.status_code, text[:80]))
+                if r.status_code >= 400:
+                    assert r.json()["detail"], text[:80]
+    assert [s for s in seen if s[0] >= 500] == []

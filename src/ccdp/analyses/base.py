@@ -320,8 +320,9 @@ def _part(name: str, raw: Any) -> Part:
         raise MalformedSummary(f"summary part {name!r} is not a mapping")
     body = dict(raw)
     kind = body.pop("kind", None)
-    if kind not in PART_TYPES:
-        raise MalformedSummary(f"summary part {name!r} has unknown kind {kind!r}")
+    if not isinstance(kind, str) or kind not in PART_TYPES:
+        shown = repr(kind)[:40]
+        raise MalformedSummary(f"summary part {name!r} has unknown kind {shown}")
     if kind == EventTimesPart.kind and "rows" in body:
         raise MalformedSummary(
             f"summary part {name!r}: event-time tables travel as `columns`, not `rows` "
