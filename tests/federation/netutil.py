@@ -56,12 +56,18 @@ def wait_http(url: str, timeout: float = 20.0, verify: bool | str = True) -> Non
 class LiveHub:
     """A real hub (uvicorn, real HTTP on loopback) in a thread of the test process."""
 
-    def __init__(self, db_url: str, executor: StudyExecutor, port: int | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        executor: StudyExecutor,
+        port: int | None = None,
+        **app_options: Any,
+    ) -> None:
         self.db_url = db_url
         self.hub = Hub(open_database(db_url))
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(self.hub, executor, poll=0.1)
+        app = create_app(self.hub, executor, poll=0.1, **app_options)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ccdp.analyses.base import AggregatePart, CountsPart, NodeData, Part, Summary
+from ccdp.analyses.base import AggregatePart, CountsPart, NodeData, Part, PartSpec, Summary
 from ccdp.analyses.errors import AnalysisError
 from ccdp.cohort.view import declared_levels, view_variables
 
@@ -78,6 +78,15 @@ def describe(
         levels=level_counts(frame, [*covariates, *([outcome] if outcome else [])]),
     )
     return parts
+
+
+def describe_spec(covariates: list[str]) -> dict[str, PartSpec]:
+    """What `describe` sends: the moments, and the levels of each covariate that is categorical
+    at the node (a numeric one has none, so each levels part may be absent)."""
+    levels = {
+        LEVELS + c: PartSpec("counts", dims=(c,), counts=("n",), optional=True) for c in covariates
+    }
+    return {**levels, MOMENTS: PartSpec("aggregate")}
 
 
 def pooled_sums(summaries: dict[str, Summary]) -> tuple[int, dict[str, float]]:

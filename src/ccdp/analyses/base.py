@@ -312,8 +312,11 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
-        """The summary a node sent, checked: known kinds and fields, event-time columns of equal
-        length with finite numbers, finite aggregate values (else MalformedSummary says what)."""
+        """The summary a node sent, checked: known kinds and fields of the right types, counts
+        that are whole numbers >= 0 in cells that have every dim and count, event-time columns
+        of equal length with finite numbers, finite aggregate values (else MalformedSummary
+        says what and where). Whether the parts are the ones an analysis sends is its own
+        `Analysis.check_summary`."""
         if not isinstance(data, dict):
             raise MalformedSummary("a summary is a mapping of part names to parts")
         parts: dict[str, Part] = {}
@@ -333,8 +336,9 @@ def _part(name: str, raw: Any) -> Part:
         raise MalformedSummary(f"summary part {name!r} is not a mapping")
     body = dict(raw)
     kind = body.pop("kind", None)
-    if kind not in PART_TYPES:
-        raise MalformedSummary(f"summary part {name!r} has unknown kind {kind!r}")
+    if not isinstance(kind, str) or kind not in PART_TYPES:
+        shown = repr(kind)[:40]
+        raise MalformedSummary(f"summary part {name!r} has unknown kind {shown}")
     if kind == EventTimesPart.kind and "rows" in body:
         raise MalformedSummary(
             f"summary part {name!r}: event-time tables travel as `columns`, not `rows` "
@@ -349,9 +353,75 @@ def _part(name: str, raw: Any) -> Part:
         raise MalformedSummary(f"summary part {name!r}: {exc}") from None
     except MalformedSummary as exc:
         raise MalformedSummary(f"summary part {name!r}: {exc}") from None
-    if isinstance(part, AggregatePart):
-        _check_finite(f"summary part {name!r}", part.values)
+    where = f"summary part {name!r}"
+    if isinstance(part, CountsPart):
+        _check_counts(where, part)
+    elif isinstance(part, EventTimesPart):
+        _check_event_times(where, part)
+    else:
+        _whole(where, "n", part.n)
+        _whole(where, "n_params", part.n_params)
+        if not isinstance(part.values, dict):
+            raise MalformedSummary(f"{where}: values must be a mapping of names to numbers")
+        _check_finite(where, part.values)
     return part
+
+
+def _is_whole(value: Any) -> bool:
+    """A count as it travels: a JSON integer, never a bool, a fraction or a negative."""
+    return type(value) is int and value >= 0
+
+
+def _whole(where: str, key: str, value: Any) -> None:
+    if not _is_whole(value):
+        shown = repr(value)[:40]
+        raise MalformedSummary(f"{where}: {key} must be a whole number >= 0, got {shown}")
+
+
+def _names(where: str, key: str, value: Any) -> None:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise MalformedSummary(f"{where}: {key} must be a list of names")
+    if len(set(value)) != len(value):
+        raise MalformedSummary(f"{where}: {key} names a column twice")
+
+
+def _check_counts(where: str, part: CountsPart) -> None:
+    """Every cell has each dim (a label) and each count (a whole number, or null: suppressed)."""
+    _names(where, "dims", part.dims)
+    _names(where, "counts", part.counts)
+    _whole(where, "withheld", part.withheld)
+    if not isinstance(part.cells, list):
+        raise MalformedSummary(f"{where}: cells must be a list of mappings")
+    for i, cell in enumerate(part.cells):
+        if not isinstance(cell, dict):
+            raise MalformedSummary(f"{where}: cell {i} is not a mapping")
+        missing = [k for k in (*part.dims, *part.counts) if k not in cell]
+        if missing:
+            raise MalformedSummary(f"{where}: cell {i} lacks {', '.join(missing)}")
+        for d in part.dims:
+            if isinstance(cell[d], dict | list):
+                raise MalformedSummary(f"{where}: cell {i}, {d} must be a label, not a structure")
+        for c in part.counts:
+            if cell[c] is not None and not _is_whole(cell[c]):
+                shown = repr(cell[c])[:40]
+                raise MalformedSummary(
+                    f"{where}: cell {i}, count {c} must be a whole number >= 0 (or null when "
+                    f"suppressed), got {shown}"
+                )
+
+
+def _check_event_times(where: str, part: EventTimesPart) -> None:
+    """Group sizes are counts; columns at most 2-D (their lengths are checked on construction)."""
+    _names(where, "group_by", part.group_by)
+    if not isinstance(part.time_unit, str):
+        raise MalformedSummary(f"{where}: time_unit must be text")
+    if not isinstance(part.group_sizes, dict):
+        raise MalformedSummary(f"{where}: group_sizes must map group labels to counts")
+    for group, size in part.group_sizes.items():
+        _whole(where, f"group_sizes[{group[:40]!r}]", size)
+    for key, col in part.columns.items():
+        if col.ndim > 2:
+            raise MalformedSummary(f"{where}: column {key!r} has {col.ndim} dimensions (at most 2)")
 
 
 def _check_finite(where: str, value: Any) -> None:
@@ -368,6 +438,75 @@ def _check_finite(where: str, value: Any) -> None:
         raise MalformedSummary(f"{where}: values must be numbers") from None
     if not np.isfinite(arr).all():
         raise MalformedSummary(f"{where}: values must be finite (no NaN or infinity)")
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """What one part of an analysis's summary looks like, for checking an answer on receipt.
+
+    `kind` the part's kind; for counts, `dims` and `counts` the exact columns; for event times,
+    `group_by`, `columns` (besides `group` and `time`, exactly these), `count_columns` (whole
+    numbers >= 0) and `widths` (values per row of 2-D columns). None: not checked. `optional`
+    parts may be absent (a covariate's levels exist only where it is categorical)."""
+
+    kind: Literal["counts", "event_times", "aggregate"]
+    dims: tuple[str, ...] | None = None
+    counts: tuple[str, ...] | None = None
+    group_by: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    count_columns: tuple[str, ...] = ()
+    widths: tuple[tuple[str, int], ...] = ()
+    optional: bool = False
+
+
+def check_parts(summary: Summary, expected: dict[str, PartSpec], analysis: str) -> None:
+    """MalformedSummary unless `summary` has exactly the `expected` parts, each of its shape."""
+    if not summary.parts:
+        raise MalformedSummary(f"{analysis}: the summary is empty (it has no parts)")
+    missing = [n for n, spec in expected.items() if not spec.optional and n not in summary.parts]
+    if missing:
+        raise MalformedSummary(f"{analysis}: the summary lacks part(s) {', '.join(missing)}")
+    extra = [n[:40] for n in summary.parts if n not in expected]
+    if extra:
+        raise MalformedSummary(
+            f"{analysis}: the summary has part(s) it does not send: {', '.join(extra)} "
+            f"(expected {', '.join(expected)})"
+        )
+    for name, part in summary.parts.items():
+        _check_shape(f"{analysis}: summary part {name!r}", part, expected[name])
+
+
+def _check_shape(where: str, part: Part, spec: PartSpec) -> None:
+    if part.kind != spec.kind:
+        raise MalformedSummary(f"{where} is of kind {part.kind}, expected {spec.kind}")
+    if isinstance(part, CountsPart):
+        for key, want in (("dims", spec.dims), ("counts", spec.counts)):
+            if want is not None and list(getattr(part, key)) != list(want):
+                raise MalformedSummary(f"{where}: {key} must be {list(want)}")
+        return
+    if not isinstance(part, EventTimesPart):
+        return
+    if spec.group_by is not None and list(part.group_by) != list(spec.group_by):
+        raise MalformedSummary(f"{where}: group_by must be {list(spec.group_by)}")
+    if spec.columns is not None:
+        wanted = {GROUP, TIME, *spec.columns}
+        if set(part.columns) != wanted:
+            raise MalformedSummary(
+                f"{where}: columns must be {', '.join(sorted(wanted))}; "
+                f"got {', '.join(sorted(k[:40] for k in part.columns))}"
+            )
+    for key in spec.count_columns:
+        col = part.columns.get(key)
+        if col is not None and col.size and (col.dtype.kind not in "iu" or col.min() < 0):
+            raise MalformedSummary(f"{where}: column {key!r} must hold whole numbers >= 0")
+    for key, width in spec.widths:
+        col = part.columns.get(key)
+        shape = (width,) if width else ()
+        if col is not None and len(col) and col.shape[1:] != shape:
+            raise MalformedSummary(
+                f"{where}: column {key!r} has {col.shape[1:] or 1} values per row, "
+                f"expected {width or 1}"
+            )
 
 
 class NodeData(Protocol):
@@ -505,6 +644,21 @@ class Analysis(ABC, Generic[P]):
     def start(self, params: P) -> Continue:
         """The first request sent to the nodes."""
         return Continue(request={})
+
+    def summary_parts(self, params: P, request: dict[str, Any]) -> dict[str, PartSpec] | None:
+        """The parts `local` sends for `request`, so a summary can be checked where it is
+        received (the hub refuses one of the wrong shape before storing it); None: not said."""
+        return None
+
+    def check_summary(self, summary: Summary, params: P, request: dict[str, Any]) -> None:
+        """MalformedSummary unless `summary` is one `local` could have sent for `request`: not
+        empty and, where the analysis says (`summary_parts`), exactly its parts and shapes."""
+        expected = self.summary_parts(params, request)
+        if expected is None:
+            if not summary.parts:
+                raise MalformedSummary(f"{self.name}: the summary is empty (it has no parts)")
+            return
+        check_parts(summary, expected, self.name)
 
     @abstractmethod
     def local(

@@ -20,6 +20,7 @@ from ccdp.analyses.base import (
     CountsPart,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.cells import counts_part, sort_key
@@ -131,6 +132,12 @@ class Count(Analysis[CountParams]):
     params_model: ClassVar[type[AnalysisParams]] = CountParams
     result_model: ClassVar[type[CountResult]] = CountResult
 
+    def summary_parts(self, params: CountParams, request: dict) -> dict[str, PartSpec]:
+        return {
+            "cells": PartSpec("counts", dims=tuple(params.by), counts=("n",)),
+            "total": PartSpec("counts", dims=(), counts=("n",)),
+        }
+
     def columns(self, params: CountParams) -> list[str]:
         return list(params.by)
 
@@ -183,6 +190,12 @@ class Crosstab(Count):
     name: ClassVar[str] = "crosstab"
     params_model: ClassVar[type[AnalysisParams]] = CrosstabParams
     result_model: ClassVar[type[CountResult]] = CrosstabResult
+
+    def summary_parts(self, params: CountParams, request: dict) -> dict[str, PartSpec]:
+        parts = super().summary_parts(params, request)
+        for var in params.by if len(params.by) > 1 else []:
+            parts[f"margin:{var}"] = PartSpec("counts", dims=(var,), counts=("n",))
+        return parts
 
     def local(
         self,

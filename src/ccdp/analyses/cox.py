@@ -40,7 +40,13 @@ from ccdp.analyses._coxcore import (
     n_moments,
     partial_likelihood,
 )
-from ccdp.analyses._design import describe, design_matrix, level_counts, make_design
+from ccdp.analyses._design import (
+    describe,
+    describe_spec,
+    design_matrix,
+    level_counts,
+    make_design,
+)
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import (
@@ -52,6 +58,7 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
+    PartSpec,
     Records,
     Summary,
 )
@@ -323,6 +330,27 @@ class Cox(Analysis):
 
     def start(self, params: AnalysisParams) -> Continue:
         return Continue(request={"step": "describe"})
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        """Describe: levels and moments; a step: the model and (across nodes) the risk sets,
+        with one moment block (`a`, `e`) and one covariate sum (`sx`) per row and time."""
+        assert isinstance(params, CoxParams)
+        if request.get("step") == "describe":
+            return describe_spec(params.covariates)
+        parts = {"model": PartSpec("aggregate")}
+        if params.within_node():
+            return parts
+        p = len(request.get("beta") or [])
+        q = n_moments(p)
+        blocks = {"d": 0, "a": q, "sx": p, **({"e": q} if params.ties == "efron" else {})}
+        parts["risk_sets"] = PartSpec(
+            "event_times",
+            group_by=tuple(params.local_strata()),
+            columns=tuple(blocks),
+            count_columns=("d",),
+            widths=tuple(blocks.items()),
+        )
+        return parts
 
     def local(
         self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict

@@ -25,6 +25,7 @@ from scipy.special import chdtrc, expit, gammaln
 
 from ccdp.analyses._design import (
     describe,
+    describe_spec,
     design_matrix,
     level_counts,
     make_design,
@@ -40,6 +41,7 @@ from ccdp.analyses.base import (
     Continue,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.errors import AnalysisError, InsufficientData
@@ -159,6 +161,13 @@ class _GLM(Analysis):
     """The federated Newton–Raphson loop; subclasses give the family."""
 
     family: ClassVar[str]
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        """Describe: levels and moments; a Newton step: the model's sums."""
+        assert isinstance(params, GLMParams)
+        if request.get("step") == "describe":
+            return describe_spec(params.covariates)
+        return {"model": PartSpec("aggregate")}
 
     # --- family-specific pieces -------------------------------------------------------------
     @abstractmethod

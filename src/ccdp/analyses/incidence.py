@@ -26,6 +26,7 @@ from ccdp.analyses.base import (
     CountsPart,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.cells import counts_part, native, sort_key
@@ -219,6 +220,15 @@ class Incidence(Analysis[IncidenceParams]):
     name: ClassVar[str] = "incidence"
     params_model: ClassVar[type[AnalysisParams]] = IncidenceParams
 
+    def summary_parts(self, params: IncidenceParams, request: dict) -> dict[str, PartSpec]:
+        dims = tuple(b for b in params.by if b != "age_group")
+        return {
+            "cases": PartSpec("counts", dims=(*dims, "age_group"), counts=("cases",)),
+            "totals": PartSpec("counts", dims=tuple(params.by), counts=("cases",)),
+            "population": PartSpec("counts", dims=(*params.pop_by, "age_group"), counts=()),
+            YEARS: PartSpec("counts", dims=("diagnosis_year",), counts=()),
+        }
+
     def check_cohort(self, variables: set[str]) -> None:
         """Denominators follow country, sex, year and age group only: a cohort cut finer than
         those would divide part of the cases by all of the person-years."""
@@ -307,7 +317,7 @@ def _period_covered(summaries: dict[str, Summary]) -> list[int] | None:
         int(c["diagnosis_year"])
         for s in summaries.values()
         if YEARS in s.parts
-        for c in s.parts[YEARS].cells  # type: ignore[union-attr]
+        for c in s.counts(YEARS).cells
     ]
     return [min(years), max(years)] if years else None
 
@@ -318,7 +328,7 @@ def _pool(
     """Sum a value over nodes per cell; None (suppressed somewhere) wins."""
     out: dict[tuple, Any] = {}
     for s in summaries.values():
-        for cell in s.parts[part].cells:  # type: ignore[union-attr]
+        for cell in s.counts(part).cells:
             key = tuple(cell.get(d) for d in dims)
             v, prev = cell.get(value), out.get(key, 0)
             out[key] = None if v is None or prev is None else prev + v

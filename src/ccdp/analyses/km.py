@@ -31,6 +31,7 @@ from ccdp.analyses.base import (
     Done,
     EventTimesPart,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.cells import label_key
@@ -218,6 +219,14 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
     )
 
 
+def event_table_spec(by: list[str]) -> dict[str, PartSpec]:
+    """The one part KM and log-rank send: `events`, counts of events and censorings."""
+    counts = ("events", "censored")
+    return {
+        "events": PartSpec("event_times", group_by=tuple(by), columns=counts, count_columns=counts)
+    }
+
+
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
     """Add the nodes' event-time tables: one row per (group, time), sorted."""
     tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
@@ -307,6 +316,10 @@ class KaplanMeier(Analysis):
 
     name: ClassVar[str] = "km"
     params_model: ClassVar[type[AnalysisParams]] = KMParams
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, KMParams)
+        return event_table_spec(params.by)
 
     def columns(self, params: AnalysisParams) -> list[str]:
         assert isinstance(params, KMParams)

@@ -23,12 +23,13 @@ from ccdp.analyses.base import (
     AnalysisResult,
     Done,
     NodeData,
+    PartSpec,
     Summary,
 )
 from ccdp.analyses.cells import label_key
 from ccdp.analyses.errors import AnalysisError
 from ccdp.analyses.event_data import SurvivalOutcome, TimeUnit, survival_columns
-from ccdp.analyses.km import event_table_part, pooled_event_table
+from ccdp.analyses.km import event_table_part, event_table_spec, pooled_event_table
 from ccdp.cohort.variables import check_variables
 
 
@@ -116,6 +117,10 @@ class Logrank(Analysis):
 
     name: ClassVar[str] = "logrank"
     params_model: ClassVar[type[AnalysisParams]] = LogrankParams
+
+    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+        assert isinstance(params, LogrankParams)
+        return event_table_spec(params.by)
 
     def columns(self, params: AnalysisParams) -> list[str]:
         assert isinstance(params, LogrankParams)

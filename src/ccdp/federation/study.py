@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisParams, AnalysisResult, Summary
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Summary
 from ccdp.analyses.errors import MalformedSummary
 from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
@@ -234,7 +234,7 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
             ans = answers.get(name) or Answer(
                 task_id=task.task_id, node=name, status="failed", reason="no answer"
             )
-            ans, summary = _received(ans)  # the transport delivered it off the wire
+            ans, summary = _received(ans, analysis, params, request)  # off the wire
             if summary is not None:
                 summaries[name] = summary
                 statuses[name] = NodeStatus(status="answered", reason=ans.reason)
@@ -278,13 +278,18 @@ def _minimum(spec: StudySpec, targets: list[str]) -> int:
     return spec.min_nodes
 
 
-def _received(ans: Answer) -> tuple[Answer, Summary | None]:
+def _received(
+    ans: Answer, analysis: Analysis, params: AnalysisParams, request: dict[str, Any]
+) -> tuple[Answer, Summary | None]:
     """The answer and its summary as the coordinator can use them: a malformed summary (ragged
-    or non-finite arrays, unknown parts) makes it a `failed` answer saying why, never a result."""
+    or non-finite arrays, negative counts, parts other than the analysis sends) makes it a
+    `failed` answer saying why, never a result."""
     if ans.status != "answered" or ans.summary is None:
         return ans, None
     try:
-        return ans, Summary.from_dict(ans.summary)
+        summary = Summary.from_dict(ans.summary)
+        analysis.check_summary(summary, params, request)
+        return ans, summary
     except MalformedSummary as exc:
         why = f"node {ans.node} sent a malformed summary: {exc}"
         return ans.model_copy(update={"status": "failed", "reason": why, "summary": None}), None

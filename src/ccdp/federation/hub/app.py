@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp import __version__
 from ccdp.analyses.errors import MalformedSummary
@@ -25,6 +27,7 @@ from ccdp.federation import resultfile
 from ccdp.federation.hub.docs import mount_docs
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
 from ccdp.federation.hub.service import Conflict, Hub, NotFound, Principal, Recorded
+from ccdp.federation.hub.wirecheck import BodyGate, MiB
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
 bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
@@ -79,8 +82,51 @@ class NewToken(Strict):
     token: str
 
 
-def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
-    """The ASGI app over `hub`; `executor` validates and runs studies."""
+MAX_BODY = 1 * MiB  # a study spec, a heartbeat, a new node: small
+MAX_ANSWER_BODY = 16 * MiB  # a node's answer or an imported result file (event-time tables)
+LARGE_BODY_ROUTES = ("/api/node/answers", "/api/admin/import")
+MAX_DETAIL = 500  # characters of an error's summary line: an input is never echoed in full
+
+
+def one_line(text: str) -> str:
+    """An error message as one line of bounded length (a long input it quotes is cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_DETAIL else flat[: MAX_DETAIL - 1] + "…"
+
+
+def error_body(detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every refusal of the hub: `detail`, one line saying what is wrong, and `errors`, each
+    with the `loc` (where) and `msg` (what), never the value that was sent."""
+    return {"detail": one_line(detail), "errors": errors or []}
+
+
+def validation_body(exc: RequestValidationError) -> dict[str, Any]:
+    """FastAPI's validation errors without their `input` (it may be huge or a secret)."""
+    errors = []
+    for err in exc.errors():
+        msg = one_line(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        loc = [p if isinstance(p, int) else str(p)[:64] for p in err["loc"]]
+        errors.append({"loc": loc, "msg": msg})
+    if not errors:
+        return error_body("the request is invalid")
+    first = errors[0]
+    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return error_body(detail, errors)
+
+
+def create_app(
+    hub: Hub,
+    executor: StudyExecutor,
+    poll: float = 0.5,
+    max_body: int = MAX_BODY,
+    max_answer_body: int = MAX_ANSWER_BODY,
+) -> FastAPI:
+    """The ASGI app over `hub`; `executor` validates and runs studies. Request bodies are
+    limited to `max_body` bytes, node answers and result-file imports to `max_answer_body`."""
+    if max_body < 1 or max_answer_body < 1:
+        raise ValueError("body limits must be positive numbers of bytes")
     runner = StudyRunner(hub, executor, poll=poll)
 
     @asynccontextmanager
@@ -102,12 +148,32 @@ def create_app(hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> FastAPI:
     mount_docs(app)
     app.state.hub, app.state.runner = hub, runner
 
+    def limit_for(path: str) -> int:
+        return max_answer_body if path in LARGE_BODY_ROUTES else max_body
+
+    app.add_middleware(BodyGate, limit_for=limit_for)
+
     @app.exception_handler(CcdpError)
     async def _ccdp_error(_req: Request, exc: CcdpError) -> JSONResponse:
         code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
+        errors = None
         if isinstance(exc, SpecError | MalformedSummary):
             code = 422
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+            errors = [{"loc": ["body"], "msg": one_line(str(exc))}]
+        return JSONResponse(error_body(str(exc), errors), status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(exc), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {req.url.path[:200]}"
+        elif exc.status_code == 405:
+            detail = f"{req.method[:20]} is not allowed on {req.url.path[:200]}"
+        return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
 
     def principal(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

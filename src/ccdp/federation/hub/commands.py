@@ -40,11 +40,35 @@ def serve(
     port: int = typer.Option(8700, "--port", help="TCP port to listen on."),
     certfile: Path | None = typer.Option(None, "--certfile", help="TLS certificate (PEM)."),
     keyfile: Path | None = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
+    max_body_mib: float = typer.Option(
+        1.0,
+        "--max-body-mib",
+        min=0.001,
+        help="Largest request body in MiB (study specs, heartbeats, admin requests); "
+        "a larger one is refused with 413 before it is read.",
+    ),
+    max_answer_mib: float = typer.Option(
+        16.0,
+        "--max-answer-mib",
+        min=0.001,
+        help="Largest node answer or imported result file in MiB (event-time tables of "
+        "large cohorts need more than a study spec); a larger one is refused with 413.",
+    ),
 ) -> None:
     """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
     from ccdp.federation.hub.server import serve as run
+    from ccdp.federation.hub.wirecheck import MiB
 
-    run(_db(db), host=host, port=port, certfile=certfile, keyfile=keyfile, log_level="warning")
+    run(
+        _db(db),
+        host=host,
+        port=port,
+        certfile=certfile,
+        keyfile=keyfile,
+        log_level="warning",
+        max_body=int(max_body_mib * MiB),
+        max_answer_body=int(max_answer_mib * MiB),
+    )
 
 
 @hub_app.command("add-node")

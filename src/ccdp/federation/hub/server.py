@@ -24,11 +24,14 @@ def serve(
     executor: StudyExecutor | None = None,
     poll: float = 0.5,
     log_level: str = "warning",
+    max_body: int | None = None,
+    max_answer_body: int | None = None,
 ) -> None:
-    """Open (and migrate) the database, then serve until interrupted."""
+    """Open (and migrate) the database, then serve until interrupted; the body limits (bytes)
+    default to create_app's."""
     import uvicorn
 
-    from ccdp.federation.hub.app import create_app
+    from ccdp.federation.hub.app import MAX_ANSWER_BODY, MAX_BODY, create_app
 
     if (certfile is None) != (keyfile is None):
         raise HubServeError("TLS needs both --certfile and --keyfile")
@@ -40,7 +43,13 @@ def serve(
 
         executor = SpecExecutor()
     hub = Hub(open_database(db_url))
-    app = create_app(hub, executor, poll=poll)
+    app = create_app(
+        hub,
+        executor,
+        poll=poll,
+        max_body=max_body or MAX_BODY,
+        max_answer_body=max_answer_body or MAX_ANSWER_BODY,
+    )
     config = uvicorn.Config(
         app,
         host=host,

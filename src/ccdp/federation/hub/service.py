@@ -11,15 +11,19 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ccdp.analyses.base import Summary
+from ccdp.analyses import registry
+from ccdp.analyses.base import Analysis, Summary
+from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.models import (
@@ -146,12 +150,24 @@ def task_fingerprint(task: dict[str, Any]) -> str:
     return json.dumps(keep, sort_keys=True)
 
 
-class Hub:
-    """The hub's state and rules, over a SQLAlchemy session factory."""
+def registered_analysis(name: str) -> Analysis | None:
+    """The registered analysis called `name`, or None (a stand-in the registry does not know:
+    its answers are checked for form only)."""
+    return registry.get(name) if name in registry.names() else None
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+
+class Hub:
+    """The hub's state and rules, over a SQLAlchemy session factory. `analyses` finds the
+    analysis a task asked for, whose `check_summary` judges the answers to it on receipt."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        analyses: Callable[[str], Analysis | None] = registered_analysis,
+    ) -> None:
         self.sessions = sessions
         self.waker = Waker()
+        self.analyses = analyses
 
     # ---- audit -------------------------------------------------------------------------
     @staticmethod
@@ -522,8 +538,12 @@ class Hub:
     def record_answer(self, node_id: int, answer: Answer, source: str = "http") -> Recorded:
         """Store a node's answer once. The same answer again is a no-op; a different one is a
         conflict; one after the round closed (deadline passed) is kept, flagged late, not used.
-        A summary that is not well formed (MalformedSummary: ragged or non-finite arrays...) is
-        refused before anything is stored."""
+        A summary that is not well formed (MalformedSummary: ragged or non-finite arrays,
+        negative counts...), an `answered` one without a summary, or one that is not what the
+        task's analysis sends, is refused before anything is stored: the task stays open for
+        the node to post a correct answer, and the other nodes' answers are untouched."""
+        if answer.status == "answered" and not answer.summary:
+            raise MalformedSummary("an answered answer needs a summary with at least one part")
         if answer.summary is not None:
             Summary.from_dict(answer.summary)
         try:
@@ -542,6 +562,10 @@ class Hub:
             assert node is not None
             if answer.node != node.name:
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
+            rnd = s.get(RoundRow, task.round_id)
+            assert rnd is not None
+            if answer.summary is not None:
+                self._check_summary(rnd.task, answer.summary)
             held = s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
             if held is not None:
                 if held.digest != digest:
@@ -549,8 +573,6 @@ class Hub:
                 return Recorded("duplicate", task.id)
             if answer.audit_head is not None:
                 self._move_head(s, node, answer.audit_head, "answer")
-            rnd = s.get(RoundRow, task.round_id)
-            assert rnd is not None
             late = rnd.closed_at is not None or utcnow() > rnd.deadline
             s.add(
                 AnswerRow(
@@ -576,6 +598,17 @@ class Hub:
             study_id = rnd.study_id
         self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")
         return Recorded("late" if late else "accepted", task.id)
+
+    def _check_summary(self, task: dict[str, Any], summary: dict[str, Any]) -> None:
+        """MalformedSummary unless `summary` is what the task's analysis sends for its request."""
+        analysis = self.analyses(str(task.get("analysis")))
+        if analysis is None:
+            return
+        try:
+            params = analysis.params_model.model_validate(task.get("params") or {})
+        except ValidationError as exc:  # validated at submission: the analysis changed since
+            raise Conflict(f"task parameters no longer valid for {analysis.name}: {exc}") from None
+        analysis.check_summary(Summary.from_dict(summary), params, task.get("request") or {})
 
     def round_state(self, round_id: int) -> tuple[bool, datetime]:
         """(every task has an answer, deadline)."""
