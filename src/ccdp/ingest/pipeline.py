@@ -438,17 +438,31 @@ def _write_quarantine(
     *,
     replace_own: bool = True,
 ) -> None:
-    """Quarantine every failing row with its raw text and all its reasons; earlier quarantine
-    entries for the same keys or the same source rows are replaced (re-ingest is idempotent),
-    those of this very ingest too unless `replace_own` is false (a stored row re-checked must
-    not drop the entry of the new version of it that this ingest just quarantined)."""
+    """Quarantine every failing row with its raw text and all its reasons.
+
+    Open entries for the keys or source rows of this ingest are settled first: those of rows
+    failing again are replaced (re-ingest is idempotent), those of rows now accepted are marked
+    resolved by this ingest and kept, so the data manager sees what her fixes cleared. Entries
+    of this very ingest are left alone unless `replace_own` (a stored row re-checked must not
+    drop the entry of the new version of it that this ingest just quarantined)."""
     name = tdef.name
-    if any_row(con, "quarantine", f"table_name = {lit(name)}"):
+    if any_row(con, "quarantine", f"table_name = {lit(name)} AND resolved_at IS NULL"):
         own = "" if replace_own else f"q.ingest_id <> {lit(ingest_id)} AND "
+        open_entry = f"q.table_name = {lit(name)} AND q.resolved_at IS NULL AND {own}"
+
+        def same_row(rows: str) -> str:
+            return (
+                f"(q.record_key IN (SELECT {key} FROM {rows} r WHERE {key} <> '') OR EXISTS "
+                f"(SELECT 1 FROM {rows} r WHERE r._source_file = q.source_file "
+                "AND r._source_row = q.source_row))"
+            )
+
+        failing = f"(SELECT r.* FROM {w} r SEMI JOIN {err} e ON r._row = e._row)"
+        con.execute(f"DELETE FROM quarantine q WHERE {open_entry}{same_row(failing)}")
+        accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
         con.execute(
-            f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND {own}(q.record_key IN "
-            f"(SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM {w} r "
-            "WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
+            f"UPDATE quarantine q SET resolved_at = CAST(current_timestamp AS TIMESTAMP), "
+            f"resolved_by = {lit(ingest_id)} WHERE {open_entry}{same_row(accepted)}"
         )
     if not any_row(con, err):
         return
