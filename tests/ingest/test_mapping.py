@@ -453,3 +453,34 @@ def test_mapping_may_not_read_outside_the_export_folder(site: Path, ccdp) -> Non
 def load_mapping_text(text: str, site: Path):
     (site / "spec.yaml").write_text(text, encoding="utf-8")
     return load_mapping(site / "spec.yaml")
+
+
+def test_mapped_ids_are_pseudonymised_consistently_and_quarantine_keeps_the_source_key(
+    site: Path,
+) -> None:
+    """The tumour file's ids (and event ids made from them) are site values: with identifiers
+    in the mapping they are pseudonymised; quarantine names the row by the site's own id."""
+    from ccdp.ingest.pipeline import ingest_frames
+    from ccdp.ingest.pseudonym import pseudonym
+    from ccdp.ingest.quarantine import quarantine_rows
+    from ccdp.store import NodeStore
+    from ccdp.store.config import pseudonym_key
+
+    store = site.parent / "node.duckdb"
+    frames = apply_mapping(load_mapping(site / "map.yaml"), site)
+    report = ingest_frames(store, frames, str(site), progress=False, today=dt.date(2024, 1, 1))
+    assert report.pseudonymised
+    key = pseudonym_key(store, create=False)
+    with NodeStore(store, read_only=True) as s:
+        tumour_ids = set(s.read("tumour")["tumour_id"])
+        event_ids = set(s.read("event")["event_id"])
+        event_tumours = set(s.read("event")["tumour_id"])
+    assert tumour_ids == {pseudonym(key, "T1")}  # T2 and T3 are quarantined
+    assert event_ids == {pseudonym(key, "T1-R1"), pseudonym(key, "T1-R2")}
+    assert event_tumours == tumour_ids
+    entries = {r["source_key"]: r for r in quarantine_rows(store, "tumour")}
+    assert set(entries) == {"T2", "T3"}
+    assert entries["T3"]["key"] == pseudonym(key, "T3") == entries["T3"]["raw"]["tumour_id"]
+    assert entries["T3"]["source_file"] == "tumeurs.csv" and entries["T3"]["source_row"] == 3
+    (event,) = quarantine_rows(store, "event")
+    assert event["source_key"] == "T3-R1" and event["key"] == pseudonym(key, "T3-R1")

@@ -34,8 +34,8 @@ from ccdp.ingest.native import (
 )
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
-from ccdp.ingest.typed import any_row, lit, q, raw_column, work_select
-from ccdp.model import TableDef, load_model
+from ccdp.ingest.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
+from ccdp.model import FieldDef, TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, topological
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
@@ -159,7 +159,7 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
 
 def _native_sources(folder: str | Path) -> list[RawSource]:
     """Native CSVs, parsed by DuckDB straight into the work tables (no pandas on the way); an
-    `identifiers.csv` beside them means direct identifiers: every patient_id is pseudonymised."""
+    `identifiers.csv` beside them means direct identifiers: every identifier is pseudonymised."""
     identified = native_identifiers(folder) is not None
     return [
         RawSource(
@@ -291,19 +291,19 @@ def _load_work(
     """Materialise each source, typed, as temp table `w_<table>` in one pass; returns the
     relation edits and writes read for each table (the table, or a view adding provenance)."""
     model = load_model()
-    replace = {"patient_id": pseudonym_sql(key)} if key is not None else None
     work: dict[str, str] = {}
     for s in sources:
         step(f"reading {s.table}")
         tdef = model.table(s.table)
         if s.register:
             s.register(con)
+        # every key built from site values (a tumour id may be a dossier number), with the same
+        # HMAC everywhere, so that a foreign key still meets the key it refers to
+        replace = (
+            {f: pseudonym_sql(key) for f in tdef.identifier_fields} if key is not None else None
+        )
         sql = work_select(
-            tdef,
-            s.relation,
-            s.columns,
-            provenance=s.provenance,
-            replace_raw=replace if "patient_id" in tdef.field_names else None,
+            tdef, s.relation, s.columns, provenance=s.provenance, replace_raw=replace or None
         )
         name = f"w_{s.table}"
         try:
@@ -376,7 +376,9 @@ def _write(
             f"INSERT INTO main.{q(name)} ({cols}) SELECT {', '.join(exprs)}, r._source_file, "
             f"r._source_row, {lit(ingest_id)} FROM {accepted} r{joins}"
         )
-        _write_quarantine(con, tdef, w, err, key, ingest_id)
+        _write_quarantine(
+            con, tdef, w, err, key, ingest_id, source_key=_source_key(tdef, report.pseudonymised)
+        )
         _write_flags(con, tdef, w, err, key, ingest_id)
         counts = con.execute(
             f"SELECT (SELECT count(*) FROM {w}), (SELECT count(*) FROM {err}), "
@@ -428,6 +430,17 @@ def _recheck(
     report.requarantined = sum(t.requarantined for t in report.tables.values())
 
 
+def _source_key(tdef: TableDef, pseudonymised: bool) -> str:
+    """SQL of a work row's key as the site wrote it (before any pseudonym), for quarantine."""
+    if not pseudonymised or not set(tdef.primary_key) & set(tdef.identifier_fields):
+        return key_expr(tdef)
+
+    def column(f: FieldDef) -> str:
+        return f.name + SOURCE_SUFFIX if f.identifier else raw_column(f)
+
+    return key_expr(tdef, column=column)
+
+
 def _write_quarantine(
     con: duckdb.DuckDBPyConnection,
     tdef: TableDef,
@@ -437,6 +450,7 @@ def _write_quarantine(
     ingest_id: str,
     *,
     replace_own: bool = True,
+    source_key: str = "NULL",
 ) -> None:
     """Quarantine every failing row with its raw text and all its reasons.
 
@@ -444,7 +458,8 @@ def _write_quarantine(
     failing again are replaced (re-ingest is idempotent), those of rows now accepted are marked
     resolved by this ingest and kept, so the data manager sees what her fixes cleared. Entries
     of this very ingest are left alone unless `replace_own` (a stored row re-checked must not
-    drop the entry of the new version of it that this ingest just quarantined)."""
+    drop the entry of the new version of it that this ingest just quarantined). `source_key` is
+    SQL of the key as the site wrote it (NULL for stored rows, whose source text is gone)."""
     name = tdef.name
     if any_row(con, "quarantine", f"table_name = {lit(name)} AND resolved_at IS NULL"):
         own = "" if replace_own else f"q.ingest_id <> {lit(ingest_id)} AND "
@@ -478,8 +493,9 @@ def _write_quarantine(
     )
     con.execute(
         f"INSERT INTO quarantine (ingest_id, table_name, source_file, source_row, record_key, "
-        f"edit_ids, fields, messages, reasons, raw) SELECT {lit(ingest_id)}, {lit(name)}, "
-        f"r._source_file, r._source_row, {key}, g.edit_ids, g.fields, g.messages, "
+        f"source_key, edit_ids, fields, messages, reasons, raw) SELECT {lit(ingest_id)}, "
+        f"{lit(name)}, r._source_file, r._source_row, {key}, {source_key}, g.edit_ids, g.fields, "
+        "g.messages, "
         f"CAST(g.reasons AS VARCHAR), CAST(json_object({raw}) AS VARCHAR) "
         f"FROM {w} r JOIN ({reasons}) g ON g._row = r._row ORDER BY r._row"
     )
