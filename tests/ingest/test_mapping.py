@@ -484,3 +484,39 @@ def test_mapped_ids_are_pseudonymised_consistently_and_quarantine_keeps_the_sour
     assert entries["T3"]["source_file"] == "tumeurs.csv" and entries["T3"]["source_row"] == 3
     (event,) = quarantine_rows(store, "event")
     assert event["source_key"] == "T3-R1" and event["key"] == pseudonym(key, "T3-R1")
+
+
+def test_an_optional_field_whose_column_is_absent_is_null_and_reported(site: Path, ccdp) -> None:
+    """A registry that does not record immunophenotype or laterality: the mapping still names
+    the columns (one spec for several exports); the fields are null and the report says so."""
+    from ccdp.ingest.pipeline import ingest_frames
+    from ccdp.store import NodeStore
+
+    text = MAPPING.replace(
+        "      wbc_at_diagnosis:",
+        "      immunophenotype: {column: immuno, values: {B: b_precursor}}\n"
+        "      laterality: cote\n"
+        "      wbc_at_diagnosis:",
+    )
+    (site / "opt.yaml").write_text(text, encoding="utf-8")
+    frames = apply_mapping(load_mapping(site / "opt.yaml"), site)
+    assert frames.absent_columns == {"tumour": ["laterality", "immunophenotype"]}
+    assert frames["tumour"]["immunophenotype"].isna().all()
+    store = site.parent / "node.duckdb"
+    report = ingest_frames(store, frames, str(site), progress=False, today=dt.date(2024, 1, 1))
+    assert report.absent_columns == {"tumour": ["laterality", "immunophenotype"]}
+    assert report.accepted > 0
+    with NodeStore(store, read_only=True) as s:
+        stored = s.read("tumour")
+    assert len(stored) and stored["immunophenotype"].isna().all()
+    out = ccdp("ingest", site, "--mapping", site / "opt.yaml", "--store", store, "--json")
+    assert json.loads(out.stdout)["absent_columns"] == {"tumour": ["laterality", "immunophenotype"]}
+
+
+def test_a_required_field_whose_column_is_absent_names_file_column_and_key(
+    site: Path,
+) -> None:
+    msg = bad(site, "morphology: morpho", "morphology: morfo")
+    assert "tumeurs.csv" in msg and "column 'morfo' is not in source 'tumours'" in msg
+    assert "(key tables.tumour.fields.morphology)" in msg and "a required field" in msg
+    assert "(did you mean 'morpho'?)" in msg

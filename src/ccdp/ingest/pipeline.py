@@ -109,8 +109,11 @@ class RawSource:
 
 
 # -- sources ---------------------------------------------------------------------------------
-def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSource]:
-    """Check DataFrames against the model and wrap them as sources (registered at load time)."""
+def _frame_sources(
+    frames: dict[str, pd.DataFrame], source: str, absent: dict[str, list[str]]
+) -> list[RawSource]:
+    """Check DataFrames against the model and wrap them as sources (registered at load time);
+    `absent` fields count as left out even if the frame has an empty column for them."""
     model = load_model()
     out: list[RawSource] = []
     for table, frame in frames.items():
@@ -141,7 +144,7 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
         out.append(
             RawSource(
                 table=table,
-                columns={str(c) for c in df.columns},
+                columns={str(c) for c in df.columns} - set(absent.get(table, [])),
                 relation=q(view),
                 name=f"{source}: table {table}",
                 identifiers=any(str(c).startswith(IDENTIFIER_PREFIX) for c in df.columns),
@@ -183,10 +186,17 @@ def ingest_frames(
     *,
     progress: bool = True,
     today: date | None = None,
+    absent_columns: dict[str, list[str]] | None = None,
 ) -> IngestReport:
     """Ingest text frames (native canonical form, `_source_file`/`_source_row` columns) into the
-    store; `_identifier_*` columns trigger pseudonymisation and are never stored."""
-    return _ingest(store_path, _frame_sources(frames, source), source, progress, today)
+    store; `_identifier_*` columns trigger pseudonymisation and are never stored.
+
+    `absent_columns` (by default those `apply_mapping` found missing from the export) are
+    fields the source does not record: stored as null and listed in the report."""
+    if absent_columns is None:
+        absent_columns = getattr(frames, "absent_columns", None) or {}
+    sources = _frame_sources(frames, source, absent_columns)
+    return _ingest(store_path, sources, source, progress, today)
 
 
 def ingest_native(
