@@ -517,3 +517,70 @@ def test_mapping_may_not_read_outside_the_export_folder(site: Path, ccdp) -> Non
 def load_mapping_text(text: str, site: Path):
     (site / "spec.yaml").write_text(text, encoding="utf-8")
     return load_mapping(site / "spec.yaml")
+
+
+def test_mapped_ids_are_pseudonymised_consistently_and_quarantine_keeps_the_source_key(
+    site: Path,
+) -> None:
+    """The tumour file's ids (and event ids made from them) are site values: with identifiers
+    in the mapping they are pseudonymised; quarantine names the row by the site's own id."""
+    from ccdp.ingest.pipeline import ingest_frames
+    from ccdp.ingest.pseudonym import pseudonym
+    from ccdp.ingest.quarantine import quarantine_rows
+    from ccdp.store import NodeStore
+    from ccdp.store.config import pseudonym_key
+
+    store = site.parent / "node.duckdb"
+    frames = apply_mapping(load_mapping(site / "map.yaml"), site)
+    report = ingest_frames(store, frames, str(site), progress=False, today=dt.date(2024, 1, 1))
+    assert report.pseudonymised
+    key = pseudonym_key(store, create=False)
+    with NodeStore(store, read_only=True) as s:
+        tumour_ids = set(s.read("tumour")["tumour_id"])
+        event_ids = set(s.read("event")["event_id"])
+        event_tumours = set(s.read("event")["tumour_id"])
+    assert tumour_ids == {pseudonym(key, "T1")}  # T2 and T3 are quarantined
+    assert event_ids == {pseudonym(key, "T1-R1"), pseudonym(key, "T1-R2")}
+    assert event_tumours == tumour_ids
+    entries = {r["source_key"]: r for r in quarantine_rows(store, "tumour")}
+    assert set(entries) == {"T2", "T3"}
+    assert entries["T3"]["key"] == pseudonym(key, "T3") == entries["T3"]["raw"]["tumour_id"]
+    assert entries["T3"]["source_file"] == "tumeurs.csv" and entries["T3"]["source_row"] == 3
+    (event,) = quarantine_rows(store, "event")
+    assert event["source_key"] == "T3-R1" and event["key"] == pseudonym(key, "T3-R1")
+
+
+def test_an_optional_field_whose_column_is_absent_is_null_and_reported(site: Path, ccdp) -> None:
+    """A registry that does not record immunophenotype or laterality: the mapping still names
+    the columns (one spec for several exports); the fields are null and the report says so."""
+    from ccdp.ingest.pipeline import ingest_frames
+    from ccdp.store import NodeStore
+
+    text = MAPPING.replace(
+        "      wbc_at_diagnosis:",
+        "      immunophenotype: {column: immuno, values: {B: b_precursor}}\n"
+        "      laterality: cote\n"
+        "      wbc_at_diagnosis:",
+    )
+    (site / "opt.yaml").write_text(text, encoding="utf-8")
+    frames = apply_mapping(load_mapping(site / "opt.yaml"), site)
+    assert frames.absent_columns == {"tumour": ["laterality", "immunophenotype"]}
+    assert frames["tumour"]["immunophenotype"].isna().all()
+    store = site.parent / "node.duckdb"
+    report = ingest_frames(store, frames, str(site), progress=False, today=dt.date(2024, 1, 1))
+    assert report.absent_columns == {"tumour": ["laterality", "immunophenotype"]}
+    assert report.accepted > 0
+    with NodeStore(store, read_only=True) as s:
+        stored = s.read("tumour")
+    assert len(stored) and stored["immunophenotype"].isna().all()
+    out = ccdp("ingest", site, "--mapping", site / "opt.yaml", "--store", store, "--json")
+    assert json.loads(out.stdout)["absent_columns"] == {"tumour": ["laterality", "immunophenotype"]}
+
+
+def test_a_required_field_whose_column_is_absent_names_file_column_and_key(
+    site: Path,
+) -> None:
+    msg = bad(site, "morphology: morpho", "morphology: morfo")
+    assert "tumeurs.csv" in msg and "column 'morfo' is not in source 'tumours'" in msg
+    assert "(key tables.tumour.fields.morphology)" in msg and "a required field" in msg
+    assert "(did you mean 'morpho'?)" in msg

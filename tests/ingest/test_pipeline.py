@@ -397,7 +397,8 @@ def test_fixed_rows_leave_quarantine_on_reingest(tmp_path: Path) -> None:
     written["patient"].write_text(text.replace("P000,?,", "P000,male,"), encoding="utf-8")
     again = ingest_native(store, out, progress=False, today=TODAY)
     assert again.quarantined == 0 and again.accepted == 7
-    assert len(quarantine(store)) == 0
+    entries = quarantine(store)
+    assert len(entries) == 7 and set(entries["resolved_by"]) == {again.ingest_id}
     with NodeStore(store, read_only=True) as s:
         assert s.count("tumour") == len(rows["tumour"])
 
@@ -599,3 +600,65 @@ def test_control_characters_in_key_fields_are_quarantined_with_field_and_rule(
             assert bad == 0, (table, column)
     finally:
         con.close()
+
+
+def test_every_identifier_is_pseudonymised_and_foreign_keys_still_join(tmp_path: Path) -> None:
+    """A native export with direct identifiers: tumour, event, treatment and specimen ids are
+    site values too (often the dossier number), so they get pseudonyms like patient ids."""
+    from ccdp.ingest.quarantine import export_quarantine
+
+    rows = edited(clean_registry(), "tumour", 1, topography="C62.9")  # T001 quarantined
+    folder = write_native(tmp_path / "site", rows)
+    ids = "patient_id,family_name\n" + "".join(
+        f"{r['patient_id']},Nom{i}\n" for i, r in enumerate(rows["patient"])
+    )
+    (folder / "identifiers.csv").write_text(ids, encoding="utf-8")
+    store = tmp_path / "node.duckdb"
+    report = ingest_native(store, folder, progress=False, today=TODAY)
+    assert report.pseudonymised and report.quarantined == 5
+    key = pseudonym_key(store, create=False)
+    with NodeStore(store, read_only=True) as s:
+        tumours = s.read("tumour")
+        events, specimens = s.read("event"), s.read("specimen")
+        assert set(tumours["tumour_id"]) == {
+            pseudonym(key, r["tumour_id"]) for r in rows["tumour"] if r["tumour_id"] != "T001"
+        }
+        assert set(events["event_id"]) == {
+            pseudonym(key, r["event_id"]) for r in rows["event"] if r["tumour_id"] != "T001"
+        }
+        assert set(s.read("treatment")["treatment_id"]) == {
+            pseudonym(key, f"X{i:03d}") for i in range(6) if i != 1
+        }
+        assert set(specimens["specimen_id"]) == {
+            pseudonym(key, f"S{i:03d}") for i in range(6) if i != 1
+        }
+        # foreign keys carry the same pseudonyms as the keys they refer to
+        for child in (events, specimens, s.read("biomarker")):
+            assert set(child["tumour_id"]) <= set(tumours["tumour_id"])
+        assert set(s.read("trial_enrolment")["patient_id"]) <= set(s.read("patient")["patient_id"])
+        dump = " ".join(s.read(t).astype(str).to_csv(index=False) for t in load_model().table_names)
+    for raw in ("T000", "E000a", "X000", "S000", "P000"):
+        assert raw not in dump
+    # the quarantine export gives the data manager the key as her system knows it
+    written = export_quarantine(store, tmp_path / "fix")
+    (tumour,) = [r for r in csv_rows(written["tumour"])]
+    assert tumour["tumour_id"] == tumour["_key"] == pseudonym(key, "T001")
+    assert tumour["_source_key"] == "T001" and tumour["_source_row"] == "2"
+    assert tumour["_source_file"] == "site/tumour.csv"
+    (biomarker,) = csv_rows(written["biomarker"])
+    assert biomarker["_source_key"] == "T001|ETV6-RUNX1|2010-02-02"
+    # fixed and ingested again (no identifiers there: the pseudonyms stay), the rows join up
+    text = written["tumour"].read_text(encoding="utf-8")
+    written["tumour"].write_text(text.replace("C62.9", "C42.1"), encoding="utf-8")
+    again = ingest_native(store, tmp_path / "fix", progress=False, today=TODAY)
+    assert (again.accepted, again.quarantined, again.pseudonymised) == (5, 0, False)
+    with NodeStore(store, read_only=True) as s:
+        assert pseudonym(key, "E001a") in set(s.read("event")["event_id"])
+        assert s.count("tumour") == 6
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -91,3 +91,24 @@ def test_read_only_needs_an_existing_store(tmp_path: Path) -> None:
             store.read("patients")
     with pytest.raises(StoreError, match="not open"):
         _ = NodeStore(tmp_path / "s.duckdb").con
+
+
+def test_a_version_1_store_gains_the_quarantine_resolution_columns(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with NodeStore(path) as store:
+        store.create()
+        for col in ("source_key", "resolved_at", "resolved_by"):
+            store.con.execute(f"ALTER TABLE quarantine DROP COLUMN {col}")
+        store.con.execute(
+            "INSERT INTO quarantine (ingest_id, table_name, record_key) "
+            "VALUES ('old', 'patient', 'P1')"
+        )
+        store.con.execute("DELETE FROM schema_version")
+        store.con.execute("INSERT INTO schema_version (model_version) VALUES (1)")
+    with NodeStore(path) as store:
+        assert store.version == load_model().version == 2
+        assert {"source_key", "resolved_at", "resolved_by"} <= set(columns(store.con, "quarantine"))
+        # the entry of the old store is kept, and open
+        assert store.con.execute("SELECT record_key, resolved_at FROM quarantine").fetchall() == [
+            ("P1", None)
+        ]

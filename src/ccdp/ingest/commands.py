@@ -63,21 +63,39 @@ def _print_report(report: object) -> None:
 def quarantine_list(
     store: Path = typer.Option(..., "--store", help="Node store (DuckDB file)."),
     table: str | None = typer.Option(None, "--table", help="Only this table."),
+    resolved: bool = typer.Option(
+        False, "--resolved", help="Show the entries a later ingest accepted instead."
+    ),
+    all_entries: bool = typer.Option(False, "--all", help="Show open and resolved entries."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """Every quarantined row: table, source file, row, key, field(s), edit id, message."""
-    from ccdp.ingest.quarantine import quarantine_rows
+    """Open quarantine entries (rows still to fix): table, file, row, key, field(s), edit id,
+    message; with --resolved or --all, also those a later ingest accepted."""
+    from ccdp.ingest.quarantine import Status, quarantine_counts, quarantine_rows
 
-    rows = quarantine_rows(store, table)
+    if resolved and all_entries:
+        raise typer.BadParameter("give --resolved or --all, not both", param_hint="--resolved")
+    status: Status = "all" if all_entries else "resolved" if resolved else "open"
+    rows = quarantine_rows(store, table, status)
     if json_out:
         typer.echo(json.dumps(rows))
         return
-    typer.echo(f"{len(rows)} quarantined row(s) in {store}")
+    counts = quarantine_counts(store, table)
+    typer.echo(
+        f"{counts['open']} open, {counts['resolved']} resolved quarantine entries in {store}"
+        + ("" if status == "open" or not rows else f" (showing {status})")
+    )
     for r in rows:
         # each message already names the file, row, field, value and edit id
-        typer.echo(f"{r['table']} {r['key'] or '(no key)'}:")
+        source = (
+            f" (source key {r['source_key']})" if r["source_key"] not in (None, r["key"]) else ""
+        )
+        done = f" resolved by ingest {r['resolved_by']}" if r["resolved_by"] else ""
+        typer.echo(f"{r['table']} {r['key'] or '(no key)'}{source}:{done}")
         for reason in r["reasons"]:
             typer.echo(f"  {reason['severity']}: {reason['message']}")
+    if counts["resolved"] and status == "open":
+        typer.echo("resolved entries: add --resolved (or --all)")
 
 
 @quarantine_app.command("export")

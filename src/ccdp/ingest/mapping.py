@@ -29,7 +29,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from ccdp.errors import SpecError
 from ccdp.ingest import convert
 from ccdp.ingest.readers import SOURCE_FILE, SOURCE_ROW, ReaderOptions, read_table
-from ccdp.ingest.specbase import StrictModel, StringLoader, close_matches, did_you_mean
+from ccdp.ingest.specbase import StrictModel, StringLoader, did_you_mean
 from ccdp.model import load_model
 from ccdp.model.schema import FieldDef, TableDef
 
@@ -492,16 +492,32 @@ def _dotted(loc: tuple) -> str:
 # ---------------------------------------------------------------------------- applying
 
 
-def apply_mapping(spec: MappingSpec, source: str | Path) -> dict[str, pd.DataFrame]:
+class MappedTables(dict[str, pd.DataFrame]):
+    """The tables a mapping built, and per table the optional fields whose column the export
+    lacks (empty, and listed by the ingest report as `absent_columns`, as for native exports)."""
+
+    def __init__(
+        self, frames: dict[str, pd.DataFrame], absent_columns: dict[str, list[str]]
+    ) -> None:
+        super().__init__(frames)
+        self.absent_columns = absent_columns
+
+
+def apply_mapping(spec: MappingSpec, source: str | Path) -> MappedTables:
     """Read the site's files and build each target table as canonical text (see module doc)."""
     run = _Run(spec, Path(source))
     model = load_model()
     out: dict[str, pd.DataFrame] = {}
+    absent: dict[str, list[str]] = {}
     for table, parts in spec.tables.items():
         tdef = model.table(table)
         frames = [run.part(tdef, part, i) for i, part in enumerate(parts)]
         out[table] = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return out
+        # absent when no part of the table found the column it maps the field from
+        missing = run.absent.get(table, set()) - run.provided.get(table, set())
+        if missing:
+            absent[table] = [f.name for f in tdef.input_fields if f.name in missing]
+    return MappedTables(out, absent)
 
 
 class _Run:
@@ -514,6 +530,9 @@ class _Run:
         self.source = source
         self.root = source if source.is_dir() else source.parent
         self._cache: dict[tuple, pd.DataFrame] = {}
+        # per table: fields mapped from a column the export lacks / fields some part provided
+        self.absent: dict[str, set[str]] = {}
+        self.provided: dict[str, set[str]] = {}
 
     # -- sources ---------------------------------------------------------------------------
     def files(self, name: str) -> list[Path]:
@@ -564,14 +583,12 @@ class _Run:
         if column in frame.columns:
             return frame[column]
         columns = [c for c in frame.columns if not c.startswith("_")]
-        hint = close_matches(column, columns)
         files = ", ".join(sorted({str(f) for f in frame[SOURCE_FILE].unique()}))
         raise MappingError(
             f"mapping file {self.spec.origin}: {what}: column {column!r} is not in source "
             f"{source!r} "
-            f"({files or self.spec.sources[source].file})"
-            + (f"; close matches: {', '.join(repr(h) for h in hint)}" if hint else "")
-            + f"; columns: {', '.join(columns[:30])}"
+            f"({files or self.spec.sources[source].file}){did_you_mean(column, columns)}"
+            f"; columns: {', '.join(columns[:30])}"
         )
 
     # -- rows ------------------------------------------------------------------------------
@@ -668,7 +685,16 @@ class _Run:
             if fs is None:
                 out[fdef.name] = _nones(frame.index)
                 continue
-            values, behaviour, other = self.field(frame, fdef, fs, part.source, what)
+            needed = fdef.required or fdef.name in tdef.primary_key
+            if fs.column is not None and fs.column not in frame.columns and not needed:
+                # an optional field the registry does not record: empty, and reported
+                out[fdef.name] = _nones(frame.index)
+                self.absent.setdefault(tdef.name, set()).add(fdef.name)
+                continue
+            self.provided.setdefault(tdef.name, set()).add(fdef.name)
+            values, behaviour, other = self.field(
+                frame, fdef, fs, part.source, what, key=_dotted((*at, "fields", fdef.name))
+            )
             out[fdef.name] = values
             if behaviour is not None:
                 split_behaviour = behaviour
@@ -693,15 +719,22 @@ class _Run:
         return out.reset_index(drop=True)
 
     def field(
-        self, frame: pd.DataFrame, fdef: FieldDef, fs: FieldSpec, source: str, what: str
+        self,
+        frame: pd.DataFrame,
+        fdef: FieldDef,
+        fs: FieldSpec,
+        source: str,
+        what: str,
+        key: str | None = None,
     ) -> tuple[pd.Series, pd.Series | None, tuple[pd.Series, pd.Series] | None]:
         """One field's canonical text (and the behaviour split off a morphology code, and for
         a date read in one day/month order that the other reads differently: text, other date).
 
         The conversion runs once per distinct value (a date column of 10^6 rows has a few
-        thousand distinct dates) and is then spread back over the rows.
+        thousand distinct dates) and is then spread back over the rows. `key` is the field's
+        place in the spec (tables.tumour.fields.morphology), named when its column is missing.
         """
-        here = f"{what}, field {fdef.name}"
+        here = f"{what}, field {fdef.name}" + (f" (key {key})" if key else "")
         if fs.constant is not None:
             raw = pd.Series(fs.constant, index=frame.index, dtype=object)
         elif fs.template is not None:
@@ -710,7 +743,8 @@ class _Run:
             return _nones(frame.index), None, None
         else:
             assert fs.column is not None  # the spec model requires one of column/constant/template
-            raw = self.require(frame, fs.column, source, here)
+            required = f"{here}, a required field" if fdef.required else here
+            raw = self.require(frame, fs.column, source, required)
         codes, uniques = pd.factorize(raw.astype(object), use_na_sentinel=True)
         codes = np.where(codes < 0, len(uniques), codes)  # the appended None stands for missing
         distinct = pd.Series([*uniques, None], dtype=object)

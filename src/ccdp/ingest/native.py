@@ -130,7 +130,8 @@ def native_identifiers(folder: str | Path) -> Path | None:
     """The folder's `identifiers.csv` (names, national ids by patient_id), checked, if any.
 
     Its presence means the export carries direct identifiers: ingest then pseudonymises every
-    patient_id and stores none of these columns."""
+    identifier field (patient_id, tumour_id, ...; see the model) and stores none of these
+    columns."""
     path = Path(folder) / IDENTIFIERS_FILE
     if not path.exists():
         return None

@@ -36,8 +36,8 @@ from ccdp.ingest.native import (
 )
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
-from ccdp.ingest.typed import any_row, lit, q, raw_column, work_select
-from ccdp.model import TableDef, load_model
+from ccdp.ingest.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
+from ccdp.model import FieldDef, TableDef, load_model
 from ccdp.quality.edits import edit
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topological
 from ccdp.store import NodeStore
@@ -113,8 +113,11 @@ class RawSource:
 
 
 # -- sources ---------------------------------------------------------------------------------
-def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSource]:
-    """Check DataFrames against the model and wrap them as sources (registered at load time)."""
+def _frame_sources(
+    frames: dict[str, pd.DataFrame], source: str, absent: dict[str, list[str]]
+) -> list[RawSource]:
+    """Check DataFrames against the model and wrap them as sources (registered at load time);
+    `absent` fields count as left out even if the frame has an empty column for them."""
     model = load_model()
     out: list[RawSource] = []
     for table, frame in frames.items():
@@ -147,7 +150,7 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
         out.append(
             RawSource(
                 table=table,
-                columns={str(c) for c in df.columns},
+                columns={str(c) for c in df.columns} - set(absent.get(table, [])),
                 relation=q(view),
                 name=f"{source}: table {table}",
                 identifiers=any(str(c).startswith(IDENTIFIER_PREFIX) for c in df.columns),
@@ -171,7 +174,7 @@ def _frame_sources(frames: dict[str, pd.DataFrame], source: str) -> list[RawSour
 
 def _native_sources(folder: str | Path) -> list[RawSource]:
     """Native CSVs, parsed by DuckDB straight into the work tables (no pandas on the way); an
-    `identifiers.csv` beside them means direct identifiers: every patient_id is pseudonymised."""
+    `identifiers.csv` beside them means direct identifiers: every identifier is pseudonymised."""
     identified = native_identifiers(folder) is not None
     return [
         RawSource(
@@ -196,10 +199,17 @@ def ingest_frames(
     *,
     progress: bool = True,
     today: date | None = None,
+    absent_columns: dict[str, list[str]] | None = None,
 ) -> IngestReport:
     """Ingest text frames (native canonical form, `_source_file`/`_source_row` columns) into the
-    store; `_identifier_*` columns trigger pseudonymisation and are never stored."""
-    return _ingest(store_path, _frame_sources(frames, source), source, progress, today)
+    store; `_identifier_*` columns trigger pseudonymisation and are never stored.
+
+    `absent_columns` (by default those `apply_mapping` found missing from the export) are
+    fields the source does not record: stored as null and listed in the report."""
+    if absent_columns is None:
+        absent_columns = getattr(frames, "absent_columns", None) or {}
+    sources = _frame_sources(frames, source, absent_columns)
+    return _ingest(store_path, sources, source, progress, today)
 
 
 def ingest_native(
@@ -331,19 +341,19 @@ def _load_work(
     """Materialise each source, typed, as temp table `w_<table>` in one pass; returns the
     relation edits and writes read for each table (the table, or a view adding provenance)."""
     model = load_model()
-    replace = {"patient_id": pseudonym_sql(key)} if key is not None else None
     work: dict[str, str] = {}
     for s in sources:
         step(f"reading {s.table}")
         tdef = model.table(s.table)
         if s.register:
             s.register(con)
+        # every key built from site values (a tumour id may be a dossier number), with the same
+        # HMAC everywhere, so that a foreign key still meets the key it refers to
+        replace = (
+            {f: pseudonym_sql(key) for f in tdef.identifier_fields} if key is not None else None
+        )
         sql = work_select(
-            tdef,
-            s.relation,
-            s.columns,
-            provenance=s.provenance,
-            replace_raw=replace if "patient_id" in tdef.field_names else None,
+            tdef, s.relation, s.columns, provenance=s.provenance, replace_raw=replace or None
         )
         name = f"w_{s.table}"
         try:
@@ -418,7 +428,9 @@ def _write(
             f"INSERT INTO main.{q(name)} ({cols}) SELECT {', '.join(exprs)}, r._source_file, "
             f"r._source_row, {lit(ingest_id)} FROM {accepted} r{joins}"
         )
-        _write_quarantine(con, tdef, w, err, key, ingest_id)
+        _write_quarantine(
+            con, tdef, w, err, key, ingest_id, source_key=_source_key(tdef, report.pseudonymised)
+        )
         _write_flags(con, tdef, w, err, key, ingest_id)
         counts = con.execute(
             f"SELECT (SELECT count(*) FROM {w}), (SELECT count(*) FROM {err}), "
@@ -470,6 +482,17 @@ def _recheck(
     report.requarantined = sum(t.requarantined for t in report.tables.values())
 
 
+def _source_key(tdef: TableDef, pseudonymised: bool) -> str:
+    """SQL of a work row's key as the site wrote it (before any pseudonym), for quarantine."""
+    if not pseudonymised or not set(tdef.primary_key) & set(tdef.identifier_fields):
+        return key_expr(tdef)
+
+    def column(f: FieldDef) -> str:
+        return f.name + SOURCE_SUFFIX if f.identifier else raw_column(f)
+
+    return key_expr(tdef, column=column)
+
+
 def _write_quarantine(
     con: duckdb.DuckDBPyConnection,
     tdef: TableDef,
@@ -479,18 +502,34 @@ def _write_quarantine(
     ingest_id: str,
     *,
     replace_own: bool = True,
+    source_key: str = "NULL",
 ) -> None:
-    """Quarantine every failing row with its raw text and all its reasons; earlier quarantine
-    entries for the same keys or the same source rows are replaced (re-ingest is idempotent),
-    those of this very ingest too unless `replace_own` is false (a stored row re-checked must
-    not drop the entry of the new version of it that this ingest just quarantined)."""
+    """Quarantine every failing row with its raw text and all its reasons.
+
+    Open entries for the keys or source rows of this ingest are settled first: those of rows
+    failing again are replaced (re-ingest is idempotent), those of rows now accepted are marked
+    resolved by this ingest and kept, so the data manager sees what her fixes cleared. Entries
+    of this very ingest are left alone unless `replace_own` (a stored row re-checked must not
+    drop the entry of the new version of it that this ingest just quarantined). `source_key` is
+    SQL of the key as the site wrote it (NULL for stored rows, whose source text is gone)."""
     name = tdef.name
-    if any_row(con, "quarantine", f"table_name = {lit(name)}"):
+    if any_row(con, "quarantine", f"table_name = {lit(name)} AND resolved_at IS NULL"):
         own = "" if replace_own else f"q.ingest_id <> {lit(ingest_id)} AND "
+        open_entry = f"q.table_name = {lit(name)} AND q.resolved_at IS NULL AND {own}"
+
+        def same_row(rows: str) -> str:
+            return (
+                f"(q.record_key IN (SELECT {key} FROM {rows} r WHERE {key} <> '') OR EXISTS "
+                f"(SELECT 1 FROM {rows} r WHERE r._source_file = q.source_file "
+                "AND r._source_row = q.source_row))"
+            )
+
+        failing = f"(SELECT r.* FROM {w} r SEMI JOIN {err} e ON r._row = e._row)"
+        con.execute(f"DELETE FROM quarantine q WHERE {open_entry}{same_row(failing)}")
+        accepted = f"(SELECT r.* FROM {w} r ANTI JOIN {err} e ON r._row = e._row)"
         con.execute(
-            f"DELETE FROM quarantine q WHERE q.table_name = {lit(name)} AND {own}(q.record_key IN "
-            f"(SELECT {key} FROM {w} r WHERE {key} <> '') OR EXISTS (SELECT 1 FROM {w} r "
-            "WHERE r._source_file = q.source_file AND r._source_row = q.source_row))"
+            f"UPDATE quarantine q SET resolved_at = CAST(current_timestamp AS TIMESTAMP), "
+            f"resolved_by = {lit(ingest_id)} WHERE {open_entry}{same_row(accepted)}"
         )
     if not any_row(con, err):
         return
@@ -506,8 +545,9 @@ def _write_quarantine(
     )
     con.execute(
         f"INSERT INTO quarantine (ingest_id, table_name, source_file, source_row, record_key, "
-        f"edit_ids, fields, messages, reasons, raw) SELECT {lit(ingest_id)}, {lit(name)}, "
-        f"r._source_file, r._source_row, {key}, g.edit_ids, g.fields, g.messages, "
+        f"source_key, edit_ids, fields, messages, reasons, raw) SELECT {lit(ingest_id)}, "
+        f"{lit(name)}, r._source_file, r._source_row, {key}, {source_key}, g.edit_ids, g.fields, "
+        "g.messages, "
         f"CAST(g.reasons AS VARCHAR), CAST(json_object({raw}) AS VARCHAR) "
         f"FROM {w} r JOIN ({reasons}) g ON g._row = r._row ORDER BY r._row"
     )

@@ -1,4 +1,9 @@
-"""Pseudonymisation at the door: patient keys replaced by a keyed HMAC-SHA256 of the site's key.
+"""Pseudonymisation at the door: record keys replaced by a keyed HMAC-SHA256 of the site's value.
+
+Every field the model marks `identifier` (patient, tumour, event, treatment and specimen ids and
+the foreign keys naming them) is replaced, with one key and no per-field salt, so a foreign key
+still equals the pseudonym of the key it refers to. The site's own text is kept only in the
+node's quarantine (`source_key`), so the data manager can find a rejected row.
 
 The HMAC is computed in DuckDB SQL (sha256 over the RFC 2104 inner and outer pads), so a million
 keys are pseudonymised in one vectorised pass; `pseudonym()` is the same function in Python, used
@@ -22,9 +27,9 @@ def _pads(key: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
-def pseudonym(key: bytes, patient_id: str) -> str:
-    """The pseudonym of one patient key (reference implementation)."""
-    digest = hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+def pseudonym(key: bytes, value: str) -> str:
+    """The pseudonym of one record key (reference implementation)."""
+    digest = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
     return PREFIX + digest[:HEX_CHARS]
 
 

@@ -1,8 +1,14 @@
 """The quarantine as the data manager sees it: list the rows and why, export them to fix.
 
 An export folder is itself a native-layout folder: one `<table>.csv` with the raw values as the
-site sent them (after mapping), plus `_`-prefixed reason columns that ingest ignores. Fix the
-values, run `ccdp ingest EXPORT_DIR --store S`, and the fixed rows replace their quarantine entries.
+site sent them (after mapping; keys pseudonymised when the export carried direct identifiers),
+plus `_`-prefixed columns that ingest ignores: the reasons, and where the row came from (file,
+row and the source's own key, so the data manager finds it in her system). Fix the values, run
+`ccdp ingest EXPORT_DIR --store S`, and the entries of the rows now accepted are marked resolved.
+
+Only open entries are exported; resolved ones stay in the store as the history of the fixes.
+The source key is node-local: it is written to this export and shown by `quarantine list`, and
+nothing that leaves the node reads the quarantine table.
 """
 
 from __future__ import annotations
@@ -10,24 +16,77 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ccdp.errors import CcdpError
+from ccdp.ingest.specbase import did_you_mean
 from ccdp.model import load_model
 from ccdp.store import NodeStore
 
-REASON_COLUMNS = ["_source_file", "_source_row", "_key", "_edit_ids", "_fields", "_messages"]
+REASON_COLUMNS = [
+    "_source_file",
+    "_source_row",
+    "_source_key",
+    "_key",
+    "_edit_ids",
+    "_fields",
+    "_messages",
+]
+
+Status = Literal["open", "resolved", "all"]
+STATUSES: tuple[str, ...] = ("open", "resolved", "all")
+_STATUS_SQL: dict[str, str] = {
+    "open": "resolved_at IS NULL",
+    "resolved": "resolved_at IS NOT NULL",
+    "all": "true",
+}
 
 
-def quarantine_rows(store_path: str | Path, table: str | None = None) -> list[dict[str, Any]]:
-    """Every quarantined row: table, source file, row, key, fields, edit ids, messages, reasons
-    (list of {edit_id, severity, field, value, message}) and raw values."""
+class QuarantineError(CcdpError):
+    """A quarantine query asks for something that does not exist (unknown table or status)."""
+
+
+def _check(table: str | None, status: str) -> None:
+    if status not in _STATUS_SQL:
+        raise QuarantineError(
+            f"unknown quarantine status {status!r}{did_you_mean(status, list(STATUSES))} "
+            f"(statuses: {', '.join(STATUSES)})"
+        )
+    names = load_model().table_names
+    if table is not None and table not in names:
+        raise QuarantineError(
+            f"unknown table {table!r}{did_you_mean(table, names)} (tables: {', '.join(names)})"
+        )
+
+
+def quarantine_counts(store_path: str | Path, table: str | None = None) -> dict[str, int]:
+    """How many entries are open (still to fix) and resolved (accepted by a later ingest)."""
+    _check(table, "all")
     where = "WHERE table_name = ?" if table else ""
+    with NodeStore(store_path, read_only=True) as store:
+        open_n, resolved_n = store.con.execute(
+            "SELECT count(*) FILTER (WHERE resolved_at IS NULL), "
+            f"count(*) FILTER (WHERE resolved_at IS NOT NULL) FROM quarantine {where}",
+            [table] if table else [],
+        ).fetchall()[0]
+    return {"open": int(open_n), "resolved": int(resolved_n)}
+
+
+def quarantine_rows(
+    store_path: str | Path, table: str | None = None, status: Status = "open"
+) -> list[dict[str, Any]]:
+    """Quarantine entries (open ones unless `status` says otherwise): table, source file, row,
+    the source's own key, key, fields, edit ids, messages, reasons (list of {edit_id, severity,
+    field, value, message}), raw values, and when and by which ingest an entry was resolved."""
+    _check(table, status)
+    where = f"WHERE {_STATUS_SQL[status]}" + (" AND table_name = ?" if table else "")
     params = [table] if table else []
     with NodeStore(store_path, read_only=True) as store:
         rows = store.con.execute(
-            "SELECT table_name, source_file, source_row, record_key, fields, edit_ids, messages, "
-            f"reasons, raw, ingest_id FROM quarantine {where} "
-            "ORDER BY table_name, source_file, source_row",
+            "SELECT table_name, source_file, source_row, source_key, record_key, fields, "
+            "edit_ids, messages, reasons, raw, ingest_id, "
+            "strftime(resolved_at, '%Y-%m-%dT%H:%M:%S'), resolved_by "
+            f"FROM quarantine {where} ORDER BY table_name, source_file, source_row",
             params,
         ).fetchall()
     return [
@@ -35,6 +94,7 @@ def quarantine_rows(store_path: str | Path, table: str | None = None) -> list[di
             "table": t,
             "source_file": f,
             "source_row": r,
+            "source_key": sk,
             "key": k,
             "fields": (fields or "").split(";"),
             "edit_ids": (edits or "").split(";"),
@@ -42,13 +102,30 @@ def quarantine_rows(store_path: str | Path, table: str | None = None) -> list[di
             "reasons": json.loads(reasons or "[]"),
             "raw": json.loads(raw or "{}"),
             "ingest_id": ingest_id,
+            "resolved_at": resolved_at,
+            "resolved_by": resolved_by,
         }
-        for t, f, r, k, fields, edits, messages, reasons, raw, ingest_id in rows
+        for (
+            t,
+            f,
+            r,
+            sk,
+            k,
+            fields,
+            edits,
+            messages,
+            reasons,
+            raw,
+            ingest_id,
+            resolved_at,
+            resolved_by,
+        ) in rows
     ]
 
 
 def export_quarantine(store_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write the quarantine as native CSVs (raw values + reason columns), one per table."""
+    """Write the open quarantine entries as native CSVs (raw values + reason and source
+    columns), one per table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = quarantine_rows(store_path)
@@ -69,6 +146,7 @@ def export_quarantine(store_path: str | Path, out_dir: str | Path) -> dict[str, 
                         *(raw.get(f) if raw.get(f) is not None else "" for f in fields),
                         r["source_file"],
                         r["source_row"],
+                        r["source_key"] or "",
                         r["key"],
                         ";".join(r["edit_ids"]),
                         ";".join(r["fields"]),

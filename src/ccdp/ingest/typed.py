@@ -12,6 +12,9 @@ import duckdb
 from ccdp.model import FieldDef, TableDef
 
 RAW_SUFFIX = "__raw"
+# the text a field had in the source before `replace_raw` rewrote it (a key before its
+# pseudonym): kept in the work table so quarantine can name the row as the site knows it
+SOURCE_SUFFIX = "__source"
 
 # LIKE fixes the shape (digits are then checked by strptime); 4x cheaper than a regex
 _ISO_DAY = "'____-__-__'"
@@ -109,7 +112,8 @@ def work_select(
     `present` are the source's columns (missing fields become NULL); `provenance` maps `_row`,
     `_source_file`, `_source_row` to SQL over `src` (omitted when the caller derives them from
     the work table's rowid); `replace_raw` maps a field to an SQL expression over its cleaned
-    text `{raw}` (used to pseudonymise keys at the door).
+    text `{raw}` (used to pseudonymise keys at the door); the text before the replacement is
+    kept as `<field>__source`.
     """
     cols = [f"{expr} AS {q(name)}" for name, expr in (provenance or {}).items()]
     for field in table.input_fields:
@@ -117,6 +121,7 @@ def work_select(
             clean_text(f"src.{q(field.name)}") if field.name in present else "CAST(NULL AS VARCHAR)"
         )
         if replace_raw and field.name in replace_raw:
+            cols.append(f"{raw} AS {q(field.name + SOURCE_SUFFIX)}")
             raw = replace_raw[field.name].format(raw=raw)
         if field.type == "string":
             cols.append(f"{raw} AS {q(field.name)}")

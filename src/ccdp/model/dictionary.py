@@ -39,6 +39,11 @@ def to_markdown(model: Model | None = None) -> str:
         if table.foreign_keys:
             refs = ", ".join(f"{k} → {v}" for k, v in table.foreign_keys.items())
             lines.append(f"References: {refs}.")
+        if table.identifier_fields:
+            lines.append(
+                f"Identifiers: {', '.join(table.identifier_fields)} (pseudonymised at ingest "
+                "when the export carries direct identifiers)."
+            )
         lines += [
             "",
             "| field | type | required | allowed values | unit | description |",

@@ -33,6 +33,9 @@ class FieldDef(BaseModel):
     type: FieldType
     required: bool = False
     derived: bool = False
+    identifier: bool = Field(
+        False, description="a record key from site values: pseudonymised with patient ids"
+    )
     allowed: list[Any] | None = None
     code_system: str | None = None
     min: float | None = None
@@ -62,6 +65,9 @@ class TableDef(BaseModel):
         missing = [k for k in [*self.primary_key, *self.foreign_keys] if k not in names]
         if missing:
             raise ValueError(f"table {self.name}: key field(s) {missing} are not fields")
+        bad = [f.name for f in self.fields if f.identifier and f.type != "string"]
+        if bad:
+            raise ValueError(f"table {self.name}: identifier field(s) {bad} must be strings")
         return self
 
     def field(self, name: str) -> FieldDef:
@@ -73,6 +79,11 @@ class TableDef(BaseModel):
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def identifier_fields(self) -> list[str]:
+        """Fields holding record keys (pseudonymised at ingest when identifiers come in)."""
+        return [f.name for f in self.fields if f.identifier]
 
     @property
     def input_fields(self) -> list[FieldDef]:
@@ -105,6 +116,22 @@ class Model(BaseModel):
     @property
     def table_names(self) -> list[str]:
         return list(self.tables)
+
+    @model_validator(mode="after")
+    def _identifiers_join(self) -> Model:
+        """A foreign key and the key it refers to are pseudonymised alike, or neither is: else
+        the pseudonymised child would no longer find its parent."""
+        for table in self.tables.values():
+            for fk, target in table.foreign_keys.items():
+                parent, _, field = target.partition(".")
+                if parent not in self.tables or field not in self.tables[parent].field_names:
+                    raise ValueError(f"table {table.name}: {fk} refers to unknown {target}")
+                if table.field(fk).identifier != self.tables[parent].field(field).identifier:
+                    raise ValueError(
+                        f"table {table.name}: {fk} and {target} must both be identifiers or "
+                        "neither (pseudonyms must join)"
+                    )
+        return self
 
 
 @cache

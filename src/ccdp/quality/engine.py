@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -58,9 +58,12 @@ _REFERENCES: dict[str, dict[str, str]] = {
 }
 
 
-def key_expr(table: TableDef, alias: str = "r") -> str:
-    """The row's key as text (composite keys joined by '|'), from the raw values."""
-    parts = [f"coalesce({alias}.{q(raw_column(table.field(k)))}, '')" for k in table.primary_key]
+def key_expr(
+    table: TableDef, alias: str = "r", column: Callable[[FieldDef], str] = raw_column
+) -> str:
+    """The row's key as text (composite keys joined by '|'), from the raw values (or from the
+    work column `column` names for each key field)."""
+    parts = [f"coalesce({alias}.{q(column(table.field(k)))}, '')" for k in table.primary_key]
     return parts[0] if len(parts) == 1 else f"concat_ws('|', {', '.join(parts)})"
 
 

@@ -112,6 +112,7 @@ def _edit_failures(con: duckdb.DuckDBPyConnection) -> list[EditFailures]:
             SELECT u.r.edit_id AS edit_id, u.r.message AS message, q.table_name, q.source_file,
                    q.source_row
             FROM quarantine q, unnest(from_json(q.reasons, '{_REASON_TYPE}')) AS u(r)
+            WHERE q.resolved_at IS NULL
             UNION ALL
             SELECT edit_id, message, table_name, source_file, source_row FROM quality_flag
         )
@@ -154,7 +155,9 @@ def quality_summary(store_path: str | Path) -> QualitySummary:
     """The data-quality summary of a store (read-only)."""
     with NodeStore(store_path, read_only=True) as store:
         con = store.con
-        quarantined = _counts(con, "SELECT table_name, count(*) FROM quarantine GROUP BY 1")
+        quarantined = _counts(
+            con, "SELECT table_name, count(*) FROM quarantine WHERE resolved_at IS NULL GROUP BY 1"
+        )
         flagged = _counts(
             con,
             "SELECT table_name, count(DISTINCT record_key) FROM quality_flag GROUP BY 1",

@@ -13,7 +13,15 @@ import duckdb
 from ccdp.model import load_model
 
 # Version the model reached -> SQL statements run, in order, to get there from the version before.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # quarantine entries keep the source's own key beside the pseudonym, and are marked resolved
+    # (by the ingest that accepted the row) instead of being deleted
+    2: [
+        "ALTER TABLE IF EXISTS quarantine ADD COLUMN IF NOT EXISTS source_key VARCHAR",
+        "ALTER TABLE IF EXISTS quarantine ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMP",
+        "ALTER TABLE IF EXISTS quarantine ADD COLUMN IF NOT EXISTS resolved_by VARCHAR",
+    ],
+}
 
 # System columns added to every data-model table: where the row came from and which ingest wrote it.
 SYSTEM_COLUMNS: dict[str, str] = {
@@ -51,7 +59,10 @@ SYSTEM_TABLES: dict[str, str] = {
         messages VARCHAR,
         reasons VARCHAR,
         raw VARCHAR,
-        quarantined_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        quarantined_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        source_key VARCHAR,  -- the key as the site wrote it (before pseudonyms): node-only
+        resolved_at TIMESTAMP,  -- set when a later ingest accepted the row
+        resolved_by VARCHAR  -- the ingest_id that accepted it
     )""",
     "quality_flag": """CREATE TABLE IF NOT EXISTS quality_flag (
         ingest_id VARCHAR NOT NULL,
