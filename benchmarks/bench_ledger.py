@@ -31,7 +31,7 @@ from rich.progress import track
 from ccdp.analyses.base import ledger_keys
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
-from ccdp.federation.local_node import KEY_COLUMNS, LocalNode
+from ccdp.federation.node.local import KEY_COLUMNS, LocalNode
 from ccdp.federation.protocol import Task
 
 

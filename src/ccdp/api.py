@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Transport
 from ccdp.federation.study import StudyResult, StudySpec, load_study, run_study
 

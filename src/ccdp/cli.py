@@ -39,12 +39,11 @@ app = typer.Typer(
 # One line per stage; each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "ccdp.model.commands",
-    "ccdp.federation.run_commands",
+    "ccdp.federation.commands",
     "ccdp.cohort.commands",
-    "ccdp.federation.node_commands",
     "ccdp.federation.node.commands",
     "ccdp.federation.hub.commands",
-    "ccdp.federation.demo_commands",
+    "ccdp.federation.demo.commands",
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",

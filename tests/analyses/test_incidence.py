@@ -14,7 +14,7 @@ from ccdp.cohort.view import cohort_sql
 from ccdp.disclosure.policy import set_policy_value
 from ccdp.errors import SpecError
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Task
 from ccdp.federation.study import load_study, run_study
 from tests.storekit import build_store, random_registry

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from ccdp.cohort.spec import CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import load_study, run_study
 from tests.storekit import build_store, random_registry

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ccdp.cohort.spec import CohortSpec
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from tests.conftest import run_ccdp
 from tests.federation.netutil import HubProcess, ccdp_args, last_line, processes, spawn
 from tests.storekit import build_store, random_registry

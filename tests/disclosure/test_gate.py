@@ -13,7 +13,7 @@ from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import Refusal, release
 from ccdp.disclosure.policy import NodePolicy, load_policy, set_policy_value
 from ccdp.disclosure.suppress import suppress
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Task
 from tests.storekit import build_store, random_registry
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ccdp.federation.audit import (
+from ccdp.federation.node.audit import (
     GENESIS,
     TAIL_BLOCK,
     AuditError,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ccdp.federation.audit import AuditLog, record_mac
-from ccdp.federation.local_node import LocalNode
 from ccdp.federation.node.agent import NodeAgent
+from ccdp.federation.node.audit import AuditLog, record_mac
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Answer, AuditHead, Task
 from ccdp.store.config import audit_key
 from tests.federation.netutil import LiveHub, wait_until

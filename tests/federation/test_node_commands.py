@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ccdp.federation.audit import AuditLog, audit_path
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.audit import AuditLog, audit_path
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Task
 from tests.storekit import build_store, random_registry
 

@@ -10,7 +10,7 @@ import pytest
 
 from ccdp.cohort.view import cohort_sql
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import load_study, run_study
 from ccdp.report.html import dash_note, frame_html, result_frame

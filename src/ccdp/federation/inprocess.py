@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ccdp.errors import SpecError
-from ccdp.federation.local_node import LocalNode
+from ccdp.federation.node.local import LocalNode
 from ccdp.federation.protocol import Answer, Task
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from ccdp.ingest.typed import q
+from ccdp.store.typed import q
 from ccdp.terminology.iccc import classify
 
 ICCC_FIELDS = ("iccc_group", "iccc_subgroup", "iccc_extended", "iccc_recode")

@@ -20,8 +20,8 @@ import pandas as pd
 
 from ccdp.ingest.errors import IngestError
 from ccdp.ingest.specbase import did_you_mean
-from ccdp.ingest.typed import lit, q
 from ccdp.model import load_model
+from ccdp.store.typed import lit, q
 
 IDENTIFIER_PREFIX = "_identifier_"
 IDENTIFIERS_FILE = "identifiers.csv"  # direct identifiers keyed by patient_id (never stored)

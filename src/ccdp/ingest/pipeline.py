@@ -36,12 +36,12 @@ from ccdp.ingest.native import (
 )
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
-from ccdp.ingest.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
 from ccdp.model import FieldDef, TableDef, load_model
 from ccdp.quality.edits import edit
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topological
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
+from ccdp.store.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
 
 SYSTEM_FRAME_COLUMNS = ("_source_file", "_source_row")
 

@@ -21,9 +21,9 @@ from datetime import date
 
 import duckdb
 
-from ccdp.ingest.typed import any_row, lit, q, raw_column, raw_text_expr
 from ccdp.model import TableDef, load_model
 from ccdp.quality.engine import RESULTS, EditRun, cross_table_edit_ids, key_expr, topological
+from ccdp.store.typed import any_row, lit, q, raw_column, raw_text_expr
 
 
 def _stored_columns(tdef: TableDef) -> list[str]:

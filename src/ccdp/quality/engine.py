@@ -1,6 +1,6 @@
 """Run the validation edits as DuckDB SQL over an ingest's work tables.
 
-Input: one work table per data-model table (`ccdp.ingest.typed.work_select`: typed columns, raw
+Input: one work table per data-model table (`ccdp.store.typed.work_select`: typed columns, raw
 text in `<field>__raw`, `_row`, `_source_file`, `_source_row`), living in the store's connection so
 parents can be looked up among the rows already stored. Output: the temp table `qr` with one row
 per failed edit (table_name, _row, edit_id, severity, field, value, message). Each edit is one
@@ -18,10 +18,10 @@ from datetime import date
 
 import duckdb
 
-from ccdp.ingest.typed import TYPE_WORDS, any_row, lit, q, raw_column
 from ccdp.model import FieldDef, TableDef, load_model
 from ccdp.quality.codes import invalid_codes
 from ccdp.quality.edits import Edit, edits_by_check, load_edits, reference_table
+from ccdp.store.typed import TYPE_WORDS, any_row, lit, q, raw_column
 
 RESULTS = "qr"
 MIN_DATE = "1900-01-01"

@@ -17,10 +17,10 @@ import jinja2
 from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
-from ccdp.ingest.typed import q
 from ccdp.model import load_model
 from ccdp.quality.edits import load_edits
 from ccdp.store import NodeStore
+from ccdp.store.typed import q
 
 EXAMPLES = 3
 ROMAN_ORDER = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]

@@ -34,7 +34,7 @@ from ccdp.disclosure.gate import Refusal, public_reason, record, release, too_fe
 from ccdp.disclosure.ledger import Ledger, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.errors import CcdpError
-from ccdp.federation.audit import AuditLog, audit_path
+from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.protocol import Answer, AuditHead, Task
 
 MAX_CACHED_STUDIES = 8

@@ -34,8 +34,8 @@ from rich.progress import (
 from ccdp.errors import CcdpError
 
 COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
-STUDIES = Path(__file__).with_name("data") / "demo_studies.yaml"
-MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
+STUDIES = Path(__file__).with_name("studies.yaml")
+MAPPINGS = Path(__file__).resolve().parents[4] / "examples" / "mappings"
 
 
 class DemoError(CcdpError):

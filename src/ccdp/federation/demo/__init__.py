@@ -1,0 +1,1 @@
+"""`ccdp demo`: a whole partnership (six registries, hub, node agents, studies) on one machine."""
