@@ -11,6 +11,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ccdp.governance.data_use import DataUse
+
 # 2: event-time tables travel as columns, with packed float64 blocks (version 1 sent rows).
 # 3: an answer carries the head of the node's audit log (`audit_head`), so the hub holds it.
 # 4: a task names its study's title and requester, for the custodian deciding a held answer.
@@ -46,6 +48,8 @@ class Task(BaseModel):
     request: dict[str, Any] = Field(default_factory=dict)
     title: str | None = None
     requester: str | None = None  # the hub user who submitted the study
+    project: str | None = None  # the project the study belongs to (governance)
+    data_use: DataUse | None = None  # the project's declared use: the node filters by consent
 
     _version = field_validator("protocol_version")(_same_version)
 

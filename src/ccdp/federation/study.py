@@ -30,8 +30,19 @@ from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.protocol import Answer, Task, Transport
+from ccdp.governance.data_use import DataUse
 
-STUDY_KEYS = ("title", "description", "cohort", "analysis", "nodes", "min_nodes", "timeout")
+STUDY_KEYS = (
+    "title",
+    "description",
+    "cohort",
+    "analysis",
+    "nodes",
+    "min_nodes",
+    "timeout",
+    "project",
+    "data_use",
+)
 
 
 class StudyError(CcdpError):
@@ -58,6 +69,10 @@ class StudySpec(BaseModel):
     )
     timeout: float | None = Field(
         None, gt=0, le=86_400, description="Seconds to wait per round (network; at most a day)."
+    )
+    project: str | None = Field(None, description="The approved project the study belongs to.")
+    data_use: DataUse | None = Field(
+        None, description="Declared data use (DUO): in `ccdp run`, a project's consent filter."
     )
 
     @field_validator("nodes")
