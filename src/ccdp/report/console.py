@@ -44,4 +44,9 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     else:
         why = result.error or "too few nodes answered"
         console.print(f"[bold red]no result[/] ({result.analysis}): {why}", highlight=False)
-    console.print(frame_table(result.node_frame(), "nodes"))
+    from ccdp.report.html import node_label
+
+    nodes = result.node_frame()
+    pairs = zip(nodes["status"], nodes["reason"], strict=True)
+    nodes["status"] = [node_label(st, why) for st, why in pairs]
+    console.print(frame_table(nodes, "nodes"))
