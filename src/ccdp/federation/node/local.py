@@ -296,6 +296,7 @@ class LocalNode:
                 "analysis": task.analysis,
                 "params": task.params,
                 "cohort": task.cohort,
+                "data_use": task.data_use.model_dump(mode="json") if task.data_use else None,
                 "status": answer.status,
                 "reason": answer.reason,
                 "detail": detail,
