@@ -58,3 +58,14 @@ def test_disease_follows_ds():
         duo.parse_consent("DUO:0000042 MONDO:0004992")
     with pytest.raises(duo.ConsentError, match="follows only"):
         duo.parse_consent("MONDO:0004992")
+
+
+def test_quality_accepts_ds_with_its_disease():
+    """The data-quality edit on patient.consent reads the same parser: DS-X is valid."""
+    from ccdp.quality.codes import invalid_codes
+
+    assert invalid_codes("duo", ["DUO:0000007 MONDO:0004992"]) == {}
+    assert (
+        "follows only"
+        in invalid_codes("duo", ["DUO:0000042 MONDO:0004992"])["DUO:0000042 MONDO:0004992"]
+    )
