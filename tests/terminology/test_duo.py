@@ -44,3 +44,28 @@ def test_hierarchy():
     assert duo.label("DUO:0000004") == "no restriction"
     terms = duo.duo_terms()
     assert terms["id"].is_unique and set(terms["parent"]) - {""} <= set(terms["id"])
+
+
+def test_disease_follows_ds():
+    """DS names its disease as the next token (MONDO); anywhere else it is refused."""
+    assert duo.parse_consent("DS mondo_0004992 NPU") == [
+        "DUO:0000007",
+        "MONDO:0004992",
+        "DUO:0000045",
+    ]
+    assert duo.parse_consent("DUO:0000007 MONDO:0004992") == ["DUO:0000007", "MONDO:0004992"]
+    with pytest.raises(duo.ConsentError, match="'MONDO:0004992': a disease term follows only"):
+        duo.parse_consent("DUO:0000042 MONDO:0004992")
+    with pytest.raises(duo.ConsentError, match="follows only"):
+        duo.parse_consent("MONDO:0004992")
+
+
+def test_quality_accepts_ds_with_its_disease():
+    """The data-quality edit on patient.consent reads the same parser: DS-X is valid."""
+    from ccdp.quality.codes import invalid_codes
+
+    assert invalid_codes("duo", ["DUO:0000007 MONDO:0004992"]) == {}
+    assert (
+        "follows only"
+        in invalid_codes("duo", ["DUO:0000042 MONDO:0004992"])["DUO:0000042 MONDO:0004992"]
+    )

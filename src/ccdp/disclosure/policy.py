@@ -54,6 +54,12 @@ class NodePolicy(BaseModel):
     release: Literal["automatic", "manual"] = Field(
         "automatic", description="manual: answers wait for the operator (networked node)."
     )
+    consent: Literal["required", "statutory"] = Field(
+        "required",
+        description="required: a patient without DUO consent codes is in no project with a data "
+        "use; statutory (a registry under a legal basis): absence does not exclude, codes "
+        "present still restrict.",
+    )
 
     @field_validator("allowed_analyses")
     @classmethod

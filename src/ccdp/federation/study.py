@@ -241,6 +241,8 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
                 cohort=spec.cohort_json(),
                 request=request,
                 title=spec.title,
+                project=spec.project,
+                data_use=spec.data_use,  # the node keeps only patients whose consent permits it
             )
         )
         answers = transport.ask(task, active)

@@ -10,6 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# DUO modifiers whose requirement a project can meet (the board checks the evidence): COL
+# collaboration with the primary investigators, IRB ethics approval, PUB publication of results,
+# GS within the geographic restriction, MOR the publication moratorium accepted, RTN derived data
+# returned, US/IS/PS approved user/institution/project, RS research-specific restriction, TS time
+# limit respected. A consent carrying one of them permits only a project that declares it met.
+Requirement = Literal["COL", "IRB", "PUB", "GS", "MOR", "RTN", "US", "IS", "PS", "RS", "TS"]
+
 
 class DataUse(BaseModel):
     """The purpose of a project: a DUO permission (GRU ⊃ HMB ⊃ DS), the disease for DS (a MONDO
@@ -24,6 +31,11 @@ class DataUse(BaseModel):
         None, pattern=r"^MONDO:\d{7}$", description="The disease studied (MONDO), for DS"
     )
     commercial: bool = Field(False, description="A commercial (or for-profit) purpose")
+    meets: tuple[Requirement, ...] = Field(
+        (),
+        description="DUO modifier requirements the project meets (e.g. [IRB, PUB]): consent "
+        "carrying such a modifier permits the project only when it is listed here",
+    )
 
     @model_validator(mode="after")
     def _disease_with_ds(self) -> DataUse:

@@ -1,8 +1,10 @@
 """GA4GH Data Use Ontology (DUO) codes: the consent a patient gave, in machine-readable form.
 
 `patient.consent` holds space-separated DUO identifiers (a permission such as DUO:0000042 general
-research use, plus modifiers such as DUO:0000018 not-for-profit use only). Governance matches a
-study's intended use against them; this module checks the codes and knows the is-a hierarchy.
+research use, plus modifiers such as DUO:0000018 not-for-profit use only). A disease-specific
+permission names its disease right after it: `DUO:0000007 MONDO:0004992` (DS on cancer).
+Governance matches a study's intended use against them (ccdp.governance.consent); this module
+checks the codes and knows the is-a hierarchy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from ccdp.errors import CcdpError
 from ccdp.terminology.icdo3 import _data_path
 
 _ID_RE = re.compile(r"^DUO[:_](\d{7})$", re.IGNORECASE)
+_MONDO_RE = re.compile(r"^MONDO[:_](\d{7})$", re.IGNORECASE)
+DS = "DUO:0000007"  # disease specific research: the one permission that names a disease
 
 
 class ConsentError(CcdpError):
@@ -67,15 +71,30 @@ def ancestors(ident: str) -> list[str]:
 def parse_consent(text: str | None) -> list[str]:
     """Split a consent string into canonical DUO identifiers, checking each one.
 
-    Tokens are separated by spaces, commas or semicolons. Raises ConsentError naming the token and
-    the rule when a token is not a known DUO term, when a root class is used, or when modifiers are
-    given without a data use permission. An empty or missing consent gives [].
+    Tokens are separated by spaces, commas or semicolons. A MONDO term (`MONDO:0004992`) is kept,
+    canonical, right after the DS permission it qualifies. Raises ConsentError naming the token
+    and the rule when a token is not a known DUO term, when a root class is used, when a disease
+    does not follow DS, or when modifiers are given without a data use permission. An empty or
+    missing consent gives [].
     """
     if text is None or (isinstance(text, float) and pd.isna(text)):
         return []
     tokens = [t for t in re.split(r"[\s,;]+", str(text).strip()) if t]
     out: list[str] = []
+    previous: str | None = None
     for token in tokens:
+        disease = _MONDO_RE.match(token)
+        if disease:
+            if previous != DS:
+                raise ConsentError(
+                    f"consent '{token}': a disease term follows only {DS} (disease specific "
+                    f"research), e.g. '{DS} MONDO:0004992'"
+                )
+            term = f"MONDO:{disease.group(1)}"
+            if term not in out:
+                out.append(term)
+            previous = term
+            continue
         ident = canonical(token)
         if ident is None:
             raise ConsentError(
@@ -89,7 +108,8 @@ def parse_consent(text: str | None) -> list[str]:
             )
         if ident not in out:
             out.append(ident)
-    kinds = {_by_id()[i]["kind"] for i in out}
+        previous = ident
+    kinds = {_by_id()[i]["kind"] for i in out if i.startswith("DUO:")}
     if "modifier" in kinds and "permission" not in kinds:
         raise ConsentError(
             f"consent '{text}': modifiers {', '.join(out)} need a data use permission "

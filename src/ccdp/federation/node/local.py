@@ -30,12 +30,21 @@ from ccdp.analyses.errors import InsufficientData
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import cohort_sql, view_variables
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.gate import Refusal, public_reason, record, release, too_few
-from ccdp.disclosure.ledger import Ledger, ledger_path
+from ccdp.disclosure.gate import (
+    Refusal,
+    public_reason,
+    record,
+    release,
+    release_excluded,
+    too_few,
+)
+from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.protocol import Answer, AuditHead, Task
+from ccdp.governance.consent import ConsentMode, consent_filter
+from ccdp.governance.data_use import DataUse
 
 MAX_CACHED_STUDIES = 8
 
@@ -119,6 +128,7 @@ class _Study:
     key: str
     data: StoreData
     cache: dict[str, Any] = field(default_factory=dict)
+    excluded: np.ndarray | None = None  # ledger keys of the patients consent excluded
 
 
 class LocalNode:
@@ -187,6 +197,10 @@ class LocalNode:
             # no usable rows: answered as a cohort too small, never as "none here" (TOO_FEW)
             raise too_few(context) from None
         checked = release(summary, context)
+        if study.excluded is not None:  # a project's data use: say how many consent excluded
+            note, sets = release_excluded(study.excluded, context)
+            checked.notes.append(note)
+            checked.sets.extend(sets)
         record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes
 
@@ -200,11 +214,17 @@ class LocalNode:
     ) -> _Study:
         """The study's cohort rows, read from the store on its first round only."""
         columns = analysis.columns(params)
-        key = json.dumps([cohort.to_json(), columns, task.analysis], sort_keys=True, default=str)
+        use, mode = task.data_use, context.policy.consent
+        used = use.model_dump(mode="json") if use is not None else None
+        key = json.dumps(
+            [cohort.to_json(), columns, task.analysis, used, mode], sort_keys=True, default=str
+        )
         study = self._studies.get(task.study_id)
         if study is None or study.key != key:
-            frame = self._read(columns, cohort)
+            frame = self._read(columns, cohort, use, mode)
             study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
+            if use is not None:
+                study.excluded = self._excluded(cohort, use, mode)
             self._studies[task.study_id] = study
             while len(self._studies) > MAX_CACHED_STUDIES:
                 self._studies.popitem(last=False)
@@ -212,22 +232,56 @@ class LocalNode:
         study.data.context = context  # the policy in force for this round
         return study
 
-    def read_view(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
-        """The cohort's view rows (node-side only: used by analyses and the operator)."""
-        return self._read(columns, cohort)
+    def read_view(
+        self,
+        columns: list[str] | None,
+        cohort: CohortSpec,
+        data_use: DataUse | None = None,
+        mode: ConsentMode = "required",
+    ) -> pd.DataFrame:
+        """The cohort's view rows (node-side only: used by analyses and the operator), only the
+        patients whose consent permits `data_use` when one is given."""
+        return self._read(columns, cohort, data_use, mode)
 
-    def _read(self, columns: list[str] | None, cohort: CohortSpec) -> pd.DataFrame:
+    def _read(
+        self,
+        columns: list[str] | None,
+        cohort: CohortSpec,
+        data_use: DataUse | None = None,
+        mode: ConsentMode = "required",
+        permitted: bool = True,
+    ) -> pd.DataFrame:
+        """View rows of the cohort; with a data use, those whose consent permits it (or, with
+        `permitted=False`, those it excludes)."""
         cols = list(view_variables()) if columns is None else list(columns)
         cols += [c for c in KEY_COLUMNS if c not in cols]
         where, params = cohort.compile()
         con = connect_store(self.store)
         try:
+            if data_use is not None:
+                distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
+                ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
+                test = "IN" if permitted else "NOT IN"
+                where = (
+                    f"({where}) AND v.patient_id {test} "
+                    f"(SELECT patient_id FROM store.patient WHERE {ok})"
+                )
+                params = [*params, *more]
             return con.execute(cohort_sql(cols, where), [self.name, *params]).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
         finally:
             con.close()
+
+    def _excluded(self, cohort: CohortSpec, use: DataUse, mode: ConsentMode) -> np.ndarray:
+        """Ledger keys (patient unit) of the cohort's patients that consent excludes from `use`:
+        released only through the gate, as a count cell is."""
+        rows = self._read(["patient_id"], cohort, use, mode, permitted=False)
+        keys = ledger_keys(
+            rows["patient_id"], rows["tumour_id"], rows["tumour_seq"] == 1, "patients"
+        )
+        return as_set(keys)
 
     def _log(self, task: Task, answer: Answer, detail: str | None = None) -> AuditHead:
         """Record the answer (and, node-side only, the full detail of a failure) in the keyed
@@ -242,6 +296,7 @@ class LocalNode:
                 "analysis": task.analysis,
                 "params": task.params,
                 "cohort": task.cohort,
+                "data_use": task.data_use.model_dump(mode="json") if task.data_use else None,
                 "status": answer.status,
                 "reason": answer.reason,
                 "detail": detail,

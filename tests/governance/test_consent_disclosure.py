@@ -1,0 +1,112 @@
+"""The count of patients consent excluded leaves the node only through the gate: a small count
+is suppressed, and differencing a study with and without a data use does not reveal one child."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+
+from ccdp.federation.node.local import LocalNode
+from ccdp.federation.protocol import Answer, Task
+from tests.storekit import build_store, random_registry
+
+GRU = "DUO:0000042"
+HEAD = "excluded by their consent (DUO)"
+
+
+def store_with(tmp_path, consented: int, unconsented: int, name: str = "fr"):
+    rows = random_registry(11, consented + unconsented, "FR", "d", years=(2005, 2012))
+    for i, patient in enumerate(rows["patient"]):
+        patient["consent"] = GRU if i < consented else None
+    # the last unconsented child is the only one diagnosed in 2014: a cohort cut can drop them
+    rows["tumour"][-1]["diagnosis_date"] = date(2014, 6, 1)
+    return build_store(tmp_path / f"{name}.duckdb", rows)
+
+
+def ask(node: LocalNode, study: str, data_use: dict | None, cohort: dict | None = None) -> Answer:
+    task = Task(
+        task_id=f"{study}-r0",
+        study_id=study,
+        round=0,
+        analysis="count",
+        params={"by": ["sex"]},
+        cohort=cohort,
+        data_use=data_use,
+    )
+    return node.answer(Task.model_validate_json(task.model_dump_json()))
+
+
+def total(answer: Answer) -> int | None:
+    """The released total of a count answer (None when suppressed or not answered)."""
+    if answer.status != "answered":
+        return None
+    return answer.summary["total"]["cells"][0]["n"]
+
+
+def released_numbers(answer: Answer) -> set[int]:
+    return {int(x) for x in re.findall(r"\(DUO\): (\d+)", answer.reason or "")}
+
+
+HMB = {"permission": "HMB"}
+
+
+@pytest.mark.parametrize("order", ["plain_first", "data_use_first"])
+def test_one_unconsented_child_cannot_be_differenced(tmp_path, order):
+    """60 consented children and one without consent: the study with the data use and the one
+    without would differ by that child; neither its count nor the excluded count tells."""
+    node = LocalNode(store_with(tmp_path, 60, 1))
+    studies = [("plain", None), ("project", HMB)]
+    if order == "data_use_first":
+        studies.reverse()
+    answers = {name: ask(node, name, use) for name, use in studies}
+    plain, project = answers["plain"], answers["project"]
+    # the node still answers both ...
+    assert plain.status == project.status == "answered"
+    # ... but never both exact totals (61 and 60 would say one child lacks consent)
+    assert total(plain) is None or total(project) is None
+    assert HEAD in project.reason and "withheld" in project.reason
+    assert released_numbers(project) == set()
+
+
+def test_excluded_count_released_then_differencing_refused(tmp_path):
+    """Eight unconsented children: the count is released (it is no small cell); a cohort cut
+    dropping one of them would give seven, and their difference one child: withheld."""
+    node = LocalNode(store_with(tmp_path, 40, 8))
+    first = ask(node, "all", HMB)
+    assert first.status == "answered" and released_numbers(first) == {8}
+    cut = ask(node, "cut", HMB, {"diagnosis_year": {"to": 2013}})
+    # the consented cohort is unchanged, so the analysis answers; only the note is withheld
+    assert cut.status == "answered" and total(cut) == total(first) == 40
+    assert released_numbers(cut) == set() and "withheld" in cut.reason
+
+
+def test_small_excluded_count_is_suppressed(tmp_path):
+    node = LocalNode(store_with(tmp_path, 40, 3))
+    answer = ask(node, "s", HMB)
+    assert answer.status == "answered"
+    assert released_numbers(answer) == set() and "withheld" in answer.reason
+
+
+def test_zero_excluded_follows_zero_policy(tmp_path):
+    store = store_with(tmp_path, 40, 0)
+    node = LocalNode(store)
+    assert released_numbers(ask(node, "z", HMB)) == {0}
+    (tmp_path / "fr.policy.yaml").write_text("zero_cells: suppress\n")
+    again = ask(node, "z2", HMB)
+    assert "withheld" in again.reason and released_numbers(again) == set()
+
+
+def test_node_log_keeps_the_data_use(tmp_path):
+    """The operator can see which project use a task carried (the node's audit log)."""
+    store = store_with(tmp_path, 40, 8)
+    node = LocalNode(store)
+    ask(node, "logged", HMB)
+    records = list(node.audit.records())
+    assert records[-1]["data_use"] == {
+        "permission": "HMB",
+        "disease": None,
+        "commercial": False,
+        "meets": [],
+    }
