@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -221,7 +221,7 @@ class Projects:
             return Admission(None, chosen, {})
         row = s.get(ProjectRow, str(project_id))
         if row is None or not self._owner_may(row, owner):
-            raise StudyRefused(f"project: no project {project_id!r} of this researcher")
+            self._refused(s, who, str(project_id), f"no project {project_id!r} of this researcher")
         state = state_of(row)
         if state != "approved":
             self._refused(s, who, row.id, f"project {row.id} is {state}")
@@ -273,7 +273,7 @@ class Projects:
         """Only the project's requester (or an admin, or the hub itself) runs its studies."""
         return owner is None or owner.role == "admin" or owner.id == row.owner_id
 
-    def _refused(self, s: Session, who: str, project_id: str, why: str) -> None:
+    def _refused(self, s: Session, who: str, project_id: str, why: str) -> NoReturn:
         """Refuse a study: audited in its own transaction (the study's one is rolled back)."""
         from ccdp.federation.hub.service import StudyRefused
 
