@@ -84,7 +84,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "ccdp"]
     procs = [
         subprocess.Popen(
-            [*cli, "hub", "serve", "--db", db, "--port", str(port)],
+            [*cli, "hub", "serve", "--db", db, "--port", str(port), "--open"],
             env=env(),
             stdout=subprocess.DEVNULL,
             stderr=(work / "hub.log").open("wb"),

@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     "ccdp.federation.node.commands",
     "ccdp.federation.hub.commands",
     "ccdp.federation.demo.commands",
+    "ccdp.governance.commands",
     "ccdp.terminology.commands",
     "ccdp.synth.commands",
     "ccdp.ingest.map_commands",

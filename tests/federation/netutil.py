@@ -61,10 +61,15 @@ class LiveHub:
         db_url: str,
         executor: StudyExecutor,
         port: int | None = None,
+        open_studies: bool = True,
+        hub_class: type[Hub] = Hub,
         **app_options: Any,
     ) -> None:
+        """`open_studies` as `ccdp hub serve --open` (most tests run studies without a
+        project); `hub_class` lets a test play a hub with other rules (e.g. one that forwards
+        every study, to see the node's own project check hold)."""
         self.db_url = db_url
-        self.hub = Hub(open_database(db_url))
+        self.hub = hub_class(open_database(db_url), open_studies=open_studies)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(self.hub, executor, poll=0.1, **app_options)
@@ -150,7 +155,8 @@ class HubProcess:
         self.log = log
         self.port = port or free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.args = args or ccdp_args("hub", "serve", "--db", db_url, "--port", self.port)
+        # --open: most tests run studies without a project (tests/governance/ run closed hubs)
+        self.args = args or ccdp_args("hub", "serve", "--db", db_url, "--port", self.port, "--open")
         self.verify = verify
         self.proc: subprocess.Popen | None = None
 

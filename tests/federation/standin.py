@@ -191,6 +191,7 @@ def _main() -> None:
             keyfile=Path(args.keyfile) if args.keyfile else None,
             executor=StandinExecutor(),
             poll=0.2,
+            open_studies=True,
         )
         return
     from ccdp.federation.client import tls_verify

@@ -141,7 +141,7 @@ def test_hub_tasks_carry_the_study_title_and_its_submitter(tmp_path):
     from ccdp.federation.hub.runner import HubTransport
     from ccdp.federation.hub.service import Hub
 
-    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"))
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
     hub.add_node("FR", "FR")
     token = hub.add_user("ana", "researcher")
     sid = hub.create_study(

@@ -93,7 +93,17 @@ def test_tls_hub_with_self_signed_certificate(tmp_path):
     db, stores, tokens, user = setup_hub(tmp_path)
     hub = HubProcess(db, tmp_path / "hub.log", scheme="https", verify=str(certfile))
     hub.args = ccdp_args(
-        "hub", "serve", "--db", db, "--port", hub.port, "--certfile", certfile, "--keyfile", keyfile
+        "hub",
+        "serve",
+        "--db",
+        db,
+        "--port",
+        hub.port,
+        "--certfile",
+        certfile,
+        "--keyfile",
+        keyfile,
+        "--open",
     )
     with processes() as procs:
         hub.start()

@@ -51,6 +51,12 @@ class NodePolicy(BaseModel):
     allowed_analyses: list[str] | None = Field(
         None, description="Analyses this node answers (None: every registered analysis)."
     )
+    require_project: bool = Field(
+        False,
+        description="Answer only tasks of a project this node's custodian accepted (`ccdp node "
+        "projects accept`); a task naming no project is refused. Set it on a node that serves a "
+        "partnership hub, so no hub can run a study here outside a project.",
+    )
     release: Literal["automatic", "manual"] = Field(
         "automatic", description="manual: answers wait for the operator (networked node)."
     )

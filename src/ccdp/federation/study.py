@@ -149,9 +149,10 @@ def load_study(source: Path | str | dict[str, Any] | StudySpec) -> StudySpec:
 
 
 class NodeStatus(BaseModel):
-    """How one node took part: answered, refused (with the reason) or failed."""
+    """How one node took part: answered, refused (with the reason) or failed; or, for a study of
+    a project, kept out by it: `declined` by the node's custodian, or `not accepted` (yet)."""
 
-    status: Literal["answered", "refused", "failed"]
+    status: Literal["answered", "refused", "failed", "declined", "not accepted"]
     reason: str | None = None
 
 

@@ -286,7 +286,9 @@ def run_demo(
             url = f"http://127.0.0.1:{port}"
             task = progress.add_task("starting hub and node agents", total=1 + len(countries))
             procs.start(
-                "hub", _cli("hub", "serve", "--db", db, "--port", port), out / "logs" / "hub.log"
+                "hub",
+                _cli("hub", "serve", "--db", db, "--port", port, "--open"),
+                out / "logs" / "hub.log",
             )
             _wait_up(url, procs)
             progress.advance(task)

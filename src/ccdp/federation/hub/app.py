@@ -74,7 +74,26 @@ class NewNode(Strict):
 
 class NewUser(Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
-    role: Literal["researcher", "admin"] = "researcher"
+    role: Literal["researcher", "board", "admin"] = "researcher"
+
+
+class RequestProject(Strict):
+    spec: dict[str, Any]
+
+
+class ProjectRequested(Strict):
+    project_id: str
+    state: str
+
+
+class Review(Strict):
+    decision: Literal["approve", "reject"]
+    reason: str | None = Field(None, max_length=2000)
+
+
+class NodeDecisionBody(Strict):
+    decision: Literal["accepted", "declined"]
+    reason: str | None = Field(None, max_length=2000)
 
 
 class NewToken(Strict):
@@ -185,12 +204,14 @@ def create_app(
             raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
         return who
 
-    def need(kind: str, role: str | None = None) -> Callable[[Principal], Principal]:
+    def need(kind: str, *roles: str) -> Callable[[Principal], Principal]:
         def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
             if who.kind != kind:
                 raise HTTPException(403, f"a {who.kind} token cannot be used on {kind} routes")
-            if role is not None and who.role != role:
-                raise HTTPException(403, f"this route needs the {role} role")
+            if roles and who.role not in roles:
+                raise HTTPException(
+                    403, f"this route needs the {' or '.join(roles)} role, not {who.role}"
+                )
             return who
 
         return check
@@ -198,6 +219,9 @@ def create_app(
     AsNode = Annotated[Principal, Depends(need("node"))]
     AsUser = Annotated[Principal, Depends(need("user"))]
     AsAdmin = Annotated[Principal, Depends(need("user", "admin"))]
+    # the board reviews projects and runs no study; researchers request and run, never review
+    AsResearcher = Annotated[Principal, Depends(need("user", "researcher", "admin"))]
+    AsBoard = Annotated[Principal, Depends(need("user", "board"))]
 
     @app.get("/api/health", tags=["hub"])
     def health() -> dict[str, str]:
@@ -258,7 +282,7 @@ def create_app(
         return hub.nodes()
 
     @app.post("/api/studies", tags=["researcher"], status_code=201)
-    def submit(body: SubmitStudy, user: AsUser) -> Submitted:
+    def submit(body: SubmitStudy, user: AsResearcher) -> Submitted:
         prep = executor.prepare(body.spec)
         study_id = hub.create_study(
             prep.spec,
@@ -293,6 +317,42 @@ def create_app(
                 return study
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)
+
+    # ---- projects (governance/hub_projects.py) -------------------------------------------
+    @app.post("/api/projects", tags=["projects"], status_code=201)
+    def request_project(body: RequestProject, user: AsResearcher) -> ProjectRequested:
+        """A researcher's access request; the board reviews it, each node's custodian decides."""
+        return ProjectRequested(project_id=hub.projects.request(user, body.spec), state="requested")
+
+    @app.get("/api/projects", tags=["projects"])
+    def list_projects(user: AsUser) -> list[dict[str, Any]]:
+        """A researcher's own projects; the board and admins see every project."""
+        return hub.projects.all(user)
+
+    @app.get("/api/projects/{project_id}", tags=["projects"])
+    def show_project(project_id: str, user: AsUser) -> dict[str, Any]:
+        """A project's state, terms, the board's decision and each node's decision."""
+        return hub.projects.show(project_id, user)
+
+    @app.post("/api/projects/{project_id}/review", tags=["projects"])
+    def review_project(project_id: str, body: Review, board: AsBoard) -> ProjectRequested:
+        """The board approves or rejects a requested project (a rejection gives its reason)."""
+        state = hub.projects.review(board, project_id, body.decision == "approve", body.reason)
+        return ProjectRequested(project_id=project_id, state=state)
+
+    @app.get("/api/node/projects", tags=["node"])
+    def node_projects(node: AsNode) -> list[dict[str, Any]]:
+        """Projects that name this node, for its custodian to decide at the node."""
+        return hub.projects.all(node)
+
+    @app.get("/api/node/projects/{project_id}", tags=["node"])
+    def node_project(project_id: str, node: AsNode) -> dict[str, Any]:
+        return hub.projects.show(project_id, node)
+
+    @app.post("/api/node/projects/{project_id}/decision", tags=["node"])
+    def node_decision(project_id: str, body: NodeDecisionBody, node: AsNode) -> dict[str, Any]:
+        """Relay the decision the custodian made (and recorded) at the node."""
+        return hub.projects.decide(node, project_id, body.decision, body.reason)
 
     # ---- admin routes --------------------------------------------------------------------
     @app.post("/api/admin/nodes", tags=["admin"], status_code=201)

@@ -12,7 +12,7 @@ import secrets
 from typing import Literal
 
 TokenKind = Literal["node", "user"]
-ROLES = ("researcher", "admin")
+ROLES = ("researcher", "board", "admin")
 
 
 def new_token(kind: TokenKind) -> str:

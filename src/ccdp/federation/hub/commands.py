@@ -54,6 +54,12 @@ def serve(
         help="Largest node answer or imported result file in MiB (event-time tables of "
         "large cohorts need more than a study spec); a larger one is refused with 413.",
     ),
+    open_studies: bool = typer.Option(
+        False,
+        "--open",
+        help="Also run studies that name no project (tests, demos); by default the hub runs "
+        "only studies of a project the board approved and the nodes accepted.",
+    ),
 ) -> None:
     """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
     from ccdp.federation.hub.server import serve as run
@@ -68,6 +74,7 @@ def serve(
         log_level="warning",
         max_body=int(max_body_mib * MiB),
         max_answer_body=int(max_answer_mib * MiB),
+        open_studies=open_studies,
     )
 
 
@@ -90,10 +97,16 @@ def add_node(
 @hub_app.command("add-user")
 def add_user(
     name: str = typer.Argument(...),
-    role: str = typer.Option("researcher", "--role", help="researcher or admin"),
+    role: str = typer.Option(
+        "researcher",
+        "--role",
+        help="researcher (requests projects, runs studies), board (the data access committee: "
+        "reviews projects) or admin (runs the hub)",
+    ),
     db: str | None = DB,
 ) -> None:
-    """Register a researcher or admin; the token is printed once, on the last line."""
+    """Register a researcher, board member or admin; the token is printed once, on the last
+    line."""
     token = _hub(db).add_user(name, role)
     typer.echo(f"user {name} ({role}) registered; their token (shown only now):")
     typer.echo(token)

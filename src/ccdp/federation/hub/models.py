@@ -95,6 +95,9 @@ class StudyRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # governance: the study's project, and the nodes it named that were not asked (with why)
+    project_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    excluded: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class RoundRow(Base):
@@ -143,3 +146,33 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(120))
     action: Mapped[str] = mapped_column(String(60))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ProjectRow(Base):
+    """A project (access request): its file as requested, the board's decision, its state."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    state: Mapped[str] = mapped_column(String(20), default="requested")
+    reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    review_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProjectNodeRow(Base):
+    """One node's custodian decision on a project, as the node relayed it."""
+
+    __tablename__ = "project_nodes"
+    __table_args__ = (UniqueConstraint("project_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    decision: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -56,8 +56,10 @@ class HubTransport:
         timeout: float,
         stop: threading.Event,
         poll: float = 0.5,
+        project: str | None = None,
     ) -> None:
         self.hub = hub
+        self.project = project
         self.study_id = study_id
         self._nodes = list(nodes)
         self.timeout = timeout
@@ -72,8 +74,14 @@ class HubTransport:
         """One round: write the tasks (or find them, on resume), wait, collect."""
         round_no = self._round
         self._round += 1
+        project, data_use = self.hub.projects.governance_of(self.project)
         sent = task.model_copy(
-            update={"study_id": self.study_id, "requester": self.hub.study_requester(self.study_id)}
+            update={
+                "study_id": self.study_id,
+                "requester": self.hub.study_requester(self.study_id),
+                "project": project,  # the node checks the task against what it accepted
+                "data_use": data_use,
+            }
         )
         round_id = self.hub.open_round(self.study_id, round_no, sent, nodes, self.timeout)
         self._wait(round_id)
@@ -132,7 +140,7 @@ class StudyRunner:
         row = self.hub.study_row(study_id)
         self.hub.set_study_status(study_id, "running")
         transport = HubTransport(
-            self.hub, study_id, row.nodes, row.timeout, self._stop, poll=self.poll
+            self.hub, study_id, row.nodes, row.timeout, self._stop, self.poll, row.project_id
         )
         try:
             result = self.executor.run(row.spec, transport)
@@ -147,4 +155,7 @@ class StudyRunner:
             self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
             return
         # the result names the study by the hub's id, the one `ccdp submit` printed
-        self.hub.set_study_status(study_id, "done", result={**result, "study_id": study_id})
+        # nodes the project kept out (declined, not accepted) are reported beside those asked
+        nodes = {**(row.excluded or {}), **result.get("nodes", {})}
+        done = {**result, "study_id": study_id, "nodes": nodes}
+        self.hub.set_study_status(study_id, "done", result=done)

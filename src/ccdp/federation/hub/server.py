@@ -26,6 +26,7 @@ def serve(
     log_level: str = "warning",
     max_body: int | None = None,
     max_answer_body: int | None = None,
+    open_studies: bool = False,
 ) -> None:
     """Open (and migrate) the database, then serve until interrupted; the body limits (bytes)
     default to create_app's."""
@@ -42,7 +43,7 @@ def serve(
         from ccdp.federation.hub.studies import SpecExecutor
 
         executor = SpecExecutor()
-    hub = Hub(open_database(db_url))
+    hub = Hub(open_database(db_url), open_studies=open_studies)
     app = create_app(
         hub,
         executor,

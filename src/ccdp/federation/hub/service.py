@@ -37,6 +37,7 @@ from ccdp.federation.hub.models import (
     utcnow,
 )
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.governance.hub_projects import Admission
 
 
 class HubError(CcdpError):
@@ -49,6 +50,10 @@ class NotFound(HubError):
 
 class Conflict(HubError):
     """The request contradicts what the hub already holds (e.g. a second, different answer)."""
+
+
+class StudyRefused(HubError):
+    """A study is outside its project (or has none on a closed hub): no node is asked."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,16 @@ class Hub:
         self,
         sessions: sessionmaker[Session],
         analyses: Callable[[str], Analysis | None] = registered_analysis,
+        open_studies: bool = False,
     ) -> None:
+        """`open_studies` (`ccdp hub serve --open`): also run studies without a project."""
+        from ccdp.governance.hub_projects import Projects
+
         self.sessions = sessions
         self.waker = Waker()
         self.analyses = analyses
+        self.open_studies = open_studies
+        self.projects = Projects(self)
 
     # ---- audit -------------------------------------------------------------------------
     @staticmethod
@@ -360,6 +371,8 @@ class Hub:
                 raise HubError(f"study names unknown or revoked nodes: {', '.join(unknown)}")
             if not chosen:
                 raise HubError("no nodes are registered at this hub")
+            admitted = self.admit_study(s, owner, spec, analysis, chosen)
+            chosen = admitted.asked
             need = len(chosen) if min_nodes is None else min_nodes
             if not 1 <= need <= len(chosen):
                 raise HubError(f"min_nodes must be between 1 and {len(chosen)}, got {need}")
@@ -375,11 +388,25 @@ class Hub:
                     min_nodes=need,
                     timeout=float(timeout),
                     status="queued",
+                    project_id=admitted.project_id,
+                    excluded=admitted.excluded or None,
                 )
             )
             who = owner.name if owner else "admin"
             self._audit(s, who, "submit-study", study=study_id, analysis=analysis, nodes=chosen)
         return study_id
+
+    def admit_study(
+        self,
+        s: Session,
+        owner: Principal | None,
+        spec: dict[str, Any],
+        analysis: str,
+        chosen: list[str],
+    ) -> Admission:
+        """The project check of a study (governance/hub_projects.py); tests override it to
+        play a hub that forwards everything, so the node's own check is seen to hold."""
+        return self.projects.admit(s, owner, spec, analysis, chosen, self.open_studies)
 
     def study(self, study_id: str, viewer: Principal | None = None) -> dict[str, Any]:
         """A study's state and result; researchers see only their own studies."""
@@ -401,6 +428,7 @@ class Hub:
             "title": row.title,
             "analysis": row.analysis,
             "status": row.status,
+            "project": row.project_id,
             "nodes": row.nodes,
             "min_nodes": row.min_nodes,
             "timeout": row.timeout,

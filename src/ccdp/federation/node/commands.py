@@ -300,4 +300,7 @@ def register(app: typer.Typer) -> None:
     node_app.command("refuse")(refuse)
     node_app.command("answer")(answer)
     node_app.command("keygen")(keygen)
+    from ccdp.governance.commands import node_projects_app  # light: typer only
+
+    node_app.add_typer(node_projects_app, name="projects")
     app.add_typer(node_app, name="node")

@@ -42,7 +42,7 @@ from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
 from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
-from ccdp.federation.protocol import Answer, AuditHead, Task
+from ccdp.federation.protocol import Answer, AuditHead, Task, utcnow
 from ccdp.governance.consent import ConsentMode, consent_filter
 from ccdp.governance.data_use import DataUse
 
@@ -182,6 +182,7 @@ class LocalNode:
     def _answer(self, task: Task, progress: dict[str, bool]) -> tuple[Summary, list[str]]:
         """Check the request, then (and only then) read the data, run and pass the gate."""
         policy = self.policy
+        self._check_project(task, policy)
         if policy.allowed_analyses is not None and task.analysis not in policy.allowed_analyses:
             raise Refusal("allowed_analyses", task.analysis)
         analysis = registry.get(task.analysis)
@@ -203,6 +204,16 @@ class LocalNode:
             checked.sets.extend(sets)
         record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes
+
+    def _check_project(self, task: Task, policy: NodePolicy) -> None:
+        """The node's own governance check (its custodian's record, not the hub's word)."""
+        from ccdp.governance.node_projects import check_task, load_decisions
+
+        if task.project is None:
+            if policy.require_project:
+                raise Refusal("no_project")
+            return
+        check_task(task, self.name, load_decisions(self.store), utcnow().date())
 
     def _study(
         self,
@@ -294,6 +305,7 @@ class LocalNode:
                 "study_id": task.study_id,
                 "round": task.round,
                 "analysis": task.analysis,
+                "project": task.project,
                 "params": task.params,
                 "cohort": task.cohort,
                 "data_use": task.data_use.model_dump(mode="json") if task.data_use else None,

@@ -1,0 +1,240 @@
+"""`ccdp project …` (a researcher requests, the board reviews, anyone shows their projects) and
+`ccdp node projects …` (the custodian decides at the node; the hub only relays the decision)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+project_app = typer.Typer(
+    help="Projects (access requests): request, review (board), show, list.", no_args_is_help=True
+)
+node_projects_app = typer.Typer(
+    help="The custodian's decisions on projects, made at the node and relayed to the hub.",
+    no_args_is_help=True,
+)
+
+HUB = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org")
+TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="User token (researcher/board).")
+NODE_TOKEN = typer.Option(..., "--token", envvar="CCDP_NODE_TOKEN", help="Node token.")
+CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
+AS_JSON = typer.Option(False, "--json", help="Print JSON.")
+STORE = typer.Option(..., "--store", "-s", help="The node store (DuckDB file).")
+REASON = typer.Option(None, "--reason", help="Why (told to the researcher and the board).")
+
+
+def _client(hub: str, token: str, cacert: Path | None) -> Any:
+    from ccdp.federation.client import HubClient, tls_verify
+
+    return HubClient(hub, token, verify=tls_verify(cacert))
+
+
+def _print_project(p: dict[str, Any]) -> None:
+    typer.echo(f"{p['project_id']}: {p['state']} - {p['title']}")
+    typer.echo(f"  requester: {p['requester']}")
+    review = p.get("review") or {}
+    if review.get("by"):
+        typer.echo(
+            f"  board: {review['by']}" + (f" ({review['reason']})" if review["reason"] else "")
+        )
+    terms = p["terms"]
+    typer.echo(f"  data use: {json.dumps(terms['data_use'])}")
+    typer.echo(f"  analyses: {', '.join(terms['analyses'])}; expires {terms['expires']}")
+    if terms.get("cohort"):
+        typer.echo(f"  scope: {json.dumps(terms['cohort'])}")
+    for node, d in p["nodes"].items():
+        typer.echo(
+            f"  node {node}: {d['decision']}" + (f" ({d['reason']})" if d.get("reason") else "")
+        )
+
+
+@project_app.command("request")
+def request(
+    file: Path = typer.Argument(..., help="Project file (YAML or JSON), see docs/governance.md."),
+    hub: str = HUB,
+    token: str = TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Request a project (checked here first: errors name the file and key); the board reviews."""
+    from ccdp.governance.projects import load_project
+
+    spec = load_project(file)
+    body = _client(hub, token, cacert)._call(
+        "POST", "/api/projects", json={"spec": spec.model_dump(mode="json", exclude_unset=True)}
+    )
+    if as_json:
+        typer.echo(json.dumps(body))
+        return
+    typer.echo(f"project requested ({body['state']}); id:\n{body['project_id']}")
+
+
+@project_app.command("review")
+def review(
+    project_id: str = typer.Argument(..., help="The project's id."),
+    approve: bool = typer.Option(False, "--approve", help="Approve the project."),
+    reject: bool = typer.Option(False, "--reject", help="Reject the project (give --reason)."),
+    reason: str | None = REASON,
+    hub: str = HUB,
+    token: str = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Board member's token."),
+    cacert: Path | None = CACERT,
+) -> None:
+    """The board's decision on a requested project: --approve or --reject with a --reason."""
+    if approve == reject:
+        raise typer.BadParameter(
+            "give exactly one of --approve or --reject", param_hint="--approve"
+        )
+    body = _client(hub, token, cacert)._call(
+        "POST",
+        f"/api/projects/{project_id}/review",
+        json={"decision": "approve" if approve else "reject", "reason": reason},
+    )
+    typer.echo(f"project {body['project_id']}: {body['state']}")
+
+
+@project_app.command("show")
+def show(
+    project_id: str = typer.Argument(..., help="The project's id."),
+    hub: str = HUB,
+    token: str = TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """A project's state, its terms, the board's decision and each node's decision."""
+    p = _client(hub, token, cacert)._call("GET", f"/api/projects/{project_id}")
+    if as_json:
+        typer.echo(json.dumps(p, indent=2))
+        return
+    _print_project(p)
+
+
+@project_app.command("list")
+def list_projects(
+    hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
+) -> None:
+    """Projects this token may see (a researcher's own; the board's: all), oldest first."""
+    rows = _client(hub, token, cacert)._call("GET", "/api/projects")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for p in rows:
+        nodes = ", ".join(f"{n} {d['decision']}" for n, d in p["nodes"].items())
+        typer.echo(f"{p['project_id']}  {p['state']:<9}  {p['title']}  [{nodes}]")
+
+
+# ---- at the node ------------------------------------------------------------------------------
+def _with_local(store: Path, p: dict[str, Any]) -> dict[str, Any]:
+    from ccdp.governance.node_projects import load_decisions
+
+    made = load_decisions(store).get(p["project_id"])
+    local = None if made is None else made.model_dump(mode="json", exclude={"terms"})
+    return {**p, "decided_here": local}
+
+
+@node_projects_app.command("list")
+def node_list(
+    store: Path = STORE,
+    hub: str = HUB,
+    token: str = NODE_TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Projects the hub relays that name this node, with what this node's custodian decided."""
+    rows = [
+        _with_local(store, p)
+        for p in _client(hub, token, cacert)._call("GET", "/api/node/projects")
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for p in rows:
+        here = p["decided_here"]["decision"] if p["decided_here"] else "not decided"
+        typer.echo(f"{p['project_id']}  {p['state']:<9}  here: {here:<11}  {p['title']}")
+
+
+@node_projects_app.command("show")
+def node_show(
+    project_id: str = typer.Argument(..., help="The project's id."),
+    store: Path = STORE,
+    hub: str = HUB,
+    token: str = NODE_TOKEN,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
+) -> None:
+    """One project as the hub relays it (terms, lay summary) and this node's decision."""
+    p = _with_local(
+        store, _client(hub, token, cacert)._call("GET", f"/api/node/projects/{project_id}")
+    )
+    if as_json:
+        typer.echo(json.dumps(p, indent=2))
+        return
+    _print_project(p)
+    typer.echo(f"  summary: {p['spec']['summary']}")
+    here = p["decided_here"]
+    typer.echo(f"  decided here: {here['decision'] if here else 'not decided'}")
+
+
+def _decide(
+    project_id: str,
+    decision: str,
+    reason: str | None,
+    store: Path,
+    hub: str,
+    token: str,
+    cacert: Path | None,
+) -> None:
+    """Fetch the terms, record the decision at the node (what the node enforces), then tell the
+    hub (which only relays it)."""
+    from ccdp.governance.node_projects import NodeProjectsError, record_decision
+    from ccdp.governance.projects import ProjectSpec, ProjectTerms
+
+    if not store.exists():
+        raise NodeProjectsError(f"{store}: no such node store")
+    client = _client(hub, token, cacert)
+    p = client._call("GET", f"/api/node/projects/{project_id}")
+    if p["state"] != "approved":
+        raise NodeProjectsError(
+            f"project {project_id} is {p['state']}: a custodian decides only on approved projects"
+        )
+    terms = ProjectTerms.of(p["project_id"], ProjectSpec.model_validate(p["spec"]))
+    record_decision(store, terms, decision, reason)  # type: ignore[arg-type]
+    client._call(
+        "POST",
+        f"/api/node/projects/{project_id}/decision",
+        json={"decision": decision, "reason": reason},
+    )
+    typer.echo(f"project {project_id}: {decision} at this node (recorded here, sent to the hub)")
+
+
+@node_projects_app.command("accept")
+def accept(
+    project_id: str = typer.Argument(..., help="The project's id."),
+    reason: str | None = REASON,
+    store: Path = STORE,
+    hub: str = HUB,
+    token: str = NODE_TOKEN,
+    cacert: Path | None = CACERT,
+) -> None:
+    """Accept a board-approved project for this node: its terms are recorded here and every
+    task of it is checked against them."""
+    _decide(project_id, "accepted", reason, store, hub, token, cacert)
+
+
+@node_projects_app.command("decline")
+def decline(
+    project_id: str = typer.Argument(..., help="The project's id."),
+    reason: str | None = REASON,
+    store: Path = STORE,
+    hub: str = HUB,
+    token: str = NODE_TOKEN,
+    cacert: Path | None = CACERT,
+) -> None:
+    """Decline a project for this node (or withdraw an acceptance): its tasks are refused."""
+    _decide(project_id, "declined", reason, store, hub, token, cacert)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(project_app, name="project")

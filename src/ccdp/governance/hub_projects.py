@@ -1,0 +1,290 @@
+"""Projects at the hub: requested by a researcher, reviewed by the board, relayed to the nodes it
+names, whose custodians' decisions come back; and the admission of a study to its project.
+
+The hub only relays a custodian's decision: the node records what it accepted and checks every
+task against that record itself (federation/node/local.py), so this class is a convenience and a
+first line, never the only one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow, utcnow
+from ccdp.governance.data_use import DataUse
+from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
+
+if TYPE_CHECKING:
+    from ccdp.federation.hub.service import Hub, Principal
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The nodes a study may ask, and the named nodes it may not ask with their status."""
+
+    project_id: str | None
+    asked: list[str]
+    excluded: dict[str, dict[str, str]]
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+def state_of(row: ProjectRow, on: date | None = None) -> str:
+    """The stored state, except that an approved project past its expiry day is `expired`."""
+    if row.state == "approved" and (on or today()) > date.fromisoformat(row.spec["expires"]):
+        return "expired"
+    return row.state
+
+
+class Projects:
+    """Project requests, reviews and node decisions, over the hub's database."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _row(s: Session, project_id: str) -> ProjectRow:
+        from ccdp.federation.hub.service import NotFound
+
+        row = s.get(ProjectRow, project_id)
+        if row is None:
+            raise NotFound(f"no project {project_id!r}")
+        return row
+
+    @staticmethod
+    def _may_see(row: ProjectRow, viewer: Principal) -> bool:
+        if viewer.kind == "node":
+            return viewer.name in row.spec["nodes"]
+        return viewer.role in ("board", "admin") or row.owner_id == viewer.id
+
+    def _dict(self, s: Session, row: ProjectRow) -> dict[str, Any]:
+        owner = s.get(UserRow, row.owner_id)
+        decided = {
+            name: {"decision": d.decision, "reason": d.reason, "at": d.decided_at.isoformat()}
+            for d, name in s.execute(
+                select(ProjectNodeRow, NodeRow.name)
+                .join(NodeRow, ProjectNodeRow.node_id == NodeRow.id)
+                .where(ProjectNodeRow.project_id == row.id)
+            ).all()
+        }
+        nodes = {
+            n: decided.get(n, {"decision": "not decided", "reason": None, "at": None})
+            for n in row.spec["nodes"]
+        }
+        return {
+            "project_id": row.id,
+            "title": row.title,
+            "state": state_of(row),
+            "requester": owner.name if owner is not None else None,
+            "created_at": row.created_at.isoformat(),
+            "review": {
+                "by": row.reviewer,
+                "reason": row.review_reason,
+                "at": row.reviewed_at.isoformat() if row.reviewed_at else None,
+            },
+            "nodes": nodes,
+            "terms": ProjectTerms.of(row.id, ProjectSpec.model_validate(row.spec)).model_dump(
+                mode="json"
+            ),
+            "spec": row.spec,
+        }
+
+    # -- researcher and board -------------------------------------------------------------
+    def request(self, owner: Principal, raw: dict[str, Any]) -> str:
+        """Store a researcher's request (state `requested`); every node named must exist."""
+        from ccdp.federation.hub.service import HubError
+
+        spec = load_project(raw)
+        project_id = uuid.uuid4().hex
+        with self.hub.sessions.begin() as s:
+            live = {n.name for n in s.scalars(select(NodeRow).where(NodeRow.revoked_at.is_(None)))}
+            unknown = [n for n in spec.nodes if n not in live]
+            if unknown:
+                raise HubError(f"project: nodes: unknown or revoked nodes: {', '.join(unknown)}")
+            s.add(
+                ProjectRow(
+                    id=project_id,
+                    title=spec.title,
+                    spec=spec.model_dump(mode="json"),
+                    owner_id=owner.id,
+                    state="requested",
+                )
+            )
+            self.hub._audit(s, owner.name, "project-request", project=project_id, nodes=spec.nodes)
+        return project_id
+
+    def review(self, board: Principal, project_id: str, approve: bool, reason: str | None) -> str:
+        """The board's decision on a requested project; a rejection needs its reason."""
+        from ccdp.federation.hub.service import Conflict, HubError
+
+        if not approve and not (reason and reason.strip()):
+            raise HubError("reason: a rejection must say why (--reason)")
+        with self.hub.sessions.begin() as s:
+            row = self._row(s, project_id)
+            if row.state != "requested":
+                raise Conflict(f"project {project_id} is {state_of(row)}, not requested")
+            row.state = "approved" if approve else "rejected"
+            row.reviewer, row.review_reason, row.reviewed_at = board.name, reason, utcnow()
+            self.hub._audit(
+                s, board.name, "project-review", project=project_id, state=row.state, reason=reason
+            )
+            return row.state
+
+    def show(self, project_id: str, viewer: Principal) -> dict[str, Any]:
+        from ccdp.federation.hub.service import NotFound
+
+        with self.hub.sessions() as s:
+            row = s.get(ProjectRow, project_id)
+            if row is None or not self._may_see(row, viewer):
+                raise NotFound(f"no project {project_id!r}")
+            return self._dict(s, row)
+
+    def all(self, viewer: Principal) -> list[dict[str, Any]]:
+        """Researchers: their own; board and admin: all; a node: those that name it."""
+        with self.hub.sessions() as s:
+            rows = s.scalars(select(ProjectRow).order_by(ProjectRow.created_at))
+            return [self._dict(s, r) for r in rows if self._may_see(r, viewer)]
+
+    # -- nodes ----------------------------------------------------------------------------
+    def decide(
+        self, node: Principal, project_id: str, decision: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Record the decision a node's custodian made at the node (the node sends it)."""
+        from ccdp.federation.hub.service import Conflict, HubError, NotFound
+
+        if decision not in ("accepted", "declined"):
+            raise HubError(f"decision: must be accepted or declined, got {decision!r}")
+        with self.hub.sessions.begin() as s:
+            row = s.get(ProjectRow, project_id)
+            if row is None or not self._may_see(row, node):
+                raise NotFound(f"no project {project_id!r} for this node")
+            state = state_of(row)
+            if state != "approved":
+                raise Conflict(
+                    f"project {project_id} is {state}: a node decides only on approved projects"
+                )
+            held = s.scalar(
+                select(ProjectNodeRow).where(
+                    ProjectNodeRow.project_id == project_id, ProjectNodeRow.node_id == node.id
+                )
+            )
+            if held is None:
+                s.add(
+                    ProjectNodeRow(
+                        project_id=project_id, node_id=node.id, decision=decision, reason=reason
+                    )
+                )
+            else:
+                held.decision, held.reason, held.decided_at = decision, reason, utcnow()
+            self.hub._audit(
+                s,
+                f"node:{node.name}",
+                "project-node-decision",
+                project=project_id,
+                decision=decision,
+                reason=reason,
+            )
+            return self._dict(s, row)
+
+    # -- studies --------------------------------------------------------------------------
+    def admit(
+        self,
+        s: Session,
+        owner: Principal | None,
+        spec: dict[str, Any],
+        analysis: str,
+        chosen: list[str],
+        open_hub: bool,
+    ) -> Admission:
+        """Which of `chosen` a study may ask, or StudyRefused (before any node is asked) with
+        the reason: no project on a closed hub, a project not approved or expired, an analysis
+        or a cohort outside it, a data use other than its own, or no node that accepted it."""
+        from ccdp.federation.hub.service import StudyRefused
+
+        who = owner.name if owner is not None else "admin"
+        project_id = spec.get("project")
+        if project_id is None:
+            if not open_hub:
+                raise StudyRefused(
+                    "project: this hub runs only studies of an approved project (name it with "
+                    "`project: ID`); a hub started with --open also runs studies without one"
+                )
+            return Admission(None, chosen, {})
+        row = s.get(ProjectRow, str(project_id))
+        if row is None or not self._owner_may(row, owner):
+            self._refused(s, who, str(project_id), f"no project {project_id!r} of this researcher")
+        state = state_of(row)
+        if state != "approved":
+            self._refused(s, who, row.id, f"project {row.id} is {state}")
+        spec_row = ProjectSpec.model_validate(row.spec)
+        terms = ProjectTerms.of(row.id, spec_row)
+        broken = study_outside(terms, analysis, spec.get("cohort"), today())
+        if broken is not None:
+            self._refused(s, who, row.id, broken[1])
+        if (
+            spec.get("data_use") is not None
+            and DataUse.model_validate(spec["data_use"]) != terms.data_use
+        ):
+            self._refused(s, who, row.id, f"data_use: differs from project {row.id}'s data use")
+        outside = [n for n in chosen if n not in terms.nodes]
+        if outside:
+            self._refused(
+                s, who, row.id, f"nodes: {', '.join(outside)} not asked by project {row.id}"
+            )
+        decisions = {
+            name: (d.decision, d.reason)
+            for d, name in s.execute(
+                select(ProjectNodeRow, NodeRow.name)
+                .join(NodeRow, ProjectNodeRow.node_id == NodeRow.id)
+                .where(ProjectNodeRow.project_id == row.id)
+            ).all()
+        }
+        asked, excluded = [], {}
+        for n in chosen:
+            decision, why = decisions.get(n, (None, None))
+            if decision == "accepted":
+                asked.append(n)
+            elif decision == "declined":
+                excluded[n] = {
+                    "status": "declined",
+                    "reason": f"the custodian of {n} declined project {row.id}"
+                    + (f": {why}" if why else ""),
+                }
+            else:
+                excluded[n] = {
+                    "status": "not accepted",
+                    "reason": f"the custodian of {n} has not accepted project {row.id}",
+                }
+        if not asked:
+            self._refused(s, who, row.id, f"no node named by the study accepted project {row.id}")
+        return Admission(row.id, asked, excluded)
+
+    @staticmethod
+    def _owner_may(row: ProjectRow, owner: Principal | None) -> bool:
+        """Only the project's requester (or an admin, or the hub itself) runs its studies."""
+        return owner is None or owner.role == "admin" or owner.id == row.owner_id
+
+    def _refused(self, s: Session, who: str, project_id: str, why: str) -> NoReturn:
+        """Refuse a study: audited in its own transaction (the study's one is rolled back)."""
+        from ccdp.federation.hub.service import StudyRefused
+
+        with self.hub.sessions.begin() as audit:
+            self.hub._audit(audit, who, "study-refused", project=project_id, reason=why)
+        raise StudyRefused(f"study refused: {why}")
+
+    def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]:
+        """(project id, data use) a study's tasks carry: the node filters and checks by them."""
+        if project_id is None:
+            return None, None
+        with self.hub.sessions() as s:
+            row = self._row(s, project_id)
+            return row.id, DataUse.model_validate(row.spec["data_use"])
