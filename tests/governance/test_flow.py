@@ -47,9 +47,15 @@ def study_file(tmp_path, name, **spec):
     return path
 
 
+def consented(registry: dict, consent: str = "DUO:0000042") -> dict:
+    """The registry with every patient's consent set (GRU): the node includes only consented
+    patients in a project's analyses (policy `consent: required`)."""
+    return {**registry, "patient": [{**p, "consent": consent} for p in registry["patient"]]}
+
+
 def stores(tmp_path):
     return {
-        n: build_store(tmp_path / f"{n}.duckdb", random_registry(seed, size, c, n))
+        n: build_store(tmp_path / f"{n}.duckdb", consented(random_registry(seed, size, c, n)))
         for n, (seed, size, c) in SITES.items()
     }
 
