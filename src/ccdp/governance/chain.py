@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def read_head(path: Path, key: bytes) -> Head | None:
 
 
 def check_anchor(
-    records: list[Mapping[str, Any]], anchor: Head, holder: str = "the head", there: str = "in it"
+    records: Sequence[Mapping[str, Any]], anchor: Head, holder: str = "the head", there: str = "in it"
 ) -> None:
     """ChainBroken unless the chain still holds the record `anchor` names: a chain cut behind
     it, or rewritten up to it (even with the key), does not. `holder` and `there` name who holds
