@@ -102,7 +102,10 @@ def read_head(path: Path, key: bytes) -> Head | None:
 
 
 def check_anchor(
-    records: Sequence[Mapping[str, Any]], anchor: Head, holder: str = "the head", there: str = "in it"
+    records: Sequence[Mapping[str, Any]],
+    anchor: Head,
+    holder: str = "the head",
+    there: str = "in it",
 ) -> None:
     """ChainBroken unless the chain still holds the record `anchor` names: a chain cut behind
     it, or rewritten up to it (even with the key), does not. `holder` and `there` name who holds

@@ -37,6 +37,7 @@ from ccdp.federation.hub.models import (
     utcnow,
 )
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.governance import hub_audit
 
 
 class HubError(CcdpError):
@@ -172,15 +173,30 @@ class Hub:
     # ---- audit -------------------------------------------------------------------------
     @staticmethod
     def _audit(s: Session, actor: str, action: str, **detail: Any) -> None:
-        s.add(AuditRow(actor=actor, action=action, detail=detail))
+        """Chain a record to the hub's audit log in the caller's transaction (never a token or
+        a patient-level value in `detail`: see governance/hub_audit.py)."""
+        hub_audit.append(s, actor, action, detail)
 
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest `limit` records, newest first, with their seq and hashes."""
         with self.sessions() as s:
-            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.seq.desc()).limit(limit))
             return [
-                {"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "detail": r.detail}
+                {
+                    "seq": r.seq,
+                    "at": hub_audit.at_text(r.at),
+                    "actor": r.actor,
+                    "action": r.action,
+                    "detail": r.detail,
+                    "prev": r.prev,
+                    "hash": r.hash,
+                }
                 for r in rows
             ]
+
+    def verify_audit(self) -> hub_audit.Verified:
+        """Walk the whole audit chain against its key, its head row and its head file."""
+        return hub_audit.verify(self.sessions)
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(self, name: str, country: str, public_key: str | None = None) -> str:
