@@ -26,9 +26,10 @@ def serve(
     log_level: str = "warning",
     max_body: int | None = None,
     max_answer_body: int | None = None,
+    audit_key: Path | None = None,
 ) -> None:
     """Open (and migrate) the database, then serve until interrupted; the body limits (bytes)
-    default to create_app's."""
+    default to create_app's; `audit_key` is the file of the audit-log key (see hub_audit)."""
     import uvicorn
 
     from ccdp.federation.hub.app import MAX_ANSWER_BODY, MAX_BODY, create_app
@@ -42,7 +43,7 @@ def serve(
         from ccdp.federation.hub.studies import SpecExecutor
 
         executor = SpecExecutor()
-    hub = Hub(open_database(db_url))
+    hub = Hub(open_database(db_url, audit_key))
     app = create_app(
         hub,
         executor,
