@@ -283,16 +283,20 @@ def create_app(
 
     @app.post("/api/studies", tags=["researcher"], status_code=201)
     def submit(body: SubmitStudy, user: AsResearcher) -> Submitted:
-        prep = executor.prepare(body.spec)
-        study_id = hub.create_study(
-            prep.spec,
-            analysis=prep.analysis,
-            title=prep.title,
-            nodes=prep.nodes,
-            min_nodes=prep.min_nodes,
-            timeout=prep.timeout,
-            owner=user,
-        )
+        try:
+            prep = executor.prepare(body.spec)
+            study_id = hub.create_study(
+                prep.spec,
+                analysis=prep.analysis,
+                title=prep.title,
+                nodes=prep.nodes,
+                min_nodes=prep.min_nodes,
+                timeout=prep.timeout,
+                owner=user,
+            )
+        except CcdpError as exc:  # a refused submission is a request too: audited
+            hub.record_refused(user, "submit-study", str(exc))
+            raise
         runner.start(study_id)
         return Submitted(id=study_id, status="queued")
 
@@ -314,6 +318,7 @@ def create_app(
             study = await run_in_threadpool(hub.study, study_id, user)
             left = until - loop.time()
             if study["status"] in ("done", "failed") or left <= 0 or hub.waker.closing:
+                await run_in_threadpool(hub.record_read, user, study)
                 return study
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=left)
@@ -356,39 +361,55 @@ def create_app(
 
     # ---- admin routes --------------------------------------------------------------------
     @app.post("/api/admin/nodes", tags=["admin"], status_code=201)
-    def add_node(body: NewNode, _admin: AsAdmin) -> NewToken:
-        return NewToken(
-            name=body.name, token=hub.add_node(body.name, body.country, body.public_key)
-        )
+    def add_node(body: NewNode, admin: AsAdmin) -> NewToken:
+        token = hub.add_node(body.name, body.country, body.public_key, by=admin.name)
+        return NewToken(name=body.name, token=token)
 
     @app.post("/api/admin/users", tags=["admin"], status_code=201)
-    def add_user(body: NewUser, _admin: AsAdmin) -> NewToken:
-        return NewToken(name=body.name, token=hub.add_user(body.name, body.role))
+    def add_user(body: NewUser, admin: AsAdmin) -> NewToken:
+        return NewToken(name=body.name, token=hub.add_user(body.name, body.role, by=admin.name))
 
     @app.post("/api/admin/nodes/{name}/revoke", tags=["admin"])
-    def revoke_node(name: str, _admin: AsAdmin) -> dict[str, str]:
-        hub.revoke("node", name)
+    def revoke_node(name: str, admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("node", name, by=admin.name)
         return {"revoked": name}
 
     @app.post("/api/admin/users/{name}/revoke", tags=["admin"])
-    def revoke_user(name: str, _admin: AsAdmin) -> dict[str, str]:
-        hub.revoke("user", name)
+    def revoke_user(name: str, admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("user", name, by=admin.name)
         return {"revoked": name}
 
     @app.post("/api/admin/import", tags=["admin"])
-    def import_result(body: resultfile.ResultFile, _admin: AsAdmin) -> Posted:
+    def import_result(body: resultfile.ResultFile, admin: AsAdmin) -> Posted:
         """Take in an offline site's signed result file."""
-        rec = import_file(hub, body)
+        rec = import_file(hub, body, by=admin.name)
         return Posted(status=rec.status, task_id=rec.task_id)
 
     @app.get("/api/admin/audit", tags=["admin"])
     def audit(_admin: AsAdmin, limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> list[Any]:
+        """The latest audit records, newest first (seq, time, actor, action, detail, hashes)."""
         return hub.audit_log(limit)
+
+    @app.get("/api/admin/audit/verify", tags=["admin"])
+    def audit_verify(_admin: AsAdmin) -> dict[str, Any]:
+        """Walk the whole audit chain: `ok`, the head, and the first bad seq with the reason."""
+        return hub.verify_audit().to_json()
+
+    @app.get("/api/board/refusals", tags=["board"])
+    def refusals(
+        who: AsUser,
+        project: Annotated[str | None, Query(max_length=200, description="one project")] = None,
+    ) -> list[dict[str, Any]]:
+        """Per study (and project), the nodes' refusals and withheld parts, as the nodes' gates
+        worded them: what the board reviews (board or admin role)."""
+        if who.role not in ("board", "admin"):
+            raise HTTPException(403, "this route needs the board or admin role")
+        return hub.refusals(project)
 
     return app
 
 
-def import_file(hub: Hub, rf: resultfile.ResultFile) -> Recorded:
+def import_file(hub: Hub, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
     """Verify a signed result file against the node's registered secret, then record it."""
     node_id, token_digest, public_key = hub.node_of_name(rf.node)
     resultfile.verify(rf, token_digest, public_key)
@@ -399,4 +420,4 @@ def import_file(hub: Hub, rf: resultfile.ResultFile) -> Recorded:
         rf.task.model_dump(mode="json")
     ):
         raise Conflict(f"result file answers a task that differs from task {held.task_id}")
-    return hub.record_answer(node_id, rf.answer, source="file")
+    return hub.record_answer(node_id, rf.answer, source="file", by=by)

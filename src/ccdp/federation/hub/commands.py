@@ -1,5 +1,5 @@
-"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks), `ccdp submit` and
-`ccdp study list|show|result`: a researcher's view of the studies at a hub."""
+"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks, audit, refusals),
+`ccdp submit` and `ccdp study list|show|result`: a researcher's view of the studies at a hub."""
 
 from __future__ import annotations
 
@@ -24,11 +24,20 @@ def _db(url: str | None) -> str:
     return url or os.environ.get("CCDP_HUB_DB") or DEFAULT_DB
 
 
-def _hub(url: str | None):
+AUDIT_KEY = typer.Option(
+    None,
+    "--audit-key",
+    envvar="CCDP_HUB_AUDIT_KEY",
+    help="File of the hub's audit-log key (created 0600 on first start). Default: beside a "
+    "SQLite database (hub.db -> hub.audit.key), else ~/.config/ccdp/hub-audit/<database>.key.",
+)
+
+
+def _hub(url: str | None, audit_key: Path | None = None):
     from ccdp.federation.hub.db import open_database
     from ccdp.federation.hub.service import Hub
 
-    return Hub(open_database(_db(url)))
+    return Hub(open_database(_db(url), audit_key))
 
 
 @hub_app.command("serve")
@@ -60,6 +69,7 @@ def serve(
         help="Also run studies that name no project (tests, demos); by default the hub runs "
         "only studies of a project the board approved and the nodes accepted.",
     ),
+    audit_key: Path | None = AUDIT_KEY,
 ) -> None:
     """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
     from ccdp.federation.hub.server import serve as run
@@ -75,6 +85,7 @@ def serve(
         max_body=int(max_body_mib * MiB),
         max_answer_body=int(max_answer_mib * MiB),
         open_studies=open_studies,
+        audit_key=audit_key,
     )
 
 
@@ -195,6 +206,96 @@ def import_result(
 
     rec = import_file(_hub(db), rfmod.read(resultfile))
     typer.echo(f"{resultfile}: task {rec.task_id} {rec.status}")
+
+
+@hub_app.command("audit")
+def audit(
+    db: str | None = DB,
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Check the whole chain, its head row and head file; exit 1 naming the first bad seq.",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON: the records as JSON lines, or the --verify outcome."
+    ),
+    limit: int = typer.Option(
+        0, "--limit", min=0, help="Only the latest N records (0: all); not with --verify."
+    ),
+    audit_key: Path | None = AUDIT_KEY,
+) -> None:
+    """The hub's audit log (on the hub's machine, from its database): every request, decision,
+    study, answer, result read, token issued or revoked; --verify checks nothing was edited,
+    removed, reordered or cut off."""
+    from ccdp.governance import hub_audit
+
+    hub = _hub(db, audit_key)
+    if verify:
+        outcome = hub.verify_audit()
+        if as_json:
+            typer.echo(json.dumps(outcome.to_json(), indent=2))
+        elif outcome.ok:
+            head_file = hub_audit.chain_of(hub.sessions).head_path
+            typer.echo(
+                f"hub audit log intact: {outcome.records} record(s), chain, head row and head "
+                f"file verified; head {outcome.head.seq} {outcome.head.hash}"
+                + (f" ({head_file})" if head_file else " (in-memory database: no head file)")
+            )
+        else:
+            assert outcome.error is not None
+            typer.echo(
+                f"hub audit log broken at seq {outcome.error.seq}: {outcome.error.why}", err=True
+            )
+        if not outcome.ok:
+            raise typer.Exit(1)
+        return
+    records = hub_audit.records(hub.sessions)
+    if limit:
+        records = records[-limit:]
+    if as_json:
+        for rec in records:
+            typer.echo(json.dumps({k: v for k, v in rec.items() if k != "id"}, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hub audit log")
+    for col in ("seq", "at", "actor", "action", "detail"):
+        table.add_column(col, overflow="fold")
+    for rec in records:
+        detail = json.dumps(rec["detail"], sort_keys=True)
+        table.add_row(str(rec["seq"]), rec["at"], rec["actor"], rec["action"], detail)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
+@hub_app.command("refusals")
+def refusals(
+    db: str | None = DB,
+    project: str | None = typer.Option(
+        None, "--project", help="Only the studies of this project (the `project` of a spec)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """For the board: per study (and project), what each node refused or withheld, with the
+    public reason its disclosure gate gave."""
+    rows = _hub(db).refusals(project)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no refusals or withheld parts" + (f" in project {project}" if project else ""))
+        return
+    for study in rows:
+        typer.echo(
+            f"study {study['study']} ({study['title'] or study['analysis']}), project "
+            f"{study['project'] or 'none'}, requested by {study['requester']}:"
+        )
+        for n in study["nodes"]:
+            what = "withheld" if n["withheld"] else n["status"]
+            typer.echo(f"  node {n['node']} round {n['round']}: {what}: {n['reason']}")
 
 
 def submit(

@@ -7,13 +7,17 @@ SQLite by default (embedded, nothing to install); PostgreSQL with `postgresql+ps
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
+from ccdp.federation.hub.models import AuditHeadRow
+
+if TYPE_CHECKING:
+    from ccdp.governance.hub_audit import AuditChain
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_DB = "sqlite:///ccdp-hub.db"
@@ -58,13 +62,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def migrate(engine: Engine) -> None:
-    """Run the packaged Alembic migrations up to head (idempotent)."""
+def migrate(engine: Engine, chain: AuditChain | None = None) -> None:
+    """Run the packaged Alembic migrations up to head (idempotent); `chain` holds the audit key
+    that chains the records of a database written before the audit chain (0003)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["audit_chain"] = chain
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
@@ -73,8 +79,29 @@ def migrate(engine: Engine) -> None:
         raise HubDatabaseError(f"cannot migrate hub database {engine.url!r}: {exc}") from exc
 
 
-def open_database(url: str) -> sessionmaker[Session]:
-    """Engine + migrations + session factory: everything a hub command needs."""
+def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
+    """Engine + migrations + session factory: everything a hub command needs. Its sessions
+    append to the audit chain keyed by the file `audit_key` (default: see hub_audit)."""
+    from ccdp.governance import hub_audit
+
     engine = make_engine(url)
-    migrate(engine)
-    return sessionmaker(engine, expire_on_commit=False)
+    chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key))
+    had_key = chain.has_key()
+    migrate(engine, chain)
+    sessions = sessionmaker(engine, expire_on_commit=False, info={hub_audit.INFO: chain})
+    event.listen(sessions, "after_commit", hub_audit.after_commit)
+    event.listen(sessions, "after_rollback", hub_audit.after_rollback)
+    if not had_key:
+        with sessions() as s:
+            row = s.get(AuditHeadRow, 1)
+            seq, digest = (row.seq, row.hash) if row is not None else (0, "")
+        if chain.has_key() and seq:  # the upgrade just chained the records written before
+            chain.anchor(hub_audit.Head(seq, digest))
+        elif seq:
+            raise hub_audit.HubAuditError(
+                f"the hub's audit key {chain.key_path} is missing but its log holds {seq} "
+                f"record(s): restore the key file (or point ${hub_audit.ENV_KEY} at it)"
+            )
+        else:
+            chain.key  # noqa: B018 - create the key now, 0600, before the first record
+    return sessions

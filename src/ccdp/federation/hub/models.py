@@ -139,13 +139,29 @@ class AnswerRow(Base):
 
 
 class AuditRow(Base):
+    """One record of the hub's keyed hash chain (governance/hub_audit.py writes and checks it)."""
+
     __tablename__ = "audit"
+    __table_args__ = (UniqueConstraint("seq", name="uq_audit_seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(120))
     action: Mapped[str] = mapped_column(String(60))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int] = mapped_column(Integer)
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The one row (id 1) holding the chain's last seq and hash; every append locks it first."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class ProjectRow(Base):

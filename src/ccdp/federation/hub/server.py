@@ -27,9 +27,10 @@ def serve(
     max_body: int | None = None,
     max_answer_body: int | None = None,
     open_studies: bool = False,
+    audit_key: Path | None = None,
 ) -> None:
     """Open (and migrate) the database, then serve until interrupted; the body limits (bytes)
-    default to create_app's."""
+    default to create_app's; `audit_key` is the file of the audit-log key (see hub_audit)."""
     import uvicorn
 
     from ccdp.federation.hub.app import MAX_ANSWER_BODY, MAX_BODY, create_app
@@ -43,7 +44,7 @@ def serve(
         from ccdp.federation.hub.studies import SpecExecutor
 
         executor = SpecExecutor()
-    hub = Hub(open_database(db_url), open_studies=open_studies)
+    hub = Hub(open_database(db_url, audit_key), open_studies=open_studies)
     app = create_app(
         hub,
         executor,

@@ -37,6 +37,7 @@ from ccdp.federation.hub.models import (
     utcnow,
 )
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.governance import hub_audit
 from ccdp.governance.hub_projects import Admission
 
 
@@ -183,45 +184,73 @@ class Hub:
     # ---- audit -------------------------------------------------------------------------
     @staticmethod
     def _audit(s: Session, actor: str, action: str, **detail: Any) -> None:
-        s.add(AuditRow(actor=actor, action=action, detail=detail))
+        """Chain a record to the hub's audit log in the caller's transaction (never a token or
+        a patient-level value in `detail`: see governance/hub_audit.py)."""
+        hub_audit.append(s, actor, action, detail)
 
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest `limit` records, newest first, with their seq and hashes."""
         with self.sessions() as s:
-            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.seq.desc()).limit(limit))
             return [
-                {"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "detail": r.detail}
+                {
+                    "seq": r.seq,
+                    "at": hub_audit.at_text(r.at),
+                    "actor": r.actor,
+                    "action": r.action,
+                    "detail": r.detail,
+                    "prev": r.prev,
+                    "hash": r.hash,
+                }
                 for r in rows
             ]
 
+    def verify_audit(self) -> hub_audit.Verified:
+        """Walk the whole audit chain against its key, its head row and its head file."""
+        return hub_audit.verify(self.sessions)
+
     # ---- nodes and users ---------------------------------------------------------------
-    def add_node(self, name: str, country: str, public_key: str | None = None) -> str:
-        """Register a node; return its token (shown once, stored hashed)."""
+    def add_node(
+        self, name: str, country: str, public_key: str | None = None, by: str = "admin"
+    ) -> str:
+        """Register a node; return its token (shown once, stored hashed; the audit record says
+        a token was issued, never which)."""
         if len(country) != 2 or not country.isalpha():
             raise HubError(f"country must be a two-letter ISO code, got {country!r}")
         token = new_token("node")
         row = NodeRow(
             name=name, country=country.upper(), token_hash=hash_token(token), public_key=public_key
         )
-        self._insert(row, f"a node named {name!r} already exists", "add-node", name=name)
+        self._insert(
+            row, f"a node named {name!r} already exists", by, "add-node", name=name, token="issued"
+        )
         return token
 
-    def add_user(self, name: str, role: str) -> str:
+    def add_user(self, name: str, role: str, by: str = "admin") -> str:
         if role not in ROLES:
             raise HubError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         token = new_token("user")
         row = UserRow(name=name, role=role, token_hash=hash_token(token))
-        self._insert(row, f"a user named {name!r} already exists", "add-user", name=name, role=role)
+        self._insert(
+            row,
+            f"a user named {name!r} already exists",
+            by,
+            "add-user",
+            name=name,
+            role=role,
+            token="issued",
+        )
         return token
 
-    def _insert(self, row: Any, dup_message: str, action: str, **detail: Any) -> None:
+    def _insert(self, row: Any, dup_message: str, by: str, action: str, **detail: Any) -> None:
         try:
             with self.sessions.begin() as s:
                 s.add(row)
-                self._audit(s, "admin", action, **detail)
+                self._audit(s, by, action, **detail)
         except IntegrityError as exc:
             raise HubError(dup_message) from exc
 
-    def revoke(self, kind: TokenKind, name: str) -> None:
+    def revoke(self, kind: TokenKind, name: str, by: str = "admin") -> None:
         """Revoke a node's or user's token: every later request with it gets 401."""
         with self.sessions.begin() as s:
             row: NodeRow | UserRow | None
@@ -232,7 +261,7 @@ class Hub:
             if row is None:
                 raise NotFound(f"no {kind} named {name!r}")
             row.revoked_at = utcnow()
-            self._audit(s, "admin", f"revoke-{kind}", name=name)
+            self._audit(s, by, f"revoke-{kind}", name=name, token="revoked")
         self.waker.wake(f"node:{row.id}" if kind == "node" else f"user:{row.id}")
 
     def set_public_key(self, node: str, public_key_pem: str) -> None:
@@ -454,6 +483,69 @@ class Hub:
                 if self._may_see(r, viewer)
             ]
 
+    def record_read(self, viewer: Principal, study: dict[str, Any]) -> None:
+        """Audit that `viewer` read a study: "read-result" once it has its result."""
+        done = study.get("status") in ("done", "failed")
+        with self.sessions.begin() as s:
+            self._audit(
+                s,
+                viewer.name,
+                "read-result" if done else "read-study",
+                study=study.get("id"),
+                status=study.get("status"),
+                role=viewer.role,
+            )
+
+    def record_refused(self, who: Principal, action: str, reason: str) -> None:
+        """Audit a request the hub refused (a study spec it would not take, ...)."""
+        with self.sessions.begin() as s:
+            self._audit(s, who.name, f"{action}-refused", reason=reason[:500], role=who.role)
+
+    def refusals(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Per study, oldest first, what its nodes refused or withheld, in the words of their
+        disclosure gates (the answers' public reasons, nothing else): the board's view. A
+        study's `project` is read from its spec; `project` keeps only that project's studies."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(StudyRow, RoundRow.round_no, NodeRow.name, AnswerRow, UserRow.name)
+                .join(RoundRow, RoundRow.study_id == StudyRow.id)
+                .join(TaskRow, TaskRow.round_id == RoundRow.id)
+                .join(NodeRow, TaskRow.node_id == NodeRow.id)
+                .join(AnswerRow, AnswerRow.task_id == TaskRow.id)
+                .outerjoin(UserRow, UserRow.id == StudyRow.owner_id)
+                .where((AnswerRow.status == "refused") | AnswerRow.reason.is_not(None))
+                .order_by(StudyRow.created_at, RoundRow.round_no, NodeRow.name)
+            ).all()
+            out: dict[str, dict[str, Any]] = {}
+            for study, round_no, node, ans, owner in rows:
+                spec_project = (study.spec or {}).get("project")
+                key = None if spec_project is None else str(spec_project)
+                if project is not None and key != project:
+                    continue
+                entry = out.setdefault(
+                    study.id,
+                    {
+                        "study": study.id,
+                        "title": study.title,
+                        "project": key,
+                        "requester": owner or "admin",
+                        "analysis": study.analysis,
+                        "status": study.status,
+                        "nodes": [],
+                    },
+                )
+                entry["nodes"].append(
+                    {
+                        "node": node,
+                        "round": round_no,
+                        "status": ans.status,
+                        "withheld": ans.status == "answered",
+                        "reason": ans.reason,
+                        "late": ans.late,
+                    }
+                )
+            return list(out.values())
+
     def study_requester(self, study_id: str) -> str:
         """Who submitted the study: its owner's user name, or admin (submitted by the hub)."""
         with self.sessions() as s:
@@ -486,6 +578,8 @@ class Hub:
             row = s.get(StudyRow, study_id)
             if row is None:
                 raise NotFound(f"no study {study_id!r}")
+            if status == "running" and row.status != "running":
+                self._audit(s, "hub", "study-started", study=study_id, was=row.status)
             row.status = status
             if status in ("done", "failed"):
                 row.result, row.error, row.finished_at = result, error, utcnow()
@@ -563,7 +657,9 @@ class Hub:
             assert rnd is not None
             return Task.model_validate({**rnd.task, "task_id": row.id})
 
-    def record_answer(self, node_id: int, answer: Answer, source: str = "http") -> Recorded:
+    def record_answer(
+        self, node_id: int, answer: Answer, source: str = "http", by: str | None = None
+    ) -> Recorded:
         """Store a node's answer once. The same answer again is a no-op; a different one is a
         conflict; one after the round closed (deadline passed) is kept, flagged late, not used.
         A summary that is not well formed (MalformedSummary: ragged or non-finite arrays,
@@ -575,12 +671,14 @@ class Hub:
         if answer.summary is not None:
             Summary.from_dict(answer.summary)
         try:
-            return self._record_answer(node_id, answer, source)
+            return self._record_answer(node_id, answer, source, by)
         except IntegrityError:
             # Two copies raced past the check; the unique task_id kept one: judge this one again.
-            return self._record_answer(node_id, answer, source)
+            return self._record_answer(node_id, answer, source, by)
 
-    def _record_answer(self, node_id: int, answer: Answer, source: str) -> Recorded:
+    def _record_answer(
+        self, node_id: int, answer: Answer, source: str, by: str | None = None
+    ) -> Recorded:
         digest = answer_digest(answer)
         with self.sessions.begin() as s:
             task = s.get(TaskRow, answer.task_id, with_for_update=True)
@@ -622,6 +720,7 @@ class Hub:
                 round=rnd.round_no,
                 status=answer.status,
                 source=source,
+                **({"imported_by": by} if by else {}),
             )
             study_id = rnd.study_id
         self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import os
 from pathlib import Path
@@ -28,8 +27,20 @@ from typing import Any, BinaryIO
 
 from ccdp.errors import CcdpError
 from ccdp.federation.protocol import AuditHead
+from ccdp.governance.chain import (
+    GENESIS,
+    ChainBroken,
+    Head,
+    HeadError,
+    canonical,
+    check_anchor,
+    head_mac,
+    read_head,
+    record_mac,
+    walk,
+    write_head,
+)
 
-GENESIS = "0" * 64
 TAIL_BLOCK = 1 << 16
 
 
@@ -49,24 +60,12 @@ def head_path(log_path: Path | str) -> Path:
     return log_path.with_name(f"{name}.head")
 
 
-def _canonical(record: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-
-
 def _sha256(record: dict[str, Any]) -> str:
     """The unkeyed digest older logs used (only to say that a log is of the old kind)."""
-    return hashlib.sha256(_canonical(record)).hexdigest()
+    return hashlib.sha256(canonical(record)).hexdigest()
 
 
-def record_mac(key: bytes, record: dict[str, Any]) -> str:
-    """A record's hash: HMAC-SHA256 over its canonical JSON (all fields but `hash`)."""
-    return hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
-
-
-def head_mac(key: bytes, seq: int, digest: str) -> str:
-    """The head file's own HMAC ("head:" prefix: never equal to a record's, which is JSON)."""
-    return hmac.new(key, f"head:{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+__all__ = ["GENESIS", "AuditError", "AuditLog", "head_mac", "record_mac"]
 
 
 class AuditLog:
@@ -132,14 +131,7 @@ class AuditLog:
         return record
 
     def _write_head(self, seq: int, digest: str) -> None:
-        """Atomic: a reader sees the old head or the new one, never half of one."""
-        body = {"seq": seq, "hash": digest, "mac": head_mac(self._key, seq, digest)}
-        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps(body, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.head_path)
+        write_head(self.head_path, self._key, Head(seq, digest))
 
     def _last(self, fh: BinaryIO) -> dict[str, Any] | None:
         """The last record, read backwards from the end: a node's log grows without bound (a
@@ -162,17 +154,13 @@ class AuditLog:
 
     def head(self) -> AuditHead | None:
         """The head the sidecar file holds (its HMAC checked); None before the first record."""
-        if not self.head_path.exists():
-            return None
         try:
-            body = json.loads(self.head_path.read_text("utf-8"))
-            seq, digest, mac = body["seq"], body["hash"], body["mac"]
-            head = AuditHead(seq=seq, hash=digest)
-        except (ValueError, KeyError, TypeError):
+            held = read_head(self.head_path, self._key)
+            return None if held is None else AuditHead(seq=held.seq, hash=held.hash)
+        except HeadError as exc:
+            raise AuditError(str(exc)) from None
+        except ValueError:  # a head whose fields are not a protocol AuditHead
             raise AuditError(f"{self.head_path}: the audit head is unreadable") from None
-        if not hmac.compare_digest(str(mac), head_mac(self._key, head.seq, head.hash)):
-            raise AuditError(f"{self.head_path}: the audit head was altered (HMAC mismatch)")
-        return head
 
     def verify(self) -> AuditHead:
         """The head of an intact log (seq 0 when there is none yet); AuditError naming the first
@@ -182,23 +170,15 @@ class AuditLog:
     def _verify(self) -> tuple[AuditHead, list[dict[str, Any]]]:
         head = self.head()
         records = self.records()
-        prev = GENESIS
-        for i, rec in enumerate(records, start=1):
-            if rec.get("seq") != i:
+        try:
+            walk(records, self._key)
+        except ChainBroken as exc:
+            if exc.seq == 1 and records and _sha256(records[0]) == records[0].get("hash"):
                 raise AuditError(
-                    f"{self.path}: record {i} has seq {rec.get('seq')} (removed or reordered?)"
-                )
-            if rec.get("prev") != prev:
-                raise AuditError(f"{self.path}: record {i} does not follow record {i - 1}")
-            expected = record_mac(self._key, rec)
-            if not hmac.compare_digest(expected, str(rec.get("hash"))):
-                if i == 1 and _sha256(rec) == rec.get("hash"):
-                    raise AuditError(
-                        f"{self.path}: an unkeyed (plain SHA-256) log of an older ccdp; move it "
-                        "aside to keep it and let the node start a keyed log"
-                    )
-                raise AuditError(f"{self.path}: record {i} was altered (HMAC mismatch)")
-            prev = rec["hash"]
+                    f"{self.path}: an unkeyed (plain SHA-256) log of an older ccdp; move it "
+                    "aside to keep it and let the node start a keyed log"
+                ) from None
+            raise AuditError(f"{self.path}: {exc}") from None
         n = len(records)
         if head is None:
             if n:
@@ -226,17 +206,15 @@ class AuditLog:
         """Verify locally, then that the log holds the record the hub last heard of: a log cut,
         deleted, edited (even re-keyed) or rolled back since then does not."""
         head, records = self._verify()
-        if anchor.seq == 0:
-            return head
         if anchor.seq > head.seq:
             raise AuditError(
                 f"the hub holds head {anchor.seq} but the log has {head.seq} record(s) "
                 "(cut short, deleted or rolled back)"
             )
-        rec = records[anchor.seq - 1]
-        if rec["hash"] != anchor.hash:
-            raise AuditError(
-                f"record {anchor.seq} differs from the head the hub holds "
-                f"({rec['hash'][:12]} here, {anchor.hash[:12]} at the hub): edited or rewritten"
+        try:
+            check_anchor(
+                records, Head(anchor.seq, anchor.hash), "the head the hub holds", "at the hub"
             )
+        except ChainBroken as exc:
+            raise AuditError(str(exc)) from None
         return head

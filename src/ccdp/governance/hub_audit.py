@@ -1,0 +1,303 @@
+"""The hub's audit log: a keyed hash chain in the hub's own database (table `audit`).
+
+Every record holds its `seq`, the previous record's hash (`prev`) and its own `hash`, an
+HMAC-SHA256 over its canonical content (seq, at, actor, action, detail, prev), keyed by the hub's
+audit key. The key is kept outside the database, so whoever can edit the database (a DBA, a
+stolen backup) cannot re-chain an edit: beside a SQLite file (`hub.db` -> `hub.audit.key`), or
+for PostgreSQL in the file `$CCDP_HUB_AUDIT_KEY` / `--audit-key` names (by default one per
+database under `~/.config/ccdp/hub-audit/`). It is generated on first start, mode 0600.
+
+The latest head (seq, hash, HMAC) is kept in a sidecar file beside the key (`hub.audit.head`),
+moved forward after every commit that appended: a tail cut from the table no longer reaches it.
+
+Appends are serialised by the one-row table `audit_head`: each append first updates that row
+(the write lock on SQLite, a row lock on PostgreSQL) and only then reads the last seq, so two
+requests appending at once take seq n+1 and n+2, never both n+1.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccdp.errors import CcdpError
+from ccdp.governance.chain import (
+    GENESIS,
+    MIN_KEY_BYTES,
+    ChainBroken,
+    Head,
+    HeadError,
+    check_anchor,
+    read_head,
+    record_mac,
+    walk,
+    write_head,
+)
+
+ENV_KEY = "CCDP_HUB_AUDIT_KEY"
+INFO = "ccdp_audit_chain"  # Session.info key: the chain a session appends to
+PENDING = "ccdp_audit_pending"  # Session.info key: the head to anchor once the session commits
+TOKEN_RE = re.compile(r"ccdp-(?:node|user)-[A-Za-z0-9_-]+")
+
+
+class HubAuditError(CcdpError):
+    """The hub's audit key is missing or unusable, or its log cannot be appended to."""
+
+
+def key_path_for(url: str, explicit: Path | str | None = None) -> Path | None:
+    """Where the hub of database `url` keeps its audit key: `explicit`, else $CCDP_HUB_AUDIT_KEY,
+    else beside a SQLite file, else one file per database in the user's config folder. None for
+    an in-memory SQLite database (the key then lives as long as the process)."""
+    from ccdp.federation.hub.db import normalise_url
+
+    chosen = explicit or os.environ.get(ENV_KEY)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return None
+        db = Path(parsed.database).resolve()
+        return db.with_name(f"{db.stem}.audit.key")
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "ccdp" / "hub-audit"
+    where = (parsed.get_backend_name(), parsed.host or "local", parsed.port or "", parsed.database)
+    name = "-".join(str(part) for part in where)
+    return base / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".key")
+
+
+def head_path_for(key_path: Path) -> Path:
+    """`hub.audit.key` -> `hub.audit.head` (any other name: NAME.head)."""
+    return key_path.with_name(key_path.name.removesuffix(".key") + ".head")
+
+
+@dataclass
+class AuditChain:
+    """The hub's audit key and head file; the key is read, or created, at first use."""
+
+    key_path: Path | None
+    _key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def head_path(self) -> Path | None:
+        return head_path_for(self.key_path) if self.key_path is not None else None
+
+    def has_key(self) -> bool:
+        return self._key is not None or (self.key_path is not None and self.key_path.exists())
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = self._load_or_create()
+        return self._key
+
+    def _load_or_create(self) -> bytes:
+        if self.key_path is None:
+            return os.urandom(32)
+        path = self.key_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another hub process created it first: use theirs
+                pass
+            else:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(os.urandom(32).hex() + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        try:
+            key = bytes.fromhex(path.read_text("ascii").strip())
+        except (OSError, ValueError) as exc:
+            raise HubAuditError(f"{path}: unreadable hub audit key ({exc})") from None
+        if len(key) < MIN_KEY_BYTES:
+            raise HubAuditError(f"{path}: the hub audit key is too short (need >= 16 bytes)")
+        return key
+
+    def anchored(self) -> Head | None:
+        """The head the sidecar holds (HMAC checked), None if there is none."""
+        if self.head_path is None:
+            return None
+        try:
+            return read_head(self.head_path, self.key)
+        except HeadError as exc:
+            raise HubAuditError(str(exc)) from None
+
+    def anchor(self, head: Head) -> None:
+        """Move the sidecar to `head`, never back (file-locked: the hub and the CLI both write)."""
+        if self.head_path is None:
+            return
+        lock = self.head_path.with_name(self.head_path.name + ".lock")
+        with lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                held = read_head(self.head_path, self.key) if self.head_path.exists() else None
+            except HeadError:
+                held = None  # an altered head is replaced; verify had already said so
+            if held is None or head.seq > held.seq:
+                write_head(self.head_path, self.key, head)
+
+
+def at_text(at: datetime) -> str:
+    """A record's time as it is hashed: ISO 8601 in UTC (SQLite hands back naive UTC values)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat()
+
+
+def content(
+    seq: int, at: datetime, actor: str, action: str, detail: Any, prev: str
+) -> dict[str, Any]:
+    """What a record's HMAC covers, in the one form the writer, the migration and verify use."""
+    return {
+        "seq": seq,
+        "at": at_text(at),
+        "actor": actor,
+        "action": action,
+        "detail": detail,
+        "prev": prev,
+    }
+
+
+def clean_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """`detail` as it will read back from the JSON column, with anything shaped like a token
+    blanked: a token in the log would be a credential anyone reading the log could use."""
+    text = json.dumps(detail, sort_keys=True, default=str)
+    return json.loads(TOKEN_RE.sub("[token withheld]", text))
+
+
+def chain_of(s: Session | sessionmaker[Session]) -> AuditChain:
+    """The chain a session (or the sessions of a factory) append to."""
+    info = s.info if isinstance(s, Session) else s.kw.get("info") or {}
+    chain = info.get(INFO)
+    if not isinstance(chain, AuditChain):
+        raise HubAuditError(
+            "this session has no audit chain: open the hub database with open_database()"
+        )
+    return chain
+
+
+def append(s: Session, actor: str, action: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """Chain one record to the last, inside the caller's transaction (it is kept or dropped with
+    the change it records); the head file moves once the transaction commits."""
+    from ccdp.federation.hub.models import AuditHeadRow, AuditRow, utcnow
+
+    chain = chain_of(s)
+    # the write lock first, then the read: no other append can slip between the two
+    s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq))
+    head = s.get(AuditHeadRow, 1, populate_existing=True)
+    if head is None:
+        raise HubAuditError("the audit_head row is missing: the audit table was tampered with")
+    at = utcnow()
+    body = content(head.seq + 1, at, actor[:120], action[:60], clean_detail(detail), head.hash)
+    digest = record_mac(chain.key, body)
+    s.add(
+        AuditRow(
+            seq=body["seq"],
+            at=at,
+            actor=body["actor"],
+            action=body["action"],
+            detail=body["detail"],
+            prev=body["prev"],
+            hash=digest,
+        )
+    )
+    head.seq, head.hash = body["seq"], digest
+    s.info[PENDING] = Head(body["seq"], digest)
+    return {**body, "hash": digest}
+
+
+def after_commit(s: Session) -> None:
+    """Session event: anchor the head this transaction appended (if it did)."""
+    pending = s.info.pop(PENDING, None)
+    if isinstance(pending, Head):
+        chain_of(s).anchor(pending)
+
+
+def after_rollback(s: Session) -> None:
+    """Session event: a rolled-back append never happened; do not anchor it."""
+    s.info.pop(PENDING, None)
+
+
+def records(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Every record in chain order, as hashed (plus `hash` and the row `id`)."""
+    from ccdp.federation.hub.models import AuditRow
+
+    with sessions() as s:
+        rows = s.scalars(select(AuditRow).order_by(AuditRow.seq, AuditRow.id)).all()
+        return [
+            {
+                **content(r.seq, r.at, r.actor, r.action, r.detail, r.prev),
+                "hash": r.hash,
+                "id": r.id,
+            }
+            for r in rows
+        ]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The outcome of `verify`: the chain's head, the anchor checked against, the first fault."""
+
+    records: int
+    head: Head
+    anchor: Head | None
+    error: ChainBroken | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "head": {"seq": self.head.seq, "hash": self.head.hash},
+            "anchor": ({"seq": self.anchor.seq, "hash": self.anchor.hash} if self.anchor else None),
+            "first_bad_seq": self.error.seq if self.error else None,
+            "reason": self.error.why if self.error else None,
+        }
+
+
+def verify(sessions: sessionmaker[Session]) -> Verified:
+    """Walk the whole chain, then check it reaches the `audit_head` row and the head file."""
+    from ccdp.federation.hub.models import AuditHeadRow
+
+    chain = chain_of(sessions)
+    recs = [{k: v for k, v in r.items() if k != "id"} for r in records(sessions)]
+    with sessions() as s:
+        row = s.get(AuditHeadRow, 1)
+        db_head = Head(row.seq, row.hash) if row is not None else None
+    anchor = chain.anchored()
+    error: ChainBroken | None = None
+    head = Head(0, GENESIS)
+    try:
+        head = walk(recs, chain.key)
+        if db_head is None:
+            raise ChainBroken(head.seq + 1, "the audit_head row is missing")
+        check_anchor(recs, db_head, "the audit_head row", "in the audit_head row")
+        if db_head.seq != head.seq:
+            raise ChainBroken(
+                db_head.seq + 1,
+                f"{head.seq} record(s) but the audit_head row says {db_head.seq}",
+            )
+        if anchor is not None:
+            check_anchor(recs, anchor, f"the head file {chain.head_path}", "in the head file")
+        elif recs and chain.head_path is not None:
+            raise ChainBroken(
+                head.seq,
+                f"the head file {chain.head_path} is missing ({len(recs)} record(s)): "
+                "a cut tail could not be seen",
+            )
+    except ChainBroken as exc:
+        error = exc
+    return Verified(len(recs), head, anchor, error)
