@@ -36,7 +36,9 @@ from ccdp.analyses.base import (
 from ccdp.errors import SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.hub.runner import PreparedStudy
+from ccdp.federation.hub.service import Hub
 from ccdp.federation.protocol import Answer, Task, Transport
+from ccdp.governance.hub_projects import Admission
 
 
 class RoundsParams(AnalysisParams):
@@ -214,3 +216,11 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+class ForwardingHub(Hub):
+    """A hub that skips its project check (a compromised or buggy hub): it forwards every study
+    to every node it names, so only the nodes' own records stand in the way."""
+
+    def admit_study(self, s, owner, spec, analysis, chosen):  # type: ignore[no-untyped-def]
+        return Admission(spec.get("project"), list(chosen), {})

@@ -25,14 +25,14 @@ from ccdp.federation.protocol import Answer, Task
 from ccdp.governance import hub_audit
 from tests.conftest import cli_env, run_ccdp
 from tests.federation.netutil import LiveHub
-from tests.federation.standin import StandinExecutor
+from tests.federation.standin import ForwardingHub, StandinExecutor
 from tests.federation.test_hub_api import answer, submit, wait_open_task
 
 CLI = (sys.executable, "-m", "ccdp")
 
 
-def _live(url: str) -> Iterator[LiveHub]:
-    with LiveHub(url, StandinExecutor()) as hub:
+def _live(url: str, hub_class: type[Hub] = Hub) -> Iterator[LiveHub]:
+    with LiveHub(url, StandinExecutor(), hub_class=hub_class) as hub:
         hub.tokens = {
             "A": hub.hub.add_node("A", "DE"),
             "B": hub.hub.add_node("B", "FR"),
@@ -371,7 +371,14 @@ DIFF = (
 )
 
 
-def test_the_board_sees_refusals_per_project(live) -> None:
+@pytest.fixture
+def forwarding(tmp_path) -> Iterator[LiveHub]:
+    """A hub that admits studies of any named project (its project check is not under test)."""
+    yield from _live(f"sqlite:///{tmp_path / 'hub.db'}", ForwardingHub)
+
+
+def test_the_board_sees_refusals_per_project(forwarding) -> None:
+    live = forwarding
     refused = Answer(task_id="x", node="B", status="refused", reason=DIFF)
     withheld = Answer(
         task_id="x",

@@ -11,13 +11,12 @@ import pytest
 from sqlalchemy import update
 
 from ccdp.federation.hub.models import ProjectRow
-from ccdp.federation.hub.service import Hub
 from ccdp.federation.hub.studies import SpecExecutor
-from ccdp.governance.hub_projects import Admission
 from ccdp.governance.node_projects import record_decision
 from ccdp.governance.projects import ProjectTerms
 from tests.conftest import run_ccdp
 from tests.federation.netutil import HubProcess, LiveHub, ccdp_args, last_line, processes, spawn
+from tests.federation.standin import ForwardingHub
 from tests.storekit import build_store, random_registry
 
 SITES = {"fr": (21, 260, "FR"), "de": (22, 300, "DE"), "it": (23, 240, "IT")}
@@ -171,14 +170,6 @@ def test_board_approval_and_node_acceptance_gate_every_study(tmp_path):
             study_file(tmp_path, "x", project=old_id, **leuk), hub.url, ana, check=False
         )
         assert f"project {old_id} is expired" in expired.stderr
-
-
-class ForwardingHub(Hub):
-    """A hub that skips its project check (a compromised or buggy hub): it forwards every study
-    to every node it names, so only the nodes' own records stand in the way."""
-
-    def admit_study(self, s, owner, spec, analysis, chosen):  # type: ignore[no-untyped-def]
-        return Admission(spec.get("project"), list(chosen), {})
 
 
 @pytest.mark.slow
