@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     assert len(re.findall(r"<svg", html)) >= 4
     assert "<script" not in html and 'src="http' not in html and "<link" not in html
     assert len(list((demo_out / "stores").glob("*.duckdb"))) == 6
+    # governance as its people run it: requested, approved by the board, accepted at each node;
+    # the hub runs closed (no --open) and every study belongs to the project; no token in a log
+    gov = (demo_out / "logs" / "governance.log").read_text()
+    assert gov.count("accepted at this node") == 6 and ": approved" in gov
+    assert "ccdp-user-" not in gov and "ccdp-node-" not in gov
+    with sqlite3.connect(demo_out / "hub.db") as db:
+        projects = {p for (p,) in db.execute("SELECT project_id FROM studies")}
+        states = [s for (s,) in db.execute("SELECT state FROM projects")]
+    assert len(projects) == 1 and None not in projects and states == ["approved"]
     # the ingest table is each node's own `ccdp ingest --json` report: read = accepted + quarantined
     for c in ("FR", "DE", "IT", "PL", "BR", "KE"):
         rep = json.loads((demo_out / "logs" / f"ingest-{c}.json").read_text())

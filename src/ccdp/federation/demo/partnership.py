@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ccdp.errors import CcdpError
 
 COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
 STUDIES = Path(__file__).with_name("studies.yaml")
+PROJECT = Path(__file__).with_name("project.yaml")
 MAPPINGS = Path(__file__).resolve().parents[4] / "examples" / "mappings"
 
 
@@ -68,6 +70,59 @@ def _run(args: list[str], log: Path, step: str) -> None:
         proc = subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT, env=_env())
     if proc.returncode != 0:
         raise DemoError(f"{step} failed (exit {proc.returncode}); see {log}")
+
+
+def demo_project(countries: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The demo's project: its studies' purpose (cancer research, non-commercial), every node,
+    the analyses the studies use, a year to run (the board reviews it, each custodian accepts)."""
+    raw = yaml.safe_load(PROJECT.read_text(encoding="utf-8"))
+    analyses = sorted({st["spec"]["analysis"] for st in load_studies()})
+    expires = (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
+    return {**raw, "nodes": list(countries), "analyses": analyses, "expires": expires}
+
+
+def run_governance(
+    out: Path,
+    url: str,
+    researcher: str,
+    board: str,
+    tokens: dict[str, str],
+    stores: dict[str, Path],
+    progress: Progress | LineProgress,
+) -> str:
+    """The partnership's governance, as its people run it: the researcher requests the project,
+    the board approves it, each node's custodian records its policy and accepts it at the node."""
+    task = progress.add_task("project: requested, approved, accepted", total=2 + len(tokens))
+    path = out / "project.yaml"
+    path.write_text(yaml.safe_dump(demo_project(list(tokens)), sort_keys=False), "utf-8")
+    log = out / "logs" / "governance.log"
+    hub = ("--hub", url)
+    asked = _run_logged(_cli("project", "request", path, *hub, "--token", researcher), log)
+    project = asked.strip().splitlines()[-1]
+    progress.advance(task)
+    _run_logged(_cli("project", "review", project, "--approve", *hub, "--token", board), log)
+    progress.advance(task)
+    for c, token in tokens.items():
+        # population-based registries work under a legal basis: consent codes restrict, but a
+        # child registered without recorded consent is still counted (policy `consent`)
+        policy = ("node", "policy", "set", "consent", "statutory", "--store", stores[c])
+        _run_logged(_cli(*policy), log)
+        accept = ("node", "projects", "accept", project, "--store", stores[c])
+        _run_logged(_cli(*accept, *hub, "--token", token), log)
+        progress.advance(task)
+    return project
+
+
+def _run_logged(args: list[str], log: Path) -> str:
+    """Run one ccdp command, appending its output to `log`; DemoError names the log on failure."""
+    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), check=False)
+    shown = [str(a) for a in args[3:]]
+    shown = ["***" if i and shown[i - 1] == "--token" else a for i, a in enumerate(shown)]
+    with log.open("a", encoding="utf-8") as fh:  # tokens are secrets: never in a log
+        fh.write(f"$ ccdp {' '.join(shown)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        raise DemoError(f"governance step failed: ccdp {' '.join(map(str, args[3:6]))}; see {log}")
+    return proc.stdout
 
 
 def load_studies() -> list[dict[str, Any]]:
@@ -282,13 +337,12 @@ def run_demo(
             hub = Hub(open_database(db))
             tokens = {c: hub.add_node(c, c) for c in countries}
             researcher = hub.add_user("researcher", "researcher")
+            board = hub.add_user("board", "board")
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             task = progress.add_task("starting hub and node agents", total=1 + len(countries))
             procs.start(
-                "hub",
-                _cli("hub", "serve", "--db", db, "--port", port, "--open"),
-                out / "logs" / "hub.log",
+                "hub", _cli("hub", "serve", "--db", db, "--port", port), out / "logs" / "hub.log"
             )
             _wait_up(url, procs)
             progress.advance(task)
@@ -297,13 +351,14 @@ def run_demo(
                 procs.start(f"node {c}", [*args, "--poll", "10"], out / "logs" / f"node-{c}.log")
             client = HubClient(url, researcher)
             _wait_nodes(client, countries, procs, progress, task)
+            project = run_governance(out, url, researcher, board, tokens, stores, progress)
             studies = load_studies()
             task = progress.add_task("running studies through the hub", total=len(studies))
             entries = []
             for st in studies:
                 t0 = time.monotonic()
                 progress.update(task, description=f"study: {st['spec']['title'][:48]}")
-                sid = client.submit(st["spec"])
+                sid = client.submit({**st["spec"], "project": project})
                 record = client.wait(sid, max_wait=600)
                 entries.append(
                     StudyEntry(st["key"], st["why"], st["spec"], record, time.monotonic() - t0)
