@@ -43,7 +43,9 @@ def test_attacks_through_the_hub(tmp_path) -> None:
     with processes() as procs:
         hub.start()
         procs.append(hub.proc)
-        args = ccdp_args("node", "run", "--store", store, "--hub", hub.url, "--token", node_token)
+        args = ccdp_args(
+            "node", "run", "--open", "--store", store, "--hub", hub.url, "--token", node_token
+        )
         procs.append(spawn([*args, "--poll", "5"], tmp_path / "node.log"))
 
         # identifiers and dates never reach a node: the hub's own spec check refuses them

@@ -53,7 +53,7 @@ def run_partnership(tmp_path, db_url: str) -> None:
         procs.append(hub.proc)
         for n, store in stores.items():
             args = ccdp_args(
-                "node", "run", "--store", store, "--hub", hub.url, "--token", tokens[n]
+                "node", "run", "--open", "--store", store, "--hub", hub.url, "--token", tokens[n]
             )
             procs.append(spawn([*args, "--poll", "5"], tmp_path / f"node-{n}.log"))
         for name, text in STUDIES.items():

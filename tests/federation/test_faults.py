@@ -158,7 +158,7 @@ def test_hub_killed_mid_study_resumes_without_recounting(net, tmp_path):
 def test_revoked_node_token_stops_the_agent(net, tmp_path):
     store = build_store(tmp_path / "A.duckdb", random_registry(5, 50, "DE", "A"))
     net["proc"].start()
-    args = ccdp_args("node", "run", "--store", store, "--hub", net["proc"].url)
+    args = ccdp_args("node", "run", "--open", "--store", store, "--hub", net["proc"].url)
     agent = spawn([*args, "--token", net["tokens"]["A"], "--poll", "1"], tmp_path / "agent.log")
     net["procs"].append(agent)
     hub = net["hub"]
@@ -190,7 +190,9 @@ def test_real_hub_killed_mid_cox_resumes_to_the_pooled_result(tmp_path):
     with processes() as procs:
         proc.start()
         for n, store in stores.items():
-            args = ccdp_args("node", "run", "--store", store, "--hub", proc.url, "--token")
+            args = ccdp_args(
+                "node", "run", "--open", "--store", store, "--hub", proc.url, "--token"
+            )
             procs.append(spawn([*args, tokens[n], "--poll", "2"], tmp_path / f"node-{n}.log"))
         sid = last_line(run_ccdp("submit", spec, "--hub", proc.url, "--token", user).stdout)
         wait_until(lambda: any(r >= 2 for r, _ in task_states(hub, sid)), 60, 0.02)

@@ -113,7 +113,7 @@ def test_tls_hub_with_self_signed_certificate(tmp_path):
             httpx.get(hub.url + "/api/health")
         with pytest.raises(httpx.HTTPError):
             httpx.get(hub.url.replace("https", "http") + "/api/health", timeout=3)
-        node = ccdp_args("node", "run", "--store", stores["fr"], "--hub", hub.url)
+        node = ccdp_args("node", "run", "--open", "--store", stores["fr"], "--hub", hub.url)
         node += ["--token", tokens["fr"], "--cacert", str(certfile), "--poll", "2"]
         procs.append(spawn(node, tmp_path / "node.log"))
         out = run_ccdp(
@@ -148,7 +148,7 @@ def test_manual_release_waits_for_the_operator(tmp_path):
         hub.start()
         procs.append(hub.proc)
         for n, store in stores.items():
-            args = ccdp_args("node", "run", "--store", store, "--hub", hub.url)
+            args = ccdp_args("node", "run", "--open", "--store", store, "--hub", hub.url)
             procs.append(spawn([*args, "--token", tokens[n], "--poll", "2"], tmp_path / f"{n}.log"))
         sid = last_line(
             run_ccdp("submit", tmp_path / "count.yaml", "--hub", hub.url, "--token", user).stdout
@@ -200,7 +200,7 @@ def test_offline_site_answers_by_signed_file(tmp_path, signing):
         taskfile = last_line(run_ccdp("hub", "tasks", "fr", "--db", db, "--out", tmp_path).stdout)
         sign = ["--token", tokens["fr"]] if signing == "token" else ["--key", key]
         result = last_line(
-            run_ccdp("node", "answer", taskfile, "--store", stores["fr"], *sign).stdout
+            run_ccdp("node", "answer", "--open", taskfile, "--store", stores["fr"], *sign).stdout
         )
         # a tampered file is refused and changes nothing
         body = json.loads(Path(result).read_text())
@@ -226,7 +226,7 @@ def test_switching_to_manual_release_applies_to_a_running_agent(tmp_path):
     with processes() as procs:
         hub.start()
         procs.append(hub.proc)
-        args = ccdp_args("node", "run", "--store", stores["fr"], "--hub", hub.url)
+        args = ccdp_args("node", "run", "--open", "--store", stores["fr"], "--hub", hub.url)
         procs.append(spawn([*args, "--token", tokens["fr"], "--poll", "2"], tmp_path / "fr.log"))
         first = last_line(
             run_ccdp("submit", tmp_path / "count.yaml", "--hub", hub.url, "--token", user).stdout

@@ -233,12 +233,13 @@ def test_each_node_checks_again_when_the_hub_forwards_everything(tmp_path):
                 s.execute(update(ProjectRow).where(ProjectRow.id == pid).values(spec=loosened))
             loose = run(project=pid, cohort={"iccc_group": ["I"]})["result"]["nodes"]
             assert all("(data_use)" in loose[n]["reason"] for n in ("fr", "de")), loose
-            # a project no custodian accepted, and a task with no project at a node requiring one
+            # a task with no project: refused by default; answered only where the custodian opted
+            # out of requiring one (policy require_project: false)
             run_ccdp(
-                "node", "policy", "set", "require_project", "true", "--store", site_stores["de"]
+                "node", "policy", "set", "require_project", "false", "--store", site_stores["fr"]
             )
             bare = run(cohort={"iccc_group": ["I"]})["result"]["nodes"]
             assert bare["de"]["reason"] == (
                 "not accepted: this node answers only tasks of a project its custodian accepted"
             )
-            assert bare["fr"]["status"] == "answered"  # fr's policy does not require one
+            assert bare["fr"]["status"] == "answered"  # fr's custodian opted out

@@ -52,10 +52,11 @@ class NodePolicy(BaseModel):
         None, description="Analyses this node answers (None: every registered analysis)."
     )
     require_project: bool = Field(
-        False,
-        description="Answer only tasks of a project this node's custodian accepted (`ccdp node "
-        "projects accept`); a task naming no project is refused. Set it on a node that serves a "
-        "partnership hub, so no hub can run a study here outside a project.",
+        True,
+        description="A hub's task must name a project this node's custodian accepted (`ccdp node "
+        "projects accept`); one naming none is refused, so no hub can run a study here outside a "
+        "project. false (or `ccdp node run --open`) also answers tasks without a project; "
+        "`ccdp run` on the node's own machine is not affected.",
     )
     release: Literal["automatic", "manual"] = Field(
         "automatic", description="manual: answers wait for the operator (networked node)."

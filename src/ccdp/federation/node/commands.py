@@ -131,6 +131,12 @@ def run(
     token: str = typer.Option(..., "--token", envvar="CCDP_NODE_TOKEN", help="Node token."),
     cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
     wait: float = typer.Option(20, "--poll", help="Long-poll seconds per request."),
+    open_: bool = typer.Option(
+        False,
+        "--open",
+        help="Also answer tasks that name no project (a hub run with --open: tests, demos); "
+        "by default a hub's task must name a project this node's custodian accepted.",
+    ),
 ) -> None:
     """Serve the hub's tasks from this store until interrupted (Ctrl-C)."""
     import threading
@@ -166,7 +172,7 @@ def run(
         audit_head=AuditLog.for_store(store).head,
     )
     name = _connect(agent, console)
-    holder["node"] = LocalNode(store, name=name)
+    holder["node"] = LocalNode(store, name=name, from_hub=not open_)
     mode = "manual release" if manual else "automatic release (policy re-read for each answer)"
     console.print(f"node [bold]{name}[/] serving {store} for {hub} ({mode})")
     try:
@@ -255,6 +261,12 @@ def answer(
     ),
     key: Path | None = typer.Option(None, "--key", help="Sign with this Ed25519 private key."),
     out: Path | None = typer.Option(None, "--out", help="Result file (default beside the task)."),
+    open_: bool = typer.Option(
+        False,
+        "--open",
+        help="Also answer tasks that name no project (a hub run with --open: tests, demos); "
+        "by default a hub's task must name a project this node's custodian accepted.",
+    ),
 ) -> None:
     """Answer a task offline: write a signed result file for `ccdp hub import`."""
     from ccdp.federation import resultfile as rf
@@ -268,7 +280,7 @@ def answer(
         node_name, task = body["node"], Task.model_validate(body["task"])
     except (OSError, ValueError, KeyError) as exc:
         raise rf.ResultFileError(f"{taskfile}: not a ccdp task file ({exc})") from exc
-    node = LocalNode(store, name=node_name)
+    node = LocalNode(store, name=node_name, from_hub=not open_)
     ans = node.answer(task)
     signed = (
         rf.sign_with_token(node_name, task, ans, token)

@@ -135,9 +135,17 @@ class LocalNode:
     """A node over one store. `answer(task)` never raises: failures become `failed` answers."""
 
     def __init__(
-        self, store_path: Path | str, name: str | None = None, policy: NodePolicy | None = None
+        self,
+        store_path: Path | str,
+        name: str | None = None,
+        policy: NodePolicy | None = None,
+        from_hub: bool = False,
     ) -> None:
+        """`from_hub`: tasks come from a hub (`ccdp node run|answer`), which the node does not
+        trust to have checked the project: one naming none is refused under `require_project`.
+        The operator's own `ccdp run` on this machine is not a hub's task."""
         self.store = Path(store_path)
+        self.from_hub = from_hub
         if not self.store.exists():
             raise NodeError(f"{self.store}: no such node store")
         self._fixed_policy = policy
@@ -210,7 +218,7 @@ class LocalNode:
         from ccdp.governance.node_projects import check_task, load_decisions
 
         if task.project is None:
-            if policy.require_project:
+            if self.from_hub and policy.require_project:
                 raise Refusal("no_project")
             return
         check_task(task, self.name, load_decisions(self.store), utcnow().date())
