@@ -7,13 +7,11 @@ parameter model so that errors name the offending key).
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +29,7 @@ from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.protocol import Answer, Task, Transport
 from ccdp.governance.data_use import DataUse
+from ccdp.specfile import first_error, read_spec
 
 STUDY_KEYS = (
     "title",
@@ -95,7 +94,7 @@ class StudySpec(BaseModel):
         try:
             analysis.params_model.model_validate(self.params)
         except ValidationError as exc:
-            raise ValueError(_error_line(exc)) from None
+            raise ValueError(first_error(exc)) from None
         try:
             analysis.check_cohort(set(self.cohort.root) if self.cohort is not None else set())
         except CohortError as exc:
@@ -115,37 +114,15 @@ class StudySpec(BaseModel):
         return self.cohort.to_json() if self.cohort is not None else None
 
 
-def _error_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if p != "root")
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
-
-
 def load_study(source: Path | str | dict[str, Any] | StudySpec) -> StudySpec:
     """A StudySpec from a YAML/JSON file, a dict or a spec; SpecError names the offending key."""
     if isinstance(source, StudySpec):
         return source
-    where = "study"
-    if isinstance(source, dict):
-        raw: Any = source
-    else:
-        path = Path(source)
-        where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SpecError(f"{path}: cannot read the study spec ({exc.strerror})") from None
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise SpecError(f"{path}: not valid YAML/JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a study spec is a mapping of keys (title, analysis, ...)")
+    raw, where = read_spec(source, "study spec", "title, analysis", SpecError)
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"{where}: {_error_line(exc)}") from None
+        raise SpecError(f"{where}: {first_error(exc)}") from None
 
 
 class NodeStatus(BaseModel):

@@ -10,12 +10,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ccdp.cohort.spec import CohortError, CohortSpec, Range
 from ccdp.errors import SpecError
 from ccdp.governance.data_use import DataUse
+from ccdp.specfile import first_error, read_spec
 
 ProjectState = Literal["requested", "approved", "rejected", "expired", "closed"]
 NodeDecision = Literal["accepted", "declined"]
@@ -73,37 +73,13 @@ class ProjectSpec(BaseModel):
             raise ValueError(str(exc).removeprefix("cohort: ")) from None
 
 
-def _error_line(exc: ValidationError) -> str:
-    """The first error as `key.path: message`."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{loc}: {msg}{extra}" if loc else msg + extra
-
-
 def load_project(source: Path | str | dict[str, Any]) -> ProjectSpec:
     """A ProjectSpec from a YAML/JSON file or a dict; ProjectError names the file and key path."""
-    where = "project"
-    if isinstance(source, dict):
-        raw: Any = source
-    else:
-        path = Path(source)
-        where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ProjectError(f"{path}: cannot read the project file ({exc.strerror})") from None
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise ProjectError(f"{path}: not valid YAML/JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ProjectError(f"{where}: a project file is a mapping of keys (title, summary, ...)")
+    raw, where = read_spec(source, "project file", "title, summary", ProjectError)
     try:
         return ProjectSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ProjectError(f"{where}: {_error_line(exc)}") from None
+        raise ProjectError(f"{where}: {first_error(exc, count_more=True)}") from None
 
 
 class ProjectTerms(BaseModel):
