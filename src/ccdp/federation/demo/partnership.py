@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from ccdp.errors import CcdpError
 COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
 STUDIES = Path(__file__).with_name("studies.yaml")
 PROJECT = Path(__file__).with_name("project.yaml")
+FEASIBILITY = Path(__file__).with_name("feasibility.yaml")
+PENDING = Path(__file__).with_name("pending.yaml")
 MAPPINGS = Path(__file__).resolve().parents[4] / "examples" / "mappings"
 
 
@@ -72,13 +75,32 @@ def _run(args: list[str], log: Path, step: str) -> None:
         raise DemoError(f"{step} failed (exit {proc.returncode}); see {log}")
 
 
-def demo_project(countries: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """The demo's project: its studies' purpose (cancer research, non-commercial), every node,
-    the analyses the studies use, a year to run (the board reviews it, each custodian accepts)."""
-    raw = yaml.safe_load(PROJECT.read_text(encoding="utf-8"))
-    analyses = sorted({st["spec"]["analysis"] for st in load_studies()})
+def demo_project(countries: list[str] | tuple[str, ...], path: Path = PROJECT) -> dict[str, Any]:
+    """A demo project file with every node and a year to run; the main project (PROJECT) gets
+    the analyses its studies use (the board reviews it, each custodian accepts it)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if "analyses" not in raw:
+        raw["analyses"] = sorted({st["spec"]["analysis"] for st in load_studies()})
     expires = (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
-    return {**raw, "nodes": list(countries), "analyses": analyses, "expires": expires}
+    return {**raw, "nodes": list(countries), "expires": expires}
+
+
+@dataclass
+class Projects:
+    """The demo's projects: the studies' project, the feasibility project (both approved and
+    accepted by every node), and one request left pending for the board."""
+
+    studies: str
+    feasibility: str
+    pending: str
+
+
+def _request(out: Path, url: str, researcher: str, source: Path, countries: list[str]) -> str:
+    path = out / f"project-{source.stem}.yaml"
+    path.write_text(yaml.safe_dump(demo_project(countries, source), sort_keys=False), "utf-8")
+    args = _cli("project", "request", path, "--hub", url, "--token", researcher)
+    asked = _run_logged(args, out / "logs" / "governance.log")
+    return asked.strip().splitlines()[-1]
 
 
 def run_governance(
@@ -89,28 +111,34 @@ def run_governance(
     tokens: dict[str, str],
     stores: dict[str, Path],
     progress: Progress | LineProgress,
-) -> str:
-    """The partnership's governance, as its people run it: the researcher requests the project,
-    the board approves it, each node's custodian records its policy and accepts it at the node."""
-    task = progress.add_task("project: requested, approved, accepted", total=2 + len(tokens))
-    path = out / "project.yaml"
-    path.write_text(yaml.safe_dump(demo_project(list(tokens)), sort_keys=False), "utf-8")
+) -> Projects:
+    """The partnership's governance, as its people run it: the researcher requests the projects,
+    the board approves two, each node's custodian records its policy and accepts them at the
+    node; the third request waits for the board (the dashboard's Governance page)."""
+    task = progress.add_task("projects: requested, approved, accepted", total=3 + len(tokens))
     log = out / "logs" / "governance.log"
     hub = ("--hub", url)
-    asked = _run_logged(_cli("project", "request", path, *hub, "--token", researcher), log)
-    project = asked.strip().splitlines()[-1]
+    countries = list(tokens)
+    projects = Projects(
+        studies=_request(out, url, researcher, PROJECT, countries),
+        feasibility=_request(out, url, researcher, FEASIBILITY, countries),
+        pending=_request(out, url, researcher, PENDING, countries),
+    )
     progress.advance(task)
-    _run_logged(_cli("project", "review", project, "--approve", *hub, "--token", board), log)
-    progress.advance(task)
+    for project in (projects.studies, projects.feasibility):
+        review = ("project", "review", project, "--approve", *hub, "--token", board)
+        _run_logged(_cli(*review), log)
+        progress.advance(task)
     for c, token in tokens.items():
         # population-based registries work under a legal basis: consent codes restrict, but a
         # child registered without recorded consent is still counted (policy `consent`)
         policy = ("node", "policy", "set", "consent", "statutory", "--store", stores[c])
         _run_logged(_cli(*policy), log)
-        accept = ("node", "projects", "accept", project, "--store", stores[c])
-        _run_logged(_cli(*accept, *hub, "--token", token), log)
+        for project in (projects.studies, projects.feasibility):
+            accept = ("node", "projects", "accept", project, "--store", stores[c])
+            _run_logged(_cli(*accept, *hub, "--token", token), log)
         progress.advance(task)
-    return project
+    return projects
 
 
 def _run_logged(args: list[str], log: Path) -> str:
@@ -308,6 +336,68 @@ def ingest_summary(out: Path, countries: tuple[str, ...]) -> list[dict[str, Any]
     return rows
 
 
+@dataclass
+class Partnership:
+    """A running partnership on this machine: the hub's address, a token for each node and
+    each of the demo's people (researcher, board, admin), the stores and the projects."""
+
+    url: str
+    nodes: dict[str, str]
+    people: dict[str, str]
+    stores: dict[str, Path]
+    projects: Projects
+    fmt: str
+
+
+def start_partnership(
+    out: Path,
+    procs: Processes,
+    progress: Progress | LineProgress,
+    countries: tuple[str, ...] = COUNTRIES,
+    seed: int = 2024,
+    patients: int = 9000,
+) -> Partnership:
+    """Synthesise and ingest the registries, start the hub (closed: studies need a project)
+    and one agent per node in `procs`, and run the governance; `procs.stop()` ends it all."""
+    from ccdp.federation.client import HubClient
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.service import Hub
+
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)
+    db_path = out / "hub.db"
+    for f in out.glob("hub.db*"):
+        f.unlink()
+    db = f"sqlite:///{db_path}"
+    hub = Hub(open_database(db))
+    tokens = {c: hub.add_node(c, c) for c in countries}
+    people = {role: hub.add_user(role, role) for role in ("researcher", "board", "admin")}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    task = progress.add_task("starting hub and node agents", total=1 + len(countries))
+    procs.start("hub", _cli("hub", "serve", "--db", db, "--port", port), out / "logs" / "hub.log")
+    _wait_up(url, procs)
+    progress.advance(task)
+    for c in countries:
+        args = _cli("node", "run", "--store", stores[c], "--hub", url, "--token", tokens[c])
+        procs.start(f"node {c}", [*args, "--poll", "10"], out / "logs" / f"node-{c}.log")
+    client = HubClient(url, people["researcher"])
+    _wait_nodes(client, countries, procs, progress, task)
+    projects = run_governance(
+        out, url, people["researcher"], people["board"], tokens, stores, progress
+    )
+    return Partnership(url, tokens, people, stores, projects, fmt)
+
+
+def print_sign_in(console: Console, p: Partnership) -> None:
+    """The dashboard's address and a sign-in token per role (a demo's tokens, on its console)."""
+    console.print(f"[bold]dashboard:[/] {p.url}/   (API docs {p.url}/docs)")
+    console.print("sign in with one of these tokens:")
+    for role, token in p.people.items():
+        console.print(f"  {role:<10} {token}", highlight=False, soft_wrap=True)
+    console.print(f"a project waits for the board's review: {p.projects.pending}")
+
+
 def run_demo(
     out: Path,
     countries: tuple[str, ...] = COUNTRIES,
@@ -318,8 +408,6 @@ def run_demo(
 ) -> Path:
     """The whole demo; returns the report's path."""
     from ccdp.federation.client import HubClient
-    from ccdp.federation.hub.db import open_database
-    from ccdp.federation.hub.service import Hub
     from ccdp.report.html import StudyEntry, render_report
 
     console = console or Console()
@@ -329,36 +417,16 @@ def run_demo(
     procs = Processes()
     try:
         with progress_bar(console) as progress:
-            stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)
-            db_path = out / "hub.db"
-            for f in out.glob("hub.db*"):
-                f.unlink()
-            db = f"sqlite:///{db_path}"
-            hub = Hub(open_database(db))
-            tokens = {c: hub.add_node(c, c) for c in countries}
-            researcher = hub.add_user("researcher", "researcher")
-            board = hub.add_user("board", "board")
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            task = progress.add_task("starting hub and node agents", total=1 + len(countries))
-            procs.start(
-                "hub", _cli("hub", "serve", "--db", db, "--port", port), out / "logs" / "hub.log"
-            )
-            _wait_up(url, procs)
-            progress.advance(task)
-            for c in countries:
-                args = _cli("node", "run", "--store", stores[c], "--hub", url, "--token", tokens[c])
-                procs.start(f"node {c}", [*args, "--poll", "10"], out / "logs" / f"node-{c}.log")
-            client = HubClient(url, researcher)
-            _wait_nodes(client, countries, procs, progress, task)
-            project = run_governance(out, url, researcher, board, tokens, stores, progress)
+            p = start_partnership(out, procs, progress, countries, seed, patients)
+            url, fmt = p.url, p.fmt
+            client = HubClient(url, p.people["researcher"])
             studies = load_studies()
             task = progress.add_task("running studies through the hub", total=len(studies))
             entries = []
             for st in studies:
                 t0 = time.monotonic()
                 progress.update(task, description=f"study: {st['spec']['title'][:48]}")
-                sid = client.submit({**st["spec"], "project": project})
+                sid = client.submit({**st["spec"], "project": p.projects.studies})
                 record = client.wait(sid, max_wait=600)
                 entries.append(
                     StudyEntry(st["key"], st["why"], st["spec"], record, time.monotonic() - t0)
@@ -386,8 +454,7 @@ def run_demo(
             progress.advance(task)
         console.print(f"[bold green]report:[/] {report}")
         if keep_running:
-            console.print(f"hub running at {url} (API docs {url}/docs); researcher token:")
-            console.print(researcher, highlight=False, soft_wrap=True)
+            print_sign_in(console, p)
             console.print("Ctrl-C stops the hub and the node agents.")
             try:
                 while True:

@@ -42,6 +42,12 @@ class NodeInfo(Strict):
     country: str
 
 
+class Me(Strict):
+    kind: Literal["node", "user"]
+    name: str
+    role: str | None = None
+
+
 class TaskList(Strict):
     tasks: list[Task]
 
@@ -141,9 +147,11 @@ def create_app(
     poll: float = 0.5,
     max_body: int = MAX_BODY,
     max_answer_body: int = MAX_ANSWER_BODY,
+    dashboard: bool = True,
 ) -> FastAPI:
     """The ASGI app over `hub`; `executor` validates and runs studies. Request bodies are
-    limited to `max_body` bytes, node answers and result-file imports to `max_answer_body`."""
+    limited to `max_body` bytes, node answers and result-file imports to `max_answer_body`.
+    The web dashboard (`ccdp.web`) is served at `/` unless `dashboard` is false."""
     if max_body < 1 or max_answer_body < 1:
         raise ValueError("body limits must be positive numbers of bytes")
     runner = StudyRunner(hub, executor, poll=poll)
@@ -226,6 +234,11 @@ def create_app(
     @app.get("/api/health", tags=["hub"])
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/api/me", tags=["hub"])
+    def me(who: Annotated[Principal, Depends(principal)]) -> Me:
+        """Who this token is: a node or a user, and a user's role (the dashboard's sign-in)."""
+        return Me(kind=who.kind, name=who.name, role=who.role)
 
     # ---- node routes ---------------------------------------------------------------------
     @app.get("/api/node/me", tags=["node"])
@@ -406,6 +419,10 @@ def create_app(
             raise HTTPException(403, "this route needs the board or admin role")
         return hub.refusals(project)
 
+    if dashboard:
+        from ccdp.web.dashboard import mount_dashboard
+
+        mount_dashboard(app)
     return app
 
 

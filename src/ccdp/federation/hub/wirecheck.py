@@ -113,8 +113,13 @@ def _is_json(content_type: str) -> bool:
     return kind == "application/json" or kind.endswith("+json")
 
 
+def _is_form(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded"
+
+
 class BodyGate:
     """ASGI middleware: every HTTP request body limited (`limit_for(path)` bytes) and checked.
+    The API takes JSON only; the dashboard's pages (outside `/api/`) also take HTML forms.
 
     The body is read here, chunk by chunk, and refused (413, naming the limit) as soon as its
     declared length or the bytes received pass the limit; a body that is kept is checked as JSON
@@ -168,7 +173,10 @@ class BodyGate:
                 break
         body = b"".join(chunks)
         if body:
-            if not _is_json(headers.get("content-type", "application/json")):
+            kind = headers.get("content-type", "application/json")
+            if _is_form(kind) and not scope["path"].startswith("/api/"):
+                return body  # the dashboard's forms (parsed and checked by its pages)
+            if not _is_json(kind):
                 kind = headers.get("content-type", "")[:60]
                 raise WireError(415, f"request bodies are JSON (application/json), not {kind}")
             parse(body)

@@ -1,0 +1,161 @@
+"""The partnership's dashboard, served by the hub at `/` (the API stays under `/api/`).
+
+Server-rendered pages (Jinja2) with htmx (vendored, `static/`) where a page updates in place;
+every page works without script. Every asset comes from the hub itself, so the dashboard works
+air-gapped, and a strict Content-Security-Policy lets a page load nothing from anywhere else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ccdp.web import feasibility, governance, network, resources, studies
+from ccdp.web.hubapi import ApiError, HubApi
+from ccdp.web.pages import (
+    HERE,
+    Forbidden,
+    SignInNeeded,
+    api_error_page,
+    current,
+    error_page,
+    render,
+    safe_next,
+    sessions,
+    sign_in_redirect,
+)
+from ccdp.web.sessions import COOKIE, PRE_COOKIE, Sessions
+
+# no inline script, no other origin; plots are <img> of the hub's own SVG/PNG routes
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def is_page(path: str) -> bool:
+    return not (path.startswith("/api/") or path.startswith("/docs") or path == "/openapi.json")
+
+
+def secure_cookies(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def mount_dashboard(app: FastAPI, session_store: Sessions | None = None) -> None:
+    """Add the dashboard's pages, its static files and its sessions to the hub's app."""
+    app.state.sessions = session_store or Sessions()
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="web-static")
+
+    @app.middleware("http")
+    async def _headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if is_page(request.url.path):
+            for k, v in PAGE_HEADERS.items():
+                response.headers.setdefault(k, v)
+        return response
+
+    @app.exception_handler(SignInNeeded)
+    async def _sign_in(_req: Request, exc: SignInNeeded) -> Response:
+        return sign_in_redirect(exc.next_path)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(req: Request, exc: Forbidden) -> Response:
+        return error_page(req, current(req), 403, str(exc))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(req: Request, exc: ApiError) -> Response:
+        return api_error_page(req, current(req), exc)
+
+    @app.get("/", include_in_schema=False)
+    async def sign_in_page(request: Request, next: str | None = None) -> Response:
+        if current(request) is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return _sign_in_form(request, safe_next(next))
+
+    @app.post("/signin", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        next_path = safe_next(fields.get("next"))
+        pre = request.cookies.get(PRE_COOKIE)
+        if not pre or not secrets.compare_digest(pre, fields.get("csrf", "")):
+            return _sign_in_form(request, next_path, "The sign-in form expired: try again.", 403)
+        token = fields.get("token", "").strip()
+        if not token:
+            return _sign_in_form(request, next_path, "Paste your hub token to sign in.", 422)
+        try:
+            me = await HubApi(request.app, token).get("/api/me")
+        except ApiError as exc:
+            msg = f"The hub refused that token: {exc.detail}."
+            return _sign_in_form(request, next_path, msg, 401)
+        if me.get("kind") != "user":
+            msg = "A node token cannot sign in: use a person's token (researcher, board or admin)."
+            return _sign_in_form(request, next_path, msg, 403)
+        sid, _ = sessions(request).open(token, me["name"], me["role"])
+        response = RedirectResponse(next_path, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            sid,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies(request),
+            path="/",
+            max_age=int(sessions(request).lifetime),
+        )
+        response.delete_cookie(PRE_COOKIE, path="/")
+        return response
+
+    @app.post("/signout", include_in_schema=False)
+    async def sign_out(request: Request) -> Response:
+        from ccdp.web.pages import checked_form
+
+        who = current(request)
+        if who is not None:
+            await checked_form(request, who)
+        sessions(request).close(request.cookies.get(COOKIE))
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    for module in (network, resources, feasibility, studies, governance):
+        app.include_router(module.router, include_in_schema=False)
+
+
+def _sign_in_form(
+    request: Request, next_path: str, error: str | None = None, status: int = 200
+) -> Response:
+    """The sign-in page, with a fresh double-submit CSRF token in a cookie and in the form."""
+    token = secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "signin.html",
+        None,
+        status_code=status,
+        signin_csrf=token,
+        next_path=next_path,
+        error=error,
+    )
+    response.set_cookie(
+        PRE_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+        path="/",
+        max_age=3600,
+    )
+    return response

@@ -1,0 +1,16 @@
+"""The Studies page (being built: see issue 12)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from ccdp.web.pages import Signed, need_page, render
+
+router = APIRouter()
+
+
+@router.get("/studies", response_class=HTMLResponse)
+async def studies_page(request: Request, who: Signed) -> HTMLResponse:
+    need_page(who, "/studies")
+    return render(request, "placeholder.html", who, title="Studies")
