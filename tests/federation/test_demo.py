@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,14 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     # governance as its people run it: requested, approved by the board, accepted at each node;
     # the hub runs closed (no --open) and every study belongs to the project; no token in a log
     gov = (demo_out / "logs" / "governance.log").read_text()
-    assert gov.count("accepted at this node") == 6 and ": approved" in gov
+    # two projects approved and accepted at all six nodes (studies, feasibility); one pending
+    assert gov.count("accepted at this node") == 12 and ": approved" in gov
     assert "ccdp-user-" not in gov and "ccdp-node-" not in gov
     with sqlite3.connect(demo_out / "hub.db") as db:
         projects = {p for (p,) in db.execute("SELECT project_id FROM studies")}
-        states = [s for (s,) in db.execute("SELECT state FROM projects")]
-    assert len(projects) == 1 and None not in projects and states == ["approved"]
+        states = sorted(s for (s,) in db.execute("SELECT state FROM projects"))
+    assert len(projects) == 1 and None not in projects
+    assert states == ["approved", "approved", "requested"]
     # the ingest table is each node's own `ccdp ingest --json` report: read = accepted + quarantined
     for c in ("FR", "DE", "IT", "PL", "BR", "KE"):
         rep = json.loads((demo_out / "logs" / f"ingest-{c}.json").read_text())
@@ -125,3 +128,54 @@ def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
         "km": "KMResult",
         "cox": "CoxResult",
     }
+
+
+@pytest.mark.slow
+def test_keep_running_prints_the_dashboard_and_a_token_per_role(tmp_path):
+    """`ccdp demo --keep-running`: the dashboard's address and a researcher, board and admin
+    token; the board's token signs in and finds the pending project; Ctrl-C stops everything."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.conftest import cli_env
+
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--no-browser", "--keep-running", "--patients", "1200"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccdp", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(),
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        end = time.monotonic() + 600
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        text = "".join(lines)
+        url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", text).group(1)
+        tokens = dict(re.findall(r"^\s+(researcher|board|admin)\s+(ccdp-user-\S+)$", text, re.M))
+        assert set(tokens) == {"researcher", "board", "admin"}
+        pending = re.search(r"waits for the board's review: (\S+)", text).group(1)
+        with httpx.Client(base_url=url, follow_redirects=True) as web:
+            form = web.get("/")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            signed = web.post("/signin", data={"token": tokens["board"], "csrf": csrf})
+            assert signed.status_code == 200 and str(signed.url).endswith("/network")
+            assert "Kenya" in signed.text
+        me = httpx.get(
+            f"{url}/api/projects/{pending}", headers={"Authorization": "Bearer " + tokens["board"]}
+        )
+        assert me.json()["state"] == "requested"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert running_under(out) == []
