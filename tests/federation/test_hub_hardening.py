@@ -405,6 +405,6 @@ def test_every_route_answers_hostile_input_with_a_4xx(counting, method, path):
                     headers={"content-type": "application/json"},
                 )
                 seen.append((r.status_code, text[:80]))
-                if r.status_code >= 400:
-                    assert r.json()["detail"], text[:80]
+                if r.status_code >= 400 and path.startswith("/api/"):
+                    assert r.json()["detail"], text[:80]  # pages answer with an HTML page
     assert [s for s in seen if s[0] >= 500] == []

@@ -7,12 +7,14 @@ air-gapped, and a strict Content-Security-Policy lets a page load nothing from a
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp.web import feasibility, governance, network, resources, studies
 from ccdp.web.hubapi import ApiError, HubApi
@@ -67,6 +69,21 @@ def mount_dashboard(app: FastAPI, session_store: Sessions | None = None) -> None
             for k, v in PAGE_HEADERS.items():
                 response.headers.setdefault(k, v)
         return response
+
+    api_http_error = app.exception_handlers.get(StarletteHTTPException)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> Response:
+        """A page's 404 or 405 is a page; the API's stay JSON (its own handler)."""
+        if is_page(req.url.path) and api_http_error is not None:
+            if exc.status_code == 404:
+                return error_page(req, current(req), 404, f"There is no page {req.url.path[:200]}.")
+            if exc.status_code == 405:
+                return error_page(req, current(req), 405, f"{req.method[:10]} is not allowed here.")
+        if api_http_error is None:
+            raise exc
+        answer = api_http_error(req, exc)
+        return await answer if inspect.isawaitable(answer) else answer
 
     @app.exception_handler(SignInNeeded)
     async def _sign_in(_req: Request, exc: SignInNeeded) -> Response:
