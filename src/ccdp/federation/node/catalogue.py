@@ -58,7 +58,7 @@ AGE_LABELS = {
     "10-14": "10-14 years",
     "15-19": "15-19 years",
 }
-UNKNOWN = ("unknown", "not recorded or outside the declared levels")
+UNKNOWN = ("other", "not recorded or outside the declared levels")
 # tables whose rows hang off a tumour (their patient is the tumour's)
 VIA_TUMOUR = ("event", "treatment", "biomarker", "specimen")
 EXTRA = {"specimen": ["type"]}  # columns read beside the primary key, to count by
@@ -677,3 +677,57 @@ def _labels(var: str) -> dict[str, str]:
 
 
 __all__ = ["CatalogueError", "Computed", "NodeCatalogue", "last_ingest", "state_paths"]
+
+
+_NEVER = object()
+
+
+class CatalogueWatch:
+    """What the node agent asks at each poll cycle: publish the catalogue at start and again
+    whenever the store's last ingest changes. Under `release: manual` it publishes nothing on
+    its own and says, once per ingest, that the catalogue waits for the custodian."""
+
+    def __init__(
+        self,
+        node: Any,
+        manual: Any,
+        on_event: Any,
+        hub_url: str = "HUB",
+    ) -> None:
+        """`node()` gives the agent's LocalNode, `manual()` whether release is manual now."""
+        self._node, self._manual, self._on_event = node, manual, on_event
+        self.hub_url = hub_url
+        self._sent: object = _NEVER
+        self._told: object = _NEVER
+
+    def _ingest(self) -> datetime | None:
+        node: LocalNode = self._node()
+        return last_ingest(node.store)
+
+    def due(self) -> bool:
+        """True at start and after each new ingest, until published (cheap: one query)."""
+        return self._ingest() != self._sent
+
+    def prepare(self) -> tuple[dict[str, Any], object] | None:
+        """The catalogue to send now (recorded in the ledger and audit log), with the mark to
+        pass to `sent`; None under manual release."""
+        ingest = self._ingest()
+        node: LocalNode = self._node()
+        if self._manual():
+            if self._told != ingest:
+                self._told = ingest
+                self._on_event(
+                    "catalogue not published (release: manual): it waits for the custodian, "
+                    f"who runs `ccdp node catalogue --store {node.store} --publish "
+                    f"--hub {self.hub_url} --token T`"
+                )
+            return None
+        try:
+            computed = NodeCatalogue(node).publish()
+        except CcdpError:
+            self._sent = ingest  # not tried again until the next ingest
+            raise
+        return computed.catalogue.model_dump(mode="json"), ingest
+
+    def sent(self, mark: object) -> None:
+        self._sent = mark
