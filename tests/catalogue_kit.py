@@ -3,6 +3,7 @@ ingested later (its rows and an ingest_log entry, in one transaction, as an inge
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,14 @@ def ingest_child(
 ) -> None:
     """One more child (patient and tumour rows) and its ingest_log entry."""
     when = when or datetime.now()
-    con = duckdb.connect(str(store))
+    for attempt in range(50):  # a node agent in this process may be reading the store
+        try:
+            con = duckdb.connect(str(store))
+            break
+        except duckdb.Error:
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
     try:
         con.execute("BEGIN TRANSACTION")
         con.execute(

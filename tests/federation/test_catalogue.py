@@ -239,3 +239,26 @@ def _published(live):
         return live.hub.catalogue("fr")
     except Exception:
         return None
+
+
+@pytest.mark.postgres
+def test_hub_keeps_the_latest_catalogue_on_postgres(store):
+    from ccdp.federation.hub.db import open_database
+    from ccdp.federation.hub.service import Forbidden, Hub
+    from tests.federation.pg import temporary_database
+
+    computed = NodeCatalogue.for_store(store).compute()
+    with temporary_database() as url:
+        hub = Hub(open_database(url))
+        me = hub.authenticate(hub.add_node("fr", "FR"))
+        de = hub.authenticate(hub.add_node("de", "DE"))
+        assert me is not None and de is not None
+        hub.publish_catalogue(me, computed.catalogue)
+        later = computed.catalogue.model_copy(update={"country": None})
+        hub.publish_catalogue(me, later)
+        listed = hub.catalogues()
+        assert len(listed) == 1 and listed[0]["catalogue"]["country"] is None
+        with pytest.raises(Forbidden):
+            hub.publish_catalogue(de, computed.catalogue)  # de publishing fr's
+        assert hub.verify_audit().ok
+        hub.sessions.kw["bind"].dispose()

@@ -332,6 +332,12 @@ class Hub:
                 f"node {node.name} cannot publish a catalogue of node {catalogue.node[:100]!r}"
             )
         body = catalogue.model_dump(mode="json")
+        try:
+            return self._store_catalogue(node, body)
+        except IntegrityError:  # two first publications at once: the second one updates
+            return self._store_catalogue(node, body)
+
+    def _store_catalogue(self, node: Principal, body: dict[str, Any]) -> dict[str, Any]:
         now = utcnow()
         with self.sessions.begin() as s:
             row = s.scalars(

@@ -106,6 +106,7 @@ class NodeAgent:
         self.outbox: dict[str, Answer] = {}
         self._audit_head = audit_head
         self.catalogue = catalogue
+        self._catalogue_error: str | None = None
         # heartbeats and posts go one at a time: a heartbeat that read an older head must not
         # reach the hub after an answer carrying a newer one (the hub would see the head go back)
         self._send = threading.Lock()
@@ -215,13 +216,19 @@ class NodeAgent:
         """Send the node's catalogue when it is due (at start, after a new ingest); a hub that
         cannot be reached raises HubUnavailable and the next cycle tries again."""
         watch = self.catalogue
-        if watch is None or not watch.due():
+        if watch is None:
             return
         try:
+            if not watch.due():
+                return
             prepared = watch.prepare()
-        except CcdpError as exc:  # the operator sees why; answering tasks goes on
-            self._on_event(f"catalogue not computed: {exc}")  # tried again after an ingest
+        except Exception as exc:  # e.g. an ingest holds the store: tried again next cycle
+            why = f"catalogue not published yet: {type(exc).__name__}: {exc}"
+            if why != self._catalogue_error:  # said once, not at every poll
+                self._catalogue_error = why
+                self._on_event(why)
             return
+        self._catalogue_error = None
         if prepared is None:
             return
         body, mark = prepared

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -90,7 +91,10 @@ def _tables(con: Any) -> set[str]:
 def last_ingest(store: Path | str) -> datetime | None:
     """When the store's last ingest finished (None for a store no ingest wrote): cheap, read at
     every poll of the node agent."""
-    con = connect_store(Path(store))
+    try:
+        con = connect_store(Path(store))
+    except duckdb.Error as exc:  # an ingest holds the store: the agent asks again later
+        raise CatalogueError(f"the store cannot be read now ({type(exc).__name__})") from None
     try:
         if "ingest_log" not in _tables(con):
             return None
@@ -722,11 +726,7 @@ class CatalogueWatch:
                     f"--hub {self.hub_url} --token T`"
                 )
             return None
-        try:
-            computed = NodeCatalogue(node).publish()
-        except CcdpError:
-            self._sent = ingest  # not tried again until the next ingest
-            raise
+        computed = NodeCatalogue(node).publish()
         return computed.catalogue.model_dump(mode="json"), ingest
 
     def sent(self, mark: object) -> None:
