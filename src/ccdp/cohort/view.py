@@ -63,11 +63,26 @@ def declared_levels(name: str) -> frozenset[str] | None:
     """The declared level set of a categorical variable (labels as text), or None when its
     levels are not fixed in advance: only declared labels may name a withheld cell."""
     var = view_variables().get(name)
+    if var is None and "." in name:  # `table.field` of the data model (e.g. specimen.type)
+        return _model_levels(name)
     if var is None or var.levels is None:
         return None
     if isinstance(var.levels, list):
         return frozenset(str(v) for v in var.levels)
     return frozenset(_code_list(var.levels))
+
+
+def _model_levels(name: str) -> frozenset[str] | None:
+    """The `allowed` list of a data-model field named `table.field` (node catalogues count
+    store tables, not view variables), or None when the field lists none."""
+    from ccdp.model import load_model
+
+    table, _, field = name.partition(".")
+    tdef = load_model().tables.get(table)
+    fdef = next((f for f in tdef.fields if f.name == field), None) if tdef else None
+    if fdef is None or not fdef.allowed:
+        return None
+    return frozenset(str(v) for v in fdef.allowed)
 
 
 @cache

@@ -87,6 +87,20 @@ class HubClient:
     def nodes(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/nodes")
 
+    def catalogues(self, node: str | None = None) -> Any:
+        """Every node's latest catalogue (or, with `node`, that node's one)."""
+        if node is not None:
+            return self._call("GET", f"/api/catalogues/{node}")
+        return self._call("GET", "/api/catalogues")
+
+    def node_name(self) -> str:
+        """The name of the node whose token this client holds (`GET /api/node/me`)."""
+        return self._call("GET", "/api/node/me")["name"]
+
+    def publish_catalogue(self, catalogue: dict[str, Any]) -> dict[str, Any]:
+        """Publish a node's catalogue (with that node's token): `PUT /api/node/catalogue`."""
+        return self._call("PUT", "/api/node/catalogue", json=catalogue)
+
     def close(self) -> None:
         self._http.close()
 

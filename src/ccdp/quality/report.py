@@ -24,7 +24,7 @@ from ccdp.store.typed import q
 
 EXAMPLES = 3
 ROMAN_ORDER = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
-_REASON_TYPE = (
+REASON_TYPE = (
     '[{"edit_id": "VARCHAR", "severity": "VARCHAR", "field": "VARCHAR", "value": "VARCHAR", '
     '"message": "VARCHAR"}]'
 )
@@ -86,7 +86,7 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(con.execute(sql).fetchall()[0][0] or 0)
 
 
-def _completeness(con: duckdb.DuckDBPyConnection) -> list[FieldCompleteness]:
+def field_completeness(con: duckdb.DuckDBPyConnection) -> list[FieldCompleteness]:
     out: list[FieldCompleteness] = []
     for tdef in load_model().tables.values():
         counts = ", ".join(f"count({q(f.name)})" for f in tdef.fields)
@@ -111,7 +111,7 @@ def _edit_failures(con: duckdb.DuckDBPyConnection) -> list[EditFailures]:
         WITH reasons AS (
             SELECT u.r.edit_id AS edit_id, u.r.message AS message, q.table_name, q.source_file,
                    q.source_row
-            FROM quarantine q, unnest(from_json(q.reasons, '{_REASON_TYPE}')) AS u(r)
+            FROM quarantine q, unnest(from_json(q.reasons, '{REASON_TYPE}')) AS u(r)
             WHERE q.resolved_at IS NULL
             UNION ALL
             SELECT edit_id, message, table_name, source_file, source_row FROM quality_flag
@@ -202,7 +202,7 @@ def quality_summary(store_path: str | Path) -> QualitySummary:
             model_version=store.version,
             generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             tables=tables,
-            completeness=_completeness(con),
+            completeness=field_completeness(con),
             edits=_edit_failures(con),
             iccc_groups=_iccc_groups(con),
             age_at_diagnosis=age,

@@ -24,9 +24,17 @@ from ccdp import __version__
 from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation import resultfile
+from ccdp.federation.catalogue import Catalogue
 from ccdp.federation.hub.docs import mount_docs
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
-from ccdp.federation.hub.service import Conflict, Hub, NotFound, Principal, Recorded
+from ccdp.federation.hub.service import (
+    Conflict,
+    Forbidden,
+    Hub,
+    NotFound,
+    Principal,
+    Recorded,
+)
 from ccdp.federation.hub.wirecheck import BodyGate, MiB
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
@@ -183,6 +191,8 @@ def create_app(
     @app.exception_handler(CcdpError)
     async def _ccdp_error(_req: Request, exc: CcdpError) -> JSONResponse:
         code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
+        if isinstance(exc, Forbidden):
+            code = 403
         errors = None
         if isinstance(exc, SpecError | MalformedSummary):
             code = 422
@@ -288,11 +298,28 @@ def create_app(
         """The highest audit head this node sent, and any alert about it."""
         return hub.audit_head(node.id)
 
+    @app.put("/api/node/catalogue", tags=["node"])
+    def node_catalogue(body: Catalogue, node: AsNode) -> dict[str, Any]:
+        """Publish this node's catalogue (computed and disclosure-checked at the node); the
+        hub keeps the latest one. A catalogue naming another node is refused (403)."""
+        return hub.publish_catalogue(node, body)
+
     # ---- researcher routes ---------------------------------------------------------------
     @app.get("/api/nodes", tags=["researcher"])
     def list_nodes(_user: AsUser) -> list[dict[str, Any]]:
         """Registered nodes with their last-seen time (heartbeats and polls)."""
         return hub.nodes()
+
+    @app.get("/api/catalogues", tags=["researcher"])
+    def list_catalogues(_user: AsUser) -> list[dict[str, Any]]:
+        """Every node's latest catalogue (the resource map): node, country, received_at,
+        catalogue."""
+        return hub.catalogues()
+
+    @app.get("/api/catalogues/{node}", tags=["researcher"])
+    def show_catalogue(node: str, _user: AsUser) -> dict[str, Any]:
+        """One node's latest catalogue (404 if it has published none)."""
+        return hub.catalogue(node)
 
     @app.post("/api/studies", tags=["researcher"], status_code=201)
     def submit(body: SubmitStudy, user: AsResearcher) -> Submitted:

@@ -192,3 +192,15 @@ class ProjectNodeRow(Base):
     decision: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CatalogueRow(Base):
+    """The latest catalogue a node published (`PUT /api/node/catalogue`), as validated."""
+
+    __tablename__ = "catalogues"
+    __table_args__ = (UniqueConstraint("node_id", name="uq_catalogues_node"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    catalogue: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

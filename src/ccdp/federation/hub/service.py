@@ -25,10 +25,12 @@ from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, Summary
 from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError
+from ccdp.federation.catalogue import Catalogue
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.models import (
     AnswerRow,
     AuditRow,
+    CatalogueRow,
     NodeRow,
     RoundRow,
     StudyRow,
@@ -51,6 +53,10 @@ class NotFound(HubError):
 
 class Conflict(HubError):
     """The request contradicts what the hub already holds (e.g. a second, different answer)."""
+
+
+class Forbidden(HubError):
+    """The caller may not do this (e.g. publish another node's catalogue)."""
 
 
 class StudyRefused(HubError):
@@ -292,6 +298,7 @@ class Hub:
 
     def nodes(self) -> list[dict[str, Any]]:
         with self.sessions() as s:
+            published = {c.node_id: c for c in s.scalars(select(CatalogueRow))}
             return [
                 {
                     "name": n.name,
@@ -304,9 +311,71 @@ class Hub:
                         n.audit_received_at.isoformat() if n.audit_received_at else None
                     ),
                     "audit_alert": n.audit_alert,
+                    "catalogue": _headline(published.get(n.id)),
                 }
                 for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
             ]
+
+    # ---- node catalogues -----------------------------------------------------------------
+    def publish_catalogue(self, node: Principal, catalogue: Catalogue) -> dict[str, Any]:
+        """Keep `catalogue` as the node's latest (validated already; its `node` must be the
+        token's node), audited as "catalogue.published"."""
+        if catalogue.node != node.name:
+            with self.sessions.begin() as s:
+                self._audit(
+                    s,
+                    f"node:{node.name}",
+                    "catalogue.refused",
+                    reason="the catalogue names another node",
+                )
+            raise Forbidden(
+                f"node {node.name} cannot publish a catalogue of node {catalogue.node[:100]!r}"
+            )
+        body = catalogue.model_dump(mode="json")
+        try:
+            return self._store_catalogue(node, body)
+        except IntegrityError:  # two first publications at once: the second one updates
+            return self._store_catalogue(node, body)
+
+    def _store_catalogue(self, node: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            row = s.scalars(
+                select(CatalogueRow).where(CatalogueRow.node_id == node.id).with_for_update()
+            ).first()
+            if row is None:
+                s.add(CatalogueRow(node_id=node.id, catalogue=body, received_at=now))
+            else:
+                row.catalogue, row.received_at = body, now
+            self._audit(
+                s,
+                f"node:{node.name}",
+                "catalogue.published",
+                generated_at=body["generated_at"],
+                last_ingest=body["last_ingest"],
+            )
+        return {"node": node.name, "received_at": now.isoformat()}
+
+    def catalogues(self) -> list[dict[str, Any]]:
+        """Every node's latest catalogue: node, country (the hub's registration), received_at."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(CatalogueRow, NodeRow)
+                .join(NodeRow, NodeRow.id == CatalogueRow.node_id)
+                .order_by(NodeRow.name)
+            ).all()
+            return [_published(c, n) for c, n in rows]
+
+    def catalogue(self, name: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            found = s.execute(
+                select(CatalogueRow, NodeRow)
+                .join(NodeRow, NodeRow.id == CatalogueRow.node_id)
+                .where(NodeRow.name == name)
+            ).first()
+            if found is None:
+                raise NotFound(f"no catalogue of node {name[:100]!r}")
+            return _published(*found)
 
     # ---- audit heads -------------------------------------------------------------------
     @staticmethod
@@ -812,3 +881,25 @@ class Hub:
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"no live node named {name!r}")
             return row.id, row.token_hash, row.public_key
+
+
+def _published(row: CatalogueRow, node: NodeRow) -> dict[str, Any]:
+    return {
+        "node": node.name,
+        "country": node.country,
+        "received_at": row.received_at.isoformat(),
+        "catalogue": row.catalogue,
+    }
+
+
+def _headline(row: CatalogueRow | None) -> dict[str, Any] | None:
+    """What the node list shows of a node's catalogue (cheap: read from the stored body)."""
+    if row is None:
+        return None
+    body = row.catalogue
+    return {
+        "patients": (body.get("patients") or {}).get("count"),
+        "last_ingest": body.get("last_ingest"),
+        "generated_at": body.get("generated_at"),
+        "received_at": row.received_at.isoformat(),
+    }

@@ -14,12 +14,16 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ccdp.errors import CcdpError
 from ccdp.federation.node.pending import PendingStore
 from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
+
+if TYPE_CHECKING:
+    from ccdp.federation.node.catalogue import CatalogueWatch
 
 log = logging.getLogger("ccdp.node")
 
@@ -82,10 +86,12 @@ class NodeAgent:
         backoff: Backoff | None = None,
         on_event: Callable[[str], None] | None = None,
         audit_head: HeadSource | None = None,
+        catalogue: CatalogueWatch | None = None,
     ) -> None:
         """`audit_head` gives the node's current audit head, sent with every heartbeat;
         `manual_release` may be a function, asked at every answer, so that the operator's policy
-        change (`ccdp node policy set release manual`) applies to a running agent."""
+        change (`ccdp node policy set release manual`) applies to a running agent; `catalogue`
+        says when the node's catalogue is due (at start, after each ingest) and builds it."""
         if manual_release is True and pending is None:
             raise AgentError("manual release needs a pending store beside the node store")
         self.hub_url = hub_url.rstrip("/")
@@ -99,6 +105,8 @@ class NodeAgent:
         self.stats = AgentStats()
         self.outbox: dict[str, Answer] = {}
         self._audit_head = audit_head
+        self.catalogue = catalogue
+        self._catalogue_error: str | None = None
         # heartbeats and posts go one at a time: a heartbeat that read an older head must not
         # reach the hub after an answer carrying a newer one (the hub would see the head go back)
         self._send = threading.Lock()
@@ -204,6 +212,34 @@ class NodeAgent:
                     f"posted operator's {item.state} for {item.task.task_id[:8]}: {status}"
                 )
 
+    def publish_catalogue(self) -> None:
+        """Send the node's catalogue when it is due (at start, after a new ingest); a hub that
+        cannot be reached raises HubUnavailable and the next cycle tries again."""
+        watch = self.catalogue
+        if watch is None:
+            return
+        try:
+            if not watch.due():
+                return
+            prepared = watch.prepare()
+        except Exception as exc:  # e.g. an ingest holds the store: tried again next cycle
+            why = f"catalogue not published yet: {type(exc).__name__}: {exc}"
+            if why != self._catalogue_error:  # said once, not at every poll
+                self._catalogue_error = why
+                self._on_event(why)
+            return
+        self._catalogue_error = None
+        if prepared is None:
+            return
+        body, mark = prepared
+        try:
+            with self._send:
+                self._request("PUT", "/api/node/catalogue", json=body)
+            self._on_event(f"published the catalogue (last ingest {body.get('last_ingest')})")
+        except RequestRefused as exc:
+            self._on_event(f"the hub refused the catalogue: {exc}")
+        watch.sent(mark)
+
     def _poll_wait(self) -> float:
         """Held answers need a short poll so that a release is posted promptly."""
         if self.pending is not None and any(i.state == "held" for i in self.pending.all()):
@@ -221,6 +257,7 @@ class NodeAgent:
                 if self.name is None:
                     self._on_event(f"connected to {self.hub_url} as node {self.hello()}")
                 self.flush()
+                self.publish_catalogue()
                 tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
                 redeliver = False
                 self.backoff.reset()

@@ -173,6 +173,14 @@ def run(
     )
     name = _connect(agent, console)
     holder["node"] = LocalNode(store, name=name, from_hub=not open_)
+    from ccdp.federation.node.catalogue import CatalogueWatch
+
+    agent.catalogue = CatalogueWatch(
+        lambda: holder["node"],
+        manual_now,
+        on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
+        hub_url=hub,
+    )
     mode = "manual release" if manual else "automatic release (policy re-read for each answer)"
     console.print(f"node [bold]{name}[/] serving {store} for {hub} ({mode})")
     try:
@@ -181,6 +189,114 @@ def run(
         console.print("node agent stopped")
     finally:
         agent.close()
+
+
+def catalogue(
+    store: Path = STORE,
+    as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON."),
+    publish: bool = typer.Option(
+        False,
+        "--publish",
+        help="Send it to the hub (with --hub and --token); logged in the node's audit log and "
+        "its counts recorded in the differencing ledger, as an answer's are.",
+    ),
+    hub: str | None = typer.Option(None, "--hub", help="Hub URL (with --publish)."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_NODE_TOKEN", help="Node token (with --publish)."
+    ),
+    cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
+) -> None:
+    """Print the node's catalogue as it would be published (counts through the disclosure
+    gate); --publish sends it (what a custodian under `release: manual` runs)."""
+    from ccdp.federation.node.catalogue import NodeCatalogue
+
+    if publish and (hub is None or not token):
+        raise typer.BadParameter("--publish needs --hub and the node's --token", param_hint="--hub")
+    if not publish and hub is not None:
+        raise typer.BadParameter("--hub goes with --publish", param_hint="--hub")
+    if not publish:
+        computed = NodeCatalogue.for_store(store).compute()
+    else:
+        from ccdp.federation.client import HubClient, tls_verify
+
+        assert hub is not None and token is not None
+        client = HubClient(hub, token, verify=tls_verify(cacert))
+        try:
+            name = client.node_name()
+            computed = NodeCatalogue.for_store(store, name=name).publish()
+            client.publish_catalogue(computed.catalogue.model_dump(mode="json"))
+        finally:
+            client.close()
+    body = computed.catalogue.model_dump(mode="json")
+    if as_json:
+        typer.echo(json.dumps(body))
+    else:
+        _print_catalogue(body, computed.notes)
+    if publish:
+        typer.echo(f"catalogue of node {body['node']} published to {hub}", err=as_json)
+
+
+def _print_catalogue(body: dict, notes: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def n(cell: dict, key: str = "count") -> str:
+        return "suppressed" if cell.get("suppressed") else str(cell.get(key))
+
+    console = Console()
+    years = body["diagnosis_years"]
+    follow = body["follow_up"]
+    head = Table(title=f"catalogue of node {body['node']}", show_header=False)
+    head.add_column("key")
+    head.add_column("value", overflow="fold")
+    policy = body["policy"]
+    for key, value in (
+        ("country", body["country"] or "-"),
+        ("generated", body["generated_at"]),
+        ("last ingest", body["last_ingest"] or "-"),
+        ("patients", n(body["patients"])),
+        ("tumours", n(body["tumours"])),
+        ("diagnosis years", f"{years['first'] or '-'} to {years['last'] or '-'}"),
+        (
+            "median follow-up",
+            f"{follow['median_years']} years ({follow['method']})"
+            if follow["released"]
+            else "not released",
+        ),
+        ("quality score", "-" if body["quality"]["score"] is None else body["quality"]["score"]),
+        (
+            "policy",
+            f"min_cell {policy['min_cell']}, min_cohort {policy['min_cohort']}, release "
+            f"{policy['release']}, consent {policy['consent']}, analyses "
+            f"{', '.join(policy['allowed_analyses'] or ['all'])}",
+        ),
+    ):
+        head.add_row(key, str(value))
+    console.print(head)
+    groups = Table(title="tumours by ICCC-3 group, sex and age group")
+    for col in ("by", "level", "label", "n"):
+        groups.add_column(col, justify="right" if col == "n" else "left")
+    for key in ("by_iccc_group", "by_sex", "by_age_group"):
+        for i, cell in enumerate(body[key]):
+            groups.add_row(key[3:] if i == 0 else "", cell["level"], cell["label"], n(cell))
+    console.print(groups)
+    tables = Table(title="tables (completeness: % of rows filled, least complete fields)")
+    for col in ("table", "rows", "least complete"):
+        tables.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
+    for t in body["tables"]:
+        known = [f for f in t["fields"] if f["completeness"] is not None]
+        worst = sorted(known, key=lambda f: f["completeness"])[:3]
+        text = ", ".join(f"{f['name']} {f['completeness']:g}%" for f in worst) or "not released"
+        tables.add_row(t["name"], n(t, "rows"), text)
+    console.print(tables)
+    specimens = Table(title="specimens by type")
+    specimens.add_column("type")
+    specimens.add_column("n", justify="right")
+    for cell in body["specimens"]:
+        specimens.add_row(cell["type"], n(cell))
+    console.print(specimens)
+    for note in notes:
+        console.print(f"[dim]note[/] {note}", highlight=False)
 
 
 def _connect(agent, console) -> str:
@@ -312,6 +428,7 @@ def register(app: typer.Typer) -> None:
     node_app.command("refuse")(refuse)
     node_app.command("answer")(answer)
     node_app.command("keygen")(keygen)
+    node_app.command("catalogue")(catalogue)
     from ccdp.governance.commands import node_projects_app  # light: typer only
 
     node_app.add_typer(node_projects_app, name="projects")
