@@ -121,9 +121,9 @@ def sign_in(page: Any, p: Partnership, role: str, next_path: str = "") -> None:
     page.wait_for_url(re.compile(r".*/(network|resources|feasibility|studies|governance).*"))
 
 
-def screenshot(page: Any, name: str) -> Path:
-    """A full-page screenshot kept in docs/screenshots/ (the README shows one)."""
+def screenshot(page: Any, name: str, full_page: bool = True) -> Path:
+    """A screenshot kept in docs/screenshots/ (the README shows one)."""
     DOCS.mkdir(parents=True, exist_ok=True)
     path = DOCS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path

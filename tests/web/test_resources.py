@@ -19,7 +19,10 @@ def catalogues(p: Partnership) -> dict[str, dict[str, Any]]:
     def all_published() -> dict[str, dict[str, Any]] | None:
         rows = httpx.get(f"{p.url}/api/catalogues", headers=auth, timeout=30).json()
         got = {r["node"]: r["catalogue"] for r in rows}
-        return got if set(got) == set(p.nodes) else None
+        # the demo's custodians set `consent: statutory` after their agents started: each
+        # agent publishes again when its policy changes, and the catalogue says the new one
+        fresh = all(c["policy"]["consent"] == "statutory" for c in got.values())
+        return got if set(got) == set(p.nodes) and fresh else None
 
     return wait_until(all_published, timeout=60, every=0.5)
 
@@ -47,7 +50,8 @@ def test_resources_show_each_countrys_tumours_by_iccc_group(page: Any, partnersh
     page.get_by_label("Show ICCC-3 group").select_option("")
     page.get_by_role("button", name="Filter").click()
     assert page.locator("#completeness-table td.heat").count() > 0
-    screenshot(page, "resources")
+    assert page.locator("#overview-table").inner_text().count("consent statutory") == 3
+    screenshot(page, "resources", full_page=False)
 
 
 def test_network_totals_are_the_sum_of_released_patient_counts(page: Any, partnership: Partnership):

@@ -688,8 +688,9 @@ _NEVER = object()
 
 class CatalogueWatch:
     """What the node agent asks at each poll cycle: publish the catalogue at start and again
-    whenever the store's last ingest changes. Under `release: manual` it publishes nothing on
-    its own and says, once per ingest, that the catalogue waits for the custodian."""
+    whenever the store's last ingest or the node's policy changes (the catalogue shows it).
+    Under `release: manual` it publishes nothing on its own and says, once per change, that
+    the catalogue waits for the custodian."""
 
     def __init__(
         self,
@@ -704,12 +705,13 @@ class CatalogueWatch:
         self._sent: object = _NEVER
         self._told: object = _NEVER
 
-    def _ingest(self) -> datetime | None:
+    def _ingest(self) -> tuple[datetime | None, str]:
         node: LocalNode = self._node()
-        return last_ingest(node.store)
+        return last_ingest(node.store), node.policy.model_dump_json()
 
     def due(self) -> bool:
-        """True at start and after each new ingest, until published (cheap: one query)."""
+        """True at start, after each new ingest and each policy change, until published
+        (cheap: one query and the policy file)."""
         return self._ingest() != self._sent
 
     def prepare(self) -> tuple[dict[str, Any], object] | None:
