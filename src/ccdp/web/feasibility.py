@@ -212,6 +212,7 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
                 "answered": any(n["status"] == "answered" for n in node_rows),
             }
         )
+    rows.sort(key=lambda r: r["name"])
     suppressed = int(result.get("suppressed_cells") or 0)
     total = result.get("total")
     show_total = bool(result) and total is not None and suppressed == 0
@@ -229,6 +230,7 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
         "suppressed": suppressed,
         "unlisted": int(result.get("unlisted_cells") or 0),
         "has_result": bool(result),
+        "error": outcome.get("error"),
     }
 
 
