@@ -1,0 +1,119 @@
+"""The Feasibility page in a real browser: counts by country, equal to the JSON API's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ccdp.federation.demo.partnership import Partnership
+from ccdp.web.feasibility import Filters, study_spec
+from tests.web.conftest import COUNTRIES, screenshot, sign_in
+
+
+def api_counts(p: Partnership, spec: dict[str, Any]) -> dict[str, str]:
+    """The same count study through the JSON API: each country's count, or "suppressed"."""
+    headers = {"Authorization": f"Bearer {p.people['researcher']}"}
+    with httpx.Client(base_url=p.url, headers=headers, timeout=90) as client:
+        made = client.post("/api/studies", json={"spec": spec})
+        assert made.status_code == 201, made.text
+        study = client.get(f"/api/studies/{made.json()['id']}", params={"wait": 60}).json()
+    assert study["status"] == "done", study
+    cells = study["result"]["result"]["cells"]
+    return {c["country"]: "suppressed" if c["suppressed"] else str(c["n"]) for c in cells}
+
+
+def page_counts(page: Any) -> dict[str, str]:
+    page.wait_for_selector("#counts[data-status='done']", timeout=90_000)
+    out = {}
+    for row in page.locator("#count-table tbody tr").all():
+        out[row.get_attribute("data-country")] = row.locator("td").first.get_attribute("data-count")
+    return out
+
+
+def test_leukaemia_counts_by_country_equal_the_api(page: Any, partnership: Partnership):
+    sign_in(page, partnership, "researcher", "/feasibility")
+    assert page.url.endswith("/feasibility")
+    # the standing feasibility project is the default
+    project = page.get_by_label("Under the project")
+    assert project.input_value() == partnership.projects.feasibility
+    page.get_by_label("ICCC-3 main group").select_option(["I"])
+    page.get_by_role("button", name="Count by country").click()
+    shown = page_counts(page)
+    assert set(shown) == set(COUNTRIES)
+    for country in COUNTRIES:
+        row = page.locator(f"#count-table tr[data-country='{country}']")
+        assert "answered" in row.inner_text()
+    # the filters stay in the form
+    assert page.get_by_label("ICCC-3 main group").evaluate(
+        "s => Array.from(s.selectedOptions).map(o => o.value)"
+    ) == ["I"]
+    assert "Leukemias" in page.get_by_label("ICCC-3 main group").inner_text()
+    screenshot(page, "feasibility")
+    spec = study_spec(
+        Filters.of({"iccc_group": ["I"], "unit": ["patients"]}), partnership.projects.feasibility
+    )
+    assert api_counts(partnership, spec) == shown
+    if "suppressed" not in shown.values():
+        total = page.locator("#count-table tfoot td").first.get_attribute("data-count")
+        assert total == str(sum(int(v) for v in shown.values()))
+
+
+def test_a_narrow_filter_shows_suppression_or_refusal_as_such(page: Any, partnership: Partnership):
+    sign_in(page, partnership, "researcher", "/feasibility")
+    page.get_by_label("ICCC-3 subgroup").select_option(["Ia"])
+    page.get_by_label("15-19").check()
+    page.get_by_label("T-cell").check()
+    page.get_by_label("relapsed", exact=True).check()
+    page.get_by_label("Sex").select_option("female")
+    page.get_by_label("from").fill("2012")
+    page.get_by_label("to", exact=True).fill("2013")
+    page.get_by_role("group", name="Unit").get_by_label("tumours").check()
+    page.get_by_role("button", name="Count by country").click()
+    page.wait_for_selector("#counts[data-status='done']", timeout=90_000)
+    table = page.locator("#count-table")
+    text = table.inner_text()
+    suppressed = page.locator("#count-table td.suppressed[data-count='suppressed']").count()
+    refused = page.locator("#count-table .node-status[data-status='refused']").count()
+    assert suppressed or refused, text
+    if refused:
+        assert "too few to report" in text
+    # a total that would un-suppress a cell is never shown
+    if suppressed:
+        assert page.locator("#count-table tfoot td").first.get_attribute("data-count") in (
+            "withheld",
+            None,
+        )
+    # the filters are still there
+    assert page.get_by_label("from").input_value() == "2012"
+    assert page.get_by_label("T-cell").is_checked()
+
+
+def test_a_bad_year_is_refused_in_the_form(page: Any, partnership: Partnership):
+    sign_in(page, partnership, "researcher", "/feasibility")
+    page.get_by_label("from").fill("2015")
+    page.get_by_label("to", exact=True).fill("2010")
+    page.get_by_role("button", name="Count by country").click()
+    assert "first year is after the last" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("from").input_value() == "2015"
+
+
+def test_without_script_the_result_page_refreshes_until_done(
+    browser: Any, partnership: Partnership
+):
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(20_000)
+        sign_in(pg, partnership, "researcher", "/feasibility")
+        pg.get_by_label("ICCC-3 main group").select_option(["I"])
+        pg.get_by_role("button", name="Count by country").click()
+        for _ in range(60):  # the page refreshes itself (<noscript> meta) or by its link
+            if pg.locator("#counts[data-status='done']").count():
+                break
+            pg.wait_for_timeout(1000)
+            if pg.locator("#refresh").count():
+                pg.locator("#refresh").click()
+        assert set(page_counts(pg)) == set(COUNTRIES)
+    finally:
+        context.close()
