@@ -472,6 +472,7 @@ class Hub:
             "late_answers": self._late(s, row.id),
             "result": row.result,
             "error": row.error,
+            "spec": row.spec,  # what was asked, as submitted (its owner's or an admin's view)
         }
 
     def studies(self, viewer: Principal | None = None) -> list[dict[str, Any]]:
