@@ -144,7 +144,8 @@ def test_node_sees_only_its_own_tasks_and_never_results(live):
 
 
 def test_study_list_gives_project_and_times_and_only_ones_own(live):
-    """GET /api/studies: what a list of studies shows (the dashboard's Studies page)."""
+    """GET /api/studies: what a list of studies shows (the dashboard's Studies page); a
+    study's record carries the spec as submitted."""
     sid = submit(live, title="listed", rounds=1, timeout=30)
     with live.client(live.tokens["ana"]) as c:
         rows = c.get("/api/studies").json()
@@ -153,6 +154,9 @@ def test_study_list_gives_project_and_times_and_only_ones_own(live):
     assert {"analysis", "project", "created_at", "finished_at"} <= set(row)
     assert row["project"] is None and row["finished_at"] is None  # an open hub, not finished
     assert "result" not in row  # the result only from GET /api/studies/{id}
+    with live.client(live.tokens["ana"]) as c:
+        record = c.get(f"/api/studies/{sid}").json()
+    assert {"title": "listed", "rounds": 1, "timeout": 30}.items() <= record["spec"].items()
     token = live.hub.add_user("carl", "researcher")
     with live.client(token) as c:
         assert c.get("/api/studies").json() == []
