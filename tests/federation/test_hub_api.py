@@ -143,6 +143,25 @@ def test_node_sees_only_its_own_tasks_and_never_results(live):
         assert c.get(f"/api/studies/{sid}").status_code == 404
 
 
+def test_study_list_gives_project_and_times_and_only_ones_own(live):
+    """GET /api/studies: what a list of studies shows (the dashboard's Studies page); a
+    study's record carries the spec as submitted."""
+    sid = submit(live, title="listed", rounds=1, timeout=30)
+    with live.client(live.tokens["ana"]) as c:
+        rows = c.get("/api/studies").json()
+    row = next(r for r in rows if r["id"] == sid)
+    assert row["title"] == "listed" and row["status"] in ("queued", "running")
+    assert {"analysis", "project", "created_at", "finished_at"} <= set(row)
+    assert row["project"] is None and row["finished_at"] is None  # an open hub, not finished
+    assert "result" not in row  # the result only from GET /api/studies/{id}
+    with live.client(live.tokens["ana"]) as c:
+        record = c.get(f"/api/studies/{sid}").json()
+    assert {"title": "listed", "rounds": 1, "timeout": 30}.items() <= record["spec"].items()
+    token = live.hub.add_user("carl", "researcher")
+    with live.client(token) as c:
+        assert c.get("/api/studies").json() == []
+
+
 def test_result_posted_twice_counts_once(live):
     sid = submit(live, rounds=1, timeout=30)
     task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")

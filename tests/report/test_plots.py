@@ -101,3 +101,41 @@ def test_twelve_groups_get_twelve_distinct_colours() -> None:
     gaps = np.linalg.norm(rgb[:, None, :] - rgb[None, :, :], axis=-1)[np.triu_indices(12, 1)]
     assert gaps.min() > 0.2
     assert {to_rgb(c) for c in PALETTE} == set(colours)
+
+
+def test_incidence_plot_has_a_bar_with_its_ci_per_group_and_marks_a_suppressed_one() -> None:
+    from ccdp.analyses.incidence import IncidenceResult
+
+    def row(country: str, asr: float | None) -> dict:
+        lo, hi = (None, None) if asr is None else (asr * 0.8, asr * 1.25)
+        return {
+            "country": country,
+            "cases": None if asr is None else 50,
+            "person_years": 1e6,
+            "crude_rate": asr,
+            "crude_ci_low": lo,
+            "crude_ci_high": hi,
+            "asr": asr,
+            "asr_ci_low": lo,
+            "asr_ci_high": hi,
+            "suppressed": asr is None,
+        }
+
+    result = IncidenceResult(
+        analysis="incidence",
+        by=["country"],
+        ages="0-14",
+        standard="segi_world",
+        ci="fay_feuer",
+        level=0.95,
+        rows=[row("DE", 150.0), row("FR", 160.0), row("KE", None)],
+    )
+    fig = result.plot()
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["DE", "FR", "KE"]
+    bars = ax.patches
+    assert [round(b.get_height()) for b in bars] == [150, 160]  # no zero bar for KE
+    assert [to_rgb(b.get_facecolor()) for b in bars] == [to_rgb(PALETTE[0]), to_rgb(PALETTE[1])]
+    assert [t.get_text() for t in ax.texts] == ["suppressed"]
+    assert "ASR per million" in ax.get_ylabel()

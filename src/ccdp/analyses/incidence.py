@@ -152,22 +152,9 @@ class IncidenceResult(AnalysisResult):
 
     def plot(self, **kw: Any) -> Any:
         """Bar chart of standardised rates with their intervals (a matplotlib Figure)."""
-        import matplotlib
+        from ccdp.report.plots import incidence_plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        frame = self.to_frame()
-        labels = [", ".join(str(r[b]) for b in self.by) or "all" for r in self.rows]
-        asr = frame["asr"].astype(float).to_numpy()
-        low = asr - frame["asr_ci_low"].astype(float).to_numpy()
-        high = frame["asr_ci_high"].astype(float).to_numpy() - asr
-        fig, ax = plt.subplots(figsize=kw.get("figsize", (max(4, 0.6 * len(labels) + 2), 4)))
-        ax.bar(range(len(labels)), asr, yerr=[low, high], capsize=3, color="#4878a8")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_ylabel(f"ASR per million ({self.standard}, ages {self.ages})")
-        fig.tight_layout()
-        return fig
+        return incidence_plot(self, **kw)
 
 
 def poisson_ci(cases: float, level: float) -> tuple[float, float]:

@@ -118,3 +118,33 @@ def forest_plot(result: Any, width: float = 7.0) -> Figure:
     ax.set_xlabel(f"{label.get(result.analysis, 'ratio')} (95% CI)")
     fig.tight_layout()
     return fig
+
+
+def incidence_plot(result: Any, width: float | None = None, height: float = 4.0) -> Figure:
+    """Age-standardised rates as bars with their CIs, one bar per group; a rate a node's
+    disclosure control withheld is a labelled gap ("suppressed"), never a zero bar."""
+    labels = [", ".join(str(r[b]) for b in result.by) or "all" for r in result.rows]
+    asr = np.array([np.nan if r["asr"] is None else r["asr"] for r in result.rows], dtype=float)
+    lo = np.array([np.nan if r["asr"] is None else r["asr_ci_low"] for r in result.rows], float)
+    hi = np.array([np.nan if r["asr"] is None else r["asr_ci_high"] for r in result.rows], float)
+    fig = Figure(figsize=(width or max(4.0, 0.6 * len(labels) + 2), height))
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    shown = ~np.isnan(asr)
+    colours = [group_colour(0 if len(result.by) != 1 else i) for i in range(len(labels))]
+    ax.bar(
+        x[shown],
+        asr[shown],
+        yerr=[asr[shown] - lo[shown], hi[shown] - asr[shown]],
+        capsize=3,
+        color=[c for c, s in zip(colours, shown, strict=True) if s],
+        ecolor="black",
+    )
+    for xi in x[~shown]:
+        ax.text(xi, 0, "suppressed", rotation=90, ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right")
+    ax.set_ylabel(f"ASR per million ({result.standard}, ages {result.ages})")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

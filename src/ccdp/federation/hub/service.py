@@ -541,13 +541,24 @@ class Hub:
             "late_answers": self._late(s, row.id),
             "result": row.result,
             "error": row.error,
+            "spec": row.spec,  # what was asked, as submitted (its owner's or an admin's view)
         }
 
     def studies(self, viewer: Principal | None = None) -> list[dict[str, Any]]:
+        """The studies `viewer` may see, oldest first: id, title, analysis, status, project
+        and times (the result only from `study`)."""
         with self.sessions() as s:
             rows = s.scalars(select(StudyRow).order_by(StudyRow.created_at))
             return [
-                {"id": r.id, "title": r.title, "analysis": r.analysis, "status": r.status}
+                {
+                    "id": r.id,
+                    "title": r.title,
+                    "analysis": r.analysis,
+                    "status": r.status,
+                    "project": r.project_id,
+                    "created_at": r.created_at.isoformat(),
+                    "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                }
                 for r in rows
                 if self._may_see(r, viewer)
             ]
