@@ -69,4 +69,6 @@ def test_cox_strata_extra_yaml_chosen_nodes_and_what_stops_a_submission():
 def test_form_of_a_spec_round_trips_and_the_iccc_groups_are_in_order():
     spec = {"title": "t", "analysis": "km", "outcome": "os", "by": ["country"], "project": "p"}
     assert build_spec(form_of_spec(spec, NODES), NODES).spec == spec
-    assert iccc_groups()[:4] == ["I", "II", "III", "IV"] and iccc_groups()[-1] == "XII"
+    codes = [g for g, _ in iccc_groups()]
+    assert codes[:4] == ["I", "II", "III", "IV"] and codes[-1] == "XII"
+    assert iccc_groups()[4] == ("V", "Retinoblastoma")

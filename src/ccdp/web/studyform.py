@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ccdp.analyses import registry
-from ccdp.cohort.view import level_order, view_variables
+from ccdp.cohort.view import view_variables
 
 SURVIVAL_OUTCOMES = ("os", "efs", "relapse_os", "relapse_efs")
 PARAM_FIELDS = ("outcome", "by", "strata", "covariates")
@@ -162,15 +162,11 @@ def group_variables() -> list[str]:
     return [n for n, v in view_variables().items() if v.var_class == "categorical"]
 
 
-def iccc_groups() -> list[str]:
-    from ccdp.cohort.view import declared_levels
+def iccc_groups() -> list[tuple[str, str]]:
+    """ICCC-3 main groups (code, label), in the classification's order (as on Feasibility)."""
+    from ccdp.web.feasibility import iccc_choices
 
-    order = level_order("iccc_group")
-    if order:
-        return list(order)
-    roman = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII")
-    levels = declared_levels("iccc_group") or frozenset()
-    return [g for g in roman if g in levels] + sorted(levels - set(roman))
+    return iccc_choices()[0]
 
 
 def analysis_params(analysis: str) -> list[str]:
