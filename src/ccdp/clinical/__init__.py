@@ -1,0 +1,1 @@
+"""Clinical groups' services: relapse risk groups, trial randomisation, expert board, rare tumours."""
