@@ -1,1 +1,1 @@
-"""Clinical groups' services: relapse risk groups, trial randomisation, expert board, rare tumours."""
+"""Clinical groups' services: relapse risk groups, randomisation, expert board, rare tumours."""

@@ -88,7 +88,7 @@ class NewNode(Strict):
 
 class NewUser(Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
-    role: Literal["researcher", "board", "admin"] = "researcher"
+    role: Literal["researcher", "board", "admin", "statistician"] = "researcher"
 
 
 class RequestProject(Strict):
@@ -108,6 +108,31 @@ class Review(Strict):
 class NodeDecisionBody(Strict):
     decision: Literal["accepted", "declined"]
     reason: str | None = Field(None, max_length=2000)
+
+
+class CreateTrial(Strict):
+    spec: dict[str, Any]
+
+
+class RandomiseBody(Strict):
+    patient: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The patient's pseudonym at the node (never a name or record number)",
+    )
+    strata: dict[str, Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=6, description="The patient's value of each stratum"
+    )
+
+
+class Allocation(Strict):
+    trial: str
+    patient: str
+    arm: str
+    strata: dict[str, str]
+    allocated_at: str
+    repeated: bool | None = None
 
 
 class NewToken(Strict):
@@ -398,6 +423,39 @@ def create_app(
     def node_decision(project_id: str, body: NodeDecisionBody, node: AsNode) -> dict[str, Any]:
         """Relay the decision the custodian made (and recorded) at the node."""
         return hub.projects.decide(node, project_id, body.decision, body.reason)
+
+    # ---- trials (federation/hub/trials.py; docs/randomisation.md) ----------------------
+    @app.post("/api/trials", tags=["trials"], status_code=201)
+    def create_trial(body: CreateTrial, admin: AsAdmin) -> dict[str, Any]:
+        """Create a trial (admin): arms, ratio, strata, method; the hub draws its secret seed."""
+        return hub.trials.create(admin, body.spec)
+
+    @app.get("/api/trials", tags=["trials"])
+    def list_trials(_user: AsUser) -> list[dict[str, Any]]:
+        """Trials: name, arms, ratio, strata, method and how many were randomised (never the
+        counts per arm, the list or the seed: see the allocations route)."""
+        return hub.trials.all()
+
+    @app.get("/api/trials/{name}", tags=["trials"])
+    def show_trial(name: str, _who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+        """One trial's public description (users and nodes)."""
+        return hub.trials.show(name)
+
+    @app.get("/api/trials/{name}/allocations", tags=["trials"])
+    def trial_allocations(name: str, who: AsUser) -> dict[str, Any]:
+        """The allocation list, counts per arm and the seed: the trial's statistician only."""
+        return hub.trials.allocations(who, name)
+
+    @app.post("/api/node/trials/{name}/randomise", tags=["node"])
+    def node_randomise(name: str, body: RandomiseBody, node: AsNode) -> Allocation:
+        """Randomise this node's patient (pseudonym and strata only); asking again for the same
+        patient returns the same arm."""
+        return Allocation(**hub.trials.randomise(node, name, body.patient, body.strata))
+
+    @app.get("/api/node/trials/{name}/allocations", tags=["node"])
+    def node_allocations(name: str, node: AsNode) -> list[Allocation]:
+        """The arms of this node's own patients in a trial."""
+        return [Allocation(**a) for a in hub.trials.node_allocations(node, name)]
 
     # ---- admin routes --------------------------------------------------------------------
     @app.post("/api/admin/nodes", tags=["admin"], status_code=201)

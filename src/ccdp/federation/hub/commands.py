@@ -112,12 +112,13 @@ def add_user(
         "researcher",
         "--role",
         help="researcher (requests projects, runs studies), board (the data access committee: "
-        "reviews projects) or admin (runs the hub)",
+        "reviews projects), admin (runs the hub, creates trials) or statistician (sees a trial's "
+        "allocations and seed)",
     ),
     db: str | None = DB,
 ) -> None:
-    """Register a researcher, board member or admin; the token is printed once, on the last
-    line."""
+    """Register a researcher, board member, admin or statistician; the token is printed once,
+    on the last line."""
     token = _hub(db).add_user(name, role)
     typer.echo(f"user {name} ({role}) registered; their token (shown only now):")
     typer.echo(token)

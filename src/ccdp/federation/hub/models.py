@@ -204,3 +204,38 @@ class CatalogueRow(Base):
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
     catalogue: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrialRow(Base):
+    """A randomised trial (clinical/randomisation.py): its spec, its secret seed, and how many
+    patients it has allocated (the counter every allocation moves first: the lock)."""
+
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[str] = mapped_column(String(64))
+    allocated: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AllocationRow(Base):
+    """One patient's allocation: irreversible (one per trial, node and pseudonym)."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "seq", name="uq_allocations_seq"),
+        UniqueConstraint("trial_id", "node_id", "patient", name="uq_allocations_patient"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    patient: Mapped[str] = mapped_column(String(100))
+    strata: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stratum: Mapped[str] = mapped_column(String(1000))
+    arm: Mapped[str] = mapped_column(String(100))
+    allocated_at: Mapped[datetime] = mapped_column(default=utcnow)

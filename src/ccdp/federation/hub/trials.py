@@ -1,0 +1,296 @@
+"""Trials at the hub: the admin creates one, a treating centre's node randomises its own patient,
+the trial's statistician reads the allocations (docs/randomisation.md).
+
+Concealment: no route shows a trial's seed, its allocation list or the counts per arm to anyone
+but a statistician of that trial (role `statistician`, narrowed by the trial's `statisticians`
+list when it has one). A node sees the arms of its own patients only, once allocated.
+Irreversibility: one allocation per trial, node and patient pseudonym; asking again returns it.
+Every allocation is chained into the hub's audit log with a digest binding patient, strata and
+arm (so the log, which an admin reads, does not reveal the arm, yet an altered allocation no
+longer matches it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ccdp.clinical.randomisation import (
+    Marginals,
+    TrialSpec,
+    block_arm,
+    minimisation_arm,
+    new_seed,
+    stratum_key,
+)
+from ccdp.cohort.view import declared_levels
+from ccdp.errors import SpecError
+from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
+
+if TYPE_CHECKING:
+    from ccdp.federation.hub.service import Hub, Principal
+
+PATIENT = r"^[A-Za-z0-9_.:-]{1,100}$"
+
+
+def allocation_digest(trial: str, seq: int, patient: str, strata: dict[str, str], arm: str) -> str:
+    """What the audit record binds: sha256 of the allocation's canonical JSON."""
+    body = {"trial": trial, "seq": seq, "patient": patient, "strata": strata, "arm": arm}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def parse_spec(raw: dict[str, Any]) -> TrialSpec:
+    try:
+        return TrialSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "trial"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise SpecError(f"trial spec: {loc}: {msg}{more}") from None
+
+
+class Trials:
+    """Trials and allocations over the hub's database."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _row(s: Session, name: str) -> TrialRow:
+        from ccdp.federation.hub.service import NotFound
+
+        row = s.scalars(select(TrialRow).where(TrialRow.name == name)).first()
+        if row is None:
+            raise NotFound(f"no trial {name!r}")
+        return row
+
+    @staticmethod
+    def is_statistician(row: TrialRow, who: Principal) -> bool:
+        if who.kind != "user" or who.role != "statistician":
+            return False
+        named = row.spec.get("statisticians") or []
+        return not named or who.name in named
+
+    @staticmethod
+    def _public(row: TrialRow) -> dict[str, Any]:
+        spec = row.spec
+        return {
+            "name": row.name,
+            "arms": spec["arms"],
+            "ratio": spec["ratio"],
+            "strata": spec["strata"],
+            "method": spec["method"],
+            "randomised": row.allocated,
+            "created_at": row.created_at.isoformat(),
+        }
+
+    # -- admin ----------------------------------------------------------------------------
+    def create(self, admin: Principal, raw: dict[str, Any]) -> dict[str, Any]:
+        from ccdp.federation.hub.service import Conflict
+
+        spec = parse_spec(raw)
+        row = TrialRow(
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            seed=new_seed(),
+            allocated=0,
+            created_by=admin.name,
+        )
+        with self.hub.sessions() as s:
+            if s.scalars(select(TrialRow.id).where(TrialRow.name == spec.name)).first():
+                raise Conflict(f"a trial named {spec.name!r} exists")
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(f"a trial named {spec.name!r} exists") from None
+            self.hub._audit(
+                s,
+                admin.name,
+                "trial-created",
+                trial=spec.name,
+                method=spec.method,
+                arms=spec.arms,
+                ratio=spec.ratio,
+                strata=spec.strata,
+            )
+            s.commit()
+            return self._public(row)
+
+    # -- anyone with a token --------------------------------------------------------------
+    def all(self) -> list[dict[str, Any]]:
+        with self.hub.sessions() as s:
+            return [self._public(r) for r in s.scalars(select(TrialRow).order_by(TrialRow.name))]
+
+    def show(self, name: str) -> dict[str, Any]:
+        with self.hub.sessions() as s:
+            return self._public(self._row(s, name))
+
+    # -- the node -------------------------------------------------------------------------
+    def _check_strata(self, spec: TrialSpec, strata: dict[str, str]) -> None:
+        from ccdp.federation.hub.service import HubError
+
+        want, got = set(spec.strata), set(strata)
+        if want != got:
+            missing = ", ".join(sorted(want - got)) or "none"
+            extra = ", ".join(sorted(got - want)) or "none"
+            raise HubError(
+                f"trial {spec.name!r} stratifies by {', '.join(spec.strata) or 'nothing'}; "
+                f"missing: {missing}; not of this trial: {extra}"
+            )
+        for name, value in strata.items():
+            levels = declared_levels(name)
+            if not value or (levels is not None and value not in levels):
+                raise HubError(f"stratum {name}: {value[:40]!r} is not one of its levels")
+
+    @staticmethod
+    def _answer(row: TrialRow, a: AllocationRow, repeated: bool) -> dict[str, Any]:
+        return {
+            "trial": row.name,
+            "patient": a.patient,
+            "arm": a.arm,
+            "strata": a.strata,
+            "allocated_at": a.allocated_at.isoformat(),
+            "repeated": repeated,
+        }
+
+    @staticmethod
+    def _held(s: Session, row: TrialRow, node_id: int, patient: str) -> AllocationRow | None:
+        return s.scalars(
+            select(AllocationRow).where(
+                AllocationRow.trial_id == row.id,
+                AllocationRow.node_id == node_id,
+                AllocationRow.patient == patient,
+            )
+        ).first()
+
+    def randomise(
+        self, node: Principal, name: str, patient: str, strata: dict[str, str]
+    ) -> dict[str, Any]:
+        """The arm of `patient` (a pseudonym of `node`'s); a second request returns the first
+        allocation unchanged (with the strata it was made with), whatever strata it sends."""
+        with self.hub.sessions() as s:
+            row = self._row(s, name)
+            held = self._held(s, row, node.id, patient)
+            if held is not None:
+                self.hub._audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
+                s.commit()
+                return self._answer(row, held, True)
+            spec = TrialSpec.model_validate(row.spec)
+            self._check_strata(spec, strata)
+            strata = {k: strata[k] for k in spec.strata}
+            # the counter first: the write lock (SQLite) or row lock (PostgreSQL) that orders
+            # allocations; then look again (another request may have allocated this patient)
+            s.execute(
+                update(TrialRow)
+                .where(TrialRow.id == row.id)
+                .values(allocated=TrialRow.allocated + 1)
+            )
+            s.refresh(row)
+            held = self._held(s, row, node.id, patient)
+            if held is not None:
+                s.rollback()
+                return self.randomise(node, name, patient, strata)
+            seq = row.allocated - 1
+            key = stratum_key(spec, strata)
+            if spec.method == "blocks":
+                n = s.scalar(
+                    select(func.count())
+                    .select_from(AllocationRow)
+                    .where(AllocationRow.trial_id == row.id, AllocationRow.stratum == key)
+                )
+                arm = spec.arms[block_arm(spec, row.seed, key, int(n or 0))]
+            else:
+                marginals = Marginals.empty()
+                for prior_strata, prior_arm in s.execute(
+                    select(AllocationRow.strata, AllocationRow.arm).where(
+                        AllocationRow.trial_id == row.id
+                    )
+                ):
+                    marginals.add(prior_strata, spec.arms.index(prior_arm), len(spec.arms))
+                arm = spec.arms[minimisation_arm(spec, row.seed, seq, strata, marginals)]
+            alloc = AllocationRow(
+                trial_id=row.id,
+                seq=seq,
+                node_id=node.id,
+                patient=patient,
+                strata=strata,
+                stratum=key,
+                arm=arm,
+            )
+            s.add(alloc)
+            self.hub._audit(
+                s,
+                node.name,
+                "randomised",
+                trial=name,
+                seq=seq,
+                digest=allocation_digest(name, seq, patient, strata, arm),
+            )
+            try:
+                s.commit()
+            except IntegrityError:  # the same patient allocated at the same moment: theirs
+                s.rollback()
+                return self.randomise(node, name, patient, strata)
+            return self._answer(row, alloc, False)
+
+    def node_allocations(self, node: Principal, name: str) -> list[dict[str, Any]]:
+        """The arms of this node's own patients in a trial (never another node's)."""
+        with self.hub.sessions() as s:
+            row = self._row(s, name)
+            rows = s.scalars(
+                select(AllocationRow)
+                .where(AllocationRow.trial_id == row.id, AllocationRow.node_id == node.id)
+                .order_by(AllocationRow.seq)
+            )
+            return [self._answer(row, a, False) | {"repeated": None} for a in rows]
+
+    # -- the statistician -----------------------------------------------------------------
+    def allocations(self, who: Principal, name: str) -> dict[str, Any]:
+        """The whole list, the seed and the counts per arm (statistician of the trial only);
+        reading it is audited."""
+        from ccdp.federation.hub.service import Forbidden
+
+        with self.hub.sessions() as s:
+            row = self._row(s, name)
+            if not self.is_statistician(row, who):
+                self.hub._audit(s, who.name, "allocations-refused", trial=name, role=who.role)
+                s.commit()
+                raise Forbidden(f"only a statistician of trial {name!r} sees its allocations")
+            listed = [
+                {
+                    "seq": a.seq,
+                    "node": node_name,
+                    "patient": a.patient,
+                    "strata": a.strata,
+                    "stratum": a.stratum,
+                    "arm": a.arm,
+                    "allocated_at": a.allocated_at.isoformat(),
+                }
+                for a, node_name in s.execute(
+                    select(AllocationRow, NodeRow.name)
+                    .join(NodeRow, AllocationRow.node_id == NodeRow.id)
+                    .where(AllocationRow.trial_id == row.id)
+                    .order_by(AllocationRow.seq)
+                )
+            ]
+            counts = {arm: 0 for arm in row.spec["arms"]}
+            for a in listed:
+                counts[a["arm"]] += 1
+            self.hub._audit(s, who.name, "allocations-read", trial=name, n=len(listed))
+            s.commit()
+            return {
+                **self._public(row),
+                "spec": row.spec,
+                "seed": row.seed,
+                "counts": counts,
+                "allocations": listed,
+            }
