@@ -50,6 +50,7 @@ COMMAND_MODULES = [
     "ccdp.ingest.map_commands",
     "ccdp.ingest.commands",
     "ccdp.quality.commands",
+    "ccdp.clinical.trial_commands",
 ]
 
 

@@ -26,11 +26,21 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ccdp.cohort.variables import check_variables
+from ccdp.errors import SpecError
+from ccdp.specfile import first_error, read_spec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_ARMS = 10
@@ -108,6 +118,15 @@ class TrialSpec(BaseModel):
     def weights(self) -> list[int]:
         assert self.ratio is not None
         return self.ratio
+
+
+def load_trial(source: Path | str | dict[str, Any]) -> TrialSpec:
+    """A trial spec from a YAML/JSON file or a mapping; errors name the file and the key."""
+    raw, where = read_spec(source, "trial spec", "name, arms, strata, method", SpecError)
+    try:
+        return TrialSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: {first_error(exc, count_more=True)}") from None
 
 
 def new_seed() -> str:

@@ -101,6 +101,24 @@ class HubClient:
         """Publish a node's catalogue (with that node's token): `PUT /api/node/catalogue`."""
         return self._call("PUT", "/api/node/catalogue", json=catalogue)
 
+    # -- trials (docs/randomisation.md) ---------------------------------------------------
+    def create_trial(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a trial (admin token)."""
+        return self._call("POST", "/api/trials", json={"spec": spec})
+
+    def trial(self, name: str) -> dict[str, Any]:
+        """A trial's public description: arms, ratio, strata, method (user or node token)."""
+        return self._call("GET", f"/api/trials/{name}")
+
+    def randomise(self, trial: str, patient: str, strata: dict[str, str]) -> dict[str, Any]:
+        """Randomise a node's patient (node token): pseudonym and strata only."""
+        body = {"patient": patient, "strata": strata}
+        return self._call("POST", f"/api/node/trials/{trial}/randomise", json=body)
+
+    def trial_allocations(self, trial: str) -> dict[str, Any]:
+        """The allocation list, counts and seed (a statistician of the trial)."""
+        return self._call("GET", f"/api/trials/{trial}/allocations")
+
     def close(self) -> None:
         self._http.close()
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,12 +24,12 @@ from ccdp.clinical.randomisation import (
     Marginals,
     TrialSpec,
     block_arm,
+    load_trial,
     minimisation_arm,
     new_seed,
     stratum_key,
 )
 from ccdp.cohort.view import declared_levels
-from ccdp.errors import SpecError
 from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
 
 if TYPE_CHECKING:
@@ -43,17 +42,6 @@ def allocation_digest(trial: str, seq: int, patient: str, strata: dict[str, str]
     """What the audit record binds: sha256 of the allocation's canonical JSON."""
     body = {"trial": trial, "seq": seq, "patient": patient, "strata": strata, "arm": arm}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def parse_spec(raw: dict[str, Any]) -> TrialSpec:
-    try:
-        return TrialSpec.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "trial"
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise SpecError(f"trial spec: {loc}: {msg}{more}") from None
 
 
 class Trials:
@@ -96,7 +84,7 @@ class Trials:
     def create(self, admin: Principal, raw: dict[str, Any]) -> dict[str, Any]:
         from ccdp.federation.hub.service import Conflict
 
-        spec = parse_spec(raw)
+        spec = load_trial(raw)
         row = TrialRow(
             name=spec.name,
             spec=spec.model_dump(mode="json"),
