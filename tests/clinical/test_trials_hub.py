@@ -21,9 +21,23 @@ TRIAL = {
 }
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path, monkeypatch):
+    """Every test on SQLite and on PostgreSQL (skipped without a server, as elsewhere)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+        return
+    from ccdp.governance import hub_audit
+    from tests.federation.pg import temporary_database
+
+    monkeypatch.setenv(hub_audit.ENV_KEY, str(tmp_path / "pg.audit.key"))
+    with temporary_database() as url:
+        yield url
+
+
 @pytest.fixture
-def live(tmp_path):
-    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as hub:
+def live(db_url):
+    with LiveHub(db_url, StandinExecutor()) as hub:
         hub.tokens = {
             "A": hub.hub.add_node("A", "DE"),
             "B": hub.hub.add_node("B", "FR"),
