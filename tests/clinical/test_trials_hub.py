@@ -190,3 +190,17 @@ def test_bad_randomise_requests_are_4xx(live, body):
         call(live, "ana", "POST", "/api/node/trials/IntReALL-HR/randomise", json={}).status_code
         == 403
     )
+
+
+def test_a_stored_spec_that_no_longer_validates_is_409(live):
+    create(live)
+    from sqlalchemy import update
+
+    from ccdp.federation.hub.models import TrialRow
+
+    bad = {**TRIAL, "ratio": [1, 1], "strata": ["gone_variable", "sex"], "block_sizes": [2, 4]}
+    with live.hub.sessions() as s:
+        s.execute(update(TrialRow).values(spec=bad))
+        s.commit()
+    r = randomise(live, "A", "p-1")
+    assert r.status_code == 409 and "no longer validates" in r.json()["detail"]

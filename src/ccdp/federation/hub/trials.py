@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,6 +32,7 @@ from ccdp.clinical.randomisation import (
 )
 from ccdp.cohort.view import declared_levels
 from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
+from ccdp.specfile import first_error
 
 if TYPE_CHECKING:
     from ccdp.federation.hub.service import Hub, Principal
@@ -59,6 +61,19 @@ class Trials:
         if row is None:
             raise NotFound(f"no trial {name!r}")
         return row
+
+    @staticmethod
+    def _spec(row: TrialRow) -> TrialSpec:
+        """The stored spec, checked again (a view variable it stratifies by may have gone)."""
+        from ccdp.federation.hub.service import Conflict
+
+        try:
+            return TrialSpec.model_validate(row.spec)
+        except ValidationError as exc:
+            raise Conflict(
+                f"trial {row.name!r} no longer validates ({first_error(exc)}): "
+                "randomisation is stopped until the trial office resolves it"
+            ) from None
 
     @staticmethod
     def is_statistician(row: TrialRow, who: Principal) -> bool:
@@ -172,7 +187,7 @@ class Trials:
                 self.hub._audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
                 s.commit()
                 return self._answer(row, held, True)
-            spec = TrialSpec.model_validate(row.spec)
+            spec = self._spec(row)
             self._check_strata(spec, strata)
             strata = {k: strata[k] for k in spec.strata}
             # the counter first: the write lock (SQLite) or row lock (PostgreSQL) that orders
