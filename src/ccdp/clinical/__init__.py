@@ -1,0 +1,1 @@
+"""Clinical groups' work: relapse risk groups, randomisation, expert board, rare-tumour registry."""
