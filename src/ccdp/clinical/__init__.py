@@ -1,1 +1,1 @@
-"""Clinical groups' services: relapse risk groups, randomisation, expert board, rare tumours."""
+"""Clinical groups' work: relapse risk groups, randomisation, expert board, rare-tumour registry."""

@@ -143,6 +143,8 @@ def _efs_list() -> str:
 
 def view_sql(schema: str = "store") -> str:
     """SELECT producing the analysis view; the node name is its first `?` parameter."""
+    from ccdp.clinical import risk
+
     s = f'"{schema}".' if schema else ""
     efs = _efs_list()
     return f"""
@@ -153,7 +155,7 @@ WITH enrol AS (
         FROM {s}trial_enrolment) WHERE rn = 1
 ),
 ev AS (
-    SELECT e.event_id, e.tumour_id, e.event_type, e.event_date, e.relapse_site
+    SELECT e.event_id, e.tumour_id, e.event_type, e.event_date, e.relapse_site, e.bm_blasts_pct
     FROM {s}event e JOIN {s}tumour t ON e.tumour_id = t.tumour_id
     WHERE e.event_date >= t.diagnosis_date
 ),
@@ -162,7 +164,8 @@ first_efs AS (
     WHERE event_type IN ({efs}) GROUP BY tumour_id
 ),
 first_relapse AS (
-    SELECT tumour_id, event_date AS relapse_date, relapse_site FROM (
+    SELECT tumour_id, event_date AS relapse_date, relapse_site, bm_blasts_pct AS relapse_blasts
+    FROM (
         SELECT *, row_number() OVER (PARTITION BY tumour_id ORDER BY event_date, event_id) AS rn
         FROM ev WHERE event_type = 'relapse') WHERE rn = 1
 ),
@@ -179,13 +182,13 @@ base AS (
         t.immunophenotype, t.cns_status, t.stage_system, t.stage,
         coalesce(t.risk_group, en.trial_risk_group) AS risk_group,
         t.wbc_at_diagnosis, en.trial, en.arm, p.vital_status, p.last_contact_date,
-        t.frontline_end_date,
+        t.frontline_end_date, t.iccc_extended,
         CASE WHEN p.death_date IS NOT NULL THEN p.death_date
              WHEN p.vital_status = 'dead' THEN p.last_contact_date END AS death,
         date_diff('year', p.birth_date, t.diagnosis_date)
             - CASE WHEN strftime(t.diagnosis_date, '%m%d') < strftime(p.birth_date, '%m%d')
                    THEN 1 ELSE 0 END AS age_years,
-        fe.efs_date, fr.relapse_date, fr.relapse_site, ar.next_date,
+        fe.efs_date, fr.relapse_date, fr.relapse_site, fr.relapse_blasts, ar.next_date,
         row_number() OVER (
             PARTITION BY p.patient_id ORDER BY t.diagnosis_date NULLS LAST, t.tumour_id
         ) AS tumour_seq
@@ -200,7 +203,10 @@ timed AS (
     SELECT *,
         coalesce(death, last_contact_date) AS end_date,
         least(efs_date, death) AS efs_end,
-        least(next_date, death) AS relapse_efs_end
+        least(next_date, death) AS relapse_efs_end,
+        {risk.site_group_sql()} AS relapse_site_group,
+        {risk.band_set_sql()} AS _band_set,
+        {risk.lineage_set_sql()} AS _lineage_set
     FROM base
 )
 SELECT
@@ -233,6 +239,10 @@ SELECT
          WHEN relapse_date < coalesce(frontline_end_date, diagnosis_date + INTERVAL 24 MONTH)
                              + INTERVAL 6 MONTH THEN 'early'
          ELSE 'late' END AS relapse_timing,
+    {risk.time_band_sql()} AS relapse_time_band,
+    relapse_site_group,
+    {risk.strategic_group_sql()} AS bfm_strategic_group,
+    {risk.relapse_risk_sql()} AS relapse_risk,
     CASE WHEN relapse_date IS NOT NULL AND end_date >= relapse_date
          THEN date_diff('day', relapse_date, end_date) END::INTEGER AS relapse_os_time,
     CASE WHEN relapse_date IS NOT NULL THEN (death IS NOT NULL)::INTEGER END AS relapse_os_event,
@@ -277,6 +287,14 @@ def to_markdown() -> str:
         "Disclosure classes (see [disclosure.md](disclosure.md)): `categorical` variables group",
         "(by, strata, categorical covariates); `numeric` and `time` variables enter models;",
         "`date` variables filter cohorts; a numeric or date variable is grouped through its band.",
+        "",
+        "Relapse risk groups of ALL (`relapse_time_band`, `relapse_site_group`,",
+        "`bfm_strategic_group`, `relapse_risk`) come from the first relapse of a precursor-cell",
+        "leukaemia (ICCC-3 Ia.1) through the rule tables in `src/ccdp/clinical/data/`",
+        "(ALL-REZ BFM, Tallen et al., J Clin Oncol 2010; IntReALL SR/HR; sources and checks in",
+        "`bfm_strategic_groups.md`). A group is `unknown` when a date, blast count or lineage it",
+        "needs is missing, unless every value still possible gives the same group; it is never",
+        "guessed. `relapse_timing` (older) instead assumes 24 months of front-line therapy.",
         "",
         "| variable | type | class | description | derivation |",
         "|---|---|---|---|---|",

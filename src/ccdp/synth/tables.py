@@ -259,13 +259,20 @@ def _events(
     leuk = c["group"] == 0
     low_blasts = np.round(rng.uniform(0.0, 4.9, n), 1)
     high_blasts = np.round(np.clip(60.0 * np.exp(0.4 * rng.standard_normal(n)), 5.1, 100.0), 1)
+    # an isolated marrow relapse has >= 25% blasts by definition (ALL-REZ BFM; Tallen et al.,
+    # J Clin Oncol 2010), a combined one >= 5% (ccdp.clinical relapse_site_groups.csv)
+    isolated_bm_blasts = np.maximum(high_blasts, 25.0)
     rem = (c["remission_day"] >= 0) & (c["remission_day"] <= last)
     add(rem, c["remission_day"], "remission", blasts=np.where(leuk, low_blasts, np.nan))
     ev_day = _years_to_day(c["dx"], c["t_event"])
     ev = np.isfinite(c["t_event"]) & (c["t_event"] <= c["censor_t"]) & (ev_day <= last)
     site = c["relapse_site"]
     marrow = (site == 0) | (site == 3)
-    bl = np.where(leuk, np.where(marrow, high_blasts, low_blasts), np.nan)
+    bl = np.where(
+        leuk,
+        np.where(site == 0, isolated_bm_blasts, np.where(marrow, high_blasts, low_blasts)),
+        np.nan,
+    )
     is_rel = c["event_is_relapse"]
     add(ev & is_rel, ev_day, "relapse", site=site, blasts=bl)
     add(ev & ~is_rel, ev_day, "progression", blasts=np.where(leuk, high_blasts, np.nan))
@@ -273,7 +280,11 @@ def _events(
     d2 = _years_to_day(c["dx"], c["t_second"])
     ev2 = np.isfinite(c["t_second"]) & (c["t_second"] <= c["censor_t"]) & (d2 <= last) & ev
     site2 = c["relapse_site2"]
-    bl2 = np.where(leuk, np.where((site2 == 0) | (site2 == 3), high_blasts, low_blasts), np.nan)
+    bl2 = np.where(
+        leuk,
+        np.where(site2 == 0, isolated_bm_blasts, np.where(site2 == 3, high_blasts, low_blasts)),
+        np.nan,
+    )
     add(ev2 & is_rel, d2, "relapse", site=site2, blasts=bl2)
     add(ev2 & ~is_rel, d2, "progression")
     c["second_day"] = np.where(ev2, d2, -1)
