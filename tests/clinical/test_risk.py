@@ -351,3 +351,36 @@ def test_km_by_strategic_group_through_ccdp_run(synth, tmp_path):
     # the published ordering of outcome: S1/S2 fare better than S4
     surv = {k: g["survival_at"][1]["survival"] for k, g in groups.items()}
     assert surv["S4"] < surv["S2"]
+
+
+def test_a_trial_stratified_by_relapse_risk_randomises_from_the_store(synth, tmp_path):
+    """IntReALL's use of the groups: the node computes `relapse_risk` from its store and the
+    hub allocates within it (the strata the node sent are the store's)."""
+    import json
+
+    import yaml
+
+    from ccdp.federation.hub.studies import SpecExecutor
+    from tests.conftest import run_ccdp
+    from tests.federation.netutil import LiveHub
+
+    _, stores = synth
+    store = stores[0]
+    df = _view([store], ["patient_id", "relapse_risk", "iccc_subgroup"])
+    known = df[df["relapse_risk"].isin(["SR", "HR"])].drop_duplicates("patient_id")
+    known = known[~known["patient_id"].duplicated(keep=False)]
+    picks = [known[known["relapse_risk"] == r].iloc[0] for r in ("SR", "HR")]
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor()) as live:
+        root = live.hub.add_user("root", "admin")
+        node = live.hub.add_node("FR", "FR")
+        trial = tmp_path / "trial.yaml"
+        spec = {"name": "rel-ALL", "arms": ["A", "B"], "ratio": [1, 1], "method": "blocks"}
+        spec |= {"strata": ["relapse_risk"], "block_sizes": [2, 4]}
+        trial.write_text(yaml.safe_dump(spec))
+        run_ccdp("trial", "create", trial, "--hub", live.url, "--token", root)
+        for row in picks:
+            args = ["node", "randomise", "rel-ALL", "--patient", row["patient_id"]]
+            args += ["--store", store, "--hub", live.url, "--token", node, "--json"]
+            got = json.loads(run_ccdp(*args).stdout)
+            assert got["strata"] == {"relapse_risk": row["relapse_risk"]}
+            assert got["arm"] in ("A", "B")
