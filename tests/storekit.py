@@ -105,3 +105,17 @@ def random_registry(
         "trial_enrolment": trials,
         "population": population,
     }
+
+
+def synth_stores(out: Path, seed: int, patients: int) -> list[Path]:
+    """`ccdp synth` registries for FR and DE in `out`, each ingested into its own store, as a
+    user would make them (the CLI); returns the stores (fr.duckdb, de.duckdb)."""
+    from tests.conftest import run_ccdp
+
+    run_ccdp("synth", out, "--countries", "FR,DE", "--seed", seed, "--patients", patients)
+    stores = []
+    for country in ("FR", "DE"):
+        store = out / f"{country.lower()}.duckdb"
+        run_ccdp("ingest", out / country, "--store", store)
+        stores.append(store)
+    return stores

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ccdp.errors import CcdpError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_spec(
@@ -41,3 +43,20 @@ def first_error(exc: ValidationError, count_more: bool = False) -> str:
     msg = str(errors[0]["msg"]).removeprefix("Value error, ")
     extra = f" (and {len(errors) - 1} more)" if count_more and len(errors) > 1 else ""
     return f"{loc}: {msg}{extra}" if loc else msg + extra
+
+
+def load_spec(
+    source: Path | str | dict[str, Any],
+    model: type[M],
+    kind: str,
+    keys: str,
+    error: type[CcdpError],
+    count_more: bool = False,
+) -> M:
+    """A spec of `model` from a file or a mapping; `error` names the file and the first key that
+    is wrong (and how many more, if asked)."""
+    raw, where = read_spec(source, kind, keys, error)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(f"{where}: {first_error(exc, count_more=count_more)}") from None

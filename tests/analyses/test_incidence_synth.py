@@ -15,16 +15,10 @@ SEGI = {"0": 2400, "1-4": 9600, "5-9": 10000, "10-14": 9000}
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from tests.conftest import run_ccdp
+    from tests.storekit import synth_stores
 
     out = tmp_path_factory.mktemp("synth")
-    run_ccdp("synth", out, "--countries", "FR,DE", "--seed", "1", "--patients", "16000")
-    stores = []
-    for country in ("FR", "DE"):
-        store = out / f"{country.lower()}.duckdb"
-        run_ccdp("ingest", out / country, "--store", store)
-        stores.append(store)
-    return out, stores
+    return out, synth_stores(out, seed=1, patients=16000)
 
 
 def truth_asr(out, country: str, group: str | None) -> float:

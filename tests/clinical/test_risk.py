@@ -263,16 +263,10 @@ TOLERANCE = 0.10
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from tests.conftest import run_ccdp
+    from tests.storekit import synth_stores
 
     out = tmp_path_factory.mktemp("synth")
-    run_ccdp("synth", out, "--countries", "FR,DE", "--seed", "4", "--patients", "40000")
-    stores = []
-    for country in ("FR", "DE"):
-        store = out / f"{country.lower()}.duckdb"
-        run_ccdp("ingest", out / country, "--store", store)
-        stores.append(store)
-    return out, stores
+    return out, synth_stores(out, seed=4, patients=40000)
 
 
 def _view(stores, cols: list[str]) -> pd.DataFrame:

@@ -33,14 +33,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from ccdp.cohort.variables import check_variables
 from ccdp.errors import SpecError
-from ccdp.specfile import first_error, read_spec
+from ccdp.specfile import load_spec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_ARMS = 10
@@ -122,11 +121,8 @@ class TrialSpec(BaseModel):
 
 def load_trial(source: Path | str | dict[str, Any]) -> TrialSpec:
     """A trial spec from a YAML/JSON file or a mapping; errors name the file and the key."""
-    raw, where = read_spec(source, "trial spec", "name, arms, strata, method", SpecError)
-    try:
-        return TrialSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(f"{where}: {first_error(exc, count_more=True)}") from None
+    keys = "name, arms, strata, method"
+    return load_spec(source, TrialSpec, "trial spec", keys, SpecError, count_more=True)
 
 
 def new_seed() -> str:

@@ -29,7 +29,7 @@ from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.protocol import Answer, Task, Transport
 from ccdp.governance.data_use import DataUse
-from ccdp.specfile import first_error, read_spec
+from ccdp.specfile import first_error, load_spec
 
 STUDY_KEYS = (
     "title",
@@ -118,11 +118,7 @@ def load_study(source: Path | str | dict[str, Any] | StudySpec) -> StudySpec:
     """A StudySpec from a YAML/JSON file, a dict or a spec; SpecError names the offending key."""
     if isinstance(source, StudySpec):
         return source
-    raw, where = read_spec(source, "study spec", "title, analysis", SpecError)
-    try:
-        return StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(f"{where}: {first_error(exc)}") from None
+    return load_spec(source, StudySpec, "study spec", "title, analysis", SpecError)
 
 
 class NodeStatus(BaseModel):

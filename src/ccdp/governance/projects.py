@@ -10,12 +10,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ccdp.cohort.spec import CohortError, CohortSpec, Range
 from ccdp.errors import SpecError
 from ccdp.governance.data_use import DataUse
-from ccdp.specfile import first_error, read_spec
+from ccdp.specfile import load_spec
 
 ProjectState = Literal["requested", "approved", "rejected", "expired", "closed"]
 NodeDecision = Literal["accepted", "declined"]
@@ -75,11 +75,7 @@ class ProjectSpec(BaseModel):
 
 def load_project(source: Path | str | dict[str, Any]) -> ProjectSpec:
     """A ProjectSpec from a YAML/JSON file or a dict; ProjectError names the file and key path."""
-    raw, where = read_spec(source, "project file", "title, summary", ProjectError)
-    try:
-        return ProjectSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ProjectError(f"{where}: {first_error(exc, count_more=True)}") from None
+    return load_spec(source, ProjectSpec, "project file", "title, summary", ProjectError, True)
 
 
 class ProjectTerms(BaseModel):
