@@ -51,6 +51,7 @@ COMMAND_MODULES = [
     "ccdp.ingest.commands",
     "ccdp.quality.commands",
     "ccdp.clinical.trial_commands",
+    "ccdp.clinical.referral_commands",
 ]
 
 

@@ -119,6 +119,32 @@ class HubClient:
         """The allocation list, counts and seed (a statistician of the trial)."""
         return self._call("GET", f"/api/trials/{trial}/allocations")
 
+    # -- referrals (docs/referrals.md) ----------------------------------------------------
+    def refer(self, node_ref: str, summary: dict[str, Any], question: str) -> dict[str, Any]:
+        """Post a released case summary to the expert board (node token)."""
+        body = {"node_ref": node_ref, "summary": summary, "question": question}
+        return self._call("POST", "/api/node/referrals", json=body)
+
+    def node_referrals(self) -> list[dict[str, Any]]:
+        """This node's referrals: state and recommendation (node token)."""
+        return self._call("GET", "/api/node/referrals")
+
+    def referrals(self) -> list[dict[str, Any]]:
+        """Referrals to the board, one line each (expert token)."""
+        return self._call("GET", "/api/referrals")
+
+    def referral(self, ref: str) -> dict[str, Any]:
+        """One referral in full with the board's comments (expert token)."""
+        return self._call("GET", f"/api/referrals/{ref}")
+
+    def comment_referral(self, ref: str, text: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/referrals/{ref}/comments", json={"text": text})
+
+    def recommend(self, ref: str, recommendation: dict[str, Any]) -> dict[str, Any]:
+        """Record the board's recommendation (expert token)."""
+        body = {"recommendation": recommendation}
+        return self._call("POST", f"/api/referrals/{ref}/recommendation", json=body)
+
     def close(self) -> None:
         self._http.close()
 

@@ -28,11 +28,11 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 # (path, label, roles that see it): what each role's navigation offers
 NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("/network", "Network", ("researcher", "board", "admin", "statistician")),
-    ("/resources", "Resources", ("researcher", "board", "admin", "statistician")),
+    ("/network", "Network", ("researcher", "board", "admin", "statistician", "expert")),
+    ("/resources", "Resources", ("researcher", "board", "admin", "statistician", "expert")),
     ("/feasibility", "Feasibility", ("researcher", "admin")),
     ("/studies", "Studies", ("researcher", "admin")),
-    ("/governance", "Governance", ("researcher", "board", "admin", "statistician")),
+    ("/governance", "Governance", ("researcher", "board", "admin", "statistician", "expert")),
 )
 
 

@@ -88,7 +88,7 @@ class NewNode(Strict):
 
 class NewUser(Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
-    role: Literal["researcher", "board", "admin", "statistician"] = "researcher"
+    role: Literal["researcher", "board", "admin", "statistician", "expert"] = "researcher"
 
 
 class RequestProject(Strict):
@@ -133,6 +133,25 @@ class Allocation(Strict):
     strata: dict[str, str]
     allocated_at: str
     repeated: bool | None = None
+
+
+class ReferBody(Strict):
+    node_ref: str = Field(
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The node's own id of the referral (random; never a patient key)",
+    )
+    question: str = Field(min_length=1, max_length=2000)
+    summary: dict[str, Any] = Field(description="The case summary (ccdp.case-summary/1)")
+
+
+class CommentBody(Strict):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class RecommendBody(Strict):
+    recommendation: dict[str, Any] = Field(description="options, trial, text")
 
 
 class NewToken(Strict):
@@ -456,6 +475,37 @@ def create_app(
     def node_allocations(name: str, node: AsNode) -> list[Allocation]:
         """The arms of this node's own patients in a trial."""
         return [Allocation(**a) for a in hub.trials.node_allocations(node, name)]
+
+    # ---- referrals (federation/hub/referrals.py; docs/referrals.md) ---------------------
+    @app.post("/api/node/referrals", tags=["node"], status_code=201)
+    def node_refer(body: ReferBody, node: AsNode) -> dict[str, Any]:
+        """A case summary the node's custodian released, for the expert board."""
+        return hub.referrals.receive(node, body.node_ref, body.summary, body.question)
+
+    @app.get("/api/node/referrals", tags=["node"])
+    def node_referrals(node: AsNode) -> list[dict[str, Any]]:
+        """This node's referrals: state and the board's recommendation."""
+        return hub.referrals.node_list(node)
+
+    @app.get("/api/referrals", tags=["referrals"])
+    def list_referrals(who: AsUser) -> list[dict[str, Any]]:
+        """Referrals to the board (role expert): one line each."""
+        return hub.referrals.all(who)
+
+    @app.get("/api/referrals/{ref}", tags=["referrals"])
+    def show_referral(ref: str, who: AsUser) -> dict[str, Any]:
+        """One case in full, with the board's comments (role expert; audited)."""
+        return hub.referrals.show(who, ref)
+
+    @app.post("/api/referrals/{ref}/comments", tags=["referrals"], status_code=201)
+    def comment_referral(ref: str, body: CommentBody, who: AsUser) -> dict[str, Any]:
+        """Add to the board's discussion of a case (role expert)."""
+        return hub.referrals.comment(who, ref, body.text)
+
+    @app.post("/api/referrals/{ref}/recommendation", tags=["referrals"])
+    def recommend_referral(ref: str, body: RecommendBody, who: AsUser) -> dict[str, Any]:
+        """Record the board's recommendation (role expert; once): it returns to the node."""
+        return hub.referrals.recommend(who, ref, body.recommendation)
 
     # ---- admin routes --------------------------------------------------------------------
     @app.post("/api/admin/nodes", tags=["admin"], status_code=201)

@@ -12,7 +12,7 @@ import secrets
 from typing import Literal
 
 TokenKind = Literal["node", "user"]
-ROLES = ("researcher", "board", "admin", "statistician")
+ROLES = ("researcher", "board", "admin", "statistician", "expert")
 
 
 def new_token(kind: TokenKind) -> str:

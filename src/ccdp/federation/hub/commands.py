@@ -112,13 +112,14 @@ def add_user(
         "researcher",
         "--role",
         help="researcher (requests projects, runs studies), board (the data access committee: "
-        "reviews projects), admin (runs the hub, creates trials) or statistician (sees a trial's "
-        "allocations and seed)",
+        "reviews projects), admin (runs the hub, creates trials), statistician (sees a trial's "
+        "allocations and seed) or expert (a member of the expert board: reads referrals, "
+        "records recommendations)",
     ),
     db: str | None = DB,
 ) -> None:
-    """Register a researcher, board member, admin or statistician; the token is printed once,
-    on the last line."""
+    """Register a researcher, board member, admin, statistician or expert; the token is
+    printed once, on the last line."""
     token = _hub(db).add_user(name, role)
     typer.echo(f"user {name} ({role}) registered; their token (shown only now):")
     typer.echo(token)

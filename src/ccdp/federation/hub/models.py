@@ -239,3 +239,37 @@ class AllocationRow(Base):
     stratum: Mapped[str] = mapped_column(String(1000))
     arm: Mapped[str] = mapped_column(String(100))
     allocated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReferralRow(Base):
+    """A case a node referred to the expert board (federation/hub/referrals.py): the summary
+    as the node's gate released it, the board's recommendation once recorded."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (UniqueConstraint("node_id", "node_ref", name="uq_referrals_node_ref"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    node_ref: Mapped[str] = mapped_column(String(64))
+    question: Mapped[str] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    recommendation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    recommended_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    recommended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReferralCommentRow(Base):
+    """One board member's comment on a referral (the board's discussion, never sent to the
+    node)."""
+
+    __tablename__ = "referral_comments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[int] = mapped_column(ForeignKey("referrals.id"))
+    author: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

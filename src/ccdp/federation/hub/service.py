@@ -179,6 +179,7 @@ class Hub:
         open_studies: bool = False,
     ) -> None:
         """`open_studies` (`ccdp hub serve --open`): also run studies without a project."""
+        from ccdp.federation.hub.referrals import Referrals
         from ccdp.federation.hub.trials import Trials
         from ccdp.governance.hub_projects import Projects
 
@@ -188,6 +189,7 @@ class Hub:
         self.open_studies = open_studies
         self.projects = Projects(self)
         self.trials = Trials(self)
+        self.referrals = Referrals(self)
 
     # ---- audit -------------------------------------------------------------------------
     @staticmethod
