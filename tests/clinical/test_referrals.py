@@ -14,6 +14,7 @@ import yaml
 
 from ccdp.disclosure.policy import set_policy_value
 from ccdp.federation.node.audit import AuditLog
+from tests.clinical.test_trials_hub import db_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor
 from tests.storekit import build_store
@@ -103,8 +104,8 @@ def merged(*parts: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 
 @pytest.fixture
-def live(tmp_path):
-    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as hub:
+def live(db_url):  # noqa: F811
+    with LiveHub(db_url, StandinExecutor()) as hub:
         hub.tokens = {
             "DE": hub.hub.add_node("DE-node", "DE"),
             "FR": hub.hub.add_node("FR-node", "FR"),
