@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from ccdp.cohort.view import cohort_sql
+from ccdp.disclosure.gate import Refusal, check_strata, release_strata
 from ccdp.errors import CcdpError
 from ccdp.federation.client import HubClient
 from ccdp.federation.node.audit import AuditLog
@@ -119,8 +120,14 @@ def randomise(store: Path, trial: str, patient_id: str, client: HubClient) -> En
         raise EnrolmentError(f"{store}: no such node store")
     node = client.node_name()
     spec = client.trial(trial)
-    strata = patient_strata(store, node, patient_id, list(spec["strata"]))
     alias = trial_pseudonym(store, trial, patient_id)
+    try:
+        check_strata(list(spec["strata"]))
+        strata = release_strata(patient_strata(store, node, patient_id, list(spec["strata"])))
+    except Refusal as exc:
+        record = {"event": "randomise-refused", "node": node, "trial": trial, "patient": alias}
+        AuditLog.for_store(store).append(record | {"rule": exc.rule, "term": exc.term})
+        raise
     got = client.randomise(trial, alias, strata)
     if got.get("patient") != alias or got.get("arm") not in spec["arms"]:
         raise EnrolmentError(f"the hub's answer does not fit the request: {got}")

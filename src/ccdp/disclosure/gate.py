@@ -71,6 +71,10 @@ REASONS: dict[str, str] = {
     "accepted",
     "project_expired": "not accepted: project {term} expired on {expires} at this node",
     "no_project": "not accepted: this node answers only tasks of a project its custodian accepted",
+    # randomisation (clinical/enrol.py): what a trial may learn of a patient
+    "strata": "{term}: this node sends only categorical view variables as a trial's strata, "
+    "with a value of the variable's levels (or short plain text); nothing else leaves for a "
+    "randomisation",
 }
 
 
@@ -354,6 +358,42 @@ def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, 
     return f"{head}: {n}", [members]
 
 
+# -- a patient's strata for a trial's randomisation -------------------------------------------
+MAX_STRATA = 6
+
+
+def check_strata(names: list[str]) -> None:
+    """Refuse a trial's strata that are not categorical view variables (or too many), before
+    the node reads a value (see `release_strata`)."""
+    from ccdp.cohort.view import view_variables
+
+    known = view_variables()
+    if len(names) > MAX_STRATA:
+        raise Refusal("strata", f"{len(names)} strata (at most {MAX_STRATA})")
+    for name in names:
+        var = known.get(name)
+        if var is None or var.var_class != "categorical":
+            raise Refusal("strata", name[:40])
+
+
+def release_strata(strata: dict[str, str]) -> dict[str, str]:
+    """The strata of one patient that may go to a trial's randomisation (with the patient's
+    per-trial pseudonym, and nothing else: docs/randomisation.md). The hub says which
+    variables a trial stratifies by; a hub that asked for a key, a date or a number would be
+    told the child's own value, so the node checks again: at most MAX_STRATA strata, each a
+    categorical view variable, each value one of its declared levels or, for a variable
+    without declared levels (risk_group, stage), plain text under the case summary's rules."""
+    from ccdp.clinical.case_summary import text_problem
+
+    check_strata(list(strata))
+    for name, value in strata.items():
+        levels = declared_levels(name)
+        ok = value in levels if levels is not None else text_problem(value) is None
+        if not ok or len(value) > 40:
+            raise Refusal("strata", name)
+    return dict(strata)
+
+
 # -- a case summary for an expert board ---------------------------------------------------------
 # the summary's free-text fields (clinical/case_summary.py); every other field is coded or numeric
 CASE_TEXT = frozenset({"label", "agent", "protocol", "marker", "value", "unit", "stage"})
@@ -464,10 +504,12 @@ __all__ = [
     "Checked",
     "CheckedCase",
     "Refusal",
+    "check_strata",
     "public_reason",
     "record",
     "release",
     "release_case",
     "release_excluded",
+    "release_strata",
     "too_few",
 ]
