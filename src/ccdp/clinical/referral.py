@@ -74,10 +74,12 @@ class Referral(BaseModel):
 def care_use_problem(consent: str | None, mode: str) -> str | None:
     """Why the child's consent does not permit a referral for its own care, or None.
 
-    DUO:0000043 (clinical care use) permits it. Without any consent codes, a node whose policy
-    is `consent: statutory` (a legal basis, e.g. a registry or the treating hospital's duty of
-    care) may refer; codes recorded without CC restrict, as they do for research
-    (governance/consent.py)."""
+    A node whose policy is `consent: statutory` refers on that basis (a registry's statute or
+    the treating hospital's duty of care covers sharing a case for the child's own care, whatever
+    research uses the family consented to). Under `consent: required` the consent must include
+    DUO:0000043, clinical care use."""
+    if mode == "statutory":
+        return None
     try:
         parsed = Consent.parse(consent)
     except ConsentError:
@@ -85,8 +87,6 @@ def care_use_problem(consent: str | None, mode: str) -> str | None:
     if CLINICAL_CARE in parsed.codes:
         return None
     if parsed.empty:
-        if mode == "statutory":
-            return None
         return (
             "no consent is recorded and the node's policy is consent: required "
             "(a referral needs DUO:0000043, clinical care use, or a statutory basis)"
