@@ -118,7 +118,9 @@ def sign_in(page: Any, p: Partnership, role: str, next_path: str = "") -> None:
     page.goto(p.url + "/" + (f"?next={next_path}" if next_path else ""))
     page.get_by_label("Hub token").fill(p.people[role])
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/(network|resources|feasibility|studies|governance).*"))
+    page.wait_for_url(
+        re.compile(r".*/(network|resources|feasibility|studies|governance|referrals).*")
+    )
 
 
 def screenshot(page: Any, name: str, full_page: bool = True) -> Path:

@@ -33,6 +33,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/feasibility", "Feasibility", ("researcher", "admin")),
     ("/studies", "Studies", ("researcher", "admin")),
     ("/governance", "Governance", ("researcher", "board", "admin", "statistician", "expert")),
+    ("/referrals", "Referrals", ("expert",)),
 )
 
 

@@ -8,6 +8,7 @@ Every process started here is stopped before returning (unless asked to keep run
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -141,6 +142,43 @@ def run_governance(
     return projects
 
 
+def very_high_risk_child(store: Path) -> str | None:
+    """A child of `store` whose first ALL relapse is in strategic group S4 (the demo's
+    referral), or None."""
+    from ccdp.cohort.view import cohort_sql
+    from ccdp.federation.node.local import connect_store
+
+    con = connect_store(store)
+    try:
+        sql = cohort_sql(
+            ["patient_id"], "v.bfm_strategic_group = 'S4' AND v.vital_status = 'alive'"
+        )
+        row = con.execute(sql + " ORDER BY v.patient_id LIMIT 1", [store.stem]).fetchone()
+    finally:
+        con.close()
+    return None if row is None else str(row[0])
+
+
+def run_referral(
+    out: Path, url: str, tokens: dict[str, str], stores: dict[str, Path]
+) -> str | None:
+    """The treating centre of the first node with an S4 relapse refers the child to the
+    expert board and its custodian releases the case: it waits for the board (the dashboard's
+    Referrals page). Returns the referral's id at the hub."""
+    log = out / "logs" / "referral.log"
+    for c, token in tokens.items():
+        child = very_high_risk_child(stores[c])
+        if child is None:
+            continue
+        node = ("--store", stores[c], "--hub", url, "--token", token)
+        question = "S4 relapse: is CAR-T or HSCT the better next step?"
+        made = _run_logged(_cli("node", "refer", child, *node, "-q", question, "--json"), log)
+        ref = json.loads(made)["id"]
+        sent = _run_logged(_cli("node", "referrals", *node, "--release", ref), log)
+        return sent.split("at the hub as ")[1].split()[0]
+    return None
+
+
 def _run_logged(args: list[str], log: Path) -> str:
     """Run one ccdp command, appending its output to `log`; DemoError names the log on failure."""
     proc = subprocess.run(args, capture_output=True, text=True, env=_env(), check=False)
@@ -149,7 +187,7 @@ def _run_logged(args: list[str], log: Path) -> str:
     with log.open("a", encoding="utf-8") as fh:  # tokens are secrets: never in a log
         fh.write(f"$ ccdp {' '.join(shown)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        raise DemoError(f"governance step failed: ccdp {' '.join(map(str, args[3:6]))}; see {log}")
+        raise DemoError(f"demo step failed: ccdp {' '.join(map(str, args[3:6]))}; see {log}")
     return proc.stdout
 
 
@@ -339,7 +377,8 @@ def ingest_summary(out: Path, countries: tuple[str, ...]) -> list[dict[str, Any]
 @dataclass
 class Partnership:
     """A running partnership on this machine: the hub's address, a token for each node and
-    each of the demo's people (researcher, board, admin), the stores and the projects."""
+    each of the demo's people (researcher, board, admin, expert), the stores, the projects and
+    the referral waiting for the expert board."""
 
     url: str
     nodes: dict[str, str]
@@ -347,6 +386,7 @@ class Partnership:
     stores: dict[str, Path]
     projects: Projects
     fmt: str
+    referral: str | None = None
 
 
 def start_partnership(
@@ -371,7 +411,8 @@ def start_partnership(
     db = f"sqlite:///{db_path}"
     hub = Hub(open_database(db))
     tokens = {c: hub.add_node(c, c) for c in countries}
-    people = {role: hub.add_user(role, role) for role in ("researcher", "board", "admin")}
+    roles = ("researcher", "board", "admin", "expert")
+    people = {role: hub.add_user(role, role) for role in roles}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     task = progress.add_task("starting hub and node agents", total=1 + len(countries))
@@ -386,7 +427,10 @@ def start_partnership(
     projects = run_governance(
         out, url, people["researcher"], people["board"], tokens, stores, progress
     )
-    return Partnership(url, tokens, people, stores, projects, fmt)
+    task = progress.add_task("a referral to the expert board", total=1)
+    referral = run_referral(out, url, tokens, stores)
+    progress.advance(task)
+    return Partnership(url, tokens, people, stores, projects, fmt, referral)
 
 
 def print_sign_in(console: Console, p: Partnership) -> None:
@@ -396,6 +440,8 @@ def print_sign_in(console: Console, p: Partnership) -> None:
     for role, token in p.people.items():
         console.print(f"  {role:<10} {token}", highlight=False, soft_wrap=True)
     console.print(f"a project waits for the board's review: {p.projects.pending}")
+    if p.referral:
+        console.print(f"a referral waits for the expert board: {p.referral}")
 
 
 def run_demo(
