@@ -58,6 +58,14 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
         states = sorted(s for (s,) in db.execute("SELECT state FROM projects"))
     assert len(projects) == 1 and None not in projects
     assert states == ["approved", "approved", "requested"]
+    # a child with an S4 relapse referred, released by its custodian, waiting for the board
+    ref_log = (demo_out / "logs" / "referral.log").read_text()
+    assert "released: at the hub as R-" in ref_log
+    assert "ccdp-user-" not in ref_log and "ccdp-node-" not in ref_log
+    with sqlite3.connect(demo_out / "hub.db") as db:
+        referrals = list(db.execute("SELECT state, summary FROM referrals"))
+    assert [r[0] for r in referrals] == ["open"]
+    assert '"strategic_group": "S4"' in referrals[0][1]
     # the ingest table is each node's own `ccdp ingest --json` report: read = accepted + quarantined
     for c in ("FR", "DE", "IT", "PL", "BR", "KE"):
         rep = json.loads((demo_out / "logs" / f"ingest-{c}.json").read_text())
@@ -162,8 +170,11 @@ def test_keep_running_prints_the_dashboard_and_a_token_per_role(tmp_path):
                 break
         text = "".join(lines)
         url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", text).group(1)
-        tokens = dict(re.findall(r"^\s+(researcher|board|admin)\s+(ccdp-user-\S+)$", text, re.M))
-        assert set(tokens) == {"researcher", "board", "admin"}
+        tokens = dict(
+            re.findall(r"^\s+(researcher|board|admin|expert)\s+(ccdp-user-\S+)$", text, re.M)
+        )
+        assert set(tokens) == {"researcher", "board", "admin", "expert"}
+        assert re.search(r"waits for the expert board: R-", text)
         pending = re.search(r"waits for the board's review: (\S+)", text).group(1)
         with httpx.Client(base_url=url, follow_redirects=True) as web:
             form = web.get("/")
