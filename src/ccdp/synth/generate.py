@@ -301,7 +301,7 @@ def build_truth(
         "relapse": _relapse_truth(params),
         "vrt": {
             "source": "VRT entities of the case mix (ccdp/clinical/data/vrt_entities.csv) within "
-            "their ICCC group's rate; published figures in ccdp/synth/data/vrt_rates.md",
+            "their ICCC group's rate (case-mix weights in ccdp/synth/data/casemix.csv)",
             "rates": vrt_truth(params, codes, cohort.population),
         },
         "trials": [
