@@ -188,6 +188,26 @@ def _period(year: pd.Series) -> pd.Series:
     return start.astype(str) + "-" + (start + 4).astype(str)
 
 
+def in_denominators(view: pd.DataFrame, pop: pd.DataFrame) -> pd.Series:
+    """Rows whose country and year of diagnosis the population table covers: cases outside
+    its person-time must not be divided by it."""
+    covered = pd.MultiIndex.from_frame(
+        pop[["country", "year"]].drop_duplicates().astype({"year": int})
+    )
+    keys = pd.MultiIndex.from_arrays([view["country"], view["diagnosis_year"].astype("Int64")])
+    return pd.Series(keys.isin(covered), index=view.index)
+
+
+def years_part(pop: pd.DataFrame) -> CountsPart:
+    """The years of diagnosis the population table covers (public), so a result states its
+    period."""
+    return CountsPart(
+        dims=["diagnosis_year"],
+        counts=[],
+        cells=[{"diagnosis_year": int(y)} for y in sorted(pop["year"].unique())],
+    )
+
+
 def population_cells(pop: pd.DataFrame, dims: list[str], ages: tuple[str, ...]) -> list[dict]:
     """Person-years by `dims` (view names) and age group, from the node's population table."""
     pop = pop[pop["age_group"].astype(str).isin(ages)].copy()
@@ -240,12 +260,8 @@ class Incidence(Analysis[IncidenceParams]):
         ages = AGE_RANGES[params.ages]
         pop = data.population()
         pop = pop[pop["age_group"].astype(str).isin(ages)]
-        covered = pd.MultiIndex.from_frame(
-            pop[["country", "year"]].drop_duplicates().astype({"year": int})
-        )
         view = data.view(self.columns(params))
-        keys = pd.MultiIndex.from_arrays([view["country"], view["diagnosis_year"].astype("Int64")])
-        cases = view[view["age_group"].isin(ages) & keys.isin(covered)]
+        cases = view[view["age_group"].isin(ages) & in_denominators(view, pop)]
         dims = [b for b in params.by if b != "age_group"]
         return Summary(
             parts={
@@ -256,12 +272,7 @@ class Incidence(Analysis[IncidenceParams]):
                     counts=[],
                     cells=population_cells(pop, params.pop_by, ages),
                 ),
-                # public too: the years of the population table, so the result states its period
-                YEARS: CountsPart(
-                    dims=["diagnosis_year"],
-                    counts=[],
-                    cells=[{"diagnosis_year": int(y)} for y in sorted(pop["year"].unique())],
-                ),
+                YEARS: years_part(pop),
             }
         )
 
@@ -274,9 +285,9 @@ class Incidence(Analysis[IncidenceParams]):
         ages = AGE_RANGES[params.ages]
         weights = standard_weights(params.standard, params.ages)
         dims = [b for b in params.by if b != "age_group"]
-        cases = _pool(summaries, "cases", [*dims, "age_group"], "cases")
-        totals = _pool(summaries, "totals", list(params.by), "cases")
-        pyears = _pool(summaries, "population", [*params.pop_by, "age_group"], "person_years")
+        cases = pool(summaries, "cases", [*dims, "age_group"], "cases")
+        totals = pool(summaries, "totals", list(params.by), "cases")
+        pyears = pool(summaries, "population", [*params.pop_by, "age_group"], "person_years")
         rows = []
         for group in sorted(totals, key=sort_key):
             values = dict(zip(params.by, group, strict=True))
@@ -293,12 +304,12 @@ class Incidence(Analysis[IncidenceParams]):
                 ci=params.ci,
                 level=params.level,
                 rows=rows,
-                period=_period_covered(summaries),
+                period=period_covered(summaries),
             )
         )
 
 
-def _period_covered(summaries: dict[str, Summary]) -> list[int] | None:
+def period_covered(summaries: dict[str, Summary]) -> list[int] | None:
     """First and last year of diagnosis over the nodes' denominators (None if none says)."""
     years = [
         int(c["diagnosis_year"])
@@ -309,9 +320,7 @@ def _period_covered(summaries: dict[str, Summary]) -> list[int] | None:
     return [min(years), max(years)] if years else None
 
 
-def _pool(
-    summaries: dict[str, Summary], part: str, dims: list[str], value: str
-) -> dict[tuple, Any]:
+def pool(summaries: dict[str, Summary], part: str, dims: list[str], value: str) -> dict[tuple, Any]:
     """Sum a value over nodes per cell; None (suppressed somewhere) wins."""
     out: dict[tuple, Any] = {}
     for s in summaries.values():

@@ -19,6 +19,7 @@ _ENTRIES: dict[str, str] = {
     "cox": "ccdp.analyses.cox:Cox",
     "logistic": "ccdp.analyses.glm:Logistic",
     "poisson": "ccdp.analyses.glm:Poisson",
+    "vrt_report": "ccdp.analyses.vrt:VrtReport",
 }
 
 

@@ -124,6 +124,10 @@ def _terminology(name: str) -> list[str]:
 
         column = "group" if name == "iccc_group" else "subgroup"
         return sorted({str(v) for e in ("2017", "who2008") for v in iccc_codes(e)[column]})
+    if name == "vrt_entities":
+        from ccdp.clinical.vrt import entity_ids
+
+        return entity_ids()
     if name in ("icdo3_morphology", "icdo3_topography"):
         from ccdp.terminology.icdo3 import morphology_codes, topography_codes
 
@@ -143,7 +147,7 @@ def _efs_list() -> str:
 
 def view_sql(schema: str = "store") -> str:
     """SELECT producing the analysis view; the node name is its first `?` parameter."""
-    from ccdp.clinical import risk
+    from ccdp.clinical import risk, vrt
 
     s = f'"{schema}".' if schema else ""
     efs = _efs_list()
@@ -251,7 +255,8 @@ SELECT
          THEN date_diff('day', relapse_date, coalesce(relapse_efs_end, end_date))
     END::INTEGER AS relapse_efs_time,
     CASE WHEN relapse_date IS NOT NULL THEN (relapse_efs_end IS NOT NULL)::INTEGER END
-        AS relapse_efs_event
+        AS relapse_efs_event,
+    {vrt.vrt_entity_sql()} AS vrt_entity
 FROM timed
 """
 
@@ -295,6 +300,11 @@ def to_markdown() -> str:
         "`bfm_strategic_groups.md`). A group is `unknown` when a date, blast count or lineage it",
         "needs is missing, unless every value still possible gives the same group; it is never",
         "guessed. `relapse_timing` (older) instead assumes 24 months of front-line therapy.",
+        "",
+        "`vrt_entity` names the very rare tumour (EXPeRT/PARTNER) a tumour is, by the first",
+        "ICD-O-3 rule of `src/ccdp/clinical/data/vrt_entities.csv` it meets (sources and",
+        "assumptions in `vrt_entities.md`); it is empty for every other tumour, as the relapse",
+        "groups are empty where they do not apply. See [vrt-report.md](vrt-report.md).",
         "",
         "| variable | type | class | description | derivation |",
         "|---|---|---|---|---|",

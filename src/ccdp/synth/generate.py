@@ -19,6 +19,7 @@ from ccdp.synth.params import AGE_GROUPS, ICCC_GROUPS, Params, SynthError, load_
 from ccdp.synth.population import population_frame, sex_specific_rates
 from ccdp.synth.simulate import Cohort, finalise, simulate
 from ccdp.synth.tables import Tables, build_tables
+from ccdp.synth.vrt import vrt_truth
 
 DEFAULT_COUNTRIES: tuple[str, ...] = ("FR", "DE", "IT", "PL", "BR", "KE")
 Format = Literal["native", "messy"]
@@ -298,6 +299,11 @@ def build_truth(
             "income_level_by_country": {code: params.country(code).income_level for code in codes},
         },
         "relapse": _relapse_truth(params),
+        "vrt": {
+            "source": "VRT entities of the case mix (ccdp/clinical/data/vrt_entities.csv) within "
+            "their ICCC group's rate (case-mix weights in ccdp/synth/data/casemix.csv)",
+            "rates": vrt_truth(params, codes, cohort.population),
+        },
         "trials": [
             {
                 "name": t["name"],
