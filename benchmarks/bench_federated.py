@@ -7,7 +7,9 @@ the same rows. Baseline in the same run: a plain GROUP BY on the pooled tumour t
 disclosure). Federated: `run_study` over the in-process transport, i.e. per node the analysis view
 (joins, event windows, derived variables), the analysis, disclosure control (suppression audit),
 JSON messages and the audit log; then the coordinator's combine. Also times the suppression audit
-alone on a 3-way table (12 x 15 x 5 cells).
+alone on a 3-way table (12 x 15 x 5 cells), and specimen discovery: `count` with `unit:
+specimens` by specimen_type and iccc_group (about 1.5 available specimens per tumour, every cell
+judged by its children), against a pooled GROUP BY over the specimen table in the same run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ccdp.model import load_model
 
 GROUPS = np.array(["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"])
 AGES = ["0", "1-4", "5-9", "10-14", "15-19"]
+SPECIMEN_TYPES = ["bone_marrow", "peripheral_blood", "tumour_tissue", "csf", "dna", "rna"]
 
 
 def make_rows(n: int, country: str, prefix: str, rng: np.random.Generator) -> dict:
@@ -81,7 +84,23 @@ def make_rows(n: int, country: str, prefix: str, rng: np.random.Generator) -> di
         ],
         columns=["country", "year", "sex", "age_group", "population"],
     )
-    return {"patient": patient, "tumour": tumour, "event": event, "population": pop}
+    per = rng.integers(0, 4, n)  # 0-3 specimens per tumour
+    owner = np.repeat(np.arange(n), per)
+    specimen = pd.DataFrame(
+        {
+            "specimen_id": np.char.add(f"{prefix}S", np.arange(owner.size).astype(str)),
+            "tumour_id": tid[owner],
+            "type": rng.choice(SPECIMEN_TYPES, owner.size),
+            "available": rng.random(owner.size) < 0.85,
+        }
+    )
+    return {
+        "patient": patient,
+        "tumour": tumour,
+        "event": event,
+        "specimen": specimen,
+        "population": pop,
+    }
 
 
 def write_store(path: Path, parts: list[dict]) -> Path:
@@ -141,6 +160,24 @@ def main() -> None:
     t_inc, _ = timed(
         lambda: run_study({"analysis": "incidence", "by": ["iccc_group"]}, transport), 1
     )
+
+    def specimen_baseline() -> pd.DataFrame:
+        con = duckdb.connect(str(pooled), read_only=True)
+        sql = """SELECT s.type, t.iccc_group, count(*) AS n FROM specimen s
+                 JOIN tumour t USING (tumour_id) WHERE s.available GROUP BY ALL"""
+        out = con.execute(sql).df()
+        con.close()
+        return out
+
+    by = ["specimen_type", "iccc_group"]
+    t_sbase, sbase = timed(specimen_baseline, args.repeat)
+    t_spec, spec_fed = timed(
+        lambda: run_study(
+            {"analysis": "count", "by": by, "unit": "specimens"}, InProcessTransport(stores)
+        ),
+        args.repeat,
+    )
+    assert spec_fed.result.total == int(sbase.n.sum())
     cells = [
         {"g": g, "y": y, "a": a, "n": int(rng.choice([0, 2, 4, 8, 20, 60]))}
         for g in GROUPS
@@ -153,6 +190,10 @@ def main() -> None:
     print(f"baseline pooled GROUP BY: {t_base:.3f} s")
     print(f"federated count by iccc_group, sex: {t_fed:.3f} s")
     print(f"federated incidence by iccc_group: {t_inc:.3f} s")
+    print(
+        f"baseline pooled GROUP BY of {int(sbase.n.sum()):,} available specimens: {t_sbase:.3f} s"
+    )
+    print(f"federated count unit specimens by specimen_type, iccc_group: {t_spec:.3f} s")
     print(
         f"suppression audit, 900-cell 3-way table: {t_sup:.3f} s "
         f"({sum(report.primary.values())} primary, {sum(report.secondary.values())} secondary)"

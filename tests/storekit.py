@@ -119,3 +119,47 @@ def synth_stores(out: Path, seed: int, patients: int) -> list[Path]:
         run_ccdp("ingest", out / country, "--store", store)
         stores.append(store)
     return stores
+
+
+SPECIMEN_TYPES = ["bone_marrow", "peripheral_blood", "dna", "csf"]
+
+
+def add_specimens(
+    rows: dict[str, list[dict[str, Any]]], seed: int, most: int = 4, available: float = 0.85
+) -> dict[str, list[dict[str, Any]]]:
+    """Give each tumour 0 to `most` - 1 biobank specimens of random types; about `available`
+    of them still available (a few with availability not recorded)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in rows["tumour"]:
+        for k in range(int(rng.integers(0, most))):
+            u = rng.random()
+            out.append(
+                {
+                    "specimen_id": f"{t['tumour_id']}S{k}",
+                    "tumour_id": t["tumour_id"],
+                    "type": str(rng.choice(SPECIMEN_TYPES, p=[0.5, 0.3, 0.15, 0.05])),
+                    "available": None if u > 0.97 else bool(u < available),
+                }
+            )
+    rows["specimen"] = rows.get("specimen", []) + out
+    return rows
+
+
+def specimen_truth(store: Path, by: list[str], where: str = "TRUE") -> pd.DataFrame:
+    """Available specimens and their distinct children per group of `by` (columns of `s`
+    specimen, `t` tumour, `p` patient), straight from the store's tables: the reference a
+    released count is checked on."""
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        cols = ", ".join(by)
+        sql = (
+            f"SELECT {cols + ', ' if by else ''}count(*) AS n, "
+            "count(DISTINCT t.patient_id) AS children "
+            "FROM specimen s JOIN tumour t ON t.tumour_id = s.tumour_id "
+            "JOIN patient p ON p.patient_id = t.patient_id "
+            f"WHERE s.available AND {where} {'GROUP BY ALL' if by else ''}"
+        )
+        return con.execute(sql).df()
+    finally:
+        con.close()

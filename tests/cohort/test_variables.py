@@ -17,7 +17,7 @@ def test_every_variable_has_a_class_and_numbers_and_dates_a_band() -> None:
         assert v.var_class in ("identifier", "categorical", "numeric", "time", "date")
         if v.var_class == "date" or v.name in ("age_at_diagnosis", "age_years"):
             assert v.band and view_variables()[v.band].var_class == "categorical", v.name
-    assert set(IDENTIFIERS) == {"patient_id", "tumour_id", "tumour_seq"}
+    assert set(IDENTIFIERS) == {"patient_id", "tumour_id", "tumour_seq", "specimen_id"}
 
 
 def test_declared_levels_come_from_the_code_lists() -> None:

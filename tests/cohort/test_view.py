@@ -7,7 +7,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from ccdp.cohort.view import cohort_sql, view_variables
+from ccdp.cohort.view import cohort_sql, view_columns, view_variables
 from tests.storekit import build_store
 
 
@@ -127,7 +127,10 @@ def view(tmp_path_factory):
 
 
 def test_columns_are_the_documented_variables(view):
-    assert list(view.columns) == list(view_variables())
+    assert list(view.columns) == view_columns("tumours")
+    specimen = [n for n, v in view_variables().items() if v.rows == "specimens"]
+    assert specimen == ["specimen_id", "specimen_type"]
+    assert view_columns("specimens") == list(view_variables())
 
 
 def test_ages(view):

@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict
 from ccdp.analyses.errors import MalformedSummary
 
 if TYPE_CHECKING:
+    from ccdp.cohort.view import Rows
     from ccdp.disclosure.context import DisclosureContext
 
-Unit = Literal["tumours", "patients"]
+Unit = Literal["tumours", "patients", "specimens"]
 LOCAL = {"local": True}  # dataclass field metadata: kept at the node, never sent
 
 
@@ -65,11 +66,19 @@ class Records:
     `owners` (the patient key of each tumour record) make the sets exact across units: within
     each row, every patient is represented by their patient key once (their first tumour there)
     and further tumours by their own keys, so a tumour count and a patient count of the same
-    patients differ, as sets, by exactly the extra tumours."""
+    patients differ, as sets, by exactly the extra tumours.
+
+    `by_owner` (specimens): a row still counts its distinct keys (samples), but what it says
+    is judged by their owners (children), since one child may give many samples. Its sets are
+    then two contributor keys per owner: the owner's identity and a hash of the owner's keys in
+    that row. Two such sets differ by exactly twice the number of children whose samples differ
+    between them (added, removed or changed), whatever their number of samples, so the ledger
+    compares children, not samples."""
 
     keys: np.ndarray
     row: np.ndarray
     owners: np.ndarray | None = None
+    by_owner: bool = False
 
     def __post_init__(self) -> None:
         self.keys = np.asarray(self.keys, dtype=np.uint64)
@@ -80,6 +89,8 @@ class Records:
             self.owners is not None and self.owners.shape != self.keys.shape
         ):
             raise ValueError("records: one row index (and owner) per key")
+        if self.by_owner and self.owners is None:
+            raise ValueError("records: counting by owner needs the owners")
 
     @classmethod
     def single(cls, keys: np.ndarray, owners: np.ndarray | None = None) -> Records:
@@ -108,19 +119,62 @@ class Records:
         order = np.lexsort((keys, rows))
         return rows[order], keys[order]
 
+    def _contributors(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, key) of each owner's two contributor keys in each row (see `by_owner`)."""
+        assert self.owners is not None
+        keep = row >= 0
+        rows, keys, owners = row[keep], self.keys[keep], self.owners[keep]
+        order = np.lexsort((keys, owners, rows))
+        rows, keys, owners = rows[order], keys[order], owners[order]
+        if not len(rows):
+            return rows, keys
+        same = (rows[1:] == rows[:-1]) & (owners[1:] == owners[:-1])
+        distinct = np.ones(len(rows), dtype=bool)
+        distinct[1:] = ~same | (keys[1:] != keys[:-1])
+        rows, keys, owners = rows[distinct], keys[distinct], owners[distinct]
+        new = np.ones(len(rows), dtype=bool)
+        new[1:] = (rows[1:] != rows[:-1]) | (owners[1:] != owners[:-1])
+        starts = np.flatnonzero(new)
+        contribution = np.add.reduceat(mix64(keys), starts)  # a hash of the owner's key set
+        who = owners[starts]
+        identity = mix64(who ^ _IDENTITY)
+        share = mix64(mix64(who ^ _SHARE) + contribution)
+        out_rows = np.concatenate([rows[starts], rows[starts]])
+        out_keys = np.concatenate([identity, share])
+        order = np.lexsort((out_keys, out_rows))
+        return out_rows[order], out_keys[order]
+
+    def _pairs(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._contributors(row) if self.by_owner else self._atoms(row)
+
     def sets(self, n_rows: int) -> list[np.ndarray]:
-        """Sorted distinct keys of each of the part's `n_rows` rows."""
-        rows, keys = self._atoms(self.row)
+        """Sorted distinct keys of each of the part's `n_rows` rows (for records counted by
+        owner, their contributor keys: the sets the ledger compares)."""
+        rows, keys = self._pairs(self.row)
         bounds = np.searchsorted(rows, np.arange(n_rows + 1))
         return [np.unique(keys[bounds[i] : bounds[i + 1]]) for i in range(n_rows)]
 
+    def sizes(self, n_rows: int) -> np.ndarray:
+        """How many distinct records each row counts: the count it states."""
+        if not self.by_owner:
+            return np.array([s.size for s in self.sets(n_rows)], dtype=np.int64)
+        keep = self.row >= 0
+        pairs = np.unique(np.stack([self.row[keep], self.keys[keep].view(np.int64)]), axis=1)
+        return np.bincount(pairs[0], minlength=n_rows)[:n_rows].astype(np.int64)
+
+    def owner_sets(self, n_rows: int) -> list[np.ndarray]:
+        """Sorted distinct owners (children) of each row."""
+        owners = self.keys if self.owners is None else self.owners
+        keep = self.row >= 0
+        return [np.unique(owners[keep & (self.row == i)]) for i in range(n_rows)]
+
     def union(self) -> np.ndarray:
         """Sorted distinct keys of every record counted anywhere in the part."""
-        return np.unique(self._atoms(np.where(self.row >= 0, 0, -1))[1])
+        return np.unique(self._pairs(np.where(self.row >= 0, 0, -1))[1])
 
     def single_row(self) -> Records:
         """The same records, all counted in one row (a model over a table's rows)."""
-        return Records(self.keys, np.where(self.row >= 0, 0, -1), self.owners)
+        return replace(self, row=np.where(self.row >= 0, 0, -1))
 
     def remap(self, new_row: np.ndarray) -> Records:
         """The same records with row i renamed new_row[i] (-1 drops it)."""
@@ -128,7 +182,25 @@ class Records:
         row = np.full(self.row.shape, -1, dtype=np.int64)
         counted = self.row >= 0
         row[counted] = new_row[self.row[counted]]
-        return Records(self.keys, row, self.owners)
+        return replace(self, row=row)
+
+
+# Salts of the two contributor keys of an owner (see Records.by_owner).
+_IDENTITY = np.uint64(0x5EC1_3E45_0000_0001)
+_SHARE = np.uint64(0x5EC1_3E45_0000_0002)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, elementwise on uint64 (wrapping): a fast, well-spread hash that
+    derives new keys from ledger keys without colliding with the keys themselves."""
+    x = np.asarray(x, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
 
 
 @dataclass
@@ -541,11 +613,18 @@ class NodeData(Protocol):
 
 
 def make_records(data: NodeData, index: pd.Index, row: np.ndarray | None, unit: Unit) -> Records:
-    """Records of view rows: their keys and, for tumours, their patients (see Records)."""
+    """Records of view rows: their keys and, for tumours and specimens, their patients (see
+    Records; specimens are judged by their children)."""
     keys = data.record_keys(index, unit)
     row = np.zeros(len(keys), dtype=np.int64) if row is None else row
-    owners = data.record_keys(index, "patients") if unit == "tumours" else None
-    return Records(keys, row, owners)
+    owners = data.record_keys(index, "patients") if unit != "patients" else None
+    return Records(keys, row, owners, by_owner=unit == "specimens")
+
+
+def specimen_keys(specimen_id: pd.Series) -> np.ndarray:
+    """Ledger keys of specimen rows (their own key space, `s:`)."""
+    text = "s:" + specimen_id.astype(str)
+    return pd.util.hash_pandas_object(text, index=False).to_numpy().astype(np.uint64)
 
 
 def ledger_keys(
@@ -581,6 +660,10 @@ class FrameData:
 
     def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
         rows = self.frame.loc[index]
+        if unit == "specimens":
+            if "specimen_id" not in rows:
+                raise ValueError("unit specimens: the frame has no specimen_id column")
+            return specimen_keys(rows["specimen_id"])
         if "patient_id" in rows:
             tumour = rows["tumour_id"] if "tumour_id" in rows else pd.Series(index, index=index)
             first = rows["tumour_seq"] == 1 if "tumour_seq" in rows else pd.Series(True, index)
@@ -640,6 +723,27 @@ class Analysis(ABC, Generic[P]):
     def check_cohort(self, variables: set[str]) -> None:
         """Raise CohortError if a cohort on these variables would make the answer wrong."""
         return None
+
+    def view_rows(self, params: P) -> Rows:
+        """What a row of the view `local` reads is: a tumour, or a specimen (`unit:
+        specimens`), which only a count may read."""
+        return "tumours"
+
+    def check_request(self, params: P, variables: set[str]) -> None:
+        """CohortError unless a cohort on `variables` suits this analysis with `params`:
+        `check_cohort`, and specimen variables only on specimen rows."""
+        self.check_cohort(variables)
+        if self.view_rows(params) == "specimens":
+            return
+        from ccdp.cohort.spec import CohortError
+        from ccdp.cohort.view import specimen_only
+
+        used = specimen_only(variables | set(self.columns(params) or []))
+        if used:
+            raise CohortError(
+                f"{', '.join(used)}: a specimen variable; only a count or crosstab with "
+                "unit: specimens reads specimen rows"
+            )
 
     def start(self, params: P) -> Continue:
         """The first request sent to the nodes."""

@@ -1,8 +1,12 @@
-"""`count` and `crosstab`: numbers of tumours (or patients) by up to three view variables.
+"""`count` and `crosstab`: numbers of tumours, patients or biobank specimens by up to three
+view variables.
 
 Each node sends its cells and its total as CountsParts; disclosure control at the node suppresses
 small cells (and complements, so margins give nothing away). The coordinator adds the nodes' cells;
 a pooled cell to which any node contributed a suppressed value is itself reported as suppressed.
+With `unit: specimens` a node counts its available specimens of the cohort's tumours (one view row
+per specimen, with `specimen_type`), and a cell is judged by the children the samples come from
+(docs/specimens.md): specimen discovery, before a researcher asks for samples.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ccdp.analyses.base import (
     Analysis,
@@ -25,18 +29,30 @@ from ccdp.analyses.base import (
 )
 from ccdp.analyses.cells import counts_part, sort_key
 from ccdp.cohort.variables import check_variables
+from ccdp.cohort.view import Rows, specimen_only
 
 
 class CountParams(AnalysisParams):
-    """Group by up to three view variables; count tumours (view rows) or distinct patients."""
+    """Group by up to three view variables; count tumours (view rows), distinct patients, or
+    available biobank specimens of the cohort's tumours (`specimens`, which may also group by
+    `specimen_type`)."""
 
     by: list[str] = Field(default_factory=list, max_length=3)
-    unit: Literal["tumours", "patients"] = "tumours"
+    unit: Literal["tumours", "patients", "specimens"] = "tumours"
 
     @field_validator("by")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         return check_variables(v)
+
+    @model_validator(mode="after")
+    def _specimen_variables(self) -> CountParams:
+        used = specimen_only(self.by)
+        if used and self.unit != "specimens":
+            raise ValueError(
+                f"by: {', '.join(used)} is a specimen variable: count with unit: specimens"
+            )
+        return self
 
 
 class CrosstabParams(CountParams):
@@ -126,7 +142,7 @@ def _pool(parts: list[CountsPart], dims: list[str]) -> tuple[list[dict[str, Any]
 
 
 class Count(Analysis[CountParams]):
-    """Counts of tumours or patients by up to three variables."""
+    """Counts of tumours, patients or specimens by up to three variables."""
 
     name: ClassVar[str] = "count"
     params_model: ClassVar[type[AnalysisParams]] = CountParams
@@ -140,6 +156,9 @@ class Count(Analysis[CountParams]):
 
     def columns(self, params: CountParams) -> list[str]:
         return list(params.by)
+
+    def view_rows(self, params: CountParams) -> Rows:
+        return "specimens" if params.unit == "specimens" else "tumours"
 
     def local(
         self,
@@ -185,7 +204,8 @@ class Count(Analysis[CountParams]):
 
 
 class Crosstab(Count):
-    """Cross-tabulation of tumours or patients by one to three variables, with margins."""
+    """Cross-tabulation of tumours, patients or specimens by one to three variables, with
+    margins."""
 
     name: ClassVar[str] = "crosstab"
     params_model: ClassVar[type[AnalysisParams]] = CrosstabParams

@@ -19,6 +19,9 @@ from ccdp.errors import SpecError
 VarType = Literal["string", "integer", "float", "date"]
 # Disclosure classes (docs/disclosure.md): what a request may do with a variable.
 VarClass = Literal["identifier", "categorical", "numeric", "time", "date"]
+# What a row of the view is: a tumour (every analysis) or an available biobank specimen of a
+# tumour (`count`/`crosstab` with `unit: specimens`, which reads specimen variables too).
+Rows = Literal["tumours", "specimens"]
 
 # Event types that end event-free survival (the CDM's event.event_type values).
 EFS_EVENTS = ("relapse", "progression", "second_malignancy", "death")
@@ -34,6 +37,7 @@ class ViewVariable(BaseModel):
     var_class: VarClass = Field(alias="class")
     levels: list[str | int] | str | None = None
     band: str | None = None
+    rows: Rows = "tumours"
     description: str
     derivation: str
 
@@ -261,17 +265,46 @@ FROM timed
 """
 
 
-def cohort_sql(columns: list[str] | None, where: str, schema: str = "store") -> str:
-    """SELECT of `columns` (all when None) of the view rows matching `where` (node name first)."""
+def view_columns(rows: Rows = "tumours") -> list[str]:
+    """The columns a view of `rows` has: every tumour variable, and for specimen rows the
+    specimen variables too."""
+    return [n for n, v in view_variables().items() if rows == "specimens" or v.rows == rows]
+
+
+def specimen_only(names: list[str] | set[str]) -> list[str]:
+    """Those of `names` that exist only on specimen rows (sorted)."""
     known = view_variables()
-    cols = list(known) if columns is None else columns
+    return sorted(n for n in names if n in known and known[n].rows == "specimens")
+
+
+def cohort_sql(
+    columns: list[str] | None, where: str, schema: str = "store", rows: Rows = "tumours"
+) -> str:
+    """SELECT of `columns` (all when None) of the view rows matching `where` (node name first).
+
+    Specimen rows join each tumour's row to its available specimens (`available` true; one
+    whose availability is not recorded is not offered), so a cohort filters them as it filters
+    tumours and may also filter on the specimen variables."""
+    known = view_variables()
+    cols = view_columns(rows) if columns is None else columns
     bad = [c for c in cols if c not in known]
     if bad:
         raise SpecError(
             f"not analysis-view variables: {', '.join(bad)} (see `ccdp cohort variables`)"
         )
     select = ", ".join(f'"{c}"' for c in cols)
-    return f"SELECT {select} FROM ({view_sql(schema)}) AS v WHERE {where}"
+    if rows == "tumours":
+        if specimen_only(cols):
+            raise SpecError(
+                f"{', '.join(specimen_only(cols))}: a specimen variable, only with unit: specimens"
+            )
+        return f"SELECT {select} FROM ({view_sql(schema)}) AS v WHERE {where}"
+    s = f'"{schema}".' if schema else ""
+    return (
+        f"SELECT {select} FROM (SELECT t.*, sp.specimen_id, sp.type AS specimen_type "
+        f"FROM ({view_sql(schema)}) AS t JOIN {s}specimen sp ON sp.tumour_id = t.tumour_id "
+        f"WHERE sp.available) AS v WHERE {where}"
+    )
 
 
 def describe() -> list[dict[str, Any]]:
@@ -305,6 +338,11 @@ def to_markdown() -> str:
         "ICD-O-3 rule of `src/ccdp/clinical/data/vrt_entities.csv` it meets (sources and",
         "assumptions in `vrt_entities.md`); it is empty for every other tumour, as the relapse",
         "groups are empty where they do not apply. See [vrt-report.md](vrt-report.md).",
+        "",
+        "`specimen_id` and `specimen_type` exist only on specimen rows: a `count` or `crosstab`",
+        "with `unit: specimens` reads one row per available biobank specimen of the cohort's",
+        "tumours (with every tumour variable beside it) and counts samples; a cell is released",
+        "only when its samples come from enough children. See [specimens.md](specimens.md).",
         "",
         "| variable | type | class | description | derivation |",
         "|---|---|---|---|---|",

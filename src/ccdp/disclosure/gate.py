@@ -207,6 +207,11 @@ def _declared(dims: list[str], cell: dict[str, Any]) -> bool:
     return True
 
 
+def _by_owner(part: CountsPart) -> bool:
+    """Whether the part counts records judged by their owners (specimens by their children)."""
+    return part.records is not None and part.records.by_owner
+
+
 def _count_sets(
     parts: dict[str, CountsPart], ctx: DisclosureContext
 ) -> dict[str, list[np.ndarray]]:
@@ -220,13 +225,22 @@ def _count_sets(
         sets = part.records.sets(len(part.cells))
         if len(part.counts) == 1:
             col = part.counts[0]
-            if any(int(c.get(col) or 0) != s.size for c, s in zip(part.cells, sets, strict=True)):
+            sizes = part.records.sizes(len(part.cells))
+            if any(int(c.get(col) or 0) != n for c, n in zip(part.cells, sizes, strict=True)):
                 raise _refuse(ctx, "undeclared", name)
+        elif part.records.by_owner:
+            raise _refuse(ctx, "undeclared", name)  # one count per cell when judged by owner
         levels = [len({_cell_key(c, [d]) for c in part.cells}) for d in part.dims]
         if math.prod(levels) > MAX_CELLS:
             raise _refuse(ctx, "too_many_cells", name)
         out[name] = sets
     return out
+
+
+def _threshold(part: CountsPart, ctx: DisclosureContext) -> int:
+    """The differencing threshold in the part's key space: two contributor keys per child for
+    records judged by owner (Records.by_owner), so twice the threshold in children."""
+    return ctx.threshold * (2 if _by_owner(part) else 1)
 
 
 def _within_answer(
@@ -238,25 +252,83 @@ def _within_answer(
     """Cells of one answer that lie within a few records of one another (a cell and the margin
     around it: their difference is the few children in the other cells) are suppressed too.
     Totals and margins are kept first, then larger cells; the linear audit of `suppress` then
-    protects what was suppressed here, as it protects small cells."""
+    protects what was suppressed here, as it protects small cells. Parts judged by owner are
+    compared among themselves, in children."""
     if ctx.threshold <= 1:
         return
-    order = sorted(
-        (
+    for family in (False, True):
+        names = [n for n in sets if _by_owner(parts[n]) == family]
+        floor = ctx.policy.min_cell * (2 if family else 1)
+        order = sorted(
             (len(parts[name].dims), -s.size, name, i)
-            for name, cells in sets.items()
-            for i, s in enumerate(cells)
-            if s.size >= ctx.policy.min_cell and not forced[name][i]
-        ),
-    )
-    kept = Ledger()
-    for _, _, name, i in order:
-        members = sets[name][i]
-        if kept.refused([members], ctx.threshold)[0]:
-            forced[name][i] = True
-        else:
-            kept.record([members], {})
-    kept.close()
+            for name in names
+            for i, s in enumerate(sets[name])
+            if s.size >= floor and not forced[name][i]
+        )
+        kept = Ledger()
+        for _, _, name, i in order:
+            members = sets[name][i]
+            if kept.refused([members], _threshold(parts[name], ctx))[0]:
+                forced[name][i] = True
+            else:
+                kept.record([members], {})
+        kept.close()
+
+
+def _owners(part: CountsPart) -> np.ndarray:
+    """Every owner (child) of the records a part counts."""
+    assert part.records is not None
+    return part.records.single_row().owner_sets(1)[0]
+
+
+def _few_owners(part: CountsPart, ctx: DisclosureContext) -> np.ndarray:
+    """Cells of a part judged by owner whose records come from 1 to min_cell - 1 owners (one
+    child's many samples are still one child's)."""
+    if not _by_owner(part):
+        return np.zeros(len(part.cells), dtype=bool)
+    assert part.records is not None
+    owners = np.array([o.size for o in part.records.owner_sets(len(part.cells))])
+    return (owners > 0) & (owners < ctx.policy.min_cell)
+
+
+def _hidden_lines(
+    parts: dict[str, CountsPart],
+    released: dict[str, CountsPart],
+    forced: dict[str, np.ndarray],
+    ctx: DisclosureContext,
+) -> bool:
+    """Force one more cell where the suppressed cells of a line (the cells of a part that
+    share every label but one) of a part judged by owner come from 1 to min_cell - 1 owners:
+    their sum (the line's margin less its released cells) would describe those few children.
+    Returns whether a cell was forced, so that suppression runs again."""
+    for name, part in parts.items():
+        if not _by_owner(part) or not part.dims:
+            continue
+        assert part.records is not None
+        owners = part.records.owner_sets(len(part.cells))
+        index = {_cell_key(c, part.dims): i for i, c in enumerate(part.cells)}
+        hidden = {  # listed cells only: a cell suppress() added is an empty one
+            index.get(_cell_key(c, part.dims), -1)
+            for c in released[name].cells
+            if any(c.get(k) is None for k in part.counts)
+        }
+        for d in range(len(part.dims)):
+            lines: dict[tuple, list[int]] = {}
+            for i, c in enumerate(part.cells):
+                rest = tuple(k for j, k in enumerate(_cell_key(c, part.dims)) if j != d)
+                lines.setdefault(rest, []).append(i)
+            for cells in lines.values():
+                gone = [i for i in cells if i in hidden]
+                shown = [i for i in cells if i not in hidden and not forced[name][i]]
+                if not gone or not shown:
+                    continue
+                n = np.unique(np.concatenate([owners[i] for i in gone])).size
+                if 0 < n < ctx.policy.min_cell:
+                    count = part.counts[0]
+                    smallest = min(shown, key=lambda i: int(part.cells[i].get(count) or 0))
+                    forced[name][smallest] = True
+                    return True
+    return False
 
 
 def _counts(
@@ -264,16 +336,31 @@ def _counts(
 ) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
     policy = ctx.policy
     sets = _count_sets(parts, ctx)
-    cohort = [s for cells in sets.values() for s in cells]
+    # the cohort: records, or the children of records judged by owner
+    cohort = [s for name, cells in sets.items() if not _by_owner(parts[name]) for s in cells] + [
+        _owners(parts[name]) for name in sets if _by_owner(parts[name])
+    ]
     # an empty table is refused like a small one (TOO_FEW): zero must not read differently
     if sets and (np.unique(np.concatenate(cohort)).size if cohort else 0) < policy.min_cohort:
         raise _refuse(ctx, "min_cohort")
+    few = {name: _few_owners(parts[name], ctx) for name in sets}
     forced = {
-        name: ctx.ledger.refused(cells, ctx.threshold) if cells else np.zeros(0, dtype=bool)
+        name: (
+            ctx.ledger.refused(cells, _threshold(parts[name], ctx))
+            if cells
+            else np.zeros(0, dtype=bool)
+        )
+        | few[name]
         for name, cells in sets.items()
     }
     _within_answer(parts, sets, forced, ctx)
+    # why a cell was suppressed is not said where it would tell a large count of few children
+    refused = int(sum((forced[n] & ~few[n]).sum() for n in forced))
     released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
+    for _ in range(sum(len(p.cells) for p in parts.values())):
+        if not _hidden_lines(parts, released, forced, ctx):
+            break
+        released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
     notes: list[str] = []
     withheld = 0
     recorded: list[np.ndarray] = []
@@ -295,7 +382,6 @@ def _counts(
             cells.append(cell)
         withheld += dropped
         out[name] = replace(part, cells=cells, withheld=part.withheld + dropped, records=None)
-    refused = int(sum(f.sum() for f in forced.values()))
     if report.total:
         notes.append(
             f"{report.total} cell(s) suppressed ({sum(report.primary.values())} below "
@@ -483,9 +569,9 @@ def public_reason(exc: BaseException, node: str, data_read: bool) -> tuple[str, 
         return "refused", str(exc)
     if not data_read:
         if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"]))
-            return "failed", f"invalid parameters: {where}: {err['msg']}"
+            from ccdp.specfile import first_error
+
+            return "failed", f"invalid parameters: {first_error(exc)}"
         if isinstance(exc, CcdpError):
             return "failed", str(exc)
     if isinstance(exc, InsufficientData):

@@ -96,7 +96,10 @@ class StudySpec(BaseModel):
         except ValidationError as exc:
             raise ValueError(first_error(exc)) from None
         try:
-            analysis.check_cohort(set(self.cohort.root) if self.cohort is not None else set())
+            analysis.check_request(
+                analysis.params_model.model_validate(self.params),
+                set(self.cohort.root) if self.cohort is not None else set(),
+            )
         except CohortError as exc:
             raise ValueError(str(exc)) from None
         return self

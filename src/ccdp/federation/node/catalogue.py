@@ -62,7 +62,8 @@ AGE_LABELS = {
 UNKNOWN = ("other", "not recorded or outside the declared levels")
 # tables whose rows hang off a tumour (their patient is the tumour's)
 VIA_TUMOUR = ("event", "treatment", "biomarker", "specimen")
-EXTRA = {"specimen": ["type"]}  # columns read beside the primary key, to count by
+# columns read beside the primary key: to count by, and whose child a specimen is
+EXTRA = {"specimen": ["type", "tumour_id"], "tumour": ["patient_id"]}
 POLICY_KEYS = ("min_cell", "min_cohort", "zero_cells", "differencing_threshold")
 
 
@@ -167,8 +168,13 @@ class RowData:
     def records(
         self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
     ) -> Records:
+        """Each row's own key; with an `_owner` column (specimens), judged by their children."""
         keys = self.record_keys(index, unit)
-        return Records(keys, np.zeros(len(keys), np.int64) if row is None else row)
+        row = np.zeros(len(keys), np.int64) if row is None else row
+        if "_owner" not in self.frame:
+            return Records(keys, row)
+        owners = self.frame.loc[index, "_owner"].to_numpy(dtype=np.uint64)
+        return Records(keys, row, owners, by_owner=True)
 
     def population(self) -> pd.DataFrame:
         raise LookupError("store rows have no population")
@@ -361,7 +367,7 @@ class NodeCatalogue:
             rows = RowData(node.name, tframe, context)
             other[f"rows:{name}"] = counts_part(rows, tframe, [], count=f"rows:{name}")
         if "specimen" in tables:
-            spec = tables["specimen"].rename(columns={"type": "specimen.type"})
+            spec = self._specimen_owners(tables)
             rows = RowData(node.name, spec, context)
             other["specimens"] = counts_part(rows, spec, ["specimen.type"], count="specimens")
         edits = self._edit_rows(con, present)
@@ -428,6 +434,21 @@ class NodeCatalogue:
                 frame["_one"] = True
             out[tdef.name] = frame
         return out
+
+    @staticmethod
+    def _specimen_owners(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """Specimen rows with the key of their child (`_owner`): one child's many samples are
+        one child's, so the gate judges each type's count by the children it comes from. A
+        specimen of an unknown tumour counts as one unknown child's."""
+        spec = tables["specimen"].rename(columns={"type": "specimen.type"})
+        tumours = tables.get("tumour")
+        patient = (
+            spec["tumour_id"].map(tumours.set_index("tumour_id")["patient_id"])
+            if tumours is not None
+            else pd.Series(None, index=spec.index, dtype=object)
+        )
+        owner = ledger_keys(patient.fillna(""), patient, pd.Series(True, spec.index), "patients")
+        return spec.assign(_owner=owner)
 
     def _edit_rows(self, con: Any, present: set[str]) -> dict[str, pd.DataFrame]:
         """Rows failing the edits: unresolved quarantined rows and flagged rows, per edit."""

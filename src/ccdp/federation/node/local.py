@@ -25,10 +25,11 @@ from ccdp.analyses.base import (
     Unit,
     ledger_keys,
     make_records,
+    specimen_keys,
 )
 from ccdp.analyses.errors import InsufficientData
 from ccdp.cohort.spec import CohortSpec
-from ccdp.cohort.view import cohort_sql, view_variables
+from ccdp.cohort.view import Rows, cohort_sql, view_columns
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import (
     Refusal,
@@ -100,8 +101,11 @@ class StoreData:
         """Ledger keys of the rows at `index` (computed once per study and unit)."""
         if unit not in self._keys:
             f = self.frame
-            keys = ledger_keys(f["patient_id"], f["tumour_id"], f["tumour_seq"] == 1, unit)
-            self._keys[unit] = keys
+            if unit == "specimens":
+                self._keys[unit] = specimen_keys(f["specimen_id"])
+            else:
+                first = f["tumour_seq"] == 1
+                self._keys[unit] = ledger_keys(f["patient_id"], f["tumour_id"], first, unit)
         positions = self.frame.index.get_indexer(index)
         return self._keys[unit][positions]
 
@@ -196,7 +200,7 @@ class LocalNode:
         analysis = registry.get(task.analysis)
         params = analysis.params_model.model_validate(task.params)
         cohort = CohortSpec.load(task.cohort)
-        analysis.check_cohort(set(cohort.root))
+        analysis.check_request(params, set(cohort.root))
         progress["data_read"] = True
         context = DisclosureContext(policy, self.ledger)
         study = self._study(task, analysis, params, cohort, context)
@@ -233,14 +237,17 @@ class LocalNode:
     ) -> _Study:
         """The study's cohort rows, read from the store on its first round only."""
         columns = analysis.columns(params)
+        rows = analysis.view_rows(params)
         use, mode = task.data_use, context.policy.consent
         used = use.model_dump(mode="json") if use is not None else None
         key = json.dumps(
-            [cohort.to_json(), columns, task.analysis, used, mode], sort_keys=True, default=str
+            [cohort.to_json(), columns, rows, task.analysis, used, mode],
+            sort_keys=True,
+            default=str,
         )
         study = self._studies.get(task.study_id)
         if study is None or study.key != key:
-            frame = self._read(columns, cohort, use, mode)
+            frame = self._read(columns, cohort, use, mode, rows=rows)
             study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
             if use is not None:
                 study.excluded = self._excluded(cohort, use, mode)
@@ -269,11 +276,13 @@ class LocalNode:
         data_use: DataUse | None = None,
         mode: ConsentMode = "required",
         permitted: bool = True,
+        rows: Rows = "tumours",
     ) -> pd.DataFrame:
-        """View rows of the cohort; with a data use, those whose consent permits it (or, with
-        `permitted=False`, those it excludes)."""
-        cols = list(view_variables()) if columns is None else list(columns)
-        cols += [c for c in KEY_COLUMNS if c not in cols]
+        """View rows of the cohort (tumours, or their available specimens); with a data use,
+        those whose consent permits it (or, with `permitted=False`, those it excludes)."""
+        cols = view_columns(rows) if columns is None else list(columns)
+        keys = [*KEY_COLUMNS, "specimen_id"] if rows == "specimens" else KEY_COLUMNS
+        cols += [c for c in keys if c not in cols]
         where, params = cohort.compile()
         con = connect_store(self.store)
         try:
@@ -286,7 +295,7 @@ class LocalNode:
                     f"(SELECT patient_id FROM store.patient WHERE {ok})"
                 )
                 params = [*params, *more]
-            return con.execute(cohort_sql(cols, where), [self.name, *params]).df()
+            return con.execute(cohort_sql(cols, where, rows=rows), [self.name, *params]).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
