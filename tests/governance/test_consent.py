@@ -217,3 +217,29 @@ def test_ccdp_run_honours_data_use_in_spec(store, tmp_path, ccdp):
     bad.write_text("analysis: count\ndata_use: {permission: DS}\n")
     proc = ccdp("run", bad, "--store", store, check=False)
     assert proc.returncode != 0 and "data_use" in proc.stderr + proc.stdout
+
+
+def test_specimen_counts_keep_only_consented_childrens_samples(tmp_path):
+    """A specimen study under a data use counts only the consented children's samples, also
+    when its cohort filters on a specimen variable (the excluded children are counted on the
+    same specimen rows)."""
+    from tests.storekit import add_specimens, specimen_truth
+
+    rows = random_registry(7, PER_CLASS * len(STORE_CONSENTS), "FR", "c")
+    consents = [c for c in STORE_CONSENTS.values() for _ in range(PER_CLASS)]
+    for patient, consent in zip(rows["patient"], consents, strict=True):
+        patient["consent"] = consent
+    store = build_store(tmp_path / "fr.duckdb", add_specimens(rows, seed=8))
+    data_use, allowed = PROJECTS["hmb"]
+    cohort = {"specimen_type": ["bone_marrow", "peripheral_blood"]}
+    result = run_study(
+        {"analysis": "count", "unit": "specimens", "cohort": cohort, "data_use": data_use},
+        InProcessTransport([store]),
+    )
+    assert result.nodes["fr"].status == "answered", result.nodes["fr"].reason
+    kinds = "s.type IN ('bone_marrow', 'peripheral_blood')"
+    expected = specimen_truth(store, [], f"{kinds} AND ({allowed.replace('consent', 'p.consent')})")
+    assert result.result.total == int(expected["n"].iloc[0])
+    everyone = specimen_truth(store, [], kinds)
+    assert result.result.total < int(everyone["n"].iloc[0])
+    assert "excluded by their consent (DUO)" in (result.nodes["fr"].reason or "")

@@ -117,3 +117,32 @@ def test_without_script_the_result_page_refreshes_until_done(
         assert set(page_counts(pg)) == set(COUNTRIES)
     finally:
         context.close()
+
+
+def test_available_bone_marrow_by_country_equals_the_api(page: Any, partnership: Partnership):
+    """Specimen discovery from the page: available bone-marrow samples of leukaemias."""
+    sign_in(page, partnership, "researcher", "/feasibility")
+    page.get_by_label("ICCC-3 main group").select_option(["I"])
+    page.get_by_role("group", name="Unit").get_by_label("available specimens").check()
+    page.get_by_label("bone marrow").check()
+    page.get_by_role("button", name="Count by country").click()
+    shown = page_counts(page)
+    assert set(shown) == set(COUNTRIES)
+    assert "Available specimens by country" in page.locator("#count-table caption").inner_text()
+    spec = study_spec(
+        Filters.of({"iccc_group": ["I"], "unit": ["specimens"], "specimen_type": ["bone_marrow"]}),
+        partnership.projects.feasibility,
+    )
+    assert spec["cohort"]["specimen_type"] == ["bone_marrow"]
+    assert api_counts(partnership, spec) == shown
+    assert any(v.isdigit() and int(v) > 0 for v in shown.values()), shown
+    assert page.get_by_label("bone marrow").is_checked()
+
+
+def test_a_specimen_type_with_another_unit_is_refused_in_the_form(
+    page: Any, partnership: Partnership
+):
+    sign_in(page, partnership, "researcher", "/feasibility")
+    page.get_by_label("DNA").check()
+    page.get_by_role("button", name="Count by country").click()
+    assert "available specimens only" in page.get_by_role("alert").inner_text()

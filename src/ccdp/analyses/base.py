@@ -159,14 +159,22 @@ class Records:
         if not self.by_owner:
             return np.array([s.size for s in self.sets(n_rows)], dtype=np.int64)
         keep = self.row >= 0
-        pairs = np.unique(np.stack([self.row[keep], self.keys[keep].view(np.int64)]), axis=1)
-        return np.bincount(pairs[0], minlength=n_rows)[:n_rows].astype(np.int64)
+        rows, keys = self.row[keep], self.keys[keep]
+        order = np.lexsort((keys, rows))
+        rows, keys = rows[order], keys[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = (rows[1:] != rows[:-1]) | (keys[1:] != keys[:-1])
+        return np.bincount(rows[first], minlength=n_rows)[:n_rows].astype(np.int64)
 
     def owner_sets(self, n_rows: int) -> list[np.ndarray]:
         """Sorted distinct owners (children) of each row."""
         owners = self.keys if self.owners is None else self.owners
         keep = self.row >= 0
-        return [np.unique(owners[keep & (self.row == i)]) for i in range(n_rows)]
+        rows, own = self.row[keep], owners[keep]
+        order = np.lexsort((own, rows))
+        rows, own = rows[order], own[order]
+        bounds = np.searchsorted(rows, np.arange(n_rows + 1))
+        return [np.unique(own[bounds[i] : bounds[i + 1]]) for i in range(n_rows)]
 
     def union(self) -> np.ndarray:
         """Sorted distinct keys of every record counted anywhere in the part."""

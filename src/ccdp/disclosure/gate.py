@@ -281,18 +281,29 @@ def _owners(part: CountsPart) -> np.ndarray:
     return part.records.single_row().owner_sets(1)[0]
 
 
-def _few_owners(part: CountsPart, ctx: DisclosureContext) -> np.ndarray:
+def _owner_counts(parts: dict[str, CountsPart]) -> dict[str, list[np.ndarray]]:
+    """The owners (children) of each cell of the parts judged by owner."""
+    return {
+        name: part.records.owner_sets(len(part.cells))
+        for name, part in parts.items()
+        if part.records is not None and part.records.by_owner
+    }
+
+
+def _few_owners(
+    n_cells: int, owners: list[np.ndarray] | None, ctx: DisclosureContext
+) -> np.ndarray:
     """Cells of a part judged by owner whose records come from 1 to min_cell - 1 owners (one
     child's many samples are still one child's)."""
-    if not _by_owner(part):
-        return np.zeros(len(part.cells), dtype=bool)
-    assert part.records is not None
-    owners = np.array([o.size for o in part.records.owner_sets(len(part.cells))])
-    return (owners > 0) & (owners < ctx.policy.min_cell)
+    if owners is None:
+        return np.zeros(n_cells, dtype=bool)
+    sizes = np.array([o.size for o in owners], dtype=np.int64)
+    return (sizes > 0) & (sizes < ctx.policy.min_cell)
 
 
 def _hidden_lines(
     parts: dict[str, CountsPart],
+    owner_sets: dict[str, list[np.ndarray]],
     released: dict[str, CountsPart],
     forced: dict[str, np.ndarray],
     ctx: DisclosureContext,
@@ -301,11 +312,10 @@ def _hidden_lines(
     share every label but one) of a part judged by owner come from 1 to min_cell - 1 owners:
     their sum (the line's margin less its released cells) would describe those few children.
     Returns whether a cell was forced, so that suppression runs again."""
-    for name, part in parts.items():
-        if not _by_owner(part) or not part.dims:
+    for name, owners in owner_sets.items():
+        part = parts[name]
+        if not part.dims:
             continue
-        assert part.records is not None
-        owners = part.records.owner_sets(len(part.cells))
         index = {_cell_key(c, part.dims): i for i, c in enumerate(part.cells)}
         hidden = {  # listed cells only: a cell suppress() added is an empty one
             index.get(_cell_key(c, part.dims), -1)
@@ -343,7 +353,8 @@ def _counts(
     # an empty table is refused like a small one (TOO_FEW): zero must not read differently
     if sets and (np.unique(np.concatenate(cohort)).size if cohort else 0) < policy.min_cohort:
         raise _refuse(ctx, "min_cohort")
-    few = {name: _few_owners(parts[name], ctx) for name in sets}
+    owner_sets = _owner_counts(parts)
+    few = {name: _few_owners(len(parts[name].cells), owner_sets.get(name), ctx) for name in sets}
     forced = {
         name: (
             ctx.ledger.refused(cells, _threshold(parts[name], ctx))
@@ -358,7 +369,7 @@ def _counts(
     refused = int(sum((forced[n] & ~few[n]).sum() for n in forced))
     released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
     for _ in range(sum(len(p.cells) for p in parts.values())):
-        if not _hidden_lines(parts, released, forced, ctx):
+        if not _hidden_lines(parts, owner_sets, released, forced, ctx):
             break
         released, report = suppress(parts, policy.min_cell, policy.zero_cells, forced=forced)
     notes: list[str] = []

@@ -34,7 +34,16 @@ IMMUNOPHENOTYPE_WORDS = {
     "other": "other",
     "unknown": "unknown",
 }
-UNIT_WORDS = {"patients": "patients", "tumours": "tumours"}
+UNIT_WORDS = {"patients": "patients", "tumours": "tumours", "specimens": "available specimens"}
+SPECIMEN_WORDS = {
+    "bone_marrow": "bone marrow",
+    "peripheral_blood": "peripheral blood",
+    "tumour_tissue": "tumour tissue",
+    "csf": "CSF",
+    "dna": "DNA",
+    "rna": "RNA",
+    "other": "other",
+}
 
 
 # -- the filters' choices, from the terminology and the data model ------------------------------
@@ -75,11 +84,12 @@ def choices() -> dict[str, Any]:
         "immunophenotypes": [
             (v, IMMUNOPHENOTYPE_WORDS.get(v, v)) for v in model_levels("tumour", "immunophenotype")
         ],
+        "specimen_types": [(v, SPECIMEN_WORDS.get(v, v)) for v in model_levels("specimen", "type")],
     }
 
 
 # -- the form -----------------------------------------------------------------------------------
-MULTI = ("iccc_group", "iccc_subgroup", "age_group", "immunophenotype")
+MULTI = ("iccc_group", "iccc_subgroup", "age_group", "immunophenotype", "specimen_type")
 SINGLE = ("sex", "relapsed", "year_from", "year_to", "unit", "project")
 
 
@@ -117,6 +127,8 @@ class Filters:
             problems.append("Diagnosis years: the first year is after the last.")
         if years and not problems:
             out["diagnosis_year"] = years
+        if out.get("specimen_type") and self.unit() != "specimens":
+            problems.append("Specimen types narrow a count of available specimens only.")
         return out, problems
 
     def unit(self) -> str:
@@ -139,6 +151,8 @@ class Filters:
                 parts.append(f"diagnosed {v.get('from', '…')}–{v.get('to', '…')}")
             elif k == "relapsed":
                 parts.append("relapsed" if v == 1 else "not relapsed")
+            elif k == "specimen_type":
+                parts.append(", ".join(SPECIMEN_WORDS.get(t, t) for t in v))
             else:
                 values = v if isinstance(v, list) else [v]
                 parts.append(f"{k.replace('_', ' ')} {', '.join(map(str, values))}")
@@ -218,7 +232,7 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
     show_total = bool(result) and total is not None and suppressed == 0
     return {
         "rows": rows,
-        "unit": result.get("unit") or "patients",
+        "unit": UNIT_WORDS.get(result.get("unit") or "patients", "patients"),
         "total": total if show_total else None,
         "total_note": (
             None

@@ -250,7 +250,7 @@ class LocalNode:
             frame = self._read(columns, cohort, use, mode, rows=rows)
             study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
             if use is not None:
-                study.excluded = self._excluded(cohort, use, mode)
+                study.excluded = self._excluded(cohort, use, mode, rows)
             self._studies[task.study_id] = study
             while len(self._studies) > MAX_CACHED_STUDIES:
                 self._studies.popitem(last=False)
@@ -302,10 +302,13 @@ class LocalNode:
         finally:
             con.close()
 
-    def _excluded(self, cohort: CohortSpec, use: DataUse, mode: ConsentMode) -> np.ndarray:
-        """Ledger keys (patient unit) of the cohort's patients that consent excludes from `use`:
+    def _excluded(
+        self, cohort: CohortSpec, use: DataUse, mode: ConsentMode, of: Rows = "tumours"
+    ) -> np.ndarray:
+        """Ledger keys (patient unit) of the cohort's patients that consent excludes from `use`
+        (of the cohort's rows `of`, since a specimen cohort may filter on specimen variables):
         released only through the gate, as a count cell is."""
-        rows = self._read(["patient_id"], cohort, use, mode, permitted=False)
+        rows = self._read(["patient_id"], cohort, use, mode, permitted=False, rows=of)
         keys = ledger_keys(
             rows["patient_id"], rows["tumour_id"], rows["tumour_seq"] == 1, "patients"
         )
