@@ -32,6 +32,7 @@ def test_randomise_from_the_node_store(live, ccdp, tmp_path):
     reg = random_registry(5, 40, "DE", "de")
     reg["patient"][3]["sex"] = None  # a stratum the store does not know
     store = build_store(tmp_path / "de.duckdb", reg)
+    ccdp("node", "policy", "set", "--store", store, "trials", "[IntReALL-2020, no-trial]")
     trial = tmp_path / "trial.yaml"
     trial.write_text(
         yaml.safe_dump(

@@ -372,6 +372,7 @@ def test_a_trial_stratified_by_relapse_risk_randomises_from_the_store(synth, tmp
         spec |= {"strata": ["relapse_risk"], "block_sizes": [2, 4]}
         trial.write_text(yaml.safe_dump(spec))
         run_ccdp("trial", "create", trial, "--hub", live.url, "--token", root)
+        run_ccdp("node", "policy", "set", "--store", store, "trials", "[rel-ALL]")
         for row in picks:
             args = ["node", "randomise", "rel-ALL", "--patient", row["patient_id"]]
             args += ["--store", store, "--hub", live.url, "--token", node, "--json"]

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from ccdp.disclosure.gate import Refusal, release_strata
+from ccdp.disclosure.policy import set_policy_value
 from ccdp.federation.hub.models import AllocationRow, TrialRow
 from ccdp.federation.node.audit import AuditLog
 from tests.federation.netutil import LiveHub
@@ -26,6 +27,12 @@ def live(tmp_path):
             spec = {"name": "T", "arms": ["a", "b"], "strata": ["sex"], "method": "blocks"}
             assert c.post("/api/trials", json={"spec": spec}).status_code == 201
         yield hub
+
+
+def accepting(store, trials: str = "[T]"):
+    """The store, its custodian having accepted the trials for randomisation."""
+    set_policy_value(store, "trials", trials)
+    return store
 
 
 def _tamper(live, strata: list[str]) -> None:
@@ -52,7 +59,7 @@ def _tamper(live, strata: list[str]) -> None:
 def test_a_hub_asking_for_more_than_strata_learns_nothing(live, ccdp, tmp_path, strata):
     reg = random_registry(3, 5, "DE", "de")
     reg["tumour"][0]["risk_group"] = "MRN 4471129"
-    store = build_store(tmp_path / "de.duckdb", reg)
+    store = accepting(build_store(tmp_path / "de.duckdb", reg))
     _tamper(live, strata)
     args = ["--patient", "deP0", "--store", store, "--hub", live.url, "--token", live.tokens["DE"]]
     r = ccdp("node", "randomise", "T", *args, check=False)
@@ -66,7 +73,7 @@ def test_a_hub_asking_for_more_than_strata_learns_nothing(live, ccdp, tmp_path, 
 
 
 def test_the_trial_as_created_still_randomises(live, ccdp, tmp_path):
-    store = build_store(tmp_path / "de.duckdb", random_registry(3, 5, "DE", "de"))
+    store = accepting(build_store(tmp_path / "de.duckdb", random_registry(3, 5, "DE", "de")))
     args = ["--patient", "deP0", "--store", store, "--hub", live.url, "--token", live.tokens["DE"]]
     got = json.loads(ccdp("node", "randomise", "T", *args, "--json").stdout)
     assert set(got["strata"]) == {"sex"} and got["arm"] in ("a", "b")

@@ -2,7 +2,8 @@
 trial-specific pseudonym to the hub, the arm back into the store's `trial_enrolment` table and the
 node's audit log (docs/randomisation.md).
 
-What leaves the node: the pseudonym (HMAC of the patient key and the trial's name under the
+Only trials the node's custodian accepted (the node policy's `trials`) randomise here. What leaves
+the node: the pseudonym (HMAC of the patient key and the trial's name under the
 node's pseudonym key, so the hub cannot link a patient across trials or nodes) and the patient's
 value of each of the trial's strata. Nothing else.
 """
@@ -18,6 +19,7 @@ import duckdb
 
 from ccdp.cohort.view import cohort_sql
 from ccdp.disclosure.gate import Refusal, check_strata, release_strata
+from ccdp.disclosure.policy import load_policy
 from ccdp.errors import CcdpError
 from ccdp.federation.client import HubClient
 from ccdp.federation.node.audit import AuditLog
@@ -119,9 +121,11 @@ def randomise(store: Path, trial: str, patient_id: str, client: HubClient) -> En
     if not store.exists():
         raise EnrolmentError(f"{store}: no such node store")
     node = client.node_name()
-    spec = client.trial(trial)
     alias = trial_pseudonym(store, trial, patient_id)
     try:
+        if trial not in load_policy(store).trials:  # the custodian's consent, before any read
+            raise Refusal("trial_not_accepted", trial[:80])
+        spec = client.trial(trial)
         check_strata(list(spec["strata"]))
         strata = release_strata(patient_strata(store, node, patient_id, list(spec["strata"])))
     except Refusal as exc:

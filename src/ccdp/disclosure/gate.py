@@ -72,6 +72,8 @@ REASONS: dict[str, str] = {
     "project_expired": "not accepted: project {term} expired on {expires} at this node",
     "no_project": "not accepted: this node answers only tasks of a project its custodian accepted",
     # randomisation (clinical/enrol.py): what a trial may learn of a patient
+    "trial_not_accepted": "not accepted: this node's custodian has not accepted trial {term!r} "
+    "for randomisation (the node policy's `trials` lists those it randomises into)",
     "strata": "{term}: this node sends only categorical view variables as a trial's strata, "
     "with a value of the variable's levels (or short plain text); nothing else leaves for a "
     "randomisation",

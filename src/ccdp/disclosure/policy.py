@@ -68,6 +68,13 @@ class NodePolicy(BaseModel):
         "present still restrict.",
     )
 
+    trials: list[str] = Field(
+        default_factory=list,
+        description="Trials this node's custodian accepted for randomising its patients (`ccdp "
+        "node randomise`): a patient's trial pseudonym and strata leave the node only for these "
+        "(empty: none).",
+    )
+
     @field_validator("allowed_analyses")
     @classmethod
     def _registered(cls, v: list[str] | None) -> list[str] | None:
