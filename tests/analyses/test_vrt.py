@@ -90,6 +90,9 @@ def test_rates_cover_the_truth_and_node_cases_equal_sql(synth) -> None:
     assert melanoma.os is not None and melanoma.os_5y is not None
     assert 0 < melanoma.os_5y <= 1
     assert "Melanoma" in str(result)
+    frame = result.to_frame()
+    cases = [c for c in frame.columns if c.startswith("cases ")]
+    assert cases and all(str(frame[c].dtype) == "Int64" for c in cases)  # 3, not 3.0
 
 
 def _registry_with_acc(n_male: int, n_female: int) -> dict:

@@ -144,7 +144,9 @@ class VrtResult(AnalysisResult):
             ci = e.os_5y_ci or [None, None]
             row[f"OS {OS_YEARS} y (95% CI)"] = with_ci(e.os_5y, ci[0], ci[1])
             rows.append(row)
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        cases = [c for c in frame.columns if str(c).startswith("cases ")]
+        return frame.astype(dict.fromkeys(cases, "Int64"))  # whole numbers, not 3.0
 
     def __rich__(self) -> Any:
         from rich.table import Table
