@@ -9,10 +9,8 @@ from typing import Any
 
 import typer
 
-from ccdp.clinical.trial_commands import AS_JSON, CACERT, HUB, _client
+from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
 
-STORE = typer.Option(..., "--store", "-s", help="The node store (DuckDB file).")
-NODE_TOKEN = typer.Option(..., "--token", envvar="CCDP_NODE_TOKEN", help="Node token.")
 EXPERT_TOKEN = typer.Option(
     ..., "--token", envvar="CCDP_TOKEN", help="A token of a member of the board (role expert)."
 )
@@ -97,7 +95,7 @@ def refer(
     until the custodian releases it (`ccdp node referrals --release ID`)."""
     from ccdp.clinical.referral import refer as make
 
-    client = _client(hub, token, cacert)
+    client = hub_client(hub, token, cacert)
     try:
         item = make(store, patient_id, question, client)
     finally:
@@ -147,7 +145,7 @@ def referrals(
     if release is not None or hub is not None:
         if hub is None or token is None:
             raise rf.ReferralError("releasing or fetching needs --hub and --token")
-        client = _client(hub, token, cacert)
+        client = hub_client(hub, token, cacert)
         try:
             if release is not None:
                 item = rf.release(store, release, client)
@@ -195,7 +193,7 @@ def list_referrals(
     hub: str = HUB, token: str = EXPERT_TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
 ) -> None:
     """Referrals to the board, one line each."""
-    rows = _client(hub, token, cacert).referrals()
+    rows = hub_client(hub, token, cacert).referrals()
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -217,7 +215,7 @@ def show_referral(
     as_json: bool = AS_JSON,
 ) -> None:
     """One case in full, the board's comments and any recommendation (reading is audited)."""
-    body = _client(hub, token, cacert).referral(ref)
+    body = hub_client(hub, token, cacert).referral(ref)
     if as_json:
         typer.echo(json.dumps(body))
         return
@@ -241,7 +239,7 @@ def comment(
     cacert: Path | None = CACERT,
 ) -> None:
     """Add to the board's discussion of a case (never sent to the node)."""
-    got = _client(hub, token, cacert).comment_referral(ref, text)
+    got = hub_client(hub, token, cacert).comment_referral(ref, text)
     typer.echo(f"comment {got['comment']} on {ref} by {got['author']}")
 
 
@@ -262,7 +260,7 @@ def recommend(
     from ccdp.specfile import load_spec
 
     rec = load_spec(file, Recommendation, "recommendation", "options, trial, text", CaseError)
-    got = _client(hub, token, cacert).recommend(ref, rec.model_dump(mode="json"))
+    got = hub_client(hub, token, cacert).recommend(ref, rec.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(got))
         return

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
-HUB = typer.Option(..., "--hub", help="Hub URL.")
-CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
-AS_JSON = typer.Option(False, "--json", help="Print JSON.")
+from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, hub_client
 
 trial_app = typer.Typer(
     help="Randomised trials at the hub: create one (admin), read its allocations (statistician).",
     no_args_is_help=True,
 )
-
-
-def _client(hub: str, token: str, cacert: Path | None) -> Any:
-    from ccdp.federation.client import HubClient, tls_verify
-
-    return HubClient(hub, token, verify=tls_verify(cacert))
 
 
 @trial_app.command("create")
@@ -40,7 +31,7 @@ def create(
     from ccdp.clinical.randomisation import load_trial
 
     spec = load_trial(file)
-    made = _client(hub, token, cacert).create_trial(spec.model_dump(mode="json"))
+    made = hub_client(hub, token, cacert).create_trial(spec.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(made))
         return
@@ -59,7 +50,7 @@ def list_trials(
     as_json: bool = AS_JSON,
 ) -> None:
     """Trials at the hub and how many patients each randomised (never the arms' counts)."""
-    rows = _client(hub, token, cacert)._call("GET", "/api/trials")
+    rows = hub_client(hub, token, cacert)._call("GET", "/api/trials")
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -84,7 +75,7 @@ def allocations(
     ),
 ) -> None:
     """The trial's allocation list, counts per arm and seed (a statistician of the trial)."""
-    body = _client(hub, token, cacert).trial_allocations(trial)
+    body = hub_client(hub, token, cacert).trial_allocations(trial)
     checked = None
     if verify:
         from ccdp.clinical.randomisation import TrialSpec, replay
@@ -121,7 +112,7 @@ def randomise(
     returns the same arm."""
     from ccdp.clinical.enrol import randomise as enrol
 
-    client = _client(hub, token, cacert)
+    client = hub_client(hub, token, cacert)
     try:
         got = enrol(store, trial, patient, client)
     finally:

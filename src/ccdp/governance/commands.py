@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
+
 project_app = typer.Typer(
     help="Projects (access requests): request, review (board), show, list.", no_args_is_help=True
 )
@@ -17,19 +19,8 @@ node_projects_app = typer.Typer(
     no_args_is_help=True,
 )
 
-HUB = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org")
 TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="User token (researcher/board).")
-NODE_TOKEN = typer.Option(..., "--token", envvar="CCDP_NODE_TOKEN", help="Node token.")
-CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
-AS_JSON = typer.Option(False, "--json", help="Print JSON.")
-STORE = typer.Option(..., "--store", "-s", help="The node store (DuckDB file).")
 REASON = typer.Option(None, "--reason", help="Why (told to the researcher and the board).")
-
-
-def _client(hub: str, token: str, cacert: Path | None) -> Any:
-    from ccdp.federation.client import HubClient, tls_verify
-
-    return HubClient(hub, token, verify=tls_verify(cacert))
 
 
 def _print_project(p: dict[str, Any]) -> None:
@@ -63,7 +54,7 @@ def request(
     from ccdp.governance.projects import load_project
 
     spec = load_project(file)
-    body = _client(hub, token, cacert)._call(
+    body = hub_client(hub, token, cacert)._call(
         "POST", "/api/projects", json={"spec": spec.model_dump(mode="json", exclude_unset=True)}
     )
     if as_json:
@@ -87,7 +78,7 @@ def review(
         raise typer.BadParameter(
             "give exactly one of --approve or --reject", param_hint="--approve"
         )
-    body = _client(hub, token, cacert)._call(
+    body = hub_client(hub, token, cacert)._call(
         "POST",
         f"/api/projects/{project_id}/review",
         json={"decision": "approve" if approve else "reject", "reason": reason},
@@ -104,7 +95,7 @@ def show(
     as_json: bool = AS_JSON,
 ) -> None:
     """A project's state, its terms, the board's decision and each node's decision."""
-    p = _client(hub, token, cacert)._call("GET", f"/api/projects/{project_id}")
+    p = hub_client(hub, token, cacert)._call("GET", f"/api/projects/{project_id}")
     if as_json:
         typer.echo(json.dumps(p, indent=2))
         return
@@ -116,7 +107,7 @@ def list_projects(
     hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
 ) -> None:
     """Projects this token may see (a researcher's own; the board's: all), oldest first."""
-    rows = _client(hub, token, cacert)._call("GET", "/api/projects")
+    rows = hub_client(hub, token, cacert)._call("GET", "/api/projects")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -145,7 +136,7 @@ def node_list(
     """Projects the hub relays that name this node, with what this node's custodian decided."""
     rows = [
         _with_local(store, p)
-        for p in _client(hub, token, cacert)._call("GET", "/api/node/projects")
+        for p in hub_client(hub, token, cacert)._call("GET", "/api/node/projects")
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -166,7 +157,7 @@ def node_show(
 ) -> None:
     """One project as the hub relays it (terms, lay summary) and this node's decision."""
     p = _with_local(
-        store, _client(hub, token, cacert)._call("GET", f"/api/node/projects/{project_id}")
+        store, hub_client(hub, token, cacert)._call("GET", f"/api/node/projects/{project_id}")
     )
     if as_json:
         typer.echo(json.dumps(p, indent=2))
@@ -193,7 +184,7 @@ def _decide(
 
     if not store.exists():
         raise NodeProjectsError(f"{store}: no such node store")
-    client = _client(hub, token, cacert)
+    client = hub_client(hub, token, cacert)
     p = client._call("GET", f"/api/node/projects/{project_id}")
     if p["state"] != "approved":
         raise NodeProjectsError(

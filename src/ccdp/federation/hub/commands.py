@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, hub_client
+
 hub_app = typer.Typer(help="The coordinating hub: serve, register nodes and users.")
 
 DB = typer.Option(
@@ -310,9 +312,9 @@ def submit(
     max_wait: float = typer.Option(3600, "--max-wait", help="Give up waiting after S seconds."),
 ) -> None:
     """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
-    from ccdp.federation.client import HubClient, print_result, tls_verify
+    from ccdp.federation.client import print_result
 
-    client = HubClient(hub, token, verify=tls_verify(cacert))
+    client = hub_client(hub, token, cacert)
     study_id = client.submit_file(spec)
     if not wait:
         typer.echo(f"study submitted; id:\n{study_id}")
@@ -334,16 +336,7 @@ study_app = typer.Typer(
     help="A researcher's studies at a hub: list them, show one, print its result.",
     no_args_is_help=True,
 )
-HUB = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org")
 TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token.")
-CACERT = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS.")
-AS_JSON = typer.Option(False, "--json", help="Print JSON.")
-
-
-def _client(hub: str, token: str, cacert: Path | None):
-    from ccdp.federation.client import HubClient, tls_verify
-
-    return HubClient(hub, token, verify=tls_verify(cacert))
 
 
 @study_app.command("list")
@@ -351,7 +344,7 @@ def study_list(
     hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
 ) -> None:
     """Every study this token may see, oldest first: id, status, analysis, title."""
-    rows = _client(hub, token, cacert).studies()
+    rows = hub_client(hub, token, cacert).studies()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -375,7 +368,7 @@ def study_show(
     as_json: bool = AS_JSON,
 ) -> None:
     """A study's status, spec and, per node, how it took part."""
-    study = _client(hub, token, cacert).study(study_id)
+    study = hub_client(hub, token, cacert).study(study_id)
     if as_json:
         typer.echo(json.dumps(study, indent=2, default=str))
         return
@@ -403,7 +396,7 @@ def study_result(
     """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished)."""
     from ccdp.federation.client import print_result
 
-    study = _client(hub, token, cacert).study(study_id)
+    study = hub_client(hub, token, cacert).study(study_id)
     if study["status"] not in ("done", "failed"):
         typer.echo(f"study {study_id} is {study['status']}: no result yet", err=True)
         raise typer.Exit(1)

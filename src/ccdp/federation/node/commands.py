@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ccdp.federation.cli_options import STORE, hub_client
+
 if TYPE_CHECKING:
     from ccdp.federation.node.audit import AuditLog
 
-STORE = typer.Option(..., "--store", "-s", help="The node store (DuckDB file).")
 
 node_app = typer.Typer(
     help="Node operator: policy, audit log, the node agent and held answers.", no_args_is_help=True
@@ -217,10 +218,8 @@ def catalogue(
     if not publish:
         computed = NodeCatalogue.for_store(store).compute()
     else:
-        from ccdp.federation.client import HubClient, tls_verify
-
         assert hub is not None and token is not None
-        client = HubClient(hub, token, verify=tls_verify(cacert))
+        client = hub_client(hub, token, cacert)
         try:
             name = client.node_name()
             computed = NodeCatalogue.for_store(store, name=name).publish()
