@@ -148,3 +148,28 @@ def test_the_board_may_not_open_the_study_form(page: Any, partnership: Partnersh
         partnership.url + "/studies/new", cookies=cookies, data={"action": "submit"}
     )
     assert posted.status_code == 403
+
+
+def test_a_specimen_crosstab_from_the_form(page: Any, partnership: Partnership):
+    """Specimen discovery from the New study form: the unit select goes into the spec and the
+    result counts available specimens by type and node."""
+    sign_in(page, partnership, "researcher", "/studies/new")
+    page.get_by_label("Project").select_option(partnership.projects.studies)
+    page.get_by_label("Analysis", exact=True).select_option("crosstab")
+    page.get_by_label("Title").fill("Leukaemia samples by type and node (browser test)")
+    page.get_by_label("By: group the result by", exact=False).fill("specimen_type, node")
+    page.get_by_label("Unit", exact=False).select_option("specimens")
+    page.get_by_label("ICCC-3 main groups", exact=False).select_option(["I"])
+    page.locator("#spec-yaml").filter(has_text="unit: specimens").wait_for()
+    page.get_by_role("button", name="Submit study").click()
+    page.wait_for_url(re.compile(r".*/studies/[0-9a-f]{32}$"))
+    study_id = page.url.rsplit("/", 1)[1]
+    page.locator("#study-status").filter(has_text="done").wait_for(timeout=90_000)
+    record = httpx.get(
+        f"{partnership.url}/studies/{study_id}/result.json", cookies=session_cookie(page)
+    ).json()
+    result = record["result"]["result"]
+    assert result["unit"] == "specimens" and result["by"] == ["specimen_type", "node"]
+    shown = [c for c in result["cells"] if c["n"] is not None]
+    assert {c["specimen_type"] for c in shown} >= {"bone_marrow"}
+    assert "bone_marrow" in page.locator("main").inner_text()

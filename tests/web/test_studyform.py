@@ -72,3 +72,23 @@ def test_form_of_a_spec_round_trips_and_the_iccc_groups_are_in_order():
     codes = [g for g, _ in iccc_groups()]
     assert codes[:4] == ["I", "II", "III", "IV"] and codes[-1] == "XII"
     assert iccc_groups()[4] == ("V", "Retinoblastoma")
+
+
+def test_a_specimen_crosstab_takes_its_unit_and_a_km_leaves_it_out():
+    form = {
+        "title": ["Samples by type and node"],
+        "analysis": ["crosstab"],
+        "by": ["specimen_type, node"],
+        "unit": ["specimens"],
+        "iccc_group": ["I"],
+        "nodes": NODES,
+    }
+    built = build_spec(form, NODES)
+    assert built.spec["unit"] == "specimens"
+    assert built.spec["by"] == ["specimen_type", "node"]
+    assert built.problems == [] and built.notes == []
+    load_study(built.spec)
+    assert form_of_spec(built.spec, NODES)["unit"] == ["specimens"]
+    km = build_spec({**form, "analysis": ["km"], "outcome": ["os"], "by": ["sex"]}, NODES)
+    assert "unit" not in km.spec
+    assert km.notes == ["unit is not a parameter of km: left out"]

@@ -29,7 +29,7 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 # how a form error the API gave is shown: the statuses of a spec or a project refusal
 FORM_ERRORS = (400, 404, 409, 422)
 ANALYSIS_TEXT = {
-    "count": "counts of tumours or patients, by up to 3 variables",
+    "count": "counts of tumours, patients or available specimens, by up to 3 variables",
     "crosstab": "a cross-table of counts with margins",
     "incidence": "incidence rates per million, age-standardised, with CIs",
     "km": "Kaplan–Meier survival curves with the number at risk",
@@ -114,6 +114,7 @@ async def form_page(
         analyses=[(a, ANALYSIS_TEXT.get(a, a)) for a in registry.names()],
         params={a: studyform.analysis_params(a) for a in registry.names()},
         outcomes=studyform.SURVIVAL_OUTCOMES,
+        units=studyform.UNITS[1:],  # tumours is the default option
         groups=studyform.group_variables(),
         iccc_groups=studyform.iccc_groups(),
         nodes=nodes,

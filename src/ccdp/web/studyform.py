@@ -17,7 +17,8 @@ from ccdp.analyses import registry
 from ccdp.cohort.view import view_variables
 
 SURVIVAL_OUTCOMES = ("os", "efs", "relapse_os", "relapse_efs")
-PARAM_FIELDS = ("outcome", "by", "strata", "covariates")
+PARAM_FIELDS = ("outcome", "by", "unit", "strata", "covariates")
+UNITS = ("tumours", "patients", "specimens")  # what a count or crosstab counts
 RANGES = {  # form field prefix -> cohort variable of an inclusive {from, to} range
     "age": "age_years",
     "year": "diagnosis_year",
@@ -104,7 +105,7 @@ def build_spec(form: dict[str, list[str]], all_nodes: list[str]) -> Built:
         if not takes(analysis, key):
             built.notes.append(f"{key} is not a parameter of {analysis}: left out")
             continue
-        if key == "outcome":
+        if key in ("outcome", "unit"):
             spec[key] = text
         elif key == "strata":
             parts = split_list(text)
@@ -170,5 +171,5 @@ def iccc_groups() -> list[tuple[str, str]]:
 
 
 def analysis_params(analysis: str) -> list[str]:
-    """The form fields the analysis takes (outcome, by, strata, covariates)."""
+    """The form fields the analysis takes (outcome, by, unit, strata, covariates)."""
     return [k for k in PARAM_FIELDS if takes(analysis, k)]
