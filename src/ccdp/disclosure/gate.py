@@ -227,7 +227,12 @@ def _count_sets(
         sets = part.records.sets(len(part.cells))
         if len(part.counts) == 1:
             col = part.counts[0]
-            sizes = part.records.sizes(len(part.cells))
+            # the sets' sizes, except where samples are counted and children judged
+            sizes = (
+                part.records.sizes(len(part.cells))
+                if part.records.by_owner
+                else [x.size for x in sets]
+            )
             if any(int(c.get(col) or 0) != n for c, n in zip(part.cells, sizes, strict=True)):
                 raise _refuse(ctx, "undeclared", name)
         elif part.records.by_owner:
@@ -277,13 +282,7 @@ def _within_answer(
         kept.close()
 
 
-def _owners(part: CountsPart) -> np.ndarray:
-    """Every owner (child) of the records a part counts."""
-    assert part.records is not None
-    return part.records.single_row().owner_sets(1)[0]
-
-
-def _owner_counts(parts: dict[str, CountsPart]) -> dict[str, list[np.ndarray]]:
+def _owner_sets(parts: dict[str, CountsPart]) -> dict[str, list[np.ndarray]]:
     """The owners (children) of each cell of the parts judged by owner."""
     return {
         name: part.records.owner_sets(len(part.cells))
@@ -348,14 +347,12 @@ def _counts(
 ) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
     policy = ctx.policy
     sets = _count_sets(parts, ctx)
+    owner_sets = _owner_sets(parts)
     # the cohort: records, or the children of records judged by owner
-    cohort = [s for name, cells in sets.items() if not _by_owner(parts[name]) for s in cells] + [
-        _owners(parts[name]) for name in sets if _by_owner(parts[name])
-    ]
+    cohort = [s for name, cells in sets.items() for s in owner_sets.get(name, cells)]
     # an empty table is refused like a small one (TOO_FEW): zero must not read differently
     if sets and (np.unique(np.concatenate(cohort)).size if cohort else 0) < policy.min_cohort:
         raise _refuse(ctx, "min_cohort")
-    owner_sets = _owner_counts(parts)
     few = {name: _few_owners(len(parts[name].cells), owner_sets.get(name), ctx) for name in sets}
     forced = {
         name: (

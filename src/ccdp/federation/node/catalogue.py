@@ -447,7 +447,8 @@ class NodeCatalogue:
             if tumours is not None
             else pd.Series(None, index=spec.index, dtype=object)
         )
-        owner = ledger_keys(patient.fillna(""), patient, pd.Series(True, spec.index), "patients")
+        patient = patient.fillna("")
+        owner = ledger_keys(patient, patient, pd.Series(True, spec.index), "patients")
         return spec.assign(_owner=owner)
 
     def _edit_rows(self, con: Any, present: set[str]) -> dict[str, pd.DataFrame]:
