@@ -26,11 +26,12 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData, Summary
+from ccdp.analyses.base import AnalysisResult, FrameData
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
+from ccdp.wire.summary import Summary
 
 console = Console(width=120)
 

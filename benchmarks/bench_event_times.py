@@ -33,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cox import answer_wire, through_wire
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData, Summary
+from ccdp.analyses.base import AnalysisResult, FrameData
 from ccdp.analyses.km import KMResult, event_table_part
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.event_times import group_times
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive
+from ccdp.wire.summary import Summary
 
 console = Console(width=120)
 NODE_SIZES = (1200, 900, 700, 400, 150, 60)

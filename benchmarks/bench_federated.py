@@ -23,11 +23,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ccdp.analyses.base import CountsPart
 from ccdp.disclosure.suppress import suppress
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.study import run_study
 from ccdp.model import load_model
+from ccdp.wire.summary import CountsPart
 
 GROUPS = np.array(["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"])
 AGES = ["0", "1-4", "5-9", "10-14", "15-19"]

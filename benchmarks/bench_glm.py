@@ -24,8 +24,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData, Summary
+from ccdp.analyses.base import AnalysisResult, FrameData
 from ccdp.federation.coordinator import drive
+from ccdp.wire.summary import Summary
 
 console = Console(width=120)
 

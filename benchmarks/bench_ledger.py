@@ -28,11 +28,11 @@ import numpy as np
 from bench_federated import GROUPS, make_rows, timed, write_store
 from rich.progress import track
 
-from ccdp.analyses.base import ledger_keys
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
 from ccdp.federation.node.local import KEY_COLUMNS, LocalNode
-from ccdp.federation.protocol import Task
+from ccdp.wire.protocol import Task
+from ccdp.wire.records import ledger_keys
 
 
 def fill(store: Path, releases: int, rng: np.random.Generator) -> int:

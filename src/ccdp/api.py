@@ -15,8 +15,8 @@ import pandas as pd
 
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Transport
 from ccdp.federation.study import StudyResult, StudySpec, load_study, run_study
+from ccdp.wire.protocol import Transport
 
 
 def run(

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData, Summary
-from ccdp.analyses.errors import InsufficientData
+from ccdp.analyses.base import AnalysisResult, FrameData
 from ccdp.analyses.event_data import UNIT_DAYS, coarsen, group_labels
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive
+from ccdp.wire.errors import InsufficientData
+from ccdp.wire.summary import Summary
 
 
 def split(frame: pd.DataFrame, k: int, rng: np.random.Generator) -> list[pd.DataFrame]:

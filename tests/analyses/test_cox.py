@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 
 from ccdp.analyses._newton import NotConverged
-from ccdp.analyses.errors import AnalysisError
+from ccdp.wire.errors import AnalysisError
 from tests.analyses.data import cohort, freireich
 from tests.analyses.federate import federate, grouped, split
 from tests.analyses.references import (

@@ -7,8 +7,8 @@ import pytest
 import statsmodels.api as sm
 from pydantic import ValidationError
 
-from ccdp.analyses.errors import AnalysisError
 from ccdp.analyses.event_data import coarsen
+from ccdp.wire.errors import AnalysisError
 from tests.analyses.data import cohort, freireich
 from tests.analyses.federate import federate, split
 from tests.analyses.references import dummies

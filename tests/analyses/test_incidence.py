@@ -15,8 +15,8 @@ from ccdp.disclosure.policy import set_policy_value
 from ccdp.errors import SpecError
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Task
 from ccdp.federation.study import load_study, run_study
+from ccdp.wire.protocol import Task
 from tests.storekit import build_store, random_registry
 
 # Segi (1960) world standard population, per 100,000, ages 0, 1-4, 5-9, 10-14, 15-19

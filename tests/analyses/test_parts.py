@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import (
-    AggregatePart,
-    CountsPart,
-    EventTimesPart,
-    FrameData,
-    Summary,
-    pack,
-)
-from ccdp.analyses.errors import InsufficientData, MalformedSummary
-from ccdp.federation.protocol import Answer
+from ccdp.analyses.base import FrameData
+from ccdp.wire.errors import InsufficientData, MalformedSummary
+from ccdp.wire.protocol import Answer
+from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary, pack
 from tests.analyses.data import cohort
 
 COV = ["age_at_diagnosis", "sex", "risk_group"]

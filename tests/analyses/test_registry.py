@@ -6,7 +6,7 @@ import pytest
 
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, AnalysisParams
-from ccdp.analyses.errors import AnalysisError
+from ccdp.wire.errors import AnalysisError
 
 
 def test_names_and_instances() -> None:

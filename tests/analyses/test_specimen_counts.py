@@ -135,7 +135,7 @@ def test_specimen_variables_need_unit_specimens() -> None:
 def test_a_node_refuses_a_specimen_variable_on_tumour_rows(stores: list[Path]) -> None:
     """A hub that skipped the spec's checks still gets a clear refusal, sent before any read."""
     from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.protocol import Task
+    from ccdp.wire.protocol import Task
 
     node = LocalNode(stores[0])
     task = Task(

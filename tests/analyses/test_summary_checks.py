@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Summary
-from ccdp.analyses.errors import MalformedSummary
+from ccdp.wire.errors import MalformedSummary
+from ccdp.wire.summary import Summary
 
 TABLE = {
     "kind": "event_times",

@@ -32,8 +32,8 @@ from ccdp.cohort.spec import CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import load_study, run_study
+from ccdp.wire.protocol import Answer, Task
 from tests.storekit import build_store, random_registry
 
 MIN_CELL = 5
@@ -287,7 +287,7 @@ def test_unstratified_cox_risk_sets_never_isolate_a_patient(tmp_path: Path) -> N
         build_store(tmp_path / "FR.duckdb", registry_with_second_tumours(11, 420, "FR"))
     )
     from ccdp.analyses import registry
-    from ccdp.analyses.base import Summary
+    from ccdp.wire.summary import Summary
 
     cox = registry.get("cox")
     params = cox.params_model.model_validate(

@@ -9,7 +9,7 @@ import pytest
 from ccdp.federation.node.audit import AuditLog
 from ccdp.federation.node.catalogue import NodeCatalogue, state_paths
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Task
+from ccdp.wire.protocol import Task
 from tests.catalogue_kit import ingest_child, make_store
 
 CHILD = {"iccc_group": "II", "sex": "female", "age_days": 3 * 365}  # group II, girl, 1-4

@@ -7,14 +7,16 @@ import itertools
 import numpy as np
 import pytest
 
-from ccdp.analyses.base import AggregatePart, CountsPart, EventTimesPart, Records, Summary
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import Refusal, release
-from ccdp.disclosure.policy import NodePolicy, load_policy, set_policy_value
+from ccdp.disclosure.policy import NodePolicy, load_policy
 from ccdp.disclosure.suppress import suppress
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Task
+from ccdp.federation.node.policy import set_policy_value
+from ccdp.wire.protocol import Task
+from ccdp.wire.records import Records
+from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary
 from tests.storekit import build_store, random_registry
 
 

@@ -13,10 +13,10 @@ import re
 import httpx
 import pytest
 
-from ccdp.clinical.case_summary import text_problem
 from ccdp.clinical.referral import build_case, refer, release
 from ccdp.disclosure.gate import CaseWithheld, release_case
 from ccdp.federation.client import HubClient
+from ccdp.wire.case_summary import text_problem
 from tests.clinical.test_referrals import CC, GRU, child
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor

@@ -21,12 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccdp.analyses.base import Records
 from ccdp.disclosure.gate import TOO_FEW
 from ccdp.disclosure.ledger import symmetric_difference
 from ccdp.federation.node.catalogue import NodeCatalogue
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
+from ccdp.wire.records import Records
 from tests.storekit import add_specimens, build_store, random_registry, specimen_truth
 
 MIN_CELL = 5

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccdp.analyses.base import CountsPart
 from ccdp.disclosure.suppress import suppress
+from ccdp.wire.summary import CountsPart
 
 K = 5
 values = st.sampled_from([0, 1, 2, 3, 4, 6, 9, 15, 40])

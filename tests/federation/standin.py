@@ -23,7 +23,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ccdp.analyses.base import (
-    AggregatePart,
     Analysis,
     AnalysisParams,
     AnalysisResult,
@@ -31,14 +30,14 @@ from ccdp.analyses.base import (
     Done,
     FrameData,
     NodeData,
-    Summary,
 )
 from ccdp.errors import SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.hub.runner import PreparedStudy
 from ccdp.federation.hub.service import Hub
-from ccdp.federation.protocol import Answer, Task, Transport
 from ccdp.governance.hub_projects import Admission
+from ccdp.wire.protocol import Answer, Task, Transport
+from ccdp.wire.summary import AggregatePart, Summary
 
 
 class RoundsParams(AnalysisParams):

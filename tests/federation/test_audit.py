@@ -16,7 +16,7 @@ from ccdp.federation.node.audit import (
     audit_path,
     record_mac,
 )
-from ccdp.federation.protocol import AuditHead
+from ccdp.wire.protocol import AuditHead
 
 
 def test_chain_holds_across_records_larger_than_the_tail_block(tmp_path) -> None:

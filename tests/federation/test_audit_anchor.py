@@ -17,8 +17,8 @@ import pytest
 from ccdp.federation.node.agent import NodeAgent
 from ccdp.federation.node.audit import AuditLog, record_mac
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, AuditHead, Task
 from ccdp.store.config import audit_key
+from ccdp.wire.protocol import Answer, AuditHead, Task
 from tests.federation.netutil import LiveHub, wait_until
 from tests.federation.standin import StandinExecutor
 from tests.storekit import build_store, random_registry

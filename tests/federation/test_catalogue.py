@@ -11,12 +11,12 @@ import pytest
 
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.policy import set_policy_value
-from ccdp.federation.catalogue import TOP_LEVEL_KEYS, Catalogue
 from ccdp.federation.client import HubClient, HubRequestError
 from ccdp.federation.node.agent import NodeAgent
 from ccdp.federation.node.audit import AuditLog
 from ccdp.federation.node.catalogue import CatalogueWatch, NodeCatalogue
 from ccdp.federation.node.local import LocalNode
+from ccdp.wire.catalogue import TOP_LEVEL_KEYS, Catalogue
 from tests.catalogue_kit import ingest_child, make_store
 from tests.conftest import run_ccdp
 from tests.federation.netutil import LiveHub, wait_until

@@ -15,7 +15,7 @@ from ccdp.federation.hub.auth import hash_token
 from ccdp.federation.hub.db import make_engine, migrate
 from ccdp.federation.hub.models import Base
 from ccdp.federation.node.agent import NodeAgent
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
 from tests.federation.netutil import LiveHub, wait_until
 from tests.federation.standin import StandinExecutor, StandinNode
 

@@ -21,8 +21,8 @@ from sqlalchemy import insert
 
 from ccdp.federation.hub.db import make_engine, migrate, open_database
 from ccdp.federation.hub.service import Hub
-from ccdp.federation.protocol import Answer, Task
 from ccdp.governance import hub_audit
+from ccdp.wire.protocol import Answer, Task
 from tests.conftest import cli_env, run_ccdp
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import ForwardingHub, StandinExecutor

@@ -6,7 +6,7 @@ import json
 
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Task
+from ccdp.wire.protocol import Task
 from tests.storekit import build_store, random_registry
 
 
@@ -60,9 +60,9 @@ def test_pending_shows_what_would_leave_in_words_and_in_full(ccdp, tmp_path):
     --show, the packed moment sums spelled out (not base64)."""
     import numpy as np
 
-    from ccdp.analyses.base import AggregatePart, EventTimesPart, Summary
     from ccdp.federation.node.pending import PendingStore
-    from ccdp.federation.protocol import Answer
+    from ccdp.wire.protocol import Answer
+    from ccdp.wire.summary import AggregatePart, EventTimesPart, Summary
 
     store = tmp_path / "fr.duckdb"
     moments = np.array([[0.5, 1.25], [2.0, -3.75], [1e-3, 7.0]])
@@ -104,7 +104,7 @@ def test_pending_show_gives_the_custodian_study_requester_cohort_and_analysis(cc
     """--show says which study asks, who asked, for which cohort and analysis; a file held
     under protocol 3 (before tasks carried title and requester) still reads."""
     from ccdp.federation.node.pending import PendingStore, pending_dir
-    from ccdp.federation.protocol import Answer
+    from ccdp.wire.protocol import Answer
 
     store = tmp_path / "fr.duckdb"
     task = Task(

@@ -11,9 +11,9 @@ import pytest
 from ccdp.cohort.view import cohort_sql
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import load_study, run_study
 from ccdp.report.html import dash_note, frame_html, result_frame
+from ccdp.wire.protocol import Answer, Task
 from tests.storekit import build_store, random_registry
 
 SIZES = {"fr": (1, 400, "FR"), "de": (2, 600, "DE"), "it": (3, 250, "IT")}

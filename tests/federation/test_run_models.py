@@ -14,8 +14,8 @@ from lifelines.statistics import multivariate_logrank_test
 from ccdp.cohort.view import cohort_sql
 from ccdp.errors import SpecError
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.protocol import Answer, Task
 from ccdp.federation.study import run_study
+from ccdp.wire.protocol import Answer, Task
 from tests.analyses.federate import grouped
 from tests.analyses.references import dummies, lifelines_cox, with_node
 from tests.storekit import build_store, random_registry

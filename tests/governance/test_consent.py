@@ -12,8 +12,8 @@ from ccdp.disclosure.policy import load_policy, set_policy_value
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.study import run_study
 from ccdp.governance.consent import Consent, consent_filter, permits
-from ccdp.governance.data_use import DataUse
 from ccdp.terminology.mondo import disease_ancestors, is_a, mondo_diseases
+from ccdp.wire.data_use import DataUse
 from tests.storekit import build_store, random_registry
 
 CANCER, LEUKAEMIA, ALL, NEUROBLASTOMA = (

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
 from tests.storekit import build_store, random_registry
 
 GRU = "DUO:0000042"

@@ -8,8 +8,6 @@ import pytest
 
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.gate import Refusal
-from ccdp.federation.protocol import Task
-from ccdp.governance.data_use import DataUse
 from ccdp.governance.node_projects import check_task, load_decisions, record_decision
 from ccdp.governance.projects import (
     ProjectError,
@@ -18,6 +16,8 @@ from ccdp.governance.projects import (
     load_project,
     study_outside,
 )
+from ccdp.wire.data_use import DataUse
+from ccdp.wire.protocol import Task
 
 CONTRACT = """\
 title: Outcome of relapsed ALL across Europe

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ccdp.analyses.base import AggregatePart, CountsPart, NodeData, Part, PartSpec, Summary
-from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.base import NodeData
 from ccdp.cohort.view import declared_levels, view_variables
+from ccdp.wire.errors import AnalysisError
+from ccdp.wire.summary import AggregatePart, CountsPart, Part, PartSpec, Summary
 
 LEVELS = "levels:"
 MOMENTS = "moments"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from ccdp.analyses.errors import AnalysisError
+from ccdp.wire.errors import AnalysisError
 
 Z95 = float(ndtri(0.975))
 

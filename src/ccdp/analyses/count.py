@@ -16,20 +16,12 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    Continue,
-    CountsPart,
-    Done,
-    NodeData,
-    PartSpec,
-    Summary,
-)
-from ccdp.analyses.cells import counts_part, sort_key
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
+from ccdp.analyses.cells import counts_part
 from ccdp.cohort.variables import check_variables
 from ccdp.cohort.view import Rows, specimen_only
+from ccdp.wire.levels import sort_key
+from ccdp.wire.summary import CountsPart, PartSpec, Summary
 
 
 class CountParams(AnalysisParams):

@@ -49,20 +49,7 @@ from ccdp.analyses._design import (
 )
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import (
-    AggregatePart,
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    Continue,
-    Done,
-    EventTimesPart,
-    NodeData,
-    PartSpec,
-    Records,
-    Summary,
-)
-from ccdp.analyses.errors import AnalysisError, MalformedSummary
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     SurvivalOutcome,
@@ -74,6 +61,9 @@ from ccdp.analyses.event_data import (
     survival_columns,
 )
 from ccdp.cohort.variables import check_variables
+from ccdp.wire.errors import AnalysisError, MalformedSummary
+from ccdp.wire.records import Records
+from ccdp.wire.summary import AggregatePart, EventTimesPart, PartSpec, Summary
 
 NODE = "node"
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ccdp.analyses.errors import AnalysisError, InsufficientData
+from ccdp.wire.errors import AnalysisError, InsufficientData
 
 TimeUnit = Literal["day", "week", "month"]
 # os/efs from diagnosis; relapse_os/relapse_efs from the first relapse (relapsed tumours).

@@ -19,20 +19,13 @@ import pandas as pd
 from pydantic import Field, field_validator
 from scipy import stats
 
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    CountsPart,
-    Done,
-    NodeData,
-    PartSpec,
-    Summary,
-)
-from ccdp.analyses.cells import counts_part, native, sort_key
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, NodeData
+from ccdp.analyses.cells import counts_part
 from ccdp.cohort.spec import CohortError
 from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
+from ccdp.wire.levels import native, sort_key
+from ccdp.wire.summary import CountsPart, PartSpec, Summary
 
 PER = 1_000_000.0
 # How each `ci` option computes the interval of a standardised rate, as a report states it.

@@ -24,18 +24,7 @@ from rich.table import Table
 from scipy.special import ndtri
 
 from ccdp.analyses._render import num, to_text
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    Done,
-    EventTimesPart,
-    NodeData,
-    PartSpec,
-    Summary,
-)
-from ccdp.analyses.cells import label_key
-from ccdp.analyses.errors import AnalysisError
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, NodeData
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     YEAR_DAYS,
@@ -48,6 +37,9 @@ from ccdp.analyses.event_data import (
     survival_columns,
 )
 from ccdp.cohort.variables import check_variables
+from ccdp.wire.errors import AnalysisError
+from ccdp.wire.levels import label_key
+from ccdp.wire.summary import EventTimesPart, PartSpec, Summary
 
 Z95 = float(ndtri(0.975))
 LANDMARK_YEARS = (1, 3, 5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from ccdp.analyses.base import Analysis
-from ccdp.analyses.errors import AnalysisError
+from ccdp.wire.errors import AnalysisError
 
 _ENTRIES: dict[str, str] = {
     "count": "ccdp.analyses.count:Count",

@@ -22,19 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from ccdp.analyses._render import to_text
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    Continue,
-    CountsPart,
-    Done,
-    NodeData,
-    PartSpec,
-    Records,
-    Summary,
-    Unit,
-)
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.incidence import (
     CRUDE_CI_METHOD,
@@ -53,6 +41,8 @@ from ccdp.clinical.vrt import entity_ids, entity_labels
 from ccdp.cohort.spec import CohortError
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.terminology.populations import AGE_RANGES
+from ccdp.wire.records import Records, Unit
+from ccdp.wire.summary import CountsPart, PartSpec, Summary
 
 AGES = ("0-14", "0-19")
 EXPERT_THRESHOLD = 2.0  # per million per year: EXPeRT's VRT definition (Ferrari et al. 2021)

@@ -21,7 +21,6 @@ from typing import Any, Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict
 
-from ccdp.clinical.case_summary import case_digest
 from ccdp.cohort.view import cohort_sql
 from ccdp.disclosure.gate import release_case
 from ccdp.disclosure.policy import load_policy
@@ -34,6 +33,7 @@ from ccdp.ingest.pseudonym import pseudonym
 from ccdp.store.config import pseudonym_key
 from ccdp.terminology.duo import ConsentError
 from ccdp.terminology.icdo3 import morphology_label
+from ccdp.wire.case_summary import case_digest
 
 CLINICAL_CARE = "DUO:0000043"
 RELAPSE_VARS = ("relapse_time_band", "relapse_site_group", "bfm_strategic_group", "relapse_risk")

@@ -256,8 +256,8 @@ def recommend(
 ) -> None:
     """Record the board's recommendation (checked here first; once per referral): it returns
     to the referring node. Options: see clinical/data/board_options.csv."""
-    from ccdp.clinical.case_summary import CaseError, Recommendation
     from ccdp.specfile import load_spec
+    from ccdp.wire.case_summary import CaseError, Recommendation
 
     rec = load_spec(file, Recommendation, "recommendation", "options, trial, text", CaseError)
     got = hub_client(hub, token, cacert).recommend(ref, rec.model_dump(mode="json"))

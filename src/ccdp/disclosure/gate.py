@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ccdp.analyses.base import GROUP, AggregatePart, CountsPart, EventTimesPart, Summary
-from ccdp.analyses.errors import InsufficientData
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import TIME_UNIT_DAYS
 from ccdp.disclosure.suppress import suppress
 from ccdp.errors import CcdpError, SpecError
+from ccdp.wire.errors import InsufficientData
+from ccdp.wire.summary import GROUP, AggregatePart, CountsPart, EventTimesPart, Summary
 
 MAX_CELLS = 20_000  # the largest dense grid of one count table a node lays out
 
@@ -479,7 +479,7 @@ def release_strata(strata: dict[str, str]) -> dict[str, str]:
     told the child's own value, so the node checks again: at most MAX_STRATA strata, each a
     categorical view variable, each value one of its declared levels or, for a variable
     without declared levels (risk_group, stage), plain text under the case summary's rules."""
-    from ccdp.clinical.case_summary import text_problem
+    from ccdp.wire.case_summary import text_problem
 
     check_strata(list(strata))
     for name, value in strata.items():
@@ -509,12 +509,12 @@ class CaseWithheld(Refusal):
 class CheckedCase:
     """A case summary that may go to the board, and what the gate withheld from it."""
 
-    summary: Any  # ccdp.clinical.case_summary.CaseSummary
+    summary: Any  # ccdp.wire.case_summary.CaseSummary
     withheld: list[str] = field(default_factory=list)
 
 
 def _case_text(value: str, keys: list[str]) -> str | None:
-    from ccdp.clinical.case_summary import text_problem
+    from ccdp.wire.case_summary import text_problem
 
     problem = text_problem(value)
     if problem is None and any(k.casefold() in value.casefold() for k in keys):
@@ -528,7 +528,7 @@ def release_case(raw: dict[str, Any], identifiers: list[str]) -> CheckedCase:
     (`identifiers`: source and pseudonymised keys), is withheld, a marker without its name
     dropped; then the summary must fit `CaseSummary`, whose shape admits no key and no date.
     It still waits for its custodian's release: the gate cannot read a name in free text."""
-    from ccdp.clinical.case_summary import CaseSummary
+    from ccdp.wire.case_summary import CaseSummary
 
     keys = sorted({k for k in identifiers if k and len(k) >= 3}, key=len, reverse=True)
     withheld: list[str] = []

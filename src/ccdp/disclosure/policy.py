@@ -6,11 +6,19 @@ the defaults below apply. `ccdp node policy show|set --store S` reads and edits 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ccdp.errors import SpecError
 
@@ -77,15 +85,15 @@ class NodePolicy(BaseModel):
 
     @field_validator("allowed_analyses")
     @classmethod
-    def _registered(cls, v: list[str] | None) -> list[str] | None:
-        """A typo here would silently refuse every study: only registered names are allowed."""
-        if v is None:
+    def _registered(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """A typo here would silently refuse every study: where the caller knows the registered
+        analyses (the node does: ccdp.federation.node.policy), only those names are allowed."""
+        known = (info.context or {}).get("analyses")
+        if v is None or known is None:
             return v
-        from ccdp.analyses.registry import names
-
-        unknown = [a for a in v if a not in names()]
+        unknown = [a for a in v if a not in known]
         if unknown:
-            raise ValueError(f"unknown analyses {unknown}; registered: {', '.join(names())}")
+            raise ValueError(f"unknown analyses {unknown}; registered: {', '.join(known)}")
         return v
 
 
@@ -95,8 +103,9 @@ def policy_path(store: Path | str) -> Path:
     return store.with_name(f"{store.stem}.policy.yaml")
 
 
-def load_policy(store: Path | str) -> NodePolicy:
-    """The node's policy, or the defaults when the file does not exist."""
+def load_policy(store: Path | str, analyses: Sequence[str] | None = None) -> NodePolicy:
+    """The node's policy, or the defaults when the file does not exist; `analyses`, when
+    given, are the names `allowed_analyses` may list."""
     path = policy_path(store)
     if not path.exists():
         return NodePolicy()
@@ -105,7 +114,7 @@ def load_policy(store: Path | str) -> NodePolicy:
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML ({exc})") from None
     try:
-        return NodePolicy.model_validate(raw)
+        return NodePolicy.model_validate(raw, context={"analyses": analyses})
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(map(str, err["loc"]))
@@ -121,15 +130,17 @@ def save_policy(store: Path | str, policy: NodePolicy) -> Path:
     return path
 
 
-def set_policy_value(store: Path | str, key: str, value: str) -> NodePolicy:
+def set_policy_value(
+    store: Path | str, key: str, value: str, analyses: Sequence[str] | None = None
+) -> NodePolicy:
     """Set one key from its text form (YAML scalar or list), validated before it is written."""
     if key not in NodePolicy.model_fields:
         raise PolicyError(f"unknown policy key {key!r}; keys: {', '.join(NodePolicy.model_fields)}")
     parsed: Any = yaml.safe_load(value) if value.strip() else None
-    data = load_policy(store).model_dump()
+    data = load_policy(store, analyses).model_dump()
     data[key] = parsed
     try:
-        policy = NodePolicy.model_validate(data)
+        policy = NodePolicy.model_validate(data, context={"analyses": analyses})
     except ValidationError as exc:
         raise PolicyError(f"policy {key}: {exc.errors()[0]['msg']} (got {value!r})") from None
     save_policy(store, policy)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ccdp.analyses.base import CountsPart
-from ccdp.analyses.cells import sort_key
+from ccdp.wire.levels import sort_key
+from ccdp.wire.summary import CountsPart
 
 MAX_EXACT_CELLS = 1500  # base grid size up to which the linear-algebra audit runs
 

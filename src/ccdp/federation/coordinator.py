@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, Summary
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.errors import CcdpError
+from ccdp.wire.summary import Summary
 
 AskRound = Callable[[int, dict[str, Any]], dict[str, Summary]]
 

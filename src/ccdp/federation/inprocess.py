@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ccdp.errors import SpecError
 from ccdp.federation.node.local import LocalNode
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
 
 
 class InProcessTransport:

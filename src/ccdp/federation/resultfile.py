@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ccdp.errors import CcdpError
-from ccdp.federation.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task
 
 FORMAT: Literal["ccdp-result/1"] = "ccdp-result/1"
 

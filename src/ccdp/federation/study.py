@@ -22,14 +22,15 @@ from pydantic import (
 )
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Summary
-from ccdp.analyses.errors import MalformedSummary
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult
 from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
-from ccdp.federation.protocol import Answer, Task, Transport
-from ccdp.governance.data_use import DataUse
 from ccdp.specfile import first_error, load_spec
+from ccdp.wire.data_use import DataUse
+from ccdp.wire.errors import MalformedSummary
+from ccdp.wire.protocol import Answer, Task, Transport
+from ccdp.wire.summary import Summary
 
 STUDY_KEYS = (
     "title",

@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ccdp.governance.data_use import DataUse
 from ccdp.terminology.duo import ConsentError, canonical, parse_consent
 from ccdp.terminology.mondo import is_a
+from ccdp.wire.data_use import DataUse
 
 ConsentMode = Literal["required", "statutory"]
 

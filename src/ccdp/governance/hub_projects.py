@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow, utcnow
-from ccdp.governance.data_use import DataUse
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
+from ccdp.wire.data_use import DataUse
 
 if TYPE_CHECKING:
     from ccdp.federation.hub.service import Hub, Principal

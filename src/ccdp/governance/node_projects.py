@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ccdp.disclosure.gate import Refusal
 from ccdp.errors import CcdpError
-from ccdp.federation.protocol import Task, utcnow
 from ccdp.governance.projects import ProjectTerms, cohort_outside
+from ccdp.wire.protocol import Task, utcnow
 
 
 class NodeProjectsError(CcdpError):

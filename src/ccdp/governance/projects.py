@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ccdp.cohort.spec import CohortError, CohortSpec, Range
 from ccdp.errors import SpecError
-from ccdp.governance.data_use import DataUse
 from ccdp.specfile import load_spec
+from ccdp.wire.data_use import DataUse
 
 ProjectState = Literal["requested", "approved", "rejected", "expired", "closed"]
 NodeDecision = Literal["accepted", "declined"]

@@ -15,9 +15,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ccdp.governance.data_use import DataUse
 from ccdp.web.hubapi import ApiError
 from ccdp.web.pages import Forbidden, Signed, api, checked_form, need_page, render
+from ccdp.wire.data_use import DataUse
 
 router = APIRouter()
 PATH = "/governance"

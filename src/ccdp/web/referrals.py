@@ -14,9 +14,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ccdp.clinical.case_summary import board_options
 from ccdp.web.hubapi import ApiError
 from ccdp.web.pages import Signed, api, checked_form, checked_multi, need_page, render
+from ccdp.wire.case_summary import board_options
 
 router = APIRouter()
 PATH = "/referrals"

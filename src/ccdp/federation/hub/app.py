@@ -21,10 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp import __version__
-from ccdp.analyses.errors import MalformedSummary
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation import resultfile
-from ccdp.federation.catalogue import Catalogue
 from ccdp.federation.hub.docs import mount_docs
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
 from ccdp.federation.hub.service import (
@@ -36,7 +34,9 @@ from ccdp.federation.hub.service import (
     Recorded,
 )
 from ccdp.federation.hub.wirecheck import BodyGate, MiB
-from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
+from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.errors import MalformedSummary
+from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
 bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
 

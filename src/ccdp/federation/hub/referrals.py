@@ -22,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ccdp.clinical.case_summary import CaseSummary, Recommendation, case_digest
 from ccdp.errors import SpecError
 from ccdp.federation.hub.models import NodeRow, ReferralCommentRow, ReferralRow
 from ccdp.specfile import first_error
+from ccdp.wire.case_summary import CaseSummary, Recommendation, case_digest
 
 if TYPE_CHECKING:
     from ccdp.federation.hub.service import Hub, Principal

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.service import Hub
-from ccdp.federation.protocol import Answer, Task, Transport, utcnow
+from ccdp.wire.protocol import Answer, Task, Transport, utcnow
 
 log = logging.getLogger("ccdp.hub")
 

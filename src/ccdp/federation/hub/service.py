@@ -22,10 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Analysis, Summary
-from ccdp.analyses.errors import MalformedSummary
+from ccdp.analyses.base import Analysis
 from ccdp.errors import CcdpError
-from ccdp.federation.catalogue import Catalogue
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.models import (
     AnswerRow,
@@ -38,9 +36,12 @@ from ccdp.federation.hub.models import (
     UserRow,
     utcnow,
 )
-from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
 from ccdp.governance import hub_audit
 from ccdp.governance.hub_projects import Admission
+from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.errors import MalformedSummary
+from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.wire.summary import Summary
 
 
 class HubError(CcdpError):

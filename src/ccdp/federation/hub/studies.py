@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ccdp.federation.hub.runner import PreparedStudy
-from ccdp.federation.protocol import Transport
+from ccdp.wire.protocol import Transport
 
 DEFAULT_TIMEOUT = 300.0
 

@@ -20,7 +20,7 @@ import httpx
 
 from ccdp.errors import CcdpError
 from ccdp.federation.node.pending import PendingStore
-from ccdp.federation.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, Task
 
 if TYPE_CHECKING:
     from ccdp.federation.node.catalogue import CatalogueWatch

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ccdp.errors import CcdpError
-from ccdp.federation.protocol import AuditHead
 from ccdp.governance.chain import (
     GENESIS,
     ChainBroken,
@@ -40,6 +39,7 @@ from ccdp.governance.chain import (
     walk,
     write_head,
 )
+from ccdp.wire.protocol import AuditHead
 
 TAIL_BLOCK = 1 << 16
 

@@ -34,7 +34,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ccdp.analyses.base import CountsPart, Records, Summary, Unit, ledger_keys
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.count import Count, CountParams
 from ccdp.analyses.event_data import YEAR_DAYS
@@ -45,9 +44,11 @@ from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import Checked, Refusal, record, release
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.errors import CcdpError
-from ccdp.federation.catalogue import Catalogue
 from ccdp.federation.node.local import LocalNode, StoreData, connect_store
 from ccdp.model import load_model
+from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.records import Records, Unit, ledger_keys
+from ccdp.wire.summary import CountsPart, Summary
 
 VIEW_COLUMNS = ["iccc_group", "sex", "age_group", "diagnosis_year", "os_time", "os_event"]
 BY = {"by_iccc_group": "iccc_group", "by_sex": "sex", "by_age_group": "age_group"}
@@ -675,7 +676,7 @@ def _table_cell(rows: Any) -> dict[str, Any]:
 
 def _level_order(var: str, levels: frozenset[str]) -> list[str]:
     """A declared level set in its natural order (age bands by their lower bound)."""
-    from ccdp.analyses.cells import sort_key
+    from ccdp.wire.levels import sort_key
 
     if var == "specimen.type" or var == "sex":
         allowed = _model_allowed(var)

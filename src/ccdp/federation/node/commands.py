@@ -29,7 +29,8 @@ def policy_show(
     """Print the policy in force (the file beside the store, or the defaults)."""
     import yaml
 
-    from ccdp.disclosure.policy import load_policy, policy_path
+    from ccdp.disclosure.policy import policy_path
+    from ccdp.federation.node.policy import load_policy
 
     policy = load_policy(store)
     if as_json:
@@ -48,7 +49,8 @@ def policy_set(
     store: Path = STORE,
 ) -> None:
     """Change one policy key (validated before it is written)."""
-    from ccdp.disclosure.policy import policy_path, set_policy_value
+    from ccdp.disclosure.policy import policy_path
+    from ccdp.federation.node.policy import set_policy_value
 
     policy = set_policy_value(store, key, value)
     typer.echo(f"{key}: {getattr(policy, key)!r} written to {policy_path(store)}")
@@ -144,12 +146,12 @@ def run(
 
     from rich.console import Console
 
-    from ccdp.disclosure.policy import load_policy
     from ccdp.federation.client import tls_verify
     from ccdp.federation.node.agent import NodeAgent
     from ccdp.federation.node.audit import AuditLog
     from ccdp.federation.node.local import LocalNode
     from ccdp.federation.node.pending import PendingStore
+    from ccdp.federation.node.policy import load_policy
 
     console = Console(stderr=True)
     holder: dict[str, LocalNode] = {}
@@ -386,7 +388,7 @@ def answer(
     """Answer a task offline: write a signed result file for `ccdp hub import`."""
     from ccdp.federation import resultfile as rf
     from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.protocol import Task
+    from ccdp.wire.protocol import Task
 
     if (token is None) == (key is None):
         raise rf.ResultFileError("sign with exactly one of --token or --key")

@@ -17,17 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    Records,
-    Summary,
-    Unit,
-    ledger_keys,
-    make_records,
-    specimen_keys,
-)
-from ccdp.analyses.errors import InsufficientData
+from ccdp.analyses.base import Analysis, AnalysisParams, make_records
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import Rows, cohort_sql, view_columns
 from ccdp.disclosure.context import DisclosureContext
@@ -40,12 +30,16 @@ from ccdp.disclosure.gate import (
     too_few,
 )
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
-from ccdp.disclosure.policy import NodePolicy, load_policy
+from ccdp.disclosure.policy import NodePolicy
 from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
-from ccdp.federation.protocol import Answer, AuditHead, Task, utcnow
+from ccdp.federation.node.policy import load_policy
 from ccdp.governance.consent import ConsentMode, consent_filter
-from ccdp.governance.data_use import DataUse
+from ccdp.wire.data_use import DataUse
+from ccdp.wire.errors import InsufficientData
+from ccdp.wire.protocol import Answer, AuditHead, Task, utcnow
+from ccdp.wire.records import Records, Unit, ledger_keys, specimen_keys
+from ccdp.wire.summary import Summary
 
 MAX_CACHED_STUDIES = 8
 

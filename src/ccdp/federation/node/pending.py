@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ccdp.analyses.base import CountsPart, EventTimesPart, Summary
 from ccdp.errors import CcdpError
-from ccdp.federation.protocol import PROTOCOL_VERSION, Answer, Task
+from ccdp.wire.protocol import PROTOCOL_VERSION, Answer, Task
+from ccdp.wire.summary import CountsPart, EventTimesPart, Summary
 
 State = Literal["held", "released", "refused", "sent"]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ccdp.governance.data_use import DataUse
+from ccdp.wire.data_use import DataUse
 
 # 2: event-time tables travel as columns, with packed float64 blocks (version 1 sent rows).
 # 3: an answer carries the head of the node's audit log (`audit_head`), so the hub holds it.
