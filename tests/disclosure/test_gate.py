@@ -9,8 +9,9 @@ import pytest
 
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.gate import Refusal, release
+from ccdp.disclosure.gate import release
 from ccdp.disclosure.policy import NodePolicy, load_policy
+from ccdp.disclosure.refusals import Refusal
 from ccdp.disclosure.suppress import suppress
 from ccdp.federation.node.local import LocalNode
 from ccdp.federation.node.policy import set_policy_value

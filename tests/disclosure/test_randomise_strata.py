@@ -9,8 +9,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from ccdp.disclosure.gate import Refusal, release_strata
 from ccdp.disclosure.policy import set_policy_value
+from ccdp.disclosure.refusals import Refusal
+from ccdp.disclosure.strata import release_strata
 from ccdp.federation.hub.models import AllocationRow, TrialRow
 from ccdp.federation.node.audit import AuditLog
 from tests.federation.netutil import LiveHub

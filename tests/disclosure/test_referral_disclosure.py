@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ccdp.clinical.referral import build_case, refer, release
-from ccdp.disclosure.gate import CaseWithheld, release_case
+from ccdp.disclosure.case import CaseWithheld, release_case
 from ccdp.federation.client import HubClient
 from ccdp.wire.case_summary import text_problem
 from tests.clinical.test_referrals import CC, GRU, child

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccdp.disclosure.gate import TOO_FEW
 from ccdp.disclosure.ledger import symmetric_difference
+from ccdp.disclosure.refusals import TOO_FEW
 from ccdp.federation.node.catalogue import NodeCatalogue
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.protocol import Answer, Task

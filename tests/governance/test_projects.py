@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from ccdp.cohort.spec import CohortSpec
-from ccdp.disclosure.gate import Refusal
+from ccdp.disclosure.refusals import Refusal
 from ccdp.governance.node_projects import check_task, load_decisions, record_decision
 from ccdp.governance.projects import (
     ProjectError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from ccdp.disclosure.gate import REASONS, TOO_FEW
+from ccdp.disclosure.refusals import REASONS, TOO_FEW
 from ccdp.federation.study import NodeStatus, StudyResult
 from ccdp.report.console import print_study
 

@@ -78,7 +78,7 @@ def test_total_shown_only_when_no_cell_is_suppressed():
 
 
 def test_a_refusing_node_shows_its_reason():
-    from ccdp.disclosure.gate import TOO_FEW
+    from ccdp.disclosure.refusals import TOO_FEW
 
     statuses = {
         "FR": {"status": "answered", "reason": None},

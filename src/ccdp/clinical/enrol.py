@@ -18,8 +18,9 @@ from typing import Any
 import duckdb
 
 from ccdp.cohort.view import cohort_sql
-from ccdp.disclosure.gate import Refusal, check_strata, release_strata
 from ccdp.disclosure.policy import load_policy
+from ccdp.disclosure.refusals import Refusal
+from ccdp.disclosure.strata import check_strata, release_strata
 from ccdp.errors import CcdpError
 from ccdp.federation.client import HubClient
 from ccdp.federation.node.audit import AuditLog

@@ -22,7 +22,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict
 
 from ccdp.cohort.view import cohort_sql
-from ccdp.disclosure.gate import release_case
+from ccdp.disclosure.case import release_case
 from ccdp.disclosure.policy import load_policy
 from ccdp.errors import CcdpError
 from ccdp.federation.client import HubClient

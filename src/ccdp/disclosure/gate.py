@@ -16,8 +16,9 @@ its kind and by the records it counts (node-side `Records`, which every part mus
 
 Released sets are then recorded in the ledger. A refusal carries the rule that refused and the
 term it concerns (a variable or part name from the request), never a value of the store: not a
-count, a level, a date or the size of a difference. `public_reason` turns any exception raised
-while a node answers into what may be sent; the node's own log keeps the full detail.
+count, a level, a date or the size of a difference (ccdp.disclosure.refusals). The node's other
+ways out have gates of their own beside this one: the consent note (consent_note.py), a trial's
+strata (strata.py) and an expert board's case summary (case.py).
 """
 
 from __future__ import annotations
@@ -27,67 +28,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import TIME_UNIT_DAYS
+from ccdp.disclosure.refusals import MAX_CELLS, refuse
 from ccdp.disclosure.suppress import suppress
-from ccdp.errors import CcdpError, SpecError
-from ccdp.wire.errors import InsufficientData
 from ccdp.wire.summary import GROUP, AggregatePart, CountsPart, EventTimesPart, Summary
-
-MAX_CELLS = 20_000  # the largest dense grid of one count table a node lays out
-
-# A node with no eligible patients answers exactly as one with too few (1 to min_cohort - 1):
-# telling the two apart would say that a rare child exists there. Reports and the CLI read this
-# prefix to label such a node; it is the one definition of the phrase.
-TOO_FEW = "no eligible patients, or too few to report"
-
-# What a refusal says, by rule: filled only with the policy's thresholds and a `term` that the
-# request itself named (a variable, an analysis, a part), so no store value can ride along.
-REASONS: dict[str, str] = {
-    "allowed_analyses": "this node does not answer {term!r} analyses",
-    "min_cohort": TOO_FEW + ": the cohort at this node is smaller than its minimum cohort size "
-    "({min_cohort})",
-    "max_params": "{term}: the model has more parameters than this node allows "
-    "({max_params_ratio:.3g} x the records it uses)",
-    "model_levels": "{term}: a level of this term holds fewer than {min_cell} records at this "
-    "node; merge its levels or leave the term out",
-    "undeclared": "{term}: the part does not declare the records it counts; nothing undeclared "
-    "leaves a node",
-    "unknown_part": "{term}: unknown kind of summary part; nothing unknown leaves a node",
-    "event_times_forbidden": "this node does not release event-time tables",
-    "time_grid": "event times on a {term} grid; this node releases them on a {event_times} grid "
-    "or coarser (set time_unit: {event_times})",
-    "event_rows": "{term}: an event-time row would describe fewer than {min_cell} subjects",
-    "differencing": "{term}: the answer would differ from an earlier release of this node by "
-    "fewer than {threshold} records (differencing rule)",
-    "too_many_cells": "{term}: the table would have more than {max_cells} cells",
-    # governance (governance/node_projects.py): the terms the node's custodian accepted
-    "not_accepted": "not accepted: project {term} is not accepted at this node",
-    "project_terms": "not accepted: project {term}: the task is outside the terms this node "
-    "accepted",
-    "project_expired": "not accepted: project {term} expired on {expires} at this node",
-    "no_project": "not accepted: this node answers only tasks of a project its custodian accepted",
-    # randomisation (clinical/enrol.py): what a trial may learn of a patient
-    "trial_not_accepted": "not accepted: this node's custodian has not accepted trial {term!r} "
-    "for randomisation (the node policy's `trials` lists those it randomises into)",
-    "strata": "{term}: this node sends only categorical view variables as a trial's strata, "
-    "with a value of the variable's levels (or short plain text); nothing else leaves for a "
-    "randomisation",
-}
-
-
-class Refusal(CcdpError):
-    """The node will not release this answer; `rule` says which rule refused, `term` what it
-    concerns. The message is built from REASONS only, so it is safe to send."""
-
-    def __init__(self, rule: str, term: str | None = None, **policy: Any) -> None:
-        self.rule, self.term = rule, term
-        values = {"term": term or "", "max_cells": MAX_CELLS, **policy}
-        super().__init__(REASONS[rule].format(**values))
 
 
 @dataclass
@@ -99,41 +47,23 @@ class Checked:
     sets: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
-def too_few(ctx: DisclosureContext) -> Refusal:
-    """The refusal of a cohort below min_cohort, empty ones included (see TOO_FEW)."""
-    return _refuse(ctx, "min_cohort")
-
-
-def _refuse(ctx: DisclosureContext, rule: str, term: str | None = None) -> Refusal:
-    p = ctx.policy
-    return Refusal(
-        rule,
-        term,
-        min_cohort=p.min_cohort,
-        min_cell=p.min_cell,
-        max_params_ratio=p.max_params_ratio,
-        event_times=p.event_times,
-        threshold=ctx.threshold,
-    )
-
-
 # -- models ----------------------------------------------------------------------------------
 def _aggregate(name: str, part: AggregatePart, ctx: DisclosureContext) -> list[np.ndarray]:
     policy = ctx.policy
     if part.records is None or part.levels is None:
-        raise _refuse(ctx, "undeclared", name)
+        raise refuse(ctx, "undeclared", name)
     members = part.records.union()
     if members.size != part.n:
-        raise _refuse(ctx, "undeclared", name)
+        raise refuse(ctx, "undeclared", name)
     if part.n < policy.min_cohort:
-        raise _refuse(ctx, "min_cohort")
+        raise refuse(ctx, "min_cohort")
     if part.n_params > part.n * policy.max_params_ratio:
-        raise _refuse(ctx, "max_params", name)
+        raise refuse(ctx, "max_params", name)
     for term, counts in part.levels.items():
         if any(0 < k < policy.min_cell for k in counts):
-            raise _refuse(ctx, "model_levels", term)
+            raise refuse(ctx, "model_levels", term)
     if ctx.ledger.refused([members], ctx.threshold).any():
-        raise _refuse(ctx, "differencing", name)
+        raise refuse(ctx, "differencing", name)
     return [members]
 
 
@@ -143,14 +73,14 @@ def _event_times(
 ) -> tuple[EventTimesPart, list[str], list[np.ndarray]]:
     policy = ctx.policy
     if policy.event_times == "forbid":
-        raise _refuse(ctx, "event_times_forbidden")
+        raise refuse(ctx, "event_times_forbidden")
     if part.records is None:
-        raise _refuse(ctx, "undeclared", name)
+        raise refuse(ctx, "undeclared", name)
     if part.records.union().size < policy.min_cohort:
-        raise _refuse(ctx, "min_cohort")  # as a table or model would be (TOO_FEW)
+        raise refuse(ctx, "min_cohort")  # as a table or model would be (TOO_FEW)
     unit = part.time_unit
     if unit not in TIME_UNIT_DAYS or TIME_UNIT_DAYS[unit] < TIME_UNIT_DAYS[policy.event_times]:
-        raise _refuse(ctx, "time_grid", unit if unit in TIME_UNIT_DAYS else "unknown")
+        raise refuse(ctx, "time_grid", unit if unit in TIME_UNIT_DAYS else "unknown")
     smallest = max(policy.min_group, policy.min_cell)
     small = {k for k, n in part.group_sizes.items() if n < smallest}
     notes = []
@@ -162,7 +92,7 @@ def _event_times(
     assert part.records is not None
     rows = part.records.sets(len(part))
     if any(r.size < policy.min_cell for r in rows):
-        raise _refuse(ctx, "event_rows", name)
+        raise refuse(ctx, "event_rows", name)
     groups = _group_sets(name, part, rows, ctx)
     # a group any of whose sets lies too close to an earlier release is withheld, as a small
     # group is: the rest of the table still answers
@@ -191,7 +121,7 @@ def _group_sets(
     of_row = np.array([index.get(str(g), -1) for g in part.columns[GROUP]], dtype=np.int64)
     sets = part.records.remap(of_row).sets(len(names))
     if any(s.size != part.group_sizes[g] for g, s in zip(names, sets, strict=True)):
-        raise _refuse(ctx, "undeclared", name)
+        raise refuse(ctx, "undeclared", name)
     return dict(zip(names, sets, strict=True))
 
 
@@ -223,7 +153,7 @@ def _count_sets(
         if not part.counts:
             continue  # values that count no records (denominators from the population table)
         if part.records is None:
-            raise _refuse(ctx, "undeclared", name)
+            raise refuse(ctx, "undeclared", name)
         sets = part.records.sets(len(part.cells))
         if len(part.counts) == 1:
             col = part.counts[0]
@@ -234,12 +164,12 @@ def _count_sets(
                 else [x.size for x in sets]
             )
             if any(int(c.get(col) or 0) != n for c, n in zip(part.cells, sizes, strict=True)):
-                raise _refuse(ctx, "undeclared", name)
+                raise refuse(ctx, "undeclared", name)
         elif part.records.by_owner:
-            raise _refuse(ctx, "undeclared", name)  # one count per cell when judged by owner
+            raise refuse(ctx, "undeclared", name)  # one count per cell when judged by owner
         levels = [len({_cell_key(c, [d]) for c in part.cells}) for d in part.dims]
         if math.prod(levels) > MAX_CELLS:
-            raise _refuse(ctx, "too_many_cells", name)
+            raise refuse(ctx, "too_many_cells", name)
         out[name] = sets
     return out
 
@@ -352,7 +282,7 @@ def _counts(
     cohort = [s for name, cells in sets.items() for s in owner_sets.get(name, cells)]
     # an empty table is refused like a small one (TOO_FEW): zero must not read differently
     if sets and (np.unique(np.concatenate(cohort)).size if cohort else 0) < policy.min_cohort:
-        raise _refuse(ctx, "min_cohort")
+        raise refuse(ctx, "min_cohort")
     few = {name: _few_owners(len(parts[name].cells), owner_sets.get(name), ctx) for name in sets}
     forced = {
         name: (
@@ -427,7 +357,7 @@ def release(summary: Summary, ctx: DisclosureContext) -> Checked:
         elif isinstance(part, CountsPart):
             counts[name] = part
         else:
-            raise _refuse(ctx, "unknown_part", name)
+            raise refuse(ctx, "unknown_part", name)
     if counts:
         released, more, count_sets = _counts(counts, ctx)
         out.update(released)
@@ -436,176 +366,6 @@ def release(summary: Summary, ctx: DisclosureContext) -> Checked:
     return Checked(Summary(parts={n: out[n] for n in summary.parts}), notes, sets)
 
 
-# -- the count of patients consent excluded ----------------------------------------------------
-def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, list[np.ndarray]]:
-    """The note saying how many of the cohort's patients their consent excluded (a project's
-    data use), judged as one count cell: 1 to min_cell - 1 (and zero under `zero_cells:
-    suppress`) is withheld, as is a set within the differencing threshold of an earlier release
-    (the same children counted with and without a data use must not be told apart). Returns the
-    note and the set to record with the answer (empty when the count is withheld or zero)."""
-    policy, n = ctx.policy, int(members.size)
-    head = "consent: patients of this cohort excluded by their consent (DUO)"
-    # one wording for both reasons: which rule withheld it would bound the count
-    withheld = f"{head}: withheld (a small count, or too close to an earlier release)"
-    if n == 0:
-        return (withheld, []) if policy.zero_cells == "suppress" else (f"{head}: 0", [])
-    if n < policy.min_cell or ctx.ledger.refused([members], ctx.threshold)[0]:
-        return withheld, []
-    return f"{head}: {n}", [members]
-
-
-# -- a patient's strata for a trial's randomisation -------------------------------------------
-MAX_STRATA = 6
-
-
-def check_strata(names: list[str]) -> None:
-    """Refuse a trial's strata that are not categorical view variables (or too many), before
-    the node reads a value (see `release_strata`)."""
-    from ccdp.cohort.view import view_variables
-
-    known = view_variables()
-    if len(names) > MAX_STRATA:
-        raise Refusal("strata", f"{len(names)} strata (at most {MAX_STRATA})")
-    for name in names:
-        var = known.get(name)
-        if var is None or var.var_class != "categorical":
-            raise Refusal("strata", name[:40])
-
-
-def release_strata(strata: dict[str, str]) -> dict[str, str]:
-    """The strata of one patient that may go to a trial's randomisation (with the patient's
-    per-trial pseudonym, and nothing else: docs/randomisation.md). The hub says which
-    variables a trial stratifies by; a hub that asked for a key, a date or a number would be
-    told the child's own value, so the node checks again: at most MAX_STRATA strata, each a
-    categorical view variable, each value one of its declared levels or, for a variable
-    without declared levels (risk_group, stage), plain text under the case summary's rules."""
-    from ccdp.wire.case_summary import text_problem
-
-    check_strata(list(strata))
-    for name, value in strata.items():
-        levels = declared_levels(name)
-        ok = value in levels if levels is not None else text_problem(value) is None
-        if not ok or len(value) > 40:
-            raise Refusal("strata", name)
-    return dict(strata)
-
-
-# -- a case summary for an expert board ---------------------------------------------------------
-# the summary's free-text fields (clinical/case_summary.py); every other field is coded or numeric
-CASE_TEXT = frozenset({"label", "agent", "protocol", "marker", "value", "unit", "stage"})
-CASE_TEXT_TOO = frozenset({"risk_group", "trial", "arm"})
-
-
-class CaseWithheld(Refusal):
-    """The case summary cannot leave in the accepted shape (a coded value the model does not
-    know): nothing of it is sent."""
-
-    def __init__(self, where: str) -> None:
-        self.rule, self.term = "case_shape", where
-        CcdpError.__init__(self, f"the case summary does not fit its shape at {where}")
-
-
-@dataclass
-class CheckedCase:
-    """A case summary that may go to the board, and what the gate withheld from it."""
-
-    summary: Any  # ccdp.wire.case_summary.CaseSummary
-    withheld: list[str] = field(default_factory=list)
-
-
-def _case_text(value: str, keys: list[str]) -> str | None:
-    from ccdp.wire.case_summary import text_problem
-
-    problem = text_problem(value)
-    if problem is None and any(k.casefold() in value.casefold() for k in keys):
-        problem = "free text may not hold a record key"
-    return problem
-
-
-def release_case(raw: dict[str, Any], identifiers: list[str]) -> CheckedCase:
-    """The releasable form of one child's case summary (docs/referrals.md): every free-text
-    value that breaks a rule of `text_problem`, or holds one of the child's record keys
-    (`identifiers`: source and pseudonymised keys), is withheld, a marker without its name
-    dropped; then the summary must fit `CaseSummary`, whose shape admits no key and no date.
-    It still waits for its custodian's release: the gate cannot read a name in free text."""
-    from ccdp.wire.case_summary import CaseSummary
-
-    keys = sorted({k for k in identifiers if k and len(k) >= 3}, key=len, reverse=True)
-    withheld: list[str] = []
-
-    def walk(node: Any, path: str) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                where = f"{path}.{k}" if path else k
-                if isinstance(v, str) and k in CASE_TEXT | CASE_TEXT_TOO:
-                    problem = _case_text(v, keys)
-                    if problem:
-                        withheld.append(f"{where}: {problem}")
-                        v = None
-                out[k] = walk(v, where)
-            return out
-        if isinstance(node, list):
-            items = [walk(v, f"{path}[{i}]") for i, v in enumerate(node)]
-            return [i for i in items if not (isinstance(i, dict) and i.get("marker", "") is None)]
-        return node
-
-    cleaned = walk(raw, "")
-    cleaned["withheld"] = len(withheld)
-    try:
-        summary = CaseSummary.model_validate(cleaned)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise CaseWithheld(".".join(map(str, err["loc"]))) from None
-    return CheckedCase(summary, withheld)
-
-
 def record(checked: Checked, ctx: DisclosureContext, meta: dict[str, Any]) -> None:
     """Remember what was released (call once the answer is on its way, not before)."""
     ctx.ledger.record(checked.sets, meta)
-
-
-# -- what a refusal or error may say -------------------------------------------------------------
-SPEC_ERRORS = (SpecError, ValidationError)
-
-
-def public_reason(exc: BaseException, node: str, data_read: bool) -> tuple[str, str]:
-    """(status, reason) that may leave the node for an exception raised while answering.
-
-    Before the node reads its data, errors concern only the request (its spec, parameters,
-    the analysis asked) and are sent as they are. After, only the gate's own refusals speak; any
-    other error is named by its kind, since its text may quote stored values."""
-    if isinstance(exc, Refusal):
-        return "refused", str(exc)
-    if not data_read:
-        if isinstance(exc, ValidationError):
-            from ccdp.specfile import first_error
-
-            return "failed", f"invalid parameters: {first_error(exc)}"
-        if isinstance(exc, CcdpError):
-            return "failed", str(exc)
-    if isinstance(exc, InsufficientData):
-        return "refused", "the cohort at this node cannot support this request (insufficient data)"
-    if isinstance(exc, CcdpError):
-        return "failed", (
-            f"the analysis could not be computed on the data of node {node} "
-            f"({type(exc).__name__}); its operator can read the detail in the node's log"
-        )
-    return "failed", f"internal error at node {node} ({type(exc).__name__})"
-
-
-__all__ = [
-    "TOO_FEW",
-    "CaseWithheld",
-    "Checked",
-    "CheckedCase",
-    "Refusal",
-    "check_strata",
-    "public_reason",
-    "record",
-    "release",
-    "release_case",
-    "release_excluded",
-    "release_strata",
-    "too_few",
-]

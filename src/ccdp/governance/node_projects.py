@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ccdp.disclosure.gate import Refusal
+from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.governance.projects import ProjectTerms, cohort_outside
 from ccdp.wire.protocol import Task, utcnow

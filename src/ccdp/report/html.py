@@ -98,7 +98,7 @@ def caption(result: Any) -> str:
 
 def node_label(status: str, reason: str | None) -> str:
     """A refusal for too small a cohort reads as what it means (see disclosure TOO_FEW)."""
-    from ccdp.disclosure.gate import TOO_FEW
+    from ccdp.disclosure.refusals import TOO_FEW
 
     if status == "refused" and (reason or "").startswith(TOO_FEW):
         return TOO_FEW

@@ -6,7 +6,7 @@ a closed shape (unknown fields are refused at both ends), coded fields from the 
 sets, days counted from diagnosis instead of dates, age in months instead of a birth date, and no
 key of any record. Free-text fields (a marker's result, an agent, a protocol) are short and of a
 restricted alphabet, and carry no date, no long number and no record key: the disclosure gate
-(`ccdp.disclosure.gate.release_case`) withholds a value that breaks a rule, and this model, which
+(`ccdp.disclosure.case.release_case`) withholds a value that breaks a rule, and this model, which
 the hub validates with too, refuses one that got past it.
 """
 

@@ -41,8 +41,9 @@ from ccdp.analyses.km import event_table_part, km_group
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.gate import Checked, Refusal, record, release
+from ccdp.disclosure.gate import Checked, record, release
 from ccdp.disclosure.policy import NodePolicy
+from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.federation.node.local import LocalNode, StoreData, connect_store
 from ccdp.model import load_model

@@ -20,17 +20,12 @@ from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, AnalysisParams, make_records
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import Rows, cohort_sql, view_columns
+from ccdp.disclosure.consent_note import release_excluded
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.gate import (
-    Refusal,
-    public_reason,
-    record,
-    release,
-    release_excluded,
-    too_few,
-)
+from ccdp.disclosure.gate import record, release
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
 from ccdp.disclosure.policy import NodePolicy
+from ccdp.disclosure.refusals import Refusal, public_reason, too_few
 from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.node.policy import load_policy

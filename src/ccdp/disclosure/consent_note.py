@@ -1,0 +1,24 @@
+"""The one count a consent filter adds to an answer: how many children their consent excluded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ccdp.disclosure.context import DisclosureContext
+
+
+def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, list[np.ndarray]]:
+    """The note saying how many of the cohort's patients their consent excluded (a project's
+    data use), judged as one count cell: 1 to min_cell - 1 (and zero under `zero_cells:
+    suppress`) is withheld, as is a set within the differencing threshold of an earlier release
+    (the same children counted with and without a data use must not be told apart). Returns the
+    note and the set to record with the answer (empty when the count is withheld or zero)."""
+    policy, n = ctx.policy, int(members.size)
+    head = "consent: patients of this cohort excluded by their consent (DUO)"
+    # one wording for both reasons: which rule withheld it would bound the count
+    withheld = f"{head}: withheld (a small count, or too close to an earlier release)"
+    if n == 0:
+        return (withheld, []) if policy.zero_cells == "suppress" else (f"{head}: 0", [])
+    if n < policy.min_cell or ctx.ledger.refused([members], ctx.threshold)[0]:
+        return withheld, []
+    return f"{head}: {n}", [members]
