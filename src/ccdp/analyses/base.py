@@ -150,7 +150,8 @@ P = TypeVar("P", bound=AnalysisParams)
 
 
 class Analysis(ABC, Generic[P]):
-    """An analysis plug-in. Subclasses set `name` and `params_model` and implement the three steps.
+    """An analysis plug-in. Subclasses set `name`, `params_model` and `result_model` and implement
+    the steps.
 
     Generic over its params model `P`, so that each plug-in's steps take its own params type.
 
@@ -161,6 +162,7 @@ class Analysis(ABC, Generic[P]):
 
     name: ClassVar[str]
     params_model: ClassVar[type[AnalysisParams]]
+    result_model: ClassVar[type[AnalysisResult]]
 
     def columns(self, params: P) -> list[str] | None:
         """View columns `local` needs (None: all); lets the node read only what it must."""

@@ -308,23 +308,22 @@ def node_cache(cache: dict[str, Any], data: NodeData, params: CoxParams, design:
     return cache["cox"]
 
 
-class Cox(Analysis):
+class Cox(Analysis[CoxParams]):
     """Describe round, then one round per Newton–Raphson step."""
 
     name: ClassVar[str] = "cox"
     params_model: ClassVar[type[AnalysisParams]] = CoxParams
+    result_model: ClassVar[type[AnalysisResult]] = CoxResult
 
-    def columns(self, params: AnalysisParams) -> list[str]:
-        assert isinstance(params, CoxParams)
+    def columns(self, params: CoxParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.covariates, *params.local_strata()]
 
-    def start(self, params: AnalysisParams) -> Continue:
+    def start(self, params: CoxParams) -> Continue:
         return Continue(request={"step": "describe"})
 
-    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+    def summary_parts(self, params: CoxParams, request: dict) -> dict[str, PartSpec]:
         """Describe: levels and moments; a step: the model and (across nodes) the risk sets,
         with one moment block (`a`, `e`) and one covariate sum (`sx`) per row and time."""
-        assert isinstance(params, CoxParams)
         if request.get("step") == "describe":
             return describe_spec(params.covariates)
         parts = {"model": PartSpec("aggregate")}
@@ -343,9 +342,8 @@ class Cox(Analysis):
         return parts
 
     def local(
-        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+        self, data: NodeData, params: CoxParams, request: dict[str, Any], cache: dict
     ) -> Summary:
-        assert isinstance(params, CoxParams)
         if request["step"] == "describe":
             frame = complete_cases(data, self.columns(params), data.node)
             return Summary(parts=describe(frame, params.covariates, {}, data))
@@ -380,9 +378,8 @@ class Cox(Analysis):
         return Summary(parts={"risk_sets": part, "model": model})
 
     def combine(
-        self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]
+        self, params: CoxParams, state: Any, summaries: dict[str, Summary]
     ) -> Continue | Done:
-        assert isinstance(params, CoxParams)
         if not summaries:
             raise AnalysisError("no node answered")
         if state is None:

@@ -14,7 +14,7 @@ time in days, on the node's grid), so exp(coef) are rate ratios; with another co
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -148,21 +148,24 @@ class GLMResult(AnalysisResult):
         return forest_plot(self, **kw)
 
 
-class _GLM(Analysis):
+G = TypeVar("G", bound=GLMParams)
+
+
+class _GLM(Analysis[G], Generic[G]):
     """The federated Newton–Raphson loop; subclasses give the family."""
 
     family: ClassVar[str]
+    result_model: ClassVar[type[AnalysisResult]] = GLMResult
 
-    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
+    def summary_parts(self, params: G, request: dict) -> dict[str, PartSpec]:
         """Describe: levels and moments; a Newton step: the model's sums."""
-        assert isinstance(params, GLMParams)
         if request.get("step") == "describe":
             return describe_spec(params.covariates)
         return {"model": PartSpec("aggregate")}
 
     # --- family-specific pieces -------------------------------------------------------------
     @abstractmethod
-    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
+    def outcome_columns(self, params: G) -> tuple[str, str | None]:
         """(response column, person-time column or None)."""
 
     @abstractmethod
@@ -180,15 +183,14 @@ class _GLM(Analysis):
         """Log-likelihood, deviance, score and information of the node's rows at β."""
 
     # --- shared -----------------------------------------------------------------------------
-    def columns(self, params: AnalysisParams) -> list[str]:
-        assert isinstance(params, GLMParams)
+    def columns(self, params: G) -> list[str]:
         y, pt = self.outcome_columns(params)
         return [y, *([pt] if pt else []), *params.covariates]
 
-    def start(self, params: AnalysisParams) -> Continue:
+    def start(self, params: G) -> Continue:
         return Continue(request={"step": "describe"})
 
-    def node_frame(self, data: NodeData, params: GLMParams) -> pd.DataFrame:
+    def node_frame(self, data: NodeData, params: G) -> pd.DataFrame:
         """Complete cases with a valid response (and positive person-time)."""
         y, pt = self.outcome_columns(params)
         frame = complete_cases(data, self.columns(params), data.node)
@@ -204,7 +206,7 @@ class _GLM(Analysis):
         if values.isna().any() or (values < 0).any():
             raise AnalysisError(f"node {node}: {name} must be a non-negative number")
 
-    def response(self, frame: pd.DataFrame, params: GLMParams) -> tuple[np.ndarray, np.ndarray]:
+    def response(self, frame: pd.DataFrame, params: G) -> tuple[np.ndarray, np.ndarray]:
         """Response and offset (log person-time on the node's grid, or zeros)."""
         y, pt = self.outcome_columns(params)
         offset = np.zeros(len(frame))
@@ -216,16 +218,13 @@ class _GLM(Analysis):
         return frame[y].to_numpy(dtype=float), offset
 
     def arrays(
-        self, frame: pd.DataFrame, params: GLMParams, design: dict[str, Any], node: str
+        self, frame: pd.DataFrame, params: G, design: dict[str, Any], node: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model matrix with intercept, response and offset."""
         x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
         return (x, *self.response(frame, params))
 
-    def local(
-        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
-    ) -> Summary:
-        assert isinstance(params, GLMParams)
+    def local(self, data: NodeData, params: G, request: dict[str, Any], cache: dict) -> Summary:
         if request["step"] == "describe":
             frame = self.node_frame(data, params)
             y, offset = self.response(frame, params)
@@ -253,14 +252,11 @@ class _GLM(Analysis):
         )
         return Summary(parts={"model": model})
 
-    def binary(self, params: GLMParams) -> str | None:
+    def binary(self, params: G) -> str | None:
         """The outcome column whose two levels the level rule covers (logistic only)."""
         return None
 
-    def combine(
-        self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]
-    ) -> Continue | Done:
-        assert isinstance(params, GLMParams)
+    def combine(self, params: G, state: Any, summaries: dict[str, Summary]) -> Continue | Done:
         if not summaries:
             raise AnalysisError("no node answered")
         if state is None:
@@ -290,7 +286,7 @@ class _GLM(Analysis):
 
     def _result(
         self,
-        params: GLMParams,
+        params: G,
         design: dict[str, Any],
         fit: NewtonFit,
         n: int,
@@ -324,15 +320,15 @@ def _sums(x: np.ndarray, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> dict[s
     return {"score": floats(x.T @ (y - mu)), "info": floats((x * w[:, None]).T @ x)}
 
 
-class Logistic(_GLM):
+class Logistic(_GLM[LogisticParams]):
     name: ClassVar[str] = "logistic"
     params_model: ClassVar[type[AnalysisParams]] = LogisticParams
 
-    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
+    def outcome_columns(self, params: LogisticParams) -> tuple[str, str | None]:
         o = params.outcome
         return (survival_columns(o)[1] if o in SURVIVAL else o), None
 
-    def binary(self, params: GLMParams) -> str | None:
+    def binary(self, params: LogisticParams) -> str | None:
         return self.outcome_columns(params)[0]
 
     def check_response(self, y: pd.Series, name: str, node: str) -> None:
@@ -361,12 +357,11 @@ class Logistic(_GLM):
         return {"loglik": loglik, "deviance": -2.0 * loglik, **_sums(x, y, mu, mu * (1.0 - mu))}
 
 
-class Poisson(_GLM):
+class Poisson(_GLM[PoissonParams]):
     name: ClassVar[str] = "poisson"
     params_model: ClassVar[type[AnalysisParams]] = PoissonParams
 
-    def outcome_columns(self, params: GLMParams) -> tuple[str, str | None]:
-        assert isinstance(params, PoissonParams)
+    def outcome_columns(self, params: PoissonParams) -> tuple[str, str | None]:
         if params.outcome in SURVIVAL:
             time, event = survival_columns(params.outcome)
             return event, params.person_time or time

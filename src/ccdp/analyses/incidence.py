@@ -219,6 +219,7 @@ class Incidence(Analysis[IncidenceParams]):
 
     name: ClassVar[str] = "incidence"
     params_model: ClassVar[type[AnalysisParams]] = IncidenceParams
+    result_model: ClassVar[type[AnalysisResult]] = IncidenceResult
 
     def summary_parts(self, params: IncidenceParams, request: dict) -> dict[str, PartSpec]:
         dims = tuple(b for b in params.by if b != "age_group")

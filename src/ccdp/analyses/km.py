@@ -303,29 +303,26 @@ def km_group(name: str, block: pd.DataFrame) -> KMGroup:
     )
 
 
-class KaplanMeier(Analysis):
+class KaplanMeier(Analysis[KMParams]):
     """One round: nodes send event-time tables; the coordinator adds them and estimates."""
 
     name: ClassVar[str] = "km"
     params_model: ClassVar[type[AnalysisParams]] = KMParams
+    result_model: ClassVar[type[AnalysisResult]] = KMResult
 
-    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
-        assert isinstance(params, KMParams)
+    def summary_parts(self, params: KMParams, request: dict) -> dict[str, PartSpec]:
         return event_table_spec(params.by)
 
-    def columns(self, params: AnalysisParams) -> list[str]:
-        assert isinstance(params, KMParams)
+    def columns(self, params: KMParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.by]
 
     def local(
-        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+        self, data: NodeData, params: KMParams, request: dict[str, Any], cache: dict
     ) -> Summary:
-        assert isinstance(params, KMParams)
         part = event_table_part(data, params.outcome, params.by, params.time_unit)
         return Summary(parts={"events": part})
 
-    def combine(self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]) -> Done:
-        assert isinstance(params, KMParams)
+    def combine(self, params: KMParams, state: Any, summaries: dict[str, Summary]) -> Done:
         table = pooled_event_table(summaries)
         blocks = dict(list(table.groupby("group", sort=False)))
         groups = [

@@ -105,29 +105,26 @@ def logrank_statistic(table: pd.DataFrame) -> tuple[float, int, list[LogrankGrou
     return stat, k - 1, groups
 
 
-class Logrank(Analysis):
+class Logrank(Analysis[LogrankParams]):
     """One round: event-time tables by group, added at the coordinator."""
 
     name: ClassVar[str] = "logrank"
     params_model: ClassVar[type[AnalysisParams]] = LogrankParams
+    result_model: ClassVar[type[AnalysisResult]] = LogrankResult
 
-    def summary_parts(self, params: AnalysisParams, request: dict) -> dict[str, PartSpec]:
-        assert isinstance(params, LogrankParams)
+    def summary_parts(self, params: LogrankParams, request: dict) -> dict[str, PartSpec]:
         return event_table_spec(params.by)
 
-    def columns(self, params: AnalysisParams) -> list[str]:
-        assert isinstance(params, LogrankParams)
+    def columns(self, params: LogrankParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.by]
 
     def local(
-        self, data: NodeData, params: AnalysisParams, request: dict[str, Any], cache: dict
+        self, data: NodeData, params: LogrankParams, request: dict[str, Any], cache: dict
     ) -> Summary:
-        assert isinstance(params, LogrankParams)
         part = event_table_part(data, params.outcome, params.by, params.time_unit)
         return Summary(parts={"events": part})
 
-    def combine(self, params: AnalysisParams, state: Any, summaries: dict[str, Summary]) -> Done:
-        assert isinstance(params, LogrankParams)
+    def combine(self, params: LogrankParams, state: Any, summaries: dict[str, Summary]) -> Done:
         stat, df, groups = logrank_statistic(pooled_event_table(summaries))
         return Done(
             LogrankResult(

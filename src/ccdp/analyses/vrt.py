@@ -192,6 +192,7 @@ class VrtReport(Analysis[VrtParams]):
 
     name: ClassVar[str] = "vrt_report"
     params_model: ClassVar[type[AnalysisParams]] = VrtParams
+    result_model: ClassVar[type[AnalysisResult]] = VrtResult
 
     def columns(self, params: VrtParams) -> list[str]:
         return ["vrt_entity", "age_group", "country", "diagnosis_year", "os_time", "os_event"]

@@ -151,29 +151,18 @@ class HubClient:
 
 def study_result(result_json: dict[str, Any]):
     """Rebuild the analyses stage's StudyResult from its JSON form (for printing and plots)."""
-    import inspect
+    from pydantic import ValidationError
 
     from ccdp.analyses import registry
-    from ccdp.analyses.base import AnalysisResult
     from ccdp.federation.study import NodeStatus, StudyResult
 
     result = None
     raw = result_json.get("result")
     if raw is not None:
-        module = inspect.getmodule(type(registry.get(result_json["analysis"])))
-        classes = [
-            c
-            for _, c in inspect.getmembers(module, inspect.isclass)
-            if issubclass(c, AnalysisResult) and c is not AnalysisResult
-        ]
-        # most derived first, so a Crosstab result is not read as a plain Count result
-        classes.sort(key=lambda c: -len(c.__mro__))
-        for cls in classes:
-            try:
-                result = cls.model_validate(raw)
-                break
-            except ValueError:
-                continue
+        try:
+            result = registry.get(result_json["analysis"]).result_model.model_validate(raw)
+        except ValidationError:
+            result = None
     return StudyResult(
         study_id=result_json.get("study_id", ""),
         title=result_json.get("title", ""),
