@@ -11,7 +11,7 @@ from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.wire.case_summary import CaseSummary, text_problem
 
-# the summary's free-text fields (clinical/case_summary.py); every other field is coded or numeric
+# the summary's free-text fields (wire/case_summary.py); every other field is coded or numeric
 CASE_TEXT = frozenset({"label", "agent", "protocol", "marker", "value", "unit", "stage"})
 CASE_TEXT_TOO = frozenset({"risk_group", "trial", "arm"})
 

@@ -1,7 +1,7 @@
 """The node's ledger of released record sets: the memory that defeats differencing.
 
 Every number a node releases counts a set of records (tumours, patients or event-time subjects,
-keyed as `ccdp.analyses.base.ledger_keys` says). Two released sets A and B whose symmetric
+keyed as `ccdp.wire.records.ledger_keys` says). Two released sets A and B whose symmetric
 difference holds 1 to `threshold - 1` records let an attacker subtract one answer from the other
 and describe those few children, so a set that differs so little from any earlier released set
 (of any requester: requesters could collude) is refused, and the gate suppresses that cell.
