@@ -26,7 +26,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData
+from ccdp.analyses.base import AnalysisResult
+from ccdp.analyses.node_data import FrameData
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive

@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cox import answer_wire, through_wire
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData
+from ccdp.analyses.base import AnalysisResult
 from ccdp.analyses.km import KMResult, event_table_part
+from ccdp.analyses.node_data import FrameData
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.event_times import group_times
 from ccdp.disclosure.policy import NodePolicy

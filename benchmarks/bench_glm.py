@@ -24,7 +24,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData
+from ccdp.analyses.base import AnalysisResult
+from ccdp.analyses.node_data import FrameData
 from ccdp.federation.coordinator import drive
 from ccdp.wire.summary import Summary
 

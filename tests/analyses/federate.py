@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import AnalysisResult, FrameData
+from ccdp.analyses.base import AnalysisResult
 from ccdp.analyses.event_data import UNIT_DAYS, coarsen, group_labels
+from ccdp.analyses.node_data import FrameData
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.coordinator import drive

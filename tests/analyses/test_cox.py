@@ -212,7 +212,7 @@ def test_node_parts_declare_records_and_risk_set_rows_hold_min_cell() -> None:
     group), and a `model` part declares the n rows and the parameter count for the gate;
     within-node Cox declares the same model part, exact times."""
     from ccdp.analyses import registry
-    from ccdp.analyses.base import FrameData
+    from ccdp.analyses.node_data import FrameData
 
     df = cohort(300, 96)
     cox = registry.get("cox")

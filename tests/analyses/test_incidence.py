@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ccdp.analyses.base import FrameData
 from ccdp.analyses.incidence import Incidence, IncidenceParams
+from ccdp.analyses.node_data import FrameData
 from ccdp.cohort.view import cohort_sql
 from ccdp.disclosure.policy import set_policy_value
 from ccdp.errors import SpecError

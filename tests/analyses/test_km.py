@@ -133,8 +133,8 @@ def test_efs_outcome_and_frame_and_text() -> None:
 def test_released_rows_each_hold_min_cell_subjects() -> None:
     """The node's table: every row of a group of >= 5 counts >= 5 records, `records` maps each
     view row to its table row, and the row counts agree with the records."""
-    from ccdp.analyses.base import FrameData
     from ccdp.analyses.km import event_table_part
+    from ccdp.analyses.node_data import FrameData
 
     df = cohort(300, 12)
     part = event_table_part(FrameData(df), "os", ["risk_group"], "day")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import FrameData
+from ccdp.analyses.node_data import FrameData
 from ccdp.wire.errors import InsufficientData, MalformedSummary
 from ccdp.wire.protocol import Answer
 from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary, pack

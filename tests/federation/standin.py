@@ -22,15 +22,8 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ccdp.analyses.base import (
-    Analysis,
-    AnalysisParams,
-    AnalysisResult,
-    Continue,
-    Done,
-    FrameData,
-    NodeData,
-)
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
+from ccdp.analyses.node_data import FrameData, NodeData
 from ccdp.errors import SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.federation.hub.runner import PreparedStudy

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ccdp.analyses.base import NodeData
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.view import declared_levels, view_variables
 from ccdp.wire.errors import AnalysisError
 from ccdp.wire.summary import AggregatePart, CountsPart, Part, PartSpec, Summary

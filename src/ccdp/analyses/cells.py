@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ccdp.analyses.base import NodeData
+from ccdp.analyses.node_data import NodeData
 from ccdp.wire.levels import native, sort_key
 from ccdp.wire.records import Unit
 from ccdp.wire.summary import CountsPart

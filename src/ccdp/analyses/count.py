@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.cells import counts_part
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.cohort.view import Rows, specimen_only
 from ccdp.wire.levels import sort_key

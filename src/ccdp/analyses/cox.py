@@ -49,7 +49,7 @@ from ccdp.analyses._design import (
 )
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     SurvivalOutcome,
@@ -60,6 +60,7 @@ from ccdp.analyses.event_data import (
     survival_arrays,
     survival_columns,
 )
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError, MalformedSummary
 from ccdp.wire.records import Records

@@ -33,8 +33,9 @@ from ccdp.analyses._design import (
 )
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.event_data import TimeUnit, coarsen, complete_cases, floats, survival_columns
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variable, check_variables
 from ccdp.wire.errors import AnalysisError, InsufficientData
 from ccdp.wire.summary import AggregatePart, PartSpec, Summary

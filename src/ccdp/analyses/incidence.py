@@ -19,8 +19,9 @@ import pandas as pd
 from pydantic import Field, field_validator
 from scipy import stats
 
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.cells import counts_part
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.spec import CohortError
 from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights

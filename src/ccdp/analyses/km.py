@@ -24,7 +24,7 @@ from rich.table import Table
 from scipy.special import ndtri
 
 from ccdp.analyses._render import num, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     YEAR_DAYS,
@@ -36,6 +36,7 @@ from ccdp.analyses.event_data import (
     survival_arrays,
     survival_columns,
 )
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError
 from ccdp.wire.levels import label_key

@@ -17,9 +17,10 @@ from rich.table import Table
 from scipy.special import chdtrc
 
 from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.event_data import SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses.km import event_table_part, event_table_spec, pooled_event_table
+from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError
 from ccdp.wire.levels import label_key

@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from ccdp.analyses._render import to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, NodeData
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.incidence import (
     CRUDE_CI_METHOD,
@@ -37,6 +37,7 @@ from ccdp.analyses.incidence import (
     years_part,
 )
 from ccdp.analyses.km import KMGroup, event_table_part, event_table_spec, km_group, with_ci
+from ccdp.analyses.node_data import NodeData
 from ccdp.clinical.vrt import entity_ids, entity_labels
 from ccdp.cohort.spec import CohortError
 from ccdp.disclosure.context import DisclosureContext

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ccdp.analyses import registry
-from ccdp.analyses.base import Analysis, AnalysisParams, make_records
+from ccdp.analyses.base import Analysis, AnalysisParams
+from ccdp.analyses.node_data import make_records
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import Rows, cohort_sql, view_columns
 from ccdp.disclosure.consent_note import release_excluded
