@@ -15,7 +15,7 @@ import hashlib
 import json
 import secrets
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -24,11 +24,16 @@ from sqlalchemy.orm import Session
 
 from ccdp.clinical.case_summary import CaseSummary, Recommendation, case_digest
 from ccdp.errors import SpecError
+from ccdp.federation.hub.context import (
+    Conflict,
+    Forbidden,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+)
 from ccdp.federation.hub.models import NodeRow, ReferralCommentRow, ReferralRow
 from ccdp.specfile import first_error
-
-if TYPE_CHECKING:
-    from ccdp.federation.hub.service import Hub, Principal
 
 EXPERT = "expert"
 
@@ -40,23 +45,19 @@ class CaseRefused(SpecError):
 class Referrals:
     """Referrals and the board's work on them, over the hub's database."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
 
     # -- helpers --------------------------------------------------------------------------
     def _need_expert(self, s: Session, who: Principal, action: str, ref: str | None) -> None:
-        from ccdp.federation.hub.service import Forbidden
-
         if who.kind == "user" and who.role == EXPERT:
             return
-        self.hub._audit(s, who.name, "referral-refused", step=action, referral=ref)
+        self.context.audit(s, who.name, "referral-refused", step=action, referral=ref)
         s.commit()
         raise Forbidden("only members of the expert board (role expert) read or answer referrals")
 
     @staticmethod
     def _row(s: Session, ref: str) -> ReferralRow:
-        from ccdp.federation.hub.service import NotFound
-
         row = s.scalars(select(ReferralRow).where(ReferralRow.ref == ref)).first()
         if row is None:
             raise NotFound(f"no referral {ref[:40]!r}")
@@ -97,15 +98,13 @@ class Referrals:
     ) -> dict[str, Any]:
         """Store a released case; posting the same referral again returns the first (a node
         retrying after a lost answer must not make a second case for the board)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             case = CaseSummary.model_validate(summary)
         except ValidationError as exc:
             raise CaseRefused(f"not a case summary the hub accepts: {first_error(exc)}") from None
         body = case.model_dump(mode="json", by_alias=True)
         digest = case_digest(body, question)
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             held = s.scalars(
                 select(ReferralRow).where(
                     ReferralRow.node_id == node.id, ReferralRow.node_ref == node_ref
@@ -125,7 +124,7 @@ class Referrals:
                 state="open",
             )
             s.add(row)
-            self.hub._audit(
+            self.context.audit(
                 s,
                 node.name,
                 "referral-received",
@@ -143,7 +142,7 @@ class Referrals:
     def node_list(self, node: Principal) -> list[dict[str, Any]]:
         """This node's referrals with their state and recommendation (audited: the node
         learns the board's answer through this route)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             rows = list(
                 s.scalars(
                     select(ReferralRow)
@@ -153,13 +152,15 @@ class Referrals:
             )
             answered = [r.ref for r in rows if r.recommendation is not None]
             if answered:
-                self.hub._audit(s, node.name, "referral-recommendations-read", referrals=answered)
+                self.context.audit(
+                    s, node.name, "referral-recommendations-read", referrals=answered
+                )
                 s.commit()
             return [self._for_node(r) for r in rows]
 
     # -- the board ------------------------------------------------------------------------
     def all(self, who: Principal) -> list[dict[str, Any]]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "list", None)
             rows = s.execute(
                 select(ReferralRow, NodeRow.name)
@@ -170,7 +171,7 @@ class Referrals:
 
     def show(self, who: Principal, ref: str) -> dict[str, Any]:
         """The whole case, the board's comments and any recommendation (reading is audited)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "show", ref)
             row = self._row(s, ref)
             node = s.get(NodeRow, row.node_id)
@@ -182,7 +183,7 @@ class Referrals:
                     .order_by(ReferralCommentRow.id)
                 )
             ]
-            self.hub._audit(s, who.name, "referral-read", referral=ref)
+            self.context.audit(s, who.name, "referral-read", referral=ref)
             s.commit()
             return {
                 **self._headline(row, node.name if node else "?"),
@@ -196,30 +197,26 @@ class Referrals:
             }
 
     def comment(self, who: Principal, ref: str, text: str) -> dict[str, Any]:
-        from ccdp.federation.hub.service import HubError
-
         if not text.strip():
             raise HubError("a comment needs text")
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "comment", ref)
             row = self._row(s, ref)
             c = ReferralCommentRow(referral_id=row.id, author=who.name, text=text)
             s.add(c)
             s.flush()
-            self.hub._audit(s, who.name, "referral-comment", referral=ref, comment=c.id)
+            self.context.audit(s, who.name, "referral-comment", referral=ref, comment=c.id)
             s.commit()
             return {"referral": ref, "comment": c.id, "author": who.name}
 
     def recommend(self, who: Principal, ref: str, raw: dict[str, Any]) -> dict[str, Any]:
         """Record the board's recommendation: once (a change of mind is a new referral, so
         the node never holds an answer that silently changed under it)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             rec = Recommendation.model_validate(raw)
         except ValidationError as exc:
             raise CaseRefused(f"not a recommendation: {first_error(exc)}") from None
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "recommend", ref)
             row = self._row(s, ref)
             if row.state != "open":
@@ -230,7 +227,7 @@ class Referrals:
             row.recommended_at = datetime.now(UTC)
             row.state = "recommended"
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-            self.hub._audit(
+            self.context.audit(
                 s,
                 who.name,
                 "referral-recommended",

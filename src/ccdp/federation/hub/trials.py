@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
@@ -31,11 +31,16 @@ from ccdp.clinical.randomisation import (
     stratum_key,
 )
 from ccdp.cohort.view import declared_levels
+from ccdp.federation.hub.context import (
+    Conflict,
+    Forbidden,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+)
 from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
 from ccdp.specfile import first_error
-
-if TYPE_CHECKING:
-    from ccdp.federation.hub.service import Hub, Principal
 
 PATIENT = r"^[A-Za-z0-9_.:-]{1,100}$"
 
@@ -49,14 +54,12 @@ def allocation_digest(trial: str, seq: int, patient: str, strata: dict[str, str]
 class Trials:
     """Trials and allocations over the hub's database."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def _row(s: Session, name: str) -> TrialRow:
-        from ccdp.federation.hub.service import NotFound
-
         row = s.scalars(select(TrialRow).where(TrialRow.name == name)).first()
         if row is None:
             raise NotFound(f"no trial {name!r}")
@@ -65,8 +68,6 @@ class Trials:
     @staticmethod
     def _spec(row: TrialRow) -> TrialSpec:
         """The stored spec, checked again (a view variable it stratifies by may have gone)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             return TrialSpec.model_validate(row.spec)
         except ValidationError as exc:
@@ -97,8 +98,6 @@ class Trials:
 
     # -- admin ----------------------------------------------------------------------------
     def create(self, admin: Principal, raw: dict[str, Any]) -> dict[str, Any]:
-        from ccdp.federation.hub.service import Conflict
-
         spec = load_trial(raw)
         row = TrialRow(
             name=spec.name,
@@ -107,7 +106,7 @@ class Trials:
             allocated=0,
             created_by=admin.name,
         )
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             if s.scalars(select(TrialRow.id).where(TrialRow.name == spec.name)).first():
                 raise Conflict(f"a trial named {spec.name!r} exists")
             s.add(row)
@@ -115,7 +114,7 @@ class Trials:
                 s.flush()
             except IntegrityError:
                 raise Conflict(f"a trial named {spec.name!r} exists") from None
-            self.hub._audit(
+            self.context.audit(
                 s,
                 admin.name,
                 "trial-created",
@@ -130,17 +129,15 @@ class Trials:
 
     # -- anyone with a token --------------------------------------------------------------
     def all(self) -> list[dict[str, Any]]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             return [self._public(r) for r in s.scalars(select(TrialRow).order_by(TrialRow.name))]
 
     def show(self, name: str) -> dict[str, Any]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             return self._public(self._row(s, name))
 
     # -- the node -------------------------------------------------------------------------
     def _check_strata(self, spec: TrialSpec, strata: dict[str, str]) -> None:
-        from ccdp.federation.hub.service import HubError
-
         want, got = set(spec.strata), set(strata)
         if want != got:
             missing = ", ".join(sorted(want - got)) or "none"
@@ -180,11 +177,11 @@ class Trials:
     ) -> dict[str, Any]:
         """The arm of `patient` (a pseudonym of `node`'s); a second request returns the first
         allocation unchanged (with the strata it was made with), whatever strata it sends."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             held = self._held(s, row, node.id, patient)
             if held is not None:
-                self.hub._audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
+                self.context.audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
                 s.commit()
                 return self._answer(row, held, True)
             spec = self._spec(row)
@@ -230,7 +227,7 @@ class Trials:
                 arm=arm,
             )
             s.add(alloc)
-            self.hub._audit(
+            self.context.audit(
                 s,
                 node.name,
                 "randomised",
@@ -247,7 +244,7 @@ class Trials:
 
     def node_allocations(self, node: Principal, name: str) -> list[dict[str, Any]]:
         """The arms of this node's own patients in a trial (never another node's)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             rows = s.scalars(
                 select(AllocationRow)
@@ -260,12 +257,10 @@ class Trials:
     def allocations(self, who: Principal, name: str) -> dict[str, Any]:
         """The whole list, the seed and the counts per arm (statistician of the trial only);
         reading it is audited."""
-        from ccdp.federation.hub.service import Forbidden
-
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             if not self.is_statistician(row, who):
-                self.hub._audit(s, who.name, "allocations-refused", trial=name, role=who.role)
+                self.context.audit(s, who.name, "allocations-refused", trial=name, role=who.role)
                 s.commit()
                 raise Forbidden(f"only a statistician of trial {name!r} sees its allocations")
             listed = [
@@ -288,7 +283,7 @@ class Trials:
             counts = {arm: 0 for arm in row.spec["arms"]}
             for a in listed:
                 counts[a["arm"]] += 1
-            self.hub._audit(s, who.name, "allocations-read", trial=name, n=len(listed))
+            self.context.audit(s, who.name, "allocations-read", trial=name, n=len(listed))
             s.commit()
             return {
                 **self._public(row),
