@@ -35,10 +35,10 @@ from ccdp.analyses.base import (
 )
 from ccdp.errors import SpecError
 from ccdp.federation.coordinator import drive
+from ccdp.federation.hub.app import Hub
+from ccdp.federation.hub.context import Admission
 from ccdp.federation.hub.runner import PreparedStudy
-from ccdp.federation.hub.service import Hub
 from ccdp.federation.protocol import Answer, Task, Transport
-from ccdp.governance.hub_projects import Admission
 
 
 class RoundsParams(AnalysisParams):

@@ -44,9 +44,9 @@ class AuditLog:
         return hub_audit.verify(self.context.sessions)
 
 
-def router(log: Callable[[], AuditLog]) -> APIRouter:
+def router(log: Callable[[], AuditLog], api: APIRouter | None = None) -> APIRouter:
     """The audit routes (admins only); `log` gives the feature at request time."""
-    api = APIRouter()
+    api = api if api is not None else APIRouter()
 
     @api.get("/api/admin/audit", tags=["admin"])
     def audit(_admin: AsAdmin, limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> list[Any]:

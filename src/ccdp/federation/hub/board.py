@@ -67,9 +67,9 @@ class Board:
             return list(out.values())
 
 
-def router(board: Callable[[], Board]) -> APIRouter:
+def router(board: Callable[[], Board], api: APIRouter | None = None) -> APIRouter:
     """The board's routes; `board` gives the feature at request time."""
-    api = APIRouter()
+    api = api if api is not None else APIRouter()
 
     @api.get("/api/board/refusals", tags=["board"])
     def refusals(

@@ -114,9 +114,9 @@ def _headline(row: CatalogueRow | None) -> dict[str, Any] | None:
     }
 
 
-def router(catalogues: Callable[[], Catalogues]) -> APIRouter:
+def router(catalogues: Callable[[], Catalogues], api: APIRouter | None = None) -> APIRouter:
     """The catalogue routes; `catalogues` gives the feature at request time."""
-    api = APIRouter()
+    api = api if api is not None else APIRouter()
 
     @api.put("/api/node/catalogue", tags=["node"])
     def node_catalogue(body: Catalogue, node: AsNode) -> dict[str, Any]:

@@ -9,9 +9,12 @@ first line, never the only one.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
+from fastapi import APIRouter
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +27,7 @@ from ccdp.federation.hub.context import (
     Principal,
     StudyRefused,
 )
+from ccdp.federation.hub.doors import AsBoard, AsNode, AsResearcher, AsUser, Strict
 from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow, utcnow
 from ccdp.governance.data_use import DataUse
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
@@ -272,3 +276,64 @@ class Projects:
         with self.context.sessions() as s:
             row = self._row(s, project_id)
             return row.id, DataUse.model_validate(row.spec["data_use"])
+
+
+class RequestProject(Strict):
+    spec: dict[str, Any]
+
+
+class ProjectRequested(Strict):
+    project_id: str
+    state: str
+
+
+class Review(Strict):
+    decision: Literal["approve", "reject"]
+    reason: str | None = Field(None, max_length=2000)
+
+
+class NodeDecisionBody(Strict):
+    decision: Literal["accepted", "declined"]
+    reason: str | None = Field(None, max_length=2000)
+
+
+def router(projects: Callable[[], Projects], api: APIRouter | None = None) -> APIRouter:
+    """The project routes; `projects` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/projects", tags=["projects"], status_code=201)
+    def request_project(body: RequestProject, user: AsResearcher) -> ProjectRequested:
+        """A researcher's access request; the board reviews it, each node's custodian decides."""
+        return ProjectRequested(project_id=projects().request(user, body.spec), state="requested")
+
+    @api.get("/api/projects", tags=["projects"])
+    def list_projects(user: AsUser) -> list[dict[str, Any]]:
+        """A researcher's own projects; the board and admins see every project."""
+        return projects().all(user)
+
+    @api.get("/api/projects/{project_id}", tags=["projects"])
+    def show_project(project_id: str, user: AsUser) -> dict[str, Any]:
+        """A project's state, terms, the board's decision and each node's decision."""
+        return projects().show(project_id, user)
+
+    @api.post("/api/projects/{project_id}/review", tags=["projects"])
+    def review_project(project_id: str, body: Review, board: AsBoard) -> ProjectRequested:
+        """The board approves or rejects a requested project (a rejection gives its reason)."""
+        state = projects().review(board, project_id, body.decision == "approve", body.reason)
+        return ProjectRequested(project_id=project_id, state=state)
+
+    @api.get("/api/node/projects", tags=["node"])
+    def node_projects(node: AsNode) -> list[dict[str, Any]]:
+        """Projects that name this node, for its custodian to decide at the node."""
+        return projects().all(node)
+
+    @api.get("/api/node/projects/{project_id}", tags=["node"])
+    def node_project(project_id: str, node: AsNode) -> dict[str, Any]:
+        return projects().show(project_id, node)
+
+    @api.post("/api/node/projects/{project_id}/decision", tags=["node"])
+    def node_decision(project_id: str, body: NodeDecisionBody, node: AsNode) -> dict[str, Any]:
+        """Relay the decision the custodian made (and recorded) at the node."""
+        return projects().decide(node, project_id, body.decision, body.reason)
+
+    return api

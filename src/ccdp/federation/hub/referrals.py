@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from fastapi import APIRouter
+from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,6 +34,7 @@ from ccdp.federation.hub.context import (
     NotFound,
     Principal,
 )
+from ccdp.federation.hub.doors import AsNode, AsUser, Strict
 from ccdp.federation.hub.models import NodeRow, ReferralCommentRow, ReferralRow
 from ccdp.specfile import first_error
 
@@ -236,3 +239,59 @@ class Referrals:
             )
             s.commit()
             return self._for_node(row)
+
+
+class ReferBody(Strict):
+    node_ref: str = Field(
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The node's own id of the referral (random; never a patient key)",
+    )
+    question: str = Field(min_length=1, max_length=2000)
+    summary: dict[str, Any] = Field(description="The case summary (ccdp.case-summary/1)")
+
+
+class CommentBody(Strict):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class RecommendBody(Strict):
+    recommendation: dict[str, Any] = Field(description="options, trial, text")
+
+
+def router(referrals: Callable[[], Referrals], api: APIRouter | None = None) -> APIRouter:
+    """The referral routes (docs/referrals.md); `referrals` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/node/referrals", tags=["node"], status_code=201)
+    def node_refer(body: ReferBody, node: AsNode) -> dict[str, Any]:
+        """A case summary the node's custodian released, for the expert board."""
+        return referrals().receive(node, body.node_ref, body.summary, body.question)
+
+    @api.get("/api/node/referrals", tags=["node"])
+    def node_referrals(node: AsNode) -> list[dict[str, Any]]:
+        """This node's referrals: state and the board's recommendation."""
+        return referrals().node_list(node)
+
+    @api.get("/api/referrals", tags=["referrals"])
+    def list_referrals(who: AsUser) -> list[dict[str, Any]]:
+        """Referrals to the board (role expert): one line each."""
+        return referrals().all(who)
+
+    @api.get("/api/referrals/{ref}", tags=["referrals"])
+    def show_referral(ref: str, who: AsUser) -> dict[str, Any]:
+        """One case in full, with the board's comments (role expert; audited)."""
+        return referrals().show(who, ref)
+
+    @api.post("/api/referrals/{ref}/comments", tags=["referrals"], status_code=201)
+    def comment_referral(ref: str, body: CommentBody, who: AsUser) -> dict[str, Any]:
+        """Add to the board's discussion of a case (role expert)."""
+        return referrals().comment(who, ref, body.text)
+
+    @api.post("/api/referrals/{ref}/recommendation", tags=["referrals"])
+    def recommend_referral(ref: str, body: RecommendBody, who: AsUser) -> dict[str, Any]:
+        """Record the board's recommendation (role expert; once): it returns to the node."""
+        return referrals().recommend(who, ref, body.recommendation)
+
+    return api

@@ -1,7 +1,10 @@
-"""What the hub does, over its database: nodes and users, studies, rounds, tasks and answers.
+"""The hub's core, over its database: studies, rounds, tasks and answers (nodes and users:
+members.py).
 
 The HTTP app, the CLI and the study runner all call this one class, so each rule (who may see
 what, what counts as late, what a duplicate is) is written once. Every change is one transaction.
+It imports no feature (projects, trials, referrals, catalogues...): they share the context
+(context.py) with it, and app.py composes them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, Summary
 from ccdp.analyses.errors import MalformedSummary
+from ccdp.federation import resultfile
 from ccdp.federation.hub.context import (
     Admission,
     Admissions,
@@ -487,3 +491,17 @@ class HubCore(Members):
         return [
             {"node": n, "round": r, "received_at": t.isoformat(), "used": False} for n, r, t in rows
         ]
+
+
+def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
+    """Verify a signed result file against the node's registered secret, then record it."""
+    node_id, token_digest, public_key = hub.node_of_name(rf.node)
+    resultfile.verify(rf, token_digest, public_key)
+    if rf.answer.node != rf.node:
+        raise Conflict(f"result file signed by {rf.node!r} carries an answer of {rf.answer.node!r}")
+    held = hub.task_for_node(rf.answer.task_id, node_id)
+    if resultfile.canonical(held.model_dump(mode="json")) != resultfile.canonical(
+        rf.task.model_dump(mode="json")
+    ):
+        raise Conflict(f"result file answers a task that differs from task {held.task_id}")
+    return hub.record_answer(node_id, rf.answer, source="file", by=by)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from fastapi import APIRouter
+from pydantic import Field, ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,6 +41,7 @@ from ccdp.federation.hub.context import (
     NotFound,
     Principal,
 )
+from ccdp.federation.hub.doors import AsAdmin, AsAnyone, AsNode, AsUser, Strict
 from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
 from ccdp.specfile import first_error
 
@@ -292,3 +295,67 @@ class Trials:
                 "counts": counts,
                 "allocations": listed,
             }
+
+
+class CreateTrial(Strict):
+    spec: dict[str, Any]
+
+
+class RandomiseBody(Strict):
+    patient: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The patient's pseudonym at the node (never a name or record number)",
+    )
+    strata: dict[str, Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=6, description="The patient's value of each stratum"
+    )
+
+
+class Allocation(Strict):
+    trial: str
+    patient: str
+    arm: str
+    strata: dict[str, str]
+    allocated_at: str
+    repeated: bool | None = None
+
+
+def router(trials: Callable[[], Trials], api: APIRouter | None = None) -> APIRouter:
+    """The trial routes (docs/randomisation.md); `trials` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/trials", tags=["trials"], status_code=201)
+    def create_trial(body: CreateTrial, admin: AsAdmin) -> dict[str, Any]:
+        """Create a trial (admin): arms, ratio, strata, method; the hub draws its secret seed."""
+        return trials().create(admin, body.spec)
+
+    @api.get("/api/trials", tags=["trials"])
+    def list_trials(_user: AsUser) -> list[dict[str, Any]]:
+        """Trials: name, arms, ratio, strata, method and how many were randomised (never the
+        counts per arm, the list or the seed: see the allocations route)."""
+        return trials().all()
+
+    @api.get("/api/trials/{name}", tags=["trials"])
+    def show_trial(name: str, _who: AsAnyone) -> dict[str, Any]:
+        """One trial's public description (users and nodes)."""
+        return trials().show(name)
+
+    @api.get("/api/trials/{name}/allocations", tags=["trials"])
+    def trial_allocations(name: str, who: AsUser) -> dict[str, Any]:
+        """The allocation list, counts per arm and the seed: the trial's statistician only."""
+        return trials().allocations(who, name)
+
+    @api.post("/api/node/trials/{name}/randomise", tags=["node"])
+    def node_randomise(name: str, body: RandomiseBody, node: AsNode) -> Allocation:
+        """Randomise this node's patient (pseudonym and strata only); asking again for the same
+        patient returns the same arm."""
+        return Allocation(**trials().randomise(node, name, body.patient, body.strata))
+
+    @api.get("/api/node/trials/{name}/allocations", tags=["node"])
+    def node_allocations(name: str, node: AsNode) -> list[Allocation]:
+        """The arms of this node's own patients in a trial."""
+        return [Allocation(**a) for a in trials().node_allocations(node, name)]
+
+    return api
