@@ -83,9 +83,10 @@ class Hub(HubCore):
 
 
 def add_routes(api: APIRouter, hub: Hub, runner: StudyRunner, executor: StudyExecutor) -> None:
-    """Put the core's routes and each feature's on `api` (the app's own router, so they stay
-    plain routes of the app), in the order /docs lists them. A feature is reached through the
-    hub at request time, so a subclass's (e.g. a test's) is the one used."""
+    """Put the core's routes and each feature's on `api`, in the order /docs lists them. `api`
+    is the app's own router, so each route stays a plain route of the app (`app.routes` lists
+    it, as the hardening test walks them; an included router would be one opaque entry). A
+    feature is reached through the hub at request time, so a subclass's (a test's) is used."""
     routes.hub_router(api=api)
     routes.node_router(hub, api=api)
     catalogues.router(lambda: hub.resource_map, api=api)

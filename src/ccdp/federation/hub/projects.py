@@ -4,6 +4,9 @@ names, whose custodians' decisions come back; and the admission of a study to it
 The hub only relays a custodian's decision: the node records what it accepted and checks every
 task against that record itself (federation/node/local.py), so this class is a convenience and a
 first line, never the only one.
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations

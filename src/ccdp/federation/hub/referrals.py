@@ -7,6 +7,9 @@ only; the referring node reads its own referrals' state and recommendation (neve
 comments, never another node's referral); no other role reads any of it, admins included. The
 hub's audit log (read by admins) records every step with the referral's id and a digest of what
 was received, never a value of the case.
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations

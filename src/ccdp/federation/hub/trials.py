@@ -8,6 +8,9 @@ Irreversibility: one allocation per trial, node and patient pseudonym; asking ag
 Every allocation is chained into the hub's audit log with a digest binding patient, strata and
 arm (so the log, which an admin reads, does not reveal the arm, yet an altered allocation no
 longer matches it).
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations
