@@ -247,6 +247,6 @@ def test_a_withdrawn_referral_never_leaves(live, store, ccdp):
 
 
 def _expert(live):
-    from ccdp.federation.hub.service import Principal
+    from ccdp.federation.hub.context import Principal
 
     return Principal("user", 0, "eva", "expert")

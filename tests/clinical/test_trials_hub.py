@@ -27,7 +27,7 @@ def db_url(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
-    from ccdp.governance import hub_audit
+    from ccdp.federation.hub import audit as hub_audit
     from tests.federation.pg import temporary_database
 
     monkeypatch.setenv(hub_audit.ENV_KEY, str(tmp_path / "pg.audit.key"))

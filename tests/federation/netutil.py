@@ -18,10 +18,10 @@ import httpx
 import uvicorn
 
 from ccdp.federation.client import tls_verify
-from ccdp.federation.hub.app import create_app
+from ccdp.federation.hub.app import Hub, create_app
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.runner import StudyExecutor
-from ccdp.federation.hub.service import Hub
+from ccdp.web.dashboard import mount_dashboard
 from tests.conftest import ROOT, SRC
 
 
@@ -72,7 +72,9 @@ class LiveHub:
         self.hub = hub_class(open_database(db_url), open_studies=open_studies)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(self.hub, executor, poll=0.1, **app_options)
+        app = create_app(
+            self.hub, executor, poll=0.1, **{"dashboard": mount_dashboard, **app_options}
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -26,9 +26,9 @@ from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continu
 from ccdp.analyses.node_data import FrameData, NodeData
 from ccdp.errors import SpecError
 from ccdp.federation.coordinator import drive
+from ccdp.federation.hub.app import Hub
+from ccdp.federation.hub.context import Admission
 from ccdp.federation.hub.runner import PreparedStudy
-from ccdp.federation.hub.service import Hub
-from ccdp.governance.hub_projects import Admission
 from ccdp.wire.protocol import Answer, Task, Transport
 from ccdp.wire.summary import AggregatePart, Summary
 

@@ -243,8 +243,9 @@ def _published(live):
 
 @pytest.mark.postgres
 def test_hub_keeps_the_latest_catalogue_on_postgres(store):
+    from ccdp.federation.hub.app import Hub
+    from ccdp.federation.hub.context import Forbidden
     from ccdp.federation.hub.db import open_database
-    from ccdp.federation.hub.service import Forbidden, Hub
     from tests.federation.pg import temporary_database
 
     computed = NodeCatalogue.for_store(store).compute()

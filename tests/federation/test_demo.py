@@ -119,8 +119,8 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
 def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
     """`ccdp submit` (without --json) prints hub results through the analyses' own result models."""
     from ccdp.federation.client import study_result
+    from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
-    from ccdp.federation.hub.service import Hub
 
     hub = Hub(open_database(f"sqlite:///{demo_out / 'hub.db'}"))
     kinds = {}

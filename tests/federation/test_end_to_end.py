@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
-from ccdp.federation.hub.service import Hub
 from tests.conftest import run_ccdp
 from tests.federation.netutil import (
     HubProcess,

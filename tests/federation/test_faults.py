@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.models import AnswerRow, RoundRow, TaskRow
-from ccdp.federation.hub.service import Hub
 from tests.conftest import run_ccdp
 from tests.federation.netutil import (
     HubProcess,

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
+from ccdp.federation.hub import audit as hub_audit
+from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import make_engine, migrate, open_database
-from ccdp.federation.hub.service import Hub
-from ccdp.governance import hub_audit
 from ccdp.wire.protocol import Answer, Task
 from tests.conftest import cli_env, run_ccdp
 from tests.federation.netutil import LiveHub

@@ -375,8 +375,9 @@ def _routes():
 
     from ccdp.federation.hub.app import create_app
     from ccdp.federation.hub.studies import SpecExecutor
+    from ccdp.web.dashboard import mount_dashboard
 
-    app = create_app(None, SpecExecutor())  # type: ignore[arg-type]  # routes only, never served
+    app = create_app(None, SpecExecutor(), dashboard=mount_dashboard)  # type: ignore[arg-type]  # routes only, never served
     return sorted(
         (m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods or ()
     )

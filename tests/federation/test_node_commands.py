@@ -137,9 +137,9 @@ def test_hub_tasks_carry_the_study_title_and_its_submitter(tmp_path):
     """The task a node receives through the hub names the study and who submitted it."""
     import threading
 
+    from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
     from ccdp.federation.hub.runner import HubTransport
-    from ccdp.federation.hub.service import Hub
 
     hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
     hub.add_node("FR", "FR")

@@ -17,9 +17,8 @@ from cryptography.x509.oid import NameOID
 
 from ccdp.disclosure.policy import set_policy_value
 from ccdp.federation import resultfile
-from ccdp.federation.hub.app import import_file
+from ccdp.federation.hub.app import Hub, import_file
 from ccdp.federation.hub.db import open_database
-from ccdp.federation.hub.service import Hub
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.pending import PendingStore, describe
 from ccdp.federation.study import load_study, run_study

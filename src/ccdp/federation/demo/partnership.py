@@ -400,8 +400,8 @@ def start_partnership(
     """Synthesise and ingest the registries, start the hub (closed: studies need a project)
     and one agent per node in `procs`, and run the governance; `procs.stop()` ends it all."""
     from ccdp.federation.client import HubClient
+    from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
-    from ccdp.federation.hub.service import Hub
 
     (out / "logs").mkdir(parents=True, exist_ok=True)
     stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)

@@ -36,8 +36,8 @@ AUDIT_KEY = typer.Option(
 
 
 def _hub(url: str | None, audit_key: Path | None = None):
+    from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
-    from ccdp.federation.hub.service import Hub
 
     return Hub(open_database(_db(url), audit_key))
 
@@ -76,6 +76,7 @@ def serve(
     """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
     from ccdp.federation.hub.server import serve as run
     from ccdp.federation.hub.wirecheck import MiB
+    from ccdp.web.dashboard import mount_dashboard
 
     run(
         _db(db),
@@ -88,6 +89,7 @@ def serve(
         max_answer_body=int(max_answer_mib * MiB),
         open_studies=open_studies,
         audit_key=audit_key,
+        dashboard=mount_dashboard,
     )
 
 
@@ -231,7 +233,7 @@ def audit(
     """The hub's audit log (on the hub's machine, from its database): every request, decision,
     study, answer, result read, token issued or revoked; --verify checks nothing was edited,
     removed, reordered or cut off."""
-    from ccdp.governance import hub_audit
+    from ccdp.federation.hub import audit as hub_audit
 
     hub = _hub(db, audit_key)
     if verify:

@@ -7,17 +7,16 @@ SQLite by default (embedded, nothing to install); PostgreSQL with `postgresql+ps
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
+from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.models import AuditHeadRow
-
-if TYPE_CHECKING:
-    from ccdp.governance.hub_audit import AuditChain
+from ccdp.federation.hub.urls import normalise_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_DB = "sqlite:///ccdp-hub.db"
@@ -25,15 +24,6 @@ DEFAULT_DB = "sqlite:///ccdp-hub.db"
 
 class HubDatabaseError(CcdpError):
     """The hub database URL is unusable or its schema cannot be brought up to date."""
-
-
-def normalise_url(url: str) -> str:
-    """Accept a bare path as SQLite and `postgresql://` as psycopg 3."""
-    if "://" not in url:
-        return f"sqlite:///{Path(url).resolve()}"
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -62,7 +52,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def migrate(engine: Engine, chain: AuditChain | None = None) -> None:
+def migrate(engine: Engine, chain: hub_audit.AuditChain | None = None) -> None:
     """Run the packaged Alembic migrations up to head (idempotent); `chain` holds the audit key
     that chains the records of a database written before the audit chain (0003)."""
     from alembic import command
@@ -81,9 +71,7 @@ def migrate(engine: Engine, chain: AuditChain | None = None) -> None:
 
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
     """Engine + migrations + session factory: everything a hub command needs. Its sessions
-    append to the audit chain keyed by the file `audit_key` (default: see hub_audit)."""
-    from ccdp.governance import hub_audit
-
+    append to the audit chain keyed by the file `audit_key` (default: see audit.py)."""
     engine = make_engine(url)
     chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key))
     had_key = chain.has_key()

@@ -139,7 +139,7 @@ class AnswerRow(Base):
 
 
 class AuditRow(Base):
-    """One record of the hub's keyed hash chain (governance/hub_audit.py writes and checks it)."""
+    """One record of the hub's keyed hash chain (audit.py writes and checks it)."""
 
     __tablename__ = "audit"
     __table_args__ = (UniqueConstraint("seq", name="uq_audit_seq"),)

@@ -7,6 +7,9 @@ only; the referring node reads its own referrals' state and recommendation (neve
 comments, never another node's referral); no other role reads any of it, admins included. The
 hub's audit log (read by admins) records every step with the referral's id and a digest of what
 was received, never a value of the case.
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations
@@ -14,21 +17,29 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import ValidationError
+from fastapi import APIRouter
+from pydantic import Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ccdp.errors import SpecError
+from ccdp.federation.hub.context import (
+    Conflict,
+    Forbidden,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+)
+from ccdp.federation.hub.doors import AsNode, AsUser, Strict
 from ccdp.federation.hub.models import NodeRow, ReferralCommentRow, ReferralRow
 from ccdp.specfile import first_error
 from ccdp.wire.case_summary import CaseSummary, Recommendation, case_digest
-
-if TYPE_CHECKING:
-    from ccdp.federation.hub.service import Hub, Principal
 
 EXPERT = "expert"
 
@@ -40,23 +51,19 @@ class CaseRefused(SpecError):
 class Referrals:
     """Referrals and the board's work on them, over the hub's database."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
 
     # -- helpers --------------------------------------------------------------------------
     def _need_expert(self, s: Session, who: Principal, action: str, ref: str | None) -> None:
-        from ccdp.federation.hub.service import Forbidden
-
         if who.kind == "user" and who.role == EXPERT:
             return
-        self.hub._audit(s, who.name, "referral-refused", step=action, referral=ref)
+        self.context.audit(s, who.name, "referral-refused", step=action, referral=ref)
         s.commit()
         raise Forbidden("only members of the expert board (role expert) read or answer referrals")
 
     @staticmethod
     def _row(s: Session, ref: str) -> ReferralRow:
-        from ccdp.federation.hub.service import NotFound
-
         row = s.scalars(select(ReferralRow).where(ReferralRow.ref == ref)).first()
         if row is None:
             raise NotFound(f"no referral {ref[:40]!r}")
@@ -97,15 +104,13 @@ class Referrals:
     ) -> dict[str, Any]:
         """Store a released case; posting the same referral again returns the first (a node
         retrying after a lost answer must not make a second case for the board)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             case = CaseSummary.model_validate(summary)
         except ValidationError as exc:
             raise CaseRefused(f"not a case summary the hub accepts: {first_error(exc)}") from None
         body = case.model_dump(mode="json", by_alias=True)
         digest = case_digest(body, question)
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             held = s.scalars(
                 select(ReferralRow).where(
                     ReferralRow.node_id == node.id, ReferralRow.node_ref == node_ref
@@ -125,7 +130,7 @@ class Referrals:
                 state="open",
             )
             s.add(row)
-            self.hub._audit(
+            self.context.audit(
                 s,
                 node.name,
                 "referral-received",
@@ -143,7 +148,7 @@ class Referrals:
     def node_list(self, node: Principal) -> list[dict[str, Any]]:
         """This node's referrals with their state and recommendation (audited: the node
         learns the board's answer through this route)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             rows = list(
                 s.scalars(
                     select(ReferralRow)
@@ -153,13 +158,15 @@ class Referrals:
             )
             answered = [r.ref for r in rows if r.recommendation is not None]
             if answered:
-                self.hub._audit(s, node.name, "referral-recommendations-read", referrals=answered)
+                self.context.audit(
+                    s, node.name, "referral-recommendations-read", referrals=answered
+                )
                 s.commit()
             return [self._for_node(r) for r in rows]
 
     # -- the board ------------------------------------------------------------------------
     def all(self, who: Principal) -> list[dict[str, Any]]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "list", None)
             rows = s.execute(
                 select(ReferralRow, NodeRow.name)
@@ -170,7 +177,7 @@ class Referrals:
 
     def show(self, who: Principal, ref: str) -> dict[str, Any]:
         """The whole case, the board's comments and any recommendation (reading is audited)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "show", ref)
             row = self._row(s, ref)
             node = s.get(NodeRow, row.node_id)
@@ -182,7 +189,7 @@ class Referrals:
                     .order_by(ReferralCommentRow.id)
                 )
             ]
-            self.hub._audit(s, who.name, "referral-read", referral=ref)
+            self.context.audit(s, who.name, "referral-read", referral=ref)
             s.commit()
             return {
                 **self._headline(row, node.name if node else "?"),
@@ -196,30 +203,26 @@ class Referrals:
             }
 
     def comment(self, who: Principal, ref: str, text: str) -> dict[str, Any]:
-        from ccdp.federation.hub.service import HubError
-
         if not text.strip():
             raise HubError("a comment needs text")
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "comment", ref)
             row = self._row(s, ref)
             c = ReferralCommentRow(referral_id=row.id, author=who.name, text=text)
             s.add(c)
             s.flush()
-            self.hub._audit(s, who.name, "referral-comment", referral=ref, comment=c.id)
+            self.context.audit(s, who.name, "referral-comment", referral=ref, comment=c.id)
             s.commit()
             return {"referral": ref, "comment": c.id, "author": who.name}
 
     def recommend(self, who: Principal, ref: str, raw: dict[str, Any]) -> dict[str, Any]:
         """Record the board's recommendation: once (a change of mind is a new referral, so
         the node never holds an answer that silently changed under it)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             rec = Recommendation.model_validate(raw)
         except ValidationError as exc:
             raise CaseRefused(f"not a recommendation: {first_error(exc)}") from None
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             self._need_expert(s, who, "recommend", ref)
             row = self._row(s, ref)
             if row.state != "open":
@@ -230,7 +233,7 @@ class Referrals:
             row.recommended_at = datetime.now(UTC)
             row.state = "recommended"
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-            self.hub._audit(
+            self.context.audit(
                 s,
                 who.name,
                 "referral-recommended",
@@ -239,3 +242,59 @@ class Referrals:
             )
             s.commit()
             return self._for_node(row)
+
+
+class ReferBody(Strict):
+    node_ref: str = Field(
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The node's own id of the referral (random; never a patient key)",
+    )
+    question: str = Field(min_length=1, max_length=2000)
+    summary: dict[str, Any] = Field(description="The case summary (ccdp.case-summary/1)")
+
+
+class CommentBody(Strict):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class RecommendBody(Strict):
+    recommendation: dict[str, Any] = Field(description="options, trial, text")
+
+
+def router(referrals: Callable[[], Referrals], api: APIRouter | None = None) -> APIRouter:
+    """The referral routes (docs/referrals.md); `referrals` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/node/referrals", tags=["node"], status_code=201)
+    def node_refer(body: ReferBody, node: AsNode) -> dict[str, Any]:
+        """A case summary the node's custodian released, for the expert board."""
+        return referrals().receive(node, body.node_ref, body.summary, body.question)
+
+    @api.get("/api/node/referrals", tags=["node"])
+    def node_referrals(node: AsNode) -> list[dict[str, Any]]:
+        """This node's referrals: state and the board's recommendation."""
+        return referrals().node_list(node)
+
+    @api.get("/api/referrals", tags=["referrals"])
+    def list_referrals(who: AsUser) -> list[dict[str, Any]]:
+        """Referrals to the board (role expert): one line each."""
+        return referrals().all(who)
+
+    @api.get("/api/referrals/{ref}", tags=["referrals"])
+    def show_referral(ref: str, who: AsUser) -> dict[str, Any]:
+        """One case in full, with the board's comments (role expert; audited)."""
+        return referrals().show(who, ref)
+
+    @api.post("/api/referrals/{ref}/comments", tags=["referrals"], status_code=201)
+    def comment_referral(ref: str, body: CommentBody, who: AsUser) -> dict[str, Any]:
+        """Add to the board's discussion of a case (role expert)."""
+        return referrals().comment(who, ref, body.text)
+
+    @api.post("/api/referrals/{ref}/recommendation", tags=["referrals"])
+    def recommend_referral(ref: str, body: RecommendBody, who: AsUser) -> dict[str, Any]:
+        """Record the board's recommendation (role expert; once): it returns to the node."""
+        return referrals().recommend(who, ref, body.recommendation)
+
+    return api

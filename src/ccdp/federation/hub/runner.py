@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccdp.errors import CcdpError
-from ccdp.federation.hub.service import Hub
+from ccdp.federation.hub.service import HubCore
 from ccdp.wire.protocol import Answer, Task, Transport, utcnow
 
 log = logging.getLogger("ccdp.hub")
@@ -50,7 +50,7 @@ class HubTransport:
 
     def __init__(
         self,
-        hub: Hub,
+        hub: HubCore,
         study_id: str,
         nodes: list[str],
         timeout: float,
@@ -74,7 +74,7 @@ class HubTransport:
         """One round: write the tasks (or find them, on resume), wait, collect."""
         round_no = self._round
         self._round += 1
-        project, data_use = self.hub.projects.governance_of(self.project)
+        project, data_use = self.hub.governance_of(self.project)
         sent = task.model_copy(
             update={
                 "study_id": self.study_id,
@@ -105,7 +105,7 @@ class HubTransport:
 class StudyRunner:
     """Starts, resumes and stops the per-study threads."""
 
-    def __init__(self, hub: Hub, executor: StudyExecutor, poll: float = 0.5) -> None:
+    def __init__(self, hub: HubCore, executor: StudyExecutor, poll: float = 0.5) -> None:
         self.hub = hub
         self.executor = executor
         self.poll = poll

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.runner import StudyExecutor
-from ccdp.federation.hub.service import Hub
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class HubServeError(CcdpError):
@@ -28,12 +31,14 @@ def serve(
     max_answer_body: int | None = None,
     open_studies: bool = False,
     audit_key: Path | None = None,
+    dashboard: Callable[[FastAPI], None] | None = None,
 ) -> None:
     """Open (and migrate) the database, then serve until interrupted; the body limits (bytes)
-    default to create_app's; `audit_key` is the file of the audit-log key (see hub_audit)."""
+    default to create_app's; `audit_key` is the file of the audit-log key (see audit.py);
+    `dashboard` mounts the web pages (see create_app)."""
     import uvicorn
 
-    from ccdp.federation.hub.app import MAX_ANSWER_BODY, MAX_BODY, create_app
+    from ccdp.federation.hub.app import MAX_ANSWER_BODY, MAX_BODY, Hub, create_app
 
     if (certfile is None) != (keyfile is None):
         raise HubServeError("TLS needs both --certfile and --keyfile")
@@ -51,6 +56,7 @@ def serve(
         poll=poll,
         max_body=max_body or MAX_BODY,
         max_answer_body=max_answer_body or MAX_ANSWER_BODY,
+        dashboard=dashboard,
     )
     config = uvicorn.Config(
         app,

@@ -1,15 +1,16 @@
-"""What the hub does, over its database: nodes and users, studies, rounds, tasks and answers.
+"""The hub's core, over its database: studies, rounds, tasks and answers (nodes and users:
+members.py).
 
 The HTTP app, the CLI and the study runner all call this one class, so each rule (who may see
 what, what counts as late, what a duplicate is) is written once. Every change is one transaction.
+It imports no feature (projects, trials, referrals, catalogues...): they share the context
+(context.py) with it, and app.py composes them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,16 +20,23 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis
-from ccdp.errors import CcdpError
-from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
+from ccdp.federation import resultfile
+from ccdp.federation.hub.context import (
+    Admission,
+    Admissions,
+    Conflict,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+)
+from ccdp.federation.hub.members import Members
 from ccdp.federation.hub.models import (
     AnswerRow,
-    AuditRow,
-    CatalogueRow,
     NodeRow,
     RoundRow,
     StudyRow,
@@ -36,42 +44,10 @@ from ccdp.federation.hub.models import (
     UserRow,
     utcnow,
 )
-from ccdp.governance import hub_audit
-from ccdp.governance.hub_projects import Admission
-from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
-from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.wire.protocol import Answer, Task
 from ccdp.wire.summary import Summary
-
-
-class HubError(CcdpError):
-    """A hub operation was refused (unknown name, duplicate, bad state)."""
-
-
-class NotFound(HubError):
-    """The thing asked for does not exist, or the caller may not know it exists."""
-
-
-class Conflict(HubError):
-    """The request contradicts what the hub already holds (e.g. a second, different answer)."""
-
-
-class Forbidden(HubError):
-    """The caller may not do this (e.g. publish another node's catalogue)."""
-
-
-class StudyRefused(HubError):
-    """A study is outside its project (or has none on a closed hub): no node is asked."""
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a node or a user, with their id, name and (users) role."""
-
-    kind: TokenKind
-    id: int
-    name: str
-    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,75 +56,6 @@ class Recorded:
 
     status: Literal["accepted", "duplicate", "late"]
     task_id: str
-
-
-class Waker:
-    """Wakes waiters when something changes: threads (study runners) and asyncio long-polls."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._version = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._events: dict[str, asyncio.Event] = {}
-        self.closing = False
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def event(self, key: str) -> asyncio.Event:
-        """Called on the event loop: the event set at the next `wake(key)`."""
-        ev = self._events.get(key)
-        if ev is None:
-            ev = self._events[key] = asyncio.Event()
-        if self.closing:
-            ev.set()
-        return ev
-
-    def close(self) -> None:
-        """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
-        node asks again of the next hub) instead of holding the shutdown for its timeout."""
-        self.closing = True
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._set_all)
-            except RuntimeError:
-                return
-
-    def _set_all(self) -> None:
-        for key in list(self._events):
-            self._set(key)
-
-    def _set(self, key: str) -> None:
-        ev = self._events.pop(key, None)
-        if ev is not None:
-            ev.set()
-
-    def wake(self, *keys: str) -> None:
-        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            for key in keys:
-                try:
-                    loop.call_soon_threadsafe(self._set, key)
-                except RuntimeError:  # loop closed between the check and the call
-                    return
-
-    def version(self) -> int:
-        with self._cond:
-            return self._version
-
-    def wait(self, since: int, timeout: float) -> int:
-        """Block a thread until the version moves past `since` or `timeout` passes."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
-            return self._version
 
 
 def answer_digest(answer: Answer) -> str:
@@ -169,289 +76,24 @@ def registered_analysis(name: str) -> Analysis | None:
     return registry.get(name) if name in registry.names() else None
 
 
-class Hub:
-    """The hub's state and rules, over a SQLAlchemy session factory. `analyses` finds the
-    analysis a task asked for, whose `check_summary` judges the answers to it on receipt."""
+class HubCore(Members):
+    """The hub's state and rules, over the context's session factory. `admissions` (the
+    projects feature) says which nodes a study may ask; `analyses` finds the analysis a task
+    asked for, whose `check_summary` judges the answers to it on receipt. The core names no
+    feature: the composition root (app.py) hands them in."""
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        context: HubContext,
+        admissions: Admissions,
         analyses: Callable[[str], Analysis | None] = registered_analysis,
         open_studies: bool = False,
     ) -> None:
         """`open_studies` (`ccdp hub serve --open`): also run studies without a project."""
-        from ccdp.federation.hub.referrals import Referrals
-        from ccdp.federation.hub.trials import Trials
-        from ccdp.governance.hub_projects import Projects
-
-        self.sessions = sessions
-        self.waker = Waker()
+        super().__init__(context)
+        self.admissions = admissions
         self.analyses = analyses
         self.open_studies = open_studies
-        self.projects = Projects(self)
-        self.trials = Trials(self)
-        self.referrals = Referrals(self)
-
-    # ---- audit -------------------------------------------------------------------------
-    @staticmethod
-    def _audit(s: Session, actor: str, action: str, **detail: Any) -> None:
-        """Chain a record to the hub's audit log in the caller's transaction (never a token or
-        a patient-level value in `detail`: see governance/hub_audit.py)."""
-        hub_audit.append(s, actor, action, detail)
-
-    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
-        """The latest `limit` records, newest first, with their seq and hashes."""
-        with self.sessions() as s:
-            rows = s.scalars(select(AuditRow).order_by(AuditRow.seq.desc()).limit(limit))
-            return [
-                {
-                    "seq": r.seq,
-                    "at": hub_audit.at_text(r.at),
-                    "actor": r.actor,
-                    "action": r.action,
-                    "detail": r.detail,
-                    "prev": r.prev,
-                    "hash": r.hash,
-                }
-                for r in rows
-            ]
-
-    def verify_audit(self) -> hub_audit.Verified:
-        """Walk the whole audit chain against its key, its head row and its head file."""
-        return hub_audit.verify(self.sessions)
-
-    # ---- nodes and users ---------------------------------------------------------------
-    def add_node(
-        self, name: str, country: str, public_key: str | None = None, by: str = "admin"
-    ) -> str:
-        """Register a node; return its token (shown once, stored hashed; the audit record says
-        a token was issued, never which)."""
-        if len(country) != 2 or not country.isalpha():
-            raise HubError(f"country must be a two-letter ISO code, got {country!r}")
-        token = new_token("node")
-        row = NodeRow(
-            name=name, country=country.upper(), token_hash=hash_token(token), public_key=public_key
-        )
-        self._insert(
-            row, f"a node named {name!r} already exists", by, "add-node", name=name, token="issued"
-        )
-        return token
-
-    def add_user(self, name: str, role: str, by: str = "admin") -> str:
-        if role not in ROLES:
-            raise HubError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        token = new_token("user")
-        row = UserRow(name=name, role=role, token_hash=hash_token(token))
-        self._insert(
-            row,
-            f"a user named {name!r} already exists",
-            by,
-            "add-user",
-            name=name,
-            role=role,
-            token="issued",
-        )
-        return token
-
-    def _insert(self, row: Any, dup_message: str, by: str, action: str, **detail: Any) -> None:
-        try:
-            with self.sessions.begin() as s:
-                s.add(row)
-                self._audit(s, by, action, **detail)
-        except IntegrityError as exc:
-            raise HubError(dup_message) from exc
-
-    def revoke(self, kind: TokenKind, name: str, by: str = "admin") -> None:
-        """Revoke a node's or user's token: every later request with it gets 401."""
-        with self.sessions.begin() as s:
-            row: NodeRow | UserRow | None
-            if kind == "node":
-                row = s.scalar(select(NodeRow).where(NodeRow.name == name))
-            else:
-                row = s.scalar(select(UserRow).where(UserRow.name == name))
-            if row is None:
-                raise NotFound(f"no {kind} named {name!r}")
-            row.revoked_at = utcnow()
-            self._audit(s, by, f"revoke-{kind}", name=name, token="revoked")
-        self.waker.wake(f"node:{row.id}" if kind == "node" else f"user:{row.id}")
-
-    def set_public_key(self, node: str, public_key_pem: str) -> None:
-        with self.sessions.begin() as s:
-            row = s.scalar(select(NodeRow).where(NodeRow.name == node))
-            if row is None:
-                raise NotFound(f"no node named {node!r}")
-            row.public_key = public_key_pem
-            self._audit(s, "admin", "set-node-key", name=node)
-
-    def authenticate(self, token: str) -> Principal | None:
-        """The live (not revoked) node or user holding `token`; a node's last-seen is updated."""
-        digest = hash_token(token)
-        with self.sessions.begin() as s:
-            node = s.scalar(select(NodeRow).where(NodeRow.token_hash == digest))
-            if node is not None:
-                if node.revoked_at is not None:
-                    return None
-                now = utcnow()
-                # one write per second per node is enough for "last seen"
-                if node.last_seen is None or (now - node.last_seen).total_seconds() >= 1.0:
-                    node.last_seen = now
-                return Principal("node", node.id, node.name)
-            user = s.scalar(select(UserRow).where(UserRow.token_hash == digest))
-            if user is not None and user.revoked_at is None:
-                return Principal("user", user.id, user.name, user.role)
-        return None
-
-    def nodes(self) -> list[dict[str, Any]]:
-        with self.sessions() as s:
-            published = {c.node_id: c for c in s.scalars(select(CatalogueRow))}
-            return [
-                {
-                    "name": n.name,
-                    "country": n.country,
-                    "last_seen": n.last_seen.isoformat() if n.last_seen else None,
-                    "revoked": n.revoked_at is not None,
-                    "signing_key": n.public_key is not None,
-                    "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
-                    "audit_received_at": (
-                        n.audit_received_at.isoformat() if n.audit_received_at else None
-                    ),
-                    "audit_alert": n.audit_alert,
-                    "catalogue": _headline(published.get(n.id)),
-                }
-                for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
-            ]
-
-    # ---- node catalogues -----------------------------------------------------------------
-    def publish_catalogue(self, node: Principal, catalogue: Catalogue) -> dict[str, Any]:
-        """Keep `catalogue` as the node's latest (validated already; its `node` must be the
-        token's node), audited as "catalogue.published"."""
-        if catalogue.node != node.name:
-            with self.sessions.begin() as s:
-                self._audit(
-                    s,
-                    f"node:{node.name}",
-                    "catalogue.refused",
-                    reason="the catalogue names another node",
-                )
-            raise Forbidden(
-                f"node {node.name} cannot publish a catalogue of node {catalogue.node[:100]!r}"
-            )
-        body = catalogue.model_dump(mode="json")
-        try:
-            return self._store_catalogue(node, body)
-        except IntegrityError:  # two first publications at once: the second one updates
-            return self._store_catalogue(node, body)
-
-    def _store_catalogue(self, node: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        now = utcnow()
-        with self.sessions.begin() as s:
-            row = s.scalars(
-                select(CatalogueRow).where(CatalogueRow.node_id == node.id).with_for_update()
-            ).first()
-            if row is None:
-                s.add(CatalogueRow(node_id=node.id, catalogue=body, received_at=now))
-            else:
-                row.catalogue, row.received_at = body, now
-            self._audit(
-                s,
-                f"node:{node.name}",
-                "catalogue.published",
-                generated_at=body["generated_at"],
-                last_ingest=body["last_ingest"],
-            )
-        return {"node": node.name, "received_at": now.isoformat()}
-
-    def catalogues(self) -> list[dict[str, Any]]:
-        """Every node's latest catalogue: node, country (the hub's registration), received_at."""
-        with self.sessions() as s:
-            rows = s.execute(
-                select(CatalogueRow, NodeRow)
-                .join(NodeRow, NodeRow.id == CatalogueRow.node_id)
-                .order_by(NodeRow.name)
-            ).all()
-            return [_published(c, n) for c, n in rows]
-
-    def catalogue(self, name: str) -> dict[str, Any]:
-        with self.sessions() as s:
-            found = s.execute(
-                select(CatalogueRow, NodeRow)
-                .join(NodeRow, NodeRow.id == CatalogueRow.node_id)
-                .where(NodeRow.name == name)
-            ).first()
-            if found is None:
-                raise NotFound(f"no catalogue of node {name[:100]!r}")
-            return _published(*found)
-
-    # ---- audit heads -------------------------------------------------------------------
-    @staticmethod
-    def _head_at_hub(row: NodeRow) -> HeadAtHub:
-        head = None
-        if row.audit_seq is not None and row.audit_hash is not None:
-            head = AuditHead(seq=row.audit_seq, hash=row.audit_hash)
-        return HeadAtHub(head=head, received_at=row.audit_received_at, alert=row.audit_alert)
-
-    def audit_head(self, node_id: int) -> HeadAtHub:
-        """What the hub holds of this node's audit log (the node checks its log against it)."""
-        with self.sessions() as s:
-            row = s.get(NodeRow, node_id)
-            if row is None:
-                raise NotFound(f"no node with id {node_id}")
-            return self._head_at_hub(row)
-
-    def record_audit_head(
-        self, node_id: int, head: AuditHead, source: Literal["heartbeat", "answer"]
-    ) -> HeadAtHub:
-        """Keep the highest head a node sent; never lower it.
-
-        A heartbeat carries the node's current head, so one with a lower seq than the hub holds
-        means the log went back (cut or restored from a copy): an alert. An answer carries the
-        head of when it was logged, and answers may be posted late (outbox, manual release), so
-        a lower seq there is stale, not an alert. The same seq with another hash is a rewritten
-        log, whatever carried it.
-        """
-        with self.sessions.begin() as s:
-            row = s.get(NodeRow, node_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"no node with id {node_id}")
-            self._move_head(s, row, head, source)
-            return self._head_at_hub(row)
-
-    def _move_head(self, s: Session, row: NodeRow, head: AuditHead, source: str) -> None:
-        now = utcnow()
-        held_seq, held_hash = row.audit_seq, row.audit_hash
-        if held_seq is None or head.seq > held_seq:
-            row.audit_seq, row.audit_hash, row.audit_received_at = head.seq, head.hash, now
-            return
-        if head.seq == held_seq and head.hash == held_hash:
-            row.audit_received_at = now
-            return
-        if head.seq == held_seq:
-            why = (
-                f"head {head.seq} changed hash from {held_hash[:12] if held_hash else None} "
-                f"to {head.hash[:12]} at {now.isoformat()} ({source})"
-            )
-        elif source == "heartbeat":
-            why = f"head went back from {held_seq} to {head.seq} at {now.isoformat()} ({source})"
-        else:
-            return  # a stale head in a late-posted answer
-        if row.audit_alert is None:  # the first alert stands; repeats of it are not re-logged
-            row.audit_alert = why
-            self._audit(
-                s,
-                f"node:{row.name}",
-                "audit-head-alert",
-                alert=why,
-                held={"seq": held_seq, "hash": held_hash},
-                sent={"seq": head.seq, "hash": head.hash},
-                source=source,
-            )
-
-    def users(self) -> list[dict[str, Any]]:
-        with self.sessions() as s:
-            return [
-                {"name": u.name, "role": u.role, "revoked": u.revoked_at is not None}
-                for u in s.scalars(select(UserRow).order_by(UserRow.name))
-            ]
 
     # ---- studies -----------------------------------------------------------------------
     def create_study(
@@ -496,7 +138,9 @@ class Hub:
                 )
             )
             who = owner.name if owner else "admin"
-            self._audit(s, who, "submit-study", study=study_id, analysis=analysis, nodes=chosen)
+            self.context.audit(
+                s, who, "submit-study", study=study_id, analysis=analysis, nodes=chosen
+            )
         return study_id
 
     def admit_study(
@@ -507,9 +151,13 @@ class Hub:
         analysis: str,
         chosen: list[str],
     ) -> Admission:
-        """The project check of a study (governance/hub_projects.py); tests override it to
-        play a hub that forwards everything, so the node's own check is seen to hold."""
-        return self.projects.admit(s, owner, spec, analysis, chosen, self.open_studies)
+        """The project check of a study (the admission contract: projects.py); tests override it
+        to play a hub that forwards everything, so the node's own check is seen to hold."""
+        return self.admissions.admit(s, owner, spec, analysis, chosen, self.open_studies)
+
+    def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]:
+        """(project id, data use) a study's tasks carry (the admission contract)."""
+        return self.admissions.governance_of(project_id)
 
     def study(self, study_id: str, viewer: Principal | None = None) -> dict[str, Any]:
         """A study's state and result; researchers see only their own studies."""
@@ -572,7 +220,7 @@ class Hub:
         """Audit that `viewer` read a study: "read-result" once it has its result."""
         done = study.get("status") in ("done", "failed")
         with self.sessions.begin() as s:
-            self._audit(
+            self.context.audit(
                 s,
                 viewer.name,
                 "read-result" if done else "read-study",
@@ -584,52 +232,7 @@ class Hub:
     def record_refused(self, who: Principal, action: str, reason: str) -> None:
         """Audit a request the hub refused (a study spec it would not take, ...)."""
         with self.sessions.begin() as s:
-            self._audit(s, who.name, f"{action}-refused", reason=reason[:500], role=who.role)
-
-    def refusals(self, project: str | None = None) -> list[dict[str, Any]]:
-        """Per study, oldest first, what its nodes refused or withheld, in the words of their
-        disclosure gates (the answers' public reasons, nothing else): the board's view. A
-        study's `project` is read from its spec; `project` keeps only that project's studies."""
-        with self.sessions() as s:
-            rows = s.execute(
-                select(StudyRow, RoundRow.round_no, NodeRow.name, AnswerRow, UserRow.name)
-                .join(RoundRow, RoundRow.study_id == StudyRow.id)
-                .join(TaskRow, TaskRow.round_id == RoundRow.id)
-                .join(NodeRow, TaskRow.node_id == NodeRow.id)
-                .join(AnswerRow, AnswerRow.task_id == TaskRow.id)
-                .outerjoin(UserRow, UserRow.id == StudyRow.owner_id)
-                .where((AnswerRow.status == "refused") | AnswerRow.reason.is_not(None))
-                .order_by(StudyRow.created_at, RoundRow.round_no, NodeRow.name)
-            ).all()
-            out: dict[str, dict[str, Any]] = {}
-            for study, round_no, node, ans, owner in rows:
-                spec_project = (study.spec or {}).get("project")
-                key = None if spec_project is None else str(spec_project)
-                if project is not None and key != project:
-                    continue
-                entry = out.setdefault(
-                    study.id,
-                    {
-                        "study": study.id,
-                        "title": study.title,
-                        "project": key,
-                        "requester": owner or "admin",
-                        "analysis": study.analysis,
-                        "status": study.status,
-                        "nodes": [],
-                    },
-                )
-                entry["nodes"].append(
-                    {
-                        "node": node,
-                        "round": round_no,
-                        "status": ans.status,
-                        "withheld": ans.status == "answered",
-                        "reason": ans.reason,
-                        "late": ans.late,
-                    }
-                )
-            return list(out.values())
+            self.context.audit(s, who.name, f"{action}-refused", reason=reason[:500], role=who.role)
 
     def study_requester(self, study_id: str) -> str:
         """Who submitted the study: its owner's user name, or admin (submitted by the hub)."""
@@ -664,11 +267,11 @@ class Hub:
             if row is None:
                 raise NotFound(f"no study {study_id!r}")
             if status == "running" and row.status != "running":
-                self._audit(s, "hub", "study-started", study=study_id, was=row.status)
+                self.context.audit(s, "hub", "study-started", study=study_id, was=row.status)
             row.status = status
             if status in ("done", "failed"):
                 row.result, row.error, row.finished_at = result, error, utcnow()
-                self._audit(s, "hub", f"study-{status}", study=study_id, error=error)
+                self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
         self.waker.wake(f"study:{study_id}")
 
     # ---- rounds and tasks --------------------------------------------------------------
@@ -699,7 +302,7 @@ class Hub:
             node_rows = s.scalars(select(NodeRow).where(NodeRow.name.in_(nodes))).all()
             for node in node_rows:
                 s.add(TaskRow(id=uuid.uuid4().hex, round_id=rnd.id, node_id=node.id))
-            self._audit(s, "hub", "open-round", study=study_id, round=round_no, nodes=nodes)
+            self.context.audit(s, "hub", "open-round", study=study_id, round=round_no, nodes=nodes)
             round_id = rnd.id
             node_ids = [n.id for n in node_rows]
         self.waker.wake(*(f"node:{i}" for i in node_ids))
@@ -797,7 +400,7 @@ class Hub:
                 )
             )
             task.status = "late" if late else answer.status
-            self._audit(
+            self.context.audit(
                 s,
                 f"node:{node.name}",
                 "answer-late" if late else "answer",
@@ -890,32 +493,16 @@ class Hub:
             {"node": n, "round": r, "received_at": t.isoformat(), "used": False} for n, r, t in rows
         ]
 
-    def node_of_name(self, name: str) -> tuple[int, str, str | None]:
-        """(id, token digest, Ed25519 public key) of a live node: what verifies its files."""
-        with self.sessions() as s:
-            row = s.scalar(select(NodeRow).where(NodeRow.name == name))
-            if row is None or row.revoked_at is not None:
-                raise NotFound(f"no live node named {name!r}")
-            return row.id, row.token_hash, row.public_key
 
-
-def _published(row: CatalogueRow, node: NodeRow) -> dict[str, Any]:
-    return {
-        "node": node.name,
-        "country": node.country,
-        "received_at": row.received_at.isoformat(),
-        "catalogue": row.catalogue,
-    }
-
-
-def _headline(row: CatalogueRow | None) -> dict[str, Any] | None:
-    """What the node list shows of a node's catalogue (cheap: read from the stored body)."""
-    if row is None:
-        return None
-    body = row.catalogue
-    return {
-        "patients": (body.get("patients") or {}).get("count"),
-        "last_ingest": body.get("last_ingest"),
-        "generated_at": body.get("generated_at"),
-        "received_at": row.received_at.isoformat(),
-    }
+def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
+    """Verify a signed result file against the node's registered secret, then record it."""
+    node_id, token_digest, public_key = hub.node_of_name(rf.node)
+    resultfile.verify(rf, token_digest, public_key)
+    if rf.answer.node != rf.node:
+        raise Conflict(f"result file signed by {rf.node!r} carries an answer of {rf.answer.node!r}")
+    held = hub.task_for_node(rf.answer.task_id, node_id)
+    if resultfile.canonical(held.model_dump(mode="json")) != resultfile.canonical(
+        rf.task.model_dump(mode="json")
+    ):
+        raise Conflict(f"result file answers a task that differs from task {held.task_id}")
+    return hub.record_answer(node_id, rf.answer, source="file", by=by)

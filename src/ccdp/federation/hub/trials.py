@@ -8,15 +8,20 @@ Irreversibility: one allocation per trial, node and patient pseudonym; asking ag
 Every allocation is chained into the hub's audit log with a digest binding patient, strata and
 arm (so the log, which an admin reads, does not reveal the arm, yet an altered allocation no
 longer matches it).
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from fastapi import APIRouter
+from pydantic import Field, ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,11 +36,17 @@ from ccdp.clinical.randomisation import (
     stratum_key,
 )
 from ccdp.cohort.view import declared_levels
+from ccdp.federation.hub.context import (
+    Conflict,
+    Forbidden,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+)
+from ccdp.federation.hub.doors import AsAdmin, AsAnyone, AsNode, AsUser, Strict
 from ccdp.federation.hub.models import AllocationRow, NodeRow, TrialRow
 from ccdp.specfile import first_error
-
-if TYPE_CHECKING:
-    from ccdp.federation.hub.service import Hub, Principal
 
 PATIENT = r"^[A-Za-z0-9_.:-]{1,100}$"
 
@@ -49,14 +60,12 @@ def allocation_digest(trial: str, seq: int, patient: str, strata: dict[str, str]
 class Trials:
     """Trials and allocations over the hub's database."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def _row(s: Session, name: str) -> TrialRow:
-        from ccdp.federation.hub.service import NotFound
-
         row = s.scalars(select(TrialRow).where(TrialRow.name == name)).first()
         if row is None:
             raise NotFound(f"no trial {name!r}")
@@ -65,8 +74,6 @@ class Trials:
     @staticmethod
     def _spec(row: TrialRow) -> TrialSpec:
         """The stored spec, checked again (a view variable it stratifies by may have gone)."""
-        from ccdp.federation.hub.service import Conflict
-
         try:
             return TrialSpec.model_validate(row.spec)
         except ValidationError as exc:
@@ -97,8 +104,6 @@ class Trials:
 
     # -- admin ----------------------------------------------------------------------------
     def create(self, admin: Principal, raw: dict[str, Any]) -> dict[str, Any]:
-        from ccdp.federation.hub.service import Conflict
-
         spec = load_trial(raw)
         row = TrialRow(
             name=spec.name,
@@ -107,7 +112,7 @@ class Trials:
             allocated=0,
             created_by=admin.name,
         )
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             if s.scalars(select(TrialRow.id).where(TrialRow.name == spec.name)).first():
                 raise Conflict(f"a trial named {spec.name!r} exists")
             s.add(row)
@@ -115,7 +120,7 @@ class Trials:
                 s.flush()
             except IntegrityError:
                 raise Conflict(f"a trial named {spec.name!r} exists") from None
-            self.hub._audit(
+            self.context.audit(
                 s,
                 admin.name,
                 "trial-created",
@@ -130,17 +135,15 @@ class Trials:
 
     # -- anyone with a token --------------------------------------------------------------
     def all(self) -> list[dict[str, Any]]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             return [self._public(r) for r in s.scalars(select(TrialRow).order_by(TrialRow.name))]
 
     def show(self, name: str) -> dict[str, Any]:
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             return self._public(self._row(s, name))
 
     # -- the node -------------------------------------------------------------------------
     def _check_strata(self, spec: TrialSpec, strata: dict[str, str]) -> None:
-        from ccdp.federation.hub.service import HubError
-
         want, got = set(spec.strata), set(strata)
         if want != got:
             missing = ", ".join(sorted(want - got)) or "none"
@@ -180,11 +183,11 @@ class Trials:
     ) -> dict[str, Any]:
         """The arm of `patient` (a pseudonym of `node`'s); a second request returns the first
         allocation unchanged (with the strata it was made with), whatever strata it sends."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             held = self._held(s, row, node.id, patient)
             if held is not None:
-                self.hub._audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
+                self.context.audit(s, node.name, "randomise-repeat", trial=name, seq=held.seq)
                 s.commit()
                 return self._answer(row, held, True)
             spec = self._spec(row)
@@ -230,7 +233,7 @@ class Trials:
                 arm=arm,
             )
             s.add(alloc)
-            self.hub._audit(
+            self.context.audit(
                 s,
                 node.name,
                 "randomised",
@@ -247,7 +250,7 @@ class Trials:
 
     def node_allocations(self, node: Principal, name: str) -> list[dict[str, Any]]:
         """The arms of this node's own patients in a trial (never another node's)."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             rows = s.scalars(
                 select(AllocationRow)
@@ -260,12 +263,10 @@ class Trials:
     def allocations(self, who: Principal, name: str) -> dict[str, Any]:
         """The whole list, the seed and the counts per arm (statistician of the trial only);
         reading it is audited."""
-        from ccdp.federation.hub.service import Forbidden
-
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, name)
             if not self.is_statistician(row, who):
-                self.hub._audit(s, who.name, "allocations-refused", trial=name, role=who.role)
+                self.context.audit(s, who.name, "allocations-refused", trial=name, role=who.role)
                 s.commit()
                 raise Forbidden(f"only a statistician of trial {name!r} sees its allocations")
             listed = [
@@ -288,7 +289,7 @@ class Trials:
             counts = {arm: 0 for arm in row.spec["arms"]}
             for a in listed:
                 counts[a["arm"]] += 1
-            self.hub._audit(s, who.name, "allocations-read", trial=name, n=len(listed))
+            self.context.audit(s, who.name, "allocations-read", trial=name, n=len(listed))
             s.commit()
             return {
                 **self._public(row),
@@ -297,3 +298,67 @@ class Trials:
                 "counts": counts,
                 "allocations": listed,
             }
+
+
+class CreateTrial(Strict):
+    spec: dict[str, Any]
+
+
+class RandomiseBody(Strict):
+    patient: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The patient's pseudonym at the node (never a name or record number)",
+    )
+    strata: dict[str, Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=dict, max_length=6, description="The patient's value of each stratum"
+    )
+
+
+class Allocation(Strict):
+    trial: str
+    patient: str
+    arm: str
+    strata: dict[str, str]
+    allocated_at: str
+    repeated: bool | None = None
+
+
+def router(trials: Callable[[], Trials], api: APIRouter | None = None) -> APIRouter:
+    """The trial routes (docs/randomisation.md); `trials` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/trials", tags=["trials"], status_code=201)
+    def create_trial(body: CreateTrial, admin: AsAdmin) -> dict[str, Any]:
+        """Create a trial (admin): arms, ratio, strata, method; the hub draws its secret seed."""
+        return trials().create(admin, body.spec)
+
+    @api.get("/api/trials", tags=["trials"])
+    def list_trials(_user: AsUser) -> list[dict[str, Any]]:
+        """Trials: name, arms, ratio, strata, method and how many were randomised (never the
+        counts per arm, the list or the seed: see the allocations route)."""
+        return trials().all()
+
+    @api.get("/api/trials/{name}", tags=["trials"])
+    def show_trial(name: str, _who: AsAnyone) -> dict[str, Any]:
+        """One trial's public description (users and nodes)."""
+        return trials().show(name)
+
+    @api.get("/api/trials/{name}/allocations", tags=["trials"])
+    def trial_allocations(name: str, who: AsUser) -> dict[str, Any]:
+        """The allocation list, counts per arm and the seed: the trial's statistician only."""
+        return trials().allocations(who, name)
+
+    @api.post("/api/node/trials/{name}/randomise", tags=["node"])
+    def node_randomise(name: str, body: RandomiseBody, node: AsNode) -> Allocation:
+        """Randomise this node's patient (pseudonym and strata only); asking again for the same
+        patient returns the same arm."""
+        return Allocation(**trials().randomise(node, name, body.patient, body.strata))
+
+    @api.get("/api/node/trials/{name}/allocations", tags=["node"])
+    def node_allocations(name: str, node: AsNode) -> list[Allocation]:
+        """The arms of this node's own patients in a trial."""
+        return [Allocation(**a) for a in trials().node_allocations(node, name)]
+
+    return api

@@ -22,8 +22,8 @@ GENESIS = "0" * 64
 
 
 def upgrade() -> None:
+    from ccdp.federation.hub.audit import HubAuditError, content
     from ccdp.governance.chain import record_mac
-    from ccdp.governance.hub_audit import HubAuditError, content
 
     with op.batch_alter_table("audit") as batch:
         batch.add_column(sa.Column("seq", sa.Integer, nullable=True))

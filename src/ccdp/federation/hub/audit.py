@@ -31,6 +31,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
+from ccdp.federation.hub.models import AuditHeadRow, AuditRow, utcnow
+from ccdp.federation.hub.urls import normalise_url
 from ccdp.governance.chain import (
     GENESIS,
     MIN_KEY_BYTES,
@@ -58,8 +60,6 @@ def key_path_for(url: str, explicit: Path | str | None = None) -> Path | None:
     """Where the hub of database `url` keeps its audit key: `explicit`, else $CCDP_HUB_AUDIT_KEY,
     else beside a SQLite file, else one file per database in the user's config folder. None for
     an in-memory SQLite database (the key then lives as long as the process)."""
-    from ccdp.federation.hub.db import normalise_url
-
     chosen = explicit or os.environ.get(ENV_KEY)
     if chosen:
         return Path(chosen).expanduser().resolve()
@@ -189,8 +189,6 @@ def chain_of(s: Session | sessionmaker[Session]) -> AuditChain:
 def append(s: Session, actor: str, action: str, detail: dict[str, Any]) -> dict[str, Any]:
     """Chain one record to the last, inside the caller's transaction (it is kept or dropped with
     the change it records); the head file moves once the transaction commits."""
-    from ccdp.federation.hub.models import AuditHeadRow, AuditRow, utcnow
-
     chain = chain_of(s)
     # the write lock first, then the read: no other append can slip between the two
     s.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq))
@@ -230,8 +228,6 @@ def after_rollback(s: Session) -> None:
 
 def records(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     """Every record in chain order, as hashed (plus `hash` and the row `id`)."""
-    from ccdp.federation.hub.models import AuditRow
-
     with sessions() as s:
         rows = s.scalars(select(AuditRow).order_by(AuditRow.seq, AuditRow.id)).all()
         return [
@@ -270,8 +266,6 @@ class Verified:
 
 def verify(sessions: sessionmaker[Session]) -> Verified:
     """Walk the whole chain, then check it reaches the `audit_head` row and the head file."""
-    from ccdp.federation.hub.models import AuditHeadRow
-
     chain = chain_of(sessions)
     recs = [{k: v for k, v in r.items() if k != "id"} for r in records(sessions)]
     with sessions() as s:

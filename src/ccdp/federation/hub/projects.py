@@ -4,33 +4,36 @@ names, whose custodians' decisions come back; and the admission of a study to it
 The hub only relays a custodian's decision: the node records what it accepted and checks every
 task against that record itself (federation/node/local.py), so this class is a convenience and a
 first line, never the only one.
+
+A feature: it works through the hub's context (context.py), never the core, and `router`
+builds its routes for app.py to put on the hub's app.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import date
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, Literal, NoReturn
 
+from fastapi import APIRouter
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ccdp.federation.hub.context import (
+    Admission,
+    Conflict,
+    HubContext,
+    HubError,
+    NotFound,
+    Principal,
+    StudyRefused,
+)
+from ccdp.federation.hub.doors import AsBoard, AsNode, AsResearcher, AsUser, Strict
 from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow, utcnow
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
 from ccdp.wire.data_use import DataUse
-
-if TYPE_CHECKING:
-    from ccdp.federation.hub.service import Hub, Principal
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The nodes a study may ask, and the named nodes it may not ask with their status."""
-
-    project_id: str | None
-    asked: list[str]
-    excluded: dict[str, dict[str, str]]
 
 
 def today() -> date:
@@ -47,14 +50,12 @@ def state_of(row: ProjectRow, on: date | None = None) -> str:
 class Projects:
     """Project requests, reviews and node decisions, over the hub's database."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def _row(s: Session, project_id: str) -> ProjectRow:
-        from ccdp.federation.hub.service import NotFound
-
         row = s.get(ProjectRow, project_id)
         if row is None:
             raise NotFound(f"no project {project_id!r}")
@@ -101,11 +102,9 @@ class Projects:
     # -- researcher and board -------------------------------------------------------------
     def request(self, owner: Principal, raw: dict[str, Any]) -> str:
         """Store a researcher's request (state `requested`); every node named must exist."""
-        from ccdp.federation.hub.service import HubError
-
         spec = load_project(raw)
         project_id = uuid.uuid4().hex
-        with self.hub.sessions.begin() as s:
+        with self.context.sessions.begin() as s:
             live = {n.name for n in s.scalars(select(NodeRow).where(NodeRow.revoked_at.is_(None)))}
             unknown = [n for n in spec.nodes if n not in live]
             if unknown:
@@ -119,30 +118,28 @@ class Projects:
                     state="requested",
                 )
             )
-            self.hub._audit(s, owner.name, "project-request", project=project_id, nodes=spec.nodes)
+            self.context.audit(
+                s, owner.name, "project-request", project=project_id, nodes=spec.nodes
+            )
         return project_id
 
     def review(self, board: Principal, project_id: str, approve: bool, reason: str | None) -> str:
         """The board's decision on a requested project; a rejection needs its reason."""
-        from ccdp.federation.hub.service import Conflict, HubError
-
         if not approve and not (reason and reason.strip()):
             raise HubError("reason: a rejection must say why (--reason)")
-        with self.hub.sessions.begin() as s:
+        with self.context.sessions.begin() as s:
             row = self._row(s, project_id)
             if row.state != "requested":
                 raise Conflict(f"project {project_id} is {state_of(row)}, not requested")
             row.state = "approved" if approve else "rejected"
             row.reviewer, row.review_reason, row.reviewed_at = board.name, reason, utcnow()
-            self.hub._audit(
+            self.context.audit(
                 s, board.name, "project-review", project=project_id, state=row.state, reason=reason
             )
             return row.state
 
     def show(self, project_id: str, viewer: Principal) -> dict[str, Any]:
-        from ccdp.federation.hub.service import NotFound
-
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = s.get(ProjectRow, project_id)
             if row is None or not self._may_see(row, viewer):
                 raise NotFound(f"no project {project_id!r}")
@@ -150,7 +147,7 @@ class Projects:
 
     def all(self, viewer: Principal) -> list[dict[str, Any]]:
         """Researchers: their own; board and admin: all; a node: those that name it."""
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             rows = s.scalars(select(ProjectRow).order_by(ProjectRow.created_at))
             return [self._dict(s, r) for r in rows if self._may_see(r, viewer)]
 
@@ -159,11 +156,9 @@ class Projects:
         self, node: Principal, project_id: str, decision: str, reason: str | None
     ) -> dict[str, Any]:
         """Record the decision a node's custodian made at the node (the node sends it)."""
-        from ccdp.federation.hub.service import Conflict, HubError, NotFound
-
         if decision not in ("accepted", "declined"):
             raise HubError(f"decision: must be accepted or declined, got {decision!r}")
-        with self.hub.sessions.begin() as s:
+        with self.context.sessions.begin() as s:
             row = s.get(ProjectRow, project_id)
             if row is None or not self._may_see(row, node):
                 raise NotFound(f"no project {project_id!r} for this node")
@@ -185,7 +180,7 @@ class Projects:
                 )
             else:
                 held.decision, held.reason, held.decided_at = decision, reason, utcnow()
-            self.hub._audit(
+            self.context.audit(
                 s,
                 f"node:{node.name}",
                 "project-node-decision",
@@ -208,8 +203,6 @@ class Projects:
         """Which of `chosen` a study may ask, or StudyRefused (before any node is asked) with
         the reason: no project on a closed hub, a project not approved or expired, an analysis
         or a cohort outside it, a data use other than its own, or no node that accepted it."""
-        from ccdp.federation.hub.service import StudyRefused
-
         who = owner.name if owner is not None else "admin"
         project_id = spec.get("project")
         if project_id is None:
@@ -275,16 +268,75 @@ class Projects:
 
     def _refused(self, s: Session, who: str, project_id: str, why: str) -> NoReturn:
         """Refuse a study: audited in its own transaction (the study's one is rolled back)."""
-        from ccdp.federation.hub.service import StudyRefused
-
-        with self.hub.sessions.begin() as audit:
-            self.hub._audit(audit, who, "study-refused", project=project_id, reason=why)
+        with self.context.sessions.begin() as audit:
+            self.context.audit(audit, who, "study-refused", project=project_id, reason=why)
         raise StudyRefused(f"study refused: {why}")
 
     def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]:
         """(project id, data use) a study's tasks carry: the node filters and checks by them."""
         if project_id is None:
             return None, None
-        with self.hub.sessions() as s:
+        with self.context.sessions() as s:
             row = self._row(s, project_id)
             return row.id, DataUse.model_validate(row.spec["data_use"])
+
+
+class RequestProject(Strict):
+    spec: dict[str, Any]
+
+
+class ProjectRequested(Strict):
+    project_id: str
+    state: str
+
+
+class Review(Strict):
+    decision: Literal["approve", "reject"]
+    reason: str | None = Field(None, max_length=2000)
+
+
+class NodeDecisionBody(Strict):
+    decision: Literal["accepted", "declined"]
+    reason: str | None = Field(None, max_length=2000)
+
+
+def router(projects: Callable[[], Projects], api: APIRouter | None = None) -> APIRouter:
+    """The project routes; `projects` gives the feature at request time."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/projects", tags=["projects"], status_code=201)
+    def request_project(body: RequestProject, user: AsResearcher) -> ProjectRequested:
+        """A researcher's access request; the board reviews it, each node's custodian decides."""
+        return ProjectRequested(project_id=projects().request(user, body.spec), state="requested")
+
+    @api.get("/api/projects", tags=["projects"])
+    def list_projects(user: AsUser) -> list[dict[str, Any]]:
+        """A researcher's own projects; the board and admins see every project."""
+        return projects().all(user)
+
+    @api.get("/api/projects/{project_id}", tags=["projects"])
+    def show_project(project_id: str, user: AsUser) -> dict[str, Any]:
+        """A project's state, terms, the board's decision and each node's decision."""
+        return projects().show(project_id, user)
+
+    @api.post("/api/projects/{project_id}/review", tags=["projects"])
+    def review_project(project_id: str, body: Review, board: AsBoard) -> ProjectRequested:
+        """The board approves or rejects a requested project (a rejection gives its reason)."""
+        state = projects().review(board, project_id, body.decision == "approve", body.reason)
+        return ProjectRequested(project_id=project_id, state=state)
+
+    @api.get("/api/node/projects", tags=["node"])
+    def node_projects(node: AsNode) -> list[dict[str, Any]]:
+        """Projects that name this node, for its custodian to decide at the node."""
+        return projects().all(node)
+
+    @api.get("/api/node/projects/{project_id}", tags=["node"])
+    def node_project(project_id: str, node: AsNode) -> dict[str, Any]:
+        return projects().show(project_id, node)
+
+    @api.post("/api/node/projects/{project_id}/decision", tags=["node"])
+    def node_decision(project_id: str, body: NodeDecisionBody, node: AsNode) -> dict[str, Any]:
+        """Relay the decision the custodian made (and recorded) at the node."""
+        return projects().decide(node, project_id, body.decision, body.reason)
+
+    return api

@@ -1,0 +1,171 @@
+"""The hub's context: what its core (service.py) and its features (projects, trials, referrals,
+catalogues, the audit log) share, so that neither imports the other.
+
+Like Datasette's small core, the core never names a feature: a feature is handed this context
+(sessions, the audit append, the waker) and gives back what the core asks of it through a
+contract declared here (`Admissions`: which nodes a study may ask) or a hook (`node_details`).
+The errors live here too, so a feature raises the same NotFound the HTTP layer maps to 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccdp.errors import CcdpError
+from ccdp.federation.hub import audit as hub_audit
+from ccdp.federation.hub.auth import TokenKind
+from ccdp.wire.data_use import DataUse
+
+
+class HubError(CcdpError):
+    """A hub operation was refused (unknown name, duplicate, bad state)."""
+
+
+class NotFound(HubError):
+    """The thing asked for does not exist, or the caller may not know it exists."""
+
+
+class Conflict(HubError):
+    """The request contradicts what the hub already holds (e.g. a second, different answer)."""
+
+
+class Forbidden(HubError):
+    """The caller may not do this (e.g. publish another node's catalogue)."""
+
+
+class StudyRefused(HubError):
+    """A study is outside its project (or has none on a closed hub): no node is asked."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a node or a user, with their id, name and (users) role."""
+
+    kind: TokenKind
+    id: int
+    name: str
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The nodes a study may ask, and the named nodes it may not ask with their status."""
+
+    project_id: str | None
+    asked: list[str]
+    excluded: dict[str, dict[str, str]]
+
+
+class Admissions(Protocol):
+    """The admission contract: what the projects feature gives the core to admit a study and to
+    label its tasks (the core stores and drives studies; whether one may run is not its rule)."""
+
+    def admit(
+        self,
+        s: Session,
+        owner: Principal | None,
+        spec: dict[str, Any],
+        analysis: str,
+        chosen: list[str],
+        open_hub: bool,
+    ) -> Admission: ...
+
+    def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]: ...
+
+
+class Waker:
+    """Wakes waiters when something changes: threads (study runners) and asyncio long-polls."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._version = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+        self.closing = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def event(self, key: str) -> asyncio.Event:
+        """Called on the event loop: the event set at the next `wake(key)`."""
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        if self.closing:
+            ev.set()
+        return ev
+
+    def close(self) -> None:
+        """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
+        node asks again of the next hub) instead of holding the shutdown for its timeout."""
+        self.closing = True
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._set_all)
+            except RuntimeError:
+                return
+
+    def _set_all(self) -> None:
+        for key in list(self._events):
+            self._set(key)
+
+    def _set(self, key: str) -> None:
+        ev = self._events.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+    def wake(self, *keys: str) -> None:
+        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for key in keys:
+                try:
+                    loop.call_soon_threadsafe(self._set, key)
+                except RuntimeError:  # loop closed between the check and the call
+                    return
+
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    def wait(self, since: int, timeout: float) -> int:
+        """Block a thread until the version moves past `since` or `timeout` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
+            return self._version
+
+
+# A node-list hook: given a session, a function from a node's id to what a feature shows of it.
+NodeDetail = Callable[[Session], Callable[[int], Any]]
+
+
+@dataclass
+class HubContext:
+    """The sessions, the waker and the audit append every part of the hub works through.
+
+    `node_details` is the one hook of the node list: a feature adds a key (the catalogues
+    feature adds `catalogue`) and the core shows it per node without knowing the feature.
+    """
+
+    sessions: sessionmaker[Session]
+    waker: Waker = field(default_factory=Waker)
+    node_details: dict[str, NodeDetail] = field(default_factory=dict)
+
+    @staticmethod
+    def audit(s: Session, actor: str, action: str, **detail: Any) -> None:
+        """Chain a record to the hub's audit log in the caller's transaction (never a token or
+        a patient-level value in `detail`: see audit.py)."""
+        hub_audit.append(s, actor, action, detail)

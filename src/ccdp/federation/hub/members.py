@@ -1,0 +1,209 @@
+"""The hub's members: nodes and users, their tokens, and the audit heads nodes send.
+
+Part of the core (service.py's `HubCore` is a `Members`): who may call the hub is the first rule
+every route and feature relies on, so it is kept apart from the studies the core drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
+from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
+from ccdp.federation.hub.models import NodeRow, UserRow, utcnow
+from ccdp.wire.protocol import AuditHead, HeadAtHub
+
+
+class Members:
+    """Nodes, users and tokens over the context's sessions; a revocation wakes the revoked."""
+
+    def __init__(self, context: HubContext) -> None:
+        self.context = context
+        self.sessions = context.sessions
+        self.waker = context.waker
+
+    # ---- nodes and users ---------------------------------------------------------------
+    def add_node(
+        self, name: str, country: str, public_key: str | None = None, by: str = "admin"
+    ) -> str:
+        """Register a node; return its token (shown once, stored hashed; the audit record says
+        a token was issued, never which)."""
+        if len(country) != 2 or not country.isalpha():
+            raise HubError(f"country must be a two-letter ISO code, got {country!r}")
+        token = new_token("node")
+        row = NodeRow(
+            name=name, country=country.upper(), token_hash=hash_token(token), public_key=public_key
+        )
+        self._insert(
+            row, f"a node named {name!r} already exists", by, "add-node", name=name, token="issued"
+        )
+        return token
+
+    def add_user(self, name: str, role: str, by: str = "admin") -> str:
+        if role not in ROLES:
+            raise HubError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        token = new_token("user")
+        row = UserRow(name=name, role=role, token_hash=hash_token(token))
+        self._insert(
+            row,
+            f"a user named {name!r} already exists",
+            by,
+            "add-user",
+            name=name,
+            role=role,
+            token="issued",
+        )
+        return token
+
+    def _insert(self, row: Any, dup_message: str, by: str, action: str, **detail: Any) -> None:
+        try:
+            with self.sessions.begin() as s:
+                s.add(row)
+                self.context.audit(s, by, action, **detail)
+        except IntegrityError as exc:
+            raise HubError(dup_message) from exc
+
+    def revoke(self, kind: TokenKind, name: str, by: str = "admin") -> None:
+        """Revoke a node's or user's token: every later request with it gets 401."""
+        with self.sessions.begin() as s:
+            row: NodeRow | UserRow | None
+            if kind == "node":
+                row = s.scalar(select(NodeRow).where(NodeRow.name == name))
+            else:
+                row = s.scalar(select(UserRow).where(UserRow.name == name))
+            if row is None:
+                raise NotFound(f"no {kind} named {name!r}")
+            row.revoked_at = utcnow()
+            self.context.audit(s, by, f"revoke-{kind}", name=name, token="revoked")
+        self.waker.wake(f"node:{row.id}" if kind == "node" else f"user:{row.id}")
+
+    def set_public_key(self, node: str, public_key_pem: str) -> None:
+        with self.sessions.begin() as s:
+            row = s.scalar(select(NodeRow).where(NodeRow.name == node))
+            if row is None:
+                raise NotFound(f"no node named {node!r}")
+            row.public_key = public_key_pem
+            self.context.audit(s, "admin", "set-node-key", name=node)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The live (not revoked) node or user holding `token`; a node's last-seen is updated."""
+        digest = hash_token(token)
+        with self.sessions.begin() as s:
+            node = s.scalar(select(NodeRow).where(NodeRow.token_hash == digest))
+            if node is not None:
+                if node.revoked_at is not None:
+                    return None
+                now = utcnow()
+                # one write per second per node is enough for "last seen"
+                if node.last_seen is None or (now - node.last_seen).total_seconds() >= 1.0:
+                    node.last_seen = now
+                return Principal("node", node.id, node.name)
+            user = s.scalar(select(UserRow).where(UserRow.token_hash == digest))
+            if user is not None and user.revoked_at is None:
+                return Principal("user", user.id, user.name, user.role)
+        return None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node; after the core's keys, what each feature hooked in shows of it (the
+        `node_details` hook of the context: the catalogues feature's headline)."""
+        with self.sessions() as s:
+            details = {key: hook(s) for key, hook in self.context.node_details.items()}
+            return [
+                {
+                    "name": n.name,
+                    "country": n.country,
+                    "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+                    "revoked": n.revoked_at is not None,
+                    "signing_key": n.public_key is not None,
+                    "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
+                    "audit_received_at": (
+                        n.audit_received_at.isoformat() if n.audit_received_at else None
+                    ),
+                    "audit_alert": n.audit_alert,
+                    **{key: detail(n.id) for key, detail in details.items()},
+                }
+                for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
+            ]
+
+    # ---- audit heads -------------------------------------------------------------------
+    @staticmethod
+    def _head_at_hub(row: NodeRow) -> HeadAtHub:
+        head = None
+        if row.audit_seq is not None and row.audit_hash is not None:
+            head = AuditHead(seq=row.audit_seq, hash=row.audit_hash)
+        return HeadAtHub(head=head, received_at=row.audit_received_at, alert=row.audit_alert)
+
+    def audit_head(self, node_id: int) -> HeadAtHub:
+        """What the hub holds of this node's audit log (the node checks its log against it)."""
+        with self.sessions() as s:
+            row = s.get(NodeRow, node_id)
+            if row is None:
+                raise NotFound(f"no node with id {node_id}")
+            return self._head_at_hub(row)
+
+    def record_audit_head(
+        self, node_id: int, head: AuditHead, source: Literal["heartbeat", "answer"]
+    ) -> HeadAtHub:
+        """Keep the highest head a node sent; never lower it.
+
+        A heartbeat carries the node's current head, so one with a lower seq than the hub holds
+        means the log went back (cut or restored from a copy): an alert. An answer carries the
+        head of when it was logged, and answers may be posted late (outbox, manual release), so
+        a lower seq there is stale, not an alert. The same seq with another hash is a rewritten
+        log, whatever carried it.
+        """
+        with self.sessions.begin() as s:
+            row = s.get(NodeRow, node_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no node with id {node_id}")
+            self._move_head(s, row, head, source)
+            return self._head_at_hub(row)
+
+    def _move_head(self, s: Session, row: NodeRow, head: AuditHead, source: str) -> None:
+        now = utcnow()
+        held_seq, held_hash = row.audit_seq, row.audit_hash
+        if held_seq is None or head.seq > held_seq:
+            row.audit_seq, row.audit_hash, row.audit_received_at = head.seq, head.hash, now
+            return
+        if head.seq == held_seq and head.hash == held_hash:
+            row.audit_received_at = now
+            return
+        if head.seq == held_seq:
+            why = (
+                f"head {head.seq} changed hash from {held_hash[:12] if held_hash else None} "
+                f"to {head.hash[:12]} at {now.isoformat()} ({source})"
+            )
+        elif source == "heartbeat":
+            why = f"head went back from {held_seq} to {head.seq} at {now.isoformat()} ({source})"
+        else:
+            return  # a stale head in a late-posted answer
+        if row.audit_alert is None:  # the first alert stands; repeats of it are not re-logged
+            row.audit_alert = why
+            self.context.audit(
+                s,
+                f"node:{row.name}",
+                "audit-head-alert",
+                alert=why,
+                held={"seq": held_seq, "hash": held_hash},
+                sent={"seq": head.seq, "hash": head.hash},
+                source=source,
+            )
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            return [
+                {"name": u.name, "role": u.role, "revoked": u.revoked_at is not None}
+                for u in s.scalars(select(UserRow).order_by(UserRow.name))
+            ]
+
+    def node_of_name(self, name: str) -> tuple[int, str, str | None]:
+        """(id, token digest, Ed25519 public key) of a live node: what verifies its files."""
+        with self.sessions() as s:
+            row = s.scalar(select(NodeRow).where(NodeRow.name == name))
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"no live node named {name!r}")
+            return row.id, row.token_hash, row.public_key

@@ -1,0 +1,239 @@
+"""The core's routes: health and who-am-I, the node's tasks and answers, the researcher's
+studies, and the admin's members and imports. A node sees only its own tasks and no route ever
+gives a node any answer or result. Every body is a Pydantic model that refuses unknown fields.
+
+The features (catalogues, projects, trials, referrals, the audit log, the board's view) bring
+their own routers; app.py puts them all on one app.
+"""
+
+import asyncio
+import contextlib
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import Field
+
+from ccdp import __version__
+from ccdp.errors import CcdpError
+from ccdp.federation import resultfile
+from ccdp.federation.hub.doors import AsAdmin, AsAnyone, AsNode, AsResearcher, AsUser, Strict
+from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
+from ccdp.federation.hub.service import HubCore, import_file
+from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
+
+
+class NodeInfo(Strict):
+    name: str
+    country: str
+
+
+class Me(Strict):
+    kind: Literal["node", "user"]
+    name: str
+    role: str | None = None
+
+
+class TaskList(Strict):
+    tasks: list[Task]
+
+
+class Posted(Strict):
+    status: Literal["accepted", "duplicate", "late"]
+    task_id: str
+
+
+class Heartbeat(Strict):
+    node: str
+    at: str
+    audit_head: AuditHead | None = None
+
+
+class SubmitStudy(Strict):
+    spec: dict[str, Any]
+
+
+class Submitted(Strict):
+    id: str
+    status: str
+
+
+class NewNode(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    country: str = Field(min_length=2, max_length=2)
+    public_key: str | None = None
+
+
+class NewUser(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["researcher", "board", "admin", "statistician", "expert"] = "researcher"
+
+
+class NewToken(Strict):
+    name: str
+    token: str
+
+
+def hub_router(api: APIRouter | None = None) -> APIRouter:
+    """Health and who-am-I: the routes every token (or none) may call."""
+    api = api if api is not None else APIRouter()
+
+    @api.get("/api/health", tags=["hub"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @api.get("/api/me", tags=["hub"])
+    def me(who: AsAnyone) -> Me:
+        """Who this token is: a node or a user, and a user's role (the dashboard's sign-in)."""
+        return Me(kind=who.kind, name=who.name, role=who.role)
+
+    return api
+
+
+def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
+    """The node's door: its tasks (long-polled), its answers, its heartbeat and audit head."""
+    api = api if api is not None else APIRouter()
+
+    @api.get("/api/node/me", tags=["node"])
+    def node_me(node: AsNode) -> NodeInfo:
+        info = next(n for n in hub.nodes() if n["name"] == node.name)
+        return NodeInfo(name=node.name, country=info["country"])
+
+    @api.get("/api/node/tasks", tags=["node"])
+    async def node_tasks(
+        node: AsNode,
+        wait: Annotated[float, Query(ge=0, le=60, description="long-poll seconds")] = 0,
+        redeliver: Annotated[bool, Query(description="also tasks delivered, unanswered")] = False,
+    ) -> TaskList:
+        """This node's open tasks; waits up to `wait` seconds for one to appear."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            woken = hub.waker.event(f"node:{node.id}")
+            tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
+            left = until - loop.time()
+            if tasks or left <= 0 or hub.waker.closing:
+                return TaskList(tasks=tasks)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=left)
+
+    @api.get("/api/node/tasks/{task_id}", tags=["node"])
+    def node_task(task_id: str, node: AsNode) -> Task:
+        return hub.task_for_node(task_id, node.id)
+
+    @api.post("/api/node/answers", tags=["node"])
+    def node_answer(answer: Answer, node: AsNode) -> Posted:
+        """Post an answer; posting the same answer again is harmless (idempotent)."""
+        rec = hub.record_answer(node.id, answer)
+        return Posted(status=rec.status, task_id=rec.task_id)
+
+    @api.post("/api/node/heartbeat", tags=["node"])
+    def node_heartbeat(node: AsNode, body: HeartbeatBody | None = None) -> Heartbeat:
+        """The node is alive; its audit head, if sent, is kept (never lowered: see alerts)."""
+        held = None
+        if body is not None and body.audit_head is not None:
+            held = hub.record_audit_head(node.id, body.audit_head, "heartbeat").head
+        info = next(n for n in hub.nodes() if n["name"] == node.name)
+        return Heartbeat(node=node.name, at=info["last_seen"], audit_head=held)
+
+    @api.get("/api/node/audit-head", tags=["node"])
+    def node_audit_head(node: AsNode) -> HeadAtHub:
+        """The highest audit head this node sent, and any alert about it."""
+        return hub.audit_head(node.id)
+
+    return api
+
+
+def nodes_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
+    """The researcher's list of nodes."""
+    api = api if api is not None else APIRouter()
+
+    @api.get("/api/nodes", tags=["researcher"])
+    def list_nodes(_user: AsUser) -> list[dict[str, Any]]:
+        """Registered nodes with their last-seen time (heartbeats and polls)."""
+        return hub.nodes()
+
+    return api
+
+
+def study_router(
+    hub: HubCore, runner: StudyRunner, executor: StudyExecutor, api: APIRouter | None = None
+) -> APIRouter:
+    """The researcher's studies: submit (validated by `executor`, run by `runner`), list, read."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/studies", tags=["researcher"], status_code=201)
+    def submit(body: SubmitStudy, user: AsResearcher) -> Submitted:
+        try:
+            prep = executor.prepare(body.spec)
+            study_id = hub.create_study(
+                prep.spec,
+                analysis=prep.analysis,
+                title=prep.title,
+                nodes=prep.nodes,
+                min_nodes=prep.min_nodes,
+                timeout=prep.timeout,
+                owner=user,
+            )
+        except CcdpError as exc:  # a refused submission is a request too: audited
+            hub.record_refused(user, "submit-study", str(exc))
+            raise
+        runner.start(study_id)
+        return Submitted(id=study_id, status="queued")
+
+    @api.get("/api/studies", tags=["researcher"])
+    def list_studies(user: AsUser) -> list[dict[str, Any]]:
+        return hub.studies(user)
+
+    @api.get("/api/studies/{study_id}", tags=["researcher"])
+    async def get_study(
+        study_id: str,
+        user: AsUser,
+        wait: Annotated[float, Query(ge=0, le=60, description="long-poll seconds")] = 0,
+    ) -> dict[str, Any]:
+        """A study with its result; waits up to `wait` seconds for it to finish."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            woken = hub.waker.event(f"study:{study_id}")
+            study = await run_in_threadpool(hub.study, study_id, user)
+            left = until - loop.time()
+            if study["status"] in ("done", "failed") or left <= 0 or hub.waker.closing:
+                await run_in_threadpool(hub.record_read, user, study)
+                return study
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=left)
+
+    return api
+
+
+def admin_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
+    """The admin's members (nodes, users, revocations) and offline sites' result files."""
+    api = api if api is not None else APIRouter()
+
+    @api.post("/api/admin/nodes", tags=["admin"], status_code=201)
+    def add_node(body: NewNode, admin: AsAdmin) -> NewToken:
+        token = hub.add_node(body.name, body.country, body.public_key, by=admin.name)
+        return NewToken(name=body.name, token=token)
+
+    @api.post("/api/admin/users", tags=["admin"], status_code=201)
+    def add_user(body: NewUser, admin: AsAdmin) -> NewToken:
+        return NewToken(name=body.name, token=hub.add_user(body.name, body.role, by=admin.name))
+
+    @api.post("/api/admin/nodes/{name}/revoke", tags=["admin"])
+    def revoke_node(name: str, admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("node", name, by=admin.name)
+        return {"revoked": name}
+
+    @api.post("/api/admin/users/{name}/revoke", tags=["admin"])
+    def revoke_user(name: str, admin: AsAdmin) -> dict[str, str]:
+        hub.revoke("user", name, by=admin.name)
+        return {"revoked": name}
+
+    @api.post("/api/admin/import", tags=["admin"])
+    def import_result(body: resultfile.ResultFile, admin: AsAdmin) -> Posted:
+        """Take in an offline site's signed result file."""
+        rec = import_file(hub, body, by=admin.name)
+        return Posted(status=rec.status, task_id=rec.task_id)
+
+    return api
