@@ -1,7 +1,7 @@
 """The very rare tumours' true rates in a synthetic draw, for truth.json.
 
 VRT cases are not drawn on their own: they are the case-mix rows (casemix.csv) that the VRT rules
-(ccdp.clinical.vrt) classify as an entity, within their ICCC group's rate. Their expected rate
+(ccdp.cohort.derived.vrt) classify as an entity, within their ICCC group's rate. Their expected rate
 follows from the group rates, the case-mix weights by year of age and sex, and the populations.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ccdp.clinical.vrt import classify, entity_ids
+from ccdp.cohort.derived.vrt import classify, entity_ids
 from ccdp.synth.params import AGE_BOUNDS, AGE_GROUPS, Params
 from ccdp.synth.population import expected_cases
 from ccdp.synth.simulate import _casemix_weights
