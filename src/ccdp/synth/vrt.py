@@ -14,7 +14,7 @@ import numpy as np
 from ccdp.cohort.derived.vrt import classify, entity_ids
 from ccdp.synth.params import AGE_BOUNDS, AGE_GROUPS, Params
 from ccdp.synth.population import expected_cases
-from ccdp.synth.simulate import _casemix_weights
+from ccdp.synth.simulate import casemix_weights
 from ccdp.terminology.populations import AGE_RANGES
 
 
@@ -30,7 +30,7 @@ def casemix_entities(params: Params) -> list[str | None]:
 def _age_shares(params: Params) -> np.ndarray:
     """Share of each case-mix row among its group's cases [group, sex, age group, row]: the
     mean over the group's years of age (ages are uniform within an age group)."""
-    w = _casemix_weights(params)  # [group, sex, year, row]
+    w = casemix_weights(params)  # [group, sex, year, row]
     total = w.sum(axis=3, keepdims=True)
     share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
     return np.stack([share[:, :, lo:hi].mean(axis=2) for lo, hi in AGE_BOUNDS], axis=2)
