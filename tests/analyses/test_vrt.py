@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from ccdp.analyses.vrt import VrtResult
-from ccdp.clinical.vrt import classify, entity_ids
+from ccdp.cohort.derived.vrt import classify, entity_ids
 from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.study import run_study
 from tests.storekit import build_store, random_registry
@@ -47,7 +47,7 @@ def test_rules_first_match_and_sources() -> None:
     assert classify("8140", "C16.9", 3) is None
     assert classify("8720", "C69.4", 3) == "melanoma"
     assert classify("9500", "C74.9", 3) is None
-    doc = Path(__file__).resolve().parents[2] / "src/ccdp/clinical/data/vrt_entities.md"
+    doc = Path(__file__).resolve().parents[2] / "src/ccdp/cohort/derived/data/vrt_entities.md"
     text = doc.read_text()
     assert all(f"`{e}`" in text for e in entity_ids())
 

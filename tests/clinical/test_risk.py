@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ccdp.clinical.risk import strategic_table
+from ccdp.cohort.derived.risk import strategic_table
 from ccdp.cohort.view import cohort_sql, view_variables
 from ccdp.quality.edits import edit
 from tests.storekit import build_store

@@ -69,7 +69,7 @@ class CountResult(AnalysisResult):
     unlisted_cells: int = 0
 
     def __rich__(self) -> Any:
-        from ccdp.report.console import frame_table
+        from ccdp.analyses.tables import frame_table
 
         total = "suppressed" if self.total is None else self.total
         title = f"{self.unit} by {', '.join(self.by) or '(all)'}: total {total}"

@@ -181,7 +181,7 @@ class CoxResult(AnalysisResult):
 
     def plot(self, **kw: Any) -> Any:
         """Forest plot of hazard ratios (a matplotlib Figure)."""
-        from ccdp.report.plots import forest_plot
+        from ccdp.analyses.plots import forest_plot
 
         return forest_plot(self, **kw)
 

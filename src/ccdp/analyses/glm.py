@@ -144,7 +144,7 @@ class GLMResult(AnalysisResult):
 
     def plot(self, **kw: Any) -> Any:
         """Forest plot of odds or rate ratios (a matplotlib Figure)."""
-        from ccdp.report.plots import forest_plot
+        from ccdp.analyses.plots import forest_plot
 
         return forest_plot(self, **kw)
 

@@ -146,7 +146,7 @@ class IncidenceResult(AnalysisResult):
 
     def plot(self, **kw: Any) -> Any:
         """Bar chart of standardised rates with their intervals (a matplotlib Figure)."""
-        from ccdp.report.plots import incidence_plot
+        from ccdp.analyses.plots import incidence_plot
 
         return incidence_plot(self, **kw)
 

@@ -155,7 +155,7 @@ class KMResult(AnalysisResult):
 
     def plot(self, **kw: Any) -> Any:
         """Curves with CI bands and numbers at risk (a matplotlib Figure)."""
-        from ccdp.report.plots import km_plot
+        from ccdp.analyses.plots import km_plot
 
         return km_plot(self, **kw)
 

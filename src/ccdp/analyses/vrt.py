@@ -38,7 +38,7 @@ from ccdp.analyses.incidence import (
 )
 from ccdp.analyses.km import KMGroup, event_table_part, event_table_spec, km_group, with_ci
 from ccdp.analyses.node_data import NodeData
-from ccdp.clinical.vrt import entity_ids, entity_labels
+from ccdp.cohort.derived.vrt import entity_ids, entity_labels
 from ccdp.cohort.spec import CohortError
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.terminology.populations import AGE_RANGES

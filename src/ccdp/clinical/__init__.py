@@ -1,1 +1,1 @@
-"""Clinical groups' work: relapse risk groups, randomisation, expert board, rare-tumour registry."""
+"""Clinical groups' work: randomisation, expert board, rare-tumour registry."""

@@ -129,7 +129,7 @@ def _terminology(name: str) -> list[str]:
         column = "group" if name == "iccc_group" else "subgroup"
         return sorted({str(v) for e in ("2017", "who2008") for v in iccc_codes(e)[column]})
     if name == "vrt_entities":
-        from ccdp.clinical.vrt import entity_ids
+        from ccdp.cohort.derived.vrt import entity_ids
 
         return entity_ids()
     if name in ("icdo3_morphology", "icdo3_topography"):
@@ -151,7 +151,7 @@ def _efs_list() -> str:
 
 def view_sql(schema: str = "store") -> str:
     """SELECT producing the analysis view; the node name is its first `?` parameter."""
-    from ccdp.clinical import risk, vrt
+    from ccdp.cohort.derived import risk, vrt
 
     s = f'"{schema}".' if schema else ""
     efs = _efs_list()
@@ -328,14 +328,14 @@ def to_markdown() -> str:
         "",
         "Relapse risk groups of ALL (`relapse_time_band`, `relapse_site_group`,",
         "`bfm_strategic_group`, `relapse_risk`) come from the first relapse of a precursor-cell",
-        "leukaemia (ICCC-3 Ia.1) through the rule tables in `src/ccdp/clinical/data/`",
+        "leukaemia (ICCC-3 Ia.1) through the rule tables in `src/ccdp/cohort/derived/data/`",
         "(ALL-REZ BFM, Tallen et al., J Clin Oncol 2010; IntReALL SR/HR; sources and checks in",
         "`bfm_strategic_groups.md`). A group is `unknown` when a date, blast count or lineage it",
         "needs is missing, unless every value still possible gives the same group; it is never",
         "guessed. `relapse_timing` (older) instead assumes 24 months of front-line therapy.",
         "",
         "`vrt_entity` names the very rare tumour (EXPeRT/PARTNER) a tumour is, by the first",
-        "ICD-O-3 rule of `src/ccdp/clinical/data/vrt_entities.csv` it meets (sources and",
+        "ICD-O-3 rule of `src/ccdp/cohort/derived/data/vrt_entities.csv` it meets (sources and",
         "assumptions in `vrt_entities.md`); it is empty for every other tumour, as the relapse",
         "groups are empty where they do not apply. See [vrt-report.md](vrt-report.md).",
         "",

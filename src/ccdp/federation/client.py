@@ -171,18 +171,3 @@ def study_result(result_json: dict[str, Any]):
         result=result,
         rounds=result_json.get("rounds", 0),
     )
-
-
-def print_result(study: dict[str, Any]) -> None:
-    """Print a finished hub study as `ccdp run` prints, plus any late answers."""
-    from rich.console import Console
-
-    from ccdp.report.console import print_study
-
-    console = Console()
-    print_study(study_result(study["result"]), console)
-    for late in study.get("late_answers", []):
-        console.print(
-            f"[yellow]late[/]: node {late['node']} answered round {late['round']} at "
-            f"{late['received_at']}, after the deadline; not used"
-        )

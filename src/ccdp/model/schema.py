@@ -37,15 +37,32 @@ class FieldDef(BaseModel):
         False, description="a record key from site values: pseudonymised with patient ids"
     )
     allowed: list[Any] | None = None
+    labels: dict[str, str] | None = Field(
+        None, description="words a page shows for allowed values (the value itself otherwise)"
+    )
     code_system: str | None = None
     min: float | None = None
     max: float | None = None
     unit: str | None = None
     description: str
 
+    @model_validator(mode="after")
+    def _labels_are_allowed(self) -> FieldDef:
+        """A label names an allowed value, so values and their words are declared together."""
+        if self.labels:
+            known = {str(v) for v in self.allowed or []}
+            stray = sorted(set(self.labels) - known)
+            if stray:
+                raise ValueError(f"field {self.name}: labels for values not allowed: {stray}")
+        return self
+
     @property
     def duckdb_type(self) -> str:
         return DUCKDB_TYPES[self.type]
+
+    def label(self, value: Any) -> str:
+        """The words for an allowed value (its label, else the value as written)."""
+        return (self.labels or {}).get(str(value), str(value))
 
 
 class TableDef(BaseModel):

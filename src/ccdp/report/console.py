@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
-from rich.table import Table
+
+from ccdp.analyses.tables import frame_table
 
 if TYPE_CHECKING:
     from ccdp.federation.study import StudyResult
-
-
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich Table of a DataFrame (index levels become leading columns)."""
-    if not isinstance(frame.index, pd.RangeIndex):
-        frame = frame.reset_index()
-    table = Table(title=title)
-    for col in frame.columns:
-        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
-    return table
 
 
 def print_study(result: StudyResult, console: Console | None = None) -> None:
@@ -50,3 +30,16 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     pairs = zip(nodes["status"], nodes["reason"], strict=True)
     nodes["status"] = [node_label(st, why) for st, why in pairs]
     console.print(frame_table(nodes, "nodes"))
+
+
+def print_result(study: dict[str, Any]) -> None:
+    """Print a finished hub study as `ccdp run` prints, plus any late answers."""
+    from ccdp.federation.client import study_result
+
+    console = Console()
+    print_study(study_result(study["result"]), console)
+    for late in study.get("late_answers", []):
+        console.print(
+            f"[yellow]late[/]: node {late['node']} answered round {late['round']} at "
+            f"{late['received_at']}, after the deadline; not used"
+        )

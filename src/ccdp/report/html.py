@@ -6,7 +6,6 @@ One self-contained file (no scripts, no external assets), so it can be mailed or
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 import pandas as pd
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ccdp.analyses.tables import cell_3sig_grouped
 
 TEMPLATES = Path(__file__).with_name("templates")
 RATE_EXTRAS = ["crude_ci_low", "crude_ci_high", "asr_se", "level", "standard", "suppressed"]
@@ -63,23 +64,16 @@ def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["cases"] = frame["cases"]
     out["person-years"] = frame["person_years"]
     out["crude rate"] = frame["crude_rate"]
+    cell = cell_3sig_grouped
     out["ASR (95% CI)"] = [
-        f"{_cell(a)} ({_cell(lo)}–{_cell(hi)})" if pd.notna(a) else _cell(a)
+        f"{cell(a)} ({cell(lo)}–{cell(hi)})" if pd.notna(a) else cell(a)
         for a, lo, hi in zip(frame["asr"], frame["asr_ci_low"], frame["asr_ci_high"], strict=True)
     ]
     return out
 
 
-def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "—"  # suppressed at a node, or not estimable
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
-    return str(value)
-
-
 def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
-    shown = frame.head(max_rows).astype(object).map(_cell)
+    shown = frame.head(max_rows).astype(object).map(cell_3sig_grouped)
     return shown.to_html(index=False, border=0)
 
 

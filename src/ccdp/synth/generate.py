@@ -300,8 +300,8 @@ def build_truth(
         },
         "relapse": _relapse_truth(params),
         "vrt": {
-            "source": "VRT entities of the case mix (ccdp/clinical/data/vrt_entities.csv) within "
-            "their ICCC group's rate (case-mix weights in ccdp/synth/data/casemix.csv)",
+            "source": "VRT entities of the case mix (ccdp/cohort/derived/data/vrt_entities.csv) "
+            "within their ICCC group's rate (case-mix weights in ccdp/synth/data/casemix.csv)",
             "rates": vrt_truth(params, codes, cohort.population),
         },
         "trials": [

@@ -141,7 +141,7 @@ def _year_days(year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _casemix_weights(params: Params) -> np.ndarray:
+def casemix_weights(params: Params) -> np.ndarray:
     """Weight of each case-mix row for [group, sex, completed year of age, row]."""
     cm = params.casemix
     w = np.zeros((len(ICCC_GROUPS), 2, 20, len(cm)))
@@ -162,7 +162,7 @@ def _casemix(rng: np.random.Generator, params: Params, cases: dict[str, np.ndarr
     Where a histology is implausible at some ages of the case's age group (retinoblastoma after 5),
     the age is redrawn within the group among the years that have a histology.
     """
-    w = _casemix_weights(params)
+    w = casemix_weights(params)
     n = len(cases["sex"])
     g, s, a = cases["group"].astype(np.int64), cases["sex"].astype(np.int64), cases["age_idx"]
     has = w.sum(axis=3) > 0  # [group, sex, year]

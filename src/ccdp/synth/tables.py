@@ -260,7 +260,7 @@ def _events(
     low_blasts = np.round(rng.uniform(0.0, 4.9, n), 1)
     high_blasts = np.round(np.clip(60.0 * np.exp(0.4 * rng.standard_normal(n)), 5.1, 100.0), 1)
     # an isolated marrow relapse has >= 25% blasts by definition (ALL-REZ BFM; Tallen et al.,
-    # J Clin Oncol 2010), a combined one >= 5% (ccdp.clinical relapse_site_groups.csv)
+    # J Clin Oncol 2010), a combined one >= 5% (ccdp.cohort.derived relapse_site_groups.csv)
     isolated_bm_blasts = np.maximum(high_blasts, 25.0)
     rem = (c["remission_day"] >= 0) & (c["remission_day"] <= last)
     add(rem, c["remission_day"], "remission", blasts=np.where(leuk, low_blasts, np.nan))

@@ -1,7 +1,7 @@
 """The very rare tumours' true rates in a synthetic draw, for truth.json.
 
 VRT cases are not drawn on their own: they are the case-mix rows (casemix.csv) that the VRT rules
-(ccdp.clinical.vrt) classify as an entity, within their ICCC group's rate. Their expected rate
+(ccdp.cohort.derived.vrt) classify as an entity, within their ICCC group's rate. Their expected rate
 follows from the group rates, the case-mix weights by year of age and sex, and the populations.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ccdp.clinical.vrt import classify, entity_ids
+from ccdp.cohort.derived.vrt import classify, entity_ids
 from ccdp.synth.params import AGE_BOUNDS, AGE_GROUPS, Params
 from ccdp.synth.population import expected_cases
-from ccdp.synth.simulate import _casemix_weights
+from ccdp.synth.simulate import casemix_weights
 from ccdp.terminology.populations import AGE_RANGES
 
 
@@ -30,7 +30,7 @@ def casemix_entities(params: Params) -> list[str | None]:
 def _age_shares(params: Params) -> np.ndarray:
     """Share of each case-mix row among its group's cases [group, sex, age group, row]: the
     mean over the group's years of age (ages are uniform within an age group)."""
-    w = _casemix_weights(params)  # [group, sex, year, row]
+    w = casemix_weights(params)  # [group, sex, year, row]
     total = w.sum(axis=3, keepdims=True)
     share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
     return np.stack([share[:, :, lo:hi].mean(axis=2) for lo, hi in AGE_BOUNDS], axis=2)

@@ -130,7 +130,7 @@ def classify_csv(
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise ClassifyInputError(f"{input_path}: no such file")
-    iccc._check_edition(edition)
+    iccc.check_edition(edition)
     encoding = detect_encoding(input_path)
     total = input_path.stat().st_size
     summary = ClassifySummary(encoding=encoding)

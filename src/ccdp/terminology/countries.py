@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ccdp.terminology.icdo3 import _data_path
+from ccdp.terminology.datafiles import data_path
 
 INCOME_GROUPS: tuple[str, ...] = ("high", "upper-middle", "lower-middle", "low")
 
@@ -21,7 +21,7 @@ INCOME_GROUPS: tuple[str, ...] = ("high", "upper-middle", "lower-middle", "low")
 @cache
 def countries() -> pd.DataFrame:
     """Columns code (`DE`), name, income_group (one of INCOME_GROUPS, or NA if not classified)."""
-    with _data_path("countries.csv").open(encoding="utf-8") as fh:
+    with data_path("countries.csv").open(encoding="utf-8") as fh:
         # keep_default_na=False: "NA" is Namibia, not a missing value.
         table = pd.read_csv(fh, comment="#", dtype=str, keep_default_na=False)
     table["income_group"] = table["income_group"].replace("", pd.NA)

@@ -15,7 +15,7 @@ from functools import cache
 import pandas as pd
 
 from ccdp.errors import CcdpError
-from ccdp.terminology.icdo3 import _data_path
+from ccdp.terminology.datafiles import data_path
 
 _ID_RE = re.compile(r"^DUO[:_](\d{7})$", re.IGNORECASE)
 _MONDO_RE = re.compile(r"^MONDO[:_](\d{7})$", re.IGNORECASE)
@@ -29,7 +29,7 @@ class ConsentError(CcdpError):
 @cache
 def duo_terms() -> pd.DataFrame:
     """Columns id (`DUO:0000042`), code (`GRU`), label, kind (permission/modifier/root), parent."""
-    with _data_path("duo.csv").open(encoding="utf-8") as fh:
+    with data_path("duo.csv").open(encoding="utf-8") as fh:
         return pd.read_csv(fh, comment="#", dtype=str, keep_default_na=False)
 
 

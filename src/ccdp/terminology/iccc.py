@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from ccdp.errors import CcdpError
 from ccdp.terminology import icdo3
+from ccdp.terminology.datafiles import data_path
 
 EDITIONS: tuple[str, ...] = ("2017", "who2008")
 """`2017`: ICCC-3 as updated by IARC in 2017 (default); `who2008`: SEER ICD-O-3/WHO 2008 recode."""
@@ -62,14 +63,14 @@ class IcccClassification(BaseModel):
 
 
 def _data_csv(name: str) -> pd.DataFrame:
-    with icdo3._data_path(name).open(encoding="utf-8") as fh:
+    with data_path(name).open(encoding="utf-8") as fh:
         return pd.read_csv(fh, comment="#", dtype=str, keep_default_na=False)
 
 
 @cache
 def iccc_codes(edition: str = "2017") -> pd.DataFrame:
     """The categories of one edition: extended code, recode, group, subgroup, division, labels."""
-    _check_edition(edition)
+    check_edition(edition)
     codes = _data_csv("iccc_codes.csv")
     return codes[codes["edition"] == edition].reset_index(drop=True)
 
@@ -77,14 +78,15 @@ def iccc_codes(edition: str = "2017") -> pd.DataFrame:
 @cache
 def iccc_rules(edition: str = "2017") -> pd.DataFrame:
     """The rule rows of one edition, in the order they are tried."""
-    _check_edition(edition)
+    check_edition(edition)
     rules = _data_csv("iccc_rules.csv")
     rules = rules[rules["edition"] == edition].copy()
     rules["rule"] = rules["rule"].astype(int)
     return rules.sort_values("rule").reset_index(drop=True)
 
 
-def _check_edition(edition: str) -> None:
+def check_edition(edition: str) -> None:
+    """Refuse an unknown ICCC edition before any file is read (also the file classifier's)."""
     if edition not in EDITIONS:
         raise TerminologyError(f"ICCC edition '{edition}': not one of {', '.join(EDITIONS)}")
 
@@ -95,7 +97,7 @@ def _site_int(code: str) -> int:
 
 
 def _site_int_or_minus_one(value: Any) -> int:
-    code = icdo3._parse_topography(value)
+    code = icdo3.parse_topography(value)
     return _site_int(code) if code is not None else -1
 
 
@@ -199,7 +201,7 @@ def _column(values: pd.Series, fn: Any) -> tuple[np.ndarray, list[Any]]:
 
 
 def _morph_info(value: Any) -> tuple[int, int, str | None]:
-    code, beh = icdo3._parse_morphology(value)
+    code, beh = icdo3.parse_morphology(value)
     return (
         int(code) - 8000 if code is not None else -1,
         beh if beh is not None else -1,
@@ -217,7 +219,7 @@ def _beh_info(value: Any) -> tuple[int, str | None]:
 
 
 def _inputs(morphology: Any, topography: Any, behaviour: Any) -> tuple[pd.Series, ...]:
-    series = [icdo3._as_series(v) for v in (morphology, topography, behaviour)]
+    series = [icdo3.as_series(v) for v in (morphology, topography, behaviour)]
     lengths = {len(s) for s in series}
     if len(lengths) != 1:
         raise TerminologyError(
@@ -231,7 +233,7 @@ def _classify_arrays(
     morphology: Any, topography: Any, behaviour: Any, edition: str
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Classification columns plus the compiled-table row index of each input row."""
-    _check_edition(edition)
+    check_edition(edition)
     compiled = _compiled(edition)
     m_raw, t_raw, b_raw = _inputs(morphology, topography, behaviour)
     n = len(m_raw)

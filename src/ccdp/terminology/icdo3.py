@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ccdp.terminology.datafiles import data_path
 
 BEHAVIOURS: tuple[int, ...] = (0, 1, 2, 3, 6, 9)
 """ICD-O-3 behaviour codes: benign, uncertain, in situ, malignant, metastatic, uncertain primary."""
@@ -26,21 +27,17 @@ _MORPH_RE = re.compile(r"^(?:M-?)?(\d{4})(?:/?(\d))?$")
 _INTEGRAL_FLOAT_RE = re.compile(r"^(\d+)\.0+$")
 
 
-def _data_path(name: str) -> Any:
-    return resources.files("ccdp.terminology") / "data" / name
-
-
 @cache
 def topography_codes() -> pd.DataFrame:
     """The ICD-O-3 topography list: columns `code` (`C42.1`) and `label`."""
-    with _data_path("icdo3_topography.csv").open(encoding="utf-8") as fh:
+    with data_path("icdo3_topography.csv").open(encoding="utf-8") as fh:
         return pd.read_csv(fh, comment="#", dtype=str)
 
 
 @cache
 def morphology_codes() -> pd.DataFrame:
     """The ICD-O-3(.1) morphology list: `code` (4 digits), `behaviours`, `label`, `revision`."""
-    with _data_path("icdo3_morphology.csv").open(encoding="utf-8") as fh:
+    with data_path("icdo3_morphology.csv").open(encoding="utf-8") as fh:
         return pd.read_csv(fh, comment="#", dtype=str)
 
 
@@ -54,7 +51,8 @@ def _morphology_set() -> frozenset[str]:
     return frozenset(morphology_codes()["code"])
 
 
-def _as_series(values: Any) -> pd.Series:
+def as_series(values: Any) -> pd.Series:
+    """A scalar, list, array or Series as a Series with a fresh index (the classifiers' input)."""
     if isinstance(values, pd.Series):
         return values.reset_index(drop=True)
     if np.isscalar(values) or values is None:
@@ -82,7 +80,7 @@ def _clean_text(value: Any) -> str:
 
 def _per_unique(values: Any, fn: Callable[[Any], Any]) -> tuple[np.ndarray, np.ndarray]:
     """Apply `fn` once per distinct value; return (codes per row, results per distinct value)."""
-    series = _as_series(values)
+    series = as_series(values)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     results = np.empty(len(uniques) + 1, dtype=object)
     for i, u in enumerate(uniques):
@@ -91,14 +89,16 @@ def _per_unique(values: Any, fn: Callable[[Any], Any]) -> tuple[np.ndarray, np.n
     return codes, results
 
 
-def _parse_topography(value: Any) -> str | None:
+def parse_topography(value: Any) -> str | None:
+    """One topography code in the form `C42.1`, None when it cannot be read (ICCC uses it)."""
     if _is_missing(value):
         return None
     m = _TOPO_RE.match(_clean_text(value))
     return f"C{m.group(1)}.{m.group(2)}" if m else None
 
 
-def _parse_morphology(value: Any) -> tuple[str | None, int | None]:
+def parse_morphology(value: Any) -> tuple[str | None, int | None]:
+    """One morphology as (`9836`, behaviour or None); (None, None) when it cannot be read."""
     if _is_missing(value):
         return (None, None)
     m = _MORPH_RE.match(_clean_text(value))
@@ -112,7 +112,7 @@ def normalise_topography(values: pd.Series) -> pd.Series:
 
     Only the form is checked here; `valid_topography` also checks the code is in ICD-O-3.
     """
-    codes, parsed = _per_unique(values, _parse_topography)
+    codes, parsed = _per_unique(values, parse_topography)
     out = parsed[codes]
     index = values.index if isinstance(values, pd.Series) else None
     return pd.Series(np.where(pd.isna(out), np.nan, out), index=index, dtype=object)
@@ -123,7 +123,7 @@ def normalise_morphology(values: pd.Series) -> pd.DataFrame:
 
     Unparseable values give NaN morphology and NA behaviour; a bare 4-digit code gives NA behaviour.
     """
-    codes, parsed = _per_unique(values, _parse_morphology)
+    codes, parsed = _per_unique(values, parse_morphology)
     morph = np.array([p[0] for p in parsed], dtype=object)[codes]
     beh = np.array([p[1] if p[1] is not None else -1 for p in parsed], dtype=np.int64)[codes]
     behaviour = pd.Series(beh, dtype="Int64").mask(beh < 0)
@@ -140,14 +140,14 @@ def normalise_morphology(values: pd.Series) -> pd.DataFrame:
 
 def valid_topography(values: Iterable[Any]) -> np.ndarray:
     """True where the value is (a spelling of) an ICD-O-3 topography code C00.0-C80.9."""
-    norm = normalise_topography(_as_series(values))
+    norm = normalise_topography(as_series(values))
     return norm.isin(_topography_set()).to_numpy(dtype=bool)
 
 
 def valid_morphology(values: Iterable[Any]) -> np.ndarray:
     """True where the value is (a spelling of) an ICD-O-3(.1) morphology code, with a valid
     behaviour digit if one is given."""
-    norm = normalise_morphology(_as_series(values))
+    norm = normalise_morphology(as_series(values))
     known = norm["morphology"].isin(_morphology_set()).to_numpy(dtype=bool)
     beh = norm["behaviour"]
     beh_ok = (beh.isna() | beh.isin(BEHAVIOURS)).to_numpy(dtype=bool)
@@ -157,20 +157,20 @@ def valid_morphology(values: Iterable[Any]) -> np.ndarray:
 def topography_label(codes: Iterable[Any]) -> pd.Series:
     """Title of each topography code (any accepted spelling); NaN where unknown."""
     table = topography_codes().set_index("code")["label"]
-    return normalise_topography(_as_series(codes)).map(table)
+    return normalise_topography(as_series(codes)).map(table)
 
 
 def morphology_label(codes: Iterable[Any]) -> pd.Series:
     """Preferred term of each morphology code (any accepted spelling); NaN where unknown."""
     table = morphology_codes().set_index("code")["label"]
-    return normalise_morphology(_as_series(codes))["morphology"].map(table)
+    return normalise_morphology(as_series(codes))["morphology"].map(table)
 
 
 def topography_problem(value: Any) -> str | None:
     """Why one topography value is unusable, naming the field and the rule; None if it is fine."""
     if _is_missing(value) or str(value).strip() == "":
         return "topography: missing (required)"
-    code = _parse_topography(value)
+    code = parse_topography(value)
     if code is None:
         return f"topography '{str(value).strip()}': not ICD-O-3 (expected Cnn.n, e.g. C42.1)"
     if code not in _topography_set():
@@ -182,7 +182,7 @@ def morphology_problem(value: Any) -> str | None:
     """Why one morphology value is unusable, naming the field and the rule; None if it is fine."""
     if _is_missing(value) or str(value).strip() == "":
         return "morphology: missing (required)"
-    code, beh = _parse_morphology(value)
+    code, beh = parse_morphology(value)
     raw = _clean_text(value)
     if code is None:
         return (

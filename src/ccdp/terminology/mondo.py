@@ -10,13 +10,13 @@ from functools import cache
 
 import pandas as pd
 
-from ccdp.terminology.icdo3 import _data_path
+from ccdp.terminology.datafiles import data_path
 
 
 @cache
 def mondo_diseases() -> pd.DataFrame:
     """Columns id (`MONDO:0004992`), label, parent (nearest listed ancestor), iccc, checked."""
-    with _data_path("mondo_diseases.csv").open(encoding="utf-8") as fh:
+    with data_path("mondo_diseases.csv").open(encoding="utf-8") as fh:
         return pd.read_csv(fh, comment="#", dtype=str, keep_default_na=False)
 
 

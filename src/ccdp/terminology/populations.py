@@ -15,7 +15,7 @@ import pandas as pd
 
 from ccdp.errors import CcdpError
 from ccdp.model import load_model
-from ccdp.terminology.icdo3 import _data_path
+from ccdp.terminology.datafiles import data_path
 
 AGE_RANGES: dict[str, tuple[str, ...]] = {
     "0-14": ("0", "1-4", "5-9", "10-14"),
@@ -57,7 +57,7 @@ def age_group(ages: Any) -> np.ndarray:
 @cache
 def standard_populations() -> pd.DataFrame:
     """All packaged standard populations: columns standard, age_group, population (per 100,000)."""
-    with _data_path("standard_populations.csv").open(encoding="utf-8") as fh:
+    with data_path("standard_populations.csv").open(encoding="utf-8") as fh:
         table = pd.read_csv(fh, comment="#", dtype={"age_group": str}, keep_default_na=False)
     return table
 

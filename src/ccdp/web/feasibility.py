@@ -26,24 +26,7 @@ from ccdp.web.pages import Signed, api, checked_multi, need_page, render
 router = APIRouter()
 PATH = "/feasibility"
 WAIT_SECONDS = 5  # each fragment request long-polls the study this long before answering
-IMMUNOPHENOTYPE_WORDS = {
-    "b_precursor": "B-cell precursor",
-    "t": "T-cell",
-    "mature_b": "mature B-cell",
-    "myeloid": "myeloid",
-    "other": "other",
-    "unknown": "unknown",
-}
 UNIT_WORDS = {"patients": "patients", "tumours": "tumours", "specimens": "available specimens"}
-SPECIMEN_WORDS = {
-    "bone_marrow": "bone marrow",
-    "peripheral_blood": "peripheral blood",
-    "tumour_tissue": "tumour tissue",
-    "csf": "CSF",
-    "dna": "DNA",
-    "rna": "RNA",
-    "other": "other",
-}
 
 
 # -- the filters' choices, from the terminology and the data model ------------------------------
@@ -74,6 +57,22 @@ def model_levels(table: str, column: str) -> list[str]:
     return [str(v) for v in next(f.allowed for f in fields if f.name == column) or []]
 
 
+@cache
+def model_choices(table: str, column: str) -> list[tuple[str, str]]:
+    """A field's allowed values with the words the data model gives them (value, label)."""
+    from ccdp.model.schema import load_model
+
+    field = load_model().table(table).field(column)
+    return [(v, field.label(v)) for v in model_levels(table, column)]
+
+
+def specimen_words(value: str) -> str:
+    """A specimen type as the page writes it (the data model's label)."""
+    from ccdp.model.schema import load_model
+
+    return load_model().table("specimen").field("type").label(value)
+
+
 def choices() -> dict[str, Any]:
     groups, subgroups = iccc_choices()
     return {
@@ -81,10 +80,8 @@ def choices() -> dict[str, Any]:
         "subgroups": subgroups,
         "age_groups": model_levels("population", "age_group"),
         "sexes": model_levels("patient", "sex"),
-        "immunophenotypes": [
-            (v, IMMUNOPHENOTYPE_WORDS.get(v, v)) for v in model_levels("tumour", "immunophenotype")
-        ],
-        "specimen_types": [(v, SPECIMEN_WORDS.get(v, v)) for v in model_levels("specimen", "type")],
+        "immunophenotypes": model_choices("tumour", "immunophenotype"),
+        "specimen_types": model_choices("specimen", "type"),
     }
 
 
@@ -152,7 +149,7 @@ class Filters:
             elif k == "relapsed":
                 parts.append("relapsed" if v == 1 else "not relapsed")
             elif k == "specimen_type":
-                parts.append(", ".join(SPECIMEN_WORDS.get(t, t) for t in v))
+                parts.append(", ".join(specimen_words(t) for t in v))
             else:
                 values = v if isinstance(v, list) else [v]
                 parts.append(f"{k.replace('_', ' ')} {', '.join(map(str, values))}")

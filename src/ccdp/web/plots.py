@@ -2,7 +2,7 @@
 
 Everything here starts from the record `GET /api/studies/{id}` returns (the page never reads
 the hub otherwise) and reuses the report stage: `report.html` for the tables a reader wants
-first and their captions, `report.plots` for the figures (KM curves with the number at risk,
+first and their captions, `analyses.plots` for the figures (KM curves with the number at risk,
 forest plots, incidence bars), drawn on `matplotlib.figure.Figure` (no pyplot state), so a
 server thread can draw them.
 """
@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from ccdp.report.html import _cell, caption, dash_note, node_label, result_frame
-from ccdp.report.plots import at_risk_at, whole_ticks
+from ccdp.analyses.plots import at_risk_at, whole_ticks
+from ccdp.analyses.tables import cell_3sig_grouped
+from ccdp.report.html import caption, dash_note, node_label, result_frame
 
 PNG_DPI = 110
 
@@ -37,7 +38,7 @@ class ResultTable:
         """The rows as the page prints them ('—' for a withheld or not estimable value)."""
         shown = self.frame if limit is None else self.frame.head(limit)
         rows = shown.astype(object).itertuples(index=False)
-        return [[_cell(whole(v)) for v in row] for row in rows]
+        return [[cell_3sig_grouped(whole(v)) for v in row] for row in rows]
 
     def csv(self) -> str:
         """The table as CSV, numbers at full precision; a withheld value is an empty field."""

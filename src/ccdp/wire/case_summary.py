@@ -84,7 +84,7 @@ class Diagnosis(Closed):
 
 
 class Relapse(Closed):
-    """The first relapse's classification (clinical/risk.py) as the node's view gives it."""
+    """The first relapse's classification (cohort/derived/risk.py) as the node's view gives it."""
 
     time_band: Literal["very_early", "early", "late", "unknown"] | None = None
     site_group: Literal["isolated_bm", "combined", "isolated_em", "unknown"] | None = None

@@ -314,7 +314,7 @@ def submit(
     max_wait: float = typer.Option(3600, "--max-wait", help="Give up waiting after S seconds."),
 ) -> None:
     """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
-    from ccdp.federation.client import print_result
+    from ccdp.report.console import print_result
 
     client = hub_client(hub, token, cacert)
     study_id = client.submit_file(spec)
@@ -396,7 +396,7 @@ def study_result(
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
 ) -> None:
     """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished)."""
-    from ccdp.federation.client import print_result
+    from ccdp.report.console import print_result
 
     study = hub_client(hub, token, cacert).study(study_id)
     if study["status"] not in ("done", "failed"):

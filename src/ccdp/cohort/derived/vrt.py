@@ -71,7 +71,8 @@ def _ranges(text: str, entity: str) -> tuple[tuple[str, str], ...]:
 @cache
 def vrt_rules() -> tuple[VrtRule, ...]:
     """The rules in their order (first match wins)."""
-    text = resources.files("ccdp.clinical").joinpath("data/vrt_entities.csv").read_text("utf-8")
+    table = resources.files("ccdp.cohort.derived").joinpath("data/vrt_entities.csv")
+    text = table.read_text("utf-8")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     rules = tuple(
         VrtRule(

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from ccdp.report.plots import PALETTE, at_risk_at
+from ccdp.analyses.plots import PALETTE, at_risk_at
 from tests.analyses.data import freireich
 from tests.analyses.federate import federate, split
 

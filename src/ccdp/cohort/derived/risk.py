@@ -33,7 +33,7 @@ AFTER_FRONTLINE_MONTHS = 6
 
 
 def _rows(name: str) -> list[dict[str, str]]:
-    text = resources.files("ccdp.clinical").joinpath(f"data/{name}").read_text("utf-8")
+    text = resources.files("ccdp.cohort.derived").joinpath(f"data/{name}").read_text("utf-8")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     return list(csv.DictReader(lines))
 
