@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from ccdp.clinical.case_summary import text_problem
-from ccdp.clinical.referral import build_case, refer, release
 from ccdp.disclosure.gate import CaseWithheld, release_case
 from ccdp.federation.client import HubClient
+from ccdp.federation.node.referral import build_case, refer, release
 from tests.clinical.test_referrals import CC, GRU, child
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor

@@ -8,9 +8,9 @@ import pytest
 
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.gate import Refusal
+from ccdp.federation.node.projects import check_task, load_decisions, record_decision
 from ccdp.federation.protocol import Task
 from ccdp.governance.data_use import DataUse
-from ccdp.governance.node_projects import check_task, load_decisions, record_decision
 from ccdp.governance.projects import (
     ProjectError,
     ProjectTerms,
