@@ -67,6 +67,22 @@ def test_help_tree_unchanged() -> None:
     )
 
 
+def test_help_imports_no_heavy_library() -> None:
+    """`ccdp --help` stays fast: the command modules import their libraries (and the stages)
+    inside the command functions (benchmarks/bench_startup.py measures the time)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    heavy = ["pandas", "numpy", "pyarrow", "duckdb", "pydantic", "fastapi", "matplotlib", "yaml"]
+    code = f"import sys, ccdp.cli; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [], f"importing ccdp.cli loads {out.stdout.strip()}"
+
+
 if __name__ == "__main__":  # deliberately rewrite the snapshot (see test_help_tree_unchanged)
     SNAPSHOT.write_text(help_tree(), encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
