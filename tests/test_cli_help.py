@@ -1,6 +1,9 @@
-"""The CLI's help: every command and option says what it is for, and flags take no value."""
+"""The CLI's help: every command and option says what it is for, flags take no value, and the
+whole help tree (every command's text and the order commands are listed in) stays as it is."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
@@ -35,3 +38,51 @@ def test_flags_are_shown_without_a_value() -> None:
     for path, _ in tree():
         out = runner.invoke(app, [*path, "--help"], terminal_width=100).output
         assert "<bool>" not in out, " ".join(path)
+
+
+SNAPSHOT = Path(__file__).parent / "data" / "cli_help_tree.txt"
+
+
+def help_tree() -> str:
+    """Every command's `--help`, as /work/tools/snap.py writes the snapshot (fixed width, no
+    colour), each headed by `=== ccdp PATH`."""
+    runner = CliRunner()
+    env = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    out = []
+    for path, _ in tree():
+        r = runner.invoke(app, [*path, "--help"], terminal_width=100, env=env)
+        out.append(f"=== ccdp {' '.join(path)}\n{r.output}")
+    return "\n".join(out)
+
+
+def test_help_tree_unchanged() -> None:
+    """Moving command modules must not change what `ccdp --help` shows, nor its order (Typer
+    lists plain commands, then groups, each in the order they were added)."""
+    expected = SNAPSHOT.read_text(encoding="utf-8")
+    got = help_tree()
+    assert got == expected, (
+        f"the CLI help tree differs from {SNAPSHOT}. If the change is deliberate, rewrite the "
+        "snapshot with `python -m tests.test_cli_help` (from the repository root) and commit it "
+        "with the change that explains it."
+    )
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """`ccdp --help` stays fast: the command modules import their libraries (and the stages)
+    inside the command functions (benchmarks/bench_startup.py measures the time)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    heavy = ["pandas", "numpy", "pyarrow", "duckdb", "pydantic", "fastapi", "matplotlib", "yaml"]
+    code = f"import sys, ccdp.cli; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [], f"importing ccdp.cli loads {out.stdout.strip()}"
+
+
+if __name__ == "__main__":  # deliberately rewrite the snapshot (see test_help_tree_unchanged)
+    SNAPSHOT.write_text(help_tree(), encoding="utf-8")
+    print(f"wrote {SNAPSHOT}")

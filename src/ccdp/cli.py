@@ -1,17 +1,34 @@
-"""The `ccdp` command. Thin: each stage's `commands` module registers its commands on `app`.
+"""The `ccdp` command: the root app, with every command group (ccdp.commands) added in one place.
 
-Stage command modules keep heavy imports inside their functions so that `ccdp --help` stays fast.
+The order below is the order of `ccdp --help` (plain commands first, then groups, each in the
+order added); tests/test_cli_help.py holds it. Command modules keep heavy imports inside their
+functions so that `ccdp --help` stays fast (benchmarks/bench_startup.py).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 from rich.console import Console
 from typer.core import TyperOption
 
+from ccdp.commands import (
+    classify,
+    cohort,
+    demo,
+    dictionary,
+    hub,
+    ingest,
+    node,
+    project,
+    quality,
+    referral,
+    run,
+    synth,
+    trial,
+)
+from ccdp.commands import map as map_
 from ccdp.errors import CcdpError
 
 
@@ -36,32 +53,32 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# One line per stage; each module defines `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = [
-    "ccdp.model.commands",
-    "ccdp.federation.commands",
-    "ccdp.cohort.commands",
-    "ccdp.federation.node.commands",
-    "ccdp.federation.hub.commands",
-    "ccdp.federation.demo.commands",
-    "ccdp.governance.commands",
-    "ccdp.terminology.commands",
-    "ccdp.synth.commands",
-    "ccdp.ingest.map_commands",
-    "ccdp.ingest.commands",
-    "ccdp.quality.commands",
-    "ccdp.clinical.trial_commands",
-    "ccdp.clinical.referral_commands",
-]
-
 
 @app.callback()
 def _root() -> None:
     """Childhood cancer data partnership: harmonise, federate, analyse, govern."""
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+# Plain commands, in the order `ccdp --help` lists them ...
+app.command("dictionary")(dictionary.dictionary)
+app.command("run")(run.run)
+app.command("submit")(hub.submit)
+app.command("demo")(demo.demo)
+app.command("classify")(classify.classify)
+app.command("synth")(synth.synth)
+app.command("ingest")(ingest.ingest)
+app.command("quality")(quality.quality)
+app.command("edits")(quality.edits)
+# ... then the groups, in theirs.
+app.add_typer(cohort.cohort_app, name="cohort")
+app.add_typer(node.node_app, name="node")
+app.add_typer(hub.hub_app, name="hub")
+app.add_typer(hub.study_app, name="study")
+app.add_typer(project.project_app, name="project")
+app.add_typer(map_.map_app, name="map")
+app.add_typer(ingest.quarantine_app, name="quarantine")
+app.add_typer(trial.trial_app, name="trial")
+app.add_typer(referral.referral_app, name="referral")
 
 
 def main() -> None:

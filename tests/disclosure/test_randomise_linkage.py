@@ -14,10 +14,10 @@ import sqlite3
 import pytest
 from sqlalchemy import select
 
-from ccdp.clinical.enrol import trial_pseudonym
 from ccdp.disclosure.policy import set_policy_value
 from ccdp.federation.hub.models import AllocationRow, TrialRow
 from ccdp.federation.node.audit import AuditLog
+from ccdp.federation.node.enrol import trial_pseudonym
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor
 from tests.storekit import build_store, random_registry

@@ -13,9 +13,9 @@ import re
 import httpx
 import pytest
 
-from ccdp.clinical.referral import build_case, refer, release
 from ccdp.disclosure.case import CaseWithheld, release_case
 from ccdp.federation.client import HubClient
+from ccdp.federation.node.referral import build_case, refer, release
 from ccdp.wire.case_summary import text_problem
 from tests.clinical.test_referrals import CC, GRU, child
 from tests.federation.netutil import LiveHub

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ccdp.federation.demo.partnership import load_studies
+from ccdp.demo.partnership import load_studies
 from tests.conftest import run_ccdp
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from ccdp.federation.hub.models import ProjectRow
 from ccdp.federation.hub.studies import SpecExecutor
-from ccdp.governance.node_projects import record_decision
+from ccdp.federation.node.projects import record_decision
 from ccdp.governance.projects import ProjectTerms
 from tests.conftest import run_ccdp
 from tests.federation.netutil import HubProcess, LiveHub, ccdp_args, last_line, processes, spawn

@@ -8,7 +8,7 @@ import pytest
 
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.refusals import Refusal
-from ccdp.governance.node_projects import check_task, load_decisions, record_decision
+from ccdp.federation.node.projects import check_task, load_decisions, record_decision
 from ccdp.governance.projects import (
     ProjectError,
     ProjectTerms,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from rich.console import Console
 
-from ccdp.federation.demo.partnership import (
+from ccdp.demo.partnership import (
     LineProgress,
     Partnership,
     Processes,

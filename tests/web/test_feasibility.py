@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from ccdp.federation.demo.partnership import Partnership
+from ccdp.demo.partnership import Partnership
 from ccdp.web.feasibility import Filters, study_spec
 from tests.web.conftest import COUNTRIES, screenshot, sign_in
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ccdp.federation.demo.partnership import PENDING, Partnership
+from ccdp.demo.partnership import PENDING, Partnership
 from tests.web.conftest import screenshot, sign_in
 
 

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from ccdp.federation.demo.partnership import Partnership
+from ccdp.demo.partnership import Partnership
 from tests.conftest import run_ccdp
 from tests.web.conftest import screenshot, sign_in
 

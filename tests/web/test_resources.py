@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from ccdp.federation.demo.partnership import Partnership
+from ccdp.demo.partnership import Partnership
 from tests.federation.netutil import wait_until
 from tests.web.conftest import screenshot, sign_in
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from ccdp.federation.demo.partnership import Partnership
+from ccdp.demo.partnership import Partnership
 from tests.web.conftest import screenshot, sign_in
 
 

@@ -209,7 +209,7 @@ class LocalNode:
 
     def _check_project(self, task: Task, policy: NodePolicy) -> None:
         """The node's own governance check (its custodian's record, not the hub's word)."""
-        from ccdp.governance.node_projects import check_task, load_decisions
+        from ccdp.federation.node.projects import check_task, load_decisions
 
         if task.project is None:
             if self.from_hub and policy.require_project:

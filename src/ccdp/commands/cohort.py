@@ -21,7 +21,3 @@ def variables(format: Format = typer.Option(Format.md, "--format", help="md or j
     from ccdp.cohort.view import describe, to_markdown
 
     typer.echo(to_markdown() if format is Format.md else json.dumps(describe(), indent=2))
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(cohort_app, name="cohort")

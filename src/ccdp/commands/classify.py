@@ -113,7 +113,3 @@ def _classify_file(input: Path, output: Path, edition: str, chunk_size: int) -> 
         f"{summary.errors} with errors -> {output}",
         highlight=False,
     )
-
-
-def register(app: typer.Typer) -> None:
-    app.command("classify")(classify)

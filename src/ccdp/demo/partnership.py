@@ -41,7 +41,7 @@ STUDIES = Path(__file__).with_name("studies.yaml")
 PROJECT = Path(__file__).with_name("project.yaml")
 FEASIBILITY = Path(__file__).with_name("feasibility.yaml")
 PENDING = Path(__file__).with_name("pending.yaml")
-MAPPINGS = Path(__file__).resolve().parents[4] / "examples" / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
 
 
 class DemoError(CcdpError):

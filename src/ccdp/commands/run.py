@@ -26,7 +26,3 @@ def run(
         print_study(result)
     if result.result is None:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("run")(run)

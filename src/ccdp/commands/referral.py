@@ -1,5 +1,6 @@
 """`ccdp node refer`, `ccdp node referrals` (a treating centre's node and its custodian) and
-`ccdp referral list|show|comment|recommend` (the expert board): docs/referrals.md."""
+`ccdp referral list|show|comment|recommend` (the expert board): docs/referrals.md. The node's
+two commands join the node group in commands/node.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
 
 EXPERT_TOKEN = typer.Option(
     ..., "--token", envvar="CCDP_TOKEN", help="A token of a member of the board (role expert)."
@@ -93,7 +94,7 @@ def refer(
     """Refer a child to the expert board: consent checked (DUO:0000043 or a statutory basis),
     the case summary built from the store and passed through the disclosure gate, then HELD
     until the custodian releases it (`ccdp node referrals --release ID`)."""
-    from ccdp.clinical.referral import refer as make
+    from ccdp.federation.node.referral import refer as make
 
     client = hub_client(hub, token, cacert)
     try:
@@ -133,7 +134,7 @@ def referrals(
 ) -> None:
     """This node's referrals and the board's recommendations. With --hub and --token the node
     also fetches new recommendations; --release sends a held referral, --withdraw drops it."""
-    from ccdp.clinical import referral as rf
+    from ccdp.federation.node import referral as rf
 
     if withdraw is not None:
         item = rf.withdraw(store, withdraw, reason)
@@ -265,11 +266,3 @@ def recommend(
         typer.echo(json.dumps(got))
         return
     typer.echo(f"recommendation recorded for {ref}: {', '.join(rec.options)}")
-
-
-def register(app: typer.Typer) -> None:
-    from ccdp.federation.node.commands import node_app
-
-    node_app.command("refer")(refer)
-    node_app.command("referrals")(referrals)
-    app.add_typer(referral_app, name="referral")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, hub_client
 
 hub_app = typer.Typer(help="The coordinating hub: serve, register nodes and users.")
 
@@ -409,9 +409,3 @@ def study_result(
         typer.echo(json.dumps(study["result"], indent=2, default=str))
     else:
         print_result(study)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(hub_app, name="hub")
-    app.add_typer(study_app, name="study")
-    app.command("submit")(submit)

@@ -25,7 +25,3 @@ def dictionary(
         output.write_text(text + "\n", encoding="utf-8")
     else:
         typer.echo(text)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("dictionary")(dictionary)

@@ -55,7 +55,3 @@ def synth(
         summary = ", ".join(f"{k} {v}" for k, v in rows.items())
         typer.echo(f"{code}: {summary}")
     typer.echo(f"{result.patients} patients in {result.out_dir}; truth in {result.truth_path}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("synth")(synth)

@@ -113,8 +113,3 @@ def quarantine_export(
         typer.echo("quarantine is empty")
     else:
         typer.echo(f"fix the values, then: ccdp ingest {out} --store {store}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest)
-    app.add_typer(quarantine_app, name="quarantine")

@@ -1,4 +1,4 @@
-"""`ccdp demo`: the partnership on one machine (see ccdp.federation.demo.partnership)."""
+"""`ccdp demo`: the partnership on one machine (see ccdp.demo.partnership)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ def demo(
     patients: int = typer.Option(9000, "--patients", help="Patients across all countries."),
 ) -> None:
     """Synthesise six countries, start a hub and node agents, run studies, write a report."""
-    from ccdp.federation.demo.partnership import open_in_browser, run_demo
+    from ccdp.demo.partnership import open_in_browser, run_demo
 
     report = run_demo(out, seed=seed, patients=patients, keep_running=keep_running)
     if not no_browser:
         open_in_browser(report)
     typer.echo(str(report))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)

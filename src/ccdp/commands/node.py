@@ -1,5 +1,10 @@
 """`ccdp node ...`: the node operator's commands, in one group: the disclosure policy and the
-audit log, and the networked node (run, pending, release, refuse, answer, keygen)."""
+audit log, the networked node (run, pending, release, refuse, answer, keygen, catalogue), and
+the node's side of trials (randomise), referrals (refer, referrals) and projects.
+
+The whole group is assembled at the bottom of this module, in the order `ccdp node --help` lists
+it; the trial, referral and project commands live beside their hub-side groups and are imported
+here (light modules: typer only, so `ccdp --help` stays fast)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ccdp.federation.cli_options import STORE, hub_client
+from ccdp.commands.options import STORE, hub_client
+from ccdp.commands.project import node_projects_app
+from ccdp.commands.referral import refer, referrals
+from ccdp.commands.trial import randomise
 
 if TYPE_CHECKING:
     from ccdp.federation.node.audit import AuditLog
@@ -19,7 +27,6 @@ node_app = typer.Typer(
     help="Node operator: policy, audit log, the node agent and held answers.", no_args_is_help=True
 )
 policy_app = typer.Typer(help="Show or change the node's disclosure policy.", no_args_is_help=True)
-node_app.add_typer(policy_app, name="policy")
 
 
 @policy_app.command("show")
@@ -56,7 +63,6 @@ def policy_set(
     typer.echo(f"{key}: {getattr(policy, key)!r} written to {policy_path(store)}")
 
 
-@node_app.command("audit")
 def audit(
     store: Path = STORE,
     verify: bool = typer.Option(False, "--verify", help="Check the chain and its head."),
@@ -422,15 +428,18 @@ def keygen(
     typer.echo(f"private key: {out}\npublic key (give to the hub admin):\n{pub_path}")
 
 
-def register(app: typer.Typer) -> None:
-    node_app.command("run")(run)
-    node_app.command("pending")(pending)
-    node_app.command("release")(release)
-    node_app.command("refuse")(refuse)
-    node_app.command("answer")(answer)
-    node_app.command("keygen")(keygen)
-    node_app.command("catalogue")(catalogue)
-    from ccdp.governance.commands import node_projects_app  # light: typer only
-
-    node_app.add_typer(node_projects_app, name="projects")
-    app.add_typer(node_app, name="node")
+# The group in one place. Typer lists the plain commands in this order, then the sub-groups in
+# theirs; the order is part of `ccdp --help` (tests/test_cli_help.py).
+node_app.command("audit")(audit)
+node_app.command("run")(run)
+node_app.command("pending")(pending)
+node_app.command("release")(release)
+node_app.command("refuse")(refuse)
+node_app.command("answer")(answer)
+node_app.command("keygen")(keygen)
+node_app.command("catalogue")(catalogue)
+node_app.command("randomise")(randomise)
+node_app.command("refer")(refer)
+node_app.command("referrals")(referrals)
+node_app.add_typer(policy_app, name="policy")
+node_app.add_typer(node_projects_app, name="projects")

@@ -73,8 +73,3 @@ def edits(
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:
         typer.echo(text)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("quality")(quality)
-    app.command("edits")(edits)

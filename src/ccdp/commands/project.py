@@ -1,5 +1,6 @@
 """`ccdp project …` (a researcher requests, the board reviews, anyone shows their projects) and
-`ccdp node projects …` (the custodian decides at the node; the hub only relays the decision)."""
+`ccdp node projects …` (the custodian decides at the node; the hub only relays the decision;
+the group joins `ccdp node` in commands/node.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
 
 project_app = typer.Typer(
     help="Projects (access requests): request, review (board), show, list.", no_args_is_help=True
@@ -118,7 +119,7 @@ def list_projects(
 
 # ---- at the node ------------------------------------------------------------------------------
 def _with_local(store: Path, p: dict[str, Any]) -> dict[str, Any]:
-    from ccdp.governance.node_projects import load_decisions
+    from ccdp.federation.node.projects import load_decisions
 
     made = load_decisions(store).get(p["project_id"])
     local = None if made is None else made.model_dump(mode="json", exclude={"terms"})
@@ -179,7 +180,7 @@ def _decide(
 ) -> None:
     """Fetch the terms, record the decision at the node (what the node enforces), then tell the
     hub (which only relays it)."""
-    from ccdp.governance.node_projects import NodeProjectsError, record_decision
+    from ccdp.federation.node.projects import NodeProjectsError, record_decision
     from ccdp.governance.projects import ProjectSpec, ProjectTerms
 
     if not store.exists():
@@ -225,7 +226,3 @@ def decline(
 ) -> None:
     """Decline a project for this node (or withdraw an acceptance): its tasks are refused."""
     _decide(project_id, "declined", reason, store, hub, token, cacert)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(project_app, name="project")

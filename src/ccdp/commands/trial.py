@@ -1,5 +1,6 @@
 """`ccdp trial create|list|allocations` (the hub's admin and a trial's statistician) and
-`ccdp node randomise` (a treating centre's node): docs/randomisation.md."""
+`ccdp node randomise` (a treating centre's node; added to the node group in commands/node.py):
+docs/randomisation.md."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccdp.federation.cli_options import AS_JSON, CACERT, HUB, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, hub_client
 
 trial_app = typer.Typer(
     help="Randomised trials at the hub: create one (admin), read its allocations (statistician).",
@@ -110,7 +111,7 @@ def randomise(
     """Randomise one of this node's patients: the strata from the store, only a pseudonym and
     the strata to the hub; the arm goes into trial_enrolment and the audit log. Asking again
     returns the same arm."""
-    from ccdp.clinical.enrol import randomise as enrol
+    from ccdp.federation.node.enrol import randomise as enrol
 
     client = hub_client(hub, token, cacert)
     try:
@@ -124,10 +125,3 @@ def randomise(
     strata = ", ".join(f"{k}={v}" for k, v in got.strata.items()) or "none"
     again = " (already randomised: the same arm)" if got.repeated else ""
     typer.echo(f"patient {patient} randomised in {trial}: arm {got.arm}{again}; strata {strata}")
-
-
-def register(app: typer.Typer) -> None:
-    from ccdp.federation.node.commands import node_app
-
-    node_app.command("randomise")(randomise)
-    app.add_typer(trial_app, name="trial")

@@ -67,7 +67,3 @@ def compare_command(
     for table, (r, t) in per.items():
         typer.echo(f"{table}: {r}/{t}")
     typer.echo(f"total: {right}/{total} = {100 * right / max(total, 1):.1f}%")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(map_app, name="map")
