@@ -44,13 +44,13 @@ REASONS: dict[str, str] = {
     "differencing": "{term}: the answer would differ from an earlier release of this node by "
     "fewer than {threshold} records (differencing rule)",
     "too_many_cells": "{term}: the table would have more than {max_cells} cells",
-    # governance (governance/node_projects.py): the terms the node's custodian accepted
+    # governance (federation/node/projects.py): the terms the node's custodian accepted
     "not_accepted": "not accepted: project {term} is not accepted at this node",
     "project_terms": "not accepted: project {term}: the task is outside the terms this node "
     "accepted",
     "project_expired": "not accepted: project {term} expired on {expires} at this node",
     "no_project": "not accepted: this node answers only tasks of a project its custodian accepted",
-    # randomisation (clinical/enrol.py): what a trial may learn of a patient
+    # randomisation (federation/node/enrol.py): what a trial may learn of a patient
     "trial_not_accepted": "not accepted: this node's custodian has not accepted trial {term!r} "
     "for randomisation (the node policy's `trials` lists those it randomises into)",
     "strata": "{term}: this node sends only categorical view variables as a trial's strata, "
