@@ -276,7 +276,7 @@ def test_upgrade_chains_the_records_written_before(tmp_path) -> None:
     from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 
     from ccdp.federation.hub.db import MIGRATIONS
-    from ccdp.federation.hub.models import utcnow
+    from ccdp.wire.protocol import utcnow
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)

@@ -30,6 +30,7 @@ def _same_version(v: Any) -> int:
 
 
 def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: the one clock of every message, record and audit entry."""
     return datetime.now(UTC)
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
-from ccdp.federation.hub.models import AuditHeadRow, AuditRow, utcnow
+from ccdp.federation.hub.models import AuditHeadRow, AuditRow
 from ccdp.federation.hub.urls import normalise_url
 from ccdp.governance.chain import (
     GENESIS,
@@ -45,6 +45,7 @@ from ccdp.governance.chain import (
     walk,
     write_head,
 )
+from ccdp.wire.protocol import utcnow
 
 ENV_KEY = "CCDP_HUB_AUDIT_KEY"
 INFO = "ccdp_audit_chain"  # Session.info key: the chain a session appends to

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from ccdp.federation.hub.context import Forbidden, HubContext, NotFound, Principal
 from ccdp.federation.hub.doors import AsNode, AsUser
-from ccdp.federation.hub.models import CatalogueRow, NodeRow, utcnow
+from ccdp.federation.hub.models import CatalogueRow, NodeRow
 from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.protocol import utcnow
 
 
 class Catalogues:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
-from ccdp.federation.hub.models import NodeRow, UserRow, utcnow
-from ccdp.wire.protocol import AuditHead, HeadAtHub
+from ccdp.federation.hub.models import NodeRow, UserRow
+from ccdp.wire.protocol import AuditHead, HeadAtHub, utcnow
 
 
 class Members:

@@ -24,9 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from ccdp.wire.protocol import utcnow
 
 
 class UtcDateTime(TypeDecorator):

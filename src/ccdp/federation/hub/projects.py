@@ -31,9 +31,10 @@ from ccdp.federation.hub.context import (
     StudyRefused,
 )
 from ccdp.federation.hub.doors import AsBoard, AsNode, AsResearcher, AsUser, Strict
-from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow, utcnow
+from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
 from ccdp.wire.data_use import DataUse
+from ccdp.wire.protocol import utcnow
 
 
 def today() -> date:

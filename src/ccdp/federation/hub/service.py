@@ -35,18 +35,10 @@ from ccdp.federation.hub.context import (
     Principal,
 )
 from ccdp.federation.hub.members import Members
-from ccdp.federation.hub.models import (
-    AnswerRow,
-    NodeRow,
-    RoundRow,
-    StudyRow,
-    TaskRow,
-    UserRow,
-    utcnow,
-)
+from ccdp.federation.hub.models import AnswerRow, NodeRow, RoundRow, StudyRow, TaskRow, UserRow
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
-from ccdp.wire.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task, utcnow
 from ccdp.wire.summary import Summary
 
 
