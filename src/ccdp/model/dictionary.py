@@ -60,6 +60,8 @@ def to_markdown(model: Model | None = None) -> str:
 
 
 def to_json(model: Model | None = None) -> str:
-    """The dictionary as JSON (the model itself, serialised)."""
+    """The dictionary as JSON (the model itself, serialised). Value labels are left out: they
+    serve the pages' wording, and the dictionary's JSON keeps the shape its readers know."""
     model = model or load_model()
-    return json.dumps(model.model_dump(mode="json", exclude_none=True), indent=2)
+    exclude = {"tables": {"__all__": {"fields": {"__all__": {"labels"}}}}}
+    return json.dumps(model.model_dump(mode="json", exclude_none=True, exclude=exclude), indent=2)
