@@ -219,11 +219,10 @@ def check_feasibility(cohort: Mapping[str, Any] | None, by: Iterable[str] = ()) 
                     RULE_RANGE,
                     "the range selects bands that are neither one band nor a declared grouping",
                 )
-        elif isinstance(cond, list):
-            if not allowed_list(name, frozenset(_level(v) for v in cond)):
-                raise FeasibilityError(
-                    name, RULE_LIST, "a list of levels must be one level or a declared grouping"
-                )
+        elif isinstance(cond, list) and not allowed_list(name, frozenset(map(_level, cond))):
+            raise FeasibilityError(
+                name, RULE_LIST, "a list of levels must be one level or a declared grouping"
+            )
 
 
 def check_feasibility_study(
