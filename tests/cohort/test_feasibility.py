@@ -246,3 +246,18 @@ def test_the_brute_force_finds_what_it_should(monkeypatch):
     assert ("0-14", "0-19") in [tuple(sorted(p)) for p in feas.one_level_differences("age_group")]
     assert ("IV", "level IVa") in feas.one_level_differences("iccc_subgroup")
     assert ("-0-14", "+0-19") in feas.isolating_combinations("age_group")
+
+
+def test_the_command_checks_a_study_spec(ccdp, tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(
+        "analysis: count\n"
+        "cohort: {iccc_subgroup: [Ia, Ib, Ic, Id, Ie], diagnosis_year: {from: 2005, to: 2009}}\n"
+        "by: [sex, followup_band]\n"
+    )
+    assert "within the feasibility tier's rules" in ccdp("cohort", "check-feasibility", ok).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("analysis: count\ncohort: {vital_status: dead, os_time: {to: 400}}\n")
+    proc = ccdp("cohort", "check-feasibility", bad, check=False)
+    assert proc.returncode == 2
+    assert "os_time" in proc.stderr and "band-only" in proc.stderr and "400" not in proc.stderr
