@@ -34,9 +34,9 @@ def _refused(cohort: dict | None, by: list[str] = (), *, variable: str, rule: st
     with pytest.raises(FeasibilityError) as info:
         check_feasibility(cohort, by)
     assert info.value.rule == rule
-    assert info.value.variable == variable
+    assert info.value.variable == variable.removeprefix("by ")
     message = str(info.value)
-    assert variable in message and f"`{rule}`" in message
+    assert message.startswith(f"{variable}: ") and f"`{rule}`" in message
     return message
 
 

@@ -19,7 +19,6 @@ from importlib import resources
 from itertools import combinations, product
 from typing import Any
 
-import numpy as np
 import yaml
 
 from ccdp.cohort.spec import CohortError, CohortSpec, Range
@@ -45,10 +44,11 @@ class FeasibilityError(CohortError):
     """A feasibility request uses a variable or a filter the tier does not allow. It names the
     variable and the rule, never a value: the decision is made without data."""
 
-    def __init__(self, variable: str, rule: str, why: str) -> None:
+    def __init__(self, variable: str, rule: str, why: str, use: str = "cohort") -> None:
         self.variable = variable
         self.rule = rule
-        super().__init__(f"{variable}: {why} (feasibility rule `{rule}`, docs/feasibility.md)")
+        where = variable if use == "cohort" else f"{use} {variable}"
+        super().__init__(f"{where}: {why} (feasibility rule `{rule}`, docs/feasibility.md)")
 
 
 @dataclass(frozen=True)
@@ -150,19 +150,21 @@ def _ranged() -> frozenset[str]:
 def check_variable(name: str, use: str = "cohort") -> ViewVariable:
     """The view variable `name` if the feasibility tier may filter or group on it at all."""
     var = view_variables().get(name)
-    where = name if use == "cohort" else f"by {name}"
     if var is None:
-        raise FeasibilityError(where, RULE_UNKNOWN, "not a variable of the analysis view")
+        raise FeasibilityError(name, RULE_UNKNOWN, "not a variable of the analysis view", use)
     if var.identifier:
-        raise FeasibilityError(where, RULE_IDENTIFIER, "an identifier never leaves the node")
+        raise FeasibilityError(name, RULE_IDENTIFIER, "an identifier never leaves the node", use)
     if var.var_class in ("numeric", "time", "date"):
         hint = f"use its band `{var.band}`" if var.band else "it has no declared band"
         raise FeasibilityError(
-            where, RULE_RAW, f"a {var.var_class} variable is never used at full precision; {hint}"
+            name,
+            RULE_RAW,
+            f"a {var.var_class} variable is never used at full precision; {hint}",
+            use,
         )
     if declared_levels(name) is None:
         raise FeasibilityError(
-            where, RULE_OPEN, "its levels are free text, not declared in advance"
+            name, RULE_OPEN, "its levels are free text, not declared in advance", use
         )
     return var
 
@@ -235,6 +237,7 @@ def check_feasibility_study(
             analysis,
             RULE_ANALYSIS,
             f"the feasibility tier answers only {' and '.join(FEASIBILITY_ANALYSES)}",
+            "analysis",
         )
     check_feasibility(cohort, by)
 
@@ -262,6 +265,8 @@ def one_level_differences(name: str) -> list[tuple[str, str]]:
 def isolating_combinations(name: str, most: int = 3) -> list[tuple[str, ...]]:
     """Signed combinations (`+A`, `-B`, ...) of at most `most` distinct declared groupings of
     `name` whose counts add up to the count of exactly one level (brute force over the file)."""
+    import numpy as np  # only for this static check, off the request path
+
     groups = declared_groupings().get(name, ())
     order = sorted(declared_levels(name) or ())
     index = {lv: i for i, lv in enumerate(order)}
