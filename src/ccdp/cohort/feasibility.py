@@ -77,9 +77,10 @@ def declared_groupings() -> dict[str, tuple[Grouping, ...]]:
     out: dict[str, list[Grouping]] = {}
     for entry in data.get("from_tables", []):
         leave_out = set(entry.get("leave_out") or {})
-        for g in _from_table(entry["variable"], entry["rule"], entry["source"]):
-            if g.name not in leave_out:
-                out.setdefault(g.variable, []).append(g)
+        built = _from_table(entry["variable"], entry["rule"], entry["source"])
+        if leave_out - {g.name for g in built}:  # a typo would silently keep a grouping
+            raise CohortError(f"groupings.yaml: {entry['variable']} leaves out unknown groupings")
+        out.setdefault(entry["variable"], []).extend(g for g in built if g.name not in leave_out)
     for entry in data.get("groupings", []):
         g = Grouping(
             variable=entry["variable"],
