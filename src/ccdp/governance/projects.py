@@ -93,8 +93,10 @@ class ProjectSpec(BaseModel):
         """A registered study outside the project's own terms could never run, and one listed
         twice would be approved twice under two titles."""
         seen: dict[str, int] = {}
-        for i, (study, h) in enumerate(zip(self.studies, study_hashes(self.study_specs()))):
-            analysis, _, cohort = split_study(study.spec())
+        for i, (spec, h) in enumerate(
+            zip(self.study_specs(), study_hashes(self.study_specs()), strict=True)
+        ):
+            analysis, _, cohort = split_study(spec)
             if analysis not in self.analyses:
                 raise ValueError(
                     f"studies[{i}].analysis: {analysis!r} is not one of the project's analyses"

@@ -78,9 +78,7 @@ def canonical_study(
     }
 
 
-def study_hash(
-    analysis: str, params: dict[str, Any] | None, cohort: dict[str, Any] | None
-) -> str:
+def study_hash(analysis: str, params: dict[str, Any] | None, cohort: dict[str, Any] | None) -> str:
     """SHA-256 (hex) of the canonical form: equal exactly when two studies release the same."""
     body = json.dumps(
         canonical_study(analysis, params, cohort),

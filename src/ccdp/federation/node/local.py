@@ -207,6 +207,23 @@ class LocalNode:
         record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes
 
+    def review(self, task: Task) -> str | None:
+        """Why this hub task's answer must wait for the custodian (policy `exact_release`), or
+        None: answered as it comes. A task the node refuses before reading any data (no
+        project, not accepted, outside its terms) is refused as always, not held. Asked by
+        the node's airlock (federation/node/pending.py) for every hub task, whatever the
+        transport; the operator's own `ccdp run` asks a LocalNode directly and is not held."""
+        from ccdp.federation.node.projects import load_decisions, review_reason
+
+        policy = self.policy
+        if policy.exact_release == "any":
+            return None
+        try:
+            self._check_project(task, policy)
+        except Refusal:
+            return None
+        return review_reason(task, load_decisions(self.store), policy.exact_release)
+
     def _check_project(self, task: Task, policy: NodePolicy) -> None:
         """The node's own governance check (its custodian's record, not the hub's word)."""
         from ccdp.federation.node.projects import check_task, load_decisions
