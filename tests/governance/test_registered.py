@@ -370,3 +370,9 @@ def test_through_the_hub_only_registered_studies_are_answered_before_review(tmp_
             stop.set()
             thread.join(10)
             agent.close()
+
+
+def test_the_example_project_file_loads_with_its_studies():
+    root = Path(__file__).resolve().parents[2]
+    spec = load_project(root / "examples" / "projects" / "leukaemia-outcome.yaml")
+    assert len(ProjectTerms.of("p", spec).studies) == 3

@@ -124,7 +124,7 @@ def _located(exc: ValidationError) -> str:
     loc = exc.errors()[0]["loc"]
     if len(loc) >= 2 and loc[0] == "studies" and isinstance(loc[1], int):
         rest = text.removeprefix(f"studies.{loc[1]}")
-        if re.match(r"^: [\w.\[\]]+: ", rest):  # the study's own key, named by its check
+        if re.match(r"^: \S+: ", rest):  # the study's own key, named by its check
             rest = "." + rest.removeprefix(": ")
         return f"studies[{loc[1]}]{rest}"
     return text
