@@ -376,3 +376,30 @@ def test_the_example_project_file_loads_with_its_studies():
     root = Path(__file__).resolve().parents[2]
     spec = load_project(root / "examples" / "projects" / "leukaemia-outcome.yaml")
     assert len(ProjectTerms.of("p", spec).studies) == 3
+
+
+def test_an_offline_task_that_is_not_registered_writes_no_result_until_released(tmp_path, template):
+    from ccdp.disclosure.policy import load_policy, save_policy
+    from tests.conftest import run_ccdp
+
+    node = node_at(tmp_path, template, "registered")
+    save_policy(
+        node.store, load_policy(node.store).model_copy(update={"exact_release": "registered"})
+    )
+    accept(node, [KM])
+    nudged = {**KM, "cohort": {**KM["cohort"], "diagnosis_date": {**WINDOW, "to": "2013-01-01"}}}
+    sent = task(nudged)
+    taskfile = tmp_path / "task.json"
+    taskfile.write_text(json.dumps({"node": "fr", "task": sent.model_dump(mode="json")}))
+    args = ("node", "answer", taskfile, "--store", node.store, "--token", "t0ken")
+    first = run_ccdp(*args)
+    assert "held for the custodian" in first.stdout
+    assert not list(tmp_path.glob("result-*.json"))
+    listed = json.loads(run_ccdp("node", "pending", "--store", node.store, "--json").stdout)
+    assert [(i["id"], i["state"]) for i in listed] == [(sent.task_id, "held")]
+    assert "not a registered study" in listed[0]["held_for"]
+    run_ccdp("node", "release", sent.task_id[:10], "--store", node.store)
+    second = run_ccdp(*args)
+    assert second.stdout.startswith("answered: signed result written")
+    assert (tmp_path / f"result-{sent.task_id}.json").exists()
+    assert PendingStore(node.store).find(sent.task_id).state == "sent"

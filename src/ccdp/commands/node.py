@@ -426,6 +426,8 @@ def answer(
     )
     target = out or taskfile.with_name(f"result-{task.task_id}.json")
     rf.write(signed, target)
+    if pending.known(task.task_id):  # the custodian's decision, now on its way in this file
+        pending.mark_sent(pending.find(task.task_id))
     typer.echo(f"{ans.status}: signed result written to")
     typer.echo(str(target))
 

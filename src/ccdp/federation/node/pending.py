@@ -192,6 +192,7 @@ def describe(item: Pending) -> dict[str, Any]:
         "held_at": item.held_at.isoformat(timespec="seconds"),
         "status": item.answer.status,
         "summary": summary,
+        "held_for": item.held_for or "release: manual",
     }
 
 
