@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ccdp.disclosure.policy import NodePolicy
-from ccdp.federation.hub.models import AnswerRow
+from ccdp.federation.hub.models import AnswerRow, ProjectRow
 from ccdp.federation.hub.studies import SpecExecutor
 from ccdp.federation.node.agent import NodeAgent
 from ccdp.federation.node.local import LocalNode
@@ -36,6 +36,7 @@ from ccdp.governance.registered import (
     study_hash,
 )
 from ccdp.wire.protocol import Task
+from tests.conftest import run_ccdp
 from tests.federation.netutil import LiveHub, wait_until
 from tests.storekit import build_store, random_registry
 
@@ -325,10 +326,14 @@ def test_through_the_hub_only_registered_studies_are_answered_before_review(tmp_
         shown = call("ana", "GET", f"/api/projects/{pid}")
         assert [(s["title"], s["hash"]) for s in shown["studies"]] == [(KM["title"], h(KM))]
         assert shown["terms"]["studies"] == [h(KM)]
-        relayed = call("fr", "GET", f"/api/node/projects/{pid}")
-        terms = ProjectTerms.of(pid, ProjectSpec.model_validate(relayed["spec"]))  # node's own
-        record_decision(store, terms, "accepted", None)
-        call("fr", "POST", f"/api/node/projects/{pid}/decision", json={"decision": "accepted"})
+        at_node = ("--store", store, "--hub", live.url, "--token", tokens["fr"])
+        seen = json.loads(run_ccdp("node", "projects", "show", pid, *at_node, "--json").stdout)
+        assert seen["not_accepted_here"] == [h(KM)]
+        accepted = run_ccdp("node", "projects", "accept", pid, *at_node).stdout
+        assert "registered studies accepted: 1" in accepted
+        assert load_decisions(store)[pid].terms.studies == [h(KM)]  # hashed at the node
+        text = run_ccdp("node", "projects", "show", pid, *at_node).stdout
+        assert f"{h(KM)[:12]}  {KM['title']}" in text and "not accepted here" not in text
 
         pending = PendingStore(store)
         lock = Airlock(lambda: node, pending)
@@ -371,6 +376,18 @@ def test_through_the_hub_only_registered_studies_are_answered_before_review(tmp_
             thread.join(10)
             agent.close()
 
+        # an amendment at the hub: a study added to the list after the node accepted it
+        added = {**COUNT, "cohort": {"iccc_group": ["I"]}}
+        with live.hub.context.sessions.begin() as s:
+            row = s.get(ProjectRow, pid)
+            assert row is not None
+            row.spec = {**row.spec, "studies": [*row.spec["studies"], added]}
+        seen = json.loads(run_ccdp("node", "projects", "show", pid, *at_node, "--json").stdout)
+        assert seen["not_accepted_here"] == [h(added)]
+        text = run_ccdp("node", "projects", "show", pid, *at_node).stdout
+        assert f"{h(added)[:12]}  {added['title']}  [not accepted here]" in text
+        assert node.review(task(added, pid=pid)) is not None
+
 
 def test_the_example_project_file_loads_with_its_studies():
     root = Path(__file__).resolve().parents[2]
@@ -380,7 +397,6 @@ def test_the_example_project_file_loads_with_its_studies():
 
 def test_an_offline_task_that_is_not_registered_writes_no_result_until_released(tmp_path, template):
     from ccdp.disclosure.policy import load_policy, save_policy
-    from tests.conftest import run_ccdp
 
     node = node_at(tmp_path, template, "registered")
     save_policy(
