@@ -292,6 +292,9 @@ def test_a_refusal_after_reading_data_is_held_too_but_one_before_is_not(tmp_path
     # a task of a project not accepted here is refused before any data is read: not held
     refused = lock.answer(task(KM, pid="p2"))
     assert refused.status == "refused" and not lock.hold_now()
+    invalid = task(KM).model_copy(update={"params": {"outcome": "os", "colour": 1}})
+    assert lock.answer(invalid).status == "failed" and not lock.hold_now()
+    assert len(PendingStore(node.store).all()) == 1
 
 
 # -- end to end, through the real hub ---------------------------------------------------------
