@@ -156,7 +156,7 @@ def run(
     from ccdp.federation.node.agent import NodeAgent
     from ccdp.federation.node.audit import AuditLog
     from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.node.pending import Airlock, PendingStore
+    from ccdp.federation.node.pending import PendingStore
     from ccdp.federation.node.policy import load_policy
 
     console = Console(stderr=True)
@@ -166,14 +166,14 @@ def run(
         return load_policy(store).release == "manual"
 
     manual = manual_now()
-    # answers the rule says must be reviewed (policy exact_release) wait for the custodian too
-    airlock = Airlock(lambda: holder["node"], PendingStore(store), manual_now)
     agent = NodeAgent(
         hub,
         token,
-        airlock.answer,
-        pending=airlock.pending,
-        manual_release=airlock.hold_now,
+        lambda task: holder["node"].answer(task),
+        pending=PendingStore(store),
+        manual_release=manual_now,
+        # answers the rule says must be reviewed (policy exact_release) wait for the custodian
+        review=lambda task: holder["node"].review(task),
         verify=tls_verify(cacert),
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
@@ -393,7 +393,7 @@ def answer(
     """Answer a task offline: write a signed result file for `ccdp hub import`."""
     from ccdp.federation import resultfile as rf
     from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.node.pending import Airlock, PendingStore
+    from ccdp.federation.node.pending import PendingStore
     from ccdp.wire.protocol import Task
 
     if (token is None) == (key is None):
@@ -413,10 +413,11 @@ def answer(
             return
         ans = item.answer
     else:
-        airlock = Airlock(lambda: node, pending)
-        ans = airlock.answer(task)
-        if airlock.hold_now():
-            typer.echo(f"held for the custodian ({pending.find(task.task_id).held_for}): see")
+        why = node.review(task)  # from the task and the custodian's record, before any data
+        ans = node.answer(task)
+        if why is not None:
+            pending.hold(task, ans, why)
+            typer.echo(f"held for the custodian ({why}): see")
             typer.echo(f"`ccdp node pending --show {task.task_id}`; no result file written")
             return
     signed = (

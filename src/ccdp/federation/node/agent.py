@@ -80,6 +80,7 @@ class NodeAgent:
         *,
         pending: PendingStore | None = None,
         manual_release: bool | Callable[[], bool] = False,
+        review: Callable[[Task], str | None] | None = None,
         verify: bool | ssl.SSLContext = True,
         wait: float = 20.0,
         heartbeat: float = 10.0,
@@ -90,14 +91,17 @@ class NodeAgent:
     ) -> None:
         """`audit_head` gives the node's current audit head, sent with every heartbeat;
         `manual_release` may be a function, asked at every answer, so that the operator's policy
-        change (`ccdp node policy set release manual`) applies to a running agent; `catalogue`
+        change (`ccdp node policy set release manual`) applies to a running agent; `review`
+        says, from the task alone and before it is answered, why its answer must wait for the
+        custodian whatever it says (policy `exact_release`: LocalNode.review); `catalogue`
         says when the node's catalogue is due (at start, after each ingest) and builds it."""
-        if manual_release is True and pending is None:
+        if (manual_release is True or review is not None) and pending is None:
             raise AgentError("manual release needs a pending store beside the node store")
         self.hub_url = hub_url.rstrip("/")
         self.answerer = answerer
         self.pending = pending
         self.manual = manual_release
+        self.review = review
         self.wait = wait
         self.heartbeat_every = heartbeat
         self.backoff = backoff or Backoff()
@@ -171,6 +175,7 @@ class NodeAgent:
             return
         self.stats.seen_tasks.append(tid)
         assert self.name is not None
+        held_for = self.review(task) if self.review is not None else None
         try:
             answer = self.answerer(task)
         except CcdpError as exc:
@@ -182,10 +187,11 @@ class NodeAgent:
             )
         answer = answer.model_copy(update={"node": self.name, "task_id": tid})
         manual = self.manual() if callable(self.manual) else self.manual
-        if manual and answer.status == "answered":
+        # a reviewed task's refusal waits too: after the data was read it depends on the data
+        if held_for is not None or (manual and answer.status == "answered"):
             if self.pending is None:
                 raise AgentError("manual release needs a pending store beside the node store")
-            self.pending.hold(task, answer)
+            self.pending.hold(task, answer, held_for)
             self.stats.held += 1
             self._on_event(f"held answer to {task.analysis} round {task.round} ({tid[:8]})")
             return
