@@ -219,7 +219,8 @@ class LocalNode:
         None: answered as it comes. A task the node refuses before reading any data (no
         project, not accepted, outside its terms or policy, invalid) is refused as always.
         Asked by the node agent (`review`) for every hub task, and by `ccdp node answer` for an
-        offline one, before the task is answered; the operator's own `ccdp run` asks a LocalNode directly, never held."""
+        offline one, before the task is answered; the operator's own `ccdp run` asks a
+        LocalNode directly and is never held."""
         from ccdp.federation.node.projects import load_decisions, review_reason
 
         policy = self.policy
