@@ -124,7 +124,7 @@ def _slots(d: np.ndarray, p: np.ndarray) -> np.ndarray:
     n[rest] += 1
     bias = int(n @ d)
     while bias:  # move one slot at a time while it brings the total noise closer to 0
-        best: tuple[int, float, int, int] | None = None
+        move: tuple[int, float, int, int] | None = None
         for i in np.flatnonzero(n):
             for j in range(len(d)):
                 after = abs(bias + int(d[j] - d[i]))
@@ -132,13 +132,13 @@ def _slots(d: np.ndarray, p: np.ndarray) -> np.ndarray:
                     continue
                 cost = (n[i] - 1 - target[i]) ** 2 - (n[i] - target[i]) ** 2
                 cost += (n[j] + 1 - target[j]) ** 2 - (n[j] - target[j]) ** 2
-                if best is None or (after, cost) < best[:2]:
-                    best = (after, float(cost), int(i), int(j))
-        if best is None:
+                if move is None or (after, cost) < move[:2]:
+                    move = (after, float(cost), int(i), int(j))
+        if move is None:
             break
-        _, _, i, j = best
-        n[i] -= 1
-        n[j] += 1
+        _, _, a, b = move
+        n[a] -= 1
+        n[b] += 1
         bias = int(n @ d)
     return n
 
