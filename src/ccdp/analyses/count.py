@@ -59,7 +59,13 @@ class CountResult(AnalysisResult):
 
     `unlisted_cells` counts cells a node withheld without their labels (labels outside a
     declared level set): the pooled cells they belong to cannot be told, so while it is above
-    zero every listed `n` is a lower bound."""
+    zero every listed `n` is a lower bound.
+
+    `method` says how the counts were released: `{"counts": "exact"}`, or where any node
+    perturbed its counts (cell-key method, docs/disclosure.md) `{"counts": "perturbed",
+    "max_noise": D, "pooled_max_noise": P, "perturbed_nodes": k}`: each node's value is within
+    D of its true count and a pooled value, a sum of node values, within P (the sum of the
+    nodes' D)."""
 
     by: list[str]
     unit: str
@@ -67,6 +73,7 @@ class CountResult(AnalysisResult):
     total: int | None
     suppressed_cells: int
     unlisted_cells: int = 0
+    method: dict[str, Any] = Field(default_factory=lambda: {"counts": "exact"})
 
     def __rich__(self) -> Any:
         from ccdp.analyses.tables import frame_table
@@ -79,6 +86,12 @@ class CountResult(AnalysisResult):
             title += (
                 f"\n{self.unlisted_cells} of them withheld without their labels: "
                 "the counts shown are lower bounds"
+            )
+        if self.method.get("counts") == "perturbed":
+            title += (
+                f"\nperturbed (cell-key method): each node's count within "
+                f"±{self.method.get('max_noise')}, pooled counts within "
+                f"±{self.method.get('pooled_max_noise')}"
             )
         return frame_table(self.to_frame(), title)
 
@@ -116,6 +129,23 @@ class CrosstabResult(CountResult):
             )
             wide.loc["Total"] = total
         return wide.astype("Int64")
+
+
+def _method(summaries: dict[str, Summary]) -> dict[str, Any]:
+    """How the nodes released their counts: exact, or perturbed with the bound on each node's
+    and on a pooled value's noise (pooled values are sums of node values)."""
+    noise = [
+        max((p.noise for p in s.parts.values() if isinstance(p, CountsPart)), default=0)
+        for s in summaries.values()
+    ]
+    if not any(noise):
+        return {"counts": "exact"}
+    return {
+        "counts": "perturbed",
+        "max_noise": max(noise),
+        "pooled_max_noise": sum(noise),
+        "perturbed_nodes": sum(1 for d in noise if d),
+    }
 
 
 def _pool(parts: list[CountsPart], dims: list[str]) -> tuple[list[dict[str, Any]], int]:
@@ -192,6 +222,7 @@ class Count(Analysis[CountParams]):
                 total=total,
                 suppressed_cells=n_suppressed + unlisted,
                 unlisted_cells=unlisted,
+                method=_method(summaries),
             )
         )
 
