@@ -9,7 +9,7 @@ differencing attack of issue 28 run against both `counts: exact` and `counts: pe
 from __future__ import annotations
 
 import shutil
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -482,4 +482,3 @@ def test_perturbed_counts_defeat_the_three_way_differencing_attack(tmp_path: Pat
         f"perturbed: {right_p}/{tried_p} right ({right_p / tried_p:.2f}), "
         f"{beyond:.0f} beyond chance per 1,000 queries, none certain"
     )
-
