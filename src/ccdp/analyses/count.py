@@ -2,8 +2,10 @@
 view variables.
 
 Each node sends its cells and its total as CountsParts; disclosure control at the node suppresses
-small cells (and complements, so margins give nothing away). The coordinator adds the nodes' cells;
-a pooled cell to which any node contributed a suppressed value is itself reported as suppressed.
+small cells (and complements, so margins give nothing away), or under the node's policy `counts:
+perturbed` publishes every count with cell-key noise instead. The coordinator adds the nodes'
+cells; a pooled cell to which any node contributed a suppressed value is itself reported as
+suppressed, and the result's `method` says whether and by how much the counts were perturbed.
 With `unit: specimens` a node counts its available specimens of the cohort's tumours (one view row
 per specimen, with `specimen_type`), and a cell is judged by the children the samples come from
 (docs/specimens.md): specimen discovery, before a researcher asks for samples.
