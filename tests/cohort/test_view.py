@@ -189,3 +189,12 @@ def test_docs_are_generated_from_the_dictionary(ccdp):
 
     names = [v["name"] for v in json.loads(ccdp("cohort", "variables", "--format", "json").stdout)]
     assert names == list(view_variables())
+
+
+def test_followup_band_cuts_os_time_at_1_3_5_years(view):
+    """The band a feasibility count may use instead of os_time (docs/feasibility.md)."""
+    assert view.loc["tA", "os_time"] == 730 and view.loc["tA", "followup_band"] == "1-3y"
+    for os_time, band in zip(view["os_time"], view["followup_band"], strict=True):
+        years = os_time / 365.25
+        expected = "0-1y" if years < 1 else "1-3y" if years < 3 else "3-5y" if years < 5 else "5y+"
+        assert band == expected

@@ -234,6 +234,12 @@ SELECT
     CASE WHEN end_date >= diagnosis_date
          THEN date_diff('day', diagnosis_date, end_date) END::INTEGER AS os_time,
     (death IS NOT NULL)::INTEGER AS os_event,
+    CASE WHEN end_date < diagnosis_date THEN NULL
+         WHEN date_diff('day', diagnosis_date, end_date) < 365.25 THEN '0-1y'
+         WHEN date_diff('day', diagnosis_date, end_date) < 1095.75 THEN '1-3y'
+         WHEN date_diff('day', diagnosis_date, end_date) < 1826.25 THEN '3-5y'
+         WHEN date_diff('day', diagnosis_date, end_date) >= 1826.25 THEN '5y+' END
+        AS followup_band,
     CASE WHEN coalesce(efs_end, end_date) >= diagnosis_date
          THEN date_diff('day', diagnosis_date, coalesce(efs_end, end_date)) END::INTEGER
         AS efs_time,

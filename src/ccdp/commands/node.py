@@ -156,25 +156,24 @@ def run(
     from ccdp.federation.node.agent import NodeAgent
     from ccdp.federation.node.audit import AuditLog
     from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.node.pending import PendingStore
+    from ccdp.federation.node.pending import Airlock, PendingStore
     from ccdp.federation.node.policy import load_policy
 
     console = Console(stderr=True)
     holder: dict[str, LocalNode] = {}
 
-    def answer(task):
-        return holder["node"].answer(task)
-
     def manual_now() -> bool:  # re-read at every answer: a policy change needs no restart
         return load_policy(store).release == "manual"
 
     manual = manual_now()
+    # answers the rule says must be reviewed (policy exact_release) wait for the custodian too
+    airlock = Airlock(lambda: holder["node"], PendingStore(store), manual_now)
     agent = NodeAgent(
         hub,
         token,
-        answer,
-        pending=PendingStore(store),
-        manual_release=manual_now,
+        airlock.answer,
+        pending=airlock.pending,
+        manual_release=airlock.hold_now,
         verify=tls_verify(cacert),
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
@@ -394,6 +393,7 @@ def answer(
     """Answer a task offline: write a signed result file for `ccdp hub import`."""
     from ccdp.federation import resultfile as rf
     from ccdp.federation.node.local import LocalNode
+    from ccdp.federation.node.pending import Airlock, PendingStore
     from ccdp.wire.protocol import Task
 
     if (token is None) == (key is None):
@@ -404,7 +404,21 @@ def answer(
     except (OSError, ValueError, KeyError) as exc:
         raise rf.ResultFileError(f"{taskfile}: not a ccdp task file ({exc})") from exc
     node = LocalNode(store, name=node_name, from_hub=not open_)
-    ans = node.answer(task)
+    pending = PendingStore(store)
+    if pending.known(task.task_id):  # held before: written once the custodian decided
+        item = pending.find(task.task_id)
+        if item.state == "held":
+            typer.echo(f"held for the custodian ({item.held_for or 'release: manual'}): decide")
+            typer.echo(f"with `ccdp node release|refuse {task.task_id}`, then run this again")
+            return
+        ans = item.answer
+    else:
+        airlock = Airlock(lambda: node, pending)
+        ans = airlock.answer(task)
+        if airlock.hold_now():
+            typer.echo(f"held for the custodian ({pending.find(task.task_id).held_for}): see")
+            typer.echo(f"`ccdp node pending --show {task.task_id}`; no result file written")
+            return
     signed = (
         rf.sign_with_token(node_name, task, ans, token)
         if token is not None
@@ -412,6 +426,8 @@ def answer(
     )
     target = out or taskfile.with_name(f"result-{task.task_id}.json")
     rf.write(signed, target)
+    if pending.known(task.task_id):  # the custodian's decision, now on its way in this file
+        pending.mark_sent(pending.find(task.task_id))
     typer.echo(f"{ans.status}: signed result written to")
     typer.echo(str(target))
 

@@ -41,6 +41,14 @@ def _print_project(p: dict[str, Any]) -> None:
         typer.echo(
             f"  node {node}: {d['decision']}" + (f" ({d['reason']})" if d.get("reason") else "")
         )
+    studies = p.get("studies") or []
+    typer.echo(f"  registered studies: {len(studies) or 'none'}")
+    new = set(p.get("not_accepted_here") or [])
+    for st in studies:
+        mark = "  [not accepted here]" if st["hash"] in new else ""
+        spec = {k: v for k, v in st["spec"].items() if k != "title"}
+        typer.echo(f"    {st['hash'][:12]}  {st['title']}{mark}")
+        typer.echo(f"      {json.dumps(spec, default=str)}")
 
 
 @project_app.command("request")
@@ -119,11 +127,26 @@ def list_projects(
 
 # ---- at the node ------------------------------------------------------------------------------
 def _with_local(store: Path, p: dict[str, Any]) -> dict[str, Any]:
-    from ccdp.federation.node.projects import load_decisions
+    """The hub's project with this node's decision, and which of its registered studies (hashed
+    here, from the studies themselves) this node has not accepted: new, or changed since."""
+    from ccdp.federation.node.projects import amendments, load_decisions
+    from ccdp.governance.projects import ProjectSpec, ProjectTerms
 
-    made = load_decisions(store).get(p["project_id"])
+    decisions = load_decisions(store)
+    made = decisions.get(p["project_id"])
     local = None if made is None else made.model_dump(mode="json", exclude={"terms"})
-    return {**p, "decided_here": local}
+    spec = ProjectSpec.model_validate(p["spec"])
+    ours = ProjectTerms.of(p["project_id"], spec).studies
+    studies = [
+        {"title": st.get("title", "untitled study"), "hash": h, "spec": st}
+        for st, h in zip(spec.study_specs(), ours, strict=True)
+    ]
+    return {
+        **p,
+        "studies": studies,
+        "decided_here": local,
+        "not_accepted_here": amendments(decisions, p["project_id"], ours),
+    }
 
 
 @node_projects_app.command("list")
@@ -199,6 +222,8 @@ def _decide(
         json={"decision": decision, "reason": reason},
     )
     typer.echo(f"project {project_id}: {decision} at this node (recorded here, sent to the hub)")
+    if decision == "accepted":
+        typer.echo(f"registered studies accepted: {len(terms.studies)} (their hashes recorded)")
 
 
 @node_projects_app.command("accept")

@@ -84,6 +84,15 @@ class NodePolicy(BaseModel):
     release: Literal["automatic", "manual"] = Field(
         "automatic", description="manual: answers wait for the operator (networked node)."
     )
+    exact_release: Literal["registered", "reviewed", "any"] = Field(
+        "any",
+        description="Which hub tasks are answered exactly without the custodian: registered: "
+        "only a registered study of a project accepted here (its spec's canonical hash is one "
+        "the custodian accepted), any other waits for the custodian (`ccdp node pending`); "
+        "reviewed: every answer waits for the custodian; any: every task within an accepted "
+        "project, as before registered studies (published or public data). `registered` "
+        "becomes the default with the feasibility tier (issue 28).",
+    )
     consent: Literal["required", "statutory"] = Field(
         "required",
         description="required: a patient without DUO consent codes is in no project with a data "

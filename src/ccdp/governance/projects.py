@@ -6,15 +6,25 @@ node again against its own record (so a compromised hub can neither open a node 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ccdp.cohort.spec import CohortError, CohortSpec, Range
 from ccdp.errors import SpecError
-from ccdp.specfile import load_spec
+from ccdp.governance.registered import RegisteredStudy, split_study, study_hashes
+from ccdp.specfile import first_error, read_spec
 from ccdp.wire.data_use import DataUse
 
 ProjectState = Literal["requested", "approved", "rejected", "expired", "closed"]
@@ -40,6 +50,12 @@ class ProjectSpec(BaseModel):
         None, description="Optional scope: every study of the project is restricted to it."
     )
     expires: date = Field(description="After this day no study of the project runs.")
+    studies: list[RegisteredStudy] = Field(
+        default_factory=list,
+        description="The protocol's registered studies (whole study specs): a node answers "
+        "these exactly once its custodian accepted them; any other study waits for review "
+        "where the node's policy says so (`exact_release`).",
+    )
 
     @field_validator("nodes", "analyses")
     @classmethod
@@ -72,10 +88,55 @@ class ProjectSpec(BaseModel):
         except CohortError as exc:
             raise ValueError(str(exc).removeprefix("cohort: ")) from None
 
+    @model_validator(mode="after")
+    def _studies_within(self) -> ProjectSpec:
+        """A registered study outside the project's own terms could never run, and one listed
+        twice would be approved twice under two titles."""
+        seen: dict[str, int] = {}
+        for i, (spec, h) in enumerate(
+            zip(self.study_specs(), study_hashes(self.study_specs()), strict=True)
+        ):
+            analysis, _, cohort = split_study(spec)
+            if analysis not in self.analyses:
+                raise ValueError(
+                    f"studies[{i}].analysis: {analysis!r} is not one of the project's analyses"
+                )
+            why = cohort_outside(cohort, self.cohort)
+            if why is not None:
+                raise ValueError(f"studies[{i}].{why}")
+            if h in seen:
+                raise ValueError(f"studies[{i}]: the same study as studies[{seen[h]}]")
+            seen[h] = i
+        return self
+
+    @field_serializer("studies")
+    def _as_written(self, studies: list[RegisteredStudy]) -> list[dict[str, Any]]:
+        """The studies as the researcher wrote them (what the board and custodians read)."""
+        return [s.spec() for s in studies]
+
+    def study_specs(self) -> list[dict[str, Any]]:
+        return [s.spec() for s in self.studies]
+
+
+def _located(exc: ValidationError) -> str:
+    """The first error as `key.path: message`, a registered study's key as `studies[i].key`."""
+    text = first_error(exc, count_more=True)
+    loc = exc.errors()[0]["loc"]
+    if len(loc) >= 2 and loc[0] == "studies" and isinstance(loc[1], int):
+        rest = text.removeprefix(f"studies.{loc[1]}")
+        if re.match(r"^: \S+: ", rest):  # the study's own key, named by its check
+            rest = "." + rest.removeprefix(": ")
+        return f"studies[{loc[1]}]{rest}"
+    return text
+
 
 def load_project(source: Path | str | dict[str, Any]) -> ProjectSpec:
     """A ProjectSpec from a YAML/JSON file or a dict; ProjectError names the file and key path."""
-    return load_spec(source, ProjectSpec, "project file", "title, summary", ProjectError, True)
+    raw, where = read_spec(source, "project file", "title, summary", ProjectError)
+    try:
+        return ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ProjectError(f"{where}: {_located(exc)}") from None
 
 
 class ProjectTerms(BaseModel):
@@ -90,6 +151,11 @@ class ProjectTerms(BaseModel):
     cohort: dict[str, Any] | None = None
     expires: date
     nodes: list[str]
+    studies: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 of each registered study's canonical form (governance/registered),"
+        " computed from the studies themselves by whoever builds the terms (the node: its own).",
+    )
 
     @classmethod
     def of(cls, project_id: str, spec: ProjectSpec) -> ProjectTerms:
@@ -100,6 +166,7 @@ class ProjectTerms(BaseModel):
             cohort=spec.cohort,
             expires=spec.expires,
             nodes=spec.nodes,
+            studies=study_hashes(spec.study_specs()),
         )
 
 

@@ -82,6 +82,8 @@ class Projects:
             n: decided.get(n, {"decision": "not decided", "reason": None, "at": None})
             for n in row.spec["nodes"]
         }
+        spec = ProjectSpec.model_validate(row.spec)
+        terms = ProjectTerms.of(row.id, spec)  # the registered studies' hashes among them
         return {
             "project_id": row.id,
             "title": row.title,
@@ -94,9 +96,11 @@ class Projects:
                 "at": row.reviewed_at.isoformat() if row.reviewed_at else None,
             },
             "nodes": nodes,
-            "terms": ProjectTerms.of(row.id, ProjectSpec.model_validate(row.spec)).model_dump(
-                mode="json"
-            ),
+            "terms": terms.model_dump(mode="json"),
+            "studies": [
+                {"title": st.get("title", "untitled study"), "hash": h, "spec": st}
+                for st, h in zip(spec.study_specs(), terms.studies, strict=True)
+            ],
             "spec": row.spec,
         }
 

@@ -184,13 +184,7 @@ class LocalNode:
     def _answer(self, task: Task, progress: dict[str, bool]) -> tuple[Summary, list[str]]:
         """Check the request, then (and only then) read the data, run and pass the gate."""
         policy = self.policy
-        self._check_project(task, policy)
-        if policy.allowed_analyses is not None and task.analysis not in policy.allowed_analyses:
-            raise Refusal("allowed_analyses", task.analysis)
-        analysis = registry.get(task.analysis)
-        params = analysis.params_model.model_validate(task.params)
-        cohort = CohortSpec.load(task.cohort)
-        analysis.check_request(params, set(cohort.root))
+        analysis, params, cohort = self._request(task, policy)
         progress["data_read"] = True
         context = DisclosureContext(policy, self.ledger)
         study = self._study(task, analysis, params, cohort, context)
@@ -206,6 +200,36 @@ class LocalNode:
             checked.sets.extend(sets)
         record(checked, context, {"study_id": task.study_id, "round": task.round})
         return checked.summary, checked.notes
+
+    def _request(
+        self, task: Task, policy: NodePolicy
+    ) -> tuple[Analysis, AnalysisParams, CohortSpec]:
+        """Every check made before any data is read: project, policy, parameters, cohort."""
+        self._check_project(task, policy)
+        if policy.allowed_analyses is not None and task.analysis not in policy.allowed_analyses:
+            raise Refusal("allowed_analyses", task.analysis)
+        analysis = registry.get(task.analysis)
+        params = analysis.params_model.model_validate(task.params)
+        cohort = CohortSpec.load(task.cohort)
+        analysis.check_request(params, set(cohort.root))
+        return analysis, params, cohort
+
+    def review(self, task: Task) -> str | None:
+        """Why this hub task's answer must wait for the custodian (policy `exact_release`), or
+        None: answered as it comes. A task the node refuses before reading any data (no
+        project, not accepted, outside its terms or policy, invalid) is refused as always.
+        Asked by the node's airlock (federation/node/pending.py) for every hub task, whatever
+        the transport; the operator's own `ccdp run` asks a LocalNode directly, never held."""
+        from ccdp.federation.node.projects import load_decisions, review_reason
+
+        policy = self.policy
+        if policy.exact_release == "any":
+            return None
+        try:
+            self._request(task, policy)
+        except Exception:  # answered before any data is read, as always (`answer` says how)
+            return None
+        return review_reason(task, load_decisions(self.store), policy.exact_release)
 
     def _check_project(self, task: Task, policy: NodePolicy) -> None:
         """The node's own governance check (its custodian's record, not the hub's word)."""

@@ -1,4 +1,5 @@
-"""Answers waiting for the operator (node policy `release: manual`), kept beside the store.
+"""Answers waiting for the operator (node policy `release: manual`, or `exact_release` for a
+study that is not registered), kept beside the store.
 
 Each held answer is one JSON file in `<store stem>.pending/`, written atomically. The operator
 lists them (`ccdp node pending`), releases or refuses them; the running agent posts what was
@@ -8,9 +9,10 @@ decided and marks it sent. Nothing is deleted: the folder is also the node's rec
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -34,6 +36,7 @@ class Pending(BaseModel):
     held_at: datetime
     decided_at: datetime | None = None
     sent_at: datetime | None = None
+    held_for: str | None = None  # why it waits (None: `release: manual`, every answer waits)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,8 +71,13 @@ class PendingStore:
         tmp.write_text(item.model_dump_json(indent=2), encoding="utf-8")
         os.replace(tmp, path)
 
-    def hold(self, task: Task, answer: Answer) -> Pending:
-        item = Pending(task=task, answer=answer, held_at=datetime.now(UTC))
+    def hold(self, task: Task, answer: Answer, why: str | None = None) -> Pending:
+        """Hold `answer` for the custodian. A task held already keeps its first record: the
+        airlock holds a reviewed task's real answer with its reason before the agent's own
+        hold of the same task (release: manual) would write the placeholder it was given."""
+        if self.known(task.task_id):
+            return Pending.model_validate_json(self._path(task.task_id).read_text("utf-8"))
+        item = Pending(task=task, answer=answer, held_at=datetime.now(UTC), held_for=why)
         self._write(item)
         return item
 
@@ -168,6 +176,7 @@ def decision_facts(item: Pending) -> dict[str, Any]:
         "cohort": task.cohort or "all patients of the node",
         "analysis": task.analysis,
         "params": task.params,
+        "held_for": item.held_for or "release: manual (every answer waits)",
     }
 
 
@@ -183,4 +192,46 @@ def describe(item: Pending) -> dict[str, Any]:
         "held_at": item.held_at.isoformat(timespec="seconds"),
         "status": item.answer.status,
         "summary": summary,
+        "held_for": item.held_for or "release: manual",
     }
+
+
+class Answering(Protocol):
+    """What the airlock needs of a node (federation/node/local.py: LocalNode)."""
+
+    def review(self, task: Task) -> str | None: ...
+
+    def answer(self, task: Task) -> Answer: ...
+
+
+class Airlock:
+    """A hub's tasks answered through the node, with every answer its rule says must be
+    reviewed (`exact_release`) held for the custodian, whatever it says: a refusal after the
+    data was read depends on the data too, so nothing of a held task reaches the hub before the
+    custodian decides. The node agent takes `answer` as its answerer and `hold_now` as its
+    `manual_release`: asked right after each answer, it says whether that answer is held."""
+
+    def __init__(
+        self,
+        node: Callable[[], Answering],
+        pending: PendingStore,
+        manual: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._node, self.pending, self._manual = node, pending, manual
+        self._held: str | None = None
+
+    def answer(self, task: Task) -> Answer:
+        node = self._node()
+        self._held = None
+        why = node.review(task)  # from the task and the custodian's record, before any data
+        answer = node.answer(task)
+        if why is None:
+            return answer
+        self.pending.hold(task, answer, why)
+        self._held = task.task_id
+        # what the agent is handed: never posted (the agent holds it, and the hold above stays)
+        return Answer(task_id=task.task_id, node=answer.node, status="answered", reason=why)
+
+    def hold_now(self) -> bool:
+        """Is the answer just given held (release: manual, or held for review)?"""
+        return self._held is not None or self._manual()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.governance.projects import ProjectTerms, cohort_outside
+from ccdp.governance.registered import RegisteredStudyError, study_hash
 from ccdp.wire.protocol import Task, utcnow
 
 
@@ -112,6 +113,53 @@ def check_task(task: Task, node: str, decisions: dict[str, Decision], on: date) 
         raise outside("data_use")
     if cohort_outside(task.cohort, terms.cohort) is not None:
         raise outside("cohort")
+
+
+ExactRelease = Literal["registered", "reviewed", "any"]
+
+
+def registered_here(task: Task, decisions: dict[str, Decision]) -> bool:
+    """Is `task` a registered study of the project it names, as this node's custodian accepted
+    it? The hash is the node's own, of what it will run (analysis, parameters, cohort), compared
+    with the hashes recorded at acceptance: a study the hub added or changed later (an
+    amendment) is not one of them until the custodian accepts the project again."""
+    made = decisions.get(task.project) if task.project is not None else None
+    if made is None or made.decision != "accepted":
+        return False
+    try:
+        return study_hash(task.analysis, task.params, task.cohort) in made.terms.studies
+    except RegisteredStudyError:
+        return False
+
+
+def review_reason(
+    task: Task, decisions: dict[str, Decision], exact_release: ExactRelease
+) -> str | None:
+    """Why the answer to `task` must wait for the custodian (policy `exact_release`), or None.
+    Decided from the task and the custodian's record alone, never from the data, so the
+    decision itself releases nothing."""
+    if exact_release == "any":
+        return None
+    if exact_release == "reviewed":
+        return "every exact answer waits for the custodian (exact_release: reviewed)"
+    if registered_here(task, decisions):
+        return None
+    if task.project is None:
+        return "not a registered study: the task names no project (exact_release: registered)"
+    return (
+        f"not a registered study of project {task.project} as accepted at this node "
+        "(exact_release: registered)"
+    )
+
+
+def amendments(decisions: dict[str, Decision], project_id: str, now: list[str]) -> list[str]:
+    """The hashes of the hub's current studies of a project that this node has not accepted
+    (all of them when it accepted nothing yet): for the custodian deciding again."""
+    made = decisions.get(project_id)
+    accepted: set[str] = set()
+    if made is not None and made.decision == "accepted":
+        accepted = set(made.terms.studies)
+    return [h for h in now if h not in accepted]
 
 
 def describe(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
