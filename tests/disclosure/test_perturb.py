@@ -39,7 +39,7 @@ from ccdp.store.config import update_node_config
 from ccdp.wire.protocol import Task
 from ccdp.wire.records import Records
 from ccdp.wire.summary import CountsPart, Summary
-from tests.storekit import build_store, random_registry
+from tests.storekit import add_specimens, build_store, random_registry, specimen_truth
 
 SETTINGS = [(4, 5), (5, 5), (9, 10), (3, 3), (2, 1), (0, 1), (7, 5)]
 PERTURBED = NodePolicy(counts="perturbed")
@@ -266,6 +266,28 @@ def test_specimens_are_keyed_by_their_children_and_their_samples_perturbed() -> 
     assert b == 35 + table[min(35, len(table) - 1), key]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 400),
+    levels=st.integers(1, 6),
+    salt=st.integers(0, 2**64 - 1),
+)
+def test_every_released_count_keeps_the_promises(seed: int, n: int, levels: int, salt: int):
+    """Random tables through the gate: within D of the truth, never 1..min_cell - 1, no cell
+    withheld, and the same answer when asked again."""
+    part, total = table(seed, n=n, levels=levels)
+    truth = {c["g"]: c["n"] for c in part.cells}
+    ctx = DisclosureContext(PERTURBED, cell_key_salt=salt)
+    checked = release(Summary({"cells": part, "total": total}), ctx)
+    for cell in checked.summary.counts("cells").cells:
+        assert cell["n"] >= 5 and abs(cell["n"] - truth[cell["g"]]) <= 4
+    published = checked.summary.counts("total").cells[0]["n"]
+    assert (published == 0 or published >= 5) and abs(published - n) <= 4
+    again = release(Summary({"cells": part, "total": total}), ctx)
+    assert again.summary.to_dict() == checked.summary.to_dict()
+
+
 # -- the ONS package as the reference ---------------------------------------------------------
 def ons_ptable(noise: int, min_cell: int) -> pd.DataFrame:
     """Our ptable in the ONS package's format: a row per (pcv, ckey) with its pvalue, pcv
@@ -363,6 +385,20 @@ def _printed(res) -> str:
     console = Console(width=200, record=True)
     console.print(res.result)
     return console.export_text()
+
+
+def test_specimen_counts_through_a_node_are_the_stores_samples_within_d(tmp_path: Path):
+    rows = add_specimens(random_registry(20, 500, "FR", "FR"), seed=40)
+    store = build_store(tmp_path / "FR.duckdb", rows)
+    node = LocalNode(store, policy=PERTURBED)
+    spec = {"analysis": "count", "by": ["specimen_type"], "unit": "specimens"}
+    res = run_study(spec, InProcessTransport([node]))
+    truth = specimen_truth(store, ["s.type AS type"]).set_index("type")
+    assert res.result is not None and res.result.method["counts"] == "perturbed"
+    for cell in res.result.cells:
+        assert abs(cell["n"] - int(truth.loc[cell["specimen_type"], "n"])) <= 4
+        assert cell["n"] >= 5
+    assert abs(res.result.total - int(truth["n"].sum())) <= 4
 
 
 # -- the attack of issue 28 -------------------------------------------------------------------
