@@ -377,6 +377,9 @@ def test_a_federated_count_says_it_is_perturbed_and_by_how_much(stores: list[Pat
     assert exact.result is not None and exact.result.method == {"counts": "exact"}
     assert exact.result.total == 1400
     assert "perturbed" in res.model_dump_json() and "±8" in _printed(res)
+    from ccdp.report.html import caption
+
+    assert "±8" in caption(res.result) and caption(exact.result) == ""
 
 
 def _printed(res) -> str:

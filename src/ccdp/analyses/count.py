@@ -89,13 +89,20 @@ class CountResult(AnalysisResult):
                 f"\n{self.unlisted_cells} of them withheld without their labels: "
                 "the counts shown are lower bounds"
             )
-        if self.method.get("counts") == "perturbed":
-            title += (
-                f"\nperturbed (cell-key method): each node's count within "
-                f"±{self.method.get('max_noise')}, pooled counts within "
-                f"±{self.method.get('pooled_max_noise')}"
-            )
+        if self.method_text():
+            title += "\n" + self.method_text()
         return frame_table(self.to_frame(), title)
+
+    def method_text(self) -> str:
+        """The line a table of perturbed counts needs beside it (CLI title, report caption);
+        empty for exact counts."""
+        if self.method.get("counts") != "perturbed":
+            return ""
+        return (
+            f"Perturbed counts (cell-key method): each node's count within "
+            f"±{self.method.get('max_noise')} of the truth, pooled counts within "
+            f"±{self.method.get('pooled_max_noise')}; margins and totals perturbed on their own."
+        )
 
     def to_frame(self) -> pd.DataFrame:
         cols = [*self.by, "n", "suppressed"]
