@@ -2,8 +2,10 @@
 view variables.
 
 Each node sends its cells and its total as CountsParts; disclosure control at the node suppresses
-small cells (and complements, so margins give nothing away). The coordinator adds the nodes' cells;
-a pooled cell to which any node contributed a suppressed value is itself reported as suppressed.
+small cells (and complements, so margins give nothing away), or under the node's policy `counts:
+perturbed` publishes every count with cell-key noise instead. The coordinator adds the nodes'
+cells; a pooled cell to which any node contributed a suppressed value is itself reported as
+suppressed, and the result's `method` says whether and by how much the counts were perturbed.
 With `unit: specimens` a node counts its available specimens of the cohort's tumours (one view row
 per specimen, with `specimen_type`), and a cell is judged by the children the samples come from
 (docs/specimens.md): specimen discovery, before a researcher asks for samples.
@@ -59,7 +61,13 @@ class CountResult(AnalysisResult):
 
     `unlisted_cells` counts cells a node withheld without their labels (labels outside a
     declared level set): the pooled cells they belong to cannot be told, so while it is above
-    zero every listed `n` is a lower bound."""
+    zero every listed `n` is a lower bound.
+
+    `method` says how the counts were released: `{"counts": "exact"}`, or where any node
+    perturbed its counts (cell-key method, docs/disclosure.md) `{"counts": "perturbed",
+    "max_noise": D, "pooled_max_noise": P, "perturbed_nodes": k}`: each node's value is within
+    D of its true count and a pooled value, a sum of node values, within P (the sum of the
+    nodes' D)."""
 
     by: list[str]
     unit: str
@@ -67,6 +75,7 @@ class CountResult(AnalysisResult):
     total: int | None
     suppressed_cells: int
     unlisted_cells: int = 0
+    method: dict[str, Any] = Field(default_factory=lambda: {"counts": "exact"})
 
     def __rich__(self) -> Any:
         from ccdp.analyses.tables import frame_table
@@ -80,7 +89,20 @@ class CountResult(AnalysisResult):
                 f"\n{self.unlisted_cells} of them withheld without their labels: "
                 "the counts shown are lower bounds"
             )
+        if self.method_text():
+            title += "\n" + self.method_text()
         return frame_table(self.to_frame(), title)
+
+    def method_text(self) -> str:
+        """The line a table of perturbed counts needs beside it (CLI title, report caption);
+        empty for exact counts."""
+        if self.method.get("counts") != "perturbed":
+            return ""
+        return (
+            f"Perturbed counts (cell-key method): each node's count within "
+            f"±{self.method.get('max_noise')} of the truth, pooled counts within "
+            f"±{self.method.get('pooled_max_noise')}; margins and totals perturbed on their own."
+        )
 
     def to_frame(self) -> pd.DataFrame:
         cols = [*self.by, "n", "suppressed"]
@@ -116,6 +138,23 @@ class CrosstabResult(CountResult):
             )
             wide.loc["Total"] = total
         return wide.astype("Int64")
+
+
+def _method(summaries: dict[str, Summary]) -> dict[str, Any]:
+    """How the nodes released their counts: exact, or perturbed with the bound on each node's
+    and on a pooled value's noise (pooled values are sums of node values)."""
+    noise = [
+        max((p.noise for p in s.parts.values() if isinstance(p, CountsPart)), default=0)
+        for s in summaries.values()
+    ]
+    if not any(noise):
+        return {"counts": "exact"}
+    return {
+        "counts": "perturbed",
+        "max_noise": max(noise),
+        "pooled_max_noise": sum(noise),
+        "perturbed_nodes": sum(1 for d in noise if d),
+    }
 
 
 def _pool(parts: list[CountsPart], dims: list[str]) -> tuple[list[dict[str, Any]], int]:
@@ -192,6 +231,7 @@ class Count(Analysis[CountParams]):
                 total=total,
                 suppressed_cells=n_suppressed + unlisted,
                 unlisted_cells=unlisted,
+                method=_method(summaries),
             )
         )
 

@@ -7,20 +7,54 @@ before it sums, and the gate then checks that every released row describes enoug
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import NodePolicy
 
+# The salt of record keys where the node gives none (tests, dry runs, in-memory ledgers).
+TEST_CELL_KEY_SALT = 0x0CD9_5A17_0000_0001
+
+
+def node_cell_key_salt(store: Path | str) -> int:
+    """The node's secret salt of cell-key perturbation: an HMAC of a fixed label under the
+    node's pseudonymisation key (`<store stem>.node.yaml`), so it is as secret as the
+    pseudonyms, survives re-ingests with the same key, and needs no new secret to keep."""
+    from ccdp.store.config import pseudonym_key
+
+    digest = hmac.new(pseudonym_key(store), b"ccdp cell-key salt v1", hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big")
+
 
 @dataclass
 class DisclosureContext:
-    """The node's policy and ledger (an in-memory ledger when none is given)."""
+    """The node's policy and ledger (an in-memory ledger when none is given), and the salt of
+    its cell keys (`disclosure.perturb`).
+
+    `cell_key_salt` None means: the node's own salt when the ledger is the node's file (the
+    ledger sits beside the store, `<store stem>.ledger.db`, so its node config is found there),
+    else `TEST_CELL_KEY_SALT`."""
 
     policy: NodePolicy = field(default_factory=NodePolicy)
     ledger: Ledger = field(default_factory=Ledger)
+    cell_key_salt: int | None = None
+
+    @property
+    def salt(self) -> int:
+        """The salt record keys are mixed with (computed once)."""
+        if self.cell_key_salt is None:
+            path = self.ledger.path
+            if path is not None and path.name.endswith(".ledger.db"):
+                stem = path.name.removesuffix(".ledger.db")
+                self.cell_key_salt = node_cell_key_salt(path.with_name(f"{stem}.duckdb"))
+            else:
+                self.cell_key_salt = TEST_CELL_KEY_SALT
+        return self.cell_key_salt
 
     @property
     def min_cell(self) -> int:

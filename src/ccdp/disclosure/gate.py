@@ -3,11 +3,14 @@
 Whatever analysis produced it, a summary leaves only through `release`, which judges each part by
 its kind and by the records it counts (node-side `Records`, which every part must declare):
 
-* counts: small cells (1 to min_cell - 1, and zeros under `zero_cells: suppress`) and cells whose
-  record set differs from an earlier released set by 1 to threshold - 1 records (the ledger) are
-  suppressed, then secondary suppression protects them; suppressed cells are listed with their
-  labels only when every label comes from the variable's declared level set, else only counted;
-  a table needs a cohort of `min_cohort` records;
+* counts, under `counts: exact` (the default): small cells (1 to min_cell - 1, and zeros under
+  `zero_cells: suppress`) and cells whose record set differs from an earlier released set by 1
+  to threshold - 1 records (the ledger) are suppressed, then secondary suppression protects
+  them; suppressed cells are listed with their labels only when every label comes from the
+  variable's declared level set, else only counted; a table needs a cohort of `min_cohort`
+  records. Under `counts: perturbed`: every cell, margin and total is published with cell-key
+  noise of at most `max_noise`, never 1 to min_cell - 1 (disclosure.perturb), and nothing is
+  suppressed or refused because of the data;
 * event-time tables: a cohort of `min_cohort` records, the node's time grid, groups of fewer
   than min_group/min_cell subjects withheld, every row describing at least min_cell subjects,
   no row or group set close to an earlier release;
@@ -32,6 +35,7 @@ import numpy as np
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.ledger import Ledger
+from ccdp.disclosure.perturb import cell_keys, perturb_counts
 from ccdp.disclosure.policy import TIME_UNIT_DAYS
 from ccdp.disclosure.refusals import MAX_CELLS, refuse
 from ccdp.disclosure.suppress import suppress
@@ -272,10 +276,58 @@ def _hidden_lines(
     return False
 
 
+def perturbed_note(max_noise: int, min_cell: int) -> str:
+    """What a perturbed answer says of itself (the one wording, shown with the result)."""
+    return (
+        f"perturbed: each count has noise of at most ±{max_noise} (cell-key method); "
+        f"no value between 1 and {min_cell - 1}"
+    )
+
+
+def _perturbed(
+    parts: dict[str, CountsPart], ctx: DisclosureContext
+) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
+    """Every count, margin and total published as its cell-key perturbed value: no cell is
+    suppressed and no set refused because of what the data hold, so the decision to release
+    says nothing (the "denials leak" of query auditing). A cell is keyed by its set of records;
+    a part judged by owner (specimens) by its distinct owners (children), while its count of
+    samples is what is perturbed: the same children give the same noise whatever samples they
+    add, and the value is never 1 to min_cell - 1 samples. A cell published as 0 is not listed,
+    like a cell with no records, so that a listed zero never says "some records, perturbed
+    away"; under `zero_cells: suppress` a published total of 0 is suppressed."""
+    policy = ctx.policy
+    sets = _count_sets(parts, ctx)  # the consistency checks, and each cell's set
+    owner_sets = _owner_sets(parts)
+    noise, min_cell = policy.max_noise, policy.min_cell
+    out: dict[str, CountsPart] = {}
+    recorded: list[np.ndarray] = []
+    for name, part in parts.items():
+        if name not in sets:  # values that count no records (denominators)
+            out[name] = replace(part, records=None)
+            continue
+        if len(part.counts) != 1:
+            raise refuse(ctx, "undeclared", name)  # one count, one set per cell to key
+        col = part.counts[0]
+        keys = cell_keys(owner_sets.get(name, sets[name]), ctx.salt)
+        true = np.array([int(c.get(col) or 0) for c in part.cells], dtype=np.int64)
+        shown = perturb_counts(true, keys, noise, min_cell)
+        cells = []
+        for cell, value, members in zip(part.cells, shown, sets[name], strict=True):
+            if value == 0 and part.dims:
+                continue
+            n = None if value == 0 and policy.zero_cells == "suppress" else int(value)
+            cells.append({**cell, col: n})
+            recorded.append(members)
+        out[name] = replace(part, cells=cells, records=None, noise=noise)
+    return out, [perturbed_note(noise, min_cell)], recorded
+
+
 def _counts(
     parts: dict[str, CountsPart], ctx: DisclosureContext
 ) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
     policy = ctx.policy
+    if policy.counts == "perturbed":
+        return _perturbed(parts, ctx)
     sets = _count_sets(parts, ctx)
     owner_sets = _owner_sets(parts)
     # the cohort: records, or the children of records judged by owner

@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ccdp.errors import SpecError
@@ -56,6 +57,20 @@ class NodePolicy(BaseModel):
         description="Refuse a released count whose set of records differs from an earlier "
         "released set by 1 to this many minus one records (None: min_cell; 0 disables).",
     )
+    counts: Literal["exact", "perturbed"] = Field(
+        "exact",
+        description="exact: counts are released as they are, small cells suppressed and "
+        "differences with earlier releases refused (sections 2-3 of docs/disclosure.md); "
+        "perturbed: every count, margin and total gets cell-key noise of at most `max_noise` "
+        "(the same set of records always the same value, none between 1 and min_cell - 1) and "
+        "nothing is suppressed or refused because of the data (issue 28's feasibility tier).",
+    )
+    max_noise: int = Field(
+        4,
+        ge=0,
+        description="Under `counts: perturbed`, the largest change to a count (D); at least "
+        "min_cell - 1, so that a count of 1 can go to 0 or to min_cell with zero mean noise.",
+    )
     allowed_analyses: list[str] | None = Field(
         None, description="Analyses this node answers (None: every registered analysis)."
     )
@@ -91,6 +106,17 @@ class NodePolicy(BaseModel):
         "node randomise`): a patient's trial pseudonym and strata leave the node only for these "
         "(empty: none).",
     )
+
+    @model_validator(mode="after")
+    def _noise_fits(self) -> NodePolicy:
+        """Checked only where perturbation is on, so that a policy with a large min_cell and
+        exact counts stays valid."""
+        if self.counts == "perturbed" and self.max_noise < self.min_cell - 1:
+            raise ValueError(
+                f"max_noise {self.max_noise} must be at least min_cell - 1 = {self.min_cell - 1} "
+                "under counts: perturbed (a count of 1 must be able to go to 0 or to min_cell)"
+            )
+        return self
 
     @field_validator("allowed_analyses")
     @classmethod

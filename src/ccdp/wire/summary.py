@@ -29,13 +29,16 @@ class CountsPart:
     """A table of counts. `cells` rows hold the grouping values (`dims`) and count columns
     (`counts`); disclosure suppresses small cells and applies secondary suppression over margins.
     `withheld` counts suppressed cells that are not listed (their labels would say too much);
-    `records` (node-side) says which records each cell counts."""
+    `noise` is the largest change the node made to any count (0: exact; cell-key perturbation,
+    `disclosure.perturb`), sent only when not 0; `records` (node-side) says which records each
+    cell counts."""
 
     kind: ClassVar[Literal["counts"]] = "counts"
     dims: list[str]
     counts: list[str]
     cells: list[dict[str, Any]]
     withheld: int = 0
+    noise: int = field(default=0, metadata={"omit_zero": True})
     records: Records | None = field(default=None, metadata=LOCAL, repr=False, compare=False)
 
 
@@ -182,7 +185,12 @@ class Summary:
         # types already, except event-time columns (arrays).
         out: dict[str, Any] = {}
         for name, p in self.parts.items():
-            body = {f.name: getattr(p, f.name) for f in fields(p) if not f.metadata.get("local")}
+            body = {
+                f.name: getattr(p, f.name)
+                for f in fields(p)
+                if not f.metadata.get("local")
+                and not (f.metadata.get("omit_zero") and not getattr(p, f.name))
+            }
             if isinstance(p, EventTimesPart):
                 body["columns"] = {k: _wire(v) for k, v in p.columns.items()}
             out[name] = {"kind": p.kind, **body}
@@ -283,6 +291,7 @@ def _check_counts(where: str, part: CountsPart) -> None:
     _names(where, "dims", part.dims)
     _names(where, "counts", part.counts)
     _whole(where, "withheld", part.withheld)
+    _whole(where, "noise", part.noise)
     if not isinstance(part.cells, list):
         raise MalformedSummary(f"{where}: cells must be a list of mappings")
     for i, cell in enumerate(part.cells):
