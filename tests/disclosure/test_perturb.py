@@ -473,7 +473,9 @@ def three_way_attack(node: LocalNode, truth: pd.DataFrame, targets: list[date], 
     return correct, guesses, queries
 
 
-def test_perturbed_counts_defeat_the_three_way_differencing_attack(tmp_path: Path) -> None:
+def test_perturbed_counts_defeat_the_three_way_differencing_attack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 28, item 1: against `counts: exact` the attack learns every target child's vital
     status (it must: else this test would not test an attack); against `counts: perturbed` its
     guesses are near a coin's. The targets are balanced (half of them dead), so chance is 1/2.
@@ -481,7 +483,9 @@ def test_perturbed_counts_defeat_the_three_way_differencing_attack(tmp_path: Pat
     sqrt(6 x 4) = 4.9 around a true difference of 1, so a guess is right with probability
     about 0.6 (the residual a single triple leaves; averaging many fresh triples of one child
     recovers more, the residual risk in docs/disclosure.md). The run is deterministic (fixed
-    node keys); with about 57 guesses the bound 0.75 is over two standard errors above 0.6."""
+    node keys); with about 57 guesses the bound 0.75 is over two standard errors above 0.6.
+    That arm measures the noise alone (the tier's field restriction switched off); the tier
+    itself (noise and declared fields) refuses the attack's first day-level window."""
     rows = random_registry(21, 1500, "FR", "FR", years=(2005, 2009))
     exact_store = build_store(tmp_path / "exact.duckdb", rows)
     update_node_config(exact_store, pseudonym_key="5a" * 32)
@@ -512,7 +516,9 @@ def test_perturbed_counts_defeat_the_three_way_differencing_attack(tmp_path: Pat
     exact_rate = 1000 * right / queries
 
     perturbed = LocalNode(perturbed_store, policy=PERTURBED)
-    right_p, tried_p, queries_p = three_way_attack(perturbed, truth, targets, seed=1)
+    with monkeypatch.context() as m:  # the noise alone, without the tier's declared fields
+        m.setattr(LocalNode, "_check_feasibility", staticmethod(lambda *a: None))
+        right_p, tried_p, queries_p = three_way_attack(perturbed, truth, targets, seed=1)
     assert tried_p >= 50
     assert right_p / tried_p < 0.75, (right_p, tried_p)
     beyond = 1000 * max(right_p - tried_p / 2, 0) / queries_p
@@ -521,3 +527,18 @@ def test_perturbed_counts_defeat_the_three_way_differencing_attack(tmp_path: Pat
         f"perturbed: {right_p}/{tried_p} right ({right_p / tried_p:.2f}), "
         f"{beyond:.0f} beyond chance per 1,000 queries, none certain"
     )
+
+    # the tier as a node runs it: a day-level window is not a declared band, refused unread
+    first = Task(
+        task_id="tier",
+        study_id="tier",
+        round=0,
+        analysis="count",
+        params={"by": ["vital_status"]},
+        cohort={"diagnosis_date": {"from": "2006-03-01", "to": "2006-09-01"}},
+        request={},
+    )
+    refused = perturbed.answer(first)
+    assert refused.status == "refused" and refused.summary is None
+    assert "feasibility" in str(refused.reason) and "diagnosis_date" in str(refused.reason)
+    assert three_way_attack(perturbed, truth, targets[:5], seed=1)[1] == 0  # no guess at all

@@ -43,6 +43,8 @@ REASONS: dict[str, str] = {
     "event_rows": "{term}: an event-time row would describe fewer than {min_cell} subjects",
     "differencing": "{term}: the answer would differ from an earlier release of this node by "
     "fewer than {threshold} records (differencing rule)",
+    # the feasibility tier (counts: perturbed): the request's own terms, checked without data
+    "feasibility": "not in this node's feasibility tier: {term}",
     "too_many_cells": "{term}: the table would have more than {max_cells} cells",
     # governance (federation/node/projects.py): the terms the node's custodian accepted
     "not_accepted": "not accepted: project {term} is not accepted at this node",

@@ -19,6 +19,7 @@ import pandas as pd
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, AnalysisParams
 from ccdp.analyses.node_data import make_records
+from ccdp.cohort.feasibility import FEASIBILITY_ANALYSES, FeasibilityError, check_feasibility_study
 from ccdp.cohort.spec import CohortSpec
 from ccdp.cohort.view import Rows, cohort_sql, view_columns
 from ccdp.disclosure.consent_note import release_excluded
@@ -212,7 +213,20 @@ class LocalNode:
         params = analysis.params_model.model_validate(task.params)
         cohort = CohortSpec.load(task.cohort)
         analysis.check_request(params, set(cohort.root))
+        self._check_feasibility(task, params, policy)
         return analysis, params, cohort
+
+    @staticmethod
+    def _check_feasibility(task: Task, params: AnalysisParams, policy: NodePolicy) -> None:
+        """Under `counts: perturbed` a count asks only declared levels, bands and groupings
+        (cohort/feasibility.py): noise alone falls to averaging over fresh day-level windows or
+        level lists, so those are refused before any data is read, naming the rule."""
+        if policy.counts != "perturbed" or task.analysis not in FEASIBILITY_ANALYSES:
+            return
+        try:
+            check_feasibility_study(task.analysis, task.cohort, getattr(params, "by", []))
+        except FeasibilityError as exc:
+            raise Refusal("feasibility", str(exc)) from None
 
     def review(self, task: Task) -> str | None:
         """Why this hub task's answer must wait for the custodian (policy `exact_release`), or
