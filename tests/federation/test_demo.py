@@ -141,7 +141,9 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((demo_out / "report.html").as_uri())
         sections = page.locator("section.study")
-        assert sections.count() == len(load_studies()) + 1  # + the ingest table
+        assert (
+            sections.count() == len(load_studies()) + 2
+        )  # + the perturbed count, the ingest table
         # every plot is laid out with a real size, and the tables have rows
         boxes = [page.locator(".plot svg").nth(i).bounding_box() for i in range(4)]
         assert all(b is not None and b["width"] > 200 and b["height"] > 100 for b in boxes)
@@ -168,6 +170,7 @@ def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
         assert back.result.model_dump(mode="json") == record["result"]
         kinds[row["analysis"]] = type(back.result).__name__
     assert kinds == {
+        "count": "CountResult",  # the feasibility count, perturbed
         "crosstab": "CrosstabResult",
         "incidence": "IncidenceResult",
         "km": "KMResult",
