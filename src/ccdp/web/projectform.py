@@ -164,7 +164,7 @@ async def form_page(
     )
 
 
-def fresh_form(nodes: list[str] | None = None) -> dict[str, list[str]]:
+def fresh_form() -> dict[str, list[str]]:
     expires = (date.today() + timedelta(days=365)).isoformat()
     return {"permission": ["DS"], "disease": [CANCER], "expires": [expires]}
 
