@@ -56,7 +56,8 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     with sqlite3.connect(demo_out / "hub.db") as db:
         projects = {p for (p,) in db.execute("SELECT project_id FROM studies")}
         states = sorted(s for (s,) in db.execute("SELECT state FROM projects"))
-    assert len(projects) == 1 and None not in projects
+    # the registered studies under the studies project, the perturbed count under feasibility
+    assert len(projects) == 2 and None not in projects
     assert states == ["approved", "approved", "requested"]
     # a child with an S4 relapse referred, released by its custodian, waiting for the board
     ref_log = (demo_out / "logs" / "referral.log").read_text()
@@ -77,6 +78,42 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
     assert "ASR (95% CI)" in incidence
     assert re.search(r"<td>\d+(\.\d+)? \(\d+(\.\d+)?–\d+(\.\d+)?\)</td>", incidence)
     assert running_under(demo_out) == []
+
+
+@pytest.mark.slow
+def test_the_demo_registers_its_studies_and_runs_them_exactly(demo_out):
+    """The studies' project lists every study the demo runs; each node accepted them (their
+    hashes recorded at the node) and runs under `exact_release: registered`, so the studies are
+    answered exactly, nothing held; the feasibility count afterwards is perturbed, and the
+    report says which is which."""
+    from ccdp.federation.node.projects import load_decisions
+    from ccdp.federation.study import StudySpec
+    from ccdp.governance.registered import study_hash
+
+    studies = load_studies()
+    wanted = set()
+    for st in studies:
+        s = StudySpec.model_validate(st["spec"])
+        wanted.add(study_hash(s.analysis, s.params, s.cohort_json()))
+    with sqlite3.connect(demo_out / "hub.db") as db:
+        rows = list(db.execute("SELECT id, spec FROM projects"))
+    main = [json.loads(spec) for _, spec in rows if json.loads(spec).get("studies")]
+    assert len(main) == 1 and len(main[0]["studies"]) == len(studies)
+    for store in (demo_out / "stores").glob("*.duckdb"):
+        policy = (store.with_name(f"{store.stem}.policy.yaml")).read_text()
+        assert "exact_release: registered" in policy and "counts: perturbed" in policy
+        accepted = [d for d in load_decisions(store).values() if d.terms.studies]
+        assert len(accepted) == 1 and set(accepted[0].terms.studies) == wanted
+        # nothing was held for the custodian: every registered study was answered as it came
+        pending = store.with_name(f"{store.stem}.pending")
+        assert not pending.exists() or not any(pending.iterdir())
+    html = (demo_out / "report.html").read_text()
+    for st in studies:
+        section = html.split(f'id="{st["key"]}"')[1].split("</section>")[0]
+        assert "answered it exactly" in section
+        assert "Perturbed counts" not in section
+    feas = html.split('id="feasibility_perturbed"')[1].split("</section>")[0]
+    assert "Perturbed counts (cell-key method)" in feas and "never exact" in feas
 
 
 @pytest.mark.slow
@@ -104,7 +141,9 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((demo_out / "report.html").as_uri())
         sections = page.locator("section.study")
-        assert sections.count() == len(load_studies()) + 1  # + the ingest table
+        assert (
+            sections.count() == len(load_studies()) + 2
+        )  # + the perturbed count, the ingest table
         # every plot is laid out with a real size, and the tables have rows
         boxes = [page.locator(".plot svg").nth(i).bounding_box() for i in range(4)]
         assert all(b is not None and b["width"] > 200 and b["height"] > 100 for b in boxes)
@@ -131,6 +170,7 @@ def test_hub_results_read_back_as_the_analyses_result_objects(demo_out):
         assert back.result.model_dump(mode="json") == record["result"]
         kinds[row["analysis"]] = type(back.result).__name__
     assert kinds == {
+        "count": "CountResult",  # the feasibility count, perturbed
         "crosstab": "CrosstabResult",
         "incidence": "IncidenceResult",
         "km": "KMResult",

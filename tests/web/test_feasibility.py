@@ -146,3 +146,50 @@ def test_a_specimen_type_with_another_unit_is_refused_in_the_form(
     page.get_by_label("DNA").check()
     page.get_by_role("button", name="Count by country").click()
     assert "available specimens only" in page.get_by_role("alert").inner_text()
+
+
+def test_the_page_says_whether_the_counts_are_exact_or_perturbed(
+    page: Any, partnership: Partnership
+):
+    """Exact counts say "exact"; once a node perturbs its counts (policy `counts: perturbed`,
+    re-read for every task), the page says by how much each country's count and the total may
+    differ from the truth, in the words and with the bounds of the JSON API's `method`."""
+    from ccdp.disclosure.policy import set_policy_value
+
+    sign_in(page, partnership, "researcher", "/feasibility")
+    page.get_by_label("ICCC-3 main group").select_option(["III"])
+    page.get_by_role("button", name="Count by country").click()
+    page_counts(page)
+    note = page.locator("#count-method")
+    assert note.get_attribute("data-method") == "exact"
+    assert note.inner_text().startswith("exact")
+    store = partnership.stores["KE"]
+    set_policy_value(store, "counts", "perturbed")
+    try:
+        page.goto(partnership.url + "/feasibility")
+        page.get_by_label("ICCC-3 main group").select_option(["II"])
+        page.get_by_role("button", name="Count by country").click()
+        shown = page_counts(page)
+        note = page.locator("#count-method")
+        assert note.get_attribute("data-method") == "perturbed"
+        spec = study_spec(
+            Filters.of({"iccc_group": ["II"], "unit": ["patients"]}),
+            partnership.projects.feasibility,
+        )
+        headers = {"Authorization": f"Bearer {partnership.people['researcher']}"}
+        with httpx.Client(base_url=partnership.url, headers=headers, timeout=90) as client:
+            made = client.post("/api/studies", json={"spec": spec}).json()
+            study = client.get(f"/api/studies/{made['id']}", params={"wait": 60}).json()
+        method = study["result"]["result"]["method"]
+        assert method["counts"] == "perturbed" and method["perturbed_nodes"] == 1
+        cells = study["result"]["result"]["cells"]
+        assert shown == {c["country"]: str(c["n"]) for c in cells}  # the same set, same noise
+        text = " ".join(note.inner_text().split())
+        assert (
+            "perturbed at 1 of the 3 nodes that answered: each country's count is within "
+            f"±{method['max_noise']} of the truth, "
+            f"the total within ±{method['pooled_max_noise']}" in text
+        )
+        screenshot(page, "feasibility-perturbed", full_page=False)
+    finally:
+        set_policy_value(store, "counts", "exact")

@@ -139,3 +139,48 @@ def test_data_use_and_scope_in_words():
         "iccc subgroup: Ia; diagnosis year: 2000 to …"
     )
     assert "no cohort restriction" in scope_words(None)
+
+
+def test_method_words_say_exact_or_perturbed_with_the_bounds():
+    from ccdp.web.feasibility import method_words
+
+    assert method_words(None)["kind"] == "exact"
+    assert method_words({"counts": "exact"})["text"].startswith("exact")
+    method = {"counts": "perturbed", "max_noise": 4, "pooled_max_noise": 12, "perturbed_nodes": 3}
+    text = method_words(method, 1, 3)["text"]
+    assert text.startswith("perturbed: each country's count is within ±4 of the truth")
+    assert "the total within ±12" in text
+    # two nodes in a country: its count is the sum of theirs; one of three nodes perturbed
+    assert "within ±8" in method_words(method, 2, 4)["text"]
+    some = {**method, "perturbed_nodes": 1, "pooled_max_noise": 4}
+    assert method_words(some, 1, 3)["text"].startswith("perturbed at 1 of the 3 nodes")
+
+
+def test_the_project_form_builds_the_project_and_names_what_it_cannot_read():
+    from ccdp.web.projectform import build_project, own_studies
+
+    form = {
+        "title": ["T"],
+        "summary": ["S"],
+        "institution": ["I"],
+        "permission": ["DS"],
+        "analyses": ["km"],
+        "nodes": ["FR"],
+        "expires": ["2030-01-01"],
+        "studies_yaml": ["title: a\nanalysis: km\n---\n- {title: b, analysis: km}\n"],
+        "copy": ["p1:0"],
+    }
+    mine = own_studies([{"project_id": "p1", "title": "P", "studies": [{"spec": {"x": 1}}]}])
+    built = build_project(form, mine)
+    assert built.problems == []
+    assert built.spec["data_use"] == {
+        "permission": "DS",
+        "commercial": False,
+        "disease": "MONDO:0004992",
+    }
+    assert [s.get("title") for s in built.spec["studies"]] == [None, "a", "b"]
+    bad = build_project({**form, "studies_yaml": ["[unclosed"], "copy": ["gone:3"]}, mine)
+    assert any("not valid YAML" in p for p in bad.problems)
+    assert any("no longer there" in p for p in bad.problems)
+    empty = build_project({}, [])
+    assert {"Title: required.", "Expires: a date (YYYY-MM-DD)."} <= set(empty.problems)

@@ -82,6 +82,8 @@ def demo_project(countries: list[str] | tuple[str, ...], path: Path = PROJECT) -
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     if "analyses" not in raw:
         raw["analyses"] = sorted({st["spec"]["analysis"] for st in load_studies()})
+    if path == PROJECT:  # the protocol registers the studies the demo runs (governance.md)
+        raw["studies"] = [st["spec"] for st in load_studies()]
     expires = (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
     return {**raw, "nodes": list(countries), "expires": expires}
 
@@ -112,10 +114,13 @@ def run_governance(
     tokens: dict[str, str],
     stores: dict[str, Path],
     progress: Progress | LineProgress,
+    exact_release: str = "registered",
 ) -> Projects:
-    """The partnership's governance, as its people run it: the researcher requests the projects,
-    the board approves two, each node's custodian records its policy and accepts them at the
-    node; the third request waits for the board (the dashboard's Governance page)."""
+    """The partnership's governance, as its people run it: the researcher requests the projects
+    (the studies' project with its registered studies), the board approves two, each node's
+    custodian records its policy (`exact_release`: by default only registered studies are
+    answered exactly without her) and accepts them at the node, which records the registered
+    studies' hashes; the third request waits for the board (the dashboard's Governance page)."""
     task = progress.add_task("projects: requested, approved, accepted", total=3 + len(tokens))
     log = out / "logs" / "governance.log"
     hub = ("--hub", url)
@@ -135,6 +140,8 @@ def run_governance(
         # child registered without recorded consent is still counted (policy `consent`)
         policy = ("node", "policy", "set", "consent", "statutory", "--store", stores[c])
         _run_logged(_cli(*policy), log)
+        rule = ("node", "policy", "set", "exact_release", exact_release, "--store", stores[c])
+        _run_logged(_cli(*rule), log)
         for project in (projects.studies, projects.feasibility):
             accept = ("node", "projects", "accept", project, "--store", stores[c])
             _run_logged(_cli(*accept, *hub, "--token", token), log)
@@ -193,6 +200,35 @@ def _run_logged(args: list[str], log: Path) -> str:
 
 def load_studies() -> list[dict[str, Any]]:
     return yaml.safe_load(STUDIES.read_text(encoding="utf-8"))
+
+
+REGISTERED_NOTE = (
+    " Registered study of the project: every node answered it exactly (exact_release: "
+    "registered; the node checked the study's hash against those its custodian accepted)."
+)
+# The feasibility tier, after the registered studies: the nodes switch on perturbed counts
+# (the dashboard's Feasibility page runs the same way) and a count of the feasibility project,
+# registered nowhere, is answered at once, each node's count with cell-key noise.
+FEASIBILITY_COUNT: dict[str, Any] = {
+    "key": "feasibility_perturbed",
+    "why": "How many children with leukaemia does each country hold? A feasibility count of the "
+    "standing feasibility project, not registered: answered automatically by every node under "
+    "counts: perturbed, so each count is perturbed (cell-key method, within the bound shown), "
+    "never exact.",
+    "spec": {
+        "title": "Feasibility - children with leukaemia by country (perturbed counts)",
+        "analysis": "count",
+        "by": ["country"],
+        "cohort": {"iccc_group": ["I"]},
+    },
+}
+
+
+def perturb_counts(out: Path, stores: dict[str, Path]) -> None:
+    """Each custodian switches on the feasibility tier: counts perturbed (cell-key method)."""
+    log = out / "logs" / "governance.log"
+    for store in stores.values():
+        _run_logged(_cli("node", "policy", "set", "counts", "perturbed", "--store", store), log)
 
 
 class Processes:
@@ -396,9 +432,11 @@ def start_partnership(
     countries: tuple[str, ...] = COUNTRIES,
     seed: int = 2024,
     patients: int = 9000,
+    exact_release: str = "registered",
 ) -> Partnership:
     """Synthesise and ingest the registries, start the hub (closed: studies need a project)
-    and one agent per node in `procs`, and run the governance; `procs.stop()` ends it all."""
+    and one agent per node in `procs`, and run the governance (each node under
+    `exact_release`); `procs.stop()` ends it all."""
     from ccdp.federation.client import HubClient
     from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
@@ -425,7 +463,7 @@ def start_partnership(
     client = HubClient(url, people["researcher"])
     _wait_nodes(client, countries, procs, progress, task)
     projects = run_governance(
-        out, url, people["researcher"], people["board"], tokens, stores, progress
+        out, url, people["researcher"], people["board"], tokens, stores, progress, exact_release
     )
     task = progress.add_task("a referral to the expert board", total=1)
     referral = run_referral(out, url, tokens, stores)
@@ -467,17 +505,28 @@ def run_demo(
             url, fmt = p.url, p.fmt
             client = HubClient(url, p.people["researcher"])
             studies = load_studies()
-            task = progress.add_task("running studies through the hub", total=len(studies))
+            task = progress.add_task("running studies through the hub", total=len(studies) + 1)
             entries = []
             for st in studies:
                 t0 = time.monotonic()
                 progress.update(task, description=f"study: {st['spec']['title'][:48]}")
                 sid = client.submit({**st["spec"], "project": p.projects.studies})
                 record = client.wait(sid, max_wait=600)
+                why = st["why"] + REGISTERED_NOTE
                 entries.append(
-                    StudyEntry(st["key"], st["why"], st["spec"], record, time.monotonic() - t0)
+                    StudyEntry(st["key"], why, st["spec"], record, time.monotonic() - t0)
                 )
                 progress.advance(task)
+            perturb_counts(out, p.stores)
+            st = FEASIBILITY_COUNT
+            t0 = time.monotonic()
+            progress.update(task, description=f"study: {st['spec']['title'][:48]}")
+            sid = client.submit({**st["spec"], "project": p.projects.feasibility})
+            record = client.wait(sid, max_wait=600)
+            entries.append(
+                StudyEntry(st["key"], st["why"], st["spec"], record, time.monotonic() - t0)
+            )
+            progress.advance(task)
             progress.update(task, description="studies done")
             task = progress.add_task("writing the report", total=1)
             report = render_report(
@@ -486,7 +535,8 @@ def run_demo(
                 title="Childhood cancer data partnership — demo",
                 subtitle=f"{len(countries)} synthetic national registries ({fmt} exports), "
                 "one hub, one node agent per country; only disclosure-checked aggregates "
-                "left the nodes.",
+                "left the nodes: the project's registered studies exactly, the feasibility "
+                "count perturbed.",
                 facts=[
                     ("countries", str(len(countries))),
                     ("studies", str(len(entries))),

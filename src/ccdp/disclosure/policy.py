@@ -71,6 +71,14 @@ class NodePolicy(BaseModel):
         description="Under `counts: perturbed`, the largest change to a count (D); at least "
         "min_cell - 1, so that a count of 1 can go to 0 or to min_cell with zero mean noise.",
     )
+    feasibility_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Under counts: perturbed, how many feasibility tables (count and crosstab "
+        "answers) a project gets from this node automatically; further ones wait for the "
+        "custodian (`ccdp node pending`). Decided from the number of earlier answers alone, "
+        "never from the data. None: unlimited.",
+    )
     allowed_analyses: list[str] | None = Field(
         None, description="Analyses this node answers (None: every registered analysis)."
     )

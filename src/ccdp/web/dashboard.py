@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ccdp.web import feasibility, governance, network, referrals, resources, studies
+from ccdp.web import feasibility, governance, network, projectform, referrals, resources, studies
 from ccdp.web.hubapi import ApiError, HubApi
 from ccdp.web.pages import (
     HERE,
@@ -148,7 +148,7 @@ def mount_dashboard(app: FastAPI, session_store: Sessions | None = None) -> None
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    for module in (network, resources, feasibility, studies, governance, referrals):
+    for module in (network, resources, feasibility, studies, governance, projectform, referrals):
         app.include_router(module.router, include_in_schema=False)
 
 

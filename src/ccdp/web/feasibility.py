@@ -224,6 +224,7 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
             }
         )
     rows.sort(key=lambda r: r["name"])
+    per_country = {r["code"]: sum(1 for n in r["nodes"] if n["status"] == "answered") for r in rows}
     suppressed = int(result.get("suppressed_cells") or 0)
     total = result.get("total")
     show_total = bool(result) and total is not None and suppressed == 0
@@ -242,7 +243,41 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
         "unlisted": int(result.get("unlisted_cells") or 0),
         "has_result": bool(result),
         "error": outcome.get("error"),
+        "method": method_words(
+            result.get("method"),
+            max(per_country.values(), default=1),
+            sum(per_country.values()),
+        )
+        if result
+        else None,
     }
+
+
+def method_words(
+    method: dict[str, Any] | None, most_nodes: int = 1, answered: int = 0
+) -> dict[str, str]:
+    """How the counts were released, in words for the table's note: `kind` is "exact" or
+    "perturbed", `text` the sentence (the bounds come from the result's `method`; a country's
+    count is the sum of its nodes' counts, so its bound is D per node that answered)."""
+    method = method or {"counts": "exact"}
+    if method.get("counts") != "perturbed":
+        return {
+            "kind": "exact",
+            "text": "exact: the counts are the nodes' true counts (a small count is suppressed).",
+        }
+    d = int(method.get("max_noise") or 0)
+    pooled = method.get("pooled_max_noise")
+    country = d * max(most_nodes, 1)
+    some = int(method.get("perturbed_nodes") or 0)
+    where = f" at {some} of the {answered} nodes that answered" if 0 < some < answered else ""
+    text = (
+        f"perturbed{where}: each country's count is within ±{country} of the truth"
+        + (f", the total within ±{pooled}" if pooled is not None else "")
+        + " (cell-key method: the same children always give the same count, no small count"
+        " other than 0 is shown, and the total is perturbed on its own, so it need not equal"
+        " the sum of the rows)."
+    )
+    return {"kind": "perturbed", "text": text}
 
 
 async def study_context(

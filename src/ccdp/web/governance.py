@@ -74,6 +74,53 @@ def scope_words(cohort: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def study_params_words(spec: dict[str, Any]) -> str:
+    """A registered study's parameters beyond analysis and cohort, in short ('outcome os; by
+    sex'), for the board and the custodians to read."""
+    skip = {"title", "description", "analysis", "cohort", "nodes", "min_nodes", "timeout"}
+    skip |= {"project", "data_use"}
+    parts = []
+    for key, value in spec.items():
+        if key in skip or value in (None, [], {}):
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key.replace('_', ' ')} {shown}")
+    return "; ".join(parts) or "–"
+
+
+def studies_view(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The project's registered studies as the page lists them: title, analysis, cohort in
+    words, the other parameters, and the hash (short form; the full one in a title)."""
+    out = []
+    for st in p.get("studies") or []:
+        spec = st.get("spec") or {}
+        out.append(
+            {
+                "title": st.get("title") or "untitled study",
+                "analysis": spec.get("analysis") or "?",
+                "cohort": scope_words(spec.get("cohort")),
+                "params": study_params_words(spec),
+                "hash": st.get("hash") or "",
+                "short": (st.get("hash") or "")[:12],
+            }
+        )
+    return out
+
+
+def studies_accepted_words(decision: str | None, studies: int) -> str:
+    """What the hub knows of the study list a node accepted. The hub relays a custodian's
+    decision, not the hashes the node recorded; a project's studies cannot change at the hub
+    after its request, and `ccdp node projects accept` records every study the hub lists, so an
+    acceptance covers the current list. The node's own record is the authority."""
+    if not studies:
+        return "no registered studies"
+    if decision == "accepted":
+        return f"all {studies} (the list is unchanged since the request)"
+    if decision == "declined":
+        return "none (declined)"
+    return "not yet"
+
+
 def project_view(p: dict[str, Any]) -> dict[str, Any]:
     spec = p.get("spec") or {}
     terms = p.get("terms") or {}
@@ -84,6 +131,7 @@ def project_view(p: dict[str, Any]) -> dict[str, Any]:
             "word": DECISION_WORDS.get(d.get("decision") or "", d.get("decision") or "awaiting"),
             "reason": d.get("reason"),
             "at": d.get("at"),
+            "studies": studies_accepted_words(d.get("decision"), len(p.get("studies") or [])),
         }
         for name, d in (p.get("nodes") or {}).items()
     ]
@@ -96,6 +144,7 @@ def project_view(p: dict[str, Any]) -> dict[str, Any]:
         "analyses": terms.get("analyses") or spec.get("analyses") or [],
         "expires": terms.get("expires") or spec.get("expires"),
         "node_rows": nodes,
+        "study_rows": studies_view(p),
         "accepted": sum(n["decision"] == "accepted" for n in nodes),
         "tag": STATE_TAGS.get(p.get("state") or "", ""),
     }
@@ -128,13 +177,21 @@ async def governance_page(
     request: Request,
     who: Signed,
     reviewed: str | None = Query(None, max_length=64),
+    requested: str | None = Query(None, max_length=64),
 ) -> HTMLResponse:
     need_page(who, PATH)
     notice = None
-    if reviewed:
+    if reviewed or requested:
         try:
-            p = await api(request, who).get(f"/api/projects/{quote(reviewed, safe='')}")
-            notice = f"“{p['title']}” is now {p['state']}."
+            got = reviewed or requested or ""
+            p = await api(request, who).get(f"/api/projects/{quote(got, safe='')}")
+            studies = len(p.get("studies") or [])
+            notice = (
+                f"“{p['title']}” is now {p['state']}."
+                if reviewed
+                else f"“{p['title']}” is requested with {studies} registered "
+                f"stud{'y' if studies == 1 else 'ies'}: the board reviews it next."
+            )
         except ApiError:
             notice = None
     return await governance_render(request, who, notice=notice, reviewed=reviewed)

@@ -41,6 +41,38 @@ from ccdp.wire.summary import Summary
 MAX_CACHED_STUDIES = 8
 
 
+def budget_path(store: Path | str) -> Path:
+    """`<store stem>.budget.json`: per project, the studies whose feasibility tables this node
+    answered without its custodian (policy `feasibility_budget`)."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.budget.json")
+
+
+def spend_budget(store: Path | str, task: Task, budget: int | None) -> str | None:
+    """Count this feasibility task against its project's budget at the node, or say why it waits
+    for the custodian: the project already had `budget` tables here. The decision depends only
+    on the number of earlier tables, never on the data; a study asked again (a later round, a
+    re-sent task) is counted once."""
+    path = budget_path(store)
+    spent: dict[str, list[str]] = (
+        json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    )
+    project = str(task.project)
+    studies = spent.setdefault(project, [])
+    if task.study_id in studies:
+        return None
+    if budget is not None and len(studies) >= budget:
+        return (
+            f"feasibility budget: project {project} has had its {budget} feasibility "
+            f"table{'s' if budget != 1 else ''} from this node (feasibility_budget: {budget})"
+        )
+    studies.append(task.study_id)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(spent, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return None
+
+
 class NodeError(CcdpError):
     """The node cannot open its store or answer at all."""
 
@@ -238,13 +270,24 @@ class LocalNode:
         from ccdp.federation.node.projects import load_decisions, review_reason
 
         policy = self.policy
-        if policy.exact_release == "any":
+        feasibility = (
+            policy.counts == "perturbed"
+            and task.analysis in FEASIBILITY_ANALYSES
+            and task.project is not None
+        )
+        if policy.exact_release == "any" and not (
+            feasibility and policy.feasibility_budget is not None
+        ):
             return None
         try:
             self._request(task, policy)
         except Exception:  # answered before any data is read, as always (`answer` says how)
             return None
-        return review_reason(task, load_decisions(self.store), policy.exact_release)
+        if not feasibility:  # an exact answer: the custodian's record decides
+            return review_reason(task, load_decisions(self.store), policy.exact_release)
+        # the feasibility tier (perturbed, declared levels only, checked by _request): automatic
+        # within the project's budget of tables at this node, counted without reading the data
+        return spend_budget(self.store, task, policy.feasibility_budget)
 
     def _check_project(self, task: Task, policy: NodePolicy) -> None:
         """The node's own governance check (its custodian's record, not the hub's word)."""
