@@ -1,4 +1,4 @@
-"""Grouped event times: intervals of at least min_cell subjects, released as (start, end], the ledger."""
+"""Grouped event times: intervals of at least min_cell subjects, released as (start, end]."""
 
 from __future__ import annotations
 

@@ -1,10 +1,18 @@
 """Kaplan–Meier survival by group, pooled exactly from the nodes' event-time tables.
 
-Each node groups its times (each released time is the mean, on the policy grid, of an interval
-of at least min_cell subjects: `ccdp.disclosure.event_times`) and sends, per group and grouped
-time, the number of events and censorings; the coordinator adds the tables, so the at-risk
-counts, the product-limit estimate and Greenwood's variance are exactly those of the pooled
-grouped data. Confidence intervals use the
+Each node groups its times into intervals (start, end] of at least min_cell subjects leaving
+(`ccdp.disclosure.event_times`; exact where an interval holds one time, as when min_cell is 1)
+and sends, per group and interval, its end, start and the number of events and censorings; the
+coordinator adds the tables. Grouped data are estimated as such (Kalbfleisch & Prentice, *The
+Statistical Analysis of Failure Time Data*, 2nd ed. 2002, §1.3, §4.6): the product-limit
+estimate with steps only at interval ends (every censoring in an interval at risk for its
+deaths), Greenwood's variance; nothing is placed inside an interval. A landmark (1, 3, 5 years)
+that falls strictly inside a node's grouped interval with events is not known at that time, so
+it is interpolated linearly between the curve's values at the interval's ends, the life-table
+(actuarial) convention of Cutler & Ederer (J Chronic Dis 1958;8:699–712) — never the value
+before the interval, which would claim no death happened in it. With exact times (every interval
+one time) the estimate equals lifelines' KaplanMeierFitter on the pooled rows. Confidence
+intervals use the
 exponential Greenwood (log(-log)) transform, as lifelines' KaplanMeierFitter and R's
 `survfit(conf.type = "log-log")`. The median's interval is where the interval bands cross 0.5
 (the Brookmeyer–Crowley construction with the log(-log) transform; identical to lifelines'
@@ -28,13 +36,17 @@ from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     YEAR_DAYS,
+    NotedResult,
     SurvivalOutcome,
     TimeUnit,
+    complete_case_note,
     complete_cases,
+    excluded_nodes,
     finite_or_none,
     group_labels,
     survival_arrays,
     survival_columns,
+    times_method,
 )
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
@@ -86,8 +98,9 @@ class KMGroup(BaseModel):
     table: list[KMRow]
 
 
-class KMResult(AnalysisResult):
-    """Survival curves by group; times in days."""
+class KMResult(NotedResult):
+    """Survival curves by group; times in days; `method` says whether times were exact or
+    grouped, which nodes each group excludes and why n may differ from other analyses."""
 
     analysis: str = "km"
     outcome: str
@@ -124,7 +137,7 @@ class KMResult(AnalysisResult):
         grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
         head = Table(
             title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
-            caption="NR: not reached",
+            caption="NR: not reached" + (f"\n{self.method_text()}" if self.method_text() else ""),
         )
         rows = self.summary_rows(years=False)
         columns = ("group", "n", "events", "median (days)", "95% CI")
@@ -175,17 +188,18 @@ def with_ci(value: float | None, low: float | None, high: float | None) -> str:
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
-    """The node's per-group event-time table: events and censorings at each grouped time.
+    """The node's per-group event-time table: events and censorings in each interval.
 
     Times are first grouped by the node's disclosure rules (`ccdp.disclosure.event_times`:
-    each released time stands for at least min_cell subjects), so the table is exact for the
-    grouped data. `records` says which table row each view row is counted in."""
+    each row an interval (start, end] of at least min_cell subjects; `time` its end, `start`
+    the end of the group's previous row, or the time itself where the row is exact).
+    `records` says which table row each view row is counted in."""
     tcol, ecol = survival_columns(outcome)
     frame = complete_cases(data, [tcol, ecol, *by], data.node)
     time, event = survival_arrays(frame, outcome, unit, data.node)
     labels = group_labels(frame, by).astype(str)
     keys = data.record_keys(frame.index)
-    time = data.disclosure.group_times(labels, time, keys, UNIT_DAYS[unit])
+    start, time = data.disclosure.group_intervals(labels, time, keys, UNIT_DAYS[unit])
     names, codes = np.unique(labels, return_inverse=True)
     order = np.lexsort((time, codes))
     c, t, e = codes[order], time[order], event[order]
@@ -199,6 +213,7 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
     columns = {
         "group": names[c[starts]],
         "time": t[starts],
+        "start": start[order][starts],
         "events": events,
         "censored": size - events,
     }
@@ -215,8 +230,9 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
 def event_table_spec(by: list[str]) -> dict[str, PartSpec]:
     """The one part KM and log-rank send: `events`, counts of events and censorings."""
     counts = ("events", "censored")
+    columns = ("start", *counts)
     return {
-        "events": PartSpec("event_times", group_by=tuple(by), columns=counts, count_columns=counts)
+        "events": PartSpec("event_times", group_by=tuple(by), columns=columns, count_columns=counts)
     }
 
 
@@ -228,6 +244,50 @@ def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> p
     cols = ["group", "time", "events", "censored"]
     frame = pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in cols})
     return frame.groupby(["group", "time"], sort=True, as_index=False)[["events", "censored"]].sum()
+
+
+def grouped_intervals(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
+    """The nodes' grouped intervals with events (start < end), per group: where the pooled
+    curve is not known between its interval ends. Tables without `start` are exact."""
+    rows = []
+    for s in summaries.values():
+        t = s.event_times(part).columns
+        if "start" not in t or not len(t["time"]):
+            continue
+        keep = (t["start"] < t["time"]) & (t["events"] > 0)
+        rows.append(
+            pd.DataFrame(
+                {"group": t["group"][keep], "start": t["start"][keep], "end": t["time"][keep]}
+            )
+        )
+    if not rows:
+        return pd.DataFrame({"group": [], "start": [], "end": []})
+    return pd.concat(rows, ignore_index=True)
+
+
+def sent_groups(summaries: dict[str, Summary], part: str = "events") -> dict[str, set[str]]:
+    """Which groups each node sent rows for."""
+    return {n: {str(g) for g in s.event_times(part).columns["group"]} for n, s in summaries.items()}
+
+
+def event_method(
+    summaries: dict[str, Summary], unit: str, columns: list[str], part: str = "events"
+) -> dict[str, Any]:
+    """A KM or log-rank result's method note: times exact or grouped, excluded nodes per group,
+    complete cases."""
+    grouped = len(grouped_intervals(summaries, part)) > 0 or any(
+        (
+            s.event_times(part).columns.get("start", s.event_times(part).columns["time"])
+            < s.event_times(part).columns["time"]
+        ).any()
+        for s in summaries.values()
+    )
+    method = times_method(grouped, unit)
+    excluded = excluded_nodes(summaries, sent_groups(summaries, part))
+    if excluded:
+        method["excluded"] = excluded
+    method["complete_cases"] = complete_case_note(columns)
+    return method
 
 
 def km_curve(time: np.ndarray, events: np.ndarray, censored: np.ndarray) -> dict[str, np.ndarray]:
@@ -257,8 +317,14 @@ def first_below_half(time: np.ndarray, curve: np.ndarray) -> float | None:
     return finite_or_none(time[hit[0]]) if hit.size else None
 
 
-def landmarks(time: np.ndarray, curve: dict[str, np.ndarray]) -> list[Landmark]:
-    """Survival at 1, 3 and 5 years (undefined beyond the group's last follow-up time)."""
+def landmarks(
+    time: np.ndarray, curve: dict[str, np.ndarray], spans: np.ndarray | None = None
+) -> list[Landmark]:
+    """Survival at 1, 3 and 5 years (undefined beyond the group's last follow-up time).
+
+    `spans` (rows of start, end): grouped intervals with events. A landmark strictly inside one
+    is interpolated linearly between the curve at the pooled times either side of it (the
+    life-table convention), since the deaths of the interval happened somewhere in it."""
     out = []
     for years in LANDMARK_YEARS:
         t = years * YEAR_DAYS
@@ -266,16 +332,21 @@ def landmarks(time: np.ndarray, curve: dict[str, np.ndarray]) -> list[Landmark]:
             out.append(Landmark(years=years, survival=None, ci_low=None, ci_high=None))
             continue
         i = np.searchsorted(time, t, side="right") - 1
-        if i < 0:
-            out.append(Landmark(years=years, survival=1.0, ci_low=1.0, ci_high=1.0))
-            continue
-        vals = [float(curve[k][i]) for k in ("survival", "ci_low", "ci_high")]
-        out.append(Landmark(years=years, survival=vals[0], ci_low=vals[1], ci_high=vals[2]))
+        keys = ("survival", "ci_low", "ci_high")
+        before = [1.0, 1.0, 1.0] if i < 0 else [float(curve[k][i]) for k in keys]
+        inside = spans is not None and bool(np.any((spans[:, 0] < t) & (t < spans[:, 1])))
+        if inside and i + 1 < time.size and time[i + 1] > t:
+            t0 = 0.0 if i < 0 else float(time[i])
+            w = (t - t0) / (float(time[i + 1]) - t0)
+            after = [float(curve[k][i + 1]) for k in keys]
+            before = [b + w * (a - b) for b, a in zip(before, after, strict=True)]
+        out.append(Landmark(years=years, survival=before[0], ci_low=before[1], ci_high=before[2]))
     return out
 
 
-def km_group(name: str, block: pd.DataFrame) -> KMGroup:
-    """One group's curve, median and landmarks from its pooled event table."""
+def km_group(name: str, block: pd.DataFrame, spans: np.ndarray | None = None) -> KMGroup:
+    """One group's curve, median and landmarks from its pooled event table (`spans`: the
+    nodes' grouped intervals with events in this group, see `landmarks`)."""
     time = block["time"].to_numpy(dtype=float)
     ev = block["events"].to_numpy(dtype=np.int64)
     cen = block["censored"].to_numpy(dtype=np.int64)
@@ -299,7 +370,7 @@ def km_group(name: str, block: pd.DataFrame) -> KMGroup:
         median=first_below_half(time, c["survival"]),
         median_ci_low=first_below_half(time, c["ci_low"]),
         median_ci_high=first_below_half(time, c["ci_high"]),
-        survival_at=landmarks(time, c),
+        survival_at=landmarks(time, c, spans),
         table=table,
     )
 
@@ -326,12 +397,22 @@ class KaplanMeier(Analysis[KMParams]):
     def combine(self, params: KMParams, state: Any, summaries: dict[str, Summary]) -> Done:
         table = pooled_event_table(summaries)
         blocks = dict(list(table.groupby("group", sort=False)))
+        spans = grouped_intervals(summaries)
+        spans_of = {
+            str(g): b[["start", "end"]].to_numpy(dtype=float)
+            for g, b in spans.groupby("group", sort=False)
+        }
         groups = [
-            km_group(str(g), blocks[g])
+            km_group(str(g), blocks[g], spans_of.get(str(g)))
             for g in sorted(blocks, key=lambda g: label_key(str(g), params.by))
         ]
+        method = event_method(summaries, params.time_unit, self.columns(params))
         return Done(
             KMResult(
-                outcome=params.outcome, by=params.by, time_unit=params.time_unit, groups=groups
+                outcome=params.outcome,
+                by=params.by,
+                time_unit=params.time_unit,
+                groups=groups,
+                method=method,
             )
         )

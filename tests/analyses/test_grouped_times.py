@@ -1,0 +1,82 @@
+"""Grouped event times say what they are: no event placed where it did not happen, landmarks
+that count the deaths of an interval spanning them, method notes, excluded nodes per group.
+
+The newcomer's case (issue 28, measured item 4): AML, n = 40, true first deaths at days 189 and
+239, the next child leaving after 1,000 days. With min_cell = 5 the first interval holds both
+deaths; the old rule put them at the interval's mean (day 986 in the issue) and released 1-year
+OS 1.000 where the pooled patient-level KM gives 0.950."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from lifelines import KaplanMeierFitter
+
+from ccdp.analyses.km import KMResult
+from ccdp.disclosure.event_times import group_intervals
+from tests.analyses.federate import federate
+
+YEAR = 365.25
+
+
+def aml() -> pd.DataFrame:
+    late = np.linspace(1100.0, 3000.0, 38).round()
+    event = np.r_[1, 1, (np.arange(38) % 4 == 0).astype(int)]
+    return pd.DataFrame({"os_time": np.r_[189.0, 239.0, late], "os_event": event, "arm": "AML"})
+
+
+def test_aml_one_year_is_not_claimed_1_and_the_first_step_is_in_the_first_deaths_interval() -> None:
+    df = aml()
+    truth = KaplanMeierFitter().fit(df["os_time"], df["os_event"])
+    assert truth.predict(YEAR) == 0.95  # the pooled patient-level KM
+    result = federate("km", {"by": ["arm"]}, [df], min_cell=5)
+    assert isinstance(result, KMResult)
+    group = result.groups[0]
+    one_year = group.survival_at[0].survival
+    assert one_year is not None and one_year < 1.0
+    start, end = group_intervals(
+        np.array(["AML"] * 40), df["os_time"].to_numpy(), np.arange(40, dtype=np.uint64), 5, 1.0
+    )
+    assert start[0] < 189.0 <= end[0]  # the first death's interval, as released
+    first_step = next(r.time for r in group.table if r.events)
+    assert first_step <= end[0]
+    # reference: lifelines on the grouped data (events at interval ends) gives S at the interval
+    # end; the life table interpolates linearly inside the interval (Cutler & Ederer 1958)
+    grouped = KaplanMeierFitter().fit(end, df["os_event"])
+    s_end = float(grouped.predict(end[0]))
+    expect = 1.0 + (YEAR - start[0]) / (end[0] - start[0]) * (s_end - 1.0)
+    assert abs(one_year - expect) < 1e-12
+    assert result.method["times"] == "grouped"
+    assert "grouped" in result.method_text()
+
+
+def test_exact_times_say_exact() -> None:
+    df = aml()
+    result = federate("km", {"by": ["arm"]}, [df], min_cell=1)
+    assert result.method["times"] == "exact"
+    assert result.groups[0].survival_at[0].survival == 0.95
+    assert "exact" in result.method_text()
+
+
+def test_pooled_group_names_the_nodes_it_excludes() -> None:
+    rng = np.random.default_rng(1)
+    a = pd.DataFrame(
+        {"os_time": rng.integers(1, 2000, 60).astype(float), "os_event": rng.integers(0, 2, 60)}
+    ).assign(arm=np.repeat(["ALL", "AML"], 30))
+    b = a[a["arm"] == "ALL"].reset_index(drop=True)
+    result = federate("km", {"by": ["arm"]}, [a, b], min_cell=1)
+    assert result.method["excluded"] == {"AML": ["n1"]}
+    assert "AML: excludes n1" in result.method_text()
+    rank = federate("logrank", {"by": ["arm"]}, [a, b], min_cell=1)
+    assert rank.method["excluded"] == {"AML": ["n1"]}
+
+
+def test_complete_case_note_gives_no_count_of_left_out_rows() -> None:
+    """Two rows lack `arm`: the note says rows were left out and why n may differ, but not how
+    many (a count under min_cell would be a new small-cell channel)."""
+    df = aml()
+    df.loc[[5, 6], "arm"] = None
+    result = federate("km", {"by": ["arm"]}, [df], min_cell=1)
+    note = result.method["complete_cases"]
+    assert "arm" in note and not any(ch.isdigit() for ch in note)
+    assert result.groups[0].n == 38
