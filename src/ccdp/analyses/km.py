@@ -137,7 +137,8 @@ class KMResult(NotedResult):
         grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
         head = Table(
             title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
-            caption="NR: not reached" + (f"\n{self.method_text()}" if self.method_text() else ""),
+            caption="NR: not reached"
+            + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
         rows = self.summary_rows(years=False)
         columns = ("group", "n", "events", "median (days)", "95% CI")
