@@ -155,7 +155,7 @@ class NotedResult(AnalysisResult):
     """A result with its method note: `method` in JSON (`{"times": "exact"}`, `{"times":
     "grouped", ...}`, `excluded` nodes per group, `complete_cases`), `method_text()` in words."""
 
-    method: dict[str, Any] = Field(default_factory=lambda: {"times": "exact"})
+    method: dict[str, Any] = Field(default_factory=dict)  # empty: not said (older results)
 
     def method_text(self) -> str:
         return method_text(self.method)
