@@ -40,10 +40,12 @@ def test_aml_one_year_is_not_claimed_1_and_the_first_step_is_in_the_first_deaths
     assert start[0] < 189.0 <= end[0]  # the first death's interval, as released
     first_step = next(r.time for r in group.table if r.events)
     assert first_step <= end[0]
-    # reference: lifelines on the grouped data (events at interval ends) gives S at the interval
-    # end; the life table interpolates linearly inside the interval (Cutler & Ederer 1958)
-    grouped = KaplanMeierFitter().fit(end, df["os_event"])
-    s_end = float(grouped.predict(end[0]))
+    # reference: the actuarial life table by its published formula (Cutler & Ederer 1958):
+    # q = d / (n - c/2) over the first interval, S linear inside it
+    first = end == end[0]
+    d = int(df["os_event"][first].sum())
+    c = int(first.sum()) - d
+    s_end = 1.0 - d / (40 - c / 2.0)
     expect = 1.0 + (YEAR - start[0]) / (end[0] - start[0]) * (s_end - 1.0)
     assert abs(one_year - expect) < 1e-12
     assert result.method["times"] == "grouped"

@@ -51,7 +51,9 @@ def test_an_event_table_of_the_right_shape_passes_and_others_are_refused():
     km({"events": TABLE})
     with pytest.raises(MalformedSummary, match="group_by must be"):
         km({"events": TABLE}, by=["iccc_group"])
-    with pytest.raises(MalformedSummary, match="columns must be censored, events, group, start, time"):
+    with pytest.raises(
+        MalformedSummary, match="columns must be censored, events, group, start, time"
+    ):
         km({"events": {**TABLE, "columns": {**TABLE["columns"], "extra": [1, 2]}}})
     with pytest.raises(MalformedSummary, match="'events' must hold whole numbers >= 0"):
         km({"events": {**TABLE, "columns": {**TABLE["columns"], "events": [-1, 0]}}})

@@ -238,13 +238,21 @@ def event_table_spec(by: list[str]) -> dict[str, PartSpec]:
 
 
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
-    """Add the nodes' event-time tables: one row per (group, time), sorted."""
+    """Add the nodes' event-time tables: one row per (group, time), sorted. `grouped_censored`
+    counts the censorings of grouped rows (intervals, start < end): the life table's
+    half-weights (see `km_curve`)."""
     tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
     if not tables:
         raise AnalysisError("no node sent an event-time table")
     cols = ["group", "time", "events", "censored"]
     frame = pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in cols})
-    return frame.groupby(["group", "time"], sort=True, as_index=False)[["events", "censored"]].sum()
+    grouped = [
+        np.where(t["start"] < t["time"], t["censored"], 0) if "start" in t else 0 * t["censored"]
+        for t in tables
+    ]
+    frame["grouped_censored"] = np.concatenate(grouped).astype(np.int64)
+    counts = ["events", "censored", "grouped_censored"]
+    return frame.groupby(["group", "time"], sort=True, as_index=False)[counts].sum()
 
 
 def grouped_intervals(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
@@ -291,13 +299,27 @@ def event_method(
     return method
 
 
-def km_curve(time: np.ndarray, events: np.ndarray, censored: np.ndarray) -> dict[str, np.ndarray]:
-    """Product-limit estimate with exponential-Greenwood bounds at each distinct time."""
+def km_curve(
+    time: np.ndarray,
+    events: np.ndarray,
+    censored: np.ndarray,
+    grouped_censored: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Product-limit estimate with exponential-Greenwood bounds at each distinct time.
+
+    `grouped_censored`: censorings at each time that belong to a node's grouped interval
+    ending there. They were at risk for part of the interval only, so, as in the actuarial
+    life table (Cutler & Ederer 1958; Kalbfleisch & Prentice 2002, §1.3), they count half in the
+    number at risk for its deaths, n' = n − c/2, in the estimate and in Greenwood's sum. Exact
+    rows have none, so the exact path is the product-limit estimate unchanged."""
     removed = events + censored
     at_risk = removed[::-1].cumsum()[::-1]
+    exposed = at_risk.astype(float)
+    if grouped_censored is not None:
+        exposed = exposed - grouped_censored / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        surv = np.cumprod(1.0 - events / at_risk)
-        term = events / (at_risk * (at_risk - events).astype(float))
+        surv = np.cumprod(1.0 - events / exposed)
+        term = events / (exposed * (exposed - events))
         term[~np.isfinite(term)] = 0.0  # the last patients all dying: no variance term
         greenwood = np.cumsum(term)
         v = np.log(surv)
@@ -325,7 +347,8 @@ def landmarks(
 
     `spans` (rows of start, end): grouped intervals with events. A landmark strictly inside one
     is interpolated linearly between the curve at the pooled times either side of it (the
-    life-table convention), since the deaths of the interval happened somewhere in it."""
+    life-table convention, Cutler & Ederer 1958; for one node, the interval's own ends), since
+    the interval's deaths happened somewhere in it, not all after the landmark."""
     out = []
     for years in LANDMARK_YEARS:
         t = years * YEAR_DAYS
@@ -351,7 +374,10 @@ def km_group(name: str, block: pd.DataFrame, spans: np.ndarray | None = None) ->
     time = block["time"].to_numpy(dtype=float)
     ev = block["events"].to_numpy(dtype=np.int64)
     cen = block["censored"].to_numpy(dtype=np.int64)
-    c = km_curve(time, ev, cen)
+    half = (
+        block["grouped_censored"].to_numpy(dtype=np.int64) if "grouped_censored" in block else None
+    )
+    c = km_curve(time, ev, cen, half)
     table = [
         KMRow(time=t, at_risk=a, events=e, survival=s, ci_low=lo, ci_high=hi)
         for t, a, e, s, lo, hi in zip(
