@@ -80,12 +80,12 @@ def grouped(
     interval holds more than one time (start < end)."""
     tcol, ecol = f"{outcome}_time", f"{outcome}_event"
     out = []
-    for frame, ctx in zip(frames, contexts(frames, min_cell), strict=True):
+    for i, (frame, ctx) in enumerate(zip(frames, contexts(frames, min_cell), strict=True)):
         node = FrameData(frame, context=ctx)
         rows = frame.dropna(subset=[tcol, ecol, *by])
         time = coarsen(rows[tcol].to_numpy(dtype=float), unit)
         keys = node.record_keys(rows.index)
         labels = group_labels(rows, by).astype(str)
         start, new = ctx.group_intervals(labels, time, keys, UNIT_DAYS[unit])
-        out.append(rows.assign(**{tcol: new, "grouped_row": start < new}))
+        out.append(rows.assign(**{tcol: new, "grouped_row": start < new, "node_index": i}))
     return pd.concat(out, ignore_index=True)

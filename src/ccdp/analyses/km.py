@@ -255,6 +255,51 @@ def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> p
     return frame.groupby(["group", "time"], sort=True, as_index=False)[counts].sum()
 
 
+def spread_counts(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
+    """Per (group, pooled time): events, censorings and grouped censorings with each node's
+    grouped interval (start, end] spread over the pooled times inside it in proportion to their
+    length, the life table's assumption of deaths and censorings uniform within an interval
+    (Cutler & Ederer 1958; Kalbfleisch & Prentice 2002, §1.3). Without it a node's interval would
+    keep all its children at risk, and its deaths alive, for every other node's death inside it.
+    Exact rows (start == end) stay where they are; with one node, or with exact times, the counts
+    are the released ones."""
+    cols = ["group", "time", "start", "events", "censored"]
+    tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
+    rows = pd.DataFrame({c: np.concatenate([t.get(c, t["time"]) for t in tables]) for c in cols})
+    pooled = rows[["group", "time"]].drop_duplicates().sort_values(["group", "time"])
+    codes, labels = pd.factorize(pooled["group"], sort=False)
+    # pooled times of all groups on one axis: group g's times shifted by g * span
+    span = float(pooled["time"].max() + 1.0) if len(pooled) else 1.0
+    axis = pooled["time"].to_numpy(dtype=float) + codes * span
+    prev = np.concatenate([[0.0], axis[:-1]])
+    first = np.append(True, codes[1:] != codes[:-1])
+    prev[first] = axis[first] - pooled["time"].to_numpy(dtype=float)[first]  # the group's 0
+    rcode = labels.get_indexer(rows["group"])
+    lo = rows["start"].to_numpy(dtype=float) + rcode * span
+    hi = rows["time"].to_numpy(dtype=float) + rcode * span
+    grouped = lo < hi
+    i_hi = np.searchsorted(axis, hi)  # the row's end is a pooled time
+    i_lo = np.where(grouped, np.searchsorted(axis, lo, side="right"), i_hi)  # first piece
+    width = np.where(grouped, hi - lo, 1.0)
+    n = len(axis)
+    out = {}
+    for name, weight in (
+        ("events", rows["events"].to_numpy(dtype=float)),
+        ("censored", rows["censored"].to_numpy(dtype=float)),
+        ("grouped_censored", np.where(grouped, rows["censored"].to_numpy(dtype=float), 0.0)),
+    ):
+        rate = np.zeros(n + 1)
+        np.add.at(rate, i_lo, np.where(grouped, weight / width, 0.0))
+        np.add.at(rate, i_hi + 1, -np.where(grouped, weight / width, 0.0))
+        spread = np.cumsum(rate)[:n] * (axis - prev)
+        point = np.zeros(n)
+        np.add.at(point, i_hi, np.where(grouped, 0.0, weight))
+        out[name] = spread + point
+    return pd.DataFrame(
+        {"group": pooled["group"].to_numpy(), "time": pooled["time"].to_numpy(), **out}
+    )
+
+
 def grouped_intervals(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
     """The nodes' grouped intervals with events (start < end), per group: where the pooled
     curve is not known between its interval ends. Tables without `start` are exact."""
@@ -317,9 +362,11 @@ def km_curve(
     exposed = at_risk.astype(float)
     if grouped_censored is not None:
         exposed = exposed - grouped_censored / 2.0
+    rest = exposed - events
+    rest[np.abs(rest) < 1e-9] = 0.0  # spread counts: all who remain die, up to rounding
     with np.errstate(divide="ignore", invalid="ignore"):
-        surv = np.cumprod(1.0 - events / exposed)
-        term = events / (exposed * (exposed - events))
+        surv = np.cumprod(np.clip(rest / exposed, 0.0, 1.0))
+        term = events / (exposed * rest)
         term[~np.isfinite(term)] = 0.0  # the last patients all dying: no variance term
         greenwood = np.cumsum(term)
         v = np.log(surv)
@@ -368,16 +415,32 @@ def landmarks(
     return out
 
 
-def km_group(name: str, block: pd.DataFrame, spans: np.ndarray | None = None) -> KMGroup:
+def km_group(
+    name: str,
+    block: pd.DataFrame,
+    spans: np.ndarray | None = None,
+    spread: pd.DataFrame | None = None,
+) -> KMGroup:
     """One group's curve, median and landmarks from its pooled event table (`spans`: the
-    nodes' grouped intervals with events in this group, see `landmarks`)."""
+    nodes' grouped intervals with events in this group, see `landmarks`; `spread`: the counts
+    spread within grouped intervals, see `spread_counts`, from which the curve is estimated
+    where given; the table's counts stay the released ones)."""
     time = block["time"].to_numpy(dtype=float)
     ev = block["events"].to_numpy(dtype=np.int64)
     cen = block["censored"].to_numpy(dtype=np.int64)
-    half = (
-        block["grouped_censored"].to_numpy(dtype=np.int64) if "grouped_censored" in block else None
-    )
-    c = km_curve(time, ev, cen, half)
+    if spread is not None:
+        src = spread.set_index("time").loc[time]
+        c = km_curve(
+            time,
+            src["events"].to_numpy(dtype=float),
+            src["censored"].to_numpy(dtype=float),
+            src["grouped_censored"].to_numpy(dtype=float),
+        )
+        removed = ev + cen
+        c["at_risk"] = removed[::-1].cumsum()[::-1]
+    else:
+        half = block["grouped_censored"].to_numpy() if "grouped_censored" in block else None
+        c = km_curve(time, ev, cen, half)
     table = [
         KMRow(time=t, at_risk=a, events=e, survival=s, ci_low=lo, ci_high=hi)
         for t, a, e, s, lo, hi in zip(
@@ -429,8 +492,9 @@ class KaplanMeier(Analysis[KMParams]):
             str(g): b[["start", "end"]].to_numpy(dtype=float)
             for g, b in spans.groupby("group", sort=False)
         }
+        spread = dict(list(spread_counts(summaries).groupby("group", sort=False)))
         groups = [
-            km_group(str(g), blocks[g], spans_of.get(str(g)))
+            km_group(str(g), blocks[g], spans_of.get(str(g)), spread.get(g))
             for g in sorted(blocks, key=lambda g: label_key(str(g), params.by))
         ]
         method = event_method(summaries, params.time_unit, self.columns(params))
