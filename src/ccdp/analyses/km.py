@@ -4,9 +4,11 @@ Each node groups its times into intervals (start, end] of at least min_cell subj
 (`ccdp.disclosure.event_times`; exact where an interval holds one time, as when min_cell is 1)
 and sends, per group and interval, its end, start and the number of events and censorings; the
 coordinator adds the tables. Grouped data are estimated as such (Kalbfleisch & Prentice, *The
-Statistical Analysis of Failure Time Data*, 2nd ed. 2002, §1.3, §4.6): the product-limit
-estimate with steps only at interval ends (every censoring in an interval at risk for its
-deaths), Greenwood's variance; nothing is placed inside an interval. A landmark (1, 3, 5 years)
+Statistical Analysis of Failure Time Data*, 2nd ed. 2002, §1.3, §4.6) as the actuarial life
+table: steps only at interval ends, a grouped interval's censorings counting half in the number
+at risk for its deaths, Greenwood's variance with that number; where nodes grouped differently,
+each node's interval spread over the pooled times inside it (`spread_counts`). Nothing is
+placed inside an interval by a node. A landmark (1, 3, 5 years)
 that falls strictly inside a node's grouped interval with events is not known at that time, so
 it is interpolated linearly between the curve's values at the interval's ends, the life-table
 (actuarial) convention of Cutler & Ederer (J Chronic Dis 1958;8:699–712) — never the value
