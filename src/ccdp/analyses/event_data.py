@@ -94,9 +94,10 @@ def times_method(grouped: bool, unit: str = "day") -> dict[str, Any]:
     return {
         "times": "grouped",
         "grid": unit,
-        "note": "at a node, times grouped into intervals of at least its minimum cell size of "
-        "children leaving; events and censorings counted at the end of their interval "
-        "(grouped-data methods), none moved inside it",
+        "note": "each node told only the interval (at least its minimum cell size of children "
+        "each) in which a child died or was censored, never a time inside it; estimated with "
+        "methods for grouped times (life table for survival, ties at the interval's end for "
+        "log-rank and Cox)",
     }
 
 
@@ -135,8 +136,8 @@ def method_text(method: dict[str, Any]) -> str:
         lines.append(f"Event times exact{on}, as pooling the rows would give.")
     elif times == "grouped":
         lines.append(
-            f"Event times grouped{on}: {method.get('note')}. Estimates are for grouped times "
-            "(not equal to pooling the exact rows)."
+            f"Event times grouped{on}: {method.get('note')}. Close to, not equal to, pooling "
+            "the exact rows."
         )
     for group, nodes in (method.get("excluded") or {}).items():
         lines.append(f"{group}: excludes {', '.join(nodes)} (none there, or too few to release).")
