@@ -9,6 +9,7 @@ OS 1.000 where the pooled patient-level KM gives 0.950."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -125,3 +126,43 @@ def test_grouped_landmarks_over_six_nodes_stay_close_to_the_patient_level_km() -
                 assert lo < land.survival < hi
                 if min_cell == 5 and land.years < 5:
                     assert abs(land.survival - float(kmf.predict(t))) < 0.01
+
+
+def test_a_group_withheld_by_a_nodes_gate_names_that_node() -> None:
+    """Through the real gate: DE's two AML children are withheld (fewer than min_cell); the
+    pooled AML group is FR's alone and says it excludes DE. Nothing new leaves DE: the hub
+    sees only that DE answered without an AML row (DE may have none)."""
+    from ccdp.analyses import registry
+    from ccdp.analyses.node_data import FrameData
+    from ccdp.disclosure.context import DisclosureContext
+    from ccdp.disclosure.gate import release
+    from ccdp.disclosure.policy import NodePolicy
+    from ccdp.wire.summary import Summary
+
+    rng = np.random.default_rng(4)
+
+    def frame(aml: int, all_: int) -> pd.DataFrame:
+        n = aml + all_
+        return pd.DataFrame(
+            {
+                "os_time": rng.integers(30, 3000, n).astype(float),
+                "os_event": rng.integers(0, 2, n),
+                "arm": ["AML"] * aml + ["ALL"] * all_,
+            }
+        )
+
+    km = registry.get("km")
+    params = km.params_model.model_validate({"by": ["arm"]})
+    summaries = {}
+    for node, data in (("DE", frame(2, 40)), ("FR", frame(30, 40))):
+        ctx = DisclosureContext(policy=NodePolicy(min_cell=5))
+        local = km.local(FrameData(data, node=node, context=ctx), params, {}, {})
+        checked = release(local, ctx)
+        summaries[node] = Summary.from_dict(json.loads(json.dumps(checked.summary.to_dict())))
+    done = km.combine(params, None, summaries)
+    result = done.result
+    assert isinstance(result, KMResult)
+    aml_group = next(g for g in result.groups if g.group == "AML")
+    assert aml_group.n == 30
+    assert result.method["excluded"] == {"AML": ["DE"]}
+    assert "AML: excludes DE" in result.method_text()
