@@ -166,3 +166,18 @@ def test_a_group_withheld_by_a_nodes_gate_names_that_node() -> None:
     assert aml_group.n == 30
     assert result.method["excluded"] == {"AML": ["DE"]}
     assert "AML: excludes DE" in result.method_text()
+
+
+def test_cox_and_glm_say_how_they_were_fitted() -> None:
+    _, frames = registry_frames(2)
+    frames = frames[:3]
+    within = federate("cox", {"covariates": ["arm"]}, frames)
+    assert within.method["times"] == "exact"  # within-node sums keep exact times
+    across = federate("cox", {"covariates": ["arm"], "strata": "none"}, frames)
+    assert across.method["times"] == "grouped"
+    assert "ties at the interval's end" in across.method_text()
+    exact = federate("cox", {"covariates": ["arm"], "strata": "none"}, frames, min_cell=1)
+    assert exact.method["times"] == "exact"
+    glm = federate("logistic", {"outcome": "os", "covariates": ["arm"]}, frames)
+    assert glm.method["fit"] == "exact" and "arm" in glm.method["complete_cases"]
+    assert "Fitted exactly" in glm.method_text()
