@@ -296,7 +296,9 @@ def spread_counts(summaries: dict[str, Summary], part: str = "events") -> pd.Dat
         spread = np.cumsum(rate)[:n] * (axis - prev)
         point = np.zeros(n)
         np.add.at(point, i_hi, np.where(grouped, 0.0, weight))
-        out[name] = spread + point
+        total = spread + point
+        total[np.abs(total) < 1e-9] = 0.0  # residues of the running sum of rates
+        out[name] = total
     return pd.DataFrame(
         {"group": pooled["group"].to_numpy(), "time": pooled["time"].to_numpy(), **out}
     )
@@ -366,7 +368,7 @@ def km_curve(
         exposed = exposed - grouped_censored / 2.0
     rest = exposed - events
     rest[np.abs(rest) < 1e-9] = 0.0  # spread counts: all who remain die, up to rounding
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         surv = np.cumprod(np.clip(rest / exposed, 0.0, 1.0))
         term = events / (exposed * rest)
         term[~np.isfinite(term)] = 0.0  # the last patients all dying: no variance term
