@@ -76,15 +76,16 @@ def grouped(
 ) -> pd.DataFrame:
     """The pooled data with each node's times on its grid and grouped as the node groups them
     before it sends an event-time table (same groups `by`, same keys, same min_cell): the data
-    a federated KM, log-rank or unstratified Cox is exact for."""
+    a federated KM, log-rank or unstratified Cox is exact for. `grouped_row`: the row's
+    interval holds more than one time (start < end)."""
     tcol, ecol = f"{outcome}_time", f"{outcome}_event"
     out = []
-    for frame, ctx in zip(frames, contexts(frames, min_cell), strict=True):
+    for i, (frame, ctx) in enumerate(zip(frames, contexts(frames, min_cell), strict=True)):
         node = FrameData(frame, context=ctx)
         rows = frame.dropna(subset=[tcol, ecol, *by])
         time = coarsen(rows[tcol].to_numpy(dtype=float), unit)
         keys = node.record_keys(rows.index)
         labels = group_labels(rows, by).astype(str)
-        new = ctx.group_times(labels, time, keys, UNIT_DAYS[unit])
-        out.append(rows.assign(**{tcol: new}))
+        start, new = ctx.group_intervals(labels, time, keys, UNIT_DAYS[unit])
+        out.append(rows.assign(**{tcol: new, "grouped_row": start < new, "node_index": i}))
     return pd.concat(out, ignore_index=True)

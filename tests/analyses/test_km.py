@@ -10,7 +10,7 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times
 
-from ccdp.analyses.km import KMResult
+from ccdp.analyses.km import KMGroup, KMResult
 from tests.analyses.data import cohort, freireich
 from tests.analyses.federate import federate, grouped, split
 
@@ -24,6 +24,51 @@ def first_half(times: np.ndarray, values: np.ndarray) -> float | None:
     return None if hit.size == 0 else float(times[hit[0]])
 
 
+def life_table(
+    kmf: KaplanMeierFitter, block: pd.DataFrame, outcome: str = "os"
+) -> KaplanMeierFitter:
+    """The actuarial life table (Cutler & Ederer 1958) by its published formula on lifelines'
+    counts: censorings of a grouped interval count half in the number at risk for its deaths,
+    n' = n − c/2, S = Π(1 − d/n'), Greenwood's variance with n', log(−log) bounds. Returned as
+    a copy of `kmf` whose curves are the life table's (exact rows have c = 0 here: unchanged)."""
+    import copy
+
+    from scipy.special import ndtri
+
+    et = kmf.event_table
+    ev, tm = f"{outcome}_event", f"{outcome}_time"
+    grouped = block.loc[block["grouped_row"] & (block[ev] == 0), tm]
+    half = grouped.value_counts().reindex(et.index, fill_value=0).to_numpy() / 2.0
+    n = et["at_risk"].to_numpy() - half
+    d = et["observed"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.cumprod(1.0 - d / n)
+        var = np.cumsum(np.where(n > d, d / (n * (n - d)), 0.0))
+        spread = ndtri(0.975) * np.sqrt(var) / np.log(s)
+        low = np.exp(-np.exp(np.log(-np.log(s)) - spread))
+        high = np.exp(-np.exp(np.log(-np.log(s)) + spread))
+    low, high = np.where(s == 1.0, 1.0, low), np.where(s == 1.0, 1.0, high)
+    low, high = np.where(s == 0.0, 0.0, low), np.where(s == 0.0, 0.0, high)
+    out = copy.copy(kmf)
+    out.survival_function_ = pd.DataFrame({"s": s}, index=et.index)
+    out.confidence_interval_ = pd.DataFrame({"lo": low, "hi": high}, index=et.index)
+    return out
+
+
+def check_spread(g: KMGroup, kmf: KaplanMeierFitter, block: pd.DataFrame) -> None:
+    """Several nodes grouped differently: the released counts are lifelines' on the interval
+    ends; the curve (each node's intervals spread over the pooled times inside them, see
+    km.spread_counts) is a survival curve; there is no exact reference on grouped data from
+    several nodes, so its closeness to lifelines' patient-level KM is tested on a simulated
+    registry in test_grouped_times."""
+    times = np.array([r.time for r in g.table])
+    et = kmf.event_table.loc[times]
+    assert [r.at_risk for r in g.table] == et["at_risk"].tolist()
+    assert [r.events for r in g.table] == et["observed"].tolist()
+    surv = np.array([r.survival for r in g.table])
+    assert np.all(np.diff(surv) <= 1e-12) and np.all((surv >= 0) & (surv <= 1))
+
+
 def check_against_lifelines(result: KMResult, pooled: pd.DataFrame, by: str | None) -> None:
     groups = [("all", pooled)] if by is None else list(pooled.groupby(by))
     assert [g.group for g in result.groups] == [str(k) for k, _ in groups]
@@ -31,6 +76,11 @@ def check_against_lifelines(result: KMResult, pooled: pd.DataFrame, by: str | No
         kmf = KaplanMeierFitter().fit(block["os_time"], block["os_event"])
         times = np.array([r.time for r in g.table])
         np.testing.assert_array_equal(times, np.unique(block["os_time"]))
+        if "grouped_row" in block and block["grouped_row"].any():
+            if block["node_index"].nunique() > 1:
+                check_spread(g, kmf, block)
+                continue
+            kmf = life_table(kmf, block)
         sf = kmf.survival_function_.iloc[:, 0].loc[times].to_numpy()
         ci = kmf.confidence_interval_.loc[times].to_numpy()
         np.testing.assert_allclose([r.survival for r in g.table], sf, rtol=0, atol=TOL)
@@ -53,9 +103,14 @@ def check_against_lifelines(result: KMResult, pooled: pd.DataFrame, by: str | No
             if t > times[-1]:
                 assert land.survival is None
                 continue
-            assert land.survival == pytest.approx(kmf.predict(t), abs=TOL)
-            lo, hi = kmf.confidence_interval_.loc[:t].iloc[-1]
-            assert (land.ci_low, land.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+            if result.method["times"] == "exact":
+                assert land.survival == pytest.approx(kmf.predict(t), abs=TOL)
+                lo, hi = kmf.confidence_interval_.loc[:t].iloc[-1]
+                assert (land.ci_low, land.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+            else:  # grouped: the step value, or interpolated towards the next interval end
+                curve = kmf.survival_function_.iloc[:, 0]
+                after = curve.loc[times[np.searchsorted(times, t)]]
+                assert after - TOL <= land.survival <= curve.loc[:t].iloc[-1] + TOL
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
@@ -109,10 +164,10 @@ def test_coarse_grid_equals_lifelines_on_the_grid(unit: str) -> None:
 
 def test_efs_outcome_and_frame_and_text() -> None:
     df = cohort(200, 11)
-    frames = split(df, 2, np.random.default_rng(2))
+    frames = split(df, 1, np.random.default_rng(2))  # one node: the life table is exact
     result = federate("km", {"outcome": "efs"}, frames)
     ref = grouped(frames, [], outcome="efs")
-    kmf = KaplanMeierFitter().fit(ref["efs_time"], ref["efs_event"])
+    kmf = life_table(KaplanMeierFitter().fit(ref["efs_time"], ref["efs_event"]), ref, "efs")
     frame = result.to_frame()
     assert list(frame.columns) == [
         "group",

@@ -13,7 +13,13 @@ TABLE = {
     "kind": "event_times",
     "group_by": ["sex"],
     "group_sizes": {"F": 2},
-    "columns": {"group": ["F", "F"], "time": [1.0, 2.0], "events": [1, 0], "censored": [0, 1]},
+    "columns": {
+        "group": ["F", "F"],
+        "time": [1.0, 2.0],
+        "start": [1.0, 2.0],
+        "events": [1, 0],
+        "censored": [0, 1],
+    },
 }
 
 
@@ -45,7 +51,9 @@ def test_an_event_table_of_the_right_shape_passes_and_others_are_refused():
     km({"events": TABLE})
     with pytest.raises(MalformedSummary, match="group_by must be"):
         km({"events": TABLE}, by=["iccc_group"])
-    with pytest.raises(MalformedSummary, match="columns must be censored, events, group, time"):
+    with pytest.raises(
+        MalformedSummary, match="columns must be censored, events, group, start, time"
+    ):
         km({"events": {**TABLE, "columns": {**TABLE["columns"], "extra": [1, 2]}}})
     with pytest.raises(MalformedSummary, match="'events' must hold whole numbers >= 0"):
         km({"events": {**TABLE, "columns": {**TABLE["columns"], "events": [-1, 0]}}})
@@ -59,7 +67,8 @@ def test_cox_risk_sets_must_have_one_moment_block_per_row():
         {"outcome": "os", "covariates": ["age_years"], "strata": "none", "ties": "breslow"}
     )
     model = {"kind": "aggregate", "n": 10, "n_params": 1, "values": {}}
-    columns = {"group": ["all"], "time": [1.0], "d": [1], "a": [[1.0, 2.0, 4.0]], "sx": [[2.0]]}
+    columns = {"group": ["all"], "time": [1.0], "start": [1.0], "d": [1]}
+    columns |= {"a": [[1.0, 2.0, 4.0]], "sx": [[2.0]]}
     table = {**TABLE, "group_by": [], "group_sizes": {"all": 10}, "columns": columns}
     step = {"step": "fit", "beta": [0.1]}
     cox.check_summary(Summary.from_dict({"model": model, "risk_sets": table}), params, step)

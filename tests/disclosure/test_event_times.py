@@ -1,4 +1,4 @@
-"""Grouped event times: intervals of at least min_cell subjects, means on the grid, the ledger."""
+"""Grouped event times: intervals of at least min_cell subjects, released as (start, end]."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccdp.disclosure.event_times import group_times
+from ccdp.disclosure.event_times import group_intervals, group_times
 from ccdp.disclosure.ledger import Ledger, as_set, symmetric_difference
 
 STEPS = (1.0, 7.0, 30.4375)  # day, week and month grids
@@ -63,12 +63,27 @@ def test_grouping_grouped_times_again_changes_nothing(case) -> None:
     np.testing.assert_array_equal(group_times(group, once, keys, min_cell, step), once)
 
 
-def test_worked_example_mean_rounded_to_the_grid_and_short_tail_merged() -> None:
+def test_worked_example_interval_ends_and_short_tail_merged() -> None:
     time = np.array([1, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9], dtype=float)
     group = np.array(["a"] * 12)
     new = group_times(group, time, np.arange(12, dtype=np.uint64), 5, 1.0)
-    # {1,1,2,3,3,3}: mean 13/6 -> 2; {4..8} plus the one-subject tail {9}: mean 6.5 -> 6 (even)
-    np.testing.assert_array_equal(new, [2] * 6 + [6] * 6)
+    # {1,1,2,3,3,3} is (0, 3]; {4..8} plus the one-subject tail {9} is (3, 9]
+    np.testing.assert_array_equal(new, [3] * 6 + [9] * 6)
+    start, end = group_intervals(group, time, np.arange(12, dtype=np.uint64), 5, 1.0)
+    np.testing.assert_array_equal(start, [0] * 6 + [3] * 6)
+    np.testing.assert_array_equal(end, new)
+
+
+def test_no_subject_is_placed_outside_its_interval() -> None:
+    """Every subject's true time lies in the (start, end] released for it (start == end only
+    where the interval holds that one time): nothing is placed where it did not happen."""
+    rng = np.random.default_rng(3)
+    time = np.ceil(rng.exponential(400.0, 500))
+    group = rng.choice(np.array(["a", "b", "c"]), 500)
+    start, end = group_intervals(group, time, np.arange(500, dtype=np.uint64), 5, 1.0)
+    exact = start == end
+    assert np.all(time[exact] == end[exact])
+    assert np.all((start[~exact] < time[~exact]) & (time[~exact] <= end[~exact]))
 
 
 def test_min_cell_one_keeps_every_time() -> None:

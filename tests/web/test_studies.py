@@ -82,6 +82,9 @@ def test_km_study_from_the_form_to_its_plot_tables_and_downloads(
     at_risk = page.locator("#table-at_risk")
     assert "Number at risk" in at_risk.inner_text()
     assert at_risk.locator("tbody tr").count() == len(partnership.nodes)  # one per country
+    # the method note in words: times exact or grouped, and why n may differ
+    method = page.locator("[data-method]").inner_text()
+    assert "Event times" in method and "Complete cases" in method
     screenshot(page, "study-km")
 
     # downloads: the session cookie, not a bearer token

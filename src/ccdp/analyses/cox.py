@@ -7,14 +7,19 @@ the partial likelihood at the coordinator's β, in one of two ways chosen by `st
   cross nodes, so each node sends its log-likelihood, score and information (an AggregatePart)
   and the coordinator adds them and takes a Newton–Raphson step;
 * strata without `node` (`none`, or e.g. `[sex]`): risk sets span nodes, so each node groups its
-  times within each stratum (`ccdp.disclosure.event_times`: every released time stands for at
-  least min_cell subjects) and sends, per stratum and grouped time, the sums of exp(xβ),
+  times within each stratum (`ccdp.disclosure.event_times`: intervals (start, end] of at least
+  min_cell subjects, each subject counted at its interval's end; exact where an interval holds
+  one time) and sends, per stratum and interval end, its start and the sums of exp(xβ),
   x·exp(xβ), xxᵀ·exp(xβ) over all its rows and over its events (an EventTimesPart, as WebDISCO,
   Lu et al. JAMIA 2015); the coordinator adds them by time, forms the pooled risk sets and
   Efron's tie correction exactly.
 
 Either way the estimate equals a pooled fit with the same strata (lifelines CoxPHFitter /
-statsmodels PHReg), on the grouped times for risk-set tables. Every form also sends a `model`
+statsmodels PHReg). Where a node grouped its times, the events of an interval are tied at its
+end and handled by Efron's or Breslow's approximation to the grouped-time (discrete) partial
+likelihood (Kalbfleisch & Prentice, *The Statistical Analysis of Failure Time Data*, 2nd ed.
+2002, §4.2.3; Efron, JASA 1977): the estimate then equals the pooled fit on the grouped times,
+and the result's `method` says the times were grouped. Every form also sends a `model`
 AggregatePart (n, number of parameters, records) so the gate's model checks apply to it.
 """
 
@@ -52,13 +57,16 @@ from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
+    NotedResult,
     SurvivalOutcome,
     TimeUnit,
+    complete_case_note,
     complete_cases,
     floats,
     group_labels,
     survival_arrays,
     survival_columns,
+    times_method,
 )
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
@@ -123,7 +131,7 @@ class CoxTerm(BaseModel):
     p: float
 
 
-class CoxResult(AnalysisResult):
+class CoxResult(NotedResult):
     """Hazard ratios with Wald 95% CIs; loglik is the maximised log partial likelihood."""
 
     analysis: str = "cox"
@@ -158,7 +166,8 @@ class CoxResult(AnalysisResult):
             + f"n = {self.n}, events = {self.events}, log partial likelihood = "
             f"{self.loglik:.4f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on {self.lr_df} df, "
             f"p = {pval(self.lr_p)}; iterations = {self.iterations}"
-            + ("" if self.converged else "\nNOT CONVERGED"),
+            + ("" if self.converged else "\nNOT CONVERGED")
+            + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
         for col in ("term", "coef", "se", "HR", "95% CI", "p"):
             t.add_column(col, justify="left" if col == "term" else "right")
@@ -197,6 +206,7 @@ class NodeCox:
     d: np.ndarray  # per group
     sx: np.ndarray  # per group
     labels: np.ndarray  # stratum label by code
+    start: np.ndarray  # per group: its interval's start (its time where exact)
     sizes: dict[str, int]
     n: int
     records: Records  # which (stratum, time) group each row is counted in
@@ -226,8 +236,10 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     x = design_matrix(frame, design, data.node)
     keys = data.record_keys(frame.index)
     stratum = group_labels(frame, strata).astype(str)
+    start = time
     if not params.within_node():
-        time = data.disclosure.group_times(stratum, time, keys, UNIT_DAYS[params.time_unit])
+        unit = UNIT_DAYS[params.time_unit]
+        start, time = data.disclosure.group_intervals(stratum, time, keys, unit)
     labels, codes = np.unique(stratum, return_inverse=True)
     g = group_rows(codes, time)
     xs, ev = x[g.order], event[g.order].astype(float)
@@ -241,6 +253,7 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
         d=group_sum(ev, g.starts).astype(np.int64),
         sx=group_sum(xs * ev[:, None], g.starts),
         labels=labels,
+        start=start[g.order][g.starts],
         sizes={str(lab): int(k) for lab, k in zip(labels, np.bincount(codes), strict=True)},
         n=len(frame),
         records=data.records(frame.index, row),
@@ -257,6 +270,7 @@ def event_columns(node: NodeCox, rg: RiskGroups, ties: str) -> dict[str, np.ndar
     columns = {
         "group": node.labels[node.grouping.codes],
         "time": node.grouping.time,
+        "start": node.start,
         "d": rg.d,
         "a": rg.a,
         "sx": np.where(has, rg.sx, 0.0),  # +0.0: a -0.0 would tell a sign of non-events' sums
@@ -336,7 +350,7 @@ class Cox(Analysis[CoxParams]):
         parts["risk_sets"] = PartSpec(
             "event_times",
             group_by=tuple(params.local_strata()),
-            columns=tuple(blocks),
+            columns=("start", *blocks),
             count_columns=("d",),
             widths=tuple(blocks.items()),
         )
@@ -396,7 +410,20 @@ class Cox(Analysis[CoxParams]):
         out = newton_step(state, loglik, score, info, design["terms"], params.tol, params.max_iter)
         if isinstance(out, NewtonState):
             return Continue(request=self._request(out), state=out)
-        return Done(self._result(params, design, out, n, events, state.extra["loglik_null"]))
+        result = self._result(params, design, out, n, events, state.extra["loglik_null"])
+        result.method = self._method(params, summaries)
+        return Done(result)
+
+    def _method(self, params: CoxParams, summaries: dict[str, Summary]) -> dict[str, Any]:
+        """Times exact (within-node sums, or every interval one time) or grouped; complete
+        cases."""
+        grouped = False
+        if not params.within_node():
+            tables = [s.event_times("risk_sets").columns for s in summaries.values()]
+            grouped = any(bool((t["start"] < t["time"]).any()) for t in tables if "start" in t)
+        method = times_method(grouped, params.time_unit)
+        method["complete_cases"] = complete_case_note(self.columns(params))
+        return method
 
     @staticmethod
     def _request(state: NewtonState) -> dict[str, Any]:

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from ccdp.analyses.base import AnalysisResult
 from ccdp.wire.errors import AnalysisError, InsufficientData
 
 TimeUnit = Literal["day", "week", "month"]
@@ -82,3 +84,79 @@ def floats(a: np.ndarray) -> list[Any]:
 def finite_or_none(x: float) -> float | None:
     """JSON has no infinity: an undefined bound (median never reached) becomes null."""
     return float(x) if np.isfinite(x) else None
+
+
+def times_method(grouped: bool, unit: str = "day") -> dict[str, Any]:
+    """The `times` entries of a result's `method`: exact (on the policy's grid), or grouped into
+    intervals by the nodes' disclosure rules (see `ccdp.disclosure.event_times`)."""
+    if not grouped:
+        return {"times": "exact"} if unit == "day" else {"times": "exact", "grid": unit}
+    return {
+        "times": "grouped",
+        "grid": unit,
+        "note": "each node told only the interval (at least its minimum cell size of children "
+        "each) in which a child died or was censored, never a time inside it; estimated with "
+        "methods for grouped times (life table for survival, ties at the interval's end for "
+        "log-rank and Cox)",
+    }
+
+
+def complete_case_note(columns: list[str]) -> str:
+    """Why n may differ between analyses of one cohort: each uses its own complete cases. No
+    count of the left-out rows (a count under min_cell would be a new small cell)."""
+    return (
+        f"complete cases: rows without a value of {', '.join(columns)} left out, so n can "
+        "differ from other analyses of the same cohort"
+    )
+
+
+def excluded_nodes(summaries: dict[str, Any], groups: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per group, the nodes that answered but sent nothing for it (they have none of it, or too
+    few to release): known at the hub from the answers alone, so no new release at a node.
+    `groups` maps each node to the groups it sent; groups no node excludes are left out."""
+    every = sorted(set().union(*groups.values())) if groups else []
+    out = {}
+    for g in every:
+        missing = sorted(n for n in summaries if g not in groups.get(n, set()))
+        if missing:
+            out[g] = missing
+    return out
+
+
+def method_text(method: dict[str, Any]) -> str:
+    """A result's method note in words (CLI, HTML report, dashboard); one helper for every
+    survival and regression result. Empty when there is nothing to say."""
+    lines = []
+    times = method.get("times")
+    grid = method.get("grid")
+    on = f" on a {grid}ly grid" if grid and grid != "day" else ""
+    if method.get("fit") == "exact":
+        lines.append("Fitted exactly: equal to the same model on the pooled rows.")
+    if times == "exact":
+        lines.append(f"Event times exact{on}, as pooling the rows would give.")
+    elif times == "grouped":
+        lines.append(
+            f"Event times grouped{on}: {method.get('note')}. Close to, not equal to, pooling "
+            "the exact rows."
+        )
+    for group, nodes in (method.get("excluded") or {}).items():
+        lines.append(f"{group}: excludes {', '.join(nodes)} (none there, or too few to release).")
+    if method.get("complete_cases"):
+        lines.append(str(method["complete_cases"]).capitalize() + ".")
+    return "\n".join(lines)
+
+
+def noted(result: Any) -> str:
+    """`result.method_text()` where the result has one, else empty (report and dashboard)."""
+    fn = getattr(result, "method_text", None)
+    return fn() if callable(fn) else ""
+
+
+class NotedResult(AnalysisResult):
+    """A result with its method note: `method` in JSON (`{"times": "exact"}`, `{"times":
+    "grouped", ...}`, `excluded` nodes per group, `complete_cases`), `method_text()` in words."""
+
+    method: dict[str, Any] = Field(default_factory=dict)  # empty: not said (older results)
+
+    def method_text(self) -> str:
+        return method_text(self.method)

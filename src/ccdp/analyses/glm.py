@@ -34,7 +34,15 @@ from ccdp.analyses._design import (
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
-from ccdp.analyses.event_data import TimeUnit, coarsen, complete_cases, floats, survival_columns
+from ccdp.analyses.event_data import (
+    NotedResult,
+    TimeUnit,
+    coarsen,
+    complete_case_note,
+    complete_cases,
+    floats,
+    survival_columns,
+)
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variable, check_variables
 from ccdp.wire.errors import AnalysisError, InsufficientData
@@ -95,8 +103,9 @@ class GLMTerm(BaseModel):
     p: float
 
 
-class GLMResult(AnalysisResult):
-    """Coefficients with exp(coef) as `estimate` (odds or rate ratio) and Wald 95% CIs."""
+class GLMResult(NotedResult):
+    """Coefficients with exp(coef) as `estimate` (odds or rate ratio) and Wald 95% CIs; `method`
+    says the fit is exact and which rows it uses (complete cases)."""
 
     outcome: str
     coefficients: list[GLMTerm]
@@ -121,7 +130,9 @@ class GLMResult(AnalysisResult):
             f"null deviance = {self.null_deviance:.4f}, log-likelihood = {self.loglik:.4f}, "
             f"AIC = {self.aic:.2f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on "
             f"{self.lr_df} df, p = {pval(self.lr_p)}; "
-            f"iterations = {self.iterations}" + ("" if self.converged else "\nNOT CONVERGED"),
+            f"iterations = {self.iterations}"
+            + ("" if self.converged else "\nNOT CONVERGED")
+            + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
         for col in ("term", "coef", "se", ratio, "95% CI", "p"):
             t.add_column(col, justify="left" if col == "term" else "right", no_wrap=col == "term")
@@ -313,6 +324,7 @@ class _GLM(Analysis[G], Generic[G]):
             df_resid=n - p,
             iterations=fit.iterations,
             converged=fit.converged,
+            method={"fit": "exact", "complete_cases": complete_case_note(self.columns(params))},
         )
 
 

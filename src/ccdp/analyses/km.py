@@ -1,10 +1,20 @@
 """Kaplan–Meier survival by group, pooled exactly from the nodes' event-time tables.
 
-Each node groups its times (each released time is the mean, on the policy grid, of an interval
-of at least min_cell subjects: `ccdp.disclosure.event_times`) and sends, per group and grouped
-time, the number of events and censorings; the coordinator adds the tables, so the at-risk
-counts, the product-limit estimate and Greenwood's variance are exactly those of the pooled
-grouped data. Confidence intervals use the
+Each node groups its times into intervals (start, end] of at least min_cell subjects leaving
+(`ccdp.disclosure.event_times`; exact where an interval holds one time, as when min_cell is 1)
+and sends, per group and interval, its end, start and the number of events and censorings; the
+coordinator adds the tables. Grouped data are estimated as such (Kalbfleisch & Prentice, *The
+Statistical Analysis of Failure Time Data*, 2nd ed. 2002, §1.3, §4.6) as the actuarial life
+table: steps only at interval ends, a grouped interval's censorings counting half in the number
+at risk for its deaths, Greenwood's variance with that number; where nodes grouped differently,
+each node's interval spread over the pooled times inside it (`spread_counts`). Nothing is
+placed inside an interval by a node. A landmark (1, 3, 5 years)
+that falls strictly inside a node's grouped interval with events is not known at that time, so
+it is interpolated linearly between the curve's values at the interval's ends, the life-table
+(actuarial) convention of Cutler & Ederer (J Chronic Dis 1958;8:699–712) — never the value
+before the interval, which would claim no death happened in it. With exact times (every interval
+one time) the estimate equals lifelines' KaplanMeierFitter on the pooled rows. Confidence
+intervals use the
 exponential Greenwood (log(-log)) transform, as lifelines' KaplanMeierFitter and R's
 `survfit(conf.type = "log-log")`. The median's interval is where the interval bands cross 0.5
 (the Brookmeyer–Crowley construction with the log(-log) transform; identical to lifelines'
@@ -28,13 +38,17 @@ from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     YEAR_DAYS,
+    NotedResult,
     SurvivalOutcome,
     TimeUnit,
+    complete_case_note,
     complete_cases,
+    excluded_nodes,
     finite_or_none,
     group_labels,
     survival_arrays,
     survival_columns,
+    times_method,
 )
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
@@ -86,8 +100,9 @@ class KMGroup(BaseModel):
     table: list[KMRow]
 
 
-class KMResult(AnalysisResult):
-    """Survival curves by group; times in days."""
+class KMResult(NotedResult):
+    """Survival curves by group; times in days; `method` says whether times were exact or
+    grouped, which nodes each group excludes and why n may differ from other analyses."""
 
     analysis: str = "km"
     outcome: str
@@ -124,7 +139,8 @@ class KMResult(AnalysisResult):
         grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
         head = Table(
             title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
-            caption="NR: not reached",
+            caption="NR: not reached"
+            + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
         rows = self.summary_rows(years=False)
         columns = ("group", "n", "events", "median (days)", "95% CI")
@@ -175,17 +191,18 @@ def with_ci(value: float | None, low: float | None, high: float | None) -> str:
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:
-    """The node's per-group event-time table: events and censorings at each grouped time.
+    """The node's per-group event-time table: events and censorings in each interval.
 
     Times are first grouped by the node's disclosure rules (`ccdp.disclosure.event_times`:
-    each released time stands for at least min_cell subjects), so the table is exact for the
-    grouped data. `records` says which table row each view row is counted in."""
+    each row an interval (start, end] of at least min_cell subjects; `time` its end, `start`
+    the end of the group's previous row, or the time itself where the row is exact).
+    `records` says which table row each view row is counted in."""
     tcol, ecol = survival_columns(outcome)
     frame = complete_cases(data, [tcol, ecol, *by], data.node)
     time, event = survival_arrays(frame, outcome, unit, data.node)
     labels = group_labels(frame, by).astype(str)
     keys = data.record_keys(frame.index)
-    time = data.disclosure.group_times(labels, time, keys, UNIT_DAYS[unit])
+    start, time = data.disclosure.group_intervals(labels, time, keys, UNIT_DAYS[unit])
     names, codes = np.unique(labels, return_inverse=True)
     order = np.lexsort((time, codes))
     c, t, e = codes[order], time[order], event[order]
@@ -199,6 +216,7 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
     columns = {
         "group": names[c[starts]],
         "time": t[starts],
+        "start": start[order][starts],
         "events": events,
         "censored": size - events,
     }
@@ -215,28 +233,144 @@ def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> 
 def event_table_spec(by: list[str]) -> dict[str, PartSpec]:
     """The one part KM and log-rank send: `events`, counts of events and censorings."""
     counts = ("events", "censored")
+    columns = ("start", *counts)
     return {
-        "events": PartSpec("event_times", group_by=tuple(by), columns=counts, count_columns=counts)
+        "events": PartSpec("event_times", group_by=tuple(by), columns=columns, count_columns=counts)
     }
 
 
 def pooled_event_table(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
-    """Add the nodes' event-time tables: one row per (group, time), sorted."""
+    """Add the nodes' event-time tables: one row per (group, time), sorted. `grouped_censored`
+    counts the censorings of grouped rows (intervals, start < end): the life table's
+    half-weights (see `km_curve`)."""
     tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
     if not tables:
         raise AnalysisError("no node sent an event-time table")
     cols = ["group", "time", "events", "censored"]
     frame = pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in cols})
-    return frame.groupby(["group", "time"], sort=True, as_index=False)[["events", "censored"]].sum()
+    grouped = [
+        np.where(t["start"] < t["time"], t["censored"], 0) if "start" in t else 0 * t["censored"]
+        for t in tables
+    ]
+    frame["grouped_censored"] = np.concatenate(grouped).astype(np.int64)
+    counts = ["events", "censored", "grouped_censored"]
+    return frame.groupby(["group", "time"], sort=True, as_index=False)[counts].sum()
 
 
-def km_curve(time: np.ndarray, events: np.ndarray, censored: np.ndarray) -> dict[str, np.ndarray]:
-    """Product-limit estimate with exponential-Greenwood bounds at each distinct time."""
+def spread_counts(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
+    """Per (group, pooled time): events, censorings and grouped censorings with each node's
+    grouped interval (start, end] spread over the pooled times inside it in proportion to their
+    length, the life table's assumption of deaths and censorings uniform within an interval
+    (Cutler & Ederer 1958; Kalbfleisch & Prentice 2002, §1.3). Without it a node's interval would
+    keep all its children at risk, and its deaths alive, for every other node's death inside it.
+    Exact rows (start == end) stay where they are; with one node, or with exact times, the counts
+    are the released ones."""
+    cols = ["group", "time", "start", "events", "censored"]
+    tables = [t.columns for t in (s.event_times(part) for s in summaries.values()) if len(t)]
+    rows = pd.DataFrame({c: np.concatenate([t.get(c, t["time"]) for t in tables]) for c in cols})
+    pooled = rows[["group", "time"]].drop_duplicates().sort_values(["group", "time"])
+    codes, labels = pd.factorize(pooled["group"], sort=False)
+    # pooled times of all groups on one axis: group g's times shifted by g * span
+    span = float(pooled["time"].max() + 1.0) if len(pooled) else 1.0
+    axis = pooled["time"].to_numpy(dtype=float) + codes * span
+    prev = np.concatenate([[0.0], axis[:-1]])
+    first = np.append(True, codes[1:] != codes[:-1])
+    prev[first] = axis[first] - pooled["time"].to_numpy(dtype=float)[first]  # the group's 0
+    rcode = labels.get_indexer(rows["group"])
+    lo = rows["start"].to_numpy(dtype=float) + rcode * span
+    hi = rows["time"].to_numpy(dtype=float) + rcode * span
+    grouped = lo < hi
+    i_hi = np.searchsorted(axis, hi)  # the row's end is a pooled time
+    i_lo = np.where(grouped, np.searchsorted(axis, lo, side="right"), i_hi)  # first piece
+    width = np.where(grouped, hi - lo, 1.0)
+    n = len(axis)
+    out = {}
+    for name, weight in (
+        ("events", rows["events"].to_numpy(dtype=float)),
+        ("censored", rows["censored"].to_numpy(dtype=float)),
+        ("grouped_censored", np.where(grouped, rows["censored"].to_numpy(dtype=float), 0.0)),
+    ):
+        rate = np.zeros(n + 1)
+        np.add.at(rate, i_lo, np.where(grouped, weight / width, 0.0))
+        np.add.at(rate, i_hi + 1, -np.where(grouped, weight / width, 0.0))
+        spread = np.cumsum(rate)[:n] * (axis - prev)
+        point = np.zeros(n)
+        np.add.at(point, i_hi, np.where(grouped, 0.0, weight))
+        total = spread + point
+        total[np.abs(total) < 1e-9] = 0.0  # residues of the running sum of rates
+        out[name] = total
+    return pd.DataFrame(
+        {"group": pooled["group"].to_numpy(), "time": pooled["time"].to_numpy(), **out}
+    )
+
+
+def grouped_intervals(summaries: dict[str, Summary], part: str = "events") -> pd.DataFrame:
+    """The nodes' grouped intervals with events (start < end), per group: where the pooled
+    curve is not known between its interval ends. Tables without `start` are exact."""
+    rows = []
+    for s in summaries.values():
+        t = s.event_times(part).columns
+        if "start" not in t or not len(t["time"]):
+            continue
+        keep = (t["start"] < t["time"]) & (t["events"] > 0)
+        rows.append(
+            pd.DataFrame(
+                {"group": t["group"][keep], "start": t["start"][keep], "end": t["time"][keep]}
+            )
+        )
+    if not rows:
+        return pd.DataFrame({"group": [], "start": [], "end": []})
+    return pd.concat(rows, ignore_index=True)
+
+
+def sent_groups(summaries: dict[str, Summary], part: str = "events") -> dict[str, set[str]]:
+    """Which groups each node sent rows for."""
+    return {n: {str(g) for g in s.event_times(part).columns["group"]} for n, s in summaries.items()}
+
+
+def event_method(
+    summaries: dict[str, Summary], unit: str, columns: list[str], part: str = "events"
+) -> dict[str, Any]:
+    """A KM or log-rank result's method note: times exact or grouped, excluded nodes per group,
+    complete cases."""
+    grouped = len(grouped_intervals(summaries, part)) > 0 or any(
+        (
+            s.event_times(part).columns.get("start", s.event_times(part).columns["time"])
+            < s.event_times(part).columns["time"]
+        ).any()
+        for s in summaries.values()
+    )
+    method = times_method(grouped, unit)
+    excluded = excluded_nodes(summaries, sent_groups(summaries, part))
+    if excluded:
+        method["excluded"] = excluded
+    method["complete_cases"] = complete_case_note(columns)
+    return method
+
+
+def km_curve(
+    time: np.ndarray,
+    events: np.ndarray,
+    censored: np.ndarray,
+    grouped_censored: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Product-limit estimate with exponential-Greenwood bounds at each distinct time.
+
+    `grouped_censored`: censorings at each time that belong to a node's grouped interval
+    ending there. They were at risk for part of the interval only, so, as in the actuarial
+    life table (Cutler & Ederer 1958; Kalbfleisch & Prentice 2002, §1.3), they count half in the
+    number at risk for its deaths, n' = n − c/2, in the estimate and in Greenwood's sum. Exact
+    rows have none, so the exact path is the product-limit estimate unchanged."""
     removed = events + censored
     at_risk = removed[::-1].cumsum()[::-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        surv = np.cumprod(1.0 - events / at_risk)
-        term = events / (at_risk * (at_risk - events).astype(float))
+    exposed = at_risk.astype(float)
+    if grouped_censored is not None:
+        exposed = exposed - grouped_censored / 2.0
+    rest = exposed - events
+    rest[np.abs(rest) < 1e-9] = 0.0  # spread counts: all who remain die, up to rounding
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        surv = np.cumprod(np.clip(rest / exposed, 0.0, 1.0))
+        term = events / (exposed * rest)
         term[~np.isfinite(term)] = 0.0  # the last patients all dying: no variance term
         greenwood = np.cumsum(term)
         v = np.log(surv)
@@ -257,8 +391,15 @@ def first_below_half(time: np.ndarray, curve: np.ndarray) -> float | None:
     return finite_or_none(time[hit[0]]) if hit.size else None
 
 
-def landmarks(time: np.ndarray, curve: dict[str, np.ndarray]) -> list[Landmark]:
-    """Survival at 1, 3 and 5 years (undefined beyond the group's last follow-up time)."""
+def landmarks(
+    time: np.ndarray, curve: dict[str, np.ndarray], spans: np.ndarray | None = None
+) -> list[Landmark]:
+    """Survival at 1, 3 and 5 years (undefined beyond the group's last follow-up time).
+
+    `spans` (rows of start, end): grouped intervals with events. A landmark strictly inside one
+    is interpolated linearly between the curve at the pooled times either side of it (the
+    life-table convention, Cutler & Ederer 1958; for one node, the interval's own ends), since
+    the interval's deaths happened somewhere in it, not all after the landmark."""
     out = []
     for years in LANDMARK_YEARS:
         t = years * YEAR_DAYS
@@ -266,20 +407,44 @@ def landmarks(time: np.ndarray, curve: dict[str, np.ndarray]) -> list[Landmark]:
             out.append(Landmark(years=years, survival=None, ci_low=None, ci_high=None))
             continue
         i = np.searchsorted(time, t, side="right") - 1
-        if i < 0:
-            out.append(Landmark(years=years, survival=1.0, ci_low=1.0, ci_high=1.0))
-            continue
-        vals = [float(curve[k][i]) for k in ("survival", "ci_low", "ci_high")]
-        out.append(Landmark(years=years, survival=vals[0], ci_low=vals[1], ci_high=vals[2]))
+        keys = ("survival", "ci_low", "ci_high")
+        before = [1.0, 1.0, 1.0] if i < 0 else [float(curve[k][i]) for k in keys]
+        inside = spans is not None and bool(np.any((spans[:, 0] < t) & (t < spans[:, 1])))
+        if inside and i + 1 < time.size and time[i + 1] > t:
+            t0 = 0.0 if i < 0 else float(time[i])
+            w = (t - t0) / (float(time[i + 1]) - t0)
+            after = [float(curve[k][i + 1]) for k in keys]
+            before = [b + w * (a - b) for b, a in zip(before, after, strict=True)]
+        out.append(Landmark(years=years, survival=before[0], ci_low=before[1], ci_high=before[2]))
     return out
 
 
-def km_group(name: str, block: pd.DataFrame) -> KMGroup:
-    """One group's curve, median and landmarks from its pooled event table."""
+def km_group(
+    name: str,
+    block: pd.DataFrame,
+    spans: np.ndarray | None = None,
+    spread: pd.DataFrame | None = None,
+) -> KMGroup:
+    """One group's curve, median and landmarks from its pooled event table (`spans`: the
+    nodes' grouped intervals with events in this group, see `landmarks`; `spread`: the counts
+    spread within grouped intervals, see `spread_counts`, from which the curve is estimated
+    where given; the table's counts stay the released ones)."""
     time = block["time"].to_numpy(dtype=float)
     ev = block["events"].to_numpy(dtype=np.int64)
     cen = block["censored"].to_numpy(dtype=np.int64)
-    c = km_curve(time, ev, cen)
+    if spread is not None:
+        src = spread.set_index("time").loc[time]
+        c = km_curve(
+            time,
+            src["events"].to_numpy(dtype=float),
+            src["censored"].to_numpy(dtype=float),
+            src["grouped_censored"].to_numpy(dtype=float),
+        )
+        removed = ev + cen
+        c["at_risk"] = removed[::-1].cumsum()[::-1]
+    else:
+        half = block["grouped_censored"].to_numpy() if "grouped_censored" in block else None
+        c = km_curve(time, ev, cen, half)
     table = [
         KMRow(time=t, at_risk=a, events=e, survival=s, ci_low=lo, ci_high=hi)
         for t, a, e, s, lo, hi in zip(
@@ -299,7 +464,7 @@ def km_group(name: str, block: pd.DataFrame) -> KMGroup:
         median=first_below_half(time, c["survival"]),
         median_ci_low=first_below_half(time, c["ci_low"]),
         median_ci_high=first_below_half(time, c["ci_high"]),
-        survival_at=landmarks(time, c),
+        survival_at=landmarks(time, c, spans),
         table=table,
     )
 
@@ -326,12 +491,23 @@ class KaplanMeier(Analysis[KMParams]):
     def combine(self, params: KMParams, state: Any, summaries: dict[str, Summary]) -> Done:
         table = pooled_event_table(summaries)
         blocks = dict(list(table.groupby("group", sort=False)))
+        spans = grouped_intervals(summaries)
+        spans_of = {
+            str(g): b[["start", "end"]].to_numpy(dtype=float)
+            for g, b in spans.groupby("group", sort=False)
+        }
+        spread = dict(list(spread_counts(summaries).groupby("group", sort=False)))
         groups = [
-            km_group(str(g), blocks[g])
+            km_group(str(g), blocks[g], spans_of.get(str(g)), spread.get(g))
             for g in sorted(blocks, key=lambda g: label_key(str(g), params.by))
         ]
+        method = event_method(summaries, params.time_unit, self.columns(params))
         return Done(
             KMResult(
-                outcome=params.outcome, by=params.by, time_unit=params.time_unit, groups=groups
+                outcome=params.outcome,
+                by=params.by,
+                time_unit=params.time_unit,
+                groups=groups,
+                method=method,
             )
         )

@@ -3,6 +3,13 @@
 The coordinator adds the nodes' per-group tables, so observed and expected events and their
 hypergeometric covariance equal the pooled data's; the statistic is U' V⁻ U over the first k−1
 groups with k−1 degrees of freedom (as lifelines' multivariate_logrank_test and R's survdiff).
+Where a node grouped its times (`ccdp.disclosure.event_times`), each interval's events and
+censorings sit at its end and the same statistic is Mantel's log-rank for grouped data (Mantel,
+Cancer Chemother Rep 1966;50:163–170: a hypergeometric 2×k table per interval, with everyone
+censored in an interval at risk for its deaths); the result's `method` says which. Unlike KM,
+nothing is spread within intervals here (the test equals lifelines' on the interval ends);
+grouping costs power where nodes group differently (a simulated registry of 3,410 children over
+six nodes: χ² 262 exact, 235 at min_cell 5, 204 at 10; under the null, p stays uniform-like).
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from scipy.special import chdtrc
 
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
-from ccdp.analyses.event_data import SurvivalOutcome, TimeUnit, survival_columns
-from ccdp.analyses.km import event_table_part, event_table_spec, pooled_event_table
+from ccdp.analyses.event_data import NotedResult, SurvivalOutcome, TimeUnit, survival_columns
+from ccdp.analyses.km import event_method, event_table_part, event_table_spec, pooled_event_table
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError
@@ -47,7 +54,7 @@ class LogrankGroup(BaseModel):
     expected: float
 
 
-class LogrankResult(AnalysisResult):
+class LogrankResult(NotedResult):
     analysis: str = "logrank"
     outcome: str
     by: list[str]
@@ -59,7 +66,8 @@ class LogrankResult(AnalysisResult):
     def __rich__(self) -> Table:
         t = Table(
             title=f"Log-rank test, {self.outcome.upper()}: χ² = {self.chi2:.3f}, "
-            f"df = {self.df}, p = {pval(self.p)}"
+            f"df = {self.df}, p = {pval(self.p)}",
+            caption=self.method_text() or None,
         )
         for col in ("group", "n", "observed", "expected", "O/E"):
             t.add_column(col, justify="left" if col == "group" else "right")
@@ -135,5 +143,6 @@ class Logrank(Analysis[LogrankParams]):
                 df=df,
                 p=float(chdtrc(df, stat)),
                 groups=groups,
+                method=event_method(summaries, params.time_unit, self.columns(params)),
             )
         )

@@ -69,8 +69,14 @@ class DisclosureContext:
     def group_times(
         self, group: np.ndarray, time: np.ndarray, keys: np.ndarray, step: float
     ) -> np.ndarray:
-        """Each subject's time replaced by its interval's time, intervals holding at least
+        """Each subject's time replaced by the end of its interval, intervals holding at least
         `min_cell` subjects leaving the risk set within each group (see disclosure.event_times)."""
-        from ccdp.disclosure.event_times import group_times
+        return self.group_intervals(group, time, keys, step)[1]
 
-        return group_times(group, time, keys, self.min_cell, step, self.ledger, self.threshold)
+    def group_intervals(
+        self, group: np.ndarray, time: np.ndarray, keys: np.ndarray, step: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each subject's interval (start, end] by the node's rules; start == end where exact."""
+        from ccdp.disclosure.event_times import group_intervals
+
+        return group_intervals(group, time, keys, self.min_cell, step, self.ledger, self.threshold)

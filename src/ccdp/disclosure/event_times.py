@@ -1,19 +1,22 @@
-"""Grouped event times: no released time belongs to fewer than `min_cell` children.
+"""Grouped event times: no released time belongs to fewer than `min_cell` children, and no event
+is placed where none happened.
 
 An event-time table with one row per distinct time tells, for a small group, each child's exact
 time; with the censoring date known, that is each child's diagnosis date. So before a node sums
-its table, `group_times` replaces each subject's time by the representative time of an interval
-of consecutive times holding at least `min_cell` subjects leaving the risk set (events and
-censorings) within its group. The analysis is then exact on the grouped times: federated
-estimates equal a pooled fit on the same grouped data.
+its table, `group_intervals` cuts each group's sorted distinct times into consecutive intervals
+holding at least `min_cell` subjects leaving the risk set (events and censorings), and says of
+each subject only the interval it left in: (start, end], where `end` is the interval's last time
+and `start` the end of the group's previous interval (0 for the first). An interval of one
+distinct time is exact: start == end, its subjects all left at that time.
 
-The representative time is the interval's mean time rounded to the nearest grid point (numpy's
-round-half-to-even on the grid index), clipped to the interval's [first, last] time; the
-interval's last time would be one child's exact time, the mean is an aggregate over at least
-`min_cell`. Means of consecutive intervals stay strictly increasing: intervals are runs of
-consecutive distinct grid times, so interval k's last time t_k,max is below interval k+1's first
-time t_k+1,min, and each mean lies within its own interval. Rounding to the grid is monotone and
-leaves grid points fixed, so round(mean_k) <= t_k,max < t_k+1,min <= round(mean_k+1).
+This is grouped (interval) data, as in a life table: the release says "d died and c were
+censored in (start, end]", which is true, and never moves an event to a time inside the interval
+where it may not have happened (the old rule released the interval's mean time). Estimates use
+the methods for grouped times with the events at the interval's end (`group_times`): the
+product-limit estimate with steps only at interval ends (Kalbfleisch & Prentice 2002, §1.3 and
+§4.6 on grouped data), Mantel's log-rank for grouped data (Mantel 1966), Cox with Efron's or
+Breslow's handling of the ties at the interval end (Kalbfleisch & Prentice §4.2.3). The start is
+no new information: it is the end the group's previous row already released.
 
 Everything is vectorised over the (group, distinct time) blocks; the greedy cut (close an
 interval as soon as it holds min_cell subjects) is a pointer chain that is followed by pointer
@@ -39,7 +42,21 @@ def group_times(
     ledger: Ledger | None = None,
     threshold: int = 0,
 ) -> np.ndarray:
-    """Each subject's time replaced by its interval's representative time (see the module).
+    """Each subject's time replaced by the end of its interval (see the module and
+    `group_intervals`, whose arguments these are): grouped times with the events at the end."""
+    return group_intervals(group, time, keys, min_cell, step, ledger, threshold)[1]
+
+
+def group_intervals(
+    group: np.ndarray,
+    time: np.ndarray,
+    keys: np.ndarray,
+    min_cell: int,
+    step: float,
+    ledger: Ledger | None = None,
+    threshold: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each subject's interval (start, end] (see the module); start == end where exact.
 
     `group` labels the subjects' groups (intervals never cross groups), `time` their times on
     the node's grid of `step` days, `keys` their ledger keys (one per subject). A group with
@@ -54,7 +71,7 @@ def group_times(
     if min_cell < 1 or step <= 0:
         raise ValueError("group_times: min_cell must be >= 1 and step > 0")
     if len(time) == 0 or (min_cell == 1 and (ledger is None or threshold <= 1)):
-        return time.copy()
+        return time.copy(), time.copy()
     codes = pd.factorize(np.asarray(group), sort=False)[0].astype(np.int64)
     order = np.lexsort((time, codes))
     c, t = codes[order], time[order]
@@ -66,9 +83,10 @@ def group_times(
     if ledger is not None and threshold > 1 and len(ledger):
         cuts = _ledger_merge(cuts, c[starts], block, keys[order], ledger, threshold)
     interval = np.concatenate([[0], np.cumsum(cuts)[:-1]])[block]  # interval of each subject
-    out = np.empty_like(time)
-    out[order] = _representatives(interval, t, step)[interval]
-    return out
+    low, high = _bounds(interval, c, t)
+    start, end = np.empty_like(time), np.empty_like(time)
+    start[order], end[order] = low[interval], high[interval]
+    return start, end
 
 
 def _greedy_cuts(bgroup: np.ndarray, count: np.ndarray, min_cell: int) -> np.ndarray:
@@ -168,15 +186,20 @@ def _key_sets(interval: np.ndarray, keys: np.ndarray, n: int) -> list[np.ndarray
     return [np.unique(k[bounds[i] : bounds[i + 1]]) for i in range(n)]
 
 
-def _representatives(interval: np.ndarray, t: np.ndarray, step: float) -> np.ndarray:
-    """Per interval (subjects sorted, so each interval is a run): mean time rounded to the grid,
-    within the interval's [first, last] time."""
+def _bounds(interval: np.ndarray, c: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per interval (subjects sorted by group then time, so each interval is a run): its start
+    (the end of the group's previous interval, 0 for the first; the end itself where the
+    interval holds one distinct time) and its end (its last time)."""
     n = int(interval[-1]) + 1
     size = np.bincount(interval, minlength=n)
-    mean = np.bincount(interval, weights=t, minlength=n) / size
     bounds = np.append(0, np.cumsum(size))
-    low, high = t[bounds[:-1]], t[bounds[1:] - 1]
-    return np.clip(np.round(mean / step) * step, low, high)
+    first, last = t[bounds[:-1]], t[bounds[1:] - 1]
+    group = c[bounds[:-1]]
+    start = np.zeros(n)
+    same = np.append(False, group[1:] == group[:-1])
+    start[same] = last[:-1][same[1:]]
+    start = np.where(first == last, last, start)
+    return start, last
 
 
-__all__ = ["group_times"]
+__all__ = ["group_intervals", "group_times"]

@@ -79,15 +79,17 @@ def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
 
 def caption(result: Any) -> str:
     """What a table needs said beside it: a Cox model's n, events and reference levels; an
-    incidence table's period and interval methods."""
+    incidence table's period and interval methods; a KM table's conventions; then the result's
+    method note (times exact or grouped, nodes a group excludes, complete cases, perturbation)."""
+    from ccdp.analyses.event_data import noted
+
+    head = ""
     if getattr(result, "analysis", None) == "cox":
         ref = result.reference_text()
-        return f"n = {result.n}, events = {result.events}" + (f"; {ref}" if ref else "")
-    if hasattr(result, "method_text"):
-        return result.method_text()
-    if hasattr(result, "summary_rows"):
-        return "Medians and their 95% CIs in years; NR: not reached. 95% CIs log-log."
-    return ""
+        head = f"n = {result.n}, events = {result.events}" + (f"; {ref}" if ref else "")
+    elif hasattr(result, "summary_rows"):
+        head = "Medians and their 95% CIs in years; NR: not reached. 95% CIs log-log."
+    return " ".join(x for x in (head, noted(result)) if x)
 
 
 def node_label(status: str, reason: str | None) -> str:

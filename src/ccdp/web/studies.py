@@ -181,6 +181,13 @@ async def study_record(request: Request, who: Signed, study_id: str) -> dict[str
     return dict(await api(request, who).get(f"/api/studies/{study_id}"))
 
 
+def method_text_of(result: Any) -> str:
+    """The result's method note (`ccdp.analyses.event_data.noted`), empty when it has none."""
+    from ccdp.analyses.event_data import noted
+
+    return noted(result)
+
+
 def study_context(record: dict[str, Any], titles: dict[str, str]) -> dict[str, Any]:
     import yaml
 
@@ -201,6 +208,8 @@ def study_context(record: dict[str, Any], titles: dict[str, str]) -> dict[str, A
         "tables": tables,
         "default_table": plots.default_table(tables).key if tables else None,
         "note": plots.has_dash(tables, result) if result is not None else "",
+        # the result's method note in words: times exact or grouped, excluded nodes, n
+        "method_lines": method_text_of(result).splitlines() if result is not None else [],
         "figures": plots.result_figures(result, record),
         "error": record.get("error") or out.get("error"),
         "no_result": record["status"] in FINISHED and result is None,
