@@ -4,7 +4,7 @@ ccdp.federation.node.local (`StoreData`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -63,6 +63,7 @@ class FrameData:
     population_frame: pd.DataFrame | None = None
     node: str = "local"
     context: DisclosureContext | None = None
+    _keys: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
@@ -73,7 +74,24 @@ class FrameData:
         return self.population_frame
 
     def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
-        rows = self.frame.loc[index]
+        """Keys of the rows at `index`: the whole frame's keys are computed once per unit (the
+        frame is not to be changed once given) and gathered by position."""
+        if not self.frame.index.is_unique:
+            return self._keys_of(self.frame.loc[index], index, unit)
+        # without patient ids every row is its own patient: one key per row in both units
+        same = unit != "specimens" and "patient_id" not in self.frame
+        memo = f"{id(self.frame)}:{'patients' if same else unit}"
+        if memo not in self._keys:
+            self._keys[memo] = self._keys_of(self.frame, self.frame.index, unit)
+        if index is self.frame.index or index.equals(self.frame.index):
+            return self._keys[memo]
+        positions = self.frame.index.get_indexer(index)
+        if (positions < 0).any():
+            raise KeyError("record_keys: rows not in the frame")
+        return self._keys[memo][positions]
+
+    @staticmethod
+    def _keys_of(rows: pd.DataFrame, index: pd.Index, unit: Unit) -> np.ndarray:
         if unit == "specimens":
             if "specimen_id" not in rows:
                 raise ValueError("unit specimens: the frame has no specimen_id column")
