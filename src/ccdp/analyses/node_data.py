@@ -5,7 +5,7 @@ ccdp.federation.node.local (`StoreData`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,22 @@ class NodeData(Protocol):
     @property
     def disclosure(self) -> DisclosureContext:
         """The node's disclosure policy and ledger, for analyses that shape their output."""
+        ...
+
+
+@runtime_checkable
+class SummedCounts(Protocol):
+    """A NodeData that can count cells in one aggregate where it holds the data (a node's
+    store): for each grouping, per cell its count and cell key (`CellSums`), without reading
+    the view's rows or building record sets. Used only under `counts: perturbed`, where no
+    release decision needs the sets."""
+
+    def count_cells(
+        self, groupings: list[list[str]], unit: Unit, salt: int
+    ) -> list[pd.DataFrame] | None:
+        """For each grouping, a frame of its cells: the grouping's columns, `n` (the count of
+        `unit`) and `cell_key` (sum of the record keys of the cell's set, mod the key space);
+        None where this data cannot (then the sets are built from the view's rows)."""
         ...
 
 

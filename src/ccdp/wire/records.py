@@ -40,12 +40,18 @@ class Records:
     The arrays are held read-only and the sets derived from them (`sets`, `union`) are
     computed once per Records object: a model that sends the same Records every round (its
     rows do not change between rounds) has its record set built once per study, while a
-    round whose rows differ builds new Records, whose sets are computed afresh."""
+    round whose rows differ builds new Records, whose sets are computed afresh.
+
+    `summed` (perturbed counts only): the rows' sizes and cell keys computed by one aggregate
+    at the node instead of the record sets (`keys` and `row` then empty): under `counts:
+    perturbed` no release decision needs the sets. Every set-based method then sees no
+    records, so such a part can only pass the gate's perturbed path."""
 
     keys: np.ndarray
     row: np.ndarray
     owners: np.ndarray | None = None
     by_owner: bool = False
+    summed: CellSums | None = None
     _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +171,32 @@ class Records:
         counted = self.row >= 0
         row[counted] = new_row[self.row[counted]]
         return replace(self, row=row)
+
+
+@dataclass(frozen=True)
+class CellSums:
+    """Node-side only: per row of a count part, the count it states (`sizes`: distinct records;
+    samples where records are judged by owner) and its cell key (`cell_keys`: the sum modulo
+    the key space of the record keys of the set the cell is keyed by, with the node's `salt`),
+    as `disclosure.perturb.cell_keys` computes them from `Records.sets` (or `owner_sets`)."""
+
+    sizes: np.ndarray
+    cell_keys: np.ndarray
+    salt: int
+
+    def __post_init__(self) -> None:
+        sizes = _frozen(self.sizes, np.int64)
+        keys = _frozen(self.cell_keys, np.int64)
+        if sizes.shape != keys.shape or sizes.ndim != 1:
+            raise ValueError("cell sums: one size and one key per row")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "cell_keys", keys)
+
+    @classmethod
+    def records(cls, sizes: np.ndarray, cell_keys: np.ndarray, salt: int) -> Records:
+        """Records of a part described by its sums alone (no sets)."""
+        empty = np.zeros(0, dtype=np.uint64)
+        return Records(empty, np.zeros(0, dtype=np.int64), summed=cls(sizes, cell_keys, salt))
 
 
 def _frozen(values: np.ndarray, dtype: type) -> np.ndarray:

@@ -7,7 +7,9 @@ agent, so what a node releases never depends on how the question arrived.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from ccdp.disclosure.consent_note import release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import record, release
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
+from ccdp.disclosure.perturb import KEY_SPACE
+from ccdp.disclosure.perturb import record_keys as salted_keys
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal, public_reason, too_few
 from ccdp.errors import CcdpError
@@ -70,16 +74,103 @@ WHERE {where}
 KEY_COLUMNS = ("patient_id", "tumour_id", "tumour_seq")
 
 
+# A cohort's rows as SQL over a connection with the store attached: (sql, parameters).
+CohortQuery = Callable[[duckdb.DuckDBPyConnection, list[str]], tuple[str, list[Any]]]
+
+_KEY_TABLES: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+_KEY_LOCK = threading.Lock()
+MAX_KEY_TABLES = 32
+
+
+def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
+    """A cursor on an in-memory DuckDB with the store attached (as `store`) and table `keys`:
+    every tumour's patient, tumour-unit ledger key (`tkey`), whether it is its patient's first
+    tumour, and the record keys (`rk_t`, `rk_p`: `disclosure.perturb.record_keys` with the
+    node's salt) of its tumour-unit and patient keys. Built once per store file (path, size,
+    modification time) and salt and kept: the pandas hashing of every id is paid once, not
+    per study. Node-side only; never leaves the process."""
+    st = store.stat()
+    memo = (str(store.resolve()), st.st_mtime_ns, st.st_size, node, salt)
+    with _KEY_LOCK:
+        con = _KEY_TABLES.get(memo)
+        if con is None:
+            con = connect_store(store)
+            rows = con.execute(cohort_sql(list(KEY_COLUMNS), "TRUE"), [node]).df()
+            first = rows["tumour_seq"] == 1
+            pkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients")
+            tkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "tumours")
+            keys = pd.DataFrame(
+                {
+                    "tumour_id": rows["tumour_id"],
+                    "pkey": pkey,
+                    "tkey": tkey,
+                    "first": first.to_numpy(dtype=bool),
+                    "rk_t": salted_keys(tkey, salt).astype(np.int16),
+                    "rk_p": salted_keys(pkey, salt).astype(np.int16),
+                }
+            )
+            con.register("_keys", keys)
+            con.execute("CREATE TABLE keys AS SELECT * FROM _keys")
+            con.unregister("_keys")
+            _KEY_TABLES[memo] = con
+            while len(_KEY_TABLES) > MAX_KEY_TABLES:
+                _KEY_TABLES.popitem(last=False)
+        _KEY_TABLES.move_to_end(memo)
+        return con.cursor()
+
+
+def _cells_sql(by: list[str], unit: Unit) -> str:
+    """Per cell of `by` over table `r` (cohort rows with their keys): the count of `unit` and
+    the cell key, as `Records.sets` / `owner_sets` and `perturb.cell_keys` define them.
+    Tumours: a cell's set holds its tumours' keys, except that a patient whose first tumour is
+    not in the cell has their smallest key there replaced by the patient key (`Records`);
+    patients: the distinct patients; specimens: the distinct samples are counted and the cell
+    keyed by their distinct children."""
+    cols = [f'"{c}"' for c in by]
+    inner_by = ", ".join([*cols, "_pid"])
+    if unit == "tumours":
+        inner = (
+            "count(*) AS n, sum(_rk_t) + CASE WHEN bool_or(_first) THEN 0 "
+            "ELSE any_value(_rk_p) - arg_min(_rk_t, _tkey) END AS k"
+        )
+    elif unit == "patients":
+        inner = "1 AS n, any_value(_rk_p) AS k"
+    else:
+        inner = "count(DISTINCT specimen_id) AS n, any_value(_rk_p) AS k"
+    select = ", ".join(cols)
+    outer = (
+        f"coalesce(sum(n), 0)::BIGINT AS n, coalesce(sum(k) % {KEY_SPACE}, 0)::BIGINT AS cell_key"
+    )
+    group = f" GROUP BY {select}" if cols else ""
+    return (
+        f"SELECT {select + ', ' if cols else ''}{outer} FROM "
+        f"(SELECT {select + ', ' if cols else ''}{inner} FROM r GROUP BY {inner_by}){group}"
+    )
+
+
 @dataclass
 class StoreData:
-    """NodeData over a node store: the cohort's view rows, read once per study."""
+    """NodeData over a node store: the cohort's view rows, read once per study, when first
+    asked for (`load`); under perturbed counts, cells counted in the store by one aggregate
+    (`count_cells`, through `query`) without reading the rows at all."""
 
     node: str
-    frame: pd.DataFrame
+    loaded: pd.DataFrame | None
     store: Path
     cohort: CohortSpec = field(default_factory=CohortSpec)
     context: DisclosureContext = field(default_factory=DisclosureContext)
     _keys: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    load: Callable[[], pd.DataFrame] | None = field(default=None, repr=False)
+    query: CohortQuery | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The cohort's view rows (read from the store on first use)."""
+        if self.loaded is None:
+            if self.load is None:
+                raise NodeError(f"node {self.node}: no view rows")
+            self.loaded = self.load()
+        return self.loaded
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
@@ -99,6 +190,33 @@ class StoreData:
                 self._keys[unit] = ledger_keys(f["patient_id"], f["tumour_id"], first, unit)
         positions = self.frame.index.get_indexer(index)
         return self._keys[unit][positions]
+
+    def count_cells(
+        self, groupings: list[list[str]], unit: Unit, salt: int
+    ) -> list[pd.DataFrame] | None:
+        """Each grouping's cells (columns, `n`, `cell_key`) from one read of the cohort's rows
+        joined to the store's key table (`key_connection`); None without a cohort query."""
+        if self.query is None:
+            return None
+        con = key_connection(self.store, self.node, salt)
+        try:
+            used = list(dict.fromkeys(c for by in groupings for c in by))
+            cols = [*used, "tumour_id", *(["specimen_id"] if unit == "specimens" else [])]
+            sql, params = self.query(con, cols)
+            select = ", ".join(f'v."{c}"' for c in cols if c != "tumour_id")
+            con.execute(
+                f"CREATE TEMP TABLE r AS SELECT {select + ', ' if select else ''}"
+                "k.pkey AS _pid, k.tkey AS _tkey, k.first AS _first, "
+                "k.rk_t AS _rk_t, k.rk_p AS _rk_p "
+                f"FROM ({sql}) AS v JOIN keys k ON k.tumour_id = v.tumour_id",
+                params,
+            )
+            return [con.execute(_cells_sql(by, unit)).df() for by in groupings]
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.node}: the store cannot be read ({kind})") from None
+        finally:
+            con.close()
 
     def records(
         self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
@@ -276,8 +394,15 @@ class LocalNode:
         )
         study = self._studies.get(task.study_id)
         if study is None or study.key != key:
-            frame = self._read(columns, cohort, use, mode, rows=rows)
-            study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
+
+            def load() -> pd.DataFrame:
+                return self._read(columns, cohort, use, mode, rows=rows)
+
+            def query(con: duckdb.DuckDBPyConnection, cols: list[str]) -> tuple[str, list[Any]]:
+                return self._query(con, cols, cohort, use, mode, rows=rows)
+
+            data = StoreData(self.name, None, self.store, cohort, load=load, query=query)
+            study = _Study(key=key, data=data)
             if use is not None:
                 study.excluded = self._excluded(cohort, use, mode, rows)
             self._studies[task.study_id] = study
@@ -312,24 +437,39 @@ class LocalNode:
         cols = view_columns(rows) if columns is None else list(columns)
         keys = [*KEY_COLUMNS, "specimen_id"] if rows == "specimens" else KEY_COLUMNS
         cols += [c for c in keys if c not in cols]
-        where, params = cohort.compile()
         con = connect_store(self.store)
         try:
-            if data_use is not None:
-                distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
-                ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
-                test = "IN" if permitted else "NOT IN"
-                where = (
-                    f"({where}) AND v.patient_id {test} "
-                    f"(SELECT patient_id FROM store.patient WHERE {ok})"
-                )
-                params = [*params, *more]
-            return con.execute(cohort_sql(cols, where, rows=rows), [self.name, *params]).df()
+            sql, params = self._query(con, cols, cohort, data_use, mode, permitted, rows)
+            return con.execute(sql, params).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
         finally:
             con.close()
+
+    def _query(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        cols: list[str],
+        cohort: CohortSpec,
+        data_use: DataUse | None = None,
+        mode: ConsentMode = "required",
+        permitted: bool = True,
+        rows: Rows = "tumours",
+    ) -> tuple[str, list[Any]]:
+        """The SQL (and its parameters) of the cohort's view rows, `cols` only, over `con`
+        (the store attached as `store`); with a data use, as `_read` says."""
+        where, params = cohort.compile()
+        if data_use is not None:
+            distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
+            ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
+            test = "IN" if permitted else "NOT IN"
+            where = (
+                f"({where}) AND v.patient_id {test} "
+                f"(SELECT patient_id FROM store.patient WHERE {ok})"
+            )
+            params = [*params, *more]
+        return cohort_sql(cols, where, rows=rows), [self.name, *params]
 
     def _excluded(
         self, cohort: CohortSpec, use: DataUse, mode: ConsentMode, of: Rows = "tumours"
