@@ -92,3 +92,16 @@ def test_the_aggregate_path_reads_no_view_rows(store: Path) -> None:
     node = LocalNode(store, policy=PERTURBED)
     _answers(node)
     assert all(study.data.loaded is None for study in node._studies.values())
+
+
+def test_the_view_joined_to_the_keys_releases_the_same(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the keyed view cannot serve the cohort, the view itself is joined to the keys."""
+    import ccdp.federation.node.local as local
+
+    fast = _answers(LocalNode(store, policy=PERTURBED))
+    with monkeypatch.context() as m:
+        m.setattr(local, "_keyed_sql", lambda sql, cols: None)
+        joined = _answers(LocalNode(store, policy=PERTURBED))
+    assert fast == joined

@@ -23,7 +23,7 @@ from ccdp.analyses.base import Analysis, AnalysisParams
 from ccdp.analyses.node_data import make_records
 from ccdp.cohort.feasibility import FEASIBILITY_ANALYSES, FeasibilityError, check_feasibility_study
 from ccdp.cohort.spec import CohortSpec
-from ccdp.cohort.view import Rows, cohort_sql, view_columns
+from ccdp.cohort.view import Rows, cohort_sql, specimen_only, view_columns, view_sql, view_variables
 from ccdp.disclosure.consent_note import release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import record, release
@@ -80,38 +80,41 @@ CohortQuery = Callable[[duckdb.DuckDBPyConnection, list[str]], tuple[str, list[A
 _KEY_TABLES: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
 _KEY_LOCK = threading.Lock()
 MAX_KEY_TABLES = 32
+# Key columns of the keyed view (`key_connection`), as the cell aggregates read them.
+_KEYED = ("_pid", "_tkey", "_first", "_rk_t", "_rk_p", "_multi")
+
+
+def _keyed_columns() -> list[str]:
+    """The view columns the keyed view keeps: the identifiers and every categorical variable
+    of tumour rows (all a feasibility count may filter or group on)."""
+    cats = [
+        n
+        for n, v in view_variables().items()
+        if v.var_class == "categorical" and v.rows == "tumours"
+    ]
+    return list(dict.fromkeys([*KEY_COLUMNS, *cats]))
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    st = path.stat() if path.exists() else None
+    return (st.st_mtime_ns, st.st_size) if st else (0, 0)
 
 
 def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
-    """A cursor on an in-memory DuckDB with the store attached (as `store`) and table `keys`:
-    every tumour's patient, tumour-unit ledger key (`tkey`), whether it is its patient's first
-    tumour, and the record keys (`rk_t`, `rk_p`: `disclosure.perturb.record_keys` with the
-    node's salt) of its tumour-unit and patient keys. Built once per store file (path, size,
-    modification time) and salt and kept: the pandas hashing of every id is paid once, not
-    per study. Node-side only; never leaves the process."""
-    st = store.stat()
-    memo = (str(store.resolve()), st.st_mtime_ns, st.st_size, node, salt)
+    """A cursor on an in-memory DuckDB with the store attached (as `store`) and table `vk`,
+    the keyed view: the analysis view's identifiers and categorical columns (`_keyed_columns`)
+    with each tumour's keys: its patient key (`_pid`), tumour-unit ledger key (`_tkey`),
+    whether it is its patient's first tumour (`_first`) or one of several (`_multi`), and the
+    record keys (`_rk_t`, `_rk_p`: `disclosure.perturb.record_keys` with the node's salt) of
+    its tumour-unit and patient keys. Built once per store file (path, size, modification
+    time, and its write-ahead log's), node name and salt, and kept: the view and the pandas
+    hashing of every id are paid once per store, not per study. Node-side only."""
+    memo = (str(store.resolve()), *_file_state(store), *_file_state(Path(f"{store}.wal")))
+    memo = (*memo, node, salt)
     with _KEY_LOCK:
         con = _KEY_TABLES.get(memo)
         if con is None:
-            con = connect_store(store)
-            rows = con.execute(cohort_sql(list(KEY_COLUMNS), "TRUE"), [node]).df()
-            first = rows["tumour_seq"] == 1
-            pkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients")
-            tkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "tumours")
-            keys = pd.DataFrame(
-                {
-                    "tumour_id": rows["tumour_id"],
-                    "pkey": pkey,
-                    "tkey": tkey,
-                    "first": first.to_numpy(dtype=bool),
-                    "rk_t": salted_keys(tkey, salt).astype(np.int16),
-                    "rk_p": salted_keys(pkey, salt).astype(np.int16),
-                }
-            )
-            con.register("_keys", keys)
-            con.execute("CREATE TABLE keys AS SELECT * FROM _keys")
-            con.unregister("_keys")
+            con = _build_keyed(store, node, salt)
             _KEY_TABLES[memo] = con
             while len(_KEY_TABLES) > MAX_KEY_TABLES:
                 _KEY_TABLES.popitem(last=False)
@@ -119,33 +122,81 @@ def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnecti
         return con.cursor()
 
 
+def _build_keyed(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
+    con = connect_store(store)
+    con.execute(f"CREATE TABLE v AS {cohort_sql(_keyed_columns(), 'TRUE')}", [node])
+    rows = con.execute("SELECT patient_id, tumour_id, tumour_seq FROM v").df()
+    first = rows["tumour_seq"] == 1
+    pkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients")
+    tkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "tumours")
+    tumours = rows.groupby("patient_id")["tumour_id"].transform("size").to_numpy()
+    keys = pd.DataFrame(
+        {
+            "tumour_id": rows["tumour_id"],
+            "_pid": pkey,
+            "_tkey": tkey,
+            "_first": first.to_numpy(dtype=bool),
+            "_rk_t": salted_keys(tkey, salt).astype(np.int16),
+            "_rk_p": salted_keys(pkey, salt).astype(np.int16),
+            "_multi": tumours > 1,
+        }
+    )
+    con.register("_keys", keys)
+    con.execute(
+        f"CREATE TABLE vk AS SELECT v.*, {', '.join(f'k.{c}' for c in _KEYED)} "
+        "FROM v JOIN _keys k ON k.tumour_id = v.tumour_id"
+    )
+    con.unregister("_keys")
+    con.execute("DROP TABLE v")
+    return con
+
+
+def _keyed_sql(sql: str, cols: list[str]) -> str | None:
+    """The cohort's SQL (`cohort_sql` of `cols`) over the keyed view instead of the view, with
+    the key columns selected too; None when its text is not of the expected shape."""
+    view = f"({view_sql('store')})"
+    select = ", ".join(f'"{c}"' for c in cols)
+    prefix = f"SELECT {select} FROM "
+    if sql.count(view) != 1 or not sql.startswith(prefix):
+        return None
+    keys = ", ".join(f"v.{c}" for c in _KEYED)
+    return f"SELECT {select}, {keys} FROM " + sql[len(prefix) :].replace(view, "vk")
+
+
 def _cells_sql(by: list[str], unit: Unit) -> str:
-    """Per cell of `by` over table `r` (cohort rows with their keys): the count of `unit` and
-    the cell key, as `Records.sets` / `owner_sets` and `perturb.cell_keys` define them.
+    """Per cell of `by` over `r` (cohort rows with their keys): the count of `unit` and the
+    cell key, as `Records.sets` / `owner_sets` and `perturb.cell_keys` define them.
     Tumours: a cell's set holds its tumours' keys, except that a patient whose first tumour is
-    not in the cell has their smallest key there replaced by the patient key (`Records`);
-    patients: the distinct patients; specimens: the distinct samples are counted and the cell
-    keyed by their distinct children."""
-    cols = [f'"{c}"' for c in by]
-    inner_by = ", ".join([*cols, "_pid"])
+    not in the cell has their smallest key there replaced by the patient key (`Records`), a
+    correction only patients of several tumours need; patients: the distinct patients (a
+    patient of one tumour is one row); specimens: the distinct samples are counted and the
+    cell keyed by their distinct children."""
+    cols = ", ".join(f'"{c}"' for c in by)
+    sel = f"{cols}, " if by else ""
+    group = f" GROUP BY {cols}" if by else ""
+    by_pid = f" GROUP BY {sel}_pid"
     if unit == "tumours":
-        inner = (
-            "count(*) AS n, sum(_rk_t) + CASE WHEN bool_or(_first) THEN 0 "
-            "ELSE any_value(_rk_p) - arg_min(_rk_t, _tkey) END AS k"
+        fix = "CASE WHEN bool_or(_first) THEN 0 ELSE any_value(_rk_p) - arg_min(_rk_t, _tkey) END"
+        parts = (
+            f"SELECT {sel}count(*) AS n, sum(_rk_t) AS k FROM r{group} UNION ALL "
+            f"SELECT {sel}0 AS n, sum(c) AS k FROM "
+            f"(SELECT {sel}{fix} AS c FROM r WHERE _multi{by_pid}){group}"
         )
     elif unit == "patients":
-        inner = "1 AS n, any_value(_rk_p) AS k"
+        parts = (
+            f"SELECT {sel}count(*) AS n, sum(_rk_p) AS k FROM r WHERE NOT _multi{group} "
+            f"UNION ALL SELECT {sel}count(*) AS n, sum(k) AS k FROM "
+            f"(SELECT {sel}any_value(_rk_p) AS k FROM r WHERE _multi{by_pid}){group}"
+        )
     else:
-        inner = "count(DISTINCT specimen_id) AS n, any_value(_rk_p) AS k"
-    select = ", ".join(cols)
+        parts = (
+            f"SELECT {sel}sum(n) AS n, sum(k) AS k FROM "
+            f"(SELECT {sel}count(*) AS n, any_value(_rk_p) AS k FROM r{by_pid}){group}"
+        )
     outer = (
-        f"coalesce(sum(n), 0)::BIGINT AS n, coalesce(sum(k) % {KEY_SPACE}, 0)::BIGINT AS cell_key"
+        f"coalesce(sum(n), 0)::BIGINT AS n, coalesce(sum(k), 0)::BIGINT % {KEY_SPACE} AS cell_key"
     )
-    group = f" GROUP BY {select}" if cols else ""
-    return (
-        f"SELECT {select + ', ' if cols else ''}{outer} FROM "
-        f"(SELECT {select + ', ' if cols else ''}{inner} FROM r GROUP BY {inner_by}){group}"
-    )
+    return f"SELECT {sel}{outer} FROM ({parts}) AS u{group}"
 
 
 @dataclass
@@ -203,15 +254,18 @@ class StoreData:
             used = list(dict.fromkeys(c for by in groupings for c in by))
             cols = [*used, "tumour_id", *(["specimen_id"] if unit == "specimens" else [])]
             sql, params = self.query(con, cols)
-            select = ", ".join(f'v."{c}"' for c in cols if c != "tumour_id")
-            con.execute(
-                f"CREATE TEMP TABLE r AS SELECT {select + ', ' if select else ''}"
-                "k.pkey AS _pid, k.tkey AS _tkey, k.first AS _first, "
-                "k.rk_t AS _rk_t, k.rk_p AS _rk_p "
-                f"FROM ({sql}) AS v JOIN keys k ON k.tumour_id = v.tumour_id",
-                params,
-            )
-            return [con.execute(_cells_sql(by, unit)).df() for by in groupings]
+            kept = set(_keyed_columns()) | set(specimen_only([*used, *self.cohort.root]))
+            keyed = _keyed_sql(sql, cols)
+            if keyed is None or not {*used, *self.cohort.root} <= kept:
+                # a variable the keyed view does not keep: the view itself, joined to the keys
+                keys = ", ".join(f"k.{c}" for c in _KEYED)
+                keyed = f"SELECT v.*, {keys} FROM ({sql}) AS v JOIN vk k USING (tumour_id)"
+            else:
+                params = params[1:]  # the node name, a parameter of the view's text only
+            return [
+                con.execute(f"WITH r AS ({keyed}) {_cells_sql(by, unit)}", params).df()
+                for by in groupings
+            ]
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.node}: the store cannot be read ({kind})") from None
