@@ -153,16 +153,18 @@ class Records:
     def union(self) -> np.ndarray:
         """Sorted distinct keys of every record counted anywhere in the part."""
         if "union" not in self._memo:
-            union = np.unique(self._pairs(np.where(self.row >= 0, 0, -1))[1])
-            self._memo["union"] = _frozen(union, np.uint64)
-        return self._memo["union"]  # type: ignore[no-any-return]
+            pairs = self._pairs(np.where(self.row >= 0, 0, -1))
+            self._memo["union"] = _frozen(np.unique(pairs[1]), np.uint64)
+        union: np.ndarray = self._memo["union"]
+        return union
 
     def single_row(self) -> Records:
         """The same records, all counted in one row (a model over a table's rows); the same
         object on every call, so its sets are computed once."""
         if "single_row" not in self._memo:
             self._memo["single_row"] = replace(self, row=np.where(self.row >= 0, 0, -1))
-        return self._memo["single_row"]  # type: ignore[no-any-return]
+        single: Records = self._memo["single_row"]
+        return single
 
     def remap(self, new_row: np.ndarray) -> Records:
         """The same records with row i renamed new_row[i] (-1 drops it)."""
@@ -201,7 +203,7 @@ class CellSums:
 
 def _frozen(values: np.ndarray, dtype: type) -> np.ndarray:
     """A read-only view of `values` as `dtype` (the caller's array stays writable)."""
-    out = np.asarray(values, dtype=dtype).view()
+    out: np.ndarray = np.asarray(values, dtype=dtype).view()
     out.flags.writeable = False
     return out
 

@@ -109,8 +109,8 @@ def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnecti
     its tumour-unit and patient keys. Built once per store file (path, size, modification
     time, and its write-ahead log's), node name and salt, and kept: the view and the pandas
     hashing of every id are paid once per store, not per study. Node-side only."""
-    memo = (str(store.resolve()), *_file_state(store), *_file_state(Path(f"{store}.wal")))
-    memo = (*memo, node, salt)
+    memo: tuple[Any, ...] = (str(store.resolve()), *_file_state(store))
+    memo = (*memo, *_file_state(Path(f"{store}.wal")), node, salt)
     with _KEY_LOCK:
         con = _KEY_TABLES.get(memo)
         if con is None:
