@@ -230,7 +230,9 @@ def _hash_text(prefix: str, ids: pd.Series) -> np.ndarray:
     """pandas' hash of `prefix + id` for each id (uint64): the values of
     `hash_pandas_object(prefix + ids, index=False)`, without its factorising pass (ids are
     mostly distinct, so it only costs)."""
-    text = (prefix + ids.astype(str)).to_numpy(dtype=object)
+    if not pd.api.types.is_string_dtype(ids):  # text already: no second conversion pass
+        ids = ids.astype(str)
+    text = (prefix + ids).to_numpy(dtype=object)
     return pd.util.hash_array(text, categorize=False).astype(np.uint64, copy=False)
 
 
