@@ -35,14 +35,36 @@ def is_categorical(frame: pd.DataFrame, name: str) -> bool:
     return (var is not None and var.var_class == "categorical") or not is_numeric(frame[name])
 
 
+def _sorted_levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`np.unique(values, return_inverse=True, return_counts=True)` of a text column, by
+    hashing the rows and sorting only the distinct values (a few levels, not every row)."""
+    codes, uniques = pd.factorize(values)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    row = rank[codes]
+    return np.asarray(uniques)[order], row, np.bincount(row, minlength=len(order))
+
+
 def level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, list[int]]:
     """Records at each level of every categorical term among `names` (node-side only: the gate
     refuses a model in which a level holds fewer than min_cell records)."""
-    return {
-        n: [int(k) for k in frame[n].astype(str).value_counts().to_numpy()]
-        for n in names
-        if is_categorical(frame, n)
-    }
+    return {n: _level_sizes(frame[n]) for n in names if is_categorical(frame, n)}
+
+
+def _level_sizes(column: pd.Series) -> list[int]:
+    """Records per level, largest first, levels told apart by their text (`astype(str)`). A
+    numeric column is counted on its values' bits (NaN made one value): distinct ints, bools
+    and floats (-0.0 and 0.0 included) have distinct texts, so the counts are the same,
+    without formatting every value as text."""
+    values = column.to_numpy()
+    if values.dtype.kind in "biuf":
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), np.nan, values)
+            values = values.view(f"u{values.dtype.itemsize}")
+        counts = np.unique(values, return_counts=True)[1]
+        return [int(k) for k in np.sort(counts)[::-1]]
+    return [int(k) for k in column.astype(str).value_counts().to_numpy()]
 
 
 def describe(
@@ -64,8 +86,7 @@ def describe(
         if is_numeric(frame[c]):
             sums[c] = float(frame[c].astype(float).sum())
             continue
-        values = frame[c].astype(str).to_numpy()
-        levels, row, counts = np.unique(values, return_inverse=True, return_counts=True)
+        levels, row, counts = _sorted_levels(frame[c].astype(str).to_numpy())
         cells = [{c: str(level), "n": int(k)} for level, k in zip(levels, counts, strict=True)]
         records = data.records(frame.index, row)
         parts[LEVELS + c] = CountsPart(dims=[c], counts=["n"], cells=cells, records=records)

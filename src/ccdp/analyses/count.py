@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
-from ccdp.analyses.cells import counts_part
+from ccdp.analyses.cells import counts_part, summed_parts
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
 from ccdp.cohort.view import Rows, specimen_only
@@ -199,13 +199,17 @@ class Count(Analysis[CountParams]):
         request: dict,
         cache: dict,
     ) -> Summary:
-        frame = data.view(self.columns(params))
-        return Summary(
-            parts={
-                "cells": counts_part(data, frame, list(params.by), params.unit),
-                "total": counts_part(data, frame, [], params.unit),
-            }
-        )
+        names = self.part_groupings(params)
+        groupings = list(names.values())
+        parts = summed_parts(data, groupings, params.unit)  # perturbed: one aggregate at the node
+        if parts is None:
+            frame = data.view(self.columns(params))
+            parts = [counts_part(data, frame, by, params.unit) for by in groupings]
+        return Summary(parts=dict(zip(names, parts, strict=True)))
+
+    def part_groupings(self, params: CountParams) -> dict[str, list[str]]:
+        """The parts a node sends and the variables each groups by."""
+        return {"cells": list(params.by), "total": []}
 
     def start(self, params: AnalysisParams) -> Continue:
         return Continue(request={})
@@ -250,19 +254,9 @@ class Crosstab(Count):
             parts[f"margin:{var}"] = PartSpec("counts", dims=(var,), counts=("n",))
         return parts
 
-    def local(
-        self,
-        data: NodeData,
-        params: CountParams,
-        request: dict,
-        cache: dict,
-    ) -> Summary:
-        summary = super().local(data, params, request, cache)
-        if len(params.by) > 1:
-            frame = data.view(self.columns(params))
-            for var in params.by:
-                summary.parts[f"margin:{var}"] = counts_part(data, frame, [var], params.unit)
-        return summary
+    def part_groupings(self, params: CountParams) -> dict[str, list[str]]:
+        margins = {f"margin:{var}": [var] for var in params.by if len(params.by) > 1}
+        return {**super().part_groupings(params), **margins}
 
     def combine(
         self,

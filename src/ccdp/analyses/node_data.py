@@ -4,8 +4,8 @@ ccdp.federation.node.local (`StoreData`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,22 @@ class NodeData(Protocol):
         ...
 
 
+@runtime_checkable
+class SummedCounts(Protocol):
+    """A NodeData that can count cells in one aggregate where it holds the data (a node's
+    store): for each grouping, per cell its count and cell key (`CellSums`), without reading
+    the view's rows or building record sets. Used only under `counts: perturbed`, where no
+    release decision needs the sets."""
+
+    def count_cells(
+        self, groupings: list[list[str]], unit: Unit, salt: int
+    ) -> list[pd.DataFrame] | None:
+        """For each grouping, a frame of its cells: the grouping's columns, `n` (the count of
+        `unit`) and `cell_key` (sum of the record keys of the cell's set, mod the key space);
+        None where this data cannot (then the sets are built from the view's rows)."""
+        ...
+
+
 def make_records(data: NodeData, index: pd.Index, row: np.ndarray | None, unit: Unit) -> Records:
     """Records of view rows: their keys and, for tumours and specimens, their patients (see
     Records; specimens are judged by their children)."""
@@ -63,6 +79,7 @@ class FrameData:
     population_frame: pd.DataFrame | None = None
     node: str = "local"
     context: DisclosureContext | None = None
+    _keys: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
@@ -73,7 +90,24 @@ class FrameData:
         return self.population_frame
 
     def record_keys(self, index: pd.Index, unit: Unit = "tumours") -> np.ndarray:
-        rows = self.frame.loc[index]
+        """Keys of the rows at `index`: the whole frame's keys are computed once per unit (the
+        frame is not to be changed once given) and gathered by position."""
+        if not self.frame.index.is_unique:
+            return self._keys_of(self.frame.loc[index], index, unit)
+        # without patient ids every row is its own patient: one key per row in both units
+        same = unit != "specimens" and "patient_id" not in self.frame
+        memo = f"{id(self.frame)}:{'patients' if same else unit}"
+        if memo not in self._keys:
+            self._keys[memo] = self._keys_of(self.frame, self.frame.index, unit)
+        if index is self.frame.index or index.equals(self.frame.index):
+            return self._keys[memo]
+        positions = self.frame.index.get_indexer(index)
+        if (positions < 0).any():
+            raise KeyError("record_keys: rows not in the frame")
+        return self._keys[memo][positions]
+
+    @staticmethod
+    def _keys_of(rows: pd.DataFrame, index: pd.Index, unit: Unit) -> np.ndarray:
         if unit == "specimens":
             if "specimen_id" not in rows:
                 raise ValueError("unit specimens: the frame has no specimen_id column")

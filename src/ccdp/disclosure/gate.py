@@ -296,30 +296,58 @@ def _perturbed(
     like a cell with no records, so that a listed zero never says "some records, perturbed
     away"; under `zero_cells: suppress` a published total of 0 is suppressed."""
     policy = ctx.policy
-    sets = _count_sets(parts, ctx)  # the consistency checks, and each cell's set
+    summed = {n: p for n, p in parts.items() if p.records is not None and p.records.summed}
+    sets = _count_sets({n: p for n, p in parts.items() if n not in summed}, ctx)
     owner_sets = _owner_sets(parts)
     noise, min_cell = policy.max_noise, policy.min_cell
     out: dict[str, CountsPart] = {}
     recorded: list[np.ndarray] = []
     for name, part in parts.items():
-        if name not in sets:  # values that count no records (denominators)
+        if name not in sets and name not in summed:  # values that count no records
             out[name] = replace(part, records=None)
             continue
         if len(part.counts) != 1:
             raise refuse(ctx, "undeclared", name)  # one count, one set per cell to key
         col = part.counts[0]
-        keys = cell_keys(owner_sets.get(name, sets[name]), ctx.salt)
         true = np.array([int(c.get(col) or 0) for c in part.cells], dtype=np.int64)
+        members: list[np.ndarray | None]
+        if name in summed:
+            keys = _summed_keys(name, part, true, ctx)
+            members = [None] * len(part.cells)  # no sets: nothing for the ledger
+        else:
+            keys = cell_keys(owner_sets.get(name, sets[name]), ctx.salt)
+            members = list(sets[name])
         shown = perturb_counts(true, keys, noise, min_cell)
         cells = []
-        for cell, value, members in zip(part.cells, shown, sets[name], strict=True):
+        for cell, value, member in zip(part.cells, shown, members, strict=True):
             if value == 0 and part.dims:
                 continue
             n = None if value == 0 and policy.zero_cells == "suppress" else int(value)
             cells.append({**cell, col: n})
-            recorded.append(members)
+            if member is not None:
+                recorded.append(member)
         out[name] = replace(part, cells=cells, records=None, noise=noise)
     return out, [perturbed_note(noise, min_cell)], recorded
+
+
+def _summed_keys(
+    name: str, part: CountsPart, true: np.ndarray, ctx: DisclosureContext
+) -> np.ndarray:
+    """The cell keys of a part described by its sums (`Records.summed`, one aggregate at the
+    node), after the checks `_count_sets` makes of sets: the stated counts are the records'
+    sizes, the keys use this node's salt, and the table is not too large."""
+    assert part.records is not None and part.records.summed is not None
+    summed = part.records.summed
+    if (
+        summed.salt != ctx.salt
+        or summed.sizes.shape != true.shape
+        or not np.array_equal(summed.sizes, true)
+    ):
+        raise refuse(ctx, "undeclared", name)
+    levels = [len({_cell_key(c, [d]) for c in part.cells}) for d in part.dims]
+    if math.prod(levels) > MAX_CELLS:
+        raise refuse(ctx, "too_many_cells", name)
+    return summed.cell_keys
 
 
 def _counts(

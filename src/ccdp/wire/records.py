@@ -8,8 +8,8 @@ record ids in one key space per unit (`ledger_keys`, `specimen_keys`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,18 +35,30 @@ class Records:
     then two contributor keys per owner: the owner's identity and a hash of the owner's keys in
     that row. Two such sets differ by exactly twice the number of children whose samples differ
     between them (added, removed or changed), whatever their number of samples, so the ledger
-    compares children, not samples."""
+    compares children, not samples.
+
+    The arrays are held read-only and the sets derived from them (`sets`, `union`) are
+    computed once per Records object: a model that sends the same Records every round (its
+    rows do not change between rounds) has its record set built once per study, while a
+    round whose rows differ builds new Records, whose sets are computed afresh.
+
+    `summed` (perturbed counts only): the rows' sizes and cell keys computed by one aggregate
+    at the node instead of the record sets (`keys` and `row` then empty): under `counts:
+    perturbed` no release decision needs the sets. Every set-based method then sees no
+    records, so such a part can only pass the gate's perturbed path."""
 
     keys: np.ndarray
     row: np.ndarray
     owners: np.ndarray | None = None
     by_owner: bool = False
+    summed: CellSums | None = None
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.keys = np.asarray(self.keys, dtype=np.uint64)
-        self.row = np.asarray(self.row, dtype=np.int64)
+        self.keys = _frozen(self.keys, np.uint64)
+        self.row = _frozen(self.row, np.int64)
         if self.owners is not None:
-            self.owners = np.asarray(self.owners, dtype=np.uint64)
+            self.owners = _frozen(self.owners, np.uint64)
         if self.keys.shape != self.row.shape or (
             self.owners is not None and self.owners.shape != self.keys.shape
         ):
@@ -140,11 +152,19 @@ class Records:
 
     def union(self) -> np.ndarray:
         """Sorted distinct keys of every record counted anywhere in the part."""
-        return np.unique(self._pairs(np.where(self.row >= 0, 0, -1))[1])
+        if "union" not in self._memo:
+            pairs = self._pairs(np.where(self.row >= 0, 0, -1))
+            self._memo["union"] = _frozen(np.unique(pairs[1]), np.uint64)
+        union: np.ndarray = self._memo["union"]
+        return union
 
     def single_row(self) -> Records:
-        """The same records, all counted in one row (a model over a table's rows)."""
-        return replace(self, row=np.where(self.row >= 0, 0, -1))
+        """The same records, all counted in one row (a model over a table's rows); the same
+        object on every call, so its sets are computed once."""
+        if "single_row" not in self._memo:
+            self._memo["single_row"] = replace(self, row=np.where(self.row >= 0, 0, -1))
+        single: Records = self._memo["single_row"]
+        return single
 
     def remap(self, new_row: np.ndarray) -> Records:
         """The same records with row i renamed new_row[i] (-1 drops it)."""
@@ -153,6 +173,39 @@ class Records:
         counted = self.row >= 0
         row[counted] = new_row[self.row[counted]]
         return replace(self, row=row)
+
+
+@dataclass(frozen=True)
+class CellSums:
+    """Node-side only: per row of a count part, the count it states (`sizes`: distinct records;
+    samples where records are judged by owner) and its cell key (`cell_keys`: the sum modulo
+    the key space of the record keys of the set the cell is keyed by, with the node's `salt`),
+    as `disclosure.perturb.cell_keys` computes them from `Records.sets` (or `owner_sets`)."""
+
+    sizes: np.ndarray
+    cell_keys: np.ndarray
+    salt: int
+
+    def __post_init__(self) -> None:
+        sizes = _frozen(self.sizes, np.int64)
+        keys = _frozen(self.cell_keys, np.int64)
+        if sizes.shape != keys.shape or sizes.ndim != 1:
+            raise ValueError("cell sums: one size and one key per row")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "cell_keys", keys)
+
+    @classmethod
+    def records(cls, sizes: np.ndarray, cell_keys: np.ndarray, salt: int) -> Records:
+        """Records of a part described by its sums alone (no sets)."""
+        empty = np.zeros(0, dtype=np.uint64)
+        return Records(empty, np.zeros(0, dtype=np.int64), summed=cls(sizes, cell_keys, salt))
+
+
+def _frozen(values: np.ndarray, dtype: type) -> np.ndarray:
+    """A read-only view of `values` as `dtype` (the caller's array stays writable)."""
+    out: np.ndarray = np.asarray(values, dtype=dtype).view()
+    out.flags.writeable = False
+    return out
 
 
 # Salts of the two contributor keys of an owner (see Records.by_owner).
@@ -173,10 +226,19 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _hash_text(prefix: str, ids: pd.Series) -> np.ndarray:
+    """pandas' hash of `prefix + id` for each id (uint64): the values of
+    `hash_pandas_object(prefix + ids, index=False)`, without its factorising pass (ids are
+    mostly distinct, so it only costs)."""
+    if not pd.api.types.is_string_dtype(ids):  # text already: no second conversion pass
+        ids = ids.astype(str)
+    text = (prefix + ids).to_numpy(dtype=object)
+    return pd.util.hash_array(text, categorize=False).astype(np.uint64, copy=False)
+
+
 def specimen_keys(specimen_id: pd.Series) -> np.ndarray:
     """Ledger keys of specimen rows (their own key space, `s:`)."""
-    text = "s:" + specimen_id.astype(str)
-    return pd.util.hash_pandas_object(text, index=False).to_numpy().astype(np.uint64)
+    return _hash_text("s:", specimen_id)
 
 
 def ledger_keys(
@@ -185,8 +247,13 @@ def ledger_keys(
     """One key per view row, in one key space for both units: a patient's first tumour is keyed
     by the patient, later tumours by themselves. So a tumour count and a patient count of the
     same cohort differ (as sets) by exactly the second tumours, which the ledger then sees."""
-    pkey = pd.util.hash_pandas_object("p:" + patient_id.astype(str), index=False).to_numpy()
+    pkey = _hash_text("p:", patient_id)
     if unit == "patients":
-        return pkey.astype(np.uint64)
-    tkey = pd.util.hash_pandas_object("t:" + tumour_id.astype(str), index=False).to_numpy()
-    return np.where(first.to_numpy(dtype=bool), pkey, tkey).astype(np.uint64)
+        return pkey
+    is_first = first.to_numpy(dtype=bool)
+    if is_first.all():
+        return pkey
+    tkey = _hash_text("t:", tumour_id[~is_first])
+    out = pkey.copy()
+    out[~is_first] = tkey
+    return out

@@ -7,7 +7,9 @@ agent, so what a node releases never depends on how the question arrived.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,13 @@ from ccdp.analyses.base import Analysis, AnalysisParams
 from ccdp.analyses.node_data import make_records
 from ccdp.cohort.feasibility import FEASIBILITY_ANALYSES, FeasibilityError, check_feasibility_study
 from ccdp.cohort.spec import CohortSpec
-from ccdp.cohort.view import Rows, cohort_sql, view_columns
+from ccdp.cohort.view import Rows, cohort_sql, specimen_only, view_columns, view_sql, view_variables
 from ccdp.disclosure.consent_note import release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import record, release
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
+from ccdp.disclosure.perturb import KEY_SPACE
+from ccdp.disclosure.perturb import record_keys as salted_keys
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal, public_reason, too_few
 from ccdp.errors import CcdpError
@@ -102,16 +106,154 @@ WHERE {where}
 KEY_COLUMNS = ("patient_id", "tumour_id", "tumour_seq")
 
 
+# A cohort's rows as SQL over a connection with the store attached: (sql, parameters).
+CohortQuery = Callable[[duckdb.DuckDBPyConnection, list[str]], tuple[str, list[Any]]]
+
+_KEY_TABLES: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+_KEY_LOCK = threading.Lock()
+MAX_KEY_TABLES = 32
+# Key columns of the keyed view (`key_connection`), as the cell aggregates read them.
+_KEYED = ("_pid", "_tkey", "_first", "_rk_t", "_rk_p", "_multi")
+
+
+def _keyed_columns() -> list[str]:
+    """The view columns the keyed view keeps: the identifiers and every categorical variable
+    of tumour rows (all a feasibility count may filter or group on)."""
+    cats = [
+        n
+        for n, v in view_variables().items()
+        if v.var_class == "categorical" and v.rows == "tumours"
+    ]
+    return list(dict.fromkeys([*KEY_COLUMNS, *cats]))
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    st = path.stat() if path.exists() else None
+    return (st.st_mtime_ns, st.st_size) if st else (0, 0)
+
+
+def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
+    """A cursor on an in-memory DuckDB with the store attached (as `store`) and table `vk`,
+    the keyed view: the analysis view's identifiers and categorical columns (`_keyed_columns`)
+    with each tumour's keys: its patient key (`_pid`), tumour-unit ledger key (`_tkey`),
+    whether it is its patient's first tumour (`_first`) or one of several (`_multi`), and the
+    record keys (`_rk_t`, `_rk_p`: `disclosure.perturb.record_keys` with the node's salt) of
+    its tumour-unit and patient keys. Built once per store file (path, size, modification
+    time, and its write-ahead log's), node name and salt, and kept: the view and the pandas
+    hashing of every id are paid once per store, not per study. Node-side only."""
+    memo: tuple[Any, ...] = (str(store.resolve()), *_file_state(store))
+    memo = (*memo, *_file_state(Path(f"{store}.wal")), node, salt)
+    with _KEY_LOCK:
+        con = _KEY_TABLES.get(memo)
+        if con is None:
+            con = _build_keyed(store, node, salt)
+            _KEY_TABLES[memo] = con
+            while len(_KEY_TABLES) > MAX_KEY_TABLES:
+                _KEY_TABLES.popitem(last=False)
+        _KEY_TABLES.move_to_end(memo)
+        return con.cursor()
+
+
+def _build_keyed(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
+    con = connect_store(store)
+    con.execute(f"CREATE TABLE v AS {cohort_sql(_keyed_columns(), 'TRUE')}", [node])
+    rows = con.execute("SELECT patient_id, tumour_id, tumour_seq FROM v").df()
+    first = rows["tumour_seq"] == 1
+    pkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients")
+    tkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "tumours")
+    tumours = rows.groupby("patient_id")["tumour_id"].transform("size").to_numpy()
+    keys = pd.DataFrame(
+        {
+            "tumour_id": rows["tumour_id"],
+            "_pid": pkey,
+            "_tkey": tkey,
+            "_first": first.to_numpy(dtype=bool),
+            "_rk_t": salted_keys(tkey, salt).astype(np.int16),
+            "_rk_p": salted_keys(pkey, salt).astype(np.int16),
+            "_multi": tumours > 1,
+        }
+    )
+    con.register("_keys", keys)
+    con.execute(
+        f"CREATE TABLE vk AS SELECT v.*, {', '.join(f'k.{c}' for c in _KEYED)} "
+        "FROM v JOIN _keys k ON k.tumour_id = v.tumour_id"
+    )
+    con.unregister("_keys")
+    con.execute("DROP TABLE v")
+    return con
+
+
+def _keyed_sql(sql: str, cols: list[str]) -> str | None:
+    """The cohort's SQL (`cohort_sql` of `cols`) over the keyed view instead of the view, with
+    the key columns selected too; None when its text is not of the expected shape."""
+    view = f"({view_sql('store')})"
+    select = ", ".join(f'"{c}"' for c in cols)
+    prefix = f"SELECT {select} FROM "
+    if sql.count(view) != 1 or not sql.startswith(prefix):
+        return None
+    keys = ", ".join(f"v.{c}" for c in _KEYED)
+    return f"SELECT {select}, {keys} FROM " + sql[len(prefix) :].replace(view, "vk")
+
+
+def _cells_sql(by: list[str], unit: Unit) -> str:
+    """Per cell of `by` over `r` (cohort rows with their keys): the count of `unit` and the
+    cell key, as `Records.sets` / `owner_sets` and `perturb.cell_keys` define them.
+    Tumours: a cell's set holds its tumours' keys, except that a patient whose first tumour is
+    not in the cell has their smallest key there replaced by the patient key (`Records`), a
+    correction only patients of several tumours need; patients: the distinct patients (a
+    patient of one tumour is one row); specimens: the distinct samples are counted and the
+    cell keyed by their distinct children."""
+    cols = ", ".join(f'"{c}"' for c in by)
+    sel = f"{cols}, " if by else ""
+    group = f" GROUP BY {cols}" if by else ""
+    by_pid = f" GROUP BY {sel}_pid"
+    if unit == "tumours":
+        fix = "CASE WHEN bool_or(_first) THEN 0 ELSE any_value(_rk_p) - arg_min(_rk_t, _tkey) END"
+        parts = (
+            f"SELECT {sel}count(*) AS n, sum(_rk_t) AS k FROM r{group} UNION ALL "
+            f"SELECT {sel}0 AS n, sum(c) AS k FROM "
+            f"(SELECT {sel}{fix} AS c FROM r WHERE _multi{by_pid}){group}"
+        )
+    elif unit == "patients":
+        parts = (
+            f"SELECT {sel}count(*) AS n, sum(_rk_p) AS k FROM r WHERE NOT _multi{group} "
+            f"UNION ALL SELECT {sel}count(*) AS n, sum(k) AS k FROM "
+            f"(SELECT {sel}any_value(_rk_p) AS k FROM r WHERE _multi{by_pid}){group}"
+        )
+    else:
+        parts = (
+            f"SELECT {sel}sum(n) AS n, sum(k) AS k FROM "
+            f"(SELECT {sel}count(*) AS n, any_value(_rk_p) AS k FROM r{by_pid}){group}"
+        )
+    outer = (
+        f"coalesce(sum(n), 0)::BIGINT AS n, coalesce(sum(k), 0)::BIGINT % {KEY_SPACE} AS cell_key"
+    )
+    return f"SELECT {sel}{outer} FROM ({parts}) AS u{group}"
+
+
 @dataclass
 class StoreData:
-    """NodeData over a node store: the cohort's view rows, read once per study."""
+    """NodeData over a node store: the cohort's view rows, read once per study, when first
+    asked for (`load`); under perturbed counts, cells counted in the store by one aggregate
+    (`count_cells`, through `query`) without reading the rows at all."""
 
     node: str
-    frame: pd.DataFrame
+    loaded: pd.DataFrame | None
     store: Path
     cohort: CohortSpec = field(default_factory=CohortSpec)
     context: DisclosureContext = field(default_factory=DisclosureContext)
     _keys: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    load: Callable[[], pd.DataFrame] | None = field(default=None, repr=False)
+    query: CohortQuery | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The cohort's view rows (read from the store on first use)."""
+        if self.loaded is None:
+            if self.load is None:
+                raise NodeError(f"node {self.node}: no view rows")
+            self.loaded = self.load()
+        return self.loaded
 
     def view(self, columns: list[str] | None = None) -> pd.DataFrame:
         return self.frame if columns is None else self.frame[columns]
@@ -131,6 +273,36 @@ class StoreData:
                 self._keys[unit] = ledger_keys(f["patient_id"], f["tumour_id"], first, unit)
         positions = self.frame.index.get_indexer(index)
         return self._keys[unit][positions]
+
+    def count_cells(
+        self, groupings: list[list[str]], unit: Unit, salt: int
+    ) -> list[pd.DataFrame] | None:
+        """Each grouping's cells (columns, `n`, `cell_key`) from one read of the cohort's rows
+        joined to the store's key table (`key_connection`); None without a cohort query."""
+        if self.query is None:
+            return None
+        con = key_connection(self.store, self.node, salt)
+        try:
+            used = list(dict.fromkeys(c for by in groupings for c in by))
+            cols = [*used, "tumour_id", *(["specimen_id"] if unit == "specimens" else [])]
+            sql, params = self.query(con, cols)
+            kept = set(_keyed_columns()) | set(specimen_only([*used, *self.cohort.root]))
+            keyed = _keyed_sql(sql, cols)
+            if keyed is None or not {*used, *self.cohort.root} <= kept:
+                # a variable the keyed view does not keep: the view itself, joined to the keys
+                keys = ", ".join(f"k.{c}" for c in _KEYED)
+                keyed = f"SELECT v.*, {keys} FROM ({sql}) AS v JOIN vk k USING (tumour_id)"
+            else:
+                params = params[1:]  # the node name, a parameter of the view's text only
+            return [
+                con.execute(f"WITH r AS ({keyed}) {_cells_sql(by, unit)}", params).df()
+                for by in groupings
+            ]
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.node}: the store cannot be read ({kind})") from None
+        finally:
+            con.close()
 
     def records(
         self, index: pd.Index, row: np.ndarray | None = None, unit: Unit = "tumours"
@@ -319,8 +491,15 @@ class LocalNode:
         )
         study = self._studies.get(task.study_id)
         if study is None or study.key != key:
-            frame = self._read(columns, cohort, use, mode, rows=rows)
-            study = _Study(key=key, data=StoreData(self.name, frame, self.store, cohort))
+
+            def load() -> pd.DataFrame:
+                return self._read(columns, cohort, use, mode, rows=rows)
+
+            def query(con: duckdb.DuckDBPyConnection, cols: list[str]) -> tuple[str, list[Any]]:
+                return self._query(con, cols, cohort, use, mode, rows=rows)
+
+            data = StoreData(self.name, None, self.store, cohort, load=load, query=query)
+            study = _Study(key=key, data=data)
             if use is not None:
                 study.excluded = self._excluded(cohort, use, mode, rows)
             self._studies[task.study_id] = study
@@ -355,24 +534,39 @@ class LocalNode:
         cols = view_columns(rows) if columns is None else list(columns)
         keys = [*KEY_COLUMNS, "specimen_id"] if rows == "specimens" else KEY_COLUMNS
         cols += [c for c in keys if c not in cols]
-        where, params = cohort.compile()
         con = connect_store(self.store)
         try:
-            if data_use is not None:
-                distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
-                ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
-                test = "IN" if permitted else "NOT IN"
-                where = (
-                    f"({where}) AND v.patient_id {test} "
-                    f"(SELECT patient_id FROM store.patient WHERE {ok})"
-                )
-                params = [*params, *more]
-            return con.execute(cohort_sql(cols, where, rows=rows), [self.name, *params]).df()
+            sql, params = self._query(con, cols, cohort, data_use, mode, permitted, rows)
+            return con.execute(sql, params).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
         finally:
             con.close()
+
+    def _query(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        cols: list[str],
+        cohort: CohortSpec,
+        data_use: DataUse | None = None,
+        mode: ConsentMode = "required",
+        permitted: bool = True,
+        rows: Rows = "tumours",
+    ) -> tuple[str, list[Any]]:
+        """The SQL (and its parameters) of the cohort's view rows, `cols` only, over `con`
+        (the store attached as `store`); with a data use, as `_read` says."""
+        where, params = cohort.compile()
+        if data_use is not None:
+            distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
+            ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
+            test = "IN" if permitted else "NOT IN"
+            where = (
+                f"({where}) AND v.patient_id {test} "
+                f"(SELECT patient_id FROM store.patient WHERE {ok})"
+            )
+            params = [*params, *more]
+        return cohort_sql(cols, where, rows=rows), [self.name, *params]
 
     def _excluded(
         self, cohort: CohortSpec, use: DataUse, mode: ConsentMode, of: Rows = "tumours"
