@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 from threadpoolctl import threadpool_limits
 
 from ccdp.disclosure.suppress import _null_space
@@ -46,6 +46,7 @@ from ccdp.errors import CcdpError
 TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
 MAX_UNIONS = 200_000  # connected unions examined before the audit stops and says so
 SEED = 0x5EC1_A0D1
+MAX_SPARSE = 20  # findings whose combination is made sparse (and checked for integers)
 
 
 class AuditError(CcdpError):
@@ -215,6 +216,29 @@ def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.n
     return np.asarray(proj.eig_vecs @ ((proj.eig_vecs.T @ rhs) / proj.eig_vals))
 
 
+def _basic(system: _System, coef: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """A basic solution on independent sets chosen by pivoted QR among those the least-norm
+    one uses: fewer sets to name, and integral where a ±1 combination exists (as for windows
+    A + B − C). Falls back to the least-norm solution if it does not reproduce the union."""
+    scale = max(1.0, float(np.abs(coef).max(initial=0.0)))
+    used = np.flatnonzero(np.abs(coef) > 1e-6 * scale)
+    if used.size == 0:
+        return coef
+    a = system.incidence[used].toarray().T  # atoms × used sets
+    _, r, piv = linalg.qr(a, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    rank = int((diag > 1e-9 * max(1.0, float(diag.max(initial=0.0)))).sum())
+    cols = piv[:rank]
+    target = np.zeros(a.shape[0])
+    target[atoms] = 1.0
+    sol = np.linalg.lstsq(a[:, cols], target, rcond=None)[0]
+    if not np.allclose(a[:, cols] @ sol, target, atol=1e-8):
+        return coef
+    out = np.zeros_like(coef)
+    out[used[cols]] = sol
+    return out
+
+
 def _integer(system: _System, coef: np.ndarray, atoms: np.ndarray) -> bool:
     """Do the rounded coefficients already give the union (a ±1/integer combination)?"""
     rounded = np.round(coef)
@@ -269,6 +293,8 @@ def _audit(
         if old is not None and _determined_by(old, atoms):
             continue  # known before the new sets: already alerted (or accepted) then
         coef = _coefficients(system, proj, atoms)
+        if len(result.findings) < MAX_SPARSE:
+            coef = _basic(system, coef, atoms)
         scale = max(1.0, float(np.abs(coef).max(initial=0.0)))
         used = np.flatnonzero(np.abs(coef) > 1e-6 * scale)
         sources = tuple(sorted({lab for i in used for lab in system.labels[i]}))
