@@ -63,7 +63,7 @@ class Finding:
     integer: bool  # integer coefficients suffice (otherwise a rational combination does)
 
     def text(self) -> str:
-        way = "a ±1/integer" if self.integer else "a rational"
+        way = "an integer" if self.integer else "a fractional"
         return f"{way} combination of {', '.join(self.sources)} isolates {self.records} records"
 
 
