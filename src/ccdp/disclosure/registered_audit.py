@@ -184,6 +184,20 @@ def _unions(
 ) -> tuple[list[tuple[int, ...]], bool]:
     """Minimal connected unions U of small atoms with 1_Uᵀ K 1_U = 0 and size < min_cell,
     smallest first; False when the search stopped at `budget` unions."""
+    # a determined U has K 1_U = 0: only atoms in the support of K's kernel can be in one
+    vals, vecs = np.linalg.eigh(k)
+    kernel = vecs[:, vals < TOL]
+    if kernel.shape[1] == 0:
+        return [], True
+    support = np.flatnonzero(np.linalg.norm(kernel, axis=1) > 1e-6)
+    found, complete = _search(k[np.ix_(support, support)], sizes[support], min_cell, budget)
+    return [tuple(int(support[i]) for i in u) for u in found], complete
+
+
+def _search(
+    k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
+) -> tuple[list[tuple[int, ...]], bool]:
+    """The connected-union search of `_unions` on the kernel's support."""
     n = k.shape[0]
     nbrs = [np.flatnonzero((np.abs(k[i]) > TOL) & (np.arange(n) != i)) for i in range(n)]
     found: list[frozenset[int]] = []
