@@ -44,7 +44,8 @@ from ccdp.disclosure.suppress import _null_space
 from ccdp.errors import CcdpError
 
 TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
-MAX_UNIONS = 200_000  # connected unions examined before the audit stops and says so
+MAX_UNIONS = 50_000  # unions of 3+ atoms examined before the audit stops and says so
+SEARCH_SECONDS = 10.0  # and the time it may take
 SEED = 0x5EC1_A0D1
 MAX_SPARSE = 20  # findings whose combination is made sparse (and checked for integers)
 
@@ -197,29 +198,47 @@ def _unions(
 def _search(
     k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
 ) -> tuple[list[tuple[int, ...]], bool]:
-    """The connected-union search of `_unions` on the kernel's support."""
+    """The connected-union search of `_unions` on the kernel's support: single atoms and pairs
+    exhaustively (vectorised), larger unions breadth-first within `budget` unions and
+    SEARCH_SECONDS (a short-vector problem: exponential in the worst case)."""
     n = k.shape[0]
+    diag = np.diag(k)
+    single = diag < TOL
+    pair = (diag[:, None] + diag[None, :] + 2 * k) < TOL
+    pair &= np.triu(np.ones((n, n), dtype=bool), 1) & (sizes[:, None] + sizes[None, :] < min_cell)
+    pair &= ~single[:, None] & ~single[None, :]
+    found: list[frozenset[int]] = [frozenset([int(i)]) for i in np.flatnonzero(single)]
+    found += [frozenset([int(i), int(j)]) for i, j in np.argwhere(pair)]
     nbrs = [np.flatnonzero((np.abs(k[i]) > TOL) & (np.arange(n) != i)) for i in range(n)]
-    found: list[frozenset[int]] = []
-    level: set[frozenset[int]] = {frozenset([i]) for i in range(n)}
+    level: set[frozenset[int]] = {
+        frozenset([int(i), int(j)])
+        for i in range(n)
+        if not single[i]
+        for j in nbrs[i]
+        if int(j) > i and not single[j] and sizes[i] + sizes[j] < min_cell and not pair[i, j]
+    }
+    deadline = time.perf_counter() + SEARCH_SECONDS
     seen = 0
     while level:
         nxt: set[frozenset[int]] = set()
-        for u in sorted(level, key=sorted):
+        for u in level:
             seen += 1
-            if seen > budget:
+            if seen > budget or (seen % 256 == 0 and time.perf_counter() > deadline):
                 return [tuple(sorted(f)) for f in found], False
-            if any(f <= u for f in found):
-                continue  # contains a smaller determined union: not minimal
             idx = np.fromiter(u, dtype=np.int64)
-            if float(k[np.ix_(idx, idx)].sum()) < TOL:
-                found.append(u)
-                continue
             room = min_cell - 1 - int(sizes[idx].sum())
             for i in u:
                 for j in nbrs[i]:
-                    if int(j) not in u and sizes[j] <= room:
-                        nxt.add(u | {int(j)})
+                    if int(j) in u or sizes[j] > room or single[j]:
+                        continue
+                    w = u | {int(j)}
+                    if w in nxt or any(f <= w for f in found):
+                        continue
+                    widx = np.fromiter(w, dtype=np.int64)
+                    if float(k[np.ix_(widx, widx)].sum()) < TOL:
+                        found.append(w)
+                    else:
+                        nxt.add(w)
         level = nxt
     return [tuple(sorted(f)) for f in found], True
 
