@@ -140,9 +140,13 @@ def released_sets(
     None when there are more than `limit` of them. Reads the ledger's tables directly: the
     ledger keeps sets as numbered ids and this is the one reader that needs the keys back."""
     con = ledger._db()
-    where, args = ("", ()) if project is None else (
-        "WHERE json_extract(meta, '$.project') = ?",
-        (project,),
+    where, args = (
+        ("", ())
+        if project is None
+        else (
+            "WHERE json_extract(meta, '$.project') = ?",
+            (project,),
+        )
     )
     count = con.execute(f"SELECT count(*) FROM released {where}", args).fetchone()[0]
     if limit is not None and count > limit:
