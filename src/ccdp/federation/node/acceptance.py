@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,23 +26,20 @@ import numpy as np
 from ccdp.analyses import registry
 from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.ledger import Ledger, unpack_ids
+from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.registered_audit import AuditResult, audit
 from ccdp.errors import CcdpError
+from ccdp.federation.node.detection import EARLIER, alerts, detect, released_sets
 from ccdp.governance.projects import ProjectSpec
 from ccdp.governance.registered import split_study, study_hash
 from ccdp.wire.data_use import DataUse
-from ccdp.wire.protocol import utcnow
 from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary
 
 if TYPE_CHECKING:
     from ccdp.federation.node.local import LocalNode
 
 log = logging.getLogger(__name__)
-
-MAX_DETECT_SETS = 5_000  # beyond this many of a project's released sets, detection is skipped
-EARLIER = "earlier releases of this node"
 
 
 class AcceptanceError(CcdpError):
@@ -132,36 +128,6 @@ def study_sets(
     return summary_sets(summary, policy.min_cell)
 
 
-# -- what the node released before ---------------------------------------------------------------
-def released_sets(
-    ledger: Ledger, project: str | None = None, limit: int | None = None
-) -> tuple[list[np.ndarray], list[dict[str, Any]]] | None:
-    """The ledger's sets (of one project, when given) as record keys, with their metadata;
-    None when there are more than `limit` of them. Reads the ledger's tables directly: the
-    ledger keeps sets as numbered ids and this is the one reader that needs the keys back."""
-    con = ledger._db()
-    where, args = (
-        ("", ())
-        if project is None
-        else (
-            "WHERE json_extract(meta, '$.project') = ?",
-            (project,),
-        )
-    )
-    count = con.execute(f"SELECT count(*) FROM released {where}", args).fetchone()[0]
-    if limit is not None and count > limit:
-        return None
-    rows = con.execute(f"SELECT members, meta FROM released {where} ORDER BY id", args).fetchall()
-    if not rows:
-        return [], []
-    pairs = np.array(con.execute("SELECT id, key FROM keys").fetchall(), dtype=np.int64)
-    pairs = pairs.reshape(-1, 2)
-    key_of = np.zeros(int(pairs[:, 0].max(initial=0)) + 1, dtype=np.uint64)
-    key_of[pairs[:, 0]] = pairs[:, 1].view(np.uint64)
-    sets = [np.sort(key_of[unpack_ids(r[0])]) for r in rows]
-    return sets, [json.loads(r[1]) for r in rows]
-
-
 # -- at acceptance -------------------------------------------------------------------------------
 def study_label(raw: dict[str, Any]) -> str:
     """How a finding names a registered study: its title and the start of its hash."""
@@ -212,61 +178,6 @@ def describe(result: AuditResult, notes: Iterable[str] = ()) -> list[str]:
         lines.append(f"  incomplete: {result.note}")
     lines += [f"  note: {n}" for n in notes]
     return lines
-
-
-# -- after each release --------------------------------------------------------------------------
-def detect(
-    store: Path | str,
-    ledger: Ledger,
-    project: str,
-    study_id: str,
-    min_cell: int,
-    limit: int = MAX_DETECT_SETS,
-) -> AuditResult | None:
-    """Look for isolating combinations that the latest release of `study_id` adds to the
-    project's earlier releases; log a `disclosure-alert` (project and studies, never a child)
-    when there is one, a `disclosure-detection-skipped` when the project's ledger is too large.
-    Returns the result (None when skipped)."""
-    from ccdp.federation.node.audit import AuditLog
-
-    got = released_sets(ledger, project, limit)
-    log_ = AuditLog.for_store(store)
-    if got is None:
-        log_.append(
-            {
-                "time": utcnow().isoformat(),
-                "event": "disclosure-detection-skipped",
-                "project": project,
-                "reason": f"more than {limit} released sets in the project's ledger",
-            }
-        )
-        return None
-    sets, metas = got
-    labels = [f"study {m.get('study_id')}" for m in metas]
-    new = f"study {study_id}"
-    if new not in labels:
-        return AuditResult()
-    result = audit(sets, labels, min_cell, only_with={new})
-    if result.findings:
-        log_.append(
-            {
-                "time": utcnow().isoformat(),
-                "event": "disclosure-alert",
-                "project": project,
-                "study_id": study_id,
-                "findings": result.summary()["findings"],
-                "seconds": round(result.seconds, 3),
-            }
-        )
-    return result
-
-
-def alerts(store: Path | str) -> list[dict[str, Any]]:
-    """The node's disclosure alerts (and skipped detections), oldest first."""
-    from ccdp.federation.node.audit import AuditLog
-
-    kinds = {"disclosure-alert", "disclosure-detection-skipped"}
-    return [r for r in AuditLog.for_store(store).records() if r.get("event") in kinds]
 
 
 __all__ = [

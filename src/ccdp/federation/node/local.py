@@ -394,7 +394,7 @@ class LocalNode:
 
 def _detect_quietly(store: Path, project: str, study_id: str, min_cell: int) -> None:
     """Run detection; a failure is logged for the operator and never reaches an answer."""
-    from ccdp.federation.node.acceptance import detect
+    from ccdp.federation.node.detection import detect
 
     ledger = Ledger(ledger_path(store))
     try:
