@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ccdp.commands.options import STORE, hub_client
-from ccdp.commands.project import node_projects_app
+from ccdp.commands.project import alerts, node_projects_app
 from ccdp.commands.referral import refer, referrals
 from ccdp.commands.trial import randomise
 
@@ -458,5 +458,6 @@ node_app.command("catalogue")(catalogue)
 node_app.command("randomise")(randomise)
 node_app.command("refer")(refer)
 node_app.command("referrals")(referrals)
+node_app.command("alerts")(alerts)
 node_app.add_typer(policy_app, name="policy")
 node_app.add_typer(node_projects_app, name="projects")

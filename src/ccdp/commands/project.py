@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ccdp.commands.options import AS_JSON, CACERT, HUB, NODE_TOKEN, STORE, hub_client
+
+if TYPE_CHECKING:
+    from ccdp.disclosure.registered_audit import AuditResult
 
 project_app = typer.Typer(
     help="Projects (access requests): request, review (board), show, list.", no_args_is_help=True
@@ -179,10 +182,19 @@ def node_show(
     cacert: Path | None = CACERT,
     as_json: bool = AS_JSON,
 ) -> None:
-    """One project as the hub relays it (terms, lay summary) and this node's decision."""
+    """One project as the hub relays it (terms, lay summary), this node's decision, and the
+    acceptance audit of its registered studies on this node's data (which studies combine to
+    isolate a few records, and how many as a range; never who)."""
+    from ccdp.federation.node.acceptance import describe
+
     p = _with_local(
         store, hub_client(hub, token, cacert)._call("GET", f"/api/node/projects/{project_id}")
     )
+    lines: list[str] = []
+    if store.exists() and p["spec"].get("studies"):
+        result, notes = _audit(store, p["spec"])
+        p["acceptance_audit"] = {**result.summary(), "notes": notes}
+        lines = describe(result, notes)
     if as_json:
         typer.echo(json.dumps(p, indent=2))
         return
@@ -190,6 +202,18 @@ def node_show(
     typer.echo(f"  summary: {p['spec']['summary']}")
     here = p["decided_here"]
     typer.echo(f"  decided here: {here['decision'] if here else 'not decided'}")
+    for line in lines:
+        typer.echo(f"  {line}")
+
+
+def _audit(store: Path, spec: dict[str, Any]) -> tuple[AuditResult, list[str]]:
+    """The acceptance audit of a project's registered studies on this node's store, with
+    everything released before (federation/node/acceptance.py)."""
+    from ccdp.federation.node.acceptance import acceptance_audit
+    from ccdp.federation.node.local import LocalNode
+    from ccdp.governance.projects import ProjectSpec
+
+    return acceptance_audit(LocalNode(store), ProjectSpec.model_validate(spec))
 
 
 def _decide(
@@ -200,9 +224,11 @@ def _decide(
     hub: str,
     token: str,
     cacert: Path | None,
+    despite_audit: bool = False,
 ) -> None:
-    """Fetch the terms, record the decision at the node (what the node enforces), then tell the
-    hub (which only relays it)."""
+    """Fetch the terms, audit the registered studies when accepting (nothing is accepted past
+    a finding unless the custodian says so), record the decision at the node (what the node
+    enforces), then tell the hub (which only relays it)."""
     from ccdp.federation.node.projects import NodeProjectsError, record_decision
     from ccdp.governance.projects import ProjectSpec, ProjectTerms
 
@@ -215,7 +241,22 @@ def _decide(
             f"project {project_id} is {p['state']}: a custodian decides only on approved projects"
         )
     terms = ProjectTerms.of(p["project_id"], ProjectSpec.model_validate(p["spec"]))
-    record_decision(store, terms, decision, reason)  # type: ignore[arg-type]
+    audited: dict[str, Any] | None = None
+    if decision == "accepted" and terms.studies:
+        from ccdp.federation.node.acceptance import describe
+
+        result, notes = _audit(store, p["spec"])
+        for line in describe(result, notes):
+            typer.echo(line)
+        audited = {**result.summary(), "notes": notes, "accepted_despite": bool(result.findings)}
+        if result.findings and not despite_audit:
+            typer.echo(
+                f"project {project_id}: not accepted. The audit found combinations of its "
+                "registered studies that isolate a few records: decline it, ask the researcher "
+                "for a change, or accept with --despite-audit (recorded in the audit log)."
+            )
+            raise typer.Exit(1)
+    record_decision(store, terms, decision, reason, audit=audited)  # type: ignore[arg-type]
     client._call(
         "POST",
         f"/api/node/projects/{project_id}/decision",
@@ -234,10 +275,17 @@ def accept(
     hub: str = HUB,
     token: str = NODE_TOKEN,
     cacert: Path | None = CACERT,
+    despite_audit: bool = typer.Option(
+        False,
+        "--despite-audit",
+        "--yes",
+        help="Accept even though the acceptance audit found combinations that isolate records.",
+    ),
 ) -> None:
-    """Accept a board-approved project for this node: its terms are recorded here and every
+    """Accept a board-approved project for this node: the acceptance audit runs first (its
+    registered studies with everything released before); its terms are recorded here and every
     task of it is checked against them."""
-    _decide(project_id, "accepted", reason, store, hub, token, cacert)
+    _decide(project_id, "accepted", reason, store, hub, token, cacert, despite_audit)
 
 
 @node_projects_app.command("decline")
@@ -251,3 +299,25 @@ def decline(
 ) -> None:
     """Decline a project for this node (or withdraw an acceptance): its tasks are refused."""
     _decide(project_id, "declined", reason, store, hub, token, cacert)
+
+
+def alerts(store: Path = STORE, as_json: bool = AS_JSON) -> None:
+    """Disclosure alerts of this node: combinations of a project's releases that isolate a few
+    records, found after each release (project, studies and a range; never who)."""
+    from ccdp.federation.node.acceptance import alerts as read_alerts
+
+    rows = read_alerts(store)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no disclosure alerts")
+    for r in rows:
+        if r.get("event") == "disclosure-detection-skipped":
+            typer.echo(f"{r['time']}  project {r['project']}: detection skipped ({r['reason']})")
+            continue
+        for f in r.get("findings", []):
+            typer.echo(
+                f"{r['time']}  project {r['project']}: {', '.join(f['sources'])} "
+                f"isolate {f['records']} records"
+            )

@@ -7,9 +7,11 @@ agent, so what a node releases never depends on how the question arrived.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ from ccdp.wire.records import Records, Unit, ledger_keys, specimen_keys
 from ccdp.wire.summary import Summary
 
 MAX_CACHED_STUDIES = 8
+
+logger = logging.getLogger(__name__)
 
 
 def budget_path(store: Path | str) -> Path:
@@ -352,6 +356,8 @@ class LocalNode:
         self.audit = AuditLog(audit_path(self.store))
         self.ledger = Ledger(ledger_path(self.store))
         self._studies: OrderedDict[str, _Study] = OrderedDict()
+        self._detector: ThreadPoolExecutor | None = None
+        self._detections: list[Future[None]] = []
 
     @property
     def policy(self) -> NodePolicy:
@@ -403,8 +409,27 @@ class LocalNode:
             note, sets = release_excluded(study.excluded, context)
             checked.notes.append(note)
             checked.sets.extend(sets)
-        record(checked, context, {"study_id": task.study_id, "round": task.round})
+        before = len(self.ledger)
+        meta = {"study_id": task.study_id, "round": task.round, "project": task.project}
+        record(checked, context, meta)
+        if task.project is not None and len(self.ledger) > before:
+            self._after_release(task.project, task.study_id, policy.min_cell)
         return checked.summary, checked.notes
+
+    def _after_release(self, project: str, study_id: str, min_cell: int) -> None:
+        """Detection (federation/node/acceptance.py): after a release that added sets to the
+        ledger, look for isolating combinations across the project's releases, in a background
+        worker with its own ledger connection, so the answer never waits for it."""
+        if self._detector is None:
+            self._detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdp-detect")
+        self._detections.append(
+            self._detector.submit(_detect_quietly, self.store, project, study_id, min_cell)
+        )
+
+    def wait_detection(self) -> None:
+        """Block until every detection started so far has finished (tests, `ccdp run`)."""
+        while self._detections:
+            self._detections.pop(0).result()
 
     def _request(
         self, task: Task, policy: NodePolicy
@@ -602,3 +627,16 @@ class LocalNode:
             }
         )
         return AuditHead(seq=record["seq"], hash=record["hash"])
+
+
+def _detect_quietly(store: Path, project: str, study_id: str, min_cell: int) -> None:
+    """Run detection; a failure is logged for the operator and never reaches an answer."""
+    from ccdp.federation.node.detection import detect
+
+    ledger = Ledger(ledger_path(store))
+    try:
+        detect(store, ledger, project, study_id, min_cell)
+    except Exception:  # detection is advisory: it must never break answering
+        logger.exception("disclosure detection failed for project %s", project)
+    finally:
+        ledger.close()

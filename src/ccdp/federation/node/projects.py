@@ -63,9 +63,11 @@ def record_decision(
     terms: ProjectTerms,
     decision: Literal["accepted", "declined"],
     reason: str | None,
+    audit: dict[str, Any] | None = None,
 ) -> Decision:
     """Write the custodian's decision (atomically, keeping the others) and log it in the
-    node's audit log."""
+    node's audit log, with the acceptance audit's findings when one ran (sources and ranges,
+    never records)."""
     from ccdp.federation.node.audit import AuditLog
 
     held = load_decisions(store)
@@ -84,6 +86,7 @@ def record_decision(
             "status": decision,
             "reason": reason,
             "terms": terms.model_dump(mode="json"),
+            **({"acceptance_audit": audit} if audit is not None else {}),
         }
     )
     return made

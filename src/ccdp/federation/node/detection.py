@@ -1,0 +1,107 @@
+"""Detection after each release (issue 28, item 4): the registered-set audit over a project's
+released sets, reporting only what the newest sets add; a hit is a `disclosure-alert` in the
+node's audit log. Apart from acceptance.py so that LocalNode can call it without an import
+circle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ccdp.disclosure.ledger import Ledger, unpack_ids
+from ccdp.disclosure.registered_audit import AuditResult, audit
+from ccdp.wire.protocol import utcnow
+
+MAX_DETECT_SETS = 5_000  # beyond this many of a project's released sets, detection is skipped
+EARLIER = "earlier releases of this node"
+
+
+# -- what the node released before ---------------------------------------------------------------
+def released_sets(
+    ledger: Ledger, project: str | None = None, limit: int | None = None
+) -> tuple[list[np.ndarray], list[dict[str, Any]]] | None:
+    """The ledger's sets (of one project, when given) as record keys, with their metadata;
+    None when there are more than `limit` of them. Reads the ledger's tables directly: the
+    ledger keeps sets as numbered ids and this is the one reader that needs the keys back."""
+    con = ledger._db()
+    where, args = (
+        ("", ())
+        if project is None
+        else (
+            "WHERE json_extract(meta, '$.project') = ?",
+            (project,),
+        )
+    )
+    count = con.execute(f"SELECT count(*) FROM released {where}", args).fetchone()[0]
+    if limit is not None and count > limit:
+        return None
+    rows = con.execute(f"SELECT members, meta FROM released {where} ORDER BY id", args).fetchall()
+    if not rows:
+        return [], []
+    pairs = np.array(con.execute("SELECT id, key FROM keys").fetchall(), dtype=np.int64)
+    pairs = pairs.reshape(-1, 2)
+    key_of = np.zeros(int(pairs[:, 0].max(initial=0)) + 1, dtype=np.uint64)
+    key_of[pairs[:, 0]] = pairs[:, 1].view(np.uint64)
+    sets = [np.sort(key_of[unpack_ids(r[0])]) for r in rows]
+    return sets, [json.loads(r[1]) for r in rows]
+
+
+# -- after each release --------------------------------------------------------------------------
+def detect(
+    store: Path | str,
+    ledger: Ledger,
+    project: str,
+    study_id: str,
+    min_cell: int,
+    limit: int = MAX_DETECT_SETS,
+) -> AuditResult | None:
+    """Look for isolating combinations that the latest release of `study_id` adds to the
+    project's earlier releases; log a `disclosure-alert` (project and studies, never a child)
+    when there is one, a `disclosure-detection-skipped` when the project's ledger is too large.
+    Returns the result (None when skipped)."""
+    from ccdp.federation.node.audit import AuditLog
+
+    got = released_sets(ledger, project, limit)
+    log_ = AuditLog.for_store(store)
+    if got is None:
+        log_.append(
+            {
+                "time": utcnow().isoformat(),
+                "event": "disclosure-detection-skipped",
+                "project": project,
+                "reason": f"more than {limit} released sets in the project's ledger",
+            }
+        )
+        return None
+    sets, metas = got
+    labels = [f"study {m.get('study_id')}" for m in metas]
+    new = f"study {study_id}"
+    if new not in labels:
+        return AuditResult()
+    result = audit(sets, labels, min_cell, only_with={new})
+    if result.findings:
+        log_.append(
+            {
+                "time": utcnow().isoformat(),
+                "event": "disclosure-alert",
+                "project": project,
+                "study_id": study_id,
+                "findings": result.summary()["findings"],
+                "seconds": round(result.seconds, 3),
+            }
+        )
+    return result
+
+
+def alerts(store: Path | str) -> list[dict[str, Any]]:
+    """The node's disclosure alerts (and skipped detections), oldest first."""
+    from ccdp.federation.node.audit import AuditLog
+
+    kinds = {"disclosure-alert", "disclosure-detection-skipped"}
+    return [r for r in AuditLog.for_store(store).records() if r.get("event") in kinds]
+
+
+__all__ = ["EARLIER", "alerts", "detect", "released_sets"]
