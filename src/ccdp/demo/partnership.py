@@ -143,9 +143,7 @@ def run_governance(
         rule = ("node", "policy", "set", "exact_release", exact_release, "--store", stores[c])
         _run_logged(_cli(*rule), log)
         for project in (projects.studies, projects.feasibility):
-            # the node's acceptance audit runs and its findings go to this log and the node's
-            # audit log; the demo's custodian accepts despite them (the Cox study's model cohort
-            # against its own risk-set rows is reported: see docs/disclosure.md)
+            # the acceptance audit's findings stay in this log and the node's audit log
             accept = ("node", "projects", "accept", project, "--store", stores[c])
             _run_logged(_cli(*accept, "--despite-audit", *hub, "--token", token), log)
         progress.advance(task)
