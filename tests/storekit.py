@@ -14,8 +14,19 @@ import pandas as pd
 from ccdp.model import load_model
 
 
-def build_store(path: Path, rows: dict[str, Iterable[dict[str, Any]]]) -> Path:
-    """A store file with every model table created and the given rows inserted."""
+def build_store(
+    path: Path,
+    rows: dict[str, Iterable[dict[str, Any]]],
+    policy: dict[str, Any] | None = None,
+    defaults: bool = False,
+) -> Path:
+    """A store file with every model table created and the given rows inserted, under the exact
+    test policy (`EXACT`, updated by `policy`), or with no policy file (the node's defaults:
+    the release tiers) when `defaults`."""
+    if not defaults:
+        from ccdp.disclosure.policy import NodePolicy, save_policy
+
+        save_policy(path, NodePolicy.model_validate({**EXACT, **(policy or {})}))
     model = load_model()
     con = duckdb.connect(str(path))
     try:
@@ -117,7 +128,7 @@ def synth_stores(out: Path, seed: int, patients: int) -> list[Path]:
     for country in ("FR", "DE"):
         store = out / f"{country.lower()}.duckdb"
         run_ccdp("ingest", out / country, "--store", store)
-        stores.append(store)
+        stores.append(exact_policy(store))
     return stores
 
 
@@ -163,3 +174,21 @@ def specimen_truth(store: Path, by: list[str], where: str = "TRUE") -> pd.DataFr
         return con.execute(sql).df()
     finally:
         con.close()
+
+
+# The release tiers' test policy (issue 28): counts as they are and every exact answer at once,
+# for tests whose subject is an analysis's exactness or the exact tier's own rules, not the
+# tiers (tests/disclosure/test_tiers.py runs the defaults). A node sets the same for published
+# or public data.
+EXACT = {"counts": "exact", "exact_release": "any"}
+EXACT_YAML = "counts: exact\nexact_release: any\n"  # the same, as the start of a policy file
+
+
+def exact_policy(store: Path, **settings: Any) -> Path:
+    """Give `store` the exact test policy (plus `settings`), written beside it as a node's own
+    policy file; returns the store."""
+    from ccdp.disclosure.policy import NodePolicy, load_policy, save_policy
+
+    policy = load_policy(store).model_dump()
+    save_policy(store, NodePolicy.model_validate({**policy, **EXACT, **settings}))
+    return store

@@ -34,7 +34,7 @@ from ccdp.federation.inprocess import InProcessTransport
 from ccdp.federation.node.local import LocalNode
 from ccdp.federation.study import load_study, run_study
 from ccdp.wire.protocol import Answer, Task
-from tests.storekit import build_store, random_registry
+from tests.storekit import EXACT_YAML, build_store, random_registry
 
 MIN_CELL = 5
 BY_CHOICES = ["sex", "iccc_group", "age_group", "vital_status", "immunophenotype", "arm"]
@@ -340,7 +340,8 @@ def test_a_level_held_by_one_patient_is_refused_whatever_max_iter(oracle: Oracle
 def test_over_parameterised_models_of_every_form_are_refused(tmp_path: Path) -> None:
     """At most n/3 parameters, for unstratified Cox as for node-stratified Cox and GLMs."""
     store = build_store(tmp_path / "FR.duckdb", random_registry(3, 60, "FR", "fr"))
-    (tmp_path / "FR.policy.yaml").write_text("min_cohort: 4\n")  # let the parameter rule speak
+    # let the parameter rule speak
+    (tmp_path / "FR.policy.yaml").write_text(EXACT_YAML + "min_cohort: 4\n")
     covariates = ["age_at_diagnosis", "age_years", "wbc_at_diagnosis"]
     cohort = {"age_at_diagnosis": {"to": 2}}
     for spec in (

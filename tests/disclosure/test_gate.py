@@ -18,7 +18,7 @@ from ccdp.federation.node.policy import set_policy_value
 from ccdp.wire.protocol import Task
 from ccdp.wire.records import Records
 from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary
-from tests.storekit import build_store, random_registry
+from tests.storekit import EXACT_YAML, build_store, random_registry
 
 
 def recoverable(cells: list[dict], dims: list[str], margins_public=True) -> list[tuple]:
@@ -246,7 +246,8 @@ def test_model_with_as_many_parameters_as_patients_is_refused(tmp_path):
     from ccdp.federation.study import run_study
 
     store = build_store(tmp_path / "m.duckdb", random_registry(9, 40, "FR", "m"))
-    (tmp_path / "m.policy.yaml").write_text("min_cohort: 2\n")  # let the parameter rule speak
+    # let the parameter rule speak
+    (tmp_path / "m.policy.yaml").write_text(EXACT_YAML + "min_cohort: 2\n")
     numeric = ["wbc_at_diagnosis", "age_at_diagnosis", "age_years"]
     res = run_study(
         {"analysis": "cox", "covariates": numeric, "cohort": {"age_at_diagnosis": {"to": 1.5}}},
@@ -267,7 +268,7 @@ def test_attack_with_every_margin_query_learns_no_suppressed_cell(tmp_path):
     from ccdp.federation.study import run_study
 
     store = build_store(tmp_path / "a.duckdb", random_registry(21, 150, "FR", "a"))
-    (tmp_path / "a.policy.yaml").write_text("differencing_threshold: 0\n")
+    (tmp_path / "a.policy.yaml").write_text(EXACT_YAML + "differencing_threshold: 0\n")
     transport = InProcessTransport([store])
 
     def cells(by: list[str]) -> list[dict]:

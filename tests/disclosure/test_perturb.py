@@ -82,8 +82,9 @@ def test_a_noise_smaller_than_min_cell_minus_one_is_refused() -> None:
     with pytest.raises(ValueError, match="min_cell - 1"):
         ptable(3, 5)
     with pytest.raises(ValueError, match="max_noise"):
-        NodePolicy(counts="perturbed", min_cell=10)
-    NodePolicy(min_cell=10)  # exact counts: max_noise is not used, so not checked
+        NodePolicy(counts="perturbed", min_cell=10, max_noise=4)
+    assert NodePolicy(min_cell=10).noise == 9  # unset: the smallest bound that works
+    assert NodePolicy(min_cell=10, max_noise=12).noise == 12
 
 
 def test_the_policy_key_is_set_and_checked_like_any_other(tmp_path: Path) -> None:
@@ -92,6 +93,9 @@ def test_the_policy_key_is_set_and_checked_like_any_other(tmp_path: Path) -> Non
     with pytest.raises(PolicyError, match="counts"):
         set_policy_value(store, "counts", "rounded")
     with pytest.raises(PolicyError, match="max_noise"):
+        set_policy_value(store, "max_noise", "2")
+    set_policy_value(store, "counts", "exact")
+    with pytest.raises(PolicyError, match="max_noise"):  # checked whatever `counts` says
         set_policy_value(store, "max_noise", "2")
 
 
@@ -197,7 +201,8 @@ def test_the_gate_perturbs_every_cell_and_total_and_suppresses_nothing() -> None
 
 def test_exact_counts_stay_exact_and_say_nothing_of_noise() -> None:
     part, total = table(3, n=200)
-    checked = release(Summary({"cells": part, "total": total}), DisclosureContext(NodePolicy()))
+    exact = DisclosureContext(NodePolicy(counts="exact"))
+    checked = release(Summary({"cells": part, "total": total}), exact)
     assert checked.summary.counts("cells").noise == 0
     assert "noise" not in checked.summary.to_dict()["cells"]  # the wire is as before
     assert checked.summary.counts("total").cells[0]["n"] == 200
@@ -542,3 +547,15 @@ def test_perturbed_counts_defeat_the_three_way_differencing_attack(
     assert refused.status == "refused" and refused.summary is None
     assert "feasibility" in str(refused.reason) and "diagnosis_date" in str(refused.reason)
     assert three_way_attack(perturbed, truth, targets[:5], seed=1)[1] == 0  # no guess at all
+
+
+def test_under_the_default_policy_only_the_feasibility_tier_is_perturbed() -> None:
+    """Counts of a feasibility release are perturbed; the same counts in a registered study, or
+    in another analysis's release (reviewed), are exact."""
+    part, total = table(3, n=200)
+    summary = Summary({"cells": part, "total": total})
+    assert release(summary, DisclosureContext()).summary.counts("cells").noise == 4
+    for ctx in (DisclosureContext(registered=True), DisclosureContext(feasibility=False)):
+        checked = release(summary, ctx)
+        assert checked.summary.counts("cells").noise == 0
+        assert checked.summary.counts("total").cells[0]["n"] == 200

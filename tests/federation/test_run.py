@@ -14,7 +14,7 @@ from ccdp.federation.node.local import LocalNode
 from ccdp.federation.study import load_study, run_study
 from ccdp.report.html import dash_note, frame_html, result_frame
 from ccdp.wire.protocol import Answer, Task
-from tests.storekit import build_store, random_registry
+from tests.storekit import EXACT_YAML, build_store, random_registry
 
 SIZES = {"fr": (1, 400, "FR"), "de": (2, 600, "DE"), "it": (3, 250, "IT")}
 
@@ -74,7 +74,7 @@ def test_crosstab_frame_and_patients(stores):
 
 
 def test_refusal_and_failure_are_reported(stores, tmp_path):
-    (tmp_path / "it.policy.yaml").write_text("allowed_analyses: [crosstab]\n")
+    (tmp_path / "it.policy.yaml").write_text(EXACT_YAML + "allowed_analyses: [crosstab]\n")
     spec = {"analysis": "count", "by": ["sex"], "min_nodes": 2}
     result = run_study(spec, InProcessTransport(stores))
     assert result.nodes["it"].status == "refused"
@@ -123,7 +123,7 @@ def test_ccdp_run_json_end_to_end(ccdp, stores, tmp_path):
 
 
 def test_min_nodes_and_node_selection(ccdp, stores, tmp_path):
-    (tmp_path / "fr.policy.yaml").write_text("allowed_analyses: [km]\n")
+    (tmp_path / "fr.policy.yaml").write_text(EXACT_YAML + "allowed_analyses: [km]\n")
     spec = tmp_path / "s.yaml"
     spec.write_text("analysis: count\nmin_nodes: 3\n")
     proc = ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json", check=False)
@@ -138,7 +138,7 @@ def test_min_nodes_and_node_selection(ccdp, stores, tmp_path):
 
 
 def test_min_nodes_defaults_to_every_node_named(ccdp, stores, tmp_path):
-    (tmp_path / "fr.policy.yaml").write_text("allowed_analyses: [km]\n")
+    (tmp_path / "fr.policy.yaml").write_text(EXACT_YAML + "allowed_analyses: [km]\n")
     spec = tmp_path / "s.yaml"
     spec.write_text("analysis: count\n")
     proc = ccdp("run", spec, *[a for s in stores for a in ("--store", s)], "--json", check=False)

@@ -18,7 +18,7 @@ from ccdp.wire.protocol import Answer, Task
 from tests.analyses.federate import grouped
 from tests.analyses.references import dummies, lifelines_cox, with_node
 from tests.analyses.test_km import check_against_lifelines
-from tests.storekit import build_store, random_registry
+from tests.storekit import EXACT_YAML, build_store, random_registry
 
 SIZES = {"fr": (11, 300, "FR"), "de": (12, 450, "DE"), "it": (13, 200, "IT")}
 
@@ -31,7 +31,7 @@ def stores(tmp_path_factory):
         for n, (seed, size, c) in SIZES.items()
     ]
     for s in stores:  # exactness, not differencing, is checked here: no ledger-driven merges
-        s.with_name(f"{s.stem}.policy.yaml").write_text("differencing_threshold: 0\n")
+        s.with_name(f"{s.stem}.policy.yaml").write_text(EXACT_YAML + "differencing_threshold: 0\n")
     return stores
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.protocol import Answer, Task
-from tests.storekit import build_store, random_registry
+from tests.storekit import EXACT_YAML, build_store, random_registry
 
 GRU = "DUO:0000042"
 HEAD = "excluded by their consent (DUO)"
@@ -93,7 +93,7 @@ def test_zero_excluded_follows_zero_policy(tmp_path):
     store = store_with(tmp_path, 40, 0)
     node = LocalNode(store)
     assert released_numbers(ask(node, "z", HMB)) == {0}
-    (tmp_path / "fr.policy.yaml").write_text("zero_cells: suppress\n")
+    (tmp_path / "fr.policy.yaml").write_text(EXACT_YAML + "zero_cells: suppress\n")
     again = ask(node, "z2", HMB)
     assert "withheld" in again.reason and released_numbers(again) == set()
 

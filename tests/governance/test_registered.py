@@ -220,15 +220,22 @@ def airlock_for(node: LocalNode) -> Agent:
     return Agent(node)
 
 
-def today_answer(tmp_path, template, spec):
+def today_answer(tmp_path, template, spec, registered=True):
+    """The answer of a node that answers every task at once (`any`), the study registered
+    there or not."""
     node = node_at(tmp_path, template, "any")
-    accept(node, [])
+    accept(node, [spec] if registered else [])
     return node.answer(task(spec))
 
 
 def test_a_registered_study_is_answered_exactly_as_today(tmp_path, template):
     today = today_answer(tmp_path, template, KM)
     assert today.status == "answered"
+    # registered, its event times come at the policy's resolution (day): more rows than the
+    # grouped intervals an unregistered answer gets
+    grouped = today_answer(tmp_path, template, KM, registered=False)
+    rows = len(today.summary["events"]["columns"]["time"])
+    assert rows > len(grouped.summary["events"]["columns"]["time"])
     node = node_at(tmp_path, template, "registered")
     accept(node, [KM])
     lock = airlock_for(node)

@@ -52,7 +52,7 @@ def summed_parts(
     """Under `counts: perturbed`, the CountsPart of each grouping computed by one aggregate at
     the node (cells as `counts_part` makes them, with `CellSums` instead of record sets), or
     None where the node's data cannot (in-memory frames: `counts_part` then)."""
-    if data.disclosure.policy.counts != "perturbed" or not isinstance(data, SummedCounts):
+    if not data.disclosure.perturbs or not isinstance(data, SummedCounts):
         return None
     salt = data.disclosure.salt
     frames = data.count_cells(groupings, unit, salt)

@@ -43,6 +43,18 @@ class DisclosureContext:
     policy: NodePolicy = field(default_factory=NodePolicy)
     ledger: Ledger = field(default_factory=Ledger)
     cell_key_salt: int | None = None
+    # a registered study of a project accepted here (issue 28's exact tier): its counts are
+    # exact even under `counts: perturbed`, its event times at the policy's resolution
+    registered: bool = False
+    # a release of the feasibility tier (count, crosstab, the catalogue): its counts are the
+    # ones `counts: perturbed` perturbs; any other analysis's counts are exact (reviewed)
+    feasibility: bool = True
+
+    @property
+    def perturbs(self) -> bool:
+        """Are this release's counts perturbed? Under `counts: perturbed`, the feasibility
+        tier's, except a registered study's (the custodian audited those at acceptance)."""
+        return self.policy.counts == "perturbed" and self.feasibility and not self.registered
 
     @property
     def salt(self) -> int:
@@ -76,7 +88,13 @@ class DisclosureContext:
     def group_intervals(
         self, group: np.ndarray, time: np.ndarray, keys: np.ndarray, step: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each subject's interval (start, end] by the node's rules; start == end where exact."""
+        """Each subject's interval (start, end] by the node's rules; start == end where exact.
+        A registered study's times are released at the policy's resolution, as a published
+        curve is: the custodian audited its event-time rows at acceptance."""
         from ccdp.disclosure.event_times import group_intervals
+
+        if self.registered:
+            exact = np.asarray(time, dtype=float)
+            return exact.copy(), exact.copy()
 
         return group_intervals(group, time, keys, self.min_cell, step, self.ledger, self.threshold)

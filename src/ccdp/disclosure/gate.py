@@ -3,17 +3,20 @@
 Whatever analysis produced it, a summary leaves only through `release`, which judges each part by
 its kind and by the records it counts (node-side `Records`, which every part must declare):
 
-* counts, under `counts: exact` (the default): small cells (1 to min_cell - 1, and zeros under
+* counts, under `counts: exact`: small cells (1 to min_cell - 1, and zeros under
   `zero_cells: suppress`) and cells whose record set differs from an earlier released set by 1
   to threshold - 1 records (the ledger) are suppressed, then secondary suppression protects
   them; suppressed cells are listed with their labels only when every label comes from the
   variable's declared level set, else only counted; a table needs a cohort of `min_cohort`
-  records. Under `counts: perturbed`: every cell, margin and total is published with cell-key
-  noise of at most `max_noise`, never 1 to min_cell - 1 (disclosure.perturb), and nothing is
-  suppressed or refused because of the data;
+  records. Under `counts: perturbed` (the feasibility tier): every cell, margin and total is
+  published with cell-key noise of at most `max_noise`, never 1 to min_cell - 1
+  (disclosure.perturb), and nothing is suppressed or refused because of the data. A registered
+  study's counts (`DisclosureContext.registered`) are exact under either policy;
 * event-time tables: a cohort of `min_cohort` records, the node's time grid, groups of fewer
   than min_group/min_cell subjects withheld, every row describing at least min_cell subjects,
-  no row or group set close to an earlier release;
+  no row or group set close to an earlier release. A registered study's rows come at the
+  policy's resolution (a published curve: the custodian audited them at acceptance), so only
+  its groups are held to the size and differencing rules;
 * model sums: min_cohort records, at most `max_params_ratio` x n parameters, every level of every
   categorical term holding min_cell records, the model's record set not close to an earlier one.
 
@@ -95,23 +98,28 @@ def _event_times(
         notes.append(f"{name}: {len(small)} group(s) of fewer than {smallest} subjects withheld")
     assert part.records is not None
     rows = part.records.sets(len(part))
-    if any(r.size < policy.min_cell for r in rows):
+    if ctx.registered:  # rows at the policy's resolution: only the groups are compared
+        rows_checked: list[np.ndarray] = []
+    elif any(r.size < policy.min_cell for r in rows):
         raise refuse(ctx, "event_rows", name)
+    else:
+        rows_checked = rows
     groups = _group_sets(name, part, rows, ctx)
     # a group any of whose sets lies too close to an earlier release is withheld, as a small
     # group is: the rest of the table still answers
     labels = part.columns[GROUP]
-    refused = ctx.ledger.refused(rows + list(groups.values()), ctx.threshold)
-    close = {str(lab) for lab, r in zip(labels, refused[: len(rows)], strict=True) if r}
-    close |= {g for g, r in zip(groups, refused[len(rows) :], strict=True) if r}
+    refused = ctx.ledger.refused(rows_checked + list(groups.values()), ctx.threshold)
+    n_rows = len(rows_checked)
+    close = {str(lab) for lab, r in zip(labels, refused[:n_rows], strict=False) if r}
+    close |= {g for g, r in zip(groups, refused[n_rows:], strict=True) if r}
     if close:
         keep = ~np.isin(labels, sorted(close))
-        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+        rows_checked = [r for r, k in zip(rows_checked, keep, strict=False) if k]
         groups = {g: m for g, m in groups.items() if g not in close}
         sizes = {k: n for k, n in part.group_sizes.items() if k not in close}
         part = replace(part.take(keep), group_sizes=sizes)
         notes.append(f"{name}: {len(close)} group(s) withheld by the differencing rule")
-    sets = rows + list(groups.values())
+    sets = rows_checked + list(groups.values())
     return part, notes, sets
 
 
@@ -299,7 +307,7 @@ def _perturbed(
     summed = {n: p for n, p in parts.items() if p.records is not None and p.records.summed}
     sets = _count_sets({n: p for n, p in parts.items() if n not in summed}, ctx)
     owner_sets = _owner_sets(parts)
-    noise, min_cell = policy.max_noise, policy.min_cell
+    noise, min_cell = policy.noise, policy.min_cell
     out: dict[str, CountsPart] = {}
     recorded: list[np.ndarray] = []
     for name, part in parts.items():
@@ -354,7 +362,7 @@ def _counts(
     parts: dict[str, CountsPart], ctx: DisclosureContext
 ) -> tuple[dict[str, CountsPart], list[str], list[np.ndarray]]:
     policy = ctx.policy
-    if policy.counts == "perturbed":
+    if ctx.perturbs:
         return _perturbed(parts, ctx)
     sets = _count_sets(parts, ctx)
     owner_sets = _owner_sets(parts)

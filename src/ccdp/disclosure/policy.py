@@ -58,18 +58,21 @@ class NodePolicy(BaseModel):
         "released set by 1 to this many minus one records (None: min_cell; 0 disables).",
     )
     counts: Literal["exact", "perturbed"] = Field(
-        "exact",
-        description="exact: counts are released as they are, small cells suppressed and "
-        "differences with earlier releases refused (sections 2-3 of docs/disclosure.md); "
-        "perturbed: every count, margin and total gets cell-key noise of at most `max_noise` "
-        "(the same set of records always the same value, none between 1 and min_cell - 1) and "
-        "nothing is suppressed or refused because of the data (issue 28's feasibility tier).",
+        "perturbed",
+        description="perturbed (the feasibility tier): every count, margin and total of a "
+        "count or crosstab that is not a registered study gets cell-key noise of at most "
+        "`max_noise` (the same set of records always the same value, none between 1 and "
+        "min_cell - 1), its filters and `by` only declared levels, bands and groupings, and "
+        "nothing is suppressed or refused because of the data; exact: counts are released as "
+        "they are, small cells suppressed and differences with earlier releases refused "
+        "(docs/disclosure.md). A registered study's counts are exact under either.",
     )
-    max_noise: int = Field(
-        4,
+    max_noise: int | None = Field(
+        None,
         ge=0,
         description="Under `counts: perturbed`, the largest change to a count (D); at least "
-        "min_cell - 1, so that a count of 1 can go to 0 or to min_cell with zero mean noise.",
+        "min_cell - 1, so that a count of 1 can go to 0 or to min_cell with zero mean noise "
+        "(None: min_cell - 1).",
     )
     feasibility_budget: int | None = Field(
         None,
@@ -93,13 +96,13 @@ class NodePolicy(BaseModel):
         "automatic", description="manual: answers wait for the operator (networked node)."
     )
     exact_release: Literal["registered", "reviewed", "any"] = Field(
-        "any",
+        "registered",
         description="Which hub tasks are answered exactly without the custodian: registered: "
         "only a registered study of a project accepted here (its spec's canonical hash is one "
-        "the custodian accepted), any other waits for the custodian (`ccdp node pending`); "
-        "reviewed: every answer waits for the custodian; any: every task within an accepted "
-        "project, as before registered studies (published or public data). `registered` "
-        "becomes the default with the feasibility tier (issue 28).",
+        "the custodian accepted) and the feasibility tier's perturbed counts; any other waits "
+        "for the custodian (`ccdp node pending`); reviewed: every exact answer waits for the "
+        "custodian; any: every task within an accepted project (published or public data, "
+        "such as a trial's published dataset).",
     )
     consent: Literal["required", "statutory"] = Field(
         "required",
@@ -117,14 +120,18 @@ class NodePolicy(BaseModel):
 
     @model_validator(mode="after")
     def _noise_fits(self) -> NodePolicy:
-        """Checked only where perturbation is on, so that a policy with a large min_cell and
-        exact counts stays valid."""
-        if self.counts == "perturbed" and self.max_noise < self.min_cell - 1:
+        """A bound below min_cell - 1 could not keep 1 to min_cell - 1 unpublished."""
+        if self.max_noise is not None and self.max_noise < self.min_cell - 1:
             raise ValueError(
                 f"max_noise {self.max_noise} must be at least min_cell - 1 = {self.min_cell - 1} "
-                "under counts: perturbed (a count of 1 must be able to go to 0 or to min_cell)"
+                "(a count of 1 must be able to go to 0 or to min_cell under counts: perturbed)"
             )
         return self
+
+    @property
+    def noise(self) -> int:
+        """The largest change perturbation makes to a count (D): `max_noise`, or min_cell - 1."""
+        return self.max_noise if self.max_noise is not None else max(self.min_cell - 1, 0)
 
     @field_validator("allowed_analyses")
     @classmethod

@@ -3,6 +3,7 @@ JSON so that the in-process run exercises exactly what the network carries."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from ccdp.errors import SpecError
@@ -13,8 +14,14 @@ from ccdp.wire.protocol import Answer, Task
 class InProcessTransport:
     """A Transport over LocalNodes (built from store paths, or given ready-made)."""
 
-    def __init__(self, stores: list[Path | str | LocalNode]) -> None:
-        nodes = [s if isinstance(s, LocalNode) else LocalNode(s) for s in stores]
+    def __init__(
+        self, stores: list[Path | str | LocalNode], registered: Collection[str] = ()
+    ) -> None:
+        """`registered`: hashes of the studies a local run registers (`ccdp run --project`),
+        given to the nodes built here from store paths."""
+        nodes = [
+            s if isinstance(s, LocalNode) else LocalNode(s, registered=registered) for s in stores
+        ]
         self._nodes: dict[str, LocalNode] = {}
         for node in nodes:
             if node.name in self._nodes:

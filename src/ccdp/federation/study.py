@@ -26,6 +26,8 @@ from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult
 from ccdp.cohort.spec import CohortError, CohortSpec
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
+from ccdp.governance.projects import ProjectSpec, load_project
+from ccdp.governance.registered import study_hash
 from ccdp.specfile import first_error, load_spec
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
@@ -123,6 +125,24 @@ def load_study(source: Path | str | dict[str, Any] | StudySpec) -> StudySpec:
     if isinstance(source, StudySpec):
         return source
     return load_spec(source, StudySpec, "study spec", "title, analysis", SpecError)
+
+
+def registered_hashes(
+    spec: StudySpec, project: ProjectSpec | dict[str, Any] | Path | str
+) -> frozenset[str]:
+    """The study hashes a local run registers (`ccdp run --project FILE`): the project's
+    registered studies, once `spec` is one of them, as a node checks a hub's task; a study the
+    protocol does not list is refused here, as a node would hold it for review."""
+    proj = project if isinstance(project, ProjectSpec) else load_project(project)
+    hashes = frozenset(s.hash for s in proj.studies)
+    if study_hash(spec.analysis, spec.params, spec.cohort_json()) not in hashes:
+        titles = "; ".join(str(getattr(s, "title", "") or "(untitled)") for s in proj.studies)
+        raise SpecError(
+            f"study {spec.title!r} is not one of the registered studies of project "
+            f"{proj.title!r} (they are: {titles or 'none'}); a registered study is run exactly as "
+            "the protocol writes it: the same analysis, parameters and cohort"
+        )
+    return hashes
 
 
 class NodeStatus(BaseModel):

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.node.policy import load_policy
 from ccdp.governance.consent import ConsentMode, consent_filter
+from ccdp.governance.registered import RegisteredStudyError, study_hash
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import InsufficientData
 from ccdp.wire.protocol import Answer, AuditHead, Task, utcnow
@@ -45,6 +46,11 @@ from ccdp.wire.records import Records, Unit, ledger_keys, specimen_keys
 from ccdp.wire.summary import Summary
 
 MAX_CACHED_STUDIES = 8
+# beside a local run's answer that a networked node would hold for its custodian (`review`)
+LOCAL_REVIEW_NOTE = (
+    "not a registered study: a networked node holds this answer for its custodian's review "
+    "(exact_release: {}); register it in the project's protocol to have it answered at once"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -343,12 +349,16 @@ class LocalNode:
         name: str | None = None,
         policy: NodePolicy | None = None,
         from_hub: bool = False,
+        registered: Collection[str] = (),
     ) -> None:
         """`from_hub`: tasks come from a hub (`ccdp node run|answer`), which the node does not
         trust to have checked the project: one naming none is refused under `require_project`.
-        The operator's own `ccdp run` on this machine is not a hub's task."""
+        The operator's own `ccdp run` on this machine is not a hub's task. `registered`: the
+        hashes of studies the operator registers for a local run (`ccdp run --project FILE`),
+        answered as a registered study of an accepted project is; never a hub's."""
         self.store = Path(store_path)
         self.from_hub = from_hub
+        self.registered = frozenset() if from_hub else frozenset(registered)
         if not self.store.exists():
             raise NodeError(f"{self.store}: no such node store")
         self._fixed_policy = policy
@@ -395,9 +405,13 @@ class LocalNode:
     def _answer(self, task: Task, progress: dict[str, bool]) -> tuple[Summary, list[str]]:
         """Check the request, then (and only then) read the data, run and pass the gate."""
         policy = self.policy
-        analysis, params, cohort = self._request(task, policy)
+        registered = self.is_registered(task)
+        analysis, params, cohort = self._request(task, policy, registered)
         progress["data_read"] = True
-        context = DisclosureContext(policy, self.ledger)
+        feasibility = task.analysis in FEASIBILITY_ANALYSES
+        context = DisclosureContext(
+            policy, self.ledger, registered=registered, feasibility=feasibility
+        )
         study = self._study(task, analysis, params, cohort, context)
         try:
             summary = analysis.local(study.data, params, task.request, study.cache)
@@ -409,6 +423,8 @@ class LocalNode:
             note, sets = release_excluded(study.excluded, context)
             checked.notes.append(note)
             checked.sets.extend(sets)
+        if not self.from_hub and self._held_at_a_node(task, policy, registered):
+            checked.notes.append(LOCAL_REVIEW_NOTE.format(policy.exact_release))
         before = len(self.ledger)
         meta = {"study_id": task.study_id, "round": task.round, "project": task.project}
         record(checked, context, meta)
@@ -431,8 +447,30 @@ class LocalNode:
         while self._detections:
             self._detections.pop(0).result()
 
+    def is_registered(self, task: Task) -> bool:
+        """Is `task` a registered study: of a project this node's custodian accepted (its
+        hash among those accepted), or one the operator registers for a local run?"""
+        from ccdp.federation.node.projects import load_decisions, registered_here
+
+        if self.registered:
+            try:
+                if study_hash(task.analysis, task.params, task.cohort) in self.registered:
+                    return True
+            except RegisteredStudyError:
+                pass
+        return task.project is not None and registered_here(task, load_decisions(self.store))
+
+    @staticmethod
+    def _held_at_a_node(task: Task, policy: NodePolicy, registered: bool) -> bool:
+        """Would a networked node hold this answer for its custodian (`review`)? Decided from
+        the request and policy alone."""
+        if registered or policy.exact_release == "any":
+            return False
+        feasibility = policy.counts == "perturbed" and task.analysis in FEASIBILITY_ANALYSES
+        return policy.exact_release == "reviewed" or not feasibility
+
     def _request(
-        self, task: Task, policy: NodePolicy
+        self, task: Task, policy: NodePolicy, registered: bool = False
     ) -> tuple[Analysis, AnalysisParams, CohortSpec]:
         """Every check made before any data is read: project, policy, parameters, cohort."""
         self._check_project(task, policy)
@@ -442,7 +480,8 @@ class LocalNode:
         params = analysis.params_model.model_validate(task.params)
         cohort = CohortSpec.load(task.cohort)
         analysis.check_request(params, set(cohort.root))
-        self._check_feasibility(task, params, policy)
+        if not registered:  # a registered study's counts are exact: the custodian audited them
+            self._check_feasibility(task, params, policy)
         return analysis, params, cohort
 
     @staticmethod
@@ -467,17 +506,19 @@ class LocalNode:
         from ccdp.federation.node.projects import load_decisions, review_reason
 
         policy = self.policy
+        registered = self.is_registered(task)
         feasibility = (
             policy.counts == "perturbed"
             and task.analysis in FEASIBILITY_ANALYSES
             and task.project is not None
+            and not registered
         )
         if policy.exact_release == "any" and not (
             feasibility and policy.feasibility_budget is not None
         ):
             return None
         try:
-            self._request(task, policy)
+            self._request(task, policy, registered)
         except Exception:  # answered before any data is read, as always (`answer` says how)
             return None
         if not feasibility:  # an exact answer: the custodian's record decides
