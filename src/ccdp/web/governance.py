@@ -164,7 +164,7 @@ def alert_rows(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return str(st["title"])
         return f"study {st.get('study_id')} (not a study of this project at the hub)"
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for a in alerts:
         base = {
             "at": a.get("detected_at"),
