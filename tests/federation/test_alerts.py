@@ -347,6 +347,15 @@ def test_the_node_queues_alerts_already_logged_and_sends_each_once(tmp_path: Pat
     sent = [r for r in log.records() if r["event"] == "disclosure-alert-sent"]
     assert len(sent) == 1 and sent[0]["alert_seq"] == rec["seq"]
     log.verify()  # the chain holds
+    # a log moved aside and started again: its seq 1 is another record, queued again
+    (tmp_path / "FR.audit.jsonl").rename(tmp_path / "old.jsonl")
+    (tmp_path / "FR.audit.head").unlink()
+    again = {k: v for k, v in local.items() if k not in ("seq", "prev", "hash")}
+    fresh = log.append({**again, "project": "p2"})
+    assert fresh["seq"] == 1
+    alertbox.queue_alert(store, fresh)
+    [queued] = [e for e in alertbox.entries(store) if e["record"] == fresh["hash"]]
+    assert queued["seq"] == 1 and [a.project for a in alertbox.unsent(store)] == ["p2"]
 
 
 def test_a_store_without_alerts_or_log_reports_nothing(tmp_path: Path) -> None:

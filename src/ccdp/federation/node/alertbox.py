@@ -116,7 +116,12 @@ def as_alert(record: dict[str, Any], alert_id: str) -> DisclosureAlert:
 def _entry(record: dict[str, Any]) -> dict[str, Any]:
     """One entry of the record for an audit record of detection."""
     alert_id = secrets.token_hex(16)
-    entry: dict[str, Any] = {"alert_id": alert_id, "seq": record.get("seq"), "sent_at": None}
+    entry: dict[str, Any] = {
+        "alert_id": alert_id,
+        "seq": record.get("seq"),
+        "record": record.get("hash"),  # the audit record's own HMAC: a seq restarts with a log
+        "sent_at": None,
+    }
     try:
         entry["alert"] = as_alert(record, alert_id).model_dump(mode="json")
         entry["hub"] = None
@@ -142,14 +147,15 @@ def queue_alert(store: Path | str, record: dict[str, Any]) -> None:
     """Queue the audit record of a detection (as `AuditLog.append` returned it) for the hub."""
     with _locked(store) as path:
         rows = _open(store, path)
-        if any(r.get("seq") == record.get("seq") for r in rows):
+        if any(r.get("record") == record.get("hash") for r in rows):
             return  # queued already, when the record was first opened
         rows.append(_entry(record))
         _write(path, rows)
 
 
 def entries(store: Path | str) -> list[dict[str, Any]]:
-    """Every entry: alert_id, the audit seq, the alert (None if not sendable), sent_at, hub."""
+    """Every entry: alert_id, the audit record's seq and hash (`record`), the alert (None if
+    not sendable), sent_at, hub."""
     with _locked(store) as path:
         return _open(store, path)
 

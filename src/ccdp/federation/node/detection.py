@@ -1,7 +1,7 @@
 """Detection after each release (issue 28, item 4): the registered-set audit over a project's
 released sets, reporting only what the newest sets add; a hit is a `disclosure-alert` in the
-node's audit log. Apart from acceptance.py so that LocalNode can call it without an import
-circle."""
+node's audit log, queued for the hub's board (alertbox.py; the agent posts it once). Apart from
+acceptance.py so that LocalNode can call it without an import circle."""
 
 from __future__ import annotations
 
@@ -109,10 +109,10 @@ def alerts(store: Path | str) -> list[dict[str, Any]]:
     rows = [r for r in AuditLog.for_store(store).records() if r.get("event") in kinds]
     if not rows:
         return []
-    sent = {e.get("seq"): e for e in entries(store)}
+    sent = {e.get("record"): e for e in entries(store)}
     out = []
     for r in rows:
-        e = sent.get(r.get("seq")) or {}
+        e = sent.get(r.get("hash")) or {}
         at, hub = e.get("sent_at"), e.get("hub")
         out.append({**r, "sent_to_hub": {"at": at, "hub": hub} if at or hub else None})
     return out
