@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from ccdp.demo.partnership import Partnership
+from tests.federation.netutil import wait_until
 from tests.web.conftest import screenshot, sign_in
 from tests.web.test_governance import api_project
 
@@ -89,6 +90,19 @@ def test_an_accepted_project_says_its_nodes_accepted_the_current_list(
     for node in partnership.nodes:
         cell = card.locator(f"tr[data-node='{node}'] [data-role='studies-accepted']")
         assert cell.inner_text().startswith(f"all {n}")
+    # each node's agent reports the hashes its custodian accepted: listed per study
+    hashes = [st["hash"] for st in api_project(partnership, pid)["studies"]]
+
+    def reported() -> bool:
+        nodes = api_project(partnership, pid)["nodes"]
+        return all((nodes[x].get("reported") or {}).get("accepted") == hashes for x in nodes)
+
+    wait_until(reported, 30)
+    page.reload()
+    for node in partnership.nodes:
+        cell = card.locator(f"tr[data-node='{node}'] [data-role='studies-accepted']")
+        assert cell.inner_text().startswith(f"all {n}, as the node reported")
+        assert cell.locator("li[data-accepted='yes']").count() == n
 
 
 def test_a_study_copied_from_a_project_and_bad_yaml(page: Any, partnership: Partnership):

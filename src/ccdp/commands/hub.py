@@ -1,4 +1,4 @@
-"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks, audit, refusals),
+"""`ccdp hub …` (serve, add-node, add-user, revoke, import, tasks, audit, refusals, alerts),
 `ccdp submit` and `ccdp study list|show|result`: a researcher's view of the studies at a hub."""
 
 from __future__ import annotations
@@ -302,6 +302,34 @@ def refusals(
         for n in study["nodes"]:
             what = "withheld" if n["withheld"] else n["status"]
             typer.echo(f"  node {n['node']} round {n['round']}: {what}: {n['reason']}")
+
+
+@hub_app.command("alerts")
+def alerts(
+    db: str | None = DB,
+    project: str | None = typer.Option(None, "--project", help="Only this project's alerts."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """For the board: the nodes' disclosure alerts, newest first: which studies of a project
+    combine to isolate a few records at a node, and how many as a range (never who)."""
+    rows = _hub(db).disclosure_alerts(project)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no disclosure alerts" + (f" in project {project}" if project else ""))
+        return
+    for a in rows:
+        head = f"{a['detected_at']}  node {a['node']}, project {a['project_title'] or a['project']}"
+        if a["kind"] == "detection-skipped":
+            typer.echo(f"{head}: detection skipped (more than {a['limit']} released sets)")
+            continue
+        typer.echo(f"{head}:")
+        for f in a["findings"]:
+            names = [s["title"] if s["known"] else f"study {s['study_id']}" for s in f["studies"]]
+            typer.echo(f"  {'; '.join(names)} isolate {f['records']} records")
+        if a["more"]:
+            typer.echo(f"  and {a['more']} more combination(s)")
 
 
 def submit(

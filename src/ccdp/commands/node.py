@@ -155,6 +155,7 @@ def run(
     from ccdp.federation.client import tls_verify
     from ccdp.federation.node.agent import NodeAgent
     from ccdp.federation.node.audit import AuditLog
+    from ccdp.federation.node.hubreports import HubReports
     from ccdp.federation.node.local import LocalNode
     from ccdp.federation.node.pending import PendingStore
     from ccdp.federation.node.policy import load_policy
@@ -178,6 +179,8 @@ def run(
         wait=wait,
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
         audit_head=AuditLog.for_store(store).head,
+        # disclosure alerts for the board (each once) and the studies the custodian accepted
+        reports=HubReports(store),
     )
     name = _connect(agent, console)
     holder["node"] = LocalNode(store, name=name, from_hub=not open_)

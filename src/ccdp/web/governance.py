@@ -1,8 +1,13 @@
 """The Governance page: every project's state and each node's decision; for the board, the
 pending requests with Approve and Reject; for the admin, the hub's audit log and its check.
 
+For the board, also the nodes' disclosure alerts (which studies of a project combine to isolate a
+few records; never who) and, per node, which registered studies its custodian accepted, as the
+node reported them.
+
 Everything comes from the hub's API with the signed-in person's token (`/api/projects`,
-`/api/projects/{id}/review`, `/api/board/refusals`, `/api/admin/audit`, `/api/admin/audit/verify`),
+`/api/projects/{id}/review`, `/api/board/refusals`, `/api/board/alerts`, `/api/admin/audit`,
+`/api/admin/audit/verify`),
 so the API's own role checks decide who may do what; the page only leaves out what a role
 cannot use.
 """
@@ -107,18 +112,85 @@ def studies_view(p: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def studies_accepted_words(decision: str | None, studies: int) -> str:
-    """What the hub knows of the study list a node accepted. The hub relays a custodian's
-    decision, not the hashes the node recorded; a project's studies cannot change at the hub
-    after its request, and `ccdp node projects accept` records every study the hub lists, so an
-    acceptance covers the current list. The node's own record is the authority."""
+def studies_accepted_words(
+    decision: str | None, studies: int, reported: dict[str, Any] | None = None
+) -> str:
+    """What the hub knows of the study list a node accepted: what the node reported of its own
+    record (the hashes its custodian accepted, `reported`), else inferred from the relayed
+    decision (`ccdp node projects accept` records every study the hub lists). The node's own
+    record is the authority: it checks every task against it."""
     if not studies:
         return "no registered studies"
+    if reported is not None:
+        accepted = len(reported.get("accepted") or [])
+        if reported.get("decision") == "declined":
+            return "none (declined at the node)"
+        if accepted == studies:
+            return f"all {studies}, as the node reported"
+        return f"{accepted} of {studies}, as the node reported"
     if decision == "accepted":
-        return f"all {studies} (the list is unchanged since the request)"
+        return f"all {studies} (inferred: the node has not reported its record yet)"
     if decision == "declined":
         return "none (declined)"
     return "not yet"
+
+
+def study_marks(p: dict[str, Any], reported: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per registered study, whether the node reported it accepted (empty when it reported
+    nothing): the page lists them under the node's decision."""
+    if reported is None:
+        return []
+    accepted = set(reported.get("accepted") or [])
+    return [
+        {
+            "title": st.get("title") or "untitled study",
+            "hash": st.get("hash") or "",
+            "short": (st.get("hash") or "")[:12],
+            "accepted": st.get("hash") in accepted,
+        }
+        for st in p.get("studies") or []
+    ]
+
+
+def alert_rows(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nodes' alerts as table rows, one per finding (a skipped detection is one row):
+    when, node, project, the release after which it was found, the studies that combine (by
+    title, the hub's own), how many records as a range."""
+
+    def named(st: dict[str, Any] | None) -> str:
+        if not st:
+            return "–"
+        if st.get("known") and st.get("title"):
+            return str(st["title"])
+        return f"study {st.get('study_id')} (not a study of this project at the hub)"
+
+    rows: list[dict[str, Any]] = []
+    for a in alerts:
+        base = {
+            "at": a.get("detected_at"),
+            "node": a.get("node"),
+            "project": a.get("project_title") or a.get("project"),
+            "project_id": a.get("project"),
+            "after": named(a.get("study")),
+        }
+        if a.get("kind") == "detection-skipped":
+            what = f"detection skipped: more than {a.get('limit')} released sets"
+            rows.append({**base, "studies": [], "records": "–", "what": what})
+            continue
+        for f in a.get("findings") or []:
+            others = f.get("others") or 0
+            rows.append(
+                {
+                    **base,
+                    "studies": [named(st) for st in f.get("studies") or []]
+                    + ([f"{others} other release(s)"] if others else []),
+                    "records": f.get("records"),
+                    "what": "an integer combination" if f.get("integer") else "a combination",
+                }
+            )
+        if a.get("more"):
+            rows.append({**base, "studies": [], "records": "–", "what": f"{a['more']} more"})
+    return rows
 
 
 def project_view(p: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +203,11 @@ def project_view(p: dict[str, Any]) -> dict[str, Any]:
             "word": DECISION_WORDS.get(d.get("decision") or "", d.get("decision") or "awaiting"),
             "reason": d.get("reason"),
             "at": d.get("at"),
-            "studies": studies_accepted_words(d.get("decision"), len(p.get("studies") or [])),
+            "studies": studies_accepted_words(
+                d.get("decision"), len(p.get("studies") or []), d.get("reported")
+            ),
+            "marks": study_marks(p, d.get("reported")),
+            "other": len((d.get("reported") or {}).get("other") or []),
         }
         for name, d in (p.get("nodes") or {}).items()
     ]
@@ -157,9 +233,11 @@ async def governance_context(request: Request, who: Signed) -> dict[str, Any]:
     pending = [p for p in projects if p["state"] == "requested"]
     others = [p for p in projects if p["state"] != "requested"]
     refusals: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
     if who.role in ("board", "admin"):
         refusals = list(reversed(await hub.get("/api/board/refusals")))[:20]  # newest first
-    return {"pending": pending, "others": others, "refusals": refusals}
+        alerts = alert_rows(await hub.get("/api/board/alerts", limit=50))  # newest first
+    return {"pending": pending, "others": others, "refusals": refusals, "alerts": alerts}
 
 
 async def governance_render(

@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp import __version__
 from ccdp.analyses.base import Analysis
-from ccdp.federation.hub import auditlog, board, catalogues, projects, referrals, routes, trials
+from ccdp.federation.hub import (
+    alerts,
+    auditlog,
+    board,
+    catalogues,
+    projects,
+    referrals,
+    routes,
+    trials,
+)
+from ccdp.federation.hub.alerts import Alerts
 from ccdp.federation.hub.audit import Verified
 from ccdp.federation.hub.auditlog import AuditLog
 from ccdp.federation.hub.board import Board
@@ -61,6 +71,7 @@ class Hub(HubCore):
         self.resource_map = Catalogues(context)
         self.board = Board(context)
         self.audit = AuditLog(context)
+        self.alerts = Alerts(context)
 
     # the features' operations the CLI and tests ask of the hub itself
     def publish_catalogue(self, node: Principal, catalogue: Catalogue) -> dict[str, Any]:
@@ -81,6 +92,9 @@ class Hub(HubCore):
     def refusals(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.board.refusals(project)
 
+    def disclosure_alerts(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.alerts.all(project)
+
 
 def add_routes(api: APIRouter, hub: Hub, runner: StudyRunner, executor: StudyExecutor) -> None:
     """Put the core's routes and each feature's on `api`, in the order /docs lists them. `api`
@@ -98,6 +112,7 @@ def add_routes(api: APIRouter, hub: Hub, runner: StudyRunner, executor: StudyExe
     routes.admin_router(hub, api=api)
     auditlog.router(lambda: hub.audit, api=api)
     board.router(lambda: hub.board, api=api)
+    alerts.router(lambda: hub.alerts, api=api)
 
 
 def lifespan(

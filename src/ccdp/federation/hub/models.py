@@ -271,3 +271,40 @@ class ReferralCommentRow(Base):
     author: Mapped[str] = mapped_column(String(100))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DisclosureAlertRow(Base):
+    """A disclosure alert a node's detection raised (federation/hub/alerts.py): project,
+    studies and ranges as `wire.alerts.DisclosureAlert` bounds them, never a record."""
+
+    __tablename__ = "disclosure_alerts"
+    __table_args__ = (UniqueConstraint("node_id", "alert_id", name="uq_disclosure_alerts_node"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    alert_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(30))
+    project_id: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    findings: Mapped[list[Any]] = mapped_column(JSON)
+    more: Mapped[int] = mapped_column(Integer, default=0)
+    set_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    detected_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AcceptedStudiesRow(Base):
+    """What a node reported of its custodian's decision on a project: the hashes of the
+    registered studies it accepted (`PUT /api/node/accepted-studies`, projects.py)."""
+
+    __tablename__ = "node_accepted_studies"
+    __table_args__ = (UniqueConstraint("project_id", "node_id", name="uq_accepted_studies"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    decision: Mapped[str] = mapped_column(String(20))
+    studies: Mapped[list[Any]] = mapped_column(JSON)
+    decided_at: Mapped[datetime] = mapped_column()
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)

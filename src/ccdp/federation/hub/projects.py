@@ -31,8 +31,15 @@ from ccdp.federation.hub.context import (
     StudyRefused,
 )
 from ccdp.federation.hub.doors import AsBoard, AsNode, AsResearcher, AsUser, Strict
-from ccdp.federation.hub.models import NodeRow, ProjectNodeRow, ProjectRow, UserRow
+from ccdp.federation.hub.models import (
+    AcceptedStudiesRow,
+    NodeRow,
+    ProjectNodeRow,
+    ProjectRow,
+    UserRow,
+)
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
+from ccdp.wire.alerts import AcceptedStudies, ProjectAcceptance
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.protocol import utcnow
 
@@ -78,12 +85,16 @@ class Projects:
                 .where(ProjectNodeRow.project_id == row.id)
             ).all()
         }
-        nodes = {
-            n: decided.get(n, {"decision": "not decided", "reason": None, "at": None})
-            for n in row.spec["nodes"]
-        }
         spec = ProjectSpec.model_validate(row.spec)
         terms = ProjectTerms.of(row.id, spec)  # the registered studies' hashes among them
+        reported = self._reported(s, row.id, terms.studies)
+        nodes = {
+            n: {
+                **decided.get(n, {"decision": "not decided", "reason": None, "at": None}),
+                "reported": reported.get(n),
+            }
+            for n in row.spec["nodes"]
+        }
         return {
             "project_id": row.id,
             "title": row.title,
@@ -103,6 +114,28 @@ class Projects:
             ],
             "spec": row.spec,
         }
+
+    @staticmethod
+    def _reported(s: Session, project_id: str, registered: list[str]) -> dict[str, Any]:
+        """Per node, what it reported of its custodian's decision: the registered studies it
+        accepted and those it did not (by hash, in the protocol's order), and any hash it
+        accepted that the project no longer lists."""
+        out: dict[str, Any] = {}
+        for r, name in s.execute(
+            select(AcceptedStudiesRow, NodeRow.name)
+            .join(NodeRow, AcceptedStudiesRow.node_id == NodeRow.id)
+            .where(AcceptedStudiesRow.project_id == project_id)
+        ).all():
+            held = set(r.studies)
+            out[name] = {
+                "decision": r.decision,
+                "accepted": [h for h in registered if h in held],
+                "not_accepted": [h for h in registered if h not in held],
+                "other": sorted(held - set(registered)),
+                "decided_at": r.decided_at.isoformat(),
+                "reported_at": r.reported_at.isoformat(),
+            }
+        return out
 
     # -- researcher and board -------------------------------------------------------------
     def request(self, owner: Principal, raw: dict[str, Any]) -> str:
@@ -194,6 +227,57 @@ class Projects:
                 reason=reason,
             )
             return self._dict(s, row)
+
+    def report_accepted(self, node: Principal, body: AcceptedStudies) -> dict[str, Any]:
+        """A node's whole record of its custodian's decisions, with the registered studies
+        accepted per project: kept per project (replacing what the node reported before; a
+        project it no longer lists is dropped), each change audited. Projects the hub does not
+        hold, or that do not name the node, are left out and listed as `ignored`."""
+        with self.context.sessions.begin() as s:
+            held = {
+                r.project_id: r
+                for r in s.scalars(
+                    select(AcceptedStudiesRow).where(AcceptedStudiesRow.node_id == node.id)
+                )
+            }
+            kept, ignored = [], []
+            for p in body.projects:
+                row = s.get(ProjectRow, p.project_id)
+                if row is None or not self._may_see(row, node):
+                    ignored.append(p.project_id)
+                    continue
+                kept.append(p.project_id)
+                self._keep_accepted(s, node, held.pop(p.project_id, None), p)
+            for gone in held.values():
+                s.delete(gone)
+                self.context.audit(
+                    s,
+                    f"node:{node.name}",
+                    "project-node-studies",
+                    project=gone.project_id,
+                    decision=None,
+                    studies=[],
+                )
+        return {"node": node.name, "projects": kept, "ignored": ignored}
+
+    def _keep_accepted(
+        self, s: Session, node: Principal, row: AcceptedStudiesRow | None, p: ProjectAcceptance
+    ) -> None:
+        if row is not None and row.decision == p.decision and row.studies == p.studies:
+            return  # unchanged (the agent reports its whole record at each start)
+        if row is None:
+            row = AcceptedStudiesRow(project_id=p.project_id, node_id=node.id)
+            s.add(row)
+        row.decision, row.studies, row.decided_at = p.decision, list(p.studies), p.decided_at
+        row.reported_at = utcnow()
+        self.context.audit(
+            s,
+            f"node:{node.name}",
+            "project-node-studies",
+            project=p.project_id,
+            decision=p.decision,
+            studies=list(p.studies),
+        )
 
     # -- studies --------------------------------------------------------------------------
     def admit(
@@ -343,5 +427,12 @@ def router(projects: Callable[[], Projects], api: APIRouter | None = None) -> AP
     def node_decision(project_id: str, body: NodeDecisionBody, node: AsNode) -> dict[str, Any]:
         """Relay the decision the custodian made (and recorded) at the node."""
         return projects().decide(node, project_id, body.decision, body.reason)
+
+    @api.put("/api/node/accepted-studies", tags=["node"])
+    def node_accepted_studies(body: AcceptedStudies, node: AsNode) -> dict[str, Any]:
+        """This node's record of its custodian's decisions: per project, the hashes of the
+        registered studies accepted (the node checks every task against its own record; the
+        board sees it on the Governance page). Sent whole; unknown projects are `ignored`."""
+        return projects().report_accepted(node, body)
 
     return api

@@ -24,6 +24,7 @@ from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, Task
 
 if TYPE_CHECKING:
     from ccdp.federation.node.catalogue import CatalogueWatch
+    from ccdp.federation.node.hubreports import HubReports
 
 log = logging.getLogger("ccdp.node")
 
@@ -88,13 +89,16 @@ class NodeAgent:
         on_event: Callable[[str], None] | None = None,
         audit_head: HeadSource | None = None,
         catalogue: CatalogueWatch | None = None,
+        reports: HubReports | None = None,
     ) -> None:
         """`audit_head` gives the node's current audit head, sent with every heartbeat;
         `manual_release` may be a function, asked at every answer, so that the operator's policy
         change (`ccdp node policy set release manual`) applies to a running agent; `review`
         says, from the task alone and before it is answered, why its answer must wait for the
         custodian whatever it says (policy `exact_release`: LocalNode.review); `catalogue`
-        says when the node's catalogue is due (at start, after each ingest) and builds it."""
+        says when the node's catalogue is due (at start, after each ingest) and builds it;
+        `reports` gives the node's disclosure alerts not yet sent and its custodian's accepted
+        studies, posted from the poll loop and the heartbeat."""
         if (manual_release is True or review is not None) and pending is None:
             raise AgentError("manual release needs a pending store beside the node store")
         self.hub_url = hub_url.rstrip("/")
@@ -111,6 +115,9 @@ class NodeAgent:
         self._audit_head = audit_head
         self.catalogue = catalogue
         self._catalogue_error: str | None = None
+        self.reports = reports
+        self._reports_error: str | None = None
+        self._reporting = threading.Lock()  # the poll loop and the heartbeat both report
         # heartbeats and posts go one at a time: a heartbeat that read an older head must not
         # reach the hub after an answer carrying a newer one (the hub would see the head go back)
         self._send = threading.Lock()
@@ -246,6 +253,50 @@ class NodeAgent:
             self._on_event(f"the hub refused the catalogue: {exc}")
         watch.sent(mark)
 
+    def send_reports(self) -> None:
+        """Post the node's new disclosure alerts to the hub's board (each once: marked sent in
+        the node's record, or refused for good by the hub) and, when the custodian's record
+        changed, the registered studies accepted per project. A hub that cannot be reached
+        raises HubUnavailable and the next cycle tries again."""
+        reports = self.reports
+        if reports is None or not self._reporting.acquire(blocking=False):
+            return
+        try:
+            self._send_alerts(reports)
+            got = reports.acceptances()
+            if got is not None:
+                body, mark = got
+                try:
+                    with self._send:
+                        self._request(
+                            "PUT", "/api/node/accepted-studies", json=body.model_dump(mode="json")
+                        )
+                    self._on_event(f"reported accepted studies of {len(body.projects)} project(s)")
+                except RequestRefused as exc:
+                    self._on_event(f"the hub refused the accepted studies: {exc}")
+                reports.acceptances_sent(mark)
+            self._reports_error = None
+        except (CcdpError, OSError) as exc:  # an unreadable record is the operator's to see
+            why = f"reports not sent: {type(exc).__name__}: {exc}"
+            if why != self._reports_error:
+                self._reports_error = why
+                self._on_event(why)
+        finally:
+            self._reporting.release()
+
+    def _send_alerts(self, reports: HubReports) -> None:
+        for alert in reports.alerts():
+            try:
+                with self._send:
+                    resp = self._request(
+                        "POST", "/api/node/alerts", json=alert.model_dump(mode="json")
+                    )
+                status = f"received {resp.json().get('received_at', '')}".strip()
+            except RequestRefused as exc:  # e.g. a project this hub does not know: said once
+                status = f"refused: {exc}"
+            reports.alert_sent(alert, status)
+            self._on_event(f"disclosure alert on project {alert.project} to the board: {status}")
+
     def _poll_wait(self) -> float:
         """Held answers need a short poll so that a release is posted promptly."""
         if self.pending is not None and any(i.state == "held" for i in self.pending.all()):
@@ -264,6 +315,7 @@ class NodeAgent:
                     self._on_event(f"connected to {self.hub_url} as node {self.hello()}")
                 self.flush()
                 self.publish_catalogue()
+                self.send_reports()
                 tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
                 redeliver = False
                 self.backoff.reset()
@@ -281,6 +333,7 @@ class NodeAgent:
         while not stop.wait(self.heartbeat_every):
             try:
                 self.heartbeat()
+                self.send_reports()  # an alert found after a release need not wait for a poll
             except (HubUnavailable, AgentError):
                 continue
 

@@ -22,6 +22,7 @@ from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.governance.projects import ProjectTerms, cohort_outside
 from ccdp.governance.registered import RegisteredStudyError, study_hash
+from ccdp.wire.alerts import MAX_PROJECTS, AcceptedStudies, ProjectAcceptance
 from ccdp.wire.protocol import Task, utcnow
 
 
@@ -163,6 +164,30 @@ def amendments(decisions: dict[str, Decision], project_id: str, now: list[str]) 
     if made is not None and made.decision == "accepted":
         accepted = set(made.terms.studies)
     return [h for h in now if h not in accepted]
+
+
+def acceptances(decisions: dict[str, Decision]) -> AcceptedStudies:
+    """What the agent reports to the hub of this record: per project, the custodian's decision
+    and the hashes of the registered studies accepted (none when declined), so that the board
+    sees which studies each node answers exactly. Nothing of the data: hashes of study specs.
+    A project no hub could name (e.g. a local `--project FILE` run's) is left out; the latest
+    decisions first when there are more than a report holds."""
+    out: list[ProjectAcceptance] = []
+    for pid, d in sorted(decisions.items(), key=lambda kv: kv[1].decided_at, reverse=True):
+        try:
+            out.append(
+                ProjectAcceptance(
+                    project_id=pid,
+                    decision=d.decision,
+                    studies=list(dict.fromkeys(d.terms.studies))
+                    if d.decision == "accepted"
+                    else [],
+                    decided_at=d.decided_at,
+                )
+            )
+        except ValidationError:
+            continue
+    return AcceptedStudies(projects=sorted(out[:MAX_PROJECTS], key=lambda p: p.project_id))
 
 
 def describe(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
