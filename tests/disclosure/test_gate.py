@@ -18,7 +18,7 @@ from ccdp.federation.node.policy import set_policy_value
 from ccdp.wire.protocol import Task
 from ccdp.wire.records import Records
 from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary
-from tests.storekit import EXACT_YAML, build_store, random_registry
+from tests.storekit import EXACT, EXACT_YAML, build_store, random_registry
 
 
 def recoverable(cells: list[dict], dims: list[str], margins_public=True) -> list[tuple]:
@@ -204,8 +204,9 @@ def test_differencing_by_one_patient_is_refused(store):
     assert again.status == "answered"
 
 
-def test_policy_file_and_defaults(store):
-    assert load_policy(store) == NodePolicy()
+def test_policy_file_and_defaults(store, tmp_path):
+    assert load_policy(tmp_path / "none.duckdb") == NodePolicy()  # no file: the defaults
+    assert load_policy(store) == NodePolicy.model_validate(EXACT)  # the tests' file
     set_policy_value(store, "min_cell", "10")
     assert load_policy(store).min_cell == 10
     from ccdp.disclosure.policy import PolicyError

@@ -91,9 +91,8 @@ def test_no_budget_and_exact_counts_are_not_held_by_it(tmp_path, template):
     store = tmp_path / "exact" / "fr.duckdb"
     store.parent.mkdir()
     shutil.copy(template, store)
-    exact = LocalNode(
-        store, name="fr", policy=NodePolicy(name="fr", feasibility_budget=0), from_hub=True
-    )
+    rules = NodePolicy(name="fr", counts="exact", exact_release="any", feasibility_budget=0)
+    exact = LocalNode(store, name="fr", policy=rules, from_hub=True)
     accept(exact, [])
     assert exact.review(task(SEX)) is None  # exact counts: exact_release decides, not the budget
     assert not budget_path(store).exists()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.hub.models import AnswerRow, ProjectRow
 from ccdp.federation.hub.studies import SpecExecutor
@@ -166,12 +167,13 @@ def template(tmp_path_factory) -> Path:
     return build_store(folder / "fr.duckdb", consented(random_registry(31, 600, "FR", "fr")))
 
 
-def node_at(tmp_path: Path, template: Path, exact_release: str) -> LocalNode:
-    """A fresh copy of the same store (its own ledger and audit log), under the given rule."""
+def node_at(tmp_path: Path, template: Path, exact_release: str, counts: str = "exact") -> LocalNode:
+    """A fresh copy of the same store (its own ledger and audit log), under the given rule;
+    exact counts unless `counts` says otherwise, so that a count is an exact answer too."""
     store = tmp_path / f"{exact_release}-{uuid.uuid4().hex[:6]}" / "fr.duckdb"
     store.parent.mkdir()
     shutil.copy(template, store)
-    policy = NodePolicy(name="fr", exact_release=exact_release)  # type: ignore[arg-type]
+    policy = NodePolicy(name="fr", exact_release=exact_release, counts=counts)  # type: ignore[arg-type]
     return LocalNode(store, name="fr", policy=policy, from_hub=True)
 
 
@@ -256,6 +258,24 @@ def test_an_unregistered_study_is_held_with_its_reason_never_answered(tmp_path, 
     assert "not a registered study of project p1" in str(held.held_for)
 
 
+def test_under_the_default_counts_an_unregistered_count_is_answered_perturbed(tmp_path, template):
+    """The feasibility tier: a count that is not registered leaves at once, perturbed; the
+    same count registered leaves at once, exact."""
+    node = node_at(tmp_path, template, "registered", counts="perturbed")
+    study = COUNT | {"cohort": {"iccc_group": ["I"]}}
+    accept(node, [KM])
+    lock = airlock_for(node)
+    noisy = lock.put(task(study))
+    assert noisy is not None and PendingStore(node.store).all() == []
+    assert noisy.summary["cells"]["noise"] == 4 and "perturbed" in noisy.reason
+    accept(node, [KM, study])
+    exact = lock.put(task(study))
+    assert exact is not None and "noise" not in exact.summary["cells"]
+    truth = node.read_view(["sex"], CohortSpec.load({"iccc_group": ["I"]}))["sex"].value_counts()
+    got = {c["sex"]: c["n"] for c in exact.summary["cells"]["cells"]}
+    assert got == {k: int(v) for k, v in truth.items()}
+
+
 def test_reviewed_holds_even_a_registered_study_and_any_answers_all(tmp_path, template):
     reviewed = node_at(tmp_path, template, "reviewed")
     accept(reviewed, [KM])
@@ -329,7 +349,7 @@ def test_through_the_hub_only_registered_studies_are_answered_before_review(tmp_
     store = tmp_path / "node" / "fr.duckdb"
     store.parent.mkdir()
     shutil.copy(template, store)
-    policy = NodePolicy(name="fr", exact_release="registered")
+    policy = NodePolicy(name="fr", exact_release="registered", counts="exact")
     node = LocalNode(store, name="fr", policy=policy, from_hub=True)
     with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor(), open_studies=False) as live:
         tokens = {
