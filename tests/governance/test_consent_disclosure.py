@@ -110,3 +110,23 @@ def test_node_log_keeps_the_data_use(tmp_path):
         "commercial": False,
         "meets": [],
     }
+
+
+def test_in_the_feasibility_tier_the_excluded_count_is_perturbed_never_withheld(tmp_path):
+    """Under the default `counts: perturbed` the note is one more perturbed count: 1 to 4
+    excluded children are never published as such nor withheld (a withholding would say "small");
+    the same set gets the same value, within the policy's bound."""
+    from ccdp.disclosure.policy import NodePolicy
+
+    policy = NodePolicy(counts="perturbed")
+    for unconsented in (1, 2, 3, 30):
+        (tmp_path / str(unconsented)).mkdir()
+        store = store_with(tmp_path / str(unconsented), 60, unconsented)
+        node = LocalNode(store, policy=policy)
+        answers = [ask(node, f"s{i}", HMB) for i in range(2)]
+        notes = [a.reason or "" for a in answers]
+        assert all("withheld" not in n and "(perturbed, ±4)" in n for n in notes)
+        [shown] = released_numbers(answers[0])
+        assert released_numbers(answers[1]) == {shown}
+        assert shown == 0 or shown >= 5
+        assert abs(shown - unconsented) <= 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.perturb import cell_keys, perturb_counts
 
 
 def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, list[np.ndarray]]:
@@ -12,9 +13,15 @@ def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, 
     data use), judged as one count cell: 1 to min_cell - 1 (and zero under `zero_cells:
     suppress`) is withheld, as is a set within the differencing threshold of an earlier release
     (the same children counted with and without a data use must not be told apart). Returns the
-    note and the set to record with the answer (empty when the count is withheld or zero)."""
+    note and the set to record with the answer (empty when the count is withheld or zero).
+    In the feasibility tier (`ctx.perturbs`) the count is published perturbed by the cell-key
+    method instead, as every count of that tier is: nothing is withheld because of the data."""
     policy, n = ctx.policy, int(members.size)
     head = "consent: patients of this cohort excluded by their consent (DUO)"
+    if ctx.perturbs:  # the feasibility tier: perturbed like its other counts, never withheld
+        key = cell_keys([np.unique(members)], ctx.salt)
+        shown = int(perturb_counts(np.array([n]), key, policy.noise, policy.min_cell)[0])
+        return f"{head}: {shown} (perturbed, ±{policy.noise})", []
     # one wording for both reasons: which rule withheld it would bound the count
     withheld = f"{head}: withheld (a small count, or too close to an earlier release)"
     if n == 0:
