@@ -57,6 +57,7 @@ from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.event_data import (
+    ALL_GROUP,
     UNIT_DAYS,
     NotedResult,
     SurvivalOutcome,
@@ -245,12 +246,18 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     time, event = survival_arrays(frame, params.outcome, params.time_unit, data.node)
     x = design_matrix(frame, design, data.node)
     keys = data.record_keys(frame.index)
-    stratum = group_labels(frame, strata).astype(str)
+    if strata:
+        stratum = group_labels(frame, strata).astype(str)
+    else:  # one group: its label without a text pass over the rows
+        stratum = np.full(len(frame), ALL_GROUP)
     start = time
     if not params.within_node():
         unit = UNIT_DAYS[params.time_unit]
         start, time = data.disclosure.group_intervals(stratum, time, keys, unit)
-    labels, codes = np.unique(stratum, return_inverse=True)
+    if strata:
+        labels, codes = np.unique(stratum, return_inverse=True)
+    else:
+        labels, codes = stratum[:1], np.zeros(len(frame), dtype=np.int64)
     g = group_rows(codes, time)
     xs, ev = x[g.order], event[g.order].astype(float)
     row = np.empty(len(frame), dtype=np.int64)
