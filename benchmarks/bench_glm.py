@@ -45,6 +45,8 @@ def simulate(rows: int, seed: int) -> pd.DataFrame:
     years = rng.uniform(0.5, 10.0, rows)
     return pd.DataFrame(
         {
+            # text ids, as a node's view rows carry (the ledger keys hash them)
+            "patient_id": np.char.add("P", np.arange(rows).astype(str)).astype(object),
             "efs_event": (rng.random(rows) < 1 / (1 + np.exp(-lp))).astype(int),
             "os_event": rng.poisson(np.exp(lp - 1.0) * years).clip(0, 1),
             "os_time": years * 365.25,

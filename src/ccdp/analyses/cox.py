@@ -225,9 +225,7 @@ class NodeCox:
         bounds = np.append(self.grouping.starts, n).astype(np.int32)
         every = csr_matrix((w, np.arange(n, dtype=np.int32), bounds), shape=(groups, n))
         by_group = np.append(0, np.cumsum(self.d)).astype(np.int32)
-        events = csr_matrix(
-            (w[self.event_rows], self.event_rows, by_group), shape=(groups, n)
-        )
+        events = csr_matrix((w[self.event_rows], self.event_rows, by_group), shape=(groups, n))
         a = np.asarray(every @ self.moments)
         e = np.asarray(events @ self.moments)
         return RiskGroups(self.grouping.strata_starts, self.d, a, e, self.sx)
@@ -246,10 +244,8 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     time, event = survival_arrays(frame, params.outcome, params.time_unit, data.node)
     x = design_matrix(frame, design, data.node)
     keys = data.record_keys(frame.index)
-    if strata:
-        stratum = group_labels(frame, strata).astype(str)
-    else:  # one group: its label without a text pass over the rows
-        stratum = np.full(len(frame), ALL_GROUP)
+    # one group: its label without a text pass over the rows
+    stratum = group_labels(frame, strata).astype(str) if strata else np.full(len(frame), ALL_GROUP)
     start = time
     if not params.within_node():
         unit = UNIT_DAYS[params.time_unit]

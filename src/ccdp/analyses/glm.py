@@ -24,6 +24,7 @@ from rich.table import Table
 from scipy.special import chdtrc, expit, gammaln
 
 from ccdp.analyses._design import (
+    MOMENTS,
     describe,
     describe_spec,
     design_matrix,
@@ -238,19 +239,27 @@ class _GLM(Analysis[G], Generic[G]):
 
     def local(self, data: NodeData, params: G, request: dict[str, Any], cache: dict) -> Summary:
         if request["step"] == "describe":
-            frame = self.node_frame(data, params)
+            # kept for the first fitting round: the same rows, read and checked once
+            frame = cache["glm_frame"] = self.node_frame(data, params)
             y, offset = self.response(frame, params)
             sums = self.null_sums(y, offset)
-            return Summary(
-                parts=describe(frame, params.covariates, sums, data, self.binary(params))
-            )
+            parts = describe(frame, params.covariates, sums, data, self.binary(params))
+            moments = parts[MOMENTS]
+            if isinstance(moments, AggregatePart) and moments.levels is not None:
+                # the same rows' levels, for the first fitting round
+                cache["glm_levels"] = {k: list(v) for k, v in moments.levels.items()}
+            return Summary(parts=parts)
         design = request["design"]
         if cache.get("glm_design") != design:
-            frame = self.node_frame(data, params)
+            frame, levels = cache.pop("glm_frame", None), cache.pop("glm_levels", None)
+            if frame is None or levels is None:
+                frame, levels = self.node_frame(data, params), None
             cache["glm_design"] = design
             cache["glm"] = self.arrays(frame, params, design, data.node)
-            names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
-            cache["glm_rows"] = (data.records(frame.index), level_counts(frame, names))
+            if levels is None:
+                names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
+                levels = level_counts(frame, names)
+            cache["glm_rows"] = (data.records(frame.index), levels)
         x, y, offset = cache["glm"]
         records, levels = cache["glm_rows"]
         beta = np.array(request["beta"], dtype=float)
