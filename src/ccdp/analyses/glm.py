@@ -234,7 +234,10 @@ class _GLM(Analysis[G], Generic[G]):
         self, frame: pd.DataFrame, params: G, design: dict[str, Any], node: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model matrix with intercept, response and offset."""
-        x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        # column-major: each round's x·w and xᵀ(x·w) walk the columns
+        x = np.asfortranarray(
+            np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        )
         return (x, *self.response(frame, params))
 
     def local(self, data: NodeData, params: G, request: dict[str, Any], cache: dict) -> Summary:
@@ -413,8 +416,9 @@ class Poisson(_GLM[PoissonParams]):
     ) -> dict[str, Any]:
         eta = x @ beta + offset
         mu = np.exp(eta)
-        loglik = float(np.sum(y * eta - mu - gammaln(y + 1.0)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylogy = np.where(y > 0, y * np.log(y / mu), 0.0)
-        deviance = float(2.0 * np.sum(ylogy - (y - mu)))
+        # log y! is 0 at y = 0 and 1, and y·log(y/μ) is 0 at y = 0: computed where they are not
+        many, pos = y > 1, y > 0
+        loglik = float(np.sum(y * eta - mu) - np.sum(gammaln(y[many] + 1.0)))
+        ylogy = float(np.sum(y[pos] * np.log(y[pos] / mu[pos])))
+        deviance = 2.0 * (ylogy - float(np.sum(y - mu)))
         return {"loglik": loglik, "deviance": deviance, **_sums(x, y, mu, mu)}
