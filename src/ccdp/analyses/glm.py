@@ -416,9 +416,11 @@ class Poisson(_GLM[PoissonParams]):
     ) -> dict[str, Any]:
         eta = x @ beta + offset
         mu = np.exp(eta)
-        # log y! is 0 at y = 0 and 1, and y·log(y/μ) is 0 at y = 0: computed where they are not
-        many, pos = y > 1, y > 0
-        loglik = float(np.sum(y * eta - mu) - np.sum(gammaln(y[many] + 1.0)))
-        ylogy = float(np.sum(y[pos] * np.log(y[pos] / mu[pos])))
-        deviance = 2.0 * (ylogy - float(np.sum(y - mu)))
+        # log Γ(y + 1) and y·log y are 0 at y = 0 and y = 1: summed where y is neither (a
+        # non-integer response included); y·log(y/μ) = y·log y − y·η
+        many = (y != 0.0) & (y != 1.0)
+        y_eta, mu_sum = float(y @ eta), float(mu.sum())
+        loglik = y_eta - mu_sum - float(np.sum(gammaln(y[many] + 1.0)))
+        ylogy = float(np.sum(y[many] * np.log(y[many]))) - y_eta
+        deviance = 2.0 * (ylogy - float(y.sum()) + mu_sum)
         return {"loglik": loglik, "deviance": deviance, **_sums(x, y, mu, mu)}
