@@ -49,11 +49,11 @@ SEARCH_SECONDS = 10.0  # and the time it may take
 SEED = 0x5EC1_A0D1
 MAX_SPARSE = 20  # findings whose combination is made sparse (and checked for integers)
 # The audit is dense linear algebra: the sets' Gram matrix and K on the small atoms, each
-# eigen-decomposed (O(n³) time, n² memory). Above this many distinct sets or small atoms it
-# would take hours and more memory than a node has (50 registered studies with KM tables on
-# 300,000 tumours: 59,433 sets and 241,339 small atoms, a 28 GB Gram matrix), so the audit stops
-# before it and says so (benchmarks/bench_audit.py).
-MAX_DENSE = 6_000
+# eigen-decomposed (O(n³) time, n² memory: 800 MB a matrix and minutes of one core at this
+# bound). Far above it the audit would take hours and more memory than a node has (50
+# registered studies with KM tables on 300,000 tumours: 59,433 sets and 241,339 small atoms, a
+# 28 GB Gram matrix), so above it the audit stops first and says so (benchmarks/bench_audit.py).
+MAX_DENSE = 10_000
 
 
 class AuditError(CcdpError):
