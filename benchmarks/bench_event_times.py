@@ -47,7 +47,8 @@ NODE_SIZES = (1200, 900, 700, 400, 150, 60)
 
 
 def simulate(rows: int, seed: int) -> pd.DataFrame:
-    """Integer-day times (many ties), up to 8 years of follow-up; age, risk group, sex."""
+    """Integer-day times (many ties), up to 8 years of follow-up; age, risk group, sex (view
+    variables: age_at_diagnosis, risk_group, sex)."""
     rng = np.random.default_rng(seed)
     age = rng.uniform(0, 18, rows)
     risk = rng.choice(np.array(["low", "standard", "high"]), rows, p=[0.5, 0.3, 0.2])
@@ -59,15 +60,20 @@ def simulate(rows: int, seed: int) -> pd.DataFrame:
         {
             "os_time": np.ceil(np.minimum(event_t, cens_t)),
             "os_event": (event_t <= cens_t).astype(int),
-            "age": age,
+            "age_at_diagnosis": age,
             "risk_group": risk,
-            "male": male,
+            "sex": np.where(male == 1, "male", "female"),
         }
     )
 
 
+COVARIATES = ["age_at_diagnosis", "risk_group", "sex"]
+
+
 def node(frame: pd.DataFrame, name: str, min_cell: int) -> FrameData:
-    return FrameData(frame, node=name, context=DisclosureContext(NodePolicy(min_cell=min_cell)))
+    """An in-memory node under an explicit policy (not the defaults, which change)."""
+    policy = NodePolicy(min_cell=min_cell, counts="exact", exact_release="any")
+    return FrameData(frame, node=name, context=DisclosureContext(policy))
 
 
 def federated(
@@ -115,7 +121,7 @@ def speed(rows: int, repeat: int, seed: int) -> None:
             node(df, "n0", m), "os", ["risk_group"], "day"
         ),
         "Cox strata none (whole fit, JSON)": lambda m: federated(
-            "cox", {"covariates": ["age", "risk_group", "male"], "strata": "none"}, [df], m
+            "cox", {"covariates": COVARIATES, "strata": "none"}, [df], m
         ),
     }
     for label, run in cases.items():
@@ -155,9 +161,9 @@ def estimates(seed: int) -> None:
         cox = federated(
             "cox",
             {
-                "covariates": ["age", "risk_group", "male"],
+                "covariates": COVARIATES,
                 "strata": "none",
-                "reference": {"risk_group": "low"},
+                "reference": {"risk_group": "low", "sex": "female"},
             },
             frames,
             m,

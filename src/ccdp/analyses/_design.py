@@ -170,20 +170,23 @@ def _all_declared(name: str, levels: list[str]) -> bool:
 def design_matrix(frame: pd.DataFrame, design: dict[str, Any], node: str) -> np.ndarray:
     """The node's model matrix for the coordinator's design (no intercept)."""
     cols: list[np.ndarray] = []
-    checked: set[str] = set()
+    # per categorical variable: its rows' level codes and the code of each level, from one
+    # pass over its text (a dummy column is then a comparison of integers)
+    coded: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
     for spec in design["columns"]:
         var = spec["var"]
         series = frame[var]
         if "level" in spec:
-            values = series.astype(str)
-            if var not in checked:
-                extra = set(values.unique()) - set(design["levels"][var])
+            if var not in coded:
+                codes, uniques = pd.factorize(series.astype(str).to_numpy())
+                extra = {str(u) for u in uniques} - set(design["levels"][var])
                 if extra or is_numeric(series):
                     raise AnalysisError(
                         f"node {node}: {var} has values that are not among its pooled levels"
                     )
-                checked.add(var)
-            cols.append((values == spec["level"]).to_numpy(dtype=float))
+                coded[var] = (codes, {str(u): i for i, u in enumerate(uniques)})
+            codes, index = coded[var]
+            cols.append((codes == index.get(str(spec["level"]), -2)).astype(float))
         else:
             if not is_numeric(series):
                 raise AnalysisError(f"node {node}: covariate {var} is not numeric here")

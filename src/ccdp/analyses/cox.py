@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 from rich.markup import escape
 from rich.table import Table
+from scipy.sparse import csr_matrix
 from scipy.special import chdtrc
 
 from ccdp.analyses._coxcore import (
@@ -56,6 +57,7 @@ from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
 from ccdp.analyses._render import num, pval, to_text
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
 from ccdp.analyses.event_data import (
+    ALL_GROUP,
     UNIT_DAYS,
     NotedResult,
     SurvivalOutcome,
@@ -202,7 +204,7 @@ class NodeCox:
     grouping: Grouping
     x: np.ndarray  # sorted rows
     moments: np.ndarray  # sorted rows, see moment_matrix
-    event: np.ndarray  # sorted rows, 0/1 as float
+    event_rows: np.ndarray  # positions of the events among the sorted rows (int32)
     d: np.ndarray  # per group
     sx: np.ndarray  # per group
     labels: np.ndarray  # stratum label by code
@@ -213,12 +215,19 @@ class NodeCox:
     levels: dict[str, list[int]]  # records per level of each categorical covariate
 
     def groups(self, beta: np.ndarray) -> RiskGroups:
-        """Group sums of the moments weighted by exp(xβ), over all rows and over events."""
+        """Group sums of the moments weighted by exp(xβ), over all rows and over events.
+
+        Each is a sparse (groups × rows) matrix holding the weights, times the moment matrix:
+        one pass over the rows per sum, with no weighted copy of the moments (rows of a group
+        are consecutive, so its matrix row is the slice `starts[g]:starts[g+1]`)."""
         w = np.exp(self.x @ beta)
-        mw = self.moments * w[:, None]
-        starts = self.grouping.starts
-        a = group_sum(mw, starts)
-        e = group_sum(mw * self.event[:, None], starts)
+        n, groups = len(w), len(self.d)
+        bounds = np.append(self.grouping.starts, n).astype(np.int32)
+        every = csr_matrix((w, np.arange(n, dtype=np.int32), bounds), shape=(groups, n))
+        by_group = np.append(0, np.cumsum(self.d)).astype(np.int32)
+        events = csr_matrix((w[self.event_rows], self.event_rows, by_group), shape=(groups, n))
+        a = np.asarray(every @ self.moments)
+        e = np.asarray(events @ self.moments)
         return RiskGroups(self.grouping.strata_starts, self.d, a, e, self.sx)
 
 
@@ -235,12 +244,16 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
     time, event = survival_arrays(frame, params.outcome, params.time_unit, data.node)
     x = design_matrix(frame, design, data.node)
     keys = data.record_keys(frame.index)
-    stratum = group_labels(frame, strata).astype(str)
+    # one group: its label without a text pass over the rows
+    stratum = group_labels(frame, strata).astype(str) if strata else np.full(len(frame), ALL_GROUP)
     start = time
     if not params.within_node():
         unit = UNIT_DAYS[params.time_unit]
         start, time = data.disclosure.group_intervals(stratum, time, keys, unit)
-    labels, codes = np.unique(stratum, return_inverse=True)
+    if strata:
+        labels, codes = np.unique(stratum, return_inverse=True)
+    else:
+        labels, codes = stratum[:1], np.zeros(len(frame), dtype=np.int64)
     g = group_rows(codes, time)
     xs, ev = x[g.order], event[g.order].astype(float)
     row = np.empty(len(frame), dtype=np.int64)
@@ -249,7 +262,7 @@ def prepare(data: NodeData, params: CoxParams, design: dict[str, Any]) -> NodeCo
         grouping=g,
         x=xs,
         moments=moment_matrix(xs),
-        event=ev,
+        event_rows=np.flatnonzero(ev).astype(np.int32),
         d=group_sum(ev, g.starts).astype(np.int64),
         sx=group_sum(xs * ev[:, None], g.starts),
         labels=labels,

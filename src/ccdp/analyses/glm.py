@@ -24,6 +24,7 @@ from rich.table import Table
 from scipy.special import chdtrc, expit, gammaln
 
 from ccdp.analyses._design import (
+    MOMENTS,
     describe,
     describe_spec,
     design_matrix,
@@ -233,24 +234,35 @@ class _GLM(Analysis[G], Generic[G]):
         self, frame: pd.DataFrame, params: G, design: dict[str, Any], node: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model matrix with intercept, response and offset."""
-        x = np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        # column-major: each round's x·w and xᵀ(x·w) walk the columns
+        x = np.asfortranarray(
+            np.column_stack([np.ones(len(frame)), design_matrix(frame, design, node)])
+        )
         return (x, *self.response(frame, params))
 
     def local(self, data: NodeData, params: G, request: dict[str, Any], cache: dict) -> Summary:
         if request["step"] == "describe":
-            frame = self.node_frame(data, params)
+            # kept for the first fitting round: the same rows, read and checked once
+            frame = cache["glm_frame"] = self.node_frame(data, params)
             y, offset = self.response(frame, params)
             sums = self.null_sums(y, offset)
-            return Summary(
-                parts=describe(frame, params.covariates, sums, data, self.binary(params))
-            )
+            parts = describe(frame, params.covariates, sums, data, self.binary(params))
+            moments = parts[MOMENTS]
+            if isinstance(moments, AggregatePart) and moments.levels is not None:
+                # the same rows' levels, for the first fitting round
+                cache["glm_levels"] = {k: list(v) for k, v in moments.levels.items()}
+            return Summary(parts=parts)
         design = request["design"]
         if cache.get("glm_design") != design:
-            frame = self.node_frame(data, params)
+            frame, levels = cache.pop("glm_frame", None), cache.pop("glm_levels", None)
+            if frame is None or levels is None:
+                frame, levels = self.node_frame(data, params), None
             cache["glm_design"] = design
             cache["glm"] = self.arrays(frame, params, design, data.node)
-            names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
-            cache["glm_rows"] = (data.records(frame.index), level_counts(frame, names))
+            if levels is None:
+                names = [*params.covariates, *([b] if (b := self.binary(params)) else [])]
+                levels = level_counts(frame, names)
+            cache["glm_rows"] = (data.records(frame.index), levels)
         x, y, offset = cache["glm"]
         records, levels = cache["glm_rows"]
         beta = np.array(request["beta"], dtype=float)
@@ -404,8 +416,11 @@ class Poisson(_GLM[PoissonParams]):
     ) -> dict[str, Any]:
         eta = x @ beta + offset
         mu = np.exp(eta)
-        loglik = float(np.sum(y * eta - mu - gammaln(y + 1.0)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylogy = np.where(y > 0, y * np.log(y / mu), 0.0)
-        deviance = float(2.0 * np.sum(ylogy - (y - mu)))
+        # log Γ(y + 1) and y·log y are 0 at y = 0 and y = 1: summed where y is neither (a
+        # non-integer response included); y·log(y/μ) = y·log y − y·η
+        many = (y != 0.0) & (y != 1.0)
+        y_eta, mu_sum = float(y @ eta), float(mu.sum())
+        loglik = y_eta - mu_sum - float(np.sum(gammaln(y[many] + 1.0)))
+        ylogy = float(np.sum(y[many] * np.log(y[many]))) - y_eta
+        deviance = 2.0 * (ylogy - float(y.sum()) + mu_sum)
         return {"loglik": loglik, "deviance": deviance, **_sums(x, y, mu, mu)}

@@ -94,8 +94,11 @@ class FrameData:
         frame is not to be changed once given) and gathered by position."""
         if not self.frame.index.is_unique:
             return self._keys_of(self.frame.loc[index], index, unit)
-        # without patient ids every row is its own patient: one key per row in both units
-        same = unit != "specimens" and "patient_id" not in self.frame
+        # without patient ids every row is its own patient, and without tumour_seq every
+        # tumour is its patient's first: one key per row in both units
+        same = unit != "specimens" and (
+            "patient_id" not in self.frame or "tumour_seq" not in self.frame
+        )
         memo = f"{id(self.frame)}:{'patients' if same else unit}"
         if memo not in self._keys:
             self._keys[memo] = self._keys_of(self.frame, self.frame.index, unit)

@@ -170,8 +170,10 @@ def describe(result: AuditResult, notes: Iterable[str] = ()) -> list[str]:
         f"acceptance audit: {result.sets} released set(s), {result.atoms} atom(s), "
         f"{result.seconds:.1f} s"
     ]
-    if result.clean:
+    if result.clean and result.complete:
         lines.append("  no combination of these sets isolates fewer than min_cell records")
+    elif result.clean:  # an incomplete audit found nothing in what it examined: not "clean"
+        lines.append("  no finding in what was examined (the audit is incomplete)")
     for f in result.findings:
         lines.append(f"  FINDING: {f.text()}")
     if not result.complete and result.note:
