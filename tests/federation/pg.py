@@ -1,16 +1,18 @@
 """A throw-away PostgreSQL database on 127.0.0.1:5432 for hub tests (created and dropped here).
 
-Without a server the tests skip with the reason, except under CI=true, where it is a failure.
+Without a server the tests skip with the reason, except under CI (any truthy value), where
+it is a failure.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
+from tests.conftest import under_ci
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -27,8 +29,8 @@ def temporary_database() -> Iterator[str]:
     try:
         conn = _admin()
     except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no PostgreSQL server on 127.0.0.1:5432: {exc}")
+        if under_ci():
+            pytest.fail(f"CI is set but no PostgreSQL server on 127.0.0.1:5432: {exc}")
         pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
     name = f"ccdp_test_{uuid.uuid4().hex[:12]}"
     with conn:

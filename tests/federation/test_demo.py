@@ -4,7 +4,6 @@ renders in a real browser, and nothing left running afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccdp.demo.partnership import load_studies
-from tests.conftest import run_ccdp
+from tests.conftest import chromium_path, run_ccdp, under_ci
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +118,11 @@ def test_the_demo_registers_its_studies_and_runs_them_exactly(demo_out):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_demo_report_renders_in_chromium(demo_out, tmp_path):
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but /usr/bin/chromium is missing")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    chromium = chromium_path()
+    if chromium is None:
+        if under_ci():
+            pytest.fail("CI is set but chromium is missing ($CCDP_CHROMIUM, PATH, /usr/bin)")
+        pytest.skip("no chromium (apt-get install chromium, or set CCDP_CHROMIUM)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

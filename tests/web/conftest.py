@@ -1,7 +1,8 @@
 """Browser tests of the dashboard: a real partnership (hub and node agents as processes on
 loopback, started by the demo's own code) and Debian's chromium driven by Playwright.
 
-Without chromium the tests skip with the reason, except under CI=true, where they fail.
+Without chromium (`$CCDP_CHROMIUM`, else `chromium` on PATH, else /usr/bin/chromium) the tests
+skip with the reason, except under CI (any truthy value), where they fail.
 Every page a test opens is watched: a request to anywhere but the hub's own address fails it.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,24 +25,25 @@ from ccdp.demo.partnership import (
     Processes,
     start_partnership,
 )
+from tests.conftest import chromium_path, under_ci
 
-CHROMIUM = os.environ.get("CCDP_CHROMIUM", "/usr/bin/chromium")
 COUNTRIES = ("FR", "DE", "KE")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def _need_browser() -> None:
     missing = None
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        missing = f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    if chromium_path() is None:
+        where = os.environ.get("CCDP_CHROMIUM") or "chromium on PATH or /usr/bin/chromium"
+        missing = f"no chromium at {where} (apt-get install chromium, or set CCDP_CHROMIUM)"
     else:
         try:
             import playwright.sync_api  # noqa: F401
         except ImportError:
             missing = "playwright is not installed (pip install -e '.[test]')"
     if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests need a browser under CI=true: {missing}")
+        if under_ci():
+            pytest.fail(f"browser tests need a browser under CI: {missing}")
         pytest.skip(missing)
 
 
@@ -76,7 +77,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+        exe = chromium_path()
         b = pw.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
         yield b
         b.close()
