@@ -97,14 +97,11 @@ def _event_times(
         part = replace(part.take(keep), group_sizes=sizes)
         notes.append(f"{name}: {len(small)} group(s) of fewer than {smallest} subjects withheld")
     assert part.records is not None
-    rows = part.records.sets(len(part))
-    if ctx.registered:  # rows at the policy's resolution: only the groups are compared
-        rows_checked: list[np.ndarray] = []
-    elif any(r.size < policy.min_cell for r in rows):
+    # a registered study's rows come at the policy's resolution: only its groups are compared
+    rows_checked = [] if ctx.registered else part.records.sets(len(part))
+    if any(r.size < policy.min_cell for r in rows_checked):
         raise refuse(ctx, "event_rows", name)
-    else:
-        rows_checked = rows
-    groups = _group_sets(name, part, rows, ctx)
+    groups = _group_sets(name, part, ctx)
     # a group any of whose sets lies too close to an earlier release is withheld, as a small
     # group is: the rest of the table still answers
     labels = part.columns[GROUP]
@@ -123,9 +120,7 @@ def _event_times(
     return part, notes, sets
 
 
-def _group_sets(
-    name: str, part: EventTimesPart, rows: list[np.ndarray], ctx: DisclosureContext
-) -> dict[str, np.ndarray]:
+def _group_sets(name: str, part: EventTimesPart, ctx: DisclosureContext) -> dict[str, np.ndarray]:
     """Each group's record set (its size is released as the group's n), checked against it."""
     assert part.records is not None
     names = list(part.group_sizes)
