@@ -44,8 +44,8 @@ from ccdp.disclosure.suppress import _null_space
 from ccdp.errors import CcdpError
 
 TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
-MAX_UNIONS = 50_000  # unions of 3+ atoms examined before the audit stops and says so
-SEARCH_SECONDS = 10.0  # and the time it may take
+MAX_STEPS = 5_000_000  # unions examined before the search stops and says so (a safety net)
+PRIMES = (2_147_483_647, 2_147_483_629, 2_147_483_587)  # the exact arithmetic's fields
 SEED = 0x5EC1_A0D1
 MAX_SPARSE = 20  # findings whose combination is made sparse (and checked for integers)
 
@@ -181,66 +181,133 @@ def _projection(system: _System, small: np.ndarray) -> _Projection:
 
 
 def _unions(
-    k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
+    system: _System, small: np.ndarray, min_cell: int, rank: int, budget: int
 ) -> tuple[list[tuple[int, ...]], bool]:
-    """Minimal connected unions U of small atoms with 1_Uᵀ K 1_U = 0 and size < min_cell,
-    smallest first; False when the search stopped at `budget` unions."""
-    # a determined U has K 1_U = 0: only atoms in the support of K's kernel can be in one
-    vals, vecs = np.linalg.eigh(k)
-    kernel = vecs[:, vals < TOL]
-    if kernel.shape[1] == 0:
-        return [], True
-    support = np.flatnonzero(np.linalg.norm(kernel, axis=1) > 1e-6)
-    found, complete = _search(k[np.ix_(support, support)], sizes[support], min_cell, budget)
-    return [tuple(int(support[i]) for i in u) for u in found], complete
+    """Every minimal union U of small atoms of size < min_cell whose indicator is in the row
+    space of the sets (as positions in `small`); False when the search stopped at `budget`
+    steps (never in practice: see `_zero_sums`)."""
+    mat = system.incidence
+    large = np.flatnonzero(system.sizes >= min_cell)
+    order = np.concatenate([large, small])
+    cols = mat[:, order].toarray().astype(np.int64)
+    for prime in PRIMES:
+        rank_large, rows, pivots = _reduced(cols, large.size, prime)
+        if rank_large + len(pivots) == rank:
+            break  # the prime divides no maximal minor: the same row space as over Q
+    else:  # pragma: no cover - no such matrix is known; the search then fails safe
+        raise AuditError("audit: the row space could not be computed exactly")
+    parity = _parity(rows, pivots, small.size, prime)
+    return _zero_sums(parity, system.sizes[small], min_cell - 1, prime, budget)
 
 
-def _search(
-    k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
+def _reduced(cols: np.ndarray, n_large: int, prime: int) -> tuple[int, np.ndarray, list[int]]:
+    """Gaussian elimination over GF(prime) of the sets' rows with the large atoms' columns
+    first. Combinations that vanish on every large atom are spanned by the rows left once the
+    large columns are eliminated; returned in reduced row echelon form over the small atoms'
+    columns, with the rank of the large columns and the small columns' pivots."""
+    a = cols % prime
+    alive = np.ones(a.shape[0], dtype=bool)
+    rank_large = 0
+    for c in range(n_large):  # forward elimination: a pivot row is then out of the game
+        nz = np.flatnonzero(alive & (a[:, c] != 0))
+        if nz.size == 0:
+            continue
+        r = nz[np.argmin((a[nz, c:] != 0).sum(axis=1))]  # the sparsest row: little fill-in
+        alive[r] = False
+        rank_large += 1
+        others = nz[nz != r]
+        if others.size:
+            f = a[others, c] * pow(int(a[r, c]), prime - 2, prime) % prime
+            a[np.ix_(others, np.arange(c, a.shape[1]))] = (
+                a[others, c:] - f[:, None] * a[r, c:][None, :] % prime
+            ) % prime
+    b = a[alive][:, n_large:]
+    pivots: list[int] = []
+    for c in range(b.shape[1]):  # reduced row echelon form on the small atoms
+        r = len(pivots)
+        if r == b.shape[0]:
+            break
+        nz = np.flatnonzero(b[r:, c] != 0)
+        if nz.size == 0:
+            continue
+        k = r + int(nz[0])
+        b[[r, k]] = b[[k, r]]
+        b[r] = b[r] * pow(int(b[r, c]), prime - 2, prime) % prime
+        others = np.flatnonzero(b[:, c] != 0)
+        others = others[others != r]
+        if others.size:
+            b[others] = (b[others] - b[others, c][:, None] * b[r][None, :] % prime) % prime
+        pivots.append(c)
+    return rank_large, b[: len(pivots)], pivots
+
+
+def _parity(rows: np.ndarray, pivots: list[int], n_small: int, prime: int) -> list[dict[int, int]]:
+    """Each small atom's parity-check vector (sparse, over the free columns): the determined
+    vectors x are those with Σ x_a h_a = 0. With the row space in reduced form [I | F], a pivot
+    atom's vector is −(its row of F) and a free atom's is its own unit vector."""
+    free = np.setdiff1d(np.arange(n_small), pivots)
+    out: list[dict[int, int]] = [{int(c): 1} for c in range(n_small)]
+    for i, c in enumerate(pivots):
+        row = rows[i, free]
+        nz = np.flatnonzero(row)
+        out[c] = {int(free[j]): int(-row[j] % prime) for j in nz}
+    return out
+
+
+def _zero_sums(
+    parity: list[dict[int, int]], sizes: np.ndarray, most: int, prime: int, budget: int
 ) -> tuple[list[tuple[int, ...]], bool]:
-    """The connected-union search of `_unions` on the kernel's support: single atoms and pairs
-    exhaustively (vectorised), larger unions breadth-first within `budget` unions and
-    SEARCH_SECONDS (a short-vector problem: exponential in the worst case)."""
-    n = k.shape[0]
-    diag = np.diag(k)
-    single = diag < TOL
-    pair = (diag[:, None] + diag[None, :] + 2 * k) < TOL
-    pair &= np.triu(np.ones((n, n), dtype=bool), 1) & (sizes[:, None] + sizes[None, :] < min_cell)
-    pair &= ~single[:, None] & ~single[None, :]
-    found: list[frozenset[int]] = [frozenset([int(i)]) for i in np.flatnonzero(single)]
-    found += [frozenset([int(i), int(j)]) for i, j in np.argwhere(pair)]
-    nbrs = [np.flatnonzero((np.abs(k[i]) > TOL) & (np.arange(n) != i)) for i in range(n)]
-    level: set[frozenset[int]] = {
-        frozenset([int(i), int(j)])
-        for i in range(n)
-        if not single[i]
-        for j in nbrs[i]
-        if int(j) > i and not single[j] and sizes[i] + sizes[j] < min_cell and not pair[i, j]
-    }
-    deadline = time.perf_counter() + SEARCH_SECONDS
-    seen = 0
-    while level:
-        nxt: set[frozenset[int]] = set()
-        for u in level:
-            seen += 1
-            if seen > budget or (seen % 256 == 0 and time.perf_counter() > deadline):
-                return [tuple(sorted(f)) for f in found], False
-            idx = np.fromiter(u, dtype=np.int64)
-            room = min_cell - 1 - int(sizes[idx].sum())
-            for i in u:
-                for j in nbrs[i]:
-                    if int(j) in u or sizes[j] > room or single[j]:
-                        continue
-                    w = u | {int(j)}
-                    if w in nxt or any(f <= w for f in found):
-                        continue
-                    widx = np.fromiter(w, dtype=np.int64)
-                    if float(k[np.ix_(widx, widx)].sum()) < TOL:
-                        found.append(w)
-                    else:
-                        nxt.add(w)
-        level = nxt
-    return [tuple(sorted(f)) for f in found], True
+    """Every minimal set T of atoms of total size ≤ `most` whose parity vectors sum to zero.
+
+    A depth-first search from each atom a, as the smallest atom of T: while the running sum
+    is not zero, some coordinate j of it is not, and T must hold another atom whose vector is
+    non-zero at j; the search branches over those atoms only, at the coordinate with the
+    fewest (every minimal T is reached: at each step the atoms of T not yet taken cancel j).
+    Its depth is at most `most` atoms, and it is exact and deterministic."""
+    holders: dict[int, list[int]] = {}
+    for a, vec in enumerate(parity):
+        for j in vec:
+            holders.setdefault(j, []).append(a)
+    found: set[frozenset[int]] = set()
+    steps = 0
+
+    def extend(seed: int, taken: frozenset[int], total: dict[int, int], size: int, seen) -> bool:
+        nonlocal steps
+        j = min(total, key=lambda k: len(holders[k]))
+        for b in holders[j]:
+            if b <= seed or b in taken or size + sizes[b] > most:
+                continue
+            grown = taken | {b}
+            if grown in seen:
+                continue
+            seen.add(grown)
+            steps += 1
+            if steps > budget:
+                return False
+            acc = dict(total)
+            for k, v in parity[b].items():
+                x = (acc.get(k, 0) + v) % prime
+                if x:
+                    acc[k] = x
+                else:
+                    del acc[k]
+            if not acc:
+                found.add(grown)
+            elif size + sizes[b] < most and not extend(seed, grown, acc, size + sizes[b], seen):
+                return False
+        return True
+
+    complete = True
+    for a, vec in enumerate(parity):
+        if sizes[a] > most:
+            continue
+        if not vec:
+            found.add(frozenset([a]))
+        elif not extend(a, frozenset([a]), dict(vec), int(sizes[a]), set()):
+            complete = False
+            break
+    minimal = [u for u in found if not any(v < u for v in found)]
+    return sorted((tuple(sorted(u)) for u in minimal), key=lambda u: (len(u), u)), complete
 
 
 def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.ndarray:
@@ -288,7 +355,7 @@ def audit(
     min_cell: int,
     *,
     only_with: set[str] | None = None,
-    budget: int = MAX_UNIONS,
+    budget: int = MAX_STEPS,
 ) -> AuditResult:
     """Every minimal union of 1 to min_cell − 1 records that the released `sets` (sorted or not,
     record keys) determine, named by the `labels` of the sets that combine into it.
@@ -317,12 +384,15 @@ def _audit(
     if small.size == 0 or min_cell <= 1:
         return result
     proj = _projection(system, small)
-    unions, result.complete = _unions(proj.k_small, system.sizes[small], min_cell, budget)
+    unions, result.complete = _unions(system, small, min_cell, proj.eig_vals.size, budget)
     if not result.complete:
-        result.note = f"the search stopped after {budget} unions of small atoms"
+        result.note = f"the search stopped after {budget} steps"
     old = _old_basis(system, only_with) if only_with is not None else None
     for u in unions:
-        atoms = small[np.asarray(u)]
+        idx = np.asarray(u)
+        if float(proj.k_small[np.ix_(idx, idx)].sum()) > TOL:
+            continue  # pragma: no cover - a coincidence modulo the prime, not over Q
+        atoms = small[idx]
         if old is not None and _determined_by(old, atoms):
             continue  # known before the new sets: already alerted (or accepted) then
         coef = _coefficients(system, proj, atoms)
@@ -366,7 +436,7 @@ def determined_unions(sets: Sequence[np.ndarray], min_cell: int) -> set[frozense
     if small.size == 0:
         return set()
     proj = _projection(system, small)
-    unions, _ = _unions(proj.k_small, system.sizes[small], min_cell, MAX_UNIONS)
+    unions, _ = _unions(system, small, min_cell, proj.eig_vals.size, MAX_STEPS)
     return {frozenset(int(small[i]) for i in u) for u in unions}
 
 
