@@ -40,7 +40,6 @@ import numpy as np
 from scipy import linalg, sparse
 from threadpoolctl import threadpool_limits
 
-from ccdp.disclosure.suppress import _null_space
 from ccdp.errors import CcdpError
 
 TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
@@ -157,27 +156,24 @@ def _system(sets: Sequence[np.ndarray], labels: Sequence[str]) -> _System:
 
 @dataclass
 class _Projection:
-    """K = I − P on the small atoms, and what is needed to name a finding's sources."""
+    """The sets' Gram matrix's non-null eigen-pairs: the rank over the reals, a check that a
+    union is in the row space, and the least-norm combination that gives it."""
 
-    k_small: np.ndarray
-    eig_vecs: np.ndarray  # of the sets' Gram matrix, non-null part
+    eig_vecs: np.ndarray
     eig_vals: np.ndarray
 
+    def determined(self, system: _System, atoms: np.ndarray) -> bool:
+        """1_Uᵀ P 1_U = |U| (P the projection onto the row space): U is determined."""
+        rhs = np.asarray(system.incidence[:, atoms].sum(axis=1)).reshape(-1)
+        proj = (rhs @ self.eig_vecs) / np.sqrt(self.eig_vals)
+        return float(atoms.size - proj @ proj) < TOL
 
-def _projection(system: _System, small: np.ndarray) -> _Projection:
+
+def _projection(system: _System) -> _Projection:
     mat = system.incidence
-    n_sets, n_atoms = mat.shape
-    gram = (mat @ mat.T).toarray()
-    vals, vecs = np.linalg.eigh(gram)
+    vals, vecs = np.linalg.eigh((mat @ mat.T).toarray())
     keep = vals > 1e-9 * max(1.0, float(vals.max(initial=0.0)))
-    vals, vecs = vals[keep], vecs[:, keep]
-    if n_atoms <= n_sets:  # few atoms: the null space of M itself, as suppression computes it
-        null = _null_space(mat.toarray())[small]
-        k_small = null @ null.T
-    else:  # few sets: an orthonormal basis of the row space from the sets' Gram matrix
-        basis = (mat[:, small].T @ vecs) / np.sqrt(vals)[None, :]
-        k_small = np.eye(int(small.size)) - basis @ basis.T
-    return _Projection(np.asarray(k_small), vecs, vals)
+    return _Projection(vecs[:, keep], vals[keep])
 
 
 def _unions(
@@ -263,19 +259,44 @@ def _zero_sums(
     is not zero, some coordinate j of it is not, and T must hold another atom whose vector is
     non-zero at j; the search branches over those atoms only, at the coordinate with the
     fewest (every minimal T is reached: at each step the atoms of T not yet taken cancel j).
-    Its depth is at most `most` atoms, and it is exact and deterministic."""
+    The last atom is looked up (the one whose vector is minus the running sum), and a branch
+    stops when the atoms it may still add cannot cancel the running sum's support. Its depth
+    is at most `most` atoms; it is exact and deterministic."""
+    # atoms renumbered by decreasing support: the atoms a branch may still add (numbered after
+    # its seed) then cancel at most the next `r` supports after the seed's own
+    order = sorted(range(len(parity)), key=lambda a: (-len(parity[a]), a))
+    parity = [parity[a] for a in order]
+    sizes = sizes[np.asarray(order, dtype=np.int64)] if order else sizes
+    lengths = np.array([len(v) for v in parity] + [0] * most, dtype=np.int64)
     holders: dict[int, list[int]] = {}
+    closing: dict[tuple[tuple[int, int], ...], list[int]] = {}
     for a, vec in enumerate(parity):
         for j in vec:
             holders.setdefault(j, []).append(a)
+        closing.setdefault(tuple(sorted(vec.items())), []).append(a)
+
+    def reach(seed: int, r: int) -> int:
+        """The most coordinates r atoms numbered after `seed` can cancel."""
+        return int(lengths[seed + 1 : seed + 1 + r].sum())
+
     found: set[frozenset[int]] = set()
     steps = 0
 
+    def close(seed: int, taken: frozenset[int], total: dict[int, int], size: int) -> None:
+        need = tuple(sorted((k, -v % prime) for k, v in total.items()))
+        for b in closing.get(need, ()):
+            if b > seed and b not in taken and size + sizes[b] <= most:
+                found.add(taken | {b})
+
     def extend(seed: int, taken: frozenset[int], total: dict[int, int], size: int, seen) -> bool:
         nonlocal steps
+        close(seed, taken, total, size)
         j = min(total, key=lambda k: len(holders[k]))
         for b in holders[j]:
-            if b <= seed or b in taken or size + sizes[b] > most:
+            room = most - size - int(sizes[b])  # records left once b is taken
+            if b <= seed or b in taken or room < 1:
+                continue  # room 0: only a closing atom, which `close` has looked up
+            if len(total) - len(parity[b]) > reach(seed, room):
                 continue
             grown = taken | {b}
             if grown in seen:
@@ -293,7 +314,9 @@ def _zero_sums(
                     del acc[k]
             if not acc:
                 found.add(grown)
-            elif size + sizes[b] < most and not extend(seed, grown, acc, size + sizes[b], seen):
+            elif len(acc) <= reach(seed, room) and not extend(
+                seed, grown, acc, size + int(sizes[b]), seen
+            ):
                 return False
         return True
 
@@ -303,11 +326,14 @@ def _zero_sums(
             continue
         if not vec:
             found.add(frozenset([a]))
-        elif not extend(a, frozenset([a]), dict(vec), int(sizes[a]), set()):
+        elif len(vec) <= reach(a, most - int(sizes[a])) and not extend(
+            a, frozenset([a]), dict(vec), int(sizes[a]), set()
+        ):
             complete = False
             break
     minimal = [u for u in found if not any(v < u for v in found)]
-    return sorted((tuple(sorted(u)) for u in minimal), key=lambda u: (len(u), u)), complete
+    named = (tuple(sorted(order[a] for a in u)) for u in minimal)
+    return sorted(named, key=lambda u: (len(u), u)), complete
 
 
 def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.ndarray:
@@ -317,25 +343,37 @@ def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.n
 
 
 def _basic(system: _System, coef: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """A basic solution on independent sets chosen by pivoted QR among those the least-norm
-    one uses: fewer sets to name, and integral where a ±1 combination exists (as for windows
-    A + B − C). Falls back to the least-norm solution if it does not reproduce the union."""
+    """A basic solution on few independent sets: fewer sets to name, and integral where a ±1
+    combination exists (as for windows A + B − C). The sets the least-norm solution weighs
+    most are tried first (4, 8, 16, … of them, up to all it uses); among the first that give
+    the union, pivoted QR keeps independent ones. Falls back to the least-norm solution."""
     scale = max(1.0, float(np.abs(coef).max(initial=0.0)))
     used = np.flatnonzero(np.abs(coef) > 1e-6 * scale)
     if used.size == 0:
         return coef
-    a = system.incidence[used].toarray().T  # atoms × used sets
-    _, r, piv = linalg.qr(a, mode="economic", pivoting=True)
+    used = used[np.argsort(-np.abs(coef[used]), kind="stable")]
+    target = np.zeros(system.incidence.shape[1])
+    target[atoms] = 1.0
+    k = 4
+    while True:
+        take = used[: min(k, used.size)]
+        a = system.incidence[take].toarray().T  # atoms × candidate sets
+        rows = np.flatnonzero(a.any(axis=1) | (target > 0))
+        sol = np.linalg.lstsq(a[rows], target[rows], rcond=None)[0]
+        if np.allclose(a @ sol, target, atol=1e-8):
+            break
+        if take.size == used.size:
+            return coef
+        k *= 2
+    _, r, piv = linalg.qr(a[rows], mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
     rank = int((diag > 1e-9 * max(1.0, float(diag.max(initial=0.0)))).sum())
     cols = piv[:rank]
-    target = np.zeros(a.shape[0])
-    target[atoms] = 1.0
-    sol = np.linalg.lstsq(a[:, cols], target, rcond=None)[0]
+    sol = np.linalg.lstsq(a[rows][:, cols], target[rows], rcond=None)[0]
     if not np.allclose(a[:, cols] @ sol, target, atol=1e-8):
         return coef
     out = np.zeros_like(coef)
-    out[used[cols]] = sol
+    out[take[cols]] = sol
     return out
 
 
@@ -383,16 +421,15 @@ def _audit(
     )
     if small.size == 0 or min_cell <= 1:
         return result
-    proj = _projection(system, small)
+    proj = _projection(system)
     unions, result.complete = _unions(system, small, min_cell, proj.eig_vals.size, budget)
     if not result.complete:
         result.note = f"the search stopped after {budget} steps"
     old = _old_basis(system, only_with) if only_with is not None else None
     for u in unions:
-        idx = np.asarray(u)
-        if float(proj.k_small[np.ix_(idx, idx)].sum()) > TOL:
+        atoms = small[np.asarray(u)]
+        if not proj.determined(system, atoms):
             continue  # pragma: no cover - a coincidence modulo the prime, not over Q
-        atoms = small[idx]
         if old is not None and _determined_by(old, atoms):
             continue  # known before the new sets: already alerted (or accepted) then
         coef = _coefficients(system, proj, atoms)
@@ -435,7 +472,7 @@ def determined_unions(sets: Sequence[np.ndarray], min_cell: int) -> set[frozense
     small = np.flatnonzero((system.sizes > 0) & (system.sizes < min_cell))
     if small.size == 0:
         return set()
-    proj = _projection(system, small)
+    proj = _projection(system)
     unions, _ = _unions(system, small, min_cell, proj.eig_vals.size, MAX_STEPS)
     return {frozenset(int(small[i]) for i in u) for u in unions}
 

@@ -89,9 +89,12 @@ def study_label(raw: dict[str, Any]) -> str:
 
 
 def acceptance_audit(node: LocalNode, spec: ProjectSpec) -> tuple[AuditResult, list[str]]:
-    """The audit of a project's registered studies with everything released before. Returns
-    the result and notes (a study that cannot be computed here is named, with the kind of
-    error only, and left out: it would be refused when asked)."""
+    """The audit of a project's registered studies with everything released before (less the
+    sets whose counts never left: the catalogue's follow-up table, of which only a median is
+    published). It reports what the studies add: a union that the earlier releases determine
+    by themselves is not the project's doing (and declining it would not undo it). Returns the
+    result and notes (a study that cannot be computed here is named, with the kind of error
+    only, and left out: it would be refused when asked)."""
     policy = node.policy
     sets: list[np.ndarray] = []
     labels: list[str] = []
@@ -106,10 +109,11 @@ def acceptance_audit(node: LocalNode, spec: ProjectSpec) -> tuple[AuditResult, l
         sets += got
         labels += [label] * len(got)
     earlier = released_sets(node.ledger)
-    if earlier is not None:
-        sets += earlier[0]
-        labels += [EARLIER] * len(earlier[0])
-    return audit(sets, labels, policy.min_cell), notes
+    if earlier is not None:  # less the sets kept for the differencing rule whose counts never left
+        kept = [s for s, meta in zip(*earlier, strict=True) if meta.get("counts") != "none"]
+        sets += kept
+        labels += [EARLIER] * len(kept)
+    return audit(sets, labels, policy.min_cell, only_with=set(labels) - {EARLIER}), notes
 
 
 def describe(result: AuditResult, notes: Iterable[str] = ()) -> list[str]:
