@@ -12,17 +12,21 @@ set is a 0/1 row over atoms (the incidence matrix M, sets × atoms); its count i
 the atom sizes. A union U of atoms is determined by the released counts exactly when its
 indicator lies in the row space of M (over the rationals: a half-integer combination pins a
 count down as surely as an integer one, so that is the test, and the finding says whether
-integer coefficients suffice). U isolates records when its size is 1 to `min_cell − 1`.
+integer coefficients suffice). U isolates records when its size is 1 to `min_cell − 1`, so it
+holds only atoms smaller than `min_cell`, at most `min_cell − 1` of them.
 
-With K = I − P (P the orthogonal projection onto the row space, K positive semi-definite),
-1_U is in the row space exactly when 1_Uᵀ K 1_U = 0. Only atoms smaller than `min_cell` can be
-in such a U, so K is needed on those alone. A minimal determined union is connected in the graph
-of non-zero entries of K (if U split into A and B with K_AB = 0, each would be determined by
-itself: 1_Aᵀ K 1_A = −1_Bᵀ K 1_B ≤ 0), so the audit enumerates connected unions of small atoms
-of total size below `min_cell`, smallest first, and every determined union is a disjoint union
-of the minimal ones it reports. The projection comes from the eigen-decomposition of the smaller
-Gram matrix, as secondary suppression's audit does (`suppress._null_space`): of the atoms when
-they are few, of the sets otherwise.
+The search is exact and complete. Gaussian elimination over GF(p) (p a 31-bit prime), large
+atoms' columns first, leaves the combinations that vanish on every large atom: the subspace V of
+vectors over the small atoms that released counts determine, in reduced row echelon form
+[I | F]. A union is determined exactly when its indicator x is in V, i.e. Σ_{a∈U} h_a = 0 for
+the parity-check vectors h_a (−(a's row of F) for a pivot atom, a unit vector for a free one).
+`_zero_sums` finds every minimal such U by a depth-first search that only ever adds an atom
+cancelling a coordinate the running sum still has (so at most `min_cell − 1` levels, each
+branching over the few atoms holding that coordinate), looks the last atom up, and stops a
+branch that cannot cancel what is left. Every determined union is a disjoint union of the
+minimal ones it reports. The prime is checked against the real rank of M (its Gram matrix's
+eigenvalues; another prime is tried when it divides every maximal minor, so that GF(p) and the
+rationals have the same row space), and every union found is checked over the reals too.
 
 A finding says which sources (studies, earlier releases) combine and how many records it
 isolates as the range "1–(min_cell − 1)", never which records and never the exact number.
