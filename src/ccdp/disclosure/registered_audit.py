@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from ccdp.errors import CcdpError
 
-TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
+TOL = 1e-7  # residuals below this are zero (counts are integers, the projection O(1))
 MAX_STEPS = 5_000_000  # unions examined before the search stops and says so (a safety net)
 PRIMES = (2_147_483_647, 2_147_483_629, 2_147_483_587)  # the exact arithmetic's fields
 SEED = 0x5EC1_A0D1
@@ -190,14 +190,23 @@ def _unions(
     large = np.flatnonzero(system.sizes >= min_cell)
     order = np.concatenate([large, small])
     cols = mat[:, order].toarray().astype(np.int64)
+    best: tuple[int, int, np.ndarray, list[int]] | None = None
     for prime in PRIMES:
         rank_large, rows, pivots = _reduced(cols, large.size, prime)
-        if rank_large + len(pivots) == rank:
+        if best is None or rank_large + len(pivots) > best[0]:
+            best = (rank_large + len(pivots), prime, rows, pivots)
+        if best[0] == rank:
             break  # the prime divides no maximal minor: the same row space as over Q
-    else:  # pragma: no cover - no such matrix is known; the search then fails safe
-        raise AuditError("audit: the row space could not be computed exactly")
-    parity = _parity(rows, pivots, small.size, prime)
-    return _zero_sums(parity, system.sizes[small], min_cell - 1, prime, budget)
+    assert best is not None
+    found, complete = _zero_sums(
+        _parity(best[2], best[3], small.size, best[1]),
+        system.sizes[small],
+        min_cell - 1,
+        best[1],
+        budget,
+    )
+    # a rank that disagrees with the reals' (never seen): the search is not claimed complete
+    return found, complete and best[0] == rank
 
 
 def _reduced(cols: np.ndarray, n_large: int, prime: int) -> tuple[int, np.ndarray, list[int]]:
@@ -428,7 +437,7 @@ def _audit(
     proj = _projection(system)
     unions, result.complete = _unions(system, small, min_cell, proj.eig_vals.size, budget)
     if not result.complete:
-        result.note = f"the search stopped after {budget} steps"
+        result.note = f"the search stopped after {budget} steps, or its exact rank disagreed"
     old = _old_basis(system, only_with) if only_with is not None else None
     for u in unions:
         atoms = small[np.asarray(u)]
