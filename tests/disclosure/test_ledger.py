@@ -55,3 +55,24 @@ def test_ids_pack_compactly_and_exactly() -> None:
     blob = pack_ids(ids)
     assert (unpack_ids(blob) == ids).all()
     assert len(blob) < 2 * ids.size  # about a byte a record for a dense set
+
+
+def test_sets_reads_back_the_keys_by_project(tmp_path) -> None:
+    """`Ledger.sets`: each released set as its record keys, with its metadata, oldest first; one
+    project's alone; None past the limit (read by a fresh ledger, as detection does)."""
+    path = tmp_path / "n.ledger.db"
+    ledger = Ledger(path)
+    a, b, c = keyset(list(range(30))), keyset(list(range(10, 60))), keyset([5, 150, 199])
+    ledger.record([a, b], {"project": "p", "study_id": "s1"})
+    ledger.record([c], {"project": "q"})
+    ledger.close()
+    again = Ledger(path)
+    got = again.sets()
+    assert got is not None
+    sets, metas = got
+    assert [s.tolist() for s in sets] == [a.tolist(), b.tolist(), c.tolist()]
+    assert metas[0] == {"project": "p", "study_id": "s1"} and metas[2] == {"project": "q"}
+    only = again.sets(project="q")
+    assert only is not None and [s.tolist() for s in only[0]] == [c.tolist()]
+    assert again.sets(project="p", limit=1) is None
+    assert again.sets(project="none") == ([], [])

@@ -80,6 +80,18 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
 
 
 @pytest.mark.slow
+def test_every_custodian_accepts_the_registered_studies_on_a_clean_audit(demo_out):
+    """The acceptance audit of the demo's registered studies (with the node's catalogue
+    released before) finds nothing at any node, completely, so each custodian accepts without
+    --despite-audit."""
+    gov = (demo_out / "logs" / "governance.log").read_text()
+    assert "--despite-audit" not in gov and "FINDING" not in gov and "incomplete" not in gov
+    assert gov.count("no combination of these sets isolates fewer than min_cell records") == 6
+    seconds = [float(s) for s in re.findall(r"atom\(s\), ([\d.]+) s", gov)]
+    assert len(seconds) == 6 and max(seconds) < 10, seconds
+
+
+@pytest.mark.slow
 def test_the_demo_registers_its_studies_and_runs_them_exactly(demo_out):
     """The studies' project lists every study the demo runs; each node accepted them (their
     hashes recorded at the node) and runs under `exact_release: registered`, so the studies are

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 BUCKETS = 64
+_OF_PROJECT = "WHERE json_extract(meta, '$.project') = ?"
 _SHIFT = np.uint64(64 - 6)  # the top 6 bits of a key pick its bucket
 
 SCHEMA = """
@@ -195,6 +196,28 @@ class Ledger:
 
     def __len__(self) -> int:
         return int(self._current().ids.size)
+
+    def sets(
+        self, project: str | None = None, limit: int | None = None
+    ) -> tuple[list[np.ndarray], list[dict[str, Any]]] | None:
+        """The released sets (of one project, when given: its releases' `project` metadata) as
+        sorted record keys, with the metadata each was recorded with, oldest first; None when
+        there are more than `limit` of them (the caller then says it skipped them)."""
+        con = self._db()
+        where, args = ("", ()) if project is None else (_OF_PROJECT, (project,))
+        count = con.execute(f"SELECT count(*) FROM released {where}", args).fetchone()[0]
+        if limit is not None and count > limit:
+            return None
+        rows = con.execute(
+            f"SELECT members, meta FROM released {where} ORDER BY id", args
+        ).fetchall()
+        if not rows:
+            return [], []
+        self._refresh_keys()
+        key_of = np.zeros(int(self._ids.max(initial=0)) + 1, dtype=np.uint64)
+        key_of[self._ids] = self._keys
+        sets = [np.sort(key_of[unpack_ids(r[0])]) for r in rows]
+        return sets, [json.loads(r[1]) for r in rows]
 
     # -- the rule -------------------------------------------------------------------------
     def refused(self, sets: list[np.ndarray], threshold: int) -> np.ndarray:

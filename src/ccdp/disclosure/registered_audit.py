@@ -12,17 +12,21 @@ set is a 0/1 row over atoms (the incidence matrix M, sets × atoms); its count i
 the atom sizes. A union U of atoms is determined by the released counts exactly when its
 indicator lies in the row space of M (over the rationals: a half-integer combination pins a
 count down as surely as an integer one, so that is the test, and the finding says whether
-integer coefficients suffice). U isolates records when its size is 1 to `min_cell − 1`.
+integer coefficients suffice). U isolates records when its size is 1 to `min_cell − 1`, so it
+holds only atoms smaller than `min_cell`, at most `min_cell − 1` of them.
 
-With K = I − P (P the orthogonal projection onto the row space, K positive semi-definite),
-1_U is in the row space exactly when 1_Uᵀ K 1_U = 0. Only atoms smaller than `min_cell` can be
-in such a U, so K is needed on those alone. A minimal determined union is connected in the graph
-of non-zero entries of K (if U split into A and B with K_AB = 0, each would be determined by
-itself: 1_Aᵀ K 1_A = −1_Bᵀ K 1_B ≤ 0), so the audit enumerates connected unions of small atoms
-of total size below `min_cell`, smallest first, and every determined union is a disjoint union
-of the minimal ones it reports. The projection comes from the eigen-decomposition of the smaller
-Gram matrix, as secondary suppression's audit does (`suppress._null_space`): of the atoms when
-they are few, of the sets otherwise.
+The search is exact and complete. Gaussian elimination over GF(p) (p a 31-bit prime), large
+atoms' columns first, leaves the combinations that vanish on every large atom: the subspace V of
+vectors over the small atoms that released counts determine, in reduced row echelon form
+[I | F]. A union is determined exactly when its indicator x is in V, i.e. Σ_{a∈U} h_a = 0 for
+the parity-check vectors h_a (−(a's row of F) for a pivot atom, a unit vector for a free one).
+`_zero_sums` finds every minimal such U by a depth-first search that only ever adds an atom
+cancelling a coordinate the running sum still has (so at most `min_cell − 1` levels, each
+branching over the few atoms holding that coordinate), looks the last atom up, and stops a
+branch that cannot cancel what is left. Every determined union is a disjoint union of the
+minimal ones it reports. The prime is checked against the real rank of M (its Gram matrix's
+eigenvalues; another prime is tried when it divides every maximal minor, so that GF(p) and the
+rationals have the same row space), and every union found is checked over the reals too.
 
 A finding says which sources (studies, earlier releases) combine and how many records it
 isolates as the range "1–(min_cell − 1)", never which records and never the exact number.
@@ -40,19 +44,17 @@ import numpy as np
 from scipy import linalg, sparse
 from threadpoolctl import threadpool_limits
 
-from ccdp.disclosure.suppress import _null_space
 from ccdp.errors import CcdpError
 
-TOL = 1e-7  # K entries and residuals below this are zero (counts are integers, K is O(1))
-MAX_UNIONS = 50_000  # unions of 3+ atoms examined before the audit stops and says so
-SEARCH_SECONDS = 10.0  # and the time it may take
+TOL = 1e-7  # residuals below this are zero (counts are integers, the projection O(1))
+MAX_STEPS = 5_000_000  # unions examined before the search stops and says so (a safety net)
+PRIMES = (2_147_483_647, 2_147_483_629, 2_147_483_587)  # the exact arithmetic's fields
 SEED = 0x5EC1_A0D1
 MAX_SPARSE = 20  # findings whose combination is made sparse (and checked for integers)
-# The audit is dense linear algebra: the sets' Gram matrix and K on the small atoms, each
-# eigen-decomposed (O(n³) time, n² memory: 800 MB a matrix and minutes of one core at this
-# bound). Far above it the audit would take hours and more memory than a node has (50
-# registered studies with KM tables on 300,000 tumours: 59,433 sets and 241,339 small atoms, a
-# 28 GB Gram matrix), so above it the audit stops first and says so (benchmarks/bench_audit.py).
+# The audit's projection is dense linear algebra over the sets (O(n³) time, n² memory). Far
+# above this bound it would take hours and more memory than a node has (50 registered studies
+# with day-level KM tables on 300,000 tumours: 59,433 sets and 241,339 small atoms), so above it
+# the audit stops first and says so (benchmarks/bench_audit.py).
 MAX_DENSE = 10_000
 
 
@@ -163,90 +165,193 @@ def _system(sets: Sequence[np.ndarray], labels: Sequence[str]) -> _System:
 
 @dataclass
 class _Projection:
-    """K = I − P on the small atoms, and what is needed to name a finding's sources."""
+    """The sets' Gram matrix's non-null eigen-pairs: the rank over the reals, a check that a
+    union is in the row space, and the least-norm combination that gives it."""
 
-    k_small: np.ndarray
-    eig_vecs: np.ndarray  # of the sets' Gram matrix, non-null part
+    eig_vecs: np.ndarray
     eig_vals: np.ndarray
 
+    def determined(self, system: _System, atoms: np.ndarray) -> bool:
+        """1_Uᵀ P 1_U = |U| (P the projection onto the row space): U is determined."""
+        rhs = np.asarray(system.incidence[:, atoms].sum(axis=1)).reshape(-1)
+        proj = (rhs @ self.eig_vecs) / np.sqrt(self.eig_vals)
+        return float(atoms.size - proj @ proj) < TOL
 
-def _projection(system: _System, small: np.ndarray) -> _Projection:
+
+def _projection(system: _System) -> _Projection:
     mat = system.incidence
-    n_sets, n_atoms = mat.shape
-    gram = (mat @ mat.T).toarray()
-    vals, vecs = np.linalg.eigh(gram)
+    vals, vecs = np.linalg.eigh((mat @ mat.T).toarray())
     keep = vals > 1e-9 * max(1.0, float(vals.max(initial=0.0)))
-    vals, vecs = vals[keep], vecs[:, keep]
-    if n_atoms <= n_sets:  # few atoms: the null space of M itself, as suppression computes it
-        null = _null_space(mat.toarray())[small]
-        k_small = null @ null.T
-    else:  # few sets: an orthonormal basis of the row space from the sets' Gram matrix
-        basis = (mat[:, small].T @ vecs) / np.sqrt(vals)[None, :]
-        k_small = np.eye(int(small.size)) - basis @ basis.T
-    return _Projection(np.asarray(k_small), vecs, vals)
+    return _Projection(vecs[:, keep], vals[keep])
 
 
 def _unions(
-    k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
+    system: _System, small: np.ndarray, min_cell: int, rank: int, budget: int
 ) -> tuple[list[tuple[int, ...]], bool]:
-    """Minimal connected unions U of small atoms with 1_Uᵀ K 1_U = 0 and size < min_cell,
-    smallest first; False when the search stopped at `budget` unions."""
-    # a determined U has K 1_U = 0: only atoms in the support of K's kernel can be in one
-    vals, vecs = np.linalg.eigh(k)
-    kernel = vecs[:, vals < TOL]
-    if kernel.shape[1] == 0:
-        return [], True
-    support = np.flatnonzero(np.linalg.norm(kernel, axis=1) > 1e-6)
-    found, complete = _search(k[np.ix_(support, support)], sizes[support], min_cell, budget)
-    return [tuple(int(support[i]) for i in u) for u in found], complete
+    """Every minimal union U of small atoms of size < min_cell whose indicator is in the row
+    space of the sets (as positions in `small`); False when the search stopped at `budget`
+    steps (never in practice: see `_zero_sums`)."""
+    mat = system.incidence
+    large = np.flatnonzero(system.sizes >= min_cell)
+    order = np.concatenate([large, small])
+    cols = mat[:, order].toarray().astype(np.int64)
+    best: tuple[int, int, np.ndarray, list[int]] | None = None
+    for prime in PRIMES:
+        rank_large, rows, pivots = _reduced(cols, large.size, prime)
+        if best is None or rank_large + len(pivots) > best[0]:
+            best = (rank_large + len(pivots), prime, rows, pivots)
+        if best[0] == rank:
+            break  # the prime divides no maximal minor: the same row space as over Q
+    assert best is not None
+    found, complete = _zero_sums(
+        _parity(best[2], best[3], small.size, best[1]),
+        system.sizes[small],
+        min_cell - 1,
+        best[1],
+        budget,
+    )
+    # a rank that disagrees with the reals' (never seen): the search is not claimed complete
+    return found, complete and best[0] == rank
 
 
-def _search(
-    k: np.ndarray, sizes: np.ndarray, min_cell: int, budget: int
+def _reduced(cols: np.ndarray, n_large: int, prime: int) -> tuple[int, np.ndarray, list[int]]:
+    """Gaussian elimination over GF(prime) of the sets' rows with the large atoms' columns
+    first. Combinations that vanish on every large atom are spanned by the rows left once the
+    large columns are eliminated; returned in reduced row echelon form over the small atoms'
+    columns, with the rank of the large columns and the small columns' pivots."""
+    a = cols % prime
+    alive = np.ones(a.shape[0], dtype=bool)
+    rank_large = 0
+    for c in range(n_large):  # forward elimination: a pivot row is then out of the game
+        nz = np.flatnonzero(alive & (a[:, c] != 0))
+        if nz.size == 0:
+            continue
+        r = nz[np.argmin((a[nz, c:] != 0).sum(axis=1))]  # the sparsest row: little fill-in
+        alive[r] = False
+        rank_large += 1
+        others = nz[nz != r]
+        if others.size:
+            f = a[others, c] * pow(int(a[r, c]), prime - 2, prime) % prime
+            a[np.ix_(others, np.arange(c, a.shape[1]))] = (
+                a[others, c:] - f[:, None] * a[r, c:][None, :] % prime
+            ) % prime
+    b = a[alive][:, n_large:]
+    pivots: list[int] = []
+    for c in range(b.shape[1]):  # reduced row echelon form on the small atoms
+        r = len(pivots)
+        if r == b.shape[0]:
+            break
+        nz = np.flatnonzero(b[r:, c] != 0)
+        if nz.size == 0:
+            continue
+        k = r + int(nz[0])
+        b[[r, k]] = b[[k, r]]
+        b[r] = b[r] * pow(int(b[r, c]), prime - 2, prime) % prime
+        others = np.flatnonzero(b[:, c] != 0)
+        others = others[others != r]
+        if others.size:
+            b[others] = (b[others] - b[others, c][:, None] * b[r][None, :] % prime) % prime
+        pivots.append(c)
+    return rank_large, b[: len(pivots)], pivots
+
+
+def _parity(rows: np.ndarray, pivots: list[int], n_small: int, prime: int) -> list[dict[int, int]]:
+    """Each small atom's parity-check vector (sparse, over the free columns): the determined
+    vectors x are those with Σ x_a h_a = 0. With the row space in reduced form [I | F], a pivot
+    atom's vector is −(its row of F) and a free atom's is its own unit vector."""
+    free = np.setdiff1d(np.arange(n_small), pivots)
+    out: list[dict[int, int]] = [{int(c): 1} for c in range(n_small)]
+    for i, c in enumerate(pivots):
+        row = rows[i, free]
+        nz = np.flatnonzero(row)
+        out[c] = {int(free[j]): int(-row[j] % prime) for j in nz}
+    return out
+
+
+def _zero_sums(
+    parity: list[dict[int, int]], sizes: np.ndarray, most: int, prime: int, budget: int
 ) -> tuple[list[tuple[int, ...]], bool]:
-    """The connected-union search of `_unions` on the kernel's support: single atoms and pairs
-    exhaustively (vectorised), larger unions breadth-first within `budget` unions and
-    SEARCH_SECONDS (a short-vector problem: exponential in the worst case)."""
-    n = k.shape[0]
-    diag = np.diag(k)
-    single = diag < TOL
-    pair = (diag[:, None] + diag[None, :] + 2 * k) < TOL
-    pair &= np.triu(np.ones((n, n), dtype=bool), 1) & (sizes[:, None] + sizes[None, :] < min_cell)
-    pair &= ~single[:, None] & ~single[None, :]
-    found: list[frozenset[int]] = [frozenset([int(i)]) for i in np.flatnonzero(single)]
-    found += [frozenset([int(i), int(j)]) for i, j in np.argwhere(pair)]
-    nbrs = [np.flatnonzero((np.abs(k[i]) > TOL) & (np.arange(n) != i)) for i in range(n)]
-    level: set[frozenset[int]] = {
-        frozenset([int(i), int(j)])
-        for i in range(n)
-        if not single[i]
-        for j in nbrs[i]
-        if int(j) > i and not single[j] and sizes[i] + sizes[j] < min_cell and not pair[i, j]
-    }
-    deadline = time.perf_counter() + SEARCH_SECONDS
-    seen = 0
-    while level:
-        nxt: set[frozenset[int]] = set()
-        for u in level:
-            seen += 1
-            if seen > budget or (seen % 256 == 0 and time.perf_counter() > deadline):
-                return [tuple(sorted(f)) for f in found], False
-            idx = np.fromiter(u, dtype=np.int64)
-            room = min_cell - 1 - int(sizes[idx].sum())
-            for i in u:
-                for j in nbrs[i]:
-                    if int(j) in u or sizes[j] > room or single[j]:
-                        continue
-                    w = u | {int(j)}
-                    if w in nxt or any(f <= w for f in found):
-                        continue
-                    widx = np.fromiter(w, dtype=np.int64)
-                    if float(k[np.ix_(widx, widx)].sum()) < TOL:
-                        found.append(w)
-                    else:
-                        nxt.add(w)
-        level = nxt
-    return [tuple(sorted(f)) for f in found], True
+    """Every minimal set T of atoms of total size ≤ `most` whose parity vectors sum to zero.
+
+    A depth-first search from each atom a, as the smallest atom of T: while the running sum
+    is not zero, some coordinate j of it is not, and T must hold another atom whose vector is
+    non-zero at j; the search branches over those atoms only, at the coordinate with the
+    fewest (every minimal T is reached: at each step the atoms of T not yet taken cancel j).
+    The last atom is looked up (the one whose vector is minus the running sum), and a branch
+    stops when the atoms it may still add cannot cancel the running sum's support. Its depth
+    is at most `most` atoms; it is exact and deterministic."""
+    # atoms renumbered by decreasing support: the atoms a branch may still add (numbered after
+    # its seed) then cancel at most the next `r` supports after the seed's own
+    order = sorted(range(len(parity)), key=lambda a: (-len(parity[a]), a))
+    parity = [parity[a] for a in order]
+    sizes = sizes[np.asarray(order, dtype=np.int64)] if order else sizes
+    lengths = np.array([len(v) for v in parity] + [0] * most, dtype=np.int64)
+    holders: dict[int, list[int]] = {}
+    closing: dict[tuple[tuple[int, int], ...], list[int]] = {}
+    for a, vec in enumerate(parity):
+        for j in vec:
+            holders.setdefault(j, []).append(a)
+        closing.setdefault(tuple(sorted(vec.items())), []).append(a)
+
+    def reach(seed: int, r: int) -> int:
+        """The most coordinates r atoms numbered after `seed` can cancel."""
+        return int(lengths[seed + 1 : seed + 1 + r].sum())
+
+    found: set[frozenset[int]] = set()
+    steps = 0
+
+    def close(seed: int, taken: frozenset[int], total: dict[int, int], size: int) -> None:
+        need = tuple(sorted((k, -v % prime) for k, v in total.items()))
+        for b in closing.get(need, ()):
+            if b > seed and b not in taken and size + sizes[b] <= most:
+                found.add(taken | {b})
+
+    def extend(seed: int, taken: frozenset[int], total: dict[int, int], size: int, seen) -> bool:
+        nonlocal steps
+        close(seed, taken, total, size)
+        j = min(total, key=lambda k: len(holders[k]))
+        for b in holders[j]:
+            room = most - size - int(sizes[b])  # records left once b is taken
+            if b <= seed or b in taken or room < 1:
+                continue  # room 0: only a closing atom, which `close` has looked up
+            if len(total) - len(parity[b]) > reach(seed, room):
+                continue
+            grown = taken | {b}
+            if grown in seen:
+                continue
+            seen.add(grown)
+            steps += 1
+            if steps > budget:
+                return False
+            acc = dict(total)
+            for k, v in parity[b].items():
+                x = (acc.get(k, 0) + v) % prime
+                if x:
+                    acc[k] = x
+                else:
+                    del acc[k]
+            if not acc:
+                found.add(grown)
+            elif len(acc) <= reach(seed, room) and not extend(
+                seed, grown, acc, size + int(sizes[b]), seen
+            ):
+                return False
+        return True
+
+    complete = True
+    for a, vec in enumerate(parity):
+        if sizes[a] > most:
+            continue
+        if not vec:
+            found.add(frozenset([a]))
+        elif len(vec) <= reach(a, most - int(sizes[a])) and not extend(
+            a, frozenset([a]), dict(vec), int(sizes[a]), set()
+        ):
+            complete = False
+            break
+    minimal = [u for u in found if not any(v < u for v in found)]
+    named = (tuple(sorted(order[a] for a in u)) for u in minimal)
+    return sorted(named, key=lambda u: (len(u), u)), complete
 
 
 def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.ndarray:
@@ -256,25 +361,37 @@ def _coefficients(system: _System, proj: _Projection, atoms: np.ndarray) -> np.n
 
 
 def _basic(system: _System, coef: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """A basic solution on independent sets chosen by pivoted QR among those the least-norm
-    one uses: fewer sets to name, and integral where a ±1 combination exists (as for windows
-    A + B − C). Falls back to the least-norm solution if it does not reproduce the union."""
+    """A basic solution on few independent sets: fewer sets to name, and integral where a ±1
+    combination exists (as for windows A + B − C). The sets the least-norm solution weighs
+    most are tried first (4, 8, 16, … of them, up to all it uses); among the first that give
+    the union, pivoted QR keeps independent ones. Falls back to the least-norm solution."""
     scale = max(1.0, float(np.abs(coef).max(initial=0.0)))
     used = np.flatnonzero(np.abs(coef) > 1e-6 * scale)
     if used.size == 0:
         return coef
-    a = system.incidence[used].toarray().T  # atoms × used sets
-    _, r, piv = linalg.qr(a, mode="economic", pivoting=True)
+    used = used[np.argsort(-np.abs(coef[used]), kind="stable")]
+    target = np.zeros(system.incidence.shape[1])
+    target[atoms] = 1.0
+    k = 4
+    while True:
+        take = used[: min(k, used.size)]
+        a = system.incidence[take].toarray().T  # atoms × candidate sets
+        rows = np.flatnonzero(a.any(axis=1) | (target > 0))
+        sol = np.linalg.lstsq(a[rows], target[rows], rcond=None)[0]
+        if np.allclose(a @ sol, target, atol=1e-8):
+            break
+        if take.size == used.size:
+            return coef
+        k *= 2
+    _, r, piv = linalg.qr(a[rows], mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
     rank = int((diag > 1e-9 * max(1.0, float(diag.max(initial=0.0)))).sum())
     cols = piv[:rank]
-    target = np.zeros(a.shape[0])
-    target[atoms] = 1.0
-    sol = np.linalg.lstsq(a[:, cols], target, rcond=None)[0]
+    sol = np.linalg.lstsq(a[rows][:, cols], target[rows], rcond=None)[0]
     if not np.allclose(a[:, cols] @ sol, target, atol=1e-8):
         return coef
     out = np.zeros_like(coef)
-    out[used[cols]] = sol
+    out[take[cols]] = sol
     return out
 
 
@@ -294,7 +411,7 @@ def audit(
     min_cell: int,
     *,
     only_with: set[str] | None = None,
-    budget: int = MAX_UNIONS,
+    budget: int = MAX_STEPS,
 ) -> AuditResult:
     """Every minimal union of 1 to min_cell − 1 records that the released `sets` (sorted or not,
     record keys) determine, named by the `labels` of the sets that combine into it.
@@ -326,16 +443,18 @@ def _audit(
         result.complete = False
         result.note = (
             f"not examined: {len(system.labels)} sets and {small.size} small atoms exceed the "
-            f"exact audit's bound of {MAX_DENSE} (dense linear algebra)"
+            f"exact audit's bound of {MAX_DENSE}"
         )
         return result
-    proj = _projection(system, small)
-    unions, result.complete = _unions(proj.k_small, system.sizes[small], min_cell, budget)
+    proj = _projection(system)
+    unions, result.complete = _unions(system, small, min_cell, proj.eig_vals.size, budget)
     if not result.complete:
-        result.note = f"the search stopped after {budget} unions of small atoms"
+        result.note = f"the search stopped after {budget} steps, or its exact rank disagreed"
     old = _old_basis(system, only_with) if only_with is not None else None
     for u in unions:
         atoms = small[np.asarray(u)]
+        if not proj.determined(system, atoms):
+            continue  # pragma: no cover - a coincidence modulo the prime, not over Q
         if old is not None and _determined_by(old, atoms):
             continue  # known before the new sets: already alerted (or accepted) then
         coef = _coefficients(system, proj, atoms)
@@ -378,8 +497,8 @@ def determined_unions(sets: Sequence[np.ndarray], min_cell: int) -> set[frozense
     small = np.flatnonzero((system.sizes > 0) & (system.sizes < min_cell))
     if small.size == 0:
         return set()
-    proj = _projection(system, small)
-    unions, _ = _unions(proj.k_small, system.sizes[small], min_cell, MAX_UNIONS)
+    proj = _projection(system)
+    unions, _ = _unions(system, small, min_cell, proj.eig_vals.size, MAX_STEPS)
     return {frozenset(int(small[i]) for i in u) for u in unions}
 
 

@@ -3,10 +3,11 @@ a project's registered studies would release here, the sets the node released be
 two moments the audit runs.
 
 * **At acceptance** (`ccdp node projects show|accept`): every registered study's `local` step
-  runs on the store (its first round: enough for a model's cohort), and every cell, margin,
-  total, event-time row and group, and model cohort becomes a record set; with every set the
-  ledger holds, the audit finds what a combination of them isolates, before anything is
-  released. The custodian sees which studies combine and "1–4 records", never who.
+  runs on the store (its first round: enough for a model's cohort) and passes the disclosure
+  gate, and every set the gate would record in the ledger (each released cell, margin and
+  total, event-time row and group, model cohort) is audited with every set the ledger holds:
+  the audit finds what a combination of them isolates, before anything is released. The
+  custodian sees which studies combine and "1–4 records", never who.
 * **After each release** (`detect`, called by `LocalNode` once the release is in the ledger, in
   the background): the same audit over the project's releases, reporting only what the new sets
   add; a hit is a `disclosure-alert` in the node's audit log, naming project and studies.
@@ -16,7 +17,6 @@ Nothing here is sent anywhere by itself: findings are for the custodian.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,9 @@ import numpy as np
 
 from ccdp.analyses import registry
 from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.consent_note import release_excluded
 from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.gate import release
 from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.registered_audit import AuditResult, audit
@@ -34,7 +36,6 @@ from ccdp.federation.node.detection import EARLIER, alerts, detect, released_set
 from ccdp.governance.projects import ProjectSpec
 from ccdp.governance.registered import split_study, study_hash
 from ccdp.wire.data_use import DataUse
-from ccdp.wire.summary import AggregatePart, CountsPart, EventTimesPart, Summary
 
 if TYPE_CHECKING:
     from ccdp.federation.node.local import LocalNode
@@ -46,86 +47,34 @@ class AcceptanceError(CcdpError):
     """The acceptance audit cannot run (no store, a study that cannot be read)."""
 
 
-# -- record sets of a summary --------------------------------------------------------------------
-def _count_sets(part: CountsPart) -> list[np.ndarray]:
-    """Cells, every margin dropping one dimension, and the total, as record sets (of children
-    when samples are counted)."""
-    records = part.records
-    if records is None or not part.counts:
-        return []
-    n = len(part.cells)
-    by_owner = records.by_owner
-
-    def sets_of(rec: Any, rows: int) -> list[np.ndarray]:
-        return list(rec.owner_sets(rows) if by_owner else rec.sets(rows))
-
-    out = sets_of(records, n)
-    for drop in part.dims if len(part.dims) > 1 else []:
-        keep = [d for d in part.dims if d != drop]
-        groups: dict[str, int] = {}
-        of_cell = np.array(
-            [
-                groups.setdefault(json.dumps([c.get(d) for d in keep], default=str), len(groups))
-                for c in part.cells
-            ],
-            dtype=np.int64,
-        )
-        out += sets_of(records.remap(of_cell), len(groups))
-    if part.dims:
-        out += sets_of(records.single_row(), 1)
-    return out
-
-
-def _event_sets(part: EventTimesPart) -> list[np.ndarray]:
-    """Each event-time row and each group as record sets."""
-    records = part.records
-    if records is None:
-        return []
-    out = list(records.sets(len(part)))
-    names = list(part.group_sizes)
-    index = {g: i for i, g in enumerate(names)}
-    of_row = np.array([index.get(str(g), -1) for g in part.columns["group"]], dtype=np.int64)
-    return out + list(records.remap(of_row).sets(len(names)))
-
-
-def summary_sets(summary: Summary, min_cell: int) -> list[np.ndarray]:
-    """The sets a summary would release: its parts' record sets, without those the cell rules
-    withhold anyway (1 to min_cell − 1 records). Secondary suppression would withhold more: the
-    audit, treating those as released, errs on the safe side."""
-    out: list[np.ndarray] = []
-    for part in summary.parts.values():
-        if isinstance(part, CountsPart):
-            out += _count_sets(part)
-        elif isinstance(part, EventTimesPart):
-            out += _event_sets(part)
-        elif isinstance(part, AggregatePart) and part.records is not None:
-            out.append(part.records.union())
-    return [s for s in out if not 0 < s.size < min_cell]
-
-
+# -- record sets of a study ---------------------------------------------------------------------
 def study_sets(
     node: LocalNode, raw: dict[str, Any], data_use: DataUse | None, policy: NodePolicy
 ) -> list[np.ndarray]:
     """The record sets one registered study (as written in the protocol) would release here:
-    its `local` step on the store, first round, under the node's policy (with an in-memory
-    ledger: the audit itself releases nothing)."""
+    its `local` step on the store, first round, passed through the disclosure gate under the
+    node's policy (with an in-memory ledger: the audit itself releases nothing). The sets are
+    those the gate hands to the ledger when the answer leaves: every released cell, margin and
+    total (not the cells small-cell and secondary suppression withhold), every event-time row
+    and group, every model's cohort (its n is a count, so its set is released), and the count
+    of children a data use excludes by consent. A study the gate refuses releases nothing:
+    Refusal, which the caller notes."""
     name, raw_params, raw_cohort = split_study(raw)
     analysis = registry.get(name)
     params = analysis.params_model.model_validate(raw_params)
     cohort = CohortSpec.load(raw_cohort)
-    frame = node._read(
-        analysis.columns(params),
-        cohort,
-        data_use,
-        policy.consent,
-        rows=analysis.view_rows(params),
-    )
+    rows = analysis.view_rows(params)
+    frame = node._read(analysis.columns(params), cohort, data_use, policy.consent, rows=rows)
     from ccdp.federation.node.local import StoreData
 
     context = DisclosureContext(policy, Ledger())
     data = StoreData(node.name, frame, node.store, cohort, context)
     summary = analysis.local(data, params, analysis.start(params).request, {})
-    return summary_sets(summary, policy.min_cell)
+    sets = list(release(summary, context).sets)
+    if data_use is not None:
+        excluded = node._excluded(cohort, data_use, policy.consent, rows)
+        sets += release_excluded(excluded, context)[1]
+    return sets
 
 
 # -- at acceptance -------------------------------------------------------------------------------
@@ -140,9 +89,12 @@ def study_label(raw: dict[str, Any]) -> str:
 
 
 def acceptance_audit(node: LocalNode, spec: ProjectSpec) -> tuple[AuditResult, list[str]]:
-    """The audit of a project's registered studies with everything released before. Returns
-    the result and notes (a study that cannot be computed here is named, with the kind of
-    error only, and left out: it would be refused when asked)."""
+    """The audit of a project's registered studies with everything released before (less the
+    sets whose counts never left: the catalogue's follow-up table, of which only a median is
+    published). It reports what the studies add: a union that the earlier releases determine
+    by themselves is not the project's doing (and declining it would not undo it). Returns the
+    result and notes (a study that cannot be computed here is named, with the kind of error
+    only, and left out: it would be refused when asked)."""
     policy = node.policy
     sets: list[np.ndarray] = []
     labels: list[str] = []
@@ -157,10 +109,11 @@ def acceptance_audit(node: LocalNode, spec: ProjectSpec) -> tuple[AuditResult, l
         sets += got
         labels += [label] * len(got)
     earlier = released_sets(node.ledger)
-    if earlier is not None:
-        sets += earlier[0]
-        labels += [EARLIER] * len(earlier[0])
-    return audit(sets, labels, policy.min_cell), notes
+    if earlier is not None:  # less the sets kept for the differencing rule whose counts never left
+        kept = [s for s, meta in zip(*earlier, strict=True) if meta.get("counts") != "none"]
+        sets += kept
+        labels += [EARLIER] * len(kept)
+    return audit(sets, labels, policy.min_cell, only_with=set(labels) - {EARLIER}), notes
 
 
 def describe(result: AuditResult, notes: Iterable[str] = ()) -> list[str]:
@@ -190,5 +143,4 @@ __all__ = [
     "detect",
     "released_sets",
     "study_sets",
-    "summary_sets",
 ]

@@ -270,7 +270,10 @@ class NodeCatalogue:
         context = DisclosureContext(self.node.policy, self.node.ledger)
         meta = {"catalogue": computed.catalogue.generated_at.isoformat()}
         for checked in computed.checked:
-            record(checked, context, meta)
+            # the follow-up table's rows stay in the ledger for the differencing rule, but only
+            # their median leaves: no count of them is published (nor audited as one)
+            table = "follow_up" in checked.summary.parts
+            record(checked, context, {**meta, "counts": "none"} if table else meta)
         body = computed.catalogue.model_dump(mode="json")
         self.node.audit.append(
             {

@@ -5,13 +5,12 @@ acceptance.py so that LocalNode can call it without an import circle."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ccdp.disclosure.ledger import Ledger, unpack_ids
+from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.registered_audit import AuditResult, audit
 from ccdp.federation.node.alertbox import entries, queue_alert
 from ccdp.wire.protocol import utcnow
@@ -25,29 +24,8 @@ def released_sets(
     ledger: Ledger, project: str | None = None, limit: int | None = None
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]] | None:
     """The ledger's sets (of one project, when given) as record keys, with their metadata;
-    None when there are more than `limit` of them. Reads the ledger's tables directly: the
-    ledger keeps sets as numbered ids and this is the one reader that needs the keys back."""
-    con = ledger._db()
-    where, args = (
-        ("", ())
-        if project is None
-        else (
-            "WHERE json_extract(meta, '$.project') = ?",
-            (project,),
-        )
-    )
-    count = con.execute(f"SELECT count(*) FROM released {where}", args).fetchone()[0]
-    if limit is not None and count > limit:
-        return None
-    rows = con.execute(f"SELECT members, meta FROM released {where} ORDER BY id", args).fetchall()
-    if not rows:
-        return [], []
-    pairs = np.array(con.execute("SELECT id, key FROM keys").fetchall(), dtype=np.int64)
-    pairs = pairs.reshape(-1, 2)
-    key_of = np.zeros(int(pairs[:, 0].max(initial=0)) + 1, dtype=np.uint64)
-    key_of[pairs[:, 0]] = pairs[:, 1].view(np.uint64)
-    sets = [np.sort(key_of[unpack_ids(r[0])]) for r in rows]
-    return sets, [json.loads(r[1]) for r in rows]
+    None when there are more than `limit` of them (`Ledger.sets`)."""
+    return ledger.sets(project, limit)
 
 
 # -- after each release --------------------------------------------------------------------------
