@@ -55,10 +55,11 @@ def study_sets(
     its `local` step on the store, first round, passed through the disclosure gate under the
     node's policy (with an in-memory ledger: the audit itself releases nothing). The sets are
     those the gate hands to the ledger when the answer leaves: every released cell, margin and
-    total (not the cells small-cell and secondary suppression withhold), every event-time row
-    and group, every model's cohort (its n is a count, so its set is released), and the count
-    of children a data use excludes by consent. A study the gate refuses releases nothing:
-    Refusal, which the caller notes."""
+    total (not the cells small-cell and secondary suppression withhold), every event-time group
+    (a registered study's rows come at the policy's resolution, as a published curve, and are
+    not sets the gate keeps), every model's cohort (its n is a count, so its set is released),
+    and the count of children a data use excludes by consent. A study the gate refuses releases
+    nothing: Refusal, which the caller notes."""
     name, raw_params, raw_cohort = split_study(raw)
     analysis = registry.get(name)
     params = analysis.params_model.model_validate(raw_params)
@@ -67,7 +68,8 @@ def study_sets(
     frame = node._read(analysis.columns(params), cohort, data_use, policy.consent, rows=rows)
     from ccdp.federation.node.local import StoreData
 
-    context = DisclosureContext(policy, Ledger())
+    # released as registered: exact counts under any `counts`, times at the policy's resolution
+    context = DisclosureContext(policy, Ledger(), registered=True)
     data = StoreData(node.name, frame, node.store, cohort, context)
     summary = analysis.local(data, params, analysis.start(params).request, {})
     sets = list(release(summary, context).sets)
