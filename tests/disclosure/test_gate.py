@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import re
+from datetime import timedelta
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -177,17 +180,73 @@ def _task(i: int, **kw) -> Task:
     return Task(task_id=f"t{i}", study_id=f"s{i}", round=0, analysis="count", **kw)
 
 
-def test_cohort_of_one_is_refused_without_saying_its_size(store):
-    node = LocalNode(store)
-    ans = node.answer(
-        _task(
-            1,
-            cohort={"wbc_at_diagnosis": {"from": 0, "to": 1e9}, "age_at_diagnosis": {"to": 0.2}},
-            params={"by": ["sex"]},
+NEWBORN = {"age_at_diagnosis": {"to": 0.02}}  # diagnosed in the first week of life
+
+
+def store_with_newborns(path, k: int):
+    """The 200 random children of `store`, of whom exactly `k` were diagnosed three days after
+    birth; every other child was at least 30 days old (random_registry), so NEWBORN selects
+    exactly those `k`."""
+    rows = random_registry(5, 200, "FR", "n")
+    diagnosed = {t["patient_id"]: t["diagnosis_date"] for t in rows["tumour"]}
+    for patient in rows["patient"][:k]:
+        patient["birth_date"] = diagnosed[patient["patient_id"]] - timedelta(days=3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return build_store(path, rows)
+
+
+def newborns_in_store(store) -> int:
+    """The true size of the NEWBORN cohort, straight from the store's tables (SQL)."""
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        sql = (
+            "SELECT count(DISTINCT p.patient_id) FROM tumour t JOIN patient p USING (patient_id) "
+            "WHERE date_diff('day', p.birth_date, t.diagnosis_date) < 7"
         )
-    )
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+def public(answer) -> dict:
+    """What an answer tells its reader (not its task id, time or audit head)."""
+    return answer.model_dump(include={"node", "status", "reason", "summary"})
+
+
+@pytest.mark.parametrize("k", range(1, 5))  # 1 .. min_cell - 1 children
+def test_cohort_of_one_is_refused_without_saying_its_size(tmp_path, k):
+    """A cohort of 1 to min_cell - 1 real children (checked in the store by SQL and through
+    the node's view): the node refuses, and nothing it releases (status, summary, reason, any
+    number in the reason) depends on, equals or bounds k more tightly than the refusal of an
+    empty cohort does; a cohort of min_cohort children is answered with the store's count."""
+    policy = load_policy(store_with_newborns(tmp_path / "probe.duckdb", 0))
+    assert (policy.min_cell, policy.min_cohort) == (5, 10)
+    answers = {}
+    for size in (0, k, policy.min_cohort - 1, policy.min_cohort):
+        store = store_with_newborns(tmp_path / str(size) / "node.duckdb", size)
+        node = LocalNode(store)
+        truth = node.read_view(None, CohortSpec.load(NEWBORN))
+        assert newborns_in_store(store) == truth.patient_id.nunique() == len(truth) == size
+        answers[size] = node.answer(_task(1, cohort=NEWBORN, params={"by": ["sex"]}))
+    ans = answers[k]
     assert ans.status == "refused" and ans.summary is None
     assert "minimum cohort size (10)" in ans.reason
+    # every number in the text is the policy's threshold, none the size or near it
+    numbers = {int(x) for x in re.findall(r"\d+", ans.reason)}
+    assert numbers == {policy.min_cohort} and k not in numbers
+    # the same answer, word for word, for no child, k children and min_cohort - 1 children
+    assert public(ans) == public(answers[0]) == public(answers[policy.min_cohort - 1])
+    # where something should be released, it is: min_cohort children are counted exactly
+    full = answers[policy.min_cohort]
+    assert full.status == "answered" and full.summary is not None
+    assert full.summary["total"]["cells"][0]["n"] == policy.min_cohort
+    store = tmp_path / str(policy.min_cohort) / "node.duckdb"
+    by_sex = LocalNode(store).read_view(None, CohortSpec.load(NEWBORN)).groupby("sex").size()
+    released = [c for c in full.summary["cells"]["cells"] if c["n"] is not None]
+    for cell in released:
+        assert cell["n"] == by_sex.get(cell["sex"], 0), cell
+    if min(by_sex) >= policy.min_cell:
+        assert len(released) == len(by_sex)
 
 
 def test_differencing_by_one_patient_is_refused(store):

@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 from datetime import date
 
+import duckdb
+import pandas as pd
 import pytest
 
+from ccdp.cohort.spec import CohortSpec
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.protocol import Answer, Task
 from tests.storekit import EXACT_YAML, build_store, random_registry
@@ -52,19 +55,68 @@ def released_numbers(answer: Answer) -> set[int]:
 HMB = {"permission": "HMB"}
 
 
+def by_sex(answer: Answer) -> dict[str, int | None]:
+    """The released by-sex cells of a count answer (None: suppressed)."""
+    assert answer.summary is not None
+    return {c["sex"]: c["n"] for c in answer.summary["cells"]["cells"]}
+
+
+def store_truth(store) -> pd.DataFrame:
+    """Each child's sex and whether it carries consent codes, straight from the store (SQL)."""
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        sql = "SELECT patient_id, sex, consent IS NOT NULL AS consented FROM patient"
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("order", ["plain_first", "data_use_first"])
 def test_one_unconsented_child_cannot_be_differenced(tmp_path, order):
     """60 consented children and one without consent: the study with the data use and the one
-    without would differ by that child; neither its count nor the excluded count tells."""
-    node = LocalNode(store_with(tmp_path, 60, 1))
+    without would differ by that child, in the total and in the cell of its sex. Every released
+    cell of both answers is the store's truth; the first answer is released in full; and no
+    cell or total of the two answers differs by 1 to min_cell - 1, so their difference never
+    isolates the child; nor does the excluded count."""
+    store = store_with(tmp_path, 60, 1)
+    node = LocalNode(store)
+    min_cell = node.policy.min_cell
     studies = [("plain", None), ("project", HMB)]
     if order == "data_use_first":
         studies.reverse()
     answers = {name: ask(node, name, use) for name, use in studies}
     plain, project = answers["plain"], answers["project"]
-    # the node still answers both ...
+    # the truth, by SQL and through the node's own consent filter
+    people = store_truth(store)
+    [child_sex] = people.loc[~people.consented, "sex"]
+    use = Task(task_id="x", study_id="x", round=0, analysis="count", data_use=HMB).data_use
+    everyone = node.read_view(None, CohortSpec())
+    permitted = node.read_view(None, CohortSpec(), use, node.policy.consent)
+    assert set(everyone.patient_id) - set(permitted.patient_id) == set(
+        people.patient_id[~people.consented]
+    )
+    truth = {
+        "plain": everyone.groupby("sex").size().to_dict(),
+        "project": permitted.groupby("sex").size().to_dict(),
+    }
+    assert truth["plain"][child_sex] - truth["project"][child_sex] == 1
+    assert min(min(t.values()) for t in truth.values()) >= min_cell  # no cell is small itself
+    # the node still answers both, and every released cell is the store's truth
     assert plain.status == project.status == "answered"
-    # ... but never both exact totals (61 and 60 would say one child lacks consent)
+    for name, answer in answers.items():
+        for sex, n in by_sex(answer).items():
+            assert n is None or n == truth[name].get(sex, 0), (name, sex, n)
+        assert total(answer) in (None, sum(truth[name].values()))
+    # the first study loses nothing: its cells and total are released as they are
+    first = studies[0][0]
+    assert by_sex(answers[first]) == truth[first]
+    assert total(answers[first]) == sum(truth[first].values())
+    # ... and the two releases together never isolate the child, in any cell or the total
+    both = [(by_sex(plain)[s], by_sex(project)[s]) for s in truth["plain"]]
+    both.append((total(plain), total(project)))
+    for a, b in both:
+        assert a is None or b is None or not 0 < a - b < min_cell, (a, b)
+    assert by_sex(plain)[child_sex] is None or by_sex(project)[child_sex] is None
     assert total(plain) is None or total(project) is None
     assert HEAD in project.reason and "withheld" in project.reason
     assert released_numbers(project) == set()
