@@ -47,12 +47,25 @@ def test_blocks_keep_every_stratum_within_half_the_largest_block(sizes, k):
     arms = replay(trial, seed(f"blocks{k}"), pts)
     assert len({stratum_key(trial, p) for p in pts}) == 8
     counts: dict[str, Counter[str]] = {}
+    by_stratum: dict[str, list[str]] = {}
     for p, arm in zip(pts, arms, strict=True):
         c = counts.setdefault(stratum_key(trial, p), Counter())
         c[arm] += 1
+        by_stratum.setdefault(stratum_key(trial, p), []).append(arm)
         assert abs(c["A"] - c["B"]) <= max(sizes) / 2  # at every point, in every stratum
-    # and both block sizes are used (randomly chosen sizes, not one fixed size)
-    assert Counter(arms)["A"] + Counter(arms)["B"] == N
+    # and every block size is used (randomly chosen sizes, not one fixed size): each stratum's
+    # arms are its blocks one after another, each block balanced when complete
+    used: set[int] = set()
+    for key, seq in by_stratum.items():
+        done, j = 0, 0
+        while done < len(seq):
+            block = [trial.arms[a] for a in _block(trial, seed(f"blocks{k}"), key, j)]
+            used.add(len(block))
+            assert seq[done : done + len(block)] == block[: len(seq) - done], (key, j)
+            done, j = done + len(block), j + 1
+            if done <= len(seq):
+                assert Counter(seq[:done])["A"] == Counter(seq[:done])["B"], (key, j)
+    assert used == set(sizes)
 
 
 def test_blocks_with_a_ratio_stay_within_half_a_block_of_their_share():

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.models import AnswerRow, RoundRow, TaskRow
+from ccdp.wire.protocol import utcnow
 from tests.conftest import run_ccdp
 from tests.federation.netutil import (
     HubProcess,
@@ -121,14 +123,24 @@ def test_node_killed_and_gone_times_out_and_minimum_is_judged(net, tmp_path):
     net["proc"].start()
     start_node(net, tmp_path, "A")
     b = start_node(net, tmp_path, "B", delay=30)
-    sid = submit(net, rounds=1, timeout=4, min_nodes=1)
+    # a long timeout, run out by the test once A has answered and B is gone: the timeout is the
+    # only way the study can end, and A never races a short one on a loaded machine (issue 26)
+    sid = submit(net, rounds=1, timeout=3600, min_nodes=1)
     hub = net["hub"]
-    wait_until(lambda: (0, "delivered") in task_states(hub, sid), 30)
+    wait_until(lambda: (0, "delivered") in task_states(hub, sid) and answers_of(hub, sid) == 1, 60)
     kill(b, signal.SIGKILL)
-    study = wait_until(lambda: finished(hub, sid), 30)
+    assert hub.study(sid)["status"] == "running"
+    with hub.sessions.begin() as s:  # the hub process reads the deadline on every poll
+        s.execute(
+            update(RoundRow)
+            .where(RoundRow.study_id == sid)
+            .values(deadline=utcnow() - timedelta(seconds=1))
+        )
+    study = wait_until(lambda: finished(hub, sid), 60)
     assert study["result"]["result"]["total"] == 6.0
+    assert study["result"]["nodes"]["A"]["status"] == "answered"
     assert study["result"]["nodes"]["B"]["status"] == "failed"
-    assert "no answer within the study timeout (4 s)" in study["result"]["nodes"]["B"]["reason"]
+    assert "no answer within the study timeout (3600 s)" in study["result"]["nodes"]["B"]["reason"]
     assert study["result"]["min_nodes_met"] is True
 
 

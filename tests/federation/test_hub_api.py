@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
+from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import update
 
 from ccdp.federation.hub.auth import hash_token
 from ccdp.federation.hub.db import make_engine, migrate
-from ccdp.federation.hub.models import Base
+from ccdp.federation.hub.models import Base, RoundRow
 from ccdp.federation.node.agent import NodeAgent
-from ccdp.wire.protocol import Answer, Task
+from ccdp.wire.protocol import Answer, Task, utcnow
 from tests.federation.netutil import LiveHub, wait_until
 from tests.federation.standin import StandinExecutor, StandinNode
 
@@ -41,9 +42,22 @@ def submit(hub: LiveHub, **spec) -> str:
 
 def wait_open_task(hub: LiveHub, node: str) -> dict:
     with hub.client(hub.tokens[node]) as c:
-        tasks = c.get("/api/node/tasks", params={"wait": 10}).json()["tasks"]
+        tasks = c.get("/api/node/tasks", params={"wait": 25}).json()["tasks"]
     assert len(tasks) == 1
     return tasks[0]
+
+
+def time_runs_out(hub: LiveHub, sid: str) -> None:
+    """The study's timeout passes now, whatever the wall clock says: its open rounds' deadline
+    (which the runner reads from the database on every poll) is moved into the past. A test then
+    submits with a long timeout and never races a short one on a loaded machine (issue 26)."""
+    with hub.hub.sessions.begin() as s:
+        s.execute(
+            update(RoundRow)
+            .where(RoundRow.study_id == sid, RoundRow.closed_at.is_(None))
+            .values(deadline=utcnow() - timedelta(seconds=1))
+        )
+    hub.hub.waker.wake()
 
 
 def answer(task: dict, node: str, value: float) -> dict:
@@ -134,7 +148,7 @@ def test_node_sees_only_its_own_tasks_and_never_results(live):
     with live.client(live.tokens["A"]) as c:
         assert c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).status_code == 200
     with live.client(live.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["status"] == "done"
     assert study["result"]["result"]["total"] == 7.0
     # another researcher does not see ana's study
@@ -175,7 +189,7 @@ def test_result_posted_twice_counts_once(live):
     with live.client(live.tokens["B"]) as c:
         c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
     with live.client(live.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["result"]["result"]["total"] == 7.0
 
 
@@ -200,22 +214,29 @@ def test_concurrent_duplicate_posts_count_once(live):
         c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
     with live.client(live.tokens["ana"]) as c:
         assert (
-            c.get(f"/api/studies/{sid}", params={"wait": 10}).json()["result"]["result"]["total"]
+            c.get(f"/api/studies/{sid}", params={"wait": 25}).json()["result"]["result"]["total"]
             == 7.0
         )
 
 
 def test_late_result_is_recorded_not_used_and_reported(live):
-    sid = submit(live, rounds=1, timeout=1.0, min_nodes=1)
+    """B never answers in time, so the timeout is the only way the study can end: A's answer
+    lands well inside a long timeout, which the test then lets run out (`time_runs_out`)."""
+    sid = submit(live, rounds=1, timeout=3600, min_nodes=1)
     task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")
     with live.client(live.tokens["A"]) as c:
-        c.post("/api/node/answers", json=answer(task_a, "A", 5.0))
+        assert c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).json()["status"] == (
+            "accepted"
+        )
     with live.client(live.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
-    assert study["status"] == "done"
+        assert c.get(f"/api/studies/{sid}").json()["status"] != "done"  # still waiting for B
+        time_runs_out(live, sid)
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
+    assert study["status"] == "done", study
     assert study["result"]["result"]["total"] == 5.0
+    assert study["result"]["nodes"]["A"]["status"] == "answered"
     assert study["result"]["nodes"]["B"]["status"] == "failed"
-    assert "no answer within" in study["result"]["nodes"]["B"]["reason"]
+    assert "no answer within the study timeout (3600 s)" in study["result"]["nodes"]["B"]["reason"]
     assert study["result"]["min_nodes_met"] is True
     with live.client(live.tokens["B"]) as c:
         late = c.post("/api/node/answers", json=answer(task_b, "B", 2.0))
@@ -228,10 +249,12 @@ def test_late_result_is_recorded_not_used_and_reported(live):
 
 
 def test_minimum_not_met_is_said(live):
-    sid = submit(live, rounds=1, timeout=0.5)
+    sid = submit(live, rounds=1, timeout=3600)
+    wait_open_task(live, "A")
     with live.client(live.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
-    assert study["status"] == "done"
+        time_runs_out(live, sid)  # no node answers: the timeout ends the study
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
+    assert study["status"] == "done", study
     assert study["result"]["min_nodes"] == 2 and study["result"]["min_nodes_met"] is False
 
 
@@ -278,16 +301,17 @@ def test_agents_answer_a_multi_round_study_reading_data_once(live):
 
 
 def test_heartbeat_moves_last_seen(live):
+    def last_seen() -> str | None:
+        return next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
+
     stop = threading.Event()
     agent = NodeAgent(live.url, live.tokens["A"], StandinNode([1.0]).answer, wait=1, heartbeat=0.2)
     t = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     t.start()
     try:
-        first = wait_until(
-            lambda: next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
-        )
-        time.sleep(1.5)  # last-seen is written at most once a second
-        later = next(n for n in live.hub.nodes() if n["name"] == "A")["last_seen"]
+        first = wait_until(last_seen)
+        # last-seen is written at most once a second: wait (bounded) for the next write
+        later = wait_until(lambda: (seen := last_seen()) != first and seen, timeout=30)
     finally:
         stop.set()
         t.join(10)
@@ -324,7 +348,7 @@ def test_admin_imports_a_signed_result_file_over_http(live):
         assert c.post("/api/admin/import", json=body).json()["status"] == "accepted"
         assert c.post("/api/admin/import", json=body).json()["status"] == "duplicate"
     with live.client(live.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 10}).json()
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["result"]["result"]["total"] == 4.0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor
-from tests.federation.test_hub_api import answer, submit, wait_open_task
+from tests.federation.test_hub_api import answer, submit, time_runs_out, wait_open_task
 
 SMALL, LARGE = 4096, 65536  # the test hub's body limits (the defaults are 1 and 16 MiB)
 
@@ -295,12 +295,14 @@ def test_garbage_answers_are_422_not_stored_and_the_task_stays_open(counting):
 
 
 def test_a_node_that_posts_only_garbage_does_not_fail_the_study(counting):
-    sid = submit(counting, analysis="count", by=["sex"], timeout=2, min_nodes=1)
+    # a long timeout that the test lets run out once A has answered: no race with a short one
+    sid = submit(counting, analysis="count", by=["sex"], timeout=3600, min_nodes=1)
     task_a, task_b = wait_open_task(counting, "A"), wait_open_task(counting, "B")
     assert post_summary(counting, "B", task_b, GARBAGE["whole number >= 0"]).status_code == 422
     assert post_summary(counting, "A", task_a, count_summary(12, 10)).status_code == 200
+    time_runs_out(counting, sid)
     with counting.client(counting.tokens["ana"]) as c:
-        study = c.get(f"/api/studies/{sid}", params={"wait": 20}).json()
+        study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["status"] == "done", study
     assert study["result"]["result"]["total"] == 22 and study["result"]["min_nodes_met"]
     assert study["result"]["nodes"]["B"]["status"] == "failed"

@@ -191,16 +191,33 @@ def _efs(big, trial: str) -> pd.DataFrame:
     )
 
 
+# The 95% CI of arm B's HR (lifelines' default level) in the fixed draw (seed 2024). The draw is
+# deterministic, so the intervals are pinned: any change to the trial arms, the EFS course or the
+# fit shows. BLINA's and NBL's hold their true HR and exclude 1 (the benefit is found). R2's
+# (true HR 1: arm B has no effect in the generator) does not: 305 against 236 events in arms of
+# 1,598 and 1,563, z = -2.92, a 1-in-290 draw; seeds 1, 2, 3 give HRs of 1.02, 0.91 and 0.97, so
+# chance, not a bias of the generator. That draw was why the interval had been "widened to 99.9%
+# to keep the test stable"; R2 is now named as the exception and held to |z| < 3.29 (99.9%).
+CI95_AT_SEED_2024 = {
+    "SYN-ALL-2012-BLINA": (0.4624, 0.7788),
+    "SYN-NBL-HR-IMMUNO": (0.5441, 0.8012),
+    "SYN-ALL-2008-R2": (0.6551, 0.9202),
+}
+UNLUCKY_DRAW = "SYN-ALL-2008-R2"
+
+
 @pytest.mark.parametrize("trial", ["SYN-ALL-2012-BLINA", "SYN-NBL-HR-IMMUNO", "SYN-ALL-2008-R2"])
 def test_trial_hazard_ratio_is_recovered_by_cox(big, trial: str) -> None:
     spec = next(t for t in load_params().trials if t["name"] == trial)
     d = _efs(big, trial)
     assert d.event.sum() > 150
     fit = CoxPHFitter().fit(d, "time", "event")
-    lo, hi = np.exp(fit.confidence_intervals_.loc["arm_b"].to_numpy() * 1.0)
-    # 95% CI widened to 99.9% to keep the test stable
-    se = fit.standard_errors_["arm_b"]
-    beta = fit.params_["arm_b"]
-    z = stats.norm.ppf(0.9995)
-    assert np.exp(beta - z * se) <= spec["hr_efs"] <= np.exp(beta + z * se)
-    assert lo < hi
+    assert fit.alpha == 0.05
+    lo, hi = np.exp(fit.confidence_intervals_.loc["arm_b"].to_numpy())
+    assert (lo, hi) == pytest.approx(CI95_AT_SEED_2024[trial], abs=5e-4)
+    if trial == UNLUCKY_DRAW:
+        z = (fit.params_["arm_b"] - np.log(spec["hr_efs"])) / fit.standard_errors_["arm_b"]
+        assert abs(z) < stats.norm.ppf(0.9995)
+    else:
+        assert lo <= spec["hr_efs"] <= hi  # the true HR, at the stated 95%
+        assert hi < 1.0  # and the benefit of arm B is found
