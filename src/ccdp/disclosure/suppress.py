@@ -8,7 +8,10 @@ those tables that another query could obtain (all row, column and layer sums who
 pass the primary rule). A cell is recoverable when its indicator vector lies in the row space of
 the known equations; while one is, the smallest released cell that shares a margin with it is
 suppressed too (zeros and large cells last). Tables too large for the exact audit fall back to
-the classic rule: every margin group holds no suppressed cell or at least two.
+the classic rule: every margin group holds no suppressed cell or at least two. Last, the sum
+rule: in every line whose total is published (a margin, or a released cell of a coarser table),
+the suppressed cells must sum to 0 or at least min_cell, since the total less the released cells
+is their sum; where they do not, the line's smallest released cell is suppressed too.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class _Family:
     def _public_margins(self) -> list[np.ndarray]:
         """Base-cell group maps (one row per group) of every margin another query could release."""
         rows: list[np.ndarray] = []
+        self.margin_lines: list[tuple[set[int], np.ndarray, np.ndarray]] = []
         for t in self.tables:
             for drop in range(len(t.axes)):
                 keep = [a for i, a in enumerate(t.axes) if i != drop]
@@ -158,6 +162,7 @@ class _Family:
                 multi = np.bincount(cell_gid, minlength=n_groups) > 1
                 public = ~_small(sums, self.min_cell, self.zero_release) & multi
                 rows += [gid == g for g in np.flatnonzero(public)]
+                self.margin_lines.append((set(keep), gid, public))
         return rows
 
     def _hopeless(self) -> set[tuple[int, int]]:
@@ -280,15 +285,56 @@ class _Family:
                 totals[~ok] = np.inf
                 t.suppressed[corners[int(np.argmin(totals))]] = True
 
+    def _small_sums(self) -> list[tuple[int, int]]:
+        """One released cell to suppress in each line whose suppressed cells sum to 1 to
+        min_cell - 1 (in any count column) while the line's total is published: a public
+        margin, or a released cell of a table whose dimensions the line's table has."""
+        lines = self.margin_lines + [(set(o.axes), o.of_base, ~o.suppressed) for o in self.tables]
+        out: set[tuple[int, int]] = set()
+        for ti, t in enumerate(self.tables):
+            if not t.suppressed.any():
+                continue
+            known = np.zeros(t.size, dtype=bool)  # public margins alone give these
+            known[[j for i, j in self.unprotectable if i == ti]] = True
+            hidden = np.where((t.suppressed & ~known)[:, None], t.values, 0.0)
+            shown = ~t.suppressed & ~known
+            cost = np.where(shown, t.values.sum(axis=1), np.inf)
+            cost[cost == 0] = np.inf  # a zero adds nothing to the sum
+            for keep, gid, public in lines:
+                if not keep <= set(t.axes):
+                    continue
+                g = gid_for_cells(t, gid)
+                sums = np.zeros((public.size, hidden.shape[1]))
+                np.add.at(sums, g, hidden)
+                small = public & ((sums > 0) & (sums < self.min_cell)).any(axis=1)
+                for grp in np.flatnonzero(small):
+                    line = np.flatnonzero(g == grp)
+                    best = line[np.argmin(cost[line])]
+                    if np.isfinite(cost[best]):
+                        out.add((ti, int(best)))
+        return sorted(out)
+
     def protect(self, trials: int = 6) -> None:
-        """Add complementary suppressions until no suppressed cell is recoverable.
+        """Add complementary suppressions until no suppressed cell is recoverable and no line
+        with a published total has suppressed cells summing to 1 to min_cell - 1.
 
         Hypercubes first; then, while the exact audit still finds a recoverable cell, each
         step tries the cheapest few released cells that share a margin with an exposed
         cell and keeps the one that leaves the fewest cells exposed (ties: the smallest count).
+        Then the sum rule adds the smallest released cell of each line whose suppressed cells
+        sum to a small count, and the audit runs again, until neither adds a cell.
         """
         if self.n_base <= MAX_EXACT_CELLS * 4:
             self._hypercubes()
+        while True:
+            self._protect_linear(trials)
+            more = self._small_sums()
+            if not more:
+                return
+            for ti, j in more:
+                self.tables[ti].suppressed[j] = True
+
+    def _protect_linear(self, trials: int) -> None:
         exposed = self._exposed()
         while exposed:
             cands = sorted({c for e in exposed for c in self._candidates(*e)}, key=self._cost)
