@@ -173,10 +173,7 @@ def main() -> None:
         f"{result.seconds:.2f} s wall; {result.sets:,} sets, "
         f"{result.atoms:,} atoms, {result.small_atoms:,} small atoms"
     )
-    bound = (
-        f"MAX_DENSE {registered_audit.MAX_DENSE:,}, MAX_UNIONS {registered_audit.MAX_UNIONS:,}, "
-        f"SEARCH_SECONDS {registered_audit.SEARCH_SECONDS:g}"
-    )
+    bound = f"MAX_DENSE {registered_audit.MAX_DENSE:,}, MAX_STEPS {registered_audit.MAX_STEPS:,}"
     state = "completed" if result.complete else f"hit its bound ({result.note})"
     print(f"  search: {state} [{bound}]; findings: {len(result.findings)}")
     for line in describe(result, notes):

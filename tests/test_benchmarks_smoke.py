@@ -1,0 +1,56 @@
+"""Every benchmark runs at a tiny size, so that none rots unnoticed between measurements (two
+did: bench_network.py after the governance work, bench_audit.py after the audit's search was
+rewritten). Only that each script runs to the end is checked here: the figures are measured at
+full size by hand (benchmarks/README.md), never asserted in tests, where a loaded machine would
+make them flaky."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli_env
+
+BENCHMARKS = ROOT / "benchmarks"
+
+# each script with arguments that make it small (seconds), and where it may write
+TINY: dict[str, list[str]] = {
+    "bench_audit.py": ["--tumours", "3000", "--studies", "3", "--out", "{tmp}"],
+    "bench_classify.py": ["--rows", "2000", "--repeat", "1"],
+    "bench_cox.py": ["--rows", "3000", "--nodes", "2", "--repeat", "1"],
+    "bench_event_times.py": ["--rows", "3000", "--repeat", "1"],
+    "bench_federated.py": ["--tumours", "3000", "--nodes", "2", "--repeat", "1", "--cox"],
+    "bench_glm.py": ["--rows", "3000", "--nodes", "2"],
+    "bench_ingest.py": ["--patients", "300", "--out", "{tmp}"],
+    "bench_ledger.py": ["--tumours", "2000", "--releases", "10", "--repeat", "1"],
+    "bench_mapping.py": ["--patients", "300", "--repeat", "1"],
+    "bench_network.py": [
+        *("--nodes", "2", "--repeat", "1", "--cox-nodes", "2", "--cox-rounds", "2"),
+        *("--patients", "100"),
+    ],
+    "bench_startup.py": ["--runs", "1"],
+    "bench_synth.py": ["--patients", "300", "--out", "{tmp}"],
+}
+
+
+def test_every_benchmark_has_a_tiny_run():
+    assert sorted(p.name for p in BENCHMARKS.glob("bench_*.py")) == sorted(TINY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path):
+    args = [a.replace("{tmp}", str(tmp_path / "out")) for a in TINY[script]]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{script} {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.stdout.strip(), f"{script} printed no figure"
