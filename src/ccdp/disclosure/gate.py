@@ -96,28 +96,45 @@ def _event_times(
         sizes = {k: n for k, n in part.group_sizes.items() if k not in small}
         part = replace(part.take(keep), group_sizes=sizes)
         notes.append(f"{name}: {len(small)} group(s) of fewer than {smallest} subjects withheld")
-    assert part.records is not None
     # a registered study's rows come at the policy's resolution: only its groups are compared
-    rows_checked = [] if ctx.registered else part.records.sets(len(part))
-    if any(r.size < policy.min_cell for r in rows_checked):
-        raise refuse(ctx, "event_rows", name)
+    rows = [] if ctx.registered else _checked_rows(name, part, ctx)
     groups = _group_sets(name, part, ctx)
     # a group any of whose sets lies too close to an earlier release is withheld, as a small
     # group is: the rest of the table still answers
-    labels = part.columns[GROUP]
-    refused = ctx.ledger.refused(rows_checked + list(groups.values()), ctx.threshold)
-    n_rows = len(rows_checked)
-    close = {str(lab) for lab, r in zip(labels, refused[:n_rows], strict=False) if r}
-    close |= {g for g, r in zip(groups, refused[n_rows:], strict=True) if r}
+    close = _close_to_earlier(part.columns[GROUP], rows, groups, ctx)
     if close:
-        keep = ~np.isin(labels, sorted(close))
-        rows_checked = [r for r, k in zip(rows_checked, keep, strict=False) if k]
+        keep = ~np.isin(part.columns[GROUP], sorted(close))
+        if rows:
+            rows = [r for r, k in zip(rows, keep, strict=True) if k]
         groups = {g: m for g, m in groups.items() if g not in close}
         sizes = {k: n for k, n in part.group_sizes.items() if k not in close}
         part = replace(part.take(keep), group_sizes=sizes)
         notes.append(f"{name}: {len(close)} group(s) withheld by the differencing rule")
-    sets = rows_checked + list(groups.values())
-    return part, notes, sets
+    return part, notes, rows + list(groups.values())
+
+
+def _checked_rows(name: str, part: EventTimesPart, ctx: DisclosureContext) -> list[np.ndarray]:
+    """An unregistered table's rows: each line's record set, none smaller than `min_cell`."""
+    assert part.records is not None
+    rows = part.records.sets(len(part))
+    if any(r.size < ctx.policy.min_cell for r in rows):
+        raise refuse(ctx, "event_rows", name)
+    return rows
+
+
+def _close_to_earlier(
+    labels: np.ndarray,
+    rows: list[np.ndarray],
+    groups: dict[str, np.ndarray],
+    ctx: DisclosureContext,
+) -> set[str]:
+    """The groups with a line (labelled by its group) or a whole-group set within the
+    differencing threshold of an earlier release."""
+    refused = ctx.ledger.refused(rows + list(groups.values()), ctx.threshold)
+    close = {g for g, r in zip(groups, refused[len(rows) :], strict=True) if r}
+    if rows:
+        close |= {str(lab) for lab, r in zip(labels, refused[: len(rows)], strict=True) if r}
+    return close
 
 
 def _group_sets(name: str, part: EventTimesPart, ctx: DisclosureContext) -> dict[str, np.ndarray]:

@@ -136,7 +136,7 @@ def registered_hashes(
     proj = project if isinstance(project, ProjectSpec) else load_project(project)
     hashes = frozenset(s.hash for s in proj.studies)
     if study_hash(spec.analysis, spec.params, spec.cohort_json()) not in hashes:
-        titles = "; ".join(str(getattr(s, "title", "") or "(untitled)") for s in proj.studies)
+        titles = "; ".join(s.title for s in proj.studies)
         raise SpecError(
             f"study {spec.title!r} is not one of the registered studies of project "
             f"{proj.title!r} (they are: {titles or 'none'}); a registered study is run exactly as "

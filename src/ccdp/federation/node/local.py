@@ -37,6 +37,7 @@ from ccdp.disclosure.refusals import Refusal, public_reason, too_few
 from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.node.policy import load_policy
+from ccdp.federation.node.projects import Decision
 from ccdp.governance.consent import ConsentMode, consent_filter
 from ccdp.governance.registered import RegisteredStudyError, study_hash
 from ccdp.wire.data_use import DataUse
@@ -447,9 +448,10 @@ class LocalNode:
         while self._detections:
             self._detections.pop(0).result()
 
-    def is_registered(self, task: Task) -> bool:
+    def is_registered(self, task: Task, decisions: dict[str, Decision] | None = None) -> bool:
         """Is `task` a registered study: of a project this node's custodian accepted (its
-        hash among those accepted), or one the operator registers for a local run?"""
+        hash among those accepted), or one the operator registers for a local run?
+        `decisions`: the custodian's record when the caller has already read it."""
         from ccdp.federation.node.projects import load_decisions, registered_here
 
         if self.registered:
@@ -458,7 +460,9 @@ class LocalNode:
                     return True
             except RegisteredStudyError:
                 pass
-        return task.project is not None and registered_here(task, load_decisions(self.store))
+        if task.project is None:
+            return False
+        return registered_here(task, load_decisions(self.store) if decisions is None else decisions)
 
     @staticmethod
     def _held_at_a_node(task: Task, policy: NodePolicy, registered: bool) -> bool:
@@ -466,8 +470,19 @@ class LocalNode:
         the request and policy alone."""
         if registered or policy.exact_release == "any":
             return False
-        feasibility = policy.counts == "perturbed" and task.analysis in FEASIBILITY_ANALYSES
-        return policy.exact_release == "reviewed" or not feasibility
+        return policy.exact_release == "reviewed" or not LocalNode._feasibility_tier(
+            task, policy, registered
+        )
+
+    @staticmethod
+    def _feasibility_tier(task: Task, policy: NodePolicy, registered: bool) -> bool:
+        """Is this answer the feasibility tier (perturbed counts, declared levels only, released
+        without review)? The one place the tier is decided, from the request and policy alone."""
+        return (
+            not registered
+            and policy.counts == "perturbed"
+            and task.analysis in FEASIBILITY_ANALYSES
+        )
 
     def _request(
         self, task: Task, policy: NodePolicy, registered: bool = False
@@ -506,13 +521,9 @@ class LocalNode:
         from ccdp.federation.node.projects import load_decisions, review_reason
 
         policy = self.policy
-        registered = self.is_registered(task)
-        feasibility = (
-            policy.counts == "perturbed"
-            and task.analysis in FEASIBILITY_ANALYSES
-            and task.project is not None
-            and not registered
-        )
+        decisions = load_decisions(self.store)
+        registered = self.is_registered(task, decisions)
+        feasibility = task.project is not None and self._feasibility_tier(task, policy, registered)
         if policy.exact_release == "any" and not (
             feasibility and policy.feasibility_budget is not None
         ):
@@ -522,7 +533,7 @@ class LocalNode:
         except Exception:  # answered before any data is read, as always (`answer` says how)
             return None
         if not feasibility:  # an exact answer: the custodian's record decides
-            return review_reason(task, load_decisions(self.store), policy.exact_release)
+            return review_reason(task, decisions, policy.exact_release)
         # the feasibility tier (perturbed, declared levels only, checked by _request): automatic
         # within the project's budget of tables at this node, counted without reading the data
         return spend_budget(self.store, task, policy.feasibility_budget)
