@@ -111,7 +111,9 @@ def test_tiwari_upper_limit_is_the_methods_definition(order: str) -> None:
     want = tiwari_reference(cases, births, std)
     assert row(order, "tiwari")["asr_ci_high"] == pytest.approx(want, rel=1e-9)
     # the lower limit is Fay–Feuer's (both methods share it)
-    assert row(order, "tiwari")["asr_ci_low"] == pytest.approx(row(order, "fay_feuer")["asr_ci_low"])
+    assert row(order, "tiwari")["asr_ci_low"] == pytest.approx(
+        row(order, "fay_feuer")["asr_ci_low"]
+    )
 
 
 @pytest.mark.parametrize("method", ["fay_feuer", "tiwari"])
