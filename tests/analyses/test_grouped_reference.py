@@ -181,7 +181,7 @@ def check_cox(data: pd.DataFrame, frames: list[pd.DataFrame], covariate: str) ->
 
 def test_on_the_grid_nothing_moves_and_patient_level_lifelines_is_the_reference() -> None:
     frames = [ON_GRID]
-    check_km(group_here(frames, ["arm"]).assign(grouped_row=False), frames)
+    check_km(group_here(frames, ["arm"]), frames)
     # the exact KM too: no row is grouped, so the life table is lifelines' product-limit curve
     km = federate("km", {"by": ["arm"]}, frames)
     assert isinstance(km, KMResult)
