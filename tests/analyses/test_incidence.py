@@ -50,8 +50,9 @@ def direct_method(cases: np.ndarray, py: np.ndarray, std: np.ndarray, tiwari: bo
     rate = np.sum(w * cases / py)
     var = np.sum((w / py) ** 2 * cases)
     wk = (w / py).mean() if tiwari else (w / py).max()
+    wk2 = ((w / py) ** 2).mean() if tiwari else wk**2  # Tiwari: the mean squared weight
     lower = stats.gamma.ppf(0.025, rate**2 / var) * var / rate
-    upper = stats.gamma.ppf(0.975, (rate + wk) ** 2 / (var + wk**2)) * (var + wk**2) / (rate + wk)
+    upper = stats.gamma.ppf(0.975, (rate + wk) ** 2 / (var + wk2)) * (var + wk2) / (rate + wk)
     return rate * 1e6, lower * 1e6, upper * 1e6
 
 

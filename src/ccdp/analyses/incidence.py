@@ -7,7 +7,9 @@ applies the direct method with a standard population (Segi world by default, fro
 ccdp.terminology.populations). Intervals: exact Poisson (Garwood) for crude rates; for
 standardised rates the gamma method of Fay & Feuer (Stat Med 1997;16:791-801), as SEER*Stat,
 or on request its modification by Tiwari, Clegg & Zou (Stat Methods Med Res 2006;15:547-569),
-whose upper limit uses the mean rather than the largest per-person weight.
+whose upper limit adds the mean per-person weight to the rate and the mean squared weight to the
+variance (a 1/k event in each of the k age groups) where Fay & Feuer add the largest weight and
+its square (one event in the group of largest weight).
 """
 
 from __future__ import annotations
@@ -162,18 +164,22 @@ def poisson_ci(cases: float, level: float) -> tuple[float, float]:
 def gamma_ci(
     cases: np.ndarray, pyears: np.ndarray, weights: np.ndarray, level: float, method: str
 ) -> tuple[float, float, float]:
-    """Directly standardised rate and its gamma interval (all per person-year)."""
+    """Directly standardised rate and its gamma interval (all per person-year).
+
+    The upper limit is the gamma quantile for the rate and variance with a little added: Fay &
+    Feuer add the largest per-person weight w_M and w_M²; Tiwari et al. the mean weight and the
+    mean squared weight (not the squared mean), as asht::wspoissonTest(wmtype = "tcz")."""
     alpha = 1 - level
     wi = weights / pyears
     rate = float(np.sum(wi * cases))
     var = float(np.sum(wi**2 * cases))
-    wz = float(wi.max() if method == "fay_feuer" else wi.mean())
+    if method == "fay_feuer":
+        add_rate, add_var = float(wi.max()), float(wi.max() ** 2)
+    else:
+        add_rate, add_var = float(wi.mean()), float(np.mean(wi**2))
     low = 0.0 if var == 0 else float(stats.gamma.ppf(alpha / 2, rate**2 / var, scale=var / rate))
-    high = float(
-        stats.gamma.ppf(
-            1 - alpha / 2, (rate + wz) ** 2 / (var + wz**2), scale=(var + wz**2) / (rate + wz)
-        )
-    )
+    up_rate, up_var = rate + add_rate, var + add_var
+    high = float(stats.gamma.ppf(1 - alpha / 2, up_rate**2 / up_var, scale=up_var / up_rate))
     return rate, low, high
 
 

@@ -223,11 +223,10 @@ class Marginals:
             row[arm] += 1
 
 
-def minimisation_arm(
-    spec: TrialSpec, seed: str, n: int, strata: dict[str, str], marginals: Marginals
-) -> int:
-    """The arm (index) of the trial's n-th patient (0-based) under minimisation, given the
-    marginal counts of the patients before it."""
+def imbalance(spec: TrialSpec, strata: dict[str, str], marginals: Marginals) -> list[float]:
+    """Per arm, the total imbalance if the patient were given that arm (Pocock and Simon's G):
+    over the factors, the range or the (population) variance of the counts per arm of the
+    patient's level, each count divided by its arm's ratio entry, the patient included."""
     arms, weights = len(spec.arms), spec.weights
     scores = []
     for a in range(arms):
@@ -237,6 +236,16 @@ def minimisation_arm(
             row[a] += 1
             total += _spread([c / w for c, w in zip(row, weights, strict=True)], spec.imbalance)
         scores.append(total)
+    return scores
+
+
+def minimisation_arm(
+    spec: TrialSpec, seed: str, n: int, strata: dict[str, str], marginals: Marginals
+) -> int:
+    """The arm (index) of the trial's n-th patient (0-based) under minimisation, given the
+    marginal counts of the patients before it."""
+    arms, weights = len(spec.arms), spec.weights
+    scores = imbalance(spec, strata, marginals)
     stream = Stream(seed, "minimisation", n)
     best = min(scores)
     tied = [a for a in range(arms) if abs(scores[a] - best) < 1e-12]
