@@ -13,20 +13,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 AT_RISK_TICKS = 6
-# Twelve qualitative colours, distinct from one another (Paul Tol's "muted" nine plus three of
-# an orange, a blue and black far from them), so up to 12 groups never share one.
+# Twelve qualitative colours, distinct from one another (after Paul Tol's "muted" nine plus an
+# orange, a blue and black), each dark enough to read as text on white (contrast at least 4.5:1,
+# WCAG AA: the numbers at risk are written in them), so up to 12 groups never share one.
 PALETTE = (
     "#332288",
-    "#88CCEE",
-    "#44AA99",
+    "#00768F",
+    "#2D7D6A",
     "#117733",
-    "#999933",
-    "#DDCC77",
-    "#CC6677",
+    "#6B6B1F",
+    "#8C5E00",
+    "#C34B5F",
     "#882255",
     "#AA4499",
-    "#EE7733",
-    "#4477AA",
+    "#C45210",
+    "#4A5DB8",
     "#000000",
 )
 
