@@ -13,20 +13,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 AT_RISK_TICKS = 6
-# Twelve qualitative colours, distinct from one another (after Paul Tol's "muted" nine plus an
-# orange, a blue and black), each dark enough to read as text on white (contrast at least 4.5:1,
-# WCAG AA: the numbers at risk are written in them), so up to 12 groups never share one.
+# Twelve qualitative colours, distinct from one another (after Paul Tol's "muted" scheme, with
+# an orange, a grey, a blue and black), the most distinct first, as most results have few
+# groups; each dark enough to read as text on white (contrast at least 4.5:1, WCAG AA), as the
+# numbers at risk are written in them. Up to 12 groups never share one.
 PALETTE = (
     "#332288",
-    "#00768F",
-    "#2D7D6A",
+    "#C45210",
     "#117733",
-    "#6B6B1F",
+    "#AA4499",
+    "#00768F",
     "#8C5E00",
     "#C34B5F",
+    "#2D7D6A",
+    "#666666",
     "#882255",
-    "#AA4499",
-    "#C45210",
     "#4A5DB8",
     "#000000",
 )
