@@ -54,8 +54,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import ccdp
+
+        typer.echo(f"ccdp {ccdp.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print ccdp's version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
     """Childhood cancer data partnership: harmonise, federate, analyse, govern."""
 
 

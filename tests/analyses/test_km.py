@@ -168,7 +168,7 @@ def test_efs_outcome_and_frame_and_text() -> None:
     result = federate("km", {"outcome": "efs"}, frames)
     ref = grouped(frames, [], outcome="efs")
     kmf = life_table(KaplanMeierFitter().fit(ref["efs_time"], ref["efs_event"]), ref, "efs")
-    frame = result.to_frame()
+    frame = result.to_frame(steps=True)
     assert list(frame.columns) == [
         "group",
         "time",

@@ -91,7 +91,7 @@ def test_the_same_km_unregistered_is_grouped_and_says_a_node_would_hold_it(store
         assert "a networked node holds this answer for its custodian's review" in str(status.reason)
     registered = api.run(KM, stores=stores, project=project(KM))
     assert registered.result is not None
-    assert len(registered.result.to_frame()) > len(res.result.to_frame())
+    assert len(registered.result.to_frame(steps=True)) > len(res.result.to_frame(steps=True))
 
 
 def test_a_registered_count_is_exact_and_the_same_count_unregistered_is_perturbed(stores):

@@ -193,7 +193,7 @@ def test_km_reads_the_same_consented_cohort(store):
         {"analysis": "km", "outcome": "os", "data_use": data_use}, InProcessTransport([store])
     )
     assert result.nodes["fr"].status == "answered"
-    frame = result.to_frame()
+    frame = result.to_frame(steps=True)
     assert int(frame["at_risk"].max()) == direct_count(store, allowed)
 
 

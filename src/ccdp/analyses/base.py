@@ -12,14 +12,21 @@ validated at the edge and a result read back from JSON is rebuilt as the analysi
 
 from __future__ import annotations
 
+import html
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
+from rich.console import Group
+from rich.protocol import rich_cast
+from rich.table import Table
+from rich.text import Text
 
-from ccdp.wire.errors import MalformedSummary
+from ccdp.analyses._render import to_text
+from ccdp.analyses.tables import frame_table
+from ccdp.wire.errors import AnalysisError, MalformedSummary
 from ccdp.wire.summary import PartSpec, Summary, check_parts
 
 if TYPE_CHECKING:
@@ -33,15 +40,98 @@ class AnalysisParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NoStepTable(AnalysisError):
+    """`to_frame(steps=True)` on a result that has no step table (only KM has one)."""
+
+
 class AnalysisResult(BaseModel):
-    """Base of every result: JSON-serialisable, printable as a table, convertible to pandas."""
+    """Base of every result: JSON-serialisable, convertible to pandas, and shown as `ccdp run`
+    prints it: `print` gives the CLI's text, `repr` one line, notebooks the same tables as HTML.
+
+    A result draws itself once, in `__rich__` (default: its summary frame as a table); the
+    text, the HTML and the CLI all come from that drawing."""
 
     model_config = ConfigDict(extra="forbid")
 
     analysis: str
+    text_width: ClassVar[int] = 100  # the terminal width `print` renders for
 
-    def to_frame(self) -> pd.DataFrame:  # overridden by each result
+    def to_frame(self, steps: bool = False) -> pd.DataFrame:
+        """The summary a reader wants, unformatted (one row per group or term, as printed); with
+        `steps=True` the step table of a result that has one (KM: a row per group and time)."""
+        return self._steps_frame() if steps else self._summary_frame()
+
+    def _summary_frame(self) -> pd.DataFrame:  # overridden by each result
         return pd.DataFrame([self.model_dump(mode="json")])
+
+    def _steps_frame(self) -> pd.DataFrame:
+        raise NoStepTable(f"{self.analysis} results have no step table; use to_frame()")
+
+    def brief(self) -> str:
+        """What the one-line repr says after the class name (overridden where more is known)."""
+        return plural(len(self.to_frame()), "row")
+
+    def __rich__(self) -> Any:
+        return frame_table(self.to_frame())
+
+    def __str__(self) -> str:
+        return to_text(self, width=self.text_width)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.brief()}>"
+
+    def _repr_html_(self) -> str:
+        """Notebooks: the printed tables as HTML tables, every text escaped."""
+        return f'<div class="ccdp-result">{rich_html(self.__rich__())}</div>'
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 group', '3 groups'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def rich_html(renderable: Any) -> str:
+    """The HTML of what rich prints: each Table an HTML table (title as caption, caption below),
+    a Group its parts in order, a line of text a paragraph, anything else its printed text; all
+    text escaped."""
+    renderable = rich_cast(renderable)  # a result: what its __rich__ draws
+    if isinstance(renderable, str | Text):
+        return f"<p>{_esc(_plain(renderable))}</p>"
+    if isinstance(renderable, Group):
+        return "".join(rich_html(part) for part in renderable.renderables)
+    if isinstance(renderable, Table):
+        return _table_html(renderable)
+    return f"<pre>{_esc(to_text(renderable))}</pre>"
+
+
+def _plain(markup: Any) -> str:
+    """The text rich shows for a cell, title or header (markup applied, so escapes undone)."""
+    if isinstance(markup, Text):
+        return markup.plain
+    if isinstance(markup, str):
+        return Text.from_markup(markup).plain
+    return to_text(markup)
+
+
+def _esc(text: str) -> str:
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _table_html(table: Table) -> str:
+    def cell(tag: str, value: Any, justify: str) -> str:
+        style = ' style="text-align:right"' if justify == "right" else ""
+        return f"<{tag}{style}>{_esc(_plain(value))}</{tag}>"
+
+    cols = table.columns
+    head = "".join(cell("th", c.header, c.justify) for c in cols)
+    rows = zip(*(list(c.cells) for c in cols), strict=True)
+    body = "".join(
+        "<tr>" + "".join(cell("td", v, c.justify) for v, c in zip(row, cols, strict=True)) + "</tr>"
+        for row in rows
+    )
+    title = f"<caption>{_esc(_plain(table.title))}</caption>" if table.title else ""
+    note = f"<p>{_esc(_plain(table.caption))}</p>" if table.caption else ""
+    return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, plural
 from ccdp.analyses.cells import counts_part, summed_parts
 from ccdp.analyses.node_data import NodeData
 from ccdp.cohort.variables import check_variables
@@ -104,7 +104,13 @@ class CountResult(AnalysisResult):
             f"±{self.method.get('pooled_max_noise')}; margins and totals perturbed on their own."
         )
 
-    def to_frame(self) -> pd.DataFrame:
+    def brief(self) -> str:
+        total = "suppressed" if self.total is None else self.total
+        return (
+            f"{self.unit} by {', '.join(self.by)}, {plural(len(self.cells), 'cell')}, total {total}"
+        )
+
+    def _summary_frame(self) -> pd.DataFrame:
         cols = [*self.by, "n", "suppressed"]
         frame = pd.DataFrame(self.cells, columns=cols)
         frame["n"] = frame["n"].astype("Int64")
@@ -117,8 +123,8 @@ class CrosstabResult(CountResult):
 
     margins: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
-    def to_frame(self) -> pd.DataFrame:
-        long = super().to_frame()
+    def _summary_frame(self) -> pd.DataFrame:
+        long = super()._summary_frame()
         if len(self.by) == 1:
             return long
         rows, cols = self.by[:-1], self.by[-1]

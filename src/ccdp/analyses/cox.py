@@ -54,8 +54,8 @@ from ccdp.analyses._design import (
     make_design,
 )
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
-from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
+from ccdp.analyses._render import num, pval
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, plural
 from ccdp.analyses.event_data import (
     ALL_GROUP,
     UNIT_DAYS,
@@ -184,10 +184,11 @@ class CoxResult(NotedResult):
             )
         return t
 
-    def __str__(self) -> str:
-        return to_text(self)
+    def brief(self) -> str:
+        terms = plural(len(self.coefficients), "term")
+        return f"{terms}, {plural(self.n, 'subject')}, {plural(self.events, 'event')}"
 
-    def to_frame(self) -> pd.DataFrame:
+    def _summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame([c.model_dump() for c in self.coefficients]).set_index("term")
 
     def plot(self, **kw: Any) -> Any:

@@ -33,8 +33,8 @@ from ccdp.analyses._design import (
     pooled_sums,
 )
 from ccdp.analyses._newton import NewtonFit, NewtonState, newton_step, wald_rows
-from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
+from ccdp.analyses._render import num, pval
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done, plural
 from ccdp.analyses.event_data import (
     NotedResult,
     TimeUnit,
@@ -148,10 +148,10 @@ class GLMResult(NotedResult):
             )
         return t
 
-    def __str__(self) -> str:
-        return to_text(self)
+    def brief(self) -> str:
+        return f"{plural(len(self.coefficients), 'term')}, {plural(self.n, 'subject')}"
 
-    def to_frame(self) -> pd.DataFrame:
+    def _summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame([c.model_dump() for c in self.coefficients]).set_index("term")
 
     def plot(self, **kw: Any) -> Any:

@@ -103,7 +103,7 @@ class IncidenceResult(AnalysisResult):
             f"{CRUDE_CI_METHOD} for crude rates"
         )
 
-    def to_frame(self) -> pd.DataFrame:
+    def _summary_frame(self) -> pd.DataFrame:
         cols = [
             *self.by,
             "cases",

@@ -33,8 +33,8 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import ndtri
 
-from ccdp.analyses._render import num, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
+from ccdp.analyses._render import num
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, plural
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
     YEAR_DAYS,
@@ -160,11 +160,38 @@ class KMResult(NotedResult):
                 )
         return Group(head, land)
 
-    def __str__(self) -> str:
-        return to_text(self)
+    def brief(self) -> str:
+        subjects = sum(g.n for g in self.groups)
+        return f"{plural(len(self.groups), 'group')}, {plural(subjects, 'subject')}"
 
-    def to_frame(self) -> pd.DataFrame:
-        """Long table: one row per group and time."""
+    def _summary_frame(self) -> pd.DataFrame:
+        """One row per group: n, events, the median and its 95% CI (in days) and the survival
+        at 1, 3 and 5 years with theirs (NaN where not reached or not estimable)."""
+        rows = []
+        for g in self.groups:
+            row: dict[str, Any] = {
+                "group": g.group,
+                "n": g.n,
+                "events": g.events,
+                "median_days": g.median,
+                "median_ci_low": g.median_ci_low,
+                "median_ci_high": g.median_ci_high,
+            }
+            for m in g.survival_at:
+                key = f"survival_{m.years:g}y"
+                row.update(
+                    {key: m.survival, f"{key}_ci_low": m.ci_low, f"{key}_ci_high": m.ci_high}
+                )
+            rows.append(row)
+        landmarks = [
+            f"survival_{y:g}y{end}" for y in LANDMARK_YEARS for end in ("", "_ci_low", "_ci_high")
+        ]
+        floats = ["median_days", "median_ci_low", "median_ci_high", *landmarks]
+        frame = pd.DataFrame(rows, columns=["group", "n", "events", *floats])
+        return frame.astype(dict.fromkeys(floats, float))
+
+    def _steps_frame(self) -> pd.DataFrame:
+        """The step table: one row per group and time (at risk, events, survival, 95% CI)."""
         rows = [{"group": g.group, **r.model_dump()} for g in self.groups for r in g.table]
         cols = ["group", "time", "at_risk", "events", "survival", "ci_low", "ci_high"]
         return pd.DataFrame(rows, columns=cols)

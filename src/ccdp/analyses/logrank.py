@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import chdtrc
 
-from ccdp.analyses._render import num, pval, to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
+from ccdp.analyses._render import num, pval
+from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, plural
 from ccdp.analyses.event_data import NotedResult, SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses.km import event_method, event_table_part, event_table_spec, pooled_event_table
 from ccdp.analyses.node_data import NodeData
@@ -76,10 +76,10 @@ class LogrankResult(NotedResult):
             t.add_row(escape(g.group), str(g.n), str(g.observed), num(g.expected, 2), num(ratio, 2))
         return t
 
-    def __str__(self) -> str:
-        return to_text(self)
+    def brief(self) -> str:
+        return f"{plural(len(self.groups), 'group')}, chi2 = {self.chi2:.3f}, p = {pval(self.p)}"
 
-    def to_frame(self) -> pd.DataFrame:
+    def _summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame([g.model_dump() for g in self.groups])
 
 

@@ -13,20 +13,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 AT_RISK_TICKS = 6
-# Twelve qualitative colours, distinct from one another (Paul Tol's "muted" nine plus three of
-# an orange, a blue and black far from them), so up to 12 groups never share one.
+# Twelve qualitative colours, distinct from one another (after Paul Tol's "muted" scheme, with
+# an orange, a grey, a blue and black), the most distinct first, as most results have few
+# groups; each dark enough to read as text on white (contrast at least 4.5:1, WCAG AA), as the
+# numbers at risk are written in them. Up to 12 groups never share one.
 PALETTE = (
     "#332288",
-    "#88CCEE",
-    "#44AA99",
+    "#C45210",
     "#117733",
-    "#999933",
-    "#DDCC77",
-    "#CC6677",
-    "#882255",
     "#AA4499",
-    "#EE7733",
-    "#4477AA",
+    "#00768F",
+    "#8C5E00",
+    "#C34B5F",
+    "#2D7D6A",
+    "#666666",
+    "#882255",
+    "#4A5DB8",
     "#000000",
 )
 

@@ -21,8 +21,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
-from ccdp.analyses._render import to_text
-from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Continue, Done
+from ccdp.analyses.base import (
+    Analysis,
+    AnalysisParams,
+    AnalysisResult,
+    Continue,
+    Done,
+)
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.incidence import (
     CRUDE_CI_METHOD,
@@ -119,7 +124,13 @@ class VrtResult(AnalysisResult):
             f"(Kaplan–Meier, 95% CI log-log) where at least {self.min_os_cases} cases (0-19)"
         )
 
-    def to_frame(self) -> pd.DataFrame:
+    text_width: ClassVar[int] = 160
+
+    def brief(self) -> str:
+        n = len(self.entities)
+        return "1 entity" if n == 1 else f"{n} entities"
+
+    def _summary_frame(self) -> pd.DataFrame:
         rows = []
         for e in self.entities:
             row: dict[str, Any] = {"entity": e.label}
@@ -149,9 +160,6 @@ class VrtResult(AnalysisResult):
         for rec in frame.astype(object).where(frame.notna(), "—").to_dict("records"):
             table.add_row(*(str(v) for v in rec.values()))
         return table
-
-    def __str__(self) -> str:
-        return to_text(self, width=160)
 
 
 def _yes_no(v: bool | None) -> str:

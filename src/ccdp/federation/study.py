@@ -187,9 +187,10 @@ class StudyResult(BaseModel):
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
         }
 
-    def to_frame(self) -> pd.DataFrame:
-        """The result as a pandas DataFrame (empty when there is no result)."""
-        return self.result.to_frame() if self.result is not None else pd.DataFrame()
+    def to_frame(self, steps: bool = False) -> pd.DataFrame:
+        """The result as a pandas DataFrame, its summary or (`steps=True`, KM) its step table;
+        empty when there is no result."""
+        return self.result.to_frame(steps=steps) if self.result is not None else pd.DataFrame()
 
     def node_frame(self) -> pd.DataFrame:
         return pd.DataFrame(

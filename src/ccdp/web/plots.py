@@ -97,7 +97,6 @@ def result_tables(result: Any) -> list[ResultTable]:
     """The tables of a result: first the one a reader wants first (report.html.result_frame),
     then the number at risk (KM), then the full data (to_frame) when it differs."""
     first = result_frame(result)
-    data = _plain(result.to_frame())
     note = caption(result)
     if getattr(result, "analysis", None) == "km":
         return [
@@ -112,11 +111,12 @@ def result_tables(result: Any) -> list[ResultTable]:
             ResultTable(
                 "curves",
                 "Survival table",
-                data,
+                _plain(result.to_frame(steps=True)),
                 "At each event time: number at risk, events, survival and its 95% CI; "
                 "times in days.",
             ),
         ]
+    data = _plain(result.to_frame())
     if first.columns.equals(data.columns) and first.equals(data):
         return [ResultTable("result", "Result", first, note)]
     return [
