@@ -21,6 +21,7 @@ from ccdp.errors import CcdpError
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.auth import TokenKind
 from ccdp.wire.data_use import DataUse
+from ccdp.wire.protocol import Clock, utcnow
 
 
 class HubError(CcdpError):
@@ -154,14 +155,17 @@ NodeDetail = Callable[[Session], Callable[[int], Any]]
 
 @dataclass
 class HubContext:
-    """The sessions, the waker and the audit append every part of the hub works through.
+    """The sessions, the waker, the clock and the audit append every part of the hub works
+    through.
 
-    `node_details` is the one hook of the node list: a feature adds a key (the catalogues
+    `clock` is read wherever time decides something (a round's deadline, a late answer, a
+    project's expiry day), so a test moves it instead of sleeping. `node_details` is the one hook of the node list: a feature adds a key (the catalogues
     feature adds `catalogue`) and the core shows it per node without knowing the feature.
     """
 
     sessions: sessionmaker[Session]
     waker: Waker = field(default_factory=Waker)
+    clock: Clock = utcnow
     node_details: dict[str, NodeDetail] = field(default_factory=dict)
 
     @staticmethod

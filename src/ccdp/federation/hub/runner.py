@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.service import HubCore
-from ccdp.wire.protocol import Answer, Task, Transport, utcnow
+from ccdp.wire.protocol import Answer, Task, Transport
 
 log = logging.getLogger("ccdp.hub")
 
@@ -96,7 +96,7 @@ class HubTransport:
                 raise HubStopping(f"hub stopping during study {self.study_id}")
             version = self.hub.waker.version()
             complete, deadline = self.hub.round_state(round_id)
-            left = (deadline - utcnow()).total_seconds()
+            left = (deadline - self.hub.context.clock()).total_seconds()
             if complete or left <= 0:
                 return
             self.hub.waker.wait(version, min(self._poll, left))

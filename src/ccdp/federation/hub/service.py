@@ -38,7 +38,7 @@ from ccdp.federation.hub.members import Members
 from ccdp.federation.hub.models import AnswerRow, NodeRow, RoundRow, StudyRow, TaskRow, UserRow
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
-from ccdp.wire.protocol import Answer, Task, utcnow
+from ccdp.wire.protocol import Answer, Task
 from ccdp.wire.summary import Summary
 
 
@@ -262,7 +262,7 @@ class HubCore(Members):
                 self.context.audit(s, "hub", "study-started", study=study_id, was=row.status)
             row.status = status
             if status in ("done", "failed"):
-                row.result, row.error, row.finished_at = result, error, utcnow()
+                row.result, row.error, row.finished_at = result, error, self.context.clock()
                 self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
         self.waker.wake(f"study:{study_id}")
 
@@ -287,7 +287,7 @@ class HubCore(Members):
                 study_id=study_id,
                 round_no=round_no,
                 task=body,
-                deadline=utcnow() + timedelta(seconds=timeout),
+                deadline=self.context.clock() + timedelta(seconds=timeout),
             )
             s.add(rnd)
             s.flush()
@@ -323,7 +323,7 @@ class HubCore(Members):
             out = []
             for task_row, rnd in rows:
                 task_row.status = "delivered"
-                task_row.delivered_at = utcnow()
+                task_row.delivered_at = self.context.clock()
                 out.append(Task.model_validate({**rnd.task, "task_id": task_row.id}))
             return out
 
@@ -379,7 +379,7 @@ class HubCore(Members):
                 return Recorded("duplicate", task.id)
             if answer.audit_head is not None:
                 self._move_head(s, node, answer.audit_head, "answer")
-            late = rnd.closed_at is not None or utcnow() > rnd.deadline
+            late = rnd.closed_at is not None or self.context.clock() > rnd.deadline
             s.add(
                 AnswerRow(
                     task_id=task.id,
@@ -435,7 +435,7 @@ class HubCore(Members):
             rnd = s.get(RoundRow, round_id)
             assert rnd is not None
             if rnd.closed_at is None:
-                rnd.closed_at = utcnow()
+                rnd.closed_at = self.context.clock()
                 s.execute(
                     update(TaskRow)
                     .where(
