@@ -56,11 +56,14 @@ class Principal:
 
 @dataclass(frozen=True)
 class Admission:
-    """The nodes a study may ask, and the named nodes it may not ask with their status."""
+    """The nodes a study may ask, the named nodes it may not ask with their status, and the
+    spec as it runs when admission completed it (the project's scope as the default cohort;
+    None: as submitted)."""
 
     project_id: str | None
     asked: list[str]
     excluded: dict[str, dict[str, str]]
+    spec: dict[str, Any] | None = None
 
 
 class Admissions(Protocol):
@@ -159,8 +162,9 @@ class HubContext:
     through.
 
     `clock` is read wherever time decides something (a round's deadline, a late answer, a
-    project's expiry day), so a test moves it instead of sleeping. `node_details` is the one hook of the node list: a feature adds a key (the catalogues
-    feature adds `catalogue`) and the core shows it per node without knowing the feature.
+    project's expiry day), so a test moves it instead of sleeping. `node_details` is the one
+    hook of the node list: a feature adds a key (the catalogues feature adds `catalogue`) and
+    the core shows it per node without knowing the feature.
     """
 
     sessions: sessionmaker[Session]

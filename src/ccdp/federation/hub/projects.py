@@ -51,6 +51,18 @@ def state_of(row: ProjectRow, on: date) -> str:
     return row.state
 
 
+def with_scope(
+    cohort: dict[str, Any] | None, scope: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The study's cohort with each variable of the project's scope that it leaves out set to
+    the scope's condition: the scope is the study's default cohort (docs/governance.md). What
+    the study does restrict is left as written, for `study_outside` to judge against the scope;
+    the completed cohort is what the study runs and shows, so each node's own (strict) check of
+    the task against the accepted scope holds."""
+    missing = {k: v for k, v in (scope or {}).items() if k not in (cohort or {})}
+    return {**(cohort or {}), **missing} if missing else cohort
+
+
 class Projects:
     """Project requests, reviews and node decisions, over the hub's database."""
 
@@ -315,7 +327,8 @@ class Projects:
             self._refused(s, who, row.id, f"project {row.id} is {state}")
         spec_row = ProjectSpec.model_validate(row.spec)
         terms = ProjectTerms.of(row.id, spec_row)
-        broken = study_outside(terms, analysis, spec.get("cohort"), self.today())
+        cohort = with_scope(spec.get("cohort"), terms.cohort)
+        broken = study_outside(terms, analysis, cohort, self.today())
         if broken is not None:
             self._refused(s, who, row.id, broken[1])
         if (
@@ -323,6 +336,8 @@ class Projects:
             and DataUse.model_validate(spec["data_use"]) != terms.data_use
         ):
             self._refused(s, who, row.id, f"data_use: differs from project {row.id}'s data use")
+        if not spec.get("nodes"):  # no nodes named: the project's nodes live at this hub
+            chosen = [n for n in chosen if n in terms.nodes]
         outside = [n for n in chosen if n not in terms.nodes]
         if outside:
             self._refused(
@@ -354,7 +369,8 @@ class Projects:
                 }
         if not asked:
             self._refused(s, who, row.id, f"no node named by the study accepted project {row.id}")
-        return Admission(row.id, asked, excluded)
+        completed = {**spec, "cohort": cohort} if cohort != spec.get("cohort") else None
+        return Admission(row.id, asked, excluded, completed)
 
     @staticmethod
     def _owner_may(row: ProjectRow, owner: Principal | None) -> bool:

@@ -142,8 +142,11 @@ class StudyRunner:
         transport = HubTransport(
             self.hub, study_id, row.nodes, row.timeout, self._stop, self.poll, row.project_id
         )
+        # a study that names its nodes runs over those admitted (a declining node is reported
+        # beside them, below), not over a list naming nodes this transport does not ask
+        spec = {**row.spec, "nodes": row.nodes} if row.spec.get("nodes") else row.spec
         try:
-            result = self.executor.run(row.spec, transport)
+            result = self.executor.run(spec, transport)
         except HubStopping:
             log.info("study %s paused for shutdown; it resumes at the next start", study_id)
             return

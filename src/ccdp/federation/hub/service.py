@@ -62,6 +62,15 @@ def task_fingerprint(task: dict[str, Any]) -> str:
     return json.dumps(keep, sort_keys=True)
 
 
+def _may_ask(admitted: Admission) -> str:
+    """How many nodes a study may ask, and which it named but may not (and why, in short)."""
+    out = f"the {len(admitted.asked)} node(s) the study may ask"
+    if admitted.excluded:
+        kept = "; ".join(f"{n}: {e['status']}" for n, e in sorted(admitted.excluded.items()))
+        out += f" (kept out by its project: {kept})"
+    return out
+
+
 def registered_analysis(name: str) -> Analysis | None:
     """The registered analysis called `name`, or None (a stand-in the registry does not know:
     its answers are checked for form only)."""
@@ -112,7 +121,8 @@ class HubCore(Members):
             chosen = admitted.asked
             need = len(chosen) if min_nodes is None else min_nodes
             if not 1 <= need <= len(chosen):
-                raise HubError(f"min_nodes must be between 1 and {len(chosen)}, got {need}")
+                raise HubError(f"min_nodes: {need} is not between 1 and {_may_ask(admitted)}")
+            spec = admitted.spec if admitted.spec is not None else spec
             study_id = uuid.uuid4().hex
             s.add(
                 StudyRow(
