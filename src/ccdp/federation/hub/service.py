@@ -196,7 +196,7 @@ class HubCore(Members):
             "late_answers": self._late(s, row.id),
             "result": row.result,
             "error": row.error,
-            "spec": row.spec,  # what was asked, as submitted (its owner's or an admin's view)
+            "spec": row.spec,  # what runs: as submitted, any project scope filled in
         }
 
     def studies(self, viewer: Principal | None = None) -> list[dict[str, Any]]:
