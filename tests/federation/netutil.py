@@ -22,6 +22,7 @@ from ccdp.federation.hub.app import Hub, create_app
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.runner import StudyExecutor
 from ccdp.web.dashboard import mount_dashboard
+from ccdp.wire.protocol import Clock, utcnow
 from tests.conftest import ROOT, SRC
 
 
@@ -63,13 +64,16 @@ class LiveHub:
         port: int | None = None,
         open_studies: bool = True,
         hub_class: type[Hub] = Hub,
+        clock: Clock = utcnow,
         **app_options: Any,
     ) -> None:
         """`open_studies` as `ccdp hub serve --open` (most tests run studies without a
         project); `hub_class` lets a test play a hub with other rules (e.g. one that forwards
-        every study, to see the node's own project check hold)."""
+        every study, to see the node's own project check hold); `clock` the hub's clock (a
+        `FakeClock` the test moves, for deadlines and expiry)."""
         self.db_url = db_url
-        self.hub = hub_class(open_database(db_url), open_studies=open_studies)
+        self.clock = clock
+        self.hub = hub_class(open_database(db_url), open_studies=open_studies, clock=clock)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(

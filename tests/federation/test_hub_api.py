@@ -5,25 +5,25 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import update
 
 from ccdp.federation.hub.auth import hash_token
 from ccdp.federation.hub.db import make_engine, migrate
-from ccdp.federation.hub.models import Base, RoundRow
+from ccdp.federation.hub.models import Base
 from ccdp.federation.node.agent import NodeAgent
-from ccdp.wire.protocol import Answer, Task, utcnow
+from ccdp.wire.protocol import Answer, Task
+from tests.federation.clock import FakeClock
 from tests.federation.netutil import LiveHub, wait_until
 from tests.federation.standin import StandinExecutor, StandinNode
 
 
 @pytest.fixture
 def live(tmp_path):
-    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as hub:
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor(), clock=FakeClock()) as hub:
         hub.tokens = {
             "A": hub.hub.add_node("A", "DE"),
             "B": hub.hub.add_node("B", "FR"),
@@ -47,16 +47,12 @@ def wait_open_task(hub: LiveHub, node: str) -> dict:
     return tasks[0]
 
 
-def time_runs_out(hub: LiveHub, sid: str) -> None:
-    """The study's timeout passes now, whatever the wall clock says: its open rounds' deadline
-    (which the runner reads from the database on every poll) is moved into the past. A test then
-    submits with a long timeout and never races a short one on a loaded machine (issue 26)."""
-    with hub.hub.sessions.begin() as s:
-        s.execute(
-            update(RoundRow)
-            .where(RoundRow.study_id == sid, RoundRow.closed_at.is_(None))
-            .values(deadline=utcnow() - timedelta(seconds=1))
-        )
+def time_runs_out(hub: LiveHub, seconds: float) -> None:
+    """The hub's clock (a `FakeClock`) moves `seconds` on, and the runner is woken to look at
+    it: a test submits with a long timeout and lets it pass when it chooses, never racing a
+    short one on a loaded machine (issue 26)."""
+    assert isinstance(hub.clock, FakeClock)
+    hub.clock.advance(seconds)
     hub.hub.waker.wake()
 
 
@@ -221,16 +217,18 @@ def test_concurrent_duplicate_posts_count_once(live):
 
 def test_late_result_is_recorded_not_used_and_reported(live):
     """B never answers in time, so the timeout is the only way the study can end: A's answer
-    lands well inside a long timeout, which the test then lets run out (`time_runs_out`)."""
+    lands one second before the deadline of the hub's (fake) clock and counts; the clock then
+    passes the deadline, B is reported failed with the timeout reason, and B's answer is late."""
     sid = submit(live, rounds=1, timeout=3600, min_nodes=1)
     task_a, task_b = wait_open_task(live, "A"), wait_open_task(live, "B")
+    time_runs_out(live, 3599)  # one second left
     with live.client(live.tokens["A"]) as c:
         assert c.post("/api/node/answers", json=answer(task_a, "A", 5.0)).json()["status"] == (
             "accepted"
         )
     with live.client(live.tokens["ana"]) as c:
         assert c.get(f"/api/studies/{sid}").json()["status"] != "done"  # still waiting for B
-        time_runs_out(live, sid)
+        time_runs_out(live, 2)  # past the deadline
         study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["status"] == "done", study
     assert study["result"]["result"]["total"] == 5.0
@@ -252,7 +250,7 @@ def test_minimum_not_met_is_said(live):
     sid = submit(live, rounds=1, timeout=3600)
     wait_open_task(live, "A")
     with live.client(live.tokens["ana"]) as c:
-        time_runs_out(live, sid)  # no node answers: the timeout ends the study
+        time_runs_out(live, 3601)  # no node answers: the timeout ends the study
         study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["status"] == "done", study
     assert study["result"]["min_nodes"] == 2 and study["result"]["min_nodes_met"] is False
@@ -310,12 +308,14 @@ def test_heartbeat_moves_last_seen(live):
     t.start()
     try:
         first = wait_until(last_seen)
-        # last-seen is written at most once a second: wait (bounded) for the next write
+        # last-seen is written at most once a second of the hub's clock: move it one second
+        # on, and the next heartbeat writes it (waited for, bounded)
+        time_runs_out(live, 1)
         later = wait_until(lambda: (seen := last_seen()) != first and seen, timeout=30)
     finally:
         stop.set()
         t.join(10)
-    assert later > first
+    assert datetime.fromisoformat(later) - datetime.fromisoformat(first) == timedelta(seconds=1)
 
 
 @pytest.mark.postgres

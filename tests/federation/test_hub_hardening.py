@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from tests.federation.clock import FakeClock
 from tests.federation.netutil import LiveHub
 from tests.federation.standin import StandinExecutor
 from tests.federation.test_hub_api import answer, submit, time_runs_out, wait_open_task
@@ -260,7 +261,8 @@ GARBAGE = {  # a summary a node might post, and what its refusal must say
 def counting(tmp_path):
     from ccdp.federation.hub.studies import SpecExecutor
 
-    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor()) as hub:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with LiveHub(url, SpecExecutor(), clock=FakeClock()) as hub:
         hub.tokens = {
             "A": hub.hub.add_node("A", "DE"),
             "B": hub.hub.add_node("B", "FR"),
@@ -300,7 +302,7 @@ def test_a_node_that_posts_only_garbage_does_not_fail_the_study(counting):
     task_a, task_b = wait_open_task(counting, "A"), wait_open_task(counting, "B")
     assert post_summary(counting, "B", task_b, GARBAGE["whole number >= 0"]).status_code == 422
     assert post_summary(counting, "A", task_a, count_summary(12, 10)).status_code == 200
-    time_runs_out(counting, sid)
+    time_runs_out(counting, 3601)
     with counting.client(counting.tokens["ana"]) as c:
         study = c.get(f"/api/studies/{sid}", params={"wait": 25}).json()
     assert study["status"] == "done", study

@@ -134,14 +134,18 @@ def test_pending_show_gives_the_custodian_study_requester_cohort_and_analysis(cc
 
 
 def test_hub_tasks_carry_the_study_title_and_its_submitter(tmp_path):
-    """The task a node receives through the hub names the study and who submitted it."""
+    """The task a node receives through the hub names the study and who submitted it. No node
+    answers: the round ends when the test moves the hub's clock past its deadline."""
     import threading
 
     from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
     from ccdp.federation.hub.runner import HubTransport
+    from tests.federation.clock import FakeClock
+    from tests.federation.netutil import wait_until
 
-    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
+    clock = FakeClock()
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True, clock=clock)
     hub.add_node("FR", "FR")
     token = hub.add_user("ana", "researcher")
     sid = hub.create_study(
@@ -150,13 +154,20 @@ def test_hub_tasks_carry_the_study_title_and_its_submitter(tmp_path):
         title="OS by group",
         nodes=["FR"],
         min_nodes=1,
-        timeout=0.2,
+        timeout=3600,
         owner=hub.authenticate(token),
     )
     task = Task(task_id="x", study_id="local", round=0, analysis="count", title="OS by group")
-    HubTransport(hub, sid, ["FR"], 0.2, threading.Event(), poll=0.05).ask(task, ["FR"])
-    sent = Task.model_validate(_round_task(hub, sid))
+    transport = HubTransport(hub, sid, ["FR"], 3600, threading.Event())
+    answers: dict = {}
+    asking = threading.Thread(target=lambda: answers.update(transport.ask(task, ["FR"])))
+    asking.start()
+    sent = Task.model_validate(wait_until(lambda: _round_task(hub, sid)))
     assert (sent.title, sent.requester, sent.study_id) == ("OS by group", "ana", sid)
+    clock.advance(3601)
+    hub.waker.wake()
+    asking.join(30)
+    assert answers["FR"].status == "failed" and "timeout (3600 s)" in str(answers["FR"].reason)
 
 
 def _round_task(hub, study_id: str) -> dict:

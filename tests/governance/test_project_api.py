@@ -3,9 +3,12 @@ names the problem (never a 500)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from ccdp.federation.hub.studies import SpecExecutor
+from tests.federation.clock import FakeClock
 from tests.federation.netutil import LiveHub
 
 SPEC = {
@@ -95,3 +98,31 @@ def test_unknown_projects_and_bad_decisions_are_4xx(live):
     assert r.status_code == 422 and "decision" in r.json()["detail"]
     assert call(live, "fr", "GET", "/api/node/projects/nope").status_code == 404
     assert call(live, "ana", "GET", "/api/node/projects").status_code == 403
+
+
+def test_a_project_expires_when_the_hub_clock_passes_its_last_day(tmp_path):
+    """Expiry is judged on the hub's clock (issue 26): a test moves it rather than writing a
+    date in the past. On its last day the project runs; a second after that day it does not."""
+    clock = FakeClock(datetime(2099, 1, 1, 23, 59, 59, tzinfo=UTC))  # SPEC expires 2099-01-01
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with LiveHub(url, SpecExecutor(), open_studies=False, clock=clock) as live:
+        live.tokens = {
+            "fr": live.hub.add_node("fr", "FR"),
+            "ana": live.hub.add_user("ana", "researcher"),
+            "bob": live.hub.add_user("bob", "board"),
+        }
+        pid = call(live, "ana", "POST", "/api/projects", json={"spec": SPEC}).json()["project_id"]
+        call(live, "bob", "POST", f"/api/projects/{pid}/review", json={"decision": "approve"})
+        decided = call(
+            live, "fr", "POST", f"/api/node/projects/{pid}/decision", json={"decision": "accepted"}
+        )
+        assert decided.status_code == 200 and decided.json()["state"] == "approved"
+        clock.advance(1)  # 2099-01-02T00:00:00: past the last day
+        assert call(live, "ana", "GET", f"/api/projects/{pid}").json()["state"] == "expired"
+        spec = {"analysis": "count", "project": pid}
+        r = call(live, "ana", "POST", "/api/studies", json={"spec": spec})
+        assert r.status_code == 400 and f"project {pid} is expired" in r.json()["detail"]
+        again = call(
+            live, "fr", "POST", f"/api/node/projects/{pid}/decision", json={"decision": "declined"}
+        )
+        assert again.status_code == 409 and "is expired" in again.json()["detail"]

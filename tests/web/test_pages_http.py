@@ -6,10 +6,13 @@ import re
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from ccdp.federation.hub.studies import SpecExecutor
+from ccdp.web.dashboard import mount_dashboard
 from ccdp.web.pages import safe_next
 from ccdp.web.sessions import Sessions
+from tests.federation.clock import FakeClock
 from tests.federation.netutil import LiveHub
 
 
@@ -88,20 +91,43 @@ def test_a_board_member_cannot_open_the_study_pages(hub):
 
 
 def test_sessions_expire_when_idle_and_after_their_lifetime():
-    """No sleeps against short windows (issue 26): the windows are long and a session is aged
-    by moving its recorded times back (`Sessions` reads `time.monotonic` itself and takes no
-    clock), so the outcome does not depend on how busy the machine is."""
-    s = Sessions(idle=600.0, lifetime=3600.0)
+    """No sleeps against short windows (issue 26): the store reads a clock the test moves, so a
+    session ends exactly when the clock passes its idle window or its lifetime, not a second
+    before, however busy the machine is."""
+    clock = FakeClock()
+    s = Sessions(idle=600.0, lifetime=3600.0, clock=clock)
     sid, session = s.open("t", "ana", "researcher")
+    clock.advance(599)  # one second before the idle window ends
+    assert s.get(sid) is session and session.seen == clock()  # live, and touched
+    clock.advance(600)  # exactly at the end of the idle window: not passed yet
     assert s.get(sid) is session
-    session.seen -= 300.0  # half the idle window: still live, and touched by the request
-    before = session.seen
-    assert s.get(sid) is session and session.seen > before
-    session.seen -= 601.0  # past the idle window
+    clock.advance(600.001)  # just past it
     assert s.get(sid) is None  # idle too long
     assert s.get(sid) is None  # and gone
     sid, session = s.open("t", "ana", "researcher")
-    session.created -= 3000.0  # busy all along (seen just now), inside its lifetime
+    for _ in range(6):  # busy all along (a request every 599 s): 3594 s old
+        clock.advance(599)
+        assert s.get(sid) is session
+    clock.advance(6)  # 3600 s old: at the end of its lifetime, still live
     assert s.get(sid) is session
-    session.created -= 601.0  # 3601 s old, seen a moment ago
+    clock.advance(1)  # 3601 s old, seen a second ago
     assert s.get(sid) is None  # kept busy, but past its lifetime
+
+
+def test_a_signed_in_browser_is_sent_to_sign_in_when_the_clock_passes_its_idle_window(tmp_path):
+    """Over HTTP: the dashboard's session store and the hub share one clock the test moves."""
+    clock = FakeClock()
+    store = Sessions(idle=600.0, lifetime=3600.0, clock=clock)
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+
+    def dashboard(app: FastAPI) -> None:
+        mount_dashboard(app, session_store=store)
+
+    with LiveHub(url, SpecExecutor(), clock=clock, dashboard=dashboard) as live:
+        live.tokens = {"ana": live.hub.add_user("ana", "researcher")}  # type: ignore[attr-defined]
+        web = signed_in(live, live.tokens["ana"])  # type: ignore[attr-defined]
+        clock.advance(599)
+        assert web.get("/studies").url.path == "/studies"  # a second to spare: still signed in
+        clock.advance(601)
+        again = web.get("/studies")
+        assert again.url.path == "/" and "Hub token" in again.text  # the sign-in form

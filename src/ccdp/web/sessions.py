@@ -3,7 +3,8 @@
 The hub token a person signs in with stays in the hub's memory, keyed by the session id; the
 cookie is HttpOnly and SameSite=Strict, so no script and no other site can use it. A session
 ends after `idle` seconds without a request or `lifetime` seconds in all, whichever comes first,
-and on sign-out; a hub restart ends every session (they are not written anywhere).
+and on sign-out; a hub restart ends every session (they are not written anywhere). Time is read
+from the store's clock (`utcnow` unless a test hands in one it moves).
 Each session has its own CSRF token, which every form carries and every POST must echo.
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from ccdp.wire.protocol import Clock, utcnow
 
 COOKIE = "ccdp_session"
 PRE_COOKIE = "ccdp_signin"  # double-submit CSRF token of the sign-in form (before a session)
@@ -29,9 +32,9 @@ class Session:
     token: str
     name: str
     role: str
+    created: datetime
+    seen: datetime
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    created: float = field(default_factory=time.monotonic)
-    seen: float = field(default_factory=time.monotonic)
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -40,16 +43,20 @@ class Session:
 class Sessions:
     """The hub's live sessions (thread-safe: pages run in FastAPI's thread pool too)."""
 
-    def __init__(self, idle: float = IDLE, lifetime: float = LIFETIME) -> None:
+    def __init__(
+        self, idle: float = IDLE, lifetime: float = LIFETIME, clock: Clock = utcnow
+    ) -> None:
         self.idle = idle
         self.lifetime = lifetime
+        self.clock = clock
         self._by_id: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def open(self, token: str, name: str, role: str) -> tuple[str, Session]:
         """A new session (a new id each sign-in: no fixation); returns its id and itself."""
         sid = secrets.token_urlsafe(32)
-        session = Session(token=token, name=name, role=role)
+        now = self.clock()
+        session = Session(token=token, name=name, role=role, created=now, seen=now)
         with self._lock:
             self._sweep()
             if len(self._by_id) >= MAX_SESSIONS:
@@ -62,12 +69,12 @@ class Sessions:
         """The live session for `sid`, touched; None when unknown or expired (and then gone)."""
         if not sid:
             return None
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             session = self._by_id.get(sid)
             if session is None:
                 return None
-            if now - session.seen > self.idle or now - session.created > self.lifetime:
+            if self._expired(session, now):
                 del self._by_id[sid]
                 return None
             session.seen = now
@@ -77,12 +84,15 @@ class Sessions:
         with self._lock:
             self._by_id.pop(sid or "", None)
 
+    def _expired(self, session: Session, now: datetime) -> bool:
+        """Idle longer than `idle`, or older than `lifetime` (a session exactly at either
+        bound is still live: it ends when the clock passes it)."""
+        idle = (now - session.seen).total_seconds()
+        age = (now - session.created).total_seconds()
+        return idle > self.idle or age > self.lifetime
+
     def _sweep(self) -> None:
-        now = time.monotonic()
-        dead = [
-            k
-            for k, s in self._by_id.items()
-            if now - s.seen > self.idle or now - s.created > self.lifetime
-        ]
+        now = self.clock()
+        dead = [k for k, s in self._by_id.items() if self._expired(s, now)]
         for k in dead:
             del self._by_id[k]

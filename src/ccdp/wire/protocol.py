@@ -6,6 +6,7 @@ The same messages travel in-process (`ccdp run`), over HTTP (hub and node agents
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -32,6 +33,12 @@ def _same_version(v: Any) -> int:
 def utcnow() -> datetime:
     """Now, timezone-aware in UTC: the one clock of every message, record and audit entry."""
     return datetime.now(UTC)
+
+
+# What reads the time where time decides something (a round's deadline, a session's expiry, a
+# project's last day): `utcnow` in production; a test hands in a clock it moves itself, so an
+# expiry is seen to pass when the clock passes it, not when a real sleep happens to be long enough.
+Clock = Callable[[], datetime]
 
 
 class Task(BaseModel):

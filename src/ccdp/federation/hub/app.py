@@ -44,6 +44,7 @@ from ccdp.federation.hub.service import HubCore, import_file, registered_analysi
 from ccdp.federation.hub.trials import Trials
 from ccdp.federation.hub.wirecheck import BodyGate, MiB
 from ccdp.wire.catalogue import Catalogue
+from ccdp.wire.protocol import Clock, utcnow
 
 __all__ = ["MAX_ANSWER_BODY", "MAX_BODY", "Hub", "create_app", "import_file"]
 
@@ -61,9 +62,11 @@ class Hub(HubCore):
         sessions: sessionmaker[Session],
         analyses: Callable[[str], Analysis | None] = registered_analysis,
         open_studies: bool = False,
+        clock: Clock = utcnow,
     ) -> None:
-        """`open_studies` (`ccdp hub serve --open`): also run studies without a project."""
-        context = HubContext(sessions)
+        """`open_studies` (`ccdp hub serve --open`): also run studies without a project;
+        `clock` decides deadlines and expiry (a test passes one it moves)."""
+        context = HubContext(sessions, clock=clock)
         self.projects = Projects(context)
         super().__init__(context, self.projects, analyses, open_studies)
         self.trials = Trials(context)

@@ -21,6 +21,7 @@ from ccdp.errors import CcdpError
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.auth import TokenKind
 from ccdp.wire.data_use import DataUse
+from ccdp.wire.protocol import Clock, utcnow
 
 
 class HubError(CcdpError):
@@ -55,11 +56,14 @@ class Principal:
 
 @dataclass(frozen=True)
 class Admission:
-    """The nodes a study may ask, and the named nodes it may not ask with their status."""
+    """The nodes a study may ask, the named nodes it may not ask with their status, and the
+    spec as it runs when admission completed it (the project's scope as the default cohort;
+    None: as submitted)."""
 
     project_id: str | None
     asked: list[str]
     excluded: dict[str, dict[str, str]]
+    spec: dict[str, Any] | None = None
 
 
 class Admissions(Protocol):
@@ -154,14 +158,18 @@ NodeDetail = Callable[[Session], Callable[[int], Any]]
 
 @dataclass
 class HubContext:
-    """The sessions, the waker and the audit append every part of the hub works through.
+    """The sessions, the waker, the clock and the audit append every part of the hub works
+    through.
 
-    `node_details` is the one hook of the node list: a feature adds a key (the catalogues
-    feature adds `catalogue`) and the core shows it per node without knowing the feature.
+    `clock` is read wherever time decides something (a round's deadline, a late answer, a
+    project's expiry day), so a test moves it instead of sleeping. `node_details` is the one
+    hook of the node list: a feature adds a key (the catalogues feature adds `catalogue`) and
+    the core shows it per node without knowing the feature.
     """
 
     sessions: sessionmaker[Session]
     waker: Waker = field(default_factory=Waker)
+    clock: Clock = utcnow
     node_details: dict[str, NodeDetail] = field(default_factory=dict)
 
     @staticmethod

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
 from ccdp.federation.hub.models import NodeRow, UserRow
-from ccdp.wire.protocol import AuditHead, HeadAtHub, utcnow
+from ccdp.wire.protocol import AuditHead, HeadAtHub
 
 
 class Members:
@@ -77,7 +77,7 @@ class Members:
                 row = s.scalar(select(UserRow).where(UserRow.name == name))
             if row is None:
                 raise NotFound(f"no {kind} named {name!r}")
-            row.revoked_at = utcnow()
+            row.revoked_at = self.context.clock()
             self.context.audit(s, by, f"revoke-{kind}", name=name, token="revoked")
         self.waker.wake(f"node:{row.id}" if kind == "node" else f"user:{row.id}")
 
@@ -97,7 +97,7 @@ class Members:
             if node is not None:
                 if node.revoked_at is not None:
                     return None
-                now = utcnow()
+                now = self.context.clock()
                 # one write per second per node is enough for "last seen"
                 if node.last_seen is None or (now - node.last_seen).total_seconds() >= 1.0:
                     node.last_seen = now
@@ -164,7 +164,7 @@ class Members:
             return self._head_at_hub(row)
 
     def _move_head(self, s: Session, row: NodeRow, head: AuditHead, source: str) -> None:
-        now = utcnow()
+        now = self.context.clock()
         held_seq, held_hash = row.audit_seq, row.audit_hash
         if held_seq is None or head.seq > held_seq:
             row.audit_seq, row.audit_hash, row.audit_received_at = head.seq, head.hash, now

@@ -41,18 +41,26 @@ from ccdp.federation.hub.models import (
 from ccdp.governance.projects import ProjectSpec, ProjectTerms, load_project, study_outside
 from ccdp.wire.alerts import AcceptedStudies, ProjectAcceptance
 from ccdp.wire.data_use import DataUse
-from ccdp.wire.protocol import utcnow
 
 
-def today() -> date:
-    return utcnow().date()
-
-
-def state_of(row: ProjectRow, on: date | None = None) -> str:
-    """The stored state, except that an approved project past its expiry day is `expired`."""
-    if row.state == "approved" and (on or today()) > date.fromisoformat(row.spec["expires"]):
+def state_of(row: ProjectRow, on: date) -> str:
+    """The stored state, except that an approved project past its expiry day (on `on`, the
+    hub clock's day) is `expired`."""
+    if row.state == "approved" and on > date.fromisoformat(row.spec["expires"]):
         return "expired"
     return row.state
+
+
+def with_scope(
+    cohort: dict[str, Any] | None, scope: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The study's cohort with each variable of the project's scope that it leaves out set to
+    the scope's condition: the scope is the study's default cohort (docs/governance.md). What
+    the study does restrict is left as written, for `study_outside` to judge against the scope;
+    the completed cohort is what the study runs and shows, so each node's own (strict) check of
+    the task against the accepted scope holds."""
+    missing = {k: v for k, v in (scope or {}).items() if k not in (cohort or {})}
+    return {**(cohort or {}), **missing} if missing else cohort
 
 
 class Projects:
@@ -62,6 +70,10 @@ class Projects:
         self.context = context
 
     # -- helpers --------------------------------------------------------------------------
+    def today(self) -> date:
+        """The hub clock's day (UTC): the day a project's expiry is judged on."""
+        return self.context.clock().date()
+
     @staticmethod
     def _row(s: Session, project_id: str) -> ProjectRow:
         row = s.get(ProjectRow, project_id)
@@ -98,7 +110,7 @@ class Projects:
         return {
             "project_id": row.id,
             "title": row.title,
-            "state": state_of(row),
+            "state": state_of(row, self.today()),
             "requester": owner.name if owner is not None else None,
             "created_at": row.created_at.isoformat(),
             "review": {
@@ -168,9 +180,15 @@ class Projects:
         with self.context.sessions.begin() as s:
             row = self._row(s, project_id)
             if row.state != "requested":
-                raise Conflict(f"project {project_id} is {state_of(row)}, not requested")
+                raise Conflict(
+                    f"project {project_id} is {state_of(row, self.today())}, not requested"
+                )
             row.state = "approved" if approve else "rejected"
-            row.reviewer, row.review_reason, row.reviewed_at = board.name, reason, utcnow()
+            row.reviewer, row.review_reason, row.reviewed_at = (
+                board.name,
+                reason,
+                self.context.clock(),
+            )
             self.context.audit(
                 s, board.name, "project-review", project=project_id, state=row.state, reason=reason
             )
@@ -200,7 +218,7 @@ class Projects:
             row = s.get(ProjectRow, project_id)
             if row is None or not self._may_see(row, node):
                 raise NotFound(f"no project {project_id!r} for this node")
-            state = state_of(row)
+            state = state_of(row, self.today())
             if state != "approved":
                 raise Conflict(
                     f"project {project_id} is {state}: a node decides only on approved projects"
@@ -217,7 +235,7 @@ class Projects:
                     )
                 )
             else:
-                held.decision, held.reason, held.decided_at = decision, reason, utcnow()
+                held.decision, held.reason, held.decided_at = decision, reason, self.context.clock()
             self.context.audit(
                 s,
                 f"node:{node.name}",
@@ -269,7 +287,7 @@ class Projects:
             row = AcceptedStudiesRow(project_id=p.project_id, node_id=node.id)
             s.add(row)
         row.decision, row.studies, row.decided_at = p.decision, list(p.studies), p.decided_at
-        row.reported_at = utcnow()
+        row.reported_at = self.context.clock()
         self.context.audit(
             s,
             f"node:{node.name}",
@@ -304,12 +322,13 @@ class Projects:
         row = s.get(ProjectRow, str(project_id))
         if row is None or not self._owner_may(row, owner):
             self._refused(s, who, str(project_id), f"no project {project_id!r} of this researcher")
-        state = state_of(row)
+        state = state_of(row, self.today())
         if state != "approved":
             self._refused(s, who, row.id, f"project {row.id} is {state}")
         spec_row = ProjectSpec.model_validate(row.spec)
         terms = ProjectTerms.of(row.id, spec_row)
-        broken = study_outside(terms, analysis, spec.get("cohort"), today())
+        cohort = with_scope(spec.get("cohort"), terms.cohort)
+        broken = study_outside(terms, analysis, cohort, self.today())
         if broken is not None:
             self._refused(s, who, row.id, broken[1])
         if (
@@ -317,6 +336,8 @@ class Projects:
             and DataUse.model_validate(spec["data_use"]) != terms.data_use
         ):
             self._refused(s, who, row.id, f"data_use: differs from project {row.id}'s data use")
+        if not spec.get("nodes"):  # no nodes named: the project's nodes live at this hub
+            chosen = [n for n in chosen if n in terms.nodes]
         outside = [n for n in chosen if n not in terms.nodes]
         if outside:
             self._refused(
@@ -348,7 +369,8 @@ class Projects:
                 }
         if not asked:
             self._refused(s, who, row.id, f"no node named by the study accepted project {row.id}")
-        return Admission(row.id, asked, excluded)
+        completed = {**spec, "cohort": cohort} if cohort != spec.get("cohort") else None
+        return Admission(row.id, asked, excluded, completed)
 
     @staticmethod
     def _owner_may(row: ProjectRow, owner: Principal | None) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.service import HubCore
-from ccdp.wire.protocol import Answer, Task, Transport, utcnow
+from ccdp.wire.protocol import Answer, Task, Transport
 
 log = logging.getLogger("ccdp.hub")
 
@@ -96,7 +96,7 @@ class HubTransport:
                 raise HubStopping(f"hub stopping during study {self.study_id}")
             version = self.hub.waker.version()
             complete, deadline = self.hub.round_state(round_id)
-            left = (deadline - utcnow()).total_seconds()
+            left = (deadline - self.hub.context.clock()).total_seconds()
             if complete or left <= 0:
                 return
             self.hub.waker.wait(version, min(self._poll, left))
@@ -142,8 +142,11 @@ class StudyRunner:
         transport = HubTransport(
             self.hub, study_id, row.nodes, row.timeout, self._stop, self.poll, row.project_id
         )
+        # a study that names its nodes runs over those admitted (a declining node is reported
+        # beside them, below), not over a list naming nodes this transport does not ask
+        spec = {**row.spec, "nodes": row.nodes} if row.spec.get("nodes") else row.spec
         try:
-            result = self.executor.run(row.spec, transport)
+            result = self.executor.run(spec, transport)
         except HubStopping:
             log.info("study %s paused for shutdown; it resumes at the next start", study_id)
             return

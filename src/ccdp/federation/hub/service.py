@@ -38,7 +38,7 @@ from ccdp.federation.hub.members import Members
 from ccdp.federation.hub.models import AnswerRow, NodeRow, RoundRow, StudyRow, TaskRow, UserRow
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
-from ccdp.wire.protocol import Answer, Task, utcnow
+from ccdp.wire.protocol import Answer, Task
 from ccdp.wire.summary import Summary
 
 
@@ -60,6 +60,15 @@ def task_fingerprint(task: dict[str, Any]) -> str:
     """What a round asks, without ids: a resumed study must ask the same again."""
     keep = {k: task.get(k) for k in ("analysis", "params", "cohort", "request")}
     return json.dumps(keep, sort_keys=True)
+
+
+def _may_ask(admitted: Admission) -> str:
+    """How many nodes a study may ask, and which it named but may not (and why, in short)."""
+    out = f"the {len(admitted.asked)} node(s) the study may ask"
+    if admitted.excluded:
+        kept = "; ".join(f"{n}: {e['status']}" for n, e in sorted(admitted.excluded.items()))
+        out += f" (kept out by its project: {kept})"
+    return out
 
 
 def registered_analysis(name: str) -> Analysis | None:
@@ -112,7 +121,8 @@ class HubCore(Members):
             chosen = admitted.asked
             need = len(chosen) if min_nodes is None else min_nodes
             if not 1 <= need <= len(chosen):
-                raise HubError(f"min_nodes must be between 1 and {len(chosen)}, got {need}")
+                raise HubError(f"min_nodes: {need} is not between 1 and {_may_ask(admitted)}")
+            spec = admitted.spec if admitted.spec is not None else spec
             study_id = uuid.uuid4().hex
             s.add(
                 StudyRow(
@@ -186,7 +196,7 @@ class HubCore(Members):
             "late_answers": self._late(s, row.id),
             "result": row.result,
             "error": row.error,
-            "spec": row.spec,  # what was asked, as submitted (its owner's or an admin's view)
+            "spec": row.spec,  # what runs: as submitted, any project scope filled in
         }
 
     def studies(self, viewer: Principal | None = None) -> list[dict[str, Any]]:
@@ -262,7 +272,7 @@ class HubCore(Members):
                 self.context.audit(s, "hub", "study-started", study=study_id, was=row.status)
             row.status = status
             if status in ("done", "failed"):
-                row.result, row.error, row.finished_at = result, error, utcnow()
+                row.result, row.error, row.finished_at = result, error, self.context.clock()
                 self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
         self.waker.wake(f"study:{study_id}")
 
@@ -287,7 +297,7 @@ class HubCore(Members):
                 study_id=study_id,
                 round_no=round_no,
                 task=body,
-                deadline=utcnow() + timedelta(seconds=timeout),
+                deadline=self.context.clock() + timedelta(seconds=timeout),
             )
             s.add(rnd)
             s.flush()
@@ -323,7 +333,7 @@ class HubCore(Members):
             out = []
             for task_row, rnd in rows:
                 task_row.status = "delivered"
-                task_row.delivered_at = utcnow()
+                task_row.delivered_at = self.context.clock()
                 out.append(Task.model_validate({**rnd.task, "task_id": task_row.id}))
             return out
 
@@ -379,7 +389,7 @@ class HubCore(Members):
                 return Recorded("duplicate", task.id)
             if answer.audit_head is not None:
                 self._move_head(s, node, answer.audit_head, "answer")
-            late = rnd.closed_at is not None or utcnow() > rnd.deadline
+            late = rnd.closed_at is not None or self.context.clock() > rnd.deadline
             s.add(
                 AnswerRow(
                     task_id=task.id,
@@ -435,7 +445,7 @@ class HubCore(Members):
             rnd = s.get(RoundRow, round_id)
             assert rnd is not None
             if rnd.closed_at is None:
-                rnd.closed_at = utcnow()
+                rnd.closed_at = self.context.clock()
                 s.execute(
                     update(TaskRow)
                     .where(
