@@ -158,11 +158,21 @@ def parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:
     if fmt == EXCEL_SERIAL:
         return _parse_excel_serial(values)
     stamps = pd.to_datetime(values, format=fmt, errors="coerce")
+    if (width := _digits_width(fmt)) is not None:
+        # pandas 3 reads 100234 by %Y%m%d as 1002-03-04: a digits-only format needs every digit
+        stamps = stamps.where(_flag(values.str.fullmatch(rf"\d{{{width}}}")))
     month_only = "%d" not in fmt and "%j" not in fmt
     if month_only and not allow_month:
         return pd.Series(None, index=values.index, dtype=object)
     text = stamps.dt.strftime("%Y-%m" if month_only else "%Y-%m-%d")
     return text.where(stamps.notna(), None).astype(object)
+
+
+def _digits_width(fmt: str) -> int | None:
+    """How many digits a separator-less numeric format reads (%Y%m%d: 8), else None."""
+    if re.fullmatch(r"(?:%[Ymdy])+", fmt) is None:
+        return None
+    return sum(4 if part == "Y" else 2 for part in fmt[1::2])
 
 
 def _parse_iso(values: pd.Series, allow_month: bool) -> pd.Series:
