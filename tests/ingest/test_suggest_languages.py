@@ -138,7 +138,8 @@ def test_hospital_export_draft_is_the_same_at_every_length(
     wanted = {"birth_date": 3, "sex": 2, "vital_status": 8, "last_contact_date": 9}
     for name, at in wanted.items():
         assert patient.fields[name].column == columns[at], (name, text)
-    for name, at in {"diagnosis_date": 4, "topography": 5, "morphology": 6, "laterality": 7}.items():
+    tumour_fields = {"diagnosis_date": 4, "topography": 5, "morphology": 6, "laterality": 7}
+    for name, at in tumour_fields.items():
         assert tumour.fields[name].column == columns[at], (name, text)
     assert spec.sources[next(iter(spec.sources))].date_formats == [
         "%d.%m.%Y" if lang == "de" else "%d/%m/%Y"
@@ -147,9 +148,7 @@ def test_hospital_export_draft_is_the_same_at_every_length(
     got = out["patient"]
     assert got["patient_id"].tolist() == [export.key(i) for i in range(rows)]
     assert got["sex"].tolist() == [("male", "female")[i % 2] for i in range(rows)]
-    assert got["vital_status"].tolist() == [
-        "dead" if i % 4 == 1 else "alive" for i in range(rows)
-    ]
+    assert got["vital_status"].tolist() == ["dead" if i % 4 == 1 else "alive" for i in range(rows)]
     assert got["birth_date"].iloc[1] == "2007-06-08"
     sides = out["tumour"]["laterality"].tolist()
     assert sides[:3] == ["right", "left", "not_paired"], text

@@ -1172,7 +1172,9 @@ def _field_entry(
             notes.append("TODO day/month order undecided, see this source's date_formats")
     if kind == "vital_status" and not codes and death_flag(col, prof):
         said = value_words("boolean")
-        died = {v: "dead" if said.get(v.casefold()) == "true" else "alive" for v in prof.counts.index}
+        died = {
+            v: "dead" if said.get(v.casefold()) == "true" else "alive" for v in prof.counts.index
+        }
         return {**entry, "values": died}, f"'{col}' says whether the patient died: yes is dead"
     if kind in _VALUE_KINDS or kind == "boolean" or fdef.allowed:
         vmap, unknown = _value_map(kind, fdef, prof, codes)
