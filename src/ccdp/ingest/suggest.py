@@ -540,9 +540,23 @@ def _date_words() -> frozenset[str]:
     return frozenset(norm_name(str(w)) for w in _vocabulary()["date_words"])
 
 
+@cache
+def _date_field_names() -> frozenset[str]:
+    """Every name of every date field of the model (dob, ddn, gebdat, fecha_diagnostico ...)."""
+    names: set[str] = set()
+    for tdef in load_model().tables.values():
+        for fdef in tdef.input_fields:
+            if fdef.type in ("date", "partial_date"):
+                names |= field_synonyms(tdef.name, fdef.name)
+    return frozenset(names)
+
+
+@cache
 def date_named(column: str) -> bool:
-    """The column's name says it holds dates (a date word as a part, or inside one word of 4+
-    letters: `geburtsdatum`)."""
+    """The column's name says it holds dates: a date field's name, a date word as a part, or
+    inside one word of 4+ letters (`geburtsdatum`)."""
+    if norm_name(column) in _date_field_names():
+        return True
     tokens = norm_name(column).split("_")
     words = _date_words()
     return any(t in words or any(len(w) >= 4 and w in t for w in words) for t in tokens)

@@ -372,11 +372,16 @@ class EditRun:
         cols = [q(raw_column(tdef.field(k))) for k in tdef.primary_key]
         keys = ", ".join(cols)
         on = " AND ".join(f"w.{c} IS NOT DISTINCT FROM d.{c}" for c in cols)
+        # only the rows of duplicated keys are compared
+        dups = (
+            f"(SELECT w.* FROM {q(work)} w SEMI JOIN (SELECT {keys} FROM {q(work)} GROUP BY ALL "
+            f"HAVING count(*) > 1) d ON {on})"
+        )
         ranked = (
             f"(SELECT w.*, d._conflict, row_number() OVER win AS _rank, first_value("
             f"w._source_file) OVER win AS _f1, first_value(w._source_row) OVER win AS _r1 FROM "
-            f"{q(work)} w JOIN (SELECT {keys}, {_conflicts_sql(tdef)} AS _conflict FROM "
-            f"{q(work)} GROUP BY ALL HAVING count(*) > 1) d ON {on} "
+            f"{dups} w JOIN (SELECT {keys}, {_conflicts_sql(tdef)} AS _conflict FROM {dups} "
+            f"GROUP BY ALL) d ON {on} "
             f"WINDOW win AS (PARTITION BY {', '.join('w.' + c for c in cols)} ORDER BY w._row)"
             ") AS r"
         )
