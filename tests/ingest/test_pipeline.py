@@ -295,9 +295,9 @@ def test_clean_rows_of_age_histology_boundaries_are_not_flagged(tmp_path: Path) 
     assert report.flagged == 0 and report.quarantined == 0
 
 
-def test_duplicate_keys_keep_the_first_row(tmp_path: Path) -> None:
+def test_identical_duplicate_rows_keep_the_first_row(tmp_path: Path) -> None:
     rows = clean_registry()
-    rows["patient"].append(dict(rows["patient"][2], sex="female"))
+    rows["patient"].append(dict(rows["patient"][2]))
     store, report = ingest_rows(tmp_path, rows)
     assert report.tables["patient"].quarantined == 1
     q = quarantine(store)
@@ -306,6 +306,23 @@ def test_duplicate_keys_keep_the_first_row(tmp_path: Path) -> None:
     assert "duplicates the key of site/patient.csv row 3" in q["messages"].iloc[0]
     with NodeStore(store, read_only=True) as s:
         assert s.read("patient").set_index("patient_id").loc["P002", "sex"] == "male"
+
+
+def test_duplicate_keys_with_conflicting_values_keep_neither_row(tmp_path: Path) -> None:
+    """Nothing says whether P002 is male or female: both rows wait, with their children."""
+    rows = clean_registry()
+    rows["patient"].append(dict(rows["patient"][2], sex="female"))
+    store, report = ingest_rows(tmp_path, rows)
+    assert report.tables["patient"].quarantined == 2
+    q = quarantine(store)
+    mine = q[q["table_name"] == "patient"].sort_values("source_row")
+    assert mine["edit_ids"].tolist() == ["key.conflict", "key.duplicate"]
+    assert [int(r) for r in mine["source_row"]] == [3, len(rows["patient"])]
+    said = "patient_id 'P002' duplicate key with conflicting values (sex female vs male)"
+    assert all(said in m for m in mine["messages"])
+    assert set(q[q["table_name"] != "patient"]["edit_ids"]) == {"ref.parent_quarantined"}
+    with NodeStore(store, read_only=True) as s:
+        assert "P002" not in set(s.read("patient")["patient_id"])
 
 
 def test_children_of_a_quarantined_parent_are_quarantined_too(tmp_path: Path) -> None:

@@ -103,7 +103,9 @@ def quarantine_export(
     store: Path = typer.Option(..., "--store", help="Node store (DuckDB file)."),
     out: Path = typer.Option(..., "--out", help="Folder for the CSVs (native layout)."),
 ) -> None:
-    """Write quarantined rows as native CSVs with reason columns, to fix and re-ingest."""
+    """Write quarantined rows as native CSVs with reason columns, to fix and re-ingest: values
+    as the site sent them (dates in the source's own format, `_parsed__<field>` the ISO date
+    ingest read); README.txt in the folder says which column is which."""
     from ccdp.ingest.quarantine import export_quarantine
 
     written = export_quarantine(store, out)
@@ -112,4 +114,8 @@ def quarantine_export(
     if not written:
         typer.echo("quarantine is empty")
     else:
-        typer.echo(f"fix the values, then: ccdp ingest {out} --store {store}")
+        typer.echo(f"columns: {out / 'README.txt'}")
+        typer.echo(
+            "fix the values in the source and ingest it again; or here (dates as YYYY-MM-DD), "
+            f"then: ccdp ingest {out} --store {store}"
+        )

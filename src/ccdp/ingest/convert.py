@@ -23,6 +23,32 @@ EXCEL_SERIAL = "excel_serial"
 # frame columns beside a date field: the source text read in one day/month order that the other
 # order reads as another date (`<prefix><field>`), and that other date (`...__other`)
 AMBIGUOUS_DATE_PREFIX = "_ambiguous_date__"
+# frame column beside a date field: why a value read by none of the declared formats is no date
+# (`31 February 2012 does not exist`), in words for the ingest's message
+UNREAD_DATE_PREFIX = "_unread_date__"
+# frame column beside a date field: the text the site wrote where the mapping read it as another
+# text (03/05/2010 -> 2010-05-03), so a quarantine export shows every value as written
+AS_WRITTEN_PREFIX = "_as_written__"
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_FORMAT_PARTS = {
+    "%d": r"(?P<d>\d{1,2})",
+    "%m": r"(?P<m>\d{1,2})",
+    "%Y": r"(?P<Y>\d{4})",
+    "%y": r"(?P<y>\d{2})",
+}
 ISO = "iso"
 NAMED_DATE_FORMATS = (ISO, EXCEL_SERIAL)
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
@@ -158,11 +184,63 @@ def parse_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:
     if fmt == EXCEL_SERIAL:
         return _parse_excel_serial(values)
     stamps = pd.to_datetime(values, format=fmt, errors="coerce")
+    if (width := _digits_width(fmt)) is not None:
+        # pandas 3 reads 100234 by %Y%m%d as 1002-03-04: a digits-only format needs every digit
+        stamps = stamps.where(_flag(values.str.fullmatch(rf"\d{{{width}}}")))
     month_only = "%d" not in fmt and "%j" not in fmt
     if month_only and not allow_month:
         return pd.Series(None, index=values.index, dtype=object)
     text = stamps.dt.strftime("%Y-%m" if month_only else "%Y-%m-%d")
     return text.where(stamps.notna(), None).astype(object)
+
+
+def why_not_dates(values: pd.Series, formats: list[str]) -> pd.Series:
+    """For each value (read by none of `formats`), why it is not a date, in the words a data
+    manager checks against her source: 'is not a date: 31 February 2012 does not exist (declared
+    date format %d/%m/%Y)', or 'is not a date in the declared date format %d/%m/%Y'."""
+    shown = ", ".join("YYYY-MM-DD" if f == ISO else f for f in formats)
+    declared = f"declared date format{'s' if len(formats) > 1 else ''} {shown}"
+    out: list[str | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        reason = next((r for f in formats if (r := _impossible(str(value), f))), None)
+        out.append(
+            f"is not a date: {reason} ({declared})"
+            if reason
+            else f"is not a date in the {declared}"
+        )
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _impossible(value: str, fmt: str) -> str | None:
+    """The value has the shape of `fmt` but names no real day: why ('month 13 does not exist')."""
+    pattern = "(?P<Y>\\d{4})-(?P<m>\\d{1,2})-(?P<d>\\d{1,2})" if fmt == ISO else None
+    if pattern is None:
+        parts = re.split(r"(%[dmYy])", fmt)
+        if not set(parts[1::2]) >= {"%d", "%m"} or len(set(parts[1::2])) != len(parts[1::2]):
+            return None
+        pattern = "".join(_FORMAT_PARTS.get(p, re.escape(p)) for p in parts)
+    m = re.fullmatch(pattern, value.strip())
+    if m is None:
+        return None
+    got = m.groupdict()
+    year = int(got["Y"]) if got.get("Y") else 2000 + int(got["y"])
+    month, day = int(got["m"]), int(got["d"])
+    if not 1 <= month <= 12:
+        return f"month {month} does not exist"
+    last = (pd.Timestamp(year=year, month=month, day=1) + pd.offsets.MonthEnd(0)).day
+    if not 1 <= day <= last:
+        return f"{day} {_MONTHS[month - 1]} {year} does not exist"
+    return None
+
+
+def _digits_width(fmt: str) -> int | None:
+    """How many digits a separator-less numeric format reads (%Y%m%d: 8), else None."""
+    if re.fullmatch(r"(?:%[Ymdy])+", fmt) is None:
+        return None
+    return sum(4 if part == "Y" else 2 for part in fmt[1::2])
 
 
 def _parse_iso(values: pd.Series, allow_month: bool) -> pd.Series:

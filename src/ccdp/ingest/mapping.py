@@ -679,7 +679,8 @@ class _Run:
             frame = self.unpivot(frame, part.unpivot, part.source, what)
         out = pd.DataFrame(index=frame.index)
         split_behaviour: pd.Series | None = None
-        ambiguous: dict[str, pd.Series] = {}  # after the fields: dates the other order reads
+        # after the fields: dates the other order reads, and why unread dates are no dates
+        ambiguous: dict[str, pd.Series] = {}
         for fdef in tdef.input_fields:
             fs = part.fields.get(fdef.name)
             if fs is None:
@@ -692,15 +693,13 @@ class _Run:
                 self.absent.setdefault(tdef.name, set()).add(fdef.name)
                 continue
             self.provided.setdefault(tdef.name, set()).add(fdef.name)
-            values, behaviour, other = self.field(
+            values, behaviour, side = self.field(
                 frame, fdef, fs, part.source, what, key=_dotted((*at, "fields", fdef.name))
             )
             out[fdef.name] = values
             if behaviour is not None:
                 split_behaviour = behaviour
-            if other is not None:
-                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name] = other[0]
-                ambiguous[convert.AMBIGUOUS_DATE_PREFIX + fdef.name + "__other"] = other[1]
+            ambiguous.update(side)
         if split_behaviour is not None and "behaviour" in out.columns:
             own = out["behaviour"]
             out["behaviour"] = own.where(own.notna(), split_behaviour)
@@ -726,9 +725,10 @@ class _Run:
         source: str,
         what: str,
         key: str | None = None,
-    ) -> tuple[pd.Series, pd.Series | None, tuple[pd.Series, pd.Series] | None]:
-        """One field's canonical text (and the behaviour split off a morphology code, and for
-        a date read in one day/month order that the other reads differently: text, other date).
+    ) -> tuple[pd.Series, pd.Series | None, dict[str, pd.Series]]:
+        """One field's canonical text, the behaviour split off a morphology code, and side
+        columns for dates: where one day/month order reads a value the other reads differently,
+        the text and the other date; where no declared format reads it, why it is no date.
 
         The conversion runs once per distinct value (a date column of 10^6 rows has a few
         thousand distinct dates) and is then spread back over the rows. `key` is the field's
@@ -740,7 +740,7 @@ class _Run:
         elif fs.template is not None:
             raw = self.template(frame, fs.template, source, here)
         elif fs.optional and fs.column not in frame.columns:
-            return _nones(frame.index), None, None
+            return _nones(frame.index), None, {}
         else:
             assert fs.column is not None  # the spec model requires one of column/constant/template
             required = f"{here}, a required field" if fdef.required else here
@@ -761,17 +761,27 @@ class _Run:
         elif how != "none":
             values = convert.normalise(values, how)
         text = values
-        values, other = self.typed(values, fdef, fs, source)
+        values, other, why = self.typed(values, fdef, fs, source)
+        side: dict[str, pd.Series] = {}
+        if fdef.type in ("date", "partial_date"):
+            read = text.notna() & values.notna() & (values != text)
+            if read.any():
+                written = _spread(text.where(read, None), codes, frame.index)
+                side[convert.AS_WRITTEN_PREFIX + fdef.name] = written
         if fs.default is not None:
             values = values.where(values.notna(), fs.default)
-        ambiguous = None
         if other is not None and other.notna().any():
             shown = text.where(other.notna(), None)
-            ambiguous = (_spread(shown, codes, frame.index), _spread(other, codes, frame.index))
+            side[convert.AMBIGUOUS_DATE_PREFIX + fdef.name] = _spread(shown, codes, frame.index)
+            side[convert.AMBIGUOUS_DATE_PREFIX + fdef.name + "__other"] = _spread(
+                other, codes, frame.index
+            )
+        if why is not None and why.notna().any():
+            side[convert.UNREAD_DATE_PREFIX + fdef.name] = _spread(why, codes, frame.index)
         return (
             _spread(values, codes, frame.index),
             None if behaviour is None else _spread(behaviour, codes, frame.index),
-            ambiguous,
+            side,
         )
 
     def value_map(
@@ -797,22 +807,27 @@ class _Run:
 
     def typed(
         self, values: pd.Series, fdef: FieldDef, fs: FieldSpec, source: str
-    ) -> tuple[pd.Series, pd.Series | None]:
-        """Canonical text; for dates also the other day/month reading where it would differ."""
+    ) -> tuple[pd.Series, pd.Series | None, pd.Series | None]:
+        """Canonical text; for dates also the other day/month reading where it would differ,
+        and why a value no declared format reads is no date."""
         src = self.spec.sources[source]
         if fdef.type in ("date", "partial_date"):
             formats = fs.date_formats or src.date_formats or self.spec.date_formats
             dates, read_by = convert.read_dates(values, formats, fdef.type == "partial_date")
-            return dates, convert.other_readings(values, dates, read_by, formats)
+            unread = values.notna().to_numpy() & (read_by < 0)
+            why = (
+                convert.why_not_dates(values.where(unread, None), formats) if unread.any() else None
+            )
+            return dates, convert.other_readings(values, dates, read_by, formats), why
         if fdef.type == "integer":
             values = convert.canonical_integer(values)
         elif fdef.type == "float":
-            return convert.canonical_float(values, src.decimal), None
+            return convert.canonical_float(values, src.decimal), None, None
         elif fdef.type == "boolean":
-            return convert.canonical_boolean(values), None
+            return convert.canonical_boolean(values), None, None
         if fdef.allowed:
             values = convert.canonical_enum(values, fdef.allowed)
-        return values, None
+        return values, None, None
 
     def template(self, frame: pd.DataFrame, template: str, source: str, here: str) -> pd.Series:
         """Render `{column}` references row-wise (vectorised); a missing reference gives None."""

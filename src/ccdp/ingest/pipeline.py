@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ccdp.ingest.convert import AMBIGUOUS_DATE_PREFIX
+from ccdp.ingest.convert import AMBIGUOUS_DATE_PREFIX, AS_WRITTEN_PREFIX, UNREAD_DATE_PREFIX
 from ccdp.ingest.derive import ICCC_FIELDS, ICCC_TABLE, build_iccc_lookup
 from ccdp.ingest.errors import IngestError
 from ccdp.ingest.native import (
@@ -42,6 +42,9 @@ from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topolog
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
 from ccdp.store.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
+
+# frame columns beside the fields that ingest carries to its messages and quarantine
+SIDE_PREFIXES = (AMBIGUOUS_DATE_PREFIX, UNREAD_DATE_PREFIX, AS_WRITTEN_PREFIX)
 
 SYSTEM_FRAME_COLUMNS = ("_source_file", "_source_row")
 
@@ -129,7 +132,7 @@ def _frame_sources(
         known = {f.name for f in tdef.fields} | set(SYSTEM_FRAME_COLUMNS)
         for col in frame.columns:
             if str(col) not in known and not str(col).startswith(
-                (IDENTIFIER_PREFIX, AMBIGUOUS_DATE_PREFIX)
+                (IDENTIFIER_PREFIX, *SIDE_PREFIXES)
             ):
                 raise IngestError(f"{source}: table {table} has unknown column {col!r}")
         df = frame.reset_index(drop=True).copy(deep=False)
@@ -158,11 +161,13 @@ def _frame_sources(
                     "_row": "src._row",
                     "_source_file": "CAST(src._source_file AS VARCHAR)",
                     "_source_row": "CAST(src._source_row AS INTEGER)",
-                    # a date the other day/month order reads differently: flagged after the edits
+                    # a date the other day/month order reads differently: flagged after the edits;
+                    # why a date no declared format reads is no date: said in its message;
+                    # a date as the site wrote it: kept with the row if quarantined
                     **{
                         str(c): f"CAST(src.{q(str(c))} AS VARCHAR)"
                         for c in df.columns
-                        if str(c).startswith(AMBIGUOUS_DATE_PREFIX)
+                        if str(c).startswith(SIDE_PREFIXES)
                     },
                 },
                 register=register,
@@ -276,6 +281,7 @@ def _ingest(
                 step("running quality edits")
                 EditRun(con, work, today=day).run()
                 _flag_ambiguous_dates(con, sources, work)
+                _explain_unread_dates(con, sources, work)
                 # before the upsert replaces them: which stored rows this ingest changes
                 recheck = Recheck.find(con, work, ingest_id, day)
                 step("writing accepted rows and quarantine")
@@ -318,6 +324,24 @@ def _flag_ambiguous_dates(
                 f"{lit(rule.severity)}, {lit(name)}, {value}, "
                 f"{message_sql(name, value, text, lit(rule.id))} FROM {q(work[s.table])} r "
                 f"WHERE {value} IS NOT NULL"
+            )
+
+
+def _explain_unread_dates(
+    con: duckdb.DuckDBPyConnection, sources: list[RawSource], work: dict[str, str]
+) -> None:
+    """The type edit's message for a date no declared format reads says why, in the source's
+    own format ('31 February 2012 does not exist (declared date format %d/%m/%Y)')."""
+    rule = edit("type")
+    for s in sources:
+        for col in sorted(c for c in s.columns if c.startswith(UNREAD_DATE_PREFIX)):
+            name = col.removeprefix(UNREAD_DATE_PREFIX)
+            read = f"r.{q(raw_column(load_model().table(s.table).field(name)))}"
+            message = message_sql(name, read, f"r.{q(col)}", lit(rule.id))
+            con.execute(
+                f"UPDATE {RESULTS} AS x SET message = {message} FROM {q(work[s.table])} r "
+                f"WHERE x.table_name = {lit(s.table)} AND x.edit_id = {lit(rule.id)} AND "
+                f"x.field = {lit(name)} AND x._row = r._row AND r.{q(col)} IS NOT NULL"
             )
 
 
@@ -534,6 +558,9 @@ def _write_quarantine(
     if not any_row(con, err):
         return
     raw = ", ".join(f"{lit(f.name)}, r.{q(raw_column(f))}" for f in tdef.input_fields)
+    # dates as the site wrote them (a mapping read 03/05/2010 as 2010-05-03), for the export
+    written = [d[0] for d in con.execute(f"SELECT * FROM {w} LIMIT 0").description]
+    raw += "".join(f", {lit(c)}, r.{q(c)}" for c in written if c.startswith(AS_WRITTEN_PREFIX))
     reasons = (
         f"SELECT _row, string_agg(DISTINCT edit_id, ';' ORDER BY edit_id) AS edit_ids, "
         f"string_agg(DISTINCT field, ';' ORDER BY field) AS fields, "

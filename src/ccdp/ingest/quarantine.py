@@ -1,10 +1,15 @@
 """The quarantine as the data manager sees it: list the rows and why, export them to fix.
 
-An export folder is itself a native-layout folder: one `<table>.csv` with the raw values as the
-site sent them (after mapping; keys pseudonymised when the export carried direct identifiers),
-plus `_`-prefixed columns that ingest ignores: the reasons, and where the row came from (file,
-row and the source's own key, so the data manager finds it in her system). Fix the values, run
-`ccdp ingest EXPORT_DIR --store S`, and the entries of the rows now accepted are marked resolved.
+An export folder is a native-layout folder: one `<table>.csv` whose field columns hold each value
+as the site sent it (after the mapping's value maps and code normalisers; keys pseudonymised
+when the export carried direct identifiers). Dates are as written in the source everywhere in a
+column (03/05/2010 and 31/02/2012 alike, never a mix with ISO dates); beside a date field that
+a mapping read, `_parsed__<field>` holds the ISO date ingest read (empty where it read none).
+Then `_`-prefixed columns that ingest ignores: the reasons, and where the row came from (file,
+row and the source's own key, so the data manager finds it in her system). `README.txt` in the
+folder says the same. Fix the values (in the source system for a mapped export, then ingest it
+again with its mapping; or here, with ISO dates, then `ccdp ingest EXPORT_DIR --store S`), and
+the entries of the rows now accepted are marked resolved.
 
 Only open entries are exported; resolved ones stay in the store as the history of the fixes.
 The source key is node-local: it is written to this export and shown by `quarantine list`, and
@@ -15,10 +20,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from ccdp.errors import CcdpError
+from ccdp.ingest.convert import AS_WRITTEN_PREFIX
 from ccdp.ingest.specbase import did_you_mean
 from ccdp.model import load_model
 from ccdp.store import NodeStore
@@ -32,6 +40,18 @@ REASON_COLUMNS = [
     "_fields",
     "_messages",
 ]
+
+PARSED_PREFIX = "_parsed__"
+README = """Rows that ingest quarantined, one CSV per table (written by `ccdp quarantine export`).
+
+Field columns: each value as the site sent it. Dates are written as in the source, in every row
+(a mapped export keeps its own format, e.g. 03/05/2010; a native one has ISO dates).
+_parsed__<field>: beside a date field a mapping read, the ISO date ingest read from the value
+  (empty: it read none, see _messages).
+_source_file, _source_row: where the row is in the site's export; _source_key: its own key.
+_key: the row's key in the store; _edit_ids, _fields, _messages: why it was quarantined.
+Columns starting with _ are ignored by `ccdp ingest`.
+"""
 
 Status = Literal["open", "resolved", "all"]
 STATUSES: tuple[str, ...] = ("open", "resolved", "all")
@@ -135,15 +155,17 @@ def export_quarantine(store_path: str | Path, out_dir: str | Path) -> dict[str, 
         if not mine:
             continue
         fields = [f.name for f in load_model().table(table).input_fields]
+        read = [f for f in fields if any(AS_WRITTEN_PREFIX + f in r["raw"] for r in mine)]
         path = out / f"{table}.csv"
         with path.open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow([*fields, *REASON_COLUMNS])
+            writer.writerow([*fields, *(PARSED_PREFIX + f for f in read), *REASON_COLUMNS])
             for r in mine:
                 raw = r["raw"]
                 writer.writerow(
                     [
-                        *(raw.get(f) if raw.get(f) is not None else "" for f in fields),
+                        *(_as_written(raw, f) for f in fields),
+                        *(_parsed(raw, f) for f in read),
                         r["source_file"],
                         r["source_row"],
                         r["source_key"] or "",
@@ -154,4 +176,34 @@ def export_quarantine(store_path: str | Path, out_dir: str | Path) -> dict[str, 
                     ]
                 )
         written[table] = path
+    if written:
+        (out / "README.txt").write_text(README, encoding="utf-8")
     return written
+
+
+def _as_written(raw: dict[str, Any], name: str) -> str:
+    """The value as the site wrote it: a date the mapping read, in the source's own format."""
+    value = raw.get(AS_WRITTEN_PREFIX + name)
+    if value is None:
+        value = raw.get(name)
+    return "" if value is None else str(value)
+
+
+def _parsed(raw: dict[str, Any], name: str) -> str:
+    """The ISO date ingest read: where the mapping read the value as another text, or where
+    the site wrote an ISO date that exists; empty where it read none."""
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if raw.get(AS_WRITTEN_PREFIX + name) is not None:
+        return str(value)
+    text = str(value)
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        text += "-01"  # a partial date (month precision)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            date.fromisoformat(text)
+            return str(value)
+    except ValueError:
+        pass
+    return ""

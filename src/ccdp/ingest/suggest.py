@@ -16,6 +16,7 @@ import difflib
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -68,6 +69,10 @@ TEXT_MISSING = (
 )
 NUMERIC_MISSING = ("9", "99", "999", "9999", "-1", "-9", "-99", "-999")
 _SERIAL_RANGE = (18000, 60000)  # Excel serials for 1949-2064
+# Years a registry's dates fall in (its date edits reject earlier ones, and later than today):
+# a format whose readings fall outside is not how this column writes dates (100234 is no date in
+# 1002). The upper bound is the current year.
+FIRST_YEAR = 1900
 # Value kinds that identify one field by their values alone.
 _VALUE_KINDS = (
     "sex",
@@ -195,6 +200,8 @@ class Candidate:
     day_month: str = ""  # 'day first', 'month first', 'mixed', 'unknown' or '' (no such dates)
     unpivot: dict[str, list[str]] | None = None  # long column -> wide columns, one per item
     choices: dict[str, dict[str, str]] = field(default_factory=dict)  # REDCap codes -> labels
+    # the export's key: (column, found by its name) - see `detect_key`
+    key: tuple[str, bool] | None = None
 
     def signature(self) -> tuple:
         """Same file, reader options and filter = same source entry in the spec."""
@@ -469,6 +476,40 @@ def profile(cand: Candidate, borrow: tuple[str, str] | None = None) -> None:
         cand.profiles[col] = _profile_column(
             col, counts[col], int(s.notna().sum()), cand.date_order
         )
+    cand.key = detect_key(cand)
+
+
+@cache
+def key_names() -> frozenset[str]:
+    """Names of identifiers and hospital record numbers, in every language of the vocabulary."""
+    names: set[str] = set()
+    for key in _KEY_FIELDS:
+        names |= field_synonyms("", key)
+    return frozenset(names)
+
+
+def detect_key(cand: Candidate) -> tuple[str, bool] | None:
+    """The export's key, whatever its length: the first unique, never-empty column named like an
+    id or record number (True), else the first unique, never-empty column whose values look like
+    codes (no dates, names, vocabulary words or spaces) (False); None if there is none."""
+    rows = len(cand.frame)
+    unique = [
+        c for c, p in cand.profiles.items() if rows > 1 and p.n == rows and len(p.counts) == rows
+    ]
+    named = key_names()
+    for col in unique:
+        if name_score(col, named) >= 0.8:
+            return col, True
+    people = field_synonyms("_identifier", "given_name") | field_synonyms(
+        "_identifier", "family_name"
+    )
+    for col in unique:
+        prof = cand.profiles[col]
+        words = max((v for k, v in prof.kinds.items() if k in _VALUE_KINDS), default=0.0)
+        spaced = prof.counts.index.astype(str).str.contains(r"\s").any()
+        if prof.date_share < 0.5 and words < 0.5 and not spaced and name_score(col, people) < 0.8:
+            return col, False
+    return None
 
 
 def _sample(counts: pd.Series) -> pd.Series:
@@ -480,17 +521,58 @@ def _share(counts: pd.Series, mask: pd.Series | np.ndarray) -> float:
     return float(counts[np.asarray(mask, dtype=bool)].sum() / total) if total else 0.0
 
 
+def plausible_dates(values: pd.Series, fmt: str, allow_month: bool) -> pd.Series:
+    """`convert.parse_dates`, keeping only readings in FIRST_YEAR..this year."""
+    parsed = convert.parse_dates(values, fmt, allow_month)
+    years = pd.to_numeric(parsed.str[:4], errors="coerce")
+    ok = (years >= FIRST_YEAR) & (years <= date.today().year)
+    return parsed.where(ok.to_numpy(), None).astype(object)
+
+
+def bare_number(fmt: str) -> bool:
+    """A date format whose values are plain digits (%Y%m%d, Excel serials): record numbers
+    read by it too, so only a column named like a date is read by it."""
+    return fmt == convert.EXCEL_SERIAL or re.fullmatch(r"(?:%[Ymdy])+", fmt) is not None
+
+
+@cache
+def _date_words() -> frozenset[str]:
+    return frozenset(norm_name(str(w)) for w in _vocabulary()["date_words"])
+
+
+@cache
+def _date_field_names() -> frozenset[str]:
+    """Every name of every date field of the model (dob, ddn, gebdat, fecha_diagnostico ...)."""
+    names: set[str] = set()
+    for tdef in load_model().tables.values():
+        for fdef in tdef.input_fields:
+            if fdef.type in ("date", "partial_date"):
+                names |= field_synonyms(tdef.name, fdef.name)
+    return frozenset(names)
+
+
+@cache
+def date_named(column: str) -> bool:
+    """The column's name says it holds dates: a date field's name, a date word as a part, or
+    inside one word of 4+ letters (`geburtsdatum`)."""
+    if norm_name(column) in _date_field_names():
+        return True
+    tokens = norm_name(column).split("_")
+    words = _date_words()
+    return any(t in words or any(len(w) >= 4 and w in t for w in words) for t in tokens)
+
+
 def _date_order(counts: dict[str, pd.Series]) -> list[str]:
     """Date formats ranked by how many of the source's date-like values each reads."""
     scores = {}
     for fmt in DATE_FORMATS:
         hits = 0
-        for c in counts.values():
+        for col, c in counts.items():
             sample = _sample(c)
-            if sample.empty:
+            if sample.empty or (bare_number(fmt) and not date_named(col)):
                 continue
             values = pd.Series(sample.index.astype(str), dtype=object)
-            ok = convert.parse_dates(values, fmt, allow_month=True).notna().to_numpy()
+            ok = plausible_dates(values, fmt, allow_month=True).notna().to_numpy()
             hits += int(sample.to_numpy()[ok].sum())
         scores[fmt] = hits
     return [f for f in sorted(scores, key=lambda f: -scores[f]) if scores[f] > 0]
@@ -592,7 +674,7 @@ def _profile_column(col: str, counts: pd.Series, n: int, order: list[str]) -> Pr
         numeric = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce")
         kinds["number"] = _share(sample, numeric.notna())
         kinds["integer"] = _share(sample, values.str.fullmatch(r"[+-]?\d+").fillna(False))
-    formats, date_share, missing = _date_formats(values, sample, order)
+    formats, date_share, missing = _date_formats(values, sample, order, date_named(col))
     kinds["date"] = date_share
     missing += [v for v in values if v in TEXT_MISSING]
     if not values.empty:
@@ -614,9 +696,11 @@ def _profile_column(col: str, counts: pd.Series, n: int, order: list[str]) -> Pr
 
 
 def _date_formats(
-    values: pd.Series, sample: pd.Series, order: list[str]
+    values: pd.Series, sample: pd.Series, order: list[str], named: bool = True
 ) -> tuple[list[str], float, list[str]]:
-    """Formats (in the source's preferred order) that read this column, their share, tokens.
+    """Formats (in the source's preferred order) that read this column as plausible dates,
+    their share, tokens. Bare-number formats (%Y%m%d, Excel serials) only when the column's
+    name says dates (`named`).
 
     Missing-value tokens do not count against the share; they are returned as tokens.
     """
@@ -630,13 +714,15 @@ def _date_formats(
     for fmt in order:
         if not left.any():
             break
-        ok = convert.parse_dates(values, fmt, allow_month=True).notna().to_numpy() & left
+        if bare_number(fmt) and not named:
+            continue
+        ok = plausible_dates(values, fmt, allow_month=True).notna().to_numpy() & left
         month_only = fmt not in ("iso", "excel_serial") and "%d" not in fmt
         if counts[ok].sum() >= (1 if month_only and chosen else max(1, 0.02 * total)):
             chosen.append(fmt)
             left &= ~ok
     num = pd.to_numeric(values, errors="coerce")
-    serial = ((num >= _SERIAL_RANGE[0]) & (num <= _SERIAL_RANGE[1])).to_numpy() & left
+    serial = ((num >= _SERIAL_RANGE[0]) & (num <= _SERIAL_RANGE[1])).to_numpy() & left & named
     weak = 1.0
     if serial.any() and (chosen or counts[serial].sum() > 0.9 * total):
         weak = 1.0 if chosen else 0.6  # bare numbers are only weak evidence of dates
@@ -676,6 +762,17 @@ def field_kind(tdef: TableDef, fdef: FieldDef) -> str | None:
     return None
 
 
+@cache
+def _death_names() -> frozenset[str]:
+    words = _vocabulary()["fields"]["vital_status"]["death"]
+    return frozenset(norm_name(str(w)) for w in words)
+
+
+def death_flag(col: str, prof: Profile) -> bool:
+    """A yes/no column named like "died?" (óbito, fallecido, verstorben): yes is dead."""
+    return prof.kinds.get("boolean", 0.0) > 0.9 and name_score(col, _death_names()) >= 0.8
+
+
 def score(tdef: TableDef, fdef: FieldDef, prof: Profile, col: str) -> float:
     """How well column `col` fits field `fdef` (0..1): name evidence and value evidence."""
     named = name_score(col, field_synonyms(tdef.name, fdef.name))
@@ -692,6 +789,8 @@ def score(tdef: TableDef, fdef: FieldDef, prof: Profile, col: str) -> float:
             compat = prof.kinds.get("integer", 0.0)
         if kind == "date" and fdef.type == "date" and prof.date_formats == ["%m/%Y"]:
             compat *= 0.5
+        if kind == "vital_status" and death_flag(col, prof):
+            compat = max(compat, prof.kinds["boolean"])
     if kind != "date" and prof.date_share > 0.8:
         return 0.0  # a column of dates feeds only date fields
     if kind in _SELF_EVIDENT and compat > 0.9:
@@ -739,6 +838,7 @@ def assign(
             if ref is not None:
                 s = max(s, 0.95 * _overlap(cand.profiles[col], ref[0].profiles[ref[1]]))
             matrix[i, j] = s
+    _prefer_key(tdef, cand, keys, fields, cols, matrix)
     rows, cols_idx = linear_sum_assignment(-matrix)
     chosen = {
         fields[i].name: (cols[j], float(matrix[i, j]))
@@ -756,6 +856,33 @@ def assign(
     if stems & names:
         bonus += 1.0
     return TableChoice(tdef, cand, chosen, total * coverage + bonus)
+
+
+def _prefer_key(
+    tdef: TableDef,
+    cand: Candidate,
+    keys: dict[str, tuple[Candidate, str]],
+    fields: list[FieldDef],
+    cols: list[str],
+    matrix: np.ndarray,
+) -> None:
+    """The candidate's detected key feeds the table's key field: when it is named like that key
+    (a record number names a patient), or, unnamed, when no column is named like it and no
+    other table took its key from this candidate."""
+    pk = tdef.primary_key[0]
+    if cand.key is None or pk not in _KEY_FIELDS or pk not in [f.name for f in fields]:
+        return
+    col, by_name = cand.key
+    i, j = [f.name for f in fields].index(pk), cols.index(col)
+    syns = field_synonyms(tdef.name, pk)
+    if by_name and name_score(col, syns) >= 0.8:
+        matrix[i, j] = max(matrix[i, j], 0.95)
+    elif (
+        not by_name
+        and all(c is not cand for c, _ in keys.values())
+        and max(name_score(c, syns) for c in cols) < 0.8
+    ):
+        matrix[i, j] = max(matrix[i, j], 0.6)
 
 
 def _overlap(a: Profile, b: Profile) -> float:
@@ -838,14 +965,17 @@ class Draft:
 
 
 def suggest(source: Path, country: str | None = None) -> Draft:
-    """Draft a mapping for SOURCE; `country` fills the patient country if no column has it."""
+    """Draft a mapping for SOURCE; `country` (`--country`) fills the patient country if no
+    column has it, else a country code in the folder's name."""
     cands = find_candidates(source)
     if not cands:
         raise ReaderError(f"{source}: no readable CSV, xlsx, REDCap or FHIR files found")
     _profile_all(cands)
     _drop_wide_columns(cands)
     choices = choose_tables(cands)
-    country = country or _country_from_path(source)
+    origin = "given by --country"
+    if not country:
+        country, origin = _country_from_path(source), "taken from the folder name"
     notes: dict[tuple, str] = {}
     confidence: dict[tuple[str, str], float] = {}
     sources: dict[str, dict] = {}
@@ -864,7 +994,7 @@ def suggest(source: Path, country: str | None = None) -> Draft:
             names[ref.signature()] = _source_name_for(ref, names)
             sources[names[ref.signature()]] = _source_entry(ref)
         tables[choice.table.name] = _table_entry(
-            choice, src_name, country, notes, confidence, sources[src_name], names
+            choice, src_name, (country, origin), notes, confidence, sources[src_name], names
         )
     _share_date_formats(sources)
     return Draft({"version": 1, "sources": sources, "tables": tables}, notes, confidence)
@@ -934,13 +1064,14 @@ def _source_entry(cand: Candidate) -> dict:
 def _table_entry(
     choice: TableChoice,
     src_name: str,
-    country: str | None,
+    country_from: tuple[str | None, str],
     notes: dict[tuple, str],
     confidence: dict[tuple[str, str], float],
     source: dict,
     names: dict[tuple, str],
 ) -> dict:
     tdef = choice.table
+    country, origin = country_from
     fields: dict[str, dict | str] = {}
     for fdef in tdef.input_fields:
         at = ("tables", tdef.name, "fields", fdef.name)
@@ -970,7 +1101,7 @@ def _table_entry(
                 notes[at] = note
         elif fdef.name == "country" and country:
             fields["country"] = {"constant": country}
-            notes[at] = f"country {country} taken from the folder name"
+            notes[at] = f"country {country} {origin}"
         elif fdef.name == "behaviour" and "morphology" in choice.fields:
             continue  # taken from the morphology code (9836/3)
         elif fdef.required and (fallback := _fallback(choice, fdef)) is not None:
@@ -1053,6 +1184,12 @@ def _field_entry(
             entry["missing"] = numeric_tokens
         if set(prof.date_formats) & set(undecided or []):
             notes.append("TODO day/month order undecided, see this source's date_formats")
+    if kind == "vital_status" and not codes and death_flag(col, prof):
+        said = value_words("boolean")
+        died = {
+            v: "dead" if said.get(v.casefold()) == "true" else "alive" for v in prof.counts.index
+        }
+        return {**entry, "values": died}, f"'{col}' says whether the patient died: yes is dead"
     if kind in _VALUE_KINDS or kind == "boolean" or fdef.allowed:
         vmap, unknown = _value_map(kind, fdef, prof, codes)
         if vmap:

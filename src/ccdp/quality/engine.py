@@ -67,6 +67,27 @@ def key_expr(
     return parts[0] if len(parts) == 1 else f"concat_ws('|', {', '.join(parts)})"
 
 
+def _conflicts_sql(tdef: TableDef) -> str:
+    """Aggregate SQL over rows sharing a key: the fields whose values differ, as written
+    ('morphology 9836/3 vs 9837/3; sex 1 vs 2'), or '' when the rows are identical. A
+    morphology is shown with its behaviour, as ICD-O-3 writes it."""
+    names = {f.name for f in tdef.input_fields}
+    parts = []
+    for f in tdef.input_fields:
+        if f.name in tdef.primary_key or (f.name == "behaviour" and "morphology" in names):
+            continue
+        value = f"coalesce({q(raw_column(f))}, '(empty)')"
+        if f.name == "morphology" and "behaviour" in names:
+            behaviour = q(raw_column(tdef.field("behaviour")))
+            slash = f"CASE WHEN {behaviour} IS NULL THEN '' ELSE '/' || {behaviour} END"
+            value = f"concat({value}, {slash})"
+        parts.append(
+            f"CASE WHEN count(DISTINCT {value}) > 1 THEN {lit(f.name + ' ')} || "
+            f"string_agg(DISTINCT {value}, ' vs ' ORDER BY {value}) END"
+        )
+    return f"concat_ws('; ', {', '.join(parts)})" if parts else "''"
+
+
 def _escaped(raw: str) -> str:
     """SQL of a text value with control characters written as JSON escapes (NUL -> \\u0000)."""
     js = f"CAST(to_json({raw}) AS VARCHAR)"
@@ -344,21 +365,42 @@ class EditRun:
     # -- keys -------------------------------------------------------------------------------------
     def _duplicates(self, tdef: TableDef, work: str) -> None:
         """Rows whose key an earlier row already has; keys are grouped first, so the window
-        ranking runs only over the (usually absent) duplicated keys."""
-        edit = edits_by_check("duplicate_key")[0]
+        ranking runs only over the (usually absent) duplicated keys. Identical rows: the first
+        is kept. Rows that differ in some field: every one is quarantined, naming the values
+        (`key.conflict` for the first), since nothing says which one is right."""
+        edit, conflict = edits_by_check("duplicate_key")[:2]
         cols = [q(raw_column(tdef.field(k))) for k in tdef.primary_key]
         keys = ", ".join(cols)
         on = " AND ".join(f"w.{c} IS NOT DISTINCT FROM d.{c}" for c in cols)
+        # only the rows of duplicated keys are compared
+        dups = (
+            f"(SELECT w.* FROM {q(work)} w SEMI JOIN (SELECT {keys} FROM {q(work)} GROUP BY ALL "
+            f"HAVING count(*) > 1) d ON {on})"
+        )
         ranked = (
-            f"(SELECT w.*, row_number() OVER win AS _rank, first_value(w._source_file) OVER win "
-            f"AS _f1, first_value(w._source_row) OVER win AS _r1 FROM {q(work)} w SEMI JOIN "
-            f"(SELECT {keys} FROM {q(work)} GROUP BY ALL HAVING count(*) > 1) d ON {on} "
+            f"(SELECT w.*, d._conflict, row_number() OVER win AS _rank, first_value("
+            f"w._source_file) OVER win AS _f1, first_value(w._source_row) OVER win AS _r1 FROM "
+            f"{dups} w JOIN (SELECT {keys}, {_conflicts_sql(tdef)} AS _conflict FROM {dups} "
+            f"GROUP BY ALL) d ON {on} "
             f"WINDOW win AS (PARTITION BY {', '.join('w.' + c for c in cols)} ORDER BY w._row)"
             ") AS r"
         )
-        text = "concat('duplicates the key of ', r._f1, ' row ', CAST(r._r1 AS VARCHAR))"
+        text = (
+            "CASE WHEN r._conflict <> '' THEN concat('duplicate key with conflicting values (', "
+            "r._conflict, '); every row with this key is quarantined') ELSE "
+            "concat('duplicates the key of ', r._f1, ' row ', CAST(r._r1 AS VARCHAR)) END"
+        )
         shown = "/".join(tdef.primary_key)
         self._insert(tdef.name, edit, shown, key_expr(tdef), text, ranked, "r._rank > 1")
+        self._insert(
+            tdef.name,
+            conflict,
+            shown,
+            key_expr(tdef),
+            text,
+            ranked,
+            "r._rank = 1 AND r._conflict <> ''",
+        )
 
     def _effective_parents(self) -> None:
         """View eff_<parent> for every parent a work table reaches (see `_effective_parent`)."""
