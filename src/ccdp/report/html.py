@@ -65,10 +65,13 @@ def result_frame(result: Any) -> pd.DataFrame:
 
 
 def worded(frame: pd.DataFrame) -> pd.DataFrame:
-    """The values of grouping columns (view variables) in words: 'Leukaemias (I)', not 'I'."""
+    """The values of grouping columns (view variables) and a model's terms in words:
+    'Leukaemias (I)', not 'I'; 'Arm: B', not 'arm[B]'."""
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype == object and str(col) in view_variables():
+        if col == "term":
+            out[col] = [model_term_label(str(t)) for t in out[col]]
+        elif out[col].dtype == object and str(col) in view_variables():
             out[col] = [v if v is None else value_label(str(col), v) for v in out[col]]
     return out
 
