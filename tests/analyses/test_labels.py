@@ -313,3 +313,12 @@ def test_group_labels_word_each_part() -> None:
     assert group_label("I, male", ["iccc_group", "sex"]) == "Leukaemias (I), male"
     assert group_label("all", []) == "all"
     assert variable_label("ci_low") == "95% CI lower"
+
+
+def test_count_tables_in_the_cli_read_as_words() -> None:
+    rng = np.random.default_rng(7)
+    frame = survival_frame(rng, 300, iccc_group=["I", "II"], age_group=["10-14", "1-4", "5-9"])
+    text = rich_text(federate("crosstab", {"by": ["iccc_group", "age_group"]}, [frame]))
+    assert_worded(text)
+    assert "Leukaemias (I)" in text and "Lymphomas (II)" in text
+    assert text.index("1-4") < text.index("5-9") < text.index("10-14")

@@ -108,7 +108,7 @@ def test_km_study_from_the_form_to_its_plot_tables_and_downloads(
     summary = list(
         csv.reader(io.StringIO(httpx.get(base + "/result.csv?table=summary", cookies=cookies).text))
     )
-    assert summary[0][:3] == ["group", "n", "events"] and len(summary) == len(groups) + 1
+    assert summary[0][:3] == ["Country", "n", "events"] and len(summary) == len(groups) + 1
     png = httpx.get(base + "/plots/0.png", cookies=cookies)
     assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     svg = httpx.get(base + "/plots/0.svg", cookies=cookies)

@@ -15,7 +15,8 @@ import pandas as pd
 from rich.table import Table
 
 from ccdp.analyses._render import pval
-from ccdp.cohort.labels import column_label
+from ccdp.cohort.labels import column_label, value_label
+from ccdp.cohort.view import view_variables
 from ccdp.wire.levels import sort_key
 
 __all__ = ["pval"]  # p-values as journals print them, for the report and the pages too
@@ -43,16 +44,22 @@ def cell_3sig_grouped(value: Any) -> str:
 
 
 def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich Table of a DataFrame (index levels become leading columns)."""
+    """A rich Table of a DataFrame (index levels become leading columns), its headings and the
+    values of its grouping columns (view variables) in words."""
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     table = Table(title=title)
+    words = [str(c) in view_variables() and frame[c].dtype == object for c in frame.columns]
     for col in frame.columns:
-        table.add_column(
-            column_label(col), justify="right" if frame[col].dtype.kind in "iuf" else "left"
-        )
+        right = frame[col].dtype.kind in "iuf"
+        table.add_column(column_label(col), justify="right" if right else "left")
     for row in frame.itertuples(index=False):
-        table.add_row(*(cell_4sig(v) for v in row))
+        table.add_row(
+            *(
+                value_label(str(c), v) if w and isinstance(v, str) else cell_4sig(v)
+                for c, w, v in zip(frame.columns, words, row, strict=True)
+            )
+        )
     return table
 
 
