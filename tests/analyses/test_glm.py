@@ -134,7 +134,7 @@ def test_result_forms_and_errors() -> None:
     frames = split(df, 2, np.random.default_rng(0))
     result = federate("logistic", {"outcome": "os_event", "covariates": ["risk_group"]}, frames)
     text = str(result)
-    assert "Logistic regression of Death" in text and "Risk group: standard" in text
+    assert "Logistic regression of OS event (death)" in text and "Risk group: standard" in text
     assert "OR" in text and "deviance" in text
     frame = result.to_frame()
     assert list(frame.columns) == ["coef", "se", "estimate", "ci_low", "ci_high", "p"]
