@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ccdp.disclosure.consent_note import CONSENT_NOTE
-from ccdp.web.governance import shown_refusals
+from ccdp.report.html import shown_refusals
 from ccdp.web.plots import node_rows, result_figures, result_tables
 from tests.analyses.federate import federate, split
 from tests.analyses.test_labels import FORBIDDEN, arm_frame, survival_frame
@@ -81,7 +81,7 @@ def test_the_boards_list_leaves_out_answers_whose_only_note_is_a_zero_consent_li
         },
     ]
     shown = shown_refusals(studies)
-    assert [s["study"] for s in shown] == ["b"]  # newest first; study a says nothing
+    assert [s["study"] for s in shown] == ["b"]  # study a says nothing
     assert [(n["node"], n["reason"]) for n in shown[0]["nodes"]] == [
         ("DE", "too few"),
         ("KE", f"{CONSENT_NOTE}: 9"),

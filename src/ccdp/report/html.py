@@ -150,6 +150,18 @@ def shown_reason(reason: str | None) -> str | None:
     return "; ".join(parts) or None
 
 
+def shown_refusals(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The board's list (hub `refusals`) without what says nothing: a node that answered with only
+    'excluded by their consent (DUO): 0' is no refusal, and a study left without one is gone."""
+    out = []
+    for study in studies:
+        nodes = [{**n, "reason": shown_reason(n.get("reason"))} for n in study.get("nodes") or []]
+        nodes = [n for n in nodes if n["reason"] or n.get("status") != "answered"]
+        if nodes:
+            out.append({**study, "nodes": nodes})
+    return out
+
+
 def dash_note(result: Any) -> str:
     """What a dash means in this table, so a suppressed count is never read as missing data."""
     if getattr(result, "groups", None):

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ccdp.report.html import shown_reason
+from ccdp.report.html import shown_refusals
 from ccdp.web.hubapi import ApiError
 from ccdp.web.pages import Forbidden, Signed, api, checked_form, need_page, render
 from ccdp.wire.data_use import DataUse
@@ -227,18 +227,6 @@ def project_view(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def shown_refusals(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The board's list, newest first, without what says nothing: a node that answered with only
-    'excluded by their consent (DUO): 0' is no refusal, and a study left without one is gone."""
-    out = []
-    for study in reversed(studies):
-        nodes = [{**n, "reason": shown_reason(n.get("reason"))} for n in study.get("nodes") or []]
-        nodes = [n for n in nodes if n["reason"] or n.get("status") != "answered"]
-        if nodes:
-            out.append({**study, "nodes": nodes})
-    return out
-
-
 # -- pages ----------------------------------------------------------------------------------
 async def governance_context(request: Request, who: Signed) -> dict[str, Any]:
     hub = api(request, who)
@@ -248,7 +236,8 @@ async def governance_context(request: Request, who: Signed) -> dict[str, Any]:
     refusals: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
     if who.role in ("board", "admin"):
-        refusals = shown_refusals(await hub.get("/api/board/refusals"))[:20]  # newest first
+        shown = shown_refusals(await hub.get("/api/board/refusals"))
+        refusals = list(reversed(shown))[:20]  # newest first
         alerts = alert_rows(await hub.get("/api/board/alerts", limit=50))  # newest first
     return {"pending": pending, "others": others, "refusals": refusals, "alerts": alerts}
 
