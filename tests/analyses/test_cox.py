@@ -166,7 +166,7 @@ def test_result_forms() -> None:
     assert list(frame.columns) == ["coef", "se", "hr", "ci_low", "ci_high", "p"]
     np.testing.assert_allclose(frame["hr"], np.exp(frame["coef"]))
     text = str(result)
-    assert "Cox proportional hazards" in text and "risk_group[standard]" in text
+    assert "Cox proportional hazards" in text and "Risk group: standard" in text
     assert "n = 200" in text
 
 

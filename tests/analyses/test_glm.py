@@ -134,11 +134,11 @@ def test_result_forms_and_errors() -> None:
     frames = split(df, 2, np.random.default_rng(0))
     result = federate("logistic", {"outcome": "os_event", "covariates": ["risk_group"]}, frames)
     text = str(result)
-    assert "Logistic regression of os_event" in text and "risk_group[standard]" in text
+    assert "Logistic regression of OS event (death)" in text and "Risk group: standard" in text
     assert "OR" in text and "deviance" in text
     frame = result.to_frame()
     assert list(frame.columns) == ["coef", "se", "estimate", "ci_low", "ci_high", "p"]
-    assert result.plot().axes[0].get_xlabel() == "odds ratio (95% CI)"
+    assert result.plot().axes[0].get_xlabel() == "Odds ratio (95% CI, log scale)"
     with pytest.raises(ValidationError, match="cannot be a binary"):
         federate("logistic", {"outcome": "os_time", "covariates": ["sex"]}, frames)
     with pytest.raises(AnalysisError, match="must be 0/1"):

@@ -182,7 +182,9 @@ def test_efs_outcome_and_frame_and_text() -> None:
         frame["survival"], kmf.survival_function_.iloc[:, 0].loc[frame["time"]], atol=TOL
     )
     text = str(result)
-    assert "Kaplan–Meier EFS" in text and "median" in text and " 200 " in text
+    assert (
+        "Kaplan–Meier: Event-free survival" in text and "median (years)" in text and " 200 " in text
+    )
 
 
 def test_released_rows_each_hold_min_cell_subjects() -> None:

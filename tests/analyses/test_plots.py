@@ -41,7 +41,10 @@ def test_forest_plot_has_one_row_per_term(tmp_path) -> None:
     )
     fig = result.plot()
     (ax,) = fig.axes
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["arm[placebo]", "wbc_at_diagnosis"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "Arm: placebo",
+        "White cell count at diagnosis (10⁹/L)",
+    ]
     assert ax.get_xscale() == "log"
     fig.savefig(tmp_path / "forest.png")
     assert (tmp_path / "forest.png").stat().st_size > 5_000
@@ -72,8 +75,8 @@ def test_relapse_efs_plot_reads_from_first_relapse_in_time_order_with_whole_year
     assert [g.group for g in result.groups] == ["very_early", "early", "late"]
     ax, risk_ax = result.plot().axes
     assert risk_ax.get_xlabel() == "years since first relapse"
-    legend = [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()]
-    assert legend == ["very_early", "early", "late"]
+    legend = [t.get_text().split(" (n=")[0] for t in ax.get_legend().get_texts()]
+    assert legend == ["Very early relapse", "Early relapse", "Late relapse"]
     ticks = risk_ax.get_xticks()
     assert len(ticks) >= 3 and np.allclose(ticks, np.round(ticks)) and ticks[0] == 0
     # numbers at risk stand at those whole years

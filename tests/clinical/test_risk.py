@@ -320,7 +320,7 @@ def test_groups_usable_in_by_and_cohort(synth):
         InProcessTransport(stores),
     )
     assert all(s.status == "answered" for s in res.nodes.values())
-    assert "relapse_risk[SR]" in str(res.result)
+    assert "Relapse risk (IntReALL): Standard risk (SR)" in str(res.result)
 
 
 def test_km_by_strategic_group_through_ccdp_run(synth, tmp_path):

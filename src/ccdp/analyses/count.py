@@ -79,9 +79,11 @@ class CountResult(AnalysisResult):
 
     def __rich__(self) -> Any:
         from ccdp.analyses.tables import frame_table
+        from ccdp.cohort.labels import variable_label
 
         total = "suppressed" if self.total is None else self.total
-        title = f"{self.unit} by {', '.join(self.by) or '(all)'}: total {total}"
+        by = ", ".join(variable_label(b) for b in self.by) or "(all)"
+        title = f"{self.unit} by {by}: total {total}"
         if self.suppressed_cells:
             title += f", {self.suppressed_cells} cell(s) suppressed at a node"
         if self.unlisted_cells:

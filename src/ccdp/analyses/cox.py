@@ -71,6 +71,8 @@ from ccdp.analyses.event_data import (
     times_method,
 )
 from ccdp.analyses.node_data import NodeData
+from ccdp.analyses.tables import ratio_ci, term_order
+from ccdp.cohort.labels import model_term_label, reference_label, term_label
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError, MalformedSummary
 from ccdp.wire.records import Records
@@ -154,15 +156,13 @@ class CoxResult(NotedResult):
     reference: dict[str, str] = Field(default_factory=dict)
 
     def reference_text(self) -> str:
-        """'reference levels: arm = A, sex = female' (empty without categorical terms)."""
-        if not self.reference:
-            return ""
-        return "reference levels: " + ", ".join(f"{k} = {v}" for k, v in self.reference.items())
+        """'reference levels: Arm = A, Sex = female' (empty without categorical terms)."""
+        return reference_label(self.reference)
 
     def __rich__(self) -> Table:
         strata = self.strata if isinstance(self.strata, str) else ", ".join(self.strata) or "none"
         t = Table(
-            title=f"Cox proportional hazards, {self.outcome.upper()} ({self.ties} ties, "
+            title=f"Cox proportional hazards: {term_label(self.outcome)} ({self.ties} ties, "
             f"strata: {strata})",
             caption=(escape(self.reference_text()) + "\n" if self.reference else "")
             + f"n = {self.n}, events = {self.events}, log partial likelihood = "
@@ -171,15 +171,15 @@ class CoxResult(NotedResult):
             + ("" if self.converged else "\nNOT CONVERGED")
             + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
-        for col in ("term", "coef", "se", "HR", "95% CI", "p"):
+        for col in ("term", "coef", "se", "HR (95% CI)", "p"):
             t.add_column(col, justify="left" if col == "term" else "right")
-        for c in self.coefficients:
+        terms = self.coefficients
+        for c in (terms[i] for i in term_order([c.term for c in terms])):
             t.add_row(
-                escape(c.term),
-                num(c.coef, 4),
-                num(c.se, 4),
-                num(c.hr),
-                f"{num(c.ci_low)}–{num(c.ci_high)}",
+                escape(model_term_label(c.term)),
+                num(c.coef),
+                num(c.se),
+                ratio_ci(c.hr, c.ci_low, c.ci_high),
                 pval(c.p),
             )
         return t

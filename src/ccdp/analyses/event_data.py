@@ -3,6 +3,7 @@ group labels, complete cases and the JSON wire form of arrays."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 from pydantic import Field
 
 from ccdp.analyses.base import AnalysisResult
+from ccdp.cohort.labels import group_label, variable_label
 from ccdp.wire.errors import AnalysisError, InsufficientData
 
 TimeUnit = Literal["day", "week", "month"]
@@ -101,13 +103,24 @@ def times_method(grouped: bool, unit: str = "day") -> dict[str, Any]:
     }
 
 
+_COMPLETE = "complete cases: rows without a value of {} left out, so n can differ from other "
+_COMPLETE_TAIL = "analyses of the same cohort"
+_COMPLETE_RE = re.compile(r"^complete cases: rows without a value of (.*) left out, (so n .*)$")
+
+
 def complete_case_note(columns: list[str]) -> str:
     """Why n may differ between analyses of one cohort: each uses its own complete cases. No
     count of the left-out rows (a count under min_cell would be a new small cell)."""
-    return (
-        f"complete cases: rows without a value of {', '.join(columns)} left out, so n can "
-        "differ from other analyses of the same cohort"
-    )
+    return _COMPLETE.format(", ".join(columns)) + _COMPLETE_TAIL
+
+
+def worded_complete_cases(note: str) -> str:
+    """The complete-case note with its variables in words (the JSON keeps their names)."""
+    m = _COMPLETE_RE.match(note)
+    if m is None:
+        return note
+    names = ", ".join(variable_label(c) for c in m.group(1).split(", "))
+    return f"complete cases: rows without a value of {names} left out, {m.group(2)}"
 
 
 def excluded_nodes(summaries: dict[str, Any], groups: dict[str, set[str]]) -> dict[str, list[str]]:
@@ -123,9 +136,10 @@ def excluded_nodes(summaries: dict[str, Any], groups: dict[str, set[str]]) -> di
     return out
 
 
-def method_text(method: dict[str, Any]) -> str:
+def method_text(method: dict[str, Any], by: list[str] | None = None) -> str:
     """A result's method note in words (CLI, HTML report, dashboard); one helper for every
-    survival and regression result. Empty when there is nothing to say."""
+    survival and regression result, groups (of `by`) and variables in words. Empty when there
+    is nothing to say."""
     lines = []
     times = method.get("times")
     grid = method.get("grid")
@@ -140,9 +154,11 @@ def method_text(method: dict[str, Any]) -> str:
             "the exact rows."
         )
     for group, nodes in (method.get("excluded") or {}).items():
-        lines.append(f"{group}: excludes {', '.join(nodes)} (none there, or too few to release).")
+        name = group_label(group, by or [])
+        lines.append(f"{name}: excludes {', '.join(nodes)} (none there, or too few to release).")
     if method.get("complete_cases"):
-        lines.append(str(method["complete_cases"]).capitalize() + ".")
+        note = worded_complete_cases(str(method["complete_cases"]))
+        lines.append(note[:1].upper() + note[1:] + ".")
     return "\n".join(lines)
 
 
@@ -159,4 +175,5 @@ class NotedResult(AnalysisResult):
     method: dict[str, Any] = Field(default_factory=dict)  # empty: not said (older results)
 
     def method_text(self) -> str:
-        return method_text(self.method)
+        by = getattr(self, "by", None)
+        return method_text(self.method, by if isinstance(by, list) else None)

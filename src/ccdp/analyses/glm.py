@@ -45,6 +45,8 @@ from ccdp.analyses.event_data import (
     survival_columns,
 )
 from ccdp.analyses.node_data import NodeData
+from ccdp.analyses.tables import ratio_ci, term_order
+from ccdp.cohort.labels import model_term_label, variable_label
 from ccdp.cohort.variables import check_variable, check_variables
 from ccdp.wire.errors import AnalysisError, InsufficientData
 from ccdp.wire.summary import AggregatePart, PartSpec, Summary
@@ -126,7 +128,7 @@ class GLMResult(NotedResult):
         ratio = "OR" if self.analysis == "logistic" else "RR"
         title = "Logistic regression" if self.analysis == "logistic" else "Poisson regression"
         t = Table(
-            title=f"{title} of {self.outcome}",
+            title=f"{title} of {variable_label(self.outcome)}",
             caption=f"n = {self.n}, deviance = {self.deviance:.4f} on {self.df_resid} df, "
             f"null deviance = {self.null_deviance:.4f}, log-likelihood = {self.loglik:.4f}, "
             f"AIC = {self.aic:.2f}\nlikelihood-ratio test χ² = {self.lr_chi2:.3f} on "
@@ -135,15 +137,15 @@ class GLMResult(NotedResult):
             + ("" if self.converged else "\nNOT CONVERGED")
             + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
-        for col in ("term", "coef", "se", ratio, "95% CI", "p"):
+        for col in ("term", "coef", "se", f"{ratio} (95% CI)", "p"):
             t.add_column(col, justify="left" if col == "term" else "right", no_wrap=col == "term")
-        for c in self.coefficients:
+        terms = self.coefficients
+        for c in (terms[i] for i in term_order([c.term for c in terms])):
             t.add_row(
-                escape(c.term),
-                num(c.coef, 4),
-                num(c.se, 4),
-                num(c.estimate),
-                f"{num(c.ci_low)}–{num(c.ci_high)}",
+                escape(model_term_label(c.term)),
+                num(c.coef),
+                num(c.se),
+                ratio_ci(c.estimate, c.ci_low, c.ci_high),
                 pval(c.p),
             )
         return t

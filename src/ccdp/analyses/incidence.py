@@ -24,6 +24,7 @@ from scipy import stats
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.node_data import NodeData
+from ccdp.cohort.labels import term_label, value_label, variable_label
 from ccdp.cohort.spec import CohortError
 from ccdp.cohort.variables import check_variables
 from ccdp.terminology.populations import AGE_RANGES, standard_weights
@@ -98,7 +99,8 @@ class IncidenceResult(AnalysisResult):
         """The period and interval methods in a sentence, for a table's caption."""
         years = f"years of diagnosis {self.period[0]}–{self.period[1]}; " if self.period else ""
         return (
-            f"{years}ages {self.ages}, per million person-years, standardised to {self.standard}; "
+            f"{years}ages {self.ages}, per million person-years, standardised to "
+            f"{term_label(self.standard)}; "
             f"{self.level:.0%} CI: {CI_METHODS.get(self.ci, self.ci)} for the ASR, "
             f"{CRUDE_CI_METHOD} for crude rates"
         )
@@ -124,11 +126,12 @@ class IncidenceResult(AnalysisResult):
         pct = f"{self.level:.0%}"
         table = Table(
             title=f"Incidence per million person-years, ages {self.ages} "
-            f"({self.standard}, {self.ci.replace('_', '-')} {pct} CI)",
+            f"({term_label(self.standard)}, {self.ci.replace('_', '-')} {pct} CI)",
             caption=self.method_text(),
         )
         for col in [*self.by, "cases", "person-years", f"crude ({pct} CI)", f"ASR ({pct} CI)"]:
-            table.add_column(col, justify="left" if col in self.by else "right")
+            head = variable_label(col) if col in self.by else col
+            table.add_column(head, justify="left" if col in self.by else "right")
 
         def rate(r: dict, key: str) -> str:
             if r[key] is None:
@@ -138,7 +141,7 @@ class IncidenceResult(AnalysisResult):
         for r in self.rows:
             cases = "suppressed" if r["cases"] is None else str(r["cases"])
             table.add_row(
-                *(str(r[b]) for b in self.by),
+                *(value_label(b, r[b]) for b in self.by),
                 cases,
                 f"{r['person_years']:,.0f}",
                 rate({**r, "crude": r["crude_rate"]}, "crude"),

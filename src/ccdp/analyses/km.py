@@ -33,7 +33,6 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import ndtri
 
-from ccdp.analyses._render import num
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, plural
 from ccdp.analyses.event_data import (
     UNIT_DAYS,
@@ -51,6 +50,9 @@ from ccdp.analyses.event_data import (
     times_method,
 )
 from ccdp.analyses.node_data import NodeData
+from ccdp.analyses.tables import NOT_REACHED, survival_ci, years_ci
+from ccdp.analyses.tables import years as years_text
+from ccdp.cohort.labels import group_label, term_label, variable_label
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError
 from ccdp.wire.levels import label_key
@@ -116,47 +118,50 @@ class KMResult(NotedResult):
         origin = "first relapse" if self.outcome.startswith("relapse_") else "diagnosis"
         return (YEAR_DAYS, f"years since {origin}") if years else (1.0, f"days since {origin}")
 
-    def summary_rows(self, years: bool = False) -> list[dict[str, str]]:
-        """Per group: n, events, median with its 95% CI (in years or days) and the landmark
-        survivals with theirs, formatted once for the CLI and the HTML report alike."""
-        scale, _ = self.time_scale(years)
-        unit = "years" if years else "days"
+    def group_heading(self) -> str:
+        """The group column's heading: the grouping variables in words."""
+        return ", ".join(variable_label(b) for b in self.by) or "Group"
+
+    def summary_rows(self) -> list[dict[str, str]]:
+        """Per group (in words): n, events, median with its 95% CI in years and the landmark
+        survivals (%) with theirs, formatted once for the CLI, the report and the dashboard."""
         rows = []
         for g in self.groups:
             row = {
-                "group": g.group,
+                self.group_heading(): group_label(g.group, self.by),
                 "n": str(g.n),
                 "events": str(g.events),
-                f"median ({unit})": nr(g.median, scale),
-                "95% CI": f"{nr(g.median_ci_low, scale)}–{nr(g.median_ci_high, scale)}",
+                "median (years)": years_text(g.median, YEAR_DAYS),
+                "95% CI": years_ci(g.median_ci_low, g.median_ci_high, YEAR_DAYS),
             }
             for m in g.survival_at:
-                row[f"{m.years:g} y (95% CI)"] = with_ci(m.survival, m.ci_low, m.ci_high)
+                row[landmark_heading(m.years)] = with_ci(m.survival, m.ci_low, m.ci_high)
             rows.append(row)
         return rows
 
     def __rich__(self) -> Group:
-        grid = "" if self.time_unit == "day" else f", {self.time_unit}ly grid"
+        grid = "" if self.time_unit == "day" else f"; times on a {self.time_unit}ly grid"
+        outcome = term_label(self.outcome)
         head = Table(
-            title=f"Kaplan–Meier {self.outcome.upper()} (times in days{grid}; 95% CI log-log)",
-            caption="NR: not reached"
+            title=f"Kaplan–Meier: {outcome} (medians in years{grid}; 95% CI log-log)",
+            caption=f"{NOT_REACHED}: the curve stays above 50%"
             + (f"\n{escape(self.method_text())}" if self.method_text() else ""),
         )
-        rows = self.summary_rows(years=False)
-        columns = ("group", "n", "events", "median (days)", "95% CI")
-        for col in columns:
-            head.add_column(col, justify="left" if col == "group" else "right")
+        rows = self.summary_rows()
+        columns = (self.group_heading(), "n", "events", "median (years)", "95% CI")
+        for i, col in enumerate(columns):
+            head.add_column(escape(col), justify="left" if i == 0 else "right")
         for row in rows:
             head.add_row(*(escape(row[c]) for c in columns))
-        land = Table(title=f"{self.outcome.upper()} at 1, 3 and 5 years")
-        for col in ("group", "years", "survival (95% CI)"):
-            land.add_column(col, justify="left" if col == "group" else "right")
+        land = Table(title=f"{outcome} at 1, 3 and 5 years")
+        for i, col in enumerate((self.group_heading(), "years", "survival, % (95% CI)")):
+            land.add_column(escape(col), justify="left" if i == 0 else "right")
         for g, row in zip(self.groups, rows, strict=True):
             for i, m in enumerate(g.survival_at):
                 land.add_row(
-                    escape(g.group) if i == 0 else "",
+                    escape(row[columns[0]]) if i == 0 else "",
                     f"{m.years:g}",
-                    row[f"{m.years:g} y (95% CI)"],
+                    row[landmark_heading(m.years)],
                 )
         return Group(head, land)
 
@@ -203,18 +208,14 @@ class KMResult(NotedResult):
         return km_plot(self, **kw)
 
 
-def nr(days: float | None, scale: float = 1.0) -> str:
-    """A median or its bound in days (or in years with scale 365.25), or NR (not reached)."""
-    if days is None:
-        return "NR"
-    return f"{days:g}" if scale == 1.0 else f"{days / scale:.2f}"
+def landmark_heading(at_years: float) -> str:
+    """The column of a landmark survival: '5-year survival (95% CI)'."""
+    return f"{at_years:g}-year survival (95% CI)"
 
 
 def with_ci(value: float | None, low: float | None, high: float | None) -> str:
-    """An estimate with its interval, '0.812 (0.760–0.855)'; '—' when not estimable."""
-    if value is None:
-        return "—"
-    return f"{num(value)} ({num(low)}–{num(high)})"
+    """A survival with its interval, '81.2% (76.0–85.5)' (`_render.survival_ci`)."""
+    return survival_ci(value, low, high)
 
 
 def event_table_part(data: NodeData, outcome: str, by: list[str], unit: str) -> EventTimesPart:

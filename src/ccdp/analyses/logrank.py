@@ -28,6 +28,7 @@ from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult, Done, p
 from ccdp.analyses.event_data import NotedResult, SurvivalOutcome, TimeUnit, survival_columns
 from ccdp.analyses.km import event_method, event_table_part, event_table_spec, pooled_event_table
 from ccdp.analyses.node_data import NodeData
+from ccdp.cohort.labels import group_label, term_label, variable_label
 from ccdp.cohort.variables import check_variables
 from ccdp.wire.errors import AnalysisError
 from ccdp.wire.levels import label_key
@@ -65,15 +66,22 @@ class LogrankResult(NotedResult):
 
     def __rich__(self) -> Table:
         t = Table(
-            title=f"Log-rank test, {self.outcome.upper()}: χ² = {self.chi2:.3f}, "
+            title=f"Log-rank test, {term_label(self.outcome)}: χ² = {self.chi2:.3f}, "
             f"df = {self.df}, p = {pval(self.p)}",
             caption=self.method_text() or None,
         )
-        for col in ("group", "n", "observed", "expected", "O/E"):
-            t.add_column(col, justify="left" if col == "group" else "right")
+        heading = ", ".join(variable_label(b) for b in self.by) or "Group"
+        for col in (heading, "n", "observed", "expected", "O/E"):
+            t.add_column(escape(col), justify="left" if col == heading else "right")
         for g in self.groups:
             ratio = g.observed / g.expected if g.expected > 0 else None
-            t.add_row(escape(g.group), str(g.n), str(g.observed), num(g.expected, 2), num(ratio, 2))
+            t.add_row(
+                escape(group_label(g.group, self.by)),
+                str(g.n),
+                str(g.observed),
+                num(g.expected, 2),
+                num(ratio, 2),
+            )
         return t
 
     def brief(self) -> str:

@@ -38,6 +38,8 @@ class ViewVariable(BaseModel):
     levels: list[str | int] | str | None = None
     band: str | None = None
     rows: Rows = "tumours"
+    label: str | None = Field(None, description="the variable's name for people")
+    labels: dict[str, str] | None = Field(None, description="words for values (else the value)")
     description: str
     derivation: str
 
@@ -51,6 +53,10 @@ class ViewVariable(BaseModel):
             raise ValueError(f"{self.name}: only categorical variables have declared levels")
         if self.band is not None and self.var_class not in ("numeric", "time", "date"):
             raise ValueError(f"{self.name}: only numeric, time and date variables have a band")
+        if self.labels and isinstance(self.levels, list):
+            stray = sorted(set(self.labels) - {str(v) for v in self.levels})
+            if stray:
+                raise ValueError(f"{self.name}: labels for values not declared: {stray}")
         return self
 
 

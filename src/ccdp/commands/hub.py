@@ -291,6 +291,9 @@ def refusals(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    from ccdp.report.html import shown_refusals
+
+    rows = shown_refusals(rows)  # a zero consent line on an answer is not worth a line
     if not rows:
         typer.echo("no refusals or withheld parts" + (f" in project {project}" if project else ""))
         return

@@ -7,6 +7,8 @@ import numpy as np
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.perturb import cell_keys, perturb_counts
 
+CONSENT_NOTE = "consent: patients of this cohort excluded by their consent (DUO)"
+
 
 def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, list[np.ndarray]]:
     """The note saying how many of the cohort's patients their consent excluded (a project's
@@ -16,8 +18,7 @@ def release_excluded(members: np.ndarray, ctx: DisclosureContext) -> tuple[str, 
     note and the set to record with the answer (empty when the count is withheld or zero).
     In the feasibility tier (`ctx.perturbs`) the count is published perturbed by the cell-key
     method instead, as every count of that tier is: nothing is withheld because of the data."""
-    policy, n = ctx.policy, int(members.size)
-    head = "consent: patients of this cohort excluded by their consent (DUO)"
+    policy, n, head = ctx.policy, int(members.size), CONSENT_NOTE
     if ctx.perturbs:  # the feasibility tier: perturbed like its other counts, never withheld
         key = cell_keys([np.unique(members)], ctx.salt)
         shown = int(perturb_counts(np.array([n]), key, policy.noise, policy.min_cell)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ccdp.model.schema import FieldDef, Model, load_model
 
@@ -60,8 +61,12 @@ def to_markdown(model: Model | None = None) -> str:
 
 
 def to_json(model: Model | None = None) -> str:
-    """The dictionary as JSON (the model itself, serialised). Value labels are left out: they
-    serve the pages' wording, and the dictionary's JSON keeps the shape its readers know."""
+    """The dictionary as JSON (the model itself, serialised). Value labels and terms are left
+    out: they serve the pages' wording, and the dictionary's JSON keeps the shape its readers
+    know."""
     model = model or load_model()
-    exclude = {"tables": {"__all__": {"fields": {"__all__": {"labels"}}}}}
+    exclude: dict[str, Any] = {
+        "terms": True,
+        "tables": {"__all__": {"fields": {"__all__": {"labels"}}}},
+    }
     return json.dumps(model.model_dump(mode="json", exclude_none=True, exclude=exclude), indent=2)

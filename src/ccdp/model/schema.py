@@ -121,6 +121,9 @@ class Model(BaseModel):
 
     version: int
     tables: dict[str, TableDef]
+    terms: dict[str, str] = Field(
+        default_factory=dict, description="words for machine names that are not fields"
+    )
 
     def table(self, name: str) -> TableDef:
         try:
@@ -133,6 +136,10 @@ class Model(BaseModel):
     @property
     def table_names(self) -> list[str]:
         return list(self.tables)
+
+    def term(self, name: str) -> str:
+        """The words for a machine name (an outcome, a standard, a column), else the name."""
+        return self.terms.get(name, name)
 
     @model_validator(mode="after")
     def _identifiers_join(self) -> Model:
@@ -157,4 +164,4 @@ def load_model() -> Model:
     text = resources.files("ccdp.model").joinpath("cdm.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     tables = {name: TableDef(name=name, **spec) for name, spec in raw["tables"].items()}
-    return Model(version=raw["version"], tables=tables)
+    return Model(version=raw["version"], tables=tables, terms=raw.get("terms") or {})

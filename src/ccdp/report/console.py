@@ -24,11 +24,12 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     else:
         why = result.error or "too few nodes answered"
         console.print(f"[bold red]no result[/] ({result.analysis}): {why}", highlight=False)
-    from ccdp.report.html import node_label
+    from ccdp.report.html import node_label, shown_reason
 
     nodes = result.node_frame()
     pairs = zip(nodes["status"], nodes["reason"], strict=True)
     nodes["status"] = [node_label(st, why) for st, why in pairs]
+    nodes["reason"] = [shown_reason(why) for why in nodes["reason"]]
     console.print(frame_table(nodes, "nodes"))
 
 

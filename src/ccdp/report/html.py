@@ -14,7 +14,10 @@ import pandas as pd
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ccdp.analyses.tables import cell_3sig_grouped
+from ccdp.analyses.tables import NOT_REACHED, cell_3sig_grouped, pval, ratio_ci, term_order
+from ccdp.cohort.labels import column_label, model_term_label, value_label
+from ccdp.cohort.view import view_variables
+from ccdp.disclosure.consent_note import CONSENT_NOTE
 
 TEMPLATES = Path(__file__).with_name("templates")
 RATE_EXTRAS = ["crude_ci_low", "crude_ci_high", "asr_se", "level", "standard", "suppressed"]
@@ -44,17 +47,49 @@ def figure_svg(fig: Any) -> str:
 
 
 def result_frame(result: Any) -> pd.DataFrame:
-    """The table a reader wants first: KM groups with medians and landmarks (95% CIs, in the
-    plot's unit: years) as the CLI formats them, else to_frame()."""
+    """The table a reader wants first, in words: KM groups with medians and landmarks (95% CIs,
+    in years) as the CLI formats them; a model's ratios with their CIs; incidence rates; else
+    to_frame() with its grouping values in words."""
     if hasattr(result, "summary_rows"):
-        return pd.DataFrame(result.summary_rows(years=True))
+        return pd.DataFrame(result.summary_rows())
+    if hasattr(result, "coefficients"):
+        return model_frame(result)
     frame = result.to_frame()
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
         frame.columns.name = None
+    frame = worded(frame)
     if "asr" in frame.columns:
         return rate_frame(frame)
     return frame
+
+
+def worded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The values of grouping columns (view variables) and a model's terms in words:
+    'Leukaemias (I)', not 'I'; 'Arm: B', not 'arm[B]'."""
+    out = frame.copy()
+    for col in out.columns:
+        if col == "term":
+            out[col] = [model_term_label(str(t)) for t in out[col]]
+        elif out[col].dtype == object and str(col) in view_variables():
+            out[col] = [v if v is None else value_label(str(col), v) for v in out[col]]
+    return out
+
+
+def model_frame(result: Any) -> pd.DataFrame:
+    """A regression's terms in words, in reading order, with the ratio and its 95% CI (2
+    decimals, 'not estimable' for a degenerate interval) and p."""
+    terms = [c for c in result.coefficients if c.term != "(Intercept)"]
+    key = "hr" if result.analysis == "cox" else "estimate"
+    head = {"cox": "HR", "logistic": "OR", "poisson": "RR"}.get(result.analysis, "ratio")
+    rows = [terms[i] for i in term_order([c.term for c in terms])]
+    return pd.DataFrame(
+        {
+            "term": [model_term_label(c.term) for c in rows],
+            f"{head} (95% CI)": [ratio_ci(getattr(c, key), c.ci_low, c.ci_high) for c in rows],
+            "p": [pval(c.p) for c in rows],
+        }
+    )
 
 
 def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,7 +108,9 @@ def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def frame_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
+    """A table for the page, its column headings in words ('Rows read', not rows_read)."""
     shown = frame.head(max_rows).astype(object).map(cell_3sig_grouped)
+    shown.columns = [column_label(c) for c in shown.columns]
     return shown.to_html(index=False, border=0)
 
 
@@ -88,7 +125,10 @@ def caption(result: Any) -> str:
         ref = result.reference_text()
         head = f"n = {result.n}, events = {result.events}" + (f"; {ref}" if ref else "")
     elif hasattr(result, "summary_rows"):
-        head = "Medians and their 95% CIs in years; NR: not reached. 95% CIs log-log."
+        head = (
+            f"Medians and their 95% CIs in years ({NOT_REACHED}: the curve stays above 50%); "
+            "survival in % at each landmark. 95% CIs log-log."
+        )
     return " ".join(x for x in (head, noted(result)) if x)
 
 
@@ -99,6 +139,27 @@ def node_label(status: str, reason: str | None) -> str:
     if status == "refused" and (reason or "").startswith(TOO_FEW):
         return TOO_FEW
     return status
+
+
+def shown_reason(reason: str | None) -> str | None:
+    """A node's note as a person reads it: the consent line only when consent excluded someone
+    ('excluded by their consent (DUO): 0' on every node says nothing); None when nothing is left."""
+    if not reason:
+        return None
+    parts = [p for p in reason.split("; ") if p != f"{CONSENT_NOTE}: 0"]
+    return "; ".join(parts) or None
+
+
+def shown_refusals(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The board's list (hub `refusals`) without what says nothing: a node that answered with only
+    'excluded by their consent (DUO): 0' is no refusal, and a study left without one is gone."""
+    out = []
+    for study in studies:
+        nodes = [{**n, "reason": shown_reason(n.get("reason"))} for n in study.get("nodes") or []]
+        nodes = [n for n in nodes if n["reason"] or n.get("status") != "answered"]
+        if nodes:
+            out.append({**study, "nodes": nodes})
+    return out
 
 
 def dash_note(result: Any) -> str:
@@ -121,7 +182,7 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
             "name": n,
             "status": s["status"],
             "label": node_label(s["status"], s.get("reason")),
-            "reason": s.get("reason"),
+            "reason": shown_reason(s.get("reason")),
         }
         for n, s in (out.get("nodes") or {}).items()
     ]

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ccdp.report.html import node_label
+from ccdp.report.html import node_label, shown_reason
 from ccdp.terminology.countries import country_name
 from ccdp.web.hubapi import ApiError
 from ccdp.web.pages import Signed, api, checked_multi, need_page, render
@@ -208,7 +208,7 @@ def count_table(study: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str,
                     "name": name,
                     "status": status,
                     "label": node_label(status, st.get("reason")) if st else "waiting",
-                    "reason": st.get("reason"),
+                    "reason": shown_reason(st.get("reason")),
                 }
             )
         cell = cells.get(code)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ccdp.report.html import shown_refusals
 from ccdp.web.hubapi import ApiError
 from ccdp.web.pages import Forbidden, Signed, api, checked_form, need_page, render
 from ccdp.wire.data_use import DataUse
@@ -235,7 +236,8 @@ async def governance_context(request: Request, who: Signed) -> dict[str, Any]:
     refusals: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
     if who.role in ("board", "admin"):
-        refusals = list(reversed(await hub.get("/api/board/refusals")))[:20]  # newest first
+        shown = shown_refusals(await hub.get("/api/board/refusals"))
+        refusals = list(reversed(shown))[:20]  # newest first
         alerts = alert_rows(await hub.get("/api/board/alerts", limit=50))  # newest first
     return {"pending": pending, "others": others, "refusals": refusals, "alerts": alerts}
 

@@ -17,7 +17,14 @@ import pandas as pd
 
 from ccdp.analyses.plots import at_risk_at, whole_ticks
 from ccdp.analyses.tables import cell_3sig_grouped
-from ccdp.report.html import caption, dash_note, node_label, result_frame
+from ccdp.cohort.labels import (
+    column_label,
+    group_label,
+    model_term_label,
+    term_label,
+    variable_label,
+)
+from ccdp.report.html import caption, dash_note, node_label, result_frame, shown_reason, worded
 
 PNG_DPI = 110
 
@@ -30,13 +37,17 @@ class ResultTable:
     title: str
     frame: pd.DataFrame
     caption: str = ""
+    # the same rows with their values in words, for the page (the CSV keeps machine names)
+    words: pd.DataFrame | None = None
 
     def header(self) -> list[str]:
-        return [str(c) for c in self.frame.columns]
+        """Column headings in words ('95% CI lower', not ci_low)."""
+        return [column_label(c) for c in self.frame.columns]
 
     def rows(self, limit: int | None = None) -> list[list[str]]:
-        """The rows as the page prints them ('—' for a withheld or not estimable value)."""
-        shown = self.frame if limit is None else self.frame.head(limit)
+        """The rows as the page prints them, values in words ('—' for a withheld value)."""
+        frame = self.frame if self.words is None else self.words
+        shown = frame if limit is None else frame.head(limit)
         rows = shown.astype(object).itertuples(index=False)
         return [[cell_3sig_grouped(whole(v)) for v in row] for row in rows]
 
@@ -89,7 +100,7 @@ def at_risk_frame(result: Any) -> pd.DataFrame:
     for g in result.groups:
         counts = at_risk_at(g.table, ticks * scale)
         at = {f"{t:g} y": n for t, n in zip(ticks, counts, strict=True)}
-        rows.append({"group": g.group, **at})
+        rows.append({result.group_heading(): group_label(g.group, result.by), **at})
     return pd.DataFrame(rows)
 
 
@@ -99,6 +110,7 @@ def result_tables(result: Any) -> list[ResultTable]:
     first = result_frame(result)
     note = caption(result)
     if getattr(result, "analysis", None) == "km":
+        words = data.assign(group=[group_label(g, result.by) for g in data["group"]])
         return [
             ResultTable("summary", "Medians and survival at landmarks", first, note),
             ResultTable(
@@ -114,6 +126,7 @@ def result_tables(result: Any) -> list[ResultTable]:
                 _plain(result.to_frame(steps=True)),
                 "At each event time: number at risk, events, survival and its 95% CI; "
                 "times in days.",
+                words,
             ),
         ]
     data = _plain(result.to_frame())
@@ -121,7 +134,9 @@ def result_tables(result: Any) -> list[ResultTable]:
         return [ResultTable("result", "Result", first, note)]
     return [
         ResultTable("summary", "Result", first, note),
-        ResultTable("data", "Full table", data, "Every column of the result, unformatted."),
+        ResultTable(
+            "data", "Full table", data, "Every column of the result, unformatted.", worded(data)
+        ),
     ]
 
 
@@ -143,17 +158,19 @@ def result_figures(result: Any, record: dict[str, Any]) -> list[ResultFigure]:
         return []
     kind = getattr(result, "analysis", record.get("analysis"))
     if kind == "km":
-        by = ", ".join(result.by) or "the whole cohort"
-        groups = ", ".join(f"{g.group} (n={g.n})" for g in result.groups)
+        by = ", ".join(variable_label(b) for b in result.by) or "the whole cohort"
+        groups = ", ".join(f"{group_label(g.group, result.by)} (n={g.n})" for g in result.groups)
         return [
             ResultFigure(
                 "Kaplan–Meier curves",
-                f"Kaplan–Meier {result.outcome.upper()} curves by {by} with 95% CI bands and the "
-                f"number at risk below: {groups}. The same figures are in the tables.",
+                f"Kaplan–Meier curves of {term_label(result.outcome)} by {by} with 95% CI bands "
+                f"and the number at risk below: {groups}. The same figures are in the tables.",
             )
         ]
     if kind in ("cox", "logistic", "poisson"):
-        terms = ", ".join(c.term for c in result.coefficients if c.term != "(Intercept)")
+        terms = ", ".join(
+            model_term_label(c.term) for c in result.coefficients if c.term != "(Intercept)"
+        )
         return [ResultFigure("Forest plot", f"Forest plot of the ratios with 95% CIs: {terms}.")]
     if kind == "incidence":
         return [
@@ -193,9 +210,8 @@ def node_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"name": name, "status": status, "label": status, "reason": None})
             continue
         label = node_label(st["status"], st.get("reason"))
-        rows.append(
-            {"name": name, "status": st["status"], "label": label, "reason": st.get("reason")}
-        )
+        reason = shown_reason(st.get("reason"))
+        rows.append({"name": name, "status": st["status"], "label": label, "reason": reason})
     for r in rows:
         r["tone"] = {"answered": "good", "failed": "bad", "waiting": ""}.get(r["status"], "warn")
     return rows
