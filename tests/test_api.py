@@ -62,7 +62,7 @@ def test_the_result_prints_as_ccdp_run_does(tmp_path):
         env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"},
     )
     assert str(res) == cli.stdout.rstrip("\n")
-    assert "Kaplan–Meier OS" in str(res) and "nodes" in str(res)
+    assert "Kaplan–Meier: Overall survival" in str(res) and "nodes" in str(res)
     subjects = sum(g.n for g in res.result.groups)
     assert repr(res) == (
         f"<Result km 'OS by sex': 2 of 2 nodes answered; <KMResult: 2 groups, {subjects} subjects>>"

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ccdp.analyses.base import AnalysisResult, NoStepTable
 from ccdp.analyses.km import KMResult
+from ccdp.cohort.labels import group_label, model_term_label
 from tests.analyses.data import cohort, freireich
 from tests.analyses.federate import federate, split
 
@@ -101,11 +102,14 @@ def test_html_is_valid_and_holds_the_printed_numbers(results, name) -> None:
     checker = parsed(result._repr_html_())
     assert "table" in checker.tags and "th" in checker.tags and "td" in checker.tags
     shown = " ".join(checker.text)
-    # every value cell of the printed tables is in the HTML
+    # every row of the printed tables is in the HTML, named in words as the CLI names it
     frame = result.to_frame().reset_index()
+    words = {"cox": model_term_label, "logistic": model_term_label}.get(name, str)
+    if name == "km":
+        words = lambda g: group_label(g, result.by)  # noqa: E731
     for col in frame.columns[:1]:
         for value in frame[col].astype(str):
-            assert value in shown
+            assert words(value) in shown
     if name == "km":
         for g in result.groups:
             assert f"{g.events}" in shown and f"{g.n}" in shown

@@ -110,7 +110,8 @@ def result_tables(result: Any) -> list[ResultTable]:
     first = result_frame(result)
     note = caption(result)
     if getattr(result, "analysis", None) == "km":
-        words = data.assign(group=[group_label(g, result.by) for g in data["group"]])
+        steps = _plain(result.to_frame(steps=True))
+        words = steps.assign(group=[group_label(g, result.by) for g in steps["group"]])
         return [
             ResultTable("summary", "Medians and survival at landmarks", first, note),
             ResultTable(
@@ -123,7 +124,7 @@ def result_tables(result: Any) -> list[ResultTable]:
             ResultTable(
                 "curves",
                 "Survival table",
-                _plain(result.to_frame(steps=True)),
+                steps,
                 "At each event time: number at risk, events, survival and its 95% CI; "
                 "times in days.",
                 words,
