@@ -93,6 +93,22 @@ def serve(
     )
 
 
+@hub_app.command("wait")
+def wait_hub(
+    url: str = typer.Argument(..., help="The hub's URL, e.g. http://127.0.0.1:8700"),
+    timeout: float = typer.Option(
+        30, "--timeout", min=0, help="Give up after S seconds (exit 2 with one line)."
+    ),
+    cacert: Path | None = CACERT,
+) -> None:
+    """Wait until the hub at URL answers: a script that starts `ccdp hub serve &` runs this
+    before its first command that talks to the hub."""
+    from ccdp.federation.client import tls_verify, wait_for_hub
+
+    took = wait_for_hub(url, timeout, tls_verify(cacert))
+    typer.echo(f"hub at {url} answers (after {took:.1f} s)")
+
+
 @hub_app.command("add-node")
 def add_node(
     name: str = typer.Argument(..., help="The node's name (studies name nodes by it)."),
@@ -422,11 +438,15 @@ def study_result(
     token: str = TOKEN,
     cacert: Path | None = CACERT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the study to finish."),
+    max_wait: float = typer.Option(600, "--max-wait", help="Give up waiting after S seconds."),
 ) -> None:
-    """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished)."""
+    """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished;
+    --wait waits for it)."""
     from ccdp.report.console import print_result
 
-    study = hub_client(hub, token, cacert).study(study_id)
+    client = hub_client(hub, token, cacert)
+    study = client.wait(study_id, max_wait) if wait else client.study(study_id)
     if study["status"] not in ("done", "failed"):
         typer.echo(f"study {study_id} is {study['status']}: no result yet", err=True)
         raise typer.Exit(1)
@@ -437,3 +457,5 @@ def study_result(
         typer.echo(json.dumps(study["result"], indent=2, default=str))
     else:
         print_result(study)
+    if study["result"].get("result") is None:  # as `ccdp submit --wait`: no pooled result
+        raise typer.Exit(1)
