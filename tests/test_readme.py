@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -76,3 +77,38 @@ def test_readme_networked_walk_through_runs_as_a_script(tmp_path):
     assert "FR" in proc.stdout and "DE" in proc.stdout and "count" in proc.stdout.lower()
     with socket.socket() as s:  # the recipe stopped the hub: nothing listens on its port
         assert s.connect_ex(("127.0.0.1", int(port))) != 0
+
+
+def _yaml_value(value: object) -> str:
+    """A default as the policy file writes it (a simple fraction as `1/3`)."""
+    from fractions import Fraction
+
+    if isinstance(value, float) and not value.is_integer():
+        frac = Fraction(value).limit_denominator(100)
+        if abs(float(frac) - value) < 1e-12:
+            return f"{frac.numerator}/{frac.denominator}"
+    if value is None or isinstance(value, bool | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def policy_defaults_line() -> str:
+    """Every key of the node policy with its default, in the model's order."""
+    from ccdp.disclosure.policy import NodePolicy
+
+    pairs = (
+        f"`{name}: {_yaml_value(field.get_default(call_default_factory=True))}`"
+        for name, field in NodePolicy.model_fields.items()
+    )
+    return ", ".join(pairs)
+
+
+def test_readme_lists_every_policy_default_as_the_model_has_it():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- policy-defaults[^>]*-->\n(.+?)\n<!-- /policy-defaults -->", text, re.S)
+    assert found, "README.md: the policy defaults paragraph between its markers is missing"
+    shown = " ".join(found.group(1).split())
+    assert shown == policy_defaults_line(), (
+        "README.md's policy defaults differ from NodePolicy's; put this between the markers:\n"
+        + policy_defaults_line()
+    )

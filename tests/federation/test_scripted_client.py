@@ -42,3 +42,27 @@ def test_hub_wait_gives_up_with_one_line():
     assert "Traceback" not in proc.stderr
     assert f"the hub at {url} did not answer within 0.5 s" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+@pytest.mark.parametrize(
+    "command", [["study", "list"], ["node", "run", "--store", "FR.duckdb", "--open"]]
+)
+def test_a_token_file_others_may_read_is_refused_in_one_line(tmp_path, command, mode):
+    token_file = tmp_path / "token"
+    token_file.write_text("ccdp-user-secret\n")
+    token_file.chmod(mode)
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = run_ccdp(*command, "--hub", url, "--token-file", token_file, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "ccdp-user-secret" not in proc.stderr
+    assert f"--token-file {token_file}: mode {mode:04o} lets others read it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_token_file_of_its_owner_only_is_read(live, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(live.hub.add_user("ana", "researcher") + "\n")
+    token_file.chmod(0o600)
+    proc = run_ccdp("study", "list", "--json", "--hub", live.url, "--token-file", token_file)
+    assert proc.stdout.strip() == "[]"

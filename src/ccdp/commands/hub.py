@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccdp.commands.options import AS_JSON, CACERT, HUB, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, TOKEN_FILE, hub_client, the_token
 
 hub_app = typer.Typer(help="The coordinating hub: serve, register nodes and users.")
 
@@ -351,7 +351,10 @@ def alerts(
 def submit(
     spec: Path = typer.Argument(..., help="Study spec (YAML or JSON)."),
     hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
-    token: str = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_TOKEN", help="Researcher token (better: the env or a file)."
+    ),
+    token_file: Path | None = TOKEN_FILE,
     wait: bool = typer.Option(False, "--wait", help="Wait for the result."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
     cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
@@ -360,7 +363,7 @@ def submit(
     """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
     from ccdp.report.console import print_result
 
-    client = hub_client(hub, token, cacert)
+    client = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert)
     study_id = client.submit_file(spec)
     if not wait:
         typer.echo(f"study submitted; id:\n{study_id}")
@@ -382,15 +385,21 @@ study_app = typer.Typer(
     help="A researcher's studies at a hub: list them, show one, print its result.",
     no_args_is_help=True,
 )
-TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token.")
+TOKEN = typer.Option(
+    None, "--token", envvar="CCDP_TOKEN", help="Researcher token (better: the env or a file)."
+)
 
 
 @study_app.command("list")
 def study_list(
-    hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
+    hub: str = HUB,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
 ) -> None:
     """Every study this token may see, oldest first: id, status, analysis, title."""
-    rows = hub_client(hub, token, cacert).studies()
+    rows = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert).studies()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -409,12 +418,13 @@ def study_list(
 def study_show(
     study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
     hub: str = HUB,
-    token: str = TOKEN,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = CACERT,
     as_json: bool = AS_JSON,
 ) -> None:
     """A study's status, spec and, per node, how it took part."""
-    study = hub_client(hub, token, cacert).study(study_id)
+    study = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert).study(study_id)
     if as_json:
         typer.echo(json.dumps(study, indent=2, default=str))
         return
@@ -435,7 +445,8 @@ def study_show(
 def study_result(
     study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
     hub: str = HUB,
-    token: str = TOKEN,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = CACERT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the study to finish."),
@@ -445,7 +456,7 @@ def study_result(
     --wait waits for it)."""
     from ccdp.report.console import print_result
 
-    client = hub_client(hub, token, cacert)
+    client = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert)
     study = client.wait(study_id, max_wait) if wait else client.study(study_id)
     if study["status"] not in ("done", "failed"):
         typer.echo(f"study {study_id} is {study['status']}: no result yet", err=True)
