@@ -219,7 +219,7 @@ def test_keep_running_prints_the_dashboard_and_a_token_per_role(tmp_path):
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "".join(lines)
             lines.append(line)
-            if "Ctrl-C stops" in line:
+            if "stops the hub and the node agents" in line:
                 break
         text = "".join(lines)
         url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", text).group(1)
