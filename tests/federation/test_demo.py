@@ -72,6 +72,8 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
         assert rep["rows_read"] == rep["accepted"] + rep["quarantined"] > 0
         assert f"<td>{c}</td>" in html.split('id="ingest"')[1].split("</section>")[0]
     assert "&lt;NA&gt;" not in html
+    # the report outlives the demo's hub: its header names no loopback address that is gone
+    assert "demo hub on this machine (stopped)" in html and "127.0.0.1" not in html
     # incidence reads as rates with their interval, e.g. "141 (131–152)"
     incidence = html.split('id="incidence"')[1].split("</section>")[0]
     assert "ASR (95% CI)" in incidence
@@ -217,7 +219,7 @@ def test_keep_running_prints_the_dashboard_and_a_token_per_role(tmp_path):
             line = proc.stdout.readline()
             assert line or proc.poll() is None, "".join(lines)
             lines.append(line)
-            if "Ctrl-C stops" in line:
+            if "stops the hub and the node agents" in line:
                 break
         text = "".join(lines)
         url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)/", text).group(1)

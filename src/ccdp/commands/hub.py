@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccdp.commands.options import AS_JSON, CACERT, HUB, hub_client
+from ccdp.commands.options import AS_JSON, CACERT, HUB, TOKEN_FILE, hub_client, the_token
 
 hub_app = typer.Typer(help="The coordinating hub: serve, register nodes and users.")
 
@@ -91,6 +91,22 @@ def serve(
         audit_key=audit_key,
         dashboard=mount_dashboard,
     )
+
+
+@hub_app.command("wait")
+def wait_hub(
+    url: str = typer.Argument(..., help="The hub's URL, e.g. http://127.0.0.1:8700"),
+    timeout: float = typer.Option(
+        30, "--timeout", min=0, help="Give up after S seconds (exit 2 with one line)."
+    ),
+    cacert: Path | None = CACERT,
+) -> None:
+    """Wait until the hub at URL answers: a script that starts `ccdp hub serve &` runs this
+    before its first command that talks to the hub."""
+    from ccdp.federation.client import tls_verify, wait_for_hub
+
+    took = wait_for_hub(url, timeout, tls_verify(cacert))
+    typer.echo(f"hub at {url} answers (after {took:.1f} s)")
 
 
 @hub_app.command("add-node")
@@ -338,7 +354,10 @@ def alerts(
 def submit(
     spec: Path = typer.Argument(..., help="Study spec (YAML or JSON)."),
     hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
-    token: str = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_TOKEN", help="Researcher token (better: the env or a file)."
+    ),
+    token_file: Path | None = TOKEN_FILE,
     wait: bool = typer.Option(False, "--wait", help="Wait for the result."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
     cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
@@ -347,7 +366,7 @@ def submit(
     """Submit a study to a hub; with --wait print its result as `ccdp run` does."""
     from ccdp.report.console import print_result
 
-    client = hub_client(hub, token, cacert)
+    client = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert)
     study_id = client.submit_file(spec)
     if not wait:
         typer.echo(f"study submitted; id:\n{study_id}")
@@ -369,15 +388,21 @@ study_app = typer.Typer(
     help="A researcher's studies at a hub: list them, show one, print its result.",
     no_args_is_help=True,
 )
-TOKEN = typer.Option(..., "--token", envvar="CCDP_TOKEN", help="Researcher token.")
+TOKEN = typer.Option(
+    None, "--token", envvar="CCDP_TOKEN", help="Researcher token (better: the env or a file)."
+)
 
 
 @study_app.command("list")
 def study_list(
-    hub: str = HUB, token: str = TOKEN, cacert: Path | None = CACERT, as_json: bool = AS_JSON
+    hub: str = HUB,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
+    cacert: Path | None = CACERT,
+    as_json: bool = AS_JSON,
 ) -> None:
     """Every study this token may see, oldest first: id, status, analysis, title."""
-    rows = hub_client(hub, token, cacert).studies()
+    rows = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert).studies()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -396,12 +421,13 @@ def study_list(
 def study_show(
     study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
     hub: str = HUB,
-    token: str = TOKEN,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = CACERT,
     as_json: bool = AS_JSON,
 ) -> None:
     """A study's status, spec and, per node, how it took part."""
-    study = hub_client(hub, token, cacert).study(study_id)
+    study = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert).study(study_id)
     if as_json:
         typer.echo(json.dumps(study, indent=2, default=str))
         return
@@ -422,14 +448,19 @@ def study_show(
 def study_result(
     study_id: str = typer.Argument(..., help="The id `ccdp submit` printed."),
     hub: str = HUB,
-    token: str = TOKEN,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = CACERT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as `ccdp run --json`."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the study to finish."),
+    max_wait: float = typer.Option(600, "--max-wait", help="Give up waiting after S seconds."),
 ) -> None:
-    """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished)."""
+    """A finished study's result, printed as `ccdp run` prints it (exit 1 while unfinished;
+    --wait waits for it)."""
     from ccdp.report.console import print_result
 
-    study = hub_client(hub, token, cacert).study(study_id)
+    client = hub_client(hub, the_token(token, token_file, "CCDP_TOKEN"), cacert)
+    study = client.wait(study_id, max_wait) if wait else client.study(study_id)
     if study["status"] not in ("done", "failed"):
         typer.echo(f"study {study_id} is {study['status']}: no result yet", err=True)
         raise typer.Exit(1)
@@ -440,3 +471,5 @@ def study_result(
         typer.echo(json.dumps(study["result"], indent=2, default=str))
     else:
         print_result(study)
+    if study["result"].get("result") is None:  # as `ccdp submit --wait`: no pooled result
+        raise typer.Exit(1)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ccdp.commands.options import STORE, hub_client
+from ccdp.commands.options import STORE, TOKEN_FILE, hub_client, the_token
 from ccdp.commands.project import alerts, node_projects_app
 from ccdp.commands.referral import refer, referrals
 from ccdp.commands.trial import randomise
@@ -137,7 +137,10 @@ def _verify_with_hub(log: AuditLog, hub: str, token: str | None, cacert: Path | 
 def run(
     store: Path = STORE,
     hub: str = typer.Option(..., "--hub", help="Hub URL (the node connects outward only)."),
-    token: str = typer.Option(..., "--token", envvar="CCDP_NODE_TOKEN", help="Node token."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_NODE_TOKEN", help="Node token (better: the env or a file)."
+    ),
+    token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = typer.Option(None, "--cacert", help="CA bundle for the hub's TLS."),
     wait: float = typer.Option(20, "--poll", help="Long-poll seconds per request."),
     open_: bool = typer.Option(
@@ -160,6 +163,7 @@ def run(
     from ccdp.federation.node.pending import PendingStore
     from ccdp.federation.node.policy import load_policy
 
+    token = the_token(token, token_file, "CCDP_NODE_TOKEN")
     console = Console(stderr=True)
     holder: dict[str, LocalNode] = {}
 

@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from ccdp.errors import CcdpError
 
@@ -101,8 +102,8 @@ class Projects:
 def _request(out: Path, url: str, researcher: str, source: Path, countries: list[str]) -> str:
     path = out / f"project-{source.stem}.yaml"
     path.write_text(yaml.safe_dump(demo_project(countries, source), sort_keys=False), "utf-8")
-    args = _cli("project", "request", path, "--hub", url, "--token", researcher)
-    asked = _run_logged(args, out / "logs" / "governance.log")
+    args = _cli("project", "request", path, "--hub", url)
+    asked = _run_logged(args, out / "logs" / "governance.log", user_token(researcher))
     return asked.strip().splitlines()[-1]
 
 
@@ -132,8 +133,8 @@ def run_governance(
     )
     progress.advance(task)
     for project in (projects.studies, projects.feasibility):
-        review = ("project", "review", project, "--approve", *hub, "--token", board)
-        _run_logged(_cli(*review), log)
+        review = ("project", "review", project, "--approve", *hub)
+        _run_logged(_cli(*review), log, user_token(board))
         progress.advance(task)
     for c, token in tokens.items():
         # population-based registries work under a legal basis: consent codes restrict, but a
@@ -145,7 +146,7 @@ def run_governance(
         for project in (projects.studies, projects.feasibility):
             # the acceptance audit runs first (its lines stay in this log); a finding stops it
             accept = ("node", "projects", "accept", project, "--store", stores[c])
-            _run_logged(_cli(*accept, *hub, "--token", token), log)
+            _run_logged(_cli(*accept, *hub), log, node_token(token))
         progress.advance(task)
     return projects
 
@@ -178,20 +179,34 @@ def run_referral(
         child = very_high_risk_child(stores[c])
         if child is None:
             continue
-        node = ("--store", stores[c], "--hub", url, "--token", token)
+        node = ("--store", stores[c], "--hub", url)
         question = "S4 relapse: is CAR-T or HSCT the better next step?"
-        made = _run_logged(_cli("node", "refer", child, *node, "-q", question, "--json"), log)
+        refer = _cli("node", "refer", child, *node, "-q", question, "--json")
+        made = _run_logged(refer, log, node_token(token))
         ref = json.loads(made)["id"]
-        sent = _run_logged(_cli("node", "referrals", *node, "--release", ref), log)
+        release = _cli("node", "referrals", *node, "--release", ref)
+        sent = _run_logged(release, log, node_token(token))
         return sent.split("at the hub as ")[1].split()[0]
     return None
 
 
-def _run_logged(args: list[str], log: Path) -> str:
-    """Run one ccdp command, appending its output to `log`; DemoError names the log on failure."""
-    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), check=False)
+def user_token(token: str) -> dict[str, str]:
+    """A person's token for a child command, by environment: argv is visible to every user
+    of the machine (`ps`), a process's environment only to its owner."""
+    return {"CCDP_TOKEN": token}
+
+
+def node_token(token: str) -> dict[str, str]:
+    """A node's token for a child command, by environment (never on its command line)."""
+    return {"CCDP_NODE_TOKEN": token}
+
+
+def _run_logged(args: list[str], log: Path, secrets: dict[str, str] | None = None) -> str:
+    """Run one ccdp command (its tokens, `secrets`, in its environment), appending its output
+    to `log`; DemoError names the log on failure."""
+    env = {**_env(), **(secrets or {})}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     shown = [str(a) for a in args[3:]]
-    shown = ["***" if i and shown[i - 1] == "--token" else a for i, a in enumerate(shown)]
     with log.open("a", encoding="utf-8") as fh:  # tokens are secrets: never in a log
         fh.write(f"$ ccdp {' '.join(shown)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
@@ -233,15 +248,19 @@ def perturb_counts(out: Path, stores: dict[str, Path]) -> None:
 
 
 class Processes:
-    """Child processes of the demo, each in its own session, stopped in reverse order."""
+    """Child processes of the demo, each in its own session (its own process group), stopped
+    in reverse order, each whole group, and waited for."""
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, args: list[str], log: Path) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str], log: Path, secrets: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         fh = log.open("ab")
+        env = {**_env(), **(secrets or {})}
         proc = subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+            args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         fh.close()
         self.procs.append((name, proc))
@@ -254,20 +273,56 @@ class Processes:
 
     def stop(self) -> None:
         for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            _signal_group(proc, signal.SIGTERM)
         for _, proc in reversed(self.procs):
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait(5)
         self.procs.clear()
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the child's whole process group (it leads its own session): whatever it started
+    stops with it."""
+    if proc.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+class Stopped(Exception):
+    """The demo was asked to stop by a signal (SIGTERM, SIGHUP): unwinds like Ctrl-C so that
+    every child is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def stop_on_signals() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP raise Stopped in the main thread, as SIGINT raises
+    KeyboardInterrupt (their default would end the demo at once and leave its hub and node
+    agents running); returns the function that restores the previous handlers."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 class LineProgress:
-    """Progress as one line per step, for output that is not a terminal (a CI log, a pipe),
-    where a live bar would print nothing until the end. Same calls as rich's Progress."""
+    """Progress as one line per step done, for output that is not a terminal (a CI log, a
+    pipe), where a live bar would print nothing until the end. Same calls as rich's Progress:
+    a line when a step completes (its full description, `k/n` for a task of several steps,
+    `done` for a task of one), nothing when a task is added or only renamed."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -277,14 +332,14 @@ class LineProgress:
     def _say(self, task: TaskID) -> None:
         t = self.tasks[task]
         took = time.monotonic() - self.start
+        done = "done" if t["total"] == 1 else f"{t['completed']:g}/{t['total']:g}"
         self.console.print(
-            f"[{took:6.1f} s] {t['description']}: {t['completed']}/{t['total']}", highlight=False
+            f"[{took:6.1f} s] {t['description']}: {done}", highlight=False, soft_wrap=True
         )
 
     def add_task(self, description: str, total: float = 1) -> TaskID:
         task = TaskID(len(self.tasks))
         self.tasks[task] = {"description": description, "total": total, "completed": 0}
-        self._say(task)
         return task
 
     def advance(self, task: TaskID, advance: float = 1) -> None:
@@ -295,12 +350,9 @@ class LineProgress:
         self, task: TaskID, completed: float | None = None, description: str | None = None
     ) -> None:
         t = self.tasks[task]
-        changed = (completed is not None and completed != t["completed"]) or (
-            description is not None and description != t["description"]
-        )
-        t["completed"] = t["completed"] if completed is None else completed
         t["description"] = t["description"] if description is None else description
-        if changed:
+        if completed is not None and completed != t["completed"]:
+            t["completed"] = completed
             self._say(task)
 
 
@@ -311,7 +363,10 @@ def progress_bar(console: Console) -> Iterator[Progress | LineProgress]:
         return
     with Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn(  # a long study title ends in an ellipsis on one line of the live bar
+            "[progress.description]{task.description}",
+            table_column=Column(max_width=56, no_wrap=True, overflow="ellipsis"),
+        ),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -383,17 +438,32 @@ def synthesise_and_ingest(
             running.append((c, subprocess.Popen(args, stdout=fh, stderr=eh, env=_env())))
         stores[c] = store
         if len(running) >= 2:  # two cores: two ingests at a time
-            _finish_ingest(running.pop(0), logs, progress, task)
+            _finish_ingest(running.pop(0), logs, progress, task, running)
     while running:
-        _finish_ingest(running.pop(0), logs, progress, task)
+        _finish_ingest(running.pop(0), logs, progress, task, running)
     return stores, fmt
 
 
 def _finish_ingest(
-    item: tuple[str, subprocess.Popen], logs: Path, progress: Progress | LineProgress, task
+    item: tuple[str, subprocess.Popen],
+    logs: Path,
+    progress: Progress | LineProgress,
+    task: TaskID,
+    others: list[tuple[str, subprocess.Popen]],
 ) -> None:
+    """Wait for one ingest; on a failure or a signal, stop the ingests still running."""
     c, proc = item
-    if proc.wait() != 0:
+    try:
+        code = proc.wait()
+    except BaseException:
+        for _, other in [item, *others]:
+            other.kill()
+            other.wait()
+        raise
+    if code != 0:
+        for _, other in others:
+            other.kill()
+            other.wait()
         raise DemoError(f"ingest of {c} failed; see {logs / f'ingest-{c}.log'}")
     progress.advance(task)
 
@@ -459,8 +529,8 @@ def start_partnership(
     _wait_up(url, procs)
     progress.advance(task)
     for c in countries:
-        args = _cli("node", "run", "--store", stores[c], "--hub", url, "--token", tokens[c])
-        procs.start(f"node {c}", [*args, "--poll", "10"], out / "logs" / f"node-{c}.log")
+        args = _cli("node", "run", "--store", stores[c], "--hub", url, "--poll", "10")
+        procs.start(f"node {c}", args, out / "logs" / f"node-{c}.log", node_token(tokens[c]))
     client = HubClient(url, people["researcher"])
     _wait_nodes(client, countries, procs, progress, task)
     projects = run_governance(
@@ -500,6 +570,7 @@ def run_demo(
     (out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     procs = Processes()
+    restore = stop_on_signals()
     try:
         with progress_bar(console) as progress:
             p = start_partnership(out, procs, progress, countries, seed, patients)
@@ -510,7 +581,7 @@ def run_demo(
             entries = []
             for st in studies:
                 t0 = time.monotonic()
-                progress.update(task, description=f"study: {st['spec']['title'][:48]}")
+                progress.update(task, description=f"study: {st['spec']['title']}")
                 sid = client.submit({**st["spec"], "project": p.projects.studies})
                 record = client.wait(sid, max_wait=600)
                 why = st["why"] + REGISTERED_NOTE
@@ -521,7 +592,7 @@ def run_demo(
             perturb_counts(out, p.stores)
             st = FEASIBILITY_COUNT
             t0 = time.monotonic()
-            progress.update(task, description=f"study: {st['spec']['title'][:48]}")
+            progress.update(task, description=f"study: {st['spec']['title']}")
             sid = client.submit({**st["spec"], "project": p.projects.feasibility})
             record = client.wait(sid, max_wait=600)
             entries.append(
@@ -541,7 +612,7 @@ def run_demo(
                 facts=[
                     ("countries", str(len(countries))),
                     ("studies", str(len(entries))),
-                    ("hub" if keep_running else "hub (stopped after the run)", url),
+                    ("hub", url if keep_running else "demo hub on this machine (stopped)"),
                     ("minutes, end to end", f"{(time.monotonic() - started) / 60:.1f}"),
                 ],
                 ingest=ingest_summary(out, countries),
@@ -552,16 +623,17 @@ def run_demo(
         console.print(f"[bold green]report:[/] {report}")
         if keep_running:
             print_sign_in(console, p)
-            console.print("Ctrl-C stops the hub and the node agents.")
+            console.print("Ctrl-C (or SIGTERM, SIGHUP) stops the hub and the node agents.")
             try:
                 while True:
                     procs.check()
                     time.sleep(1)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Stopped):
                 console.print("stopping")
         return report
     finally:
         procs.stop()
+        restore()
 
 
 def _wait_up(url: str, procs: Processes, timeout: float = 60) -> None:

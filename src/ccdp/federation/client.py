@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from pathlib import Path
@@ -23,6 +24,39 @@ class HubRequestError(CcdpError):
 
 class StudyFailed(CcdpError):
     """The study ended in failure at the hub (the message says why)."""
+
+
+class BadStudyId(CcdpError):
+    """A study id that cannot be one (empty, or not a single path segment)."""
+
+
+def check_study_id(study_id: str) -> str:
+    """The id as given, or BadStudyId: an empty id (a script whose `ccdp submit` failed) would
+    otherwise ask for the list of studies and fail far from the cause."""
+    if not study_id.strip():
+        raise BadStudyId("the study id is empty: give the id `ccdp submit` printed")
+    if not re.fullmatch(r"[A-Za-z0-9._~-]+", study_id):
+        raise BadStudyId(f"{study_id!r} is not a study id (letters, digits, '.', '_', '-')")
+    return study_id
+
+
+def wait_for_hub(url: str, timeout: float, verify: bool | ssl.SSLContext = True) -> float:
+    """Poll the hub's health route until it answers 200 (a hub just started in the background
+    is not listening yet); returns the seconds waited, HubRequestError after `timeout`."""
+    start = time.monotonic()
+    health = url.rstrip("/") + "/api/health"
+    last = "no answer"
+    while True:
+        try:
+            resp = httpx.get(health, timeout=2, verify=verify)
+            if resp.status_code == 200:
+                return time.monotonic() - start
+            last = f"{resp.status_code} from /api/health"
+        except httpx.TransportError as exc:
+            last = str(exc) or type(exc).__name__
+        if time.monotonic() - start >= timeout:
+            raise HubRequestError(f"the hub at {url} did not answer within {timeout:g} s ({last})")
+        time.sleep(0.2)
 
 
 class HubClient:
@@ -48,7 +82,13 @@ class HubClient:
             except ValueError:
                 detail = resp.text
             raise HubRequestError(f"hub refused {method} {path} ({resp.status_code}): {detail}")
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError as exc:  # e.g. a redirect of a malformed path: no body to read
+            raise HubRequestError(
+                f"the hub answered {method} {path} with {resp.status_code} and no JSON "
+                f"(is {self.url} a ccdp hub?)"
+            ) from exc
 
     def submit(self, spec: dict[str, Any]) -> str:
         return self._call("POST", "/api/studies", json={"spec": spec})["id"]
@@ -71,7 +111,7 @@ class HubClient:
         return self._call("GET", "/api/studies")
 
     def study(self, study_id: str, wait: float = 0) -> dict[str, Any]:
-        return self._call("GET", f"/api/studies/{study_id}", params={"wait": wait})
+        return self._call("GET", f"/api/studies/{check_study_id(study_id)}", params={"wait": wait})
 
     def wait(self, study_id: str, max_wait: float = 3600, poll: float = 30) -> dict[str, Any]:
         """Long-poll until the study is done or failed (bounded by `max_wait`)."""
