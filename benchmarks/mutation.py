@@ -60,7 +60,10 @@ TESTS: dict[str, list[str]] = {
         D + "test_gate.py",
         D + "test_perturb.py",
     ],
-    "disclosure/event_times.py": [D + "test_event_times.py", "tests/analyses/test_grouped_times.py"],
+    "disclosure/event_times.py": [
+        D + "test_event_times.py",
+        "tests/analyses/test_grouped_times.py",
+    ],
     "disclosure/gate.py": [D + "test_min_cell_boundary.py", D + "test_gate.py"],
     "disclosure/ledger.py": [D + "test_ledger.py", D + "test_event_times.py"],
     "disclosure/perturb.py": [D + "test_perturb.py"],
@@ -169,9 +172,9 @@ def _docstrings(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         first = body[0] if isinstance(body, list) and body else None
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-            if isinstance(first.value.value, str):
-                found.add(id(first.value))
+        text = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(text, ast.Constant) and isinstance(text.value, str):
+            found.add(id(text))
     return found
 
 
