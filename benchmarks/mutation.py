@@ -297,12 +297,13 @@ def mutated_source(module: str, index: int) -> str:
     return ast.unparse(ast.fix_missing_locations(new))
 
 
-def tests_for(module: str, override: list[str] | None) -> list[str]:
-    """The test subset for a module: the mapped tests plus the mutant-killing tests."""
+def tests_for(module: str, override: list[str] | None, root: Path = ROOT) -> list[str]:
+    """The test subset for a module: the mapped tests plus the mutant-killing tests (those
+    that exist under `root`, the sandbox a run copied)."""
     if override:
         return override
     extra = [t for key, ts in EXTRA.items() if module.startswith(key) for t in ts]
-    return TESTS[module] + [t for t in extra if (ROOT / t).exists()]
+    return TESTS[module] + [t for t in extra if (root / t).exists()]
 
 
 class Sandbox:
@@ -386,7 +387,7 @@ def run(mutants: list[Mutant], args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     try:
         for i, m in enumerate(mutants, 1):
-            tests = tests_for(m.module, args.tests)
+            tests = tests_for(m.module, args.tests, box.dir)
             key = tuple(tests)
             if key not in limits:
                 if args.no_baseline:
