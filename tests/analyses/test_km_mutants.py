@@ -1,6 +1,7 @@
 """Rules of the KM estimate that the federated tests left unchecked, found by the mutation run
-(docs/testing.md): the landmarks reported (1, 3 and 5 years, against lifelines), and the
-life-table interpolation of a landmark inside a grouped interval, at its boundary. Pure
+(docs/testing.md): the landmarks reported (1, 3 and 5 years, against lifelines), the
+life-table interpolation of a landmark inside a grouped interval, at its boundary, and the
+limit of three grouping variables. Pure
 functions on small arrays, so they are fast and deterministic."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lifelines import KaplanMeierFitter
+from pydantic import ValidationError
 
 from ccdp.analyses.event_data import YEAR_DAYS
-from ccdp.analyses.km import km_curve, landmarks
+from ccdp.analyses.km import KMParams, km_curve, landmarks
 
 # ten children followed up to eight years, deaths spread over the first six
 TIMES = np.array([200.0, 500.0, 700.0, 1000.0, 1300.0, 1600.0, 2000.0, 2200.0, 2900.0, 2950.0])
@@ -50,3 +52,12 @@ def test_a_landmark_at_a_grouped_interval_end_is_the_curve_there() -> None:
     c = km_curve(times, events, censored)
     (one, *_) = landmarks(times, c, np.array([[200.0, YEAR_DAYS]]))
     assert one.survival == pytest.approx(float(c["survival"][1]), abs=1e-12)
+
+
+def test_curves_are_split_by_at_most_three_variables() -> None:
+    """Three grouping variables are accepted; a fourth is refused before any node is asked
+    (each split multiplies the groups, and so the small ones)."""
+    three = ["sex", "age_group", "iccc_group"]
+    assert KMParams(by=three).by == three
+    with pytest.raises(ValidationError, match="at most 3"):
+        KMParams(by=[*three, "country"])
