@@ -1,0 +1,71 @@
+"""Rules of the disclosure gate that its tests left unchecked, found by the mutation run
+(docs/testing.md), each asserted at its boundary through the gate itself (`release`): a part
+must count exactly the records it declares, else nothing is released; the ledger of releases
+is the node's file, so it outlives the node process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.gate import release
+from ccdp.disclosure.ledger import ledger_path
+from ccdp.disclosure.policy import NodePolicy
+from ccdp.disclosure.refusals import Refusal
+from ccdp.federation.node.local import LocalNode
+from ccdp.wire.protocol import Task
+from ccdp.wire.records import Records
+from ccdp.wire.summary import CountsPart, Summary
+from tests.storekit import build_store, random_registry
+
+EXACT = NodePolicy(counts="exact", min_cell=5)
+
+
+def by_sex(stated: dict[str, int], true: dict[str, int]) -> Summary:
+    """One count by sex whose cells state `stated` but whose record sets hold `true` records."""
+    sizes = list(true.values())
+    keys = np.arange(1, sum(sizes) + 1, dtype=np.uint64)
+    rows = np.repeat(np.arange(len(sizes)), sizes)
+    cells = [{"sex": s, "n": n} for s, n in stated.items()]
+    return Summary(
+        {"c": CountsPart(dims=["sex"], counts=["n"], cells=cells, records=Records(keys, rows))}
+    )
+
+
+def test_a_count_that_matches_its_records_is_released() -> None:
+    counts = {"female": 40, "male": 60}
+    out = release(by_sex(counts, counts), DisclosureContext(EXACT))
+    assert {c["sex"]: c["n"] for c in out.summary.parts["c"].cells} == counts
+
+
+@pytest.mark.parametrize("off", [-1, 1])
+def test_a_count_one_off_its_records_is_refused(off: int) -> None:
+    """A part stating 41 girls over a record set of 40 (or 39) is refused as undeclared: the
+    gate judges the records, so a count it has not seen must never pass through."""
+    true = {"female": 40, "male": 60}
+    with pytest.raises(Refusal) as e:
+        release(by_sex({"female": 40 + off, "male": 60}, true), DisclosureContext(EXACT))
+    assert e.value.rule == "undeclared"
+
+
+def test_the_ledger_outlives_the_node_process(tmp_path: Path) -> None:
+    """The node's ledger is a file beside its store, so a differencing attack split over two
+    node processes (a restart between the queries) is refused as it is within one."""
+    store = build_store(tmp_path / "node.duckdb", random_registry(5, 200, "FR", "n"))
+    assert ledger_path(store) == tmp_path / "node.ledger.db"
+    first = LocalNode(store).answer(task(1, {"diagnosis_year": {"from": 2005}}))
+    assert first.status == "answered"
+    assert ledger_path(store).is_file()
+    restarted = LocalNode(store)  # a new process: it must read what the first one released
+    cut = float(restarted._read(["wbc_at_diagnosis"], CohortSpec.load({})).wbc_at_diagnosis.max())
+    second = restarted.answer(task(2, {"wbc_at_diagnosis": {"to": cut - 1e-9}}))
+    assert second.status == "answered" and "differencing" in second.reason
+    assert second.summary["total"]["cells"][0]["n"] is None
+
+
+def task(i: int, cohort: dict) -> Task:
+    return Task(task_id=f"t{i}", study_id=f"s{i}", round=0, analysis="count", cohort=cohort)
