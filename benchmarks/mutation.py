@@ -229,6 +229,15 @@ def _set_op(attr: str, new: type) -> Callable[[ast.AST], ast.AST]:
     return make
 
 
+def _constant(value: int) -> Callable[[ast.AST], ast.AST]:
+    return lambda n: ast.Constant(value)
+
+
+def _operand(n: ast.AST) -> ast.AST:
+    assert isinstance(n, ast.UnaryOp)
+    return n.operand
+
+
 def sites(tree: ast.AST) -> Iterator[Site]:
     """Every mutation site, in `ast.walk` order (deterministic for a given source)."""
     skip = _docstrings(tree) | _annotations(tree)
@@ -246,13 +255,13 @@ def sites(tree: ast.AST) -> Iterator[Site]:
             new = SWAP_BOOL[type(node.op)]
             yield Site(node, f"`{_sym(node.op)}` -> `{_sym(new())}`", _set_op("op", new))
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            yield Site(node, "`not x` -> `x`", lambda n: n.operand)  # type: ignore[attr-defined]
+            yield Site(node, "`not x` -> `x`", _operand)
         elif isinstance(node, ast.Constant) and type(node.value) is bool:
             flip = not node.value
-            yield Site(node, f"`{node.value}` -> `{flip}`", lambda n, f=flip: ast.Constant(f))
+            yield Site(node, f"`{node.value}` -> `{flip}`", _constant(flip))
         elif isinstance(node, ast.Constant) and type(node.value) is int:
             up = node.value + 1
-            yield Site(node, f"`{node.value}` -> `{up}`", lambda n, u=up: ast.Constant(u))
+            yield Site(node, f"`{node.value}` -> `{up}`", _constant(up))
         elif isinstance(node, ast.Return) and node.value is not None:
             if not (isinstance(node.value, ast.Constant) and node.value.value is None):
                 yield Site(node, "`return x` -> `return None`", lambda n: ast.Return(None))
@@ -350,8 +359,8 @@ def select(args: argparse.Namespace) -> list[Mutant]:
     """The mutants asked for: by group or module, filtered, sampled, limited."""
     if args.only:
         wanted = set(args.only)
-        modules = sorted({o.split("#")[0] for o in wanted})
-        return [m for mod in modules for m in mutants_of(mod) if m.ident in wanted]
+        named = sorted({o.split("#")[0] for o in wanted})
+        return [m for mod in named for m in mutants_of(mod) if m.ident in wanted]
     modules: list[str] = []
     for name in args.module or list(GROUPS):
         if name in GROUPS:
