@@ -2,10 +2,11 @@
 (docs/testing.md), each asserted at its boundary through the gate itself (`release`): a part
 must count exactly the records it declares, else nothing is released; the ledger of releases
 is the node's file, so it outlives the node process; a table too big for the exact audit
-still hides its small cell."""
+still hides its small cell; the registered audit's search misses no combination."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ccdp.disclosure.gate import release
 from ccdp.disclosure.ledger import ledger_path
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal
+from ccdp.disclosure.registered_audit import _zero_sums
 from ccdp.disclosure.suppress import suppress
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.protocol import Task
@@ -101,3 +103,41 @@ def test_a_table_too_big_for_the_exact_audit_still_hides_its_small_cell() -> Non
         assert c["n"] in (None, grid[c["r"], c["c"]])
     assert hidden[37, 11]
     assert peel(hidden)[37, 11], "the small cell follows from the row and column totals"
+
+
+def minimal_zero_sums(
+    parity: list[dict[int, int]], sizes: np.ndarray, most: int, prime: int
+) -> list[tuple[int, ...]]:
+    """By enumeration: every minimal set of atoms of total size <= most whose parity vectors
+    sum to zero modulo `prime` (the reference for the registered audit's search)."""
+    found: list[tuple[int, ...]] = []
+    for k in range(1, len(parity) + 1):
+        for atoms in itertools.combinations(range(len(parity)), k):
+            if sizes[list(atoms)].sum() > most or any(set(f) < set(atoms) for f in found):
+                continue
+            total: dict[int, int] = {}
+            for a in atoms:
+                for j, v in parity[a].items():
+                    total[j] = (total.get(j, 0) + v) % prime
+            if not any(total.values()):
+                found.append(atoms)
+    return sorted(found)
+
+
+def test_the_registered_audit_search_is_exact_where_its_bound_is_tight() -> None:
+    """The search for small combinations of registered studies that pin records down prunes a
+    branch when the atoms it may still add cannot cancel the running sum. Against enumeration,
+    on GF(2) systems small enough to enumerate, including one where the bound is met with
+    equality (a set found only by the branch the bound must keep): nothing is missed."""
+    tight = [{0: 1, 1: 1}, {1: 1}, {1: 1, 0: 1}, {1: 1, 0: 1}, {0: 1}, {1: 1, 0: 1}, {1: 1}]
+    cases = [(tight, np.array([2, 1, 1, 2, 1, 2, 1]), 4)]
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n, width = int(rng.integers(3, 8)), int(rng.integers(2, 5))
+        supports = [rng.choice(width, int(rng.integers(1, width + 1)), False) for _ in range(n)]
+        parity = [{int(j): 1 for j in support} for support in supports]
+        cases.append((parity, rng.integers(1, 3, size=n), int(rng.integers(2, 6))))
+    for parity, sizes, most in cases:
+        found, complete = _zero_sums(parity, sizes.astype(np.int64), most, 2, 10**6)
+        assert complete
+        assert sorted(tuple(sorted(u)) for u in found) == minimal_zero_sums(parity, sizes, most, 2)
