@@ -52,7 +52,7 @@ def test_a_child_without_last_contact_is_stored_and_flagged_not_quarantined(
     assert len(patient) == N and "P003" in set(patient["patient_id"])
     assert len(table(store, "tumour")) == N
     flags = table(store, "quality_flag")
-    mine = flags[flags["edit_id"] == "followup.missing"]
+    mine = flags[flags["edit_id"] == "patient.followup_missing"]
     assert list(mine["record_key"]) == ["P003"]
     assert set(mine["severity"]) == {"warning"} and set(mine["field"]) == {"last_contact_date"}
     assert "left out of survival" in mine["message"].iloc[0]
