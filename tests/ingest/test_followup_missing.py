@@ -113,8 +113,6 @@ def test_a_patient_whose_only_tumour_failed_is_flagged(tmp_path: Path) -> None:
     assert "T002" not in set(table(store, "tumour")["tumour_id"])
     # the fixed tumour, sent alone later, clears the flag
     fixed = {k: [] for k in rows} | {"tumour": [clean_registry(N)["tumour"][2]]}
-    ingest_native(
-        store, write_native(tmp_path / "fix", fixed), progress=False, today=TODAY
-    )
+    ingest_native(store, write_native(tmp_path / "fix", fixed), progress=False, today=TODAY)
     flags = table(store, "quality_flag")
     assert flags[flags["edit_id"] == "patient.no_valid_tumour"].empty

@@ -76,7 +76,7 @@ def test_a_condition_must_name_a_field_of_its_table() -> None:
             "applies_when": {"field": "nope", "values": ["dead"], "rows": "deceased"},
         }
     )
-    with pytest.raises(ValueError, match="applies_when.*nope"):
+    with pytest.raises(ValueError, match=r"applies_when.*nope"):
         TableDef(name="t", description="d", primary_key=["x"], fields=[bad])
     patient = load_model().table("patient")
     assert patient.field("death_date").applies_when is not None

@@ -17,11 +17,12 @@ def release_excluded(
 ) -> tuple[str, list[np.ndarray]]:
     """The note `head: n` saying how many of the cohort's patients were left out (by their
     consent under a project's data use, or for a missing follow-up), judged as one count cell:
-    1 to min_cell - 1 (and zero under `zero_cells: suppress`) is withheld, as is a set within the differencing threshold of an earlier release
-    (the same children counted with and without a data use must not be told apart). Returns the
-    note and the set to record with the answer (empty when the count is withheld or zero).
-    In the feasibility tier (`ctx.perturbs`) the count is published perturbed by the cell-key
-    method instead, as every count of that tier is: nothing is withheld because of the data."""
+    1 to min_cell - 1 (and zero under `zero_cells: suppress`) is withheld, as is a set within
+    the differencing threshold of an earlier release (the same children counted with and
+    without a data use must not be told apart). Returns the note and the set to record with
+    the answer (empty when the count is withheld or zero). In the feasibility tier
+    (`ctx.perturbs`) the count is published perturbed by the cell-key method instead, as every
+    count of that tier is: nothing is withheld because of the data."""
     policy, n = ctx.policy, int(members.size)
     if ctx.perturbs:  # the feasibility tier: perturbed like its other counts, never withheld
         key = cell_keys([np.unique(members)], ctx.salt)

@@ -66,10 +66,13 @@ class Edit(BaseModel):
     def _child_refers_to_table(self) -> None:
         """A no_valid_child edit names a child table whose foreign key is `table`'s key."""
         if not (self.table and self.field and self.child and self.message):
-            raise ValueError(f"edit {self.id}: no_valid_child edits need table, field, child, message")
-        child = load_model().table(self.child)
+            raise ValueError(
+                f"edit {self.id}: no_valid_child edits need table, field, child, message"
+            )
         if not self.child_key():
-            raise ValueError(f"edit {self.id}: table {child.name} has no foreign key to {self.table}")
+            raise ValueError(
+                f"edit {self.id}: table {self.child} has no foreign key to {self.table}"
+            )
 
     def child_key(self) -> tuple[str, str] | None:
         """(the child's foreign-key column, the parent column it refers to), or None."""
