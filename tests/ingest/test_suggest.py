@@ -199,7 +199,7 @@ def test_suggest_on_native_export_reproduces_it(tmp_path: Path) -> None:
             continue  # a header-only file (e.g. no trial enrolment in a small draw) maps nothing
         got = out[tdef.name]
         for fdef in tdef.input_fields:
-            expected = native[fdef.name].replace("", None).tolist()
+            expected = native[fdef.name].astype(object).replace("", None).tolist()
             assert got[fdef.name].tolist() == expected, (tdef.name, fdef.name)
 
 

@@ -49,6 +49,10 @@ def _store_rows(store: Path, table: str) -> pd.DataFrame:
     cols = ", ".join(f'"{f.name}"' for f in tdef.input_fields)
     with duckdb.connect(str(store), read_only=True) as con:
         frame = con.execute(f'SELECT {cols} FROM "{table}"').df()
+    # text columns as object with None: under pandas 3 DuckDB gives a column of text the string
+    # dtype and an all-NULL one object, so equal stores would differ in dtype only
+    text = frame.select_dtypes(include=["object", "string"]).columns
+    frame[text] = frame[text].astype(object).where(frame[text].notna(), None)
     return frame.set_index(tdef.primary_key).sort_index()
 
 

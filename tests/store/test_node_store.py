@@ -112,3 +112,25 @@ def test_a_version_1_store_gains_the_quarantine_resolution_columns(tmp_path: Pat
         assert store.con.execute("SELECT record_key, resolved_at FROM quarantine").fetchall() == [
             ("P1", None)
         ]
+
+
+def test_an_existing_store_takes_a_child_without_last_contact_without_migration(
+    tmp_path: Path,
+) -> None:
+    """Making last_contact_date optional changed no DDL (model columns are never NOT NULL), so
+    a store created before opens at the same version and takes such a row as it is."""
+    path = tmp_path / "s.duckdb"
+    with NodeStore(path) as store:
+        store.create()
+        nullable = store.con.execute(
+            "SELECT DISTINCT is_nullable FROM information_schema.columns "
+            "WHERE table_name IN (SELECT unnest(?))",
+            [load_model().table_names],
+        ).fetchall()
+        assert nullable == [("YES",)]
+        store.con.execute(
+            "INSERT INTO patient (patient_id, sex, birth_date, country, vital_status) "
+            "VALUES ('P1', 'male', DATE '2010-01-01', 'FR', 'alive')"
+        )
+    with NodeStore(path, read_only=True) as store:
+        assert store.version == load_model().version and store.count("patient") == 1

@@ -171,6 +171,11 @@ class Analysis(ABC, Generic[P]):
         """View columns `local` needs (None: all); lets the node read only what it must."""
         return None
 
+    def followup_outcome(self, params: P) -> str | None:
+        """The time-to-event outcome (os, efs, ...) whose follow-up `local` needs, or None: the
+        node then says, through the gate, how many cases it left out for lack of follow-up."""
+        return None
+
     def check_cohort(self, variables: set[str]) -> None:
         """Raise CohortError if a cohort on these variables would make the answer wrong."""
         return None

@@ -344,6 +344,9 @@ class Cox(Analysis[CoxParams]):
     params_model: ClassVar[type[AnalysisParams]] = CoxParams
     result_model: ClassVar[type[AnalysisResult]] = CoxResult
 
+    def followup_outcome(self, params: CoxParams) -> str:
+        return params.outcome
+
     def columns(self, params: CoxParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.covariates, *params.local_strata()]
 

@@ -388,6 +388,10 @@ class Poisson(_GLM[PoissonParams]):
     name: ClassVar[str] = "poisson"
     params_model: ClassVar[type[AnalysisParams]] = PoissonParams
 
+    def followup_outcome(self, params: PoissonParams) -> str | None:
+        """os/efs rates need each child's follow-up time (unless another person-time is named)."""
+        return params.outcome if params.outcome in SURVIVAL and not params.person_time else None
+
     def outcome_columns(self, params: PoissonParams) -> tuple[str, str | None]:
         if params.outcome in SURVIVAL:
             time, event = survival_columns(params.outcome)

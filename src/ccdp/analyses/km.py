@@ -507,6 +507,9 @@ class KaplanMeier(Analysis[KMParams]):
     def summary_parts(self, params: KMParams, request: dict) -> dict[str, PartSpec]:
         return event_table_spec(params.by)
 
+    def followup_outcome(self, params: KMParams) -> str:
+        return params.outcome
+
     def columns(self, params: KMParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.by]
 

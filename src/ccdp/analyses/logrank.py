@@ -132,6 +132,9 @@ class Logrank(Analysis[LogrankParams]):
     def summary_parts(self, params: LogrankParams, request: dict) -> dict[str, PartSpec]:
         return event_table_spec(params.by)
 
+    def followup_outcome(self, params: LogrankParams) -> str:
+        return params.outcome
+
     def columns(self, params: LogrankParams) -> list[str]:
         return [*survival_columns(params.outcome), *params.by]
 

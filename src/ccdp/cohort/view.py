@@ -277,6 +277,21 @@ FROM timed
 """
 
 
+def followup_missing_sql(outcome: str, schema: str = "store") -> tuple[list[str], str]:
+    """(view columns it reads, condition over view row `v`) true for a row a survival analysis
+    of `outcome` (os, efs, relapse_os, relapse_efs) leaves out because the patient has neither
+    a last contact nor a death date: its time is empty (an event date would still give one)."""
+    s = f'"{schema}".' if schema else ""
+    time = f"{outcome}_time"
+    cond = (
+        f'v."{time}" IS NULL AND v.patient_id IN (SELECT patient_id FROM {s}patient '
+        "WHERE last_contact_date IS NULL AND death_date IS NULL)"
+    )
+    if outcome.startswith("relapse_"):  # only relapsed tumours enter: the others are not lost
+        return [time, "relapsed"], f"{cond} AND v.relapsed = 1"
+    return [time], cond
+
+
 def view_columns(rows: Rows = "tumours") -> list[str]:
     """The columns a view of `rows` has: every tumour variable, and for specimen rows the
     specimen variables too."""

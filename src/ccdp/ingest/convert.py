@@ -322,7 +322,7 @@ def split_morphology(series: pd.Series) -> pd.DataFrame:
     morph = _raw_where_failed(series, got["morphology"].reindex(series.index))
     behaviour = got["behaviour"].reindex(series.index)
     behaviour = behaviour.where(behaviour.notna(), None).astype(object)
-    return pd.DataFrame({"morphology": morph, "behaviour": behaviour.map(_text)})
+    return pd.DataFrame({"morphology": morph, "behaviour": _texts(behaviour)})
 
 
 def _morphology_part(series: pd.Series, how: str) -> pd.Series:
@@ -333,7 +333,14 @@ def _morphology_part(series: pd.Series, how: str) -> pd.Series:
 def _raw_where_failed(raw: pd.Series, got: pd.Series) -> pd.Series:
     got = pd.Series(got, index=raw.index).astype(object)
     good = got.notna() & (got.astype(str) != "")
-    return got.where(good, raw).map(_text).astype(object)
+    return _texts(got.where(good, raw))
+
+
+def _texts(series: pd.Series) -> pd.Series:
+    """Each value as text, None where missing, in an object Series: `map` alone would infer
+    pandas 3's string dtype, which holds NaN for None."""
+    out = series.map(_text).astype(object)
+    return out.where(out.notna(), None)
 
 
 def _text(value: object) -> str | None:

@@ -154,16 +154,22 @@ def load_native_file(con: duckdb.DuckDBPyConnection, native: NativeFile, into: s
 
 
 def native_csv_error(path: Path, source_name: str, message: str) -> str:
-    """DuckDB's error on reading a native CSV, in short; a line over DuckDB's limit is found
-    again (streaming, only on this failure) to name its line, data row and field."""
-    if "maximum line size" not in message.lower():
-        return f"{source_name}: {csv_error_text(message)}"
+    """DuckDB's error on reading a native CSV, in short; a line over DuckDB's limit is looked
+    for first (streaming, only on a failure) to name its line, data row and field. DuckDB's own
+    words for such a line vary by release and size ('maximum line size', 'Parallel CSV Reader
+    ... full read' past two buffers in 2.0, 'unterminated quote' for a long quoted cell), so
+    every CSV error is checked, not only those naming the line size."""
     from ccdp.ingest.readers.delimited import oversized_field
 
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        found = oversized_field(fh, ",", '"', MAX_LINE_BYTES, line_limit=True, size=_utf8_size)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            found = oversized_field(fh, ",", '"', MAX_LINE_BYTES, line_limit=True, size=_utf8_size)
+    except (OSError, UnicodeDecodeError, csv.Error):  # DuckDB's words are all there is
+        found = None
     limit = f"the limit of {MAX_LINE_BYTES:,} bytes ({MAX_LINE_BYTES // 2**20} MiB) for one line"
     if found is None:
+        if "maximum line size" not in message.lower():
+            return f"{source_name}: {csv_error_text(message)}"
         return f"{source_name}: a line is longer than {limit} ({csv_error_text(message)})"
     line, row, column, size = found
     return (

@@ -37,7 +37,7 @@ from ccdp.ingest.native import (
 from ccdp.ingest.pseudonym import pseudonym_sql
 from ccdp.ingest.recheck import Recheck
 from ccdp.model import FieldDef, TableDef, load_model
-from ccdp.quality.edits import edit
+from ccdp.quality.edits import edit, edits_by_check
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topological
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
@@ -456,6 +456,7 @@ def _write(
             con, tdef, w, err, key, ingest_id, source_key=_source_key(tdef, report.pseudonymised)
         )
         _write_flags(con, tdef, w, err, key, ingest_id)
+        _clear_parent_flags(con, name)
         counts = con.execute(
             f"SELECT (SELECT count(*) FROM {w}), (SELECT count(*) FROM {err}), "
             f"(SELECT count(DISTINCT q._row) FROM {RESULTS} q ANTI JOIN {err} e ON q._row = e._row"
@@ -599,6 +600,19 @@ def _write_flags(
         f"FROM {RESULTS} x JOIN {w} r ON r._row = x._row ANTI JOIN {err} e ON e._row = x._row "
         f"WHERE x.table_name = {lit(name)} AND x.severity = 'warning' ORDER BY r._row, x.edit_id"
     )
+
+
+def _clear_parent_flags(con: duckdb.DuckDBPyConnection, child: str) -> None:
+    """A parent flagged for having no valid child (a patient without a tumour) loses the flag
+    once the store holds a child of it, e.g. the fixed tumour sent alone later."""
+    for rule in edits_by_check("no_valid_child"):
+        key = rule.child_key()
+        if rule.child != child or key is None:
+            continue
+        con.execute(
+            f"DELETE FROM quality_flag WHERE edit_id = {lit(rule.id)} AND table_name = "
+            f"{lit(rule.table)} AND record_key IN (SELECT {q(key[0])} FROM main.{q(child)})"
+        )
 
 
 def _log(con: duckdb.DuckDBPyConnection, report: IngestReport, started: datetime) -> None:

@@ -21,6 +21,17 @@ def _values(f: FieldDef) -> str:
     return "; ".join(parts)
 
 
+def _applies(f: FieldDef) -> str:
+    """The rows a conditional field applies to, as the dictionary says it."""
+    if f.applies_when is None:
+        return ""
+    values = " or ".join(str(v) for v in f.applies_when.values)
+    return (
+        f" Applies to {f.applies_when.rows} only ({f.applies_when.field} {values}): "
+        "completeness is measured over them."
+    )
+
+
 def to_markdown(model: Model | None = None) -> str:
     """The dictionary as Markdown: one section per table, one row per field."""
     model = model or load_model()
@@ -54,7 +65,7 @@ def to_markdown(model: Model | None = None) -> str:
             req = "derived" if f.derived else ("yes" if f.required else "no")
             lines.append(
                 f"| `{f.name}` | {f.type} | {req} | {_values(f)} | {f.unit or ''} | "
-                f"{f.description} |"
+                f"{f.description}{_applies(f)} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ Every other stage asks this module what a table or field is; nothing else hard-c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -22,6 +23,26 @@ DUCKDB_TYPES: dict[str, str] = {
     "date": "DATE",
     "partial_date": "DATE",
 }
+
+
+class AppliesWhen(BaseModel):
+    """The rows a conditional field applies to: those whose `field` (of the same table) holds
+    one of `values`, e.g. a death date only for the dead; `rows` names them in reports ("of 12
+    deceased"). Completeness is measured over those rows only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str
+    values: list[Any] = Field(min_length=1)
+    rows: str
+
+    def sql(self, quote: Callable[[str], str]) -> str:
+        """The condition as DuckDB SQL (`quote` quotes the column name)."""
+        shown = ", ".join(
+            str(v) if isinstance(v, int | float) else "'" + str(v).replace("'", "''") + "'"
+            for v in self.values
+        )
+        return f"{quote(self.field)} IN ({shown})"
 
 
 class FieldDef(BaseModel):
@@ -44,6 +65,9 @@ class FieldDef(BaseModel):
     min: float | None = None
     max: float | None = None
     unit: str | None = None
+    applies_when: AppliesWhen | None = Field(
+        None, description="the rows the field applies to (completeness is measured over them)"
+    )
     description: str
 
     @model_validator(mode="after")
@@ -85,6 +109,13 @@ class TableDef(BaseModel):
         bad = [f.name for f in self.fields if f.identifier and f.type != "string"]
         if bad:
             raise ValueError(f"table {self.name}: identifier field(s) {bad} must be strings")
+        stray = [
+            f"{f.name} (applies_when {f.applies_when.field})"
+            for f in self.fields
+            if f.applies_when is not None and f.applies_when.field not in names
+        ]
+        if stray:
+            raise ValueError(f"table {self.name}: conditions on unknown fields: {stray}")
         return self
 
     def field(self, name: str) -> FieldDef:

@@ -28,6 +28,7 @@ Check = Literal[
     "duplicate_key",
     "orphan",
     "parent_quarantined",
+    "no_valid_child",
     "sql",
 ]
 
@@ -48,6 +49,7 @@ class Edit(BaseModel):
     when: str | None = None
     join: str | None = None
     message: str | None = None
+    child: str | None = None  # no_valid_child: the table whose rows refer to `table`
 
     @model_validator(mode="after")
     def _complete(self) -> Edit:
@@ -55,9 +57,32 @@ class Edit(BaseModel):
             if not (self.table and self.field and self.when and self.message):
                 raise ValueError(f"edit {self.id}: sql edits need table, field, when and message")
             load_model().table(self.table).field(self.field)
+        if self.check == "no_valid_child":
+            self._child_refers_to_table()
         if self.check == "code" and not self.code_system:
             raise ValueError(f"edit {self.id}: code edits need a code_system")
         return self
+
+    def _child_refers_to_table(self) -> None:
+        """A no_valid_child edit names a child table whose foreign key is `table`'s key."""
+        if not (self.table and self.field and self.child and self.message):
+            raise ValueError(
+                f"edit {self.id}: no_valid_child edits need table, field, child, message"
+            )
+        if not self.child_key():
+            raise ValueError(
+                f"edit {self.id}: table {self.child} has no foreign key to {self.table}"
+            )
+
+    def child_key(self) -> tuple[str, str] | None:
+        """(the child's foreign-key column, the parent column it refers to), or None."""
+        if not self.child or not self.table:
+            return None
+        for col, ref in load_model().table(self.child).foreign_keys.items():
+            parent, _, pcol = ref.partition(".")
+            if parent == self.table:
+                return col, pcol
+        return None
 
     def parents(self) -> list[str]:
         """Parent tables (by alias = table name) the SQL refers to."""
@@ -121,5 +146,7 @@ def edits_markdown() -> str:
             where = "dates read through a mapping's date_formats"
         if e.check in ("key_text", "duplicate_key", "orphan", "parent_quarantined"):
             where = "keys of every table"
+        if e.check == "no_valid_child":
+            where = f"{e.table} rows whose every {e.child} failed"
         lines.append(f"| `{e.id}` | {e.severity} | {e.category} | {where} | {e.description} |")
     return "\n".join(lines) + "\n"

@@ -212,6 +212,35 @@ class EditRun:
             for col, ref in tdef.foreign_keys.items():
                 if ref.split(".")[0] in stored:
                     self._reference(tdef, col, ref)
+        for edit in edits_by_check("no_valid_child"):
+            self._no_valid_child(edit)
+
+    def _no_valid_child(self, edit: Edit) -> None:
+        """Parent rows of this ingest whose child rows here all failed, with no child stored:
+        stored alone (a patient without a tumour), so flagged. Runs once every error is known."""
+        key = edit.child_key()
+        if key is None or edit.table not in self.work or edit.child not in self.work:
+            return
+        assert edit.table and edit.child and edit.field and edit.message
+        fk, pk = key
+        child = q(self.work[edit.child])
+        ok_child = (
+            f"SELECT c.{q(fk)} FROM {child} c ANTI JOIN (SELECT _row FROM {RESULTS} WHERE "
+            f"table_name = {lit(edit.child)} AND severity = 'error') e ON e._row = c._row"
+        )
+        where = (
+            f"r.{q(pk)} IN (SELECT {q(fk)} FROM {child}) AND r.{q(pk)} NOT IN ({ok_child} "
+            f"WHERE c.{q(fk)} IS NOT NULL)"
+        )
+        if self._stored_rows(edit.child):
+            where += (
+                f" AND r.{q(pk)} NOT IN (SELECT {q(fk)} FROM main.{q(edit.child)} "
+                f"WHERE {q(fk)} IS NOT NULL)"
+            )
+        field = load_model().table(edit.table).field(edit.field)
+        value = f"r.{q(raw_column(field))}"
+        source = f"{q(self.work[edit.table])} AS r"
+        self._insert(edit.table, edit, edit.field, value, lit(edit.message), source, where)
 
     # -- setup ------------------------------------------------------------------------------------
     _reference_rows: int = 0  # rows of the largest reference table (sizes its range joins)

@@ -37,11 +37,15 @@ class TableQuality(BaseModel):
 
 
 class FieldCompleteness(BaseModel):
+    """Rows with the field filled, of the rows it applies to: every row, or for a conditional
+    field (data model `applies_when`) only those meeting its condition, named by `applies_to`."""
+
     table: str
     field: str
     required: bool
     filled: int
     total: int
+    applies_to: str | None = Field(None, description="the rows counted, e.g. deceased")
 
     @property
     def share(self) -> float:
@@ -88,18 +92,23 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 def field_completeness(con: duckdb.DuckDBPyConnection) -> list[FieldCompleteness]:
     out: list[FieldCompleteness] = []
+    """Completeness of every field, conditional fields over the rows they apply to (one scan
+    of each table)."""
     for tdef in load_model().tables.values():
-        counts = ", ".join(f"count({q(f.name)})" for f in tdef.fields)
-        row = con.execute(f"SELECT count(*), {counts} FROM {q(tdef.name)}").fetchall()[0]
-        total = int(row[0])
-        for f, filled in zip(tdef.fields, row[1:], strict=True):
+        counts: list[str] = []
+        for f in tdef.fields:
+            where = f" FILTER (WHERE {f.applies_when.sql(q)})" if f.applies_when else ""
+            counts += [f"count({q(f.name)}){where}", f"count(*){where}"]
+        row = con.execute(f"SELECT {', '.join(counts)} FROM {q(tdef.name)}").fetchall()[0]
+        for i, f in enumerate(tdef.fields):
             out.append(
                 FieldCompleteness(
                     table=tdef.name,
                     field=f.name,
                     required=f.required,
-                    filled=int(filled),
-                    total=total,
+                    filled=int(row[2 * i]),
+                    total=int(row[2 * i + 1]),
+                    applies_to=f.applies_when.rows if f.applies_when else None,
                 )
             )
     return out

@@ -3,7 +3,9 @@
 A migration step for version N holds the SQL that turns a version N-1 store into version N where
 that needs more than the model says (renames, conversions). Additive changes (a new table, a new
 field) need no step: `sync_with_model` adds every table and column the model has and the store
-lacks, after the explicit steps ran.
+lacks, after the explicit steps ran. What the DDL does not carry needs neither a step nor a new
+version: model columns are never NOT NULL (a required field is an ingest edit), so a field made
+optional (patient.last_contact_date) or given an `applies_when` leaves every stored row valid.
 """
 
 from __future__ import annotations

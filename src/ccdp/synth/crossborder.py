@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ccdp.synth.params import Params
+from ccdp.synth.population import copy_routes
 from ccdp.synth.simulate import Cohort
 
 
@@ -17,14 +18,14 @@ def add_cross_border(rng: np.random.Generator, params: Params, cohort: Cohort) -
     c = cohort.cases
     origins: list[np.ndarray] = []
     dests: list[np.ndarray] = []
-    for r in params.cross_border.itertuples(index=False):
-        if r.origin not in cohort.countries or r.destination not in cohort.countries:
-            continue
-        oi = cohort.countries.index(r.origin)
+    for i, (oi, di, share) in enumerate(copy_routes(params, cohort.countries)):
         pool = np.flatnonzero((c["country"] == oi) & (c["origin"] == np.arange(cohort.n)))
-        pick = pool[rng.random(len(pool)) < float(r.share)]
+        if cohort.copies is None:  # each case copied with the route's probability
+            pick = pool[rng.random(len(pool)) < share]
+        else:  # exactly the number the total asks for (--patients N)
+            pick = np.sort(rng.choice(pool, size=min(cohort.copies[i], len(pool)), replace=False))
         origins.append(pick)
-        dests.append(np.full(len(pick), cohort.countries.index(r.destination), dtype=np.int16))
+        dests.append(np.full(len(pick), di, dtype=np.int16))
     if not origins or sum(len(o) for o in origins) == 0:
         return
     src = np.concatenate(origins)

@@ -43,11 +43,45 @@ def expected_cases(params: Params, countries: list[str], pop: np.ndarray) -> np.
     return out
 
 
-def scale_to_patients(expected: np.ndarray, pop: np.ndarray, patients: int | None) -> float:
-    """Factor applied to every population so the expected total number of cases is `patients`."""
-    if patients is None:
-        return 1.0
-    return float(patients) / float(expected.sum())
+def largest_remainder(total: int, weights: np.ndarray | list[float]) -> np.ndarray:
+    """`total` split in proportion to `weights` in whole numbers summing to `total` exactly
+    (Hamilton's method: the floors, then one more to the largest remainders, ties by order)."""
+    w = np.asarray(weights, dtype=float)
+    if total <= 0 or w.sum() <= 0:
+        return np.zeros(w.shape, dtype=np.int64)
+    quota = total * w / w.sum()
+    out = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - out), kind="stable")
+    out[order[: total - int(out.sum())]] += 1
+    return out
+
+
+def copy_routes(params: Params, countries: list[str]) -> list[tuple[int, int, float]]:
+    """(origin, destination, share) of the cross-border routes between the drawn countries,
+    in the order of cross_border.csv (indices into `countries`)."""
+    return [
+        (countries.index(r.origin), countries.index(r.destination), float(r.share))
+        for r in params.cross_border.itertuples(index=False)
+        if r.origin in countries and r.destination in countries
+    ]
+
+
+def exact_split(
+    patients: int, by_country: np.ndarray, routes: list[tuple[int, int, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(registrations per country, cross-border copies per route) adding up to `patients`
+    exactly: the copies are a share of their origin's cases, so the first registrations are
+    patients / (1 + expected copy fraction), split over countries by their expected cases."""
+    share = by_country / by_country.sum()
+    fraction = sum(s * share[o] for o, _, s in routes)
+    first = max(1, min(patients, round(patients / (1.0 + fraction))))
+    totals = largest_remainder(first, share)
+    weights = [s * totals[o] for o, _, s in routes]
+    if patients > first and sum(weights) <= 0:  # no origin case to copy: all first records
+        totals = largest_remainder(patients, share)
+        weights = [0.0 for _ in routes]
+    copies = largest_remainder(patients - int(totals.sum()), weights)
+    return totals, np.minimum(copies, [totals[o] for o, _, _ in routes]).astype(np.int64)
 
 
 def population_frame(pop: np.ndarray, countries: list[str], years: list[int]) -> pd.DataFrame:
@@ -72,7 +106,23 @@ def population_frame(pop: np.ndarray, countries: list[str], years: list[int]) ->
 
 def draw_cases(rng: np.random.Generator, expected: np.ndarray) -> dict[str, np.ndarray]:
     """Poisson counts per cell, expanded to one row per case with its cell's coordinates."""
-    counts = rng.poisson(expected)
+    return _expand(rng.poisson(expected))
+
+
+def draw_exact_cases(
+    rng: np.random.Generator, expected: np.ndarray, totals: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Exactly totals[c] cases in country c, spread over its cells by a multinomial draw with
+    the expected counts as weights (Poisson counts conditioned on their sum), as rows."""
+    counts = np.zeros(expected.shape, dtype=np.int64)
+    for c, n in enumerate(totals):
+        p = expected[c].ravel()
+        counts[c] = rng.multinomial(int(n), p / p.sum()).reshape(expected[c].shape)
+    return _expand(counts)
+
+
+def _expand(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Counts per cell [country, year, sex, age, group] as one row per case."""
     flat = counts.ravel()
     cell = np.repeat(np.arange(flat.size), flat)
     c, y, s, a, g = np.unravel_index(cell, counts.shape)

@@ -21,10 +21,12 @@ from ccdp.synth.params import (
     SynthError,
 )
 from ccdp.synth.population import (
+    copy_routes,
     draw_cases,
+    draw_exact_cases,
+    exact_split,
     expected_cases,
     population_array,
-    scale_to_patients,
 )
 
 DAYS_PER_YEAR = 365.25
@@ -54,6 +56,8 @@ class Cohort:
     labels: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     identities: Any = None
+    # cross-border copies per route (copy_routes order) when --patients fixes the total exactly
+    copies: list[int] | None = None
 
     @property
     def n(self) -> int:
@@ -94,12 +98,20 @@ def _cases_from_population(
     countries: list[str],
     years: list[int],
     patients: int | None,
-) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, float, dict[str, np.ndarray], list[int] | None]:
+    """Populations and cases: Poisson counts of the populations as they are, or, with
+    `patients`, exactly that many registrations with their cross-border copies (the
+    populations scaled so that the expected cases are the first registrations)."""
     pop = population_array(params, countries, years)
-    scale = scale_to_patients(expected_cases(params, countries, pop), pop, patients)
+    expected = expected_cases(params, countries, pop)
+    if patients is None:
+        return pop, 1.0, draw_cases(rng, expected), None
+    by_country = expected.sum(axis=tuple(range(1, expected.ndim)))
+    totals, copies = exact_split(patients, by_country, copy_routes(params, countries))
+    scale = float(totals.sum()) / float(expected.sum())
     pop = np.round(pop * scale)
-    cases = draw_cases(rng, expected_cases(params, countries, pop))
-    return pop, scale, cases
+    cases = draw_exact_cases(rng, expected_cases(params, countries, pop), totals)
+    return pop, scale, cases, [int(k) for k in copies]
 
 
 def _dates(rng: np.random.Generator, cases: dict[str, np.ndarray], years: list[int]) -> None:
@@ -496,7 +508,7 @@ def simulate(
         raise SynthError(f"--patients {patients}: must be at least 1")
     rng = np.random.Generator(np.random.PCG64(seed))
     yrs = list(range(years[0], years[1] + 1))
-    pop, scale, cases = _cases_from_population(rng, params, countries, yrs, patients)
+    pop, scale, cases, copies = _cases_from_population(rng, params, countries, yrs, patients)
     _dates(rng, cases, yrs)
     _casemix(rng, params, cases)
     labels = _strata(rng, params, cases)
@@ -514,5 +526,6 @@ def simulate(
         population=pop,
         cases=cases,
         labels={"stratum": labels, "consent": consent},
+        copies=copies,
     )
     return cohort

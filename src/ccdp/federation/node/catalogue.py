@@ -520,7 +520,11 @@ class NodeCatalogue:
             fields = [
                 {
                     "name": name,
-                    "completeness": round(100 * n / of, 1) if show and of else None,
+                    # a conditional field is measured over the rows it applies to (the
+                    # deceased): a share of fewer than min_cohort of them is not released
+                    "completeness": (
+                        round(100 * n / of, 1) if show and of >= policy.min_cohort else None
+                    ),
                 }
                 for name, n, of in filled.get(tdef.name, [])
             ]

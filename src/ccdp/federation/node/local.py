@@ -25,8 +25,16 @@ from ccdp.analyses.base import Analysis, AnalysisParams
 from ccdp.analyses.node_data import make_records
 from ccdp.cohort.feasibility import FEASIBILITY_ANALYSES, FeasibilityError, check_feasibility_study
 from ccdp.cohort.spec import CohortSpec
-from ccdp.cohort.view import Rows, cohort_sql, specimen_only, view_columns, view_sql, view_variables
-from ccdp.disclosure.consent_note import release_excluded
+from ccdp.cohort.view import (
+    Rows,
+    cohort_sql,
+    followup_missing_sql,
+    specimen_only,
+    view_columns,
+    view_sql,
+    view_variables,
+)
+from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import record, release
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
@@ -339,6 +347,7 @@ class _Study:
     data: StoreData
     cache: dict[str, Any] = field(default_factory=dict)
     excluded: np.ndarray | None = None  # ledger keys of the patients consent excluded
+    no_followup: np.ndarray | None = None  # those a survival analysis leaves out: no follow-up
 
 
 class LocalNode:
@@ -422,6 +431,10 @@ class LocalNode:
         checked = release(summary, context)
         if study.excluded is not None:  # a project's data use: say how many consent excluded
             note, sets = release_excluded(study.excluded, context)
+            checked.notes.append(note)
+            checked.sets.extend(sets)
+        if study.no_followup is not None:  # a survival analysis: say how many it left out
+            note, sets = release_excluded(study.no_followup, context, FOLLOWUP_HEAD)
             checked.notes.append(note)
             checked.sets.extend(sets)
         if not self.from_hub and self._held_at_a_node(task, policy, registered):
@@ -579,6 +592,9 @@ class LocalNode:
             study = _Study(key=key, data=data)
             if use is not None:
                 study.excluded = self._excluded(cohort, use, mode, rows)
+            outcome = analysis.followup_outcome(params)
+            if outcome is not None:
+                study.no_followup = self._no_followup(cohort, use, mode, outcome)
             self._studies[task.study_id] = study
             while len(self._studies) > MAX_CACHED_STUDIES:
                 self._studies.popitem(last=False)
@@ -656,6 +672,32 @@ class LocalNode:
             rows["patient_id"], rows["tumour_id"], rows["tumour_seq"] == 1, "patients"
         )
         return as_set(keys)
+
+    def _no_followup(
+        self, cohort: CohortSpec, use: DataUse | None, mode: ConsentMode, outcome: str
+    ) -> np.ndarray | None:
+        """Ledger keys (patient unit) of the cohort's patients a survival analysis of `outcome`
+        leaves out for a missing follow-up (released only through the gate, as a count cell);
+        None when the store has no such patient at all, so a complete store says nothing."""
+        needs, missing = followup_missing_sql(outcome)
+        cols = [*KEY_COLUMNS, *needs]
+        con = connect_store(self.store)
+        try:
+            (any_lost,) = con.execute(
+                "SELECT count(*) FROM store.patient "
+                "WHERE last_contact_date IS NULL AND death_date IS NULL"
+            ).fetchall()[0]
+            if not any_lost:
+                return None
+            sql, params = self._query(con, cols, cohort, use, mode)
+            rows = con.execute(f"SELECT * FROM ({sql}) AS v WHERE {missing}", params).df()
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
+        finally:
+            con.close()
+        first = rows["tumour_seq"] == 1
+        return as_set(ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients"))
 
     def _log(self, task: Task, answer: Answer, detail: str | None = None) -> AuditHead:
         """Record the answer (and, node-side only, the full detail of a failure) in the keyed
