@@ -112,3 +112,57 @@ def test_readme_lists_every_policy_default_as_the_model_has_it():
         "README.md's policy defaults differ from NodePolicy's; put this between the markers:\n"
         + policy_defaults_line()
     )
+
+
+GOVERNANCE_SETUP = """\
+ccdp synth regs --countries FR --patients 400
+ccdp ingest regs/FR --store FR.duckdb
+FR_TOKEN=$(ccdp hub add-node FR --country FR --db sqlite:///hub.db | tail -1)
+ANA_TOKEN=$(ccdp hub add-user ana --role researcher --db sqlite:///hub.db | tail -1)
+BOB_TOKEN=$(ccdp hub add-user bob --role board --db sqlite:///hub.db | tail -1)
+HUB=http://127.0.0.1:PORT
+ccdp hub serve --db sqlite:///hub.db --port PORT &
+ccdp hub wait $HUB --timeout 120
+CCDP_NODE_TOKEN=$FR_TOKEN ccdp node run --store FR.duckdb --hub $HUB &
+sed 's/^nodes: .*/nodes: [FR]/' PROJECT > project.yaml
+"""
+
+# the project's first registered study, as `ccdp submit` takes it, once the project has its id
+STUDY = (
+    "printf 'project: %s\\ntitle: Leukaemia cases by sex and age group\\nanalysis: count\\n"
+    "cohort: {iccc_group: [I], diagnosis_date: {from: 2006-01-01, to: 2012-12-31}}\\n"
+    'by: [sex, age_group]\\n\' "$P" > study.yaml'
+)
+
+
+@pytest.mark.slow
+def test_readme_governance_flow_runs_as_a_script(tmp_path):
+    """The five governance commands, as written, after a setup that gives them what the README
+    says they need (a hub without --open, a board user, a node agent, a project file): the
+    project is requested, approved, accepted at the node, shown, and its registered study is
+    answered (exactly, at once: the node's custodian accepted it)."""
+    (block,) = [b for b in _bash_blocks() if "ccdp project review" in b]
+    lines = block.splitlines()
+    assert len(lines) == 5 and "ccdp submit study.yaml" in lines[-1]
+    port = str(free_port())
+    setup = GOVERNANCE_SETUP.replace("PORT", port).replace(
+        "PROJECT", str(ROOT / "examples" / "projects" / "leukaemia-outcome.yaml")
+    )
+    script = setup + "\n".join(lines[:-1]) + "\n" + STUDY + "\n" + lines[-1] + "\n"
+    (tmp_path / "flow.sh").write_text(
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script,
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        ["bash", "flow.sh"],
+        cwd=tmp_path,
+        env=_ccdp_on_path(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    assert "approved" in out and "accepted" in out  # review, then the node's decision shown
+    assert "Leukaemia cases by sex and age group" in out and "answered" in out

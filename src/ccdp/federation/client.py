@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ def wait_for_hub(url: str, timeout: float, verify: bool | ssl.SSLContext = True)
         time.sleep(0.2)
 
 
+def _iso(value: Any) -> str:
+    """A YAML date or datetime as ISO 8601 text, for a JSON body."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class HubClient:
     """Submit studies and wait for their results over the hub's researcher routes."""
 
@@ -104,7 +112,8 @@ class HubClient:
         load_study(path)
         text = path.read_text(encoding="utf-8")
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return self.submit(raw)
+        # YAML reads 2006-01-01 as a date: sent as the ISO text a JSON spec would hold
+        return self.submit(json.loads(json.dumps(raw, default=_iso)))
 
     def studies(self) -> list[dict[str, Any]]:
         """The studies this token may see: id, title, analysis, status."""
