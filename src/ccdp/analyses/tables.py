@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from ccdp.analyses._render import pval
@@ -52,11 +53,11 @@ def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
     words = [str(c) in view_variables() and frame[c].dtype == object for c in frame.columns]
     for col in frame.columns:
         right = frame[col].dtype.kind in "iuf"
-        table.add_column(column_label(col), justify="right" if right else "left")
+        table.add_column(escape(column_label(col)), justify="right" if right else "left")
     for row in frame.itertuples(index=False):
         table.add_row(
             *(
-                value_label(str(c), v) if w and isinstance(v, str) else cell_4sig(v)
+                escape(value_label(str(c), v) if w and isinstance(v, str) else cell_4sig(v))
                 for c, w, v in zip(frame.columns, words, row, strict=True)
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from ccdp.analyses.tables import frame_table
 
@@ -16,14 +17,14 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     """The result table, then one line per node with its status and reason."""
     console = console or Console()
     if result.result is not None:
-        console.print(f"[bold]{result.title}[/] ({result.analysis})")
+        console.print(f"[bold]{escape(result.title)}[/] ({result.analysis})")
         if hasattr(result.result, "__rich__"):
             console.print(result.result)
         else:
             console.print(frame_table(result.to_frame()))
     else:
         why = result.error or "too few nodes answered"
-        console.print(f"[bold red]no result[/] ({result.analysis}): {why}", highlight=False)
+        console.print(f"[bold red]no result[/] ({result.analysis}): {escape(why)}", highlight=False)
     from ccdp.report.html import node_label, shown_reason
 
     nodes = result.node_frame()
