@@ -116,3 +116,17 @@ def test_a_patient_whose_only_tumour_failed_is_flagged(tmp_path: Path) -> None:
     ingest_native(store, write_native(tmp_path / "fix", fixed), progress=False, today=TODAY)
     flags = table(store, "quality_flag")
     assert flags[flags["edit_id"] == "patient.no_valid_tumour"].empty
+
+
+def test_the_acceptance_audit_sees_the_note_the_answer_releases(tmp_path: Path) -> None:
+    """A custodian's acceptance audit looks for isolating combinations of every set a
+    registered study would release: the follow-up note's set is one of them, as the answer
+    records it in the ledger."""
+    from ccdp.federation.node.acceptance import study_sets
+    from ccdp.federation.node.local import LocalNode
+
+    store = ingest(tmp_path, lost_child(), min_cell=1, min_cohort=1, min_group=1)
+    spec = {"title": "OS", "analysis": "km", "outcome": "os"}
+    node = LocalNode(store)
+    audited = study_sets(node, spec, None, node.policy)
+    assert sorted(s.size for s in audited) == [1, N - 1]  # the note's child, the curve's group

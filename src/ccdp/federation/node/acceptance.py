@@ -25,7 +25,7 @@ import numpy as np
 
 from ccdp.analyses import registry
 from ccdp.cohort.spec import CohortSpec
-from ccdp.disclosure.consent_note import release_excluded
+from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import release
 from ccdp.disclosure.ledger import Ledger
@@ -58,7 +58,8 @@ def study_sets(
     total (not the cells small-cell and secondary suppression withhold), every event-time group
     (a registered study's rows come at the policy's resolution, as a published curve, and are
     not sets the gate keeps), every model's cohort (its n is a count, so its set is released),
-    and the count of children a data use excludes by consent. A study the gate refuses releases
+    the count of children a data use excludes by consent and the count a survival analysis
+    leaves out for a missing follow-up. A study the gate refuses releases
     nothing: Refusal, which the caller notes."""
     name, raw_params, raw_cohort = split_study(raw)
     analysis = registry.get(name)
@@ -76,6 +77,11 @@ def study_sets(
     if data_use is not None:
         excluded = node._excluded(cohort, data_use, policy.consent, rows)
         sets += release_excluded(excluded, context)[1]
+    outcome = analysis.followup_outcome(params)
+    if outcome is not None:  # a survival analysis says how many it left out (no follow-up)
+        lost = node._no_followup(cohort, data_use, policy.consent, outcome)
+        if lost is not None:
+            sets += release_excluded(lost, context, FOLLOWUP_HEAD)[1]
     return sets
 
 
