@@ -230,8 +230,9 @@ class EditRun:
         )
         where = (
             f"r.{q(pk)} IN (SELECT {q(fk)} FROM {child}) AND r.{q(pk)} NOT IN ({ok_child} "
-            f"WHERE c.{q(fk)} IS NOT NULL)"
-        )
+            f"WHERE c.{q(fk)} IS NOT NULL) AND r._row NOT IN (SELECT _row FROM {RESULTS} "
+            f"WHERE table_name = {lit(edit.table)} AND severity = 'error')"
+        )  # a parent that fails itself is quarantined, not stored alone: no flag
         if self._stored_rows(edit.child):
             where += (
                 f" AND r.{q(pk)} NOT IN (SELECT {q(fk)} FROM main.{q(edit.child)} "
