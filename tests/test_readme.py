@@ -51,6 +51,26 @@ def _ccdp_on_path(folder: Path) -> dict[str, str]:
     return env
 
 
+def _run_script(folder: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by bash as a user would paste it (strict mode, background jobs stopped at
+    the end), with this tree's `ccdp`; it must succeed without a traceback."""
+    (folder / "script.sh").write_text(
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script + "\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        ["bash", "script.sh"],
+        cwd=folder,
+        env=_ccdp_on_path(folder),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
 @pytest.mark.slow
 def test_readme_networked_walk_through_runs_as_a_script(tmp_path):
     """The networked recipe pasted into a script, as written (a free port instead of 8700,
@@ -59,20 +79,7 @@ def test_readme_networked_walk_through_runs_as_a_script(tmp_path):
     port = str(free_port())
     script = block.replace("8700", port).replace("--patients 3000", "--patients 300")
     assert port in script and "--patients 300" in script
-    (tmp_path / "walk.sh").write_text(
-        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script + "\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.run(
-        ["bash", "walk.sh"],
-        cwd=tmp_path,
-        env=_ccdp_on_path(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
+    proc = _run_script(tmp_path, script)
     # `ccdp study result` printed the count by ICCC group and country of both nodes
     assert "FR" in proc.stdout and "DE" in proc.stdout and "count" in proc.stdout.lower()
     with socket.socket() as s:  # the recipe stopped the hub: nothing listens on its port
@@ -148,21 +155,8 @@ def test_readme_governance_flow_runs_as_a_script(tmp_path):
     setup = GOVERNANCE_SETUP.replace("PORT", port).replace(
         "PROJECT", str(ROOT / "examples" / "projects" / "leukaemia-outcome.yaml")
     )
-    script = setup + "\n".join(lines[:-1]) + "\n" + STUDY + "\n" + lines[-1] + "\n"
-    (tmp_path / "flow.sh").write_text(
-        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script,
-        encoding="utf-8",
-    )
-    proc = subprocess.run(
-        ["bash", "flow.sh"],
-        cwd=tmp_path,
-        env=_ccdp_on_path(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
+    script = setup + "\n".join(lines[:-1]) + "\n" + STUDY + "\n" + lines[-1]
+    proc = _run_script(tmp_path, script)
     out = proc.stdout
     assert "approved" in out and "accepted" in out  # review, then the node's decision shown
     assert "Leukaemia cases by sex and age group" in out and "answered" in out
