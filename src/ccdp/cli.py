@@ -18,6 +18,7 @@ from ccdp.commands import (
     cohort,
     demo,
     dictionary,
+    export,
     hub,
     ingest,
     node,
@@ -95,6 +96,8 @@ app.add_typer(map_.map_app, name="map")
 app.add_typer(ingest.quarantine_app, name="quarantine")
 app.add_typer(trial.trial_app, name="trial")
 app.add_typer(referral.referral_app, name="referral")
+app.add_typer(export.export_app, name="export")
+app.add_typer(export.import_app, name="import")
 
 
 def main() -> None:
