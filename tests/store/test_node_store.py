@@ -106,12 +106,34 @@ def test_a_version_1_store_gains_the_quarantine_resolution_columns(tmp_path: Pat
         store.con.execute("DELETE FROM schema_version")
         store.con.execute("INSERT INTO schema_version (model_version) VALUES (1)")
     with NodeStore(path) as store:
-        assert store.version == load_model().version == 2
+        assert store.version == load_model().version == 3
         assert {"source_key", "resolved_at", "resolved_by"} <= set(columns(store.con, "quarantine"))
         # the entry of the old store is kept, and open
         assert store.con.execute("SELECT record_key, resolved_at FROM quarantine").fetchall() == [
             ("P1", None)
         ]
+
+
+def test_a_version_2_store_gains_the_linkage_tables_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with NodeStore(path) as store:
+        store.create()
+        store.con.execute("DROP TABLE linkage_encoding")
+        store.con.execute("DROP TABLE link_group")
+        store.con.execute(
+            "INSERT INTO patient (patient_id, sex, birth_date, country, vital_status) "
+            "VALUES ('P1', 'male', DATE '2010-01-01', 'FR', 'alive')"
+        )
+        store.con.execute("DELETE FROM schema_version")
+        store.con.execute("INSERT INTO schema_version (model_version) VALUES (2)")
+    with pytest.raises(StoreVersionError, match="open it writable once"):
+        NodeStore(path, read_only=True).open()
+    with NodeStore(path) as store:
+        assert store.version == 3
+        held = store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        assert {("linkage_encoding",), ("link_group",)} <= set(held)
+        assert store.count("patient") == 1
+        assert store.con.execute("SELECT count(*) FROM link_group").fetchall() == [(0,)]
 
 
 def test_an_existing_store_takes_a_child_without_last_contact_without_migration(

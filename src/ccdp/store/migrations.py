@@ -23,6 +23,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE IF EXISTS quarantine ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMP",
         "ALTER TABLE IF EXISTS quarantine ADD COLUMN IF NOT EXISTS resolved_by VARCHAR",
     ],
+    # version 3: record linkage (issue 25): the node's encodings and its records' link groups,
+    # both system tables (created by sync_with_model), node-only and never exported
+    3: [],
 }
 
 # System columns added to every data-model table: where the row came from and which ingest wrote it.
@@ -77,6 +80,26 @@ SYSTEM_TABLES: dict[str, str] = {
         field VARCHAR,
         value VARCHAR,
         message VARCHAR
+    )""",
+    # Bloom-filter encodings (CLKs) of a patient's identifiers, computed at ingest before the
+    # identifiers are pseudonymised; the identifiers themselves are never stored (docs/linkage.md)
+    "linkage_encoding": """CREATE TABLE IF NOT EXISTS linkage_encoding (
+        patient_id VARCHAR PRIMARY KEY,  -- the stored (pseudonymised) patient key
+        clk BLOB NOT NULL,  -- the encoding's bits, packed
+        schema_id VARCHAR NOT NULL,  -- the linkage schema (fields, q-grams, sizes) it follows
+        secret_id VARCHAR NOT NULL,  -- names the shared secret (its hash prefix), never the secret
+        block_year INTEGER,  -- the stable field the encoding is salted with (birth year)
+        encoded_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    )""",
+    # the link group of each of this node's patients found in another registry by a linkage run,
+    # and whether this node's copy is the one pooled results count (`keep`)
+    "link_group": """CREATE TABLE IF NOT EXISTS link_group (
+        patient_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR NOT NULL,
+        group_id VARCHAR NOT NULL,
+        keep BOOLEAN NOT NULL,  -- false: a linked duplicate that pooled results set aside
+        group_size INTEGER NOT NULL,  -- registries holding this child (2 or more)
+        linked_at TIMESTAMP NOT NULL DEFAULT current_timestamp
     )""",
 }
 
