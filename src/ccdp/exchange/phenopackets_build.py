@@ -122,7 +122,8 @@ def _set(message: Any, name: str, value: Any) -> None:
 def _individual(rows: PatientRows, terms: Terms, clock: _Clock) -> Individual:
     p = rows.patient
     person = Individual(id=str(p["patient_id"]), sex=_SEX.get(p.get("sex") or "", Sex.UNKNOWN_SEX))
-    first_dx = min((t["diagnosis_date"] for t in rows.tumours if t.get("diagnosis_date")), default=None)
+    dates = [t["diagnosis_date"] for t in rows.tumours if t.get("diagnosis_date")]
+    first_dx = min(dates, default=None)
     last = p.get("death_date") or p.get("last_contact_date")
     _set(person, "time_at_last_encounter", clock.at(last or first_dx))
     person.taxonomy.CopyFrom(terms.term(*fixed_terms()[("individual.taxonomy", "human")]))
@@ -136,8 +137,9 @@ def _vital_status(
     vs = VitalStatus(status=_VITAL.get(p.get("vital_status") or "", VitalStatus.UNKNOWN_STATUS))
     if p.get("vital_status") == "dead":
         _set(vs, "time_of_death", clock.at(p.get("death_date")))
-        if p.get("cause_of_death"):
-            vs.cause_of_death.CopyFrom(terms.local("patient", "cause_of_death", p["cause_of_death"]))
+        cause = p.get("cause_of_death")
+        if cause:
+            vs.cause_of_death.CopyFrom(terms.local("patient", "cause_of_death", cause))
     if first_dx is not None and last is not None and last >= first_dx:
         vs.survival_time_in_days = (last - first_dx).days
     return vs
@@ -179,9 +181,7 @@ def _tumour(tumours: Sequence[Row], tumour_id: Any) -> Row | None:
     return next((t for t in tumours if t["tumour_id"] == tumour_id), None)
 
 
-def _biosample(
-    s: Row, pid: str, tumours: Sequence[Row], terms: Terms, clock: _Clock
-) -> Biosample:
+def _biosample(s: Row, pid: str, tumours: Sequence[Row], terms: Terms, clock: _Clock) -> Biosample:
     sample = Biosample(id=str(s["specimen_id"]), individual_id=pid)
     tumour = _tumour(tumours, s["tumour_id"])
     kind = s.get("type")
@@ -243,7 +243,7 @@ def _regimen(x: Row, terms: Terms, clock: _Clock) -> TherapeuticRegimen:
         kind = terms.local("treatment", "type", x["type"]).label
         what = f"{kind}: {x['protocol']}" + (f" ({x['agent']})" if x.get("agent") else "")
         ref = ExternalReference(
-            id=terms.term(local_id("treatment.protocol", x["protocol"]), "").id,
+            id=terms.local_ref("treatment.protocol", x["protocol"]),
             description=what,
         )
         regimen.external_reference.CopyFrom(ref)

@@ -57,7 +57,9 @@ RESOURCES: dict[str, ResourceDef] = {
         _ICDO + "#",
     ),
     "NCIT": ResourceDef("NCI Thesaurus", _OBO + "ncit.owl", "unpinned", _OBO + "NCIT_"),
-    "UBERON": ResourceDef("Uber-anatomy ontology", _OBO + "uberon.owl", "unpinned", _OBO + "UBERON_"),
+    "UBERON": ResourceDef(
+        "Uber-anatomy ontology", _OBO + "uberon.owl", "unpinned", _OBO + "UBERON_"
+    ),
     "HP": ResourceDef("Human Phenotype Ontology", _OBO + "hp.owl", "unpinned", _OBO + "HP_"),
     "NCBITaxon": ResourceDef(
         "NCBI organismal classification", _OBO + "ncbitaxon.owl", "unpinned", _OBO + "NCBITaxon_"
@@ -101,7 +103,12 @@ class Terms:
     def local(self, table: str, field_name: str, value: str) -> OntologyClass:
         """A model value as a local term, labelled with the model's words for it."""
         label = load_model().table(table).field(field_name).label(value)
-        return self.term(local_id(f"{table}.{field_name}", value), label)
+        return self.term(local_id(f"{table}.{field_name}", value), label.replace("_", " "))
+
+    def local_ref(self, name: str, value: str) -> str:
+        """A local CURIE used outside an OntologyClass (an external reference's id)."""
+        self.used.add(LOCAL)
+        return local_id(name, value)
 
     def resources(self) -> list[Resource]:
         return [resource(p) for p in sorted(self.used)]
@@ -156,18 +163,21 @@ def fixed_terms() -> dict[tuple[str, str], tuple[str, str]]:
 
 def age(birth: date | None, when: date | None, month_precision: bool) -> str | None:
     """Age at `when` as an ISO 8601 duration (`P5Y3M12D`), None when either date is missing or
-    `when` precedes birth. A birth date known to the month only (stored on the 15th) gives
-    completed years and months from that 15th, never days: the day would be invented."""
+    `when` precedes birth. Months are the most whole months that, added to the birth date (the
+    day clipped to a shorter month's end), do not pass `when`; days are the rest. A birth date
+    known to the month only (stored on the 15th) gives years and months from that 15th, never
+    days: the day would be invented."""
     if birth is None or when is None or when < birth:
         return None
     months = (when.year - birth.year) * 12 + when.month - birth.month
-    if when.day < birth.day:
+    while months > 0 and _add_months(birth, months) > when:
         months -= 1
+    whole = months
     years, months = divmod(months, 12)
     text = "P" + (f"{years}Y" if years else "") + (f"{months}M" if months else "")
     if month_precision:
         return text if text != "P" else "P0M"
-    days = (when - _add_months(birth, years * 12 + months)).days
+    days = (when - _add_months(birth, whole)).days
     text += f"{days}D" if days else ""
     return text if text != "P" else "P0D"
 
