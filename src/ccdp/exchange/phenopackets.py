@@ -14,12 +14,13 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from google.protobuf.json_format import MessageToDict
-from phenopackets import Phenopacket
+from phenopackets import MetaData, Phenopacket
 
 from ccdp.exchange.output import ExportSummary
 from ccdp.exchange.phenopackets_build import Context, PatientRows, Row, build
@@ -70,9 +71,24 @@ def export_store(
 
 
 def to_json_line(packet: Phenopacket) -> str:
-    """One document as one line of canonical Phenopacket JSON."""
-    doc = MessageToDict(packet)
+    """One document as one line of canonical Phenopacket JSON.
+
+    `metaData` is the same for every patient who uses the same prefixes, so its JSON is made
+    once per distinct value (json_format is pure Python and the resources are a quarter of a
+    small document's fields); it is the last field of a Phenopacket, so order is unchanged."""
+    body = Phenopacket()
+    body.CopyFrom(packet)
+    body.ClearField("meta_data")
+    doc = MessageToDict(body)
+    doc["metaData"] = _meta_json(packet.meta_data.SerializeToString(deterministic=True))
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+@lru_cache(maxsize=256)
+def _meta_json(serialised: bytes) -> dict[str, Any]:
+    meta = MetaData()
+    meta.ParseFromString(serialised)
+    return MessageToDict(meta)
 
 
 def _count(counts: dict[str, int], packet: Phenopacket) -> None:
