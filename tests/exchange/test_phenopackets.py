@@ -281,6 +281,132 @@ def test_month_precision_birth_gives_no_days(tmp_path: Path) -> None:
     assert _age(doc["subject"]["timeAtLastEncounter"]) == "P6Y3M"
 
 
+def _insert(ns: NodeStore, table: str, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        ns.con.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
+
+
+def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path) -> None:
+    """A second primary: each treatment targets its own tumour, each specimen is diagnosed
+    with its own tumour's term (NCIt where mapped), and a dead patient's death is an age."""
+    store = tmp_path / "two.duckdb"
+    with NodeStore(store) as ns:
+        ns.create()
+        _insert(
+            ns,
+            "patient",
+            [
+                {
+                    "patient_id": "P2",
+                    "sex": "male",
+                    "birth_date": date(2004, 1, 31),
+                    "birth_date_precision": "day",
+                    "country": "DE",
+                    "vital_status": "dead",
+                    "last_contact_date": date(2016, 3, 1),
+                    "death_date": date(2016, 3, 1),
+                    "cause_of_death": "cancer",
+                }
+            ],
+        )
+        _insert(
+            ns,
+            "tumour",
+            [
+                {
+                    "tumour_id": "T1",
+                    "patient_id": "P2",
+                    "diagnosis_date": date(2006, 2, 10),
+                    "topography": "C42.1",
+                    "morphology": "9836",
+                    "behaviour": 3,
+                    "stage_system": "toronto_tier2",
+                    "stage": "CNS1",
+                },
+                {
+                    "tumour_id": "T2",
+                    "patient_id": "P2",
+                    "diagnosis_date": date(2014, 5, 2),
+                    "topography": "C40.2",
+                    "morphology": "9180",
+                    "behaviour": 3,
+                    "laterality": "left",
+                },
+            ],
+        )
+        _insert(
+            ns,
+            "treatment",
+            [
+                {
+                    "treatment_id": "X1",
+                    "tumour_id": "T1",
+                    "type": "chemotherapy",
+                    "protocol": "AIEOP-BFM ALL 2000",
+                    "start_date": date(2006, 2, 12),
+                    "end_date": date(2008, 2, 1),
+                },
+                {
+                    "treatment_id": "X2",
+                    "tumour_id": "T2",
+                    "type": "surgery",
+                    "agent": "limb salvage",
+                    "start_date": date(2014, 9, 1),
+                },
+            ],
+        )
+        _insert(
+            ns,
+            "biomarker",
+            [
+                {
+                    "tumour_id": "T1",
+                    "marker": "MRD_day33",
+                    "value": "0",
+                    "unit": "%",
+                    "date": date(2006, 3, 15),
+                },
+            ],
+        )
+        _insert(
+            ns,
+            "specimen",
+            [
+                {"specimen_id": "S1", "tumour_id": "T2", "type": "dna", "available": True},
+            ],
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    with NodeStore(store, read_only=True) as ns:
+        export_store(ns, out)
+    (line,) = (out / "phenopackets-00000.jsonl").read_text().splitlines()
+    doc = MessageToDict(Parse(line, Phenopacket(), ignore_unknown_fields=False))
+    all_b, osteo = "ICDO3:9836/3", "ICDO3:9180/3"
+    assert [d["term"]["id"] for d in doc["diseases"]] == [all_b, osteo]
+    assert doc["diseases"][0]["diseaseStage"][0]["id"] == "CCDP:tumour.stage.toronto_tier2.CNS1"
+    assert doc["diseases"][1]["laterality"]["id"] == "HP:0012835"
+    assert "laterality" not in doc["diseases"][0]
+    regimen, surgery = doc["medicalActions"]
+    assert regimen["treatmentTarget"]["id"] == all_b
+    assert regimen["therapeuticRegimen"]["externalReference"]["id"] == (
+        "CCDP:treatment.protocol.AIEOP-BFM%20ALL%202000"
+    )
+    assert surgery["treatmentTarget"]["id"] == osteo
+    assert surgery["procedure"]["bodySite"]["id"] == "ICDO3:C40.2"
+    (sample,) = doc["biosamples"]
+    assert sample["histologicalDiagnosis"]["id"] == "NCIT:C9145"
+    assert "sampledTissue" not in sample
+    vital = doc["subject"]["vitalStatus"]
+    assert vital["causeOfDeath"]["id"] == "CCDP:patient.cause_of_death.cancer"
+    assert _plus(date(2004, 1, 31), _age(vital["timeOfDeath"])) == date(2016, 3, 1)
+    assert vital["survivalTimeInDays"] == (date(2016, 3, 1) - date(2006, 2, 10)).days
+    (mrd,) = doc["measurements"]
+    assert mrd["value"]["quantity"]["unit"]["id"] == "UCUM:%"
+    assert mrd["value"]["quantity"].get("value", 0.0) == 0.0
+
+
 @pytest.mark.parametrize(
     ("birth", "when"),
     [
