@@ -71,8 +71,9 @@ RESOURCES: dict[str, ResourceDef] = {
 """The prefixes ccdp writes (the local one is added with the model's version)."""
 
 
+@cache
 def resource(prefix: str) -> Resource:
-    """The `Resource` message declaring `prefix`."""
+    """The `Resource` message declaring `prefix` (cached: callers copy it, never change it)."""
     if prefix == LOCAL:
         version = str(load_model().version)
         return ResourceDef(
@@ -90,6 +91,13 @@ def local_id(name: str, value: str) -> str:
     return f"{LOCAL}:{name}.{quote(str(value), safe='')}"
 
 
+@cache
+def _local_term(table: str, field_name: str, value: str) -> tuple[str, str]:
+    """(CURIE, label) of a model value: the model's words, else the value without underscores."""
+    label = load_model().table(table).field(field_name).label(value)
+    return local_id(f"{table}.{field_name}", value), label.replace("_", " ")
+
+
 @dataclass
 class Terms:
     """Makes OntologyClass messages and records the prefixes used (one per document)."""
@@ -102,8 +110,7 @@ class Terms:
 
     def local(self, table: str, field_name: str, value: str) -> OntologyClass:
         """A model value as a local term, labelled with the model's words for it."""
-        label = load_model().table(table).field(field_name).label(value)
-        return self.term(local_id(f"{table}.{field_name}", value), label.replace("_", " "))
+        return self.term(*_local_term(table, field_name, value))
 
     def local_ref(self, name: str, value: str) -> str:
         """A local CURIE used outside an OntologyClass (an external reference's id)."""
