@@ -26,7 +26,9 @@ Exporter = Callable[..., object]
 @export_app.command("fhir")
 def export_fhir(
     store: Path = _STORE,
-    out: Path = typer.Option(..., "--out", help="Folder for one Bundle (JSON) per patient."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the Bundles (NDJSON: one Bundle per patient, per line)."
+    ),
     replace: bool = _REPLACE,
     json_out: bool = _JSON,
 ) -> None:
@@ -57,7 +59,9 @@ def export_omop(
 @export_app.command("phenopackets")
 def export_phenopackets(
     store: Path = _STORE,
-    out: Path = typer.Option(..., "--out", help="Folder for one Phenopacket (JSON) per patient."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the Phenopackets (JSON Lines: one per patient, per line)."
+    ),
     replace: bool = _REPLACE,
     json_out: bool = _JSON,
 ) -> None:
