@@ -369,8 +369,8 @@ def information(
 
 
 def page_params(page: str | None, per_page: str | None) -> tuple[int, int]:
-    """The pagination parameters as the spec types them (integers >= 0; page is 1-based, so 0
-    is refused as no page)."""
+    """The pagination parameters as the spec types them (integers >= 0; the spec allows page 0
+    though pages are numbered from 1: it reads as the first page)."""
     out = []
     for name, text, default in (("page", page, 1), ("per_page", per_page, 100)):
         if text is None:
@@ -383,9 +383,7 @@ def page_params(page: str | None, per_page: str | None) -> tuple[int, int]:
         if value < 0:
             raise invalid([name], "must be 0 or more")
         out.append(value)
-    if out[0] == 0:
-        raise invalid(["page"], "pages are numbered from 1")
-    return out[0], out[1]
+    return max(out[0], 1), out[1]
 
 
 def empty_page() -> dict[str, Any]:

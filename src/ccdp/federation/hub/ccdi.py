@@ -28,6 +28,7 @@ from ccdp.federation.hub.context import HubContext
 
 PREFIX = "/ccdi"
 TAG = "CCDI Federation API (aggregate only)"
+OTHER_METHODS = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY", "CONNECT"]
 
 
 class Ccdi:
@@ -84,6 +85,13 @@ def router(feature: Callable[[], Ccdi], api: APIRouter | None = None) -> APIRout
     def get(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A GET route under the prefix; its name (and operation id) is the path's."""
         name = "ccdi" + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_")
+        api.add_api_route(
+            PREFIX + path,
+            _wrong_method,
+            methods=OTHER_METHODS,
+            include_in_schema=False,
+            name=f"{name}_other",
+        )
         return api.get(
             PREFIX + path,
             tags=[TAG],
@@ -132,6 +140,18 @@ def router(feature: Callable[[], Ccdi], api: APIRouter | None = None) -> APIRout
         return _answer(lambda: _refuse_list(request, "Samples"))
 
     return api
+
+
+def _wrong_method(request: Request) -> JSONResponse:
+    """Any method but GET on a CCDI path: 405 with `Allow` and the spec's `InvalidRoute`."""
+    method, route = request.method[:20], request.url.path[:200]
+    error = {
+        "kind": "InvalidRoute",
+        "method": method,
+        "route": route,
+        "message": f"Invalid route: {method} {route} (only GET is supported)",
+    }
+    return JSONResponse({"errors": [error]}, status_code=405, headers={"Allow": "GET, HEAD"})
 
 
 def _refuse_list(request: Request, entity: str) -> Any:
