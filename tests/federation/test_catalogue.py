@@ -35,6 +35,7 @@ KEYS = {
     "by_iccc_group",
     "by_sex",
     "by_age_group",
+    "patients_by",
     "follow_up",
     "specimens",
     "quality",

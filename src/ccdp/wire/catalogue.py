@@ -103,6 +103,9 @@ class Catalogue(_Strict):
     by_iccc_group: list[LevelCell] = Field(max_length=MANY)
     by_sex: list[LevelCell] = Field(max_length=MANY)
     by_age_group: list[LevelCell] = Field(max_length=MANY)
+    # children by sex, vital_status, iccc_group, age_group (the others count tumours); empty in a
+    # catalogue published before this key existed
+    patients_by: dict[str, list[LevelCell]] = Field(default_factory=dict, max_length=20)
     follow_up: FollowUp
     specimens: list[SpecimenCell] = Field(max_length=MANY)
     quality: Quality

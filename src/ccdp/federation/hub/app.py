@@ -24,6 +24,7 @@ from ccdp.federation.hub import (
     auditlog,
     board,
     catalogues,
+    ccdi,
     projects,
     referrals,
     routes,
@@ -34,6 +35,7 @@ from ccdp.federation.hub.audit import Verified
 from ccdp.federation.hub.auditlog import AuditLog
 from ccdp.federation.hub.board import Board
 from ccdp.federation.hub.catalogues import Catalogues
+from ccdp.federation.hub.ccdi import Ccdi
 from ccdp.federation.hub.context import HubContext, Principal
 from ccdp.federation.hub.docs import mount_docs
 from ccdp.federation.hub.doors import add_error_handlers
@@ -72,6 +74,7 @@ class Hub(HubCore):
         self.trials = Trials(context)
         self.referrals = Referrals(context)
         self.resource_map = Catalogues(context)
+        self.ccdi = Ccdi(context, self.resource_map)
         self.board = Board(context)
         self.audit = AuditLog(context)
         self.alerts = Alerts(context)
@@ -116,6 +119,7 @@ def add_routes(api: APIRouter, hub: Hub, runner: StudyRunner, executor: StudyExe
     auditlog.router(lambda: hub.audit, api=api)
     board.router(lambda: hub.board, api=api)
     alerts.router(lambda: hub.alerts, api=api)
+    ccdi.router(lambda: hub.ccdi, api=api)
 
 
 def lifespan(

@@ -51,8 +51,19 @@ from ccdp.wire.catalogue import Catalogue
 from ccdp.wire.records import Records, Unit, ledger_keys
 from ccdp.wire.summary import CountsPart, Summary
 
-VIEW_COLUMNS = ["iccc_group", "sex", "age_group", "diagnosis_year", "os_time", "os_event"]
+VIEW_COLUMNS = [
+    "iccc_group",
+    "sex",
+    "age_group",
+    "vital_status",
+    "diagnosis_year",
+    "os_time",
+    "os_event",
+]
 BY = {"by_iccc_group": "iccc_group", "by_sex": "sex", "by_age_group": "age_group"}
+# children (unit: patients) by a declared variable: the counts a subject-level reader (the CCDI
+# API at the hub) needs, released by the same gate as a feasibility `count ... unit: patients`
+PATIENTS_BY = ("sex", "vital_status", "iccc_group", "age_group")
 ICCC_ORDER = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
 AGE_LABELS = {
     "0": "under 1 year",
@@ -353,6 +364,10 @@ class NodeCatalogue:
             parts["tumours"] = summary.parts["total"]  # type: ignore[assignment]
         patients = count.local(data, CountParams(unit="patients"), {}, {}).parts["total"]
         parts["patients"] = _renamed(patients, "patients")  # type: ignore[arg-type]
+        for var in PATIENTS_BY:
+            summary = count.local(data, CountParams(by=[var], unit="patients"), {}, {})
+            part = summary.parts["cells"]
+            parts[f"patients_by:{var}"] = _renamed(part, "patients")  # type: ignore[arg-type]
         parts["rows:tumour"] = _renamed(parts["tumours"], "rows:tumour")
         if "patient" in tables:
             pframe = tables["patient"]
@@ -402,6 +417,10 @@ class NodeCatalogue:
         body["diagnosis_years"] = self._years(data, policy) if view_ok else {}
         for key, var in BY.items():
             body[key] = self._levels(var, view[key] if view else None, policy)
+        body["patients_by"] = {
+            var: self._levels(var, view[f"patients_by:{var}"] if view else None, policy, "patients")
+            for var in PATIENTS_BY
+        }
         body["follow_up"] = self._follow_up(data, policy, context, checked, notes, view_ok)
         body["specimens"] = self._specimens(rest, policy)
         body["quality"] = self._quality(edits, rest, tables, body["tables"], policy, view_ok)
@@ -532,9 +551,12 @@ class NodeCatalogue:
         return out
 
     @staticmethod
-    def _levels(var: str, part: CountsPart | None, policy: NodePolicy) -> list[dict[str, Any]]:
+    def _levels(
+        var: str, part: CountsPart | None, policy: NodePolicy, count: str = "n"
+    ) -> list[dict[str, Any]]:
         """One cell per declared level, in its order; absent levels are zeros (as a count
-        analysis reads them), released as such unless zeros are suppressed."""
+        analysis reads them), released as such unless zeros are suppressed. `count` names the
+        part's count column."""
         levels = declared_levels(var) or frozenset()
         order = ICCC_ORDER if var == "iccc_group" else _level_order(var, levels)
         zero = {"count": 0, "suppressed": False}
@@ -543,7 +565,7 @@ class NodeCatalogue:
         labels = _labels(var)
         cells: dict[Any, Any] = {}
         if part is not None:
-            cells = {c.get(var): c.get("n") for c in part.cells}
+            cells = {c.get(var): c.get(count) for c in part.cells}
         out = []
         for level in order:
             cell = SUPPRESSED if part is None else _cell(cells[level]) if level in cells else zero
