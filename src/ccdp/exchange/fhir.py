@@ -1,24 +1,95 @@
 """FHIR R4 (PanCareSurPass 1.0.0 and mCODE STU4 profiles): the model to Bundles and back.
 
-Placeholder: being written (issue 24)."""
+Export: one mCODE patient Bundle (type collection) per patient, one NDJSON file per batch of
+patients (a million patients are a few dozen files, not a million). Import: Bundles read back into
+the model's tables as text and sent through the ingest pipeline, so every row is checked and kept
+or quarantined like any other source. Field-by-field mapping: docs/exchange/fhir.md.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
+from ccdp.exchange import fhir_codes as c
+from ccdp.exchange.fhir_read import TABLES, Rows, bundle_files, read_file
+from ccdp.exchange.fhir_write import bundles
 from ccdp.exchange.output import ExportSummary
-from ccdp.ingest.pipeline import IngestReport
+from ccdp.exchange.source import patient_batches
+from ccdp.ingest.pipeline import IngestReport, ingest_frames
+from ccdp.model import load_model
 from ccdp.store import NodeStore
+
+STANDARD = "FHIR R4 (4.0.1)"
+
+NOTES = [
+    "One mCODE patient Bundle (type collection) per patient, one Bundle per line of "
+    "bundles-NNNNN.ndjson (one file per batch of patients).",
+    f"ICCC-3 codes use the provisional code system URI {c.ICCC3} (the PanCareSurPass IG marks "
+    "it as not yet assigned by HL7).",
+    "Displays of ICD-O-3 and ICCC-3 codes come from ccdp's terminology, not the IG's code-system "
+    "fragments.",
+    "The store is pseudonymised: Patient.name and Patient.contact.telecom (required by the PCSP "
+    "Patient profile) carry the data-absent-reason extension 'masked'.",
+    "What neither IG profiles (cause of death, risk group, immunophenotype, WBC, CNS status, "
+    "bone-marrow blasts, consent, trial enrolment) is written to base FHIR R4 resources tagged "
+    "with a urn:ccdp:fhir: profile name; ccdp codes and identifiers use that namespace too.",
+]
 
 
 def export_store(
     store: NodeStore, out: Path, *, progress: Callable[[int], None] | None = None
 ) -> ExportSummary:
-    """Write one Bundle per patient of `store` into the folder `out`."""
-    raise NotImplementedError
+    """Write one Bundle per patient of `store` into the folder `out`, a file per batch."""
+    out.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter()
+    done = 0
+    for batch in patient_batches(store):
+        path = out / f"bundles-{batch.number:05d}.ndjson"
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            for bundle in bundles(batch):
+                for entry in bundle["entry"]:
+                    counts[entry["resource"]["resourceType"]] += 1
+                counts["Bundle"] += 1
+                fh.write(json.dumps(bundle, separators=(",", ":"), ensure_ascii=False))
+                fh.write("\n")
+        done += len(batch.patient)
+        if progress is not None:
+            progress(done)
+    return ExportSummary(
+        format="fhir",
+        standard=STANDARD,
+        profiles=[*c.ALL_PROFILES, *c.EXTENSIONS],
+        patients=done,
+        records=dict(sorted(counts.items())),
+        notes=list(NOTES),
+    )
 
 
 def import_bundles(source: Path, store: Path, *, progress: bool = True) -> IngestReport:
-    """Ingest Bundles from `source` into `store`, returning the ingest report."""
-    raise NotImplementedError
+    """Ingest Bundles from `source` (a .json Bundle, an .ndjson of Bundles, or a folder of
+    them) into `store`, returning the ingest report.
+
+    Keys are read from the resources' ccdp identifiers (else their first identifier, else
+    their id). A Patient carrying a name or a telephone is identified data: then every key is
+    pseudonymised with the store's key, as the ingest does for a source with direct
+    identifiers; ccdp's own export (pseudonymised, names masked) keeps its keys as written."""
+    rows = Rows()
+    for path in bundle_files(source):
+        read_file(path, rows)
+    frames = {t: _frame(t, rows.tables[t]) for t in TABLES}
+    if rows.identified:
+        frames["patient"]["_identifier_fhir"] = frames["patient"]["patient_id"]
+    return ingest_frames(store, frames, str(source), progress=progress, absent_columns={})
+
+
+def _frame(table: str, rows: list[dict[str, str | None]]) -> pd.DataFrame:
+    """Rows as a text frame with every non-derived field of the table (in model order)."""
+    fields = [f.name for f in load_model().table(table).fields if not f.derived]
+    columns = [*fields, "_source_file", "_source_row"]
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    return frame.astype(object).where(frame.notna(), None)
