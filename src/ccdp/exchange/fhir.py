@@ -19,7 +19,7 @@ from ccdp.exchange import fhir_codes as c
 from ccdp.exchange.fhir_read import TABLES, Rows, bundle_files, read_file
 from ccdp.exchange.fhir_write import bundles
 from ccdp.exchange.output import ExportSummary
-from ccdp.exchange.source import patient_batches
+from ccdp.exchange.source import BATCH, patient_batches
 from ccdp.ingest.pipeline import IngestReport, ingest_frames
 from ccdp.model import load_model
 from ccdp.store import NodeStore
@@ -42,13 +42,18 @@ NOTES = [
 
 
 def export_store(
-    store: NodeStore, out: Path, *, progress: Callable[[int], None] | None = None
+    store: NodeStore,
+    out: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH,
 ) -> ExportSummary:
-    """Write one Bundle per patient of `store` into the folder `out`, a file per batch."""
+    """Write one Bundle per patient of `store` into the folder `out`, a file per batch of
+    `batch_size` patients (`progress(done_patients)` after each)."""
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     done = 0
-    for batch in patient_batches(store):
+    for batch in patient_batches(store, batch_size):
         path = out / f"bundles-{batch.number:05d}.ndjson"
         with path.open("w", encoding="utf-8", newline="\n") as fh:
             for bundle in bundles(batch):

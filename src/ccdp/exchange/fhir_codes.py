@@ -28,7 +28,10 @@ DISEASE_STATUS = (MCODE + "mcode-cancer-disease-status",)
 TUMOUR_MARKER = (MCODE + "mcode-tumor-marker-test",)
 SPECIMEN = (MCODE + "mcode-human-specimen",)
 MED_STATEMENT = (PCSP + "MedicationStatement-eu-pcsp",)
-RADIOTHERAPY = (PCSP + "Procedure-radiotheraphy-eu-pcsp", MCODE + "mcode-radiotherapy-course-summary")
+RADIOTHERAPY = (
+    PCSP + "Procedure-radiotheraphy-eu-pcsp",
+    MCODE + "mcode-radiotherapy-course-summary",
+)
 SURGERY = (PCSP + "Procedure-surgery-eu-pcsp", MCODE + "mcode-cancer-related-surgical-procedure")
 SCT = (PCSP + "Procedure-sct-eu-pcsp",)
 OWN_PROCEDURE = (CCDP + "StructureDefinition:other-treatment",)
@@ -61,6 +64,9 @@ ALL_PROFILES = sorted(
 # -- extensions ------------------------------------------------------------------------------
 EXT_HISTOLOGY = MCODE + "mcode-histology-morphology-behavior"
 EXT_LATERALITY = PCSP + "mcode-laterality-qualifier"
+EXT_LATERALITY_MCODE = MCODE + "mcode-laterality-qualifier"
+"""The PCSP and mCODE laterality extensions (same Id, two canonicals): both written, as each
+profile slices bodySite.extension by its own."""
 EXT_RELATED_CONDITION = MCODE + "mcode-related-condition"
 EXT_OCCURRED_FOLLOWING = "http://hl7.org/fhir/StructureDefinition/condition-occurredFollowing"
 EXT_DAR = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
@@ -68,11 +74,16 @@ EXT_LAST_CONTACT = CCDP + "extension:last-contact-date"
 EXT_FRONTLINE_END = CCDP + "extension:frontline-end-date"
 EXT_END_DATE = CCDP + "extension:treatment-end-date"
 EXT_TRIAL_RISK = CCDP + "extension:trial-risk-group"
+EXT_BASIS = CCDP + "extension:basis-of-diagnosis"
+"""Not Condition.evidence.code: mCODE binds it (required) to SNOMED test codes that the IACR
+basis-of-diagnosis codes do not map onto one to one."""
 
 EXTENSIONS = sorted(
     {
         EXT_HISTOLOGY,
         EXT_LATERALITY,
+        EXT_LATERALITY_MCODE,
+        EXT_BASIS,
         EXT_RELATED_CONDITION,
         EXT_OCCURRED_FOLLOWING,
         EXT_DAR,

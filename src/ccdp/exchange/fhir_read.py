@@ -11,7 +11,6 @@ file and line as the row's source.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,9 @@ def _parse(text: str, path: Path, line: int) -> Json:
     try:
         value = json.loads(text, parse_float=str)  # decimals kept exactly as written
     except json.JSONDecodeError as exc:
-        raise FhirImportError(f"{path}, line {line}: not JSON ({exc.msg} at column {exc.colno})")
+        raise FhirImportError(
+            f"{path}, line {line}: not JSON ({exc.msg} at column {exc.colno})"
+        ) from None
     if not isinstance(value, dict):
         raise FhirImportError(f"{path}, line {line}: a JSON object (a Bundle) is expected")
     return value
@@ -169,6 +170,11 @@ def _reverse(mapping: dict[str, tuple[str, str]], code: str | None) -> str | Non
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _day(value: Any) -> str | None:
+    """The date of a FHIR date or dateTime (the model keeps days, not times)."""
+    return None if not value else str(value)[:10]
 
 
 def _profiles(res: Json) -> set[str]:
@@ -273,9 +279,7 @@ def _patient(res: Json, rows: Rows) -> Row:
         "country": _text(address[0]["country"]) if address else None,
         "vital_status": status,
         "last_contact_date": _text(last.get("valueDate")) if last else None,
-        "death_date": _text(res.get("deceasedDateTime"))[:10]
-        if res.get("deceasedDateTime")
-        else None,
+        "death_date": _day(res.get("deceasedDateTime")),
         "cause_of_death": None,
         "consent": None,
     }
@@ -297,7 +301,7 @@ def _tumour(b: _Bundle, res: Json) -> Row:
     site = (res.get("bodySite") or [None])[0]
     laterality = None
     if isinstance(site, dict):
-        lat = _ext(site, c.EXT_LATERALITY)
+        lat = _ext(site, c.EXT_LATERALITY) or _ext(site, c.EXT_LATERALITY_MCODE)
         cc = lat.get("valueCodeableConcept") if lat else None
         laterality = _code(cc, c.ccdp_system("laterality")) or _reverse(
             c.LATERALITY_SCT, _code(cc, c.SCT_SYS)
@@ -306,20 +310,20 @@ def _tumour(b: _Bundle, res: Json) -> Row:
         if laterality is None and dar:
             laterality = {v: k for k, v in c.LATERALITY_DAR.items()}.get(dar)
     frontline = _ext(res, c.EXT_FRONTLINE_END)
+    basis = _ext(res, c.EXT_BASIS)
     onset = res.get("onsetDateTime")
     return {
         "tumour_id": resource_key(res, "tumour_id"),
         "patient_id": b.key(res, "subject", res.get("subject"), "patient_id"),
-        "diagnosis_date": _text(onset)[:10] if onset else None,
+        "diagnosis_date": _day(onset),
         "topography": _code(site, c.ICDO3),
         "morphology": morph,
         "behaviour": beh,
-        "basis_of_diagnosis": _codes(
-            [e.get("code") for e in res.get("evidence") or [] if isinstance(e, dict)][0]
-            if res.get("evidence")
-            else None,
-            c.ccdp_system("basis_of_diagnosis"),
-        ),
+        "basis_of_diagnosis": _code(
+            basis.get("valueCodeableConcept"), c.ccdp_system("basis_of_diagnosis")
+        )
+        if basis
+        else None,
         "laterality": laterality,
         "frontline_end_date": _text(frontline.get("valueDate")) if frontline else None,
     }
@@ -336,7 +340,12 @@ def _event(b: _Bundle, res: Json) -> Row:
         follows = _ext(res, c.EXT_OCCURRED_FOLLOWING)
         if follows is None:
             raise b.where.error(res, "extension[condition-occurredFollowing]", "required, absent")
-        tumour = b.key(res, "extension[condition-occurredFollowing]", follows.get("valueReference"), "tumour_id")
+        tumour = b.key(
+            res,
+            "extension[condition-occurredFollowing]",
+            follows.get("valueReference"),
+            "tumour_id",
+        )
         when = res.get("onsetDateTime")
         site = (res.get("bodySite") or [None])[0]
         relapse_site = _code(site, c.ccdp_system("relapse_site"))
@@ -348,7 +357,7 @@ def _event(b: _Bundle, res: Json) -> Row:
         "event_id": resource_key(res, "event_id"),
         "tumour_id": tumour,
         "event_type": kind,
-        "event_date": _text(when)[:10] if when else None,
+        "event_date": _day(when),
         "relapse_site": relapse_site,
         "bm_blasts_pct": None,
     }
@@ -401,11 +410,17 @@ def _finding(
         )
     elif code in ("risk_group", "immunophenotype", "cns_status"):
         cc = res.get("valueCodeableConcept")
-        _known(b, res, "focus", tumours, "tumour_id")[code] = _code(cc, c.ccdp_system(code)) or (cc or {}).get("text")
+        _known(b, res, "focus", tumours, "tumour_id")[code] = _code(cc, c.ccdp_system(code)) or (
+            cc or {}
+        ).get("text")
     elif code == "wbc_at_diagnosis":
-        _known(b, res, "focus", tumours, "tumour_id")[code] = _text((res.get("valueQuantity") or {}).get("value"))
+        _known(b, res, "focus", tumours, "tumour_id")[code] = _text(
+            (res.get("valueQuantity") or {}).get("value")
+        )
     elif code == "bm_blasts_pct":
-        _known(b, res, "focus", events, "event_id")[code] = _text((res.get("valueQuantity") or {}).get("value"))
+        _known(b, res, "focus", events, "event_id")[code] = _text(
+            (res.get("valueQuantity") or {}).get("value")
+        )
     else:
         raise b.where.error(res, "code", f"{code!r}: not a ccdp finding code")
 
@@ -479,7 +494,7 @@ def _biomarker(b: _Bundle, res: Json) -> Row:
         "marker": _code(code, c.SYS_MARKER) or _text(code.get("text")),
         "value": value,
         "unit": unit,
-        "date": _text(res.get("effectiveDateTime"))[:10] if res.get("effectiveDateTime") else None,
+        "date": _day(res.get("effectiveDateTime")),
     }
 
 
@@ -495,9 +510,11 @@ def _specimen(b: _Bundle, res: Json) -> Row:
     collected = (res.get("collection") or {}).get("collectedDateTime")
     return {
         "specimen_id": resource_key(res, "specimen_id"),
-        "tumour_id": b.key(res, "extension[relatedCondition]", related.get("valueReference"), "tumour_id"),
+        "tumour_id": b.key(
+            res, "extension[relatedCondition]", related.get("valueReference"), "tumour_id"
+        ),
         "type": kind,
-        "collection_date": _text(collected)[:10] if collected else None,
+        "collection_date": _day(collected),
         "available": {"available": "true", "unavailable": "false"}.get(str(status)),
     }
 

@@ -127,9 +127,7 @@ def _num(value: Any) -> float | int:
     return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
-def _finding(
-    key: str, code: str, display: str, subject: Json, focus: Json, **value: Any
-) -> Json:
+def _finding(key: str, code: str, display: str, subject: Json, focus: Json, **value: Any) -> Json:
     """An Observation no IG profiles (ccdp finding): its code in ccdp's finding system."""
     return _resource(
         "Observation",
@@ -303,27 +301,24 @@ def _condition(t: Row) -> Json:
         ]
     }
     if t.get("laterality") is not None:
-        site["extension"] = [{"url": c.EXT_LATERALITY, "valueCodeableConcept": _laterality(t)}]
+        side = _laterality(t)
+        site["extension"] = [
+            {"url": url, "valueCodeableConcept": side}
+            for url in (c.EXT_LATERALITY, c.EXT_LATERALITY_MCODE)
+        ]
     extension = [{"url": c.EXT_HISTOLOGY, "valueCodeableConcept": _cc(_morph_coding(t))}]
     if t.get("frontline_end_date") is not None:
         extension.append({"url": c.EXT_FRONTLINE_END, "valueDate": t["frontline_end_date"]})
-    evidence = None
     if t.get("basis_of_diagnosis") is not None:
         basis = int(t["basis_of_diagnosis"])
-        evidence = [
+        system = c.ccdp_system("basis_of_diagnosis")
+        extension.append(
             {
-                "code": [
-                    _cc(
-                        _coding(
-                            c.ccdp_system("basis_of_diagnosis"),
-                            str(basis),
-                            c.BASIS_LABELS.get(basis),
-                        )
-                    )
-                ]
+                "url": c.EXT_BASIS,
+                "valueCodeableConcept": _cc(_coding(system, str(basis), c.BASIS_LABELS.get(basis))),
             }
-        ]
-    stage = None
+        )
+    stage: list[Json] | None = None
     if t.get("stage_system") is not None or t.get("stage") is not None:
         stage = [{"assessment": [ref("Observation", f"{tid}/stage")]}]
         if t.get("stage") is not None:
@@ -348,7 +343,6 @@ def _condition(t: Row) -> Json:
         subject=ref("Patient", str(t["patient_id"])),
         onsetDateTime=t.get("diagnosis_date"),
         stage=stage,
-        evidence=evidence,
     )
 
 
@@ -439,9 +433,7 @@ def _event(e: Row, t: Row, subject: Json) -> Iterator[Json]:
         )
 
 
-def _event_condition(
-    e: Row, t: Row, subject: Json, first: Json, category: list[Json]
-) -> Json:
+def _event_condition(e: Row, t: Row, subject: Json, first: Json, category: list[Json]) -> Json:
     eid, kind = str(e["event_id"]), str(e["event_type"])
     extension = [{"url": c.EXT_OCCURRED_FOLLOWING, "valueReference": first}]
     body: Json = {}

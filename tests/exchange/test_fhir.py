@@ -1,0 +1,263 @@
+"""FHIR export and import: a synthetic store to mCODE/PCSP Bundles and back, checked against
+the FHIR models (fhir.resources R4B) and against the IGs' own FSH rules (tests/exchange/
+fhir_profiles.py), with the ingest's checks on the way back in."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+
+from ccdp.exchange.fhir import export_store, import_bundles
+from ccdp.exchange.fhir_read import FhirImportError
+from ccdp.ingest.pipeline import ingest_native
+from ccdp.ingest.pseudonym import pseudonym
+from ccdp.model import load_model
+from ccdp.store import NodeStore
+from ccdp.store.config import pseudonym_key
+from ccdp.synth import generate
+from tests.conftest import run_ccdp
+from tests.exchange import fhir_profiles
+
+PATIENTS = 300
+
+NOT_CARRIED = {(f"population.{f.name}") for f in load_model().table("population").fields}
+"""What a FHIR export cannot carry: the population at risk is not patient data (no Bundle holds
+it). Every field of every other table goes out and comes back."""
+
+
+@pytest.fixture(scope="module")
+def source_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("fhir_src")
+    generate(base / "synth", countries="FR", patients=PATIENTS, seed=1)
+    store = base / "source.duckdb"
+    ingest_native(store, base / "synth" / "FR", progress=False)
+    return store
+
+
+@pytest.fixture(scope="module")
+def exported(source_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fhir_out") / "export"
+    with NodeStore(source_store, read_only=True) as ns:
+        export_store(ns, out, batch_size=128)
+    return out
+
+
+def _bundles(folder: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(folder.glob("*.ndjson"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def _table(store: Path, table: str) -> pd.DataFrame:
+    tdef = load_model().table(table)
+    cols = ", ".join(f'"{f.name}"' for f in tdef.fields)
+    keys = ", ".join(tdef.primary_key)
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(f"SELECT {cols} FROM {table} ORDER BY {keys}").df().astype(str)
+
+
+def test_round_trip_keeps_every_field_fhir_carries(
+    exported: Path, source_store: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target.duckdb"
+    report = import_bundles(exported, target, progress=False)
+    assert report.quarantined == 0 and not report.pseudonymised
+    differing = set()
+    for table in load_model().table_names:
+        before, after = _table(source_store, table), _table(target, table)
+        assert len(before) > 0, table
+        for field in before.columns:
+            if len(before) != len(after) or not before[field].equals(after[field]):
+                differing.add(f"{table}.{field}")
+    assert differing == NOT_CARRIED
+
+
+def test_same_store_gives_same_files(exported: Path, source_store: Path, tmp_path: Path) -> None:
+    done: list[int] = []
+    with NodeStore(source_store, read_only=True) as ns:
+        summary = export_store(ns, tmp_path / "again", progress=done.append, batch_size=128)
+    files = sorted(p.name for p in exported.glob("*.ndjson"))
+    assert files == ["bundles-00000.ndjson", "bundles-00001.ndjson", "bundles-00002.ndjson"]
+    for name in files:
+        assert (exported / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    assert done == [128, 256, PATIENTS]
+    assert summary.patients == PATIENTS and summary.records["Bundle"] == PATIENTS
+    resources = [e["resource"]["resourceType"] for b in _bundles(exported) for e in b["entry"]]
+    assert {k: v for k, v in summary.records.items() if k != "Bundle"} == {
+        k: resources.count(k) for k in set(resources)
+    }
+    assert any("provisional" in note for note in summary.notes)
+
+
+def test_every_bundle_parses_with_the_fhir_models(exported: Path) -> None:
+    for bundle in _bundles(exported):
+        parsed = Bundle.model_validate(bundle)
+        assert len(parsed.entry or []) == len(bundle["entry"])
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            get_fhir_model_class(res["resourceType"]).model_validate(res)
+
+
+def test_every_resource_passes_the_ig_profiles(exported: Path) -> None:
+    errors, warnings = [], set()
+    checked = set()
+    for bundle in _bundles(exported):
+        for res in [bundle, *(e["resource"] for e in bundle["entry"])]:
+            for finding in fhir_profiles.check(res):
+                if finding.level == "error":
+                    errors.append(str(finding))
+                else:
+                    warnings.add(f"{finding.profile} {finding.element}: {finding.message[:60]}")
+            checked |= {p for p in res["meta"]["profile"] if fhir_profiles.profile(p)}
+    assert errors == []
+    # every IG profile the export claims is one the checker found in the FSH sources
+    claimed = {
+        p for b in _bundles(exported) for e in b["entry"] for p in e["resource"]["meta"]["profile"]
+    }
+    assert {p for p in claimed if not p.startswith("urn:ccdp:")} <= checked
+    print("\n".join(sorted(warnings)))
+
+
+def _first(bundles: list[dict[str, Any]], kind: str, profile_part: str = "") -> dict[str, Any]:
+    for bundle in bundles:
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            if res["resourceType"] == kind and any(
+                profile_part in p for p in res["meta"]["profile"]
+            ):
+                return copy.deepcopy(res)
+    raise AssertionError(f"no {kind} in the export")
+
+
+def test_the_checker_catches_violations(exported: Path) -> None:
+    bundles = _bundles(exported)
+    patient = _first(bundles, "Patient")
+    assert fhir_profiles.check(patient) == [] or all(
+        f.level == "warning" for f in fhir_profiles.check(patient)
+    )
+    del patient["identifier"]
+    del patient["name"][0]["_family"]
+    found = {(f.profile, f.element) for f in fhir_profiles.check(patient) if f.level == "error"}
+    assert found == {("PatientPcsp", "identifier"), ("PatientPcsp", "name.family")}
+
+    condition = _first(bundles, "Condition", "primaryCancer")
+    condition["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] = (
+        "http://snomed.info/sct"
+    )
+    del condition["code"]
+    found = {(f.profile, f.element) for f in fhir_profiles.check(condition) if f.level == "error"}
+    assert ("ConditionPrimaryCancerPcsp", "code") in found
+    assert (
+        "ConditionPrimaryCancerPcsp",
+        "extension[histologyMorphologyBehavior].value[x]",
+    ) in found
+
+    stage = _first(bundles, "Observation", "stage-group")
+    stage["code"]["coding"][0]["code"] = "21902-3"  # not in ObservationCodesStageGroupVS
+    found = {(f.profile, f.element) for f in fhir_profiles.check(stage) if f.level == "error"}
+    assert found == {("CancerStageGroup", "code")}
+
+
+def test_the_checker_reads_the_readme_s_required_patient_elements() -> None:
+    # /work/shared/specs/fhir/README.md: identifier, name.family, name.given, gender, birthDate,
+    # contact.telecom are 1.. in Patient-eu-pcsp
+    prof = fhir_profiles.profile("http://hl7.eu/fhir/ig/pcsp/StructureDefinition/Patient-eu-pcsp")
+    assert prof is not None
+    required = {r.path for r in prof.rules if r.min == 1}
+    assert required == {
+        "identifier",
+        "name.family",
+        "name.given",
+        "gender",
+        "birthDate",
+        "contact.telecom",
+    }
+
+
+def _write(path: Path, bundles: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(b) + "\n" for b in bundles), encoding="utf-8")
+    return path
+
+
+def test_import_names_file_line_resource_and_element(exported: Path, tmp_path: Path) -> None:
+    bundles = _bundles(exported)[:3]
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(json.dumps(bundles[0]) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(FhirImportError, match=r"bad.ndjson, line 2: not JSON"):
+        import_bundles(bad, tmp_path / "s1.duckdb", progress=False)
+
+    odd = copy.deepcopy(bundles)
+    res = odd[1]["entry"][0]["resource"]
+    res["meta"]["profile"] = ["http://example.org/StructureDefinition/other"]
+    with pytest.raises(
+        FhirImportError, match=rf"line 2: Patient/{res['id']}, element meta.profile"
+    ):
+        import_bundles(_write(tmp_path / "odd.ndjson", odd), tmp_path / "s2.duckdb", progress=False)
+
+    dangling = copy.deepcopy(bundles)
+    cond = next(
+        e["resource"] for e in dangling[2]["entry"] if e["resource"]["resourceType"] == "Condition"
+    )
+    cond["subject"] = {"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}
+    with pytest.raises(
+        FhirImportError,
+        match=rf"line 3: Condition/{cond['id']}, element subject: .* names no resource",
+    ):
+        import_bundles(
+            _write(tmp_path / "d.ndjson", dangling), tmp_path / "s3.duckdb", progress=False
+        )
+    assert not (tmp_path / "s3.duckdb").exists()
+
+
+def test_a_missing_data_element_quarantines_its_row(exported: Path, tmp_path: Path) -> None:
+    bundles = _bundles(exported)[:5]
+    cond = next(
+        e["resource"] for e in bundles[3]["entry"] if e["resource"]["resourceType"] == "Condition"
+    )
+    del cond["bodySite"]
+    store = tmp_path / "q.duckdb"
+    report = import_bundles(_write(tmp_path / "one.ndjson", bundles), store, progress=False)
+    assert report.tables["tumour"].quarantined >= 1
+    with duckdb.connect(str(store), read_only=True) as con:
+        rows = con.execute(
+            "SELECT source_file, source_row, reasons FROM quarantine WHERE table_name = 'tumour'"
+        ).fetchall()
+    assert any(
+        r[0].endswith("one.ndjson") and r[1] == 4 and "topography" in str(r[2]) for r in rows
+    )
+
+
+def test_a_bundle_with_names_is_pseudonymised(exported: Path, tmp_path: Path) -> None:
+    bundle = _bundles(exported)[0]
+    patient = bundle["entry"][0]["resource"]
+    patient["name"] = [{"family": "Martin", "given": ["Léa"]}]
+    original = patient["identifier"][0]["value"]
+    store = tmp_path / "p.duckdb"
+    report = import_bundles(_write(tmp_path / "named.ndjson", [bundle]), store, progress=False)
+    assert report.pseudonymised
+    with duckdb.connect(str(store), read_only=True) as con:
+        (stored,) = con.execute("SELECT patient_id FROM patient").fetchone() or ("",)
+    assert stored == pseudonym(pseudonym_key(store), original)
+
+
+def test_cli_export_and_import(source_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli_export"
+    summary = json.loads(
+        run_ccdp("export", "fhir", "--store", source_store, "--out", out, "--json").stdout
+    )
+    assert summary["format"] == "fhir" and summary["patients"] == PATIENTS
+    assert (out / "bundles-00000.ndjson").is_file() and (out / "ccdp-export.json").is_file()
+    report = json.loads(
+        run_ccdp("import", "fhir", out, "--store", tmp_path / "cli.duckdb", "--json").stdout
+    )
+    assert report["tables"]["patient"]["accepted"] == PATIENTS and report["quarantined"] == 0
