@@ -8,12 +8,14 @@ sets) and checks a resource (a plain dict) against every profile named in its `m
   parent is in the FSH sources; an element holding only the data-absent-reason extension counts
   as present (FHIR allows the extension on any element);
 - must-support flags (`MS`): an absent MS element is a warning, never an error;
+- fixed codes and patterns (`* code = LNC#97509-4`, `* type = #collection`) where present;
 - required bindings (`from VS (required)`, or `from VS` with no strength: FSH's default is
   required) to value sets defined in the FSH: enumerated codes, or every code of a system.
 
-Not checked (reported as `unchecked`): slices other than extensions (pattern/type slicing),
-invariants, fixed values, `only` type rules, and rules of parents outside the FSH sources (IPS,
-US Core). Those need the compiled StructureDefinitions and a full validator.
+Not checked (parents are listed in `Profile.unchecked`): slices other than extensions
+(pattern/type slicing), invariants, fixed values other than codes, `only` type rules, and rules
+of parents outside the FSH sources (IPS, US Core). Those need the compiled StructureDefinitions
+and a full validator.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Rule:
     max: str | None = None
     ms: bool = False
     valueset: str | None = None
+    fixed: tuple[str | None, str] | None = None  # `= system#code` (a pattern or fixed value)
 
 
 @dataclass
@@ -231,6 +234,9 @@ def _parse_rules(ent: Entity) -> tuple[list[Rule], dict[str, str]]:
             strength = re.search(r"\((\w+)\)", rest)
             if strength is None or strength.group(1) == "required":
                 rules.append(Rule(path, valueset=vs))
+        elif rest.startswith("= ") and "#" in rest.split()[1]:
+            system, _, code = rest.split()[1].partition("#")
+            rules.append(Rule(path, fixed=(ent.ig.system(system) if system else None, code)))
         elif " and " in line and line.rstrip().endswith("MS"):
             for p in line[: -len("MS")].split(" and "):
                 rules.append(Rule(f"{prefix}.{p.strip()}" if prefix else p.strip(), ms=True))
@@ -464,6 +470,8 @@ def _check_rule(resource: dict[str, Any], prof: Profile, rule: Rule, who: str) -
             out.append(Finding("warning", prof.name, who, rule.path, "must-support, absent"))
         if rule.valueset:
             out.extend(_check_binding(kids, prof, rule, who))
+        if rule.fixed:
+            out.extend(_check_fixed(kids, prof, rule, who))
     return out
 
 
@@ -490,6 +498,29 @@ def _check_binding(kids: list[Any], prof: Profile, rule: Rule, who: str) -> list
                     who,
                     rule.path,
                     f"{pairs} not in required value set {rule.valueset}",
+                )
+            )
+    return out
+
+
+def _check_fixed(kids: list[Any], prof: Profile, rule: Rule, who: str) -> list[Finding]:
+    system, code = rule.fixed or (None, "")
+    out = []
+    for node in kids:
+        if isinstance(node, dict) and "coding" in node:
+            pairs = [(c.get("system"), c.get("code")) for c in node["coding"]]
+        elif isinstance(node, dict):
+            pairs = [(node.get("system"), node.get("code"))]
+        else:
+            pairs = [(system, str(node))]
+        if not any(c == code and (system is None or s == system) for s, c in pairs):
+            out.append(
+                Finding(
+                    "error",
+                    prof.name,
+                    who,
+                    rule.path,
+                    f"{pairs} lacks the fixed code {system}#{code}",
                 )
             )
     return out

@@ -70,8 +70,9 @@ def test_round_trip_keeps_every_field_fhir_carries(
     exported: Path, source_store: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "target.duckdb"
-    report = import_bundles(exported, target, progress=False)
+    report = import_bundles(exported, target, progress=False, batch_size=100)  # 3 ingests
     assert report.quarantined == 0 and not report.pseudonymised
+    assert report.tables["patient"].accepted == PATIENTS
     differing = set()
     for table in load_model().table_names:
         before, after = _table(source_store, table), _table(target, table)
@@ -167,6 +168,17 @@ def test_the_checker_catches_violations(exported: Path) -> None:
     found = {(f.profile, f.element) for f in fhir_profiles.check(stage) if f.level == "error"}
     assert found == {("CancerStageGroup", "code")}
 
+    status = _first(bundles, "Observation", "disease-status")
+    status["code"]["coding"][0]["code"] = "21914-7"  # mCODE fixes LOINC 97509-4
+    found = {(f.profile, f.element) for f in fhir_profiles.check(status) if f.level == "error"}
+    assert found == {("CancerDiseaseStatus", "code")}
+
+    bundle = copy.deepcopy(bundles[0])
+    bundle["type"] = "document"
+    del bundle["entry"]
+    found = {(f.profile, f.element) for f in fhir_profiles.check(bundle) if f.level == "error"}
+    assert found == {("MCODEPatientBundle", "type"), ("MCODEPatientBundle", "entry")}
+
 
 def test_the_checker_reads_the_readme_s_required_patient_elements() -> None:
     # /work/shared/specs/fhir/README.md: identifier, name.family, name.given, gender, birthDate,
@@ -261,3 +273,183 @@ def test_cli_export_and_import(source_store: Path, tmp_path: Path) -> None:
         run_ccdp("import", "fhir", out, "--store", tmp_path / "cli.duckdb", "--json").stdout
     )
     assert report["tables"]["patient"]["accepted"] == PATIENTS and report["quarantined"] == 0
+
+
+EDGE_ROWS: dict[str, list[dict[str, str]]] = {
+    "patient": [
+        {
+            "patient_id": "E1",
+            "sex": "unknown",
+            "birth_date": "2010-03",
+            "country": "DE",
+            "vital_status": "unknown",
+            "consent": "DUO:0000007 MONDO:0004992",
+        },
+        {
+            "patient_id": "E2",
+            "sex": "male",
+            "birth_date": "2008-06-30",
+            "country": "DE",
+            "vital_status": "dead",
+            "last_contact_date": "2015-02-01",
+            "death_date": "2015-02-01",
+            "cause_of_death": "unknown",
+        },
+    ],
+    "tumour": [
+        {
+            "tumour_id": "T1",
+            "patient_id": "E1",
+            "diagnosis_date": "2014-05-02",
+            "topography": "C42.1",
+            "morphology": "9837",
+            "behaviour": "3",
+            "basis_of_diagnosis": "5",
+            "laterality": "not_paired",
+            "immunophenotype": "t",
+            "wbc_at_diagnosis": "12.5",
+            "cns_status": "CNS3",
+            "stage": "III",
+            "risk_group": "S2",
+            "frontline_end_date": "2016-01-10",
+        },
+        {
+            "tumour_id": "T2",
+            "patient_id": "E2",
+            "diagnosis_date": "2012-01-20",
+            "topography": "C64.9",
+            "morphology": "8960",
+            "behaviour": "3",
+            "laterality": "right",
+            "stage_system": "toronto_tier2",
+        },
+    ],
+    "event": [
+        {
+            "event_id": "V1",
+            "tumour_id": "T1",
+            "event_type": "relapse",
+            "event_date": "2016-06-01",
+            "relapse_site": "testis",
+            "bm_blasts_pct": "5",
+        },
+        {
+            "event_id": "V2",
+            "tumour_id": "T1",
+            "event_type": "remission",
+            "event_date": "2014-06-10",
+            "bm_blasts_pct": "0.5",
+        },
+        {
+            "event_id": "V3",
+            "tumour_id": "T2",
+            "event_type": "progression",
+            "event_date": "2013-01-01",
+        },
+        {
+            "event_id": "V4",
+            "tumour_id": "T2",
+            "event_type": "second_malignancy",
+            "event_date": "2014-01-01",
+        },
+        {"event_id": "V5", "tumour_id": "T2", "event_type": "death", "event_date": "2015-02-01"},
+    ],
+    "treatment": [
+        {"treatment_id": "X1", "tumour_id": "T1", "type": "chemotherapy"},
+        {
+            "treatment_id": "X2",
+            "tumour_id": "T1",
+            "type": "car_t",
+            "agent": "tisagenlecleucel",
+            "protocol": "ALL-REZ",
+            "start_date": "2016-07-01",
+        },
+        {
+            "treatment_id": "X3",
+            "tumour_id": "T1",
+            "type": "hsct",
+            "agent": "allogeneic",
+            "start_date": "2016-09-01",
+            "end_date": "2016-09-20",
+        },
+        {"treatment_id": "X4", "tumour_id": "T2", "type": "radiotherapy"},
+        {"treatment_id": "X5", "tumour_id": "T2", "type": "surgery", "start_date": "2012-02-01"},
+        {
+            "treatment_id": "X6",
+            "tumour_id": "T2",
+            "type": "other",
+            "agent": "watchful waiting",
+            "end_date": "2012-03-01",
+        },
+        {
+            "treatment_id": "X7",
+            "tumour_id": "T2",
+            "type": "targeted",
+            "agent": "larotrectinib",
+            "start_date": "2012-03-01",
+            "end_date": "2012-09-01",
+        },
+    ],
+    "biomarker": [
+        {
+            "tumour_id": "T1",
+            "marker": "MRD_day33",
+            "value": "0.0500",
+            "unit": "%",
+            "date": "2014-06-04",
+        },
+        {
+            "tumour_id": "T1",
+            "marker": "MRD_day78",
+            "value": "0.25",
+            "unit": "%",
+            "date": "2014-07-19",
+        },
+        {"tumour_id": "T1", "marker": "BCR-ABL1", "date": "2014-05-03"},
+        {
+            "tumour_id": "T2",
+            "marker": "NTRK_copies",
+            "value": "12",
+            "unit": "copies",
+            "date": "2012-01-25",
+        },
+    ],
+    "specimen": [
+        {"specimen_id": "S1", "tumour_id": "T1", "type": "rna"},
+        {
+            "specimen_id": "S2",
+            "tumour_id": "T2",
+            "type": "tumour_tissue",
+            "collection_date": "2012-02-01",
+            "available": "true",
+        },
+    ],
+    "trial_enrolment": [{"patient_id": "E1", "trial": "EDGE-TRIAL"}],
+}
+
+
+def test_round_trip_of_the_rare_cases(tmp_path: Path) -> None:
+    """Month-precision birth dates, unknown vital status, a stage without a system, events of
+    every type, treatments without dates, a number that is not a plain decimal: all come back."""
+    from ccdp.ingest.pipeline import ingest_frames
+
+    source = tmp_path / "edge.duckdb"
+    frames = {t: pd.DataFrame(rows, dtype=object) for t, rows in EDGE_ROWS.items()}
+    first = ingest_frames(source, frames, "edge", progress=False)
+    assert first.quarantined == 0, first.edits
+    out = tmp_path / "edge_out"
+    with NodeStore(source, read_only=True) as ns:
+        export_store(ns, out)
+    assert all(
+        not f
+        for b in _bundles(out)
+        for e in b["entry"]
+        for f in fhir_profiles.check(e["resource"])
+        if f.level == "error"
+    )
+    target = tmp_path / "edge_back.duckdb"
+    import_bundles(out, target, progress=False)
+    for table in EDGE_ROWS:
+        before, after = _table(source, table), _table(target, table)
+        assert len(before) == len(EDGE_ROWS[table])
+        pd.testing.assert_frame_equal(before, after, obj=table)

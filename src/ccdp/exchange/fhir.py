@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -75,21 +75,76 @@ def export_store(
     )
 
 
-def import_bundles(source: Path, store: Path, *, progress: bool = True) -> IngestReport:
+def import_bundles(
+    source: Path, store: Path, *, progress: bool = True, batch_size: int = BATCH
+) -> IngestReport:
     """Ingest Bundles from `source` (a .json Bundle, an .ndjson of Bundles, or a folder of
     them) into `store`, returning the ingest report.
 
     Keys are read from the resources' ccdp identifiers (else their first identifier, else
     their id). A Patient carrying a name or a telephone is identified data: then every key is
     pseudonymised with the store's key, as the ingest does for a source with direct
-    identifiers; ccdp's own export (pseudonymised, names masked) keeps its keys as written."""
+    identifiers; ccdp's own export (pseudonymised, names masked) keeps its keys as written.
+
+    Every file is read once before anything is stored (a fault in any file stores nothing), then
+    ingested `batch_size` Bundles at a time (whole files), one report for all."""
+    files = bundle_files(source)
+    identified = False
+    for rows in _chunks(files, batch_size):  # read all first: a faulty file stores nothing
+        identified |= rows.identified
+    reports = [
+        ingest_frames(
+            store, _frames(rows, identified), str(source), progress=progress, absent_columns={}
+        )
+        for rows in _chunks(files, batch_size)
+    ]
+    return _merge(reports)
+
+
+def _chunks(files: list[Path], size: int = BATCH) -> Iterator[Rows]:
+    """The rows of `files`, about `size` Bundles at a time (whole files), so that a large
+    import never holds more than a batch of patients in memory."""
     rows = Rows()
-    for path in bundle_files(source):
+    for path in files:
         read_file(path, rows)
+        if rows.bundles >= size:
+            yield rows
+            rows = Rows()
+    if rows.bundles or not files:
+        yield rows
+
+
+def _frames(rows: Rows, identified: bool) -> dict[str, pd.DataFrame]:
     frames = {t: _frame(t, rows.tables[t]) for t in TABLES}
-    if rows.identified:
+    if identified:
         frames["patient"]["_identifier_fhir"] = frames["patient"]["patient_id"]
-    return ingest_frames(store, frames, str(source), progress=progress, absent_columns={})
+    return frames
+
+
+def _merge(reports: list[IngestReport]) -> IngestReport:
+    """One report for an import ingested in several batches: counts summed."""
+    first = reports[0]
+    if len(reports) == 1:
+        return first
+    total = first.model_copy(deep=True)
+    for other in reports[1:]:
+        for name in (
+            "rows_read",
+            "accepted",
+            "quarantined",
+            "flagged",
+            "rechecked",
+            "requarantined",
+        ):
+            setattr(total, name, getattr(total, name) + getattr(other, name))
+        for table, counts in other.tables.items():
+            mine = total.tables.setdefault(table, type(counts)())
+            for name, value in counts.model_dump().items():
+                setattr(mine, name, getattr(mine, name) + value)
+        for edit_id, n in other.edits.items():
+            total.edits[edit_id] = total.edits.get(edit_id, 0) + n
+        total.pseudonymised |= other.pseudonymised
+    return total
 
 
 def _frame(table: str, rows: list[dict[str, str | None]]) -> pd.DataFrame:
