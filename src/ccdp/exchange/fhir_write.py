@@ -8,31 +8,27 @@ with a ccdp system so that an import reads the key back exactly.
 
 from __future__ import annotations
 
-import math
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 import pandas as pd
 
 from ccdp.exchange import fhir_codes as c
+from ccdp.exchange.fhir_build import (
+    Json,
+    Row,
+    cc,
+    coding,
+    dar,
+    finding,
+    ident,
+    num,
+    ref,
+    resource,
+    rid,
+)
+from ccdp.exchange.fhir_care import biomarker, specimen, treatment
 from ccdp.exchange.source import PatientBatch
-
-Json = dict[str, Any]
-Row = dict[str, Any]
-
-_NS = uuid.uuid5(uuid.NAMESPACE_URL, c.CCDP)
-
-
-def rid(kind: str, key: str) -> str:
-    """The resource id of a store key: the same key gives the same id in every export."""
-    return str(uuid.uuid5(_NS, f"{kind}/{key}"))
-
-
-def ref(kind: str, key: str) -> Json:
-    """A reference to the resource `kind` of store key `key` within its Bundle."""
-    return {"reference": f"urn:uuid:{rid(kind, key)}"}
 
 
 def records(frame: pd.DataFrame) -> list[Row]:
@@ -78,84 +74,21 @@ def bundles(batch: PatientBatch) -> Iterator[Json]:
         }
 
 
-# -- small builders --------------------------------------------------------------------------
-def _dar(code: str = "unknown") -> Json:
-    return {"extension": [{"url": c.EXT_DAR, "valueCode": code}]}
-
-
-def _ident(field: str, value: str) -> list[Json]:
-    return [{"system": c.ccdp_system(field), "value": value}]
-
-
-def _coding(system: str, code: str, display: str | None = None) -> Json:
-    out = {"system": system, "code": code}
-    if display:
-        out["display"] = display
-    return out
-
-
-def _cc(*codings: Json, text: str | None = None) -> Json:
-    out: Json = {}
-    if codings:
-        out["coding"] = list(codings)
-    if text:
-        out["text"] = text
-    return out
-
-
-def _meta(profiles: tuple[str, ...]) -> Json:
-    return {"profile": list(profiles)}
-
-
-def _resource(kind: str, key: str, profiles: tuple[str, ...], **body: Any) -> Json:
-    """A resource with its deterministic id and profiles; None-valued elements left out."""
-    out: Json = {"resourceType": kind, "id": rid(kind, key), "meta": _meta(profiles)}
-    out.update({k: v for k, v in body.items() if v is not None})
-    return out
-
-
-def _period(start: str | None, end: str | None) -> Json:
-    """A Period; data-absent-reason when neither end is known (the profile wants one)."""
-    if start is None and end is None:
-        return _dar()
-    return {k: v for k, v in (("start", start), ("end", end)) if v is not None}
-
-
-def _num(value: Any) -> float | int:
-    """A stored float as a JSON number (integral values without a trailing .0)."""
-    f = float(value)
-    return int(f) if f.is_integer() and abs(f) < 2**53 else f
-
-
-def _finding(key: str, code: str, display: str, subject: Json, focus: Json, **value: Any) -> Json:
-    """An Observation no IG profiles (ccdp finding): its code in ccdp's finding system."""
-    return _resource(
-        "Observation",
-        key,
-        c.OWN_FINDING,
-        status="final",
-        code=_cc(_coding(c.SYS_FINDING, code, display), text=display),
-        subject=subject,
-        focus=[focus],
-        **value,
-    )
-
-
 # -- patient ---------------------------------------------------------------------------------
 def _patient_resources(p: Row) -> Iterator[Json]:
     pid = str(p["patient_id"])
     subject = ref("Patient", pid)
     yield _patient(p)
     if p.get("cause_of_death") is not None:
-        yield _finding(
+        yield finding(
             f"{pid}/cause_of_death",
             "cause_of_death",
             "Underlying cause of death",
             subject,
             subject,
             effectiveDateTime=p.get("death_date"),
-            valueCodeableConcept=_cc(
-                _coding(c.ccdp_system("cause_of_death"), str(p["cause_of_death"]))
+            valueCodeableConcept=cc(
+                coding(c.ccdp_system("cause_of_death"), str(p["cause_of_death"]))
             ),
         )
     consent = str(p.get("consent") or "").split()
@@ -175,9 +108,9 @@ def _patient(p: Row) -> Json:
         extension = [{"url": c.EXT_LAST_CONTACT, "valueDate": p["last_contact_date"]}]
     body: Json = {
         "extension": extension,
-        "identifier": _ident("patient_id", pid),
-        "name": [{"_family": _dar("masked"), "_given": [_dar("masked")]}],
-        "contact": [{"telecom": [_dar("masked")]}],
+        "identifier": ident("patient_id", pid),
+        "name": [{"_family": dar("masked"), "_given": [dar("masked")]}],
+        "contact": [{"telecom": [dar("masked")]}],
         "gender": p.get("sex"),
         "birthDate": birth,
         "address": [{"country": p["country"]}] if p.get("country") else None,
@@ -190,24 +123,24 @@ def _patient(p: Row) -> Json:
             body["deceasedDateTime"] = p["death_date"]
         else:
             body["deceasedBoolean"] = True
-    return _resource("Patient", pid, c.PATIENT, **body)
+    return resource("Patient", pid, c.PATIENT, **body)
 
 
 def _consent(pid: str, codes: list[str]) -> Json:
     """The DUO (and MONDO) codes a patient consented to, as one research Consent."""
     purposes = [
-        _coding(c.CONSENT_PREFIX_SYSTEMS.get(code.split(":")[0], c.ccdp_system("consent")), code)
+        coding(c.CONSENT_PREFIX_SYSTEMS.get(code.split(":")[0], c.ccdp_system("consent")), code)
         for code in codes
     ]
-    return _resource(
+    return resource(
         "Consent",
         pid,
         c.OWN_CONSENT,
         status="active",
-        scope=_cc(_coding(c.CONSENT_SCOPE, "research", "Research")),
-        category=[_cc(_coding(c.LOINC, "57016-8", "Privacy policy acknowledgment Document"))],
+        scope=cc(coding(c.CONSENT_SCOPE, "research", "Research")),
+        category=[cc(coding(c.LOINC, "57016-8", "Privacy policy acknowledgment Document"))],
         patient=ref("Patient", pid),
-        policyRule=_cc(text="GA4GH Data Use Ontology consent codes"),
+        policyRule=cc(text="GA4GH Data Use Ontology consent codes"),
         provision={"type": "permit", "purpose": purposes},
     )
 
@@ -218,7 +151,7 @@ def _research_subject(pid: str, t: Row) -> Json:
     if t.get("risk_group") is not None:
         extension = [{"url": c.EXT_TRIAL_RISK, "valueString": str(t["risk_group"])}]
     period = {"start": t["enrolment_date"]} if t.get("enrolment_date") else None
-    return _resource(
+    return resource(
         "ResearchSubject",
         f"{pid}/{t['trial']}",
         c.OWN_RESEARCH_SUBJECT,
@@ -237,7 +170,7 @@ def _morph_code(t: Row) -> str:
 
 
 def _morph_coding(t: Row) -> Json:
-    return _coding(c.ICDO3, _morph_code(t), c.morphology_labels().get(str(t["morphology"])))
+    return coding(c.ICDO3, _morph_code(t), c.morphology_labels().get(str(t["morphology"])))
 
 
 def _tumour_resources(t: Row, kids: dict[str, list[Row]]) -> Iterator[Json]:
@@ -253,8 +186,8 @@ def _tumour_resources(t: Row, kids: dict[str, list[Row]]) -> Iterator[Json]:
         ("cns_status", "CNS status at diagnosis"),
     ):
         if t.get(field) is not None:
-            value = _cc(_coding(c.ccdp_system(field), str(t[field])), text=str(t[field]))
-            yield _finding(
+            value = cc(coding(c.ccdp_system(field), str(t[field])), text=str(t[field]))
+            yield finding(
                 f"{tid}/{field}",
                 field,
                 display,
@@ -264,7 +197,7 @@ def _tumour_resources(t: Row, kids: dict[str, list[Row]]) -> Iterator[Json]:
                 valueCodeableConcept=value,
             )
     if t.get("wbc_at_diagnosis") is not None:
-        yield _finding(
+        yield finding(
             f"{tid}/wbc_at_diagnosis",
             "wbc_at_diagnosis",
             "White blood cell count at diagnosis",
@@ -272,7 +205,7 @@ def _tumour_resources(t: Row, kids: dict[str, list[Row]]) -> Iterator[Json]:
             focus,
             effectiveDateTime=t.get("diagnosis_date"),
             valueQuantity={
-                "value": _num(t["wbc_at_diagnosis"]),
+                "value": num(t["wbc_at_diagnosis"]),
                 "unit": "10^9/L",
                 "system": c.UCUM,
                 "code": "10*9/L",
@@ -281,11 +214,11 @@ def _tumour_resources(t: Row, kids: dict[str, list[Row]]) -> Iterator[Json]:
     for e in kids["event"]:
         yield from _event(e, t, subject)
     for x in kids["treatment"]:
-        yield _treatment(x, subject, focus)
+        yield treatment(x, subject, focus)
     for b in kids["biomarker"]:
-        yield _biomarker(b, subject, focus)
+        yield biomarker(b, subject, focus)
     for s in kids["specimen"]:
-        yield _specimen(s, subject, focus)
+        yield specimen(s, subject, focus)
 
 
 def _condition(t: Row) -> Json:
@@ -294,10 +227,10 @@ def _condition(t: Row) -> Json:
     codings = [_morph_coding(t)]
     recode = t.get("iccc_recode")
     if recode is not None:
-        codings.append(_coding(c.ICCC3, str(recode), c.iccc_recode_labels().get(str(recode))))
+        codings.append(coding(c.ICCC3, str(recode), c.iccc_recode_labels().get(str(recode))))
     site: Json = {
         "coding": [
-            _coding(c.ICDO3, str(t["topography"]), c.topography_labels().get(str(t["topography"])))
+            coding(c.ICDO3, str(t["topography"]), c.topography_labels().get(str(t["topography"])))
         ]
     }
     if t.get("laterality") is not None:
@@ -306,7 +239,7 @@ def _condition(t: Row) -> Json:
             {"url": url, "valueCodeableConcept": side}
             for url in (c.EXT_LATERALITY, c.EXT_LATERALITY_MCODE)
         ]
-    extension = [{"url": c.EXT_HISTOLOGY, "valueCodeableConcept": _cc(_morph_coding(t))}]
+    extension = [{"url": c.EXT_HISTOLOGY, "valueCodeableConcept": cc(_morph_coding(t))}]
     if t.get("frontline_end_date") is not None:
         extension.append({"url": c.EXT_FRONTLINE_END, "valueDate": t["frontline_end_date"]})
     if t.get("basis_of_diagnosis") is not None:
@@ -315,30 +248,30 @@ def _condition(t: Row) -> Json:
         extension.append(
             {
                 "url": c.EXT_BASIS,
-                "valueCodeableConcept": _cc(_coding(system, str(basis), c.BASIS_LABELS.get(basis))),
+                "valueCodeableConcept": cc(coding(system, str(basis), c.BASIS_LABELS.get(basis))),
             }
         )
     stage: list[Json] | None = None
     if t.get("stage_system") is not None or t.get("stage") is not None:
         stage = [{"assessment": [ref("Observation", f"{tid}/stage")]}]
         if t.get("stage") is not None:
-            stage[0]["summary"] = _cc(text=str(t["stage"]))
-    return _resource(
+            stage[0]["summary"] = cc(text=str(t["stage"]))
+    return resource(
         "Condition",
         tid,
         c.PRIMARY,
         extension=extension,
-        identifier=_ident("tumour_id", tid),
-        verificationStatus=_cc(_coding(c.CONDITION_VERIFICATION, "confirmed")),
+        identifier=ident("tumour_id", tid),
+        verificationStatus=cc(coding(c.CONDITION_VERIFICATION, "confirmed")),
         category=[
-            _cc(
-                _coding(
+            cc(
+                coding(
                     "http://terminology.hl7.org/CodeSystem/condition-category",
                     "encounter-diagnosis",
                 )
             )
         ],
-        code=_cc(*codings, text=codings[0].get("display")),
+        code=cc(*codings, text=codings[0].get("display")),
         bodySite=[site],
         subject=ref("Patient", str(t["patient_id"])),
         onsetDateTime=t.get("diagnosis_date"),
@@ -348,11 +281,11 @@ def _condition(t: Row) -> Json:
 
 def _laterality(t: Row) -> Json:
     side = str(t["laterality"])
-    own = _coding(c.ccdp_system("laterality"), side)
+    own = coding(c.ccdp_system("laterality"), side)
     if side in c.LATERALITY_SCT:
         code, display = c.LATERALITY_SCT[side]
-        return _cc(_coding(c.SCT_SYS, code, display), own)
-    return _cc(_coding(c.DAR_SYS, c.LATERALITY_DAR.get(side, "unknown")), own)
+        return cc(coding(c.SCT_SYS, code, display), own)
+    return cc(coding(c.DAR_SYS, c.LATERALITY_DAR.get(side, "unknown")), own)
 
 
 def _stage(t: Row, subject: Json, focus: Json) -> Json:
@@ -363,25 +296,25 @@ def _stage(t: Row, subject: Json, focus: Json) -> Json:
     value: Json = {}
     if stage is not None:
         if system is not None:
-            value["valueCodeableConcept"] = _cc(
-                _coding(c.ccdp_system(f"stage:{system}"), str(stage)), text=str(stage)
+            value["valueCodeableConcept"] = cc(
+                coding(c.ccdp_system(f"stage:{system}"), str(stage)), text=str(stage)
             )
         else:
-            value["valueCodeableConcept"] = _cc(text=str(stage))
+            value["valueCodeableConcept"] = cc(text=str(stage))
     else:
-        value["dataAbsentReason"] = _cc(_coding(c.DAR_SYS, "unknown"))
-    return _resource(
+        value["dataAbsentReason"] = cc(coding(c.DAR_SYS, "unknown"))
+    return resource(
         "Observation",
         f"{tid}/stage",
         c.STAGE,
         status="final",
-        code=_cc(_coding(c.LOINC, "21914-7", "Stage group.other Cancer")),
+        code=cc(coding(c.LOINC, "21914-7", "Stage group.other Cancer")),
         subject=subject,
         focus=[focus],
         effectiveDateTime=t.get("diagnosis_date"),
         method=None
         if system is None
-        else _cc(_coding(c.ccdp_system("stage_system"), str(system)), text=str(system)),
+        else cc(coding(c.ccdp_system("stage_system"), str(system)), text=str(system)),
         **value,
     )
 
@@ -392,32 +325,32 @@ def _event(e: Row, t: Row, subject: Json) -> Iterator[Json]:
     progression and remission as mCODE disease status; death as a ccdp finding."""
     eid, kind = str(e["event_id"]), str(e["event_type"])
     first = ref("Condition", str(t["tumour_id"]))
-    category = [_cc(_coding(c.SYS_EVENT_TYPE, kind))]
+    category = [cc(coding(c.SYS_EVENT_TYPE, kind))]
     if kind in ("relapse", "second_malignancy"):
         res = _event_condition(e, t, subject, first, category)
     elif kind in c.DISEASE_STATUS_SCT:
         code, display = c.DISEASE_STATUS_SCT[kind]
-        res = _resource(
+        res = resource(
             "Observation",
             eid,
             c.DISEASE_STATUS,
-            identifier=_ident("event_id", eid),
+            identifier=ident("event_id", eid),
             status="final",
             category=category,
-            code=_cc(_coding(c.LOINC, "97509-4", "Cancer disease progression")),
+            code=cc(coding(c.LOINC, "97509-4", "Cancer disease progression")),
             subject=subject,
             focus=[first],
             effectiveDateTime=e.get("event_date"),
-            valueCodeableConcept=_cc(_coding(c.SCT_SYS, code, display)),
+            valueCodeableConcept=cc(coding(c.SCT_SYS, code, display)),
         )
     else:
-        res = _finding(eid, kind, kind.replace("_", " "), subject, first)
-        res.update(identifier=_ident("event_id", eid), category=category)
+        res = finding(eid, kind, kind.replace("_", " "), subject, first)
+        res.update(identifier=ident("event_id", eid), category=category)
         if e.get("event_date") is not None:
             res["effectiveDateTime"] = e["event_date"]
     yield res
     if e.get("bm_blasts_pct") is not None:
-        yield _finding(
+        yield finding(
             f"{eid}/bm_blasts_pct",
             "bm_blasts_pct",
             "Bone-marrow blasts",
@@ -425,7 +358,7 @@ def _event(e: Row, t: Row, subject: Json) -> Iterator[Json]:
             {"reference": f"urn:uuid:{res['id']}"},
             effectiveDateTime=e.get("event_date"),
             valueQuantity={
-                "value": _num(e["bm_blasts_pct"]),
+                "value": num(e["bm_blasts_pct"]),
                 "unit": "%",
                 "system": c.UCUM,
                 "code": "%",
@@ -438,161 +371,26 @@ def _event_condition(e: Row, t: Row, subject: Json, first: Json, category: list[
     extension = [{"url": c.EXT_OCCURRED_FOLLOWING, "valueReference": first}]
     body: Json = {}
     if kind == "relapse":
-        extension.insert(0, {"url": c.EXT_HISTOLOGY, "valueCodeableConcept": _cc(_morph_coding(t))})
-        body["clinicalStatus"] = _cc(_coding(c.CONDITION_CLINICAL, "relapse", "Relapse"))
-        body["code"] = _cc(_morph_coding(t), text="Relapse")
+        extension.insert(0, {"url": c.EXT_HISTOLOGY, "valueCodeableConcept": cc(_morph_coding(t))})
+        body["clinicalStatus"] = cc(coding(c.CONDITION_CLINICAL, "relapse", "Relapse"))
+        body["code"] = cc(_morph_coding(t), text="Relapse")
         site = e.get("relapse_site")
         if site is not None:
-            codings = [_coding(c.ccdp_system("relapse_site"), str(site))]
+            codings = [coding(c.ccdp_system("relapse_site"), str(site))]
             topo = c.RELAPSE_SITE_TOPOGRAPHY.get(str(site))
             if topo:
-                codings.insert(0, _coding(c.ICDO3, topo, c.topography_labels().get(topo)))
-            body["bodySite"] = [_cc(*codings, text=str(site).replace("_", " "))]
+                codings.insert(0, coding(c.ICDO3, topo, c.topography_labels().get(topo)))
+            body["bodySite"] = [cc(*codings, text=str(site).replace("_", " "))]
     else:
-        body["code"] = _cc(_coding(c.SYS_EVENT_TYPE, kind), text="Second malignant neoplasm")
-    return _resource(
+        body["code"] = cc(coding(c.SYS_EVENT_TYPE, kind), text="Second malignant neoplasm")
+    return resource(
         "Condition",
         eid,
         c.RELAPSE,
         extension=extension,
-        identifier=_ident("event_id", eid),
+        identifier=ident("event_id", eid),
         category=category,
         subject=subject,
         onsetDateTime=e.get("event_date"),
         **body,
-    )
-
-
-# -- treatments, markers, specimens ----------------------------------------------------------
-def _treatment(x: Row, subject: Json, reason: Json) -> Json:
-    """Drugs as PCSP MedicationStatement; radiotherapy, surgery and HSCT as the PCSP (and mCODE)
-    procedure profiles; other treatments as a plain ccdp Procedure."""
-    xid, kind = str(x["treatment_id"]), str(x["type"])
-    start, end = x.get("start_date"), x.get("end_date")
-    own = _coding(c.SYS_TREATMENT_TYPE, kind)
-    agent = None if x.get("agent") is None else str(x["agent"])
-    common: Json = {
-        "identifier": _ident("treatment_id", xid),
-        "basedOn": None if x.get("protocol") is None else [{"display": str(x["protocol"])}],
-        "subject": subject,
-        "reasonReference": [reason],
-    }
-    if kind in c.MEDICATION_TYPES:
-        return _resource(
-            "MedicationStatement",
-            xid,
-            c.MED_STATEMENT,
-            status="completed" if end else "unknown",
-            category=_cc(own),
-            medicationCodeableConcept=_cc(text=agent) if agent else _dar(),
-            effectivePeriod=None if start is None and end is None else _period(start, end),
-            **common,
-        )
-    status = "completed" if end else "unknown"
-    if kind == "radiotherapy":
-        return _resource(
-            "Procedure",
-            xid,
-            c.RADIOTHERAPY,
-            status=status,
-            category=_cc(_coding(c.SCT_SYS, "108290001", "Radiotherapy"), own),
-            code=_cc(
-                _coding(c.SCT_SYS, "1217123003", "Radiotherapy course of treatment"), text=agent
-            ),
-            performedPeriod=_period(start, end),
-            **common,
-        )
-    if kind in ("surgery", "hsct"):
-        profiles, code = (
-            (c.SURGERY, ("387713003", "Surgical procedure"))
-            if kind == "surgery"
-            else (c.SCT, ("77465005", "Transplantation"))
-        )
-        when: Json = {"performedDateTime": start} if start else {"_performedDateTime": _dar()}
-        extension = None if end is None else [{"url": c.EXT_END_DATE, "valueDate": end}]
-        return _resource(
-            "Procedure",
-            xid,
-            profiles,
-            extension=extension,
-            status=status,
-            category=_cc(_coding(c.SCT_SYS, *code), own),
-            code=_cc(_coding(c.SCT_SYS, *code), text=agent)
-            if kind == "hsct"
-            else (_cc(text=agent) if agent else None),
-            **when,
-            **common,
-        )
-    return _resource(
-        "Procedure",
-        xid,
-        c.OWN_PROCEDURE,
-        status=status,
-        category=_cc(own),
-        code=_cc(text=agent) if agent else None,
-        performedPeriod=None if start is None and end is None else _period(start, end),
-        **common,
-    )
-
-
-def _is_plain_number(text: str) -> bool:
-    """Does `text` read back identically from a JSON number (so it may be a Quantity)?"""
-    try:
-        f = float(text)
-    except ValueError:
-        return False
-    return math.isfinite(f) and repr(f) == text
-
-
-def _biomarker(b: Row, subject: Json, condition: Json) -> Json:
-    """mcode-tumor-marker-test (MRD too): a number with a unit as a Quantity, else a string."""
-    tid, marker = str(b["tumour_id"]), str(b["marker"])
-    value, unit = b.get("value"), b.get("unit")
-    body: Json = {}
-    if value is None:
-        body["_valueString"] = _dar()
-    elif unit is not None and _is_plain_number(str(value)):
-        body["valueQuantity"] = {"value": float(value), "unit": str(unit)}
-        if unit == "%":
-            body["valueQuantity"].update(system=c.UCUM, code="%")
-    else:
-        body["valueString"] = str(value)
-        if unit is not None:
-            body["note"] = [{"text": f"unit: {unit}"}]
-    return _resource(
-        "Observation",
-        f"{tid}/{marker}/{b.get('date')}",
-        c.TUMOUR_MARKER,
-        extension=[{"url": c.EXT_RELATED_CONDITION, "valueReference": condition}],
-        status="final",
-        category=[_cc(_coding(c.OBS_CATEGORY, "laboratory", "Laboratory"))],
-        code=_cc(_coding(c.SYS_MARKER, marker), text=marker),
-        subject=subject,
-        effectiveDateTime=b.get("date"),
-        **body,
-    )
-
-
-def _specimen(s: Row, subject: Json, condition: Json) -> Json:
-    """mcode-human-specimen; `available` as Specimen.status (available/unavailable)."""
-    sid = str(s["specimen_id"])
-    kind = s.get("type")
-    stype = None
-    if kind is not None:
-        own = _coding(c.ccdp_system("specimen_type"), str(kind))
-        std = c.SPECIMEN_SPTY.get(str(kind))
-        stype = _cc(_coding(c.SPTY, *std), own) if std else _cc(own, text=str(kind))
-    available = s.get("available")
-    return _resource(
-        "Specimen",
-        sid,
-        c.SPECIMEN,
-        extension=[{"url": c.EXT_RELATED_CONDITION, "valueReference": condition}],
-        identifier=_ident("specimen_id", sid),
-        status=None if available is None else ("available" if available else "unavailable"),
-        type=stype,
-        subject=subject,
-        collection=None
-        if s.get("collection_date") is None
-        else {"collectedDateTime": s["collection_date"]},
     )
