@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,7 @@ def test_import_names_file_line_resource_and_element(exported: Path, tmp_path: P
     res = odd[1]["entry"][0]["resource"]
     res["meta"]["profile"] = ["http://example.org/StructureDefinition/other"]
     with pytest.raises(
-        FhirImportError, match=rf"line 2: Patient/{res['id']}, element meta.profile"
+        FhirImportError, match=rf"line 2: entry\[0\] Patient/{res['id']}, element meta.profile"
     ):
         import_bundles(_write(tmp_path / "odd.ndjson", odd), tmp_path / "s2.duckdb", progress=False)
 
@@ -223,7 +224,7 @@ def test_import_names_file_line_resource_and_element(exported: Path, tmp_path: P
     cond["subject"] = {"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}
     with pytest.raises(
         FhirImportError,
-        match=rf"line 3: Condition/{cond['id']}, element subject: .* names no resource",
+        match=rf"line 3: entry\[\d+\] Condition/{cond['id']}, element subject: .* names no",
     ):
         import_bundles(
             _write(tmp_path / "d.ndjson", dangling), tmp_path / "s3.duckdb", progress=False
@@ -453,3 +454,69 @@ def test_round_trip_of_the_rare_cases(tmp_path: Path) -> None:
         before, after = _table(source, table), _table(target, table)
         assert len(before) == len(EDGE_ROWS[table])
         pd.testing.assert_frame_equal(before, after, obj=table)
+
+
+def test_terms_come_from_ccdp_not_from_the_ig_fragment() -> None:
+    """The PCSP IG's ICD-O-3 fragment labels 9181/3, 9186/3 and 9510/3 (and ICCC-3 081) with
+    terms of other codes: the export writes ccdp's own terms for them."""
+    from ccdp.exchange.fhir_write import bundles
+    from ccdp.exchange.source import PatientBatch
+    from ccdp.terminology.iccc import iccc_codes
+    from ccdp.terminology.icdo3 import morphology_codes
+
+    fsh = (fhir_profiles.SPECS / "pcsp/input/fsh/codesystems.fsh").read_text(encoding="utf-8")
+    ig_terms = dict(re.findall(r'^\* #(\S+) "([^"]+)"', fsh, re.M))
+    ours = dict(zip(morphology_codes()["code"], morphology_codes()["label"], strict=True))
+    recode = iccc_codes().set_index("recode")["subgroup_label"].to_dict()
+    morphs = ["9181", "9186", "9510"]
+    tumours = pd.DataFrame(
+        {
+            "tumour_id": [f"T{m}" for m in morphs],
+            "patient_id": "P1",
+            "diagnosis_date": pd.Timestamp("2010-01-01"),
+            "topography": "C40.2",
+            "morphology": morphs,
+            "behaviour": 3,
+            "iccc_recode": "081",
+        }
+    )
+    empty = {
+        t: pd.DataFrame({"tumour_id": []}) for t in ("event", "treatment", "biomarker", "specimen")
+    }
+    batch = PatientBatch(
+        number=0,
+        patient=pd.DataFrame({"patient_id": ["P1"], "sex": "male", "country": "FR"}),
+        tumour=tumours,
+        trial_enrolment=pd.DataFrame({"patient_id": []}),
+        **empty,
+    )
+    (bundle,) = bundles(batch)
+    conditions = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"
+    ]
+    assert len(conditions) == 3
+    for cond, morph in zip(conditions, morphs, strict=True):
+        icdo, iccc = cond["code"]["coding"]
+        assert icdo["code"] == f"{morph}/3" and icdo["display"] == ours[morph]
+        assert icdo["display"] != ig_terms[f"{morph}/3"]
+        assert iccc["code"] == "081" and iccc["display"] == recode["081"] != ig_terms["081"]
+
+
+def test_a_json_file_error_names_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"resourceType": "Bundle",\n "entry": [}\n', encoding="utf-8")
+    with pytest.raises(FhirImportError, match=r"bad.json, line 2: not JSON"):
+        import_bundles(path, tmp_path / "s.duckdb", progress=False)
+
+
+def test_import_reads_a_single_json_bundle(exported: Path, tmp_path: Path) -> None:
+    bundle = _bundles(exported)[7]
+    assert sum(e["resource"]["resourceType"] == "Patient" for e in bundle["entry"]) == 1
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(bundle, indent=2), encoding="utf-8")
+    report = import_bundles(path, tmp_path / "one.duckdb", progress=False)
+    assert report.tables["patient"].accepted == 1
+    assert report.tables["tumour"].accepted == sum(
+        e["resource"]["resourceType"] == "Condition" and "occurredFollowing" not in json.dumps(e)
+        for e in bundle["entry"]
+    )

@@ -62,19 +62,25 @@ def read_file(path: Path, rows: Rows) -> None:
                 if line.strip():
                     read_bundle(_parse(line, path, number), _Where(path, number), rows)
     else:
-        read_bundle(_parse(path.read_text(encoding="utf-8"), path, 1), _Where(path, 1), rows)
+        read_bundle(_parse(path.read_text(encoding="utf-8"), path, 0), _Where(path, 0), rows)
 
 
 def _parse(text: str, path: Path, line: int) -> Json:
+    """One JSON object; `line` is the NDJSON line (0: a whole .json file)."""
     try:
         value = json.loads(text, parse_float=str)  # decimals kept exactly as written
     except json.JSONDecodeError as exc:
+        at = line or exc.lineno
         raise FhirImportError(
-            f"{path}, line {line}: not JSON ({exc.msg} at column {exc.colno})"
+            f"{path}, line {at}: not JSON ({exc.msg} at column {exc.colno})"
         ) from None
     if not isinstance(value, dict):
-        raise FhirImportError(f"{path}, line {line}: a JSON object (a Bundle) is expected")
+        raise FhirImportError(f"{_place(path, line)}: a JSON object (a Bundle) is expected")
     return value
+
+
+def _place(path: Path, line: int) -> str:
+    return f"{path}, line {line}" if line else str(path)
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,14 @@ class _Where:
     path: Path
     line: int
 
-    def error(self, res: Json | None, element: str, problem: str) -> FhirImportError:
+    def error(
+        self, res: Json | None, element: str, problem: str, entry: int = -1
+    ) -> FhirImportError:
         who = "Bundle" if res is None else f"{res.get('resourceType')}/{res.get('id')}"
+        if entry >= 0:
+            who = f"entry[{entry}] {who}"
         return FhirImportError(
-            f"{self.path}, line {self.line}: {who}, element {element}: {problem}"
+            f"{_place(self.path, self.line)}: {who}, element {element}: {problem}"
         )
 
 
@@ -102,24 +112,30 @@ class _Bundle:
             raise where.error(None, "entry", "required (1..*), absent or empty")
         self.resources: list[Json] = []
         self.by_ref: dict[str, Json] = {}
+        self.entry: dict[int, int] = {}  # id(resource) -> its entry index, for errors
         for n, entry in enumerate(entries):
             res = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(res, dict) or "resourceType" not in res:
                 raise where.error(None, f"entry[{n}].resource", "required (1..1), absent")
             self.resources.append(res)
+            self.entry[id(res)] = n
             if entry.get("fullUrl"):
                 self.by_ref[str(entry["fullUrl"])] = res
             if res.get("id"):
                 self.by_ref[f"{res['resourceType']}/{res['id']}"] = res
 
+    def error(self, res: Json, element: str, problem: str) -> FhirImportError:
+        """An error naming file, line, entry, resource and element."""
+        return self.where.error(res, element, problem, self.entry.get(id(res), -1))
+
     def target(self, res: Json, element: str, reference: Any) -> Json:
         """The resource a Reference names (it must be in the Bundle)."""
         text = reference.get("reference") if isinstance(reference, dict) else None
         if not text:
-            raise self.where.error(res, element, "required reference, absent")
+            raise self.error(res, element, "required reference, absent")
         found = self.by_ref.get(str(text))
         if found is None:
-            raise self.where.error(res, element, f"{text} names no resource of this Bundle")
+            raise self.error(res, element, f"{text} names no resource of this Bundle")
         return found
 
     def key(self, res: Json, element: str, reference: Any, key_field: str) -> str:
@@ -245,7 +261,7 @@ def _kind(b: _Bundle, res: Json) -> str:
         return "event" if follows or _codes(res.get("category"), c.SYS_EVENT_TYPE) else "tumour"
     kinds = {_KNOWN[p] for p in profiles if p in _KNOWN}
     if not kinds:
-        raise b.where.error(
+        raise b.error(
             res,
             "meta.profile",
             f"{sorted(profiles) or 'none'}: not a profile ccdp reads "
@@ -339,7 +355,7 @@ def _event(b: _Bundle, res: Json) -> Row:
     if res.get("resourceType") == "Condition":
         follows = _ext(res, c.EXT_OCCURRED_FOLLOWING)
         if follows is None:
-            raise b.where.error(res, "extension[condition-occurredFollowing]", "required, absent")
+            raise b.error(res, "extension[condition-occurredFollowing]", "required, absent")
         tumour = b.key(
             res,
             "extension[condition-occurredFollowing]",
@@ -422,7 +438,7 @@ def _finding(
             (res.get("valueQuantity") or {}).get("value")
         )
     else:
-        raise b.where.error(res, "code", f"{code!r}: not a ccdp finding code")
+        raise b.error(res, "code", f"{code!r}: not a ccdp finding code")
 
 
 def _known(b: _Bundle, res: Json, element: str, found: dict[str, Row], key_field: str) -> Row:
@@ -431,7 +447,7 @@ def _known(b: _Bundle, res: Json, element: str, found: dict[str, Row], key_field
     reference = value[0] if isinstance(value, list) and value else value
     key = b.key(res, element, reference, key_field)
     if key not in found:
-        raise b.where.error(res, element, f"refers to {key}, which is not a {key_field[:-3]}")
+        raise b.error(res, element, f"refers to {key}, which is not a {key_field[:-3]}")
     return found[key]
 
 
@@ -501,7 +517,7 @@ def _biomarker(b: _Bundle, res: Json) -> Row:
 def _specimen(b: _Bundle, res: Json) -> Row:
     related = _ext(res, c.EXT_RELATED_CONDITION)
     if related is None:
-        raise b.where.error(res, "extension[relatedCondition]", "required by ccdp, absent")
+        raise b.error(res, "extension[relatedCondition]", "required by ccdp, absent")
     stype = res.get("type")
     kind = _code(stype, c.ccdp_system("specimen_type")) or _reverse(
         c.SPECIMEN_SPTY, _code(stype, c.SPTY)
@@ -523,7 +539,7 @@ def _trial(b: _Bundle, res: Json) -> Row:
     study = res.get("study") or {}
     trial = (study.get("identifier") or {}).get("value") or study.get("display")
     if not trial:
-        raise b.where.error(res, "study", "required: the trial's identifier or display")
+        raise b.error(res, "study", "required: the trial's identifier or display")
     risk = _ext(res, c.EXT_TRIAL_RISK)
     return {
         "patient_id": b.key(res, "individual", res.get("individual"), "patient_id"),
