@@ -253,17 +253,29 @@ def test_a_missing_data_element_quarantines_its_row(exported: Path, tmp_path: Pa
     )
 
 
-def test_a_bundle_with_names_is_pseudonymised(exported: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "identify",
+    [
+        lambda p: p.update(name=[{"family": "Martin", "given": ["Léa"]}]),
+        lambda p: p["identifier"][0].update(system="urn:oid:1.2.250.1.71.4.2.1"),  # a NIR
+    ],
+    ids=["name", "hospital-identifier"],
+)
+def test_an_identified_bundle_is_pseudonymised(
+    exported: Path, tmp_path: Path, identify: Any
+) -> None:
     bundle = _bundles(exported)[0]
     patient = bundle["entry"][0]["resource"]
-    patient["name"] = [{"family": "Martin", "given": ["Léa"]}]
     original = patient["identifier"][0]["value"]
+    identify(patient)
     store = tmp_path / "p.duckdb"
     report = import_bundles(_write(tmp_path / "named.ndjson", [bundle]), store, progress=False)
     assert report.pseudonymised
     with duckdb.connect(str(store), read_only=True) as con:
         (stored,) = con.execute("SELECT patient_id FROM patient").fetchone() or ("",)
+        names = con.execute("SELECT * FROM patient").df().to_string()
     assert stored == pseudonym(pseudonym_key(store), original)
+    assert original not in names and "Martin" not in names
 
 
 def test_cli_export_and_import(source_store: Path, tmp_path: Path) -> None:

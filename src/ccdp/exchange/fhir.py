@@ -79,15 +79,16 @@ def import_bundles(
     source: Path, store: Path, *, progress: bool = True, batch_size: int = BATCH
 ) -> IngestReport:
     """Ingest Bundles from `source` (a .json Bundle, an .ndjson of Bundles, or a folder of
-    them) into `store`, returning the ingest report.
+        them) into `store`, returning the ingest report.
 
-    Keys are read from the resources' ccdp identifiers (else their first identifier, else
-    their id). A Patient carrying a name or a telephone is identified data: then every key is
-    pseudonymised with the store's key, as the ingest does for a source with direct
-    identifiers; ccdp's own export (pseudonymised, names masked) keeps its keys as written.
+        Keys are read from the resources' ccdp identifiers (else their first identifier, else
+        their id). A Patient carrying a name, a telephone, a street address or an identifier of
+    another system than ccdp's is identified data: then every key is
+        pseudonymised with the store's key, as the ingest does for a source with direct
+        identifiers; ccdp's own export (pseudonymised, names masked) keeps its keys as written.
 
-    Every file is read once before anything is stored (a fault in any file stores nothing), then
-    ingested `batch_size` Bundles at a time (whole files), one report for all."""
+        Every file is read once before anything is stored (a fault in any file stores nothing), then
+        ingested `batch_size` Bundles at a time (whole files), one report for all."""
     files = bundle_files(source)
     identified = False
     for rows in _chunks(files, batch_size):  # read all first: a faulty file stores nothing

@@ -206,7 +206,7 @@ def read_bundle(bundle: Json, where: _Where, rows: Rows) -> None:
     tumours: dict[str, Row] = {}
     patients: dict[str, Row] = {}
     events: dict[str, Row] = {}
-    pending: list[Json] = []
+    pending: list[tuple[Json, str]] = []
     before = {t: len(rows.tables[t]) for t in TABLES}
     for res in b.resources:
         kind = _kind(b, res)
@@ -220,9 +220,9 @@ def read_bundle(bundle: Json, where: _Where, rows: Rows) -> None:
             row = _event(b, res)
             events[str(row["event_id"])] = row
         else:
-            pending.append(res)
-    for res in pending:
-        _other(b, res, rows, patients, tumours, events)
+            pending.append((res, kind))
+    for res, kind in pending:
+        _other(b, res, kind, rows, patients, tumours, events)
     src = {"_source_file": str(where.path), "_source_row": str(where.line)}
     for table, found in (("patient", patients), ("tumour", tumours), ("event", events)):
         rows.tables[table].extend({**r, **src} for r in found.values())
@@ -273,13 +273,34 @@ def _kind(b: _Bundle, res: Json) -> str:
     return kind
 
 
+def _identifying(res: Json) -> bool:
+    """Does a Patient carry direct identifiers (a name, a telephone or e-mail, a street address,
+    an identifier of another system than ccdp's pseudonymous key)?"""
+    own = c.ccdp_system("patient_id")
+
+    def valued(items: Any, *keys: str) -> bool:
+        return any(
+            isinstance(i, dict) and any(i.get(k) for k in keys)
+            for i in (items if isinstance(items, list) else [])
+        )
+
+    contacts = [
+        t for x in res.get("contact") or [] if isinstance(x, dict) for t in x.get("telecom") or []
+    ]
+    return (
+        valued(res.get("name"), "family", "given", "text")
+        or valued(res.get("telecom"), "value")
+        or valued(contacts, "value")
+        or valued(res.get("address"), "line", "city", "postalCode", "text")
+        or any(
+            isinstance(i, dict) and i.get("value") and i.get("system") != own
+            for i in res.get("identifier") or []
+        )
+    )
+
+
 def _patient(res: Json, rows: Rows) -> Row:
-    names = res.get("name") or []
-    if any(n.get("family") or n.get("given") for n in names if isinstance(n, dict)):
-        rows.identified = True
-    for contact in res.get("contact") or []:
-        if any(t.get("value") for t in contact.get("telecom") or [] if isinstance(t, dict)):
-            rows.identified = True
+    rows.identified |= _identifying(res)
     if "deceasedDateTime" in res or res.get("deceasedBoolean") is True:
         status = "dead"
     elif res.get("deceasedBoolean") is False:
@@ -382,13 +403,13 @@ def _event(b: _Bundle, res: Json) -> Row:
 def _other(
     b: _Bundle,
     res: Json,
+    kind: str,
     rows: Rows,
     patients: dict[str, Row],
     tumours: dict[str, Row],
     events: dict[str, Row],
 ) -> None:
     """Resources that add rows to the child tables or fields to a patient, tumour or event."""
-    kind = _kind(b, res)
     if kind == "treatment":
         rows.tables["treatment"].append(_treatment(b, res))
     elif kind == "biomarker":
