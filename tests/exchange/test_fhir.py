@@ -517,6 +517,16 @@ def test_terms_come_from_ccdp_not_from_the_ig_fragment() -> None:
         assert iccc["code"] == "081" and iccc["display"] == recode["081"] != ig_terms["081"]
 
 
+def test_a_folder_without_bundles_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.ndjson").write_text("\n", encoding="utf-8")
+    with pytest.raises(FhirImportError, match=r"no Bundle in 1 file"):
+        import_bundles(tmp_path / "in", tmp_path / "s.duckdb", progress=False)
+    (tmp_path / "in" / "empty.ndjson").unlink()
+    with pytest.raises(FhirImportError, match=r"no .json or .ndjson file"):
+        import_bundles(tmp_path / "in", tmp_path / "s.duckdb", progress=False)
+
+
 def test_a_json_file_error_names_its_own_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text('{"resourceType": "Bundle",\n "entry": [}\n', encoding="utf-8")

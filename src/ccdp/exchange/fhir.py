@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ccdp.exchange import fhir_codes as c
-from ccdp.exchange.fhir_read import TABLES, Rows, bundle_files, read_file
+from ccdp.exchange.fhir_read import TABLES, FhirImportError, Rows, bundle_files, read_file
 from ccdp.exchange.fhir_write import bundles
 from ccdp.exchange.output import ExportSummary
 from ccdp.exchange.source import BATCH, patient_batches
@@ -90,9 +90,12 @@ def import_bundles(
         Every file is read once before anything is stored (a fault in any file stores nothing), then
         ingested `batch_size` Bundles at a time (whole files), one report for all."""
     files = bundle_files(source)
-    identified = False
+    identified, found = False, 0
     for rows in _chunks(files, batch_size):  # read all first: a faulty file stores nothing
         identified |= rows.identified
+        found += rows.bundles
+    if not found:
+        raise FhirImportError(f"{source}: no Bundle in {len(files)} file(s)")
     reports = [
         ingest_frames(
             store, _frames(rows, identified), str(source), progress=progress, absent_columns={}
@@ -111,7 +114,7 @@ def _chunks(files: list[Path], size: int = BATCH) -> Iterator[Rows]:
         if rows.bundles >= size:
             yield rows
             rows = Rows()
-    if rows.bundles or not files:
+    if rows.bundles:
         yield rows
 
 
