@@ -122,7 +122,7 @@ def specimen(s: Row, subject: Json, condition: Json) -> Json:
     """mcode-human-specimen; `available` as Specimen.status (available/unavailable)."""
     sid = str(s["specimen_id"])
     kind = s.get("type")
-    stype = None
+    stype = dar()  # US Core Specimen, mCODE's parent, requires a type
     if kind is not None:
         own = coding(c.ccdp_system("specimen_type"), str(kind))
         std = c.SPECIMEN_SPTY.get(str(kind))
