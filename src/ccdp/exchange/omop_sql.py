@@ -1,0 +1,176 @@
+"""The model → OMOP CDM 5.4 mapping, one `INSERT … SELECT` per CDM table.
+
+Each statement runs on the store's connection with the output database attached as `cdm`, so
+the mapping is DuckDB's work, never a loop over patients. Ids are deterministic: a person's id
+is the rank of its store key, every other id the rank of its own key, so the same store gives
+the same database. `{name}` placeholders are the concept ids of `omop_vocab.CONSTANTS`.
+"""
+
+from __future__ import annotations
+
+DRUG_TYPES = ("chemotherapy", "immunotherapy", "targeted", "car_t")
+"""Treatments written as drug_exposure; the others (surgery, radiotherapy, hsct, other) are
+procedures."""
+
+KEYS = [
+    """CREATE OR REPLACE TEMP TABLE _omop_person AS
+    SELECT patient_id, CAST(row_number() OVER (ORDER BY patient_id) AS INTEGER) AS person_id
+    FROM patient""",
+    """CREATE OR REPLACE TEMP TABLE _omop_tumour AS
+    SELECT t.tumour_id, p.person_id, t.diagnosis_date,
+           CAST(row_number() OVER (ORDER BY t.tumour_id) AS INTEGER) AS tumour_no,
+           t.morphology || '/' || CAST(t.behaviour AS VARCHAR) || '-' || t.topography AS code
+    FROM tumour t JOIN _omop_person p USING (patient_id)""",
+    # treatments with a start date (OMOP requires one), numbered within drugs and procedures
+    f"""CREATE OR REPLACE TEMP VIEW _omop_treatment AS
+    SELECT x.*, o.person_id, o.tumour_no, x.type IN {DRUG_TYPES} AS is_drug,
+           CAST(row_number() OVER (PARTITION BY x.type IN {DRUG_TYPES} ORDER BY x.treatment_id)
+                AS INTEGER) AS row_no,
+           CAST(row_number() OVER (ORDER BY x.treatment_id) AS INTEGER) AS treatment_no
+    FROM treatment x JOIN _omop_tumour o USING (tumour_id)
+    WHERE x.start_date IS NOT NULL""",
+    # relapse and progression events: the disease episodes after the first occurrence
+    """CREATE OR REPLACE TEMP VIEW _omop_course AS
+    SELECT e.*, o.person_id, o.tumour_no,
+           CAST(row_number() OVER (ORDER BY e.event_id) AS INTEGER) AS course_no,
+           CAST(row_number() OVER (PARTITION BY e.tumour_id ORDER BY e.event_date, e.event_id)
+                AS INTEGER) AS course_number
+    FROM event e JOIN _omop_tumour o USING (tumour_id)
+    WHERE e.event_type IN ('relapse', 'progression')""",
+]
+
+MEASUREMENTS = """CREATE OR REPLACE TEMP VIEW _omop_measure AS
+SELECT m.*, CAST(row_number() OVER (ORDER BY m.person_id, m.kind, m.src_key, m.source_value)
+                 AS INTEGER) AS measurement_id
+FROM (
+  SELECT o.person_id, 1 AS kind, b.tumour_id || '|' || b.marker || '|' || CAST(b.date AS VARCHAR)
+         AS src_key, b.marker AS source_value, b.date AS d,
+         try_cast(b.value AS DOUBLE) AS num, b.value AS value_text, b.unit AS unit,
+         NULL::VARCHAR AS event_id
+  FROM biomarker b JOIN _omop_tumour o USING (tumour_id) WHERE b.date IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 2, t.tumour_id, 'WBC at diagnosis', t.diagnosis_date, t.wbc_at_diagnosis,
+         CAST(t.wbc_at_diagnosis AS VARCHAR), '10^9/L', NULL
+  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.wbc_at_diagnosis IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 3, t.tumour_id, 'stage ' || coalesce(t.stage_system, 'unspecified'),
+         t.diagnosis_date, NULL, t.stage, NULL, NULL
+  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.stage IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 4, t.tumour_id, 'risk group', t.diagnosis_date, NULL, t.risk_group, NULL,
+         NULL
+  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.risk_group IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 5, t.tumour_id, 'CNS status', t.diagnosis_date, NULL, t.cns_status, NULL,
+         NULL
+  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.cns_status IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 6, t.tumour_id, 'immunophenotype', t.diagnosis_date, NULL,
+         t.immunophenotype, NULL, NULL
+  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.immunophenotype IS NOT NULL
+  UNION ALL
+  SELECT o.person_id, 7, e.event_id, 'bone marrow blasts', e.event_date, e.bm_blasts_pct,
+         CAST(e.bm_blasts_pct AS VARCHAR), '%', e.event_id
+  FROM event e JOIN _omop_tumour o USING (tumour_id) WHERE e.bm_blasts_pct IS NOT NULL
+) m"""
+
+DATES = """CREATE OR REPLACE TEMP VIEW _omop_dates AS
+SELECT person_id, diagnosis_date AS d FROM _omop_tumour
+UNION ALL SELECT person_id, start_date FROM _omop_treatment
+UNION ALL SELECT person_id, end_date FROM _omop_treatment
+UNION ALL SELECT person_id, d FROM _omop_measure
+UNION ALL SELECT o.person_id, e.event_date FROM event e JOIN _omop_tumour o USING (tumour_id)
+UNION ALL SELECT o.person_id, s.collection_date FROM specimen s JOIN _omop_tumour o USING (tumour_id)
+UNION ALL SELECT p.person_id, x.last_contact_date FROM patient x JOIN _omop_person p USING (patient_id)
+UNION ALL SELECT p.person_id, x.death_date FROM patient x JOIN _omop_person p USING (patient_id)
+  WHERE x.vital_status = 'dead'"""
+"""Every date the export writes for a person: the observation period spans them all."""
+
+TABLES: dict[str, str] = {
+    "person": """INSERT INTO cdm.person
+SELECT p.person_id,
+       CASE x.sex WHEN 'male' THEN {male} WHEN 'female' THEN {female} ELSE 0 END,
+       year(x.birth_date), month(x.birth_date),
+       CASE WHEN x.birth_date_precision = 'month' THEN NULL ELSE day(x.birth_date) END,
+       NULL, 0, 0, NULL, NULL, NULL,
+       x.patient_id, x.sex, 0, NULL, NULL, NULL, NULL
+FROM patient x JOIN _omop_person p USING (patient_id)""",
+    "observation_period": """INSERT INTO cdm.observation_period
+SELECT p.person_id, p.person_id,
+       coalesce(d.first, x.birth_date), coalesce(d.last, d.first, x.birth_date), {registry}
+FROM patient x JOIN _omop_person p USING (patient_id)
+LEFT JOIN (SELECT person_id, min(d) AS first, max(d) AS last FROM _omop_dates
+           WHERE d IS NOT NULL GROUP BY person_id) d USING (person_id)""",
+    "condition_occurrence": """INSERT INTO cdm.condition_occurrence
+SELECT o.tumour_no, o.person_id, coalesce(m.concept_id, 0), o.diagnosis_date, NULL, NULL, NULL,
+       {registry}, NULL, NULL, NULL, NULL, NULL, o.code, coalesce(m.source_concept_id, 0), NULL
+FROM _omop_tumour o LEFT JOIN _omop_condition m USING (code)""",
+    "drug_exposure": """INSERT INTO cdm.drug_exposure
+SELECT x.row_no, x.person_id, coalesce(d.concept_id, 0), x.start_date, NULL,
+       coalesce(x.end_date, x.start_date), NULL, x.end_date, {registry},
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       left(coalesce(x.agent, x.type), 50), coalesce(d.concept_id, 0), NULL, NULL
+FROM _omop_treatment x LEFT JOIN _omop_drug d ON d.name = lower(x.agent)
+WHERE x.is_drug""",
+    "procedure_occurrence": """INSERT INTO cdm.procedure_occurrence
+SELECT x.row_no, x.person_id, 0, x.start_date, NULL, x.end_date, NULL, {registry},
+       NULL, NULL, NULL, NULL, NULL,
+       left(x.type || coalesce(': ' || x.agent, ''), 50), 0, NULL
+FROM _omop_treatment x WHERE NOT x.is_drug""",
+    "measurement": """INSERT INTO cdm.measurement
+SELECT m.measurement_id, m.person_id, 0, m.d, NULL, NULL, {registry}, NULL, m.num,
+       CASE lower(m.value_text) WHEN 'positive' THEN nullif({positive}, 0)
+            WHEN 'negative' THEN nullif({negative}, 0) END,
+       CASE WHEN m.unit IS NOT NULL THEN coalesce(u.concept_id, 0) END, NULL, NULL,
+       NULL, NULL, NULL, left(m.source_value, 50), 0, m.unit,
+       CASE WHEN m.unit IS NOT NULL THEN coalesce(u.concept_id, 0) END,
+       left(m.value_text, 50), NULL, NULL
+FROM _omop_measure m LEFT JOIN _omop_unit u USING (unit)""",
+    "specimen": """INSERT INTO cdm.specimen
+SELECT CAST(row_number() OVER (ORDER BY s.specimen_id) AS INTEGER), o.person_id, 0, {registry},
+       s.collection_date, NULL, NULL, NULL, NULL, NULL, s.specimen_id, s.type, NULL, NULL, NULL
+FROM specimen s JOIN _omop_tumour o USING (tumour_id) WHERE s.collection_date IS NOT NULL""",
+    "death": """INSERT INTO cdm.death
+SELECT p.person_id, x.death_date, NULL, {registry}, 0, x.cause_of_death, 0
+FROM patient x JOIN _omop_person p USING (patient_id)
+WHERE x.vital_status = 'dead' AND x.death_date IS NOT NULL""",
+    # episodes: ids 1..T first occurrences (= the tumour's rank), then relapses/progressions,
+    # then treatment regimens; the object concept is 0 for disease episodes (see docs)
+    "episode": """INSERT INTO cdm.episode
+SELECT o.tumour_no, o.person_id, {first_occurrence}, o.diagnosis_date, NULL, NULL, NULL, NULL,
+       1, 0, {registry}, o.code, 0
+FROM _omop_tumour o
+UNION ALL
+SELECT {n_tumours} + c.course_no, c.person_id,
+       CASE c.event_type WHEN 'relapse' THEN {recurrence} ELSE {progression} END,
+       c.event_date, NULL, NULL, NULL, c.tumour_no, c.course_number, 0, {registry},
+       left(c.event_type || coalesce(': ' || c.relapse_site, ''), 50), 0
+FROM _omop_course c
+UNION ALL
+SELECT {n_tumours} + {n_courses} + x.treatment_no, x.person_id, {regimen}, x.start_date, NULL,
+       x.end_date, NULL, NULL, NULL, 0, {registry},
+       left(coalesce(x.protocol, x.agent, x.type), 50), 0
+FROM _omop_treatment x""",
+    "episode_event": """INSERT INTO cdm.episode_event
+SELECT o.tumour_no, o.tumour_no, {field_condition} FROM _omop_tumour o
+UNION ALL
+SELECT {n_tumours} + c.course_no, m.measurement_id, {field_measurement}
+FROM _omop_course c JOIN _omop_measure m ON m.kind = 7 AND m.event_id = c.event_id
+UNION ALL
+SELECT {n_tumours} + {n_courses} + x.treatment_no, x.row_no,
+       CASE WHEN x.is_drug THEN {field_drug} ELSE {field_procedure} END
+FROM _omop_treatment x""",
+}
+"""CDM table → its INSERT, in the order they are written."""
+
+LOST = {
+    "treatments without a start date": "SELECT count(*) FROM treatment WHERE start_date IS NULL",
+    "specimens without a collection date": (
+        "SELECT count(*) FROM specimen WHERE collection_date IS NULL"
+    ),
+    "biomarkers without a date": "SELECT count(*) FROM biomarker WHERE date IS NULL",
+    "deaths without a date": (
+        "SELECT count(*) FROM patient WHERE vital_status = 'dead' AND death_date IS NULL"
+    ),
+}
+"""Rows OMOP cannot hold (a required date is missing): counted, reported as warnings."""
