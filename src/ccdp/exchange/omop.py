@@ -76,7 +76,7 @@ def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> Ex
     con.execute(omop_sql.DATES)
     patients = _scalar(con, "SELECT count(*) FROM _omop_person")
     tables = list(omop_sql.TABLES.items())
-    for i, (table, sql) in enumerate(tables, start=1):
+    for i, (_table, sql) in enumerate(tables, start=1):
         con.execute(sql.format(**values))
         progress(patients * i // (len(tables) + 1))
     _write_source(con, vocab, summary)

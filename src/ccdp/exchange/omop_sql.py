@@ -80,10 +80,12 @@ UNION ALL SELECT person_id, start_date FROM _omop_treatment
 UNION ALL SELECT person_id, end_date FROM _omop_treatment
 UNION ALL SELECT person_id, d FROM _omop_measure
 UNION ALL SELECT o.person_id, e.event_date FROM event e JOIN _omop_tumour o USING (tumour_id)
-UNION ALL SELECT o.person_id, s.collection_date FROM specimen s JOIN _omop_tumour o USING (tumour_id)
-UNION ALL SELECT p.person_id, x.last_contact_date FROM patient x JOIN _omop_person p USING (patient_id)
-UNION ALL SELECT p.person_id, x.death_date FROM patient x JOIN _omop_person p USING (patient_id)
-  WHERE x.vital_status = 'dead'"""
+UNION ALL SELECT o.person_id, s.collection_date
+  FROM specimen s JOIN _omop_tumour o USING (tumour_id)
+UNION ALL SELECT p.person_id, x.last_contact_date
+  FROM patient x JOIN _omop_person p USING (patient_id)
+UNION ALL SELECT p.person_id, x.death_date
+  FROM patient x JOIN _omop_person p USING (patient_id) WHERE x.vital_status = 'dead'"""
 """Every date the export writes for a person: the observation period spans them all."""
 
 TABLES: dict[str, str] = {

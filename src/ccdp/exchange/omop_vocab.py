@@ -42,29 +42,35 @@ NO_MATCH = {
 }
 """Without a vocabulary: concept 0 as Athena writes it, and the three rows its keys point at."""
 
+
+def _named(name: str) -> str:
+    """The SQL condition: the concept `c` is called `name` (any case)."""
+    return f"lower(c.concept_name) = '{name}'"
+
+
 CONSTANTS: dict[str, tuple[str, str, str]] = {
     # key: (vocabulary_id, domain_id, SQL condition on the concept `c`)
     "male": ("Gender", "Gender", "c.concept_code = 'M'"),
     "female": ("Gender", "Gender", "c.concept_code = 'F'"),
-    "registry": ("Type Concept", "Type Concept", "lower(c.concept_name) = 'registry'"),
-    "positive": ("SNOMED", "Meas Value", "lower(c.concept_name) = 'positive'"),
-    "negative": ("SNOMED", "Meas Value", "lower(c.concept_name) = 'negative'"),
-    "first_occurrence": ("Episode", "Episode", "lower(c.concept_name) = 'disease first occurrence'"),
-    "recurrence": ("Episode", "Episode", "lower(c.concept_name) = 'disease recurrence'"),
-    "progression": ("Episode", "Episode", "lower(c.concept_name) = 'disease progression'"),
-    "regimen": ("Episode", "Episode", "lower(c.concept_name) = 'treatment regimen'"),
+    "registry": ("Type Concept", "Type Concept", _named("registry")),
+    "positive": ("SNOMED", "Meas Value", _named("positive")),
+    "negative": ("SNOMED", "Meas Value", _named("negative")),
+    "first_occurrence": ("Episode", "Episode", _named("disease first occurrence")),
+    "recurrence": ("Episode", "Episode", _named("disease recurrence")),
+    "progression": ("Episode", "Episode", _named("disease progression")),
+    "regimen": ("Episode", "Episode", _named("treatment regimen")),
     "field_condition": (
         "CDM",
         "Metadata",
-        "lower(c.concept_name) = 'condition_occurrence.condition_occurrence_id'",
+        _named("condition_occurrence.condition_occurrence_id"),
     ),
-    "field_drug": ("CDM", "Metadata", "lower(c.concept_name) = 'drug_exposure.drug_exposure_id'"),
+    "field_drug": ("CDM", "Metadata", _named("drug_exposure.drug_exposure_id")),
     "field_procedure": (
         "CDM",
         "Metadata",
-        "lower(c.concept_name) = 'procedure_occurrence.procedure_occurrence_id'",
+        _named("procedure_occurrence.procedure_occurrence_id"),
     ),
-    "field_measurement": ("CDM", "Metadata", "lower(c.concept_name) = 'measurement.measurement_id'"),
+    "field_measurement": ("CDM", "Metadata", _named("measurement.measurement_id")),
     "cdm_version": ("CDM", "Metadata", "lower(c.concept_name) LIKE 'omop cdm version 5.4%'"),
 }
 """The fixed concepts the export writes, each found by its code or name (ids differ by release
