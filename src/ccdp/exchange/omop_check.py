@@ -217,7 +217,7 @@ def _field_checks(con: Any, present: set[str], wanted: set[str]) -> list[CheckRe
     }
     results = []
     for rule in field_rules():
-        table, field = rule["cdmTableName"].lower(), rule["cdmFieldName"].lower()
+        table, field = rule["cdmTableName"].lower(), rule["cdmFieldName"].lower().strip('"')
         if table not in wanted:
             continue
         if (table, field) not in cols:
@@ -231,18 +231,19 @@ def _field(
     con: Any, rule: dict[str, str], table: str, field: str, present: set[str]
 ) -> list[CheckResult]:
     out = []
+    col = f'"{field}"'  # quoted: the CDM has a field called "offset"
     if rule["isRequired"] == "Yes":
         out.append(
             CheckResult(
                 "isRequired",
                 table,
                 field,
-                _count(con, f"FROM {table} WHERE {field} IS NULL"),
+                _count(con, f"FROM {table} WHERE {col} IS NULL"),
                 "not NULL",
             )
         )
     if rule["isPrimaryKey"] == "Yes":
-        sql = f"FROM (SELECT {field} FROM {table} GROUP BY {field} HAVING count(*) > 1)"
+        sql = f"FROM (SELECT {col} FROM {table} GROUP BY {col} HAVING count(*) > 1)"
         out.append(CheckResult("isPrimaryKey", table, field, _count(con, sql), "unique"))
     ref, refcol = rule["fkTableName"].lower(), rule["fkFieldName"].lower()
     if rule["isForeignKey"] == "Yes" and ref in present:
@@ -251,14 +252,14 @@ def _field(
                 "isForeignKey",
                 table,
                 field,
-                _fk(con, table, field, ref, refcol),
+                _fk(con, table, col, ref, refcol),
                 f"in {ref}.{refcol}",
             )
         )
     if rule["fkDomain"] != "NA" and "concept" in present:
         domains = ", ".join(f"'{d.strip()}'" for d in rule["fkDomain"].split(","))
         sql = (
-            f"FROM {table} x JOIN concept c ON c.concept_id = x.{field} "
+            f"FROM {table} x JOIN concept c ON c.concept_id = x.{col} "
             f"WHERE c.concept_id <> 0 AND c.domain_id NOT IN ({domains})"
         )
         out.append(
@@ -266,7 +267,7 @@ def _field(
         )
     if rule["fkClass"] != "NA" and "concept" in present:
         sql = (
-            f"FROM {table} x JOIN concept c ON c.concept_id = x.{field} "
+            f"FROM {table} x JOIN concept c ON c.concept_id = x.{col} "
             f"WHERE c.concept_id <> 0 AND c.concept_class_id <> '{rule['fkClass']}'"
         )
         out.append(
