@@ -89,20 +89,26 @@ def test_shipped_files_are_the_official_ones(shipped: str, official: str) -> Non
     assert body == (SPECS / official).read_text(encoding="utf-8")
 
 
-def test_export_has_the_official_tables_and_columns(cdm: Path) -> None:
-    """Every table and column the official DDL creates (run here on an empty database)."""
+def test_export_has_the_official_tables_and_columns(cdm: Path, tmp_path: Path) -> None:
+    """Every table and column the official DDL creates (run here on an empty database), and the
+    official primary keys accepted by DuckDB, which refuses a duplicate or NULL key."""
     ref = duckdb.connect()
     ref.execute(omop.official_sql(omop.DDL_FILE, "main"))
     query = "SELECT table_name, column_name, data_type FROM duckdb_columns() ORDER BY ALL"
     expected = ref.execute(query).fetchall()
     with duckdb.connect(str(cdm), read_only=True) as con:
         assert con.execute(query).fetchall() == expected
+    keyed = tmp_path / "keyed.duckdb"
+    shutil.copy(cdm, keyed)
+    omop.declare_primary_keys(keyed)
+    with duckdb.connect(str(keyed), read_only=True) as con:
         pks = con.execute(
             "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
         ).fetchone()
-    assert pks is not None and pks[0] == omop.official_sql(omop.PRIMARY_KEYS_FILE).count(
-        "PRIMARY KEY"
-    )
+    assert pks is not None
+    assert pks[0] == omop.official_sql(omop.PRIMARY_KEYS_FILE).count("PRIMARY KEY")
+    with duckdb.connect(str(keyed)) as con, pytest.raises(duckdb.ConstraintException):
+        con.execute("UPDATE person SET person_id = 1 WHERE person_id = 2")
 
 
 def test_synthetic_export_passes_every_check(cdm: Path) -> None:

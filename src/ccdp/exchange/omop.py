@@ -1,8 +1,10 @@
 """OMOP CDM 5.4 with the Oncology extension: the model to a CDM database (one DuckDB file).
 
 The tables are created by the official DuckDB DDL (OHDSI/CommonDataModel, shipped unchanged in
-`data/`), filled by one `INSERT … SELECT` per table from the store (`omop_sql`), then given the
-official primary keys, which DuckDB checks as it adds them. Concept ids come from an Athena
+`data/`), filled by one `INSERT … SELECT` per table from the store (`omop_sql`). Primary keys
+are not declared: ids are ranks, unique by construction, and an index per table would cost a
+fifth of the export's time; `declare_primary_keys` adds the official ones (DuckDB checks them as
+it adds them) for a user who wants them. Concept ids come from an Athena
 folder the node downloaded itself (`omop_vocab`); without one every concept id is 0, and the
 export says so in its summary and in the CDM's `metadata` table. See docs/exchange/omop.md.
 """
@@ -58,6 +60,15 @@ def export_store(
     return summary
 
 
+def declare_primary_keys(db: Path) -> None:
+    """Run the official primary-key script on the CDM database `db` (DuckDB refuses a
+    duplicate or NULL key as it builds each index)."""
+    import duckdb
+
+    with duckdb.connect(str(db)) as con:
+        con.execute(official_sql(PRIMARY_KEYS_FILE, "main"))
+
+
 def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> ExportSummary:
     """Create, load, key and count: the whole export on an attached `cdm` database."""
     con.execute(official_sql(DDL_FILE))
@@ -80,7 +91,6 @@ def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> Ex
         con.execute(sql.format(**values))
         progress(patients * i // (len(tables) + 1))
     _write_source(con, vocab, summary)
-    con.execute(official_sql(PRIMARY_KEYS_FILE))
     progress(patients)
     summary.patients = patients
     summary.records = {t: _scalar(con, f"SELECT count(*) FROM cdm.{t}") for t, _ in tables}
@@ -158,9 +168,11 @@ def _unmapped(con: Any) -> list[str]:
 
 
 def _drop_temps(con: Any) -> None:
-    for name in ("_omop_measure", "_omop_dates", "_omop_treatment", "_omop_course"):
-        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
-    for name in ("_omop_person", "_omop_tumour", "_omop_condition", "_omop_drug", "_omop_unit"):
+    con.execute("DROP VIEW IF EXISTS temp._omop_dates")
+    for name in (
+        *("_omop_measure", "_omop_treatment", "_omop_course", "_omop_person", "_omop_tumour"),
+        *("_omop_condition", "_omop_drug", "_omop_unit"),
+    ):
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 

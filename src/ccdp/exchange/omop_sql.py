@@ -21,17 +21,18 @@ KEYS = [
            CAST(row_number() OVER (ORDER BY t.tumour_id) AS INTEGER) AS tumour_no,
            t.morphology || '/' || CAST(t.behaviour AS VARCHAR) || '-' || t.topography AS code
     FROM tumour t JOIN _omop_person p USING (patient_id)""",
-    # treatments with a start date (OMOP requires one), numbered within drugs and procedures
-    f"""CREATE OR REPLACE TEMP VIEW _omop_treatment AS
-    SELECT x.*, o.person_id, o.tumour_no, x.type IN {DRUG_TYPES} AS is_drug,
-           CAST(row_number() OVER (PARTITION BY x.type IN {DRUG_TYPES} ORDER BY x.treatment_id)
-                AS INTEGER) AS row_no,
+    # treatments with a start date (OMOP requires one), numbered once: a drug_exposure_id or
+    # procedure_occurrence_id is the treatment's rank (unique in its table; gaps are allowed)
+    f"""CREATE OR REPLACE TEMP TABLE _omop_treatment AS
+    SELECT x.treatment_id, x.type, x.agent, x.protocol, x.start_date, x.end_date, o.person_id,
+           o.tumour_no, x.type IN {DRUG_TYPES} AS is_drug,
            CAST(row_number() OVER (ORDER BY x.treatment_id) AS INTEGER) AS treatment_no
     FROM treatment x JOIN _omop_tumour o USING (tumour_id)
     WHERE x.start_date IS NOT NULL""",
     # relapse and progression events: the disease episodes after the first occurrence
-    """CREATE OR REPLACE TEMP VIEW _omop_course AS
-    SELECT e.*, o.person_id, o.tumour_no,
+    """CREATE OR REPLACE TEMP TABLE _omop_course AS
+    SELECT e.event_id, e.tumour_id, e.event_type, e.event_date, e.relapse_site, o.person_id,
+           o.tumour_no,
            CAST(row_number() OVER (ORDER BY e.event_id) AS INTEGER) AS course_no,
            CAST(row_number() OVER (PARTITION BY e.tumour_id ORDER BY e.event_date, e.event_id)
                 AS INTEGER) AS course_number
@@ -39,7 +40,7 @@ KEYS = [
     WHERE e.event_type IN ('relapse', 'progression')""",
 ]
 
-MEASUREMENTS = """CREATE OR REPLACE TEMP VIEW _omop_measure AS
+MEASUREMENTS = """CREATE OR REPLACE TEMP TABLE _omop_measure AS
 SELECT m.*, CAST(row_number() OVER (ORDER BY m.person_id, m.kind, m.src_key, m.source_value)
                  AS INTEGER) AS measurement_id
 FROM (
@@ -108,14 +109,14 @@ SELECT o.tumour_no, o.person_id, coalesce(m.concept_id, 0), o.diagnosis_date, NU
        {registry}, NULL, NULL, NULL, NULL, NULL, o.code, coalesce(m.source_concept_id, 0), NULL
 FROM _omop_tumour o LEFT JOIN _omop_condition m USING (code)""",
     "drug_exposure": """INSERT INTO cdm.drug_exposure
-SELECT x.row_no, x.person_id, coalesce(d.concept_id, 0), x.start_date, NULL,
+SELECT x.treatment_no, x.person_id, coalesce(d.concept_id, 0), x.start_date, NULL,
        coalesce(x.end_date, x.start_date), NULL, x.end_date, {registry},
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        left(coalesce(x.agent, x.type), 50), coalesce(d.concept_id, 0), NULL, NULL
 FROM _omop_treatment x LEFT JOIN _omop_drug d ON d.name = lower(x.agent)
 WHERE x.is_drug""",
     "procedure_occurrence": """INSERT INTO cdm.procedure_occurrence
-SELECT x.row_no, x.person_id, 0, x.start_date, NULL, x.end_date, NULL, {registry},
+SELECT x.treatment_no, x.person_id, 0, x.start_date, NULL, x.end_date, NULL, {registry},
        NULL, NULL, NULL, NULL, NULL,
        left(x.type || coalesce(': ' || x.agent, ''), 50), 0, NULL
 FROM _omop_treatment x WHERE NOT x.is_drug""",
@@ -159,7 +160,7 @@ UNION ALL
 SELECT {n_tumours} + c.course_no, m.measurement_id, {field_measurement}
 FROM _omop_course c JOIN _omop_measure m ON m.kind = 7 AND m.event_id = c.event_id
 UNION ALL
-SELECT {n_tumours} + {n_courses} + x.treatment_no, x.row_no,
+SELECT {n_tumours} + {n_courses} + x.treatment_no, x.treatment_no,
        CASE WHEN x.is_drug THEN {field_drug} ELSE {field_procedure} END
 FROM _omop_treatment x""",
 }
