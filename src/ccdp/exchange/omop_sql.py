@@ -17,7 +17,8 @@ KEYS = [
     SELECT patient_id, CAST(row_number() OVER (ORDER BY patient_id) AS INTEGER) AS person_id
     FROM patient""",
     """CREATE OR REPLACE TEMP TABLE _omop_tumour AS
-    SELECT t.tumour_id, p.person_id, t.diagnosis_date,
+    SELECT t.tumour_id, p.person_id, t.diagnosis_date, t.wbc_at_diagnosis, t.stage_system,
+           t.stage, t.risk_group, t.cns_status, t.immunophenotype,
            CAST(row_number() OVER (ORDER BY t.tumour_id) AS INTEGER) AS tumour_no,
            t.morphology || '/' || CAST(t.behaviour AS VARCHAR) || '-' || t.topography AS code
     FROM tumour t JOIN _omop_person p USING (patient_id)""",
@@ -41,39 +42,40 @@ KEYS = [
 ]
 
 MEASUREMENTS = """CREATE OR REPLACE TEMP TABLE _omop_measure AS
-SELECT m.*, CAST(row_number() OVER (ORDER BY m.person_id, m.kind, m.src_key, m.source_value)
+SELECT m.*, CAST(row_number() OVER (ORDER BY m.person_id, m.kind, m.tumour_no, m.d, m.tiebreak)
                  AS INTEGER) AS measurement_id
 FROM (
-  SELECT o.person_id, 1 AS kind, b.tumour_id || '|' || b.marker || '|' || CAST(b.date AS VARCHAR)
-         AS src_key, b.marker AS source_value, b.date AS d,
-         try_cast(b.value AS DOUBLE) AS num, b.value AS value_text, b.unit AS unit,
-         NULL::VARCHAR AS event_id
+  SELECT o.person_id, 1 AS kind, o.tumour_no, b.date AS d, b.marker AS tiebreak,
+         b.marker AS source_value, try_cast(b.value AS DOUBLE) AS num, b.value AS value_text,
+         b.unit AS unit, NULL::VARCHAR AS event_id
   FROM biomarker b JOIN _omop_tumour o USING (tumour_id) WHERE b.date IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 2, t.tumour_id, 'WBC at diagnosis', t.diagnosis_date, t.wbc_at_diagnosis,
-         CAST(t.wbc_at_diagnosis AS VARCHAR), '10^9/L', NULL
-  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.wbc_at_diagnosis IS NOT NULL
+  SELECT person_id, 2, tumour_no, diagnosis_date, NULL, 'WBC at diagnosis', wbc_at_diagnosis,
+         CAST(wbc_at_diagnosis AS VARCHAR), '10^9/L', NULL
+  FROM _omop_tumour WHERE wbc_at_diagnosis IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 3, t.tumour_id, 'stage ' || coalesce(t.stage_system, 'unspecified'),
-         t.diagnosis_date, NULL, t.stage, NULL, NULL
-  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.stage IS NOT NULL
+  SELECT person_id, 3, tumour_no, diagnosis_date, NULL,
+         'stage ' || coalesce(stage_system, 'unspecified'), NULL, stage, NULL, NULL
+  FROM _omop_tumour WHERE stage IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 4, t.tumour_id, 'risk group', t.diagnosis_date, NULL, t.risk_group, NULL,
+  SELECT person_id, 4, tumour_no, diagnosis_date, NULL, 'risk group', NULL, risk_group, NULL,
          NULL
-  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.risk_group IS NOT NULL
+  FROM _omop_tumour WHERE risk_group IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 5, t.tumour_id, 'CNS status', t.diagnosis_date, NULL, t.cns_status, NULL,
+  SELECT person_id, 5, tumour_no, diagnosis_date, NULL, 'CNS status', NULL, cns_status, NULL,
          NULL
-  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.cns_status IS NOT NULL
+  FROM _omop_tumour WHERE cns_status IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 6, t.tumour_id, 'immunophenotype', t.diagnosis_date, NULL,
-         t.immunophenotype, NULL, NULL
-  FROM tumour t JOIN _omop_tumour o USING (tumour_id) WHERE t.immunophenotype IS NOT NULL
+  SELECT person_id, 6, tumour_no, diagnosis_date, NULL, 'immunophenotype', NULL,
+         immunophenotype, NULL, NULL
+  FROM _omop_tumour WHERE immunophenotype IS NOT NULL
   UNION ALL
-  SELECT o.person_id, 7, e.event_id, 'bone marrow blasts', e.event_date, e.bm_blasts_pct,
-         CAST(e.bm_blasts_pct AS VARCHAR), '%', e.event_id
+  SELECT o.person_id, 7, o.tumour_no, e.event_date, e.event_id, 'bone marrow blasts',
+         e.bm_blasts_pct, CAST(e.bm_blasts_pct AS VARCHAR), '%', e.event_id
   FROM event e JOIN _omop_tumour o USING (tumour_id) WHERE e.bm_blasts_pct IS NOT NULL
 ) m"""
+"""Every measurement: biomarkers (kind 1), the tumour's values at diagnosis (2-6), bone-marrow
+blasts at an event (7); numbered by person, kind, tumour, date and marker or event."""
 
 DATES = """CREATE OR REPLACE TEMP VIEW _omop_dates AS
 SELECT person_id, diagnosis_date AS d FROM _omop_tumour
