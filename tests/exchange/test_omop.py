@@ -452,7 +452,10 @@ def test_details_of_a_small_store(tmp_path: Path) -> None:
         },
     )
     out = tmp_path / "cdm.duckdb"
-    summary = export(store, out, read_only=False)  # a store open for writing exports too
+    done: list[int] = []
+    with NodeStore(store) as ns:  # a store open for writing exports too
+        summary = omop.export_store(ns, out, progress=done.append)
+    assert done == sorted(done) and done[-1] == 1 and summary.patients == 1
     assert summary.warnings == [
         "1 treatments without a start date not exported (OMOP requires the date)"
     ]
@@ -489,6 +492,19 @@ def test_details_of_a_small_store(tmp_path: Path) -> None:
         assert wbc == (12.5, "10^9/L")
 
 
+def test_same_store_same_rows(synth_store: Path, cdm: Path, tmp_path: Path) -> None:
+    """Ids are ranks of store keys: a second export holds exactly the same rows."""
+    again = tmp_path / "again.duckdb"
+    export(synth_store, again)
+    with (
+        duckdb.connect(str(cdm), read_only=True) as a,
+        duckdb.connect(str(again), read_only=True) as b,
+    ):
+        for table in sorted(FILLED):
+            sql = f"SELECT * FROM {table} ORDER BY ALL"
+            assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), table
+
+
 def test_command_writes_and_refuses_to_overwrite(synth_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "cdm.duckdb"
     args = ("export", "omop", "--store", synth_store, "--out", out)
@@ -498,5 +514,13 @@ def test_command_writes_and_refuses_to_overwrite(synth_store: Path, tmp_path: Pa
     assert failures(run_checks(out)) == []
     again = run_ccdp(*args, check=False)
     assert again.returncode != 0 and "--replace" in again.stdout + again.stderr
-    run_ccdp(*args, "--replace", "--json")
+    write_athena(tmp_path / "athena", {})
+    replaced = json.loads(
+        run_ccdp(*args, "--replace", "--json", "--vocab", tmp_path / "athena").stdout
+    )
+    assert any(n.startswith("Vocabulary loaded from") for n in replaced["notes"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with duckdb.connect(str(out), read_only=True) as c:
+        assert c.execute("SELECT vocabulary_version FROM cdm_source").fetchone() == (
+            "TEST-FIXTURE v1",
+        )

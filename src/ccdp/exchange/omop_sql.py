@@ -3,7 +3,8 @@
 Each statement runs on the store's connection with the output database attached as `cdm`, so
 the mapping is DuckDB's work, never a loop over patients. Ids are deterministic: a person's id
 is the rank of its store key, every other id the rank of its own key, so the same store gives
-the same database. `{name}` placeholders are the concept ids of `omop_vocab.CONSTANTS`.
+the same rows with the same ids. `{name}` placeholders are the concept ids of
+`omop_vocab.CONSTANTS`.
 """
 
 from __future__ import annotations
