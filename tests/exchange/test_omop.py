@@ -456,6 +456,11 @@ def test_details_of_a_small_store(tmp_path: Path) -> None:
     with NodeStore(store) as ns:  # a store open for writing exports too
         summary = omop.export_store(ns, out, progress=done.append)
     assert done == sorted(done) and done[-1] == 1 and summary.patients == 1
+    with duckdb.connect(str(out), read_only=True) as c:
+        warned = c.execute(
+            "SELECT value_as_string FROM metadata WHERE name = 'ccdp export warning'"
+        )
+        assert warned.fetchall() == [(summary.warnings[0],)]
     assert summary.warnings == [
         "1 treatments without a start date not exported (OMOP requires the date)"
     ]

@@ -52,7 +52,7 @@ def export_store(
     con.execute(f"ATTACH '{_quote(out)}' AS cdm (READ_WRITE)")
     kept = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
     # every id is explicit, so the physical row order carries nothing: letting DuckDB write in
-    # any order halves the export's time
+    # any order lets it insert in parallel (about half the wall time at 200,000 patients)
     con.execute("SET preserve_insertion_order = false")
     try:
         summary = _export(con, vocab, progress or (lambda done: None))
@@ -78,7 +78,7 @@ def declare_primary_keys(db: Path) -> None:
 
 
 def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> ExportSummary:
-    """Create, load, key and count: the whole export on an attached `cdm` database."""
+    """Create, load and count: the whole export on an attached `cdm` database."""
     con.execute(official_sql(DDL_FILE))
     for sql in omop_sql.KEYS:
         con.execute(sql)
@@ -98,13 +98,13 @@ def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> Ex
     for i, (_table, sql) in enumerate(tables, start=1):
         con.execute(sql.format(**values))
         progress(patients * i // (len(tables) + 1))
+    summary.warnings.extend(_lost(con))
+    if vocab is not None:
+        summary.notes.extend(_unmapped(con))
     _write_source(con, vocab, summary)
     progress(patients)
     summary.patients = patients
     summary.records = {t: _scalar(con, f"SELECT count(*) FROM cdm.{t}") for t, _ in tables}
-    summary.warnings.extend(_lost(con))
-    if vocab is not None:
-        summary.notes.extend(_unmapped(con))
     return summary
 
 
@@ -144,11 +144,14 @@ def _write_source(con: Any, vocab: Path | None, summary: ExportSummary) -> None:
             version[:20],
         ],
     )
-    notes = [*summary.notes, f"exported by ccdp {__version__}"]
-    for i, note in enumerate(notes, start=1):
+    rows = [
+        *(("ccdp export note", n) for n in [*summary.notes, f"exported by ccdp {__version__}"]),
+        *(("ccdp export warning", w) for w in summary.warnings),
+    ]
+    for i, (name, text) in enumerate(rows, start=1):
         con.execute(
             "INSERT INTO cdm.metadata VALUES (?, 0, 0, ?, ?, NULL, NULL, ?, NULL)",
-            [i, "ccdp export note", note[:250], today],
+            [i, name, text[:250], today],
         )
 
 
