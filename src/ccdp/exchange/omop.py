@@ -92,7 +92,6 @@ def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> Ex
     omop_vocab.build_maps(con)
     values = _values(con)
     con.execute(omop_sql.MEASUREMENTS)
-    con.execute(omop_sql.DATES)
     patients = _scalar(con, "SELECT count(*) FROM _omop_person")
     tables = list(omop_sql.TABLES.items())
     for i, (_table, sql) in enumerate(tables, start=1):
@@ -179,7 +178,6 @@ def _unmapped(con: Any) -> list[str]:
 
 
 def _drop_temps(con: Any) -> None:
-    con.execute("DROP VIEW IF EXISTS temp._omop_dates")
     for name in (
         *("_omop_measure", "_omop_treatment", "_omop_course", "_omop_person", "_omop_tumour"),
         *("_omop_condition", "_omop_drug", "_omop_unit"),

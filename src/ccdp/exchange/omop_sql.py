@@ -14,8 +14,12 @@ DRUG_TYPES = ("chemotherapy", "immunotherapy", "targeted", "car_t")
 procedures."""
 
 KEYS = [
+    # the patient's own columns come along, so person, death and the observation period need
+    # no second join on the text key
     """CREATE OR REPLACE TEMP TABLE _omop_person AS
-    SELECT patient_id, CAST(row_number() OVER (ORDER BY patient_id) AS INTEGER) AS person_id
+    SELECT patient_id, CAST(row_number() OVER (ORDER BY patient_id) AS INTEGER) AS person_id,
+           sex, birth_date, birth_date_precision, vital_status, last_contact_date, death_date,
+           cause_of_death
     FROM patient""",
     """CREATE OR REPLACE TEMP TABLE _omop_tumour AS
     SELECT t.tumour_id, p.person_id, t.diagnosis_date, t.wbc_at_diagnosis, t.stage_system,
@@ -78,35 +82,15 @@ FROM (
 """Every measurement: biomarkers (kind 1), the tumour's values at diagnosis (2-6), bone-marrow
 blasts at an event (7); numbered by person, kind, tumour, date and marker or event."""
 
-DATES = """CREATE OR REPLACE TEMP VIEW _omop_dates AS
-SELECT person_id, diagnosis_date AS d FROM _omop_tumour
-UNION ALL SELECT person_id, start_date FROM _omop_treatment
-UNION ALL SELECT person_id, end_date FROM _omop_treatment
-UNION ALL SELECT person_id, d FROM _omop_measure
-UNION ALL SELECT o.person_id, e.event_date FROM event e JOIN _omop_tumour o USING (tumour_id)
-UNION ALL SELECT o.person_id, s.collection_date
-  FROM specimen s JOIN _omop_tumour o USING (tumour_id)
-UNION ALL SELECT p.person_id, x.last_contact_date
-  FROM patient x JOIN _omop_person p USING (patient_id)
-UNION ALL SELECT p.person_id, x.death_date
-  FROM patient x JOIN _omop_person p USING (patient_id) WHERE x.vital_status = 'dead'"""
-"""Every date the export writes for a person: the observation period spans them all."""
-
 TABLES: dict[str, str] = {
     "person": """INSERT INTO cdm.person
-SELECT p.person_id,
+SELECT x.person_id,
        CASE x.sex WHEN 'male' THEN {male} WHEN 'female' THEN {female} ELSE 0 END,
        year(x.birth_date), month(x.birth_date),
        CASE WHEN x.birth_date_precision = 'month' THEN NULL ELSE day(x.birth_date) END,
        NULL, 0, 0, NULL, NULL, NULL,
        x.patient_id, x.sex, 0, NULL, NULL, NULL, NULL
-FROM patient x JOIN _omop_person p USING (patient_id)""",
-    "observation_period": """INSERT INTO cdm.observation_period
-SELECT p.person_id, p.person_id,
-       coalesce(d.first, x.birth_date), coalesce(d.last, d.first, x.birth_date), {registry}
-FROM patient x JOIN _omop_person p USING (patient_id)
-LEFT JOIN (SELECT person_id, min(d) AS first, max(d) AS last FROM _omop_dates
-           WHERE d IS NOT NULL GROUP BY person_id) d USING (person_id)""",
+FROM _omop_person x""",
     "condition_occurrence": """INSERT INTO cdm.condition_occurrence
 SELECT o.tumour_no, o.person_id, coalesce(m.concept_id, 0), o.diagnosis_date, NULL, NULL, NULL,
        {registry}, NULL, NULL, NULL, NULL, NULL, o.code, coalesce(m.source_concept_id, 0), NULL
@@ -137,9 +121,8 @@ SELECT CAST(row_number() OVER (ORDER BY s.specimen_id) AS INTEGER), o.person_id,
        s.collection_date, NULL, NULL, NULL, NULL, NULL, s.specimen_id, s.type, NULL, NULL, NULL
 FROM specimen s JOIN _omop_tumour o USING (tumour_id) WHERE s.collection_date IS NOT NULL""",
     "death": """INSERT INTO cdm.death
-SELECT p.person_id, x.death_date, NULL, {registry}, 0, x.cause_of_death, 0
-FROM patient x JOIN _omop_person p USING (patient_id)
-WHERE x.vital_status = 'dead' AND x.death_date IS NOT NULL""",
+SELECT x.person_id, x.death_date, NULL, {registry}, 0, x.cause_of_death, 0
+FROM _omop_person x WHERE x.vital_status = 'dead' AND x.death_date IS NOT NULL""",
     # episodes: ids 1..T first occurrences (= the tumour's rank), then relapses/progressions,
     # then treatment regimens; the object concept is 0 for disease episodes (see docs)
     "episode": """INSERT INTO cdm.episode
@@ -166,6 +149,28 @@ UNION ALL
 SELECT {n_tumours} + {n_courses} + x.treatment_no, x.treatment_no,
        CASE WHEN x.is_drug THEN {field_drug} ELSE {field_procedure} END
 FROM _omop_treatment x""",
+    # last: from every date written above (integer person ids, no text key), so every record
+    # lies inside its person's period by construction
+    "observation_period": """INSERT INTO cdm.observation_period
+SELECT x.person_id, x.person_id,
+       coalesce(d.first, x.last_contact_date, x.birth_date),
+       coalesce(greatest(d.last, x.last_contact_date), d.first, x.birth_date), {registry}
+FROM _omop_person x
+LEFT JOIN (
+  SELECT person_id, min(first) AS first, max(last) AS last FROM (
+    SELECT person_id, condition_start_date AS first, condition_start_date AS last
+      FROM cdm.condition_occurrence
+    UNION ALL SELECT person_id, drug_exposure_start_date, drug_exposure_end_date
+      FROM cdm.drug_exposure
+    UNION ALL SELECT person_id, procedure_date, coalesce(procedure_end_date, procedure_date)
+      FROM cdm.procedure_occurrence
+    UNION ALL SELECT person_id, measurement_date, measurement_date FROM cdm.measurement
+    UNION ALL SELECT person_id, specimen_date, specimen_date FROM cdm.specimen
+    UNION ALL SELECT person_id, death_date, death_date FROM cdm.death
+    UNION ALL SELECT person_id, episode_start_date, coalesce(episode_end_date, episode_start_date)
+      FROM cdm.episode
+  ) GROUP BY person_id
+) d USING (person_id)""",
 }
 """CDM table → its INSERT, in the order they are written."""
 
