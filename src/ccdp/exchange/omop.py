@@ -91,7 +91,8 @@ def _export(con: Any, vocab: Path | None, progress: Callable[[int], None]) -> Ex
         summary.notes.append(f"Vocabulary loaded from {vocab}: " + _counts(loaded))
     omop_vocab.build_maps(con)
     values = _values(con)
-    con.execute(omop_sql.MEASUREMENTS)
+    con.execute(omop_sql.BLASTS.format(**values))
+    con.execute(omop_sql.MEASUREMENTS.format(**values))
     patients = _scalar(con, "SELECT count(*) FROM _omop_person")
     tables = list(omop_sql.TABLES.items())
     for i, (_table, sql) in enumerate(tables, start=1):
@@ -112,6 +113,7 @@ def _values(con: Any) -> dict[str, int]:
     values = omop_vocab.constants(con)
     values["n_tumours"] = _scalar(con, "SELECT count(*) FROM _omop_tumour")
     values["n_courses"] = _scalar(con, "SELECT count(*) FROM _omop_course")
+    values["n_biomarkers"] = _scalar(con, "SELECT count(*) FROM biomarker WHERE date IS NOT NULL")
     return values
 
 
@@ -178,8 +180,9 @@ def _unmapped(con: Any) -> list[str]:
 
 
 def _drop_temps(con: Any) -> None:
+    con.execute("DROP VIEW IF EXISTS temp._omop_measure")
     for name in (
-        *("_omop_measure", "_omop_treatment", "_omop_course", "_omop_person", "_omop_tumour"),
+        *("_omop_blasts", "_omop_treatment", "_omop_course", "_omop_person", "_omop_tumour"),
         *("_omop_condition", "_omop_drug", "_omop_unit"),
     ):
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")

@@ -46,41 +46,48 @@ KEYS = [
     WHERE e.event_type IN ('relapse', 'progression')""",
 ]
 
-MEASUREMENTS = """CREATE OR REPLACE TEMP TABLE _omop_measure AS
-SELECT m.*, CAST(row_number() OVER (ORDER BY m.person_id, m.kind, m.tumour_no, m.d, m.tiebreak)
-                 AS INTEGER) AS measurement_id
-FROM (
-  SELECT o.person_id, 1 AS kind, o.tumour_no, b.date AS d, b.marker AS tiebreak,
-         b.marker AS source_value, try_cast(b.value AS DOUBLE) AS num, b.value AS value_text,
-         b.unit AS unit, NULL::VARCHAR AS event_id
-  FROM biomarker b JOIN _omop_tumour o USING (tumour_id) WHERE b.date IS NOT NULL
-  UNION ALL
-  SELECT person_id, 2, tumour_no, diagnosis_date, NULL, 'WBC at diagnosis', wbc_at_diagnosis,
-         CAST(wbc_at_diagnosis AS VARCHAR), '10^9/L', NULL
-  FROM _omop_tumour WHERE wbc_at_diagnosis IS NOT NULL
-  UNION ALL
-  SELECT person_id, 3, tumour_no, diagnosis_date, NULL,
-         'stage ' || coalesce(stage_system, 'unspecified'), NULL, stage, NULL, NULL
-  FROM _omop_tumour WHERE stage IS NOT NULL
-  UNION ALL
-  SELECT person_id, 4, tumour_no, diagnosis_date, NULL, 'risk group', NULL, risk_group, NULL,
-         NULL
-  FROM _omop_tumour WHERE risk_group IS NOT NULL
-  UNION ALL
-  SELECT person_id, 5, tumour_no, diagnosis_date, NULL, 'CNS status', NULL, cns_status, NULL,
-         NULL
-  FROM _omop_tumour WHERE cns_status IS NOT NULL
-  UNION ALL
-  SELECT person_id, 6, tumour_no, diagnosis_date, NULL, 'immunophenotype', NULL,
-         immunophenotype, NULL, NULL
-  FROM _omop_tumour WHERE immunophenotype IS NOT NULL
-  UNION ALL
-  SELECT o.person_id, 7, o.tumour_no, e.event_date, e.event_id, 'bone marrow blasts',
-         e.bm_blasts_pct, CAST(e.bm_blasts_pct AS VARCHAR), '%', e.event_id
-  FROM event e JOIN _omop_tumour o USING (tumour_id) WHERE e.bm_blasts_pct IS NOT NULL
-) m"""
-"""Every measurement: biomarkers (kind 1), the tumour's values at diagnosis (2-6), bone-marrow
-blasts at an event (7); numbered by person, kind, tumour, date and marker or event."""
+MEASUREMENTS = """CREATE OR REPLACE TEMP VIEW _omop_measure AS
+SELECT o.person_id,
+       CAST(row_number() OVER (ORDER BY o.tumour_no, b.date, b.marker) AS INTEGER) AS id,
+       b.date AS d, b.marker AS source_value, try_cast(b.value AS DOUBLE) AS num,
+       b.value AS value_text, b.unit AS unit
+FROM biomarker b JOIN _omop_tumour o USING (tumour_id) WHERE b.date IS NOT NULL
+UNION ALL
+SELECT person_id, {n_biomarkers} + tumour_no, diagnosis_date, 'WBC at diagnosis',
+       wbc_at_diagnosis, CAST(wbc_at_diagnosis AS VARCHAR), '10^9/L'
+FROM _omop_tumour WHERE wbc_at_diagnosis IS NOT NULL
+UNION ALL
+SELECT person_id, {n_biomarkers} + {n_tumours} + tumour_no, diagnosis_date,
+       'stage ' || coalesce(stage_system, 'unspecified'), NULL, stage, NULL
+FROM _omop_tumour WHERE stage IS NOT NULL
+UNION ALL
+SELECT person_id, {n_biomarkers} + 2 * {n_tumours} + tumour_no, diagnosis_date, 'risk group',
+       NULL, risk_group, NULL
+FROM _omop_tumour WHERE risk_group IS NOT NULL
+UNION ALL
+SELECT person_id, {n_biomarkers} + 3 * {n_tumours} + tumour_no, diagnosis_date, 'CNS status',
+       NULL, cns_status, NULL
+FROM _omop_tumour WHERE cns_status IS NOT NULL
+UNION ALL
+SELECT person_id, {n_biomarkers} + 4 * {n_tumours} + tumour_no, diagnosis_date,
+       'immunophenotype', NULL, immunophenotype, NULL
+FROM _omop_tumour WHERE immunophenotype IS NOT NULL
+UNION ALL
+SELECT person_id, measurement_id, event_date, 'bone marrow blasts', bm_blasts_pct,
+       CAST(bm_blasts_pct AS VARCHAR), '%'
+FROM _omop_blasts"""
+"""Every measurement, its id computed without one global sort: biomarkers 1..B (ranked by
+tumour, date, marker); the tumour's values at diagnosis B + (k - 1)·T + tumour rank for the k-th
+of WBC, stage, risk group, CNS status, immunophenotype (gaps where a value is absent: OMOP ids
+need only be unique); bone-marrow blasts at an event after them (`_omop_blasts`)."""
+
+BLASTS = """CREATE OR REPLACE TEMP TABLE _omop_blasts AS
+SELECT o.person_id, e.event_id, e.event_date, e.bm_blasts_pct,
+       CAST({n_biomarkers} + 5 * {n_tumours}
+            + row_number() OVER (ORDER BY o.tumour_no, e.event_date, e.event_id) AS INTEGER)
+       AS measurement_id
+FROM event e JOIN _omop_tumour o USING (tumour_id) WHERE e.bm_blasts_pct IS NOT NULL"""
+"""Bone-marrow blasts at an event: kept with their measurement ids, which episode_event cites."""
 
 TABLES: dict[str, str] = {
     "person": """INSERT INTO cdm.person
@@ -108,7 +115,7 @@ SELECT x.treatment_no, x.person_id, 0, x.start_date, NULL, x.end_date, NULL, {re
        left(x.type || coalesce(': ' || x.agent, ''), 50), 0, NULL
 FROM _omop_treatment x WHERE NOT x.is_drug""",
     "measurement": """INSERT INTO cdm.measurement
-SELECT m.measurement_id, m.person_id, 0, m.d, NULL, NULL, {registry}, NULL, m.num,
+SELECT m.id, m.person_id, 0, m.d, NULL, NULL, {registry}, NULL, m.num,
        CASE lower(m.value_text) WHEN 'positive' THEN nullif({positive}, 0)
             WHEN 'negative' THEN nullif({negative}, 0) END,
        CASE WHEN m.unit IS NOT NULL THEN coalesce(u.concept_id, 0) END, NULL, NULL,
@@ -144,7 +151,7 @@ FROM _omop_treatment x""",
 SELECT o.tumour_no, o.tumour_no, {field_condition} FROM _omop_tumour o
 UNION ALL
 SELECT {n_tumours} + c.course_no, m.measurement_id, {field_measurement}
-FROM _omop_course c JOIN _omop_measure m ON m.kind = 7 AND m.event_id = c.event_id
+FROM _omop_course c JOIN _omop_blasts m USING (event_id)
 UNION ALL
 SELECT {n_tumours} + {n_courses} + x.treatment_no, x.treatment_no,
        CASE WHEN x.is_drug THEN {field_drug} ELSE {field_procedure} END
