@@ -289,7 +289,7 @@ BREAKS = [
 @pytest.mark.parametrize(
     ("check", "table", "field", "loosen", "sql"),
     BREAKS,
-    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+    ids=[f"{b[0]}-{b[1]}.{b[2]}" for b in BREAKS],
 )
 def test_each_check_reports_a_broken_copy(
     cdm: Path, tmp_path: Path, check: str, table: str, field: str, loosen: bool, sql: str
