@@ -18,7 +18,8 @@ import pytest
 
 from ccdp.cohort.view import cohort_sql
 from ccdp.federation.inprocess import InProcessTransport
-from ccdp.federation.study import StudyResult, run_study
+from ccdp.federation.study import StudyResult, load_study, run_study
+from ccdp.governance.registered import study_hash
 from ccdp.ingest.pseudonym import pseudonym
 from ccdp.store.config import pseudonym_key
 from tests.analyses.federate import grouped
@@ -109,8 +110,12 @@ def raw_tables(out: Path, drop_copies: bool) -> pd.DataFrame:
     return rows
 
 
-def run(spec: dict[str, Any], stores: dict[str, Path]) -> StudyResult:
-    result = run_study(spec, InProcessTransport(list(stores.values())))
+def run(spec: dict[str, Any], stores: dict[str, Path], register: bool = False) -> StudyResult:
+    """The study over the stores; `register`: as a registered study (`ccdp run --project`),
+    which `dedup: false` needs under the exact test policy (`exact_release: any`)."""
+    study = load_study(spec)
+    hashes = {study_hash(study.analysis, study.params, study.cohort_json())} if register else ()
+    result = run_study(study, InProcessTransport(list(stores.values()), registered=hashes))
     assert all(s.status == "answered" for s in result.nodes.values()), result.nodes
     return result
 
@@ -128,11 +133,12 @@ def test_count_with_dedup_equals_the_truth(registries, unit: str) -> None:
         if unit == "patients":
             truth = truth.drop_duplicates(["node", "patient_id"])
         expect = truth.groupby(by).size().to_dict()
-        got = cells(run({"analysis": "count", "by": by, "unit": unit, "dedup": dedup}, stores), by)
+        spec = {"analysis": "count", "by": by, "unit": unit, "dedup": dedup}
+        got = cells(run(spec, stores, register=not dedup), by)
         assert got == expect
     # a store without link groups answers exactly as before, with dedup on (the default)
     before = run({"analysis": "count", "by": by, "unit": unit}, plain)
-    off = run({"analysis": "count", "by": by, "unit": unit, "dedup": False}, stores)
+    off = run({"analysis": "count", "by": by, "unit": unit, "dedup": False}, stores, True)
     assert before.result == off.result
     assert before.set_aside() == {} and before.to_json()["dedup"] == {"on": True, "set_aside": {}}
 
@@ -152,7 +158,7 @@ def test_set_aside_counts_as_released(registries) -> None:
             assert (note.n, note.released) == (n, "exact")
     assert result.to_json()["dedup"]["on"] is True
     assert json.loads(json.dumps(result.to_json()))["dedup"]["set_aside"]["pl"]["n"] == 0
-    off = run({"analysis": "count", "by": ["sex"], "dedup": False}, stores)
+    off = run({"analysis": "count", "by": ["sex"], "dedup": False}, stores, register=True)
     assert off.set_aside() == {} and off.to_json()["dedup"]["on"] is False
 
 
@@ -175,10 +181,11 @@ def test_incidence_with_dedup_counts_each_child_once(registries) -> None:
         year = rows.diagnosis_date.str[:4].astype(int)
         cases = rows[(ages < 15) & year.between(pop_years.min(), pop_years.max())]
         expect = cases.groupby("country").size().to_dict()
-        result = run({"analysis": "incidence", "by": ["country"], "dedup": dedup}, stores)
+        spec = {"analysis": "incidence", "by": ["country"], "dedup": dedup}
+        result = run(spec, stores, register=not dedup)
         assert {r["country"]: r["cases"] for r in result.result.rows} == expect
     before = run({"analysis": "incidence", "by": ["country"]}, plain)
-    off = run({"analysis": "incidence", "by": ["country"], "dedup": False}, stores)
+    off = run({"analysis": "incidence", "by": ["country"], "dedup": False}, stores, True)
     assert before.result == off.result
 
 
@@ -201,9 +208,15 @@ def test_km_with_dedup_equals_lifelines_on_the_deduplicated_rows(registries) -> 
     _, stores, plain, copies = registries
     km = run({"analysis": "km", "outcome": "os", "by": ["sex"]}, stores).result
     check_against_lifelines(km, grouped(view_frames(stores, copies), ["sex"]), "sex")
-    off = run({"analysis": "km", "outcome": "os", "by": ["sex"], "dedup": False}, stores).result
-    check_against_lifelines(off, grouped(view_frames(stores, {}), ["sex"]), "sex")
-    assert run({"analysis": "km", "outcome": "os", "by": ["sex"]}, plain).result == off
+    # registered (as `dedup: false` must be here): event times exact, lifelines on raw rows
+    spec = {"analysis": "km", "outcome": "os", "by": ["sex"]}
+    off = run({**spec, "dedup": False}, stores, register=True).result
+    rows = pd.concat(view_frames(stores, {}), ignore_index=True).dropna(subset=["os_time"])
+    check_against_lifelines(off, rows, "sex")
+    assert run(spec, plain, register=True).result == off
+    exact_on = run(spec, stores, register=True).result
+    deduplicated = pd.concat(view_frames(stores, copies), ignore_index=True)
+    check_against_lifelines(exact_on, deduplicated.dropna(subset=["os_time"]), "sex")
     assert sum(g.n for g in km.groups) == sum(g.n for g in off.groups) - sum(
         map(len, copies.values())
     )

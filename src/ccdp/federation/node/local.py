@@ -516,8 +516,27 @@ class LocalNode:
         cohort = CohortSpec.load(task.cohort)
         analysis.check_request(params, set(cohort.root))
         if not registered:  # a registered study's counts are exact: the custodian audited them
+            self._check_dedup(task, analysis, params, policy)
             self._check_feasibility(task, params, policy)
         return analysis, params, cohort
+
+    def _check_dedup(
+        self, task: Task, analysis: Analysis, params: AnalysisParams, policy: NodePolicy
+    ) -> None:
+        """`dedup: false` only where a custodian audits the release (docs/dedup.md): a study
+        and its twin with the other `dedup` differ by exactly the linked children, so the pair
+        is released only when registered (the acceptance audit sees both) or reviewed, never
+        automatically (the feasibility tier, where fresh noise on each twin would average out,
+        or `exact_release: any`). Decided from the request and policy alone."""
+        if params.dedup or analysis.view_rows(params) == "specimens":
+            return
+        if policy.exact_release == "any" or self._feasibility_tier(task, policy, False):
+            raise Refusal("dedup")
+
+    def dedup_applies(self, params: AnalysisParams, rows: Rows) -> bool:
+        """Does `dedup` leave rows out here: asked for, on tumour rows (a specimen is a real
+        sample wherever the child is counted), and the store holds link groups?"""
+        return params.dedup and rows == "tumours" and self._linked()
 
     @staticmethod
     def _check_feasibility(task: Task, params: AnalysisParams, policy: NodePolicy) -> None:
@@ -526,12 +545,6 @@ class LocalNode:
         level lists, so those are refused before any data is read, naming the rule."""
         if policy.counts != "perturbed" or task.analysis not in FEASIBILITY_ANALYSES:
             return
-        if not params.dedup:
-            # counts with and without the linked duplicates would differ by exactly those
-            # children, each pair with fresh noise: averaged, they would tell who is linked
-            raise Refusal(
-                "feasibility", "dedup: false (a feasibility count counts each child once)"
-            )
         try:
             check_feasibility_study(task.analysis, task.cohort, getattr(params, "by", []))
         except FeasibilityError as exc:
@@ -587,7 +600,7 @@ class LocalNode:
         rows = analysis.view_rows(params)
         use, mode = task.data_use, context.policy.consent
         used = use.model_dump(mode="json") if use is not None else None
-        dedup = params.dedup and rows == "tumours" and self._linked()
+        dedup = self.dedup_applies(params, rows)
         key = json.dumps(
             [cohort.to_json(), columns, rows, task.analysis, used, mode, dedup],
             sort_keys=True,
