@@ -220,3 +220,39 @@ def test_km_with_dedup_equals_lifelines_on_the_deduplicated_rows(registries) -> 
     assert sum(g.n for g in km.groups) == sum(g.n for g in off.groups) - sum(
         map(len, copies.values())
     )
+
+
+def test_the_result_says_what_was_set_aside_everywhere(registries, tmp_path) -> None:
+    """JSON, the CLI's print, the Python API and the HTML report all say `dedup` and each
+    node's set-aside count as released (a withheld one says so)."""
+    import ccdp.api as api
+    from ccdp.federation.client import study_result
+    from ccdp.report.html import StudyEntry, render_report
+
+    _, stores, _, copies = registries
+    spec = {"title": "children by sex", "analysis": "count", "by": ["sex"], "unit": "patients"}
+    withheld = "withheld (a small count, or too close to an earlier release)"
+    expect = {
+        s.stem: withheld if 0 < len(copies[c]) < 5 else str(len(copies[c]))
+        for c, s in stores.items()
+    }
+    line = "dedup: on; linked duplicates set aside, counted at another node: " + "; ".join(
+        f"{node}: {text}" for node, text in expect.items()
+    )
+    res = api.run(spec, stores=list(stores.values()))
+    assert line in " ".join(str(res).split())
+    assert "; linked duplicates set aside: " in repr(res)
+    assert {n: c.text() for n, c in res.set_aside().items()} == expect
+    # the CLI, text and JSON, as a user runs it
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(spec))
+    args = [a for s in stores.values() for a in ("--store", str(s))]
+    printed = run_ccdp("run", path, *args).stdout
+    assert line in " ".join(printed.split())
+    as_json = json.loads(run_ccdp("run", path, *args, "--json").stdout)
+    assert as_json["dedup"] == res.to_json()["dedup"]
+    # the hub keeps `to_json()`; the client rebuilds it, the report renders it
+    assert study_result(as_json).dedup is True
+    entry = StudyEntry("s1", "why", spec, {"result": as_json}, 1.0)
+    html = render_report([entry], tmp_path / "r.html", "t", "s", []).read_text()
+    assert line in " ".join(html.split())
