@@ -256,3 +256,16 @@ def test_the_result_says_what_was_set_aside_everywhere(registries, tmp_path) -> 
     entry = StudyEntry("s1", "why", spec, {"result": as_json}, 1.0)
     html = render_report([entry], tmp_path / "r.html", "t", "s", []).read_text()
     assert line in " ".join(html.split())
+
+
+def test_a_registered_study_keeps_its_hash_and_dedup_off_is_another_study() -> None:
+    """Studies registered before `dedup` existed keep their canonical form (no `dedup` key when
+    on, the default), so nodes still know them; `dedup: false` is a different study."""
+    from ccdp.governance.registered import canonical_study
+
+    params = {"outcome": "os", "by": ["sex"]}
+    assert "dedup" not in canonical_study("km", params, None)["params"]
+    on = study_hash("km", {**params, "dedup": True}, None)
+    assert on == study_hash("km", params, None)
+    assert canonical_study("km", {**params, "dedup": False}, None)["params"]["dedup"] is False
+    assert study_hash("km", {**params, "dedup": False}, None) != on

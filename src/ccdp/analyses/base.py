@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 from rich.console import Group
 from rich.protocol import rich_cast
 from rich.table import Table
@@ -49,6 +55,16 @@ class AnalysisParams(BaseModel):
         True,
         description="count a child linked across nodes at one node only (docs/dedup.md)",
     )
+
+    @model_serializer(mode="wrap")
+    def _dedup_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`dedup` is written only when off: the default leaves every dump, and so the hash of
+        every study registered before `dedup` existed (governance/registered.py), as it was,
+        while a study with `dedup: false` hashes apart from its twin."""
+        out: dict[str, Any] = handler(self)
+        if self.dedup:
+            out.pop("dedup", None)
+        return out
 
 
 class NoStepTable(AnalysisError):
