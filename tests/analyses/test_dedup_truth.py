@@ -269,3 +269,13 @@ def test_a_registered_study_keeps_its_hash_and_dedup_off_is_another_study() -> N
     assert on == study_hash("km", params, None)
     assert canonical_study("km", {**params, "dedup": False}, None)["params"]["dedup"] is False
     assert study_hash("km", {**params, "dedup": False}, None) != on
+
+
+def test_a_specimen_count_is_not_deduplicated(registries) -> None:
+    """Samples are real wherever their child is counted: `dedup` leaves none out, says
+    nothing, and `dedup: false` changes nothing."""
+    _, stores, plain, _ = registries
+    spec = {"analysis": "count", "by": ["country"], "unit": "specimens"}
+    on = run(spec, stores)
+    assert on.dedup is None and on.set_aside() == {}
+    assert on.result == run(spec, plain).result == run({**spec, "dedup": False}, stores).result

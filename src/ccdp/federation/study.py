@@ -168,7 +168,7 @@ class StudyResult(BaseModel):
     error: str | None = None
     min_nodes: int = 1
     # whether the nodes left out the linked duplicates another node counts (docs/dedup.md);
-    # None: not said (a result read back from before `dedup` existed)
+    # None: not said (a specimen count, or a result read back from before `dedup` existed)
     dedup: bool | None = None
 
     def set_aside(self) -> dict[str, NoteCount]:
@@ -305,7 +305,8 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
         rounds=rounds,
         error=error,
         min_nodes=need,
-        dedup=params.dedup and analysis.view_rows(params) == "tumours",
+        # a specimen count is never de-duplicated (docs/dedup.md): nothing to say
+        dedup=params.dedup if analysis.view_rows(params) == "tumours" else None,
     )
 
 
