@@ -49,8 +49,21 @@ class Result(StudyResult):
         shown = repr(self.result) if self.result is not None else f"no result: {self.error}"
         return (
             f"<Result {self.analysis} {self.title!r}: {answered} of {len(self.nodes)} nodes "
-            f"answered; {shown}>"
+            f"answered; {shown}{self._dedup_brief()}>"
         )
+
+    def _dedup_brief(self) -> str:
+        """'; dedup off', or the linked duplicates each node set aside ('withheld' where its
+        gate withheld the count); empty when no node holds link groups."""
+        if self.dedup is False:
+            return "; dedup off"
+        counts = self.set_aside()
+        if not counts:
+            return ""
+        shown = ", ".join(
+            f"{n} {c.n if c.n is not None else 'withheld'}" for n, c in counts.items()
+        )
+        return f"; linked duplicates set aside: {shown}"
 
     def _repr_html_(self) -> str:
         """What `print` shows, as HTML: the same parts, each table an HTML table."""

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 from rich.console import Group
 from rich.protocol import rich_cast
 from rich.table import Table
@@ -35,9 +41,30 @@ if TYPE_CHECKING:
 
 
 class AnalysisParams(BaseModel):
-    """Base of every analysis's parameter model; unknown keys are refused."""
+    """Base of every analysis's parameter model; unknown keys are refused.
+
+    `dedup` (every analysis, default on): a child registered at several nodes and linked by
+    record linkage is counted at one node only; each node leaves out its rows of the children
+    whose link group another node's copy represents (`link_group.keep = false`) and says, through
+    its disclosure gate, how many it set aside (docs/dedup.md). Off, every node counts all its
+    rows, as before linkage. Specimen counts are never de-duplicated: each sample is real."""
 
     model_config = ConfigDict(extra="forbid")
+
+    dedup: bool = Field(
+        True,
+        description="count a child linked across nodes at one node only (docs/dedup.md)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dedup_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`dedup` is written only when off: the default leaves every dump, and so the hash of
+        every study registered before `dedup` existed (governance/registered.py), as it was,
+        while a study with `dedup: false` hashes apart from its twin."""
+        out: dict[str, Any] = handler(self)
+        if self.dedup:
+            out.pop("dedup", None)
+        return out
 
 
 class NoStepTable(AnalysisError):

@@ -292,6 +292,29 @@ def followup_missing_sql(outcome: str, schema: str = "store") -> tuple[list[str]
     return [time], cond
 
 
+def set_aside_sql(schema: str = "store") -> str:
+    """Condition over view row `v`, true for a row of a child whose linked copy at another
+    node represents them in pooled results (the node's `link_group.keep` is false): the rows a
+    study with `dedup` on leaves out. The link group's `keep` is decided by the linkage run for
+    all its copies at once (docs/dedup.md), so exactly one copy of each child is kept."""
+    s = f'"{schema}".' if schema else ""
+    return f"v.patient_id IN (SELECT patient_id FROM {s}link_group WHERE NOT keep)"
+
+
+def has_link_groups(con: Any, schema: str = "store") -> bool:
+    """Whether the attached store holds any link group (its `link_group` table exists, store
+    version 3, and has a row): a store that never took part in a linkage run answers exactly
+    as before, with no set-aside note."""
+    (exists,) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+        [schema, "link_group"],
+    ).fetchall()[0]
+    if not exists:
+        return False
+    (rows,) = con.execute(f'SELECT count(*) FROM "{schema}".link_group').fetchall()[0]
+    return bool(rows)
+
+
 def view_columns(rows: Rows = "tumours") -> list[str]:
     """The columns a view of `rows` has: every tumour variable, and for specimen rows the
     specimen variables too."""

@@ -45,6 +45,10 @@ REASONS: dict[str, str] = {
     "fewer than {threshold} records (differencing rule)",
     # the feasibility tier (counts: perturbed): the request's own terms, checked without data
     "feasibility": "not in this node's feasibility tier: {term}",
+    # record linkage (docs/dedup.md): decided from the request and the policy, never the data
+    "dedup": "dedup: false is answered only for a registered study, or one this node's "
+    "custodian reviews: with and without it, two answers differ by exactly the children linked "
+    "to another node",
     "too_many_cells": "{term}: the table would have more than {max_cells} cells",
     # governance (federation/node/projects.py): the terms the node's custodian accepted
     "not_accepted": "not accepted: project {term} is not accepted at this node",

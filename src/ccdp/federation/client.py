@@ -219,4 +219,5 @@ def study_result(result_json: dict[str, Any]):
         nodes={n: NodeStatus(**s) for n, s in result_json["nodes"].items()},
         result=result,
         rounds=result_json.get("rounds", 0),
+        dedup=(result_json.get("dedup") or {}).get("on"),
     )

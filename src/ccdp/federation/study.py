@@ -24,6 +24,7 @@ from pydantic import (
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis, AnalysisParams, AnalysisResult
 from ccdp.cohort.spec import CohortError, CohortSpec
+from ccdp.disclosure.consent_note import SET_ASIDE_HEAD, NoteCount, read_note
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.coordinator import drive
 from ccdp.governance.projects import ProjectSpec, load_project
@@ -166,6 +167,29 @@ class StudyResult(BaseModel):
     rounds: int = 0
     error: str | None = None
     min_nodes: int = 1
+    # whether the nodes left out the linked duplicates another node counts (docs/dedup.md);
+    # None: not said (a specimen count, or a result read back from before `dedup` existed)
+    dedup: bool | None = None
+
+    def set_aside(self) -> dict[str, NoteCount]:
+        """Per answering node that holds link groups, how many linked duplicates `dedup` set
+        aside there, as its gate released the count (exact, perturbed, or withheld)."""
+        out = {}
+        for name, status in self.nodes.items():
+            note = read_note(status.reason, SET_ASIDE_HEAD) if status.status == "answered" else None
+            if note is not None:
+                out[name] = note
+        return out
+
+    def dedup_json(self) -> dict[str, Any]:
+        """`dedup` and the set-aside counts by node (`n` None where withheld)."""
+        return {
+            "on": self.dedup,
+            "set_aside": {
+                n: {"n": c.n, "released": c.released, "noise": c.noise}
+                for n, c in self.set_aside().items()
+            },
+        }
 
     @property
     def min_nodes_met(self) -> bool:
@@ -184,6 +208,7 @@ class StudyResult(BaseModel):
             "min_nodes": self.min_nodes,
             "min_nodes_met": self.min_nodes_met,
             "nodes": {n: s.model_dump() for n, s in self.nodes.items()},
+            "dedup": self.dedup_json(),
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
         }
 
@@ -280,6 +305,8 @@ def run_study(spec: StudySpec | dict | Path | str, transport: Transport) -> Stud
         rounds=rounds,
         error=error,
         min_nodes=need,
+        # a specimen count is never de-duplicated (docs/dedup.md): nothing to say
+        dedup=params.dedup if analysis.view_rows(params) == "tumours" else None,
     )
 
 

@@ -25,7 +25,11 @@ def print_study(result: StudyResult, console: Console | None = None) -> None:
     else:
         why = result.error or "too few nodes answered"
         console.print(f"[bold red]no result[/] ({result.analysis}): {escape(why)}", highlight=False)
-    from ccdp.report.html import node_label, shown_reason
+    from ccdp.report.html import dedup_line, node_label, shown_reason
+
+    line = dedup_line(result)
+    if line is not None:
+        console.print(escape(line), highlight=False)
 
     nodes = result.node_frame()
     pairs = zip(nodes["status"], nodes["reason"], strict=True)

@@ -162,6 +162,22 @@ def shown_refusals(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def dedup_line(result: Any) -> str | None:
+    """What a study says of its linked duplicates (docs/dedup.md), or None when there is
+    nothing to say (no node holds link groups, or a result from before `dedup`): with `dedup`
+    on, how many each node set aside as its gate released the count; off, that a child
+    registered at several nodes counts at each."""
+    if result.dedup is False:
+        return "dedup: off (a child registered at several nodes is counted at each)"
+    counts = result.set_aside()
+    if not result.dedup or not counts:
+        return None
+    per_node = "; ".join(f"{node}: {c.text()}" for node, c in counts.items())
+    exact = [c.n for c in counts.values() if c.released == "exact"]
+    total = f" (total {sum(exact)})" if len(exact) == len(counts) and len(counts) > 1 else ""
+    return f"dedup: on; linked duplicates set aside, counted at another node: {per_node}{total}"
+
+
 def dash_note(result: Any) -> str:
     """What a dash means in this table, so a suppressed count is never read as missing data."""
     if getattr(result, "groups", None):
@@ -201,11 +217,13 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
         "error": rec.get("error"),
         "note": "",
         "caption": "",
+        "dedup": None,
     }
     if out.get("result") is None:
         ctx["error"] = ctx["error"] or "too few nodes answered"
         return ctx
     result = study_result(out)
+    ctx["dedup"] = dedup_line(result)
     if result.result is None:
         return ctx
     ctx["table"] = frame_html(result_frame(result.result))

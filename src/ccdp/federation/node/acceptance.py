@@ -25,7 +25,7 @@ import numpy as np
 
 from ccdp.analyses import registry
 from ccdp.cohort.spec import CohortSpec
-from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, release_excluded
+from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, SET_ASIDE_HEAD, release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import release
 from ccdp.disclosure.ledger import Ledger
@@ -66,7 +66,10 @@ def study_sets(
     params = analysis.params_model.model_validate(raw_params)
     cohort = CohortSpec.load(raw_cohort)
     rows = analysis.view_rows(params)
-    frame = node._read(analysis.columns(params), cohort, data_use, policy.consent, rows=rows)
+    dedup = node.dedup_applies(params, rows)  # as the node answers it (docs/dedup.md)
+    frame = node._read(
+        analysis.columns(params), cohort, data_use, policy.consent, rows=rows, dedup=dedup
+    )
     from ccdp.federation.node.local import StoreData
 
     # released as registered: exact counts under any `counts`, times at the policy's resolution
@@ -75,13 +78,16 @@ def study_sets(
     summary = analysis.local(data, params, analysis.start(params).request, {})
     sets = list(release(summary, context).sets)
     if data_use is not None:
-        excluded = node._excluded(cohort, data_use, policy.consent, rows)
+        excluded = node._excluded(cohort, data_use, policy.consent, rows, dedup)
         sets += release_excluded(excluded, context)[1]
     outcome = analysis.followup_outcome(params)
     if outcome is not None:  # a survival analysis says how many it left out (no follow-up)
-        lost = node._no_followup(cohort, data_use, policy.consent, outcome)
+        lost = node._no_followup(cohort, data_use, policy.consent, outcome, dedup)
         if lost is not None:
             sets += release_excluded(lost, context, FOLLOWUP_HEAD)[1]
+    if dedup:  # and how many linked duplicates it set aside
+        set_aside = node._set_aside(cohort, data_use, policy.consent)
+        sets += release_excluded(set_aside, context, SET_ASIDE_HEAD)[1]
     return sets
 
 

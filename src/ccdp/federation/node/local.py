@@ -29,12 +29,14 @@ from ccdp.cohort.view import (
     Rows,
     cohort_sql,
     followup_missing_sql,
+    has_link_groups,
+    set_aside_sql,
     specimen_only,
     view_columns,
     view_sql,
     view_variables,
 )
-from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, release_excluded
+from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, SET_ASIDE_HEAD, release_excluded
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import record, release
 from ccdp.disclosure.ledger import Ledger, as_set, ledger_path
@@ -348,6 +350,7 @@ class _Study:
     cache: dict[str, Any] = field(default_factory=dict)
     excluded: np.ndarray | None = None  # ledger keys of the patients consent excluded
     no_followup: np.ndarray | None = None  # those a survival analysis leaves out: no follow-up
+    set_aside: np.ndarray | None = None  # linked duplicates left out (`dedup`): another node's
 
 
 class LocalNode:
@@ -437,6 +440,10 @@ class LocalNode:
             note, sets = release_excluded(study.no_followup, context, FOLLOWUP_HEAD)
             checked.notes.append(note)
             checked.sets.extend(sets)
+        if study.set_aside is not None:  # `dedup`: say how many linked duplicates it set aside
+            note, sets = release_excluded(study.set_aside, context, SET_ASIDE_HEAD)
+            checked.notes.append(note)
+            checked.sets.extend(sets)
         if not self.from_hub and self._held_at_a_node(task, policy, registered):
             checked.notes.append(LOCAL_REVIEW_NOTE.format(policy.exact_release))
         before = len(self.ledger)
@@ -509,8 +516,27 @@ class LocalNode:
         cohort = CohortSpec.load(task.cohort)
         analysis.check_request(params, set(cohort.root))
         if not registered:  # a registered study's counts are exact: the custodian audited them
+            self._check_dedup(task, analysis, params, policy)
             self._check_feasibility(task, params, policy)
         return analysis, params, cohort
+
+    def _check_dedup(
+        self, task: Task, analysis: Analysis, params: AnalysisParams, policy: NodePolicy
+    ) -> None:
+        """`dedup: false` only where a custodian audits the release (docs/dedup.md): a study
+        and its twin with the other `dedup` differ by exactly the linked children, so the pair
+        is released only when registered (the acceptance audit sees both) or reviewed, never
+        automatically (the feasibility tier, where fresh noise on each twin would average out,
+        or `exact_release: any`). Decided from the request and policy alone."""
+        if params.dedup or analysis.view_rows(params) == "specimens":
+            return
+        if policy.exact_release == "any" or self._feasibility_tier(task, policy, False):
+            raise Refusal("dedup")
+
+    def dedup_applies(self, params: AnalysisParams, rows: Rows) -> bool:
+        """Does `dedup` leave rows out here: asked for, on tumour rows (a specimen is a real
+        sample wherever the child is counted), and the store holds link groups?"""
+        return params.dedup and rows == "tumours" and self._linked()
 
     @staticmethod
     def _check_feasibility(task: Task, params: AnalysisParams, policy: NodePolicy) -> None:
@@ -574,8 +600,9 @@ class LocalNode:
         rows = analysis.view_rows(params)
         use, mode = task.data_use, context.policy.consent
         used = use.model_dump(mode="json") if use is not None else None
+        dedup = self.dedup_applies(params, rows)
         key = json.dumps(
-            [cohort.to_json(), columns, rows, task.analysis, used, mode],
+            [cohort.to_json(), columns, rows, task.analysis, used, mode, dedup],
             sort_keys=True,
             default=str,
         )
@@ -583,18 +610,20 @@ class LocalNode:
         if study is None or study.key != key:
 
             def load() -> pd.DataFrame:
-                return self._read(columns, cohort, use, mode, rows=rows)
+                return self._read(columns, cohort, use, mode, rows=rows, dedup=dedup)
 
             def query(con: duckdb.DuckDBPyConnection, cols: list[str]) -> tuple[str, list[Any]]:
-                return self._query(con, cols, cohort, use, mode, rows=rows)
+                return self._query(con, cols, cohort, use, mode, rows=rows, dedup=dedup)
 
             data = StoreData(self.name, None, self.store, cohort, load=load, query=query)
             study = _Study(key=key, data=data)
             if use is not None:
-                study.excluded = self._excluded(cohort, use, mode, rows)
+                study.excluded = self._excluded(cohort, use, mode, rows, dedup)
             outcome = analysis.followup_outcome(params)
             if outcome is not None:
-                study.no_followup = self._no_followup(cohort, use, mode, outcome)
+                study.no_followup = self._no_followup(cohort, use, mode, outcome, dedup)
+            if dedup:
+                study.set_aside = self._set_aside(cohort, use, mode)
             self._studies[task.study_id] = study
             while len(self._studies) > MAX_CACHED_STUDIES:
                 self._studies.popitem(last=False)
@@ -613,6 +642,17 @@ class LocalNode:
         patients whose consent permits `data_use` when one is given."""
         return self._read(columns, cohort, data_use, mode)
 
+    def _linked(self) -> bool:
+        """Whether this node's store holds link groups (`has_link_groups`)."""
+        con = connect_store(self.store)
+        try:
+            return has_link_groups(con)
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
+        finally:
+            con.close()
+
     def _read(
         self,
         columns: list[str] | None,
@@ -621,15 +661,20 @@ class LocalNode:
         mode: ConsentMode = "required",
         permitted: bool = True,
         rows: Rows = "tumours",
+        dedup: bool = False,
+        set_aside: bool = False,
     ) -> pd.DataFrame:
         """View rows of the cohort (tumours, or their available specimens); with a data use,
-        those whose consent permits it (or, with `permitted=False`, those it excludes)."""
+        those whose consent permits it (or, with `permitted=False`, those it excludes); with
+        `dedup`, without the linked duplicates another node counts (`set_aside`: only those)."""
         cols = view_columns(rows) if columns is None else list(columns)
         keys = [*KEY_COLUMNS, "specimen_id"] if rows == "specimens" else KEY_COLUMNS
         cols += [c for c in keys if c not in cols]
         con = connect_store(self.store)
         try:
-            sql, params = self._query(con, cols, cohort, data_use, mode, permitted, rows)
+            sql, params = self._query(
+                con, cols, cohort, data_use, mode, permitted, rows, dedup, set_aside
+            )
             return con.execute(sql, params).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
@@ -646,10 +691,14 @@ class LocalNode:
         mode: ConsentMode = "required",
         permitted: bool = True,
         rows: Rows = "tumours",
+        dedup: bool = False,
+        set_aside: bool = False,
     ) -> tuple[str, list[Any]]:
         """The SQL (and its parameters) of the cohort's view rows, `cols` only, over `con`
-        (the store attached as `store`); with a data use, as `_read` says."""
+        (the store attached as `store`); with a data use and `dedup`, as `_read` says."""
         where, params = cohort.compile()
+        if dedup:
+            where = f"({where}) AND {'' if set_aside else 'NOT '}({set_aside_sql()})"
         if data_use is not None:
             distinct = con.execute("SELECT DISTINCT consent FROM store.patient").fetchall()
             ok, more = consent_filter((r[0] for r in distinct), data_use, mode)
@@ -662,19 +711,39 @@ class LocalNode:
         return cohort_sql(cols, where, rows=rows), [self.name, *params]
 
     def _excluded(
-        self, cohort: CohortSpec, use: DataUse, mode: ConsentMode, of: Rows = "tumours"
+        self,
+        cohort: CohortSpec,
+        use: DataUse,
+        mode: ConsentMode,
+        of: Rows = "tumours",
+        dedup: bool = False,
     ) -> np.ndarray:
         """Ledger keys (patient unit) of the cohort's patients that consent excludes from `use`
-        (of the cohort's rows `of`, since a specimen cohort may filter on specimen variables):
-        released only through the gate, as a count cell is."""
-        rows = self._read(["patient_id"], cohort, use, mode, permitted=False, rows=of)
+        (of the cohort's rows `of`, since a specimen cohort may filter on specimen variables;
+        with `dedup`, of the children counted here): released only through the gate, as a
+        count cell is."""
+        rows = self._read(["patient_id"], cohort, use, mode, permitted=False, rows=of, dedup=dedup)
         keys = ledger_keys(
             rows["patient_id"], rows["tumour_id"], rows["tumour_seq"] == 1, "patients"
         )
         return as_set(keys)
 
+    def _set_aside(self, cohort: CohortSpec, use: DataUse | None, mode: ConsentMode) -> np.ndarray:
+        """Ledger keys (patient unit) of the cohort's patients (those consent permits, under a
+        data use) that `dedup` leaves out here because another node's copy counts them: their
+        number is released only through the gate, as a count cell is, so that it never tells
+        apart one study with `dedup` on and off (docs/dedup.md)."""
+        rows = self._read(["patient_id"], cohort, use, mode, dedup=True, set_aside=True)
+        first = rows["tumour_seq"] == 1
+        return as_set(ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients"))
+
     def _no_followup(
-        self, cohort: CohortSpec, use: DataUse | None, mode: ConsentMode, outcome: str
+        self,
+        cohort: CohortSpec,
+        use: DataUse | None,
+        mode: ConsentMode,
+        outcome: str,
+        dedup: bool = False,
     ) -> np.ndarray | None:
         """Ledger keys (patient unit) of the cohort's patients a survival analysis of `outcome`
         leaves out for a missing follow-up (released only through the gate, as a count cell);
@@ -689,7 +758,7 @@ class LocalNode:
             ).fetchall()[0]
             if not any_lost:
                 return None
-            sql, params = self._query(con, cols, cohort, use, mode)
+            sql, params = self._query(con, cols, cohort, use, mode, dedup=dedup)
             rows = con.execute(f"SELECT * FROM ({sql}) AS v WHERE {missing}", params).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
