@@ -19,8 +19,12 @@ def ingest(
     """Ingest a site's export into the node store: check every row, quarantine failures."""
     from ccdp.ingest.pipeline import ingest_frames, ingest_native
 
+    encoder = None
     if mapping is None:
-        report = ingest_native(store, source, progress=not json_out)
+        from ccdp.federation.linkage.node import ingest_hook
+
+        encoder = ingest_hook(store)  # None without a linkage secret: nothing is encoded
+        report = ingest_native(store, source, progress=not json_out, on_identifiers=encoder)
     else:
         from ccdp.ingest.mapping import apply_mapping, load_mapping
 
@@ -31,6 +35,8 @@ def ingest(
         typer.echo(json.dumps(report.summary()))
         return
     _print_report(report)
+    if mapping is None and encoder is not None:
+        typer.echo(f"{encoder.encoded} record-linkage encodings written (identifiers not stored)")
 
 
 def _print_report(report: object) -> None:
