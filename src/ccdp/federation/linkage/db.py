@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
@@ -44,10 +45,30 @@ def audit_key_path(url: str, explicit: Path | str | None = None) -> Path | None:
     return db.with_name(f"{db.stem}.audit.key")
 
 
+def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite overwrites deleted rows with zeros: a deleted encoding leaves no bytes behind in
+    the file's free pages (scrub() empties the write-ahead log too)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.close()
+
+
+def scrub(sessions: sessionmaker[Session]) -> None:
+    """After encodings were deleted: on SQLite, checkpoint and truncate the write-ahead log,
+    which still holds the pages as they were before the delete. (PostgreSQL keeps dead tuples
+    until VACUUM: the operator runs `VACUUM linkage_clks` after runs, see the protocol doc.)"""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
     """Engine, tables (created if absent) and a session factory whose sessions append to the
     service's audit chain."""
     engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _secure_delete)
     try:
         Base.metadata.create_all(engine)
         AuditRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]

@@ -254,10 +254,10 @@ def run(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """Take part in run `run_id`: upload (unless done already), wait, fetch, store, confirm."""
+    status = client.status(run_id)  # first: a run that does not name this node ends here
+    me = status["you"]
     run_key = _run_key(store, run_id)
     body, back = _upload_body(store, run_key)
-    status = client.status(run_id)
-    me = status["you"]
     if not status["nodes"][me]["uploaded"]:
         if status["state"] != "open":
             raise NodeLinkageError(f"run {run_id} is {status['state']}: it takes no upload")

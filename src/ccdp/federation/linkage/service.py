@@ -26,6 +26,7 @@ from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.auth import hash_token, new_token, same_digest
 from ccdp.federation.hub.context import Conflict, Forbidden, HubError, NotFound, Principal
 from ccdp.federation.linkage import core
+from ccdp.federation.linkage.db import scrub
 from ccdp.federation.linkage.models import ClkRow, MemberRow, ResultRow, RunNodeRow, RunRow
 from ccdp.federation.linkage.protocol import CreateRun, Upload
 from ccdp.wire.protocol import Clock, utcnow
@@ -189,6 +190,7 @@ class LinkageService:
             )
         if not waiting:
             self.link_run(run_id)
+            scrub(self.sessions)
         return self.status(node, run_id)
 
     def link_run(self, run_id: str) -> None:
@@ -321,6 +323,7 @@ class LinkageService:
             if not left and run.state == "linked":
                 run.state = "done"
                 hub_audit.append(s, SERVICE, "linkage-done", {"run": run_id})
+        scrub(self.sessions)
         return self.status(node, run_id)
 
 
