@@ -142,6 +142,10 @@ def test_three_registries_linked_and_nothing_left_at_the_service(
         records = AuditLog.for_store(store).records()
         events = [r.get("event") for r in records]
         assert "linkage-upload" in events and "linkage-linked" in events, cc
+        # years left the node for its linked records only; the run's key is forgotten
+        sent = next(r for r in records if r.get("event") == "linkage-years")
+        assert sent["records"] == out[cc]["linked"] < out[cc]["records"]
+        assert not load_node_config(store).get("linkage_run_keys")
         AuditLog.for_store(store).verify()
         text = audit_path(store).read_text()
         _assert_text_clean(text, stores, truth, clks)

@@ -39,7 +39,6 @@ def _upload(rows: pd.DataFrame, **over: Any) -> dict[str, Any]:
         {
             "p": hashlib.sha256(pid.encode()).hexdigest()[:32],
             "clk": base64.b64encode(enc.clk(i)).decode(),
-            "year": YEARS[pid],
         }
         for i, pid in enumerate(rows["patient_id"])
     ]
@@ -113,13 +112,15 @@ def test_bad_requests_are_4xx_with_a_reason(svc: Any) -> None:
             (good | {"records": [rec | {"clk": "AAAA"}]}, 400, "bytes, but bits"),
             (good | {"records": [rec | {"p": "P" * 32}]}, 422, "p"),
             (good | {"records": [rec, rec]}, 400, "appears twice"),
-            (good | {"records": [rec | {"year": 1066}]}, 422, "year"),
+            (good | {"records": [rec | {"year": 2010}]}, 422, "year"),
             (good | {"bits": 1000}, 422, "bits"),
             (good | {"secret_id": "not hex"}, 422, "secret_id"),
             (good | {"records": [rec] * 3000}, 413, "too large"),
         ):
             _refused(node.post(url, json=bad), status, words)
         _refused(node.get("/api/node/runs/r1/groups"), 409, "not linked yet")
+        years = {"records": [{"p": rec["p"], "year": 2010}]}
+        _refused(node.post("/api/node/runs/r1/years", json=years), 409, "takes no years")
         _refused(node.get("/api/node/runs/r1?wait=99"), 422, "wait")
         _refused(node.get("/api/node/runs/nope"), 404, "no run")
         assert node.post(url, json=good).status_code == 200
@@ -151,12 +152,26 @@ def test_a_small_run_by_hand(svc: Any) -> None:
         assert tables["linkage_clks"] == []  # deleted in the transaction that linked
         ga = {r["p"]: r for r in a.get("/api/node/runs/r1/groups").json()["records"]}
         gb = {r["p"]: r for r in b.get("/api/node/runs/r1/groups").json()["records"]}
-        # each node sees its own records only: the two true pairs, nothing else
+        # each node sees its own records only: the two true pairs, nothing else; no keep yet
         assert set(ga) == {_p("a1"), _p("a2")} and set(gb) == {_p("b1"), _p("b2")}
         assert ga[_p("a1")]["group"] == gb[_p("b1")]["group"]
         assert ga[_p("a2")]["group"] == gb[_p("b2")]["group"]
         assert ga[_p("a1")]["group"] != ga[_p("a2")]["group"]
-        assert all(r["size"] == 2 for r in [*ga.values(), *gb.values()])
+        assert all(r["size"] == 2 and r["keep"] is None for r in [*ga.values(), *gb.values()])
+        # the years of the linked records only: a3 (linked to nothing) is refused
+        years_url = "/api/node/runs/r1/years"
+        three = {"records": [{"p": _p(x), "year": YEARS[x]} for x in ("a1", "a2", "a3")]}
+        _refused(a.post(years_url, json=three), 400, "no other")
+        two = {"records": [{"p": _p(x), "year": YEARS[x]} for x in ("a1", "a2")]}
+        bad_year = {"records": [{"p": _p("a1"), "year": 1066}, {"p": _p("a2"), "year": 2016}]}
+        _refused(a.post(years_url, json=bad_year), 422, "year")
+        assert a.post(years_url, json=two).json()["wait"] is True
+        _refused(a.post(years_url, json=two), 409, "has sent its years")
+        _refused(a.post("/api/node/runs/r1/confirm"), 409, "nothing to confirm")
+        b_two = {"records": [{"p": _p(x), "year": YEARS[x]} for x in ("b1", "b2")]}
+        assert b.post(years_url, json=b_two).json()["state"] == "ready"
+        ga = {r["p"]: r for r in a.get("/api/node/runs/r1/groups").json()["records"]}
+        gb = {r["p"]: r for r in b.get("/api/node/runs/r1/groups").json()["records"]}
         # keep: the earlier diagnosis (b1: 2014 before a1: 2015); a tie (a2, b2: 2016) goes to
         # the node whose name has the smaller HMAC under the run's random tie key
         assert gb[_p("b1")]["keep"] and not ga[_p("a1")]["keep"]
@@ -164,9 +179,8 @@ def test_a_small_run_by_hand(svc: Any) -> None:
         tie_key = bytes.fromhex(con.execute("SELECT tie_key FROM linkage_runs").fetchone()[0])
         con.close()
         first = min("AB", key=lambda n: hmac.digest(tie_key, n.encode(), "sha256"))
-        assert (ga if first == "A" else gb)[_p(first.lower() + "2")]["keep"]
-        assert not (gb if first == "A" else ga)[_p(("b" if first == "A" else "a") + "2")]["keep"]
-        assert a.post("/api/node/runs/r1/confirm").json()["state"] == "linked"
+        assert ga[_p("a2")]["keep"] is (first == "A") and gb[_p("b2")]["keep"] is (first == "B")
+        assert a.post("/api/node/runs/r1/confirm").json()["state"] == "ready"
         assert svc.tables()["linkage_results"] != []  # B's, until B confirms
         assert b.post("/api/node/runs/r1/confirm").json()["state"] == "done"
         _refused(a.get("/api/node/runs/r1/groups"), 409, "confirmed")

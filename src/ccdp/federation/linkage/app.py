@@ -19,7 +19,7 @@ from ccdp import __version__
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.doors import AsAdmin, AsNode, add_error_handlers
 from ccdp.federation.hub.wirecheck import BodyGate, MiB
-from ccdp.federation.linkage.protocol import NAME, CreateRun, Upload
+from ccdp.federation.linkage.protocol import NAME, CreateRun, Upload, Years
 from ccdp.federation.linkage.service import LinkageService
 
 MAX_BODY = 64 * 1024  # a new run, a confirmation: small
@@ -38,7 +38,7 @@ def create_app(
     add_error_handlers(app)
 
     def limit_for(path: str) -> int:
-        return max_upload if path.endswith("/clks") else max_body
+        return max_upload if path.endswith(("/clks", "/years")) else max_body
 
     app.add_middleware(BodyGate, limit_for=limit_for)
 
@@ -74,18 +74,25 @@ def create_app(
         run_id: RunId,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
     ) -> dict[str, Any]:
-        """The run's state; with `wait`, held up to that many seconds while it is still open."""
+        """The run's state; with `wait`, held up to that many seconds while this node's next
+        step waits on the other nodes."""
         end = time.monotonic() + wait
         while True:
             status = await run_in_threadpool(service.status, node, run_id)
-            if status["state"] != "open" or time.monotonic() >= end:
+            if not status["wait"] or time.monotonic() >= end:
                 return status
             await asyncio.sleep(min(0.25, max(0.0, end - time.monotonic())))
 
     @app.get("/api/node/runs/{run_id}/groups", tags=["node"])
     def groups(node: AsNode, run_id: RunId) -> dict[str, Any]:
-        """This node's linked records: per-run pseudonym, group id, keep, group size."""
+        """This node's linked records: per-run pseudonym, group id, group size, and `keep` once
+        every node has sent its years."""
         return service.groups(node, run_id)
+
+    @app.post("/api/node/runs/{run_id}/years", tags=["node"])
+    def years(node: AsNode, run_id: RunId, body: Years) -> dict[str, Any]:
+        """The earliest diagnosis year of each of this node's linked records (and no other)."""
+        return service.years(node, run_id, body)
 
     @app.post("/api/node/runs/{run_id}/confirm", tags=["node"])
     def confirm(node: AsNode, run_id: RunId) -> dict[str, Any]:

@@ -73,5 +73,8 @@ class LinkageClient:
     def groups(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/node/runs/{run_id}/groups")
 
+    def years(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("POST", f"/api/node/runs/{run_id}/years", json={"records": records})
+
     def confirm(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/node/runs/{run_id}/confirm")

@@ -1,10 +1,10 @@
 """The linkage service's tables (SQLAlchemy 2), in its own database, apart from the hub's.
 
-What a run holds, and for how long: `clks` (the encodings, each with its per-run pseudonym and
-the record's earliest diagnosis year) only until the run is linked, then deleted in the same
-transaction that stores `results`; `results` (per node: pseudonym -> group, keep, size) only
-until that node has downloaded them. The audit chain reuses the hub's two tables (`audit`,
-`audit_head`) and its code (ccdp.federation.hub.audit).
+What a run holds, and for how long: `clks` (the encodings, each with its per-run pseudonym) only
+until the run is linked, then deleted in the same transaction that stores `results`; `results`
+(per node and linked record: pseudonym -> group, size, then the earliest diagnosis year the node
+sends and the keep flag) only until that node confirms it stored them. The audit chain reuses
+the hub's two tables (`audit`, `audit_head`) and its code (ccdp.federation.hub.audit).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class RunRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     threshold: Mapped[float] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(20), default="open")  # open|linked|done|failed
+    # open -> linked (years awaited) -> ready (keep decided) -> done; or failed
+    state: Mapped[str] = mapped_column(String(20), default="open")
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     linked_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -88,6 +89,7 @@ class RunNodeRow(Base):
     records: Mapped[int | None] = mapped_column(Integer, nullable=True)
     uploaded_at: Mapped[datetime | None] = mapped_column(nullable=True)
     linked: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its records in a group
+    years_at: Mapped[datetime | None] = mapped_column(nullable=True)
     downloaded_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
@@ -101,7 +103,6 @@ class ClkRow(Base):
     node: Mapped[str] = mapped_column(String(100))
     pseudonym: Mapped[str] = mapped_column(String(64))
     clk: Mapped[bytes] = mapped_column(LargeBinary)
-    year: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ResultRow(Base):
@@ -114,5 +115,6 @@ class ResultRow(Base):
     node: Mapped[str] = mapped_column(String(100))
     pseudonym: Mapped[str] = mapped_column(String(64))
     group_id: Mapped[str] = mapped_column(String(40))
-    keep: Mapped[bool] = mapped_column(Boolean)
     group_size: Mapped[int] = mapped_column(Integer)
+    year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    keep: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

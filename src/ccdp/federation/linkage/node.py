@@ -6,9 +6,10 @@ identifiers export, at ingest (the hook below) or again after a rotation (`reenc
 in `linkage_encoding` by stored patient key; the identifiers themselves are never written.
 
 A run: each stored key becomes a per-run pseudonym (HMAC under a random key kept in the node
-config only while the run is open), the encodings go to the service with each record's earliest
-diagnosis year, the node waits for every registry, fetches its own groups, maps the pseudonyms
-back and replaces `link_group` in one transaction, then confirms so the service deletes them.
+config only while the run is open) and the encodings go to the service; once every registry has
+uploaded, the node fetches its linked records, sends their earliest diagnosis years (only theirs),
+waits for the keep decision, maps the pseudonyms back and replaces `link_group` in one
+transaction, then confirms so the service deletes them.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def run_pseudonym(key: bytes, patient_id: str) -> str:
 
 
 def _upload_body(store: Path, run_key: bytes) -> tuple[dict[str, Any], dict[str, str]]:
-    """The upload (pseudonyms, encodings, earliest diagnosis years) and pseudonym -> key."""
+    """The upload (per-run pseudonyms and encodings) and pseudonym -> stored key."""
     import base64
 
     secret = load_secret(store)
@@ -196,50 +197,68 @@ def _upload_body(store: Path, run_key: bytes) -> tuple[dict[str, Any], dict[str,
         raise NodeLinkageError(f"no linkage secret for {store}: ccdp linkage secret first")
     with NodeStore(store, read_only=True) as st:
         rows = st.con.execute(
-            "SELECT e.patient_id, e.clk, e.schema_id, e.secret_id, y.year FROM linkage_encoding e "
-            "LEFT JOIN (SELECT patient_id, min(year(diagnosis_date)) AS year FROM tumour "
-            "GROUP BY patient_id) y USING (patient_id) ORDER BY e.patient_id"
+            "SELECT patient_id, clk, schema_id, secret_id FROM linkage_encoding ORDER BY patient_id"
         ).fetchall()
     if not rows:
         raise NodeLinkageError(
             f"{store} holds no linkage encodings: ingest identifiers with a secret set, or "
             "ccdp linkage encode --identifiers FILE"
         )
-    schemas = {(r[2], r[3]) for r in rows}
     wanted = (core.schema_id(), core.secret_id(secret))
-    if schemas != {wanted}:
+    if {(r[2], r[3]) for r in rows} != {wanted}:
         raise NodeLinkageError(
             f"{store}: encodings made with another schema or secret than the current one: "
             "re-encode them (ccdp linkage encode --identifiers FILE)"
         )
     back: dict[str, str] = {}
     records = []
-    for pid, clk, _s, _k, year in rows:
+    for pid, clk, _s, _k in rows:
         p = run_pseudonym(run_key, pid)
         back[p] = pid
-        records.append({"p": p, "clk": base64.b64encode(bytes(clk)).decode(), "year": year})
+        records.append({"p": p, "clk": base64.b64encode(bytes(clk)).decode()})
     bits = 8 * len(bytes(rows[0][1]))
     body = {"schema_id": wanted[0], "secret_id": wanted[1], "bits": bits, "records": records}
     return body, back
 
 
-def wait_linked(
+def earliest_years(store: Path, keys: list[str]) -> dict[str, int | None]:
+    """Each given patient's earliest diagnosis year (None if it has no dated tumour)."""
+    frame = pd.DataFrame({"patient_id": keys})
+    with NodeStore(store, read_only=True) as st:
+        st.con.register("_linked", frame)
+        try:
+            rows = st.con.execute(
+                "SELECT l.patient_id, min(year(t.diagnosis_date)) FROM _linked l "
+                "LEFT JOIN tumour t USING (patient_id) GROUP BY l.patient_id"
+            ).fetchall()
+        finally:
+            st.con.unregister("_linked")
+    return {pid: (int(y) if y is not None else None) for pid, y in rows}
+
+
+def wait_turn(
     client: LinkageClient, run_id: str, timeout: float, wait: float = 20.0
 ) -> dict[str, Any]:
-    """Long-poll the run until it is linked (or failed); backs off if the service answers early."""
+    """Long-poll the run until this node's next step no longer waits on the others; backs off
+    when the service answers early."""
     end = time.monotonic() + timeout
     pause = 0.2
     while True:
         left = end - time.monotonic()
         started = time.monotonic()
         status = client.status(run_id, wait=max(0.0, min(wait, left)))
-        if status["state"] != "open":
+        if not status["wait"]:
             return status
         if time.monotonic() >= end:
+            step = "upload" if status["state"] == "open" else "years"
+            late = [
+                n
+                for n, v in status["nodes"].items()
+                if not v["uploaded" if step == "upload" else "years_sent"]
+            ]
             raise NodeLinkageError(
-                f"run {run_id}: still waiting for "
-                + ", ".join(n for n, v in status["nodes"].items() if not v["uploaded"])
-                + f" after {timeout:g} s; run the command again to keep waiting"
+                f"run {run_id}: still waiting for the {step} of {', '.join(late)} after "
+                f"{timeout:g} s; run the command again to keep waiting"
             )
         if time.monotonic() - started < 0.5 * wait:  # answered early: do not hammer it
             time.sleep(min(pause, max(0.0, end - time.monotonic())))
@@ -253,52 +272,70 @@ def run(
     timeout: float = 600.0,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """Take part in run `run_id`: upload (unless done already), wait, fetch, store, confirm."""
+    """Take part in run `run_id`, resuming where an earlier attempt stopped: upload, wait for
+    the links, send the years of the linked records only, wait for the keep decision, store
+    the groups in `link_group`, confirm."""
     status = client.status(run_id)  # first: a run that does not name this node ends here
     me = status["you"]
+    if status["nodes"][me]["confirmed"]:
+        raise NodeLinkageError(f"run {run_id}: this node has stored and confirmed it already")
     run_key = _run_key(store, run_id)
     body, back = _upload_body(store, run_key)
+    log = AuditLog.for_store(store)
     if not status["nodes"][me]["uploaded"]:
         if status["state"] != "open":
             raise NodeLinkageError(f"run {run_id} is {status['state']}: it takes no upload")
         progress(f"uploading {len(back)} encodings")
         client.upload(run_id, body)
-        AuditLog.for_store(store).append(
-            {
-                "time": _now(),
-                "event": "linkage-upload",
-                "run": run_id,
-                "service": client.base_url,
-                "records": len(back),
-                "sent": ["per-run pseudonym", "encoding", "earliest diagnosis year"],
-            }
-        )
+        log.append(_entry("linkage-upload", run_id, client, records=len(back)))
     progress("waiting for the other registries")
-    status = wait_linked(client, run_id, timeout)
-    if status["state"] == "failed":
-        raise NodeLinkageError(f"run {run_id} failed at the service: {status.get('error')}")
-    got = client.groups(run_id) if not status["nodes"][me]["downloaded"] else None
-    if got is None:
-        raise NodeLinkageError(f"run {run_id}: this node has stored and confirmed it already")
+    status = _checked(wait_turn(client, run_id, timeout), run_id)
+    if status["state"] == "linked" and not status["nodes"][me]["years_sent"]:
+        linked = client.groups(run_id)["records"]
+        _unknown(run_id, linked, back)
+        years = earliest_years(store, [back[r["p"]] for r in linked])
+        client.years(run_id, [{"p": r["p"], "year": years[back[r["p"]]]} for r in linked])
+        log.append(_entry("linkage-years", run_id, client, records=len(linked)))
+        status = _checked(wait_turn(client, run_id, timeout), run_id)
+    got = client.groups(run_id)
     summary = store_groups(store, run_id, got["records"], back)
     client.confirm(run_id)
     _forget_run_key(store, run_id)
-    AuditLog.for_store(store).append(
-        {"time": _now(), "event": "linkage-linked", "run": run_id, "service": client.base_url}
-        | summary
-    )
+    log.append(_entry("linkage-linked", run_id, client, **summary))
     return {"run": run_id, "records": len(back)} | summary
+
+
+def _entry(event: str, run_id: str, client: LinkageClient, **counts: int) -> dict[str, Any]:
+    """A node audit record of a run's step: what was sent or stored, as counts only."""
+    return {
+        "time": _now(),
+        "event": event,
+        "run": run_id,
+        "service": client.base_url[:300],
+    } | counts
+
+
+def _checked(status: dict[str, Any], run_id: str) -> dict[str, Any]:
+    if status["state"] == "failed":
+        raise NodeLinkageError(f"run {run_id} failed at the service: {status.get('error')}")
+    return status
+
+
+def _unknown(run_id: str, records: list[dict[str, Any]], back: dict[str, str]) -> None:
+    unknown = [r["p"] for r in records if r["p"] not in back]
+    if unknown:
+        raise NodeLinkageError(
+            f"run {run_id}: the service returned {len(unknown)} pseudonym(s) this node never sent"
+        )
 
 
 def store_groups(
     store: Path, run_id: str, records: list[dict[str, Any]], back: dict[str, str]
 ) -> dict[str, int]:
     """Replace `link_group` with this run's groups, in one transaction."""
-    unknown = [r["p"] for r in records if r["p"] not in back]
-    if unknown:
-        raise NodeLinkageError(
-            f"run {run_id}: the service returned {len(unknown)} pseudonym(s) this node never sent"
-        )
+    _unknown(run_id, records, back)
+    if any(r["keep"] is None for r in records):
+        raise NodeLinkageError(f"run {run_id}: the service has not decided which copy to keep")
     frame = pd.DataFrame(
         {
             "patient_id": [back[r["p"]] for r in records],

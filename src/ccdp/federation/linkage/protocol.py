@@ -1,9 +1,11 @@
 """The bodies the linkage service takes and gives: what crosses between a node and the service.
 
 A node sends, per record, only a per-run pseudonym (an HMAC of its stored patient key under a
-random key the node holds for this run only), the encoding (base64) and the record's earliest
-diagnosis year (the keep rule's one input). It gets back, per linked record, the pseudonym, a
-random group id, whether its copy is the one pooled results keep, and the group's size.
+random key the node holds for this run only) and the encoding (base64). Once the run is linked it
+gets back, per linked record only, the pseudonym, a random group id and the group's size; it
+then sends the earliest diagnosis year of those linked records only (the keep rule's one input:
+the years of the children found in no other registry never leave the node), and finally fetches
+whether its copy is the one pooled results keep.
 """
 
 from __future__ import annotations
@@ -39,11 +41,23 @@ class CreateRun(Strict):
 
 
 class UploadRecord(Strict):
-    """One record: per-run pseudonym, encoding (standard base64), earliest diagnosis year."""
+    """One record: per-run pseudonym, encoding (standard base64)."""
 
     p: str = Field(pattern=PSEUDONYM)
     clk: str = Field(min_length=4, max_length=(MAX_BITS // 8) * 4 // 3 + 4)
+
+
+class YearRecord(Strict):
+    """A linked record's earliest diagnosis year (null: unknown, sorts last)."""
+
+    p: str = Field(pattern=PSEUDONYM)
     year: int | None = Field(None, ge=1900, le=2200)
+
+
+class Years(Strict):
+    """A node's earliest diagnosis years for exactly its linked records of the run."""
+
+    records: list[YearRecord] = Field(max_length=MAX_RECORDS)
 
 
 class Upload(Strict):
@@ -54,17 +68,3 @@ class Upload(Strict):
     secret_id: str = Field(pattern=r"^[0-9a-f]{8,40}$")
     bits: int = Field(ge=64, le=MAX_BITS, multiple_of=64)
     records: list[UploadRecord] = Field(max_length=MAX_RECORDS)
-
-
-class GroupRecord(Strict):
-    """One of the node's linked records, as the service returns it."""
-
-    p: str
-    group: str
-    keep: bool
-    size: int
-
-
-class Groups(Strict):
-    run_id: str
-    records: list[GroupRecord]

@@ -1,11 +1,11 @@
 """The linkage service's operations, apart from HTTP: members and tokens, runs, uploads, the
 linking itself, the results each node may fetch, and the audit record of each step.
 
-What the service holds and learns (docs/linkage-protocol.md): per run, each node's encodings and
-each record's earliest diagnosis year, under per-run pseudonyms it cannot invert, until the run is
-linked (then deleted in the transaction that stores the groups); per node, its linked records'
-(pseudonym, group, keep, size) until that node confirms it stored them. Never an identifier, a
-stored patient key or the linkage secret.
+What the service holds and learns (docs/linkage-protocol.md): per run, each node's encodings
+under per-run pseudonyms it cannot invert, until the run is linked (then deleted in the
+transaction that stores the groups); per node, its linked records' (pseudonym, group, size) and,
+for those linked records only, the earliest diagnosis year and the keep flag, until that node
+confirms it stored them. Never an identifier, a stored patient key or the linkage secret.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ccdp.federation.hub.context import Conflict, Forbidden, HubError, NotFound,
 from ccdp.federation.linkage import core
 from ccdp.federation.linkage.db import scrub
 from ccdp.federation.linkage.models import ClkRow, MemberRow, ResultRow, RunNodeRow, RunRow
-from ccdp.federation.linkage.protocol import CreateRun, Upload
+from ccdp.federation.linkage.protocol import CreateRun, Upload, Years
 from ccdp.wire.protocol import Clock, utcnow
 
 SERVICE = "linkage-service"
@@ -133,8 +133,9 @@ class LinkageService:
         return run
 
     def status(self, who: Principal, run_id: str) -> dict[str, Any]:
-        """The run's state and, per node, whether it uploaded and downloaded; record counts
-        for admins only (a node learns nothing of another registry's size)."""
+        """The run's state and, per node, which steps it has done; record counts for admins and
+        for the node itself only (a node learns nothing of another registry's size). `wait`
+        (for a node) says its next step waits on the others."""
         with self.sessions() as s:
             run = self._run(s, who, run_id)
             nodes = s.scalars(
@@ -145,22 +146,26 @@ class LinkageService:
                 "state": run.state,
                 "threshold": run.threshold,
                 "error": run.error,
-                "nodes": {
-                    n.node: {
-                        "uploaded": n.uploaded_at is not None,
-                        "downloaded": n.downloaded_at is not None,
-                    }
-                    | (
-                        {"records": n.records, "linked": n.linked}
-                        if who.kind == "user" or n.node == who.name
-                        else {}
-                    )
-                    for n in nodes
-                },
+                "nodes": {n.node: self._node_status(who, n) for n in nodes},
             }
             if who.kind == "node":
+                mine = next(n for n in nodes if n.node == who.name)
                 out["you"] = who.name
+                out["wait"] = (run.state == "open" and mine.uploaded_at is not None) or (
+                    run.state == "linked" and mine.years_at is not None
+                )
         return out
+
+    @staticmethod
+    def _node_status(who: Principal, n: RunNodeRow) -> dict[str, Any]:
+        done: dict[str, Any] = {
+            "uploaded": n.uploaded_at is not None,
+            "years_sent": n.years_at is not None,
+            "confirmed": n.downloaded_at is not None,
+        }
+        if who.kind == "user" or n.node == who.name:
+            done |= {"records": n.records, "linked": n.linked}
+        return done
 
     # -- upload and linking -----------------------------------------------------------------------
     def upload(self, node: Principal, run_id: str, body: Upload) -> dict[str, Any]:
@@ -170,15 +175,12 @@ class LinkageService:
             run = self._run(s, node, run_id)
             if run.state != "open":
                 raise Conflict(f"run {run_id!r} is {run.state}: it takes no more uploads")
-            mine = s.scalar(
-                select(RunNodeRow).where(RunNodeRow.run_id == run_id, RunNodeRow.node == node.name)
-            )
-            assert mine is not None  # _run checked the node is in the run
+            mine = self._mine(s, run_id, node)
             if mine.uploaded_at is not None:
                 raise Conflict(f"node {node.name!r} has uploaded to run {run_id!r} already")
             _same_encoding(run, body)
             s.add_all(
-                ClkRow(run_id=run_id, node=node.name, pseudonym=r.p, clk=c, year=r.year)
+                ClkRow(run_id=run_id, node=node.name, pseudonym=r.p, clk=c)
                 for r, c in zip(body.records, clks, strict=True)
             )
             mine.records, mine.uploaded_at = len(clks), self.clock()
@@ -201,7 +203,7 @@ class LinkageService:
             if run is None or run.state != "open":
                 return
             rows = s.execute(
-                select(ClkRow.node, ClkRow.pseudonym, ClkRow.clk, ClkRow.year)
+                select(ClkRow.node, ClkRow.pseudonym, ClkRow.clk)
                 .where(ClkRow.run_id == run_id)
                 .order_by(ClkRow.id)
             ).all()
@@ -237,90 +239,137 @@ class LinkageService:
             )
 
     def _groups(self, run: RunRow, per_node: dict[str, list[Any]]) -> list[ResultRow]:
-        """Each linked record's result row: random group id, keep flag, group size."""
+        """Each linked record's result row: random group id and group size (keep comes later,
+        from the years of the linked records only)."""
         filled = {n: v for n, v in per_node.items() if v}
         if len(filled) < 2 or run.bits is None:
             return []
-        labels = self.link(
-            {n: [r.clk for r in v] for n, v in filled.items()}, run.bits, run.threshold
-        )
-        members: dict[int, list[tuple[str, Any]]] = {}
+        clks = {n: [r.clk for r in v] for n, v in filled.items()}
+        labels = self.link(clks, run.bits, run.threshold)
+        members: dict[int, list[tuple[str, str]]] = {}
         for n, v in filled.items():
             for r, label in zip(v, labels[n].tolist(), strict=True):
-                members.setdefault(int(label), []).append((n, r))
-        tie = {n: hmac.digest(bytes.fromhex(run.tie_key), n.encode(), "sha256") for n in filled}
+                members.setdefault(int(label), []).append((n, r.pseudonym))
         out: list[ResultRow] = []
         for group in members.values():
             if len(group) < 2:
                 continue
             gid = secrets.token_hex(8)
-            kept = min(group, key=lambda m: (_year_order(m[1].year), tie[m[0]]))
             out.extend(
-                ResultRow(
-                    run_id=run.id,
-                    node=n,
-                    pseudonym=r.pseudonym,
-                    group_id=gid,
-                    keep=n == kept[0],  # a group holds at most one record per node
-                    group_size=len(group),
-                )
-                for n, r in group
+                ResultRow(run_id=run.id, node=n, pseudonym=p, group_id=gid, group_size=len(group))
+                for n, p in group
             )
         return out
 
     # -- results -----------------------------------------------------------------------------------
     def groups(self, node: Principal, run_id: str) -> dict[str, Any]:
-        """The node's own linked records (every other node's stay unseen)."""
-        with self.sessions.begin() as s:
+        """The node's own linked records (every other node's stay unseen); `keep` is null until
+        every node has sent the years of its linked records."""
+        with self.sessions() as s:
             run = self._run(s, node, run_id)
             if run.state == "failed":
                 raise Conflict(f"run {run_id!r} failed: {run.error}")
             if run.state == "open":
                 raise Conflict(f"run {run_id!r} is not linked yet: wait for every node's upload")
-            mine = s.scalar(
-                select(RunNodeRow).where(RunNodeRow.run_id == run_id, RunNodeRow.node == node.name)
-            )
-            assert mine is not None
-            if mine.downloaded_at is not None:
+            if self._mine(s, run_id, node).downloaded_at is not None:
                 raise Conflict(f"node {node.name!r} has fetched and confirmed run {run_id!r}")
             rows = s.scalars(
                 select(ResultRow)
                 .where(ResultRow.run_id == run_id, ResultRow.node == node.name)
                 .order_by(ResultRow.id)
             ).all()
-            hub_audit.append(
-                s, node.name, "linkage-download", {"run": run_id, "records": len(rows)}
-            )
             return {
                 "run_id": run_id,
+                "state": run.state,
                 "records": [
-                    {"p": r.pseudonym, "group": r.group_id, "keep": r.keep, "size": r.group_size}
+                    {"p": r.pseudonym, "group": r.group_id, "size": r.group_size, "keep": r.keep}
                     for r in rows
                 ],
             }
+
+    @staticmethod
+    def _mine(s: Session, run_id: str, node: Principal) -> RunNodeRow:
+        mine = s.scalar(
+            select(RunNodeRow).where(RunNodeRow.run_id == run_id, RunNodeRow.node == node.name)
+        )
+        if mine is None:  # _run has checked it; kept for the type checker
+            raise Forbidden(f"node {node.name!r} is not in run {run_id!r}")
+        return mine
+
+    def years(self, node: Principal, run_id: str, body: Years) -> dict[str, Any]:
+        """The earliest diagnosis years of exactly this node's linked records; the last node's
+        years decide which copy of each group pooled results keep."""
+        with self.sessions.begin() as s:
+            run = self._run(s, node, run_id)
+            if run.state != "linked":
+                raise Conflict(f"run {run_id!r} is {run.state}: it takes no years now")
+            mine = self._mine(s, run_id, node)
+            if mine.years_at is not None:
+                raise Conflict(f"node {node.name!r} has sent its years for run {run_id!r}")
+            rows = {
+                r.pseudonym: r
+                for r in s.scalars(
+                    select(ResultRow).where(ResultRow.run_id == run_id, ResultRow.node == node.name)
+                )
+            }
+            sent = [r.p for r in body.records]
+            if len(set(sent)) != len(sent) or set(sent) != set(rows):
+                raise LinkageRefused(
+                    f"records: send one year for each of this node's {len(rows)} linked "
+                    f"record(s) of the run, and no other ({len(sent)} sent)"
+                )
+            for r in body.records:
+                rows[r.p].year = r.year
+            mine.years_at = self.clock()
+            hub_audit.append(s, node.name, "linkage-years", {"run": run_id, "records": len(sent)})
+            s.flush()
+            left = s.scalar(
+                select(func.count())
+                .select_from(RunNodeRow)
+                .where(RunNodeRow.run_id == run_id, RunNodeRow.years_at.is_(None))
+            )
+            if not left:
+                self._decide(s, run)
+        return self.status(node, run_id)
+
+    def _decide(self, s: Session, run: RunRow) -> None:
+        """The keep rule: in each group the copy with the earliest diagnosis year (unknown
+        last); a tie goes to the node whose name has the smaller HMAC under the run's random
+        tie key, so no registry is favoured from run to run."""
+        key = bytes.fromhex(run.tie_key)
+        groups: dict[str, list[ResultRow]] = {}
+        for r in s.scalars(select(ResultRow).where(ResultRow.run_id == run.id)):
+            groups.setdefault(r.group_id, []).append(r)
+        for members in groups.values():
+            kept = min(
+                members,
+                key=lambda r: (_year_order(r.year), hmac.digest(key, r.node.encode(), "sha256")),
+            )
+            for r in members:
+                r.keep = r is kept
+        run.state = "ready"
+        hub_audit.append(s, SERVICE, "linkage-kept", {"run": run.id, "groups": len(groups)})
 
     def confirm(self, node: Principal, run_id: str) -> dict[str, Any]:
         """The node stored its groups: delete them here; the run is done when every node has."""
         with self.sessions.begin() as s:
             run = self._run(s, node, run_id)
-            if run.state not in ("linked", "done"):
+            if run.state not in ("ready", "done"):
                 raise Conflict(f"run {run_id!r} is {run.state}: nothing to confirm")
-            mine = s.scalar(
-                select(RunNodeRow).where(RunNodeRow.run_id == run_id, RunNodeRow.node == node.name)
-            )
-            assert mine is not None
+            mine = self._mine(s, run_id, node)
             if mine.downloaded_at is None:
                 s.execute(
                     delete(ResultRow).where(ResultRow.run_id == run_id, ResultRow.node == node.name)
                 )
                 mine.downloaded_at = self.clock()
                 hub_audit.append(s, node.name, "linkage-confirmed", {"run": run_id})
+            s.flush()
             left = s.scalar(
                 select(func.count())
                 .select_from(RunNodeRow)
                 .where(RunNodeRow.run_id == run_id, RunNodeRow.downloaded_at.is_(None))
             )
-            if not left and run.state == "linked":
+            if not left and run.state == "ready":
                 run.state = "done"
                 hub_audit.append(s, SERVICE, "linkage-done", {"run": run_id})
         scrub(self.sessions)
