@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ccdp.commands.options import AS_JSON, CACERT, NODE_TOKEN, STORE, TOKEN_FILE, the_token
+from ccdp.commands.options import AS_JSON, CACERT, STORE, TOKEN_FILE, the_token
 
 linkage_app = typer.Typer(
     help="Record linkage: the shared secret, encodings, the linkage service and its runs.",
@@ -60,7 +60,9 @@ def run(
     store: Path = STORE,
     service: str = SERVICE,
     run_id: str = typer.Option(..., "--run", help="The run the service's admin created."),
-    token: str | None = NODE_TOKEN,
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_NODE_TOKEN", help="Node token (better: the env or a file)."
+    ),
     token_file: Path | None = TOKEN_FILE,
     cacert: Path | None = CACERT,
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the others."),
