@@ -136,3 +136,28 @@ def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn(*args, **kw)
     return out, time.perf_counter() - t
+
+
+def core_pairs(
+    folder: Path, stores: dict[str, Path], threshold: float
+) -> set[frozenset[tuple[str, str]]]:
+    """The pairs the linkage core finds in one process from the sites' identifiers files (the
+    reference the protocol must reproduce exactly), keyed as the stores key them."""
+    import itertools
+
+    import pandas as pd
+
+    from ccdp.linkage import encode, link
+
+    ids = {cc: pd.read_csv(folder / "synth" / cc / "identifiers.csv", dtype=str) for cc in stores}
+    labels = link({cc: encode(f, SECRET) for cc, f in ids.items()}, threshold=threshold)
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for cc, frame in ids.items():
+        key = pseudonym_key(stores[cc], create=False)
+        for pid, label in zip(frame["patient_id"], labels[cc].tolist(), strict=True):
+            groups.setdefault(int(label), []).append((cc, pseudonym(key, pid)))
+    return {
+        frozenset(pair)
+        for members in groups.values()
+        for pair in itertools.combinations(members, 2)
+    }

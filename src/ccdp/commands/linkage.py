@@ -143,7 +143,9 @@ def create_run(
     run_id: str = typer.Argument(..., help="The run's id (letters, digits, _ . -)."),
     service: str = SERVICE,
     nodes: str = typer.Option(..., "--nodes", help="The nodes taking part, comma-separated."),
-    threshold: float = typer.Option(0.8, "--threshold", help="Dice threshold (0.5-1)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Dice threshold (0.5-1; default: the schema's measured one)."
+    ),
     token: str | None = typer.Option(
         None, "--token", envvar="CCDP_LINKAGE_ADMIN_TOKEN", help="Admin token."
     ),

@@ -59,8 +59,12 @@ class LinkageClient:
         out: dict[str, Any] = r.json()
         return out
 
-    def create_run(self, run_id: str, nodes: list[str], threshold: float) -> dict[str, Any]:
-        body = {"run_id": run_id, "nodes": nodes, "threshold": threshold}
+    def create_run(
+        self, run_id: str, nodes: list[str], threshold: float | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"run_id": run_id, "nodes": nodes}
+        if threshold is not None:
+            body["threshold"] = threshold
         return self._call("POST", "/api/admin/runs", json=body)
 
     def status(self, run_id: str, wait: float = 0) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from ccdp.federation.hub.doors import Strict
+from ccdp.linkage.schema import CHILD_THRESHOLD
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PSEUDONYM = r"^[0-9a-f]{32}$"
@@ -26,11 +27,12 @@ Name = Annotated[str, Field(pattern=NAME, max_length=64)]
 
 
 class CreateRun(Strict):
-    """An admin's new run: its id, the nodes that take part, the Dice threshold."""
+    """An admin's new run: its id, the nodes that take part, the Dice threshold (default: the
+    one the core measured for the partnership's schema)."""
 
     run_id: Name
     nodes: list[Name] = Field(min_length=2, max_length=MAX_NODES)
-    threshold: float = Field(0.8, ge=0.5, le=1.0)
+    threshold: float = Field(CHILD_THRESHOLD, ge=0.5, le=1.0)
 
     @field_validator("nodes")
     @classmethod
