@@ -71,8 +71,11 @@ class LinkageClient:
         timeout = httpx.Timeout(wait + 30)
         return self._call("GET", f"/api/node/runs/{run_id}", params={"wait": wait}, timeout=timeout)
 
-    def upload(self, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/api/node/runs/{run_id}/clks", json=body)
+    def upload(self, run_id: str, body: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+        """The last node's upload returns once the service has linked the run: a long wait for
+        large registries, hence its own timeout."""
+        url = f"/api/node/runs/{run_id}/clks"
+        return self._call("POST", url, json=body, timeout=httpx.Timeout(timeout))
 
     def groups(self, run_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/node/runs/{run_id}/groups")
