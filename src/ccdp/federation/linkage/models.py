@@ -97,6 +97,7 @@ class ClkRow(Base):
     """One uploaded encoding (deleted when the run is linked)."""
 
     __tablename__ = "linkage_clks"
+    __table_args__ = (UniqueConstraint("run_id", "node", "pseudonym", name="uq_clk"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)

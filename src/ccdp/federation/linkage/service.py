@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.federation.hub import audit as hub_audit
@@ -171,6 +172,17 @@ class LinkageService:
     def upload(self, node: Principal, run_id: str, body: Upload) -> dict[str, Any]:
         """Store one node's encodings for the run; the last node's upload links the run."""
         clks = _decoded(body)
+        try:
+            waiting = self._store_upload(node, run_id, body, clks)
+        except IntegrityError:  # the same node's upload, sent twice at once: one is kept
+            raise Conflict(f"node {node.name!r} has uploaded to run {run_id!r} already") from None
+        if not waiting:
+            self.link_run(run_id)
+            scrub(self.sessions)
+        return self.status(node, run_id)
+
+    def _store_upload(self, node: Principal, run_id: str, body: Upload, clks: list[bytes]) -> int:
+        """Store the encodings; how many nodes of the run have still to upload."""
         with self.sessions.begin() as s:
             run = self._run(s, node, run_id)
             if run.state != "open":
@@ -185,15 +197,13 @@ class LinkageService:
             )
             mine.records, mine.uploaded_at = len(clks), self.clock()
             hub_audit.append(s, node.name, "linkage-upload", {"run": run_id, "records": len(clks)})
+            s.flush()
             waiting = s.scalar(
                 select(func.count())
                 .select_from(RunNodeRow)
                 .where(RunNodeRow.run_id == run_id, RunNodeRow.uploaded_at.is_(None))
             )
-        if not waiting:
-            self.link_run(run_id)
-            scrub(self.sessions)
-        return self.status(node, run_id)
+        return int(waiting or 0)
 
     def link_run(self, run_id: str) -> None:
         """Link the run's encodings, store each node's groups, delete every encoding; a run the
