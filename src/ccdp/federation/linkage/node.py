@@ -33,7 +33,12 @@ from ccdp.federation.linkage.client import LinkageClient
 from ccdp.federation.node.audit import AuditLog
 from ccdp.ingest.pipeline import IdentifiersHook, identified_patients
 from ccdp.store import NodeStore
-from ccdp.store.config import load_node_config, pseudonym_key, update_node_config
+from ccdp.store.config import (
+    NodeConfigError,
+    load_node_config,
+    pseudonym_key,
+    update_node_config,
+)
 
 SECRET_KEY = "linkage_secret"
 RUN_KEYS = "linkage_run_keys"
@@ -125,7 +130,7 @@ class IngestEncoder:
 def ingest_hook(store: Path) -> IngestEncoder | None:
     """The encoder for an ingest into `store`, None when the node has no linkage secret (its
     identifiers are then pseudonymised and dropped as before, and nothing is encoded)."""
-    secret = load_secret(store) if store.exists() or load_node_config(store) else None
+    secret = load_secret(store)
     return IngestEncoder(secret) if secret is not None else None
 
 
@@ -137,7 +142,10 @@ def reencode(store: Path, identifiers: Path) -> dict[str, int]:
         raise NodeLinkageError(f"no linkage secret for {store}: ccdp linkage secret first")
     if not identifiers.is_file():
         raise NodeLinkageError(f"--identifiers {identifiers}: no such file")
-    key = pseudonym_key(store, create=False)
+    try:
+        key: bytes | None = pseudonym_key(store, create=False)
+    except NodeConfigError:  # a store ingested without identifiers keeps the sites' own keys
+        key = None
     with NodeStore(store) as st, st.transaction() as con:
         try:
             ids = identified_patients(con, identifiers, key)
