@@ -55,7 +55,9 @@ def minhash_bins(enc: Encodings, blocking: Blocking) -> np.ndarray:
     gather."""
     rng = np.random.Generator(np.random.PCG64(blocking.seed))
     nbytes = enc.bits // 8
-    perms = [np.arange(nbytes)] + [rng.permutation(nbytes) for _ in range(blocking.permutations - 1)]
+    perms = [np.arange(nbytes)] + [
+        rng.permutation(nbytes) for _ in range(blocking.permutations - 1)
+    ]
     width = enc.bits // _BIN
     out = np.empty((len(enc), blocking.permutations * width), dtype=np.uint8)
     for k, perm in enumerate(perms):
@@ -133,9 +135,7 @@ def dice_matrix(a: Encodings, b: Encodings) -> np.ndarray:
     return dice(a, i.ravel(), b, j.ravel()).reshape(len(a), len(b))
 
 
-def greedy_one_to_one(
-    u: np.ndarray, v: np.ndarray, score: np.ndarray
-) -> np.ndarray:
+def greedy_one_to_one(u: np.ndarray, v: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Indices of the edges that greedy-by-score matching keeps (each node in at most one kept
     edge; ties broken by edge order). Done in rounds: an edge best for both its ends is exactly
     an edge greedy keeps, so each round keeps all of them and drops the edges they block."""
