@@ -25,8 +25,10 @@ def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
         {
             "given_name": rng.choice(given, n),
             "family_name": rng.choice(family, n),
-            "birth_date": [f"{2000 + rng.integers(0, 15)}-{rng.integers(1, 13):02d}-"
-                           f"{rng.integers(1, 29):02d}" for _ in range(n)],  # fmt: skip
+            "birth_date": [
+                f"{2000 + rng.integers(0, 15)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}"
+                for _ in range(n)
+            ],
             "sex": rng.choice(["male", "female"], n),
         }
     )
@@ -69,7 +71,10 @@ def test_field_keys_are_independent():
 
 def test_a_key_group_makes_swapped_fields_agree():
     spec = LinkageSchema(
-        fields=(FieldSpec("g", "name", 20, key_group="n"), FieldSpec("f", "name", 20, key_group="n")),
+        fields=(
+            FieldSpec("g", "name", 20, key_group="n"),
+            FieldSpec("f", "name", 20, key_group="n"),
+        ),
         salt_column=None,
     )
     a = pd.DataFrame({"g": ["Amani"], "f": ["Kamau"]})

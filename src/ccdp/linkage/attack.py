@@ -50,7 +50,9 @@ class AttackResult:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def bit_groups(enc: Encodings, k: int, tau: float = 0.5, min_share: float = 0.01) -> list[np.ndarray]:
+def bit_groups(
+    enc: Encodings, k: int, tau: float = 0.45, min_share: float = 0.01
+) -> list[np.ndarray]:
     """Groups of bit positions that co-occur like one q-gram's k bits, most frequent first."""
     x = np.unpackbits(enc.packed, axis=1).astype(np.float32)
     freq = x.sum(axis=0)
@@ -78,7 +80,7 @@ class NameField:
 
 
 def frequency_attack(
-    enc: Encodings, fields: list[NameField], k: int, tau: float = 0.5
+    enc: Encodings, fields: list[NameField], k: int, tau: float = 0.45
 ) -> list[AttackResult]:
     """Run the attack on the name fields encoded in `enc` (each with its own key, as the schema
     says); one result per field."""
@@ -87,7 +89,6 @@ def frequency_attack(
         return [AttackResult(len(enc), 0, 0, 0) for _ in fields]
     dense = np.unpackbits(enc.packed, axis=1).astype(bool)
     present = np.column_stack([dense[:, g].mean(axis=1) > 0.5 for g in groups])
-    share = present.mean(axis=0)
     publics = [_public_grams(f.public_names, f.public_weights) for f in fields]
     joint = _public_joint(publics)
     offsets = np.cumsum([0] + [len(p[1]) for p in publics])
@@ -96,7 +97,9 @@ def frequency_attack(
     aligned = {g: int(top[t]) for g, t in aligned.items()}
     out = []
     for fi, f in enumerate(fields):
-        mine = {g: t - offsets[fi] for g, t in aligned.items() if offsets[fi] <= t < offsets[fi + 1]}
+        mine = {
+            g: t - offsets[fi] for g, t in aligned.items() if offsets[fi] <= t < offsets[fi + 1]
+        }
         out.append(_guess(present, mine, publics[fi][2], f, len(groups)))
     return out
 
@@ -117,7 +120,9 @@ def _align(seen: np.ndarray, known: np.ndarray, rounds: int = 8) -> dict[int, in
     return {int(g): int(t) for g, t in zip(gi, tj, strict=True)}
 
 
-def _public_joint(publics: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+def _public_joint(
+    publics: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]],
+) -> np.ndarray:
     """Share of people with both grams, for every pair of grams of every field (fields
     independent of each other)."""
     shares = np.concatenate([p[1] for p in publics])

@@ -64,9 +64,7 @@ def field_key(secret: bytes, schema: LinkageSchema, label: str) -> bytes:
     return hkdf.derive(secret)
 
 
-def encode(
-    frame: pd.DataFrame, secret: bytes, schema: LinkageSchema = CHILD_SCHEMA
-) -> Encodings:
+def encode(frame: pd.DataFrame, secret: bytes, schema: LinkageSchema = CHILD_SCHEMA) -> Encodings:
     """Encode every row of `frame` (identifier columns as in `identifiers.csv`)."""
     missing = [c for c in schema.columns() if c not in frame.columns]
     if missing:
@@ -77,8 +75,14 @@ def encode(
     pos_parts: list[np.ndarray] = []
     for spec in schema.fields:
         key = field_key(secret, schema, spec.key_label)
-        rows, positions = _field_positions(frame[spec.column], spec, key, schema.bits,
-                                           salt_codes if spec.salted and schema.salt_column else None, salt_text)
+        rows, positions = _field_positions(
+            frame[spec.column],
+            spec,
+            key,
+            schema.bits,
+            salt_codes if spec.salted and schema.salt_column else None,
+            salt_text,
+        )
         rows_parts.append(rows)
         pos_parts.append(positions)
     rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, np.int64)

@@ -25,7 +25,8 @@ _PAIR_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Blocking:
-    """MinHash-LSH settings: `permutations` × bits/16 bins cut into bands of `band_bins`; a
+    """MinHash-LSH settings: `permutations` × bits/16 bins, each permutation's cut into bands of
+    `band_bins` (the leftover bins unused); a
     bucket larger than `max_bucket` (filters with almost no bits, say) is not expanded into
     pairs. More bins per band: fewer candidate pairs, lower recall of weak matches."""
 
@@ -47,40 +48,40 @@ def _first_set_bit_table() -> np.ndarray:
 _FIRST_SET = _first_set_bit_table()
 
 
-def minhash_bins(enc: Encodings, blocking: Blocking) -> np.ndarray:
-    """n × (permutations · bits/16) bin values (uint8, 0-16) of one-permutation MinHash.
+def _byte_orders(bits: int, blocking: Blocking) -> list[np.ndarray]:
+    """The byte permutations: the identity first, then seeded random ones."""
+    rng = np.random.Generator(np.random.PCG64(blocking.seed))
+    nbytes = bits // 8
+    return [np.arange(nbytes)] + [rng.permutation(nbytes) for _ in range(blocking.permutations - 1)]
+
+
+def minhash_bins(enc: Encodings, order: np.ndarray) -> np.ndarray:
+    """n × bits/16 bin values (uint8, 0-16) of one-permutation MinHash under one byte order.
 
     The permutations move whole bytes: a filter's bit positions are already keyed hashes, so any
     fixed order of them is as good as a random one, and a byte gather costs an eighth of a bit
     gather."""
-    rng = np.random.Generator(np.random.PCG64(blocking.seed))
-    nbytes = enc.bits // 8
-    perms = [np.arange(nbytes)] + [rng.permutation(nbytes) for _ in range(blocking.permutations - 1)]
-    width = enc.bits // _BIN
-    out = np.empty((len(enc), blocking.permutations * width), dtype=np.uint8)
-    for k, perm in enumerate(perms):
-        words = np.ascontiguousarray(enc.packed[:, perm]).view(">u2")
-        out[:, k * width : (k + 1) * width] = _FIRST_SET[words]
-    return out
+    return _FIRST_SET[np.ascontiguousarray(enc.packed[:, order]).view(">u2")]
 
 
 def candidate_pairs(
     encodings: list[Encodings], blocking: Blocking = Blocking()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Global indices (i < j) of record pairs from different registries that share a band.
-    Records are numbered registry after registry, in the order given."""
+    Records are numbered registry after registry, in the order given. One permutation's bins
+    are held at a time (n × bits/16 bytes), and the pairs found are deduplicated as they come."""
     _same_length(encodings)
     reg = np.concatenate([np.full(len(e), k, dtype=np.int32) for k, e in enumerate(encodings)])
-    bins = np.concatenate([minhash_bins(e, blocking) for e in encodings])
     n = len(reg)
-    n_bands = bins.shape[1] // blocking.band_bins
-    found: list[np.ndarray] = []
     weights = (_BIN + 1) ** np.arange(blocking.band_bins, dtype=np.int64)
-    for band in range(n_bands):
-        cols = bins[:, band * blocking.band_bins : (band + 1) * blocking.band_bins]
-        key = cols.astype(np.int64) @ weights
-        found.append(_bucket_pairs(key, reg, n, blocking.max_bucket))
-    ids = _distinct(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    ids = np.zeros(0, np.int64)
+    for order in _byte_orders(encodings[0].bits, blocking):
+        bins = np.concatenate([minhash_bins(e, order) for e in encodings])
+        found = [ids]
+        for lo in range(0, bins.shape[1] - blocking.band_bins + 1, blocking.band_bins):
+            key = bins[:, lo : lo + blocking.band_bins].astype(np.int64) @ weights
+            found.append(_bucket_pairs(key, reg, n, blocking.max_bucket))
+        ids = _distinct(np.concatenate(found))
     return ids // n, ids % n
 
 
@@ -133,9 +134,7 @@ def dice_matrix(a: Encodings, b: Encodings) -> np.ndarray:
     return dice(a, i.ravel(), b, j.ravel()).reshape(len(a), len(b))
 
 
-def greedy_one_to_one(
-    u: np.ndarray, v: np.ndarray, score: np.ndarray
-) -> np.ndarray:
+def greedy_one_to_one(u: np.ndarray, v: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Indices of the edges that greedy-by-score matching keeps (each node in at most one kept
     edge; ties broken by edge order). Done in rounds: an edge best for both its ends is exactly
     an edge greedy keeps, so each round keeps all of them and drops the edges they block."""

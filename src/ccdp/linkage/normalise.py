@@ -92,9 +92,10 @@ def birth_date(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     day), `YYYYMMDD` and dates or timestamps; an impossible part reads as unknown."""
     if pd.api.types.is_datetime64_any_dtype(values):
         d = pd.to_datetime(values)
-        return tuple(  # type: ignore[return-value]
+        y, m, dd = (
             part.fillna(0).to_numpy(dtype=np.int64) for part in (d.dt.year, d.dt.month, d.dt.day)
         )
+        return y, m, dd
     codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=True)
     parts = np.zeros((len(uniques) + 1, 3), dtype=np.int64)
     for k, u in enumerate(uniques):
