@@ -170,3 +170,35 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode != 0 and "at least 16 bytes" in out.stderr + out.stdout
+
+
+def test_a_mapped_export_is_encoded_alike(tmp_path: Path) -> None:
+    """The messy export of a draw, ingested with its mapping spec, gives each stored patient the
+    encoding its native identifiers.csv gives (same draw, same secret): the mapping's names,
+    birth dates and sexes reach the encoder as the native file has them."""
+    generate(
+        str(tmp_path / "messy"),
+        countries="FR",
+        patients=150,
+        seed=3,
+        format="messy",
+        with_identifiers=True,
+    )
+    generate(str(tmp_path / "native"), countries="FR", patients=150, seed=3, with_identifiers=True)
+    store = tmp_path / "fr.duckdb"
+    secret = secret_file(tmp_path, SECRET)
+    run_ccdp("linkage", "secret", "--store", str(store), "--file", str(secret))
+    mapping = Path(__file__).resolve().parents[2] / "examples" / "mappings" / "FR.yaml"
+    out = run_ccdp(
+        "ingest", str(tmp_path / "messy" / "FR"), "--mapping", str(mapping), "--store", str(store)
+    )
+    assert "record-linkage encodings written" in out.stdout
+    ids = pd.read_csv(tmp_path / "native" / "FR" / "identifiers.csv", dtype=str)
+    ref = core.encode_frame(ids, SECRET)
+    key = pseudonym_key(store, create=False)
+    expected = {pseudonym(key, p): ref.clk(i) for i, p in enumerate(ids.patient_id)}
+    stored = dict(_rows(store, "SELECT patient_id, clk FROM linkage_encoding"))
+    patients = {r[0] for r in _rows(store, "SELECT patient_id FROM patient")}
+    assert set(stored) == patients and len(patients) > 100
+    same = [p for p in patients if bytes(stored[p]) == expected[p]]
+    assert len(same) == len(patients), f"{len(patients) - len(same)} encodings differ"
