@@ -21,6 +21,7 @@ from ccdp.commands import (
     export,
     hub,
     ingest,
+    linkage,
     node,
     project,
     quality,
@@ -98,6 +99,7 @@ app.add_typer(trial.trial_app, name="trial")
 app.add_typer(referral.referral_app, name="referral")
 app.add_typer(export.export_app, name="export")
 app.add_typer(export.import_app, name="import")
+app.add_typer(linkage.linkage_app, name="linkage")
 
 
 def main() -> None:

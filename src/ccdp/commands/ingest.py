@@ -17,20 +17,26 @@ def ingest(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (the report)."),
 ) -> None:
     """Ingest a site's export into the node store: check every row, quarantine failures."""
+    from ccdp.federation.linkage.node import ingest_hook
     from ccdp.ingest.pipeline import ingest_frames, ingest_native
 
+    encoder = ingest_hook(store)  # None without a linkage secret: nothing is encoded
     if mapping is None:
-        report = ingest_native(store, source, progress=not json_out)
+        report = ingest_native(store, source, progress=not json_out, on_identifiers=encoder)
     else:
         from ccdp.ingest.mapping import apply_mapping, load_mapping
 
         spec = load_mapping(mapping)
         frames = apply_mapping(spec, source)
-        report = ingest_frames(store, frames, str(source), progress=not json_out)
+        report = ingest_frames(
+            store, frames, str(source), progress=not json_out, on_identifiers=encoder
+        )
     if json_out:
         typer.echo(json.dumps(report.summary()))
         return
     _print_report(report)
+    if encoder is not None:
+        typer.echo(f"{encoder.encoded} record-linkage encodings written (identifiers not stored)")
 
 
 def _print_report(report: object) -> None:

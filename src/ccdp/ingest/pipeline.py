@@ -41,12 +41,17 @@ from ccdp.quality.edits import edit, edits_by_check
 from ccdp.quality.engine import RESULTS, EditRun, key_expr, message_sql, topological
 from ccdp.store import NodeStore
 from ccdp.store.config import pseudonym_key
-from ccdp.store.typed import SOURCE_SUFFIX, any_row, lit, q, raw_column, work_select
+from ccdp.store.typed import SOURCE_SUFFIX, any_row, clean_text, lit, q, raw_column, work_select
 
 # frame columns beside the fields that ingest carries to its messages and quarantine
 SIDE_PREFIXES = (AMBIGUOUS_DATE_PREFIX, UNREAD_DATE_PREFIX, AS_WRITTEN_PREFIX)
 
 SYSTEM_FRAME_COLUMNS = ("_source_file", "_source_row")
+
+IdentifiersHook = Callable[[duckdb.DuckDBPyConnection, pd.DataFrame], None]
+"""Called inside ingest's transaction with the identifiers of the stored patients, keyed by their
+stored (pseudonymised) key: the linkage encoder (a higher floor) passes one and writes its
+encodings in the same transaction. Ingest itself never stores an identifier."""
 
 
 class TableCounts(BaseModel):
@@ -205,16 +210,33 @@ def ingest_frames(
     progress: bool = True,
     today: date | None = None,
     absent_columns: dict[str, list[str]] | None = None,
+    on_identifiers: IdentifiersHook | None = None,
 ) -> IngestReport:
     """Ingest text frames (native canonical form, `_source_file`/`_source_row` columns) into the
-    store; `_identifier_*` columns trigger pseudonymisation and are never stored.
+    store; `_identifier_*` columns trigger pseudonymisation and are never stored (but are handed,
+    with the patient's birth date and sex, to `on_identifiers`: see IdentifiersHook).
 
     `absent_columns` (by default those `apply_mapping` found missing from the export) are
     fields the source does not record: stored as null and listed in the report."""
     if absent_columns is None:
         absent_columns = getattr(frames, "absent_columns", None) or {}
     sources = _frame_sources(frames, source, absent_columns)
-    return _ingest(store_path, sources, source, progress, today)
+    ids = _frame_identifiers(frames) if on_identifiers is not None else None
+    hook = None if ids is None or on_identifiers is None else (ids, on_identifiers)
+    return _ingest(store_path, sources, source, progress, today, hook)
+
+
+def _frame_identifiers(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The patient frame's direct identifiers with its birth date and sex, as identifiers.csv
+    names them; None without `_identifier_*` columns."""
+    patient = frames.get("patient")
+    if patient is None:
+        return None
+    ids = [c for c in patient.columns if str(c).startswith(IDENTIFIER_PREFIX)]
+    if not ids:
+        return None
+    keep = ["patient_id", *[c for c in ("birth_date", "sex") if c in patient.columns], *ids]
+    return patient[keep].rename(columns={c: c.removeprefix(IDENTIFIER_PREFIX) for c in ids})
 
 
 def ingest_native(
@@ -223,10 +245,38 @@ def ingest_native(
     *,
     progress: bool = True,
     today: date | None = None,
+    on_identifiers: IdentifiersHook | None = None,
 ) -> IngestReport:
     """Ingest a native-layout folder; same result as `ingest_frames(read_native_folder(...))`,
-    without holding the data in pandas."""
-    return _ingest(store_path, _native_sources(folder), str(folder), progress, today)
+    without holding the data in pandas. With `identifiers.csv` in the folder, `on_identifiers`
+    is handed the stored patients' identifiers (see IdentifiersHook)."""
+    ids = native_identifiers(folder) if on_identifiers is not None else None
+    hook = None if ids is None or on_identifiers is None else (ids, on_identifiers)
+    return _ingest(store_path, _native_sources(folder), str(folder), progress, today, hook)
+
+
+def identified_patients(
+    con: duckdb.DuckDBPyConnection, ids: Path | pd.DataFrame, key: bytes | None
+) -> pd.DataFrame:
+    """The rows of an `identifiers.csv` (or of a frame of the same columns) whose patient the
+    store holds, `patient_id` replaced by the stored key exactly as ingest computes it (cleaned,
+    then pseudonymised), all as text."""
+    raw = clean_text("i.patient_id")
+    stored = pseudonym_sql(key).format(raw=raw) if key is not None else raw
+    if isinstance(ids, pd.DataFrame):
+        con.register("_ccdp_identifiers", ids.astype(object).where(ids.notna(), None))
+        relation = "_ccdp_identifiers"
+    else:
+        relation = f"read_csv({lit(str(ids))}, header = true, all_varchar = true)"
+    try:
+        return con.execute(
+            f"SELECT * FROM (SELECT DISTINCT ON (patient_id) {stored} AS patient_id, "
+            f"i.* EXCLUDE (patient_id) FROM {relation} i) "
+            "WHERE patient_id IN (SELECT patient_id FROM patient)"
+        ).df()
+    finally:
+        if isinstance(ids, pd.DataFrame):
+            con.unregister("_ccdp_identifiers")
 
 
 # -- the transaction -------------------------------------------------------------------------------
@@ -251,6 +301,7 @@ def _ingest(
     source: str,
     progress: bool,
     today: date | None,
+    hook: tuple[Path | pd.DataFrame, IdentifiersHook] | None = None,
 ) -> IngestReport:
     path = Path(store_path)
     created = not path.exists()
@@ -289,6 +340,9 @@ def _ingest(
                 if recheck is not None:
                     step("checking again the stored children of changed rows")
                     _recheck(con, recheck, ingest_id, report)
+                if hook is not None:
+                    step("encoding identifiers for record linkage")
+                    hook[1](con, identified_patients(con, hook[0], key))
                 _log(con, report, started)
     except BaseException:
         if created:

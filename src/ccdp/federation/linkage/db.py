@@ -1,0 +1,88 @@
+"""Open the linkage service's database (SQLite by default, PostgreSQL by URL), with the hub's
+engine settings and the hub's keyed audit chain (same code, its own key and tables)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccdp.errors import CcdpError
+from ccdp.federation.hub import audit as hub_audit
+from ccdp.federation.hub.db import make_engine
+from ccdp.federation.hub.urls import normalise_url
+from ccdp.federation.linkage.models import AuditHeadRow, AuditRow, Base
+from ccdp.governance.chain import GENESIS
+
+ENV_KEY = "CCDP_LINKAGE_AUDIT_KEY"
+DEFAULT_DB = "sqlite:///ccdp-linkage.db"
+
+
+class LinkageDatabaseError(CcdpError):
+    """The service's database URL or audit key is unusable."""
+
+
+def audit_key_path(url: str, explicit: Path | str | None = None) -> Path | None:
+    """The audit key's file: `explicit`, else $CCDP_LINKAGE_AUDIT_KEY, else beside a SQLite file
+    (`linkage.db` -> `linkage.audit.key`); None for an in-memory database. A server database
+    (PostgreSQL) needs one of the first two: the key must not live in the database it guards."""
+    chosen = explicit or os.environ.get(ENV_KEY)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        raise LinkageDatabaseError(
+            f"give the audit key's file with --audit-key or ${ENV_KEY} for {parsed.drivername}"
+        )
+    if not parsed.database or parsed.database == ":memory:":
+        return None
+    db = Path(parsed.database).resolve()
+    return db.with_name(f"{db.stem}.audit.key")
+
+
+def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite overwrites deleted rows with zeros: a deleted encoding leaves no bytes behind in
+    the file's free pages (scrub() empties the write-ahead log too)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.close()
+
+
+def scrub(sessions: sessionmaker[Session]) -> None:
+    """After encodings were deleted: on SQLite, checkpoint and truncate the write-ahead log,
+    which still holds the pages as they were before the delete. (PostgreSQL keeps dead tuples
+    until VACUUM: the operator runs `VACUUM linkage_clks` after runs, see the protocol doc.)"""
+    engine = sessions.kw["bind"]
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
+    """Engine, tables (created if absent) and a session factory whose sessions append to the
+    service's audit chain."""
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _secure_delete)
+    try:
+        Base.metadata.create_all(engine)
+        AuditRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+        AuditHeadRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+    except SQLAlchemyError as exc:
+        raise LinkageDatabaseError(f"cannot create the tables of {url!r}: {exc}") from exc
+    chain = hub_audit.AuditChain(audit_key_path(url, audit_key))
+    sessions = sessionmaker(engine, expire_on_commit=False, info={hub_audit.INFO: chain})
+    event.listen(sessions, "after_commit", hub_audit.after_commit)
+    event.listen(sessions, "after_rollback", hub_audit.after_rollback)
+    with sessions.begin() as s:
+        if s.scalar(select(AuditHeadRow).where(AuditHeadRow.id == 1)) is None:
+            if s.scalar(select(AuditRow.id).limit(1)) is not None:
+                raise LinkageDatabaseError(f"{url}: audit records without their head row")
+            s.add(AuditHeadRow(id=1, seq=0, hash=GENESIS))
+    chain.key  # noqa: B018 - create the key now, 0600, before the first record
+    return sessions

@@ -1,0 +1,163 @@
+"""Plumbing for the linkage protocol's tests: a real linkage service (uvicorn, loopback HTTP) in a
+thread, synthetic registries with identifiers ingested into real DuckDB stores with a shared
+secret, and the truth's duplicate pairs keyed as the stores key them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import uvicorn
+
+from ccdp.federation.linkage.app import MAX_BODY, MAX_UPLOAD, create_app
+from ccdp.federation.linkage.db import open_database
+from ccdp.federation.linkage.node import ingest_hook, set_secret
+from ccdp.federation.linkage.service import LinkageService
+from ccdp.ingest.pipeline import ingest_native
+from ccdp.ingest.pseudonym import pseudonym
+from ccdp.store.config import pseudonym_key
+from ccdp.synth import generate
+from tests.federation.netutil import free_port, wait_until
+
+SECRET = bytes.fromhex("5f" * 8 + "a1" * 8 + "03" * 16)
+
+
+class LiveService:
+    """The linkage service on a free loopback port, its database a SQLite file."""
+
+    def __init__(self, folder: Path, max_upload: int = MAX_UPLOAD, max_body: int = MAX_BODY):
+        self.db = folder / "linkage.db"
+        self.service = LinkageService(open_database(str(self.db)))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(self.service, max_body=max_body, max_upload=max_upload)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveService:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def token(self, name: str, kind: str = "node") -> str:
+        return self.service.add_member(name, kind).token
+
+    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the service's database, read back with sqlite3."""
+        import sqlite3
+
+        con = sqlite3.connect(self.db)
+        try:
+            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            return {n: con.execute(f'SELECT * FROM "{n}"').fetchall() for n in names}
+        finally:
+            con.close()
+
+
+def registries(
+    folder: Path, countries: str, patients: int, seed: int = 1, secret: bytes | None = SECRET
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """`ccdp synth --with-identifiers` then ingest of each country into its own store, each
+    with the linkage secret set first (as `ccdp linkage secret` then `ccdp ingest` do)."""
+    out = folder / "synth"
+    result = generate(
+        str(out), countries=countries, patients=patients, seed=seed, with_identifiers=True
+    )
+    stores: dict[str, Path] = {}
+    for cc in countries.split(","):
+        store = folder / f"{cc}.duckdb"
+        if secret is not None:
+            set_secret(store, secret)
+        ingest_native(store, out / cc, progress=False, on_identifiers=ingest_hook(store))
+        stores[cc] = store
+    return stores, result.truth()
+
+
+def true_pairs(truth: dict[str, Any], stores: dict[str, Path]) -> set[frozenset[tuple[str, str]]]:
+    """The truth's cross-border pairs among `stores`, each record as (country, stored key)."""
+    keys = {cc: pseudonym_key(s, create=False) for cc, s in stores.items()}
+    out = set()
+    for d in truth["cross_border_duplicates"]:
+        ccs, ids = d["countries"], d["patient_ids"]
+        if all(c in stores for c in ccs):
+            out.add(frozenset((c, pseudonym(keys[c], i)) for c, i in zip(ccs, ids, strict=True)))
+    return out
+
+
+def link_groups(stores: dict[str, Path]) -> dict[str, list[tuple[str, str, bool]]]:
+    """group id -> [(country, stored key, keep)] from every store's `link_group`."""
+    groups: dict[str, list[tuple[str, str, bool]]] = {}
+    for cc, store in stores.items():
+        con = duckdb.connect(str(store), read_only=True)
+        try:
+            for pid, gid, keep in con.execute(
+                "SELECT patient_id, group_id, keep FROM link_group"
+            ).fetchall():
+                groups.setdefault(gid, []).append((cc, pid, keep))
+        finally:
+            con.close()
+    return groups
+
+
+def found_pairs(groups: dict[str, list[tuple[str, str, bool]]]) -> set[frozenset[tuple[str, str]]]:
+    """Every pair of records that share a group."""
+    out = set()
+    for members in groups.values():
+        recs = [(c, p) for c, p, _ in members]
+        for i in range(len(recs)):
+            for j in range(i + 1, len(recs)):
+                out.add(frozenset((recs[i], recs[j])))
+    return out
+
+
+def secret_file(folder: Path, secret: bytes, name: str = "secret.txt") -> Path:
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.hex() + "\n")
+    return path
+
+
+def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def core_pairs(
+    folder: Path, stores: dict[str, Path], threshold: float
+) -> set[frozenset[tuple[str, str]]]:
+    """The pairs the linkage core finds in one process from the sites' identifiers files (the
+    reference the protocol must reproduce exactly), keyed as the stores key them."""
+    import itertools
+
+    import pandas as pd
+
+    from ccdp.linkage import encode, link
+
+    ids = {cc: pd.read_csv(folder / "synth" / cc / "identifiers.csv", dtype=str) for cc in stores}
+    labels = link({cc: encode(f, SECRET) for cc, f in ids.items()}, threshold=threshold)
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for cc, frame in ids.items():
+        key = pseudonym_key(stores[cc], create=False)
+        for pid, label in zip(frame["patient_id"], labels[cc].tolist(), strict=True):
+            groups.setdefault(int(label), []).append((cc, pseudonym(key, pid)))
+    return {
+        frozenset(pair)
+        for members in groups.values()
+        for pair in itertools.combinations(members, 2)
+    }
