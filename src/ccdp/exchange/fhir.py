@@ -8,7 +8,6 @@ or quarantined like any other source. Field-by-field mapping: docs/exchange/fhir
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ccdp.exchange import fhir_codes as c
+from ccdp.exchange.fhir_build import dumps
 from ccdp.exchange.fhir_read import TABLES, FhirImportError, Rows, bundle_files, read_file
 from ccdp.exchange.fhir_write import bundles
 from ccdp.exchange.output import ExportSummary
@@ -55,13 +55,12 @@ def export_store(
     done = 0
     for batch in patient_batches(store, batch_size):
         path = out / f"bundles-{batch.number:05d}.ndjson"
-        with path.open("w", encoding="utf-8", newline="\n") as fh:
+        with path.open("wb") as fh:
             for bundle in bundles(batch):
                 for entry in bundle["entry"]:
                     counts[entry["resource"]["resourceType"]] += 1
                 counts["Bundle"] += 1
-                fh.write(json.dumps(bundle, separators=(",", ":"), ensure_ascii=False))
-                fh.write("\n")
+                fh.write(dumps(bundle))
         done += len(batch.patient)
         if progress is not None:
             progress(done)
