@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from functools import lru_cache
 from hashlib import sha1
 from typing import Any
 
@@ -22,12 +23,14 @@ _VARIANT = "89ab89ab89ab89ab"
 """RFC 4122's variant nibble (10xx) for each value of the hash's nibble (low two bits kept)."""
 
 
+@lru_cache(maxsize=4096)
 def rid(kind: str, key: str) -> str:
     """The resource id of a store key: the same key gives the same id in every export.
 
     `str(uuid.uuid5(namespace, f"{kind}/{key}"))` computed straight from the SHA-1 hex digest
-    (a third of the time: hundreds of thousands of ids per batch); the tests check it against
-    `uuid.uuid5`."""
+    (a third of the time: hundreds of thousands of ids per batch), the last few thousand kept
+    (a patient's and a tumour's ids are referenced by each of their resources); the tests check
+    it against `uuid.uuid5`."""
     h = sha1(_NS_BYTES + f"{kind}/{key}".encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
 
