@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from ccdp.exchange.fhir import export_store
 from ccdp.exchange.fhir_build import dumps, jfloat, num, rid
 from ccdp.exchange.fhir_write import bundles, records
+from ccdp.exchange.output import ExportError
 from ccdp.exchange.source import patient_batches
 from ccdp.ingest.pipeline import ingest_frames, ingest_native
 from ccdp.store import NodeStore
 from ccdp.synth import generate
+from tests.conftest import run_ccdp
 from tests.exchange.test_fhir import EDGE_ROWS
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ccdp:fhir:")
@@ -130,3 +132,30 @@ def test_the_rare_cases_export_is_the_pre_fast_path_file(
         export_store(ns, tmp_path / "edge")
     data = (tmp_path / "edge" / "bundles-00000.ndjson").read_bytes()
     assert hashlib.sha256(data).hexdigest() == EDGE_SHA256
+
+
+def test_workers_write_the_same_files(stores: dict[str, Path], tmp_path: Path) -> None:
+    """`ccdp export fhir --jobs 2` (batches written in worker processes) gives the files one
+    process writes."""
+    with NodeStore(stores["synth"], read_only=True) as ns:
+        export_store(ns, tmp_path / "one", batch_size=64)
+        with pytest.raises(ExportError, match="jobs"):
+            export_store(ns, tmp_path / "none", jobs=0)
+    done: list[int] = []
+    with NodeStore(stores["synth"], read_only=True) as ns:
+        summary = export_store(ns, tmp_path / "two", batch_size=64, jobs=2, progress=done.append)
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.ndjson"))
+    assert names == ["bundles-00000.ndjson", "bundles-00001.ndjson", "bundles-00002.ndjson"]
+    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.ndjson"))
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert sorted(done)[-1] == 150 and summary.records["Bundle"] == 150
+    out = tmp_path / "cli"
+    cli = json.loads(
+        run_ccdp(
+            "export", "fhir", "--store", stores["synth"], "--out", out, "--jobs", "2", "--json"
+        ).stdout
+    )
+    assert cli["records"] == summary.records
+    data = (out / "bundles-00000.ndjson").read_bytes()
+    assert data == b"".join((tmp_path / "one" / n).read_bytes() for n in names)
