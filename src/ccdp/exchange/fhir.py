@@ -93,13 +93,15 @@ def _batch_path(out: Path, batch: PatientBatch) -> Path:
 
 def write_batch(batch: PatientBatch, path: Path) -> Counter[str]:
     """Write the batch's Bundles, one per line, to `path`; the resources written, by type."""
-    counts: Counter[str] = Counter()
+    kinds: list[str] = []
+    patients = 0
     with path.open("wb") as fh:
         for bundle in bundles(batch):
-            for entry in bundle["entry"]:
-                counts[entry["resource"]["resourceType"]] += 1
-            counts["Bundle"] += 1
+            kinds.extend([entry["resource"]["resourceType"] for entry in bundle["entry"]])
             fh.write(dumps(bundle))
+            patients += 1
+    counts = Counter(kinds)
+    counts["Bundle"] = patients
     return counts
 
 

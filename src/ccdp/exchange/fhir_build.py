@@ -100,8 +100,10 @@ def meta(profiles: tuple[str, ...]) -> Json:
 
 def resource(kind: str, key: str, profiles: tuple[str, ...], **body: Any) -> Json:
     """A resource with its deterministic id and profiles; None-valued elements left out."""
-    out: Json = {"resourceType": kind, "id": rid(kind, key), "meta": meta(profiles)}
-    out.update({k: v for k, v in body.items() if v is not None})
+    out: Json = {"resourceType": kind, "id": rid(kind, key), "meta": {"profile": list(profiles)}}
+    for name, value in body.items():
+        if value is not None:
+            out[name] = value
     return out
 
 
