@@ -1,9 +1,9 @@
 """The model's rows as FHIR R4 resources (plain dicts): one patient's Bundle at a time.
 
-Plain dicts and `json.dumps` keep a million-patient export fast; the resources are validated
-against the FHIR models and the IG profiles in the tests, not here. Every id is a UUID v5 of the
-store's key (same store, same files), and every store key is also written as an `identifier`
-with a ccdp system so that an import reads the key back exactly.
+Plain dicts (written by orjson, spelled as `json.dumps` spells them) keep a million-patient export
+fast; the resources are validated against the FHIR models and the IG profiles in the tests, not
+here. Every id is a UUID v5 of the store's key (same store, same files), and every store key is
+also written as an `identifier` with a ccdp system so that an import reads the key back exactly.
 """
 
 from __future__ import annotations
