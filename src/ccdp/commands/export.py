@@ -31,11 +31,17 @@ def export_fhir(
     ),
     replace: bool = _REPLACE,
     json_out: bool = _JSON,
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        min=1,
+        help="Worker processes writing batches of Bundles (same files whatever the number).",
+    ),
 ) -> None:
     """FHIR R4: one Bundle per patient (PanCareSurPass and mCODE profiles)."""
     from ccdp.exchange import fhir
 
-    _export("fhir", fhir.export_store, store, out, replace, json_out)
+    _export("fhir", fhir.export_store, store, out, replace, json_out, jobs=jobs)
 
 
 @export_app.command("omop")

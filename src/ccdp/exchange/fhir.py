@@ -8,18 +8,20 @@ or quarantined like any other source. Field-by-field mapping: docs/exchange/fhir
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
 
 from ccdp.exchange import fhir_codes as c
+from ccdp.exchange.fhir_build import dumps
 from ccdp.exchange.fhir_read import TABLES, FhirImportError, Rows, bundle_files, read_file
 from ccdp.exchange.fhir_write import bundles
-from ccdp.exchange.output import ExportSummary
-from ccdp.exchange.source import BATCH, patient_batches
+from ccdp.exchange.output import ExportError, ExportSummary
+from ccdp.exchange.source import BATCH, PatientBatch, patient_batches
 from ccdp.ingest.pipeline import IngestReport, ingest_frames
 from ccdp.model import load_model
 from ccdp.store import NodeStore
@@ -47,24 +49,34 @@ def export_store(
     *,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH,
+    jobs: int = 1,
 ) -> ExportSummary:
     """Write one Bundle per patient of `store` into the folder `out`, a file per batch of
-    `batch_size` patients (`progress(done_patients)` after each)."""
+    `batch_size` patients (`progress(done_patients)` after each).
+
+    With `jobs` > 1, batches are read here and written by `jobs` worker processes (the writing
+    is CPU bound Python); at most `jobs` batches wait or run at a time, so memory stays a few
+    batches whatever the store's size, and each batch still has its own file: the same files
+    as with one job."""
+    if jobs < 1:
+        raise ExportError(f"jobs must be 1 or more, not {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     done = 0
-    for batch in patient_batches(store, batch_size):
-        path = out / f"bundles-{batch.number:05d}.ndjson"
-        with path.open("w", encoding="utf-8", newline="\n") as fh:
-            for bundle in bundles(batch):
-                for entry in bundle["entry"]:
-                    counts[entry["resource"]["resourceType"]] += 1
-                counts["Bundle"] += 1
-                fh.write(json.dumps(bundle, separators=(",", ":"), ensure_ascii=False))
-                fh.write("\n")
-        done += len(batch.patient)
+
+    def finished(batch_counts: Counter[str], patients: int) -> None:
+        nonlocal done
+        counts.update(batch_counts)
+        done += patients
         if progress is not None:
             progress(done)
+
+    batches = patient_batches(store, batch_size)
+    if jobs == 1:
+        for batch in batches:
+            finished(write_batch(batch, _batch_path(out, batch)), len(batch.patient))
+    else:
+        _in_workers(batches, out, jobs, finished)
     return ExportSummary(
         format="fhir",
         standard=STANDARD,
@@ -73,6 +85,54 @@ def export_store(
         records=dict(sorted(counts.items())),
         notes=list(NOTES),
     )
+
+
+def _batch_path(out: Path, batch: PatientBatch) -> Path:
+    return out / f"bundles-{batch.number:05d}.ndjson"
+
+
+def write_batch(batch: PatientBatch, path: Path) -> Counter[str]:
+    """Write the batch's Bundles, one per line, to `path`; the resources written, by type."""
+    kinds: list[str] = []
+    patients = 0
+    with path.open("wb") as fh:
+        for bundle in bundles(batch):
+            kinds.extend([entry["resource"]["resourceType"] for entry in bundle["entry"]])
+            fh.write(dumps(bundle))
+            patients += 1
+    counts = Counter(kinds)
+    counts["Bundle"] = patients
+    return counts
+
+
+def _in_workers(
+    batches: Iterator[PatientBatch],
+    out: Path,
+    jobs: int,
+    finished: Callable[[Counter[str], int], None],
+) -> None:
+    """`write_batch` of every batch in `jobs` processes (spawned: the parent holds DuckDB's
+    threads, which a fork would copy mid-flight), at most `jobs` batches in flight."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending: dict[Future[Counter[str]], int] = {}
+
+        def settle(until: int) -> None:
+            while len(pending) > until:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    finished(future.result(), pending.pop(future))
+
+        try:
+            for batch in batches:
+                settle(jobs - 1)
+                path = _batch_path(out, batch)
+                pending[pool.submit(write_batch, batch, path)] = len(batch.patient)
+            settle(0)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def import_bundles(

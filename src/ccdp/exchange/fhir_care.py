@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ccdp.exchange import fhir_codes as c
-from ccdp.exchange.fhir_build import Json, Row, cc, coding, dar, ident, period, resource
+from ccdp.exchange.fhir_build import Json, Row, cc, coding, dar, ident, jfloat, period, resource
 
 
 def treatment(x: Row, subject: Json, reason: Json) -> Json:
@@ -97,7 +97,7 @@ def biomarker(b: Row, subject: Json, condition: Json) -> Json:
     if value is None:
         body["_valueString"] = dar()
     elif unit is not None and _is_plain_number(str(value)):
-        body["valueQuantity"] = {"value": float(value), "unit": str(unit)}
+        body["valueQuantity"] = {"value": jfloat(float(value)), "unit": str(unit)}
         if unit == "%":
             body["valueQuantity"].update(system=c.UCUM, code="%")
     else:

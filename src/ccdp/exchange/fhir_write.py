@@ -1,15 +1,16 @@
 """The model's rows as FHIR R4 resources (plain dicts): one patient's Bundle at a time.
 
-Plain dicts and `json.dumps` keep a million-patient export fast; the resources are validated
-against the FHIR models and the IG profiles in the tests, not here. Every id is a UUID v5 of the
-store's key (same store, same files), and every store key is also written as an `identifier`
-with a ccdp system so that an import reads the key back exactly.
+Plain dicts (written by orjson, spelled as `json.dumps` spells them) keep a million-patient export
+fast; the resources are validated against the FHIR models and the IG profiles in the tests, not
+here. Every id is a UUID v5 of the store's key (same store, same files), and every store key is
+also written as an `identifier` with a ccdp system so that an import reads the key back exactly.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -32,14 +33,28 @@ from ccdp.exchange.source import PatientBatch
 
 
 def records(frame: pd.DataFrame) -> list[Row]:
-    """Rows of a store frame as dicts: dates as ISO text, missing values as None."""
-    out = frame.copy()
-    for col in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[col]):
-            out[col] = out[col].dt.strftime("%Y-%m-%d")
-    out = out.astype(object).where(out.notna(), None)
-    rows: list[Row] = out.to_dict("records")
-    return rows
+    """Rows of a store frame as dicts: dates as ISO text, missing values as None, numbers and
+    booleans as Python's own; the ingest's bookkeeping columns (`_source_file` ...) left out.
+
+    Column by column (numpy's own date text, one null mask per column) rather than pandas'
+    `to_dict`, which took a third of an export's time."""
+    names = [str(n) for n in frame.columns if not str(n).startswith("_")]
+    columns = [_values(frame[n]) for n in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _values(col: pd.Series) -> list[Any]:
+    """One column as Python values (see `records`)."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        text = col.to_numpy().astype("datetime64[D]").astype(str)
+        out: list[Any] = text.tolist()
+    else:
+        out = col.tolist()
+    missing = col.isna().to_numpy()
+    if missing.any():
+        for i in missing.nonzero()[0].tolist():
+            out[i] = None
+    return out
 
 
 def _group(rows: list[Row], key: str) -> dict[str, list[Row]]:
