@@ -22,6 +22,7 @@ TINY: dict[str, list[str]] = {
     "bench_classify.py": ["--rows", "2000", "--repeat", "1"],
     "bench_cox.py": ["--rows", "3000", "--nodes", "2", "--repeat", "1"],
     "bench_event_times.py": ["--rows", "3000", "--repeat", "1"],
+    "bench_exchange.py": ["--patients", "300", "--out", "{tmp}"],
     "bench_federated.py": ["--tumours", "3000", "--nodes", "2", "--repeat", "1", "--cox"],
     "bench_glm.py": ["--rows", "3000", "--nodes", "2"],
     "bench_ingest.py": ["--patients", "300", "--out", "{tmp}"],
