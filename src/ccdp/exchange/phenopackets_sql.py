@@ -1,0 +1,374 @@
+"""Phenopacket JSON written by DuckDB: one SQL query per batch makes every line of the file.
+
+Building a protobuf message per patient and converting it with `json_format` costs about 25
+times DuckDB's own `COPY ... TO json` of the same rows; the export must stay within a few times
+that on a million patients. So the documents are assembled as text in SQL, the mapping of
+`phenopackets_build` (the reference the tests compare every document with) written as
+expressions: keys in the order and spelling `json_format` writes them (field-number order,
+lowerCamelCase), absent parts left out (`concat_ws` skips NULLs), enums as names, strings escaped
+by `to_json`, ages computed with calendar months clipped to the month's end like the reference.
+The lookups (ICD-O-3 labels, the NCIt map, local labels, fixed terms) are small temporary tables
+or CASE expressions; `metaData` is made by the protobuf builder once per set of prefixes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+from google.protobuf.json_format import MessageToDict
+
+from ccdp.exchange.phenopackets_build import PROCEDURES, Context, meta_data
+from ccdp.exchange.phenopackets_terms import (
+    LOCAL,
+    RESOURCES,
+    Terms,
+    fixed_terms,
+    morphology_labels,
+    ncit_for_icdo3,
+    topography_labels,
+)
+from ccdp.model import load_model
+
+PREFIXES = sorted([*RESOURCES, LOCAL])
+"""Every CURIE prefix the export may use; a document's prefixes are a bit mask over these."""
+
+BIT = {p: 1 << i for i, p in enumerate(PREFIXES)}
+
+
+def lit(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def obj(*members: tuple[str, str]) -> str:
+    """A JSON object from (key, SQL expression of JSON text or NULL); NULL members are left out
+    (json_format omits unset fields), in the order given (callers give field-number order)."""
+    parts = ", ".join(f"'\"{key}\":' || ({expr})" for key, expr in members)
+    return f"('{{' || concat_ws(',', {parts}) || '}}')"
+
+
+def term(ident: str, label: str) -> str:
+    """An OntologyClass from SQL expressions of its id and label."""
+    return obj(("id", f"to_json({ident})"), ("label", f"to_json({label})"))
+
+
+def const_term(ident: str, label: str) -> str:
+    return lit(json.dumps({"id": ident, "label": label}, ensure_ascii=False, separators=(",", ":")))
+
+
+def local_id(name: str, value: str) -> str:
+    """SQL of `phenopackets_terms.local_id`: the value percent-encoded (url_encode keeps the
+    same unreserved characters as urllib's quote with safe='')."""
+    return f"({lit(f'{LOCAL}:{name}.')} || url_encode({value}))"
+
+
+def nz(expr: str) -> str:
+    """Python truthiness of a text column: neither NULL nor empty."""
+    return f"coalesce({expr} <> '', false)"
+
+
+def case(expr: str, mapping: Mapping[str, str], default: str = "NULL") -> str:
+    """CASE expr WHEN key THEN value (values are SQL already) ... ELSE default END."""
+    if not mapping:
+        return default
+    whens = " ".join(f"WHEN {lit(k)} THEN {v}" for k, v in mapping.items())
+    return f"(CASE {expr} {whens} ELSE {default} END)"
+
+
+def local_label(table: str, field: str, value: str) -> str:
+    """SQL of the label `Terms.local` gives a model value (the model's words, '_' as spaces)."""
+    labels = load_model().table(table).field(field).labels or {}
+    words = {k: lit(str(v).replace("_", " ")) for k, v in labels.items()}
+    return case(value, words, f"replace({value}, '_', ' ')")
+
+
+def local_term(table: str, field: str, value: str) -> str:
+    return term(local_id(f"{table}.{field}", value), local_label(table, field, value))
+
+
+def fixed(field: str, value: str) -> tuple[str, str]:
+    """(term JSON, prefix bit) of `data/pheno_terms.csv` for `field`; NULL / 0 when unmapped."""
+    rows = {v: t for (f, v), t in fixed_terms().items() if f == field}
+    terms = case(value, {v: const_term(*t) for v, t in rows.items()})
+    bits = case(value, {v: str(BIT[t[0].split(":", 1)[0]]) for v, t in rows.items()}, "0")
+    return terms, bits
+
+
+AGE_MACRO = """
+CREATE OR REPLACE TEMP MACRO pp_months(b, w) AS
+  (year(w) - year(b)) * 12 + month(w) - month(b)
+  - CASE WHEN (year(w) - year(b)) * 12 + month(w) - month(b) > 0
+          AND CAST(b + to_months((year(w) - year(b)) * 12 + month(w) - month(b)) AS DATE) > w
+         THEN 1 ELSE 0 END;
+CREATE OR REPLACE TEMP MACRO pp_ymd(m, d, mon) AS
+  CASE WHEN mon THEN coalesce(nullif(
+         'P' || CASE WHEN m // 12 > 0 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
+             || CASE WHEN m % 12 > 0 THEN (m % 12)::VARCHAR || 'M' ELSE '' END, 'P'), 'P0M')
+       ELSE coalesce(nullif(
+         'P' || CASE WHEN m // 12 > 0 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
+             || CASE WHEN m % 12 > 0 THEN (m % 12)::VARCHAR || 'M' ELSE '' END
+             || CASE WHEN d > 0 THEN d::VARCHAR || 'D' ELSE '' END, 'P'), 'P0D') END;
+CREATE OR REPLACE TEMP MACRO pp_age_m(b, w, mon, m) AS
+  pp_ymd(m, w - CAST(b + to_months(m) AS DATE), mon);
+CREATE OR REPLACE TEMP MACRO pp_age(b, w, mon) AS
+  CASE WHEN b IS NULL OR w IS NULL OR w < b THEN NULL
+       ELSE pp_age_m(b, w, mon, pp_months(b, w)) END;
+"""
+"""`phenopackets_terms.age` in SQL: whole months (the calendar difference, one less when the
+birth date plus that many months, day clipped to the month's end, passes the date), then days
+left over (none for a birth date known to the month)."""
+
+
+def time_element(when: str) -> str:
+    """A TimeElement (an age) for the date expression `when`; NULL when there is no age."""
+    return f"""('{{"age":{{"iso8601duration":"' || pp_age(_birth, {when}, _mon) || '"}}}}')"""
+
+
+def create_lookups(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
+    """The temporary tables and macros the batch query uses (on this connection only)."""
+    con.execute(AGE_MACRO)
+    _table(con, "pp_morph", "code VARCHAR, label VARCHAR", morphology_labels().items())
+    _table(con, "pp_topo", "code VARCHAR, label VARCHAR", topography_labels().items())
+    ncit = [(m, b, i, lab) for (m, b), (i, lab) in ncit_for_icdo3().items()]
+    _table(con, "pp_ncit", "morphology VARCHAR, behaviour INTEGER, id VARCHAR, label VARCHAR", ncit)
+    _table(con, "pp_meta", "mask INTEGER, json VARCHAR", meta_rows(ctx))
+
+
+def _table(
+    con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+    data = list(rows)
+    if data:
+        marks = ", ".join("?" for _ in data[0])
+        con.executemany(f"INSERT INTO {name} VALUES ({marks})", data)
+
+
+def meta_rows(ctx: Context) -> list[tuple[int, str]]:
+    """`metaData` JSON for every set of prefixes, made by the protobuf builder (json_format)."""
+    rows = []
+    for mask in range(1 << len(PREFIXES)):
+        used = {p for p in PREFIXES if mask & BIT[p]}
+        doc = MessageToDict(meta_data(ctx, Terms(used=used)))
+        rows.append((mask, json.dumps(doc, ensure_ascii=False, separators=(",", ":"))))
+    return rows
+
+
+@dataclass(frozen=True)
+class Parts:
+    """SQL of each document part, made once (the model's labels are read at build time)."""
+
+    tumour: str
+    specimen: str
+    treatment: str
+    biomarker: str
+    patient: str
+
+
+def _tumour_select() -> str:
+    lat, lat_bit = fixed("tumour.laterality", "x.laterality")
+    system = "coalesce(nullif(x.stage_system, ''), 'unspecified')"
+    words = (
+        f"CASE WHEN {system} <> 'unspecified' "
+        f"THEN {local_label('tumour', 'stage_system', system)} ELSE '' END"
+    )
+    stage = term(
+        local_id("tumour.stage", f"{system} || '.' || x.stage"),
+        f"trim({words} || ' stage ' || x.stage, ' \t\n\r\x0b\x0c')",
+    )
+    hist = term(
+        "'ICDO3:' || x.morphology || '/' || x.behaviour::INTEGER",
+        "coalesce(mo.label, 'ICD-O-3 ' || x.morphology) || ' (' || x.morphology || '/' "
+        "|| x.behaviour::INTEGER || ')'",
+    )
+    site = term("'ICDO3:' || x.topography", "coalesce(tp.label, 'ICD-O-3 ' || x.topography)")
+    return f"""
+    SELECT x.tumour_id, x.patient_id, x.diagnosis_date, p._birth, p._mon, x.stage, x.laterality,
+           {hist} AS _hist, {site} AS _site,
+           CASE WHEN nc.id IS NULL THEN {hist} ELSE {term("nc.id", "nc.label")} END AS _dx,
+           CASE WHEN nc.id IS NULL THEN {BIT["ICDO3"]} ELSE {BIT["NCIT"]} END AS _dx_bit,
+           {system} AS _system, {stage} AS _stage, {lat} AS _lat,
+           {BIT["ICDO3"]} | {lat_bit} | CASE WHEN {nz("x.stage")} THEN {BIT[LOCAL]} ELSE 0 END
+             AS _bits
+    FROM tumour x JOIN p USING (patient_id)
+    LEFT JOIN pp_morph mo ON mo.code = x.morphology
+    LEFT JOIN pp_topo tp ON tp.code = x.topography
+    LEFT JOIN pp_ncit nc ON nc.morphology = x.morphology AND nc.behaviour = x.behaviour"""
+
+
+def _disease() -> str:
+    return obj(
+        ("term", "_hist"),
+        ("onset", time_element("diagnosis_date")),
+        ("diseaseStage", f"CASE WHEN {nz('stage')} THEN '[' || _stage || ']' END"),
+        ("primarySite", "_site"),
+        ("laterality", "_lat"),
+    )
+
+
+def _specimen() -> str:
+    tissue, tissue_bit = fixed("specimen.type", "s.type")
+    sampled = f"coalesce({tissue}, CASE WHEN s.type = 'tumour_tissue' THEN t._site END)"
+    sampled_bit = f"(CASE WHEN {tissue_bit} > 0 THEN {tissue_bit} WHEN s.type = 'tumour_tissue' "
+    sampled_bit += f"THEN {BIT['ICDO3']} ELSE 0 END)"
+    has_type = nz("s.type")
+    doc = obj(
+        ("id", "to_json(s.specimen_id)"),
+        ("individualId", "to_json(t.patient_id)"),
+        (
+            "description",
+            "to_json('available for research: ' || CASE WHEN s.available THEN 'yes' "
+            "ELSE 'no' END)",
+        ),
+        ("sampledTissue", f"CASE WHEN {has_type} THEN {sampled} END"),
+        ("sampleType", f"CASE WHEN {has_type} THEN {local_term('specimen', 'type', 's.type')} END"),
+        ("timeOfCollection", time_element("s.collection_date")),
+        ("histologicalDiagnosis", "t._dx"),
+    )
+    bits = f"t._dx_bit | CASE WHEN {has_type} THEN {BIT[LOCAL]} | {sampled_bit} ELSE 0 END"
+    return f"""
+    SELECT t.patient_id, string_agg({doc}, ',' ORDER BY s.specimen_id) AS docs,
+           bit_or({bits}) AS bits, count(*) AS n
+    FROM specimen s JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+
+
+def _treatment() -> str:
+    has_agent = nz("x.agent")
+    what = (
+        f"CASE WHEN {has_agent} THEN {term(local_id('treatment.agent', 'x.agent'), 'x.agent')} "
+        f"ELSE {local_term('treatment', 'type', 'x.type')} END"
+    )
+    procedure = obj(
+        ("code", what),
+        ("bodySite", "CASE WHEN x.type = 'surgery' THEN t._site END"),
+        ("performed", time_element("x.start_date")),
+    )
+    kind = local_label("treatment", "type", "x.type")
+    reference = obj(
+        ("id", f"to_json({local_id('treatment.protocol', 'x.protocol')})"),
+        (
+            "description",
+            f"to_json({kind} || ': ' || x.protocol "
+            f"|| CASE WHEN {has_agent} THEN ' (' || x.agent || ')' ELSE '' END)",
+        ),
+    )
+    has_protocol = nz("x.protocol")
+    regimen = obj(
+        ("externalReference", f"CASE WHEN {has_protocol} THEN {reference} END"),
+        ("ontologyClass", f"CASE WHEN NOT {has_protocol} THEN {what} END"),
+        ("startTime", time_element("x.start_date")),
+        ("endTime", time_element("x.end_date")),
+        (
+            "regimenStatus",
+            "CASE WHEN x.end_date IS NOT NULL THEN '\"COMPLETED\"' "
+            "WHEN x.start_date IS NOT NULL THEN '\"STARTED\"' END",
+        ),
+    )
+    kinds = ", ".join(lit(k) for k in sorted(PROCEDURES))
+    is_proc = f"coalesce(x.type IN ({kinds}), false)"
+    doc = obj(
+        ("procedure", f"CASE WHEN {is_proc} THEN {procedure} END"),
+        ("therapeuticRegimen", f"CASE WHEN NOT {is_proc} THEN {regimen} END"),
+        ("treatmentTarget", "t._hist"),
+    )
+    return f"""
+    SELECT t.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
+           {BIT[LOCAL] | BIT["ICDO3"]} AS bits, count(*) AS n
+    FROM treatment x JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+
+
+def _number() -> str:
+    """The biomarker value as JSON (json_format's names for non-finite doubles); NULL for 0,
+    which json_format leaves out as the default."""
+    return (
+        "CASE WHEN _num = 0 THEN NULL WHEN isnan(_num) THEN '\"NaN\"' "
+        "WHEN isinf(_num) AND _num > 0 THEN '\"Infinity\"' "
+        "WHEN isinf(_num) THEN '\"-Infinity\"' ELSE to_json(_num)::VARCHAR END"
+    )
+
+
+def _biomarker() -> str:
+    unit = "coalesce(nullif(x.unit, ''), '1')"
+    unit_term = (
+        f"CASE WHEN x.unit = '%' THEN {const_term('UCUM:%', 'percent')} "
+        f"ELSE {term(local_id('biomarker.unit', unit), unit)} END"
+    )
+    quantity = obj(("unit", unit_term), ("value", _number()))
+    value = (
+        f"CASE WHEN _num IS NOT NULL THEN '{{\"quantity\":' || {quantity} || '}}' "
+        "WHEN x.value IS NOT NULL THEN '{\"ontologyClass\":' || "
+        f"{term(local_id('biomarker.value', 'x.value'), 'x.value')} || '}}' END"
+    )
+    doc = obj(
+        ("description", "to_json('tumour ' || x.tumour_id)"),
+        ("assay", term(local_id("biomarker.marker", "x.marker"), "x.marker")),
+        ("value", value),
+        ("timeObserved", time_element("x.date")),
+    )
+    bits = f"{BIT[LOCAL]} | CASE WHEN _num IS NOT NULL AND x.unit = '%' THEN {BIT['UCUM']} ELSE 0 END"
+    return f"""
+    SELECT t.patient_id,
+           string_agg({doc}, ',' ORDER BY x.tumour_id, x.marker, x.date) AS docs,
+           bit_or({bits}) AS bits, count(*) AS n
+    FROM (SELECT *, TRY_CAST(value AS DOUBLE) AS _num FROM biomarker) x
+    JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+
+
+def _subject() -> str:
+    dead = "p.vital_status = 'dead'"
+    last = "coalesce(p.death_date, p.last_contact_date)"
+    survival = f"{last} - d.first_dx"
+    vital = obj(
+        ("status", case("p.vital_status", {"alive": "'\"ALIVE\"'", "dead": "'\"DECEASED\"'"})),
+        ("timeOfDeath", f"CASE WHEN {dead} THEN {time_element('p.death_date')} END"),
+        (
+            "causeOfDeath",
+            f"CASE WHEN {dead} AND {nz('p.cause_of_death')} "
+            f"THEN {local_term('patient', 'cause_of_death', 'p.cause_of_death')} END",
+        ),
+        ("survivalTimeInDays", f"CASE WHEN {survival} > 0 THEN ({survival})::VARCHAR END"),
+    )
+    human, _ = fixed("individual.taxonomy", "'human'")
+    return obj(
+        ("id", "to_json(p.patient_id)"),
+        ("timeAtLastEncounter", time_element(f"coalesce({last}, d.first_dx)")),
+        ("vitalStatus", vital),
+        ("sex", case("p.sex", {"male": "'\"MALE\"'", "female": "'\"FEMALE\"'"})),
+        ("taxonomy", human),
+    )
+
+
+def _patient_bits() -> str:
+    cause = f"p.vital_status = 'dead' AND {nz('p.cause_of_death')}"
+    return f"{BIT['NCBITaxon']} | CASE WHEN {cause} THEN {BIT[LOCAL]} ELSE 0 END"
+
+
+def batch_query(key_table: str) -> str:
+    """The query of one batch (parameter: the batch number in `key_table`): one row per
+    patient, in key order, with the document's line and its element counts."""
+    lists = [("measurements", "b"), ("biosamples", "s"), ("diseases", "d"), ("medicalActions", "x")]
+    body = " || ".join(f"coalesce(',\"{k}\":[' || {a}.docs || ']', '')" for k, a in lists)
+    bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
+    doc = f"""'{{"id":' || to_json(p.patient_id) || ',"subject":' || {_subject()} || {body}
+        || ',"metaData":' || meta.json || '}}'"""
+    return f"""
+    WITH p AS (
+      SELECT x.*, x.birth_date AS _birth, coalesce(x.birth_date_precision = 'month', false) AS _mon
+      FROM patient x JOIN {key_table} k USING (patient_id) WHERE k.b = $1),
+    t AS ({_tumour_select()}),
+    d AS (SELECT patient_id, string_agg({_disease()}, ',' ORDER BY tumour_id) AS docs,
+                 min(diagnosis_date) AS first_dx, bit_or(_bits) AS bits, count(*) AS n
+          FROM t GROUP BY patient_id),
+    s AS ({_specimen()}),
+    x AS ({_treatment()}),
+    b AS ({_biomarker()})
+    SELECT {doc} AS line, coalesce(d.n, 0) AS diseases, coalesce(s.n, 0) AS biosamples,
+           coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
+    FROM p LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
+    LEFT JOIN x USING (patient_id) LEFT JOIN b USING (patient_id)
+    JOIN pp_meta meta ON meta.mask = ({_patient_bits()}) | {bits}
+    ORDER BY p.patient_id"""
