@@ -99,33 +99,40 @@ def fixed(field: str, value: str) -> tuple[str, str]:
 
 
 AGE_MACRO = """
-CREATE OR REPLACE TEMP MACRO pp_months(b, w) AS
-  (year(w) - year(b)) * 12 + month(w) - month(b)
-  - CASE WHEN (year(w) - year(b)) * 12 + month(w) - month(b) > 0
-          AND CAST(b + to_months((year(w) - year(b)) * 12 + month(w) - month(b)) AS DATE) > w
-         THEN 1 ELSE 0 END;
-CREATE OR REPLACE TEMP MACRO pp_ymd(m, d, mon) AS
-  CASE WHEN mon THEN coalesce(nullif(
-         'P' || CASE WHEN m // 12 > 0 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
-             || CASE WHEN m % 12 > 0 THEN (m % 12)::VARCHAR || 'M' ELSE '' END, 'P'), 'P0M')
-       ELSE coalesce(nullif(
-         'P' || CASE WHEN m // 12 > 0 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
-             || CASE WHEN m % 12 > 0 THEN (m % 12)::VARCHAR || 'M' ELSE '' END
-             || CASE WHEN d > 0 THEN d::VARCHAR || 'D' ELSE '' END, 'P'), 'P0D') END;
-CREATE OR REPLACE TEMP MACRO pp_age_m(b, w, mon, m) AS
-  pp_ymd(m, w - CAST(b + to_months(m) AS DATE), mon);
-CREATE OR REPLACE TEMP MACRO pp_age(b, w, mon) AS
-  CASE WHEN b IS NULL OR w IS NULL OR w < b THEN NULL
-       ELSE pp_age_m(b, w, mon, pp_months(b, w)) END;
+CREATE OR REPLACE TEMP MACRO pp_short(b, w) AS
+  day(w) < least(day(b), day(last_day(w)));
+CREATE OR REPLACE TEMP MACRO pp_m(b, w) AS
+  (year(w) - year(b)) * 12 + month(w) - month(b) - pp_short(b, w)::INTEGER;
+CREATE OR REPLACE TEMP MACRO pp_d(b, w) AS
+  CASE WHEN pp_short(b, w)
+       THEN day(w - day(w)::INTEGER) - least(day(b), day(w - day(w)::INTEGER)) + day(w)
+       ELSE day(w) - least(day(b), day(last_day(w))) END;
+CREATE OR REPLACE TEMP MACRO pp_fmt(m, d, mon) AS
+  CASE WHEN m < 0 THEN NULL
+       WHEN m = 0 AND mon THEN 'P0M'
+       WHEN m = 0 AND d = 0 THEN 'P0D'
+       ELSE 'P' || CASE WHEN m >= 12 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
+                || CASE WHEN m % 12 > 0 THEN (m % 12)::VARCHAR || 'M' ELSE '' END
+                || CASE WHEN mon OR d = 0 THEN '' ELSE d::VARCHAR || 'D' END END;
 """
-"""`phenopackets_terms.age` in SQL: whole months (the calendar difference, one less when the
-birth date plus that many months, day clipped to the month's end, passes the date), then days
-left over (none for a birth date known to the month)."""
+"""`phenopackets_terms.age` in integer arithmetic: whole months are the calendar difference, one
+less when the date's day is before the birth day clipped to the date's month's end (`pp_short`:
+the birth date plus those months would pass the date); days are counted from the birth day
+clipped in the date's month, or in the month before when short. A date before birth gives a
+negative month count (no age). Months and days are computed once per date as columns
+(`age_columns`), then formatted: a macro's arguments are expanded as text, so nesting the
+calendar arithmetic in the formatting would compute it several times per age."""
 
 
-def time_element(when: str) -> str:
-    """A TimeElement (an age) for the date expression `when`; NULL when there is no age."""
-    return f"""('{{"age":{{"iso8601duration":"' || pp_age(_birth, {when}, _mon) || '"}}}}')"""
+def age_columns(birth: str, when: str, name: str) -> str:
+    """Select-list columns `_m_<name>`, `_d_<name>`: whole months and days from birth."""
+    return f"pp_m({birth}, {when}) AS _m_{name}, pp_d({birth}, {when}) AS _d_{name}"
+
+
+def time_element(name: str) -> str:
+    """A TimeElement (an age) from the columns of `age_columns`; NULL when there is no age."""
+    age = f"pp_fmt(_m_{name}, _d_{name}, _mon)"
+    return f"""('{{"age":{{"iso8601duration":"' || {age} || '"}}}}')"""
 
 
 def create_lookups(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
@@ -188,6 +195,7 @@ def _tumour_select() -> str:
     site = term("'ICDO3:' || x.topography", "coalesce(tp.label, 'ICD-O-3 ' || x.topography)")
     return f"""
     SELECT x.tumour_id, x.patient_id, x.diagnosis_date, p._birth, p._mon, x.stage, x.laterality,
+           {age_columns("p._birth", "x.diagnosis_date", "dx")},
            {hist} AS _hist, {site} AS _site,
            CASE WHEN nc.id IS NULL THEN {hist} ELSE {term("nc.id", "nc.label")} END AS _dx,
            CASE WHEN nc.id IS NULL THEN {BIT["ICDO3"]} ELSE {BIT["NCIT"]} END AS _dx_bit,
@@ -203,7 +211,7 @@ def _tumour_select() -> str:
 def _disease() -> str:
     return obj(
         ("term", "_hist"),
-        ("onset", time_element("diagnosis_date")),
+        ("onset", time_element("dx")),
         ("diseaseStage", f"CASE WHEN {nz('stage')} THEN '[' || _stage || ']' END"),
         ("primarySite", "_site"),
         ("laterality", "_lat"),
@@ -212,13 +220,13 @@ def _disease() -> str:
 
 def _specimen() -> str:
     tissue, tissue_bit = fixed("specimen.type", "s.type")
-    sampled = f"coalesce({tissue}, CASE WHEN s.type = 'tumour_tissue' THEN t._site END)"
+    sampled = f"coalesce({tissue}, CASE WHEN s.type = 'tumour_tissue' THEN s._site END)"
     sampled_bit = f"(CASE WHEN {tissue_bit} > 0 THEN {tissue_bit} WHEN s.type = 'tumour_tissue' "
     sampled_bit += f"THEN {BIT['ICDO3']} ELSE 0 END)"
     has_type = nz("s.type")
     doc = obj(
         ("id", "to_json(s.specimen_id)"),
-        ("individualId", "to_json(t.patient_id)"),
+        ("individualId", "to_json(s.patient_id)"),
         (
             "description",
             "to_json('available for research: ' || CASE WHEN s.available THEN 'yes' "
@@ -226,14 +234,17 @@ def _specimen() -> str:
         ),
         ("sampledTissue", f"CASE WHEN {has_type} THEN {sampled} END"),
         ("sampleType", f"CASE WHEN {has_type} THEN {local_term('specimen', 'type', 's.type')} END"),
-        ("timeOfCollection", time_element("s.collection_date")),
-        ("histologicalDiagnosis", "t._dx"),
+        ("timeOfCollection", time_element("collected")),
+        ("histologicalDiagnosis", "s._dx"),
     )
-    bits = f"t._dx_bit | CASE WHEN {has_type} THEN {BIT[LOCAL]} | {sampled_bit} ELSE 0 END"
+    bits = f"s._dx_bit | CASE WHEN {has_type} THEN {BIT[LOCAL]} | {sampled_bit} ELSE 0 END"
     return f"""
-    SELECT t.patient_id, string_agg({doc}, ',' ORDER BY s.specimen_id) AS docs,
+    SELECT s.patient_id, string_agg({doc}, ',' ORDER BY s.specimen_id) AS docs,
            bit_or({bits}) AS bits, count(*) AS n
-    FROM specimen s JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+    FROM (SELECT s.*, t.patient_id, t._site, t._dx, t._dx_bit, t._mon,
+                 {age_columns("t._birth", "s.collection_date", "collected")}
+          FROM specimen s JOIN t USING (tumour_id)) s
+    GROUP BY s.patient_id"""
 
 
 def _treatment() -> str:
@@ -244,8 +255,8 @@ def _treatment() -> str:
     )
     procedure = obj(
         ("code", what),
-        ("bodySite", "CASE WHEN x.type = 'surgery' THEN t._site END"),
-        ("performed", time_element("x.start_date")),
+        ("bodySite", "CASE WHEN x.type = 'surgery' THEN x._site END"),
+        ("performed", time_element("start")),
     )
     kind = local_label("treatment", "type", "x.type")
     reference = obj(
@@ -260,8 +271,8 @@ def _treatment() -> str:
     regimen = obj(
         ("externalReference", f"CASE WHEN {has_protocol} THEN {reference} END"),
         ("ontologyClass", f"CASE WHEN NOT {has_protocol} THEN {what} END"),
-        ("startTime", time_element("x.start_date")),
-        ("endTime", time_element("x.end_date")),
+        ("startTime", time_element("start")),
+        ("endTime", time_element("end")),
         (
             "regimenStatus",
             "CASE WHEN x.end_date IS NOT NULL THEN '\"COMPLETED\"' "
@@ -273,12 +284,16 @@ def _treatment() -> str:
     doc = obj(
         ("procedure", f"CASE WHEN {is_proc} THEN {procedure} END"),
         ("therapeuticRegimen", f"CASE WHEN NOT {is_proc} THEN {regimen} END"),
-        ("treatmentTarget", "t._hist"),
+        ("treatmentTarget", "x._hist"),
     )
     return f"""
-    SELECT t.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
+    SELECT x.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
            {BIT[LOCAL] | BIT["ICDO3"]} AS bits, count(*) AS n
-    FROM treatment x JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+    FROM (SELECT x.*, t.patient_id, t._site, t._hist, t._mon,
+                 {age_columns("t._birth", "x.start_date", "start")},
+                 {age_columns("t._birth", "x.end_date", "end")}
+          FROM treatment x JOIN t USING (tumour_id)) x
+    GROUP BY x.patient_id"""
 
 
 def _number() -> str:
@@ -307,15 +322,17 @@ def _biomarker() -> str:
         ("description", "to_json('tumour ' || x.tumour_id)"),
         ("assay", term(local_id("biomarker.marker", "x.marker"), "x.marker")),
         ("value", value),
-        ("timeObserved", time_element("x.date")),
+        ("timeObserved", time_element("observed")),
     )
     bits = f"{BIT[LOCAL]} | CASE WHEN _num IS NOT NULL AND x.unit = '%' THEN {BIT['UCUM']} ELSE 0 END"
     return f"""
-    SELECT t.patient_id,
+    SELECT x.patient_id,
            string_agg({doc}, ',' ORDER BY x.tumour_id, x.marker, x.date) AS docs,
            bit_or({bits}) AS bits, count(*) AS n
-    FROM (SELECT *, TRY_CAST(value AS DOUBLE) AS _num FROM biomarker) x
-    JOIN t USING (tumour_id) GROUP BY t.patient_id"""
+    FROM (SELECT x.*, TRY_CAST(x.value AS DOUBLE) AS _num, t.patient_id, t._mon,
+                 {age_columns("t._birth", "x.date", "observed")}
+          FROM biomarker x JOIN t USING (tumour_id)) x
+    GROUP BY x.patient_id"""
 
 
 def _subject() -> str:
@@ -324,7 +341,7 @@ def _subject() -> str:
     survival = f"{last} - d.first_dx"
     vital = obj(
         ("status", case("p.vital_status", {"alive": "'\"ALIVE\"'", "dead": "'\"DECEASED\"'"})),
-        ("timeOfDeath", f"CASE WHEN {dead} THEN {time_element('p.death_date')} END"),
+        ("timeOfDeath", f"CASE WHEN {dead} THEN {time_element('death')} END"),
         (
             "causeOfDeath",
             f"CASE WHEN {dead} AND {nz('p.cause_of_death')} "
@@ -335,7 +352,7 @@ def _subject() -> str:
     human, _ = fixed("individual.taxonomy", "'human'")
     return obj(
         ("id", "to_json(p.patient_id)"),
-        ("timeAtLastEncounter", time_element(f"coalesce({last}, d.first_dx)")),
+        ("timeAtLastEncounter", time_element("last")),
         ("vitalStatus", vital),
         ("sex", case("p.sex", {"male": "'\"MALE\"'", "female": "'\"FEMALE\"'"})),
         ("taxonomy", human),
@@ -350,6 +367,7 @@ def _patient_bits() -> str:
 def batch_query(key_table: str) -> str:
     """The query of one batch (parameter: the batch number in `key_table`): one row per
     patient, in key order, with the document's line and its element counts."""
+    last_seen = "coalesce(p.death_date, p.last_contact_date, d.first_dx)"
     lists = [("measurements", "b"), ("biosamples", "s"), ("diseases", "d"), ("medicalActions", "x")]
     body = " || ".join(f"coalesce(',\"{k}\":[' || {a}.docs || ']', '')" for k, a in lists)
     bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
@@ -368,7 +386,10 @@ def batch_query(key_table: str) -> str:
     b AS ({_biomarker()})
     SELECT {doc} AS line, coalesce(d.n, 0) AS diseases, coalesce(s.n, 0) AS biosamples,
            coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
-    FROM p LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
+    FROM (SELECT p.*, {age_columns("p._birth", "p.death_date", "death")},
+                 {age_columns("p._birth", last_seen, "last")}
+          FROM p LEFT JOIN d USING (patient_id)) p
+    LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
     LEFT JOIN x USING (patient_id) LEFT JOIN b USING (patient_id)
     JOIN pp_meta meta ON meta.mask = ({_patient_bits()}) | {bits}
     ORDER BY p.patient_id"""
