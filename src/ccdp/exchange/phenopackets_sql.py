@@ -26,6 +26,7 @@ from ccdp.exchange.phenopackets_terms import (
     LOCAL,
     RESOURCES,
     Terms,
+    _local_term,
     fixed_terms,
     morphology_labels,
     ncit_for_icdo3,
@@ -57,6 +58,7 @@ def term(ident: str, label: str) -> str:
 
 
 def const_term(ident: str, label: str) -> str:
+    """A constant OntologyClass as a SQL literal of its JSON."""
     return lit(json.dumps({"id": ident, "label": label}, ensure_ascii=False, separators=(",", ":")))
 
 
@@ -87,7 +89,12 @@ def local_label(table: str, field: str, value: str) -> str:
 
 
 def local_term(table: str, field: str, value: str) -> str:
-    return term(local_id(f"{table}.{field}", value), local_label(table, field, value))
+    """The OntologyClass `Terms.local` makes: constant JSON for the model's listed values (made
+    by `phenopackets_terms`), built in SQL for any other value."""
+    labels = load_model().table(table).field(field).labels or {}
+    known = {v: const_term(*_local_term(table, field, v)) for v in labels}
+    built = term(local_id(f"{table}.{field}", value), local_label(table, field, value))
+    return case(value, known, built)
 
 
 def fixed(field: str, value: str) -> tuple[str, str]:
@@ -247,18 +254,22 @@ def _specimen() -> str:
     GROUP BY s.patient_id"""
 
 
+def _what() -> str:
+    """The agent as a local term when given, else the treatment type (`_what` of the
+    reference)."""
+    agent = term(local_id("treatment.agent", "x.agent"), "x.agent")
+    return f"CASE WHEN {nz('x.agent')} THEN {agent} ELSE {local_term('treatment', 'type', 'x.type')} END"
+
+
 def _treatment() -> str:
     has_agent = nz("x.agent")
-    what = (
-        f"CASE WHEN {has_agent} THEN {term(local_id('treatment.agent', 'x.agent'), 'x.agent')} "
-        f"ELSE {local_term('treatment', 'type', 'x.type')} END"
-    )
+    what = "x._what"
     procedure = obj(
         ("code", what),
         ("bodySite", "CASE WHEN x.type = 'surgery' THEN x._site END"),
         ("performed", time_element("start")),
     )
-    kind = local_label("treatment", "type", "x.type")
+    kind = "x._kind"
     reference = obj(
         ("id", f"to_json({local_id('treatment.protocol', 'x.protocol')})"),
         (
@@ -289,7 +300,8 @@ def _treatment() -> str:
     return f"""
     SELECT x.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
            {BIT[LOCAL] | BIT["ICDO3"]} AS bits, count(*) AS n
-    FROM (SELECT x.*, t.patient_id, t._site, t._hist, t._mon,
+    FROM (SELECT x.*, t.patient_id, t._site, t._hist, t._mon, {_what()} AS _what,
+                 {local_label("treatment", "type", "x.type")} AS _kind,
                  {age_columns("t._birth", "x.start_date", "start")},
                  {age_columns("t._birth", "x.end_date", "end")}
           FROM treatment x JOIN t USING (tumour_id)) x
@@ -377,7 +389,7 @@ def batch_query(key_table: str) -> str:
     WITH p AS (
       SELECT x.*, x.birth_date AS _birth, coalesce(x.birth_date_precision = 'month', false) AS _mon
       FROM patient x JOIN {key_table} k USING (patient_id) WHERE k.b = $1),
-    t AS ({_tumour_select()}),
+    t AS MATERIALIZED ({_tumour_select()}),
     d AS (SELECT patient_id, string_agg({_disease()}, ',' ORDER BY tumour_id) AS docs,
                  min(diagnosis_date) AS first_dx, bit_or(_bits) AS bits, count(*) AS n
           FROM t GROUP BY patient_id),
