@@ -87,7 +87,7 @@ def _write_batch(
     con: duckdb.DuckDBPyConnection, sql: str, b: int, path: Path, counts: dict[str, int]
 ) -> None:
     """One batch's lines, made by DuckDB and written in one write."""
-    table = con.execute(sql, [b]).to_arrow_table()
+    table = con.sql(sql, params=[b]).to_arrow_table()
     lines = table.column("line").to_pylist()
     with path.open("w", encoding="utf-8") as fh:
         fh.write("".join(line + "\n" for line in lines))

@@ -115,7 +115,7 @@ CREATE OR REPLACE TEMP MACRO pp_d(b, w) AS
        THEN day(w - day(w)::INTEGER) - least(day(b), day(w - day(w)::INTEGER)) + day(w)
        ELSE day(w) - least(day(b), day(last_day(w))) END;
 CREATE OR REPLACE TEMP MACRO pp_fmt(m, d, mon) AS
-  CASE WHEN m < 0 THEN NULL
+  CASE WHEN m IS NULL OR m < 0 THEN NULL
        WHEN m = 0 AND mon THEN 'P0M'
        WHEN m = 0 AND d = 0 THEN 'P0D'
        ELSE 'P' || CASE WHEN m >= 12 THEN (m // 12)::VARCHAR || 'Y' ELSE '' END
@@ -237,7 +237,7 @@ def _specimen() -> str:
         (
             "description",
             "to_json('available for research: ' || CASE WHEN s.available THEN 'yes' "
-            "ELSE 'no' END)",
+            "WHEN NOT s.available THEN 'no' END)",
         ),
         ("sampledTissue", f"CASE WHEN {has_type} THEN {sampled} END"),
         ("sampleType", f"CASE WHEN {has_type} THEN {local_term('specimen', 'type', 's.type')} END"),
