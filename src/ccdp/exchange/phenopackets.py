@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,11 +51,11 @@ def export_store(
     con = store.con.cursor()
     counts = {"Phenopacket": 0, "Disease": 0, "Biosample": 0, "MedicalAction": 0, "Measurement": 0}
     try:
-        batches = _number_patients(con, BATCH)
+        ranges = _number_patients(con, BATCH)
         create_lookups(con, ctx)
         sql = batch_query(_KEYS)
-        for b in range(batches):
-            _write_batch(con, sql, b, out / FILE_PATTERN.format(b), counts)
+        for b, keys in enumerate(ranges):
+            _write_batch(con, sql, [b, *keys], out / FILE_PATTERN.format(b), counts)
             if progress is not None:
                 progress(counts["Phenopacket"])
     finally:
@@ -73,21 +74,26 @@ def export_store(
 _KEYS = "_pp_key"
 
 
-def _number_patients(con: duckdb.DuckDBPyConnection, size: int) -> int:
-    """Number patients by key into batches of `size` (as `source.patient_batches` does)."""
+def _number_patients(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple[str, ...]]:
+    """Number patients by key into batches of `size` (as `source.patient_batches` does); for
+    each batch, its first and last patient key and its tumours' first and last key."""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {_KEYS} AS SELECT patient_id, "
         f"(row_number() OVER (ORDER BY patient_id) - 1) // {int(size)} AS b FROM patient"
     )
-    row = con.execute(f"SELECT coalesce(max(b) + 1, 0) FROM {_KEYS}").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute(
+        f"SELECT k.b, min(k.patient_id), max(k.patient_id), "
+        f"coalesce(min(t.tumour_id), ''), coalesce(max(t.tumour_id), '') "
+        f"FROM {_KEYS} k LEFT JOIN tumour t USING (patient_id) GROUP BY k.b ORDER BY k.b"
+    ).fetchall()
+    return [tuple(str(v) for v in row[1:]) for row in rows]
 
 
 def _write_batch(
-    con: duckdb.DuckDBPyConnection, sql: str, b: int, path: Path, counts: dict[str, int]
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], path: Path, counts: dict[str, int]
 ) -> None:
     """One batch's lines, made by DuckDB and written in one write."""
-    table = con.sql(sql, params=[b]).to_arrow_table()
+    table = con.sql(sql, params=params).to_arrow_table()
     lines = table.column("line").to_pylist()
     with path.open("w", encoding="utf-8") as fh:
         fh.write("".join(line + "\n" for line in lines))

@@ -212,7 +212,8 @@ def _tumour_select() -> str:
     FROM tumour x JOIN p USING (patient_id)
     LEFT JOIN pp_morph mo ON mo.code = x.morphology
     LEFT JOIN pp_topo tp ON tp.code = x.topography
-    LEFT JOIN pp_ncit nc ON nc.morphology = x.morphology AND nc.behaviour = x.behaviour"""
+    LEFT JOIN pp_ncit nc ON nc.morphology = x.morphology AND nc.behaviour = x.behaviour
+    WHERE x.patient_id BETWEEN $2 AND $3"""
 
 
 def _disease() -> str:
@@ -250,7 +251,7 @@ def _specimen() -> str:
            bit_or({bits}) AS bits, count(*) AS n
     FROM (SELECT s.*, t.patient_id, t._site, t._dx, t._dx_bit, t._mon,
                  {age_columns("t._birth", "s.collection_date", "collected")}
-          FROM specimen s JOIN t USING (tumour_id)) s
+          FROM specimen s JOIN t USING (tumour_id) WHERE s.tumour_id BETWEEN $4 AND $5) s
     GROUP BY s.patient_id"""
 
 
@@ -304,7 +305,7 @@ def _treatment() -> str:
                  {local_label("treatment", "type", "x.type")} AS _kind,
                  {age_columns("t._birth", "x.start_date", "start")},
                  {age_columns("t._birth", "x.end_date", "end")}
-          FROM treatment x JOIN t USING (tumour_id)) x
+          FROM treatment x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5) x
     GROUP BY x.patient_id"""
 
 
@@ -343,7 +344,7 @@ def _biomarker() -> str:
            bit_or({bits}) AS bits, count(*) AS n
     FROM (SELECT x.*, TRY_CAST(x.value AS DOUBLE) AS _num, t.patient_id, t._mon,
                  {age_columns("t._birth", "x.date", "observed")}
-          FROM biomarker x JOIN t USING (tumour_id)) x
+          FROM biomarker x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5) x
     GROUP BY x.patient_id"""
 
 
@@ -377,18 +378,23 @@ def _patient_bits() -> str:
 
 
 def batch_query(key_table: str) -> str:
-    """The query of one batch (parameter: the batch number in `key_table`): one row per
-    patient, in key order, with the document's line and its element counts."""
+    """The query of one batch: one row per patient, in key order, with the document's line and
+    its element counts. Parameters: the batch number in `key_table`, its first and last
+    patient key, its tumours' first and last key; the ranges select nothing the join does not,
+    but let DuckDB skip the row groups of other batches (zone maps) when rows are stored in key
+    order, as ingest writes them, instead of reading every table whole for every batch."""
     last_seen = "coalesce(p.death_date, p.last_contact_date, d.first_dx)"
     lists = [("measurements", "b"), ("biosamples", "s"), ("diseases", "d"), ("medicalActions", "x")]
-    body = " || ".join(f"coalesce(',\"{k}\":[' || {a}.docs || ']', '')" for k, a in lists)
+    body = ", ".join(f"',\"{k}\":[' || {a}.docs || ']'" for k, a in lists)
     bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
-    doc = f"""'{{"id":' || to_json(p.patient_id) || ',"subject":' || {_subject()} || {body}
-        || ',"metaData":' || meta.json || '}}'"""
+    # one concat() for the whole line: a chain of || copies the growing line at every step
+    doc = f"""concat('{{"id":', to_json(p.patient_id), ',"subject":', {_subject()}, {body},
+        ',"metaData":', meta.json, '}}')"""
     return f"""
     WITH p AS (
       SELECT x.*, x.birth_date AS _birth, coalesce(x.birth_date_precision = 'month', false) AS _mon
-      FROM patient x JOIN {key_table} k USING (patient_id) WHERE k.b = $1),
+      FROM patient x JOIN {key_table} k USING (patient_id)
+      WHERE k.b = $1 AND x.patient_id BETWEEN $2 AND $3),
     t AS MATERIALIZED ({_tumour_select()}),
     d AS (SELECT patient_id, string_agg({_disease()}, ',' ORDER BY tumour_id) AS docs,
                  min(diagnosis_date) AS first_dx, bit_or(_bits) AS bits, count(*) AS n
