@@ -136,10 +136,17 @@ def age_columns(birth: str, when: str, name: str) -> str:
     return f"pp_m({birth}, {when}) AS _m_{name}, pp_d({birth}, {when}) AS _d_{name}"
 
 
+def with_ages(source: str, *names: str) -> str:
+    """`source` (a subquery with the columns of `age_columns`) with the ages as text, `_a_<name>`:
+    formatted once in their own projection rather than inside the CASEs that build the JSON
+    (about a quarter of the query's time when formatted there)."""
+    ages = ", ".join(f"pp_fmt(_m_{n}, _d_{n}, _mon) AS _a_{n}" for n in names)
+    return f"(SELECT *, {ages} FROM {source})"
+
+
 def time_element(name: str) -> str:
-    """A TimeElement (an age) from the columns of `age_columns`; NULL when there is no age."""
-    age = f"pp_fmt(_m_{name}, _d_{name}, _mon)"
-    return f"""('{{"age":{{"iso8601duration":"' || {age} || '"}}}}')"""
+    """A TimeElement (an age) from the column of `with_ages`; NULL when there is no age."""
+    return f"""('{{"age":{{"iso8601duration":"' || _a_{name} || '"}}}}')"""
 
 
 def create_lookups(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
@@ -245,13 +252,14 @@ def _specimen() -> str:
         ("timeOfCollection", time_element("collected")),
         ("histologicalDiagnosis", "s._dx"),
     )
+    specimens = f"""(SELECT s.*, t.patient_id, t._site, t._dx, t._dx_bit, t._mon,
+                 {age_columns("t._birth", "s.collection_date", "collected")}
+          FROM specimen s JOIN t USING (tumour_id) WHERE s.tumour_id BETWEEN $4 AND $5)"""
     bits = f"s._dx_bit | CASE WHEN {has_type} THEN {BIT[LOCAL]} | {sampled_bit} ELSE 0 END"
     return f"""
     SELECT s.patient_id, string_agg({doc}, ',' ORDER BY s.specimen_id) AS docs,
            bit_or({bits}) AS bits, count(*) AS n
-    FROM (SELECT s.*, t.patient_id, t._site, t._dx, t._dx_bit, t._mon,
-                 {age_columns("t._birth", "s.collection_date", "collected")}
-          FROM specimen s JOIN t USING (tumour_id) WHERE s.tumour_id BETWEEN $4 AND $5) s
+    FROM {with_ages(specimens, "collected")} s
     GROUP BY s.patient_id"""
 
 
@@ -291,6 +299,11 @@ def _treatment() -> str:
             "WHEN x.start_date IS NOT NULL THEN '\"STARTED\"' END",
         ),
     )
+    treatments = f"""(SELECT x.*, t.patient_id, t._site, t._hist, t._mon, {_what()} AS _what,
+                 {local_label("treatment", "type", "x.type")} AS _kind,
+                 {age_columns("t._birth", "x.start_date", "start")},
+                 {age_columns("t._birth", "x.end_date", "end")}
+          FROM treatment x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5)"""
     kinds = ", ".join(lit(k) for k in sorted(PROCEDURES))
     is_proc = f"coalesce(x.type IN ({kinds}), false)"
     doc = obj(
@@ -301,11 +314,7 @@ def _treatment() -> str:
     return f"""
     SELECT x.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
            {BIT[LOCAL] | BIT["ICDO3"]} AS bits, count(*) AS n
-    FROM (SELECT x.*, t.patient_id, t._site, t._hist, t._mon, {_what()} AS _what,
-                 {local_label("treatment", "type", "x.type")} AS _kind,
-                 {age_columns("t._birth", "x.start_date", "start")},
-                 {age_columns("t._birth", "x.end_date", "end")}
-          FROM treatment x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5) x
+    FROM {with_ages(treatments, "start", "end")} x
     GROUP BY x.patient_id"""
 
 
@@ -337,14 +346,15 @@ def _biomarker() -> str:
         ("value", value),
         ("timeObserved", time_element("observed")),
     )
+    biomarkers = f"""(SELECT x.*, TRY_CAST(x.value AS DOUBLE) AS _num, t.patient_id, t._mon,
+                 {age_columns("t._birth", "x.date", "observed")}
+          FROM biomarker x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5)"""
     bits = f"{BIT[LOCAL]} | CASE WHEN _num IS NOT NULL AND x.unit = '%' THEN {BIT['UCUM']} ELSE 0 END"
     return f"""
     SELECT x.patient_id,
            string_agg({doc}, ',' ORDER BY x.tumour_id, x.marker, x.date) AS docs,
            bit_or({bits}) AS bits, count(*) AS n
-    FROM (SELECT x.*, TRY_CAST(x.value AS DOUBLE) AS _num, t.patient_id, t._mon,
-                 {age_columns("t._birth", "x.date", "observed")}
-          FROM biomarker x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5) x
+    FROM {with_ages(biomarkers, "observed")} x
     GROUP BY x.patient_id"""
 
 
@@ -384,6 +394,9 @@ def batch_query(key_table: str) -> str:
     but let DuckDB skip the row groups of other batches (zone maps) when rows are stored in key
     order, as ingest writes them, instead of reading every table whole for every batch."""
     last_seen = "coalesce(p.death_date, p.last_contact_date, d.first_dx)"
+    patients = f"""(SELECT p.*, {age_columns("p._birth", "p.death_date", "death")},
+                 {age_columns("p._birth", last_seen, "last")}
+          FROM p LEFT JOIN d USING (patient_id))"""
     lists = [("measurements", "b"), ("biosamples", "s"), ("diseases", "d"), ("medicalActions", "x")]
     body = ", ".join(f"',\"{k}\":[' || {a}.docs || ']'" for k, a in lists)
     bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
@@ -398,15 +411,13 @@ def batch_query(key_table: str) -> str:
     t AS MATERIALIZED ({_tumour_select()}),
     d AS (SELECT patient_id, string_agg({_disease()}, ',' ORDER BY tumour_id) AS docs,
                  min(diagnosis_date) AS first_dx, bit_or(_bits) AS bits, count(*) AS n
-          FROM t GROUP BY patient_id),
+          FROM {with_ages("t", "dx")} GROUP BY patient_id),
     s AS ({_specimen()}),
     x AS ({_treatment()}),
     b AS ({_biomarker()})
     SELECT {doc} AS line, coalesce(d.n, 0) AS diseases, coalesce(s.n, 0) AS biosamples,
            coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
-    FROM (SELECT p.*, {age_columns("p._birth", "p.death_date", "death")},
-                 {age_columns("p._birth", last_seen, "last")}
-          FROM p LEFT JOIN d USING (patient_id)) p
+    FROM {with_ages(patients, "death", "last")} p
     LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
     LEFT JOIN x USING (patient_id) LEFT JOIN b USING (patient_id)
     JOIN pp_meta meta ON meta.mask = ({_patient_bits()}) | {bits}
