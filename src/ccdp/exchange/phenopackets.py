@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ccdp.exchange.output import ExportSummary
 from ccdp.exchange.phenopackets_build import Context
@@ -94,12 +97,24 @@ def _write_batch(
 ) -> None:
     """One batch's lines, made by DuckDB and written in one write."""
     table = con.sql(sql, params=params).to_arrow_table()
-    lines = table.column("line").to_pylist()
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in lines))
+    with path.open("wb") as fh:
+        for chunk in table.column("line").chunks:
+            fh.write(_utf8(chunk))
     counts["Phenopacket"] += table.num_rows
     for name, column in _COUNTED.items():
-        counts[name] += int(sum(table.column(column).to_pylist()))
+        counts[name] += int(pc.sum(table.column(column)).as_py() or 0)
+
+
+def _utf8(strings: pa.Array) -> bytes | memoryview:
+    """The text of an Arrow string array, its values one after another: the array's own data
+    buffer when it has one (no copy into Python strings), else the values joined."""
+    kind = {pa.string(): np.int32, pa.large_string(): np.int64}.get(strings.type)
+    if kind is None or strings.null_count:
+        return "".join(strings.to_pylist()).encode("utf-8")
+    offsets = np.frombuffer(strings.buffers()[1], dtype=kind)
+    start, end = int(offsets[strings.offset]), int(offsets[strings.offset + len(strings)])
+    data = strings.buffers()[2]
+    return memoryview(data)[start:end] if data is not None else b""
 
 
 _COUNTED = {

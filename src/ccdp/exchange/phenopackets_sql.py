@@ -52,9 +52,17 @@ def obj(*members: tuple[str, str]) -> str:
     return f"('{{' || concat_ws(',', {parts}) || '}}')"
 
 
+def obj1(first: tuple[str, str], *members: tuple[str, str]) -> str:
+    """`obj` for an object whose first member is always there: one concat() (NULL arguments
+    skipped) instead of a concatenation per member, the cheaper for the many small objects."""
+    key, expr = first
+    rest = ", ".join(f"',\"{k}\":' || ({e})" for k, e in members)
+    return f"""concat('{{"{key}":', coalesce({expr}, 'null'), {rest}, '}}')"""
+
+
 def term(ident: str, label: str) -> str:
     """An OntologyClass from SQL expressions of its id and label."""
-    return obj(("id", f"to_json({ident})"), ("label", f"to_json({label})"))
+    return obj1(("id", f"to_json({ident})"), ("label", f"to_json({label})"))
 
 
 def const_term(ident: str, label: str) -> str:
@@ -224,7 +232,7 @@ def _tumour_select() -> str:
 
 
 def _disease() -> str:
-    return obj(
+    return obj1(
         ("term", "_hist"),
         ("onset", time_element("dx")),
         ("diseaseStage", f"CASE WHEN {nz('stage')} THEN '[' || _stage || ']' END"),
@@ -239,7 +247,7 @@ def _specimen() -> str:
     sampled_bit = f"(CASE WHEN {tissue_bit} > 0 THEN {tissue_bit} WHEN s.type = 'tumour_tissue' "
     sampled_bit += f"THEN {BIT['ICDO3']} ELSE 0 END)"
     has_type = nz("s.type")
-    doc = obj(
+    doc = obj1(
         ("id", "to_json(s.specimen_id)"),
         ("individualId", "to_json(s.patient_id)"),
         (
@@ -270,52 +278,57 @@ def _what() -> str:
     return f"CASE WHEN {nz('x.agent')} THEN {agent} ELSE {local_term('treatment', 'type', 'x.type')} END"
 
 
-def _treatment() -> str:
+def _treatment_head() -> str:
+    """What a treatment's JSON owes to its type, agent and protocol alone, up to its times:
+    `{"procedure":{"code":...` or `{"therapeuticRegimen":{"externalReference":...`. Made once per
+    distinct (type, agent, protocol) of the batch (a handful) rather than once per row."""
     has_agent = nz("x.agent")
-    what = "x._what"
-    procedure = obj(
-        ("code", what),
-        ("bodySite", "CASE WHEN x.type = 'surgery' THEN x._site END"),
-        ("performed", time_element("start")),
-    )
-    kind = "x._kind"
-    reference = obj(
+    reference = obj1(
         ("id", f"to_json({local_id('treatment.protocol', 'x.protocol')})"),
         (
             "description",
-            f"to_json({kind} || ': ' || x.protocol "
+            f"to_json({local_label('treatment', 'type', 'x.type')} || ': ' || x.protocol "
             f"|| CASE WHEN {has_agent} THEN ' (' || x.agent || ')' ELSE '' END)",
         ),
     )
-    has_protocol = nz("x.protocol")
-    regimen = obj(
-        ("externalReference", f"CASE WHEN {has_protocol} THEN {reference} END"),
-        ("ontologyClass", f"CASE WHEN NOT {has_protocol} THEN {what} END"),
-        ("startTime", time_element("start")),
-        ("endTime", time_element("end")),
-        (
-            "regimenStatus",
-            "CASE WHEN x.end_date IS NOT NULL THEN '\"COMPLETED\"' "
-            "WHEN x.start_date IS NOT NULL THEN '\"STARTED\"' END",
-        ),
-    )
-    treatments = f"""(SELECT x.*, t.patient_id, t._site, t._hist, t._mon, {_what()} AS _what,
-                 {local_label("treatment", "type", "x.type")} AS _kind,
-                 {age_columns("t._birth", "x.start_date", "start")},
-                 {age_columns("t._birth", "x.end_date", "end")}
-          FROM treatment x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5)"""
     kinds = ", ".join(lit(k) for k in sorted(PROCEDURES))
-    is_proc = f"coalesce(x.type IN ({kinds}), false)"
-    doc = obj(
-        ("procedure", f"CASE WHEN {is_proc} THEN {procedure} END"),
-        ("therapeuticRegimen", f"CASE WHEN NOT {is_proc} THEN {regimen} END"),
-        ("treatmentTarget", "x._hist"),
-    )
+    return f"""
+    SELECT x.type, x.agent, x.protocol, coalesce(x.type IN ({kinds}), false) AS _proc,
+           CASE WHEN coalesce(x.type IN ({kinds}), false)
+                THEN '{{"procedure":{{"code":' || {_what()}
+                WHEN {nz("x.protocol")}
+                THEN '{{"therapeuticRegimen":{{"externalReference":' || {reference}
+                ELSE '{{"therapeuticRegimen":{{"ontologyClass":' || {_what()} END AS _head
+    FROM (SELECT DISTINCT type, agent, protocol FROM xs) x"""
+
+
+def _treatment() -> str:
+    """A treatment's MedicalAction: its head (`_treatment_head`), then the members that vary
+    by row (times, body site, status) in field order, then the target."""
+    procedure = f"""concat(CASE WHEN x.type = 'surgery' THEN ',"bodySite":' || x._site END,
+        ',"performed":' || {time_element("start")})"""
+    regimen = f"""concat(',"startTime":' || {time_element("start")},
+        ',"endTime":' || {time_element("end")},
+        CASE WHEN x.end_date IS NOT NULL THEN ',"regimenStatus":"COMPLETED"'
+             WHEN x.start_date IS NOT NULL THEN ',"regimenStatus":"STARTED"' END)"""
+    doc = f"""concat(h._head, CASE WHEN h._proc THEN {procedure} ELSE {regimen} END,
+        '}},"treatmentTarget":', x._hist, '}}')"""
     return f"""
     SELECT x.patient_id, string_agg({doc}, ',' ORDER BY x.treatment_id) AS docs,
            {BIT[LOCAL] | BIT["ICDO3"]} AS bits, count(*) AS n
-    FROM {with_ages(treatments, "start", "end")} x
+    FROM {with_ages("xs", "start", "end")} x
+    JOIN xh h ON h.type IS NOT DISTINCT FROM x.type AND h.agent IS NOT DISTINCT FROM x.agent
+         AND h.protocol IS NOT DISTINCT FROM x.protocol
     GROUP BY x.patient_id"""
+
+
+def _treatment_rows() -> str:
+    """The batch's treatments with their tumour's terms and their ages in months and days."""
+    return f"""
+    SELECT x.*, t.patient_id, t._site, t._hist, t._mon,
+           {age_columns("t._birth", "x.start_date", "start")},
+           {age_columns("t._birth", "x.end_date", "end")}
+    FROM treatment x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5"""
 
 
 def _number() -> str:
@@ -334,13 +347,13 @@ def _biomarker() -> str:
         f"CASE WHEN x.unit = '%' THEN {const_term('UCUM:%', 'percent')} "
         f"ELSE {term(local_id('biomarker.unit', unit), unit)} END"
     )
-    quantity = obj(("unit", unit_term), ("value", _number()))
+    quantity = obj1(("unit", unit_term), ("value", _number()))
     value = (
         f"CASE WHEN _num IS NOT NULL THEN '{{\"quantity\":' || {quantity} || '}}' "
         "WHEN x.value IS NOT NULL THEN '{\"ontologyClass\":' || "
         f"{term(local_id('biomarker.value', 'x.value'), 'x.value')} || '}}' END"
     )
-    doc = obj(
+    doc = obj1(
         ("description", "to_json('tumour ' || x.tumour_id)"),
         ("assay", term(local_id("biomarker.marker", "x.marker"), "x.marker")),
         ("value", value),
@@ -373,7 +386,7 @@ def _subject() -> str:
         ("survivalTimeInDays", f"CASE WHEN {survival} > 0 THEN ({survival})::VARCHAR END"),
     )
     human, _ = fixed("individual.taxonomy", "'human'")
-    return obj(
+    return obj1(
         ("id", "to_json(p.patient_id)"),
         ("timeAtLastEncounter", time_element("last")),
         ("vitalStatus", vital),
@@ -388,8 +401,8 @@ def _patient_bits() -> str:
 
 
 def batch_query(key_table: str) -> str:
-    """The query of one batch: one row per patient, in key order, with the document's line and
-    its element counts. Parameters: the batch number in `key_table`, its first and last
+    """The query of one batch: one row per patient, in key order, with the document's line (its
+    newline included) and its element counts. Parameters: the batch number in `key_table`, its first and last
     patient key, its tumours' first and last key; the ranges select nothing the join does not,
     but let DuckDB skip the row groups of other batches (zone maps) when rows are stored in key
     order, as ingest writes them, instead of reading every table whole for every batch."""
@@ -402,7 +415,7 @@ def batch_query(key_table: str) -> str:
     bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
     # one concat() for the whole line: a chain of || copies the growing line at every step
     doc = f"""concat('{{"id":', to_json(p.patient_id), ',"subject":', {_subject()}, {body},
-        ',"metaData":', meta.json, '}}')"""
+        ',"metaData":', meta.json, '}}', chr(10))"""
     return f"""
     WITH p AS (
       SELECT x.*, x.birth_date AS _birth, coalesce(x.birth_date_precision = 'month', false) AS _mon
@@ -413,6 +426,8 @@ def batch_query(key_table: str) -> str:
                  min(diagnosis_date) AS first_dx, bit_or(_bits) AS bits, count(*) AS n
           FROM {with_ages("t", "dx")} GROUP BY patient_id),
     s AS ({_specimen()}),
+    xs AS MATERIALIZED ({_treatment_rows()}),
+    xh AS ({_treatment_head()}),
     x AS ({_treatment()}),
     b AS ({_biomarker()})
     SELECT {doc} AS line, coalesce(d.n, 0) AS diseases, coalesce(s.n, 0) AS biosamples,
