@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from ccdp.exchange.output import ExportSummary
 from ccdp.exchange.phenopackets_build import Context
-from ccdp.exchange.phenopackets_sql import batch_query, create_lookups
+from ccdp.exchange.phenopackets_sql import batch_query, create_lookups, meta_tails
 from ccdp.exchange.source import BATCH
 from ccdp.store import NodeStore
 
@@ -55,10 +55,10 @@ def export_store(
     counts = {"Phenopacket": 0, "Disease": 0, "Biosample": 0, "MedicalAction": 0, "Measurement": 0}
     try:
         ranges = _number_patients(con, BATCH)
-        create_lookups(con, ctx)
-        sql = batch_query(_KEYS)
+        create_lookups(con)
+        sql, tails = batch_query(_KEYS), pa.array(meta_tails(ctx), pa.string())
         for b, keys in enumerate(ranges):
-            _write_batch(con, sql, [b, *keys], out / FILE_PATTERN.format(b), counts)
+            _write_batch(con, sql, [b, *keys], tails, out / FILE_PATTERN.format(b), counts)
             if progress is not None:
                 progress(counts["Phenopacket"])
     finally:
@@ -93,12 +93,18 @@ def _number_patients(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple[st
 
 
 def _write_batch(
-    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], path: Path, counts: dict[str, int]
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: list[Any],
+    tails: pa.Array,
+    path: Path,
+    counts: dict[str, int],
 ) -> None:
-    """One batch's lines, made by DuckDB and written in one write."""
+    """One batch's lines, made by DuckDB, ended by Arrow with their metaData, written at once."""
     table = con.sql(sql, params=params).to_arrow_table()
+    lines = pc.binary_join_element_wise(table.column("line"), tails.take(table.column("mask")), "")
     with path.open("wb") as fh:
-        for chunk in table.column("line").chunks:
+        for chunk in lines.chunks:
             fh.write(_utf8(chunk))
     counts["Phenopacket"] += table.num_rows
     for name, column in _COUNTED.items():

@@ -157,14 +157,13 @@ def time_element(name: str) -> str:
     return f"""('{{"age":{{"iso8601duration":"' || _a_{name} || '"}}}}')"""
 
 
-def create_lookups(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
+def create_lookups(con: duckdb.DuckDBPyConnection) -> None:
     """The temporary tables and macros the batch query uses (on this connection only)."""
     con.execute(AGE_MACRO)
     _table(con, "pp_morph", "code VARCHAR, label VARCHAR", morphology_labels().items())
     _table(con, "pp_topo", "code VARCHAR, label VARCHAR", topography_labels().items())
     ncit = [(m, b, i, lab) for (m, b), (i, lab) in ncit_for_icdo3().items()]
     _table(con, "pp_ncit", "morphology VARCHAR, behaviour INTEGER, id VARCHAR, label VARCHAR", ncit)
-    _table(con, "pp_meta", "mask INTEGER, json VARCHAR", meta_rows(ctx))
 
 
 def _table(
@@ -177,14 +176,18 @@ def _table(
         con.executemany(f"INSERT INTO {name} VALUES ({marks})", data)
 
 
-def meta_rows(ctx: Context) -> list[tuple[int, str]]:
-    """`metaData` JSON for every set of prefixes, made by the protobuf builder (json_format)."""
-    rows = []
+def meta_tails(ctx: Context) -> list[str]:
+    """The end of a line for every set of prefixes (the list index is the bit mask):
+    `,"metaData":{...}}` and the newline, the metaData made by the protobuf builder
+    (json_format). Appended to the lines outside SQL (`ends`): it is half of a line's bytes,
+    and copying it through DuckDB's concatenation cost a fifth of the query."""
+    tails = []
     for mask in range(1 << len(PREFIXES)):
         used = {p for p in PREFIXES if mask & BIT[p]}
         doc = MessageToDict(meta_data(ctx, Terms(used=used)))
-        rows.append((mask, json.dumps(doc, ensure_ascii=False, separators=(",", ":"))))
-    return rows
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        tails.append(f',"metaData":{text}}}\n')
+    return tails
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,8 @@ def _what() -> str:
     """The agent as a local term when given, else the treatment type (`_what` of the
     reference)."""
     agent = term(local_id("treatment.agent", "x.agent"), "x.agent")
-    return f"CASE WHEN {nz('x.agent')} THEN {agent} ELSE {local_term('treatment', 'type', 'x.type')} END"
+    kind = local_term("treatment", "type", "x.type")
+    return f"CASE WHEN {nz('x.agent')} THEN {agent} ELSE {kind} END"
 
 
 def _treatment_head() -> str:
@@ -362,7 +366,9 @@ def _biomarker() -> str:
     biomarkers = f"""(SELECT x.*, TRY_CAST(x.value AS DOUBLE) AS _num, t.patient_id, t._mon,
                  {age_columns("t._birth", "x.date", "observed")}
           FROM biomarker x JOIN t USING (tumour_id) WHERE x.tumour_id BETWEEN $4 AND $5)"""
-    bits = f"{BIT[LOCAL]} | CASE WHEN _num IS NOT NULL AND x.unit = '%' THEN {BIT['UCUM']} ELSE 0 END"
+    bits = (
+        f"{BIT[LOCAL]} | CASE WHEN _num IS NOT NULL AND x.unit = '%' THEN {BIT['UCUM']} ELSE 0 END"
+    )
     return f"""
     SELECT x.patient_id,
            string_agg({doc}, ',' ORDER BY x.tumour_id, x.marker, x.date) AS docs,
@@ -401,11 +407,13 @@ def _patient_bits() -> str:
 
 
 def batch_query(key_table: str) -> str:
-    """The query of one batch: one row per patient, in key order, with the document's line (its
-    newline included) and its element counts. Parameters: the batch number in `key_table`, its first and last
-    patient key, its tumours' first and last key; the ranges select nothing the join does not,
-    but let DuckDB skip the row groups of other batches (zone maps) when rows are stored in key
-    order, as ingest writes them, instead of reading every table whole for every batch."""
+    """The query of one batch: one row per patient, in key order, with the document's line up
+    to its metaData, the bit mask of the prefixes it uses (`meta_tails`) and its element
+    counts. Parameters: the batch number in
+    `key_table`, its first and last patient key, its tumours' first and last key; the ranges
+    select nothing the join does not, but let DuckDB skip the row groups of other batches (zone
+    maps) when rows are stored in key order, as ingest writes them, instead of reading every
+    table whole for every batch."""
     last_seen = "coalesce(p.death_date, p.last_contact_date, d.first_dx)"
     patients = f"""(SELECT p.*, {age_columns("p._birth", "p.death_date", "death")},
                  {age_columns("p._birth", last_seen, "last")}
@@ -414,8 +422,7 @@ def batch_query(key_table: str) -> str:
     body = ", ".join(f"',\"{k}\":[' || {a}.docs || ']'" for k, a in lists)
     bits = " | ".join(f"coalesce({a}.bits, 0)" for _, a in lists)
     # one concat() for the whole line: a chain of || copies the growing line at every step
-    doc = f"""concat('{{"id":', to_json(p.patient_id), ',"subject":', {_subject()}, {body},
-        ',"metaData":', meta.json, '}}', chr(10))"""
+    doc = f"""concat('{{"id":', to_json(p.patient_id), ',"subject":', {_subject()}, {body})"""
     return f"""
     WITH p AS (
       SELECT x.*, x.birth_date AS _birth, coalesce(x.birth_date_precision = 'month', false) AS _mon
@@ -430,10 +437,9 @@ def batch_query(key_table: str) -> str:
     xh AS ({_treatment_head()}),
     x AS ({_treatment()}),
     b AS ({_biomarker()})
-    SELECT {doc} AS line, coalesce(d.n, 0) AS diseases, coalesce(s.n, 0) AS biosamples,
-           coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
+    SELECT {doc} AS line, ({_patient_bits()}) | {bits} AS mask, coalesce(d.n, 0) AS diseases,
+           coalesce(s.n, 0) AS biosamples, coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
     FROM {with_ages(patients, "death", "last")} p
     LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
     LEFT JOIN x USING (patient_id) LEFT JOIN b USING (patient_id)
-    JOIN pp_meta meta ON meta.mask = ({_patient_bits()}) | {bits}
     ORDER BY p.patient_id"""
