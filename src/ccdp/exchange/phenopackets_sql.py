@@ -438,7 +438,8 @@ def batch_query(key_table: str) -> str:
     x AS ({_treatment()}),
     b AS ({_biomarker()})
     SELECT {doc} AS line, ({_patient_bits()}) | {bits} AS mask, coalesce(d.n, 0) AS diseases,
-           coalesce(s.n, 0) AS biosamples, coalesce(x.n, 0) AS actions, coalesce(b.n, 0) AS measurements
+           coalesce(s.n, 0) AS biosamples, coalesce(x.n, 0) AS actions,
+           coalesce(b.n, 0) AS measurements
     FROM {with_ages(patients, "death", "last")} p
     LEFT JOIN d USING (patient_id) LEFT JOIN s USING (patient_id)
     LEFT JOIN x USING (patient_id) LEFT JOIN b USING (patient_id)
