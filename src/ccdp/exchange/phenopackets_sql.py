@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from google.protobuf.json_format import MessageToDict
 
 from ccdp.exchange.phenopackets_build import PROCEDURES, Context, meta_data
@@ -169,11 +170,17 @@ def create_lookups(con: duckdb.DuckDBPyConnection) -> None:
 def _table(
     con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: Iterable[tuple[Any, ...]]
 ) -> None:
+    """A temporary table of `rows`, loaded from one Arrow table (a thousand single-row inserts
+    cost a tenth of a second)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
     data = list(rows)
     if data:
-        marks = ", ".join("?" for _ in data[0])
-        con.executemany(f"INSERT INTO {name} VALUES ({marks})", data)
+        incoming = pa.table({f"c{i}": list(col) for i, col in enumerate(zip(*data, strict=True))})
+        con.register("_pp_incoming", incoming)
+        try:
+            con.execute(f"INSERT INTO {name} SELECT * FROM _pp_incoming")
+        finally:
+            con.unregister("_pp_incoming")
 
 
 def meta_tails(ctx: Context) -> list[str]:
