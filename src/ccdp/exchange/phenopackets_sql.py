@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -27,8 +26,8 @@ from ccdp.exchange.phenopackets_terms import (
     LOCAL,
     RESOURCES,
     Terms,
-    _local_term,
     fixed_terms,
+    local_pair,
     morphology_labels,
     ncit_for_icdo3,
     topography_labels,
@@ -101,7 +100,7 @@ def local_term(table: str, field: str, value: str) -> str:
     """The OntologyClass `Terms.local` makes: constant JSON for the model's listed values (made
     by `phenopackets_terms`), built in SQL for any other value."""
     labels = load_model().table(table).field(field).labels or {}
-    known = {v: const_term(*_local_term(table, field, v)) for v in labels}
+    known = {v: const_term(*local_pair(table, field, v)) for v in labels}
     built = term(local_id(f"{table}.{field}", value), local_label(table, field, value))
     return case(value, known, built)
 
@@ -195,17 +194,6 @@ def meta_tails(ctx: Context) -> list[str]:
         text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
         tails.append(f',"metaData":{text}}}\n')
     return tails
-
-
-@dataclass(frozen=True)
-class Parts:
-    """SQL of each document part, made once (the model's labels are read at build time)."""
-
-    tumour: str
-    specimen: str
-    treatment: str
-    biomarker: str
-    patient: str
 
 
 def _tumour_select() -> str:
