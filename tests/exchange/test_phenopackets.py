@@ -257,9 +257,8 @@ def test_every_prefix_used_is_declared_and_only_those(synth: Any) -> None:
     assert {"ICDO3", "NCIT", "CCDP", "NCBITaxon", "UBERON", "HP", "UCUM"} <= seen
 
 
-def test_month_precision_birth_gives_no_days(tmp_path: Path) -> None:
-    """A birth date known to the month (stored on the 15th) never yields a day count."""
-    store = tmp_path / "m.duckdb"
+def month_store(store: Path) -> Path:
+    """One patient born in a month (stored on the 15th), alive, one tumour."""
     with NodeStore(store) as ns:
         ns.create()
         ns.con.execute(
@@ -271,6 +270,12 @@ def test_month_precision_birth_gives_no_days(tmp_path: Path) -> None:
             "INSERT INTO tumour (tumour_id, patient_id, diagnosis_date, topography, morphology, "
             "behaviour) VALUES ('T1', 'P1', DATE '2015-06-20', 'C64.9', '8960', 3)"
         )
+    return store
+
+
+def test_month_precision_birth_gives_no_days(tmp_path: Path) -> None:
+    """A birth date known to the month (stored on the 15th) never yields a day count."""
+    store = month_store(tmp_path / "m.duckdb")
     out = tmp_path / "out"
     out.mkdir()
     with NodeStore(store, read_only=True) as ns:
@@ -281,20 +286,18 @@ def test_month_precision_birth_gives_no_days(tmp_path: Path) -> None:
     assert _age(doc["subject"]["timeAtLastEncounter"]) == "P6Y3M"
 
 
-def _insert(ns: NodeStore, table: str, rows: list[dict[str, Any]]) -> None:
+def insert(ns: NodeStore, table: str, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         ns.con.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(row.values()))
 
 
-def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path) -> None:
-    """A second primary: each treatment targets its own tumour, each specimen is diagnosed
-    with its own tumour's term (NCIt where mapped), and a dead patient's death is an age."""
-    store = tmp_path / "two.duckdb"
+def two_tumour_store(store: Path) -> Path:
+    """A dead patient with two tumours, each with its own treatment; a biomarker, a specimen."""
     with NodeStore(store) as ns:
         ns.create()
-        _insert(
+        insert(
             ns,
             "patient",
             [
@@ -311,7 +314,7 @@ def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path)
                 }
             ],
         )
-        _insert(
+        insert(
             ns,
             "tumour",
             [
@@ -336,7 +339,7 @@ def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path)
                 },
             ],
         )
-        _insert(
+        insert(
             ns,
             "treatment",
             [
@@ -357,7 +360,7 @@ def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path)
                 },
             ],
         )
-        _insert(
+        insert(
             ns,
             "biomarker",
             [
@@ -370,13 +373,20 @@ def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path)
                 },
             ],
         )
-        _insert(
+        insert(
             ns,
             "specimen",
             [
                 {"specimen_id": "S1", "tumour_id": "T2", "type": "dna", "available": True},
             ],
         )
+    return store
+
+
+def test_two_tumours_each_with_its_own_actions_samples_and_stage(tmp_path: Path) -> None:
+    """A second primary: each treatment targets its own tumour, each specimen is diagnosed
+    with its own tumour's term (NCIt where mapped), and a dead patient's death is an age."""
+    store = two_tumour_store(tmp_path / "two.duckdb")
     out = tmp_path / "out"
     out.mkdir()
     with NodeStore(store, read_only=True) as ns:

@@ -92,7 +92,7 @@ def local_id(name: str, value: str) -> str:
 
 
 @cache
-def _local_term(table: str, field_name: str, value: str) -> tuple[str, str]:
+def local_pair(table: str, field_name: str, value: str) -> tuple[str, str]:
     """(CURIE, label) of a model value: the model's words, else the value without underscores."""
     label = load_model().table(table).field(field_name).label(value)
     return local_id(f"{table}.{field_name}", value), label.replace("_", " ")
@@ -110,7 +110,7 @@ class Terms:
 
     def local(self, table: str, field_name: str, value: str) -> OntologyClass:
         """A model value as a local term, labelled with the model's words for it."""
-        return self.term(*_local_term(table, field_name, value))
+        return self.term(*local_pair(table, field_name, value))
 
     def local_ref(self, name: str, value: str) -> str:
         """A local CURIE used outside an OntologyClass (an external reference's id)."""
