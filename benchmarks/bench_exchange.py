@@ -39,8 +39,9 @@ def measured(fn):
     t = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t
-    peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF,
-                                                          resource.RUSAGE_CHILDREN))
+    # VmHWM, not ru_maxrss: Linux carries a parent's peak across fork and exec into ru_maxrss
+    status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+    peak = int(status)
     return dict(out, seconds=seconds, cpu=cpu() - cpu0, peak_rss_mib=peak / 1024)
 """
 
