@@ -1,8 +1,9 @@
 """A profile checker read from the IGs' own FSH sources (PanCareSurPass 1.0.0, mCODE STU4).
 
-The FSH files in /work/shared/specs/fhir/ are the independent reference: this module parses
-them (aliases, rule sets with parameters, indented rules, `contains ... named` slices, value
-sets) and checks a resource (a plain dict) against every profile named in its `meta.profile`:
+The FSH files in ../shared/specs/fhir/ (beside the repository) are the independent reference:
+this module parses them (aliases, rule sets with parameters, indented rules, `contains ... named`
+slices, value sets) and checks a resource (a plain dict) against every profile named in its
+`meta.profile`:
 
 - cardinality rules (`* element 1..`, `..0`, `1..1`), with their parent profiles' rules when the
   parent is in the FSH sources; an element holding only the data-absent-reason extension counts
@@ -26,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SPECS = Path("/work/shared/specs/fhir")
+SPECS = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "fhir"  # ../shared
 DAR_URL = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 _KEYWORD = re.compile(r"^([A-Za-z]+):\s*(.*)$")
 _CARD = re.compile(r"^(\d*)\.\.(\d+|\*)?$")

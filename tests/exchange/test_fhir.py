@@ -185,7 +185,7 @@ def test_the_checker_catches_violations(exported: Path) -> None:
 
 
 def test_the_checker_reads_the_readme_s_required_patient_elements() -> None:
-    # /work/shared/specs/fhir/README.md: identifier, name.family, name.given, gender, birthDate,
+    # ../shared/specs/fhir/README.md: identifier, name.family, name.given, gender, birthDate,
     # contact.telecom are 1.. in Patient-eu-pcsp
     prof = fhir_profiles.profile("http://hl7.eu/fhir/ig/pcsp/StructureDefinition/Patient-eu-pcsp")
     assert prof is not None
