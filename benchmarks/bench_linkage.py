@@ -4,7 +4,8 @@ attack evidence, and a scale run (registries × records, all pairs) with time an
 
 The anchor cannot live in our venv (clkhash pins an old cryptography); give its interpreter:
 
-    python3 -m venv /tmp/anchor-venv && /tmp/anchor-venv/bin/pip install clkhash anonlink recordlinkage
+    python3 -m venv /tmp/anchor-venv
+    /tmp/anchor-venv/bin/pip install clkhash anonlink recordlinkage
     python benchmarks/bench_linkage.py --anchor-python /tmp/anchor-venv/bin/python \
         --patients 100000 --scale-registries 20 --scale-records 100000
 
@@ -171,7 +172,9 @@ def _kind(difference: str) -> str:
     return f"{field}: {what.split(' ')[0]}"
 
 
-def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> list[dict[str, object]]:
+def hardening(
+    frames: dict[str, pd.DataFrame], locale_of: dict[str, str]
+) -> list[dict[str, object]]:
     """Each hardening: linkage quality on the synthetic registries and the attack's F-measure on
     one registry's name encodings (given + family name, 10 bits a bigram)."""
     from ccdp.synth.identifiers import name_lists
@@ -181,7 +184,9 @@ def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> lis
     def public(kind: str) -> tuple[np.ndarray, np.ndarray]:
         lists = name_lists(locale_of["FR"])
         n = np.concatenate([lists[f"{kind}_{s}"][0] for s in ("male", "female")])
-        w = np.concatenate([np.diff(lists[f"{kind}_{s}"][1], prepend=0.0) for s in ("male", "female")])
+        w = np.concatenate(
+            [np.diff(lists[f"{kind}_{s}"][1], prepend=0.0) for s in ("male", "female")]
+        )
         s = pd.DataFrame({"n": names(pd.Series(n)), "w": w}).groupby("n")["w"].sum()
         return s.index.to_numpy(dtype=object), s.to_numpy()
 
@@ -256,7 +261,9 @@ def scale_child(registries: int, records: int, blocking: str) -> dict[str, float
     for f in frames:  # the truth is read off the final registries (copies may be overwritten)
         for pid in f["patient_id"]:
             clusters.setdefault(root.get(pid, pid), []).append(pid)
-    truth = {frozenset((a, b)) for m in clusters.values() for i, a in enumerate(m) for b in m[i + 1 :]}
+    truth = {
+        frozenset((a, b)) for m in clusters.values() for i, a in enumerate(m) for b in m[i + 1 :]
+    }
     t = time.perf_counter()
     encs = {str(r): encode(f, SECRET, CHILD_SCHEMA) for r, f in enumerate(frames)}
     enc_s = time.perf_counter() - t
