@@ -173,7 +173,7 @@ def _kind(difference: str) -> str:
 
 
 def hardening(
-    frames: dict[str, pd.DataFrame], locale_of: dict[str, str]
+    frames: dict[str, pd.DataFrame], truth: set[frozenset[str]], locale: str
 ) -> list[dict[str, object]]:
     """Each hardening: linkage quality on the synthetic registries and the attack's F-measure on
     one registry's name encodings (given + family name, 10 bits a bigram)."""
@@ -182,7 +182,7 @@ def hardening(
     reg = frames["FR"].iloc[:10000]
 
     def public(kind: str) -> tuple[np.ndarray, np.ndarray]:
-        lists = name_lists(locale_of["FR"])
+        lists = name_lists(locale)
         n = np.concatenate([lists[f"{kind}_{s}"][0] for s in ("male", "female")])
         w = np.concatenate(
             [np.diff(lists[f"{kind}_{s}"][1], prepend=0.0) for s in ("male", "female")]
@@ -206,7 +206,7 @@ def hardening(
         for th in (0.75, 0.8, 0.85, 0.9):
             groups = link(encs, th)
             found = linked_pairs(groups, {c: f["patient_id"] for c, f in frames.items()})
-            p, r = precision_recall(found, _truth_pairs(frames))
+            p, r = precision_recall(found, truth)
             f1 = 2 * p * r / (p + r) if p + r else 0.0
             best = max(best, (f1, th, p, r))
         rows.append({"hardening": label, "attack_reid": sum(x.correct for x in res) / len(reg),
@@ -214,13 +214,6 @@ def hardening(
                      "link_f1": best[0], "threshold": best[1], "precision": best[2],
                      "recall": best[3]})  # fmt: skip
     return rows
-
-
-_TRUTH: set[frozenset[str]] = set()
-
-
-def _truth_pairs(_: dict[str, pd.DataFrame]) -> set[frozenset[str]]:
-    return _TRUTH
 
 
 def scale_child(registries: int, records: int, blocking: str) -> dict[str, float]:
@@ -310,6 +303,7 @@ def main() -> None:
     ap.add_argument("--scale-registries", type=int, default=20)
     ap.add_argument("--scale-records", type=int, default=100_000)
     ap.add_argument("--scale-blocking", default="16,10", help="permutations,bins per band")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: synthetic,scale")
     ap.add_argument("--scale-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scale_child:
@@ -321,10 +315,19 @@ def main() -> None:
         print(f"## FEBRL4 ({args.febrl_rows} × {args.febrl_rows})\n")
         print(table(rows, ["method", "threshold", "records_per_s", "match_s", "precision",
                            "recall"]) + "\n")  # fmt: skip
+    skip = set(args.skip.split(","))
+    if "synthetic" not in skip:
+        synthetic_part(args)
+    if "scale" not in skip:
+        scale_part(args)
+
+
+def synthetic_part(args: argparse.Namespace) -> None:
+    """The synthetic registries and the hardening study, printed."""
     with tempfile.TemporaryDirectory() as tmp:
         syn, frames = synthetic(args.patients, Path(tmp) / "synth")
         truth = json.loads((Path(tmp) / "synth" / "truth.json").read_text())
-        _TRUTH.update(frozenset(p["patient_ids"]) for p in truth["cross_border_duplicates"])
+    true_pairs = {frozenset(p["patient_ids"]) for p in truth["cross_border_duplicates"]}
     print(f"## Synthetic registries ({args.patients} children, six countries)\n")
     print(table(syn, ["threshold", "pairs", "precision", "recall", "link_s"]) + "\n")
     kinds = sorted({k for r in syn for k in r["by_kind"]})  # type: ignore[attr-defined]
@@ -334,11 +337,14 @@ def main() -> None:
     print(table(per_kind, list(per_kind[0])) + "\n")
     from ccdp.synth.params import load_params
 
-    locale_of = {"FR": str(load_params().country("FR")["faker_locale"])}
-    hard = hardening(frames, locale_of)
+    hard = hardening(frames, true_pairs, str(load_params().country("FR")["faker_locale"]))
     print("## Hardening: attack (FR names, 10,000 records) and linkage quality\n")
     print(table(hard, ["hardening", "groups", "attack_reid", "attack_f", "threshold", "precision",
                        "recall", "link_f1"]) + "\n")  # fmt: skip
+
+
+def scale_part(args: argparse.Namespace) -> None:
+    """The scale run in a child process (so its peak RSS is its own), printed."""
     cmd = [sys.executable, __file__, "--scale-child", "--scale-registries",
            str(args.scale_registries), "--scale-records", str(args.scale_records),
            "--scale-blocking", args.scale_blocking]  # fmt: skip
