@@ -216,7 +216,9 @@ def hardening(
     return rows
 
 
-def scale_child(registries: int, records: int, blocking: str) -> dict[str, float]:
+def scale_child(
+    registries: int, records: int, blocking: str, threshold: float = CHILD_THRESHOLD
+) -> dict[str, float]:
     """Registries drawn from the six locales' name lists, 1% of each registry's children also
     in another registry with slips; encode and link all pairs; time and peak RSS."""
     from ccdp.synth.identifiers import name_lists
@@ -262,11 +264,12 @@ def scale_child(registries: int, records: int, blocking: str) -> dict[str, float
     enc_s = time.perf_counter() - t
     perms, bins = (int(x) for x in blocking.split(","))
     t = time.perf_counter()
-    groups = link(encs, CHILD_THRESHOLD, Blocking(permutations=perms, band_bins=bins))
+    groups = link(encs, threshold, Blocking(permutations=perms, band_bins=bins))
     link_s = time.perf_counter() - t
     found = linked_pairs(groups, {str(r): f["patient_id"] for r, f in enumerate(frames)})
     p, rc = precision_recall(found, truth)
-    return {"registries": registries, "records": records, "encode_s": enc_s, "link_s": link_s,
+    return {"registries": registries, "records": records, "threshold": threshold,
+            "encode_s": enc_s, "link_s": link_s,
             "peak_rss_mib": peak_rss_mib(), "true_pairs": len(truth), "precision": p,
             "recall": rc}  # fmt: skip
 
@@ -303,11 +306,19 @@ def main() -> None:
     ap.add_argument("--scale-registries", type=int, default=20)
     ap.add_argument("--scale-records", type=int, default=100_000)
     ap.add_argument("--scale-blocking", default="16,10", help="permutations,bins per band")
+    ap.add_argument(
+        "--scale-threshold",
+        type=float,
+        default=0.9,
+        help="Dice threshold of the scale run (denser populations need a higher one)",
+    )
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: synthetic,scale")
     ap.add_argument("--scale-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scale_child:
-        r = scale_child(args.scale_registries, args.scale_records, args.scale_blocking)
+        r = scale_child(
+            args.scale_registries, args.scale_records, args.scale_blocking, args.scale_threshold
+        )
         print(json.dumps(r))
         return
     rows = febrl(args.febrl_rows, args.repeat, args.anchor_python)
@@ -347,7 +358,8 @@ def scale_part(args: argparse.Namespace) -> None:
     """The scale run in a child process (so its peak RSS is its own), printed."""
     cmd = [sys.executable, __file__, "--scale-child", "--scale-registries",
            str(args.scale_registries), "--scale-records", str(args.scale_records),
-           "--scale-blocking", args.scale_blocking]  # fmt: skip
+           "--scale-blocking", args.scale_blocking,
+           "--scale-threshold", str(args.scale_threshold)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         print(f"scale run failed:\n{proc.stderr[-2000:]}")

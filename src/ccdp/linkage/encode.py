@@ -115,7 +115,8 @@ def _values(column: pd.Series, kind: str) -> np.ndarray:
     if kind == "date":
         y, m, d = normalise.birth_date(column)
         return _date_keys(y, m, d)
-    return np.array([str(v).strip().lower() if pd.notna(v) else "" for v in column], dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return np.array([*(str(u).strip().lower() for u in uniques), ""], dtype=object)[codes]
 
 
 def _date_keys(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
