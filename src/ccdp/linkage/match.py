@@ -183,6 +183,8 @@ def link(
     random relabelling, so they say nothing about which registry or record came first."""
     names = list(encodings)
     encs = [encodings[k] for k in names]
+    if not encs:
+        return {}
     links = link_edges(encs, threshold, blocking)
     sizes = [len(e) for e in encs]
     reg = np.concatenate([np.full(s, k, dtype=np.int64) for k, s in enumerate(sizes)])
