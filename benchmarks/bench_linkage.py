@@ -4,7 +4,8 @@ attack evidence, and a scale run (registries × records, all pairs) with time an
 
 The anchor cannot live in our venv (clkhash pins an old cryptography); give its interpreter:
 
-    python3 -m venv /tmp/anchor-venv && /tmp/anchor-venv/bin/pip install clkhash anonlink recordlinkage
+    python3 -m venv /tmp/anchor-venv
+    /tmp/anchor-venv/bin/pip install clkhash anonlink recordlinkage
     python benchmarks/bench_linkage.py --anchor-python /tmp/anchor-venv/bin/python \
         --patients 100000 --scale-registries 20 --scale-records 100000
 
@@ -171,7 +172,9 @@ def _kind(difference: str) -> str:
     return f"{field}: {what.split(' ')[0]}"
 
 
-def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> list[dict[str, object]]:
+def hardening(
+    frames: dict[str, pd.DataFrame], truth: set[frozenset[str]], locale: str
+) -> list[dict[str, object]]:
     """Each hardening: linkage quality on the synthetic registries and the attack's F-measure on
     one registry's name encodings (given + family name, 10 bits a bigram)."""
     from ccdp.synth.identifiers import name_lists
@@ -179,9 +182,11 @@ def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> lis
     reg = frames["FR"].iloc[:10000]
 
     def public(kind: str) -> tuple[np.ndarray, np.ndarray]:
-        lists = name_lists(locale_of["FR"])
+        lists = name_lists(locale)
         n = np.concatenate([lists[f"{kind}_{s}"][0] for s in ("male", "female")])
-        w = np.concatenate([np.diff(lists[f"{kind}_{s}"][1], prepend=0.0) for s in ("male", "female")])
+        w = np.concatenate(
+            [np.diff(lists[f"{kind}_{s}"][1], prepend=0.0) for s in ("male", "female")]
+        )
         s = pd.DataFrame({"n": names(pd.Series(n)), "w": w}).groupby("n")["w"].sum()
         return s.index.to_numpy(dtype=object), s.to_numpy()
 
@@ -197,11 +202,13 @@ def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> lis
         res = frequency_attack(encode(reg, SECRET, attack_schema), fields, 10)
         schema = dataclasses.replace(CHILD_SCHEMA, salt_column=salt, hardening=hard)
         encs = {c: encode(f, SECRET, schema) for c, f in frames.items()}
+        # denser encodings collide more in MinHash bins: longer bands keep the pairs in bounds
+        blocking = Blocking(band_bins={"none": 5, "xor": 8, "balance": 12}[hard])
         best = (0.0, 0.0, 0.0, 0.0)
         for th in (0.75, 0.8, 0.85, 0.9):
-            groups = link(encs, th)
+            groups = link(encs, th, blocking)
             found = linked_pairs(groups, {c: f["patient_id"] for c, f in frames.items()})
-            p, r = precision_recall(found, _truth_pairs(frames))
+            p, r = precision_recall(found, truth)
             f1 = 2 * p * r / (p + r) if p + r else 0.0
             best = max(best, (f1, th, p, r))
         rows.append({"hardening": label, "attack_reid": sum(x.correct for x in res) / len(reg),
@@ -211,14 +218,9 @@ def hardening(frames: dict[str, pd.DataFrame], locale_of: dict[str, str]) -> lis
     return rows
 
 
-_TRUTH: set[frozenset[str]] = set()
-
-
-def _truth_pairs(_: dict[str, pd.DataFrame]) -> set[frozenset[str]]:
-    return _TRUTH
-
-
-def scale_child(registries: int, records: int, blocking: str) -> dict[str, float]:
+def scale_child(
+    registries: int, records: int, blocking: str, threshold: float = CHILD_THRESHOLD
+) -> dict[str, float]:
     """Registries drawn from the six locales' name lists, 1% of each registry's children also
     in another registry with slips; encode and link all pairs; time and peak RSS."""
     from ccdp.synth.identifiers import name_lists
@@ -256,17 +258,20 @@ def scale_child(registries: int, records: int, blocking: str) -> dict[str, float
     for f in frames:  # the truth is read off the final registries (copies may be overwritten)
         for pid in f["patient_id"]:
             clusters.setdefault(root.get(pid, pid), []).append(pid)
-    truth = {frozenset((a, b)) for m in clusters.values() for i, a in enumerate(m) for b in m[i + 1 :]}
+    truth = {
+        frozenset((a, b)) for m in clusters.values() for i, a in enumerate(m) for b in m[i + 1 :]
+    }
     t = time.perf_counter()
     encs = {str(r): encode(f, SECRET, CHILD_SCHEMA) for r, f in enumerate(frames)}
     enc_s = time.perf_counter() - t
     perms, bins = (int(x) for x in blocking.split(","))
     t = time.perf_counter()
-    groups = link(encs, CHILD_THRESHOLD, Blocking(permutations=perms, band_bins=bins))
+    groups = link(encs, threshold, Blocking(permutations=perms, band_bins=bins))
     link_s = time.perf_counter() - t
     found = linked_pairs(groups, {str(r): f["patient_id"] for r, f in enumerate(frames)})
     p, rc = precision_recall(found, truth)
-    return {"registries": registries, "records": records, "encode_s": enc_s, "link_s": link_s,
+    return {"registries": registries, "records": records, "threshold": threshold,
+            "encode_s": enc_s, "link_s": link_s,
             "peak_rss_mib": peak_rss_mib(), "true_pairs": len(truth), "precision": p,
             "recall": rc}  # fmt: skip
 
@@ -303,10 +308,19 @@ def main() -> None:
     ap.add_argument("--scale-registries", type=int, default=20)
     ap.add_argument("--scale-records", type=int, default=100_000)
     ap.add_argument("--scale-blocking", default="16,10", help="permutations,bins per band")
+    ap.add_argument(
+        "--scale-threshold",
+        type=float,
+        default=0.9,
+        help="Dice threshold of the scale run (denser populations need a higher one)",
+    )
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: synthetic,scale")
     ap.add_argument("--scale-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scale_child:
-        r = scale_child(args.scale_registries, args.scale_records, args.scale_blocking)
+        r = scale_child(
+            args.scale_registries, args.scale_records, args.scale_blocking, args.scale_threshold
+        )
         print(json.dumps(r))
         return
     rows = febrl(args.febrl_rows, args.repeat, args.anchor_python)
@@ -314,10 +328,19 @@ def main() -> None:
         print(f"## FEBRL4 ({args.febrl_rows} × {args.febrl_rows})\n")
         print(table(rows, ["method", "threshold", "records_per_s", "match_s", "precision",
                            "recall"]) + "\n")  # fmt: skip
+    skip = set(args.skip.split(","))
+    if "synthetic" not in skip:
+        synthetic_part(args)
+    if "scale" not in skip:
+        scale_part(args)
+
+
+def synthetic_part(args: argparse.Namespace) -> None:
+    """The synthetic registries and the hardening study, printed."""
     with tempfile.TemporaryDirectory() as tmp:
         syn, frames = synthetic(args.patients, Path(tmp) / "synth")
         truth = json.loads((Path(tmp) / "synth" / "truth.json").read_text())
-        _TRUTH.update(frozenset(p["patient_ids"]) for p in truth["cross_border_duplicates"])
+    true_pairs = {frozenset(p["patient_ids"]) for p in truth["cross_border_duplicates"]}
     print(f"## Synthetic registries ({args.patients} children, six countries)\n")
     print(table(syn, ["threshold", "pairs", "precision", "recall", "link_s"]) + "\n")
     kinds = sorted({k for r in syn for k in r["by_kind"]})  # type: ignore[attr-defined]
@@ -327,14 +350,18 @@ def main() -> None:
     print(table(per_kind, list(per_kind[0])) + "\n")
     from ccdp.synth.params import load_params
 
-    locale_of = {"FR": str(load_params().country("FR")["faker_locale"])}
-    hard = hardening(frames, locale_of)
+    hard = hardening(frames, true_pairs, str(load_params().country("FR")["faker_locale"]))
     print("## Hardening: attack (FR names, 10,000 records) and linkage quality\n")
     print(table(hard, ["hardening", "groups", "attack_reid", "attack_f", "threshold", "precision",
                        "recall", "link_f1"]) + "\n")  # fmt: skip
+
+
+def scale_part(args: argparse.Namespace) -> None:
+    """The scale run in a child process (so its peak RSS is its own), printed."""
     cmd = [sys.executable, __file__, "--scale-child", "--scale-registries",
            str(args.scale_registries), "--scale-records", str(args.scale_records),
-           "--scale-blocking", args.scale_blocking]  # fmt: skip
+           "--scale-blocking", args.scale_blocking,
+           "--scale-threshold", str(args.scale_threshold)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         print(f"scale run failed:\n{proc.stderr[-2000:]}")

@@ -9,9 +9,11 @@ import hmac
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccdp.linkage import CHILD_SCHEMA, FieldSpec, LinkageError, LinkageSchema, encode
-from ccdp.linkage.encode import field_key, tokens
+from ccdp.linkage.encode import _bigrams, field_key, tokens
 from ccdp.linkage.match import dice
 
 SECRET = b"custodians-shared-secret-0001"
@@ -135,3 +137,12 @@ def test_encoding_is_fast_enough():
     t = time.perf_counter()
     encode(f, SECRET)
     assert len(f) / (time.perf_counter() - t) > 2_000
+
+
+@given(st.lists(st.text(alphabet="abcżółęéü_ ", max_size=12), min_size=1, max_size=30))
+def test_vectorised_bigrams_equal_the_plain_token_list(values: list[str]):
+    vocab, lens, flat = _bigrams(np.array(values, dtype=str))
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    for k, v in enumerate(values):
+        got = [vocab[t] for t in flat[offsets[k] : offsets[k + 1]]]
+        assert got == tokens(v, "name")

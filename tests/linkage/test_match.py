@@ -118,3 +118,11 @@ def test_febrl4_precision_and_recall():
     hits = int((a.index.str.split("-").str[1][i] == b.index.str.split("-").str[1][j]).sum())
     assert hits / len(i) >= 0.999
     assert hits / 5000 >= 0.995
+
+
+def test_an_empty_registry_links_to_nothing():
+    a = _random_encodings(20, 1024, 0.3, 3)
+    empty = Encodings(np.zeros((0, 128), np.uint8), np.zeros(0, np.int32), 1024)
+    groups = link({"A": a, "B": empty})
+    assert len(groups["B"]) == 0 and len(np.unique(groups["A"])) == 20
+    assert link({}) == {}

@@ -85,9 +85,7 @@ def encode(frame: pd.DataFrame, secret: bytes, schema: LinkageSchema = CHILD_SCH
         )
         rows_parts.append(rows)
         pos_parts.append(positions)
-    rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, np.int64)
-    pos = np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)
-    packed = _scatter(n, schema.bits, rows, pos)
+    packed = _scatter(n, schema.bits, rows_parts, pos_parts)
     packed = _harden(packed, secret, schema)
     pc = np.bitwise_count(np.ascontiguousarray(packed).view(np.uint64)).sum(axis=1)
     return Encodings(packed, pc.astype(np.int32), schema.out_bits)
@@ -117,7 +115,8 @@ def _values(column: pd.Series, kind: str) -> np.ndarray:
     if kind == "date":
         y, m, d = normalise.birth_date(column)
         return _date_keys(y, m, d)
-    return np.array([str(v).strip().lower() if pd.notna(v) else "" for v in column], dtype=object)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return np.array([*(str(u).strip().lower() for u in uniques), ""], dtype=object)[codes]
 
 
 def _date_keys(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -157,10 +156,15 @@ def _field_positions(
     """(record row, bit position) of every bit this field sets, one pair per bit."""
     values = _values(column, spec.kind)
     codes, uniques = pd.factorize(values)
-    vocab: dict[str, int] = {}
-    lists = [[vocab.setdefault(t, len(vocab)) for t in tokens(str(u), spec.kind)] for u in uniques]
-    lens = np.array([len(x) for x in lists], dtype=np.int64)
-    flat = np.array([t for x in lists for t in x], dtype=np.int64)
+    if spec.kind in ("name", "text", "id"):
+        names, lens, flat = _bigrams(np.asarray(uniques, dtype=str))
+    else:
+        vocab: dict[str, int] = {}
+        lists = [[vocab.setdefault(t, len(vocab)) for t in tokens(str(u), spec.kind)]
+                 for u in uniques]  # fmt: skip
+        lens = np.array([len(x) for x in lists], dtype=np.int64)
+        flat = np.array([t for x in lists for t in x], dtype=np.int64)
+        names = list(vocab)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(lens) else lens
     counts = lens[codes]
     rows = np.repeat(np.arange(len(codes), dtype=np.int64), counts)
@@ -169,7 +173,6 @@ def _field_positions(
     salt = salt_codes[rows] if salt_codes is not None else np.zeros_like(rows)
     n_salts = len(salt_text)
     uniq, inverse = np.unique(tok * n_salts + salt, return_inverse=True)
-    names = list(vocab)
     positions = _positions(
         [f"{names[c // n_salts]}\x1f{salt_text[c % n_salts]}" for c in uniq.tolist()]
         if salt_codes is not None
@@ -180,6 +183,23 @@ def _field_positions(
     )
     per_bit = positions[inverse]  # (occurrences, k)
     return np.repeat(rows, spec.bits_per_token), per_bit.ravel()
+
+
+def _bigrams(values: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Padded bigrams of distinct values, vectorised: (bigram vocabulary, bigrams per value,
+    flat bigram ids value after value). The same bigrams as `tokens(value, "name")`."""
+    if len(values) == 0:
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    padded = np.char.add(np.char.add("_", values), "_")
+    width = max(int(np.char.str_len(padded).max()), 2)
+    cps = np.asarray(padded, dtype=f"<U{width}").view(np.uint32).reshape(len(values), width)
+    cps = cps.astype(np.int64)
+    pair = (cps[:, :-1] << 21) | cps[:, 1:]
+    real = (cps[:, 1:] != 0) & (np.char.str_len(values)[:, None] > 0)
+    lens = real.sum(axis=1).astype(np.int64)
+    vocab, flat = np.unique(pair[real], return_inverse=True)  # row-major: value after value
+    names = [chr(c >> 21) + chr(c & 0x1FFFFF) for c in vocab.tolist()]
+    return names, lens, flat.astype(np.int64)
 
 
 def _positions(tokens_: list[str], key: bytes, k: int, bits: int) -> np.ndarray:
@@ -193,16 +213,16 @@ def _positions(tokens_: list[str], key: bytes, k: int, bits: int) -> np.ndarray:
     return ((h1[:, None] + i[None, :] * h2[:, None]) % np.uint64(bits)).astype(np.int64)
 
 
-def _scatter(n: int, bits: int, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Set the listed bits, a chunk of rows at a time, and pack them (n × bits/8 uint8)."""
+def _scatter(n: int, bits: int, rows: list[np.ndarray], pos: list[np.ndarray]) -> np.ndarray:
+    """Set the listed bits, a chunk of rows at a time, and pack them (n × bits/8 uint8). Each
+    field's rows come in record order, so a chunk's share of each is found by bisection."""
     out = np.zeros((n, bits // 8), dtype=np.uint8)
-    order = np.argsort(rows, kind="stable")
-    rows, pos = rows[order], pos[order]
     for lo in range(0, n, _CHUNK_ROWS):
         hi = min(n, lo + _CHUNK_ROWS)
-        a, b = np.searchsorted(rows, [lo, hi])
         dense = np.zeros((hi - lo) * bits, dtype=bool)
-        dense[(rows[a:b] - lo) * bits + pos[a:b]] = True
+        for r, p in zip(rows, pos, strict=True):
+            a, b = np.searchsorted(r, [lo, hi])
+            dense[(r[a:b] - lo) * bits + p[a:b]] = True
         out[lo:hi] = np.packbits(dense.reshape(hi - lo, bits), axis=1)
     return out
 

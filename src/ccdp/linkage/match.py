@@ -26,13 +26,15 @@ _PAIR_CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Blocking:
     """MinHash-LSH settings: `permutations` × bits/16 bins, each permutation's cut into bands of
-    `band_bins` (the leftover bins unused); a
-    bucket larger than `max_bucket` (filters with almost no bits, say) is not expanded into
-    pairs. More bins per band: fewer candidate pairs, lower recall of weak matches."""
+    `band_bins` (the leftover bins unused); a bucket larger than `max_bucket` (filters with almost
+    no bits, say) is not expanded into pairs, and more than `max_pairs` candidate pairs are
+    refused rather than allowed to exhaust memory. More bins per band: fewer candidate pairs,
+    lower recall of weak matches; dense encodings (balanced: half the bits set) need more."""
 
     permutations: int = 4
     band_bins: int = 5
     max_bucket: int = 2_000
+    max_pairs: int = 100_000_000
     seed: int = 20_260_101
 
 
@@ -81,8 +83,19 @@ def candidate_pairs(
         for lo in range(0, bins.shape[1] - blocking.band_bins + 1, blocking.band_bins):
             key = bins[:, lo : lo + blocking.band_bins].astype(np.int64) @ weights
             found.append(_bucket_pairs(key, reg, n, blocking.max_bucket))
+            if sum(len(f) for f in found) > 2 * blocking.max_pairs:
+                _too_loose(blocking)
         ids = _distinct(np.concatenate(found))
+        if len(ids) > blocking.max_pairs:
+            _too_loose(blocking)
     return ids // n, ids % n
+
+
+def _too_loose(blocking: Blocking) -> None:
+    raise LinkageError(
+        f"blocking too loose: over {blocking.max_pairs} candidate pairs; raise band_bins "
+        f"(now {blocking.band_bins}) for encodings this dense"
+    )
 
 
 def _distinct(ids: np.ndarray) -> np.ndarray:
@@ -183,6 +196,8 @@ def link(
     random relabelling, so they say nothing about which registry or record came first."""
     names = list(encodings)
     encs = [encodings[k] for k in names]
+    if not encs:
+        return {}
     links = link_edges(encs, threshold, blocking)
     sizes = [len(e) for e in encs]
     reg = np.concatenate([np.full(s, k, dtype=np.int64) for k, s in enumerate(sizes)])
