@@ -9,15 +9,12 @@ Every process started here is stopped before returning (unless asked to keep run
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,39 +32,24 @@ from rich.progress import (
 )
 from rich.table import Column
 
-from ccdp.errors import CcdpError
+from ccdp.demo.processes import (
+    DemoError,
+    Processes,
+    _cli,
+    _env,
+    _wait_up,
+    free_port,
+    node_token,
+    user_token,
+)
 
 COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
 STUDIES = Path(__file__).with_name("studies.yaml")
 PROJECT = Path(__file__).with_name("project.yaml")
 FEASIBILITY = Path(__file__).with_name("feasibility.yaml")
 PENDING = Path(__file__).with_name("pending.yaml")
+SENSITIVITY = Path(__file__).with_name("sensitivity.yaml")
 MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
-
-
-class DemoError(CcdpError):
-    """A step of the demo failed (the message names the step and its log)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "ccdp", *map(str, args)]
-
-
-def _env() -> dict[str, str]:
-    """Children import the same ccdp as this process, whether installed or run from a tree."""
-    import ccdp
-
-    env = dict(os.environ)
-    src = str(Path(ccdp.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
 
 
 def _run(args: list[str], log: Path, step: str) -> None:
@@ -97,6 +79,7 @@ class Projects:
     studies: str
     feasibility: str
     pending: str
+    sensitivity: str | None = None  # the `dedup: false` twin's project, when linked
 
 
 def _request(out: Path, url: str, researcher: str, source: Path, countries: list[str]) -> str:
@@ -116,13 +99,16 @@ def run_governance(
     stores: dict[str, Path],
     progress: Progress | LineProgress,
     exact_release: str = "registered",
+    sensitivity: bool = False,
 ) -> Projects:
     """The partnership's governance, as its people run it: the researcher requests the projects
     (the studies' project with its registered studies), the board approves two, each node's
     custodian records its policy (`exact_release`: by default only registered studies are
     answered exactly without her) and accepts them at the node, which records the registered
-    studies' hashes; the third request waits for the board (the dashboard's Governance page)."""
-    task = progress.add_task("projects: requested, approved, accepted", total=3 + len(tokens))
+    studies' hashes; the third request waits for the board (the dashboard's Governance page).
+    With `sensitivity`, the project of the `dedup: false` twin is approved and accepted too."""
+    steps = 3 + len(tokens) + int(sensitivity)
+    task = progress.add_task("projects: requested, approved, accepted", total=steps)
     log = out / "logs" / "governance.log"
     hub = ("--hub", url)
     countries = list(tokens)
@@ -131,8 +117,12 @@ def run_governance(
         feasibility=_request(out, url, researcher, FEASIBILITY, countries),
         pending=_request(out, url, researcher, PENDING, countries),
     )
+    if sensitivity:
+        projects.sensitivity = _request(out, url, researcher, SENSITIVITY, countries)
     progress.advance(task)
-    for project in (projects.studies, projects.feasibility):
+    accepted = [projects.studies, projects.feasibility]
+    accepted += [projects.sensitivity] if projects.sensitivity else []
+    for project in accepted:
         review = ("project", "review", project, "--approve", *hub)
         _run_logged(_cli(*review), log, user_token(board))
         progress.advance(task)
@@ -143,7 +133,7 @@ def run_governance(
         _run_logged(_cli(*policy), log)
         rule = ("node", "policy", "set", "exact_release", exact_release, "--store", stores[c])
         _run_logged(_cli(*rule), log)
-        for project in (projects.studies, projects.feasibility):
+        for project in accepted:
             # the acceptance audit runs first (its lines stay in this log); a finding stops it
             accept = ("node", "projects", "accept", project, "--store", stores[c])
             _run_logged(_cli(*accept, *hub), log, node_token(token))
@@ -188,17 +178,6 @@ def run_referral(
         sent = _run_logged(release, log, node_token(token))
         return sent.split("at the hub as ")[1].split()[0]
     return None
-
-
-def user_token(token: str) -> dict[str, str]:
-    """A person's token for a child command, by environment: argv is visible to every user
-    of the machine (`ps`), a process's environment only to its owner."""
-    return {"CCDP_TOKEN": token}
-
-
-def node_token(token: str) -> dict[str, str]:
-    """A node's token for a child command, by environment (never on its command line)."""
-    return {"CCDP_NODE_TOKEN": token}
 
 
 def _run_logged(args: list[str], log: Path, secrets: dict[str, str] | None = None) -> str:
@@ -247,49 +226,32 @@ def perturb_counts(out: Path, stores: dict[str, Path]) -> None:
         _run_logged(_cli("node", "policy", "set", "counts", "perturbed", "--store", store), log)
 
 
-class Processes:
-    """Child processes of the demo, each in its own session (its own process group), stopped
-    in reverse order, each whole group, and waited for."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(
-        self, name: str, args: list[str], log: Path, secrets: dict[str, str] | None = None
-    ) -> subprocess.Popen:
-        fh = log.open("ab")
-        env = {**_env(), **(secrets or {})}
-        proc = subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        fh.close()
-        self.procs.append((name, proc))
-        return proc
-
-    def check(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise DemoError(f"{name} exited with {proc.returncode}")
-
-    def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            _signal_group(proc, signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(5)
-        self.procs.clear()
+def sensitivity_study() -> dict[str, Any]:
+    """The `dedup: false` twin, as its project registers it."""
+    raw = yaml.safe_load(SENSITIVITY.read_text(encoding="utf-8"))
+    spec: dict[str, Any] = raw["studies"][0]
+    return spec
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the child's whole process group (it leads its own session): whatever it started
-    stops with it."""
-    if proc.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
+TWIN_WHY = (
+    "The pooled incidence with dedup off: each registration counted, a child registered in two "
+    "countries twice. Registered in its own project (sensitivity.yaml); each node answers it "
+    "exactly, and its differencing rule withholds a cell that differs from the de-duplicated "
+    "study's by 1 to min_cell - 1 children (they would be the children treated abroad)."
+)
+
+
+def run_twin(client: Any, project: str, progress: Any, task: TaskID) -> Any:
+    """Submit the sensitivity twin under its project; its report entry."""
+    from ccdp.report.html import StudyEntry
+
+    spec = sensitivity_study()
+    t0 = time.monotonic()
+    progress.update(task, description=f"study: {spec['title']}")
+    record = client.wait(client.submit({**spec, "project": project}), max_wait=600)
+    progress.advance(task)
+    key = "incidence_pooled_nodedup"
+    return StudyEntry(key, TWIN_WHY, spec, record, time.monotonic() - t0)
 
 
 class Stopped(Exception):
@@ -389,9 +351,12 @@ def synthesise_and_ingest(
     seed: int,
     patients: int,
     progress: Progress | LineProgress,
+    secret: Path | None = None,
 ) -> tuple[dict[str, Path], str]:
     """Messy exports ingested with each country's mapping when all mappings exist; otherwise
-    the data-model (native) exports. Returns the stores and the format used."""
+    the data-model (native) exports. With a linkage `secret`, the exports carry identifiers and
+    each node, given the secret before its ingest, encodes them at ingest (issue 25). Returns
+    the stores and the format used."""
     logs = out / "logs"
     messy = messy_available(countries)
     fmt = "messy" if messy else "native"
@@ -411,6 +376,7 @@ def synthesise_and_ingest(
             patients,
             "--format",
             fmt,
+            *(["--with-identifiers"] if secret is not None else []),
         ),
         logs / "synth.log",
         "synthesis",
@@ -428,6 +394,10 @@ def synthesise_and_ingest(
                 shutil.rmtree(old)
             else:
                 old.unlink()
+        if secret is not None:
+            from ccdp.demo.linking import give_secret
+
+            give_secret({c: store}, secret)
         args = _cli("ingest", exports / c, "--store", store, "--json")
         if messy:
             args += ["--mapping", str(MAPPINGS / f"{c}.yaml")]
@@ -494,6 +464,7 @@ class Partnership:
     projects: Projects
     fmt: str
     referral: str | None = None
+    linkage: Any = None  # ccdp.demo.linking.Linkage, when the registries were linked
 
 
 def start_partnership(
@@ -504,16 +475,26 @@ def start_partnership(
     seed: int = 2024,
     patients: int = 9000,
     exact_release: str = "registered",
+    link: bool = False,
 ) -> Partnership:
-    """Synthesise and ingest the registries, start the hub (closed: studies need a project)
-    and one agent per node in `procs`, and run the governance (each node under
-    `exact_release`); `procs.stop()` ends it all."""
+    """Synthesise and ingest the registries (with identifiers, encoded at ingest, when `link`),
+    link them through a linkage service (another process in `procs`), start the hub (closed:
+    studies need a project) and one agent per node in `procs`, and run the governance (each
+    node under `exact_release`); `procs.stop()` ends it all."""
     from ccdp.federation.client import HubClient
     from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
 
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)
+    secret = None
+    if link:
+        from ccdp.demo.linking import link_registries, write_secret
+
+        secret = write_secret(out)
+    stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress, secret)
+    # before the node agents open the stores and before governance: each custodian's
+    # acceptance audit computes the registered studies with the link groups they will use
+    linkage = link_registries(out, procs, stores, progress) if link else None
     db_path = out / "hub.db"
     for f in out.glob("hub.db*"):
         f.unlink()
@@ -534,12 +515,20 @@ def start_partnership(
     client = HubClient(url, people["researcher"])
     _wait_nodes(client, countries, procs, progress, task)
     projects = run_governance(
-        out, url, people["researcher"], people["board"], tokens, stores, progress, exact_release
+        out,
+        url,
+        people["researcher"],
+        people["board"],
+        tokens,
+        stores,
+        progress,
+        exact_release,
+        sensitivity=linkage is not None,
     )
     task = progress.add_task("a referral to the expert board", total=1)
     referral = run_referral(out, url, tokens, stores)
     progress.advance(task)
-    return Partnership(url, tokens, people, stores, projects, fmt, referral)
+    return Partnership(url, tokens, people, stores, projects, fmt, referral, linkage)
 
 
 def print_sign_in(console: Console, p: Partnership) -> None:
@@ -573,11 +562,12 @@ def run_demo(
     restore = stop_on_signals()
     try:
         with progress_bar(console) as progress:
-            p = start_partnership(out, procs, progress, countries, seed, patients)
+            p = start_partnership(out, procs, progress, countries, seed, patients, link=True)
             url, fmt = p.url, p.fmt
             client = HubClient(url, p.people["researcher"])
             studies = load_studies()
-            task = progress.add_task("running studies through the hub", total=len(studies) + 1)
+            total = len(studies) + 1 + int(p.projects.sensitivity is not None)
+            task = progress.add_task("running studies through the hub", total=total)
             entries = []
             for st in studies:
                 t0 = time.monotonic()
@@ -589,6 +579,13 @@ def run_demo(
                     StudyEntry(st["key"], why, st["spec"], record, time.monotonic() - t0)
                 )
                 progress.advance(task)
+            section = None
+            if p.linkage is not None:  # before the nodes perturb counts: the truth runs exactly
+                from ccdp.demo.linking import linkage_section
+
+                section = linkage_section(out, p.linkage, p.stores, entries)
+            if p.projects.sensitivity:
+                entries.append(run_twin(client, p.projects.sensitivity, progress, task))
             perturb_counts(out, p.stores)
             st = FEASIBILITY_COUNT
             t0 = time.monotonic()
@@ -616,10 +613,16 @@ def run_demo(
                     ("minutes, end to end", f"{(time.monotonic() - started) / 60:.1f}"),
                 ],
                 ingest=ingest_summary(out, countries),
+                linkage=section,
                 footer=f"Generated by `ccdp demo` (seed {seed}); stores in {out / 'stores'}, "
                 f"logs in {out / 'logs'}.",
             )
             progress.advance(task)
+        if section is not None:
+            from ccdp.report.html import linkage_context
+
+            console.print("record linkage, pooled incidence:", highlight=False)
+            console.print(linkage_context(section)["text"], highlight=False, soft_wrap=True)
         console.print(f"[bold green]report:[/] {report}")
         if keep_running:
             print_sign_in(console, p)
@@ -634,20 +637,6 @@ def run_demo(
     finally:
         procs.stop()
         restore()
-
-
-def _wait_up(url: str, procs: Processes, timeout: float = 60) -> None:
-    import httpx
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        procs.check()
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise DemoError(f"the hub did not answer at {url} within {timeout:g} s")
 
 
 def _wait_nodes(client, countries, procs, progress, task, timeout: float = 120) -> None:
