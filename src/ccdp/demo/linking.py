@@ -253,7 +253,7 @@ WHY = (
     "child pooled results keep. Studies leave out the copies set aside (dedup, the default). "
     "The demo knows the synthesiser's truth, so it can say how well the linkage did."
 )
-POOLED_ON, POOLED_OFF = "incidence_pooled", "incidence_pooled_nodedup"
+POOLED_ON = "incidence_pooled"
 ON = "with deduplication (released: each linked child once)"
 
 
@@ -272,8 +272,9 @@ def reference_results(
 
 def linkage_section(out: Path, linkage: Linkage, stores: dict[str, Path], entries: list[Any]):
     """The report's section: the run per node, its pairs against truth.json, and the pooled
-    incidence with dedup on (released) and off (the registered twin as released, and as the
-    nodes compute it) beside the same study over the truth's link groups."""
+    incidence with dedup on (released) and off (computed at the nodes, not released: a released
+    twin beside the de-duplicated studies would determine the children each node set aside, and
+    the acceptance audit finds it) beside the same study over the truth's link groups."""
     from ccdp.federation.client import study_result
     from ccdp.report.html import LinkageSection
 
@@ -281,25 +282,50 @@ def linkage_section(out: Path, linkage: Linkage, stores: dict[str, Path], entrie
     quality = linkage_quality(truth, stores)
     linkage.quality = quality
     by_key = {e.key: e for e in entries}
-    released = {}
-    for key in (POOLED_ON, POOLED_OFF):
-        rec = (by_key[key].record.get("result") or {}) if key in by_key else {}
-        released[key] = study_result(rec) if rec.get("result") else None
+    rec = (by_key[POOLED_ON].record.get("result") or {}) if POOLED_ON in by_key else {}
+    released = study_result(rec) if rec.get("result") else None
     spec = dict(by_key[POOLED_ON].spec) if POOLED_ON in by_key else {"analysis": "incidence"}
     off, true = reference_results(spec, stores, truth, out / "truth-stores")
-    return LinkageSection(
+    section = LinkageSection(
         why=WHY,
         quality=quality,
         nodes=[{"node": c, **linkage.nodes[c]} for c in stores],
         pooled=[
-            (ON, released[POOLED_ON]),
-            (
-                "without deduplication (released: the registered dedup-off twin)",
-                released[POOLED_OFF],
-            ),
+            (ON, released),
             ("without deduplication (computed at the nodes, not released)", off),
             ("truth (truth.json's duplicates set aside instead of the linkage's)", true),
         ],
         seconds=linkage.seconds,
         released_from=ON,
     )
+    write_summary(out / "linkage.json", section)
+    return section
+
+
+def write_summary(path: Path, section: Any) -> None:
+    """The section's figures as JSON beside the report (for a reader's script and the tests):
+    the pairs, each node's run, and each pooled row's cases, person-years and ASR."""
+    rows = []
+    for label, study in section.pooled:
+        frame = None if study is None or study.result is None else study.result.to_frame()
+        first = {} if frame is None else frame.reset_index(drop=True).iloc[0].to_dict()
+        rows.append(
+            {"label": label}
+            | {k: _plain(first.get(k)) for k in ("cases", "person_years", "crude_rate", "asr")}
+        )
+    summary = {
+        "quality": section.quality,
+        "nodes": section.nodes,
+        "pooled": rows,
+        "seconds": round(section.seconds, 1),
+    }
+    path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
+def _plain(value: Any) -> float | None:
+    """A number as JSON takes it (None for a withheld or missing one)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number

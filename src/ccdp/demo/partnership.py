@@ -48,7 +48,6 @@ STUDIES = Path(__file__).with_name("studies.yaml")
 PROJECT = Path(__file__).with_name("project.yaml")
 FEASIBILITY = Path(__file__).with_name("feasibility.yaml")
 PENDING = Path(__file__).with_name("pending.yaml")
-SENSITIVITY = Path(__file__).with_name("sensitivity.yaml")
 MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
 
 
@@ -79,7 +78,6 @@ class Projects:
     studies: str
     feasibility: str
     pending: str
-    sensitivity: str | None = None  # the `dedup: false` twin's project, when linked
 
 
 def _request(out: Path, url: str, researcher: str, source: Path, countries: list[str]) -> str:
@@ -99,16 +97,13 @@ def run_governance(
     stores: dict[str, Path],
     progress: Progress | LineProgress,
     exact_release: str = "registered",
-    sensitivity: bool = False,
 ) -> Projects:
     """The partnership's governance, as its people run it: the researcher requests the projects
     (the studies' project with its registered studies), the board approves two, each node's
     custodian records its policy (`exact_release`: by default only registered studies are
     answered exactly without her) and accepts them at the node, which records the registered
-    studies' hashes; the third request waits for the board (the dashboard's Governance page).
-    With `sensitivity`, the project of the `dedup: false` twin is approved and accepted too."""
-    steps = 3 + len(tokens) + int(sensitivity)
-    task = progress.add_task("projects: requested, approved, accepted", total=steps)
+    studies' hashes; the third request waits for the board (the dashboard's Governance page)."""
+    task = progress.add_task("projects: requested, approved, accepted", total=3 + len(tokens))
     log = out / "logs" / "governance.log"
     hub = ("--hub", url)
     countries = list(tokens)
@@ -117,12 +112,8 @@ def run_governance(
         feasibility=_request(out, url, researcher, FEASIBILITY, countries),
         pending=_request(out, url, researcher, PENDING, countries),
     )
-    if sensitivity:
-        projects.sensitivity = _request(out, url, researcher, SENSITIVITY, countries)
     progress.advance(task)
-    accepted = [projects.studies, projects.feasibility]
-    accepted += [projects.sensitivity] if projects.sensitivity else []
-    for project in accepted:
+    for project in (projects.studies, projects.feasibility):
         review = ("project", "review", project, "--approve", *hub)
         _run_logged(_cli(*review), log, user_token(board))
         progress.advance(task)
@@ -133,7 +124,7 @@ def run_governance(
         _run_logged(_cli(*policy), log)
         rule = ("node", "policy", "set", "exact_release", exact_release, "--store", stores[c])
         _run_logged(_cli(*rule), log)
-        for project in accepted:
+        for project in (projects.studies, projects.feasibility):
             # the acceptance audit runs first (its lines stay in this log); a finding stops it
             accept = ("node", "projects", "accept", project, "--store", stores[c])
             _run_logged(_cli(*accept, *hub), log, node_token(token))
@@ -224,34 +215,6 @@ def perturb_counts(out: Path, stores: dict[str, Path]) -> None:
     log = out / "logs" / "governance.log"
     for store in stores.values():
         _run_logged(_cli("node", "policy", "set", "counts", "perturbed", "--store", store), log)
-
-
-def sensitivity_study() -> dict[str, Any]:
-    """The `dedup: false` twin, as its project registers it."""
-    raw = yaml.safe_load(SENSITIVITY.read_text(encoding="utf-8"))
-    spec: dict[str, Any] = raw["studies"][0]
-    return spec
-
-
-TWIN_WHY = (
-    "The pooled incidence with dedup off: each registration counted, a child registered in two "
-    "countries twice. Registered in its own project (sensitivity.yaml); each node answers it "
-    "exactly, and its differencing rule withholds a cell that differs from the de-duplicated "
-    "study's by 1 to min_cell - 1 children (they would be the children treated abroad)."
-)
-
-
-def run_twin(client: Any, project: str, progress: Any, task: TaskID) -> Any:
-    """Submit the sensitivity twin under its project; its report entry."""
-    from ccdp.report.html import StudyEntry
-
-    spec = sensitivity_study()
-    t0 = time.monotonic()
-    progress.update(task, description=f"study: {spec['title']}")
-    record = client.wait(client.submit({**spec, "project": project}), max_wait=600)
-    progress.advance(task)
-    key = "incidence_pooled_nodedup"
-    return StudyEntry(key, TWIN_WHY, spec, record, time.monotonic() - t0)
 
 
 class Stopped(Exception):
@@ -515,15 +478,7 @@ def start_partnership(
     client = HubClient(url, people["researcher"])
     _wait_nodes(client, countries, procs, progress, task)
     projects = run_governance(
-        out,
-        url,
-        people["researcher"],
-        people["board"],
-        tokens,
-        stores,
-        progress,
-        exact_release,
-        sensitivity=linkage is not None,
+        out, url, people["researcher"], people["board"], tokens, stores, progress, exact_release
     )
     task = progress.add_task("a referral to the expert board", total=1)
     referral = run_referral(out, url, tokens, stores)
@@ -566,8 +521,7 @@ def run_demo(
             url, fmt = p.url, p.fmt
             client = HubClient(url, p.people["researcher"])
             studies = load_studies()
-            total = len(studies) + 1 + int(p.projects.sensitivity is not None)
-            task = progress.add_task("running studies through the hub", total=total)
+            task = progress.add_task("running studies through the hub", total=len(studies) + 1)
             entries = []
             for st in studies:
                 t0 = time.monotonic()
@@ -584,8 +538,6 @@ def run_demo(
                 from ccdp.demo.linking import linkage_section
 
                 section = linkage_section(out, p.linkage, p.stores, entries)
-            if p.projects.sensitivity:
-                entries.append(run_twin(client, p.projects.sensitivity, progress, task))
             perturb_counts(out, p.stores)
             st = FEASIBILITY_COUNT
             t0 = time.monotonic()
