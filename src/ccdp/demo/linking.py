@@ -293,7 +293,7 @@ def linkage_section(out: Path, linkage: Linkage, stores: dict[str, Path], entrie
         pooled=[
             (ON, released),
             ("without deduplication (computed at the nodes, not released)", off),
-            ("truth (truth.json's duplicates set aside instead of the linkage's)", true),
+            ("truth (truth.json: its cross-border copies set aside, not the linkage groups)", true),
         ],
         seconds=linkage.seconds,
         released_from=ON,
