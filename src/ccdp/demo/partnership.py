@@ -578,7 +578,10 @@ def run_demo(
         console.print(f"[bold green]report:[/] {report}")
         if keep_running:
             print_sign_in(console, p)
-            console.print("Ctrl-C (or SIGTERM, SIGHUP) stops the hub and the node agents.")
+            console.print(
+                "Ctrl-C (or SIGTERM, SIGHUP) stops the hub and the node agents (and the "
+                "linkage service)."
+            )
             try:
                 while True:
                     procs.check()

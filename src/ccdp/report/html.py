@@ -242,13 +242,14 @@ class LinkageSection:
 
     why: str
     quality: dict[str, Any]  # found, true, correct, precision, recall
-    nodes: list[dict[str, Any]]  # node, records, linked, kept, set_aside (the run)
+    nodes: list[dict[str, Any]]  # node, records, linked, kept, set_aside (the run, node-side)
     pooled: list[tuple[str, Any]]  # (label, the study's StudyResult or None)
     seconds: float
     released_from: str = ""  # the study whose released set-aside counts are shown per node
 
 
 POOLED_COLUMN = "pooled incidence, ages 0-14"
+SET_ASIDE_COLUMN = "set aside in the pooled study (another node counts the child), as released"
 
 
 def pooled_frame(pooled: list[tuple[str, Any]]) -> pd.DataFrame:
@@ -288,13 +289,8 @@ def linkage_context(section: LinkageSection) -> dict[str, Any]:
         [
             {
                 "node": n["node"],
-                "records sent": n["records"],
-                "linked": n["linked"],
-                "kept here": n["kept"],
-                "set aside (another node's copy counts)": n["set_aside"],
-                "set aside, as released in the pooled study": released.get(
-                    str(n["node"]).upper(), "—"
-                ),
+                "records sent to the linkage service": n["records"],
+                SET_ASIDE_COLUMN: released.get(str(n["node"]).upper(), "—"),
             }
             for n in section.nodes
         ]
