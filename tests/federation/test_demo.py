@@ -82,6 +82,48 @@ def test_demo_writes_the_report_and_leaves_nothing_running(demo_out):
 
 
 @pytest.mark.slow
+def test_the_demo_links_its_registries_and_reports_pooled_incidence_beside_the_truth(demo_out):
+    """Issue 25's demo: one random secret (0600, in no log), a linkage service on loopback that
+    keeps no encoding or result after the run, every node's link groups, and the report's
+    pooled incidence with and without deduplication beside the synthesiser's truth: the
+    de-duplicated count equals the truth's (truth.json's copies set aside) up to the pairs the
+    linkage got wrong, and counting duplicates twice gives more cases."""
+    out = (demo_out / "demo.stdout").read_text()
+    assert "linking registries (linkage service): 7/7" in out
+    secret = demo_out / "linkage.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    text = secret.read_text().strip()
+    for log in [*(demo_out / "logs").iterdir(), demo_out / "demo.stdout"]:
+        assert text not in log.read_text(errors="replace"), log
+    with sqlite3.connect(demo_out / "linkage.db") as db:
+        assert db.execute("SELECT count(*) FROM linkage_clks").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM linkage_results").fetchone() == (0,)
+        assert [s for (s,) in db.execute("SELECT state FROM linkage_runs")] == ["done"]
+    summary = json.loads((demo_out / "linkage.json").read_text())
+    q = summary["quality"]
+    assert q["true"] >= 10 and q["precision"] >= 0.95 and q["recall"] >= 0.9, q
+    nodes = summary["nodes"]
+    assert sum(n["kept"] + n["set_aside"] for n in nodes) == sum(n["linked"] for n in nodes)
+    # a pair sets one copy aside, a group of k registries k - 1 of its k(k - 1)/2 pairs
+    assert 0 < sum(n["set_aside"] for n in nodes) <= q["found"]
+    on, off, truth = (row["cases"] for row in summary["pooled"])
+    wrong = (q["found"] - q["correct"]) + (q["true"] - q["correct"])
+    # a copy whose birth date slipped may fall on the other side of age 14 from its origin's
+    facts = json.loads((demo_out / "exports" / "truth.json").read_text())
+    slips = sum(
+        any(d.startswith("birth_date") for d in pair.get("differences", []))
+        for pair in facts["cross_border_duplicates"]
+    )
+    assert abs(on - truth) <= wrong + slips and abs(on - truth) < off - truth, summary["pooled"]
+    html = (demo_out / "report.html").read_text()
+    section = html.split('id="linkage"')[1].split("</section>")[0]
+    assert "Pooled incidence with and without deduplication, beside the truth" in section
+    for row in summary["pooled"]:
+        assert row["label"] in section
+    assert "precision" in section and "recall" in section
+
+
+@pytest.mark.slow
 def test_every_custodian_accepts_the_registered_studies_on_a_clean_audit(demo_out):
     """The acceptance audit of the demo's registered studies (with the node's catalogue
     released before) finds nothing at any node, completely, so each custodian accepts without
@@ -154,9 +196,8 @@ def test_demo_report_renders_in_chromium(demo_out, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto((demo_out / "report.html").as_uri())
         sections = page.locator("section.study")
-        assert (
-            sections.count() == len(load_studies()) + 2
-        )  # + the perturbed count, the ingest table
+        # + the perturbed count, the ingest table, the record linkage
+        assert sections.count() == len(load_studies()) + 3
         # every plot is laid out with a real size, and the tables have rows
         boxes = [page.locator(".plot svg").nth(i).bounding_box() for i in range(4)]
         assert all(b is not None and b["width"] > 200 and b["height"] > 100 for b in boxes)

@@ -82,12 +82,16 @@ def test_sigterm_stops_every_child_and_no_token_is_on_a_command_line(tmp_path):
         url = re.search(r"dashboard: (http://127\.0\.0\.1:(\d+))/", text)
         assert url, text
         kids = descendants(proc.pid)
-        assert len(kids) >= 7, [cmdline(k) for k in kids]  # the hub and six node agents
+        # the hub, the linkage service (its own process group too) and six node agents
+        assert len(kids) >= 8, [cmdline(k) for k in kids]
+        assert any(" linkage serve " in cmdline(k) for k in kids), [cmdline(k) for k in kids]
         # tokens by environment: nothing on a command line that `ps` shows every user
         for kid in kids:
             assert "ccdp-node-" not in cmdline(kid) and "ccdp-user-" not in cmdline(kid)
             assert "--token" not in cmdline(kid)
-        for log in ("governance.log", "referral.log"):  # the short-lived commands' argv
+        linkage_logs = [p.name for p in (out / "logs").glob("linkage-*.log")]
+        assert len(linkage_logs) == 7  # the service's and each node's `ccdp linkage run`
+        for log in ("governance.log", "referral.log", *linkage_logs):  # short-lived argv
             assert "--token" not in (out / "logs" / log).read_text()
         # piped: each step once, in full, never "0/1"
         steps = [ln.split("] ", 1)[1] for ln in lines if ln.startswith("[")]

@@ -65,16 +65,23 @@ def _run_all(
     return out
 
 
-def _years(stores: dict[str, Path]) -> dict[tuple[str, str], int | None]:
-    """Each stored patient's earliest diagnosis year, read from its store (the reference)."""
-    out: dict[tuple[str, str], int | None] = {}
+def _years(stores: dict[str, Path]) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+    """Each stored patient's earliest diagnosis year and last-contact year, read from its store
+    with pandas (the reference)."""
+    out: dict[tuple[str, str], tuple[int | None, int | None]] = {}
     for cc, store in stores.items():
         con = duckdb.connect(str(store), read_only=True)
         try:
-            for pid, year in con.execute(
-                "SELECT patient_id, min(year(diagnosis_date)) FROM tumour GROUP BY patient_id"
-            ).fetchall():
-                out[(cc, pid)] = year
+            tumours = con.execute("SELECT patient_id, diagnosis_date FROM tumour").df()
+            patients = con.execute("SELECT patient_id, last_contact_date FROM patient").df()
+            first = pd.to_datetime(tumours.diagnosis_date).dt.year.groupby(tumours.patient_id).min()
+            last = pd.to_datetime(patients.last_contact_date).dt.year
+            for pid, lc in zip(patients.patient_id, last, strict=True):
+                dx = first.get(pid)
+                out[(cc, pid)] = (
+                    None if dx is None or pd.isna(dx) else int(dx),
+                    None if pd.isna(lc) else int(lc),
+                )
         finally:
             con.close()
     return out
@@ -114,8 +121,13 @@ def _check_groups(
         assert len(members) >= 2 and len({c for c, _, _ in members}) == len(members), gid
         assert sum(keep for _, _, keep in members) == 1, f"group {gid}: not exactly one kept"
         kept = next((c, p) for c, p, keep in members if keep)
-        known = [years[(c, p)] for c, p, _ in members if years[(c, p)] is not None]
-        assert years[kept] == min(known), f"group {gid}: kept copy is not the earliest diagnosis"
+        # the keep rule: the earliest diagnosis year; among those, the latest last contact
+        known = [years[(c, p)][0] for c, p, _ in members if years[(c, p)][0] is not None]
+        assert years[kept][0] == min(known), f"group {gid}: kept copy is not the earliest diagnosis"
+        lasts = [years[(c, p)][1] for c, p, _ in members if years[(c, p)][0] == min(known)]
+        if any(x is not None for x in lasts):
+            latest = max(x for x in lasts if x is not None)
+            assert years[kept][1] == latest, f"group {gid}: a copy followed longer was set aside"
     return precision, recall
 
 

@@ -165,6 +165,8 @@ def test_a_small_run_by_hand(svc: Any) -> None:
         two = {"records": [{"p": _p(x), "year": YEARS[x]} for x in ("a1", "a2")]}
         bad_year = {"records": [{"p": _p("a1"), "year": 1066}, {"p": _p("a2"), "year": 2016}]}
         _refused(a.post(years_url, json=bad_year), 422, "year")
+        bad_last = {"records": [{"p": _p("a1"), "year": 2015, "last": 99}, two["records"][1]]}
+        _refused(a.post(years_url, json=bad_last), 422, "last")
         assert a.post(years_url, json=two).json()["wait"] is True
         _refused(a.post(years_url, json=two), 409, "has sent its years")
         _refused(a.post("/api/node/runs/r1/confirm"), 409, "nothing to confirm")
@@ -185,6 +187,49 @@ def test_a_small_run_by_hand(svc: Any) -> None:
         assert b.post("/api/node/runs/r1/confirm").json()["state"] == "done"
         _refused(a.get("/api/node/runs/r1/groups"), 409, "confirmed")
     assert svc.tables()["linkage_results"] == []
+
+
+def _tie_key(db: Path, run_id: str) -> bytes:
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT tie_key FROM linkage_runs WHERE id = ?", [run_id]).fetchone()
+    con.close()
+    return bytes.fromhex(row[0])
+
+
+@pytest.mark.parametrize("other_last", [2017, None])
+def test_a_tie_of_diagnosis_years_keeps_the_copy_followed_longest(
+    svc: Any, other_last: int | None
+) -> None:
+    """Among the copies with the earliest diagnosis year, the one with the later last-contact
+    year is kept, whichever node the run's random tie key favours (the favoured node's copy
+    gets the earlier, or an unknown, last contact); the earlier diagnosis still comes first,
+    however long the later copy was followed."""
+    with svc.http(svc.admin) as admin:
+        assert admin.post("/api/admin/runs", json={"run_id": "r1", "nodes": ["A", "B"]}).is_success
+    favoured = min("AB", key=lambda n: hmac.digest(_tie_key(svc.db, "r1"), n.encode(), "sha256"))
+    last = {"a1": 2023, "b1": 2015}  # a1: diagnosed a year later, followed 8 years longer
+    longest = "b2" if favoured == "A" else "a2"
+    last |= {longest: 2022, ({"a2", "b2"} - {longest}).pop(): other_last}
+    a = svc.http(svc.tokens["A"])
+    b = svc.http(svc.tokens["B"])
+    with a, b:
+        for node, prefix in ((a, "a"), (b, "b")):
+            rows = CHILDREN[CHILDREN.patient_id.str.startswith(prefix)]
+            assert node.post("/api/node/runs/r1/clks", json=_upload(rows)).is_success
+        for node, prefix in ((a, "a"), (b, "b")):
+            recs = [
+                {"p": _p(x), "year": YEARS[x], "last": last[x]}
+                for x in (f"{prefix}1", f"{prefix}2")
+            ]
+            assert node.post("/api/node/runs/r1/years", json={"records": recs}).is_success
+        keep = {
+            pid: r["keep"]
+            for node in (a, b)
+            for r in node.get("/api/node/runs/r1/groups").json()["records"]
+            for pid in CHILDREN.patient_id
+            if _p(pid) == r["p"]
+        }
+    assert keep == {"a1": False, "b1": True, longest: True, ({"a2", "b2"} - {longest}).pop(): False}
 
 
 def test_the_audit_chain_catches_an_edit(svc: Any) -> None:

@@ -9,15 +9,12 @@ Every process started here is stopped before returning (unless asked to keep run
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +32,16 @@ from rich.progress import (
 )
 from rich.table import Column
 
-from ccdp.errors import CcdpError
+from ccdp.demo.processes import (
+    DemoError,
+    Processes,
+    _cli,
+    _env,
+    _wait_up,
+    free_port,
+    node_token,
+    user_token,
+)
 
 COUNTRIES = ("FR", "DE", "IT", "PL", "BR", "KE")
 STUDIES = Path(__file__).with_name("studies.yaml")
@@ -43,31 +49,6 @@ PROJECT = Path(__file__).with_name("project.yaml")
 FEASIBILITY = Path(__file__).with_name("feasibility.yaml")
 PENDING = Path(__file__).with_name("pending.yaml")
 MAPPINGS = Path(__file__).resolve().parents[3] / "examples" / "mappings"
-
-
-class DemoError(CcdpError):
-    """A step of the demo failed (the message names the step and its log)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "ccdp", *map(str, args)]
-
-
-def _env() -> dict[str, str]:
-    """Children import the same ccdp as this process, whether installed or run from a tree."""
-    import ccdp
-
-    env = dict(os.environ)
-    src = str(Path(ccdp.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
 
 
 def _run(args: list[str], log: Path, step: str) -> None:
@@ -190,17 +171,6 @@ def run_referral(
     return None
 
 
-def user_token(token: str) -> dict[str, str]:
-    """A person's token for a child command, by environment: argv is visible to every user
-    of the machine (`ps`), a process's environment only to its owner."""
-    return {"CCDP_TOKEN": token}
-
-
-def node_token(token: str) -> dict[str, str]:
-    """A node's token for a child command, by environment (never on its command line)."""
-    return {"CCDP_NODE_TOKEN": token}
-
-
 def _run_logged(args: list[str], log: Path, secrets: dict[str, str] | None = None) -> str:
     """Run one ccdp command (its tokens, `secrets`, in its environment), appending its output
     to `log`; DemoError names the log on failure."""
@@ -245,51 +215,6 @@ def perturb_counts(out: Path, stores: dict[str, Path]) -> None:
     log = out / "logs" / "governance.log"
     for store in stores.values():
         _run_logged(_cli("node", "policy", "set", "counts", "perturbed", "--store", store), log)
-
-
-class Processes:
-    """Child processes of the demo, each in its own session (its own process group), stopped
-    in reverse order, each whole group, and waited for."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(
-        self, name: str, args: list[str], log: Path, secrets: dict[str, str] | None = None
-    ) -> subprocess.Popen:
-        fh = log.open("ab")
-        env = {**_env(), **(secrets or {})}
-        proc = subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        fh.close()
-        self.procs.append((name, proc))
-        return proc
-
-    def check(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise DemoError(f"{name} exited with {proc.returncode}")
-
-    def stop(self) -> None:
-        for _, proc in reversed(self.procs):
-            _signal_group(proc, signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(5)
-        self.procs.clear()
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the child's whole process group (it leads its own session): whatever it started
-    stops with it."""
-    if proc.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
 
 
 class Stopped(Exception):
@@ -389,9 +314,12 @@ def synthesise_and_ingest(
     seed: int,
     patients: int,
     progress: Progress | LineProgress,
+    secret: Path | None = None,
 ) -> tuple[dict[str, Path], str]:
     """Messy exports ingested with each country's mapping when all mappings exist; otherwise
-    the data-model (native) exports. Returns the stores and the format used."""
+    the data-model (native) exports. With a linkage `secret`, the exports carry identifiers and
+    each node, given the secret before its ingest, encodes them at ingest (issue 25). Returns
+    the stores and the format used."""
     logs = out / "logs"
     messy = messy_available(countries)
     fmt = "messy" if messy else "native"
@@ -411,6 +339,7 @@ def synthesise_and_ingest(
             patients,
             "--format",
             fmt,
+            *(["--with-identifiers"] if secret is not None else []),
         ),
         logs / "synth.log",
         "synthesis",
@@ -428,6 +357,10 @@ def synthesise_and_ingest(
                 shutil.rmtree(old)
             else:
                 old.unlink()
+        if secret is not None:
+            from ccdp.demo.linking import give_secret
+
+            give_secret({c: store}, secret)
         args = _cli("ingest", exports / c, "--store", store, "--json")
         if messy:
             args += ["--mapping", str(MAPPINGS / f"{c}.yaml")]
@@ -494,6 +427,7 @@ class Partnership:
     projects: Projects
     fmt: str
     referral: str | None = None
+    linkage: Any = None  # ccdp.demo.linking.Linkage, when the registries were linked
 
 
 def start_partnership(
@@ -504,16 +438,26 @@ def start_partnership(
     seed: int = 2024,
     patients: int = 9000,
     exact_release: str = "registered",
+    link: bool = False,
 ) -> Partnership:
-    """Synthesise and ingest the registries, start the hub (closed: studies need a project)
-    and one agent per node in `procs`, and run the governance (each node under
-    `exact_release`); `procs.stop()` ends it all."""
+    """Synthesise and ingest the registries (with identifiers, encoded at ingest, when `link`),
+    link them through a linkage service (another process in `procs`), start the hub (closed:
+    studies need a project) and one agent per node in `procs`, and run the governance (each
+    node under `exact_release`); `procs.stop()` ends it all."""
     from ccdp.federation.client import HubClient
     from ccdp.federation.hub.app import Hub
     from ccdp.federation.hub.db import open_database
 
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress)
+    secret = None
+    if link:
+        from ccdp.demo.linking import link_registries, write_secret
+
+        secret = write_secret(out)
+    stores, fmt = synthesise_and_ingest(out, countries, seed, patients, progress, secret)
+    # before the node agents open the stores and before governance: each custodian's
+    # acceptance audit computes the registered studies with the link groups they will use
+    linkage = link_registries(out, procs, stores, progress) if link else None
     db_path = out / "hub.db"
     for f in out.glob("hub.db*"):
         f.unlink()
@@ -539,7 +483,7 @@ def start_partnership(
     task = progress.add_task("a referral to the expert board", total=1)
     referral = run_referral(out, url, tokens, stores)
     progress.advance(task)
-    return Partnership(url, tokens, people, stores, projects, fmt, referral)
+    return Partnership(url, tokens, people, stores, projects, fmt, referral, linkage)
 
 
 def print_sign_in(console: Console, p: Partnership) -> None:
@@ -573,7 +517,7 @@ def run_demo(
     restore = stop_on_signals()
     try:
         with progress_bar(console) as progress:
-            p = start_partnership(out, procs, progress, countries, seed, patients)
+            p = start_partnership(out, procs, progress, countries, seed, patients, link=True)
             url, fmt = p.url, p.fmt
             client = HubClient(url, p.people["researcher"])
             studies = load_studies()
@@ -589,6 +533,11 @@ def run_demo(
                     StudyEntry(st["key"], why, st["spec"], record, time.monotonic() - t0)
                 )
                 progress.advance(task)
+            section = None
+            if p.linkage is not None:  # before the nodes perturb counts: the truth runs exactly
+                from ccdp.demo.linking import linkage_section
+
+                section = linkage_section(out, p.linkage, p.stores, entries)
             perturb_counts(out, p.stores)
             st = FEASIBILITY_COUNT
             t0 = time.monotonic()
@@ -616,14 +565,23 @@ def run_demo(
                     ("minutes, end to end", f"{(time.monotonic() - started) / 60:.1f}"),
                 ],
                 ingest=ingest_summary(out, countries),
+                linkage=section,
                 footer=f"Generated by `ccdp demo` (seed {seed}); stores in {out / 'stores'}, "
                 f"logs in {out / 'logs'}.",
             )
             progress.advance(task)
+        if section is not None:
+            from ccdp.report.html import linkage_context
+
+            console.print("record linkage, pooled incidence:", highlight=False)
+            console.print(linkage_context(section)["text"], highlight=False, soft_wrap=True)
         console.print(f"[bold green]report:[/] {report}")
         if keep_running:
             print_sign_in(console, p)
-            console.print("Ctrl-C (or SIGTERM, SIGHUP) stops the hub and the node agents.")
+            console.print(
+                "Ctrl-C (or SIGTERM, SIGHUP) stops the hub and the node agents (and the "
+                "linkage service)."
+            )
             try:
                 while True:
                     procs.check()
@@ -634,20 +592,6 @@ def run_demo(
     finally:
         procs.stop()
         restore()
-
-
-def _wait_up(url: str, procs: Processes, timeout: float = 60) -> None:
-    import httpx
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        procs.check()
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise DemoError(f"the hub did not answer at {url} within {timeout:g} s")
 
 
 def _wait_nodes(client, countries, procs, progress, task, timeout: float = 120) -> None:

@@ -234,6 +234,83 @@ def _entry_context(entry: StudyEntry) -> dict[str, Any]:
     return ctx
 
 
+@dataclass
+class LinkageSection:
+    """The demo's record linkage beside what it is for: the run's figures per node, its pairs
+    against the synthesiser's truth, and one pooled incidence study three ways (dedup on, off,
+    and over the truth's link groups)."""
+
+    why: str
+    quality: dict[str, Any]  # found, true, correct, precision, recall
+    nodes: list[dict[str, Any]]  # node, records, linked, kept, set_aside (the run, node-side)
+    pooled: list[tuple[str, Any]]  # (label, the study's StudyResult or None)
+    seconds: float
+    released_from: str = ""  # the study whose released set-aside counts are shown per node
+
+
+POOLED_COLUMN = "pooled incidence, ages 0-14"
+SET_ASIDE_COLUMN = "set aside in the pooled study (another node counts the child), as released"
+
+
+def pooled_frame(pooled: list[tuple[str, Any]]) -> pd.DataFrame:
+    """One row per way of counting, as the incidence table reads (cases, person-years, crude
+    rate, ASR with its CI); a study without a result shows dashes."""
+    rows = []
+    for label, study in pooled:
+        result = None if study is None else study.result
+        if result is None:
+            rows.append(pd.DataFrame({POOLED_COLUMN: [label]}))
+            continue
+        frame = result.to_frame().reset_index(drop=True)
+        rows.append(rate_frame(frame).assign(**{POOLED_COLUMN: label}))
+    out = pd.concat(rows, ignore_index=True)
+    return out[[POOLED_COLUMN, *[c for c in out.columns if c != POOLED_COLUMN]]]
+
+
+def released_set_aside(study: Any) -> dict[str, str]:
+    """Each node's set-aside count as its gate released it (docs/dedup.md), by node name."""
+    if study is None:
+        return {}
+    return {str(n).upper(): c.text() for n, c in study.set_aside().items()}
+
+
+def linkage_context(section: LinkageSection) -> dict[str, Any]:
+    """The template's view of the section: figures in words, two tables, the text lines."""
+    q = section.quality
+    facts = [
+        ("pairs found by the linkage", f"{q['found']:,}"),
+        ("true pairs (truth.json)", f"{q['true']:,}"),
+        ("precision", f"{q['precision']:.3f}"),
+        ("recall", f"{q['recall']:.3f}"),
+        ("seconds to link", f"{section.seconds:.1f}"),
+    ]
+    released = released_set_aside(dict(section.pooled).get(section.released_from))
+    nodes = pd.DataFrame(
+        [
+            {
+                "node": n["node"],
+                "records sent to the linkage service": n["records"],
+                SET_ASIDE_COLUMN: released.get(str(n["node"]).upper(), "—"),
+            }
+            for n in section.nodes
+        ]
+    )
+    pooled = pooled_frame(section.pooled)
+    return {
+        "why": section.why,
+        "facts": facts,
+        "nodes": nodes.to_html(index=False, border=0),
+        "pooled": frame_html(pooled),
+        "text": linkage_text(facts, pooled),
+    }
+
+
+def linkage_text(facts: list[tuple[str, str]], pooled: pd.DataFrame) -> str:
+    """The section as plain text (the demo prints it on its console)."""
+    head = "; ".join(f"{label}: {value}" for label, value in facts)
+    return head + "\n" + pooled.astype(object).map(cell_3sig_grouped).to_string(index=False)
+
+
 def render_report(
     entries: list[StudyEntry],
     path: Path,
@@ -242,6 +319,7 @@ def render_report(
     facts: list[tuple[str, str]],
     footer: str = "",
     ingest: list[dict[str, Any]] | None = None,
+    linkage: LinkageSection | None = None,
 ) -> Path:
     """Write the report to `path` (atomically) and return it."""
     import matplotlib
@@ -254,6 +332,7 @@ def render_report(
         facts=facts,
         studies=[_entry_context(e) for e in entries],
         ingest=frame_html(pd.DataFrame(ingest)) if ingest else "",
+        linkage=linkage_context(linkage) if linkage else None,
         footer=footer,
     )
     tmp = path.with_suffix(".tmp")

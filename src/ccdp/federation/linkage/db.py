@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,6 +63,15 @@ def scrub(sessions: sessionmaker[Session]) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _add_columns(engine: Any) -> None:
+    """Columns added since a table was first created (create_all adds no column to a table
+    that exists): the keep rule's last-contact year."""
+    cols = {c["name"] for c in inspect(engine).get_columns("linkage_results")}
+    if "last_year" not in cols:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE linkage_results ADD COLUMN last_year INTEGER")
+
+
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
     """Engine, tables (created if absent) and a session factory whose sessions append to the
     service's audit chain."""
@@ -71,6 +80,7 @@ def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker
         event.listen(engine, "connect", _secure_delete)
     try:
         Base.metadata.create_all(engine)
+        _add_columns(engine)
         AuditRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         AuditHeadRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
     except SQLAlchemyError as exc:

@@ -118,4 +118,5 @@ class ResultRow(Base):
     group_id: Mapped[str] = mapped_column(String(40))
     group_size: Mapped[int] = mapped_column(Integer)
     year: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_year: Mapped[int | None] = mapped_column(Integer, nullable=True)  # last contact
     keep: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

@@ -7,7 +7,8 @@ in `linkage_encoding` by stored patient key; the identifiers themselves are neve
 
 A run: each stored key becomes a per-run pseudonym (HMAC under a random key kept in the node
 config only while the run is open) and the encodings go to the service; once every registry has
-uploaded, the node fetches its linked records, sends their earliest diagnosis years (only theirs),
+uploaded, the node fetches its linked records, sends their earliest diagnosis and last-contact
+years (only theirs),
 waits for the keep decision, maps the pseudonyms back and replaces `link_group` in one
 transaction, then confirms so the service deletes them.
 """
@@ -229,19 +230,27 @@ def _upload_body(store: Path, run_key: bytes) -> tuple[dict[str, Any], dict[str,
     return body, back
 
 
-def earliest_years(store: Path, keys: list[str]) -> dict[str, int | None]:
-    """Each given patient's earliest diagnosis year (None if it has no dated tumour)."""
+def linked_years(store: Path, keys: list[str]) -> dict[str, dict[str, int | None]]:
+    """Each given patient's keep-rule years, as the service takes them: `year`, the earliest
+    diagnosis year (None if no dated tumour), and `last`, the year of last contact (None if
+    not recorded)."""
     frame = pd.DataFrame({"patient_id": keys})
     with NodeStore(store, read_only=True) as st:
         st.con.register("_linked", frame)
         try:
             rows = st.con.execute(
-                "SELECT l.patient_id, min(year(t.diagnosis_date)) FROM _linked l "
-                "LEFT JOIN tumour t USING (patient_id) GROUP BY l.patient_id"
+                "SELECT l.patient_id, min(year(t.diagnosis_date)), "
+                "max(year(p.last_contact_date)) FROM _linked l "
+                "LEFT JOIN tumour t USING (patient_id) LEFT JOIN patient p USING (patient_id) "
+                "GROUP BY l.patient_id"
             ).fetchall()
         finally:
             st.con.unregister("_linked")
-    return {pid: (int(y) if y is not None else None) for pid, y in rows}
+    return {pid: {"year": _int(y), "last": _int(last)} for pid, y, last in rows}
+
+
+def _int(year: Any) -> int | None:
+    return int(year) if year is not None else None
 
 
 def wait_turn(
@@ -301,8 +310,8 @@ def run(
     if status["state"] == "linked" and not status["nodes"][me]["years_sent"]:
         linked = client.groups(run_id)["records"]
         _unknown(run_id, linked, back)
-        years = earliest_years(store, [back[r["p"]] for r in linked])
-        client.years(run_id, [{"p": r["p"], "year": years[back[r["p"]]]} for r in linked])
+        years = linked_years(store, [back[r["p"]] for r in linked])
+        client.years(run_id, [{"p": r["p"], **years[back[r["p"]]]} for r in linked])
         log.append(_entry("linkage-years", run_id, client, records=len(linked)))
         status = _checked(wait_turn(client, run_id, timeout), run_id)
     got = client.groups(run_id)

@@ -3,9 +3,9 @@
 A node sends, per record, only a per-run pseudonym (an HMAC of its stored patient key under a
 random key the node holds for this run only) and the encoding (base64). Once the run is linked it
 gets back, per linked record only, the pseudonym, a random group id and the group's size; it
-then sends the earliest diagnosis year of those linked records only (the keep rule's one input:
-the years of the children found in no other registry never leave the node), and finally fetches
-whether its copy is the one pooled results keep.
+then sends the earliest diagnosis year and the last-contact year of those linked records only (the
+keep rule's inputs: the years of the children found in no other registry never leave the node),
+and finally fetches whether its copy is the one pooled results keep.
 """
 
 from __future__ import annotations
@@ -50,14 +50,17 @@ class UploadRecord(Strict):
 
 
 class YearRecord(Strict):
-    """A linked record's earliest diagnosis year (null: unknown, sorts last)."""
+    """A linked record's earliest diagnosis year and its last-contact year (years only; null:
+    unknown, sorts last): the earliest diagnosis is kept, and among copies diagnosed in the same
+    year the one followed longest, so a short stay abroad does not stand for the child."""
 
     p: str = Field(pattern=PSEUDONYM)
     year: int | None = Field(None, ge=1900, le=2200)
+    last: int | None = Field(None, ge=1900, le=2200)
 
 
 class Years(Strict):
-    """A node's earliest diagnosis years for exactly its linked records of the run."""
+    """A node's years (diagnosis, last contact) for exactly its linked records of the run."""
 
     records: list[YearRecord] = Field(max_length=MAX_RECORDS)
 

@@ -4,7 +4,8 @@ linking itself, the results each node may fetch, and the audit record of each st
 What the service holds and learns (docs/linkage-protocol.md): per run, each node's encodings
 under per-run pseudonyms it cannot invert, until the run is linked (then deleted in the
 transaction that stores the groups); per node, its linked records' (pseudonym, group, size) and,
-for those linked records only, the earliest diagnosis year and the keep flag, until that node
+for those linked records only, the earliest diagnosis and last-contact years and the keep flag,
+until that node
 confirms it stored them. Never an identifier, a stored patient key or the linkage secret.
 """
 
@@ -329,7 +330,7 @@ class LinkageService:
                     f"record(s) of the run, and no other ({len(sent)} sent)"
                 )
             for r in body.records:
-                rows[r.p].year = r.year
+                rows[r.p].year, rows[r.p].last_year = r.year, r.last
             mine.years_at = self.clock()
             hub_audit.append(s, node.name, "linkage-years", {"run": run_id, "records": len(sent)})
             s.flush()
@@ -344,8 +345,11 @@ class LinkageService:
 
     def _decide(self, s: Session, run: RunRow) -> None:
         """The keep rule: in each group the copy with the earliest diagnosis year (unknown
-        last); a tie goes to the node whose name has the smaller HMAC under the run's random
-        tie key, so no registry is favoured from run to run."""
+        last); among those, the copy with the latest last-contact year (unknown last), so a
+        copy made abroad, followed only while the child was treated there, does not stand for
+        a child its origin follows longer; a tie still goes to the node whose name has the
+        smaller HMAC under the run's random tie key, so no registry is favoured from run to
+        run."""
         key = bytes.fromhex(run.tie_key)
         groups: dict[str, list[ResultRow]] = {}
         for r in s.scalars(select(ResultRow).where(ResultRow.run_id == run.id)):
@@ -353,7 +357,11 @@ class LinkageService:
         for members in groups.values():
             kept = min(
                 members,
-                key=lambda r: (_year_order(r.year), hmac.digest(key, r.node.encode(), "sha256")),
+                key=lambda r: (
+                    _year_order(r.year),
+                    _later_first(r.last_year),
+                    hmac.digest(key, r.node.encode(), "sha256"),
+                ),
             )
             for r in members:
                 r.keep = r is kept
@@ -389,6 +397,11 @@ class LinkageService:
 def _year_order(year: int | None) -> int:
     """An unknown diagnosis year sorts after every known one."""
     return year if year is not None else 10_000
+
+
+def _later_first(year: int | None) -> int:
+    """A later last-contact year sorts first, an unknown one after every known one."""
+    return -year if year is not None else 0
 
 
 def _decoded(body: Upload) -> list[bytes]:

@@ -349,7 +349,8 @@ class NodeCatalogue:
         now: datetime,
     ) -> Computed:
         node = self.node
-        frame = node.read_view(VIEW_COLUMNS, CohortSpec())
+        # each linked child once, as a study with `dedup` (the default) counts it (docs/dedup.md)
+        frame = node._read(VIEW_COLUMNS, CohortSpec(), dedup=node._linked())
         data = StoreData(node.name, frame, node.store, CohortSpec(), context)
         notes: list[str] = []
         checked: list[Checked] = []
