@@ -27,6 +27,10 @@ TINY: dict[str, list[str]] = {
     "bench_glm.py": ["--rows", "3000", "--nodes", "2"],
     "bench_ingest.py": ["--patients", "300", "--out", "{tmp}"],
     "bench_ledger.py": ["--tumours", "2000", "--releases", "10", "--repeat", "1"],
+    "bench_linkage.py": [
+        *("--febrl-rows", "300", "--repeat", "1", "--patients", "2000"),
+        *("--scale-registries", "2", "--scale-records", "500"),
+    ],
     "bench_mapping.py": ["--patients", "300", "--repeat", "1"],
     "bench_network.py": [
         *("--nodes", "2", "--repeat", "1", "--cox-nodes", "2", "--cox-rounds", "2"),
