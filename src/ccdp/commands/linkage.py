@@ -1,6 +1,6 @@
 """`ccdp linkage ...`: record linkage across registries. The node's commands (secret, encode,
 run) and the linkage service's (serve, add-node, add-admin, create-run); see
-docs/linkage-protocol.md for who holds what."""
+docs/linkage.md for who holds what."""
 
 from __future__ import annotations
 

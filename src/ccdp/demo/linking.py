@@ -4,7 +4,7 @@ synthesiser's truth) can say of it: the pairs found against the true pairs, and 
 incidence the truth gives (each child counted once by `truth.json`, not by the linkage).
 
 The demo plays every custodian, so it writes one random secret for the run and gives it to each
-node; in a partnership the custodians agree on it among themselves (docs/linkage-protocol.md).
+node; in a partnership the custodians agree on it among themselves (docs/linkage.md).
 """
 
 from __future__ import annotations

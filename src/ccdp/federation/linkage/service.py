@@ -1,7 +1,7 @@
 """The linkage service's operations, apart from HTTP: members and tokens, runs, uploads, the
 linking itself, the results each node may fetch, and the audit record of each step.
 
-What the service holds and learns (docs/linkage-protocol.md): per run, each node's encodings
+What the service holds and learns (docs/linkage.md): per run, each node's encodings
 under per-run pseudonyms it cannot invert, until the run is linked (then deleted in the
 transaction that stores the groups); per node, its linked records' (pseudonym, group, size) and,
 for those linked records only, the earliest diagnosis and last-contact years and the keep flag,
