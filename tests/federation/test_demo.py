@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ccdp.demo.partnership import load_studies
@@ -121,6 +122,73 @@ def test_the_demo_links_its_registries_and_reports_pooled_incidence_beside_the_t
     for row in summary["pooled"]:
         assert row["label"] in section
     assert "precision" in section and "recall" in section
+
+
+def _identifiers(folder: Path) -> pd.DataFrame:
+    """The names and national ids in a country's export (native `identifiers.csv`, or the
+    messy export's own columns, as `ccdp synth` writes them: synth/data/messy_styles.yaml)."""
+    import yaml
+
+    import ccdp.synth
+
+    if (folder / "identifiers.csv").exists():
+        return pd.read_csv(folder / "identifiers.csv", dtype=str, keep_default_na=False)
+    styles = Path(ccdp.synth.__file__).parent / "data" / "messy_styles.yaml"
+    style = yaml.safe_load(styles.read_text(encoding="utf-8"))[folder.name]
+    if style["writer"] == "xlsx":
+        sheet = style["files"]["patient"]["file"]
+        frame = pd.read_excel(folder / style["file"], sheet_name=sheet, dtype=str)
+    else:
+        name = style.get("file") or style["files"]["patient"]["file"]
+        frame = pd.read_csv(
+            folder / name,
+            sep=style.get("sep") or ",",
+            encoding=style.get("encoding") or "utf-8",
+            dtype=str,
+            keep_default_na=False,
+        )
+    return frame.rename(columns={v: k for k, v in style["identifiers"].items()}).fillna("")
+
+
+@pytest.mark.slow
+def test_neither_the_hub_nor_the_linkage_service_keeps_an_identifier_or_an_encoding(demo_out):
+    """Issue 25: after the demo, the bytes of the hub's and the linkage service's databases (and
+    their write-ahead logs) and every log hold no child's name or national id and no node's
+    encoding, raw or in base64 or hex; the nodes do hold their encodings (so the check can
+    find them)."""
+    import base64
+
+    import duckdb
+
+    clks: list[bytes] = []
+    for store in sorted((demo_out / "stores").glob("*.duckdb")):
+        con = duckdb.connect(str(store), read_only=True)
+        try:
+            clks += [
+                bytes(c) for (c,) in con.execute("SELECT clk FROM linkage_encoding").fetchall()
+            ]
+        finally:
+            con.close()
+    assert len(clks) > 1000
+    words: set[str] = set()
+    for folder in sorted(p for p in (demo_out / "exports").iterdir() if p.is_dir()):
+        frame = _identifiers(folder)
+        for col in ("family_name", "given_name", "national_id"):
+            words |= {w for w in frame[col] if len(w) >= 6}
+    assert len(words) > 500
+    places = [p for p in demo_out.glob("hub.db*") if p.is_file()]
+    places += [p for p in demo_out.glob("linkage.db*") if p.is_file()]
+    places += [p for p in (demo_out / "logs").iterdir() if p.is_file()]
+    assert any(p.name == "hub.db" for p in places) and any(p.name == "linkage.db" for p in places)
+    for place in places:
+        data = place.read_bytes()
+        text = data.decode("utf-8", errors="replace")
+        for clk in clks[::7]:
+            assert clk not in data, place
+            assert base64.b64encode(clk)[:24] not in data, place
+            assert clk.hex()[:32].encode() not in data, place
+        found = [w for w in words if w in text]
+        assert not found, (place, found[:5])
 
 
 @pytest.mark.slow
