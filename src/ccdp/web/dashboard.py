@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 import secrets
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccdp.web import feasibility, governance, network, projectform, referrals, resources, studies
 from ccdp.web.hubapi import ApiError, HubApi
@@ -55,20 +56,36 @@ def secure_cookies(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+class PageHeaders:
+    """ASGI middleware: a page's response gets PAGE_HEADERS (those it does not set itself).
+    Plain ASGI rather than `@app.middleware("http")`, whose per-request task and streams cost
+    every API call more than the route itself (benchmarks/load/bench_reads.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_page(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in PAGE_HEADERS.items():
+                    if k not in headers:
+                        headers.append(k, v)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def mount_dashboard(app: FastAPI, session_store: Sessions | None = None) -> None:
     """Add the dashboard's pages, its static files and its sessions to the hub's app."""
     app.state.sessions = session_store or Sessions()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="web-static")
 
-    @app.middleware("http")
-    async def _headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if is_page(request.url.path):
-            for k, v in PAGE_HEADERS.items():
-                response.headers.setdefault(k, v)
-        return response
+    app.add_middleware(PageHeaders)
 
     api_http_error = app.exception_handlers.get(StarletteHTTPException)
 

@@ -6,12 +6,16 @@ SQLite by default (embedded, nothing to install); PostgreSQL with `postgresql+ps
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub import audit as hub_audit
@@ -20,6 +24,14 @@ from ccdp.federation.hub.urls import normalise_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_DB = "sqlite:///ccdp-hub.db"
+# Connections kept open: as many as the threads that may read at once (uvicorn runs a plain
+# route in a pool of 40 threads; most wait on the event loop, not the database). A checkout
+# beyond the kept ones opens a connection that is closed again at checkin: under 50 clients
+# with only 10 kept, most requests paid a new PostgreSQL backend (a fork) or SQLite's pragmas.
+POOL_SIZE = 20
+MAX_OVERFLOW = 10
+IDLE_PING = 10.0  # seconds a pooled PostgreSQL connection may idle before it is pinged
+CHECKIN = "ccdp_checkin"  # pool record info key: when the connection was last given back
 
 
 class HubDatabaseError(CcdpError):
@@ -46,10 +58,42 @@ def make_engine(url: str) -> Engine:
     except Exception as exc:
         raise HubDatabaseError(f"bad database URL {url!r}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        in_memory = parsed.database in (None, "", ":memory:")
+        sizes = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
+        args = {"check_same_thread": False, "timeout": 10}
+        engine = create_engine(url, connect_args=args, **sizes)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    event.listen(engine, "checkin", _stamp_checkin)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    return engine
+
+
+def _stamp_checkin(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+    record.info[CHECKIN] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
+    """A pool checkout event: a connection idle for over IDLE_PING seconds is pinged first, and
+    replaced if the server dropped it (a restart, an idle timeout).
+
+    `pool_pre_ping` did this on every checkout: a round trip to the server per query, as
+    much as the token check's query itself. A connection in steady use needs no ping; one
+    broken under load fails its request once, and SQLAlchemy then replaces the whole pool."""
+
+    def ping(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get(CHECKIN)
+        if since is None or time.monotonic() - since < IDLE_PING:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the driver's own error for a dead socket
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("idle connection failed its ping")
+
+    return ping
 
 
 def migrate(engine: Engine, chain: hub_audit.AuditChain | None = None) -> None:

@@ -7,10 +7,11 @@ feature's router import these, so a feature's routes are guarded exactly like th
 is checked by the hub the app serves (`app.state.hub`, set by `create_app`).
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,23 +33,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def principal(
+async def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The node or user holding the request's bearer token (401 without a live one)."""
+    """The node or user holding the request's bearer token (401 without a live one). Checked
+    afresh on every request (no cache: a revoked token is refused at once), in a worker thread
+    since it reads the database."""
     if creds is None:
         raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    who: Principal | None = request.app.state.hub.authenticate(creds.credentials)
+    authenticate = request.app.state.hub.authenticate
+    who: Principal | None = await run_in_threadpool(authenticate, creds.credentials)
     if who is None:
         raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
     return who
 
 
-def need(kind: str, *roles: str) -> Callable[[Principal], Principal]:
+def need(kind: str, *roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting only `kind` tokens (and, for users, one of `roles`)."""
 
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        """Pure logic on the event loop (a sync dependency would cost a thread hop)."""
         if who.kind != kind:
             raise HTTPException(403, f"a {who.kind} token cannot be used on {kind} routes")
         if roles and who.role not in roles:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, new_token
+from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, holder_of, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
 from ccdp.federation.hub.models import NodeRow, UserRow
 from ccdp.wire.protocol import AuditHead, HeadAtHub
@@ -25,6 +25,11 @@ class Members:
         self.context = context
         self.sessions = context.sessions
         self.waker = context.waker
+        bind = context.sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise HubError("the hub's sessions must be bound to one engine")
+        # token checks read in autocommit: no transaction to begin, commit or roll back
+        self._reads = bind.execution_options(isolation_level="AUTOCOMMIT")
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(
@@ -90,22 +95,21 @@ class Members:
             self.context.audit(s, "admin", "set-node-key", name=node)
 
     def authenticate(self, token: str) -> Principal | None:
-        """The live (not revoked) node or user holding `token`; a node's last-seen is updated."""
-        digest = hash_token(token)
-        with self.sessions.begin() as s:
-            node = s.scalar(select(NodeRow).where(NodeRow.token_hash == digest))
-            if node is not None:
-                if node.revoked_at is not None:
-                    return None
-                now = self.context.clock()
-                # one write per second per node is enough for "last seen"
-                if node.last_seen is None or (now - node.last_seen).total_seconds() >= 1.0:
-                    node.last_seen = now
-                return Principal("node", node.id, node.name)
-            user = s.scalar(select(UserRow).where(UserRow.token_hash == digest))
-            if user is not None and user.revoked_at is None:
-                return Principal("user", user.id, user.name, user.role)
-        return None
+        """The live (not revoked) node or user holding `token`; a node's last-seen is updated.
+        One indexed read outside any transaction (auth.py); a write only for a node's
+        last-seen, at most once a second."""
+        with self._reads.connect() as conn:
+            holder = holder_of(conn, token)
+        if holder is None:
+            return None
+        if holder.kind == "user":
+            return Principal("user", holder.id, holder.name, holder.role)
+        now = self.context.clock()
+        # one write per second per node is enough for "last seen"
+        if holder.last_seen is None or (now - holder.last_seen).total_seconds() >= 1.0:
+            with self.sessions.begin() as s:
+                s.execute(update(NodeRow).where(NodeRow.id == holder.id).values(last_seen=now))
+        return Principal("node", holder.id, holder.name)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node; after the core's keys, what each feature hooked in shows of it (the

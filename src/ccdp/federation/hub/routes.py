@@ -79,12 +79,13 @@ def hub_router(api: APIRouter | None = None) -> APIRouter:
     api = api if api is not None else APIRouter()
 
     @api.get("/api/health", tags=["hub"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @api.get("/api/me", tags=["hub"])
-    def me(who: AsAnyone) -> Me:
-        """Who this token is: a node or a user, and a user's role (the dashboard's sign-in)."""
+    async def me(who: AsAnyone) -> Me:
+        """Who this token is: a node or a user, and a user's role (the dashboard's sign-in).
+        No I/O of its own, so on the event loop (a plain def would cost a thread hop)."""
         return Me(kind=who.kind, name=who.name, role=who.role)
 
     return api
