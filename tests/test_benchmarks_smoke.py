@@ -38,11 +38,13 @@ TINY: dict[str, list[str]] = {
     ],
     "bench_startup.py": ["--runs", "1"],
     "bench_synth.py": ["--patients", "300", "--out", "{tmp}"],
+    "load/bench_reads.py": ["--clients", "4", "--requests", "3", "--nodes", "2", "--studies", "2"],
 }
 
 
 def test_every_benchmark_has_a_tiny_run():
-    assert sorted(p.name for p in BENCHMARKS.glob("bench_*.py")) == sorted(TINY)
+    found = [*BENCHMARKS.glob("bench_*.py"), *BENCHMARKS.glob("load/bench_*.py")]
+    assert sorted(p.relative_to(BENCHMARKS).as_posix() for p in found) == sorted(TINY)
 
 
 @pytest.mark.slow

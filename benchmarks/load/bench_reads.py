@@ -14,10 +14,12 @@ of the server itself).
 
     python benchmarks/load/bench_reads.py --clients 50 --requests 40
 
-The client is a minimal HTTP/1.1 keep-alive client on asyncio streams rather than httpx: on a
-2-core machine httpx spends several times the server's CPU per request, so it would measure
-itself. `--plain-http` also runs the hub without uvloop/httptools (asyncio + h11), to see what
-those give. `--profile DIR` records a py-spy flame graph of the hub under the /api/me load.
+The client is a minimal HTTP/1.1 keep-alive client on asyncio streams rather than httpx: the
+client shares the cores with the hub, so the less it spends per request the less it takes from
+the figure it measures. `--plain-http` also runs the hub without uvloop/httptools (asyncio + h11), to see what
+those give. `--profile DIR` records py-spy's stacks of the hub under the /api/me load (only
+threads holding the GIL, folded text: `DIR/<backend>-me.folded`). `--src DIR` serves the hub of
+another source tree (a `git archive` of an older commit) to measure a before and an after.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "src")]
+# `--src DIR`: measure the hub of another source tree (e.g. `git archive` of an older commit)
+SRC = Path(sys.argv[sys.argv.index("--src") + 1]) if "--src" in sys.argv else ROOT / "src"
+sys.path[:0] = [str(SRC)]
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ROUTES = ("/api/me", "/api/studies", "/api/nodes")
@@ -133,7 +137,7 @@ def free_port() -> int:
 
 def env(plain: Path | None = None) -> dict[str, str]:
     e = dict(os.environ)
-    paths = [str(ROOT / "src"), e.get("PYTHONPATH", "")]
+    paths = [str(SRC), e.get("PYTHONPATH", "")]
     if plain is not None:
         paths.insert(0, str(plain))
     e["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -272,11 +276,12 @@ def main() -> None:
     ap.add_argument("--plain-http", action="store_true", help="also asyncio + h11")
     ap.add_argument("--profile", type=Path, help="folder for py-spy flame graphs")
     ap.add_argument("--profile-seconds", type=float, default=10)
+    ap.add_argument("--src", type=Path, help="the hub's source tree (default: this one's src/)")
     a = ap.parse_args()
     backends = a.backend or ["sqlite", "postgres"]
     print(
         f"{a.clients} clients x {a.requests} GETs per route, one keep-alive connection each; "
-        f"client and hub share this machine's {os.cpu_count()} cores"
+        f"client and hub share this machine's {os.cpu_count()} cores; hub from {SRC}"
     )
     if a.profile is not None:
         a.profile.mkdir(parents=True, exist_ok=True)
