@@ -16,10 +16,11 @@ of the server itself).
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams rather than httpx: the
 client shares the cores with the hub, so the less it spends per request the less it takes from
-the figure it measures. `--plain-http` also runs the hub without uvloop/httptools (asyncio + h11), to see what
-those give. `--profile DIR` records py-spy's stacks of the hub under the /api/me load (only
-threads holding the GIL, folded text: `DIR/<backend>-me.folded`). `--src DIR` serves the hub of
-another source tree (a `git archive` of an older commit) to measure a before and an after.
+the figure it measures. `--plain-http` also runs the hub without uvloop/httptools (asyncio +
+h11), to see what those give. `--profile DIR` records py-spy's stacks of the hub under the
+/api/me load (only threads holding the GIL, folded text: `DIR/<backend>-me.folded`). `--src
+DIR` serves the hub of another source tree (a `git archive` of an older commit) to measure a
+before and an after.
 """
 
 from __future__ import annotations
