@@ -92,3 +92,15 @@ def test_an_idle_connection_the_server_dropped_is_replaced_not_failed(monkeypatc
             )
         for _ in range(3):  # every pooled connection is dead: each is pinged and replaced
             assert status(live, ana) == 200 and status(live, ana, "/api/studies") == 200
+
+
+def test_pages_still_get_their_security_headers_and_the_api_does_not(tmp_path):
+    """The page headers moved from `@app.middleware` (a task per request) to plain ASGI."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with LiveHub(url, StandinExecutor()) as live, live.client() as c:
+        page, api = c.get("/"), c.get("/api/health")
+    assert page.status_code == 200 and api.status_code == 200
+    assert "default-src" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert "content-security-policy" not in api.headers
