@@ -284,6 +284,15 @@ class EditRun:
 
     # -- row-level checks ------------------------------------------------------------------------
     def _run_checks(self, tdef: TableDef, work: str, checks: list[Check], joins: list[str]) -> None:
+        """Checks of the row's own values in one scan of the work table; those reading a parent
+        or a reference table in a second, joined statement that carries only their columns
+        (one joined statement for all cost twice as much: every column rode through the joins).
+        """
+        own = [c for c in checks if not c.parents and not c.edit.join]
+        self._run_group(tdef, work, own, [])
+        self._run_group(tdef, work, [c for c in checks if c not in own], joins)
+
+    def _run_group(self, tdef: TableDef, work: str, checks: list[Check], joins: list[str]) -> None:
         """One statement for many checks: rows failing any condition are selected once and each
         failed check becomes one result row (a list of structs, unnested)."""
         if not checks:
@@ -402,11 +411,17 @@ class EditRun:
         cols = [q(raw_column(tdef.field(k))) for k in tdef.primary_key]
         keys = ", ".join(cols)
         on = " AND ".join(f"w.{c} IS NOT DISTINCT FROM d.{c}" for c in cols)
-        # only the rows of duplicated keys are compared
-        dups = (
-            f"(SELECT w.* FROM {q(work)} w SEMI JOIN (SELECT {keys} FROM {q(work)} GROUP BY ALL "
-            f"HAVING count(*) > 1) d ON {on})"
+        # the duplicated keys, found by one aggregate; usually none, and then nothing more runs
+        dup_keys = f"dup_keys_{tdef.name}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {q(dup_keys)} AS SELECT {keys} FROM {q(work)} "
+            "GROUP BY ALL HAVING count(*) > 1"
         )
+        if not any_row(self.con, q(dup_keys)):
+            self.con.execute(f"DROP TABLE {q(dup_keys)}")
+            return
+        # only the rows of duplicated keys are compared
+        dups = f"(SELECT w.* FROM {q(work)} w SEMI JOIN {q(dup_keys)} d ON {on})"
         ranked = (
             f"(SELECT w.*, d._conflict, row_number() OVER win AS _rank, first_value("
             f"w._source_file) OVER win AS _f1, first_value(w._source_row) OVER win AS _r1 FROM "
@@ -431,6 +446,7 @@ class EditRun:
             ranked,
             "r._rank = 1 AND r._conflict <> ''",
         )
+        self.con.execute(f"DROP TABLE {q(dup_keys)}")
 
     def _effective_parents(self) -> None:
         """View eff_<parent> for every parent a work table reaches (see `_effective_parent`)."""
