@@ -3,6 +3,7 @@ engine settings and the hub's keyed audit chain (same code, its own key and tabl
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -53,23 +54,43 @@ def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def scrub(sessions: sessionmaker[Session]) -> None:
-    """After encodings were deleted: on SQLite, checkpoint and truncate the write-ahead log,
-    which still holds the pages as they were before the delete. (PostgreSQL keeps dead tuples
-    until VACUUM: the operator runs `VACUUM linkage_clks` after runs, see the protocol doc.)"""
+SCRUBBED = frozenset({"linkage_clks", "linkage_results"})
+log = logging.getLogger("ccdp.linkage.service")
+
+
+def scrub(sessions: sessionmaker[Session], *tables: str) -> None:
+    """After rows were deleted from `tables`, leave none of their bytes in the database files.
+    SQLite (secure_delete on) has zeroed the deleted rows; the write-ahead log still holds the
+    pages as they were, so it is checkpointed and truncated. PostgreSQL keeps dead tuples in
+    the table's pages until they are overwritten (a plain VACUUM frees the space without
+    clearing it), so each table is rewritten with VACUUM FULL; a failure is logged and the next
+    scrub tries again."""
     engine = sessions.kw["bind"]
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    if engine.dialect.name != "postgresql":
+        return
+    for table in tables:
+        if table not in SCRUBBED:
+            raise ValueError(f"scrub: {table!r} is not one of the service's scrubbed tables")
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql(f"VACUUM FULL {table}")
+        except SQLAlchemyError as exc:
+            log.warning("VACUUM FULL %s failed (retried after the next run): %s", table, exc)
 
 
-def _add_columns(engine: Any) -> None:
-    """Columns added since a table was first created (create_all adds no column to a table
-    that exists): the keep rule's last-contact year."""
+def _upgrade(engine: Any) -> None:
+    """What create_all cannot do to tables that exist: the keep rule's last-contact year (a
+    column added since), and runs named in the states before linking moved to a worker
+    (`open` is now `uploading`)."""
     cols = {c["name"] for c in inspect(engine).get_columns("linkage_results")}
-    if "last_year" not in cols:
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        if "last_year" not in cols:
             conn.exec_driver_sql("ALTER TABLE linkage_results ADD COLUMN last_year INTEGER")
+        conn.exec_driver_sql("UPDATE linkage_runs SET state = 'uploading' WHERE state = 'open'")
 
 
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
@@ -80,7 +101,7 @@ def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker
         event.listen(engine, "connect", _secure_delete)
     try:
         Base.metadata.create_all(engine)
-        _add_columns(engine)
+        _upgrade(engine)
         AuditRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         AuditHeadRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
     except SQLAlchemyError as exc:
