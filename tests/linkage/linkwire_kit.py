@@ -168,3 +168,55 @@ def core_pairs(
         for members in groups.values()
         for pair in itertools.combinations(members, 2)
     }
+
+
+_BUILT: dict[tuple[str, int, int], Path] = {}
+
+
+def partnership_copy(
+    folder: Path, countries: str = "DE,PL", patients: int = 1500, seed: int = 2
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Registries as `registries` builds them, built once per test process and copied into
+    `folder` (stores, node configs, audit logs, the synth output), so each test starts clean."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    key = (countries, patients, seed)
+    if key not in _BUILT:
+        built = Path(tempfile.mkdtemp(prefix="linkwire-"))
+        atexit.register(shutil.rmtree, built, True)
+        _, truth = registries(built, countries, patients, seed)
+        (built / "truth.json").write_text(json.dumps(truth))
+        _BUILT[key] = built
+    shutil.copytree(_BUILT[key], folder, dirs_exist_ok=True)
+    stores = {cc: folder / f"{cc}.duckdb" for cc in countries.split(",")}
+    return stores, json.loads((folder / "truth.json").read_text())
+
+
+def run_nodes(
+    url: str, stores: dict[str, Path], tokens: dict[str, str], run_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Every node's `ccdp linkage run` at once, each in its own thread and HTTP client; each
+    node's summary, or the exception it raised."""
+    import threading
+
+    from ccdp.federation.linkage.client import LinkageClient
+    from ccdp.federation.linkage.node import run
+
+    out: dict[str, Any] = {}
+
+    def one(cc: str) -> None:
+        with LinkageClient(url, tokens[cc]) as client:
+            try:
+                out[cc] = run(stores[cc], client, run_id, timeout=timeout)
+            except Exception as exc:  # the caller asserts on it
+                out[cc] = exc
+
+    threads = [threading.Thread(target=one, args=(cc,)) for cc in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+    return out

@@ -290,10 +290,12 @@ def wait_turn(
     next step no longer waits on the others or on the service's linking; backs off when the
     service answers early; says what it waits on whenever that changes."""
     end = time.monotonic() + timeout
-    pause, said = 0.2, ""
+    pause, said, hold = 0.2, "", 0.0  # the first look is not held: say at once what it waits on
     while True:
         started = time.monotonic()
-        status = client.status(run_id, wait=max(0.0, min(wait, end - started)))
+        asked = max(0.0, min(hold, end - started))
+        status = client.status(run_id, wait=asked)
+        hold = wait
         if not status["wait"]:
             return status
         line = waiting_for(status)
@@ -305,7 +307,7 @@ def wait_turn(
                 f"run {run_id}: after {timeout:g} s, still {line}; run the command again to "
                 "keep waiting"
             )
-        if time.monotonic() - started < 0.5 * wait:  # answered early: do not hammer it
+        if asked and time.monotonic() - started < 0.5 * asked:  # answered early: do not hammer
             time.sleep(min(pause, max(0.0, end - time.monotonic())))
             pause = min(pause * 2, 5.0)
 
