@@ -183,8 +183,7 @@ def revoke(
     db: str = DB,
     audit_key: Path | None = AUDIT_KEY,
 ) -> None:
-    """Revoke a node or admin: its token is refused from now on, and a revoked node cannot be
-    named in a new run."""
+    """Revoke a node or admin: its token is refused, and a revoked node joins no new run."""
     from ccdp.federation.linkage.db import open_database
     from ccdp.federation.linkage.service import LinkageService
 
