@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,14 +73,33 @@ def scrub(sessions: sessionmaker[Session], *tables: str) -> None:
         return
     if engine.dialect.name != "postgresql":
         return
-    for table in tables:
-        if table not in SCRUBBED:
-            raise ValueError(f"scrub: {table!r} is not one of the service's scrubbed tables")
-        try:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    unknown = set(tables) - SCRUBBED
+    if unknown:
+        raise ValueError(f"scrub: {sorted(unknown)} are not the service's scrubbed tables")
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            _wait_for_older_transactions(conn)
+            for table in tables:
                 conn.exec_driver_sql(f"VACUUM FULL {table}")
-        except SQLAlchemyError as exc:
-            log.warning("VACUUM FULL %s failed (retried after the next run): %s", table, exc)
+    except SQLAlchemyError as exc:
+        log.warning("VACUUM FULL failed (tried again when a run is done): %s", type(exc).__name__)
+
+
+def _wait_for_older_transactions(conn: Any, timeout: float = 10.0) -> None:
+    """VACUUM FULL copies a deleted row into the new table while a transaction that began
+    before the delete could still see it: wait (bounded) until every other transaction of
+    this database that began before now has ended."""
+    started = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    older = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start < :t"
+    )
+    end = time.monotonic() + timeout
+    while conn.execute(older, {"t": started}).scalar():
+        if time.monotonic() >= end:
+            log.warning("VACUUM FULL after %g s of waiting on older transactions", timeout)
+            return
+        time.sleep(0.05)
 
 
 def _upgrade(engine: Any) -> None:

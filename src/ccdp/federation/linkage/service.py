@@ -487,10 +487,13 @@ class LinkageService:
                 .select_from(RunNodeRow)
                 .where(RunNodeRow.run_id == run_id, RunNodeRow.downloaded_at.is_(None))
             )
-            if not left and run.state == "ready":
+            done = not left and run.state == "ready"
+            if done:
                 run.state = "done"
                 hub_audit.append(s, SERVICE, "linkage-done", {"run": run_id})
-        scrub(self.sessions, "linkage_results")
+        # a done run rewrites both tables on PostgreSQL (its encodings again, in case a reader
+        # held them past the vacuum after linking); SQLite truncates its log at every confirm
+        scrub(self.sessions, *(("linkage_results", "linkage_clks") if done else ()))
         return self.status(node, run_id)
 
 
