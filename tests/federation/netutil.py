@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -54,8 +54,33 @@ def wait_http(url: str, timeout: float = 20.0, verify: bool | str = True) -> Non
     wait_until(up, timeout, 0.1)
 
 
-class LiveHub:
-    """A real hub (uvicorn, real HTTP on loopback) in a thread of the test process."""
+class LiveServer:
+    """A FastAPI app served by uvicorn (real HTTP on loopback) in a thread of the test process:
+    the base of the hub's and the linkage service's live servers."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def client(self, token: str | None = None, timeout: float = 30) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+class LiveHub(LiveServer):
+    """A real hub in a thread of the test process."""
 
     def __init__(
         self,
@@ -74,27 +99,10 @@ class LiveHub:
         self.db_url = db_url
         self.clock = clock
         self.hub = hub_class(open_database(db_url), open_studies=open_studies, clock=clock)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(
             self.hub, executor, poll=0.1, **{"dashboard": mount_dashboard, **app_options}
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveHub:
-        self.thread.start()
-        wait_until(lambda: self.server.started, 20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        super().__init__(app, port)
 
 
 def env() -> dict[str, str]:

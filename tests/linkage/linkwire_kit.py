@@ -5,67 +5,74 @@ secret, and the truth's duplicate pairs keyed as the stores key them."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
-import uvicorn
+from sqlalchemy import MetaData
 
 from ccdp.federation.linkage.app import MAX_BODY, MAX_UPLOAD, create_app
 from ccdp.federation.linkage.db import open_database
+from ccdp.federation.linkage.models import RunRow
 from ccdp.federation.linkage.node import ingest_hook, set_secret
 from ccdp.federation.linkage.service import LinkageService
 from ccdp.ingest.pipeline import ingest_native
 from ccdp.ingest.pseudonym import pseudonym
 from ccdp.store.config import pseudonym_key
 from ccdp.synth import generate
-from tests.federation.netutil import free_port, wait_until
+from tests.federation.netutil import LiveServer, wait_until
 
 SECRET = bytes.fromhex("5f" * 8 + "a1" * 8 + "03" * 16)
 
 
-class LiveService:
-    """The linkage service on a free loopback port, its database a SQLite file."""
+class LiveService(LiveServer):
+    """The linkage service on a free loopback port (its link worker started with the app), its
+    database a SQLite file in `folder` or the database `db_url` names (PostgreSQL: give
+    `audit_key`); `link` replaces the linkage core (a test's failing or held link)."""
 
-    def __init__(self, folder: Path, max_upload: int = MAX_UPLOAD, max_body: int = MAX_BODY):
+    def __init__(
+        self,
+        folder: Path,
+        max_upload: int = MAX_UPLOAD,
+        max_body: int = MAX_BODY,
+        db_url: str | None = None,
+        audit_key: Path | None = None,
+        link: Any = None,
+        service_class: type[LinkageService] = LinkageService,
+    ):
         self.db = folder / "linkage.db"
-        self.service = LinkageService(open_database(str(self.db)))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(self.service, max_body=max_body, max_upload=max_upload)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveService:
-        self.thread.start()
-        wait_until(lambda: self.server.started, 20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
+        self.db_url = db_url or f"sqlite:///{self.db}"
+        self.service = service_class(open_database(self.db_url, audit_key), link=link)
+        app = create_app(self.service, max_body=max_body, max_upload=max_upload, worker_poll=1.0)
+        super().__init__(app)
 
     def http(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return self.client(token, timeout=60)
 
     def token(self, name: str, kind: str = "node") -> str:
         return self.service.add_member(name, kind).token
 
-    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table of the service's database, read back with sqlite3."""
-        import sqlite3
+    def state(self, run_id: str) -> str:
+        with self.service.sessions() as s:
+            run = s.get(RunRow, run_id)
+            return run.state if run is not None else "absent"
 
-        con = sqlite3.connect(self.db)
-        try:
-            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            return {n: con.execute(f'SELECT * FROM "{n}"').fetchall() for n in names}
-        finally:
-            con.close()
+    def wait_state(self, run_id: str, *states: str, timeout: float = 30) -> str:
+        """Wait (bounded) until the run is in one of `states`; returns it."""
+        return wait_until(lambda: self.state(run_id) in states and self.state(run_id), timeout)
+
+    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the service's database, read back with SQLAlchemy."""
+        engine = self.service.sessions.kw["bind"]
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                name: [tuple(r) for r in conn.execute(table.select())]
+                for name, table in meta.tables.items()
+            }
 
 
 def registries(
@@ -161,3 +168,55 @@ def core_pairs(
         for members in groups.values()
         for pair in itertools.combinations(members, 2)
     }
+
+
+_BUILT: dict[tuple[str, int, int], Path] = {}
+
+
+def partnership_copy(
+    folder: Path, countries: str = "DE,PL", patients: int = 1500, seed: int = 2
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Registries as `registries` builds them, built once per test process and copied into
+    `folder` (stores, node configs, audit logs, the synth output), so each test starts clean."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    key = (countries, patients, seed)
+    if key not in _BUILT:
+        built = Path(tempfile.mkdtemp(prefix="linkwire-"))
+        atexit.register(shutil.rmtree, built, True)
+        _, truth = registries(built, countries, patients, seed)
+        (built / "truth.json").write_text(json.dumps(truth))
+        _BUILT[key] = built
+    shutil.copytree(_BUILT[key], folder, dirs_exist_ok=True)
+    stores = {cc: folder / f"{cc}.duckdb" for cc in countries.split(",")}
+    return stores, json.loads((folder / "truth.json").read_text())
+
+
+def run_nodes(
+    url: str, stores: dict[str, Path], tokens: dict[str, str], run_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Every node's `ccdp linkage run` at once, each in its own thread and HTTP client; each
+    node's summary, or the exception it raised."""
+    import threading
+
+    from ccdp.federation.linkage.client import LinkageClient
+    from ccdp.federation.linkage.node import run
+
+    out: dict[str, Any] = {}
+
+    def one(cc: str) -> None:
+        with LinkageClient(url, tokens[cc]) as client:
+            try:
+                out[cc] = run(stores[cc], client, run_id, timeout=timeout)
+            except Exception as exc:  # the caller asserts on it
+                out[cc] = exc
+
+    threads = [threading.Thread(target=one, args=(cc,)) for cc in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+    return out

@@ -146,8 +146,13 @@ def test_a_small_run_by_hand(svc: Any) -> None:
     with a, b:
         a_rows = CHILDREN[CHILDREN.patient_id.str.startswith("a")]
         b_rows = CHILDREN[CHILDREN.patient_id.str.startswith("b")]
-        assert a.post("/api/node/runs/r1/clks", json=_upload(a_rows)).json()["state"] == "open"
-        assert b.post("/api/node/runs/r1/clks", json=_upload(b_rows)).json()["state"] == "linked"
+        assert a.post("/api/node/runs/r1/clks", json=_upload(a_rows)).json()["state"] == "uploading"
+        # the last upload returns at once: the service links in its worker
+        assert b.post("/api/node/runs/r1/clks", json=_upload(b_rows)).json()["state"] in (
+            "linking",
+            "linked",
+        )
+        assert a.get("/api/node/runs/r1?wait=20").json()["state"] == "linked"
         tables = svc.tables()
         assert tables["linkage_clks"] == []  # deleted in the transaction that linked
         ga = {r["p"]: r for r in a.get("/api/node/runs/r1/groups").json()["records"]}
@@ -216,6 +221,7 @@ def test_a_tie_of_diagnosis_years_keeps_the_copy_followed_longest(
         for node, prefix in ((a, "a"), (b, "b")):
             rows = CHILDREN[CHILDREN.patient_id.str.startswith(prefix)]
             assert node.post("/api/node/runs/r1/clks", json=_upload(rows)).is_success
+        assert svc.wait_state("r1", "linked") == "linked"
         for node, prefix in ((a, "a"), (b, "b")):
             recs = [
                 {"p": _p(x), "year": YEARS[x], "last": last[x]}

@@ -1,6 +1,6 @@
 """`ccdp linkage ...`: record linkage across registries. The node's commands (secret, encode,
-run) and the linkage service's (serve, add-node, add-admin, create-run); see
-docs/linkage.md for who holds what."""
+run, status) and the linkage service's (serve, add-node, add-admin, members, revoke,
+create-run); see docs/linkage.md for who holds what."""
 
 from __future__ import annotations
 
@@ -84,8 +84,32 @@ def run(
         return
     typer.echo(
         f"run {run_id}: {out['records']} records sent, {out['linked']} linked "
-        f"({out['kept']} kept, {out['set_aside']} set aside as another registry's copy)"
+        f"({out['kept']} kept, {out['set_aside']} set aside as another registry's copy); "
+        f"link_group now holds the groups of run {run_id}"
     )
+
+
+@linkage_app.command("status")
+def status(store: Path = STORE, as_json: bool = AS_JSON) -> None:
+    """Which linkage run produced this node's link groups (`link_group`), their counts, and
+    the node's last linkage event (a later run that failed or was refused shows here)."""
+    from ccdp.federation.linkage.node import link_status
+
+    out = link_status(store)
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    if out["run"] is None:
+        typer.echo(f"{store}: no linkage run has stored link groups")
+    else:
+        typer.echo(
+            f"link_group of {store}: run {out['run']} (stored {out['stored_at']}): "
+            f"{out['linked']} linked, {out['kept']} kept, {out['set_aside']} set aside"
+        )
+    last = out["last_event"]
+    if last and last["event"] != "linkage-linked":
+        why = f": {last['reason']}" if last.get("reason") else ""
+        typer.echo(f"last linkage event: {last['event']} (run {last.get('run')}){why}")
 
 
 @linkage_app.command("serve")
@@ -136,6 +160,35 @@ def add_admin(
 ) -> None:
     """Register an admin of the service (creates runs) and print the token (once)."""
     _add(name, "admin", db, audit_key)
+
+
+@linkage_app.command("members")
+def members(db: str = DB, audit_key: Path | None = AUDIT_KEY, as_json: bool = AS_JSON) -> None:
+    """List the service's nodes and admins, with kind and whether revoked (never a token)."""
+    from ccdp.federation.linkage.db import open_database
+    from ccdp.federation.linkage.service import LinkageService
+
+    out = LinkageService(open_database(db, audit_key)).members()
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    for m in out:
+        state = "revoked" if m["revoked"] else "active"
+        typer.echo(f"{m['name']:<24} {m['kind']:<6} {state:<8} added {m['created_at']}")
+
+
+@linkage_app.command("revoke")
+def revoke(
+    name: str = typer.Argument(..., help="The node or admin to revoke."),
+    db: str = DB,
+    audit_key: Path | None = AUDIT_KEY,
+) -> None:
+    """Revoke a node or admin: its token is refused, and a revoked node joins no new run."""
+    from ccdp.federation.linkage.db import open_database
+    from ccdp.federation.linkage.service import LinkageService
+
+    out = LinkageService(open_database(db, audit_key)).revoke(name)
+    typer.echo(f"{out['kind']} {out['name']} revoked: its token is refused from now on")
 
 
 @linkage_app.command("create-run")

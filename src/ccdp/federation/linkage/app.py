@@ -3,13 +3,17 @@ service (`app.state.hub` is the service: the doors ask it), strict bodies, every
 hub's gate (size, JSON form) and every refusal in the hub's one error shape.
 
 Admin routes (`/api/admin/…`) take the service's admin tokens; node routes (`/api/node/…`) its
-node tokens, each node seeing only the runs that name it and only its own results.
+node tokens, each node seeing only the runs that name it and only its own results. The app
+starts the service's link worker (a thread) with itself and stops it on shutdown: linking never
+runs inside a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query
@@ -21,6 +25,7 @@ from ccdp.federation.hub.doors import AsAdmin, AsNode, add_error_handlers
 from ccdp.federation.hub.wirecheck import BodyGate, MiB
 from ccdp.federation.linkage.protocol import NAME, CreateRun, Upload, Years
 from ccdp.federation.linkage.service import LinkageService
+from ccdp.federation.linkage.worker import LinkWorker
 
 MAX_BODY = 64 * 1024  # a new run, a confirmation: small
 MAX_UPLOAD = 256 * MiB  # 1,000,000 records of 1,024 bits with pseudonyms and years
@@ -30,10 +35,24 @@ RunId = Annotated[str, Path(pattern=NAME, max_length=64)]
 
 
 def create_app(
-    service: LinkageService, max_body: int = MAX_BODY, max_upload: int = MAX_UPLOAD
+    service: LinkageService,
+    max_body: int = MAX_BODY,
+    max_upload: int = MAX_UPLOAD,
+    worker_poll: float = 5.0,
 ) -> FastAPI:
-    """The service's app: `max_upload` bytes for an upload of encodings, `max_body` for the rest."""
-    app = FastAPI(title="ccdp linkage service", version=__version__)
+    """The service's app: `max_upload` bytes for an upload of encodings, `max_body` for the rest;
+    its link worker looks for pending runs every `worker_poll` seconds besides its wake-ups."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = LinkWorker(service, poll=worker_poll).start()
+        _app.state.worker = worker
+        try:
+            yield
+        finally:
+            await run_in_threadpool(worker.stop)
+
+    app = FastAPI(title="ccdp linkage service", version=__version__, lifespan=lifespan)
     app.state.hub = service  # the doors authenticate tokens with `app.state.hub.authenticate`
     add_error_handlers(app)
 
@@ -65,7 +84,8 @@ def create_app(
 
     @app.post("/api/node/runs/{run_id}/clks", tags=["node"])
     def upload(node: AsNode, run_id: RunId, body: Upload) -> dict[str, Any]:
-        """This node's encodings for the run (once); the last node's upload links the run."""
+        """This node's encodings for the run (once); the last node's upload starts the run's
+        linking in the background and returns at once (state `linking`)."""
         return service.upload(node, run_id, body)
 
     @app.get("/api/node/runs/{run_id}", tags=["node"])

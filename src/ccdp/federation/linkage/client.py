@@ -72,8 +72,8 @@ class LinkageClient:
         return self._call("GET", f"/api/node/runs/{run_id}", params={"wait": wait}, timeout=timeout)
 
     def upload(self, run_id: str, body: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
-        """The last node's upload returns once the service has linked the run: a long wait for
-        large registries, hence its own timeout."""
+        """The encodings, stored at once (the service links in the background); a large
+        registry's upload is a large body, hence its own timeout."""
         url = f"/api/node/runs/{run_id}/clks"
         return self._call("POST", url, json=body, timeout=httpx.Timeout(timeout))
 

@@ -3,11 +3,13 @@ engine settings and the hub's keyed audit chain (same code, its own key and tabl
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,23 +55,62 @@ def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def scrub(sessions: sessionmaker[Session]) -> None:
-    """After encodings were deleted: on SQLite, checkpoint and truncate the write-ahead log,
-    which still holds the pages as they were before the delete. (PostgreSQL keeps dead tuples
-    until VACUUM: the operator runs `VACUUM linkage_clks` after runs, see the protocol doc.)"""
+SCRUBBED = frozenset({"linkage_clks", "linkage_results"})
+log = logging.getLogger("ccdp.linkage.service")
+
+
+def scrub(sessions: sessionmaker[Session], *tables: str) -> None:
+    """After rows were deleted from `tables`, leave none of their bytes in the database files.
+    SQLite (secure_delete on) has zeroed the deleted rows; the write-ahead log still holds the
+    pages as they were, so it is checkpointed and truncated. PostgreSQL keeps dead tuples in
+    the table's pages until they are overwritten (a plain VACUUM frees the space without
+    clearing it), so each table is rewritten with VACUUM FULL; a failure is logged and the next
+    scrub tries again."""
     engine = sessions.kw["bind"]
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    if engine.dialect.name != "postgresql":
+        return
+    unknown = set(tables) - SCRUBBED
+    if unknown:
+        raise ValueError(f"scrub: {sorted(unknown)} are not the service's scrubbed tables")
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            _wait_for_older_transactions(conn)
+            for table in tables:
+                conn.exec_driver_sql(f"VACUUM FULL {table}")
+    except SQLAlchemyError as exc:
+        log.warning("VACUUM FULL failed (tried again when a run is done): %s", type(exc).__name__)
 
 
-def _add_columns(engine: Any) -> None:
-    """Columns added since a table was first created (create_all adds no column to a table
-    that exists): the keep rule's last-contact year."""
+def _wait_for_older_transactions(conn: Any, timeout: float = 10.0) -> None:
+    """VACUUM FULL copies a deleted row into the new table while a transaction that began
+    before the delete could still see it: wait (bounded) until every other transaction of
+    this database that began before now has ended."""
+    started = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    older = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start < :t"
+    )
+    end = time.monotonic() + timeout
+    while conn.execute(older, {"t": started}).scalar():
+        if time.monotonic() >= end:
+            log.warning("VACUUM FULL after %g s of waiting on older transactions", timeout)
+            return
+        time.sleep(0.05)
+
+
+def _upgrade(engine: Any) -> None:
+    """What create_all cannot do to tables that exist: the keep rule's last-contact year (a
+    column added since), and runs named in the states before linking moved to a worker
+    (`open` is now `uploading`)."""
     cols = {c["name"] for c in inspect(engine).get_columns("linkage_results")}
-    if "last_year" not in cols:
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        if "last_year" not in cols:
             conn.exec_driver_sql("ALTER TABLE linkage_results ADD COLUMN last_year INTEGER")
+        conn.exec_driver_sql("UPDATE linkage_runs SET state = 'uploading' WHERE state = 'open'")
 
 
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
@@ -80,7 +121,7 @@ def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker
         event.listen(engine, "connect", _secure_delete)
     try:
         Base.metadata.create_all(engine)
-        _add_columns(engine)
+        _upgrade(engine)
         AuditRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
         AuditHeadRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
     except SQLAlchemyError as exc:

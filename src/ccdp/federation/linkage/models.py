@@ -65,8 +65,9 @@ class RunRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     threshold: Mapped[float] = mapped_column(Float)
-    # open -> linked (years awaited) -> ready (keep decided) -> done; or failed
-    state: Mapped[str] = mapped_column(String(20), default="open")
+    # uploading -> linking (the link worker's) -> linked (years awaited) -> ready (keep decided)
+    # -> done; or failed (linking failed: its encodings deleted all the same)
+    state: Mapped[str] = mapped_column(String(20), default="uploading")
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     linked_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -7,15 +7,17 @@ in `linkage_encoding` by stored patient key; the identifiers themselves are neve
 
 A run: each stored key becomes a per-run pseudonym (HMAC under a random key kept in the node
 config only while the run is open) and the encodings go to the service; once every registry has
-uploaded, the node fetches its linked records, sends their earliest diagnosis and last-contact
-years (only theirs),
-waits for the keep decision, maps the pseudonyms back and replaces `link_group` in one
-transaction, then confirms so the service deletes them.
+uploaded and the service's worker has linked them, the node fetches its linked records, sends
+their earliest diagnosis and last-contact years (only theirs), waits for the keep decision,
+maps the pseudonyms back and replaces `link_group` in one transaction (each row names the run),
+then confirms so the service deletes them. Every step, and a run that fails or is refused, is
+written to the node's audit log.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import stat
 import time
@@ -30,7 +32,7 @@ import pandas as pd
 
 from ccdp.errors import CcdpError
 from ccdp.federation.linkage import core
-from ccdp.federation.linkage.client import LinkageClient
+from ccdp.federation.linkage.client import LinkageClient, LinkageRequestError
 from ccdp.federation.node.audit import AuditLog
 from ccdp.ingest.pipeline import IdentifiersHook, identified_patients
 from ccdp.store import NodeStore
@@ -253,33 +255,68 @@ def _int(year: Any) -> int | None:
     return int(year) if year is not None else None
 
 
+class RunFailed(NodeLinkageError):
+    """The service failed the run (its linking failed); the reason it gives names no record."""
+
+
+class RunTimeout(NodeLinkageError):
+    """The node stopped waiting on the others; running the command again resumes the run."""
+
+
+def waiting_for(status: dict[str, Any]) -> str:
+    """What this node's next step waits on, in words (the progress line)."""
+    state, nodes = status["state"], status["nodes"]
+    if state == "uploading":
+        late = [n for n, v in nodes.items() if not v["uploaded"]]
+        done = len(nodes) - len(late)
+        return f"waiting for the upload of {', '.join(late)} ({done} of {len(nodes)} uploaded)"
+    if state == "linking":
+        since = float(status.get("linking_seconds") or 0)
+        return f"the service is linking the run ({since:.0f} s since the last upload)"
+    if state == "linked":
+        late = [n for n, v in nodes.items() if not v["years_sent"]]
+        return f"waiting for the years of {', '.join(late)}"
+    return f"the run is {state}"
+
+
 def wait_turn(
-    client: LinkageClient, run_id: str, timeout: float, wait: float = 20.0
+    client: LinkageClient,
+    run_id: str,
+    timeout: float,
+    wait: float = 20.0,
+    progress: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """Long-poll the run until this node's next step no longer waits on the others; backs off
-    when the service answers early."""
+    """Long-poll the run (each request held up to `wait` s by the service) until this node's
+    next step no longer waits on the others or on the service's linking; backs off when the
+    service answers early; says what it waits on whenever that changes."""
     end = time.monotonic() + timeout
-    pause = 0.2
+    pause, said, hold = 0.2, "", 0.0  # the first look is not held: say at once what it waits on
     while True:
-        left = end - time.monotonic()
         started = time.monotonic()
-        status = client.status(run_id, wait=max(0.0, min(wait, left)))
+        asked = max(0.0, min(hold, end - started))
+        status = client.status(run_id, wait=asked)
+        hold = wait
         if not status["wait"]:
             return status
+        line = waiting_for(status)
+        if line != said:
+            progress(line)
+            said = line
         if time.monotonic() >= end:
-            step = "upload" if status["state"] == "open" else "years"
-            late = [
-                n
-                for n, v in status["nodes"].items()
-                if not v["uploaded" if step == "upload" else "years_sent"]
-            ]
-            raise NodeLinkageError(
-                f"run {run_id}: still waiting for the {step} of {', '.join(late)} after "
-                f"{timeout:g} s; run the command again to keep waiting"
+            raise RunTimeout(
+                f"run {run_id}: after {timeout:g} s, still {line}; run the command again to "
+                "keep waiting"
             )
-        if time.monotonic() - started < 0.5 * wait:  # answered early: do not hammer it
+        if asked and time.monotonic() - started < 0.5 * asked:  # answered early: do not hammer
             time.sleep(min(pause, max(0.0, end - time.monotonic())))
             pause = min(pause * 2, 5.0)
+
+
+@dataclass
+class _Step:
+    """Which step of a run the node is at (named in the audit record of a run that stops)."""
+
+    name: str = "status"
 
 
 def run(
@@ -291,31 +328,57 @@ def run(
 ) -> dict[str, Any]:
     """Take part in run `run_id`, resuming where an earlier attempt stopped: upload, wait for
     the links, send the years of the linked records only, wait for the keep decision, store
-    the groups in `link_group`, confirm."""
-    status = client.status(run_id)  # first: a run that does not name this node ends here
+    the groups in `link_group`, confirm. A run that fails, is refused or stops is written to
+    the node's audit log too (`linkage-failed`, `-refused`, `-stopped`: the step and the
+    reason, never a record-level value), then raised."""
+    log = AuditLog.for_store(store)
+    step = _Step()
+    try:
+        return _take_part(store, client, run_id, timeout, progress, log, step)
+    except (NodeLinkageError, LinkageRequestError) as exc:
+        log.append(_stopped(exc, run_id, client, step.name))
+        raise
+
+
+def _take_part(
+    store: Path,
+    client: LinkageClient,
+    run_id: str,
+    timeout: float,
+    progress: Callable[[str], None],
+    log: AuditLog,
+    step: _Step,
+) -> dict[str, Any]:
+    status = _checked(client.status(run_id), run_id)  # a run not naming this node ends here
     me = status["you"]
     if status["nodes"][me]["confirmed"]:
         raise NodeLinkageError(f"run {run_id}: this node has stored and confirmed it already")
+    step.name = "upload"
     run_key = _run_key(store, run_id)
     body, back = _upload_body(store, run_key)
-    log = AuditLog.for_store(store)
     if not status["nodes"][me]["uploaded"]:
-        if status["state"] != "open":
+        if status["state"] != "uploading":
             raise NodeLinkageError(f"run {run_id} is {status['state']}: it takes no upload")
         progress(f"uploading {len(back)} encodings")
         client.upload(run_id, body)
         log.append(_entry("linkage-upload", run_id, client, records=len(back)))
-    progress("waiting for the other registries")
-    status = _checked(wait_turn(client, run_id, timeout), run_id)
+    step.name = "linking"
+    status = _checked(wait_turn(client, run_id, timeout, progress=progress), run_id)
     if status["state"] == "linked" and not status["nodes"][me]["years_sent"]:
+        step.name = "years"
         linked = client.groups(run_id)["records"]
         _unknown(run_id, linked, back)
+        progress(f"{len(linked)} records linked; sending their years (and no other record's)")
         years = linked_years(store, [back[r["p"]] for r in linked])
         client.years(run_id, [{"p": r["p"], **years[back[r["p"]]]} for r in linked])
         log.append(_entry("linkage-years", run_id, client, records=len(linked)))
-        status = _checked(wait_turn(client, run_id, timeout), run_id)
+        step.name = "keep"
+        status = _checked(wait_turn(client, run_id, timeout, progress=progress), run_id)
+    step.name = "store"
     got = client.groups(run_id)
     summary = store_groups(store, run_id, got["records"], back)
+    progress(f"link_group now holds the {summary['linked']} linked records of run {run_id}")
+    step.name = "confirm"
     client.confirm(run_id)
     _forget_run_key(store, run_id)
     log.append(_entry("linkage-linked", run_id, client, **summary))
@@ -332,9 +395,37 @@ def _entry(event: str, run_id: str, client: LinkageClient, **counts: int) -> dic
     } | counts
 
 
+# a long run of hex or base64 in a reason could be a pseudonym, a key or an encoding
+_OPAQUE = re.compile(r"[0-9A-Fa-f]{16,}|[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _stopped(exc: Exception, run_id: str, client: LinkageClient, step: str) -> dict[str, Any]:
+    """The audit record of a run that did not finish: failed at the service, refused (by the
+    service, 4xx, or by this node), or stopped (a timeout, the service unreachable: run the
+    command again). Its reason with any long opaque token cut out, at most 300 characters."""
+    status = exc.status if isinstance(exc, LinkageRequestError) else None
+    if isinstance(exc, RunFailed):
+        event = "linkage-failed"
+    elif isinstance(exc, RunTimeout) or (
+        isinstance(exc, LinkageRequestError) and (status is None or status >= 500)
+    ):
+        event = "linkage-stopped"
+    else:
+        event = "linkage-refused"
+    entry = {
+        "time": _now(),
+        "event": event,
+        "run": run_id[:64],
+        "service": client.base_url[:300],
+        "step": step,
+        "reason": _OPAQUE.sub("…", str(exc))[:300],
+    }
+    return entry | ({"status": status} if status is not None else {})
+
+
 def _checked(status: dict[str, Any], run_id: str) -> dict[str, Any]:
     if status["state"] == "failed":
-        raise NodeLinkageError(f"run {run_id} failed at the service: {status.get('error')}")
+        raise RunFailed(f"run {run_id} failed at the service: {status.get('error')}")
     return status
 
 
@@ -375,3 +466,35 @@ def store_groups(
                 con.unregister("_linkage_groups")
     kept = int(frame["keep"].sum()) if len(frame) else 0
     return {"linked": len(frame), "kept": kept, "set_aside": len(frame) - kept}
+
+
+def link_status(store: Path) -> dict[str, Any]:
+    """Which run produced the store's link groups, and what they hold: the run id every row of
+    `link_group` carries (a run that linked none of this node's records leaves the table empty,
+    so the run is then read from the audit log's last `linkage-linked` record), the counts,
+    when they were stored, and the node's last linkage event (a later failed or refused run
+    shows there)."""
+    with NodeStore(store, read_only=True) as st:
+        rows = st.con.execute(
+            "SELECT run_id, count(*), count(*) FILTER (WHERE keep), max(linked_at) "
+            "FROM link_group GROUP BY run_id ORDER BY max(linked_at)"
+        ).fetchall()
+    records = AuditLog.for_store(store).records()
+    events = [r for r in records if str(r.get("event", "")).startswith("linkage-")]
+    stored = next((r for r in reversed(events) if r["event"] == "linkage-linked"), None)
+    out: dict[str, Any] = {"run": None, "linked": 0, "kept": 0, "set_aside": 0, "stored_at": None}
+    if rows:
+        run_id, linked, kept, at = rows[-1]
+        out |= {"run": run_id, "linked": int(linked), "kept": int(kept)}
+        out |= {"set_aside": int(linked) - int(kept), "stored_at": at.isoformat() if at else None}
+    elif stored is not None:
+        out |= {"run": stored.get("run"), "stored_at": stored.get("time")}
+    if len(rows) > 1:  # not written by `run` (it replaces the table): say so rather than hide it
+        out["runs_in_table"] = [r[0] for r in rows]
+    last = events[-1] if events else None
+    out["last_event"] = (
+        {k: last[k] for k in ("event", "run", "time", "step", "reason") if k in last}
+        if last
+        else None
+    )
+    return out

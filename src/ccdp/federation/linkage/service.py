@@ -1,12 +1,13 @@
 """The linkage service's operations, apart from HTTP: members and tokens, runs, uploads, the
 linking itself, the results each node may fetch, and the audit record of each step.
 
-What the service holds and learns (docs/linkage.md): per run, each node's encodings
-under per-run pseudonyms it cannot invert, until the run is linked (then deleted in the
-transaction that stores the groups); per node, its linked records' (pseudonym, group, size) and,
-for those linked records only, the earliest diagnosis and last-contact years and the keep flag,
-until that node
-confirms it stored them. Never an identifier, a stored patient key or the linkage secret.
+What the service holds and learns (docs/linkage.md): per run, each node's encodings under
+per-run pseudonyms it cannot invert, until the run is linked (then deleted in the transaction
+that stores the groups, or when linking fails); per node, its linked records' (pseudonym,
+group, size) and, for those linked records only, the earliest diagnosis and last-contact years
+and the keep flag, until that node confirms it stored them. Never an identifier, a stored
+patient key or the linkage secret. Linking runs in the service's link worker (worker.py),
+never inside a request.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from ccdp.federation.linkage.protocol import CreateRun, Upload, Years
 from ccdp.wire.protocol import Clock, utcnow
 
 SERVICE = "linkage-service"
+log = logging.getLogger("ccdp.linkage.service")
 
 
 class LinkageRefused(HubError):
@@ -59,6 +62,7 @@ class LinkageService:
         self.sessions = sessions
         self.clock = clock
         self.link = link or core.link_registries
+        self.notify: Callable[[], None] = lambda: None  # the link worker's wake-up, once started
 
     # -- members -------------------------------------------------------------------------------
     def add_member(self, name: str, kind: str, actor: str = "cli") -> Member:
@@ -72,6 +76,36 @@ class LinkageService:
             s.add(MemberRow(name=name, kind=kind, token_hash=hash_token(token)))
             hub_audit.append(s, actor, f"add-{kind}", {"name": name})
         return Member(name, kind, token)
+
+    def members(self, actor: str = "cli") -> list[dict[str, Any]]:
+        """Every node and admin: name, kind, when added, whether revoked (never a token or its
+        digest); the listing itself is an audit record."""
+        with self.sessions.begin() as s:
+            rows = s.scalars(select(MemberRow).order_by(MemberRow.kind, MemberRow.name)).all()
+            out = [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "created_at": r.created_at.isoformat(),
+                    "revoked": bool(r.revoked),
+                }
+                for r in rows
+            ]
+            hub_audit.append(s, actor, "list-members", {"members": len(out)})
+        return out
+
+    def revoke(self, name: str, actor: str = "cli") -> dict[str, Any]:
+        """Revoke a member: its token is refused from now on (401) and a revoked node cannot be
+        named in a new run. Runs that already name it wait on it until they are given up."""
+        with self.sessions.begin() as s:
+            row = s.scalar(select(MemberRow).where(MemberRow.name == name))
+            if row is None:
+                raise NotFound(f"no member named {name!r}")
+            if row.revoked:
+                raise Conflict(f"{row.kind} {name!r} is revoked already")
+            row.revoked = True
+            hub_audit.append(s, actor, f"revoke-{row.kind}", {"name": name})
+            return {"name": row.name, "kind": row.kind, "revoked": True}
 
     def authenticate(self, token: str) -> Principal | None:
         """The member holding `token` (None if unknown or revoked); admins act as admin users."""
@@ -90,18 +124,22 @@ class LinkageService:
         with self.sessions.begin() as s:
             if s.get(RunRow, body.run_id) is not None:
                 raise Conflict(f"run {body.run_id!r} exists already")
-            known = set(
-                s.scalars(
-                    select(MemberRow.name).where(
+            known = {
+                r.name: r.revoked
+                for r in s.scalars(
+                    select(MemberRow).where(
                         MemberRow.name.in_(body.nodes), MemberRow.kind == "node"
                     )
                 )
-            )
+            }
             unknown = [n for n in body.nodes if n not in known]
             if unknown:
                 raise NotFound(
                     f"no node named {', '.join(unknown)} (add it: ccdp linkage add-node)"
                 )
+            revoked = [n for n in body.nodes if known[n]]
+            if revoked:
+                raise Conflict(f"node {', '.join(revoked)} is revoked: it joins no new run")
             s.add(
                 RunRow(
                     id=body.run_id,
@@ -153,9 +191,14 @@ class LinkageService:
             if who.kind == "node":
                 mine = next(n for n in nodes if n.node == who.name)
                 out["you"] = who.name
-                out["wait"] = (run.state == "open" and mine.uploaded_at is not None) or (
-                    run.state == "linked" and mine.years_at is not None
+                out["wait"] = (
+                    (run.state == "uploading" and mine.uploaded_at is not None)
+                    or run.state == "linking"
+                    or (run.state == "linked" and mine.years_at is not None)
                 )
+            if run.state == "linking":
+                last = max(n.uploaded_at for n in nodes if n.uploaded_at is not None)
+                out["linking_seconds"] = round((self.clock() - last).total_seconds(), 1)
         return out
 
     @staticmethod
@@ -171,22 +214,22 @@ class LinkageService:
 
     # -- upload and linking -----------------------------------------------------------------------
     def upload(self, node: Principal, run_id: str, body: Upload) -> dict[str, Any]:
-        """Store one node's encodings for the run; the last node's upload links the run."""
+        """Store one node's encodings for the run and return at once; the last node's upload
+        turns the run to `linking` and wakes the link worker (linking never runs in a request)."""
         clks = _decoded(body)
         try:
             waiting = self._store_upload(node, run_id, body, clks)
         except IntegrityError:  # the same node's upload, sent twice at once: one is kept
             raise Conflict(f"node {node.name!r} has uploaded to run {run_id!r} already") from None
         if not waiting:
-            self.link_run(run_id)
-            scrub(self.sessions)
+            self.notify()
         return self.status(node, run_id)
 
     def _store_upload(self, node: Principal, run_id: str, body: Upload, clks: list[bytes]) -> int:
         """Store the encodings; how many nodes of the run have still to upload."""
         with self.sessions.begin() as s:
             run = self._run(s, node, run_id)
-            if run.state != "open":
+            if run.state != "uploading":
                 raise Conflict(f"run {run_id!r} is {run.state}: it takes no more uploads")
             mine = self._mine(s, run_id, node)
             if mine.uploaded_at is not None:
@@ -204,35 +247,71 @@ class LinkageService:
                 .select_from(RunNodeRow)
                 .where(RunNodeRow.run_id == run_id, RunNodeRow.uploaded_at.is_(None))
             )
+            if not waiting:
+                run.state = "linking"
+                hub_audit.append(s, SERVICE, "linkage-linking", {"run": run_id})
         return int(waiting or 0)
 
+    def pending(self) -> list[str]:
+        """The runs whose uploads are complete and that wait for the link worker (also those a
+        stopped service left half-way: their encodings are still here)."""
+        with self.sessions() as s:
+            return list(
+                s.scalars(select(RunRow.id).where(RunRow.state == "linking").order_by(RunRow.id))
+            )
+
+    def link_pending(self) -> int:
+        """Link every run waiting for it, one after the other (the worker's one job); how many."""
+        runs = self.pending()
+        for run_id in runs:
+            self.link_run(run_id)
+        return len(runs)
+
     def link_run(self, run_id: str) -> None:
-        """Link the run's encodings, store each node's groups, delete every encoding; a run the
-        core cannot link is marked failed (its encodings deleted all the same)."""
-        with self.sessions.begin() as s:
-            run = s.get(RunRow, run_id, with_for_update=True)
-            if run is None or run.state != "open":
+        """Link the run's encodings outside any transaction, then store each node's groups and
+        delete every encoding in one; a run that cannot be linked is marked failed, its
+        encodings deleted all the same, with a reason that names the error's kind only."""
+        try:
+            loaded = self._load(run_id)
+            if loaded is None:
                 return
+            run, per_node = loaded
+            results = self._groups(run, per_node)
+            self._store_links(run_id, per_node, results)
+        except Exception as exc:  # the core's or the database's: no encoding may stay behind
+            self._fail(run_id, exc)
+        finally:
+            scrub(self.sessions, "linkage_clks")
+
+    def _load(self, run_id: str) -> tuple[RunRow, dict[str, list[Any]]] | None:
+        """The run and its encodings per node, if it is waiting to be linked."""
+        with self.sessions() as s:
+            run = s.get(RunRow, run_id)
+            if run is None or run.state != "linking":
+                return None
             rows = s.execute(
                 select(ClkRow.node, ClkRow.pseudonym, ClkRow.clk)
                 .where(ClkRow.run_id == run_id)
                 .order_by(ClkRow.id)
             ).all()
-            nodes = s.scalars(select(RunNodeRow).where(RunNodeRow.run_id == run_id)).all()
-            per_node: dict[str, list[Any]] = {n.node: [] for n in nodes}
-            for r in rows:
-                per_node[r.node].append(r)
-            try:
-                results = self._groups(run, per_node)
-            except Exception as exc:  # the core's failure must not leave encodings behind
-                run.state, run.error = "failed", f"linking failed: {type(exc).__name__}"
-                s.execute(delete(ClkRow).where(ClkRow.run_id == run_id))
-                hub_audit.append(s, SERVICE, "linkage-failed", {"run": run_id, "error": run.error})
+            nodes = s.scalars(select(RunNodeRow.node).where(RunNodeRow.run_id == run_id)).all()
+        per_node: dict[str, list[Any]] = {n: [] for n in nodes}
+        for r in rows:
+            per_node[r.node].append(r)
+        return run, per_node
+
+    def _store_links(
+        self, run_id: str, per_node: dict[str, list[Any]], results: list[ResultRow]
+    ) -> None:
+        """The groups stored and every encoding of the run deleted, in one transaction."""
+        with self.sessions.begin() as s:
+            run = s.get(RunRow, run_id, with_for_update=True)
+            if run is None or run.state != "linking":  # another worker stored it first
                 return
             s.add_all(results)
             linked = {n: sum(1 for r in results if r.node == n) for n in per_node}
-            for n in nodes:
-                n.linked = linked[n.node]
+            for n in s.scalars(select(RunNodeRow).where(RunNodeRow.run_id == run_id)):
+                n.linked = linked.get(n.node, 0)
             s.execute(delete(ClkRow).where(ClkRow.run_id == run_id))
             run.state, run.linked_at = "linked", self.clock()
             hub_audit.append(
@@ -245,8 +324,29 @@ class LinkageService:
                     "linked": linked,
                     "groups": len({r.group_id for r in results}),
                     "threshold": run.threshold,
-                    "clks_deleted": len(rows),
+                    "clks_deleted": sum(len(v) for v in per_node.values()),
                 },
+            )
+
+    def _fail(self, run_id: str, exc: BaseException) -> None:
+        """Mark the run failed and delete its encodings. The reason is the error's class name
+        only: an exception's message could quote a value, and nodes read the reason."""
+        reason = f"linking failed ({type(exc).__name__}); the service's operator has the details"
+        log.error("linkage run %s: linking failed: %s", run_id, type(exc).__name__)
+        with self.sessions.begin() as s:
+            run = s.get(RunRow, run_id, with_for_update=True)
+            if run is None or run.state != "linking":
+                return
+            deleted = s.scalar(
+                select(func.count()).select_from(ClkRow).where(ClkRow.run_id == run_id)
+            )
+            s.execute(delete(ClkRow).where(ClkRow.run_id == run_id))
+            run.state, run.error = "failed", reason
+            hub_audit.append(
+                s,
+                SERVICE,
+                "linkage-failed",
+                {"run": run_id, "error": reason, "clks_deleted": int(deleted or 0)},
             )
 
     def _groups(self, run: RunRow, per_node: dict[str, list[Any]]) -> list[ResultRow]:
@@ -280,8 +380,8 @@ class LinkageService:
             run = self._run(s, node, run_id)
             if run.state == "failed":
                 raise Conflict(f"run {run_id!r} failed: {run.error}")
-            if run.state == "open":
-                raise Conflict(f"run {run_id!r} is not linked yet: wait for every node's upload")
+            if run.state in ("uploading", "linking"):
+                raise Conflict(f"run {run_id!r} is not linked yet ({run.state}): wait for it")
             if self._mine(s, run_id, node).downloaded_at is not None:
                 raise Conflict(f"node {node.name!r} has fetched and confirmed run {run_id!r}")
             rows = s.scalars(
@@ -387,10 +487,13 @@ class LinkageService:
                 .select_from(RunNodeRow)
                 .where(RunNodeRow.run_id == run_id, RunNodeRow.downloaded_at.is_(None))
             )
-            if not left and run.state == "ready":
+            done = not left and run.state == "ready"
+            if done:
                 run.state = "done"
                 hub_audit.append(s, SERVICE, "linkage-done", {"run": run_id})
-        scrub(self.sessions)
+        # a done run rewrites both tables on PostgreSQL (its encodings again, in case a reader
+        # held them past the vacuum after linking); SQLite truncates its log at every confirm
+        scrub(self.sessions, *(("linkage_results", "linkage_clks") if done else ()))
         return self.status(node, run_id)
 
 
