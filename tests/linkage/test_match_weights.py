@@ -75,6 +75,5 @@ def test_children_sharing_names_and_year_are_told_apart_by_the_date():
                                  FieldSpec("sex", "sex", 20)))  # fmt: skip
     p_flat, _ = quality(flat, 0.85)
     p, r = quality(CHILD_SCHEMA, CHILD_THRESHOLD)
-    print("FS", p, r, "flat", p_flat)
     assert p >= 0.97 and r >= 0.95, (p, r)
     assert p_flat < 0.8, p_flat

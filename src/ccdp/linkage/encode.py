@@ -48,6 +48,16 @@ class Encodings:
         """The same bits as n × bits/64 uint64, for popcounts of a whole word at a time."""
         return np.ascontiguousarray(self.packed).view(np.uint64)
 
+    def segment(self, k: int) -> Encodings:
+        """The bits of the k-th segment alone (what a party holding the encodings can always cut
+        out: the layout is public, like the schema)."""
+        if self.layout is None:
+            return self
+        a, b = self.layout.words[k]
+        packed = np.ascontiguousarray(self.packed[:, 8 * a : 8 * b])
+        pc = np.bitwise_count(packed.view(np.uint64)).sum(axis=1).astype(np.int32)
+        return Encodings(packed, pc, 64 * (b - a))
+
     def take(self, index: np.ndarray) -> Encodings:
         """The encodings of some records, in the order given."""
         return Encodings(self.packed[index], self.popcount[index], self.bits, self.layout)
