@@ -16,7 +16,8 @@ SECRET = b"custodians-shared-secret-0001"
 
 def test_em_recovers_the_share_of_matches_and_their_probability():
     """Counts made exactly from a known mixture (two independent segments of three levels, the
-    last one "missing"): EM with the true m finds the prior, u and each pattern's probability."""
+    last one "missing"): EM with the true m finds the prior, u and each pattern's probability
+    (to within what the 20 pseudo-pairs of the u prior move among 100,500 pairs)."""
     levels = [3, 3]
     m = ((0.04, 0.95, 0.01), (0.1, 0.89, 0.01))
     u = (np.array([0.9, 0.09, 0.01]), np.array([0.7, 0.29, 0.01]))
@@ -26,10 +27,10 @@ def test_em_recovers_the_share_of_matches_and_their_probability():
     u_pat = u[0][table[:, 0]] * u[1][table[:, 1]]
     counts = matches * m_pat + others * u_pat
     model = fit(counts, levels, m, ("a", "b"))
-    assert abs(model.prior - matches / (matches + others)) < 1e-6
-    assert np.allclose(model.u, u_pat, rtol=1e-4)
+    assert abs(model.prior / (matches / (matches + others)) - 1) < 0.01
+    assert np.allclose(model.u, u_pat, rtol=0.01)
     expected = matches * m_pat / (matches * m_pat + others * u_pat)
-    assert np.allclose(model.probability, expected, atol=1e-5)
+    assert np.allclose(model.probability, expected, atol=0.005)
     # agreeing on both segments weighs more than on either alone, disagreeing on both least
     w = model.weights.reshape(3, 3)
     assert w[1, 1] > max(w[0, 1], w[1, 0]) > min(w[0, 1], w[1, 0]) > w[0, 0]

@@ -55,12 +55,15 @@ def _first_set_bit_table() -> np.ndarray:
 _FIRST_SET = _first_set_bit_table()
 
 
-def _byte_orders(block: np.ndarray, blocking: Blocking) -> list[np.ndarray]:
+def _byte_orders(block: np.ndarray, blocking: Blocking, segmented: bool) -> list[np.ndarray]:
     """The byte permutations of the bytes blocking reads: as they lie first, then seeded random
-    orders."""
+    orders. Segmented encodings get random orders only: as they lie, a band's bins would all
+    fall in one segment, and every pair of children with the same given name would share it."""
     rng = np.random.Generator(np.random.PCG64(blocking.seed))
     n = len(block)
-    return [block] + [block[rng.permutation(n)] for _ in range(blocking.permutations - 1)]
+    first = [] if segmented else [block]
+    rest = blocking.permutations - len(first)
+    return first + [block[rng.permutation(n)] for _ in range(rest)]
 
 
 def _block_bytes(enc: Encodings) -> np.ndarray:
@@ -92,7 +95,9 @@ def candidate_pairs(
     n = len(reg)
     weights = (_BIN + 1) ** np.arange(blocking.band_bins, dtype=np.int64)
     ids = np.zeros(0, np.int64)
-    for order in _byte_orders(_block_bytes(encodings[0]), blocking):
+    layout = encodings[0].layout
+    segmented = layout is not None and layout.segmented
+    for order in _byte_orders(_block_bytes(encodings[0]), blocking, segmented):
         bins = np.concatenate([minhash_bins(e, order) for e in encodings])
         found = [ids]
         for lo in range(0, bins.shape[1] - blocking.band_bins + 1, blocking.band_bins):

@@ -2,14 +2,13 @@
 
 Each candidate pair's comparison vector holds one agreement level per segment (its Dice cut by
 the segment's `cuts`, plus a level for "a side has no bits there", such as an unknown day). The
-model (Fellegi and Sunter 1969; EM after Winkler 1988 and Jaro 1989) takes the segments as
-independent given match status: m[s][l] = P(level l in segment s | match), u[s][l] the same
-among non-matches, and a prior share of matches. EM runs on the counts of each distinct
+model (Fellegi and Sunter 1969; EM after Winkler 1988 and Jaro 1989): m = P(pattern | match),
+u = P(pattern | non-match), and a prior share of matches. EM runs on the counts of each distinct
 comparison vector (a few hundred at most), so a run of ten million pairs costs milliseconds.
 
-The EM is anchored by a weak documented prior (`PRIOR_PAIRS` pseudo-pairs per class, spread as
-m ∝ 4^level and u ∝ 4^-level): with few candidate pairs the weights fall back towards it instead
-of swinging on a handful of pairs.
+m is the schema's calibration (how often registries disagree on a field); u, over joint groups of
+segments that may depend on each other among non-matches, and the share of matches are fitted.
+A weak prior on u (`PRIOR_PAIRS` pseudo-pairs, ∝ 4^-level) keeps tiny runs sensible.
 """
 
 from __future__ import annotations
@@ -19,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 _FLOOR = 1e-12
+PRIOR_PAIRS = 20.0
+"""Pseudo-pairs of the u prior: a handful, so that a run of a few records (where EM has almost
+nothing to fit) still finds agreement on every field unlikely among different children, and a
+run of thousands of pairs follows its data."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,27 @@ def _cells(table: np.ndarray, levels: list[int], joint: tuple[str, ...]) -> list
     return out
 
 
+def _prior_u(n: int) -> np.ndarray:
+    """The u prior of a segment with n - 1 Dice levels and a missing one: different children
+    lean to the bottom levels (∝ 4^-level), missing is rare."""
+    u = np.append(4.0 ** -np.arange(n - 1, dtype=np.float64), 0.0)
+    u = u / u.sum() * 0.99
+    u[-1] = 0.01
+    return u
+
+
+def _prior_cells(levels: list[int], joint: tuple[str, ...]) -> list[np.ndarray]:
+    """The u prior of each joint group's cells: the product of its segments' priors."""
+    out = []
+    for label in dict.fromkeys(joint):
+        cell = np.ones(1)
+        for s, j in enumerate(joint):
+            if j == label:
+                cell = np.outer(cell, _prior_u(levels[s])).ravel()
+        out.append(cell)
+    return out
+
+
 def fit(
     counts: np.ndarray,
     levels: list[int],
@@ -80,15 +104,17 @@ def fit(
     cells = _cells(table, levels, joint)
     c = counts.astype(np.float64)
     total = max(c.sum(), 1.0)
-    u_grp = [np.bincount(cell, c, cell.max() + 1) / total + _FLOOR for cell in cells]
+    u0 = _prior_cells(levels, joint)
+    u_grp = [(np.bincount(cell, c, len(p0)) + PRIOR_PAIRS * p0) / (total + PRIOR_PAIRS)
+             for cell, p0 in zip(cells, u0, strict=True)]  # fmt: skip
     prior, it = 0.01, 0
     for it in range(1, iterations + 1):  # noqa: B007  (the count is reported)
         u_pat = np.prod([u[cell] for u, cell in zip(u_grp, cells, strict=True)], axis=0)
         g = prior * m_pat / (prior * m_pat + (1 - prior) * u_pat)
         cu = c * (1 - g)
         new_prior = float((c * g).sum() / total)
-        u_grp = [np.bincount(cell, cu, cell.max() + 1) / max(cu.sum(), _FLOOR) + _FLOOR
-                 for cell in cells]  # fmt: skip
+        u_grp = [(np.bincount(cell, cu, len(p0)) + PRIOR_PAIRS * p0) / (cu.sum() + PRIOR_PAIRS)
+                 for cell, p0 in zip(cells, u0, strict=True)]  # fmt: skip
         done = abs(new_prior - prior) < tol
         prior = min(max(new_prior, _FLOOR), 1 - 1e-6)
         if done:
