@@ -97,8 +97,10 @@ def test_each_name_segment_attacked_alone(registry: pd.DataFrame, salt: str | No
                                         strict=True)):  # fmt: skip
         field = NameField(names(registry[spec.column]), *_public("fr_FR", seg.name))
         got[seg.name] = frequency_attack(enc.segment(k), [field], spec.bits_per_token)[0]
-        print(f"{salt or 'unsalted'} {seg.name}: re-identification {got[seg.name].recall:.4f}, "
-              f"F {got[seg.name].f_measure:.4f}, groups {got[seg.name].groups_found}")
+        print(
+            f"{salt or 'unsalted'} {seg.name}: re-identification {got[seg.name].recall:.4f}, "
+            f"F {got[seg.name].f_measure:.4f}, groups {got[seg.name].groups_found}"
+        )
     if salt is None:
         assert max(r.correct for r in got.values()) > 0.008 * len(registry)
     else:

@@ -59,11 +59,16 @@ def test_children_sharing_names_and_year_are_told_apart_by_the_date():
     b = pd.DataFrame(_children(rng, 1500, given, family))
     copies = rng.choice(1500, 150, replace=False)
     b.iloc[:150] = a.iloc[copies].to_numpy()
-    b.loc[:149, "family_name"] = b.loc[:149, "family_name"].str[:3] + b.loc[:149, "family_name"].str[4:]
+    b.loc[:149, "family_name"] = (
+        b.loc[:149, "family_name"].str[:3] + b.loc[:149, "family_name"].str[4:]
+    )
     ids = {"A": [f"a{i}" for i in range(1500)], "B": [f"b{i}" for i in range(1500)]}
     truth = {frozenset((f"a{c}", f"b{k}")) for k, c in enumerate(copies)}
-    truth |= {frozenset((f"a{i}", f"b{k}")) for k in range(150, 1500) for i in  # same child by
-              np.flatnonzero((a == b.iloc[k]).all(axis=1))}  # chance: identical identifiers
+    truth |= {
+        frozenset((f"a{i}", f"b{k}"))
+        for k in range(150, 1500)
+        for i in np.flatnonzero((a == b.iloc[k]).all(axis=1))  # same child by
+    }  # chance: identical identifiers
 
     def quality(schema: LinkageSchema, threshold: float) -> tuple[float, float]:
         encs = {"A": encode(a, SECRET, schema), "B": encode(b, SECRET, schema)}
