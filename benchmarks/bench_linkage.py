@@ -40,6 +40,7 @@ from ccdp.linkage.schema import (  # noqa: E402
     FEBRL_SCHEMA,
     FEBRL_THRESHOLD,
     FieldSpec,
+    LinkageError,
     LinkageSchema,
 )
 
@@ -218,10 +219,13 @@ def hardening(
         schema = dataclasses.replace(CHILD_SCHEMA, salt_column=salt, hardening=hard)
         encs = {c: encode(f, SECRET, schema) for c, f in frames.items()}
         # denser encodings collide more in MinHash bins: longer bands keep the pairs in bounds
-        blocking = Blocking(band_bins={"none": 5, "xor": 8, "balance": 12}[hard])
+        blocking = Blocking(band_bins={"none": 5, "xor": 8, "balance": 16}[hard])
         best = (0.0, 0.0, 0.0, 0.0)
         for th in (0.5, CHILD_THRESHOLD, 0.95):
-            groups = link(encs, th, blocking)
+            try:
+                groups = link(encs, th, blocking)
+            except LinkageError:  # too many candidate pairs: this hardening cannot be blocked
+                break
             found = linked_pairs(groups, {c: f["patient_id"] for c, f in frames.items()})
             p, r = precision_recall(found, truth)
             f1 = 2 * p * r / (p + r) if p + r else 0.0
