@@ -45,7 +45,7 @@ def test_same_secret_same_encodings_and_popcounts_count_the_bits():
     f = _frame()
     a, b = encode(f, SECRET), encode(f, SECRET)
     assert np.array_equal(a.packed, b.packed)
-    assert a.packed.shape == (len(f), 1024 // 8)
+    assert a.packed.shape == (len(f), CHILD_SCHEMA.bits // 8)
     assert np.array_equal(a.popcount, np.unpackbits(a.packed, axis=1).sum(axis=1))
 
 
@@ -118,6 +118,57 @@ def test_hardening_keeps_identical_records_identical(hardening: str):
 
 def test_date_tokens_survive_a_day_month_swap():
     assert set(tokens("20080507", "date")) & set(tokens("20080705", "date")) == {"y2008", "p5-7"}
+
+
+def test_date_views_tell_a_swap_a_day_off_and_another_day_apart():
+    """date_pair survives a swap; date_near is shared by two dates one day apart (across a month
+    end too) and never by two dates two days apart."""
+    assert tokens("20080507", "date_pair") == tokens("20080705", "date_pair")
+    assert not set(tokens("20080507", "date_md")) & set(tokens("20080705", "date_md"))
+    days = pd.date_range("2008-01-01", "2008-12-31").strftime("%Y%m%d").tolist()
+    for a, b, c in zip(days, days[1:], days[2:], strict=False):
+        assert set(tokens(a, "date_near")) & set(tokens(b, "date_near")), (a, b)
+        assert not set(tokens(a, "date_near")) & set(tokens(c, "date_near")), (a, c)
+    assert tokens("20080500", "date_md") == ["m5"] and tokens("20080500", "date_near") == []
+
+
+def test_the_segment_layout_keeps_each_field_in_its_own_bits():
+    """Each field of CHILD_SCHEMA sets bits only inside its segment, and changing one field
+    changes no bit of another segment."""
+    f = _frame(200)
+    enc = encode(f, SECRET)
+    dense = np.unpackbits(enc.packed, axis=1).astype(bool)
+    spans = {}
+    start = 0
+    for seg in CHILD_SCHEMA.segments:
+        spans[seg.name] = (start, start + seg.bits)
+        start += seg.bits
+    assert enc.layout is not None and enc.layout.words == tuple(
+        (a // 64, b // 64) for a, b in spans.values()
+    )
+    for column, seg in (("given_name", "given"), ("family_name", "family"), ("sex", "sex")):
+        changed = f.assign(**{column: f[column].str[::-1] if column != "sex" else
+                              f[column].map({"male": "female", "female": "male"})})  # fmt: skip
+        diff = dense ^ np.unpackbits(encode(changed, SECRET).packed, axis=1).astype(bool)
+        a, b = spans[seg]
+        assert diff[:, a:b].any() and not diff[:, :a].any() and not diff[:, b:].any(), column
+        assert dense[:, a:b].any(axis=1).all()  # every record sets bits in each segment
+    moved = f.assign(birth_date=f["birth_date"].str[:8] + "28")  # same year: same salt
+    diff = dense ^ np.unpackbits(encode(moved, SECRET).packed, axis=1).astype(bool)
+    a, b = spans["date"]
+    assert diff[:, a:b].any() and not diff[:, :a].any() and not diff[:, b:].any()
+
+
+def test_a_segmented_schema_is_checked():
+    from ccdp.linkage.schema import Segment
+
+    seg = Segment("n", 256, (0.5,), (0.1, 0.8, 0.1))
+    with pytest.raises(LinkageError, match="add up to"):
+        LinkageSchema(fields=(FieldSpec("g", "name", 5, segment="n"),), bits=512, segments=(seg,))
+    with pytest.raises(LinkageError, match="name no segment"):
+        LinkageSchema(fields=(FieldSpec("g", "name", 5, segment="x"),), bits=256, segments=(seg,))
+    with pytest.raises(LinkageError, match="m needs"):
+        Segment("n", 256, (0.5,), (0.5, 0.5))
 
 
 def test_bad_input_is_refused_with_what_is_wrong():

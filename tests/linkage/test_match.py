@@ -103,8 +103,8 @@ def test_synthetic_registries_link_against_their_truth(synthetic: Path):
     true = {frozenset(p["patient_ids"]) for p in truth["cross_border_duplicates"]}
     assert len(true) > 50
     precision, recall = precision_recall(found, true)
-    assert precision >= 0.95, precision
-    assert recall >= 0.88, recall
+    assert precision >= 0.99, precision  # measured 1.000 (segments + Fellegi-Sunter)
+    assert recall >= 0.95, recall  # measured 0.975
     # each registry's ids are its own: one id per record, none repeated within a registry
     for c, g in groups.items():
         assert len(g) == len(frames[c]) and len(np.unique(g)) == len(g)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ccdp.linkage import normalise
-from ccdp.linkage.schema import CHILD_SCHEMA, FieldSpec, LinkageError, LinkageSchema
+from ccdp.linkage.schema import CHILD_SCHEMA, FieldSpec, Layout, LinkageError, LinkageSchema
 
 MIN_SECRET_BYTES = 16
 _CHUNK_ROWS = 16_384
@@ -32,11 +32,13 @@ _CHUNK_ROWS = 16_384
 @dataclass(frozen=True)
 class Encodings:
     """A registry's encodings: `packed` is n × bits/8 uint8 (bit i of a record is bit 7 - i % 8 of
-    byte i // 8, as `np.packbits` writes it), `popcount` the number of set bits per record."""
+    byte i // 8, as `np.packbits` writes it), `popcount` the number of set bits per record,
+    `layout` the schema's segments (None: one segment, compared by a plain Dice)."""
 
     packed: np.ndarray
     popcount: np.ndarray
     bits: int
+    layout: Layout | None = None
 
     def __len__(self) -> int:
         return int(self.packed.shape[0])
@@ -46,9 +48,19 @@ class Encodings:
         """The same bits as n × bits/64 uint64, for popcounts of a whole word at a time."""
         return np.ascontiguousarray(self.packed).view(np.uint64)
 
+    def segment(self, k: int) -> Encodings:
+        """The bits of the k-th segment alone (what a party holding the encodings can always cut
+        out: the layout is public, like the schema)."""
+        if self.layout is None:
+            return self
+        a, b = self.layout.words[k]
+        packed = np.ascontiguousarray(self.packed[:, 8 * a : 8 * b])
+        pc = np.bitwise_count(packed.view(np.uint64)).sum(axis=1).astype(np.int32)
+        return Encodings(packed, pc, 64 * (b - a))
+
     def take(self, index: np.ndarray) -> Encodings:
         """The encodings of some records, in the order given."""
-        return Encodings(self.packed[index], self.popcount[index], self.bits)
+        return Encodings(self.packed[index], self.popcount[index], self.bits, self.layout)
 
 
 def field_key(secret: bytes, schema: LinkageSchema, label: str) -> bytes:
@@ -75,20 +87,22 @@ def encode(frame: pd.DataFrame, secret: bytes, schema: LinkageSchema = CHILD_SCH
     pos_parts: list[np.ndarray] = []
     for spec in schema.fields:
         key = field_key(secret, schema, spec.key_label)
+        start, span = schema.span(spec)
         rows, positions = _field_positions(
             frame[spec.column],
             spec,
             key,
-            schema.bits,
+            span,
             salt_codes if spec.salted and schema.salt_column else None,
             salt_text,
         )
         rows_parts.append(rows)
-        pos_parts.append(positions)
+        pos_parts.append(positions + start)
     packed = _scatter(n, schema.bits, rows_parts, pos_parts)
     packed = _harden(packed, secret, schema)
     pc = np.bitwise_count(np.ascontiguousarray(packed).view(np.uint64)).sum(axis=1)
-    return Encodings(packed, pc.astype(np.int32), schema.out_bits)
+    layout = schema.layout if schema.segments else None
+    return Encodings(packed, pc.astype(np.int32), schema.out_bits, layout)
 
 
 def _salts(frame: pd.DataFrame, schema: LinkageSchema) -> tuple[np.ndarray, list[str]]:
@@ -112,7 +126,7 @@ def _values(column: pd.Series, kind: str) -> np.ndarray:
         return normalise.digits(column)
     if kind == "sex":
         return normalise.sex(column)
-    if kind == "date":
+    if kind.startswith("date"):
         y, m, d = normalise.birth_date(column)
         return _date_keys(y, m, d)
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
@@ -142,7 +156,28 @@ def tokens(value: str, kind: str) -> list[str]:
         if m and d:
             out.append(f"p{min(m, d)}-{max(m, d)}")  # survives a day/month swap
         return out
+    if kind.startswith("date_"):
+        return _date_tokens(value.zfill(8), kind)
     return [value]
+
+
+_MONTH_START = np.cumsum([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _date_tokens(v: str, kind: str) -> list[str]:
+    """The tokens of one view of a date (YYYYMMDD, zeros for unknown parts): month and day; the
+    unordered day-month pair; or the two two-day windows of the day of the year (a leap-year
+    calendar, so 28 February and 1 March are two days apart in every year), one of which two
+    dates one day apart always share and two dates two days apart never do."""
+    m, d = int(v[4:6]), int(v[6:8])
+    if kind == "date_md":
+        return ([f"m{m}"] if m else []) + ([f"d{d}"] if d else [])
+    if not (m and d and 1 <= m <= 12):
+        return []
+    if kind == "date_pair":
+        return [f"p{min(m, d)}-{max(m, d)}"]
+    doy = int(_MONTH_START[m - 1]) + d
+    return [f"w{doy // 2}", f"v{(doy + 1) // 2}"]
 
 
 def _field_positions(
@@ -230,13 +265,21 @@ def _scatter(n: int, bits: int, rows: list[np.ndarray], pos: list[np.ndarray]) -
 def _harden(packed: np.ndarray, secret: bytes, schema: LinkageSchema) -> np.ndarray:
     """Balancing (Schnell 2016: the filter beside its complement, bits permuted with a keyed
     permutation, so every record sets exactly half) or XOR-folding (Schnell 2016: the two halves
-    XORed, so no bit is one token's alone)."""
+    XORed, so no bit is one token's alone), each segment on its own so that segments stay
+    apart."""
     if schema.hardening == "none":
         return packed
     dense = np.unpackbits(packed, axis=1).astype(bool)
-    if schema.hardening == "xor":
-        half = schema.bits // 2
-        return np.packbits(dense[:, :half] ^ dense[:, half:], axis=1)
-    seed = int.from_bytes(field_key(secret, schema, "balance-permutation")[:16], "little")
-    perm = np.random.Generator(np.random.PCG64(seed)).permutation(2 * schema.bits)
-    return np.packbits(np.concatenate([dense, ~dense], axis=1)[:, perm], axis=1)
+    sizes = [s.bits for s in schema.segments] or [schema.bits]
+    parts, start = [], 0
+    for k, size in enumerate(sizes):
+        seg = dense[:, start : start + size]
+        start += size
+        if schema.hardening == "xor":
+            parts.append(seg[:, : size // 2] ^ seg[:, size // 2 :])
+            continue
+        label = "balance-permutation" if k == 0 else f"balance-permutation:{k}"
+        seed = int.from_bytes(field_key(secret, schema, label)[:16], "little")
+        perm = np.random.Generator(np.random.PCG64(seed)).permutation(2 * size)
+        parts.append(np.concatenate([seg, ~seg], axis=1)[:, perm])
+    return np.packbits(np.concatenate(parts, axis=1), axis=1)

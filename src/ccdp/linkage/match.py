@@ -6,8 +6,12 @@ bin's value with probability close to their Jaccard similarity. A band is `band_
 that agree on a whole band in any band are compared. Dice (2·|A∧B| / (|A| + |B|)) is computed on
 64-bit words with `np.bitwise_count`. The assignment is greedy by score (what anonlink solves),
 done in rounds of mutually best pairs, which picks exactly the greedy edges without a Python loop
-over pairs. Across more than two registries the one-to-one links of every pair of registries are
-merged, best score first, into groups that never hold two records of one registry.
+over pairs. Encodings of a segmented schema are compared segment by segment instead: each
+candidate pair's per-segment Dice, cut into agreement levels, is weighed by Fellegi-Sunter
+weights fitted by EM on the run's candidate pairs (`weights.py`), and a pair links when its match
+probability reaches the threshold. Across more than two registries the one-to-one links of every
+pair of registries are merged, best score first, into groups that never hold two records of one
+registry.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ccdp.linkage import weights
 from ccdp.linkage.encode import Encodings
-from ccdp.linkage.schema import LinkageError
+from ccdp.linkage.schema import Layout, LinkageError
 
 _BIN = 16
 _PAIR_CHUNK = 1 << 20
@@ -50,11 +55,24 @@ def _first_set_bit_table() -> np.ndarray:
 _FIRST_SET = _first_set_bit_table()
 
 
-def _byte_orders(bits: int, blocking: Blocking) -> list[np.ndarray]:
-    """The byte permutations: the identity first, then seeded random ones."""
+def _byte_orders(block: np.ndarray, blocking: Blocking, segmented: bool) -> list[np.ndarray]:
+    """The byte permutations of the bytes blocking reads: as they lie first, then seeded random
+    orders. Segmented encodings get random orders only: as they lie, a band's bins would all
+    fall in one segment, and every pair of children with the same given name would share it."""
     rng = np.random.Generator(np.random.PCG64(blocking.seed))
-    nbytes = bits // 8
-    return [np.arange(nbytes)] + [rng.permutation(nbytes) for _ in range(blocking.permutations - 1)]
+    n = len(block)
+    first = [] if segmented else [block]
+    rest = blocking.permutations - len(first)
+    return first + [block[rng.permutation(n)] for _ in range(rest)]
+
+
+def _block_bytes(enc: Encodings) -> np.ndarray:
+    """The bytes of the segments blocking reads (every byte without a layout)."""
+    if enc.layout is None:
+        return np.arange(enc.bits // 8)
+    spans = [np.arange(8 * a, 8 * b) for (a, b), on in zip(enc.layout.words, enc.layout.block,
+                                                           strict=True) if on]  # fmt: skip
+    return np.concatenate(spans) if spans else np.arange(enc.bits // 8)
 
 
 def minhash_bins(enc: Encodings, order: np.ndarray) -> np.ndarray:
@@ -77,7 +95,9 @@ def candidate_pairs(
     n = len(reg)
     weights = (_BIN + 1) ** np.arange(blocking.band_bins, dtype=np.int64)
     ids = np.zeros(0, np.int64)
-    for order in _byte_orders(encodings[0].bits, blocking):
+    layout = encodings[0].layout
+    segmented = layout is not None and layout.segmented
+    for order in _byte_orders(_block_bytes(encodings[0]), blocking, segmented):
         bins = np.concatenate([minhash_bins(e, order) for e in encodings])
         found = [ids]
         for lo in range(0, bins.shape[1] - blocking.band_bins + 1, blocking.band_bins):
@@ -171,14 +191,61 @@ def greedy_one_to_one(u: np.ndarray, v: np.ndarray, score: np.ndarray) -> np.nda
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
 
 
+def segment_levels(
+    enc: Encodings, i: np.ndarray, j: np.ndarray, layout: Layout
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Each pair's pattern code (its agreement level in every segment, as `weights.strides`
+    combines them), its Dice over the whole filter, and the number of levels per segment. A
+    segment where either record sets no bit gets the last level ("missing")."""
+    w = enc.words
+    pops = np.stack([np.bitwise_count(w[:, a:b]).sum(axis=1, dtype=np.int32)
+                     for a, b in layout.words], axis=1)  # fmt: skip
+    levels = [len(c) + 2 for c in layout.cuts]
+    stride = weights.strides(levels)
+    code = np.zeros(len(i), dtype=np.int32)
+    whole = np.zeros(len(i), dtype=np.float32)
+    step = max(1, _PAIR_CHUNK * 16 // max(w.shape[1], 1))
+    for lo in range(0, len(i), step):
+        ii, jj = i[lo : lo + step], j[lo : lo + step]
+        both = np.bitwise_count(w[ii] & w[jj])
+        common_all = np.zeros(len(ii), dtype=np.int64)
+        for s, (a, b) in enumerate(layout.words):
+            common = both[:, a:b].sum(axis=1, dtype=np.int64)
+            common_all += common
+            pa, pb = pops[ii, s], pops[jj, s]
+            sim = 2 * common / np.maximum(pa + pb, 1)
+            lv = np.searchsorted(np.asarray(layout.cuts[s]), sim, side="right")
+            lv[(pa == 0) | (pb == 0)] = levels[s] - 1
+            code[lo : lo + step] += (lv * stride[s]).astype(np.int32)
+        total = enc.popcount[ii].astype(np.int64) + enc.popcount[jj]
+        whole[lo : lo + step] = 2 * common_all / np.maximum(total, 1)
+    return code, whole, levels
+
+
+def score_pairs(
+    enc: Encodings, i: np.ndarray, j: np.ndarray, threshold: float, layout: Layout | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(which pairs reach the threshold, their score). Without segments: Dice against the
+    threshold. With them: the Fellegi-Sunter match probability (EM on these pairs) against the
+    threshold, scored by the match weight, ties of weight broken by the whole filter's Dice."""
+    if layout is None or not layout.segmented:
+        score = dice(enc, i, enc, j)
+        return score >= threshold, score
+    code, whole, levels = segment_levels(enc, i, j, layout)
+    counts = np.bincount(code, minlength=int(np.prod(levels)))
+    model = weights.fit(counts, levels, layout.m, layout.joint)
+    return model.probability[code] >= threshold, model.weights[code] + 1e-3 * whole
+
+
 def match_pairs(
     a: Encodings, b: Encodings, threshold: float = 0.8, blocking: Blocking = Blocking()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one links between two registries: (rows of a, rows of b, Dice), best first."""
+    """One-to-one links between two registries: (rows of a, rows of b, score), best first. The
+    score is the Dice, or for segmented encodings the match weight."""
     gi, gj = candidate_pairs([a, b], blocking)
+    whole = _concat([a, b])
+    keep, score = score_pairs(whole, gi, gj, threshold, whole.layout)
     i, j = gi, gj - len(a)
-    score = dice(a, i, b, j)
-    keep = score >= threshold
     i, j, score = i[keep], j[keep], score[keep]
     won = greedy_one_to_one(i, j + len(a), score)
     order = won[np.argsort(-score[won], kind="stable")]
@@ -190,14 +257,19 @@ def link(
     threshold: float = 0.8,
     blocking: Blocking = Blocking(),
     rng: np.random.Generator | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, np.ndarray]:
     """Link-group ids per registry (one int64 per record, in the registry's order). Records that
     are the same child share an id; a group holds at most one record per registry; ids are a
-    random relabelling, so they say nothing about which registry or record came first."""
+    random relabelling, so they say nothing about which registry or record came first.
+    `threshold` is a Dice for one-segment encodings and a match probability for segmented ones;
+    `layout` is the schema's (default: the one the encodings carry; none: a plain Dice)."""
     names = list(encodings)
     encs = [encodings[k] for k in names]
     if not encs:
         return {}
+    if layout is not None:
+        encs = [Encodings(e.packed, e.popcount, e.bits, layout) for e in encs]
     links = link_edges(encs, threshold, blocking)
     sizes = [len(e) for e in encs]
     reg = np.concatenate([np.full(s, k, dtype=np.int64) for k, s in enumerate(sizes)])
@@ -212,11 +284,10 @@ def link(
 def link_edges(
     encs: list[Encodings], threshold: float, blocking: Blocking
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one links between every pair of registries: (global i, global j, Dice)."""
+    """One-to-one links between every pair of registries: (global i, global j, score)."""
     gi, gj = candidate_pairs(encs, blocking)
     whole = _concat(encs)
-    score = dice(whole, gi, whole, gj)
-    keep = score >= threshold
+    keep, score = score_pairs(whole, gi, gj, threshold, whole.layout)
     gi, gj, score = gi[keep], gj[keep], score[keep]
     reg = np.concatenate([np.full(len(e), k, dtype=np.int64) for k, e in enumerate(encs)])
     r = len(encs)
@@ -255,9 +326,12 @@ def _concat(encs: list[Encodings]) -> Encodings:
         np.concatenate([e.packed for e in encs]),
         np.concatenate([e.popcount for e in encs]),
         encs[0].bits,
+        encs[0].layout,
     )
 
 
 def _same_length(encs: list[Encodings]) -> None:
     if len({e.bits for e in encs}) > 1:
         raise LinkageError("encodings of different lengths cannot be compared: schemas differ")
+    if len({e.layout for e in encs}) > 1:
+        raise LinkageError("encodings laid out in different segments cannot be compared")

@@ -73,4 +73,4 @@ def link_registries(
     """Group labels per registry (one int per record, in the order given): records of one child
     share a label; a group holds at most one record per registry."""
     encs = {name: _encodings(rows, bits) for name, rows in clks.items()}
-    return link(encs, threshold=threshold)
+    return link(encs, threshold=threshold, layout=CHILD_SCHEMA.layout)

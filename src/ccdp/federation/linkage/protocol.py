@@ -27,8 +27,9 @@ Name = Annotated[str, Field(pattern=NAME, max_length=64)]
 
 
 class CreateRun(Strict):
-    """An admin's new run: its id, the nodes that take part, the Dice threshold (default: the
-    one the core measured for the partnership's schema)."""
+    """An admin's new run: its id, the nodes that take part, the threshold (for the
+    partnership's segmented schema a match probability, for a one-filter schema a Dice
+    coefficient; default: the one the core measured for the partnership's schema)."""
 
     run_id: Name
     nodes: list[Name] = Field(min_length=2, max_length=MAX_NODES)
