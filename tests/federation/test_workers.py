@@ -26,6 +26,7 @@ from ccdp.federation.hub import leases
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.models import AnswerRow, AuditRow, RoundRow, TaskRow
+from ccdp.wire.summary import AggregatePart, Summary
 from tests.federation.netutil import HubProcess, processes, spawn, wait_http, wait_until
 from tests.federation.pg import ADMIN_URL, temporary_database
 
@@ -167,12 +168,14 @@ def test_a_long_poll_on_one_worker_is_woken_by_an_answer_posted_to_the_other(pai
 
         def answer(name: str) -> None:
             task = tasks[name][0]
-            total = float(sum(XS[name]))
+            part = AggregatePart(n=len(XS[name]), n_params=1, values={"sum": sum(XS[name])})
+            summary = Summary(parts={"s": part}).to_dict()
             body = {
-                "task_id": task["task_id"], "node": name, "status": "answered",
-                "summary": {"parts": {"s": {"kind": "aggregate", "n": len(XS[name]),
-                                            "n_params": 1, "values": {"sum": total}}}},
-            }  # fmt: skip
+                "task_id": task["task_id"],
+                "node": name,
+                "status": "answered",
+                "summary": summary,
+            }
             r = c.post(url_b + "/api/node/answers", json=body, headers=auth(pair["tokens"][name]))
             assert r.status_code == 200, r.text
 
@@ -232,7 +235,9 @@ def test_a_worker_killed_mid_round_loses_nothing_and_counts_nothing_twice(pair, 
     assert hub.study(sid)["status"] == "running"
     taken = wait_until(lambda: leases.owner_pid(leases.holder(hub.sessions, sid) or "x:0:y"), 30)
     assert taken == pair["b"].proc.pid
-    study = wait_until(lambda: hub.study(sid) if hub.study(sid)["status"] != "running" else None, 90)
+    study = wait_until(
+        lambda: hub.study(sid) if hub.study(sid)["status"] != "running" else None, 90
+    )
     assert study["status"] == "done", study
     # rounds k=0..3 weight by 1..4: 36 * 10; a recounted round would change it
     assert study["result"]["result"] == {"analysis": "rounds", "total": 360.0, "n": 5, "rounds": 4}
