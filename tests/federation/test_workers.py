@@ -233,8 +233,15 @@ def test_a_worker_killed_mid_round_loses_nothing_and_counts_nothing_twice(pair, 
     wait_until(lambda: 1 in rounds_seen(hub, sid), 60)
     pair["a"].stop(signal.SIGKILL)  # mid-round: no goodbye, the lease simply stops moving
     assert hub.study(sid)["status"] == "running"
-    taken = wait_until(lambda: leases.owner_pid(leases.holder(hub.sessions, sid) or "x:0:y"), 30)
+    killed_at = time.monotonic()
+
+    def holder_pid() -> int | None:
+        return leases.owner_pid(leases.holder(hub.sessions, sid) or "")
+
+    taken = wait_until(lambda: holder_pid() != pair["a"].proc.pid and holder_pid(), 30)
     assert taken == pair["b"].proc.pid
+    # taken over after the lease ran out, not before (the lease was renewed until the kill)
+    assert time.monotonic() - killed_at < LEASE + 10
     study = wait_until(
         lambda: hub.study(sid) if hub.study(sid)["status"] != "running" else None, 90
     )
