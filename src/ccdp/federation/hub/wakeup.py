@@ -153,9 +153,12 @@ class PgWaker(Waker):
     def publish(self, keys: Iterable[str]) -> None:
         """NOTIFY the other workers; never raises (a lost hint only delays a waiter to its
         next poll, and the database being away is reported by the request that needs it)."""
+        notes = list(payloads(self.origin, keys))
+        if not notes:  # a keyless wake (shutdown) is for this process's threads only
+            return
         try:
             with self.engine.connect() as conn:
-                for payload in payloads(self.origin, keys):
+                for payload in notes:
                     conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
                 conn.commit()
         except SQLAlchemyError as exc:
