@@ -310,3 +310,35 @@ def test_the_database_away_gives_503_then_both_workers_recover(pair, tmp_path):
     sid = submit(pair["b"].url, user, rounds=2, timeout=60)
     r = httpx.get(f"{pair['a'].url}/api/studies/{sid}?wait=50", headers=auth(user), timeout=70)
     assert r.json()["status"] == "done" and r.json()["result"]["result"]["total"] == 108.0
+
+
+def study_in(hub: Hub) -> str:
+    hub.add_node("N", "DE")
+    return hub.create_study(
+        {}, analysis="rounds", title="t", nodes=None, min_nodes=None, timeout=5, owner=None
+    )
+
+
+def test_a_lease_is_one_workers_until_it_runs_out_on_postgres(tmp_path):
+    with temporary_database() as db:
+        hub = Hub(open_database(db, tmp_path / "k"), open_studies=True)
+        sid = study_in(hub)
+        assert leases.claim(hub.sessions, sid, "h:1:a", 0.5)
+        assert not leases.claim(hub.sessions, sid, "h:2:b", 0.5)  # held
+        assert leases.claim_free(hub.sessions, "h:2:b", 0.5) == []
+        assert leases.renew(hub.sessions, "h:1:a", [sid], 0.5) == {sid}
+        time.sleep(0.7)  # a's lease runs out (a was killed)
+        assert leases.claim_free(hub.sessions, "h:2:b", 5.0) == [sid]
+        assert leases.renew(hub.sessions, "h:1:a", [sid], 0.5) == set()  # a learns it lost it
+        assert leases.owner_pid(leases.holder(hub.sessions, sid) or "") == 2
+        hub.set_study_status(sid, "done")
+        assert not leases.claim(hub.sessions, sid, "h:2:b", 5.0)  # finished: nothing to claim
+        hub.context.sessions.kw["bind"].dispose()
+
+
+def test_a_sqlite_hub_takes_over_a_previous_runs_lease_at_once(tmp_path):
+    """SQLite admits one worker: a restarted hub resumes its studies without waiting."""
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
+    sid = study_in(hub)
+    assert leases.claim(hub.sessions, sid, "h:1:a", 60)
+    assert leases.claim_free(hub.sessions, "h:2:b", 60) == [sid]

@@ -6,6 +6,8 @@ the scan for studies to claim reads them `FOR UPDATE SKIP LOCKED` (PostgreSQL), 
 scanning at once never wait on, or both take, the same study. The driving worker renews its
 leases every third of a lease; a worker killed mid-round stops renewing, and once its lease runs
 out another worker claims the study and replays it from what the database holds (runner.py).
+A SQLite hub is one process (server.py refuses more), so there a lease held by any other owner
+is a previous run's: the worker takes it at once and a restarted hub resumes without waiting.
 Leases are measured on the wall clock (`utcnow`), not the hub's clock a test may move: they are
 about processes being alive, not about a study's deadlines.
 """
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, false, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,17 +43,25 @@ def owner_pid(owner: str) -> int | None:
     return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
+def single_worker(s: Session) -> bool:
+    """Whether this database admits one hub worker only (SQLite): other leases are stale."""
+    return s.get_bind().dialect.name != "postgresql"
+
+
 def _take(s: Session, study_id: str, owner: str, now: datetime, lease: float) -> bool:
     """Upsert the lease in `s`'s transaction if it is free, run out, or already ours."""
     until = now + timedelta(seconds=lease)
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    # on a single-worker database any lease, however recent, is a previous run's
+    mine_or_run_out = or_(StudyLeaseRow.until < now, StudyLeaseRow.owner == owner)
+    taken = None if single_worker(s) else mine_or_run_out
     stmt = (
         dialect.insert(StudyLeaseRow)
         .values(study_id=study_id, owner=owner, until=until)
         .on_conflict_do_update(
             index_elements=[StudyLeaseRow.study_id],
             set_={"owner": owner, "until": until},
-            where=or_(StudyLeaseRow.until < now, StudyLeaseRow.owner == owner),
+            where=taken,
         )
         .returning(StudyLeaseRow.study_id)
     )
@@ -78,23 +88,23 @@ def claim_free(
     now = utcnow()
     skipped = list(skip)
     with sessions.begin() as s:
+        free = or_(
+            StudyLeaseRow.study_id.is_(None),
+            StudyLeaseRow.until < now,
+            StudyLeaseRow.owner == owner,
+            true() if single_worker(s) else false(),
+        )
         stmt = (
             select(StudyRow.id)
             .outerjoin(StudyLeaseRow, StudyLeaseRow.study_id == StudyRow.id)
-            .where(
-                StudyRow.status.in_(UNFINISHED),
-                or_(
-                    StudyLeaseRow.study_id.is_(None),
-                    StudyLeaseRow.until < now,
-                    StudyLeaseRow.owner == owner,
-                ),
-            )
+            .where(StudyRow.status.in_(UNFINISHED), free)
             .order_by(StudyRow.created_at)
             .limit(100)
             .with_for_update(skip_locked=True, of=StudyRow)
         )
         if skipped:
             stmt = stmt.where(StudyRow.id.not_in(skipped))
+
         ids = list(s.scalars(stmt))
         return [i for i in ids if _take(s, i, owner, now, lease)]
 
