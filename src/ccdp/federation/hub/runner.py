@@ -127,10 +127,17 @@ class StudyRunner:
         self._lock = threading.Lock()
 
     def start(self, study_id: str) -> None:
-        """Drive a study here, if this worker can claim it (else another worker drives it)."""
-        if self._alive(study_id) or not leases.claim(
-            self.hub.sessions, study_id, self.owner, self.lease
-        ):
+        """Drive a study here, if this worker can claim it (else another worker drives it; if
+        the database is away now, a keeper claims it later: the study is stored already)."""
+        try:
+            if self._alive(study_id) or not leases.claim(
+                self.hub.sessions, study_id, self.owner, self.lease
+            ):
+                return
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("study %s not claimed yet: database unavailable (%s)", study_id, exc)
             return
         self._spawn(study_id)
 
