@@ -10,6 +10,7 @@ then the workers recover; and both started at once migrate the fresh database on
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -342,3 +343,53 @@ def test_a_sqlite_hub_takes_over_a_previous_runs_lease_at_once(tmp_path):
     sid = study_in(hub)
     assert leases.claim(hub.sessions, sid, "h:1:a", 60)
     assert leases.claim_free(hub.sessions, "h:2:b", 60) == [sid]
+
+
+def children(pid: int) -> list[int]:
+    """The live hub workers `pid` spawned (Linux /proc; not multiprocessing's resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def listeners(db: str) -> int:
+    with psycopg.connect(db.replace("+psycopg", "")) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
+            " AND datname = current_database()"
+        ).fetchone()
+    return row[0] if row else 0
+
+
+@pytest.mark.slow
+def test_the_supervisor_replaces_a_killed_worker(tmp_path):
+    """`--workers 2`: SIGKILL one worker; the supervisor starts another, the port keeps
+    answering, and two workers listen for wake-ups again. SIGKILL the supervisor: its workers
+    notice and stop (none is left holding the port)."""
+    with temporary_database() as db, processes() as procs:
+        hub = standin_hub(db, tmp_path / "k", tmp_path / "hub.log", "--workers", "2")
+        hub.proc = spawn(hub.args, hub.log)
+        procs.append(hub.proc)
+        wait_http(hub.url, 120)
+        workers = wait_until(lambda: len(children(hub.proc.pid)) >= 2 and children(hub.proc.pid))
+        wait_until(lambda: listeners(db) == 2, 60, 0.2)
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: f"hub worker {victim} exited" in hub.log.read_text(), 30, 0.1)
+        wait_until(lambda: victim not in children(hub.proc.pid), 30, 0.1)
+        wait_until(lambda: len(children(hub.proc.pid)) == 2, 30, 0.1)
+        wait_until(lambda: listeners(db) == 2, 90, 0.2)
+        for _ in range(10):  # whichever worker accepts, the port answers
+            assert httpx.get(hub.url + "/api/health", timeout=30).status_code == 200
+        last = children(hub.proc.pid)
+        hub.proc.kill()  # the supervisor killed outright: its workers stop by themselves
+        hub.proc.wait(10)
+        wait_until(lambda: all(not Path(f"/proc/{w}/stat").exists() for w in last), 30, 0.2)
+        assert last

@@ -10,8 +10,10 @@ them all. A SQLite hub is one process (its one writer is the file lock).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,8 +181,19 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def worker_main(settings: ServeSettings, sock: socket.socket) -> None:
-    """A spawned worker: serve on the inherited socket until SIGTERM."""
+    """A spawned worker: serve on the inherited socket until SIGTERM, or until the supervisor
+    is gone (killed outright, it cannot stop its workers: they must not hold the port)."""
+    parent = os.getppid()
+    watch = threading.Thread(target=exit_with, args=(parent,), name="supervisor", daemon=True)
+    watch.start()
     build_server(settings).run(sockets=[sock])
+
+
+def exit_with(parent: int, every: float = 1.0) -> None:
+    """SIGTERM this worker (a clean stop) once its parent process has gone."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
