@@ -111,11 +111,7 @@ def test_both_workers_migrated_one_database_and_listen(pair):
     lock made the second wait for the first's upgrade), and each holds a LISTEN connection."""
     with psycopg.connect(pair["db"].replace("+psycopg", "")) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0009",)]
-        listening = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
-            " AND datname = current_database()"
-        ).fetchone()
-    assert listening == (2,)
+    wait_until(lambda: listeners(pair["db"]) == 2, 30, 0.2)  # each connects once it serves
 
 
 def test_a_sign_in_on_one_worker_is_valid_on_the_other_until_sign_out(pair):
@@ -296,16 +292,7 @@ def test_the_database_away_gives_503_then_both_workers_recover(pair, tmp_path):
 
     wait_until(served, 30, 0.2)
     # the wake-up listeners reconnected too: a cross-worker long-poll still wakes at once
-    with psycopg.connect(pair["db"].replace("+psycopg", "")) as conn:
-
-        def listeners() -> int:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
-                " AND datname = current_database()"
-            ).fetchone()
-            return row[0] if row else 0
-
-        wait_until(lambda: listeners() == 2, 30, 0.2)
+    wait_until(lambda: listeners(pair["db"]) == 2, 30, 0.2)  # a fresh snapshot each time
     for n in XS:
         start_node(pair, tmp_path, n, "a", delay=0.0)
     sid = submit(pair["b"].url, user, rounds=2, timeout=60)
@@ -360,7 +347,8 @@ def children(pid: int) -> list[int]:
 
 
 def listeners(db: str) -> int:
-    with psycopg.connect(db.replace("+psycopg", "")) as conn:
+    """Connections in LISTEN now (autocommit: pg_stat_activity is a snapshot per transaction)."""
+    with psycopg.connect(db.replace("+psycopg", ""), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
             " AND datname = current_database()"
