@@ -5,7 +5,7 @@ the round number, so a resumed study that re-asked a round would count it twice 
 The hub and node processes started here are the production hub and agent (`serve`, `NodeAgent`)
 with these stand-ins for the analyses stage's study runner and LocalNode.
 
-    python -m tests.federation.standin hub --db URL --port P
+    python -m tests.federation.standin hub --db URL --port P [--workers N --study-lease S]
     python -m tests.federation.standin node --hub URL --token T --data FILE [--delay S]
 """
 
@@ -168,6 +168,10 @@ def _main() -> None:
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--certfile")
     h.add_argument("--keyfile")
+    h.add_argument("--audit-key")
+    h.add_argument("--workers", type=int, default=1)
+    h.add_argument("--study-lease", type=float, default=15.0)
+    h.add_argument("--dashboard", action="store_true")
     n = sub.add_parser("node")
     n.add_argument("--hub", required=True)
     n.add_argument("--token", required=True)
@@ -177,6 +181,7 @@ def _main() -> None:
     args = ap.parse_args()
     if args.cmd == "hub":
         from ccdp.federation.hub.server import serve
+        from ccdp.web.dashboard import mount_dashboard
 
         serve(
             args.db,
@@ -186,6 +191,10 @@ def _main() -> None:
             executor=StandinExecutor(),
             poll=0.2,
             open_studies=True,
+            audit_key=Path(args.audit_key) if args.audit_key else None,
+            workers=args.workers,
+            study_lease=args.study_lease,
+            dashboard=mount_dashboard if args.dashboard else None,
         )
         return
     from ccdp.federation.client import tls_verify

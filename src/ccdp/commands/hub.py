@@ -72,6 +72,20 @@ def serve(
         "only studies of a project the board approved and the nodes accepted.",
     ),
     audit_key: Path | None = AUDIT_KEY,
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Worker processes sharing the port (PostgreSQL only: they share sign-ins, study "
+        "leases and wake-ups through the database; a SQLite hub runs one).",
+    ),
+    study_lease: float = typer.Option(
+        15.0,
+        "--study-lease",
+        min=0.5,
+        help="Seconds a worker's claim on a study lasts unless renewed: a killed worker's "
+        "studies are taken over by another worker this long after it died.",
+    ),
 ) -> None:
     """Serve the hub's API (OpenAPI docs at /docs) until interrupted."""
     from ccdp.federation.hub.server import serve as run
@@ -90,6 +104,8 @@ def serve(
         open_studies=open_studies,
         audit_key=audit_key,
         dashboard=mount_dashboard,
+        workers=workers,
+        study_lease=study_lease,
     )
 
 

@@ -82,6 +82,9 @@ class PageHeaders:
 
 def mount_dashboard(app: FastAPI, session_store: Sessions | None = None) -> None:
     """Add the dashboard's pages, its static files and its sessions to the hub's app."""
+    hub = getattr(app.state, "hub", None)  # sessions in the hub's database: every worker's
+    if session_store is None and hub is not None:
+        session_store = Sessions(clock=hub.context.clock, db=hub.context.sessions)
     app.state.sessions = session_store or Sessions()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="web-static")
 

@@ -9,8 +9,6 @@ The errors live here too, so a feature raises the same NotFound the HTTP layer m
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ccdp.errors import CcdpError
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.auth import TokenKind
+from ccdp.federation.hub.wakeup import Waker as Waker  # re-exported: the hub's parts import it here
+from ccdp.federation.hub.wakeup import waker_for
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.protocol import Clock, utcnow
 
@@ -83,75 +83,6 @@ class Admissions(Protocol):
     def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]: ...
 
 
-class Waker:
-    """Wakes waiters when something changes: threads (study runners) and asyncio long-polls."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._version = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._events: dict[str, asyncio.Event] = {}
-        self.closing = False
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def event(self, key: str) -> asyncio.Event:
-        """Called on the event loop: the event set at the next `wake(key)`."""
-        ev = self._events.get(key)
-        if ev is None:
-            ev = self._events[key] = asyncio.Event()
-        if self.closing:
-            ev.set()
-        return ev
-
-    def close(self) -> None:
-        """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
-        node asks again of the next hub) instead of holding the shutdown for its timeout."""
-        self.closing = True
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._set_all)
-            except RuntimeError:
-                return
-
-    def _set_all(self) -> None:
-        for key in list(self._events):
-            self._set(key)
-
-    def _set(self, key: str) -> None:
-        ev = self._events.pop(key, None)
-        if ev is not None:
-            ev.set()
-
-    def wake(self, *keys: str) -> None:
-        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            for key in keys:
-                try:
-                    loop.call_soon_threadsafe(self._set, key)
-                except RuntimeError:  # loop closed between the check and the call
-                    return
-
-    def version(self) -> int:
-        with self._cond:
-            return self._version
-
-    def wait(self, since: int, timeout: float) -> int:
-        """Block a thread until the version moves past `since` or `timeout` passes."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
-            return self._version
-
-
 # A node-list hook: given a session, a function from a node's id to what a feature shows of it.
 NodeDetail = Callable[[Session], Callable[[int], Any]]
 
@@ -168,9 +99,13 @@ class HubContext:
     """
 
     sessions: sessionmaker[Session]
-    waker: Waker = field(default_factory=Waker)
+    waker: Waker = field(default_factory=lambda: Waker(auto=True))
     clock: Clock = utcnow
     node_details: dict[str, NodeDetail] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.waker.auto:  # N workers on one PostgreSQL database wake each other
+            self.waker = waker_for(self.sessions)
 
     @staticmethod
     def audit(s: Session, actor: str, action: str, **detail: Any) -> None:

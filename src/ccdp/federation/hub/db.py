@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -32,6 +32,7 @@ POOL_SIZE = 20
 MAX_OVERFLOW = 10
 IDLE_PING = 10.0  # seconds a pooled PostgreSQL connection may idle before it is pinged
 CHECKIN = "ccdp_checkin"  # pool record info key: when the connection was last given back
+MIGRATE_LOCK = 0x63636470_6D696772  # the advisory lock N hub workers take around `migrate`
 
 
 class HubDatabaseError(CcdpError):
@@ -107,10 +108,29 @@ def migrate(engine: Engine, chain: hub_audit.AuditChain | None = None) -> None:
     cfg.attributes["audit_chain"] = chain
     try:
         with engine.begin() as conn:
+            lock_for_migration(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except Exception as exc:
         raise HubDatabaseError(f"cannot migrate hub database {engine.url!r}: {exc}") from exc
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def lock_for_migration(conn: Connection) -> None:
+    """On PostgreSQL, N workers starting at once migrate one after the other: each waits for
+    this transaction-scoped advisory lock, so the first upgrades and the rest find it at head
+    (SQLite's own write lock already serialises its one writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached right now (down, restarting, refusing
+    connections, the connection cut): a 503 to retry, not a bug."""
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:

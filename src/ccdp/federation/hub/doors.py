@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp.errors import CcdpError, SpecError
@@ -104,7 +105,8 @@ def validation_body(exc: RequestValidationError) -> dict[str, Any]:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Every error as `error_body`: the hub's own (404, 409, 403, 422, else 400), FastAPI's
-    validation errors (422, without the input) and Starlette's 404/405 (naming the path)."""
+    validation errors (422, without the input), Starlette's 404/405 (naming the path), and the
+    database being unreachable (503)."""
 
     @app.exception_handler(CcdpError)
     async def _ccdp_error(_req: Request, exc: CcdpError) -> JSONResponse:
@@ -129,3 +131,12 @@ def add_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             detail = f"{req.method[:20]} is not allowed on {req.url.path[:200]}"
         return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
+
+    async def _database_away(_req: Request, _exc: Exception) -> JSONResponse:
+        """The database is down, restarting or cut off: 503 with Retry-After (try again),
+        never a 500 (nothing is wrong with the request or the hub's code)."""
+        body = error_body("the hub's database is unavailable: try again shortly")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
+
+    app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(InterfaceError, _database_away)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -308,3 +309,28 @@ class AcceptedStudiesRow(Base):
     studies: Mapped[list[Any]] = mapped_column(JSON)
     decided_at: Mapped[datetime] = mapped_column()
     reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebSessionRow(Base):
+    """A dashboard sign-in (web/sessions.py): keyed by the hash of the cookie's id, the token
+    sealed with a key only that id gives (migration 0009)."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_token: Mapped[bytes] = mapped_column(LargeBinary)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(30))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column()
+    seen: Mapped[datetime] = mapped_column(index=True)
+
+
+class StudyLeaseRow(Base):
+    """Which hub worker drives a study, until when (runner.py claims and renews it)."""
+
+    __tablename__ = "study_leases"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(120))
+    until: Mapped[datetime] = mapped_column()

@@ -5,6 +5,11 @@ the study's timeout passes, and returns each node's answer (a timed-out node get
 saying so). Rounds live in the database, so after a restart the runner replays a study from the
 start: rounds already answered are read back instead of asked again, and the analysis (which is
 deterministic given its answers) arrives where it stopped.
+
+With N hub workers on one database, a study is driven by the one worker holding its lease
+(leases.py): `StudyRunner.start` claims before starting a thread, and a keeper thread renews
+this worker's leases, stops a study whose lease another worker took, and claims the studies
+whose lease ran out (a worker killed mid-round), which then replay as after a restart.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccdp.errors import CcdpError
+from ccdp.federation.hub import leases
+from ccdp.federation.hub.db import unavailable
 from ccdp.federation.hub.service import HubCore
 from ccdp.wire.protocol import Answer, Task, Transport
 
@@ -103,20 +110,47 @@ class HubTransport:
 
 
 class StudyRunner:
-    """Starts, resumes and stops the per-study threads."""
+    """Starts, resumes and stops the per-study threads; claims and renews their leases."""
 
-    def __init__(self, hub: HubCore, executor: StudyExecutor, poll: float = 0.5) -> None:
+    def __init__(
+        self, hub: HubCore, executor: StudyExecutor, poll: float = 0.5, lease: float = leases.LEASE
+    ) -> None:
         self.hub = hub
         self.executor = executor
         self.poll = poll
+        self.lease = lease
+        self.owner = leases.worker_id()
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
+        self._stops: dict[str, threading.Event] = {}
+        self._keeper: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self, study_id: str) -> None:
+        """Drive a study here, if this worker can claim it (else another worker drives it; if
+        the database is away now, a keeper claims it later: the study is stored already)."""
+        try:
+            if self._alive(study_id) or not leases.claim(
+                self.hub.sessions, study_id, self.owner, self.lease
+            ):
+                return
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("study %s not claimed yet: database unavailable (%s)", study_id, exc)
+            return
+        self._spawn(study_id)
+
+    def _alive(self, study_id: str) -> bool:
+        with self._lock:
+            t = self._threads.get(study_id)
+            return t is not None and t.is_alive()
+
+    def _spawn(self, study_id: str) -> None:
         with self._lock:
             if study_id in self._threads and self._threads[study_id].is_alive():
                 return
+            self._stops[study_id] = threading.Event()
             t = threading.Thread(
                 target=self._run, args=(study_id,), name=f"study-{study_id[:8]}", daemon=True
             )
@@ -124,23 +158,77 @@ class StudyRunner:
             t.start()
 
     def resume_all(self) -> list[str]:
-        """Restart every study the database says is queued or running."""
-        ids = self.hub.unfinished_studies()
-        for study_id in ids:
-            self.start(study_id)
+        """Claim and restart every unfinished study no live worker holds; then keep claiming
+        (studies whose worker died) and renewing, every third of a lease."""
+        ids = self.tend()
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="study-leases", daemon=True)
+            self._keeper.start()
         return ids
 
+    def tend(self) -> list[str]:
+        """One turn of the keeper: renew, stop the studies taken over, start the free ones."""
+        with self._lock:
+            live = [k for k, t in self._threads.items() if t.is_alive()]
+        held = leases.renew(self.hub.sessions, self.owner, live, self.lease)
+        for study_id in set(live) - held:
+            log.warning("study %s: lease taken over by another worker; stopping here", study_id)
+            self._stops[study_id].set()
+        if self._stop.is_set():
+            return []
+        claimed = leases.claim_free(self.hub.sessions, self.owner, self.lease, skip=live)
+        for study_id in claimed:
+            self._spawn(study_id)
+        return claimed
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.tend()
+            except Exception as exc:  # the keeper outlives a database outage
+                if not unavailable(exc):
+                    log.exception("study lease keeper")
+                else:
+                    log.warning("study leases not renewed: database unavailable (%s)", exc)
+
     def stop(self, timeout: float = 5.0) -> None:
+        """Pause every study here and give up their leases: another worker (or this one,
+        restarted) takes them over at once."""
         self._stop.set()
+        for ev in list(self._stops.values()):
+            ev.set()
         self.hub.waker.wake()
         for t in list(self._threads.values()):
             t.join(timeout)
+        if self._keeper is not None:
+            self._keeper.join(timeout)
+        try:
+            leases.release(self.hub.sessions, self.owner)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("study leases not released (database unavailable): they run out")
 
     def _run(self, study_id: str) -> None:
+        """Drive the study; if the database goes away, pause (the keeper re-claims it)."""
+        try:
+            self._drive(study_id, self._stops[study_id])
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("study %s paused: database unavailable (%s)", study_id, exc)
+            return
+        try:
+            leases.release(self.hub.sessions, self.owner, study_id)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+
+    def _drive(self, study_id: str, stop: threading.Event) -> None:
         row = self.hub.study_row(study_id)
         self.hub.set_study_status(study_id, "running")
         transport = HubTransport(
-            self.hub, study_id, row.nodes, row.timeout, self._stop, self.poll, row.project_id
+            self.hub, study_id, row.nodes, row.timeout, stop, self.poll, row.project_id
         )
         # a study that names its nodes runs over those admitted (a declining node is reported
         # beside them, below), not over a list naming nodes this transport does not ask
@@ -154,8 +242,13 @@ class StudyRunner:
             self.hub.set_study_status(study_id, "failed", error=str(exc))
             return
         except Exception as exc:  # an analysis bug must fail the study, not kill the hub
+            if unavailable(exc):
+                raise
             log.exception("study %s failed", study_id)
             self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        if not leases.holds(self.hub.sessions, study_id, self.owner):
+            log.warning("study %s: lease lost before its result; its holder writes it", study_id)
             return
         # the result names the study by the hub's id, the one `ccdp submit` printed
         # nodes the project kept out (declined, not accepted) are reported beside those asked

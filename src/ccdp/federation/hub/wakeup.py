@@ -1,0 +1,206 @@
+"""Wake-ups: `Waker` in one process; `PgWaker` across hub workers that share one PostgreSQL
+database (LISTEN/NOTIFY).
+
+A wake in one worker (an answer posted, a round opened, a study finished) must also release a
+long-poll or a study runner waiting in another worker. `PgWaker.wake` wakes its own process, then
+publishes the keys with `pg_notify`; each serving worker keeps one psycopg connection in a thread
+that LISTENs and wakes its own waiters. A notification is only a hint (every waiter looks at the
+database again), so one lost while the listener reconnects costs nothing: after each (re)connect
+the listener wakes everyone once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("ccdp.hub")
+
+CHANNEL = "ccdp_hub_wake"
+MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses a NOTIFY payload of 8000 or more
+RECONNECT_CAP = 5.0  # seconds between attempts while the database is away
+
+
+def payloads(origin: str, keys: Iterable[str]) -> Iterator[str]:
+    """`origin key key …` strings, each under MAX_PAYLOAD bytes (a round to many nodes)."""
+    line = origin
+    for key in keys:
+        if len(line) + 1 + len(key.encode()) > MAX_PAYLOAD and line != origin:
+            yield line
+            line = origin
+        line += " " + key
+    if line != origin:
+        yield line
+
+
+class Waker:
+    """Wakes waiters when something changes: threads (study runners) and asyncio long-polls.
+
+    This one wakes only its own process (SQLite: one hub process); `PgWaker` carries each wake
+    to every hub worker sharing a PostgreSQL database."""
+
+    def __init__(self, auto: bool = False) -> None:
+        """`auto`: made by HubContext's default, which swaps in the waker its database needs."""
+        self.auto = auto
+        self._cond = threading.Condition()
+        self._version = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+        self.closing = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def event(self, key: str) -> asyncio.Event:
+        """Called on the event loop: the event set at the next `wake(key)`."""
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        if self.closing:
+            ev.set()
+        return ev
+
+    def close(self) -> None:
+        """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
+        node asks again of the next hub) instead of holding the shutdown for its timeout."""
+        self.closing = True
+        self.wake_everyone()
+
+    def wake_everyone(self) -> None:
+        """Thread-safe: wake every waiter, whatever it waits for (each looks again at the
+        database): after closing, or when wake-ups from other workers may have been missed."""
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._set_all)
+            except RuntimeError:
+                return
+
+    def _set_all(self) -> None:
+        for key in list(self._events):
+            self._set(key)
+
+    def _set(self, key: str) -> None:
+        ev = self._events.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+    def wake(self, *keys: str) -> None:
+        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
+        self.wake_local(keys)
+
+    def wake_local(self, keys: Iterable[str]) -> None:
+        """Wake this process's waiters only."""
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for key in keys:
+                try:
+                    loop.call_soon_threadsafe(self._set, key)
+                except RuntimeError:  # loop closed between the check and the call
+                    return
+
+    def version(self) -> int:
+        with self._cond:
+            return self._version
+
+    def wait(self, since: int, timeout: float) -> int:
+        """Block a thread until the version moves past `since` or `timeout` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
+            return self._version
+
+
+class PgWaker(Waker):
+    """A Waker whose wakes reach every worker of the database (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.listening = threading.Event()  # set while LISTEN is in force (tests wait on it)
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A serving worker: wake this loop's long-polls, and start listening for the others."""
+        super().bind(loop)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._listen, name="hub-listen", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stopped.set()
+        super().close()
+
+    def wake(self, *keys: str) -> None:
+        self.wake_local(keys)
+        self.publish(keys)
+
+    def publish(self, keys: Iterable[str]) -> None:
+        """NOTIFY the other workers; never raises (a lost hint only delays a waiter to its
+        next poll, and the database being away is reported by the request that needs it)."""
+        notes = list(payloads(self.origin, keys))
+        if not notes:  # a keyless wake (shutdown) is for this process's threads only
+            return
+        try:
+            with self.engine.connect() as conn:
+                for payload in notes:
+                    conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+                conn.commit()
+        except SQLAlchemyError as exc:
+            log.debug("wake-up not published: %s", exc)
+
+    def _stopping(self) -> bool:
+        loop = self._loop
+        return self._stopped.is_set() or (loop is not None and loop.is_closed())
+
+    def _listen(self) -> None:
+        """The listener thread: connect, LISTEN, wake on each notification; reconnect."""
+        delay = 0.2
+        while not self._stopping():
+            try:
+                self._listen_once()
+                delay = 0.2
+            except Exception as exc:  # psycopg errors, the server going away: try again
+                self.listening.clear()
+                log.info("wake-up listener lost its connection (%s); retrying", exc)
+                self._stopped.wait(delay)
+                delay = min(delay * 2, RECONNECT_CAP)
+
+    def _listen_once(self) -> None:
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.listening.set()
+            self.wake_everyone()  # whatever was published while we were not listening
+            while not self._stopping():
+                for note in conn.notifies(timeout=1.0):
+                    origin, _, keys = note.payload.partition(" ")
+                    if origin != self.origin:
+                        self.wake_local(keys.split())
+        self.listening.clear()
+
+
+def waker_for(sessions: sessionmaker[Session]) -> Waker:
+    """The waker a hub over `sessions` needs: `PgWaker` on PostgreSQL, else in-process."""
+    engine = sessions.kw.get("bind")
+    if isinstance(engine, Engine) and engine.dialect.name == "postgresql":
+        return PgWaker(engine)
+    return Waker()
