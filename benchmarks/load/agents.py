@@ -46,9 +46,7 @@ class CountingAgent(NodeAgent):
     def post(self, answer: Answer) -> str:
         status = super().post(answer)
         with POSTED_LOCK:
-            POSTED.append(
-                {"node": self.name, "task_id": answer.task_id, "answer": answer.status, "hub": status}
-            )
+            POSTED.append({"node": self.name, "task_id": answer.task_id, "hub": status})
         return status
 
 
@@ -84,7 +82,9 @@ def build_agent(hub: str, store: Path, token: str, poll: float) -> NodeAgent:
     )
     name = connect(agent)
     holder["node"] = LocalNode(store, name=name, from_hub=False)  # --open
-    agent.catalogue = CatalogueWatch(lambda: holder["node"], manual_now, on_event=event, hub_url=hub)
+    agent.catalogue = CatalogueWatch(
+        lambda: holder["node"], manual_now, on_event=event, hub_url=hub
+    )
     return agent
 
 

@@ -53,7 +53,6 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(HERE)]
 
 from researchers import Record, Researcher, Studied, drain, note, run_researchers  # noqa: E402
-
 from tests.storekit import build_store, random_registry  # noqa: E402
 
 ADMIN_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -143,7 +142,12 @@ def start_hub(db: str, key: Path, port: int, workers: int, work: Path) -> subpro
 
 
 def start_agents(
-    mode: str, url: str, stores: list[tuple[str, Path]], tokens: dict, procs: int, poll: float,
+    mode: str,
+    url: str,
+    stores: list[tuple[str, Path]],
+    tokens: dict,
+    procs: int,
+    poll: float,
     work: Path,
 ) -> list[subprocess.Popen]:
     if mode == "real":
@@ -267,7 +271,9 @@ def baseline(url: str, token: str, repeat: int) -> tuple[Record, float]:
                     await one.call("GET", path, f"GET {path}")
                 await one.check(seen, wait=0)
                 resp = await one.call(
-                    "POST", "/api/studies", "POST /api/studies",
+                    "POST",
+                    "/api/studies",
+                    "POST /api/studies",
                     json={"spec": {"analysis": "count", "by": ["sex"], "title": "baseline"}},
                 )
                 if resp is not None and resp.status_code == 201:
@@ -300,7 +306,8 @@ def database_checks(db: str) -> dict[str, Any]:
     engine = create_engine(db)
     try:
         with engine.connect() as c:
-            by_status = dict(c.execute(text("SELECT status, count(*) FROM studies GROUP BY 1")).all())
+            rows = c.execute(text("SELECT status, count(*) FROM studies GROUP BY 1")).all()
+            by_status = {status: n for status, n in rows}
             no_reason = c.scalar(
                 text("SELECT count(*) FROM studies WHERE status = 'failed' AND error IS NULL")
             )
@@ -418,13 +425,14 @@ def studies_summary(rec: Record, base: Record) -> dict[str, Any]:
 def memory_summary(sampler: MemorySampler, load_from: float) -> dict[str, Any]:
     during = [m for t, m, _ in sampler.samples if t >= load_from]
     before = [m for t, m, _ in sampler.samples if t < load_from]
+    step = max(1, len(sampler.samples) // 120)  # about 120 points of the series in the JSON
     return {
         "before_load_mib": before[-1] if before else None,
         "p50_mib": statistics.median(during) if during else None,
         "max_mib": max(during) if during else None,
         "end_mib": during[-1] if during else None,
         "processes": max((k for _, _, k in sampler.samples), default=0),
-        "series": [(round(t, 1), round(m, 1)) for t, m, _ in sampler.samples[:: max(1, len(sampler.samples) // 120)]],
+        "series": [(round(t, 1), round(m, 1)) for t, m, _ in sampler.samples[::step]],
     }
 
 
@@ -509,7 +517,8 @@ def main() -> None:
     args = parse()
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     clock = time.monotonic()
-    report: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report: dict[str, Any] = {"args": given}
     try:
         with fresh_database(args.pg) as db:
             report.update(run(args, db, work))

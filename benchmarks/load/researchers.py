@@ -182,9 +182,7 @@ class Researcher:
 
     async def check(self, seen: Studied, wait: float) -> None:
         route = "GET /api/studies/{id}?wait= (long-poll)" if wait else "GET /api/studies/{id}"
-        resp = await self.call(
-            "GET", f"/api/studies/{seen.study_id}", route, params={"wait": wait}
-        )
+        resp = await self.call("GET", f"/api/studies/{seen.study_id}", route, params={"wait": wait})
         if resp is None or resp.status_code != 200:
             return
         note(seen, resp.json())
