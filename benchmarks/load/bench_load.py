@@ -210,6 +210,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (their threads included), from /proc."""
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pids: list[int]) -> float:
     total = 0
     for p in pids:
@@ -229,13 +241,16 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True, name="rss")
         self.pid, self.every = pid, every
         self.samples: list[tuple[float, float, int]] = []  # (t, MiB, processes)
+        self.cpu: list[tuple[float, float]] = []  # (t, CPU seconds so far)
         self.halt = threading.Event()
         self.t0 = time.monotonic()
 
     def run(self) -> None:
         while not self.halt.is_set():
             pids = tree(self.pid)
-            self.samples.append((time.monotonic() - self.t0, rss_mib(pids), len(pids)))
+            now = time.monotonic() - self.t0
+            self.samples.append((now, rss_mib(pids), len(pids)))
+            self.cpu.append((now, cpu_seconds(pids)))
             self.halt.wait(self.every)
 
 
@@ -288,13 +303,60 @@ def baseline(url: str, token: str, repeat: int) -> tuple[Record, float]:
     return asyncio.run(go())
 
 
-def load(url: str, tokens: list[str], duration: float, think: float, drain_s: float) -> Record:
-    async def go() -> Record:
-        rec = await run_researchers(url, tokens, duration, think)
-        await drain(url, rec, drain_s)
-        return rec
+def load(args: argparse.Namespace, url: str, tokens: list[str]) -> tuple[Record, float]:
+    """The researchers for `--duration` seconds; then the drain. Returns their record and
+    the seconds the drain took."""
+
+    async def go() -> tuple[Record, float]:
+        rec = await run_researchers(url, tokens, args.duration, args.think, args.submit)
+        t0 = time.monotonic()
+        await drain(url, rec, args.drain)
+        return rec, time.monotonic() - t0
 
     return asyncio.run(go())
+
+
+def warm_up(url: str, token: str, nodes: int) -> float:
+    """Until every node's catalogue is in (each agent publishes it at start) and one count
+    study has run: each node's first answer pays for its imports and its view."""
+    import httpx
+
+    t0 = time.monotonic()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def catalogues_in() -> bool:
+        got = httpx.get(f"{url}/api/catalogues", headers=auth, timeout=30).json()
+        return len(got.get("catalogues", got) if isinstance(got, dict) else got) >= nodes
+
+    wait_until(catalogues_in, 300, "every node's catalogue")
+    spec = {"analysis": "count", "by": ["country"], "title": "warm-up"}
+    sid = httpx.post(f"{url}/api/studies", headers=auth, json={"spec": spec}, timeout=30)
+    study_id = sid.json()["id"]
+    wait_until(
+        lambda: (
+            httpx.get(
+                f"{url}/api/studies/{study_id}", headers=auth, params={"wait": 10}, timeout=30
+            ).json()["status"]
+            in ("done", "failed")
+        ),
+        300,
+        "the warm-up study",
+    )
+    return time.monotonic() - t0
+
+
+def final_statuses(db: str, ids: list[str]) -> dict[str, str]:
+    """Each study's status as the hub's database holds it after the drain."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT id, status FROM studies")).all()
+    finally:
+        engine.dispose()
+    held = {i: st for i, st in rows}
+    return {i: held.get(i, "missing") for i in ids}
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -426,7 +488,10 @@ def memory_summary(sampler: MemorySampler, load_from: float) -> dict[str, Any]:
     during = [m for t, m, _ in sampler.samples if t >= load_from]
     before = [m for t, m, _ in sampler.samples if t < load_from]
     step = max(1, len(sampler.samples) // 120)  # about 120 points of the series in the JSON
+    cpu_in = [c for t, c in sampler.cpu if t >= load_from]
+    cpu_before = [c for t, c in sampler.cpu if t < load_from]
     return {
+        "hub_cpu_s_during_load": cpu_in[-1] - cpu_before[-1] if cpu_in and cpu_before else None,
         "before_load_mib": before[-1] if before else None,
         "p50_mib": statistics.median(during) if during else None,
         "max_mib": max(during) if during else None,
@@ -462,9 +527,16 @@ def print_report(r: dict[str, Any]) -> None:
     )
     s = r["studies"]
     print(
-        f"studies: submitted {s['submitted']}, done {s['done']}, failed {s['failed']}, lost "
-        f"{s['lost']}; submit → result p50 {ms(s['submit_to_result_p50'])} ms, p95 "
+        f"studies: submitted {s['submitted']} ({s['submitted'] / a['duration'] * 60:.1f}/min), "
+        f"at the hub after the drain ({t['drain_s']:.0f} s): {r['hub_final_status']}; "
+        f"submit → result p50 {ms(s['submit_to_result_p50'])} ms, p95 "
         f"{ms(s['submit_to_result_p95'])} ms (one count study alone: {ms(r['count_alone'])} ms)"
+    )
+    print(
+        f"CPU during load + drain ({t['load_and_drain_s']:.0f} s): hub "
+        f"{r['memory']['hub_cpu_s_during_load']:.0f} s, node agents {t['agents_cpu_s']:.0f} s; "
+        f"machine load average {t['machine_load_avg_1min'][0]:.1f} → "
+        f"{t['machine_load_avg_1min'][1]:.1f} (2 cores, shared)"
     )
     m = r["memory"]
     print(
@@ -491,7 +563,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--agent-mode", choices=["light", "real"], default="light")
     ap.add_argument("--agent-procs", type=int, default=2, help="Processes for light agents.")
     ap.add_argument("--patients", type=int, default=200, help="Patients per node store.")
-    ap.add_argument("--think", type=float, default=5.0, help="Mean think time (s).")
+    ap.add_argument("--think", type=float, default=10.0, help="Mean think time (s).")
+    ap.add_argument(
+        "--submit", type=float, default=0.1, help="Share of actions that submit a study."
+    )
     ap.add_argument("--poll", type=float, default=20.0, help="Agents' long-poll seconds.")
     ap.add_argument("--drain", type=float, default=120.0, help="Most seconds to finish studies.")
     ap.add_argument("--baseline-repeat", type=int, default=5)
@@ -556,14 +631,20 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
         setup["agents_connected_s"] = wait_until(
             lambda: nodes_seen(url, admin_like, args.agents), 300, "every node agent"
         )
+        setup["warm_up_s"] = warm_up(url, admin_like, args.agents)
         base, alone = baseline(url, admin_like, args.baseline_repeat)
-        load_from = time.monotonic() - sampler.t0
-        t_load = time.monotonic()
-        rec = load(url, user_tokens[: args.researchers], args.duration, args.think, args.drain)
-        load_s = time.monotonic() - t_load
-        for seen in base.studies.values():  # the baseline's own studies must end too
+        for seen in base.studies.values():  # the baseline's own studies end before the load
             if seen.status not in ("done", "failed"):
                 asyncio.run(_finish(url, seen))
+        load_from = time.monotonic() - sampler.t0
+        agent_cpu0 = cpu_seconds([p for a in agents for p in tree(a.pid)])
+        load0 = os.getloadavg()[0]
+        t_load = time.monotonic()
+        rec, drain_s = load(args, url, user_tokens[: args.researchers])
+        load_s = time.monotonic() - t_load
+        agent_cpu = cpu_seconds([p for a in agents for p in tree(a.pid)]) - agent_cpu0
+        load1 = os.getloadavg()[0]
+        held = final_statuses(db, list(rec.studies))
     finally:
         stop(agents)
         sampler.halt.set()
@@ -581,7 +662,12 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
             "5xx": sum(1 for s in rec.samples + base.samples if s.status >= 500),
             "no_answer": sum(1 for s in rec.samples if s.status == 0),
             "load_and_drain_s": load_s,
+            "drain_s": drain_s,
+            "agents_cpu_s": agent_cpu,
+            "machine_load_avg_1min": [load0, load1],
         },
+        "hub_final_status": dict(Counter(held.values())),
+        "hub_lost_ids": [i for i, st in held.items() if st not in ("done", "failed")][:20],
         "studies": studies_summary(rec, base),
         "baseline_studies_lost": sum(
             1 for s in base.studies.values() if s.status not in ("done", "failed")

@@ -85,9 +85,17 @@ class Researcher:
     """One person at the dashboard and the API."""
 
     def __init__(
-        self, n: int, url: str, token: str, record: Record, think: float, seed: int
+        self,
+        n: int,
+        url: str,
+        token: str,
+        record: Record,
+        think: float,
+        seed: int,
+        submit: float = 0.1,
     ) -> None:
         self.n = n
+        self.submit = submit
         self.token = token
         self.record = record
         self.think = think
@@ -132,9 +140,9 @@ class Researcher:
         await self.sign_in()
         while time.monotonic() < until:
             roll = self.rng.random()
-            if roll < 0.30:
+            if roll < self.submit:
                 await self.submit_and_follow(until)
-            elif roll < 0.65:
+            elif roll < self.submit + (1 - self.submit) / 2:
                 await self.page()
             else:
                 await self.api_read()
@@ -202,35 +210,40 @@ def note(seen: Studied, body: dict[str, Any]) -> None:
 
 
 async def drain(url: str, record: Record, timeout: float) -> None:
-    """After the run: follow every study not yet finished (with its owner's token) until it
-    ends or `timeout` passes."""
+    """After the run: long-poll every study not yet finished (with its owner's token, all at
+    once, as their owners would) until it ends or `timeout` passes."""
     end = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        while time.monotonic() < end:
-            open_ = [s for s in record.studies.values() if s.status not in ("done", "failed")]
-            if not open_:
-                return
-            for seen in open_:
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as http:
+
+        async def follow(seen: Studied) -> None:
+            while seen.status not in ("done", "failed") and time.monotonic() < end:
+                wait = max(0.0, min(10.0, end - time.monotonic()))
                 try:
                     resp = await http.get(
                         f"/api/studies/{seen.study_id}",
                         headers={"Authorization": f"Bearer {seen.token}"},
+                        params={"wait": wait},
                     )
                 except httpx.HTTPError:
+                    await asyncio.sleep(1.0)
                     continue
                 if resp.status_code == 200:
                     note(seen, resp.json())
-            await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(follow(s) for s in list(record.studies.values())))
 
 
 async def run_researchers(
-    url: str, tokens: list[str], duration: float, think: float, seed: int = 1
+    url: str, tokens: list[str], duration: float, think: float, submit: float, seed: int = 1
 ) -> Record:
-    """Run one researcher per token for `duration` seconds; returns what they saw."""
+    """Run one researcher per token for `duration` seconds; `submit` is the share of their
+    actions that submit a study. Returns what they saw."""
     record = Record()
     until = time.monotonic() + duration
     people = [
-        Researcher(i, url, tok, record, think, seed * 100_003 + i) for i, tok in enumerate(tokens)
+        Researcher(i, url, tok, record, think, seed * 100_003 + i, submit)
+        for i, tok in enumerate(tokens)
     ]
     try:
         await asyncio.gather(*(p.run(until) for p in people))
