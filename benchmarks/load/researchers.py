@@ -57,6 +57,7 @@ class Record:
     samples: list[Sample] = field(default_factory=list)
     studies: dict[str, Studied] = field(default_factory=dict)
     refused_submissions: int = 0
+    cut_short: int = 0  # researchers whose last action was still running at the end (+ grace)
 
 
 def study_spec(rng: random.Random) -> dict[str, Any]:
@@ -235,7 +236,13 @@ async def drain(url: str, record: Record, timeout: float) -> None:
 
 
 async def run_researchers(
-    url: str, tokens: list[str], duration: float, think: float, submit: float, seed: int = 1
+    url: str,
+    tokens: list[str],
+    duration: float,
+    think: float,
+    submit: float,
+    seed: int = 1,
+    grace: float = 15.0,
 ) -> Record:
     """Run one researcher per token for `duration` seconds; `submit` is the share of their
     actions that submit a study. Returns what they saw."""
@@ -245,8 +252,15 @@ async def run_researchers(
         Researcher(i, url, tok, record, think, seed * 100_003 + i, submit)
         for i, tok in enumerate(tokens)
     ]
+    running = [asyncio.ensure_future(p.run(until)) for p in people]
     try:
-        await asyncio.gather(*(p.run(until) for p in people))
+        # an action under way at the end may long-poll a loaded hub for a while: it is let run
+        # `grace` seconds, then dropped (its study is followed by the drain, not lost)
+        _, late = await asyncio.wait(running, timeout=duration + grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        record.cut_short = len(late)
     finally:
         await asyncio.gather(*(p.close() for p in people))
     return record
