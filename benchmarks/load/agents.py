@@ -121,7 +121,13 @@ def main() -> None:
     print(f"{len(agents)} agents serving {args.hub}", flush=True)
     stop.wait()
     with POSTED_LOCK:
-        body = {"posted": list(POSTED), "events": EVENTS[-200:]}
+        body = {
+            "posted": list(POSTED),
+            "events": EVENTS[-200:],
+            "agents": {  # what each agent holds at the end, to tell a slow task from a lost one
+                a.name: {"seen": list(a.stats.seen_tasks), "outbox": list(a.outbox)} for a in agents
+            },
+        }
     args.out.write_text(json.dumps(body))
     os._exit(0)  # the agents' threads may sit in a long-poll: nothing of theirs is left to save
 

@@ -388,6 +388,16 @@ def database_checks(db: str) -> dict[str, Any]:
             answers = c.scalar(text("SELECT count(*) FROM answers"))
             late = c.scalar(text("SELECT count(*) FROM answers WHERE late"))
             tasks = c.scalar(text("SELECT count(*) FROM tasks"))
+            open_tasks = c.execute(
+                text(
+                    "SELECT t.id, n.name, t.status, t.delivered_at, r.study_id, r.round_no, "
+                    "r.created_at, r.deadline, r.closed_at FROM tasks t "
+                    "JOIN rounds r ON r.id = t.round_id JOIN nodes n ON n.id = t.node_id "
+                    "JOIN studies s ON s.id = r.study_id "
+                    "WHERE s.status NOT IN ('done', 'failed') AND t.status IN "
+                    "('pending', 'delivered') ORDER BY r.created_at LIMIT 50"
+                )
+            ).all()
     finally:
         engine.dispose()
     return {
@@ -397,7 +407,14 @@ def database_checks(db: str) -> dict[str, Any]:
         "answers": answers,
         "late_answers": late,
         "tasks": tasks,
+        "unanswered_tasks_of_unfinished_studies": [
+            dict(zip(UNANSWERED, map(str, row), strict=True)) for row in open_tasks
+        ],
     }
+
+
+UNANSWERED = ("task", "node", "status", "delivered_at", "study", "round", "opened", "deadline")
+UNANSWERED += ("closed",)
 
 
 def agent_posts(mode: str, work: Path) -> dict[str, Any]:
@@ -405,6 +422,8 @@ def agent_posts(mode: str, work: Path) -> dict[str, Any]:
     accepted: Counter[tuple[str, str]] = Counter()
     statuses: Counter[str] = Counter()
     events: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    outbox: set[tuple[str, str]] = set()
     if mode == "real":
         for log in work.glob("node-*.log"):
             for line in log.read_text(errors="replace").splitlines():
@@ -421,10 +440,15 @@ def agent_posts(mode: str, work: Path) -> dict[str, Any]:
                 statuses[p["hub"]] += 1
                 if p["hub"] == "accepted":
                     accepted[(p["node"], p["task_id"])] += 1
+            for name, held in body["agents"].items():
+                seen.update((name, t) for t in held["seen"])
+                outbox.update((name, t) for t in held["outbox"])
     return {
         "posted_by_hub_status": dict(statuses),
         "accepted_twice": sum(1 for v in accepted.values() if v > 1),
         "agent_events": events[:50],
+        "seen": seen,
+        "outbox": outbox,
     }
 
 
@@ -554,6 +578,8 @@ def print_report(r: dict[str, Any]) -> None:
         f"tasks, late {d['late_answers']}, recorded twice {d['answers_recorded_twice']}; "
         f"agents: hub said {p['posted_by_hub_status']}, accepted twice {p['accepted_twice']}"
     )
+    for t in d["unanswered_tasks_of_unfinished_studies"][:10]:
+        print("unanswered task of an unfinished study:", t)
     if r["hub_log_problems"]:
         print("hub log:", *r["hub_log_problems"], sep="\n  ")
 
@@ -655,6 +681,13 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
         sampler.halt.set()
         stop([hub])
     samples = [s for s in rec.samples if s.at <= t_load + args.duration + 60]
+    checks = database_checks(db)
+    posts = agent_posts(args.agent_mode, work)
+    seen, outbox = posts.pop("seen"), posts.pop("outbox")
+    for t in checks["unanswered_tasks_of_unfinished_studies"]:  # slow, or lost on the way?
+        key = (t["node"], t["task"])
+        t["agent_saw_it"] = key in seen if args.agent_mode == "light" else "unknown"
+        t["in_agent_outbox"] = key in outbox if args.agent_mode == "light" else "unknown"
     errors = sum(1 for s in samples if s.error is not None)
     return {
         "setup": setup,
@@ -680,8 +713,8 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
         ),
         "count_alone": alone,
         "memory": memory_summary(sampler, load_from),
-        "database": database_checks(db),
-        "agents_posted": agent_posts(args.agent_mode, work),
+        "database": checks,
+        "agents_posted": posts,
         "hub_log_problems": hub_log_problems(work),
     }
 
