@@ -386,6 +386,9 @@ def database_checks(db: str) -> dict[str, Any]:
                 )
             )
             answers = c.scalar(text("SELECT count(*) FROM answers"))
+            answer_rows = c.execute(
+                text("SELECT status, min(reason), count(*) FROM answers GROUP BY status")
+            ).all()
             late = c.scalar(text("SELECT count(*) FROM answers WHERE late"))
             tasks = c.scalar(text("SELECT count(*) FROM tasks"))
             open_tasks = c.execute(
@@ -405,6 +408,7 @@ def database_checks(db: str) -> dict[str, Any]:
         "failed_without_reason": no_reason,
         "answers_recorded_twice": twice,
         "answers": answers,
+        "answers_by_status": {st: {"n": n, "a_reason": why} for st, why, n in answer_rows},
         "late_answers": late,
         "tasks": tasks,
         "unanswered_tasks_of_unfinished_studies": [
@@ -508,7 +512,9 @@ def studies_summary(rec: Record, base: Record) -> dict[str, Any]:
         "submit_to_result_p50": pct(took, 50) if took else None,
         "submit_to_result_p95": pct(took, 95) if took else None,
         "submit_to_result_max": max(took) if took else None,
-        "done_with_fewer_nodes": sum(1 for s in done if s.nodes_answered == 0),
+        "done_with_no_node_answering": dict(
+            Counter(s.analysis for s in done if s.nodes_answered == 0)
+        ),
         "baseline_nodes_answered": [s.nodes_answered for s in base.studies.values()][:1],
     }
 

@@ -11,7 +11,7 @@ Scale (CI has 2 cores): the bench's 50 node agents (in 2 processes) and 200 rese
 at a lower rate than the bench's default: 20 s of thinking on average between actions (the
 bench: 10 s) and 3% of actions submitting a study (the bench: 10%), i.e. about 10 requests and
 one study every 3 s offered, under what one hub worker sustains on 2 cores; 60 s of load, at
-most 40 s of drain; 2 to 3 minutes in all (more on a machine shared with other jobs).
+most 60 s of drain; 2 to 3 minutes in all (more on a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.conftest import ROOT, cli_env, under_ci
 BENCH = ROOT / "benchmarks" / "load" / "bench_load.py"
 SCALE = [
     *("--agents", "50", "--researchers", "200", "--patients", "100"),
-    *("--duration", "60", "--drain", "40", "--think", "20", "--submit", "0.03"),
+    *("--duration", "60", "--drain", "60", "--think", "20", "--submit", "0.03"),
     *("--baseline-repeat", "2"),
 ]
 
