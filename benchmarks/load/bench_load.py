@@ -569,7 +569,8 @@ def print_report(r: dict[str, Any]) -> None:
     )
     print(
         f"CPU during load + drain ({t['load_and_drain_s']:.0f} s): hub "
-        f"{r['memory']['hub_cpu_s_during_load']:.0f} s, node agents {t['agents_cpu_s']:.0f} s; "
+        f"{r['memory']['hub_cpu_s_during_load']:.0f} s, node agents {t['agents_cpu_s']:.0f} s, "
+        f"researchers (this process) {t['researchers_cpu_s']:.0f} s; "
         f"machine load average {t['machine_load_avg_1min'][0]:.1f} → "
         f"{t['machine_load_avg_1min'][1]:.1f} (2 cores, shared)"
     )
@@ -675,11 +676,13 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
                 asyncio.run(_finish(url, seen))
         load_from = time.monotonic() - sampler.t0
         agent_cpu0 = cpu_seconds([p for a in agents for p in tree(a.pid)])
+        own_cpu0 = time.process_time()
         load0 = os.getloadavg()[0]
         t_load = time.monotonic()
         rec, drain_s = load(args, url, user_tokens[: args.researchers])
         load_s = time.monotonic() - t_load
         agent_cpu = cpu_seconds([p for a in agents for p in tree(a.pid)]) - agent_cpu0
+        own_cpu = time.process_time() - own_cpu0
         load1 = os.getloadavg()[0]
         held = final_statuses(db, list(rec.studies))
     finally:
@@ -709,6 +712,7 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
             "drain_s": drain_s,
             "actions_cut_short": rec.cut_short,
             "agents_cpu_s": agent_cpu,
+            "researchers_cpu_s": own_cpu,
             "machine_load_avg_1min": [load0, load1],
         },
         "hub_final_status": dict(Counter(held.values())),

@@ -65,8 +65,8 @@ def study_spec(rng: random.Random) -> dict[str, Any]:
     else a cross-tabulation or a Kaplan-Meier curve."""
     roll = rng.random()
     cohort: dict[str, Any] = {}
-    if rng.random() < 0.5:
-        cohort["iccc_group"] = rng.sample(GROUPS, rng.randint(1, 3))
+    if rng.random() < 0.5:  # one level: the feasibility tier refuses an undeclared grouping
+        cohort["iccc_group"] = [rng.choice(GROUPS)]
     if rng.random() < 0.3:
         cohort["sex"] = rng.choice(["male", "female"])
     spec: dict[str, Any]
