@@ -628,6 +628,9 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def main() -> None:
     args = parse()
+    # a test's timeout (or Ctrl-C's cousin) stops the run through its `finally`s: the hub and
+    # the agents stopped, the database dropped, nothing left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     clock = time.monotonic()
     given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
