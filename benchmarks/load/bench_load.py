@@ -3,8 +3,9 @@
 One run, on 127.0.0.1 only, bounded in time (`--duration`, then at most `--drain` seconds for
 the studies still running):
 
-1. a fresh PostgreSQL database (created here, dropped at the end), `--agents` node stores
-   (DuckDB, `--patients` each, policy written out: `counts: perturbed`, `exact_release: any`,
+1. a fresh PostgreSQL database (created here, dropped at the end, also on SIGTERM),
+   `--agents` node stores (DuckDB, `--patients` each; ten built from random registries, the
+   rest copies of them; policy written out: `counts: perturbed`, `exact_release: any`,
    `require_project: false`), the nodes and `--researchers` users registered;
 2. `ccdp hub serve --db postgresql+psycopg://… --open` (`--workers N` passed only when N > 1);
 3. the node agents: `--agent-mode real` starts one `ccdp node run --open` process per node;
