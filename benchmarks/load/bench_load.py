@@ -314,7 +314,9 @@ def load(args: argparse.Namespace, url: str, tokens: list[str]) -> tuple[Record,
     the seconds the drain took."""
 
     async def go() -> tuple[Record, float]:
-        rec = await run_researchers(url, tokens, args.duration, args.think, args.submit)
+        rec = await run_researchers(
+            url, tokens, args.duration, args.think, args.submit, study_timeout=args.study_timeout
+        )
         t0 = time.monotonic()
         await drain(url, rec, args.drain)
         return rec, time.monotonic() - t0
@@ -608,6 +610,12 @@ def parse() -> argparse.Namespace:
     )
     ap.add_argument("--poll", type=float, default=20.0, help="Agents' long-poll seconds.")
     ap.add_argument("--drain", type=float, default=120.0, help="Most seconds to finish studies.")
+    ap.add_argument(
+        "--study-timeout",
+        type=float,
+        help="Seconds per round in the researchers' studies (default: the hub's, 300): with "
+        "a drain longer than this, a study still running after the drain is lost, not slow.",
+    )
     ap.add_argument("--baseline-repeat", type=int, default=5)
     ap.add_argument("--pg", default=ADMIN_PG, help="Admin URL of the PostgreSQL server.")
     ap.add_argument("--json", type=Path, help="Write every figure here.")

@@ -94,9 +94,11 @@ class Researcher:
         think: float,
         seed: int,
         submit: float = 0.1,
+        study_timeout: float | None = None,
     ) -> None:
         self.n = n
         self.submit = submit
+        self.study_timeout = study_timeout
         self.token = token
         self.record = record
         self.think = think
@@ -168,6 +170,8 @@ class Researcher:
 
     async def submit_and_follow(self, until: float) -> None:
         spec = study_spec(self.rng)
+        if self.study_timeout is not None:  # each round ends by then: done, or failed saying why
+            spec["timeout"] = self.study_timeout
         resp = await self.call("POST", "/api/studies", "POST /api/studies", json={"spec": spec})
         if resp is None or resp.status_code != 201:
             self.record.refused_submissions += 1
@@ -243,13 +247,14 @@ async def run_researchers(
     submit: float,
     seed: int = 1,
     grace: float = 15.0,
+    study_timeout: float | None = None,
 ) -> Record:
     """Run one researcher per token for `duration` seconds; `submit` is the share of their
     actions that submit a study. Returns what they saw."""
     record = Record()
     until = time.monotonic() + duration
     people = [
-        Researcher(i, url, tok, record, think, seed * 100_003 + i, submit)
+        Researcher(i, url, tok, record, think, seed * 100_003 + i, submit, study_timeout)
         for i, tok in enumerate(tokens)
     ]
     running = [asyncio.ensure_future(p.run(until)) for p in people]
