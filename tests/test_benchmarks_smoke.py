@@ -41,10 +41,19 @@ TINY: dict[str, list[str]] = {
     "load/bench_reads.py": ["--clients", "4", "--requests", "3", "--nodes", "2", "--studies", "2"],
 }
 
+# scripts a test already runs end to end, at the size that test needs (not twice in one CI run)
+RUN_ELSEWHERE: dict[str, str] = {
+    "load/bench_load.py": "tests/federation/test_load_ci.py",
+}
+
 
 def test_every_benchmark_has_a_tiny_run():
     found = [*BENCHMARKS.glob("bench_*.py"), *BENCHMARKS.glob("load/bench_*.py")]
-    assert sorted(p.relative_to(BENCHMARKS).as_posix() for p in found) == sorted(TINY)
+    assert sorted(p.relative_to(BENCHMARKS).as_posix() for p in found) == sorted(
+        [*TINY, *RUN_ELSEWHERE]
+    )
+    for test in RUN_ELSEWHERE.values():
+        assert (ROOT / test).is_file(), f"{test} no longer exists: give the script a TINY run"
 
 
 @pytest.mark.slow
