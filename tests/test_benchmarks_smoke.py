@@ -33,7 +33,7 @@ TINY: dict[str, list[str]] = {
     ],
     "bench_mapping.py": ["--patients", "300", "--repeat", "1"],
     "bench_network.py": [
-        *("--nodes", "2", "--repeat", "1", "--cox-nodes", "2", "--cox-rounds", "2"),
+        *("--nodes", "2", "--repeat", "1", "--cox-nodes", "2", "--cox-fits", "1"),
         *("--patients", "100"),
     ],
     "bench_startup.py": ["--runs", "1"],

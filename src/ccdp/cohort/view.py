@@ -155,6 +155,7 @@ def _efs_list() -> str:
     return ", ".join(f"'{e}'" for e in EFS_EVENTS)
 
 
+@cache  # the same text every time: built once (a node embeds it in every cohort query)
 def view_sql(schema: str = "store") -> str:
     """SELECT producing the analysis view; the node name is its first `?` parameter."""
     from ccdp.cohort.derived import risk, vrt

@@ -159,8 +159,13 @@ def load_policy(store: Path | str, analyses: Sequence[str] | None = None) -> Nod
     path = policy_path(store)
     if not path.exists():
         return NodePolicy()
+    return parse_policy(path.read_text(encoding="utf-8"), path, analyses)
+
+
+def parse_policy(text: str, path: Path, analyses: Sequence[str] | None = None) -> NodePolicy:
+    """The policy file `path` holding `text` (errors name `path` and the key)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML ({exc})") from None
     try:

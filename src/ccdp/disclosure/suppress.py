@@ -16,12 +16,13 @@ is their sum; where they do not, the line's smallest released cell is suppressed
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ccdp.wire.levels import sort_key
 from ccdp.wire.summary import CountsPart
@@ -412,8 +413,15 @@ def suppress(
     marks, per part and in its cell order, cells withheld whatever their size (the ledger's
     refusals); they are protected by complements like small cells."""
     # the audit makes many tiny LAPACK calls: BLAS threads only add contention there
-    with threadpool_limits(1):
+    with _blas().limit(limits=1):
         return _suppress(parts, min_cell, zero_cells, forced)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS libraries, found once (finding them reads the process's memory map,
+    which cost more than a small table's whole suppression)."""
+    return ThreadpoolController()
 
 
 def _suppress(

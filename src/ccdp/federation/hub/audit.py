@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,14 @@ class AuditChain:
 
     key_path: Path | None
     _key: bytes | None = field(default=None, repr=False)
+    # group commit of the sidecar (`anchor`): the head wanted, whether a write is under way,
+    # and the highest seq this process has seen anchored
+    _group: threading.Condition = field(
+        default_factory=threading.Condition, repr=False, compare=False
+    )
+    _wanted: Head | None = field(default=None, repr=False, compare=False)
+    _writing: bool = field(default=False, repr=False, compare=False)
+    _anchored: int = field(default=0, repr=False, compare=False)
 
     @property
     def head_path(self) -> Path | None:
@@ -134,9 +143,33 @@ class AuditChain:
             raise HubAuditError(str(exc)) from None
 
     def anchor(self, head: Head) -> None:
-        """Move the sidecar to `head`, never back (file-locked: the hub and the CLI both write)."""
+        """Move the sidecar to `head`, never back, before returning. A group commit: the
+        commits that end while the sidecar is being written (each write waits for the disk)
+        wait for that write, then one write anchors the highest of their heads for them all,
+        instead of one write each, one after another."""
         if self.head_path is None:
             return
+        with self._group:
+            if self._wanted is None or head.seq > self._wanted.seq:
+                self._wanted = head
+            while self._anchored < head.seq:
+                if self._writing:
+                    self._group.wait()
+                    continue
+                target, self._writing = self._wanted, True
+                self._group.release()
+                try:
+                    self._write_anchor(target)
+                finally:
+                    self._group.acquire()
+                    self._writing = False
+                    self._group.notify_all()
+                self._anchored = max(self._anchored, target.seq)
+
+    def _write_anchor(self, head: Head) -> None:
+        """The sidecar moved to `head` unless it is already there or beyond (file-locked: the
+        hub and the CLI both write)."""
+        assert self.head_path is not None
         lock = self.head_path.with_name(self.head_path.name + ".lock")
         with lock.open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

@@ -96,8 +96,10 @@ class HubTransport:
         return {n: a.model_copy(update={"task_id": task.task_id}) for n, a in answers.items()}
 
     def _wait(self, round_id: int) -> None:
-        """Until all answered or the deadline; the poll also catches answers imported by
-        another process (`ccdp hub import` writing to the same database)."""
+        """Until all answered or the deadline. An answer this hub records wakes the wait at
+        once (`record_answer` wakes the waker), so no poll lies on a round's path; `poll` only
+        bounds each wait so that answers another process wrote to the same database, which
+        wake nothing here (`ccdp hub import`), are seen too."""
         while True:
             if self._stop.is_set():
                 raise HubStopping(f"hub stopping during study {self.study_id}")

@@ -12,6 +12,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -303,21 +304,32 @@ class NodeAgent:
             return min(self.wait, 1.0)
         return self.wait
 
+    def chores(self) -> None:
+        """What the agent sends besides answers: its catalogue when due, its reports."""
+        self.publish_catalogue()
+        self.send_reports()
+
     def run(self, stop: threading.Event | None = None) -> None:
-        """Serve until `stop` is set; raise AgentError if the hub refuses the token."""
+        """Serve until `stop` is set; raise AgentError if the hub refuses the token.
+
+        After answering, the agent asks for its next task at once: the next round of a study
+        opens when the last node has answered, so a node still busy with chores then would hold
+        the whole round. The chores wait until a poll brings nothing (the node is idle), or
+        for at most one heartbeat interval while tasks keep coming."""
         stop = stop or threading.Event()
         beat = threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat")
         beat.start()
-        redeliver = True
+        redeliver, busy, chores_at = True, False, 0.0
         while not stop.is_set():
             try:
                 if self.name is None:
                     self._on_event(f"connected to {self.hub_url} as node {self.hello()}")
                 self.flush()
-                self.publish_catalogue()
-                self.send_reports()
+                if not busy or time.monotonic() - chores_at >= self.heartbeat_every:
+                    self.chores()
+                    chores_at = time.monotonic()
                 tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
-                redeliver = False
+                redeliver, busy = False, bool(tasks)
                 self.backoff.reset()
                 for task in tasks:
                     self.handle(task)
@@ -325,7 +337,7 @@ class NodeAgent:
             except HubUnavailable as exc:
                 delay = self.backoff.next()
                 self.stats.reconnects += 1
-                redeliver = True
+                redeliver, busy = True, False
                 self._on_event(f"hub unreachable ({exc}); retrying in {delay:.1f} s")
                 stop.wait(delay)
 

@@ -46,6 +46,7 @@ from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
 from ccdp.federation.node.local import LocalNode, StoreData, connect_store
+from ccdp.federation.node.snapshot import store_state
 from ccdp.model import load_model
 from ccdp.wire.catalogue import Catalogue
 from ccdp.wire.records import Records, Unit, ledger_keys
@@ -102,9 +103,23 @@ def _tables(con: Any) -> set[str]:
     return {r[0] for r in rows}
 
 
+_LAST_INGEST: dict[str, tuple[object, datetime | None]] = {}
+
+
 def last_ingest(store: Path | str) -> datetime | None:
-    """When the store's last ingest finished (None for a store no ingest wrote): cheap, read at
-    every poll of the node agent."""
+    """When the store's last ingest finished (None for a store no ingest wrote): cheap, asked at
+    every poll of the node agent, so the store is opened only when its file changed since the
+    last answer (`snapshot.store_state`)."""
+    key, state = str(Path(store).resolve()), store_state(Path(store))
+    held = _LAST_INGEST.get(key)
+    if held is not None and held[0] == state:
+        return held[1]
+    value = _read_last_ingest(store)
+    _LAST_INGEST[key] = (state, value)
+    return value
+
+
+def _read_last_ingest(store: Path | str) -> datetime | None:
     try:
         con = connect_store(Path(store))
     except duckdb.Error as exc:  # an ingest holds the store: the agent asks again later

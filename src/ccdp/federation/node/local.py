@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,11 +28,9 @@ from ccdp.cohort.view import (
     Rows,
     cohort_sql,
     followup_missing_sql,
-    has_link_groups,
     set_aside_sql,
     specimen_only,
     view_columns,
-    view_sql,
     view_variables,
 )
 from ccdp.disclosure.consent_note import FOLLOWUP_HEAD, SET_ASIDE_HEAD, release_excluded
@@ -48,6 +45,7 @@ from ccdp.errors import CcdpError
 from ccdp.federation.node.audit import AuditLog, audit_path
 from ccdp.federation.node.policy import load_policy
 from ccdp.federation.node.projects import Decision
+from ccdp.federation.node.snapshot import VIEW_TABLE, Snapshot, snapshot, view_text
 from ccdp.governance.consent import ConsentMode, consent_filter
 from ccdp.governance.registered import RegisteredStudyError, study_hash
 from ccdp.wire.data_use import DataUse
@@ -130,9 +128,6 @@ KEY_COLUMNS = ("patient_id", "tumour_id", "tumour_seq")
 # A cohort's rows as SQL over a connection with the store attached: (sql, parameters).
 CohortQuery = Callable[[duckdb.DuckDBPyConnection, list[str]], tuple[str, list[Any]]]
 
-_KEY_TABLES: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
-_KEY_LOCK = threading.Lock()
-MAX_KEY_TABLES = 32
 # Key columns of the keyed view (`key_connection`), as the cell aggregates read them.
 _KEYED = ("_pid", "_tkey", "_first", "_rk_t", "_rk_p", "_multi")
 
@@ -148,36 +143,26 @@ def _keyed_columns() -> list[str]:
     return list(dict.fromkeys([*KEY_COLUMNS, *cats]))
 
 
-def _file_state(path: Path) -> tuple[int, int]:
-    st = path.stat() if path.exists() else None
-    return (st.st_mtime_ns, st.st_size) if st else (0, 0)
-
-
 def key_connection(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
-    """A cursor on an in-memory DuckDB with the store attached (as `store`) and table `vk`,
-    the keyed view: the analysis view's identifiers and categorical columns (`_keyed_columns`)
-    with each tumour's keys: its patient key (`_pid`), tumour-unit ledger key (`_tkey`),
-    whether it is its patient's first tumour (`_first`) or one of several (`_multi`), and the
-    record keys (`_rk_t`, `_rk_p`: `disclosure.perturb.record_keys` with the node's salt) of
-    its tumour-unit and patient keys. Built once per store file (path, size, modification
-    time, and its write-ahead log's), node name and salt, and kept: the view and the pandas
-    hashing of every id are paid once per store, not per study. Node-side only."""
-    memo: tuple[Any, ...] = (str(store.resolve()), *_file_state(store))
-    memo = (*memo, *_file_state(Path(f"{store}.wal")), node, salt)
-    with _KEY_LOCK:
-        con = _KEY_TABLES.get(memo)
-        if con is None:
-            con = _build_keyed(store, node, salt)
-            _KEY_TABLES[memo] = con
-            while len(_KEY_TABLES) > MAX_KEY_TABLES:
-                _KEY_TABLES.popitem(last=False)
-        _KEY_TABLES.move_to_end(memo)
-        return con.cursor()
+    """A cursor on the store's snapshot (`snapshot.snapshot`: the view's rows and the tables
+    the node reads, as database `store`) with table `vk`, the keyed view: the analysis view's
+    identifiers and categorical columns (`_keyed_columns`) with each tumour's keys: its patient
+    key (`_pid`), tumour-unit ledger key (`_tkey`), whether it is its patient's first tumour
+    (`_first`) or one of several (`_multi`), and the record keys (`_rk_t`, `_rk_p`:
+    `disclosure.perturb.record_keys` with the node's salt) of its tumour-unit and patient keys.
+    Built once per state of the store and salt, with its snapshot: the pandas hashing of every
+    id is paid once per store, not per study. Node-side only."""
+    snap = snapshot(store, node)
+    with snap.lock:
+        if snap.keyed_salt != salt:
+            _build_keyed(snap.cursor(), salt)
+            snap.keyed_salt = salt
+    return snap.cursor()
 
 
-def _build_keyed(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection:
-    con = connect_store(store)
-    con.execute(f"CREATE TABLE v AS {cohort_sql(_keyed_columns(), 'TRUE')}", [node])
+def _build_keyed(con: duckdb.DuckDBPyConnection, salt: int) -> None:
+    cols = ", ".join(f'"{c}"' for c in _keyed_columns())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE v AS SELECT {cols} FROM {VIEW_TABLE}")
     rows = con.execute("SELECT patient_id, tumour_id, tumour_seq FROM v").df()
     first = rows["tumour_seq"] == 1
     pkey = ledger_keys(rows["patient_id"], rows["tumour_id"], first, "patients")
@@ -196,18 +181,17 @@ def _build_keyed(store: Path, node: str, salt: int) -> duckdb.DuckDBPyConnection
     )
     con.register("_keys", keys)
     con.execute(
-        f"CREATE TABLE vk AS SELECT v.*, {', '.join(f'k.{c}' for c in _KEYED)} "
+        f"CREATE OR REPLACE TABLE vk AS SELECT v.*, {', '.join(f'k.{c}' for c in _KEYED)} "
         "FROM v JOIN _keys k ON k.tumour_id = v.tumour_id"
     )
     con.unregister("_keys")
     con.execute("DROP TABLE v")
-    return con
 
 
 def _keyed_sql(sql: str, cols: list[str]) -> str | None:
     """The cohort's SQL (`cohort_sql` of `cols`) over the keyed view instead of the view, with
     the key columns selected too; None when its text is not of the expected shape."""
-    view = f"({view_sql('store')})"
+    view = view_text()
     select = ", ".join(f'"{c}"' for c in cols)
     prefix = f"SELECT {select} FROM "
     if sql.count(view) != 1 or not sql.startswith(prefix):
@@ -250,6 +234,14 @@ def _cells_sql(by: list[str], unit: Unit) -> str:
         f"coalesce(sum(n), 0)::BIGINT AS n, coalesce(sum(k), 0)::BIGINT % {KEY_SPACE} AS cell_key"
     )
     return f"SELECT {sel}{outer} FROM ({parts}) AS u{group}"
+
+
+def _over_view(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """A cohort's SQL over the snapshot's materialised view (`Snapshot.over_view`)."""
+    fast = Snapshot.over_view(sql, params)
+    if fast is None:  # cohort_sql embeds the view once, always: a change there must be seen
+        raise NodeError("a cohort query does not embed the analysis view as cohort_sql does")
+    return fast
 
 
 @dataclass
@@ -312,6 +304,7 @@ class StoreData:
             if keyed is None or not {*used, *self.cohort.root} <= kept:
                 # a variable the keyed view does not keep: the view itself, joined to the keys
                 keys = ", ".join(f"k.{c}" for c in _KEYED)
+                sql, params = _over_view(sql, params)
                 keyed = f"SELECT v.*, {keys} FROM ({sql}) AS v JOIN vk k USING (tumour_id)"
             else:
                 params = params[1:]  # the node name, a parameter of the view's text only
@@ -334,11 +327,12 @@ class StoreData:
         """The population table, restricted as the cohort restricts country/sex/year/age."""
         keep = {k: v for k, v in self.cohort.root.items() if k in POPULATION_VARIABLES}
         where, params = CohortSpec.model_validate(keep).compile()
-        con = connect_store(self.store)
         try:
+            con = snapshot(self.store, self.node).cursor()
             return con.execute(POPULATION_SQL.format(where=where), params).df()
-        finally:
-            con.close()
+        except duckdb.Error as exc:
+            kind = type(exc).__name__
+            raise NodeError(f"node {self.node}: the store cannot be read ({kind})") from None
 
 
 @dataclass
@@ -643,15 +637,18 @@ class LocalNode:
         return self._read(columns, cohort, data_use, mode)
 
     def _linked(self) -> bool:
-        """Whether this node's store holds link groups (`has_link_groups`)."""
-        con = connect_store(self.store)
+        """Whether this node's store holds link groups (`has_link_groups`, known from its
+        snapshot)."""
+        return self._snapshot().linked
+
+    def _snapshot(self) -> Snapshot:
+        """The store as this node reads it now (`snapshot.snapshot`): no store to open, no view
+        to plan, per query; NodeError when the store cannot be read."""
         try:
-            return has_link_groups(con)
+            return snapshot(self.store, self.name)
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
-        finally:
-            con.close()
 
     def _read(
         self,
@@ -670,12 +667,12 @@ class LocalNode:
         cols = view_columns(rows) if columns is None else list(columns)
         keys = [*KEY_COLUMNS, "specimen_id"] if rows == "specimens" else KEY_COLUMNS
         cols += [c for c in keys if c not in cols]
-        con = connect_store(self.store)
+        con = self._snapshot().cursor()
         try:
             sql, params = self._query(
                 con, cols, cohort, data_use, mode, permitted, rows, dedup, set_aside
             )
-            return con.execute(sql, params).df()
+            return con.execute(*_over_view(sql, params)).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__
             raise NodeError(f"node {self.name}: the store cannot be read ({kind})") from None
@@ -750,7 +747,7 @@ class LocalNode:
         None when the store has no such patient at all, so a complete store says nothing."""
         needs, missing = followup_missing_sql(outcome)
         cols = [*KEY_COLUMNS, *needs]
-        con = connect_store(self.store)
+        con = self._snapshot().cursor()
         try:
             (any_lost,) = con.execute(
                 "SELECT count(*) FROM store.patient "
@@ -758,7 +755,7 @@ class LocalNode:
             ).fetchall()[0]
             if not any_lost:
                 return None
-            sql, params = self._query(con, cols, cohort, use, mode, dedup=dedup)
+            sql, params = _over_view(*self._query(con, cols, cohort, use, mode, dedup=dedup))
             rows = con.execute(f"SELECT * FROM ({sql}) AS v WHERE {missing}", params).df()
         except duckdb.Error as exc:
             kind = type(exc).__name__

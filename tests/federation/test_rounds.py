@@ -1,0 +1,123 @@
+"""A round's path holds no poll interval: a task reaches a waiting node agent when it is posted,
+an answer reaches the study's runner when it is recorded. And the node reads its store from a
+snapshot that an ingest renews and that never holds the store's lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ccdp.cohort.spec import CohortSpec
+from ccdp.federation.client import HubClient
+from ccdp.federation.hub.app import Hub
+from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.runner import HubTransport
+from ccdp.federation.hub.studies import SpecExecutor
+from ccdp.federation.node.agent import NodeAgent
+from ccdp.federation.node.local import LocalNode
+from ccdp.wire.protocol import Answer, Task
+from tests.federation.netutil import LiveHub, wait_until
+from tests.storekit import build_store, random_registry
+
+LONG = 3600.0  # a poll interval no test could wait out: were it on the path, the test would fail
+
+
+def test_an_answer_ends_the_round_when_recorded_not_at_the_runners_next_poll(tmp_path: Path):
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
+    hub.add_node("FR", "FR")
+    owner = hub.authenticate(hub.add_user("ana", "researcher"))
+    sid = hub.create_study(
+        {"analysis": "count"},
+        analysis="count",
+        title="t",
+        nodes=["FR"],
+        min_nodes=1,
+        timeout=LONG,
+        owner=owner,
+    )
+    hub.set_study_status(sid, "running")  # as the runner does before its first round
+    transport = HubTransport(hub, sid, ["FR"], LONG, threading.Event(), poll=LONG)
+    answers: dict[str, Answer] = {}
+    task = Task(task_id="x", study_id="local", round=0, analysis="count")
+    asking = threading.Thread(
+        target=lambda: answers.update(transport.ask(task, ["FR"])), daemon=True
+    )
+    asking.start()
+    node_id = _node_id(hub, "FR")
+    sent = wait_until(lambda: hub.pending_tasks(node_id), 30)[0]
+    t0 = time.monotonic()
+    hub.record_answer(node_id, Answer(task_id=sent.task_id, node="FR", status="failed", reason="r"))
+    asking.join(30)
+    assert not asking.is_alive()
+    assert time.monotonic() - t0 < 10  # a loaded 2-core machine; the poll would be an hour
+    assert answers["FR"].reason == "r"
+
+
+def _node_id(hub: Hub, name: str) -> int:
+    from sqlalchemy import select
+
+    from ccdp.federation.hub.models import NodeRow
+
+    with hub.sessions() as s:
+        return s.scalars(select(NodeRow.id).where(NodeRow.name == name)).one()
+
+
+def test_a_waiting_agent_answers_each_round_when_it_is_posted(tmp_path: Path):
+    """The agent long-polls for an hour; a three-round Cox fit and a count still finish in
+    seconds, so neither a task's delivery nor the agent's chores between rounds wait for a
+    poll to end."""
+    store = build_store(tmp_path / "FR.duckdb", random_registry(3, 300, "FR", "FR"))
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor()) as live:
+        token = live.hub.add_node("FR", "FR")
+        user = live.hub.add_user("ana", "researcher")
+        node = LocalNode(store, name="FR")
+        agent = NodeAgent(live.url, token, node.answer, wait=LONG / 60, heartbeat=LONG)
+        stop = threading.Event()
+        serving = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+        serving.start()
+        try:
+            wait_until(lambda: live.hub.nodes()[0]["last_seen"], 30)
+            client = HubClient(live.url, user)
+            for spec in (
+                {"analysis": "count", "by": ["sex"]},
+                {"analysis": "cox", "outcome": "os", "covariates": ["sex"]},
+            ):
+                t0 = time.monotonic()
+                study = client.wait(client.submit(spec), max_wait=50)
+                took = time.monotonic() - t0
+                assert study["status"] == "done", study
+                assert study["result"]["nodes"]["FR"]["status"] == "answered"
+                assert took < 30, (spec, took)  # each poll of the agent lasts 60 s
+            assert study["result"]["rounds"] >= 3
+        finally:
+            stop.set()
+            live.hub.waker.wake()
+            serving.join(70)
+            agent.close()
+
+
+WRITE = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("INSERT INTO patient SELECT * REPLACE ('ZZ1' AS patient_id) FROM patient LIMIT 1")
+con.execute(
+    "INSERT INTO tumour SELECT * REPLACE ('ZZ1' AS patient_id, 'ZZT1' AS tumour_id) FROM tumour "
+    "WHERE patient_id = (SELECT min(patient_id) FROM patient WHERE patient_id <> 'ZZ1') LIMIT 1"
+)
+con.close()
+"""
+
+
+def test_the_node_reads_a_snapshot_an_ingest_renews_and_never_blocks(tmp_path: Path):
+    """After an answer, another process can still write the store (the snapshot holds no lock),
+    and the next answer counts what it wrote."""
+    store = build_store(tmp_path / "FR.duckdb", random_registry(5, 120, "FR", "FR"))
+    node = LocalNode(store, name="FR")
+    answer = node.answer(Task(task_id="t", study_id="s", round=0, analysis="count"))
+    assert answer.status == "answered", answer.reason
+    before = len(node.read_view(["sex"], CohortSpec()))
+    subprocess.run([sys.executable, "-c", WRITE, str(store)], check=True, timeout=120)
+    assert len(node.read_view(["sex"], CohortSpec())) == before + 1
