@@ -94,7 +94,9 @@ def study():
     return {"rounds": result.rounds}
 
 run = {"read_csv": read_csv, "ingest": ingest, "catalogue": catalogue}.get(step, study)
-print(json.dumps(measured(run)))
+figures = measured(run)
+print()  # DuckDB may have left a progress bar on the line: the figures are marked
+print("FIGURES " + json.dumps(figures))
 """
 )
 
@@ -108,7 +110,7 @@ def child(*args: str) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(f"step {args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.rsplit("FIGURES ", 1)[1])
 
 
 def replicate(base: Path, target: Path, copies: int) -> None:
