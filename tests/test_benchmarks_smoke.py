@@ -19,6 +19,7 @@ BENCHMARKS = ROOT / "benchmarks"
 # each script with arguments that make it small (seconds), and where it may write
 TINY: dict[str, list[str]] = {
     "bench_audit.py": ["--tumours", "3000", "--studies", "3", "--out", "{tmp}"],
+    "bench_bignode.py": ["--sizes", "300,600", "--base-patients", "300", "--out", "{tmp}"],
     "bench_classify.py": ["--rows", "2000", "--repeat", "1"],
     "bench_cox.py": ["--rows", "3000", "--nodes", "2", "--repeat", "1"],
     "bench_event_times.py": ["--rows", "3000", "--repeat", "1"],
