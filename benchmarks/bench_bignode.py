@@ -101,9 +101,9 @@ print("FIGURES " + json.dumps(figures))
 )
 
 
-def child(*args: str) -> dict:
+def child(*args: str, src: Path = ROOT / "src") -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", _STEP, str(ROOT / "src"), *args],
+        [sys.executable, "-c", _STEP, str(src), *args],
         capture_output=True,
         text=True,
         check=False,
@@ -159,23 +159,42 @@ def fresh(path: Path) -> Path:
     return path
 
 
+def node_files(store: Path) -> Path:
+    """Remove the node-side files beside a kept store (policy, ledger, audit, catalogue), so a
+    reused store publishes as a freshly ingested one would."""
+    for leftover in store.parent.glob(f"{store.stem}.*"):
+        if leftover != store and leftover.is_file():
+            leftover.unlink()
+    return store
+
+
 def run_size(
-    out: Path, size: int, base_patients: int, seed: int, steps: list[str], log
+    out: Path,
+    size: int,
+    base_patients: int,
+    seed: int,
+    steps: list[str],
+    log,
+    reuse: bool = False,
+    src: Path = ROOT / "src",
 ) -> dict[str, dict]:
     t0 = time.perf_counter()
     folder = ensure_export(out, size, base_patients, seed)
     mib = sum(p.stat().st_size for p in folder.glob("*.csv")) / 2**20
     ready = time.perf_counter() - t0
     log(f"{size:,}: export {folder} ({mib:,.0f} MiB of CSV) ready in {ready:.0f} s")
-    store = fresh(out / f"node-{size}.duckdb")
+    store = out / f"node-{size}.duckdb"
+    store = node_files(store) if reuse and store.exists() else fresh(store)
     baseline = fresh(out / f"readcsv-{size}.duckdb")
     studies = json.dumps(STUDIES)
     figures: dict[str, dict] = {}
     for step in steps:
+        if reuse and step in ("read_csv", "ingest") and store.exists():
+            continue  # --reuse-store: the store is already ingested
         target = baseline if step == "read_csv" else store
         if step == "catalogue":  # the node's policy, written out before anything is released
             store.with_name(f"{store.stem}.policy.yaml").write_text(POLICY)
-        r = figures[step] = child(step, str(folder), str(target), studies)
+        r = figures[step] = child(step, str(folder), str(target), studies, src=src)
         extra = {k: v for k, v in r.items() if k not in ("seconds", "cpu", "peak_rss_mib")}
         log(
             f"{size:,} {step}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU, "
@@ -220,6 +239,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-bignode"))
     ap.add_argument("--steps", default=",".join(STEPS), help="A prefix of the steps, in order.")
+    ap.add_argument(
+        "--reuse-store",
+        action="store_true",
+        help="Keep an ingested store under --out (skip read_csv and ingest; node files reset).",
+    )
+    ap.add_argument(
+        "--src", type=Path, default=ROOT / "src", help="The ccdp source the steps import."
+    )
     args = ap.parse_args()
     steps = args.steps.split(",")
     if steps != list(STEPS[: len(steps)]):
@@ -232,7 +259,9 @@ def main() -> None:
 
     figures: dict[int, dict[str, dict]] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        figures[size] = run_size(args.out, size, args.base_patients, args.seed, steps, log)
+        figures[size] = run_size(
+            args.out, size, args.base_patients, args.seed, steps, log, args.reuse_store, args.src
+        )
     table(figures)
 
 

@@ -25,6 +25,7 @@ What else the catalogue says is judged by rules of the same kind (docs/catalogue
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +217,52 @@ def row_keys(name: str, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(text, index=False).to_numpy().astype(np.uint64)
 
 
+CHUNK_VECTORS = 64  # DuckDB vectors (2,048 rows) per chunk read: 131,072 rows
+
+
+def _chunks(con: Any, sql: str) -> Iterator[pd.DataFrame]:
+    """A query's rows as frames of at most CHUNK_VECTORS vectors, one held at a time."""
+    result = con.execute(sql)
+    while True:
+        chunk = result.fetch_df_chunk(CHUNK_VECTORS)
+        if not len(chunk):
+            return
+        yield chunk
+
+
+def _keys(name: str, chunk: pd.DataFrame, primary_key: list[str]) -> np.ndarray:
+    """Ledger keys of a chunk of a table's rows; patients keyed as the view's patients are."""
+    if name == "patient":
+        pid = chunk["patient_id"]
+        return ledger_keys(pid, pid, pd.Series(True, chunk.index), "patients")
+    return row_keys(name, chunk, primary_key)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.uint64) if parts else np.empty(0, np.uint64)
+
+
+def _specimen_rows(con: Any, primary_key: list[str], present: set[str]) -> pd.DataFrame:
+    """Specimen rows: `_key`, `specimen.type` and `_owner`, the key of their child (the
+    tumour's patient): one child's many samples are one child's, so the gate judges each type's
+    count by the children it comes from. A specimen of an unknown tumour counts as one unknown
+    child's (patient "")."""
+    cols = ", ".join(f's."{c}"' for c in primary_key)
+    patient = "t.patient_id" if "tumour" in present else "NULL::VARCHAR"
+    join = "LEFT JOIN store.tumour t ON t.tumour_id = s.tumour_id" if "tumour" in present else ""
+    sql = f'SELECT {cols}, s."type", {patient} AS _patient FROM store.specimen s {join}'
+    keys, owners, types = [], [], []
+    for c in _chunks(con, sql):
+        keys.append(row_keys("specimen", c, primary_key))
+        pid = c["_patient"].astype(object).where(c["_patient"].notna(), "")
+        owners.append(ledger_keys(pid, pid, pd.Series(True, c.index), "patients"))
+        types.append(c["type"].astype("category"))  # one text object per type, not per row
+    kind = pd.Series(dtype=object)
+    if types:
+        kind = pd.Series(pd.api.types.union_categoricals(types)).astype(object)
+    return pd.DataFrame({"_key": _joined(keys), "specimen.type": kind, "_owner": _joined(owners)})
+
+
 def _renamed(part: CountsPart, count: str) -> CountsPart:
     """The same cells under another count name (a family of its own for the gate)."""
     old = part.counts[0]
@@ -386,11 +433,7 @@ class NodeCatalogue:
             parts[f"patients_by:{var}"] = _renamed(part, "patients")  # type: ignore[arg-type]
         parts["rows:tumour"] = _renamed(parts["tumours"], "rows:tumour")
         if "patient" in tables:
-            pframe = tables["patient"]
-            keys = ledger_keys(
-                pframe["patient_id"], pframe["patient_id"], pframe["_one"], "patients"
-            )
-            rows = RowData(node.name, pframe.assign(_key=keys), context)
+            rows = RowData(node.name, self._patient_rows(tables["patient"]), context)
             parts["rows:patient"] = counts_part(rows, rows.frame, [], count="rows:patient")
         view = self._release(Summary(parts=dict(parts)), context, checked, notes)
         view_ok = view is not None
@@ -400,8 +443,9 @@ class NodeCatalogue:
         for name, tframe in tables.items():
             if name in ("patient", "tumour"):
                 continue
-            rows = RowData(node.name, tframe, context)
-            other[f"rows:{name}"] = counts_part(rows, tframe, [], count=f"rows:{name}")
+            keyed = tframe[["_key"]]  # its rows by themselves (specimens: not by owner)
+            rows = RowData(node.name, keyed, context)
+            other[f"rows:{name}"] = counts_part(rows, keyed, [], count=f"rows:{name}")
         if "specimen" in tables:
             spec = self._specimen_owners(tables)
             rows = RowData(node.name, spec, context)
@@ -462,34 +506,31 @@ class NodeCatalogue:
         return dict(out.summary.parts)
 
     def _table_frames(self, con: Any, present: set[str]) -> dict[str, pd.DataFrame]:
-        """Each model table's primary key columns (and `_key`, the ledger key of each row)."""
+        """Each model table's rows as their ledger keys (`_key`) and only what is counted by
+        (a specimen's type and its child, `_owner`): read a chunk at a time, so no table's text
+        columns are held, which at 10M tumours would not fit the node's memory."""
         out = {}
         for tdef in load_model().tables.values():
             if tdef.name not in present:
                 continue
-            cols = ", ".join(f'"{c}"' for c in [*tdef.primary_key, *EXTRA.get(tdef.name, [])])
-            frame = con.execute(f'SELECT {cols} FROM store."{tdef.name}"').df()
-            frame["_key"] = row_keys(tdef.name, frame, list(tdef.primary_key))
-            if tdef.name == "patient":
-                frame["_one"] = True
-            out[tdef.name] = frame
+            if tdef.name == "specimen":
+                out["specimen"] = _specimen_rows(con, list(tdef.primary_key), present)
+                continue
+            cols = ", ".join(f'"{c}"' for c in tdef.primary_key)
+            chunks = _chunks(con, f'SELECT {cols} FROM store."{tdef.name}"')
+            keys = [_keys(tdef.name, c, list(tdef.primary_key)) for c in chunks]
+            out[tdef.name] = pd.DataFrame({"_key": _joined(keys)})
         return out
 
     @staticmethod
+    def _patient_rows(frame: pd.DataFrame) -> pd.DataFrame:
+        """Patient rows keyed as the view's patients are (`_table_frames` already did)."""
+        return frame
+
+    @staticmethod
     def _specimen_owners(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        """Specimen rows with the key of their child (`_owner`): one child's many samples are
-        one child's, so the gate judges each type's count by the children it comes from. A
-        specimen of an unknown tumour counts as one unknown child's."""
-        spec = tables["specimen"].rename(columns={"type": "specimen.type"})
-        tumours = tables.get("tumour")
-        patient = (
-            spec["tumour_id"].map(tumours.set_index("tumour_id")["patient_id"])
-            if tumours is not None
-            else pd.Series(None, index=spec.index, dtype=object)
-        )
-        patient = patient.fillna("")
-        owner = ledger_keys(patient, patient, pd.Series(True, spec.index), "patients")
-        return spec.assign(_owner=owner)
+        """Specimen rows with the key of their child (`_owner`; `_specimen_rows` did it)."""
+        return tables["specimen"]
 
     def _edit_rows(self, con: Any, present: set[str]) -> dict[str, pd.DataFrame]:
         """Rows failing the edits: unresolved quarantined rows and flagged rows, per edit."""
