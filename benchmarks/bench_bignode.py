@@ -160,10 +160,11 @@ def fresh(path: Path) -> Path:
 
 
 def node_files(store: Path) -> Path:
-    """Remove the node-side files beside a kept store (policy, ledger, audit, catalogue), so a
-    reused store publishes as a freshly ingested one would."""
+    """Remove the node-side files beside a kept store (ledger, audit, catalogue), so a reused
+    store publishes as a freshly ingested one would; its identity (`.node.yaml`, whose secret
+    seeds the perturbation) is kept, so two runs on one store publish comparable figures."""
     for leftover in store.parent.glob(f"{store.stem}.*"):
-        if leftover != store and leftover.is_file():
+        if leftover != store and leftover.is_file() and not leftover.name.endswith(".node.yaml"):
             leftover.unlink()
     return store
 
