@@ -171,3 +171,22 @@ def test_a_token_stored_by_hand_sees_only_its_studies(tmp_path):
             s.add(UserRow(name="zed", role="researcher", token_hash=hash_token(token)))
         with live.client(token) as c:
             assert c.get("/api/studies").json() == []
+
+
+def test_the_lists_refuse_exactly_as_every_other_user_route(tmp_path):
+    """The lists check their token in the read's own thread hop: the same 401s and 403 (status,
+    body, header) as a route behind `AsUser` (/api/catalogues)."""
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as live:
+        tokens = populate(live)
+        node = live.hub.add_node("N", "FR")
+        live.hub.revoke("user", "bo")
+        for token in (None, "ccdp-user-nonsense", tokens["bo"], node):
+            with live.client(token) as c:
+                guarded = c.get("/api/catalogues")
+                assert guarded.status_code in (401, 403)
+                for path in ("/api/studies", "/api/nodes"):
+                    got = c.get(path)
+                    assert (got.status_code, got.content) == (guarded.status_code, guarded.content)
+                    assert got.headers.get("www-authenticate") == guarded.headers.get(
+                        "www-authenticate"
+                    )
