@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,9 +28,11 @@ class Catalogues:
         context.node_details["catalogue"] = self.headlines
 
     def headlines(self, s: Session) -> Callable[[int], dict[str, Any] | None]:
-        """The node list's hook: a node's id -> the headline of its catalogue (or None)."""
-        published = {c.node_id: c for c in s.scalars(select(CatalogueRow))}
-        return lambda node_id: _headline(published.get(node_id))
+        """The node list's hook: a node's id -> the headline of its catalogue (or None). Reads
+        only the three fields it shows out of each stored body (JSON paths in SQL), never the
+        whole catalogue."""
+        published = {r["node_id"]: _headline(r) for r in s.execute(_HEADLINES).mappings()}
+        return published.get
 
     def publish(self, node: Principal, catalogue: Catalogue) -> dict[str, Any]:
         """Keep `catalogue` as the node's latest (validated already; its `node` must be the
@@ -102,16 +104,22 @@ def _published(row: CatalogueRow, node: NodeRow) -> dict[str, Any]:
     }
 
 
-def _headline(row: CatalogueRow | None) -> dict[str, Any] | None:
-    """What the node list shows of a node's catalogue (cheap: read from the stored body)."""
-    if row is None:
-        return None
-    body = row.catalogue
+_HEADLINES = select(
+    CatalogueRow.node_id,
+    CatalogueRow.received_at,
+    CatalogueRow.catalogue[("patients", "count")].label("patients"),
+    CatalogueRow.catalogue["last_ingest"].label("last_ingest"),
+    CatalogueRow.catalogue["generated_at"].label("generated_at"),
+)
+
+
+def _headline(row: RowMapping) -> dict[str, Any]:
+    """What the node list shows of a node's catalogue (a row of `_HEADLINES`)."""
     return {
-        "patients": (body.get("patients") or {}).get("count"),
-        "last_ingest": body.get("last_ingest"),
-        "generated_at": body.get("generated_at"),
-        "received_at": row.received_at.isoformat(),
+        "patients": row["patients"],
+        "last_ingest": row["last_ingest"],
+        "generated_at": row["generated_at"],
+        "received_at": row["received_at"].isoformat(),
     }
 
 

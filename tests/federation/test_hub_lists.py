@@ -1,0 +1,192 @@
+"""The study and node lists read only what they show (issue 27): filtered and ordered in SQL, the
+catalogue headline out of JSON paths. Their responses must stay byte-for-byte what the previous
+queries (kept here as the reference: whole rows, filtered in Python) gave, on SQLite and
+PostgreSQL, for every kind of reader."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from ccdp.federation.hub.auth import hash_token, new_token
+from ccdp.federation.hub.context import Principal
+from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
+from ccdp.wire.protocol import utcnow
+from tests.federation.netutil import LiveHub
+from tests.federation.pg import temporary_database
+from tests.federation.standin import StandinExecutor
+
+CATALOGUES: dict[str, dict[str, Any] | None] = {
+    "A": {"node": "A", "generated_at": "2026-01-02T03:04:05+00:00",
+          "last_ingest": "2026-01-01T00:00:00+00:00", "patients": {"count": 1234, "x": [1]},
+          "tumours": {"count": 1300}, "patients_by": {"sex": [{"level": "F", "count": 600}]}},
+    "B": {"node": "B", "generated_at": "2026-02-02T00:00:00+00:00", "last_ingest": None,
+          "patients": {"count": None, "suppressed": True}},
+    "Cé": {"node": "Cé", "generated_at": "2026-03-03T00:00:00.123456+00:00"},
+    "D": None,  # registered, never published
+}  # fmt: skip
+
+
+def reference_studies(live: LiveHub, viewer: Principal) -> list[dict[str, Any]]:
+    """The list as it was computed before: every whole row, the viewer's kept in Python."""
+    with live.hub.sessions() as s:
+        rows = s.scalars(select(StudyRow).order_by(StudyRow.created_at))
+        return [
+            {
+                "id": r.id,
+                "title": r.title,
+                "analysis": r.analysis,
+                "status": r.status,
+                "project": r.project_id,
+                "created_at": r.created_at.isoformat(),
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+            }
+            for r in rows
+            if viewer.role == "admin" or (viewer.kind == "user" and r.owner_id == viewer.id)
+        ]
+
+
+def reference_headline(row: CatalogueRow | None) -> dict[str, Any] | None:
+    """The headline as it was computed before: out of the whole stored body."""
+    if row is None:
+        return None
+    body = row.catalogue
+    return {
+        "patients": (body.get("patients") or {}).get("count"),
+        "last_ingest": body.get("last_ingest"),
+        "generated_at": body.get("generated_at"),
+        "received_at": row.received_at.isoformat(),
+    }
+
+
+def reference_nodes(live: LiveHub) -> list[dict[str, Any]]:
+    """The node list with the previous catalogue hook (whole catalogues) in place of the new."""
+    details = live.hub.context.node_details
+    new_hook = details["catalogue"]
+
+    def old_hook(s: Any) -> Any:
+        published = {c.node_id: c for c in s.scalars(select(CatalogueRow))}
+        return lambda node_id: reference_headline(published.get(node_id))
+
+    details["catalogue"] = old_hook
+    try:
+        return live.hub.nodes()
+    finally:
+        details["catalogue"] = new_hook
+
+
+def as_sent(content: Any) -> bytes:
+    """What FastAPI's JSONResponse sends for `content`."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def populate(live: LiveHub) -> dict[str, str]:
+    """Users (researchers with and without studies, an admin, a board member), nodes with and
+    without catalogues (one revoked), and studies of several owners in every state."""
+    hub = live.hub
+    tokens = {n: hub.add_user(n, r) for n, r in
+              [("ana", "researcher"), ("bo", "researcher"), ("cy", "researcher"),
+               ("root", "admin"), ("eve", "board")]}  # fmt: skip
+    for name in CATALOGUES:
+        hub.add_node(name, "DE")
+    hub.revoke("node", "D")
+    start = utcnow() - timedelta(days=1)
+    with hub.sessions.begin() as s:
+        users = {u.name: u.id for u in s.scalars(select(UserRow))}
+        nodes = {n.name: n.id for n in s.scalars(select(NodeRow))}
+        for name, body in CATALOGUES.items():
+            if body is not None:
+                s.add(CatalogueRow(node_id=nodes[name], catalogue=body, received_at=start))
+        owners = ["ana", "bo", "ana", None, "root", "bo", "ana"]
+        statuses = ["done", "failed", "running", "done", "queued", "done", "done"]
+        for i, (owner, status) in enumerate(zip(owners, statuses, strict=True)):
+            done = status in ("done", "failed")
+            s.add(
+                StudyRow(
+                    id=f"s{i:02d}-{'x' * 20}",
+                    title=f'étude {i} "quoted" ✓',
+                    analysis="count" if i % 2 else "km",
+                    spec={"analysis": "count", "big": list(range(50))},
+                    owner_id=users[owner] if owner else None,
+                    nodes=["A", "B"],
+                    min_nodes=1,
+                    timeout=30.0,
+                    status=status,
+                    result={"rows": [[i, 1.5]]} if done else None,
+                    error="boom" if status == "failed" else None,
+                    created_at=start + timedelta(minutes=7 - i),  # inserted newest first
+                    finished_at=start + timedelta(hours=1, microseconds=i) if done else None,
+                    project_id="p1" if i % 3 == 0 else None,
+                )
+            )
+    return tokens
+
+
+def check_lists_unchanged(url: str) -> None:
+    with LiveHub(url, StandinExecutor()) as live:
+        tokens = populate(live)
+        for name, token in tokens.items():
+            viewer = live.hub.authenticate(token)
+            assert viewer is not None
+            with live.client(token) as c:
+                studies, nodes = c.get("/api/studies"), c.get("/api/nodes")
+            assert studies.status_code == 200 and nodes.status_code == 200, name
+            expected = reference_studies(live, viewer)
+            assert studies.content == as_sent(expected), name
+            assert nodes.content == as_sent(reference_nodes(live)), name
+            assert live.hub.studies(viewer) == expected
+        ana = live.hub.authenticate(tokens["ana"])
+        assert ana is not None
+        assert [s["id"][:3] for s in live.hub.studies(ana)] == ["s06", "s02", "s00"]
+        assert live.hub.studies(None) == reference_studies(live, Principal("user", 0, "x", "admin"))
+        assert len(live.hub.studies(None)) == 7
+        assert [s["id"][:3] for s in live.hub.studies(Principal("node", 1, "A", None))] == []
+        assert len(live.hub.studies(live.hub.authenticate(tokens["cy"]))) == 0
+        headlines = {n["name"]: n["catalogue"] for n in live.hub.nodes()}
+        assert headlines["A"]["patients"] == 1234 and headlines["D"] is None
+        assert headlines["B"]["patients"] is None and headlines["B"]["last_ingest"] is None
+        assert headlines["Cé"]["patients"] is None and headlines["Cé"]["last_ingest"] is None
+
+
+def test_the_lists_are_byte_for_byte_unchanged_on_sqlite(tmp_path):
+    check_lists_unchanged(f"sqlite:///{tmp_path / 'hub.db'}")
+
+
+@pytest.mark.postgres
+def test_the_lists_are_byte_for_byte_unchanged_on_postgresql():
+    with temporary_database() as url:
+        check_lists_unchanged(url)
+
+
+def test_a_token_stored_by_hand_sees_only_its_studies(tmp_path):
+    """A user row added outside the API (as an import would) lists by its id, not its name."""
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as live:
+        populate(live)
+        token = new_token("user")
+        with live.hub.sessions.begin() as s:
+            s.add(UserRow(name="zed", role="researcher", token_hash=hash_token(token)))
+        with live.client(token) as c:
+            assert c.get("/api/studies").json() == []
+
+
+def test_the_lists_refuse_exactly_as_every_other_user_route(tmp_path):
+    """The lists check their token in the read's own thread hop: the same 401s and 403 (status,
+    body, header) as a route behind `AsUser` (/api/catalogues)."""
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as live:
+        tokens = populate(live)
+        node = live.hub.add_node("N", "FR")
+        live.hub.revoke("user", "bo")
+        for token in (None, "ccdp-user-nonsense", tokens["bo"], node):
+            with live.client(token) as c:
+                guarded = c.get("/api/catalogues")
+                assert guarded.status_code in (401, 403)
+                for path in ("/api/studies", "/api/nodes"):
+                    got = c.get(path)
+                    assert (got.status_code, got.content) == (guarded.status_code, guarded.content)
+                    assert got.headers.get("www-authenticate") == guarded.headers.get(
+                        "www-authenticate"
+                    )
