@@ -41,12 +41,30 @@ async def principal(
     """The node or user holding the request's bearer token (401 without a live one). Checked
     afresh on every request (no cache: a revoked token is refused at once), in a worker thread
     since it reads the database."""
+    authenticate = request.app.state.hub.authenticate
+    return known(await run_in_threadpool(authenticate, bearer_token(creds)))
+
+
+def bearer_token(creds: HTTPAuthorizationCredentials | None) -> str:
+    """The request's token (401 for a request without one)."""
     if creds is None:
         raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    authenticate = request.app.state.hub.authenticate
-    who: Principal | None = await run_in_threadpool(authenticate, creds.credentials)
+    return creds.credentials
+
+
+def known(who: Principal | None) -> Principal:
+    """The token's holder (401 when the token is unknown or revoked)."""
     if who is None:
         raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+    return who
+
+
+def admit(who: Principal, kind: str, *roles: str) -> Principal:
+    """`who` if it is a `kind` token (and, for users, holds one of `roles`), else 403."""
+    if who.kind != kind:
+        raise HTTPException(403, f"a {who.kind} token cannot be used on {kind} routes")
+    if roles and who.role not in roles:
+        raise HTTPException(403, f"this route needs the {' or '.join(roles)} role, not {who.role}")
     return who
 
 
@@ -55,13 +73,7 @@ def need(kind: str, *roles: str) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         """Pure logic on the event loop (a sync dependency would cost a thread hop)."""
-        if who.kind != kind:
-            raise HTTPException(403, f"a {who.kind} token cannot be used on {kind} routes")
-        if roles and who.role not in roles:
-            raise HTTPException(
-                403, f"this route needs the {' or '.join(roles)} role, not {who.role}"
-            )
-        return who
+        return admit(who, kind, *roles)
 
     return check
 

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -28,7 +28,10 @@ from ccdp.federation.hub.doors import (
     AsResearcher,
     AsUser,
     Strict,
+    admit,
     bearer,
+    bearer_token,
+    known,
 )
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
 from ccdp.federation.hub.service import HubCore, import_file
@@ -89,22 +92,6 @@ class NewToken(Strict):
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def bearer_token(creds: HTTPAuthorizationCredentials | None) -> str:
-    """The token, or doors' 401 for a request without one."""
-    if creds is None:
-        raise HTTPException(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    return creds.credentials
-
-
-def need_user(who: Principal | None) -> Principal:
-    """Doors' `AsUser` check on an authenticated token: 401 unknown, 403 not a user."""
-    if who is None:
-        raise HTTPException(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
-    if who.kind != "user":
-        raise HTTPException(403, f"a {who.kind} token cannot be used on user routes")
-    return who
-
-
 async def user_read(
     hub: HubCore, creds: HTTPAuthorizationCredentials | None, read: Callable[[Principal], Any]
 ) -> JSONResponse:
@@ -113,7 +100,7 @@ async def user_read(
     FastAPI's validation of it would only cost time)."""
 
     def checked_read() -> Any:
-        return read(need_user(hub.authenticate(bearer_token(creds))))
+        return read(admit(known(hub.authenticate(bearer_token(creds))), "user"))
 
     return JSONResponse(await run_in_threadpool(checked_read))
 
