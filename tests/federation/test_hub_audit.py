@@ -424,7 +424,13 @@ def test_the_board_sees_refusals_per_project(forwarding) -> None:
     assert "no refusals" in none
     with live.client(live.tokens["root"]) as c:
         r = c.get("/api/board/refusals", params={"project": "P1"})
-        assert r.status_code == 200 and r.json() == rows[:1]
+        # the hub's lease keeper may meanwhile take up these hand-made running studies and end
+        # them: their status moves, the refusals do not
+        assert r.status_code == 200 and _but_status(r.json()) == _but_status(rows[:1])
+
+
+def _but_status(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "status"} for row in rows]
     with live.client(live.tokens["ana"]) as c:
         r = c.get("/api/board/refusals")
         assert r.status_code == 403 and "board" in r.json()["detail"]
