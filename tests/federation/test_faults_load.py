@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -189,6 +190,10 @@ def answers_to(db: str, task: str) -> int:
     return row[0] if row else 0
 
 
+def all_answered(db: str, tasks: list[str]) -> Callable[[], bool]:
+    return lambda: all(answers_to(db, t) for t in tasks)
+
+
 def stop_mid_task(f: Fleet, db: str, sig: signal.Signals, before: list[str]) -> list[str]:
     """Stop C with `sig` while it works on a task of this run (not one the previous C left
     behind), and start it again a second later; the tasks whose answers never left. If C
@@ -218,9 +223,9 @@ def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path):
         interrupted: list[str] = []
         with Researchers(f.url, f.user, readers=3, every=4.0) as load:
             for sig in (signal.SIGTERM, signal.SIGKILL):
-                cut = stop_mid_task(f, db, sig, interrupted)
-                interrupted += cut
-                wait_until(lambda: all(answers_to(db, t) for t in cut), 90, 0.2)
+                interrupted += stop_mid_task(f, db, sig, interrupted)
+                answered = all_answered(db, list(interrupted))
+                wait_until(answered, 90, 0.2)
             load.submitting.clear()
             drain(db, 120)
             # C away past a round's deadline
