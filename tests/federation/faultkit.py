@@ -282,7 +282,7 @@ class Researchers:
                 roll = rng.random()
                 if mine and roll < 0.4:
                     sid = rng.choice(mine)
-                    params = {"wait": 3}
+                    params = {"wait": rng.choice([3, 20])}  # one held across a fault
                     self.call(http, "GET", f"/api/studies/{sid}", "GET /api/studies/{id}?wait=",
                               params=params)  # fmt: skip
                 else:
