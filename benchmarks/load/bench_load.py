@@ -21,6 +21,14 @@ the studies still running):
     python benchmarks/load/bench_load.py --agents 50 --researchers 200 --duration 180
     python benchmarks/load/bench_load.py --duration 1800            # the 30-minute soak
     python benchmarks/load/bench_load.py --workers 4                # once serve has --workers
+    python benchmarks/load/bench_load.py --workers 2 --private-pg --kill-worker-at 20 \
+        --kill-agents-at 40 --restart-db-at 60                      # faults under load
+
+Faults (off unless asked; the "what happens when" of docs/deploy.md): `--kill-worker-at S`
+SIGKILLs one hub worker S seconds into the load, `--kill-agents-at S` SIGKILLs the first agent
+process and starts it again `--agents-away` seconds later, `--restart-db-at S` stops PostgreSQL
+for `--db-down` seconds, which only a cluster of the run's own allows (`--private-pg`: initdb
+and pg_ctl on a free port, tests/federation/pgcluster.py), never the shared server.
 
 Prints a markdown table per route (p50/p95/p99 under load beside the unloaded baseline),
 throughput, error rate, hub memory and studies submitted against completed; `--json PATH`
@@ -129,14 +137,19 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+LAUNCHED: dict[int, tuple[list[str], Path, dict[str, str]]] = {}  # pid: how to start it again
+
+
 def spawn(cmd: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         env=child_env(**env),
         stdout=log.with_suffix(".out").open("wb"),
         stderr=log.open("wb"),
         start_new_session=True,
     )
+    LAUNCHED[proc.pid] = (cmd, log, env)
+    return proc
 
 
 def start_hub(db: str, key: Path, port: int, workers: int, work: Path) -> subprocess.Popen:
@@ -258,6 +271,86 @@ class MemorySampler(threading.Thread):
             self.samples.append((now, rss_mib(pids), len(pids)))
             self.cpu.append((now, cpu_seconds(pids)))
             self.halt.wait(self.every)
+
+
+# -- faults (off unless asked) ---------------------------------------------------------------
+class Faults(threading.Thread):
+    """During the load, at the seconds asked: SIGKILL one hub worker (the supervisor replaces
+    it); SIGKILL the first agent process and start it again `--agents-away` seconds later;
+    stop the private PostgreSQL cluster and start it again `--db-down` seconds later. Each
+    event is written down with its time since the load began."""
+
+    def __init__(self, args: argparse.Namespace, hub: subprocess.Popen, agents: list, pg: Any):
+        super().__init__(daemon=True, name="faults")
+        self.args, self.hub, self.agents, self.pg = args, hub, agents, pg
+        self.events: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+
+    def plan(self) -> list[tuple[float, Any]]:
+        a = self.args
+        steps = [(a.kill_worker_at, self.kill_worker), (a.kill_agents_at, self.kill_agents)]
+        steps.append((a.restart_db_at, self.restart_db))
+        return sorted((at, do) for at, do in steps if at is not None)
+
+    def note(self, what: str, **detail: Any) -> None:
+        self.events.append({"at": round(time.monotonic() - self.t0, 2), "what": what, **detail})
+
+    def run(self) -> None:
+        for at, do in self.plan():
+            time.sleep(max(0.0, self.t0 + at - time.monotonic()))
+            try:
+                do()
+            except Exception as exc:  # written down: the report says the fault did not happen
+                self.note("fault failed", error=f"{type(exc).__name__}: {exc}")
+
+    def kill_worker(self) -> None:
+        workers = hub_workers(self.hub.pid)
+        if not workers:
+            raise RuntimeError("no hub worker to kill (--workers 1?)")
+        os.kill(workers[0], signal.SIGKILL)
+        self.note("hub worker SIGKILLed", pid=workers[0])
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            now = hub_workers(self.hub.pid)
+            if len(now) == self.args.workers and workers[0] not in now:
+                self.note("hub worker replaced", pid=sorted(set(now) - set(workers)))
+                return
+            time.sleep(0.2)
+
+    def kill_agents(self) -> None:
+        victim = self.agents[0]
+        cmd, log, env = LAUNCHED[victim.pid]
+        victim.kill()
+        victim.wait()
+        self.note("agent process SIGKILLed", pid=victim.pid)
+        time.sleep(self.args.agents_away)
+        if "--out" in cmd:  # a light pool's record of what the hub accepted: a new file
+            i = cmd.index("--out") + 1
+            cmd = [*cmd[:i], cmd[i].replace(".json", "-again.json"), *cmd[i + 1 :]]
+        self.agents[0] = spawn(cmd, log.with_name(log.stem + "-again.log"), **env)
+        self.note("agent process started again", pid=self.agents[0].pid)
+
+    def restart_db(self) -> None:
+        if self.pg is None:
+            raise RuntimeError("--restart-db-at needs --private-pg (never the shared server)")
+        self.pg.stop("fast")
+        self.note("PostgreSQL stopped")
+        time.sleep(self.args.db_down)
+        self.pg.start()
+        self.note("PostgreSQL started")
+
+
+def hub_workers(pid: int) -> list[int]:
+    """The hub supervisor's worker processes (multiprocessing spawns, not its tracker)."""
+    out = []
+    for p in tree(pid)[1:]:
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(p)
+    return sorted(out)
 
 
 # -- phases ----------------------------------------------------------------------------------
@@ -590,6 +683,10 @@ def print_report(r: dict[str, Any]) -> None:
     )
     for t in d["unanswered_tasks_of_unfinished_studies"][:10]:
         print("unanswered task of an unfinished study:", t)
+    if r["faults"]:
+        print(f"faults (s into the load), {r['503']} requests answered 503:")
+        for e in r["faults"]:
+            print("  ", json.dumps(e))
     if r["hub_log_problems"]:
         print("hub log:", *r["hub_log_problems"], sep="\n  ")
 
@@ -618,6 +715,21 @@ def parse() -> argparse.Namespace:
     )
     ap.add_argument("--baseline-repeat", type=int, default=5)
     ap.add_argument("--pg", default=ADMIN_PG, help="Admin URL of the PostgreSQL server.")
+    ap.add_argument(
+        "--private-pg",
+        action="store_true",
+        help="Run on a PostgreSQL cluster of the run's own (initdb, pg_ctl; needed by "
+        "--restart-db-at), not --pg.",
+    )
+    ap.add_argument("--kill-worker-at", type=float, help="Seconds into the load: SIGKILL a worker.")
+    ap.add_argument(
+        "--kill-agents-at", type=float, help="Seconds into the load: SIGKILL an agent process."
+    )
+    ap.add_argument("--agents-away", type=float, default=3.0, help="Then restart it after this.")
+    ap.add_argument(
+        "--restart-db-at", type=float, help="Seconds into the load: stop PostgreSQL (private)."
+    )
+    ap.add_argument("--db-down", type=float, default=4.0, help="Then start it after this.")
     ap.add_argument("--json", type=Path, help="Write every figure here.")
     ap.add_argument("--keep", action="store_true", help="Keep the work folder (logs).")
     return ap.parse_args()
@@ -644,21 +756,30 @@ def main() -> None:
     clock = time.monotonic()
     given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     report: dict[str, Any] = {"args": given}
+    pg = None
     try:
+        if args.private_pg:
+            from tests.federation.pgcluster import PrivatePostgres
+
+            pg = PrivatePostgres()
+            pg.start()
+            args.pg = pg.admin_url
         with fresh_database(args.pg) as db:
-            report.update(run(args, db, work))
+            report.update(run(args, db, work, pg))
         report["seconds_in_all"] = time.monotonic() - clock
         print_report(report)
         if args.json:
             args.json.write_text(json.dumps(report, indent=1, default=str))
     finally:
+        if pg is not None:
+            pg.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"logs kept in {work}")
 
 
-def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, db: str, work: Path, pg: Any = None) -> dict[str, Any]:
     t0 = time.monotonic()
     stores = build_stores(work, args.agents, args.patients)
     key = work / "hub.audit.key"
@@ -691,6 +812,9 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
         own_cpu0 = time.process_time()
         load0 = os.getloadavg()[0]
         t_load = time.monotonic()
+        faults = Faults(args, hub, agents, pg)
+        if faults.plan():
+            faults.start()
         rec, drain_s = load(args, url, user_tokens[: args.researchers])
         load_s = time.monotonic() - t_load
         agent_cpu = cpu_seconds([p for a in agents for p in tree(a.pid)]) - agent_cpu0
@@ -738,6 +862,8 @@ def run(args: argparse.Namespace, db: str, work: Path) -> dict[str, Any]:
         "database": checks,
         "agents_posted": posts,
         "hub_log_problems": hub_log_problems(work),
+        "faults": faults.events,
+        "503": sum(1 for s in rec.samples if s.status == 503),
     }
 
 

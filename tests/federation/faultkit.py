@@ -2,21 +2,17 @@
 `--workers 2` hub with node agents on it, researchers reading and submitting in threads, and
 the hub database's own account of what happened (studies, answers per task, audit records).
 
-The private cluster is a real `initdb` + `pg_ctl` server in a temporary folder on its own port
-(trust auth, fsync off): the shared server on 5432 must never be restarted. Without the
-PostgreSQL binaries the tests skip, except under CI, where that is a failure (as tests/federation/
-pg.py does for a missing server). As root (the project machine), the binaries run as the
-`postgres` user, since initdb refuses root.
+The private cluster (pgcluster.py) is a real `initdb` + `pg_ctl` server in a temporary folder
+on its own port: the shared server on 5432 must never be restarted. Without the PostgreSQL
+binaries the test skips, except under CI, where that is a failure (as tests/federation/pg.py
+does for a missing server).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,94 +26,24 @@ import psycopg
 import pytest
 
 from tests.conftest import under_ci
-from tests.federation.netutil import free_port, kill, processes, spawn, wait_http, wait_until
+from tests.federation.netutil import kill, processes, spawn, wait_http, wait_until
+from tests.federation.pgcluster import NoPostgresBinaries, PrivatePostgres
 from tests.federation.test_workers import children, listeners, standin_hub
 
 XS = {"A": [1.0, 2.0, 3.0], "B": [10.0, 20.0], "C": [100.0]}  # sum 136
 ROUNDS = 3  # round k weights by k+1: a study's total is 136 * (1+2+3) unless counted twice
 TOTAL = 136.0 * 6
-PG_SETTINGS = {
-    "listen_addresses": "'127.0.0.1'",
-    "unix_socket_directories": "''",  # TCP only: no socket path to own or to outgrow
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "200",  # 2 workers' pools, the listeners, the test's own
-}
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster of this test's own: start, stop and restart are the test's to do."""
-
-    def __init__(self) -> None:
-        self.bin = pg_binaries()
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="ccdp-pg-"))  # /tmp: `postgres` can reach it
-        self.data = self.dir / "data"
-        self.log = self.dir / "server.log"
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_user:
-            shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"port = {self.port}\n")
-            conf.writelines(f"{k} = {v}\n" for k, v in PG_SETTINGS.items())
-
-    def _run(self, tool: str, *args: object, timeout: float = 120) -> None:
-        cmd = [*self.as_user, str(self.bin / tool), *map(str, args)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if done.returncode != 0:
-            raise AssertionError(
-                f"{tool} failed: {done.stdout}\n{done.stderr}\n{self.server_log()}"
-            )
-
-    def server_log(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop")
-
-    def restart(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-m", mode, "-w", "restart")
-
-    def url(self, name: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-    def create_database(self, name: str) -> str:
-        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def close(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def pg_binaries() -> Path:
-    """The folder of initdb and pg_ctl (PATH, else `pg_config --bindir`); skip without them,
-    fail under CI."""
-    for found in (shutil.which("initdb"), shutil.which("pg_ctl")):
-        if found:
-            return Path(found).resolve().parent
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        folder = Path(out.stdout.strip())
-        if (folder / "initdb").exists():
-            return folder
-    reason = "no PostgreSQL server binaries (initdb, pg_ctl) for a private cluster"
-    if under_ci():
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
 
 
 @contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
-    cluster = PrivatePostgres()
+    """A private cluster, started; skipped without the binaries, a failure under CI."""
+    try:
+        cluster = PrivatePostgres()
+    except NoPostgresBinaries as exc:
+        if under_ci():
+            pytest.fail(f"CI is set but {exc}")
+        pytest.skip(str(exc))
     try:
         cluster.start()
         yield cluster
