@@ -41,7 +41,7 @@ from tests.federation.netutil import kill, wait_until
 from tests.federation.pg import temporary_database
 from tests.federation.test_workers import listeners
 
-BOUND = 15.0  # seconds a request may take beyond its long-poll: never a hung connection
+BOUND = 20.0  # seconds a request may take beyond its long-poll: never a hung connection
 
 
 def served(f: Fleet, times: int = 10) -> bool:
@@ -98,7 +98,7 @@ def test_postgresql_restarted_under_load(tmp_path):
     """PostgreSQL stopped (`pg_ctl stop -m fast`) for 4 s with studies running, then started,
     then restarted at once (`pg_ctl restart -m fast`), while studies are submitted and
     researchers read. Defined outcome: while it is down every request is answered, by 503 with
-    `Retry-After: 2`, never a 500, never a connection held past its long-poll plus 15 s; once
+    `Retry-After: 2`, never a 500, never a connection held past its long-poll plus 20 s; once
     it is back the same two workers serve (no worker restarted), both LISTEN again (long-polls
     spread over both workers all wake together when a study ends on one of them), and every
     study submitted before the outage, running through it, or after it ends done with its
@@ -118,6 +118,7 @@ def test_postgresql_restarted_under_load(tmp_path):
                 wait_until(lambda: served(f), 60, 0.5)
                 wait_until(lambda: listeners(db) == 2, 60, 0.2)
                 back = time.monotonic() - up
+                again = time.monotonic()
                 pg.restart("fast")  # and once more, at once: every pooled connection is dead
                 wait_until(lambda: served(f), 60, 0.5)
                 wait_until(lambda: listeners(db) == 2, 60, 0.2)
@@ -132,7 +133,8 @@ def test_postgresql_restarted_under_load(tmp_path):
         print(
             f"requests {len(load.hits)}, during the outage {len(during)} ({len(refused)} 503), "
             f"served again {back:.1f} s after the start; studies {len(load.submitted)} "
-            f"({len(in_flight)} running at the stop); "
+            f"({len(in_flight)} running at the stop); 503 after the restart at once: "
+            f"{sum(1 for h in refused if h.at >= again)}; "
             f"wake polls took {sorted(round(t, 1) for t in took)} s"
         )
         assert refused and {h.retry_after for h in refused} == {"2"}
