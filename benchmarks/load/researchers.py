@@ -127,6 +127,8 @@ class Researcher:
         if resp.status_code >= 400 or (resp.status_code >= 300 and method == "GET"):
             err = f"{resp.status_code} {resp.headers.get('location', '')} {resp.text[:160]}"
         self.record.samples.append(Sample(route, resp.status_code, took, time.monotonic(), err))
+        if resp.status_code == 503:  # the hub's database is away: wait as told, as people do
+            await asyncio.sleep(retry_after(resp))
         return resp
 
     async def sign_in(self) -> None:
@@ -214,6 +216,14 @@ def note(seen: Studied, body: dict[str, Any]) -> None:
         seen.nodes_answered = sum(1 for s in nodes.values() if s.get("status") == "answered")
 
 
+def retry_after(resp: httpx.Response, cap: float = 10.0) -> float:
+    """The seconds a 503 asks the client to wait (`Retry-After`), at most `cap`; 1 if unsaid."""
+    try:
+        return min(cap, max(0.0, float(resp.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0
+
+
 async def drain(url: str, record: Record, timeout: float) -> None:
     """After the run: long-poll every study not yet finished (with its owner's token, all at
     once, as their owners would) until it ends or `timeout` passes."""
@@ -235,6 +245,8 @@ async def drain(url: str, record: Record, timeout: float) -> None:
                     continue
                 if resp.status_code == 200:
                     note(seen, resp.json())
+                elif resp.status_code == 503:
+                    await asyncio.sleep(retry_after(resp))
 
         await asyncio.gather(*(follow(s) for s in list(record.studies.values())))
 
