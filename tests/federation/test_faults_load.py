@@ -59,7 +59,7 @@ def long_polls_wake_together(f: Fleet, polls: int = 6, wait: float = 30) -> list
     """`polls` researchers long-poll one new study at once (the kernel spreads their
     connections over both workers); the worker that finishes it wakes its own, NOTIFY the
     other's. Returns the seconds each poll took; a worker whose listener did not reconnect
-    would hold its polls to `wait`."""
+    would hold its polls to `wait` and answer `running`."""
     r = httpx.post(
         f.url + "/api/studies",
         json={"spec": {"rounds": 3, "timeout": 60, "title": "wake check"}},
@@ -142,7 +142,7 @@ def test_postgresql_restarted_under_load(tmp_path):
         assert load.server_errors() == []
         assert [h for h in load.hits if h.status == 0] == []
         assert load.overdue(BOUND) == []
-        assert max(took) < 15, took
+        assert max(took) - min(took) < 5, took  # woken together, whichever worker held them
         counts = assert_every_study_done_once(db, load.submitted)
         assert counts["studies"] == len(load.submitted) + 1  # and the wake check's
 
