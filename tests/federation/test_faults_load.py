@@ -215,7 +215,7 @@ def stop_mid_task(f: Fleet, db: str, sig: signal.Signals, before: list[str]) -> 
         kill(f.nodes["C"], sig)
         cut = [t for t in delivered_to(db, "C") if t not in before]
         time.sleep(1.0)
-        f.start_node("C", 1.0, tag=f"-{sig.name}-{attempt}")
+        f.start_node("C", 0.6, tag=f"-{sig.name}-{attempt}")
         if cut:
             return cut
     raise AssertionError(f"C answered each time before {sig.name} reached it")
@@ -224,16 +224,16 @@ def stop_mid_task(f: Fleet, db: str, sig: signal.Signals, before: list[str]) -> 
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path):
-    """Node C (1 s per answer) stopped while it works on a task, once with SIGTERM and once
+    """Node C (0.6 s per answer) stopped while it works on a task, once with SIGTERM and once
     with SIGKILL (the agent has no handler: either ends it at once, its answer unsent), and
     started again a second later, while studies run and researchers read. Defined outcome:
     the restarted agent asks for its delivered tasks again and answers the interrupted one
     once; every study ends done with its exact total, no answer counted twice. C stopped and
     kept away past a round's deadline (a study with 5 s rounds): that study ends done over A
     and B, C reported `failed` "no answer within the study timeout (5 s)", minimum not met."""
-    with temporary_database() as db, fleet(db, tmp_path, delays={"C": 1.0}) as f:
+    with temporary_database() as db, fleet(db, tmp_path, delays={"C": 0.6}) as f:
         interrupted: list[str] = []
-        with Researchers(f.url, f.user, readers=3, every=4.0) as load:
+        with Researchers(f.url, f.user, readers=3, every=5.0) as load:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 interrupted += stop_mid_task(f, db, sig, interrupted)
                 answered = all_answered(db, list(interrupted))
