@@ -170,21 +170,25 @@ class Researchers:
         for t in self.threads:
             t.join(90)
 
-    def call(self, http: httpx.Client, method: str, path: str, route: str, **kw: Any) -> Any:
+    def call(
+        self, http: httpx.Client, method: str, path: str, route: str, **kw: Any
+    ) -> httpx.Response | None:
+        """One request, recorded; None when no answer came."""
         wait = float(kw.get("params", {}).get("wait", 0))
         t0 = time.monotonic()
         try:
             r = http.request(method, path, headers=auth(self.token), **kw)
         except httpx.HTTPError as exc:
-            hit = Hit(route, 0, time.monotonic() - t0, t0, wait, error=type(exc).__name__)
-            r = None
-        else:
-            err = None if r.status_code < 400 else r.text[:200]
-            hit = Hit(route, r.status_code, time.monotonic() - t0, t0, wait,
-                      r.headers.get("retry-after"), err)  # fmt: skip
+            self._record(Hit(route, 0, time.monotonic() - t0, t0, wait, error=type(exc).__name__))
+            return None
+        err = None if r.status_code < 400 else r.text[:200]
+        after = r.headers.get("retry-after")
+        self._record(Hit(route, r.status_code, time.monotonic() - t0, t0, wait, after, err))
+        return r
+
+    def _record(self, hit: Hit) -> None:
         with self._lock:
             self.hits.append(hit)
-        return r
 
     def _submit(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as http:

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,7 +99,7 @@ def long_polls_wake_together(f: Fleet, polls: int = 6, wait: float = 30) -> list
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_postgresql_restarted_under_load(tmp_path):
+def test_postgresql_restarted_under_load(tmp_path: Path) -> None:
     """PostgreSQL stopped (`pg_ctl stop -m fast`) for 4 s with studies running, then started,
     then restarted at once (`pg_ctl restart -m fast`), while studies are submitted and
     researchers read. Defined outcome: while it is down every request is answered, by 503 with
@@ -152,7 +153,7 @@ def test_postgresql_restarted_under_load(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_worker_killed_under_load(tmp_path):
+def test_a_worker_killed_under_load(tmp_path: Path) -> None:
     """One of the two workers SIGKILLed while studies run and researchers read. Defined
     outcome: the supervisor starts another (two workers, both listening, again); a request the
     dead worker held fails at the connection level (no answer), never with a 5xx; the studies
@@ -223,7 +224,7 @@ def stop_mid_task(f: Fleet, db: str, sig: signal.Signals, before: list[str]) -> 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path):
+def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path: Path) -> None:
     """Node C (0.6 s per answer) stopped while it works on a task, once with SIGTERM and once
     with SIGKILL (the agent has no handler: either ends it at once, its answer unsent), and
     started again a second later, while studies run and researchers read. Defined outcome:
