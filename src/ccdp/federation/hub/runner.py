@@ -97,18 +97,21 @@ class HubTransport:
 
     def _wait(self, round_id: int) -> None:
         """Until all answered or the deadline. An answer this hub records wakes the wait at
-        once (`record_answer` wakes the waker), so no poll lies on a round's path; `poll` only
-        bounds each wait so that answers another process wrote to the same database, which
-        wake nothing here (`ccdp hub import`), are seen too."""
-        while True:
-            if self._stop.is_set():
-                raise HubStopping(f"hub stopping during study {self.study_id}")
-            version = self.hub.waker.version()
-            complete, deadline = self.hub.round_state(round_id)
-            left = (deadline - self.hub.context.clock()).total_seconds()
-            if complete or left <= 0:
-                return
-            self.hub.waker.wait(version, min(self._poll, left))
+        once (`record_answer` wakes `round:{id}`), so no poll lies on a round's path; `poll`
+        only bounds each wait so that answers another process wrote to the same database,
+        which wake nothing here (`ccdp hub import`), are seen too. The thread watches its own
+        round and study only: an answer to another study does not wake it."""
+        keys = (f"round:{round_id}", f"study:{self.study_id}")
+        with self.hub.waker.watch(*keys) as watch:
+            while True:
+                if self._stop.is_set():
+                    raise HubStopping(f"hub stopping during study {self.study_id}")
+                seen = watch.seen()
+                complete, deadline = self.hub.round_state(round_id)
+                left = (deadline - self.hub.context.clock()).total_seconds()
+                if complete or left <= 0:
+                    return
+                watch.wait(seen, min(self._poll, left))
 
 
 class StudyRunner:
@@ -176,6 +179,7 @@ class StudyRunner:
         for study_id in set(live) - held:
             log.warning("study %s: lease taken over by another worker; stopping here", study_id)
             self._stops[study_id].set()
+            self.hub.waker.wake_local([f"study:{study_id}"])  # its thread stops now, not at poll
         if self._stop.is_set():
             return []
         claimed = leases.claim_free(self.hub.sessions, self.owner, self.lease, skip=live)
