@@ -232,7 +232,11 @@ class StudyRunner:
 
     def _drive(self, study_id: str, stop: threading.Event) -> None:
         row = self.hub.study_row(study_id)
-        self.hub.set_study_status(study_id, "running")
+        if not self.hub.set_study_status(study_id, "running", owner=self.owner):
+            log.info(
+                "study %s: finished, or its lease is another worker's: not driven here", study_id
+            )
+            return
         transport = HubTransport(
             self.hub, study_id, row.nodes, row.timeout, stop, self.poll, row.project_id
         )
@@ -245,19 +249,18 @@ class StudyRunner:
             log.info("study %s paused for shutdown; it resumes at the next start", study_id)
             return
         except CcdpError as exc:
-            self.hub.set_study_status(study_id, "failed", error=str(exc))
+            self.hub.set_study_status(study_id, "failed", error=str(exc), owner=self.owner)
             return
         except Exception as exc:  # an analysis bug must fail the study, not kill the hub
             if unavailable(exc):
                 raise
             log.exception("study %s failed", study_id)
-            self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        if not leases.holds(self.hub.sessions, study_id, self.owner):
-            log.warning("study %s: lease lost before its result; its holder writes it", study_id)
+            error = f"{type(exc).__name__}: {exc}"
+            self.hub.set_study_status(study_id, "failed", error=error, owner=self.owner)
             return
         # the result names the study by the hub's id, the one `ccdp submit` printed
         # nodes the project kept out (declined, not accepted) are reported beside those asked
         nodes = {**(row.excluded or {}), **result.get("nodes", {})}
         done = {**result, "study_id": study_id, "nodes": nodes}
-        self.hub.set_study_status(study_id, "done", result=done)
+        if not self.hub.set_study_status(study_id, "done", result=done, owner=self.owner):
+            log.warning("study %s: lease lost before its result; its holder writes it", study_id)
