@@ -12,9 +12,11 @@ then, each in its own child process (peak RSS: the child's own VmHWM, see peak.p
 With --recheck, two more ingests into the same store: the same folder again (every parent
 compared with its stored row, nothing changed) and patient.csv alone with 1% of birth dates
 moved a year later (the stored children of those patients checked again).
+--repeat N runs every side N times, interleaved, and shows each side's median run.
 Usage:
 
     python benchmarks/bench_ingest.py --patients 1000000 --out /tmp/bench-ingest [--recheck]
+        [--before OTHER_CHECKOUT/src] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,26 @@ def recheck(folder: Path, store: Path, out: Path) -> None:
         )
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median CPU time (its wall time and peak memory with it)."""
+    return sorted(runs, key=lambda r: r["cpu"])[len(runs) // 2]
+
+
+def timed_rounds(args: argparse.Namespace, folder: Path) -> dict[str, dict]:
+    """Baseline, reference, ingest (and `--before`) in `--repeat` interleaved rounds, so that
+    each figure sits beside its baselines under the same load; the median run of each."""
+    runs: dict[str, list[dict]] = {"base": [], "on_disk": [], "ingest": [], "before": []}
+    for _ in range(args.repeat):
+        runs["base"].append(child(_BASELINE, str(folder), str(HERE)))
+        on_disk = fresh(args.out / "read_csv.duckdb")
+        runs["on_disk"].append(child(_BASELINE, str(folder), str(HERE), str(on_disk)))
+        runs["ingest"].append(ingest(folder, fresh(args.out / "bench.duckdb")))
+        if args.before is not None:
+            old = fresh(args.out / "before.duckdb")
+            runs["before"].append(ingest(folder, old, args.before.resolve()))
+    return {k: median_run(v) for k, v in runs.items() if v}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=1_000_000)
@@ -147,53 +168,38 @@ def main() -> None:
         help="src/ folder of another checkout (e.g. main before a change): its ingest is timed "
         "too, in the same run, into its own store",
     )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="interleaved rounds; the median run is shown"
+    )
     args = ap.parse_args()
     folder = ensure_data(args.out, args.patients, args.seed)
     size = sum(p.stat().st_size for p in folder.glob("*.csv")) / 2**20
-    base = child(_BASELINE, str(folder), str(HERE))
-    on_disk = child(_BASELINE, str(folder), str(HERE), str(fresh(args.out / "read_csv.duckdb")))
-    store = fresh(args.out / "bench.duckdb")
-    t0 = time.perf_counter()
-    ing = ingest(folder, store)
-    wall = time.perf_counter() - t0
-    ratio = ing["seconds"] / base["seconds"]
-    cpu_ratio = ing["cpu"] / base["cpu"]
+    t = timed_rounds(args, folder)
+    base, on_disk, ing = t["base"], t["on_disk"], t["ingest"]
+    store = args.out / "bench.duckdb"
     print(f"data: {folder} ({size:,.0f} MiB of CSV), rows per table: {ing['tables']}")
-    print("| what | rows | wall | CPU | peak RSS |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| baseline DuckDB `read_csv` of every file into tables | {base['rows']:,} "
-        f"| {base['seconds']:.1f} s | {base['cpu']:.1f} s | {base['peak_rss_mib']:,.0f} MiB |"
-    )
-    print(
-        f"| reference: the same `read_csv` into tables of a DuckDB file (compressed, committed) "
-        f"| {on_disk['rows']:,} | {on_disk['seconds']:.1f} s | {on_disk['cpu']:.1f} s "
-        f"| {on_disk['peak_rss_mib']:,.0f} MiB |"
-    )
-    print(
-        f"| `ingest_native` (type, all edits, ICCC, upsert, quarantine, commit) | "
-        f"{ing['rows']:,} | {ing['seconds']:.1f} s ({wall:.1f} s with start-up) "
-        f"| {ing['cpu']:.1f} s | {ing['peak_rss_mib']:,.0f} MiB |"
-    )
-    print(
-        f"ratio reference / baseline: wall {on_disk['seconds'] / base['seconds']:.2f}x, "
-        f"CPU {on_disk['cpu'] / base['cpu']:.2f}x"
-    )
-    print(
-        f"ratio ingest / baseline: wall {ratio:.2f}x, CPU {cpu_ratio:.2f}x (target <= 2x); "
-        f"store {store.stat().st_size / 2**20:,.0f} MiB"
-    )
+    print(f"median of {args.repeat} interleaved round(s), by CPU time")
+    print("| what | rows | wall | CPU | peak RSS | wall / CPU vs baseline | vs reference |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [
+        ("baseline DuckDB `read_csv` of every file into in-memory tables", base),
+        ("reference: the same `read_csv` into tables of a DuckDB file", on_disk),
+        ("`ingest_native` (type, all edits, ICCC, upsert, quarantine, commit)", ing),
+    ]
+    if "before" in t:
+        rows.append((f"before: `ingest_native` of {args.before}", t["before"]))
+    for label, r in rows:
+        print(
+            f"| {label} | {r['rows']:,} | {r['seconds']:.1f} s | {r['cpu']:.1f} s "
+            f"| {r['peak_rss_mib']:,.0f} MiB | {r['seconds'] / base['seconds']:.2f}x / "
+            f"{r['cpu'] / base['cpu']:.2f}x | {r['seconds'] / on_disk['seconds']:.2f}x / "
+            f"{r['cpu'] / on_disk['cpu']:.2f}x |"
+        )
+    print(f"target: ingest <= 2x the baseline; store {store.stat().st_size / 2**20:,.0f} MiB")
     print(
         f"accepted {ing['accepted']:,}, quarantined {ing['quarantined']:,}, flagged "
         f"{ing['flagged']:,}; edits failed: {ing['edits']}"
     )
-    if args.before is not None:
-        old = ingest(folder, fresh(args.out / "before.duckdb"), args.before.resolve())
-        print(
-            f"before ({args.before}): wall {old['seconds']:.1f} s, CPU {old['cpu']:.1f} s, peak "
-            f"RSS {old['peak_rss_mib']:,.0f} MiB; ratio to baseline: wall "
-            f"{old['seconds'] / base['seconds']:.2f}x, CPU {old['cpu'] / base['cpu']:.2f}x"
-        )
     if args.recheck:
         recheck(folder, store, args.out)
 

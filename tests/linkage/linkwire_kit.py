@@ -220,3 +220,15 @@ def run_nodes(
     for t in threads:
         t.join(timeout + 30)
     return out
+
+
+def stored_clks(stores: dict[str, Path]) -> list[bytes]:
+    """Every encoding the nodes' stores hold (to search a database or a page for them)."""
+    out: list[bytes] = []
+    for store in stores.values():
+        con = duckdb.connect(str(store), read_only=True)
+        try:
+            out += [bytes(r[0]) for r in con.execute("SELECT clk FROM linkage_encoding").fetchall()]
+        finally:
+            con.close()
+    return out

@@ -26,6 +26,7 @@ from tests.linkage.linkwire_kit import (
     found_pairs,
     link_groups,
     registries,
+    stored_clks,
     timed,
     true_pairs,
 )
@@ -87,17 +88,6 @@ def _years(stores: dict[str, Path]) -> dict[tuple[str, str], tuple[int | None, i
     return out
 
 
-def _clks(stores: dict[str, Path]) -> list[bytes]:
-    out: list[bytes] = []
-    for store in stores.values():
-        con = duckdb.connect(str(store), read_only=True)
-        try:
-            out += [bytes(r[0]) for r in con.execute("SELECT clk FROM linkage_encoding").fetchall()]
-        finally:
-            con.close()
-    return out
-
-
 def _check_groups(
     stores: dict[str, Path], truth: Any, folder: Path, threshold: float, recall_floor: float
 ) -> tuple[float, float]:
@@ -154,7 +144,7 @@ def test_three_registries_linked_and_nothing_left_at_the_service(
         tables = svc.tables()
     # the service's database read back: no encoding, no result, nothing identifying
     assert tables["linkage_clks"] == [] and tables["linkage_results"] == []
-    clks = _clks(stores)
+    clks = stored_clks(stores)
     _assert_nothing_identifying(stores, tables, clks, truth)
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("linkage.db"))
     assert not [c for c in clks[:2000] if c in raw], "an encoding's bytes remain in the db file"

@@ -10,7 +10,6 @@ import base64
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
@@ -23,6 +22,7 @@ from tests.linkage.linkwire_kit import (
     link_groups,
     partnership_copy,
     run_nodes,
+    stored_clks,
 )
 
 
@@ -57,17 +57,6 @@ def _raw_pages(con: psycopg.Connection) -> bytes:
             (page,) = con.execute("SELECT get_raw_page(%s, %s)", [name, block]).fetchone()
             out.append(bytes(page))
     return b"".join(out)
-
-
-def _clks(stores: dict[str, Path]) -> list[bytes]:
-    out: list[bytes] = []
-    for store in stores.values():
-        con = duckdb.connect(str(store), read_only=True)
-        try:
-            out += [bytes(r[0]) for r in con.execute("SELECT clk FROM linkage_encoding").fetchall()]
-        finally:
-            con.close()
-    return out
 
 
 def test_the_probe_sees_a_deleted_row_until_vacuum_full(pg_url: str) -> None:
@@ -109,7 +98,7 @@ def test_a_run_on_postgresql_leaves_no_encoding(pg_url: str, tmp_path: Path) -> 
     found = found_pairs(link_groups(stores))
     assert found and found == core_pairs(tmp_path / "nodes", stores, 0.8)
     assert tables["linkage_clks"] == [] and tables["linkage_results"] == []
-    clks = _clks(stores)
+    clks = stored_clks(stores)
     cells = [v for rows in tables.values() for row in rows for v in row]
     assert not {bytes(v) for v in cells if isinstance(v, bytes | memoryview)} & set(clks)
     text = "\n".join(str(v) for v in cells)

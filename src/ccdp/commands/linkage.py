@@ -214,3 +214,24 @@ def create_run(
     with LinkageClient(service, tok, verify=tls_verify(cacert)) as client:
         out = client.create_run(run_id, names, threshold)
     typer.echo(f"run {out['run_id']} created: nodes {', '.join(out['nodes'])}")
+
+
+@linkage_app.command("cancel")
+def cancel(
+    run_id: str = typer.Argument(..., help="The run to give up."),
+    service: str = SERVICE,
+    token: str | None = typer.Option(
+        None, "--token", envvar="CCDP_LINKAGE_ADMIN_TOKEN", help="Admin token."
+    ),
+    token_file: Path | None = TOKEN_FILE,
+    cacert: Path | None = CACERT,
+) -> None:
+    """Give a run up (admin): one that cannot finish, e.g. a node of it was revoked. Its
+    encodings and groups are deleted at the service; its nodes stop at their next step."""
+    from ccdp.federation.client import tls_verify
+    from ccdp.federation.linkage.client import LinkageClient
+
+    tok = the_token(token, token_file, "CCDP_LINKAGE_ADMIN_TOKEN")
+    with LinkageClient(service, tok, verify=tls_verify(cacert)) as client:
+        out = client.cancel(run_id)
+    typer.echo(f"run {out['run_id']} cancelled: its encodings and groups are deleted")

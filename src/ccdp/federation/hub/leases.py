@@ -127,11 +127,12 @@ def renew(
         return set(s.scalars(stmt))
 
 
-def holds(sessions: sessionmaker[Session], study_id: str, owner: str) -> bool:
-    """Whether `owner` still holds the study's lease (checked before writing its result)."""
-    with sessions() as s:
-        row = s.get(StudyLeaseRow, study_id)
-        return row is not None and row.owner == owner
+def held(s: Session, study_id: str, owner: str) -> bool:
+    """In `s`'s transaction, the lease row locked until it ends: whether `owner` holds it. A
+    write fenced by this check cannot interleave with a takeover (the claim's upsert waits on
+    the lock), so a worker whose lease was taken while it computed writes nothing."""
+    row = s.get(StudyLeaseRow, study_id, with_for_update=True)
+    return row is not None and row.owner == owner
 
 
 def holder(sessions: sessionmaker[Session], study_id: str) -> str | None:

@@ -97,18 +97,21 @@ class HubTransport:
 
     def _wait(self, round_id: int) -> None:
         """Until all answered or the deadline. An answer this hub records wakes the wait at
-        once (`record_answer` wakes the waker), so no poll lies on a round's path; `poll` only
-        bounds each wait so that answers another process wrote to the same database, which
-        wake nothing here (`ccdp hub import`), are seen too."""
-        while True:
-            if self._stop.is_set():
-                raise HubStopping(f"hub stopping during study {self.study_id}")
-            version = self.hub.waker.version()
-            complete, deadline = self.hub.round_state(round_id)
-            left = (deadline - self.hub.context.clock()).total_seconds()
-            if complete or left <= 0:
-                return
-            self.hub.waker.wait(version, min(self._poll, left))
+        once (`record_answer` wakes `round:{id}`), so no poll lies on a round's path; `poll`
+        only bounds each wait so that answers another process wrote to the same database,
+        which wake nothing here (`ccdp hub import`), are seen too. The thread watches its own
+        round and study only: an answer to another study does not wake it."""
+        keys = (f"round:{round_id}", f"study:{self.study_id}")
+        with self.hub.waker.watch(*keys) as watch:
+            while True:
+                if self._stop.is_set():
+                    raise HubStopping(f"hub stopping during study {self.study_id}")
+                seen = watch.seen()
+                complete, deadline = self.hub.round_state(round_id)
+                left = (deadline - self.hub.context.clock()).total_seconds()
+                if complete or left <= 0:
+                    return
+                watch.wait(seen, min(self._poll, left))
 
 
 class StudyRunner:
@@ -176,6 +179,7 @@ class StudyRunner:
         for study_id in set(live) - held:
             log.warning("study %s: lease taken over by another worker; stopping here", study_id)
             self._stops[study_id].set()
+            self.hub.waker.wake_local([f"study:{study_id}"])  # its thread stops now, not at poll
         if self._stop.is_set():
             return []
         claimed = leases.claim_free(self.hub.sessions, self.owner, self.lease, skip=live)
@@ -228,7 +232,11 @@ class StudyRunner:
 
     def _drive(self, study_id: str, stop: threading.Event) -> None:
         row = self.hub.study_row(study_id)
-        self.hub.set_study_status(study_id, "running")
+        if not self.hub.set_study_status(study_id, "running", owner=self.owner):
+            log.info(
+                "study %s: finished, or its lease is another worker's: not driven here", study_id
+            )
+            return
         transport = HubTransport(
             self.hub, study_id, row.nodes, row.timeout, stop, self.poll, row.project_id
         )
@@ -241,19 +249,18 @@ class StudyRunner:
             log.info("study %s paused for shutdown; it resumes at the next start", study_id)
             return
         except CcdpError as exc:
-            self.hub.set_study_status(study_id, "failed", error=str(exc))
+            self.hub.set_study_status(study_id, "failed", error=str(exc), owner=self.owner)
             return
         except Exception as exc:  # an analysis bug must fail the study, not kill the hub
             if unavailable(exc):
                 raise
             log.exception("study %s failed", study_id)
-            self.hub.set_study_status(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        if not leases.holds(self.hub.sessions, study_id, self.owner):
-            log.warning("study %s: lease lost before its result; its holder writes it", study_id)
+            error = f"{type(exc).__name__}: {exc}"
+            self.hub.set_study_status(study_id, "failed", error=error, owner=self.owner)
             return
         # the result names the study by the hub's id, the one `ccdp submit` printed
         # nodes the project kept out (declined, not accepted) are reported beside those asked
         nodes = {**(row.excluded or {}), **result.get("nodes", {})}
         done = {**result, "study_id": study_id, "nodes": nodes}
-        self.hub.set_study_status(study_id, "done", result=done)
+        if not self.hub.set_study_status(study_id, "done", result=done, owner=self.owner):
+            log.warning("study %s: lease lost before its result; its holder writes it", study_id)

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("ccdp.hub")
 
 MAX_RESTARTS = 10  # worker deaths per minute before the supervisor gives up
+# Seconds an idle keep-alive connection stays open. It must outlast every client's own idle
+# limit, or the hub closes a connection just as the client reuses it (a ReadError on the
+# request: uvicorn's default of 5 s equals httpx's pool expiry, and 0.1-0.5% of requests failed
+# so under load). A TLS proxy in front keeps its upstream connections up to 60 s (nginx's
+# keepalive_timeout; docs/deploy.md sets Caddy's too), and proxy_read_timeout is 75 s there.
+KEEP_ALIVE = 75
 
 
 class HubServeError(CcdpError):
@@ -152,6 +158,7 @@ def build_server(settings: ServeSettings) -> Any:
         ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=3,
+        timeout_keep_alive=KEEP_ALIVE,
     )
 
     class HubServer(uvicorn.Server):

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from ccdp.analyses import registry
 from ccdp.analyses.base import Analysis
 from ccdp.federation import resultfile
+from ccdp.federation.hub import leases
 from ccdp.federation.hub.context import (
     Admission,
     Admissions,
@@ -76,6 +77,8 @@ def registered_analysis(name: str) -> Analysis | None:
     its answers are checked for form only)."""
     return registry.get(name) if name in registry.names() else None
 
+
+FINISHED_STUDY = ("done", "failed")  # a study in these states is never written again
 
 _LISTED = (
     StudyRow.id,
@@ -280,11 +283,21 @@ class HubCore(Members):
         status: str,
         result: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
+        """Write a study's status; whether it was written. A finished study (done, failed) is
+        never rewritten. With `owner` (the worker driving it, runner.py) the write is fenced:
+        it happens only while that worker holds the study's lease, checked in the same
+        transaction under the study's and the lease's row locks (the order a claim takes them),
+        so two workers never both finish one study, even one whose lease ran out mid-round."""
         with self.sessions.begin() as s:
-            row = s.get(StudyRow, study_id)
+            row = s.get(StudyRow, study_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"no study {study_id!r}")
+            if row.status in FINISHED_STUDY:
+                return False
+            if owner is not None and not leases.held(s, study_id, owner):
+                return False
             if status == "running" and row.status != "running":
                 self.context.audit(s, "hub", "study-started", study=study_id, was=row.status)
             row.status = status
@@ -292,6 +305,7 @@ class HubCore(Members):
                 row.result, row.error, row.finished_at = result, error, self.context.clock()
                 self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
         self.waker.wake(f"study:{study_id}")
+        return True
 
     # ---- rounds and tasks --------------------------------------------------------------
     def open_round(

@@ -17,6 +17,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,17 +42,48 @@ def payloads(origin: str, keys: Iterable[str]) -> Iterator[str]:
         yield line
 
 
+class Watch:
+    """One thread's interest in some keys (see `Waker.watch`): take `seen()` before looking at
+    the database, then `wait(seen, …)` returns as soon as one of its keys (or everyone) was
+    woken since, so a wake between the look and the wait is not lost."""
+
+    def __init__(self, lock: threading.RLock, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self._cond = threading.Condition(lock)
+        self._count = 0  # wakes received; only read and moved under the waker's lock
+
+    def seen(self) -> int:
+        with self._cond:
+            return self._count
+
+    def wait(self, since: int, timeout: float) -> int:
+        """Block until a wake came after `seen()` returned `since`, or `timeout` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != since, timeout=max(0.0, timeout))
+            return self._count
+
+    def notify(self) -> None:
+        """Under the waker's lock."""
+        self._count += 1
+        self._cond.notify_all()
+
+
 class Waker:
     """Wakes waiters when something changes: threads (study runners) and asyncio long-polls.
 
-    This one wakes only its own process (SQLite: one hub process); `PgWaker` carries each wake
-    to every hub worker sharing a PostgreSQL database."""
+    A thread waits for its own keys only (`watch`): each answer wakes the one study thread
+    whose round it answers, not every study in flight, which would each look at the database
+    again (work per answer growing with the studies running). A keyless wake still reaches
+    every waiter. This one wakes only its own process (SQLite: one hub process); `PgWaker`
+    carries each wake to every hub worker sharing a PostgreSQL database."""
 
     def __init__(self, auto: bool = False) -> None:
         """`auto`: made by HubContext's default, which swaps in the waker its database needs."""
         self.auto = auto
-        self._cond = threading.Condition()
-        self._version = 0
+        # re-entrant: `close` may run in a signal handler on a thread that holds it
+        self._lock = threading.RLock()
+        self._watches: dict[str, set[Watch]] = {}  # a key's entry goes with its last watch
+        self._all: set[Watch] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
         self.closing = False
@@ -68,6 +100,32 @@ class Waker:
             ev.set()
         return ev
 
+    @contextmanager
+    def watch(self, *keys: str) -> Iterator[Watch]:
+        """Thread-safe: a `Watch` woken by `wake` of any of `keys` and by keyless wakes, for
+        the time of the `with` block (then no entry of it is left)."""
+        w = Watch(self._lock, keys)
+        with self._lock:
+            self._all.add(w)
+            for key in keys:
+                self._watches.setdefault(key, set()).add(w)
+        try:
+            yield w
+        finally:
+            with self._lock:
+                self._all.discard(w)
+                for key in keys:
+                    watching = self._watches.get(key)
+                    if watching is not None:
+                        watching.discard(w)
+                        if not watching:
+                            del self._watches[key]
+
+    def watching(self) -> int:
+        """Keys some thread watches now (tests: no entry outlives its watches)."""
+        with self._lock:
+            return len(self._watches)
+
     def close(self) -> None:
         """Thread- and signal-safe: the hub is stopping, so every long-poll returns now (the
         node asks again of the next hub) instead of holding the shutdown for its timeout."""
@@ -77,9 +135,9 @@ class Waker:
     def wake_everyone(self) -> None:
         """Thread-safe: wake every waiter, whatever it waits for (each looks again at the
         database): after closing, or when wake-ups from other workers may have been missed."""
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
+        with self._lock:
+            for w in list(self._all):
+                w.notify()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -97,14 +155,19 @@ class Waker:
             ev.set()
 
     def wake(self, *keys: str) -> None:
-        """Thread-safe: wake runner threads and any long-poll waiting on `keys`."""
+        """Thread-safe: wake the threads and long-polls waiting on `keys` (no key: every
+        thread, as when the runner stops)."""
         self.wake_local(keys)
 
     def wake_local(self, keys: Iterable[str]) -> None:
-        """Wake this process's waiters only."""
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
+        """Wake this process's waiters only: those watching one of `keys` (none: all threads)."""
+        keys = list(keys)
+        with self._lock:
+            woken: set[Watch] = set() if keys else set(self._all)
+            for key in keys:
+                woken.update(self._watches.get(key, ()))
+            for w in woken:
+                w.notify()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             for key in keys:
@@ -112,16 +175,6 @@ class Waker:
                     loop.call_soon_threadsafe(self._set, key)
                 except RuntimeError:  # loop closed between the check and the call
                     return
-
-    def version(self) -> int:
-        with self._cond:
-            return self._version
-
-    def wait(self, since: int, timeout: float) -> int:
-        """Block a thread until the version moves past `since` or `timeout` passes."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._version != since, timeout=max(0.0, timeout))
-            return self._version
 
 
 class PgWaker(Waker):

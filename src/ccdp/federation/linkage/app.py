@@ -74,6 +74,11 @@ def create_app(
     def admin_status(admin: AsAdmin, run_id: RunId) -> dict[str, Any]:
         return service.status(admin, run_id)
 
+    @app.post("/api/admin/runs/{run_id}/cancel", tags=["admin"])
+    def cancel(admin: AsAdmin, run_id: RunId) -> dict[str, Any]:
+        """Give the run up: its encodings and groups are deleted; its nodes see `cancelled`."""
+        return service.cancel(admin, run_id)
+
     @app.get("/api/admin/audit", tags=["admin"])
     def audit(_admin: AsAdmin) -> dict[str, Any]:
         """Every record of the service's audit chain, and whether the chain holds."""

@@ -67,6 +67,9 @@ class LinkageClient:
             body["threshold"] = threshold
         return self._call("POST", "/api/admin/runs", json=body)
 
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/admin/runs/{run_id}/cancel")
+
     def status(self, run_id: str, wait: float = 0) -> dict[str, Any]:
         timeout = httpx.Timeout(wait + 30)
         return self._call("GET", f"/api/node/runs/{run_id}", params={"wait": wait}, timeout=timeout)

@@ -66,7 +66,8 @@ class RunRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     threshold: Mapped[float] = mapped_column(Float)
     # uploading -> linking (the link worker's) -> linked (years awaited) -> ready (keep decided)
-    # -> done; or failed (linking failed: its encodings deleted all the same)
+    # -> done; or failed (linking failed: its encodings deleted all the same); or cancelled
+    # (an admin gave it up at any step before done: its encodings and groups deleted)
     state: Mapped[str] = mapped_column(String(20), default="uploading")
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -259,6 +259,10 @@ class RunFailed(NodeLinkageError):
     """The service failed the run (its linking failed); the reason it gives names no record."""
 
 
+class RunCancelled(RunFailed):
+    """The service's admin gave the run up; running the command again cannot resume it."""
+
+
 class RunTimeout(NodeLinkageError):
     """The node stopped waiting on the others; running the command again resumes the run."""
 
@@ -337,6 +341,8 @@ def run(
         return _take_part(store, client, run_id, timeout, progress, log, step)
     except (NodeLinkageError, LinkageRequestError) as exc:
         log.append(_stopped(exc, run_id, client, step.name))
+        if isinstance(exc, RunCancelled):  # it cannot be resumed: its pseudonyms' key goes
+            _forget_run_key(store, run_id)
         raise
 
 
@@ -404,7 +410,9 @@ def _stopped(exc: Exception, run_id: str, client: LinkageClient, step: str) -> d
     service, 4xx, or by this node), or stopped (a timeout, the service unreachable: run the
     command again). Its reason with any long opaque token cut out, at most 300 characters."""
     status = exc.status if isinstance(exc, LinkageRequestError) else None
-    if isinstance(exc, RunFailed):
+    if isinstance(exc, RunCancelled):
+        event = "linkage-cancelled"
+    elif isinstance(exc, RunFailed):
         event = "linkage-failed"
     elif isinstance(exc, RunTimeout) or (
         isinstance(exc, LinkageRequestError) and (status is None or status >= 500)
@@ -426,6 +434,8 @@ def _stopped(exc: Exception, run_id: str, client: LinkageClient, step: str) -> d
 def _checked(status: dict[str, Any], run_id: str) -> dict[str, Any]:
     if status["state"] == "failed":
         raise RunFailed(f"run {run_id} failed at the service: {status.get('error')}")
+    if status["state"] == "cancelled":
+        raise RunCancelled(f"run {run_id} was cancelled at the service: {status.get('error')}")
     return status
 
 

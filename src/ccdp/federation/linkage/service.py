@@ -36,6 +36,7 @@ from ccdp.federation.linkage.protocol import CreateRun, Upload, Years
 from ccdp.wire.protocol import Clock, utcnow
 
 SERVICE = "linkage-service"
+FINISHED = ("done", "failed", "cancelled")  # a run in these states holds nothing
 log = logging.getLogger("ccdp.linkage.service")
 
 
@@ -158,6 +159,38 @@ class LinkageService:
                 {"run": body.run_id, "nodes": body.nodes, "threshold": body.threshold},
             )
         return self.status(admin, body.run_id)
+
+    def cancel(self, admin: Principal, run_id: str) -> dict[str, Any]:
+        """Give a run up (an admin's): one that cannot finish (a node revoked or gone) or is no
+        longer wanted. Its encodings and groups are deleted and scrubbed at once; a link worker
+        half-way through it stores nothing (`_store_links` finds the run no longer linking);
+        its nodes see `cancelled` and stop. A finished run is refused: nothing is left there."""
+        with self.sessions.begin() as s:
+            run = s.get(RunRow, run_id, with_for_update=True)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            if run.state in FINISHED:
+                raise Conflict(f"run {run_id!r} is {run.state}: nothing to cancel")
+            clks = s.scalar(select(func.count()).select_from(ClkRow).where(ClkRow.run_id == run_id))
+            groups = s.scalar(
+                select(func.count()).select_from(ResultRow).where(ResultRow.run_id == run_id)
+            )
+            s.execute(delete(ClkRow).where(ClkRow.run_id == run_id))
+            s.execute(delete(ResultRow).where(ResultRow.run_id == run_id))
+            was, run.state, run.error = run.state, "cancelled", f"admin {admin.name} gave it up"
+            hub_audit.append(
+                s,
+                admin.name,
+                "linkage-cancelled",
+                {
+                    "run": run_id,
+                    "state": was,
+                    "clks_deleted": int(clks or 0),
+                    "results_deleted": int(groups or 0),
+                },
+            )
+        scrub(self.sessions, "linkage_results", "linkage_clks")
+        return self.status(admin, run_id)
 
     def _run(self, s: Session, who: Principal, run_id: str) -> RunRow:
         """The run, if `who` may see it: admins every run, a node only the runs naming it."""
@@ -378,8 +411,8 @@ class LinkageService:
         every node has sent the years of its linked records."""
         with self.sessions() as s:
             run = self._run(s, node, run_id)
-            if run.state == "failed":
-                raise Conflict(f"run {run_id!r} failed: {run.error}")
+            if run.state in ("failed", "cancelled"):
+                raise Conflict(f"run {run_id!r} {run.state}: {run.error}")
             if run.state in ("uploading", "linking"):
                 raise Conflict(f"run {run_id!r} is not linked yet ({run.state}): wait for it")
             if self._mine(s, run_id, node).downloaded_at is not None:

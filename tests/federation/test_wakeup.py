@@ -1,0 +1,194 @@
+"""Per-key wake-ups (issue 27, the hub under load): a study's thread is woken by its own round
+only, so the work an answer causes does not grow with the studies in flight; a keyless wake
+(the runner stopping, a listener reconnecting) and `close` still reach every waiter; no entry
+outlives its watch; and on PostgreSQL a wake published by another worker reaches only the keys
+it names. Real threads, a real hub (SQLite) and a real PostgreSQL LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from ccdp.federation.hub.app import Hub
+from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.models import NodeRow, RoundRow
+from ccdp.federation.hub.runner import HubTransport
+from ccdp.federation.hub.wakeup import PgWaker, Waker
+from ccdp.wire.protocol import Answer, Task
+from tests.federation.netutil import wait_until
+from tests.federation.pg import temporary_database
+
+LONG = 3600.0  # no wait here may end by its timeout: only a wake ends it
+
+
+class Waiter:
+    """A thread that waits on `keys` as a study's runner does, counting how often it woke."""
+
+    def __init__(self, waker: Waker, *keys: str) -> None:
+        self.waker = waker
+        self.keys = keys
+        self.woken = 0
+        self.watching = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.watching.wait(10)
+
+    def _run(self) -> None:
+        with self.waker.watch(*self.keys) as watch:
+            seen = watch.seen()
+            self.watching.set()
+            while not self.done.is_set():
+                seen = watch.wait(seen, LONG)
+                self.woken += 1
+
+    def stop(self) -> None:
+        self.done.set()
+        self.waker.wake()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@contextmanager
+def waiters(waker: Waker, *keys: str) -> Iterator[dict[str, Waiter]]:
+    ws = {key: Waiter(waker, key) for key in keys}
+    try:
+        yield ws
+    finally:
+        for w in ws.values():
+            w.stop()
+
+
+def test_a_wake_for_one_round_leaves_a_thread_waiting_on_another_asleep():
+    waker = Waker()
+    with waiters(waker, "round:1", "round:2") as ws:
+        for _ in range(200):
+            waker.wake("study:2", "round:2")
+        wait_until(lambda: ws["round:2"].woken >= 1, 10)
+        assert ws["round:1"].woken == 0  # the shared condition woke it 200 times
+        waker.wake("round:1")
+        wait_until(lambda: ws["round:1"].woken == 1, 10)
+    assert waker.watching() == 0  # no key's entry outlives its last watch
+
+
+def test_a_keyless_wake_and_close_reach_every_waiting_thread():
+    waker = Waker()
+    with waiters(waker, "round:1", "round:2", "study:3") as ws:
+        waker.wake()  # as the runner does when it stops
+        wait_until(lambda: all(w.woken == 1 for w in ws.values()), 10)
+        waker.wake_everyone()  # as the listener does after it reconnects
+        wait_until(lambda: all(w.woken == 2 for w in ws.values()), 10)
+        waker.close()
+        wait_until(lambda: all(w.woken == 3 for w in ws.values()), 10)
+    assert waker.watching() == 0
+
+
+def test_a_wake_between_the_look_and_the_wait_is_not_lost():
+    waker = Waker()
+    with waker.watch("round:1") as watch:
+        seen = watch.seen()
+        waker.wake("round:1")  # the answer lands after the database was read
+        assert watch.wait(seen, LONG) != seen  # returns at once, not after an hour
+
+
+def _node_id(hub: Hub, name: str) -> int:
+    with hub.sessions() as s:
+        return s.scalars(select(NodeRow.id).where(NodeRow.name == name)).one()
+
+
+def _open_tasks(hub: Hub, node_id: int, n: int) -> dict[str, str]:
+    """study id -> task id of this node's open tasks, once there are `n`."""
+    tasks = wait_until(lambda: len(got := hub.pending_tasks(node_id, redeliver=True)) == n and got)
+    return {t.study_id: t.task_id for t in tasks}
+
+
+def _round_of(hub: Hub, study_id: str) -> int:
+    with hub.sessions() as s:
+        return s.scalars(select(RoundRow.id).where(RoundRow.study_id == study_id)).one()
+
+
+def _counting(fn: Callable[[int], tuple[bool, datetime]], calls: Counter[int]):  # type: ignore[no-untyped-def]
+    def round_state(round_id: int) -> tuple[bool, datetime]:
+        calls[round_id] += 1
+        return fn(round_id)
+
+    return round_state
+
+
+def test_an_answer_wakes_its_own_study_at_once_and_no_other(tmp_path: Path):
+    """Two studies wait on rounds to FR and DE; FR's answer to study A re-reads A's round
+    once and B's not at all; then every answer ends its round at once (the poll is an hour)."""
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
+    for name in ("FR", "DE"):
+        hub.add_node(name, name)
+    owner = hub.authenticate(hub.add_user("ana", "researcher"))
+    calls: Counter[int] = Counter()
+    hub.round_state = _counting(hub.round_state, calls)  # type: ignore[method-assign]
+    asking, answers, sids = [], {}, []
+    for title in ("A", "B"):
+        sid = hub.create_study(
+            {"analysis": "count"}, analysis="count", title=title, nodes=["FR", "DE"],
+            min_nodes=1, timeout=LONG, owner=owner,
+        )  # fmt: skip
+        hub.set_study_status(sid, "running")
+        transport = HubTransport(hub, sid, ["FR", "DE"], LONG, threading.Event(), poll=LONG)
+        task = Task(task_id=title, study_id="local", round=0, analysis="count")
+        t = threading.Thread(
+            target=lambda tr=transport, tk=task, s=sid: answers.update(
+                {s: tr.ask(tk, ["FR", "DE"])}
+            ),
+            daemon=True,
+        )
+        t.start()
+        asking.append(t)
+        sids.append(sid)
+    fr, de = _node_id(hub, "FR"), _node_id(hub, "DE")
+    task_of = {n: _open_tasks(hub, n, 2) for n in (fr, de)}  # node -> study -> task id
+    wait_until(lambda: len(calls) == 2, 30)  # each thread read its round once, then waits
+    wait_until(lambda: hub.waker.watching() == 4, 30)  # each watches its round and its study
+    round_a, round_b = (_round_of(hub, sid) for sid in sids)
+    a = sids[0]
+    hub.record_answer(fr, Answer(task_id=task_of[fr][a], node="FR", status="failed", reason="r"))
+    wait_until(lambda: calls[round_a] == 2, 10)  # A looked again at once
+    for sid in sids:
+        for n, name in ((de, "DE"), (fr, "FR")):
+            if (n, sid) != (fr, a):
+                answer = Answer(task_id=task_of[n][sid], node=name, status="failed", reason="r")
+                hub.record_answer(n, answer)
+    for t in asking:
+        t.join(30)
+        assert not t.is_alive()
+    assert sorted(answers) == sorted(sids)
+    # one look, then one per answer at most: B slept through A's answers (shared: up to 5)
+    assert calls[round_a] <= 3 and calls[round_b] <= 3, calls
+    assert hub.waker.watching() == 0
+
+
+def test_a_notify_from_another_worker_wakes_only_the_keys_it_names_here():
+    with temporary_database() as db:
+        engines = [create_engine(db) for _ in range(2)]
+        mine, theirs = PgWaker(engines[0]), PgWaker(engines[1])
+        loop = asyncio.new_event_loop()  # not run: the listener only needs it bound
+        try:
+            with waiters(mine, "round:1", "round:2") as ws:
+                mine.bind(loop)
+                assert mine.listening.wait(30)
+                # the first LISTEN wakes everyone once (what it may have missed)
+                wait_until(lambda: all(w.woken == 1 for w in ws.values()), 30)
+                theirs.wake("study:9", "round:2")
+                wait_until(lambda: ws["round:2"].woken == 2, 30)
+                theirs.wake("round:1")
+                wait_until(lambda: ws["round:1"].woken == 2, 30)
+                assert ws["round:2"].woken == 2
+        finally:
+            mine.close()
+            loop.close()
+            for engine in engines:
+                engine.dispose()
