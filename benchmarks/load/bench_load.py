@@ -793,9 +793,8 @@ def run(args: argparse.Namespace, db: str, work: Path, pg: Any = None) -> dict[s
     try:
         from ccdp.federation.client import wait_for_hub
 
-        setup["hub_start_s"] = wait_for_hub(
-            url, 180
-        )  # a 2-worker hub on a loaded 2-core machine took over 60 s
+        # a 2-worker hub on the loaded 2-core machine once took over 60 s to answer
+        setup["hub_start_s"] = wait_for_hub(url, 180)
         sampler.start()
         agents = start_agents(
             args.agent_mode, url, stores, node_tokens, args.agent_procs, args.poll, work
