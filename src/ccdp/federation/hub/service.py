@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -335,18 +335,7 @@ class HubCore(Members):
         """
         states = ("pending", "delivered") if redeliver else ("pending",)
         with self.sessions.begin() as s:
-            rows = s.execute(
-                select(TaskRow, RoundRow)
-                .join(RoundRow, TaskRow.round_id == RoundRow.id)
-                .join(StudyRow, RoundRow.study_id == StudyRow.id)
-                .where(
-                    TaskRow.node_id == node_id,
-                    TaskRow.status.in_(states),
-                    RoundRow.closed_at.is_(None),
-                    StudyRow.status == "running",
-                )
-                .order_by(RoundRow.created_at)
-            ).all()
+            rows = s.execute(_open_tasks(node_id, states).order_by(RoundRow.created_at)).all()
             out = []
             for task_row, rnd in rows:
                 task_row.status = "delivered"
@@ -445,16 +434,20 @@ class HubCore(Members):
         analysis.check_summary(Summary.from_dict(summary), params, task.get("request") or {})
 
     def round_state(self, round_id: int) -> tuple[bool, datetime]:
-        """(every task has an answer, deadline)."""
-        with self.sessions() as s:
-            rnd = s.get(RoundRow, round_id)
-            assert rnd is not None
-            waiting = s.scalar(
-                select(TaskRow.id)
-                .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
-                .limit(1)
-            )
-            return waiting is None or rnd.closed_at is not None, rnd.deadline
+        """(every task has an answer, deadline): one read outside any transaction, as the
+        runner asks at every answer of the round."""
+        waiting = (
+            select(TaskRow.id)
+            .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = select(RoundRow.closed_at, RoundRow.deadline, waiting).where(
+            RoundRow.id == round_id
+        )
+        with self._reads.connect() as conn:
+            closed_at, deadline, task = conn.execute(query).one()
+        return task is None or closed_at is not None, deadline
 
     def close_round(self, round_id: int) -> dict[str, Answer]:
         """Close a round: unanswered tasks become timeouts; return every node's answer."""
@@ -511,6 +504,22 @@ class HubCore(Members):
         return [
             {"node": n, "round": r, "received_at": t.isoformat(), "used": False} for n, r, t in rows
         ]
+
+
+def _open_tasks(node_id: int, states: tuple[str, ...], *columns: Any) -> Select[Any]:
+    """A node's tasks in `states` of open rounds of running studies (with their rounds, or
+    the `columns` given)."""
+    return (
+        select(*(columns or (TaskRow, RoundRow)))
+        .join(RoundRow, TaskRow.round_id == RoundRow.id)
+        .join(StudyRow, RoundRow.study_id == StudyRow.id)
+        .where(
+            TaskRow.node_id == node_id,
+            TaskRow.status.in_(states),
+            RoundRow.closed_at.is_(None),
+            StudyRow.status == "running",
+        )
+    )
 
 
 def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
