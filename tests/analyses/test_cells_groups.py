@@ -14,9 +14,13 @@ import pytest
 from ccdp.analyses.cells import counts_part
 from ccdp.analyses.node_data import FrameData, NodeData
 from ccdp.cohort.spec import CohortSpec
+from ccdp.disclosure.context import DisclosureContext
+from ccdp.disclosure.gate import record, release
+from ccdp.disclosure.ledger import Ledger
+from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.levels import native, sort_key
-from ccdp.wire.summary import CountsPart
+from ccdp.wire.summary import CountsPart, Summary
 from tests.storekit import build_store, random_registry
 
 
@@ -96,3 +100,32 @@ def test_missing_values_of_every_plain_kind_group_as_the_groupby_does(seed: int)
             same(counts_part(data, frame, by, unit), groupby_part(data, frame, by, unit))
     empty = frame.iloc[:0]
     same(counts_part(data, empty, ["text"]), groupby_part(data, empty, ["text"], "tumours"))
+
+
+def test_the_gate_releases_and_records_the_same(tmp_path: Path):
+    """The same releases, one study after another, from parts made either way: the same
+    released tables and notes, and the same sets in the ledger after each."""
+    store = build_store(tmp_path / "FR.duckdb", random_registry(13, 300, "FR", "FR"))
+    view = LocalNode(store, name="FR").read_view(None, CohortSpec())
+    data = FrameData(view)
+    policy = NodePolicy(counts="exact", exact_release="any", min_cell=5)
+    ours, theirs = Ledger(tmp_path / "a.ledger.db"), Ledger(tmp_path / "b.ledger.db")
+    studies = [["sex"], ["iccc_group"], ["sex", "age_group"], ["iccc_group", "sex"], ["stage"]]
+    for i, by in enumerate(studies * 2):
+        made = []
+        for ledger, make in ((ours, counts_part), (theirs, groupby_part)):
+            ctx = DisclosureContext(policy, ledger)
+            cells = make(data, view, by, "tumours")
+            parts = {"cells": cells, "total": counts_part(data, view, [])}  # no groups: as was
+            checked = release(Summary(parts=parts), ctx)  # type: ignore[arg-type]
+            record(checked, ctx, {"study_id": str(i)})
+            made.append((checked.summary.to_dict(), checked.notes))
+        assert made[0] == made[1], by
+        assert _sets(ours) == _sets(theirs)
+    assert len(ours) > 5
+
+
+def _sets(ledger: Ledger) -> list[list[int]]:
+    got = ledger.sets()
+    assert got is not None
+    return [s.tolist() for s in got[0]]
