@@ -34,7 +34,7 @@ from ccdp.federation.hub.doors import (
     known,
 )
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
-from ccdp.federation.hub.service import HubCore, import_file
+from ccdp.federation.hub.service import HubCore, Recorded, import_file
 from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
 # what this hub's node door can do beyond the first protocol: a node agent reads it from
@@ -182,10 +182,22 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
         the same request then waits for the node's next tasks, as `GET /api/node/tasks` does:
         a node answering round after round makes one request per round instead of two. The
         answer is recorded (committed) before the wait; a refused answer ends the request."""
-        rec = await run_in_threadpool(hub.record_answer, node.id, answer)
         if wait is None:
+            rec = await run_in_threadpool(hub.record_answer, node.id, answer)
             return Posted(status=rec.status, task_id=rec.task_id)
-        tasks = await next_tasks(node, wait, redeliver)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        woken = hub.waker.event(f"node:{node.id}")  # before the first look: no wake is lost
+
+        def record_then_look() -> tuple[Recorded, list[Task]]:
+            """The answer and the first look for tasks in one worker-thread hop."""
+            return hub.record_answer(node.id, answer), hub.pending_tasks(node.id, redeliver)
+
+        rec, tasks = await run_in_threadpool(record_then_look)
+        if not tasks and until > loop.time() and not hub.waker.closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=until - loop.time())
+            tasks = await next_tasks(node, max(0.0, until - loop.time()), redeliver)
         return PostedThenTasks(status=rec.status, task_id=rec.task_id, tasks=tasks)
 
     @api.post("/api/node/heartbeat", tags=["node"])
