@@ -364,17 +364,22 @@ class HubCore(Members):
         the node to post a correct answer, and the other nodes' answers are untouched."""
         if answer.status == "answered" and not answer.summary:
             raise MalformedSummary("an answered answer needs a summary with at least one part")
-        if answer.summary is not None:
-            Summary.from_dict(answer.summary)
+        summary = None if answer.summary is None else Summary.from_dict(answer.summary)
         try:
-            return self._record_answer(node_id, answer, source, by)
+            return self._record_answer(node_id, answer, summary, source, by)
         except IntegrityError:
             # Two copies raced past the check; the unique task_id kept one: judge this one again.
-            return self._record_answer(node_id, answer, source, by)
+            return self._record_answer(node_id, answer, summary, source, by)
 
     def _record_answer(
-        self, node_id: int, answer: Answer, source: str, by: str | None = None
+        self,
+        node_id: int,
+        answer: Answer,
+        summary: Summary | None,
+        source: str,
+        by: str | None = None,
     ) -> Recorded:
+        """`summary`: the answer's, already parsed (and so well formed)."""
         digest = answer_digest(answer)
         with self.sessions.begin() as s:
             task = s.get(TaskRow, answer.task_id, with_for_update=True)
@@ -386,8 +391,8 @@ class HubCore(Members):
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
             rnd = s.get(RoundRow, task.round_id)
             assert rnd is not None
-            if answer.summary is not None:
-                self._check_summary(rnd.task, answer.summary)
+            if summary is not None:
+                self._check_summary(rnd.task, summary)
             held = s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
             if held is not None:
                 if held.digest != digest:
@@ -422,7 +427,7 @@ class HubCore(Members):
         self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")
         return Recorded("late" if late else "accepted", task.id)
 
-    def _check_summary(self, task: dict[str, Any], summary: dict[str, Any]) -> None:
+    def _check_summary(self, task: dict[str, Any], summary: Summary) -> None:
         """MalformedSummary unless `summary` is what the task's analysis sends for its request."""
         analysis = self.analyses(str(task.get("analysis")))
         if analysis is None:
@@ -431,7 +436,7 @@ class HubCore(Members):
             params = analysis.params_model.model_validate(task.get("params") or {})
         except ValidationError as exc:  # validated at submission: the analysis changed since
             raise Conflict(f"task parameters no longer valid for {analysis.name}: {exc}") from None
-        analysis.check_summary(Summary.from_dict(summary), params, task.get("request") or {})
+        analysis.check_summary(summary, params, task.get("request") or {})
 
     def round_state(self, round_id: int) -> tuple[bool, datetime]:
         """(every task has an answer, deadline): one read outside any transaction, as the
