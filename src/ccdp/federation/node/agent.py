@@ -227,7 +227,8 @@ class NodeAgent:
         hub that can), the last answer's request also waits that long for the node's next
         tasks, returned; None when no request brought any (the caller then polls)."""
         answers = list(self.outbox.items())
-        last = answers.pop() if then_wait is not None and self.answer_then_tasks else None
+        combine = then_wait is not None and self.answer_then_tasks and answers
+        last = answers.pop() if combine else None  # none when the answer was held
         for tid, answer in answers:
             self._post_one(tid, answer)
         self._flush_decisions()
