@@ -20,13 +20,14 @@ from ccdp.disclosure.ledger import Ledger
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.levels import native, sort_key
+from ccdp.wire.records import Unit
 from ccdp.wire.summary import CountsPart, Summary
 from tests.storekit import build_store, random_registry
 
 
-def groupby_part(data: NodeData, frame: pd.DataFrame, by: list[str], unit: str) -> CountsPart:
+def groupby_part(data: NodeData, frame: pd.DataFrame, by: list[str], unit: Unit) -> CountsPart:
     """`counts_part` as it was written over a pandas groupby (the reference)."""
-    keys = data.record_keys(frame.index, unit)  # type: ignore[arg-type]
+    keys = data.record_keys(frame.index, unit)
     grouped = frame.groupby(by, dropna=False, sort=False)
     codes = grouped.ngroup().to_numpy()
     per_cell = (
@@ -44,7 +45,7 @@ def groupby_part(data: NodeData, frame: pd.DataFrame, by: list[str], unit: str) 
         dims=list(by),
         counts=["n"],
         cells=[cells[i] for i in order],
-        records=data.records(frame.index, position[codes], unit),  # type: ignore[arg-type]
+        records=data.records(frame.index, position[codes], unit),
     )
 
 
@@ -117,7 +118,7 @@ def test_the_gate_releases_and_records_the_same(tmp_path: Path):
             ctx = DisclosureContext(policy, ledger)
             cells = make(data, view, by, "tumours")
             parts = {"cells": cells, "total": counts_part(data, view, [])}  # no groups: as was
-            checked = release(Summary(parts=parts), ctx)  # type: ignore[arg-type]
+            checked = release(Summary(parts=parts), ctx)
             record(checked, ctx, {"study_id": str(i)})
             made.append((checked.summary.to_dict(), checked.notes))
         assert made[0] == made[1], by

@@ -13,7 +13,7 @@ def _family(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Sets near one another (a few keys added or taken), equal ones, and far ones; some keys
     with the top bits set, so the sketch's buckets differ."""
     base = rng.integers(0, 2**64 - 1, size=40, dtype=np.uint64)
-    out = []
+    out: list[np.ndarray] = []
     for _ in range(n):
         kind = rng.integers(0, 4)
         if kind == 0 and out:
