@@ -23,7 +23,7 @@ from ccdp.federation.hub.runner import HubTransport
 from ccdp.federation.hub.studies import SpecExecutor
 from ccdp.federation.node.agent import NodeAgent
 from ccdp.federation.node.local import LocalNode
-from ccdp.wire.protocol import Answer, Task
+from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, Task
 from tests.federation.netutil import LiveHub, wait_until
 from tests.storekit import build_store, random_registry
 
@@ -183,3 +183,48 @@ def test_an_answer_brings_the_next_round_in_its_own_request(
     assert not agent.answer_then_tasks
     assert sent["GET /api/node/tasks"] >= before["result"]["rounds"]
     assert before["result"]["result"] == study["result"]["result"]
+
+
+def test_the_answer_route_answers_older_agents_as_before(tmp_path: Path):
+    """Without `wait`, an answer's receipt is what it always was (status and task id only);
+    with it, the receipt also holds the node's open tasks; `/api/node/me` lists the feature."""
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", SpecExecutor()) as live:
+        hub = live.hub
+        token = hub.add_node("FR", "FR")
+        owner = hub.authenticate(hub.add_user("ana", "researcher"))
+        sids = []
+        for _ in range(2):
+            sid = hub.create_study(
+                {"analysis": "count"},
+                analysis="count",
+                title="t",
+                nodes=["FR"],
+                min_nodes=1,
+                timeout=LONG,
+                owner=owner,
+            )
+            hub.set_study_status(sid, "running")
+            task = Task(task_id="x", study_id=sid, round=0, analysis="count")
+            hub.open_round(sid, 0, task, ["FR"], LONG)
+            sids.append(sid)
+        with live.client(token) as c:
+            assert ANSWER_THEN_TASKS in c.get("/api/node/me").json()["features"]
+            first, second = c.get("/api/node/tasks").json()["tasks"]
+            old = c.post("/api/node/answers", json=_failed(first["task_id"]))
+            assert old.json() == {"status": "accepted", "task_id": first["task_id"]}
+            # the second task was delivered, not answered: `redeliver` brings it again
+            new = c.post(
+                "/api/node/answers",
+                params={"wait": 0, "redeliver": True},
+                json=_failed(first["task_id"]),
+            ).json()
+            assert new["status"] == "duplicate"
+            assert [t["task_id"] for t in new["tasks"]] == [second["task_id"]]
+            again = c.post(
+                "/api/node/answers", params={"wait": 0.2}, json=_failed(second["task_id"])
+            ).json()
+            assert again == {"status": "accepted", "task_id": second["task_id"], "tasks": []}
+
+
+def _failed(task_id: str) -> dict[str, Any]:
+    return Answer(task_id=task_id, node="FR", status="failed", reason="r").model_dump(mode="json")
