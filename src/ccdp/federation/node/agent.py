@@ -371,6 +371,8 @@ class NodeAgent:
                 if brought:  # the last answer's request brought tasks: they come first
                     tasks, brought = brought, None
                 else:
+                    # an answer's request that waited in vain is a poll that brought nothing
+                    busy, brought = busy and brought is None, None
                     if not busy or time.monotonic() - chores_at >= self.heartbeat_every:
                         self.chores()
                         chores_at = time.monotonic()
