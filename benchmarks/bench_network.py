@@ -10,6 +10,9 @@
    study's end), so a round is the nodes' work, both HTTP legs and the hub's combine. Round 0
    reads each node's data; the later rounds are the iteration cost, reported per round. Same
    per-round timing in one process (InProcessTransport, timed at each `ask`).
+3. The CPU seconds each count study and each Cox fit cost the hub process and the node agents
+   (from /proc), and this process in the one-process runs: on a loaded machine steadier than
+   the wall times.
 
     python benchmarks/bench_network.py --nodes 20 --repeat 15 --cox-nodes 10 --cox-fits 5
 
@@ -122,9 +125,39 @@ def hub_round_times(sessions: sessionmaker[Session], study_id: str) -> list[floa
     return round_times([t.timestamp() for t in opened], end.timestamp())
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds these processes have used (/proc): on a loaded machine the
+    CPU a study costs is steadier than its wall time."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU seconds of the hub and of the node agents, and of this process, between marks."""
+
+    def __init__(self, hub: int, nodes: list[int]) -> None:
+        self.hub, self.nodes = hub, nodes
+        self.spent: dict[str, list[float]] = {}
+
+    def now(self) -> tuple[float, float, float]:
+        return cpu_seconds([self.hub]), cpu_seconds(self.nodes), time.process_time()
+
+    @contextmanager
+    def measure(self, what: str, per: int):
+        """Adds (hub, agents, here) CPU seconds per unit of `per` spent in the block."""
+        start = self.now()
+        yield
+        end = self.now()
+        self.spent[what] = [(b - a) / per for a, b in zip(start, end, strict=True)]
+
+
 @contextmanager
 def network(work: Path, stores: dict[str, Path], db: str, tokens: dict[str, str], user: str):
-    """A hub process and one `ccdp node run --open` process per store, torn down at the end."""
+    """A hub process and one `ccdp node run --open` process per store, torn down at the end:
+    yields the researcher's client and the CPU meter of the processes."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-m", "ccdp"]
@@ -138,7 +171,7 @@ def network(work: Path, stores: dict[str, Path], db: str, tokens: dict[str, str]
             node_cmd += ["--token", tokens[n], "--poll", "20", "--open"]
             procs.append(_spawn(node_cmd, work / f"node-{n}.log"))
         _wait(lambda: all(x["last_seen"] for x in client.nodes()), 180)
-        yield client
+        yield client, Cpu(procs[0].pid, [p.pid for p in procs[1:]])
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -160,29 +193,32 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def time_counts(
-    client: HubClient, stores: list[Path], repeat: int
+    client: HubClient, cpu: Cpu, stores: list[Path], repeat: int
 ) -> tuple[list[float], list[float]]:
     """Submit → result of `repeat` count studies over the network, and in one process."""
     client.wait(client.submit(COUNT), 120)  # warm-up: every node imports the analysis code
     net = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        study = client.wait(client.submit(COUNT), 120)
-        net.append(time.perf_counter() - t0)
-        assert study["status"] == "done", study
-        assert all(s["status"] == "answered" for s in study["result"]["nodes"].values())
+    with cpu.measure("count", repeat):
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            study = client.wait(client.submit(COUNT), 120)
+            net.append(time.perf_counter() - t0)
+            assert study["status"] == "done", study
+            assert all(s["status"] == "answered" for s in study["result"]["nodes"].values())
     transport = InProcessTransport(stores)
     run_study(COUNT, transport)  # the same warm-up
     local = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run_study(COUNT, transport)
-        local.append(time.perf_counter() - t0)
+    with cpu.measure("count, one process", repeat):
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            run_study(COUNT, transport)
+            local.append(time.perf_counter() - t0)
     return net, local
 
 
 def time_cox(
     client: HubClient,
+    cpu: Cpu,
     sessions: sessionmaker[Session],
     stores: list[Path],
     nodes: list[str],
@@ -192,16 +228,18 @@ def time_cox(
     spec = cox_spec(nodes)
     net, local = [], []
     study: dict[str, Any] = {}
-    for _ in range(fits):
-        study_id = client.submit(spec)
-        study = client.wait(study_id, 300)
-        assert study["status"] == "done", study
-        net.append(hub_round_times(sessions, study_id))
+    with cpu.measure("cox fit", fits):
+        for _ in range(fits):
+            study_id = client.submit(spec)
+            study = client.wait(study_id, 300)
+            assert study["status"] == "done", study
+            net.append(hub_round_times(sessions, study_id))
     transport = TimedTransport(InProcessTransport(stores))
-    for _ in range(fits):
-        transport.starts = []
-        result = run_study(spec, transport)
-        local.append(round_times(transport.starts, time.perf_counter()))
+    with cpu.measure("cox fit, one process", fits):
+        for _ in range(fits):
+            transport.starts = []
+            result = run_study(spec, transport)
+            local.append(round_times(transport.starts, time.perf_counter()))
     net_coefs = [c["coef"] for c in study["result"]["result"]["coefficients"]]
     loc_coefs = [c.coef for c in result.result.coefficients]  # type: ignore[union-attr]
     assert max(abs(a - b) for a, b in zip(net_coefs, loc_coefs, strict=True)) < 1e-12
@@ -233,12 +271,15 @@ def main() -> None:
     tokens = {n: hub.add_node(n, "FR") for n in names}
     user = hub.add_user("bench", "researcher")
     cox_nodes = names[: args.cox_nodes]
-    with network(work, stores, db, tokens, user) as client:
-        count_net, count_local = time_counts(client, list(stores.values()), args.repeat)
+    load = os.getloadavg()[0]
+    with network(work, stores, db, tokens, user) as (client, cpu):
+        count_net, count_local = time_counts(client, cpu, list(stores.values()), args.repeat)
         cox_net, cox_local = time_cox(
-            client, sessions, [stores[n] for n in cox_nodes], cox_nodes, args.cox_fits
+            client, cpu, sessions, [stores[n] for n in cox_nodes], cox_nodes, args.cox_fits
         )
     report(args, count_net, count_local, cox_net, cox_local)
+    report_cpu(cpu)
+    print(f"load average (1 min) at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f}")
 
 
 def report(
@@ -278,6 +319,15 @@ def report(
         f"targets: count median < 0.3 s: {'met' if med < 0.3 else 'NOT met'}; "
         f"cox round <= 50 ms: {'met' if cox <= 0.05 else 'NOT met'}"
     )
+
+
+def report_cpu(cpu: Cpu) -> None:
+    """CPU seconds per count study and per Cox fit: the hub's, the node agents' (all of them),
+    and this process's (the researcher's client; in the one-process runs, everything)."""
+    print("| CPU ms | hub | node agents | this process |")
+    print("|---|---|---|---|")
+    for what, (hub, nodes, here) in cpu.spent.items():
+        print(f"| {what} | {hub * 1000:.0f} | {nodes * 1000:.0f} | {here * 1000:.0f} |")
 
 
 def _up(client: HubClient) -> bool:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ccdp.cohort.view import declared_levels
 from ccdp.disclosure.context import DisclosureContext
-from ccdp.disclosure.ledger import Ledger
+from ccdp.disclosure.ledger import digest, symmetric_difference
 from ccdp.disclosure.perturb import cell_keys, perturb_counts
 from ccdp.disclosure.policy import TIME_UNIT_DAYS
 from ccdp.disclosure.refusals import MAX_CELLS, refuse
@@ -226,14 +226,42 @@ def _within_answer(
             for i, s in enumerate(sets[name])
             if s.size >= floor and not forced[name][i]
         )
-        kept = Ledger()
+        kept = _Kept()
         for _, _, name, i in order:
             members = sets[name][i]
-            if kept.refused([members], _threshold(parts[name], ctx))[0]:
+            if kept.refused(members, _threshold(parts[name], ctx)):
                 forced[name][i] = True
             else:
-                kept.record([members], {})
-        kept.close()
+                kept.keep(members)
+
+
+class _Kept:
+    """The sets one answer keeps, under the ledger's rule (`Ledger.refused`): a set is refused
+    when 1 to `threshold - 1` records from a kept one, unless the very same set was kept. In
+    memory: an answer compares a dozen sets, for which an in-memory SQLite ledger (its schema,
+    key numbering and packed sets) cost more than the comparisons. The size and sketch tests
+    the ledger uses to skip far sets are not needed to decide: each is a lower bound of the
+    symmetric difference, so the exact comparison of every kept set decides the same."""
+
+    def __init__(self) -> None:
+        self.sets: list[np.ndarray] = []
+        self.digests: set[bytes] = set()
+
+    def refused(self, members: np.ndarray, threshold: int) -> bool:
+        """`members`: sorted distinct keys (`Records.sets`), as the ledger takes them."""
+        if threshold <= 1 or digest(members) in self.digests:
+            return False
+        return any(
+            0 < symmetric_difference(members, kept) < threshold
+            for kept in self.sets
+            if abs(kept.size - members.size) < threshold
+        )
+
+    def keep(self, members: np.ndarray) -> None:
+        d = digest(members)
+        if d not in self.digests:
+            self.digests.add(d)
+            self.sets.append(members)
 
 
 def _owner_sets(parts: dict[str, CountsPart]) -> dict[str, list[np.ndarray]]:

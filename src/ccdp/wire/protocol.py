@@ -19,6 +19,12 @@ from ccdp.wire.data_use import DataUse
 # 4: a task names its study's title and requester, for the custodian deciding a held answer.
 PROTOCOL_VERSION = 4
 
+# A hub's node door may do more than this version's routes; `GET /api/node/me` lists what
+# (`features`), and a node agent uses only what its hub lists, so either side may be older.
+# "answer-then-tasks": `POST /api/node/answers?wait=S` records the answer, then waits up to S
+# seconds for the node's next tasks and returns them with the receipt (one request per round).
+ANSWER_THEN_TASKS = "answer-then-tasks"
+
 
 def _same_version(v: Any) -> int:
     """Both sides must speak this version; say which side to update rather than fail later."""

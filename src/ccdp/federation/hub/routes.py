@@ -34,13 +34,18 @@ from ccdp.federation.hub.doors import (
     known,
 )
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
-from ccdp.federation.hub.service import HubCore, import_file
-from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
+from ccdp.federation.hub.service import HubCore, Recorded, import_file
+from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
+
+# what this hub's node door can do beyond the first protocol: a node agent reads it from
+# `GET /api/node/me` and uses only what is listed (an older hub lists nothing)
+NODE_FEATURES = [ANSWER_THEN_TASKS]
 
 
 class NodeInfo(Strict):
     name: str
     country: str
+    features: list[str] = Field(default_factory=list)
 
 
 class Me(Strict):
@@ -56,6 +61,12 @@ class TaskList(Strict):
 class Posted(Strict):
     status: Literal["accepted", "duplicate", "late"]
     task_id: str
+
+
+class PostedThenTasks(Posted):
+    """An answer's receipt and the node's next tasks, in one request (`?wait=`)."""
+
+    tasks: list[Task]
 
 
 class Heartbeat(Strict):
@@ -129,7 +140,20 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
     @api.get("/api/node/me", tags=["node"])
     def node_me(node: AsNode) -> NodeInfo:
         info = next(n for n in hub.nodes() if n["name"] == node.name)
-        return NodeInfo(name=node.name, country=info["country"])
+        return NodeInfo(name=node.name, country=info["country"], features=NODE_FEATURES)
+
+    async def next_tasks(node: Principal, wait: float, redeliver: bool) -> list[Task]:
+        """This node's open tasks, waiting up to `wait` seconds for one to appear."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            woken = hub.waker.event(f"node:{node.id}")
+            tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
+            left = until - loop.time()
+            if tasks or left <= 0 or hub.waker.closing:
+                return tasks
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=left)
 
     @api.get("/api/node/tasks", tags=["node"])
     async def node_tasks(
@@ -138,26 +162,43 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
         redeliver: Annotated[bool, Query(description="also tasks delivered, unanswered")] = False,
     ) -> TaskList:
         """This node's open tasks; waits up to `wait` seconds for one to appear."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + wait
-        while True:
-            woken = hub.waker.event(f"node:{node.id}")
-            tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
-            left = until - loop.time()
-            if tasks or left <= 0 or hub.waker.closing:
-                return TaskList(tasks=tasks)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), timeout=left)
+        return TaskList(tasks=await next_tasks(node, wait, redeliver))
 
     @api.get("/api/node/tasks/{task_id}", tags=["node"])
     def node_task(task_id: str, node: AsNode) -> Task:
         return hub.task_for_node(task_id, node.id)
 
     @api.post("/api/node/answers", tags=["node"])
-    def node_answer(answer: Answer, node: AsNode) -> Posted:
-        """Post an answer; posting the same answer again is harmless (idempotent)."""
-        rec = hub.record_answer(node.id, answer)
-        return Posted(status=rec.status, task_id=rec.task_id)
+    async def node_answer(
+        answer: Answer,
+        node: AsNode,
+        wait: Annotated[
+            float | None,
+            Query(ge=0, le=60, description="then long-poll this many seconds for next tasks"),
+        ] = None,
+        redeliver: Annotated[bool, Query(description="with wait: also tasks delivered")] = False,
+    ) -> Posted | PostedThenTasks:
+        """Post an answer; posting the same answer again is harmless (idempotent). With `wait`
+        the same request then waits for the node's next tasks, as `GET /api/node/tasks` does:
+        a node answering round after round makes one request per round instead of two. The
+        answer is recorded (committed) before the wait; a refused answer ends the request."""
+        if wait is None:
+            rec = await run_in_threadpool(hub.record_answer, node.id, answer)
+            return Posted(status=rec.status, task_id=rec.task_id)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        woken = hub.waker.event(f"node:{node.id}")  # before the first look: no wake is lost
+
+        def record_then_look() -> tuple[Recorded, list[Task]]:
+            """The answer and the first look for tasks in one worker-thread hop."""
+            return hub.record_answer(node.id, answer), hub.pending_tasks(node.id, redeliver)
+
+        rec, tasks = await run_in_threadpool(record_then_look)
+        if not tasks and until > loop.time() and not hub.waker.closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=until - loop.time())
+            tasks = await next_tasks(node, max(0.0, until - loop.time()), redeliver)
+        return PostedThenTasks(status=rec.status, task_id=rec.task_id, tasks=tasks)
 
     @api.post("/api/node/heartbeat", tags=["node"])
     def node_heartbeat(node: AsNode, body: HeartbeatBody | None = None) -> Heartbeat:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -349,18 +349,7 @@ class HubCore(Members):
         """
         states = ("pending", "delivered") if redeliver else ("pending",)
         with self.sessions.begin() as s:
-            rows = s.execute(
-                select(TaskRow, RoundRow)
-                .join(RoundRow, TaskRow.round_id == RoundRow.id)
-                .join(StudyRow, RoundRow.study_id == StudyRow.id)
-                .where(
-                    TaskRow.node_id == node_id,
-                    TaskRow.status.in_(states),
-                    RoundRow.closed_at.is_(None),
-                    StudyRow.status == "running",
-                )
-                .order_by(RoundRow.created_at)
-            ).all()
+            rows = s.execute(_open_tasks(node_id, states).order_by(RoundRow.created_at)).all()
             out = []
             for task_row, rnd in rows:
                 task_row.status = "delivered"
@@ -389,17 +378,22 @@ class HubCore(Members):
         the node to post a correct answer, and the other nodes' answers are untouched."""
         if answer.status == "answered" and not answer.summary:
             raise MalformedSummary("an answered answer needs a summary with at least one part")
-        if answer.summary is not None:
-            Summary.from_dict(answer.summary)
+        summary = None if answer.summary is None else Summary.from_dict(answer.summary)
         try:
-            return self._record_answer(node_id, answer, source, by)
+            return self._record_answer(node_id, answer, summary, source, by)
         except IntegrityError:
             # Two copies raced past the check; the unique task_id kept one: judge this one again.
-            return self._record_answer(node_id, answer, source, by)
+            return self._record_answer(node_id, answer, summary, source, by)
 
     def _record_answer(
-        self, node_id: int, answer: Answer, source: str, by: str | None = None
+        self,
+        node_id: int,
+        answer: Answer,
+        summary: Summary | None,
+        source: str,
+        by: str | None = None,
     ) -> Recorded:
+        """`summary`: the answer's, already parsed (and so well formed)."""
         digest = answer_digest(answer)
         with self.sessions.begin() as s:
             task = s.get(TaskRow, answer.task_id, with_for_update=True)
@@ -411,8 +405,8 @@ class HubCore(Members):
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
             rnd = s.get(RoundRow, task.round_id)
             assert rnd is not None
-            if answer.summary is not None:
-                self._check_summary(rnd.task, answer.summary)
+            if summary is not None:
+                self._check_summary(rnd.task, summary)
             held = s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
             if held is not None:
                 if held.digest != digest:
@@ -447,7 +441,7 @@ class HubCore(Members):
         self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")
         return Recorded("late" if late else "accepted", task.id)
 
-    def _check_summary(self, task: dict[str, Any], summary: dict[str, Any]) -> None:
+    def _check_summary(self, task: dict[str, Any], summary: Summary) -> None:
         """MalformedSummary unless `summary` is what the task's analysis sends for its request."""
         analysis = self.analyses(str(task.get("analysis")))
         if analysis is None:
@@ -456,19 +450,23 @@ class HubCore(Members):
             params = analysis.params_model.model_validate(task.get("params") or {})
         except ValidationError as exc:  # validated at submission: the analysis changed since
             raise Conflict(f"task parameters no longer valid for {analysis.name}: {exc}") from None
-        analysis.check_summary(Summary.from_dict(summary), params, task.get("request") or {})
+        analysis.check_summary(summary, params, task.get("request") or {})
 
     def round_state(self, round_id: int) -> tuple[bool, datetime]:
-        """(every task has an answer, deadline)."""
-        with self.sessions() as s:
-            rnd = s.get(RoundRow, round_id)
-            assert rnd is not None
-            waiting = s.scalar(
-                select(TaskRow.id)
-                .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
-                .limit(1)
-            )
-            return waiting is None or rnd.closed_at is not None, rnd.deadline
+        """(every task has an answer, deadline): one read outside any transaction, as the
+        runner asks at every answer of the round."""
+        waiting = (
+            select(TaskRow.id)
+            .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = select(RoundRow.closed_at, RoundRow.deadline, waiting).where(
+            RoundRow.id == round_id
+        )
+        with self._reads.connect() as conn:
+            closed_at, deadline, task = conn.execute(query).one()
+        return task is None or closed_at is not None, deadline
 
     def close_round(self, round_id: int) -> dict[str, Answer]:
         """Close a round: unanswered tasks become timeouts; return every node's answer."""
@@ -525,6 +523,22 @@ class HubCore(Members):
         return [
             {"node": n, "round": r, "received_at": t.isoformat(), "used": False} for n, r, t in rows
         ]
+
+
+def _open_tasks(node_id: int, states: tuple[str, ...], *columns: Any) -> Select[Any]:
+    """A node's tasks in `states` of open rounds of running studies (with their rounds, or
+    the `columns` given)."""
+    return (
+        select(*(columns or (TaskRow, RoundRow)))
+        .join(RoundRow, TaskRow.round_id == RoundRow.id)
+        .join(StudyRow, RoundRow.study_id == StudyRow.id)
+        .where(
+            TaskRow.node_id == node_id,
+            TaskRow.status.in_(states),
+            RoundRow.closed_at.is_(None),
+            StudyRow.status == "running",
+        )
+    )
 
 
 def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:

@@ -21,7 +21,7 @@ import httpx
 
 from ccdp.errors import CcdpError
 from ccdp.federation.node.pending import PendingStore
-from ccdp.wire.protocol import Answer, AuditHead, HeadAtHub, Task
+from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, AuditHead, HeadAtHub, Task
 
 if TYPE_CHECKING:
     from ccdp.federation.node.catalogue import CatalogueWatch
@@ -111,6 +111,7 @@ class NodeAgent:
         self.heartbeat_every = heartbeat
         self.backoff = backoff or Backoff()
         self.name: str | None = None
+        self.answer_then_tasks = False  # set by hello(): can the hub's answer route poll too?
         self.stats = AgentStats()
         self.outbox: dict[str, Answer] = {}
         self._audit_head = audit_head
@@ -145,7 +146,11 @@ class NodeAgent:
         return resp
 
     def hello(self) -> str:
-        self.name = self._request("GET", "/api/node/me").json()["name"]
+        """Who this node is at the hub, and whether the hub's answer route can also bring the
+        next tasks (an older hub lists no such feature: its two routes are used)."""
+        body = self._request("GET", "/api/node/me").json()
+        self.name = body["name"]
+        self.answer_then_tasks = ANSWER_THEN_TASKS in body.get("features", [])
         return self.name
 
     def poll(self, redeliver: bool = False, wait: float | None = None) -> list[Task]:
@@ -158,6 +163,18 @@ class NodeAgent:
             body = answer.model_dump(mode="json")
             resp = self._request("POST", "/api/node/answers", json=body)
         return resp.json()["status"]
+
+    def post_then_poll(self, answer: Answer, wait: float) -> tuple[str, list[Task]]:
+        """Post an answer and, in the same request, wait up to `wait` seconds for the next
+        tasks (one request per round instead of two). The send lock is only passed through,
+        not held for the wait: a heartbeat in flight (it may carry an older head) has reached
+        the hub before this answer leaves, and one started later reads a head at least as new
+        as this answer's, which was written before this call."""
+        with self._send:
+            body = answer.model_dump(mode="json")
+        params = {"wait": wait, "redeliver": False}
+        got = self._request("POST", "/api/node/answers", params=params, json=body).json()
+        return got["status"], [Task.model_validate(t) for t in got.get("tasks", [])]
 
     def heartbeat(self) -> None:
         """Tell the hub the node is alive, with its current audit head (read just before)."""
@@ -205,16 +222,41 @@ class NodeAgent:
             return
         self.outbox[tid] = answer
 
-    def flush(self) -> None:
-        """Post the outbox and every operator decision not yet sent."""
-        for tid, answer in list(self.outbox.items()):
-            try:
+    def flush(self, then_wait: float | None = None) -> list[Task] | None:
+        """Post the outbox and every operator decision not yet sent. With `then_wait` (and a
+        hub that can), the last answer's request also waits that long for the node's next
+        tasks, returned; None when no request brought any (the caller then polls)."""
+        answers = list(self.outbox.items())
+        combine = then_wait is not None and self.answer_then_tasks and answers
+        last = answers.pop() if combine else None  # none when the answer was held
+        for tid, answer in answers:
+            self._post_one(tid, answer)
+        self._flush_decisions()
+        if last is None:
+            return None
+        assert then_wait is not None
+        return self._post_one(*last, then_wait=then_wait)
+
+    def _post_one(
+        self, tid: str, answer: Answer, then_wait: float | None = None
+    ) -> list[Task] | None:
+        """Post one answer of the outbox (then, with `then_wait`, wait for the next tasks);
+        a refused answer is dropped, as the hub will not take it."""
+        tasks = None
+        try:
+            if then_wait is None:
                 status = self.post(answer)
-            except RequestRefused as exc:
-                status = f"dropped ({exc})"
-            del self.outbox[tid]
-            self.stats.answered += 1
-            self._on_event(f"posted {answer.status} for task {tid[:8]}: {status}")
+            else:
+                status, tasks = self.post_then_poll(answer, then_wait)
+        except RequestRefused as exc:
+            status = f"dropped ({exc})"
+        del self.outbox[tid]
+        self.stats.answered += 1
+        self._on_event(f"posted {answer.status} for task {tid[:8]}: {status}")
+        return tasks
+
+    def _flush_decisions(self) -> None:
+        """Post the operator's decisions (released or refused held answers) not yet sent."""
         if self.pending is not None:
             for item in self.pending.to_send():
                 try:
@@ -320,24 +362,34 @@ class NodeAgent:
         beat = threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat")
         beat.start()
         redeliver, busy, chores_at = True, False, 0.0
+        brought: list[Task] | None = None  # tasks the last answer's own request brought
         while not stop.is_set():
             try:
                 if self.name is None:
                     self._on_event(f"connected to {self.hub_url} as node {self.hello()}")
                 self.flush()
-                if not busy or time.monotonic() - chores_at >= self.heartbeat_every:
-                    self.chores()
-                    chores_at = time.monotonic()
-                tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
+                if brought:  # the last answer's request brought tasks: they come first
+                    tasks, brought = brought, None
+                else:
+                    # an answer's request that waited in vain is a poll that brought nothing
+                    busy, brought = busy and brought is None, None
+                    if not busy or time.monotonic() - chores_at >= self.heartbeat_every:
+                        self.chores()
+                        chores_at = time.monotonic()
+                    tasks = self.poll(redeliver=redeliver, wait=self._poll_wait())
                 redeliver, busy = False, bool(tasks)
                 self.backoff.reset()
-                for task in tasks:
+                for i, task in enumerate(tasks):
                     self.handle(task)
-                    self.flush()
+                    # the last answer of the batch also asks for the next tasks, unless the
+                    # chores are due (they run before the next poll, as they always did)
+                    due = time.monotonic() - chores_at >= self.heartbeat_every
+                    then = self._poll_wait() if i == len(tasks) - 1 and not due else None
+                    brought = self.flush(then)
             except HubUnavailable as exc:
                 delay = self.backoff.next()
                 self.stats.reconnects += 1
-                redeliver, busy = True, False
+                redeliver, busy, brought = True, False, None
                 self._on_event(f"hub unreachable ({exc}); retrying in {delay:.1f} s")
                 stop.wait(delay)
 
