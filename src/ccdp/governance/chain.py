@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ccdp.errors import CcdpError
+from ccdp.store.files import replace_durably
 
 GENESIS = "0" * 64
 MIN_KEY_BYTES = 16
@@ -84,7 +85,7 @@ def write_head(path: Path, key: bytes, head: Head) -> None:
         fh.write(json.dumps(body, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)  # else a crash can bring back the old head: a false rollback
 
 
 def read_head(path: Path, key: bytes) -> Head | None:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ccdp.errors import CcdpError
+from ccdp.store.files import replace_durably
 
 
 class NodeConfigError(CcdpError):
@@ -55,7 +56,9 @@ def update_node_config(store_path: str | Path, **values: Any) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         yaml.safe_dump(data, fh, sort_keys=True)
-    os.replace(tmp, path)
+        fh.flush()
+        os.fsync(fh.fileno())  # it holds the node's pseudonym key: a crash must not lose it
+    replace_durably(tmp, path)
     return path
 
 
