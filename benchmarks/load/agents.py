@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "src")]
 
 from ccdp.federation.node.agent import HubUnavailable, NodeAgent  # noqa: E402
+from ccdp.federation.node.serving import serving_agent  # noqa: E402
 from ccdp.wire.protocol import Answer  # noqa: E402
 
 POSTED: list[dict[str, Any]] = []
@@ -51,41 +52,16 @@ class CountingAgent(NodeAgent):
 
 
 def build_agent(hub: str, store: Path, token: str, poll: float) -> NodeAgent:
-    """What `ccdp node run --open` builds (commands/node.py `run`), minus the console."""
-    from ccdp.federation.node.audit import AuditLog
-    from ccdp.federation.node.catalogue import CatalogueWatch
-    from ccdp.federation.node.hubreports import HubReports
-    from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.node.pending import PendingStore
-    from ccdp.federation.node.policy import load_policy
-
-    holder: dict[str, LocalNode] = {}
-
-    def manual_now() -> bool:
-        return load_policy(store).release == "manual"
+    """What `ccdp node run --open` builds (`serving_agent`, as commands/node.py `run`), with
+    the recording agent and no console."""
 
     def event(msg: str) -> None:
         if "unreachable" in msg or "failed" in msg or "refused" in msg:
             EVENTS.append(f"{store.stem}: {msg}")
 
-    agent = CountingAgent(
-        hub,
-        token,
-        lambda task: holder["node"].answer(task),
-        pending=PendingStore(store),
-        manual_release=manual_now,
-        review=lambda task: holder["node"].review(task),
-        wait=poll,
-        on_event=event,
-        audit_head=AuditLog.for_store(store).head,
-        reports=HubReports(store),
+    return serving_agent(
+        store, hub, token, connect, open_=True, wait=poll, on_event=event, agent_class=CountingAgent
     )
-    name = connect(agent)
-    holder["node"] = LocalNode(store, name=name, from_hub=False)  # --open
-    agent.catalogue = CatalogueWatch(
-        lambda: holder["node"], manual_now, on_event=event, hub_url=hub
-    )
-    return agent
 
 
 def connect(agent: NodeAgent, tries: int = 30) -> str:

@@ -156,46 +156,23 @@ def run(
     from rich.console import Console
 
     from ccdp.federation.client import tls_verify
-    from ccdp.federation.node.agent import NodeAgent
-    from ccdp.federation.node.audit import AuditLog
-    from ccdp.federation.node.hubreports import HubReports
-    from ccdp.federation.node.local import LocalNode
-    from ccdp.federation.node.pending import PendingStore
     from ccdp.federation.node.policy import load_policy
+    from ccdp.federation.node.serving import serving_agent
 
     token = the_token(token, token_file, "CCDP_NODE_TOKEN")
     console = Console(stderr=True)
-    holder: dict[str, LocalNode] = {}
-
-    def manual_now() -> bool:  # re-read at every answer: a policy change needs no restart
-        return load_policy(store).release == "manual"
-
-    manual = manual_now()
-    agent = NodeAgent(
+    manual = load_policy(store).release == "manual"
+    agent = serving_agent(
+        store,
         hub,
         token,
-        lambda task: holder["node"].answer(task),
-        pending=PendingStore(store),
-        manual_release=manual_now,
-        # answers the rule says must be reviewed (policy exact_release) wait for the custodian
-        review=lambda task: holder["node"].review(task),
-        verify=tls_verify(cacert),
+        lambda agent: _connect(agent, console),
+        open_=open_,
         wait=wait,
+        verify=tls_verify(cacert),
         on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
-        audit_head=AuditLog.for_store(store).head,
-        # disclosure alerts for the board (each once) and the studies the custodian accepted
-        reports=HubReports(store),
     )
-    name = _connect(agent, console)
-    holder["node"] = LocalNode(store, name=name, from_hub=not open_)
-    from ccdp.federation.node.catalogue import CatalogueWatch
-
-    agent.catalogue = CatalogueWatch(
-        lambda: holder["node"],
-        manual_now,
-        on_event=lambda msg: console.print(f"[dim]node[/] {msg}", highlight=False),
-        hub_url=hub,
-    )
+    name = agent.name
     mode = "manual release" if manual else "automatic release (policy re-read for each answer)"
     console.print(f"node [bold]{name}[/] serving {store} for {hub} ({mode})")
     try:
