@@ -71,6 +71,22 @@ def test_migrations_create_exactly_the_models(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
+def test_a_nodes_look_for_tasks_reads_an_index_not_the_table(tmp_path):
+    """Each long-poll looks up the node's open tasks: by index, not a scan of every task."""
+    from sqlalchemy import text
+
+    from ccdp.federation.hub.service import _open_tasks
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    stmt = _open_tasks(1, ("pending", "delivered"))
+    sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        plan = [row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+    tasks = [step for step in plan if " tasks " in f" {step} "]
+    assert tasks and all("USING INDEX ix_tasks_node_status" in step for step in tasks), plan
+
+
 def test_tokens_are_stored_only_hashed(live, tmp_path):
     rows = sqlite3.connect(tmp_path / "hub.db").execute("select token_hash from nodes").fetchall()
     stored = {r[0] for r in rows}

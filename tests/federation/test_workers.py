@@ -110,7 +110,7 @@ def test_both_workers_migrated_one_database_and_listen(pair):
     """Started at once on an empty database, both came up at the same schema (the advisory
     lock made the second wait for the first's upgrade), and each holds a LISTEN connection."""
     with psycopg.connect(pair["db"].replace("+psycopg", "")) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0009",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0010",)]
     wait_until(lambda: listeners(pair["db"]) == 2, 30, 0.2)  # each connects once it serves
 
 

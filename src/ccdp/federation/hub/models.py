@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -114,7 +115,10 @@ class RoundRow(Base):
 
 class TaskRow(Base):
     __tablename__ = "tasks"
-    __table_args__ = (UniqueConstraint("round_id", "node_id"),)
+    __table_args__ = (
+        UniqueConstraint("round_id", "node_id"),
+        Index("ix_tasks_node_status", "node_id", "status"),  # a node's look for its tasks
+    )
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
