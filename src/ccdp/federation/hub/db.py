@@ -137,7 +137,9 @@ def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker
     """Engine + migrations + session factory: everything a hub command needs. Its sessions
     append to the audit chain keyed by the file `audit_key` (default: see audit.py)."""
     engine = make_engine(url)
-    chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key))
+    # the head file is fsynced only where the commits it anchors are (audit.py)
+    durable = engine.dialect.name != "sqlite"
+    chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key), durable=durable)
     had_key = chain.has_key()
     migrate(engine, chain)
     sessions = sessionmaker(engine, expire_on_commit=False, info={hub_audit.INFO: chain})

@@ -79,6 +79,7 @@ def registered_analysis(name: str) -> Analysis | None:
 
 
 FINISHED_STUDY = ("done", "failed")  # a study in these states is never written again
+OPEN_TASK = ("pending", "delivered")  # a task in these states has no answer stored
 
 _LISTED = (
     StudyRow.id,
@@ -407,7 +408,13 @@ class HubCore(Members):
             assert rnd is not None
             if summary is not None:
                 self._check_summary(rnd.task, summary)
-            held = s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
+            # an answer is stored with its task's status moved off pending/delivered, in one
+            # transaction: a task still there holds none (a racing copy: IntegrityError, above)
+            held = (
+                None
+                if task.status in OPEN_TASK
+                else s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
+            )
             if held is not None:
                 if held.digest != digest:
                     raise Conflict(f"task {task.id} already has a different answer")
