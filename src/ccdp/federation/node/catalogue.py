@@ -46,7 +46,14 @@ from ccdp.disclosure.gate import Checked, record, release
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
-from ccdp.federation.node.local import LocalNode, StoreData, connect_store
+from ccdp.federation.node.local import (
+    KEY_COLUMNS,
+    LocalNode,
+    NodeError,
+    StoreData,
+    _over_view,
+    connect_store,
+)
 from ccdp.federation.node.snapshot import store_state
 from ccdp.model import load_model
 from ccdp.wire.catalogue import Catalogue
@@ -263,6 +270,43 @@ def _specimen_rows(con: Any, primary_key: list[str], present: set[str]) -> pd.Da
     return pd.DataFrame({"_key": _joined(keys), "specimen.type": kind, "_owner": _joined(owners)})
 
 
+def _shared_text(values: pd.Series, held: dict[str, str]) -> pd.Series:
+    """The same values with each repeated text held once (one object per distinct value,
+    `held` across chunks), not once per row: the same object column, a pointer a row."""
+    array = values.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(array)  # missing values: code -1, kept as they are
+    shared = np.array([*(held.setdefault(u, u) for u in uniques), None], dtype=object)
+    return pd.Series(np.where(codes >= 0, shared[codes], array), index=values.index)
+
+
+def _view_frame(node: LocalNode) -> pd.DataFrame:
+    """The view's rows the catalogue counts, each linked child once as a study with `dedup`
+    counts it (docs/dedup.md): `LocalNode._read`'s rows, read a chunk at a time with the
+    counted text columns' repeated values held once (`_shared_text`), so that at 10 million
+    tumours the frame holds the row keys' text and numbers, not 40 million copies of a label."""
+    cols = [*VIEW_COLUMNS, *(c for c in KEY_COLUMNS if c not in VIEW_COLUMNS)]
+    con = node._snapshot().cursor()
+    held: dict[str, str] = {}
+    try:
+        sql, params = node._query(con, cols, CohortSpec(), dedup=node._linked())
+        result = con.execute(*_over_view(sql, params))
+        chunks = [result.fetch_df_chunk(CHUNK_VECTORS)]
+        while len(chunks[-1]):
+            chunk = chunks[-1]
+            for c in VIEW_COLUMNS:
+                if chunk[c].dtype == object:
+                    chunk[c] = _shared_text(chunk[c], held)
+            chunks.append(result.fetch_df_chunk(CHUNK_VECTORS))
+    except duckdb.Error as exc:
+        kind = type(exc).__name__
+        raise NodeError(f"node {node.name}: the store cannot be read ({kind})") from None
+    finally:
+        con.close()
+    if len(chunks) == 1:
+        return chunks[0]
+    return pd.concat(chunks[:-1], ignore_index=True)
+
+
 def _renamed(part: CountsPart, count: str) -> CountsPart:
     """The same cells under another count name (a family of its own for the gate)."""
     old = part.counts[0]
@@ -412,7 +456,7 @@ class NodeCatalogue:
     ) -> Computed:
         node = self.node
         # each linked child once, as a study with `dedup` (the default) counts it (docs/dedup.md)
-        frame = node._read(VIEW_COLUMNS, CohortSpec(), dedup=node._linked())
+        frame = _view_frame(node)
         data = StoreData(node.name, frame, node.store, CohortSpec(), context)
         notes: list[str] = []
         checked: list[Checked] = []
