@@ -43,6 +43,6 @@ def spill_folder(store: Path) -> Path:
     return store.with_name(f"{store.stem}.spill-{os.getpid()}-{next(_SPILLS)}")
 
 
-def duckdb_config(store: Path) -> dict[str, str]:
+def duckdb_config(store: Path) -> dict[str, str | bool | int | float | list[str]]:
     """`duckdb.connect(config=...)` for a connection reading `store`: bounded, spilling."""
     return {"memory_limit": memory_limit(), "temp_directory": str(spill_folder(store))}
