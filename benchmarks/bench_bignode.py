@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_exchange import _MEASURE  # the VmHWM helper (shared with bench_exchange)
+from peak import child_prelude  # the children's timing and peak memory (VmHWM)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("read_csv", "ingest", "catalogue", "count", "km", "cox")
@@ -49,7 +49,7 @@ STUDIES = {
 }
 
 _STEP = (
-    _MEASURE
+    child_prelude()
     + """
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])

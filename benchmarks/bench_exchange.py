@@ -23,27 +23,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from peak import child_prelude
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("patient", "tumour", "event", "treatment", "trial_enrolment", "biomarker", "specimen")
 FILE_FORMATS = {"omop"}  # exports written as one file rather than a folder
 
-_MEASURE = """
-import json, resource, sys, time
-def measured(fn):
-    def cpu():  # this process and its worker processes (fhir --jobs)
-        return sum(
-            u.ru_utime + u.ru_stime
-            for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        )
-    cpu0 = cpu()
-    t = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t
-    # VmHWM, not ru_maxrss: Linux carries a parent's peak across fork and exec into ru_maxrss
-    status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
-    peak = int(status)
-    return dict(out, seconds=seconds, cpu=cpu() - cpu0, peak_rss_mib=peak / 1024)
-"""
+_MEASURE = child_prelude()  # the children's timing and peak memory (peak.py)
 
 _BASELINE = (
     _MEASURE

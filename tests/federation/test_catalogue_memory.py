@@ -1,5 +1,6 @@
-"""The catalogue's row keys read a chunk at a time (issue 27) publish exactly what the old
-whole-table pandas frames published: the same catalogue and the same ledger state."""
+"""The catalogue's row keys read a chunk at a time and its view read through Arrow over its own
+bounded connection (issue 27) publish exactly what the old whole-table pandas frames and the
+snapshot's view published: the same catalogue and the same ledger state."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ccdp.cohort.spec import CohortSpec
 from ccdp.disclosure.ledger import ledger_path
 from ccdp.federation.node import catalogue as cat
-from ccdp.federation.node.catalogue import EXTRA, NodeCatalogue, row_keys
+from ccdp.federation.node.catalogue import EXTRA, VIEW_COLUMNS, NodeCatalogue, row_keys
+from ccdp.federation.node.local import connect_store
 from ccdp.model import load_model
+from ccdp.store import memory
 from ccdp.wire.records import ledger_keys
 from tests.catalogue_kit import make_store
 
@@ -25,7 +29,11 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 class ReferenceCatalogue(NodeCatalogue):
-    """The code before issue 27: every table's key columns held as pandas frames."""
+    """The code before issue 27: every table's key columns held as pandas frames, the view
+    read from the node's in-memory snapshot."""
+
+    def _view(self, con: Any) -> pd.DataFrame:
+        return self.node._read(VIEW_COLUMNS, CohortSpec(), dedup=self.node._linked())
 
     def _table_frames(self, con: Any, present: set[str]) -> dict[str, pd.DataFrame]:
         out = {}
@@ -99,3 +107,24 @@ def test_chunked_keys_publish_the_same_catalogue_and_ledger(stores, monkeypatch)
     assert after.catalogue.patients.count == 2500  # type: ignore[union-attr]
     assert ledger_state(new) == ledger_state(old)
     assert len(ledger_state(new)[1]) > 10
+
+
+def test_node_connections_are_bounded_and_spill_beside_the_store(stores, monkeypatch):
+    store, _ = stores
+    con = connect_store(store)
+    try:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        (spill,) = con.execute("SELECT current_setting('temp_directory')").fetchone()
+    finally:
+        con.close()
+    share = memory.machine_memory() * memory.MEMORY_SHARE / 2**30
+    assert abs(float(limit.split()[0]) - share) < 0.1 * share  # DuckDB shows it in GiB
+    assert Path(spill).parent == store.parent and Path(spill).name.startswith("node.spill-")
+    assert not Path(spill).exists()  # made only when DuckDB spills, removed when it closes
+    monkeypatch.setenv(memory.MEMORY_ENV, "300MB")
+    con = connect_store(store)
+    try:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    finally:
+        con.close()
+    assert limit == "286.1 MiB"

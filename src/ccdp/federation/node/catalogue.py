@@ -40,13 +40,19 @@ from ccdp.analyses.count import Count, CountParams
 from ccdp.analyses.event_data import YEAR_DAYS
 from ccdp.analyses.km import event_table_part, km_group
 from ccdp.cohort.spec import CohortSpec
-from ccdp.cohort.view import declared_levels
+from ccdp.cohort.view import declared_levels, has_link_groups
 from ccdp.disclosure.context import DisclosureContext
 from ccdp.disclosure.gate import Checked, record, release
 from ccdp.disclosure.policy import NodePolicy
 from ccdp.disclosure.refusals import Refusal
 from ccdp.errors import CcdpError
-from ccdp.federation.node.local import LocalNode, StoreData, connect_store
+from ccdp.federation.node.local import (
+    KEY_COLUMNS,
+    LocalNode,
+    NodeError,
+    StoreData,
+    connect_store,
+)
 from ccdp.federation.node.snapshot import store_state
 from ccdp.model import load_model
 from ccdp.wire.catalogue import Catalogue
@@ -167,6 +173,16 @@ def fingerprints(con: Any, present: set[str]) -> pd.DataFrame:
     return con.execute(sql).df().astype({"entity": "uint64", "fp": "uint64"})
 
 
+def _fingerprint(store: Path) -> pd.DataFrame:
+    """`fingerprints` over a connection of its own, closed at once: DuckDB keeps the working
+    memory of its aggregate over every row (up to its limit) until the connection closes."""
+    con = connect_store(store)
+    try:
+        return fingerprints(con, _tables(con))
+    finally:
+        con.close()
+
+
 def changed_patients(old: pd.DataFrame, new: pd.DataFrame) -> int:
     """How many entities (patients, quarantined records) differ between two fingerprints."""
     both = old.merge(new, on="entity", how="outer", suffixes=("_old", "_new"))
@@ -263,6 +279,23 @@ def _specimen_rows(con: Any, primary_key: list[str], present: set[str]) -> pd.Da
     return pd.DataFrame({"_key": _joined(keys), "specimen.type": kind, "_owner": _joined(owners)})
 
 
+def _view_frame(node: LocalNode, con: Any) -> pd.DataFrame:
+    """The view's rows the catalogue counts, each linked child once as a study with `dedup`
+    counts it (docs/dedup.md): `LocalNode._read`'s rows and columns, but read over the
+    catalogue's own bounded store connection (no in-memory snapshot of the whole view is built)
+    and through Arrow, whose conversion holds each repeated label once rather than as a text
+    object per row: at 10 million tumours, gigabytes less."""
+    cols = [*VIEW_COLUMNS, *(c for c in KEY_COLUMNS if c not in VIEW_COLUMNS)]
+    try:
+        linked = has_link_groups(con, "store")
+        sql, params = node._query(con, cols, CohortSpec(), dedup=linked)
+        table = con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        kind = type(exc).__name__
+        raise NodeError(f"node {node.name}: the store cannot be read ({kind})") from None
+    return table.to_pandas(deduplicate_objects=True)
+
+
 def _renamed(part: CountsPart, count: str) -> CountsPart:
     """The same cells under another count name (a family of its own for the gate)."""
     old = part.counts[0]
@@ -313,10 +346,10 @@ class NodeCatalogue:
         now = now or datetime.now(UTC)
         policy = self.node.policy
         context = DisclosureContext(policy, self.node.ledger)
+        fingerprint = _fingerprint(self.node.store)
         con = connect_store(self.node.store)
         try:
             present = _tables(con)
-            fingerprint = fingerprints(con, present)
             held = self._held(policy, context, fingerprint)
             if held is not None:
                 body = {
@@ -412,7 +445,7 @@ class NodeCatalogue:
     ) -> Computed:
         node = self.node
         # each linked child once, as a study with `dedup` (the default) counts it (docs/dedup.md)
-        frame = node._read(VIEW_COLUMNS, CohortSpec(), dedup=node._linked())
+        frame = self._view(con)
         data = StoreData(node.name, frame, node.store, CohortSpec(), context)
         notes: list[str] = []
         checked: list[Checked] = []
@@ -485,6 +518,10 @@ class NodeCatalogue:
         body["specimens"] = self._specimens(rest, policy)
         body["quality"] = self._quality(edits, rest, tables, body["tables"], policy, view_ok)
         return Computed(Catalogue.model_validate(body), checked, notes, fingerprint)
+
+    def _view(self, con: Any) -> pd.DataFrame:
+        """The view's rows counted (`_view_frame`)."""
+        return _view_frame(self.node, con)
 
     def _release(
         self,

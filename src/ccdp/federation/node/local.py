@@ -48,6 +48,7 @@ from ccdp.federation.node.projects import Decision
 from ccdp.federation.node.snapshot import VIEW_TABLE, Snapshot, snapshot, view_text
 from ccdp.governance.consent import ConsentMode, consent_filter
 from ccdp.governance.registered import RegisteredStudyError, study_hash
+from ccdp.store.memory import duckdb_config
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import InsufficientData
 from ccdp.wire.protocol import Answer, AuditHead, Task, utcnow
@@ -101,8 +102,9 @@ class NodeError(CcdpError):
 
 
 def connect_store(store: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the store attached read-only as `store` (the node never writes)."""
-    con = duckdb.connect()
+    """An in-memory DuckDB with the store attached read-only as `store` (the node never writes),
+    its memory bounded and spilling beside the store (`store.memory`)."""
+    con = duckdb.connect(config=duckdb_config(store))
     quoted = str(store).replace("'", "''")
     con.execute(f"ATTACH '{quoted}' AS store (READ_ONLY)")
     return con

@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 
 from ccdp.cohort.view import has_link_groups, view_sql
+from ccdp.store.memory import duckdb_config
 
 # The store tables the node's SQL reads beside the view: consent (data use), follow-up,
 # specimens, the population (rates) and the link groups (dedup). Others are read through the view.
@@ -101,7 +102,7 @@ def snapshot(store: Path, node: str) -> Snapshot:
 
 
 def _build(store: Path, node: str) -> Snapshot:
-    con = duckdb.connect()
+    con = duckdb.connect(config=duckdb_config(store))  # bounded: the view spills past it
     quoted = str(store).replace("'", "''")
     con.execute(f"ATTACH '{quoted}' AS src (READ_ONLY)")
     try:
