@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT / "src")]
 
 from ccdp.federation.node.agent import HubUnavailable, NodeAgent  # noqa: E402
 from ccdp.federation.node.serving import serving_agent  # noqa: E402
-from ccdp.wire.protocol import Answer  # noqa: E402
+from ccdp.wire.protocol import Answer, Task  # noqa: E402
 
 POSTED: list[dict[str, Any]] = []
 POSTED_LOCK = threading.Lock()
@@ -42,13 +42,22 @@ EVENTS: list[str] = []
 
 
 class CountingAgent(NodeAgent):
-    """The package's NodeAgent; `post` also records what the hub said of each answer."""
+    """The package's NodeAgent; both ways of posting an answer (`post`, and `post_then_poll`,
+    which also brings the next tasks) record what the hub said of it."""
 
     def post(self, answer: Answer) -> str:
         status = super().post(answer)
+        self._record(answer, status)
+        return status
+
+    def post_then_poll(self, answer: Answer, wait: float) -> tuple[str, list[Task]]:
+        status, tasks = super().post_then_poll(answer, wait)
+        self._record(answer, status)
+        return status, tasks
+
+    def _record(self, answer: Answer, status: str) -> None:
         with POSTED_LOCK:
             POSTED.append({"node": self.name, "task_id": answer.task_id, "hub": status})
-        return status
 
 
 def build_agent(hub: str, store: Path, token: str, poll: float) -> NodeAgent:

@@ -106,3 +106,7 @@ def test_no_node_answer_is_counted_twice(report: dict) -> None:
     assert report["database"]["answers_recorded_twice"] == 0
     assert report["agents_posted"]["accepted_twice"] == 0
     assert report["database"]["answers"] >= 50 * report["studies"]["submitted"] // 2
+    # the agents' record sees every answer the hub stored (both ways of posting one), or the
+    # check above would be blind to the answers it missed
+    replies = sum(report["agents_posted"]["posted_by_hub_status"].values())
+    assert replies >= report["database"]["answers"]
