@@ -32,6 +32,8 @@ POOL_SIZE = 20
 MAX_OVERFLOW = 10
 IDLE_PING = 10.0  # seconds a pooled PostgreSQL connection may idle before it is pinged
 CHECKIN = "ccdp_checkin"  # pool record info key: when the connection was last given back
+HEADROOM = 10  # connections left for the CLI, backups and monitoring beside N hub workers
+MIN_POOL = 4  # the fewest connections a worker serves with (requests, runner, keeper)
 MIGRATE_LOCK = 0x63636470_6D696772  # the advisory lock N hub workers take around `migrate`
 
 
@@ -51,8 +53,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`, with the settings the hub's threads need."""
+def make_engine(url: str, pool: tuple[int, int] | None = None) -> Engine:
+    """An engine for `url`, with the settings the hub's threads need; `pool` (kept, overflow)
+    replaces POOL_SIZE and MAX_OVERFLOW (N workers share the server's connections)."""
+    kept, overflow = pool or (POOL_SIZE, MAX_OVERFLOW)
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -60,15 +64,38 @@ def make_engine(url: str) -> Engine:
         raise HubDatabaseError(f"bad database URL {url!r}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
-        sizes = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
+        sizes = {} if in_memory else {"pool_size": kept, "max_overflow": overflow}
         args = {"check_same_thread": False, "timeout": 10}
         engine = create_engine(url, connect_args=args, **sizes)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    engine = create_engine(url, pool_size=kept, max_overflow=overflow)
     event.listen(engine, "checkin", _stamp_checkin)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     return engine
+
+
+def worker_pools(url: str, workers: int) -> tuple[int, int]:
+    """Each of N workers' pool (kept, overflow), sized so that all of them, with a listening
+    connection each, fit in the server's `max_connections` beside its reserved slots and
+    HEADROOM for the CLI, backups and monitoring: 4 workers at the default pool would open up
+    to 124 connections, and PostgreSQL's default 100 refused the rest (503s under load)."""
+    engine = make_engine(url, (1, 0))
+    try:
+        with engine.connect() as conn:
+            most = int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
+            reserved = int(conn.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one())
+    finally:
+        engine.dispose()
+    each = (most - reserved - HEADROOM) // workers - 1  # one LISTEN connection per worker
+    if each < MIN_POOL:
+        raise HubDatabaseError(
+            f"PostgreSQL's max_connections = {most} leaves {max(each, 0)} connections for each of "
+            f"{workers} hub workers (at least {MIN_POOL} needed): raise max_connections or run "
+            "fewer workers (docs/deploy.md)"
+        )
+    kept = min(POOL_SIZE, max(2, each * 2 // 3))
+    return kept, min(MAX_OVERFLOW, each - kept)
 
 
 def _stamp_checkin(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
@@ -133,10 +160,13 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError)
 
 
-def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker[Session]:
+def open_database(
+    url: str, audit_key: Path | str | None = None, pool: tuple[int, int] | None = None
+) -> sessionmaker[Session]:
     """Engine + migrations + session factory: everything a hub command needs. Its sessions
-    append to the audit chain keyed by the file `audit_key` (default: see audit.py)."""
-    engine = make_engine(url)
+    append to the audit chain keyed by the file `audit_key` (default: see audit.py); `pool`:
+    see make_engine."""
+    engine = make_engine(url, pool)
     # the head file is fsynced only where the commits it anchors are (audit.py)
     durable = engine.dialect.name != "sqlite"
     chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key), durable=durable)

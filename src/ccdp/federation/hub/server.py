@@ -16,14 +16,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
 from ccdp.errors import CcdpError
-from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.db import HubDatabaseError, open_database, worker_pools
 from ccdp.federation.hub.leases import LEASE
 from ccdp.federation.hub.runner import StudyExecutor
 from ccdp.federation.hub.urls import normalise_url
@@ -66,6 +66,7 @@ class ServeSettings:
     audit_key: Path | None
     dashboard: Callable[[FastAPI], None] | None
     study_lease: float
+    pool: tuple[int, int] | None = None  # each worker's (kept, overflow): db.worker_pools
 
 
 def check_workers(db_url: str, workers: int) -> None:
@@ -119,10 +120,17 @@ def serve(
         print(f"ccdp hub listening on {scheme}://{host}:{port} (db {db_url})", flush=True)
         server.run()
         return
-    open_database(db_url, audit_key)  # migrate once, here, before any worker starts
+    migrated = open_database(db_url, audit_key)  # migrate once, here, before any worker starts
+    migrated.kw["bind"].dispose()  # the supervisor keeps no connection the workers could use
+    try:
+        pool = worker_pools(db_url, workers)
+    except HubDatabaseError as exc:
+        raise HubServeError(str(exc)) from None
+    settings = replace(settings, pool=pool)
     sock = bind(host, port)
     print(
-        f"ccdp hub listening on {scheme}://{host}:{port} with {workers} workers (db {db_url})",
+        f"ccdp hub listening on {scheme}://{host}:{port} with {workers} workers (db {db_url}; "
+        f"up to {pool[0] + pool[1]} connections each)",
         flush=True,
     )
     Supervisor(settings, sock, workers).run()
@@ -139,7 +147,7 @@ def build_server(settings: ServeSettings) -> Any:
         from ccdp.federation.hub.studies import SpecExecutor
 
         executor = SpecExecutor()
-    sessions = open_database(settings.db_url, settings.audit_key)
+    sessions = open_database(settings.db_url, settings.audit_key, settings.pool)
     hub = Hub(sessions, open_studies=settings.open_studies)
     app = create_app(
         hub,
