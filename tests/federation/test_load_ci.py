@@ -106,7 +106,8 @@ def test_no_node_answer_is_counted_twice(report: dict) -> None:
     assert report["database"]["answers_recorded_twice"] == 0
     assert report["agents_posted"]["accepted_twice"] == 0
     assert report["database"]["answers"] >= 50 * report["studies"]["submitted"] // 2
-    # the agents' record sees every answer the hub stored (both ways of posting one), or the
-    # check above would be blind to the answers it missed
+    # the agents' record sees the hub's reply to every answer it stored (both ways of posting
+    # one), or the check above would be blind to the answers it missed; but for one request per
+    # agent still waiting, after its answer was stored, for its next tasks when the run stopped
     replies = sum(report["agents_posted"]["posted_by_hub_status"].values())
-    assert replies >= report["database"]["answers"]
+    assert replies >= report["database"]["answers"] - report["args"]["agents"]
