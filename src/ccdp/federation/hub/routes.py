@@ -133,6 +133,20 @@ def hub_router(api: APIRouter | None = None) -> APIRouter:
     return api
 
 
+async def next_tasks(hub: HubCore, node: Principal, wait: float, redeliver: bool) -> list[Task]:
+    """This node's open tasks, waiting up to `wait` seconds for one to appear."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    while True:
+        woken = hub.waker.event(f"node:{node.id}")
+        tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
+        left = until - loop.time()
+        if tasks or left <= 0 or hub.waker.closing:
+            return tasks
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), timeout=left)
+
+
 def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
     """The node's door: its tasks (long-polled), its answers, its heartbeat and audit head."""
     api = api if api is not None else APIRouter()
@@ -142,19 +156,6 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
         info = next(n for n in hub.nodes() if n["name"] == node.name)
         return NodeInfo(name=node.name, country=info["country"], features=NODE_FEATURES)
 
-    async def next_tasks(node: Principal, wait: float, redeliver: bool) -> list[Task]:
-        """This node's open tasks, waiting up to `wait` seconds for one to appear."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + wait
-        while True:
-            woken = hub.waker.event(f"node:{node.id}")
-            tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
-            left = until - loop.time()
-            if tasks or left <= 0 or hub.waker.closing:
-                return tasks
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), timeout=left)
-
     @api.get("/api/node/tasks", tags=["node"])
     async def node_tasks(
         node: AsNode,
@@ -162,7 +163,7 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
         redeliver: Annotated[bool, Query(description="also tasks delivered, unanswered")] = False,
     ) -> TaskList:
         """This node's open tasks; waits up to `wait` seconds for one to appear."""
-        return TaskList(tasks=await next_tasks(node, wait, redeliver))
+        return TaskList(tasks=await next_tasks(hub, node, wait, redeliver))
 
     @api.get("/api/node/tasks/{task_id}", tags=["node"])
     def node_task(task_id: str, node: AsNode) -> Task:
@@ -197,7 +198,7 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
         if not tasks and until > loop.time() and not hub.waker.closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=until - loop.time())
-            tasks = await next_tasks(node, max(0.0, until - loop.time()), redeliver)
+            tasks = await next_tasks(hub, node, max(0.0, until - loop.time()), redeliver)
         return PostedThenTasks(status=rec.status, task_id=rec.task_id, tasks=tasks)
 
     @api.post("/api/node/heartbeat", tags=["node"])
