@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -255,7 +255,33 @@ def main() -> None:
     ap.add_argument("--cox-fits", type=int, default=5, help="Converging Cox fits, timed by round.")
     ap.add_argument("--patients", type=int, default=400, help="Patients per node store.")
     ap.add_argument("--counts", choices=["exact", "perturbed"], default="exact")
+    ap.add_argument(
+        "--db",
+        default="sqlite",
+        help="The hub's database: sqlite (a file, the default) or a PostgreSQL admin URL "
+        "(postgresql://postgres@127.0.0.1:5432/postgres), on which a fresh database is made "
+        "for the run and dropped after it.",
+    )
     args = ap.parse_args()
+    with hub_database(args.db) as db:
+        run(args, db)
+
+
+@contextmanager
+def hub_database(choice: str) -> Iterator[str]:
+    """The hub's database URL for this run: a SQLite file in the work folder (made by `run`),
+    or a fresh PostgreSQL database, dropped afterwards."""
+    if choice == "sqlite":
+        yield ""
+        return
+    from benchmarks.load.bench_load import fresh_database
+
+    with fresh_database(choice) as url:
+        yield url
+
+
+def run(args: argparse.Namespace, db_url: str) -> None:
+    """Build the stores and the hub's members, then time the counts and the Cox fits."""
 
     work = Path(tempfile.mkdtemp(prefix="bench-network-"))
     names = [f"N{i:02d}" for i in range(args.nodes)]
@@ -265,7 +291,7 @@ def main() -> None:
     }
     for store in stores.values():
         write_policy(store, args.counts)
-    db = f"sqlite:///{work / 'hub.db'}"
+    db = db_url or f"sqlite:///{work / 'hub.db'}"
     sessions = open_database(db)
     hub = Hub(sessions)
     tokens = {n: hub.add_node(n, "FR") for n in names}

@@ -116,6 +116,42 @@ async def one_client(port: int, path: str, token: str | None, n: int, lat: list[
     return errors
 
 
+# wrk's Lua hook: its summary on one line (latencies in microseconds, errors of every kind)
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %d %d\\n", summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wrk_load(
+    port: int, pid: int, path: str, token: str | None, clients: int, seconds: float, tmp: Path
+) -> str:
+    """The same load from `wrk` (one C thread, `clients` keep-alive connections, for `seconds`):
+    it spends a fraction of the Python client's CPU per request, so more of the machine's two
+    cores is left to the hub; wrk counts any non-2xx/3xx answer as an error."""
+    script = tmp / "done.lua"
+    script.write_text(WRK_DONE)
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script)]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    cpu = cpu_seconds(pid) - cpu0
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    n, errors, micros, p50, p95, p99 = (int(x) for x in line.split()[1:])
+    return (
+        f"  {path:<14} {n / (micros / 1e6):8.0f} req/s  p50 {p50 / 1000:7.1f} ms  "
+        f"p95 {p95 / 1000:7.1f} ms  p99 {p99 / 1000:7.1f} ms  "
+        f"hub CPU {1000 * cpu / max(1, n):6.3f} ms/req  errors {errors}  (wrk)"
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
@@ -252,7 +288,10 @@ def run_hub(a: argparse.Namespace, backend: str, tmp: Path, plain: Path | None) 
                     print(f"  profile: {out}")
             for route in ("/api/health", *ROUTES):
                 t = token if route != "/api/health" else None
-                print(asyncio.run(load(port, pid, route, t, a.clients, a.requests)).line())
+                if a.client == "wrk":
+                    print(wrk_load(port, pid, route, t, a.clients, a.seconds, tmp))
+                else:
+                    print(asyncio.run(load(port, pid, route, t, a.clients, a.requests)).line())
 
 
 def run_bare(a: argparse.Namespace, tmp: Path, plain: Path | None) -> None:
@@ -261,9 +300,12 @@ def run_bare(a: argparse.Namespace, tmp: Path, plain: Path | None) -> None:
     script.write_text(BARE_APP)
     with server([sys.executable, str(script), str(port)], port, plain) as pid:
         asyncio.run(load(port, pid, "/", None, a.clients, 5))
+        print(f"bare uvicorn app{' (asyncio + h11)' if plain else ''}, pid {pid}:")
+        if a.client == "wrk":
+            print(wrk_load(port, pid, "/", None, a.clients, a.seconds, tmp))
+            return
         fig = asyncio.run(load(port, pid, "/", None, a.clients, a.requests))
         fig.route = "bare ASGI app"
-        print(f"bare uvicorn app{' (asyncio + h11)' if plain else ''}, pid {pid}:")
         print(fig.line())
 
 
@@ -277,6 +319,13 @@ def main() -> None:
     ap.add_argument("--plain-http", action="store_true", help="also asyncio + h11")
     ap.add_argument("--profile", type=Path, help="folder for py-spy flame graphs")
     ap.add_argument("--profile-seconds", type=float, default=10)
+    ap.add_argument(
+        "--client",
+        choices=("python", "wrk"),
+        default="python",
+        help="the load's client: this script's asyncio client, or wrk (apt-get install wrk)",
+    )
+    ap.add_argument("--seconds", type=float, default=10, help="with --client wrk: per route")
     ap.add_argument("--src", type=Path, help="the hub's source tree (default: this one's src/)")
     a = ap.parse_args()
     backends = a.backend or ["sqlite", "postgres"]

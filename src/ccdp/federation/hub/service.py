@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import RowMapping, Select, select, update
+from sqlalchemy import RowMapping, Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -349,6 +349,8 @@ class HubCore(Members):
         killed mid-task asks for them again when it restarts.
         """
         states = ("pending", "delivered") if redeliver else ("pending",)
+        if not self._has_open_tasks(node_id, states):
+            return []  # most looks find nothing: one indexed read, no write transaction
         with self.sessions.begin() as s:
             rows = s.execute(_open_tasks(node_id, states).order_by(RoundRow.created_at)).all()
             out = []
@@ -357,6 +359,13 @@ class HubCore(Members):
                 task_row.delivered_at = self.context.clock()
                 out.append(Task.model_validate({**rnd.task, "task_id": task_row.id}))
             return out
+
+    def _has_open_tasks(self, node_id: int, states: tuple[str, ...]) -> bool:
+        """Whether `pending_tasks` would find anything: read outside any transaction (a task
+        written just after is not lost: its writer wakes the node's wait, armed before)."""
+        with self._reads.connect() as conn:
+            found = conn.execute(_ANY_OPEN_TASK, {"node_id": node_id, "states": states}).first()
+        return found is not None
 
     def task_for_node(self, task_id: str, node_id: int) -> Task:
         """One task, only if it was sent to this node (other nodes' tasks do not exist for it)."""
@@ -394,58 +403,59 @@ class HubCore(Members):
         source: str,
         by: str | None = None,
     ) -> Recorded:
-        """`summary`: the answer's, already parsed (and so well formed)."""
+        """`summary`: the answer's, already parsed (and so well formed). The task and its round
+        are read, and the answer and the task's status written, by statements built once (no
+        ORM objects: they were most of an answer's CPU); the node row stays ORM, as its audit
+        head's rules (`_move_head`) are shared with the heartbeat."""
         digest = answer_digest(answer)
         with self.sessions.begin() as s:
-            task = s.get(TaskRow, answer.task_id, with_for_update=True)
+            conn = s.connection()
+            task = conn.execute(_TASK_FOR_ANSWER, {"task_id": answer.task_id}).one_or_none()
             if task is None or task.node_id != node_id:
                 raise NotFound(f"no task {answer.task_id!r} for this node")
             node = s.get(NodeRow, node_id, with_for_update=True)  # its audit head may move
             assert node is not None
             if answer.node != node.name:
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
-            rnd = s.get(RoundRow, task.round_id)
-            assert rnd is not None
             if summary is not None:
-                self._check_summary(rnd.task, summary)
+                self._check_summary(task.task, summary)
             # an answer is stored with its task's status moved off pending/delivered, in one
             # transaction: a task still there holds none (a racing copy: IntegrityError, above)
-            held = (
-                None
-                if task.status in OPEN_TASK
-                else s.scalar(select(AnswerRow).where(AnswerRow.task_id == task.id))
-            )
-            if held is not None:
-                if held.digest != digest:
-                    raise Conflict(f"task {task.id} already has a different answer")
-                return Recorded("duplicate", task.id)
+            if task.status not in OPEN_TASK:
+                held = conn.scalar(_HELD_DIGEST, {"task_id": task.id})
+                if held is not None:
+                    if held != digest:
+                        raise Conflict(f"task {task.id} already has a different answer")
+                    return Recorded("duplicate", task.id)
             if answer.audit_head is not None:
                 self._move_head(s, node, answer.audit_head, "answer")
-            late = rnd.closed_at is not None or self.context.clock() > rnd.deadline
-            s.add(
-                AnswerRow(
-                    task_id=task.id,
-                    status=answer.status,
-                    reason=answer.reason,
-                    summary=answer.summary,
-                    digest=digest,
-                    source=source,
-                    late=late,
-                )
+            late = task.closed_at is not None or self.context.clock() > task.deadline
+            conn.execute(
+                _ADD_ANSWER,
+                {
+                    "task_id": task.id,
+                    "status": answer.status,
+                    "reason": answer.reason,
+                    "summary": answer.summary,
+                    "digest": digest,
+                    "source": source,
+                    "late": late,
+                },
             )
-            task.status = "late" if late else answer.status
+            status = "late" if late else answer.status
+            conn.execute(_SET_TASK_STATUS, {"task_id": task.id, "new_status": status})
             self.context.audit(
                 s,
                 f"node:{node.name}",
                 "answer-late" if late else "answer",
-                study=rnd.study_id,
-                round=rnd.round_no,
+                study=task.study_id,
+                round=task.round_no,
                 status=answer.status,
                 source=source,
                 **({"imported_by": by} if by else {}),
             )
-            study_id = rnd.study_id
-        self.waker.wake(f"study:{study_id}", f"round:{task.round_id}")
+        # the round's runner only: a researcher waiting on the study wakes when it finishes
+        self.waker.wake(f"round:{task.round_id}")
         return Recorded("late" if late else "accepted", task.id)
 
     def _check_summary(self, task: dict[str, Any], summary: Summary) -> None:
@@ -532,9 +542,9 @@ class HubCore(Members):
         ]
 
 
-def _open_tasks(node_id: int, states: tuple[str, ...], *columns: Any) -> Select[Any]:
+def _open_tasks(node_id: Any, states: Any, *columns: Any) -> Select[Any]:
     """A node's tasks in `states` of open rounds of running studies (with their rounds, or
-    the `columns` given)."""
+    the `columns` given); `node_id` and `states` are values, or bound parameters."""
     return (
         select(*(columns or (TaskRow, RoundRow)))
         .join(RoundRow, TaskRow.round_id == RoundRow.id)
@@ -546,6 +556,34 @@ def _open_tasks(node_id: int, states: tuple[str, ...], *columns: Any) -> Select[
             StudyRow.status == "running",
         )
     )
+
+
+# The statements of a node's answer and of its look for tasks, built once: building a
+# SELECT is itself a good part of its cost at the rate nodes answer.
+_TASK_FOR_ANSWER = (
+    select(
+        TaskRow.id,
+        TaskRow.node_id,
+        TaskRow.status,
+        TaskRow.round_id,
+        RoundRow.task,
+        RoundRow.study_id,
+        RoundRow.round_no,
+        RoundRow.closed_at,
+        RoundRow.deadline,
+    )
+    .join(RoundRow, TaskRow.round_id == RoundRow.id)
+    .where(TaskRow.id == bindparam("task_id"))
+    .with_for_update(of=TaskRow)
+)
+_HELD_DIGEST = select(AnswerRow.digest).where(AnswerRow.task_id == bindparam("task_id"))
+_ADD_ANSWER = insert(AnswerRow)
+_SET_TASK_STATUS = (
+    update(TaskRow).where(TaskRow.id == bindparam("task_id")).values(status=bindparam("new_status"))
+)
+_ANY_OPEN_TASK = _open_tasks(
+    bindparam("node_id"), bindparam("states", expanding=True), TaskRow.id
+).limit(1)
 
 
 def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
