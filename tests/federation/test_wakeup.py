@@ -115,7 +115,9 @@ def _round_of(hub: Hub, study_id: str) -> int:
         return s.scalars(select(RoundRow.id).where(RoundRow.study_id == study_id)).one()
 
 
-def _counting(fn: Callable[[int], tuple[bool, datetime]], calls: Counter[int]):  # type: ignore[no-untyped-def]
+def _counting(
+    fn: Callable[[int], tuple[bool, datetime]], calls: Counter[int]
+) -> Callable[[int], tuple[bool, datetime]]:
     def round_state(round_id: int) -> tuple[bool, datetime]:
         calls[round_id] += 1
         return fn(round_id)
@@ -131,7 +133,7 @@ def test_an_answer_wakes_its_own_study_at_once_and_no_other(tmp_path: Path):
         hub.add_node(name, name)
     owner = hub.authenticate(hub.add_user("ana", "researcher"))
     calls: Counter[int] = Counter()
-    hub.round_state = _counting(hub.round_state, calls)  # type: ignore[method-assign]
+    hub.round_state = _counting(hub.round_state, calls)
     asking, answers, sids = [], {}, []
     for title in ("A", "B"):
         sid = running_count_study(hub, owner, ["FR", "DE"], title=title)
