@@ -10,7 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +49,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     """Under CI a skip (in setup, call or teardown; an `xfail` is not a skip) becomes a failure
     that names the reason: a service or a package the suite needs is missing."""
     outcome = yield
@@ -68,7 +72,7 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_ccdp(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run_ccdp(*args: object, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run `ccdp ARGS` in a subprocess, as a user would, and return the completed process."""
     proc = subprocess.run(
         [sys.executable, "-m", "ccdp", *map(str, args)],
@@ -92,7 +96,7 @@ def ccdp():
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
     """Under CI a module that skips itself while collected (`importorskip` at module level,
     `pytest.skip(allow_module_level=True)`) is a collection error, not a silent gap."""
     outcome = yield

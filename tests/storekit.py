@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from ccdp.model import load_model
 
 def build_store(
     path: Path,
-    rows: dict[str, Iterable[dict[str, Any]]],
+    rows: Mapping[str, Iterable[dict[str, Any]]],
     policy: dict[str, Any] | None = None,
     defaults: bool = False,
 ) -> Path:

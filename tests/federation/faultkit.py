@@ -4,8 +4,8 @@ the hub database's own account of what happened (studies, answers per task, audi
 
 The private cluster (pgcluster.py) is a real `initdb` + `pg_ctl` server in a temporary folder
 on its own port: the shared server on 5432 must never be restarted. Without the PostgreSQL
-binaries the test skips, except under CI, where that is a failure (as tests/federation/pg.py
-does for a missing server).
+binaries the test skips, except under CI, where that is a failure (tests/federation/pg.py's
+`unavailable`, the rule for a missing server too).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from tests.conftest import under_ci
 from tests.federation.netutil import kill, processes, spawn, wait_http, wait_until
+from tests.federation.pg import unavailable
 from tests.federation.pgcluster import NoPostgresBinaries, PrivatePostgres
 from tests.federation.test_workers import children, listeners, standin_hub
 
@@ -41,9 +40,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         cluster = PrivatePostgres()
     except NoPostgresBinaries as exc:
-        if under_ci():
-            pytest.fail(f"CI is set but {exc}")
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     try:
         cluster.start()
         yield cluster
@@ -123,6 +120,19 @@ def nodes_seen(f: Fleet) -> set[str]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def submit(f: Fleet, title: str, timeout: float) -> str:
+    """A stand-in study of ROUNDS rounds submitted by the fleet's researcher (outside the
+    load's record, for a test's own check); its id."""
+    r = httpx.post(
+        f.url + "/api/studies",
+        json={"spec": {"rounds": ROUNDS, "timeout": timeout, "title": title}},
+        headers=auth(f.user),
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 # -- researchers -----------------------------------------------------------------------------

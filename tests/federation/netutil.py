@@ -145,7 +145,7 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             kill(p)
 
 
-def ccdp_args(*args: str) -> list[str]:
+def ccdp_args(*args: object) -> list[str]:
     return ["-m", "ccdp", *map(str, args)]
 
 

@@ -9,15 +9,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from tests.conftest import under_ci
 
+if TYPE_CHECKING:
+    import psycopg
+
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _admin():  # type: ignore[no-untyped-def]
+def unavailable(reason: str) -> NoReturn:
+    """Skip for `reason`, or fail under CI: the one rule for any PostgreSQL a test cannot have
+    (this server, or the binaries of a private cluster)."""
+    if under_ci():
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
+def _admin() -> psycopg.Connection:
     import psycopg
 
     return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
@@ -29,9 +41,7 @@ def temporary_database() -> Iterator[str]:
     try:
         conn = _admin()
     except Exception as exc:
-        if under_ci():
-            pytest.fail(f"CI is set but no PostgreSQL server on 127.0.0.1:5432: {exc}")
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
+        unavailable(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
     name = f"ccdp_test_{uuid.uuid4().hex[:12]}"
     with conn:
         conn.execute(f'CREATE DATABASE "{name}"')

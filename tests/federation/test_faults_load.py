@@ -37,6 +37,7 @@ from tests.federation.faultkit import (
     plain,
     private_postgres,
     studies,
+    submit,
     unfinished,
 )
 from tests.federation.netutil import kill, wait_until
@@ -63,14 +64,7 @@ def long_polls_wake_together(f: Fleet, polls: int = 6, wait: float = 30) -> list
     other's: all end within 5 s of each other, done. A worker whose listener did not
     reconnect would hold its polls to `wait` and answer `running`. Returns each poll's
     seconds."""
-    r = httpx.post(
-        f.url + "/api/studies",
-        json={"spec": {"rounds": 3, "timeout": 60, "title": "wake check"}},
-        headers=auth(f.user),
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    sid = r.json()["id"]
+    sid = submit(f, "wake check", timeout=60)
     took: list[float] = []
     ended: list[float] = []
     got: list[dict[str, Any]] = []
@@ -244,14 +238,7 @@ def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path: Path)
             drain(db, 120)
             # C away past a round's deadline
             kill(f.nodes["C"], signal.SIGKILL)
-            r = httpx.post(
-                f.url + "/api/studies",
-                json={"spec": {"rounds": 3, "timeout": 5, "title": "C away"}},
-                headers=auth(f.user),
-                timeout=30,
-            )
-            assert r.status_code == 201, r.text
-            away = r.json()["id"]
+            away = submit(f, "C away", timeout=5)
             drain(db, 60)
             f.start_node("C", 0.2, tag="-back")
         print(f"requests {len(load.hits)}; studies {len(load.submitted)}")

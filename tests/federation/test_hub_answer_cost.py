@@ -18,6 +18,7 @@ from ccdp.federation.hub.context import Conflict
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.models import AuditRow, NodeRow
 from ccdp.wire.protocol import Answer, Task
+from tests.federation.conftest import running_count_study
 
 NODES = [f"N{i}" for i in range(8)]
 ROUNDS = 3
@@ -45,11 +46,7 @@ def hub(request, tmp_path: Path, monkeypatch) -> Iterator[Hub]:
 def _answers(hub: Hub) -> list[tuple[int, Answer]]:
     """One open round per ROUNDS of a running count study; every node's answer to each."""
     owner = hub.authenticate(hub.add_user("ana", "researcher"))
-    sid = hub.create_study(
-        {"analysis": "count"}, analysis="count", title="t", nodes=NODES,
-        min_nodes=1, timeout=600, owner=owner,
-    )  # fmt: skip
-    hub.set_study_status(sid, "running")
+    sid = running_count_study(hub, owner, NODES, timeout=600)
     with hub.sessions() as s:
         ids = {r.name: r.id for r in s.scalars(select(NodeRow))}
     jobs = []

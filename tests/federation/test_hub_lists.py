@@ -9,7 +9,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from ccdp.federation.hub.auth import hash_token, new_token
@@ -17,7 +16,6 @@ from ccdp.federation.hub.context import Principal
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
 from ccdp.wire.protocol import utcnow
 from tests.federation.netutil import LiveHub
-from tests.federation.pg import temporary_database
 from tests.federation.standin import StandinExecutor
 
 CATALOGUES: dict[str, dict[str, Any] | None] = {
@@ -126,8 +124,9 @@ def populate(live: LiveHub) -> dict[str, str]:
     return tokens
 
 
-def check_lists_unchanged(url: str) -> None:
-    with LiveHub(url, StandinExecutor()) as live:
+def test_the_lists_are_byte_for_byte_unchanged(hub_url: str) -> None:
+    """On each backend (SQLite, PostgreSQL) and for every kind of reader."""
+    with LiveHub(hub_url, StandinExecutor()) as live:
         tokens = populate(live)
         for name, token in tokens.items():
             viewer = live.hub.authenticate(token)
@@ -150,16 +149,6 @@ def check_lists_unchanged(url: str) -> None:
         assert headlines["A"]["patients"] == 1234 and headlines["D"] is None
         assert headlines["B"]["patients"] is None and headlines["B"]["last_ingest"] is None
         assert headlines["Cé"]["patients"] is None and headlines["Cé"]["last_ingest"] is None
-
-
-def test_the_lists_are_byte_for_byte_unchanged_on_sqlite(tmp_path):
-    check_lists_unchanged(f"sqlite:///{tmp_path / 'hub.db'}")
-
-
-@pytest.mark.postgres
-def test_the_lists_are_byte_for_byte_unchanged_on_postgresql():
-    with temporary_database() as url:
-        check_lists_unchanged(url)
 
 
 def test_a_token_stored_by_hand_sees_only_its_studies(tmp_path):

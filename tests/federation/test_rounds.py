@@ -24,26 +24,18 @@ from ccdp.federation.hub.studies import SpecExecutor
 from ccdp.federation.node.agent import NodeAgent
 from ccdp.federation.node.local import LocalNode
 from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, Task
+from tests.federation.conftest import LONG, running_count_study
 from tests.federation.netutil import LiveHub, wait_until
 from tests.storekit import build_store, random_registry
 
-LONG = 3600.0  # a poll interval no test could wait out: were it on the path, the test would fail
+# LONG: a poll interval no test could wait out: were it on the path, the test would fail
 
 
 def test_an_answer_ends_the_round_when_recorded_not_at_the_runners_next_poll(tmp_path: Path):
     hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
     hub.add_node("FR", "FR")
     owner = hub.authenticate(hub.add_user("ana", "researcher"))
-    sid = hub.create_study(
-        {"analysis": "count"},
-        analysis="count",
-        title="t",
-        nodes=["FR"],
-        min_nodes=1,
-        timeout=LONG,
-        owner=owner,
-    )
-    hub.set_study_status(sid, "running")  # as the runner does before its first round
+    sid = running_count_study(hub, owner)
     transport = HubTransport(hub, sid, ["FR"], LONG, threading.Event(), poll=LONG)
     answers: dict[str, Answer] = {}
     task = Task(task_id="x", study_id="local", round=0, analysis="count")
@@ -194,16 +186,7 @@ def test_the_answer_route_answers_older_agents_as_before(tmp_path: Path):
         owner = hub.authenticate(hub.add_user("ana", "researcher"))
         sids = []
         for _ in range(2):
-            sid = hub.create_study(
-                {"analysis": "count"},
-                analysis="count",
-                title="t",
-                nodes=["FR"],
-                min_nodes=1,
-                timeout=LONG,
-                owner=owner,
-            )
-            hub.set_study_status(sid, "running")
+            sid = running_count_study(hub, owner)
             task = Task(task_id="x", study_id=sid, round=0, analysis="count")
             hub.open_round(sid, 0, task, ["FR"], LONG)
             sids.append(sid)

@@ -22,10 +22,11 @@ from ccdp.federation.hub.models import NodeRow, RoundRow
 from ccdp.federation.hub.runner import HubTransport
 from ccdp.federation.hub.wakeup import PgWaker, Waker
 from ccdp.wire.protocol import Answer, Task
+from tests.federation.conftest import LONG, running_count_study
 from tests.federation.netutil import wait_until
 from tests.federation.pg import temporary_database
 
-LONG = 3600.0  # no wait here may end by its timeout: only a wake ends it
+# LONG: no wait here may end by its timeout, only a wake ends it
 
 
 class Waiter:
@@ -114,7 +115,9 @@ def _round_of(hub: Hub, study_id: str) -> int:
         return s.scalars(select(RoundRow.id).where(RoundRow.study_id == study_id)).one()
 
 
-def _counting(fn: Callable[[int], tuple[bool, datetime]], calls: Counter[int]):  # type: ignore[no-untyped-def]
+def _counting(
+    fn: Callable[[int], tuple[bool, datetime]], calls: Counter[int]
+) -> Callable[[int], tuple[bool, datetime]]:
     def round_state(round_id: int) -> tuple[bool, datetime]:
         calls[round_id] += 1
         return fn(round_id)
@@ -130,14 +133,10 @@ def test_an_answer_wakes_its_own_study_at_once_and_no_other(tmp_path: Path):
         hub.add_node(name, name)
     owner = hub.authenticate(hub.add_user("ana", "researcher"))
     calls: Counter[int] = Counter()
-    hub.round_state = _counting(hub.round_state, calls)  # type: ignore[method-assign]
+    hub.round_state = _counting(hub.round_state, calls)
     asking, answers, sids = [], {}, []
     for title in ("A", "B"):
-        sid = hub.create_study(
-            {"analysis": "count"}, analysis="count", title=title, nodes=["FR", "DE"],
-            min_nodes=1, timeout=LONG, owner=owner,
-        )  # fmt: skip
-        hub.set_study_status(sid, "running")
+        sid = running_count_study(hub, owner, ["FR", "DE"], title=title)
         transport = HubTransport(hub, sid, ["FR", "DE"], LONG, threading.Event(), poll=LONG)
         task = Task(task_id=title, study_id="local", round=0, analysis="count")
         t = threading.Thread(
