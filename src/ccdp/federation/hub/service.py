@@ -352,13 +352,12 @@ class HubCore(Members):
         if not self._has_open_tasks(node_id, states):
             return []  # most looks find nothing: one indexed read, no write transaction
         with self.sessions.begin() as s:
-            rows = s.execute(_open_tasks(node_id, states).order_by(RoundRow.created_at)).all()
-            out = []
-            for task_row, rnd in rows:
-                task_row.status = "delivered"
-                task_row.delivered_at = self.context.clock()
-                out.append(Task.model_validate({**rnd.task, "task_id": task_row.id}))
-            return out
+            conn = s.connection()
+            rows = conn.execute(_OPEN_TASKS, {"node_id": node_id, "states": states}).all()
+            if rows:
+                at = self.context.clock()
+                conn.execute(_DELIVER, [{"task_id": r.id, "at": at} for r in rows])
+            return [Task.model_validate({**r.task, "task_id": r.id}) for r in rows]
 
     def _has_open_tasks(self, node_id: int, states: tuple[str, ...]) -> bool:
         """Whether `pending_tasks` would find anything: read outside any transaction (a task
@@ -502,27 +501,22 @@ class HubCore(Members):
                 )
             study = s.get(StudyRow, rnd.study_id)
             assert study is not None
-            rows = s.execute(
-                select(TaskRow, NodeRow, AnswerRow)
-                .join(NodeRow, TaskRow.node_id == NodeRow.id)
-                .outerjoin(AnswerRow, AnswerRow.task_id == TaskRow.id)
-                .where(TaskRow.round_id == round_id)
-            ).all()
+            rows = s.connection().execute(_ROUND_ANSWERS, {"round_id": round_id}).all()
             out: dict[str, Answer] = {}
-            for task, node, ans in rows:
-                if ans is not None and not ans.late:
-                    out[node.name] = Answer(
-                        task_id=task.id,
-                        node=node.name,
-                        status=ans.status,
-                        reason=ans.reason,
-                        summary=ans.summary,
-                        sent_at=ans.received_at,
+            for row in rows:
+                if row.status is not None and not row.late:
+                    out[row.name] = Answer(
+                        task_id=row.id,
+                        node=row.name,
+                        status=row.status,
+                        reason=row.reason,
+                        summary=row.summary,
+                        sent_at=row.received_at,
                     )
                 else:
-                    out[node.name] = Answer(
-                        task_id=task.id,
-                        node=node.name,
+                    out[row.name] = Answer(
+                        task_id=row.id,
+                        node=row.name,
                         status="failed",
                         reason=f"no answer within the study timeout ({study.timeout:g} s)",
                     )
@@ -580,6 +574,30 @@ _HELD_DIGEST = select(AnswerRow.digest).where(AnswerRow.task_id == bindparam("ta
 _ADD_ANSWER = insert(AnswerRow)
 _SET_TASK_STATUS = (
     update(TaskRow).where(TaskRow.id == bindparam("task_id")).values(status=bindparam("new_status"))
+)
+_OPEN_TASKS = _open_tasks(
+    bindparam("node_id"), bindparam("states", expanding=True), TaskRow.id, RoundRow.task
+).order_by(RoundRow.created_at)
+_DELIVER = (
+    update(TaskRow)
+    .where(TaskRow.id == bindparam("task_id"))
+    .values(status="delivered", delivered_at=bindparam("at"))
+)
+# every task of a round with its node's name and its answer, if any (the answer's columns
+# are None for a task without one)
+_ROUND_ANSWERS = (
+    select(
+        TaskRow.id,
+        NodeRow.name,
+        AnswerRow.status,
+        AnswerRow.reason,
+        AnswerRow.summary,
+        AnswerRow.received_at,
+        AnswerRow.late,
+    )
+    .join(NodeRow, TaskRow.node_id == NodeRow.id)
+    .outerjoin(AnswerRow, AnswerRow.task_id == TaskRow.id)
+    .where(TaskRow.round_id == bindparam("round_id"))
 )
 _ANY_OPEN_TASK = _open_tasks(
     bindparam("node_id"), bindparam("states", expanding=True), TaskRow.id
