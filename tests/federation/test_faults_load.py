@@ -1,8 +1,8 @@
 """Faults under load (issue 27): `serve --workers 2` on PostgreSQL with three node agents, a
 researcher submitting a study every 1.5 s (5 s in the node test) and three more reading the
 API, when PostgreSQL is restarted (or stays down past a round's deadline), a worker is
-SIGKILLed, or a node agent is stopped and restarted mid-round. Each test's docstring is its defined outcome (docs/deploy.md, "What
-happens when").
+SIGKILLed, or a node agent is stopped and restarted mid-round. Each test's docstring is its
+defined outcome (docs/deploy.md, "What happens when").
 
 The hub is the production `serve` (the function `ccdp hub serve` runs: supervisor, workers,
 leases, LISTEN/NOTIFY) with the stand-in analysis of tests/federation/standin.py, whose study
