@@ -11,6 +11,7 @@ binaries the test skips, except under CI, where that is a failure (tests/federat
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import threading
@@ -122,17 +123,42 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def submit(f: Fleet, title: str, timeout: float) -> str:
+def submit(f: Fleet, title: str, timeout: float, **spec: Any) -> str:
     """A stand-in study of ROUNDS rounds submitted by the fleet's researcher (outside the
-    load's record, for a test's own check); its id."""
+    load's record, for a test's own check), with any further `spec` keys; its id."""
     r = httpx.post(
         f.url + "/api/studies",
-        json={"spec": {"rounds": ROUNDS, "timeout": timeout, "title": title}},
+        json={"spec": {"rounds": ROUNDS, "timeout": timeout, "title": title, **spec}},
         headers=auth(f.user),
         timeout=30,
     )
     assert r.status_code == 201, r.text
     return r.json()["id"]
+
+
+def worker_of(f: Fleet, client_port: int) -> int | None:
+    """The worker pid that accepted the connection from 127.0.0.1:`client_port` to the hub
+    (Linux /proc: the server side's socket inode among a worker's open files); None while
+    the connection waits in the accept queue. The hub says in no header which worker served
+    a request: this is how a test knows both were exercised."""
+    hub_port = int(f.url.rsplit(":", 1)[1])
+    want = (f"{hub_port:04X}", f"{client_port:04X}")
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        local, remote = cols[1].split(":")[1], cols[2].split(":")[1]
+        if (local, remote) == want and cols[9] != "0":
+            inode = f"socket:[{cols[9]}]"
+    if inode is None:
+        return None
+    for pid in f.workers():
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == inode:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 # -- researchers -----------------------------------------------------------------------------
@@ -179,6 +205,11 @@ class Researchers:
         self.halt.set()
         for t in self.threads:
             t.join(90)
+
+    def follow(self, *ids: str) -> None:
+        """Have the readers long-poll these studies too (submitted by the test itself)."""
+        with self._lock:
+            self.submitted += ids
 
     def call(
         self, http: httpx.Client, method: str, path: str, route: str, **kw: Any

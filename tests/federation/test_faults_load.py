@@ -1,8 +1,8 @@
 """Faults under load (issue 27): `serve --workers 2` on PostgreSQL with three node agents, a
 researcher submitting a study every 1.5 s (5 s in the node test) and three more reading the
-API, when PostgreSQL is restarted, a worker is SIGKILLed, or a node agent is stopped and
-restarted mid-round. Each test's docstring is its defined outcome (docs/deploy.md, "What
-happens when").
+API, when PostgreSQL is restarted (or stays down past a round's deadline), a worker is
+SIGKILLed, or a node agent is stopped and restarted mid-round. Each test's docstring is its
+defined outcome (docs/deploy.md, "What happens when").
 
 The hub is the production `serve` (the function `ccdp hub serve` runs: supervisor, workers,
 leases, LISTEN/NOTIFY) with the stand-in analysis of tests/federation/standin.py, whose study
@@ -13,11 +13,15 @@ account (answers per task, audit records per answer) is checked beside the total
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from tests.federation.faultkit import (
     XS,
     Fleet,
     Researchers,
+    answer_counts,
     assert_every_study_done_once,
     auth,
     drain,
@@ -39,9 +44,11 @@ from tests.federation.faultkit import (
     studies,
     submit,
     unfinished,
+    worker_of,
 )
 from tests.federation.netutil import kill, wait_until
 from tests.federation.pg import temporary_database
+from tests.federation.pgcluster import PrivatePostgres
 from tests.federation.test_workers import listeners
 
 BOUND = 20.0  # seconds a request may take beyond its long-poll: never a hung connection
@@ -58,38 +65,67 @@ def served(f: Fleet, times: int = 10) -> bool:
         return False
 
 
-def long_polls_wake_together(f: Fleet, polls: int = 6, wait: float = 30) -> list[float]:
-    """`polls` researchers long-poll one new study at once (the kernel spreads their
-    connections over both workers); the worker that finishes it wakes its own, NOTIFY the
-    other's: all end within 5 s of each other, done. A worker whose listener did not
-    reconnect would hold its polls to `wait` and answer `running`. Returns each poll's
-    seconds."""
-    sid = submit(f, "wake check", timeout=60)
-    took: list[float] = []
-    ended: list[float] = []
-    got: list[dict[str, Any]] = []
+def connections_on_both_workers(
+    f: Fleet, timeout: float, least: int = 6, most: int = 60
+) -> list[tuple[http.client.HTTPConnection, int]]:
+    """Connections to the hub, each with the worker pid that accepted it, opened until both
+    workers hold some (and at least `least` in all): the kernel hands each to whichever worker
+    accepts first, so a fixed number could all land on one. Fails if `most` do not reach both."""
+    host, port = f.url.split("//", 1)[1].rsplit(":", 1)
+    held: list[tuple[http.client.HTTPConnection, int]] = []
+    while len(held) < most:
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn.connect()
+        client = conn.sock.getsockname()[1]
+        held.append((conn, wait_until(partial(worker_of, f, client), 10, 0.01)))
+        if len(held) >= least and {pid for _, pid in held} == set(f.workers()):
+            return held
+    raise AssertionError(f"{most} connections, all accepted by {held[0][1]}")
 
-    def poll() -> None:
-        t0 = time.monotonic()
-        body = httpx.get(
-            f"{f.url}/api/studies/{sid}",
-            params={"wait": wait},
-            headers=auth(f.user),
-            timeout=wait + 30,
-        ).json()
-        ended.append(time.monotonic())
-        took.append(ended[-1] - t0)
-        got.append(body)
 
-    threads = [threading.Thread(target=poll) for _ in range(polls)]
-    for t in threads:
-        t.start()
+def long_polls_wake_together(f: Fleet, wait: float = 30) -> tuple[list[float], dict[int, int]]:
+    """Researchers long-poll one new study at once over connections held by both workers
+    (asserted, not left to chance), node C frozen (SIGSTOP) so that the study cannot end
+    before every poll waits; C let go (SIGCONT), the worker that finishes the study wakes its
+    own polls, NOTIFY the other's: all end within 5 s of each other, none before C was let
+    go, done. A worker whose listener did not reconnect would hold its polls to `wait` and
+    answer `running`. Returns each poll's seconds and the polls per worker pid."""
+    held = connections_on_both_workers(f, wait + 30)
+    c = f.nodes["C"]
+    os.kill(c.pid, signal.SIGSTOP)
+    try:
+        sid = submit(f, "wake check", timeout=60)
+        took: list[float] = []
+        ended: list[float] = []
+        got: list[dict[str, Any]] = []
+
+        def poll(conn: http.client.HTTPConnection) -> None:
+            t0 = time.monotonic()
+            conn.request("GET", f"/api/studies/{sid}?wait={wait:g}", headers=auth(f.user))
+            body = json.loads(conn.getresponse().read())
+            ended.append(time.monotonic())
+            took.append(ended[-1] - t0)
+            got.append(body)
+
+        threads = [threading.Thread(target=poll, args=(conn,)) for conn, _ in held]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)  # every poll is waiting now: C has not answered round 0
+        assert ended == [], "a poll ended before the study could"
+        let_go = time.monotonic()
+    finally:
+        os.kill(c.pid, signal.SIGCONT)
     for t in threads:
         t.join(wait + 40)
-    assert [b["status"] for b in got] == ["done"] * polls, got
+    for conn, _ in held:
+        conn.close()
+    assert [b["status"] for b in got] == ["done"] * len(held), got
     assert all(b["result"]["result"]["total"] == TOTAL for b in got)
-    assert max(ended) - min(ended) < 5, took  # woken together, whichever worker held them
-    return took
+    assert min(ended) > let_go and max(ended) - min(ended) < 5, took  # woken together
+    per_worker: dict[int, int] = {}
+    for _, pid in held:
+        per_worker[pid] = per_worker.get(pid, 0) + 1
+    return took, per_worker
 
 
 @pytest.mark.slow
@@ -127,7 +163,7 @@ def test_postgresql_restarted_under_load(tmp_path: Path) -> None:
                 load.submitting.clear()
                 drain(db, 120)
             assert f.workers() == before  # the same processes: nothing restarted a worker
-            took = long_polls_wake_together(f)
+            took, per_worker = long_polls_wake_together(f)
         during = [h for h in load.hits if down <= h.at and h.at + h.seconds <= up]
         refused = [h for h in load.hits if h.status == 503]
         print(
@@ -135,7 +171,7 @@ def test_postgresql_restarted_under_load(tmp_path: Path) -> None:
             f"served again {back:.1f} s after the start; studies {len(load.submitted)} "
             f"({len(in_flight)} running at the stop); 503 after the restart at once: "
             f"{sum(1 for h in refused if h.at >= again)}; "
-            f"wake polls took {sorted(round(t, 1) for t in took)} s"
+            f"wake polls took {sorted(round(t, 1) for t in took)} s, per worker {per_worker}"
         )
         assert refused and {h.retry_after for h in refused} == {"2"}
         assert during and [h for h in during if h.status != 503] == []
@@ -257,3 +293,142 @@ def test_a_node_agent_stopped_and_restarted_mid_round_under_load(tmp_path: Path)
         }
         assert "no answer within the study timeout (5 s)" in nodes["C"]["reason"]
         assert study["result"]["min_nodes_met"] is False
+
+
+def round_zero(db: str, study: str) -> tuple[datetime, datetime | None, dict[str, str]]:
+    """Round 0 of `study`: its deadline, when it closed, and each node's task status."""
+    with psycopg.connect(plain(db), connect_timeout=5) as conn:
+        deadline, closed = conn.execute(
+            "SELECT deadline, closed_at FROM rounds WHERE study_id = %s AND round_no = 0",
+            (study,),
+        ).fetchone() or (None, None)
+        tasks = conn.execute(
+            "SELECT n.name, t.status FROM tasks t JOIN nodes n ON t.node_id = n.id"
+            " JOIN rounds r ON t.round_id = r.id WHERE r.study_id = %s AND r.round_no = 0",
+            (study,),
+        ).fetchall()
+    return deadline, closed, dict(tasks)
+
+
+ANSWERED = {"A": "answered", "B": "answered"}
+
+
+def utcnow() -> datetime:
+    """The wall clock, as the hub stores a round's deadline (UTC, with its zone)."""
+    return datetime.now(UTC)
+
+
+def waits_on_c(db: str, study: str) -> bool:
+    """Round 0 of `study` answered by A and B, not C (stopped: its task pending, or delivered
+    on the long-poll the hub had not yet seen cut)."""
+    tasks = round_zero(db, study)[2]
+    return tasks.pop("C", None) in ("pending", "delivered") and tasks == ANSWERED
+
+
+def outage_past_deadline(f: Fleet, pg: PrivatePostgres, load: Researchers) -> dict[str, Any]:
+    """C stopped; two studies (8 s rounds) whose round 0 A and B answer; PostgreSQL stopped
+    until a second past that round's deadline (a study submitted meanwhile: 503), started.
+    Returns the studies and the outage's times (monotonic for the load's record, wall clock
+    for the hub's)."""
+    kill(f.nodes["C"], signal.SIGKILL)
+    met = submit(f, "outage, 2 needed", timeout=8, min_nodes=2)
+    short = submit(f, "outage, 3 needed", timeout=8)
+    load.follow(met, short)  # the readers long-poll them across the outage
+    for sid in (met, short):
+        wait_until(partial(waits_on_c, f.db, sid), 30, 0.05)
+    deadline = max(round_zero(f.db, sid)[0] for sid in (met, short))
+    assert [round_zero(f.db, sid)[1] for sid in (met, short)] == [None, None]
+    pg.stop("fast")
+    down = time.monotonic()
+    refused = httpx.post(
+        f.url + "/api/studies",
+        json={"spec": {"rounds": 1, "title": "in the outage"}},
+        headers=auth(f.user),
+        timeout=30,
+    )
+    past = (deadline - utcnow()).total_seconds() + 1.0
+    time.sleep(max(past, 4.0))  # the round's deadline passes with no database
+    up, up_wall = time.monotonic(), utcnow()
+    pg.start()
+    return {"met": met, "short": short, "refused": refused, "down": down, "up": up,
+            "up_wall": up_wall, "deadline": deadline}  # fmt: skip
+
+
+def assert_ended_without_c(db: str, sid: str, need: int, met: bool, o: dict[str, Any]) -> None:
+    """Done over A and B, C `failed` "no answer within the study timeout (8 s)", its round-0
+    task a timeout, the round closed after PostgreSQL was back; `min_nodes_met` as `need`
+    and the two answering nodes say."""
+    study = studies(db)[sid]
+    assert study["status"] == "done", study
+    result = study["result"]
+    assert result["result"]["total"] == (TOTAL / 136) * sum(XS["A"] + XS["B"])
+    assert {n: s["status"] for n, s in result["nodes"].items()} == {
+        "A": "answered",
+        "B": "answered",
+        "C": "failed",
+    }
+    assert "no answer within the study timeout (8 s)" in result["nodes"]["C"]["reason"]
+    assert (result["min_nodes"], result["min_nodes_met"]) == (need, met)
+    deadline, closed, tasks = round_zero(db, sid)
+    assert tasks == {"A": "answered", "B": "answered", "C": "timeout"}
+    assert closed is not None and closed >= o["up_wall"] > deadline  # closed once it was back
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_round_deadline_passing_while_postgresql_is_down(tmp_path: Path) -> None:
+    """Node C stopped; two studies with 8 s rounds (one needing 2 nodes, one all 3) wait on C
+    in round 0 when PostgreSQL is stopped, and stay stopped until past that round's deadline,
+    then started, while researchers read and long-poll them. Defined outcome: the studies do
+    not stay `running`: once the server is back the round closes with C's task a timeout, and
+    each study ends done over A and B with C `failed`, "no answer within the study timeout
+    (8 s)", `min_nodes_met` true for the one needing 2, false for the one needing 3; no
+    answer counted twice; the audit chain verifies; each study's thread paused when the
+    database went (none died: no traceback in the hub's log), and the same two workers serve
+    and drive a later study to done, both listening again; every request during the
+    outage got 503 with `Retry-After: 2` (a study submitted then was not stored), none a 500."""
+    from ccdp.federation.hub import audit
+    from ccdp.federation.hub.db import open_database
+
+    with private_postgres() as pg:
+        db = pg.create_database("hub")
+        with fleet(db, tmp_path) as f:
+            before = f.workers()
+            load = Researchers(f.url, f.user, readers=3)
+            load.submitting.clear()  # the readers only: C is away, the test submits its own
+            with load:
+                o = outage_past_deadline(f, pg, load)
+                wait_until(lambda: served(f), 60, 0.5)
+                drain(db, 60)
+            assert f.workers() == before  # the same processes: nothing restarted a worker
+            wait_until(lambda: listeners(db) == 2, 60, 0.2)
+            f.start_node("C", 0.1, tag="-back")
+            took, per_worker = long_polls_wake_together(f)  # a later study, on both workers
+        during = [h for h in load.hits if o["down"] <= h.at and h.at + h.seconds <= o["up"]]
+        print(
+            f"requests {len(load.hits)}, during the outage {len(during)}; down "
+            f"{o['up'] - o['down']:.1f} s; wake polls took {sorted(round(t, 1) for t in took)}"
+            f" s, per worker {per_worker}"
+        )
+        log = f.log.read_text()  # a study thread met the outage mid-round and paused; none died
+        assert all(
+            f"study {sid} paused: database unavailable" in log for sid in (o["met"], o["short"])
+        )
+        assert "Exception in thread" not in log and "Traceback" not in log
+        assert o["refused"].status_code == 503 and o["refused"].headers["retry-after"] == "2"
+        assert during and {(h.status, h.retry_after) for h in during} == {(503, "2")}
+        assert load.server_errors() == []
+        assert [h for h in load.hits if h.status == 0] == []
+        assert load.overdue(BOUND) == []
+        assert_ended_without_c(db, o["met"], 2, True, o)
+        assert_ended_without_c(db, o["short"], 3, False, o)
+        assert len(studies(db)) == 3  # the two and the later one: none from the outage
+        counts = answer_counts(db, {o["met"], o["short"]})
+        assert sorted(counts["answers_per_task"].values()) == [0, 0] + [1] * 12
+        assert counts["audited_twice"] == {} and counts["audit_answers"] == 12
+        sessions = open_database(db, tmp_path / "hub.audit.key")
+        try:
+            checked = audit.verify(sessions)
+        finally:
+            sessions.kw["bind"].dispose()
+        assert checked.ok, checked.to_json()
