@@ -26,6 +26,7 @@ TINY: dict[str, list[str]] = {
     "bench_exchange.py": ["--patients", "300", "--out", "{tmp}"],
     "bench_federated.py": ["--tumours", "3000", "--nodes", "2", "--repeat", "1", "--cox"],
     "bench_glm.py": ["--rows", "3000", "--nodes", "2"],
+    "bench_hub_rounds.py": ["--nodes", "3", "--rounds", "2", "--repeat", "1"],
     "bench_ingest.py": ["--patients", "300", "--out", "{tmp}"],
     "bench_ledger.py": ["--tumours", "2000", "--releases", "10", "--repeat", "1"],
     "bench_linkage.py": [
