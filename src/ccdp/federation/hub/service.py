@@ -353,7 +353,7 @@ class HubCore(Members):
             return []  # most looks find nothing: one indexed read, no write transaction
         with self.sessions.begin() as s:
             conn = s.connection()
-            rows = conn.execute(_OPEN_TASKS, {"node_id": node_id, "states": states}).all()
+            rows = conn.execute(_OPEN_TASKS[states], {"node_id": node_id}).all()
             if rows:
                 at = self.context.clock()
                 conn.execute(_DELIVER, [{"task_id": r.id, "at": at} for r in rows])
@@ -363,7 +363,7 @@ class HubCore(Members):
         """Whether `pending_tasks` would find anything: read outside any transaction (a task
         written just after is not lost: its writer wakes the node's wait, armed before)."""
         with self._reads.connect() as conn:
-            found = conn.execute(_ANY_OPEN_TASK, {"node_id": node_id, "states": states}).first()
+            found = conn.execute(_ANY_OPEN_TASK[states], {"node_id": node_id}).first()
         return found is not None
 
     def task_for_node(self, task_id: str, node_id: int) -> Task:
@@ -471,17 +471,8 @@ class HubCore(Members):
     def round_state(self, round_id: int) -> tuple[bool, datetime]:
         """(every task has an answer, deadline): one read outside any transaction, as the
         runner asks at every answer of the round."""
-        waiting = (
-            select(TaskRow.id)
-            .where(TaskRow.round_id == round_id, TaskRow.status.in_(("pending", "delivered")))
-            .limit(1)
-            .scalar_subquery()
-        )
-        query = select(RoundRow.closed_at, RoundRow.deadline, waiting).where(
-            RoundRow.id == round_id
-        )
         with self._reads.connect() as conn:
-            closed_at, deadline, task = conn.execute(query).one()
+            closed_at, deadline, task = conn.execute(_ROUND_STATE, {"round_id": round_id}).one()
         return task is None or closed_at is not None, deadline
 
     def close_round(self, round_id: int) -> dict[str, Answer]:
@@ -575,9 +566,15 @@ _ADD_ANSWER = insert(AnswerRow)
 _SET_TASK_STATUS = (
     update(TaskRow).where(TaskRow.id == bindparam("task_id")).values(status=bindparam("new_status"))
 )
-_OPEN_TASKS = _open_tasks(
-    bindparam("node_id"), bindparam("states", expanding=True), TaskRow.id, RoundRow.task
-).order_by(RoundRow.created_at)
+# one statement per set of states a look asks for (not an expanding IN: SQLAlchemy renders
+# that again at every execution)
+_LOOKS: tuple[tuple[str, ...], ...] = (("pending",), OPEN_TASK)
+_OPEN_TASKS = {
+    states: _open_tasks(bindparam("node_id"), states, TaskRow.id, RoundRow.task).order_by(
+        RoundRow.created_at
+    )
+    for states in _LOOKS
+}
 _DELIVER = (
     update(TaskRow)
     .where(TaskRow.id == bindparam("task_id"))
@@ -599,9 +596,18 @@ _ROUND_ANSWERS = (
     .outerjoin(AnswerRow, AnswerRow.task_id == TaskRow.id)
     .where(TaskRow.round_id == bindparam("round_id"))
 )
-_ANY_OPEN_TASK = _open_tasks(
-    bindparam("node_id"), bindparam("states", expanding=True), TaskRow.id
-).limit(1)
+# (closed at, deadline, a task still waiting for its answer, if any) of a round
+_ROUND_STATE = select(
+    RoundRow.closed_at,
+    RoundRow.deadline,
+    select(TaskRow.id)
+    .where(TaskRow.round_id == bindparam("round_id"), TaskRow.status.in_(OPEN_TASK))
+    .limit(1)
+    .scalar_subquery(),
+).where(RoundRow.id == bindparam("round_id"))
+_ANY_OPEN_TASK = {
+    states: _open_tasks(bindparam("node_id"), states, TaskRow.id).limit(1) for states in _LOOKS
+}
 
 
 def import_file(hub: HubCore, rf: resultfile.ResultFile, by: str = "admin") -> Recorded:
