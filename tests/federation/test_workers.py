@@ -124,7 +124,9 @@ def test_a_sign_in_on_one_worker_is_valid_on_the_other_until_sign_out(pair):
     assert row is not None and row[2] == "ana"
     assert row[0] != sid and pair["user"].encode() not in bytes(row[1])
     # sign out on B (with the session's CSRF token): A no longer knows the session either
-    csrf = re.search(r'name="csrf" value="([^"]+)"', on_b.text).group(1)  # type: ignore[union-attr]
+    found = re.search(r'name="csrf" value="([^"]+)"', on_b.text)
+    assert found is not None, on_b.text[:300]
+    csrf = found.group(1)
     out = httpx.post(
         pair["b"].url + "/signout", data={"csrf": csrf}, cookies={"ccdp_session": sid}, timeout=30
     )
