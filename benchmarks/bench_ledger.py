@@ -111,12 +111,9 @@ def numbering(total: int, set_size: int, per_call: int) -> None:
     size = (tmp / "n.ledger.db").stat().st_size
     print(f"keys={used:,} sets={calls * per_call:,} of {set_size:,} keys, {per_call} a call")
     print(f"all: CPU {sum(cpu):.1f} s, wall {sum(wall):.1f} s")
-    print(
-        f"first tenth ({tenth} calls): CPU {sum(cpu[:tenth]):.2f} s, wall {sum(wall[:tenth]):.2f} s"
-    )
-    print(
-        f"last tenth ({tenth} calls): CPU {sum(cpu[-tenth:]):.2f} s, wall {sum(wall[-tenth:]):.2f} s"
-    )
+    for name, part in (("first", slice(None, tenth)), ("last", slice(-tenth, None))):
+        c, w = sum(cpu[part]), sum(wall[part])
+        print(f"{name} tenth ({tenth} calls): CPU {c:.2f} s, wall {w:.2f} s")
     print(f"ledger file {size / 2**20:.1f} MiB")
     shutil.rmtree(tmp, ignore_errors=True)
 
