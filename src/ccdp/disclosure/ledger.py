@@ -205,7 +205,9 @@ class Ledger:
         top = con.execute("SELECT coalesce(max(id), 0) FROM keys").fetchone()[0]
         if top == self._top_id:
             return
-        cur = con.execute("SELECT id, key FROM keys WHERE id > ? ORDER BY id", (self._top_id,))
+        cur = con.execute(  # up to `top`: a row added since is read next time, never twice
+            "SELECT id, key FROM keys WHERE id > ? AND id <= ? ORDER BY id", (self._top_id, top)
+        )
         # rows stream into one flat array: no list of a tuple per key held at once
         flat = np.fromiter(chain.from_iterable(cur), dtype=np.int64).reshape(-1, 2)
         keys = flat[:, 1].view(np.uint64)
