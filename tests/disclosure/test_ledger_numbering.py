@@ -3,7 +3,9 @@ so stored sets stay the same bytes, also when two processes record into one file
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,25 @@ def test_rule_decisions_match_the_old_numbering(tmp_path) -> None:
     probes += [as_set(POOL[i : i + 50]) for i in range(0, 2900, 97)]
     for threshold in (2, 5, 11):
         assert np.array_equal(old.refused(probes, threshold), new.refused(probes, threshold))
+
+
+def _record_all(path: str, seed: int) -> int:
+    """One process's records (run in a child process)."""
+    ledger = Ledger(path)
+    kept = sum(ledger.record(batch, {"seed": seed}) for batch in calls(25, seed=seed))
+    ledger.close()
+    return kept
+
+
+def test_processes_recording_at_once_number_each_key_once(tmp_path) -> None:
+    path = str(tmp_path / "shared.db")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        kept = sum(pool.map(_record_all, [path, path], [5, 6]))
+    keys, released = tables(Path(path))
+    assert [i for i, _ in keys] == list(range(1, len(keys) + 1))
+    assert len({k for _, k in keys}) == len(keys)  # no key numbered twice
+    assert len(released) == kept
+    got = Ledger(path).sets()
+    assert got is not None
+    recorded = {s.tobytes() for seed in (5, 6) for batch in calls(25, seed=seed) for s in batch}
+    assert {s.tobytes() for s in got[0]} == recorded  # every set maps back to its keys
