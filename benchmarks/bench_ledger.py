@@ -13,6 +13,15 @@ answered by `LocalNode.answer`, median of `--repeat` runs:
   `differencing_threshold: 0` (no check; the sets are still recorded).
 
 Also times the ledger check alone for the new answer's sets, and reports the ledger's size.
+
+`--numbering KEYS` instead times the key numbering alone, at catalogue scale, with no store:
+
+    python benchmarks/bench_ledger.py --numbering 4000000 --set-size 50000
+
+records sets of `--set-size` keys (a fifth of each set's keys already recorded, the rest new)
+until `KEYS` keys are numbered, one `Ledger.record` call per `--per-call` sets, and reports CPU
+time and wall for all, for the first and the last tenth of the sets (a numbering whose cost grows
+with the keys so far shows as a last tenth dearer than the first) and the ledger file's size.
 """
 
 from __future__ import annotations
@@ -77,6 +86,38 @@ def answer(node: LocalNode, i: int) -> float:
     return elapsed
 
 
+def numbering(total: int, set_size: int, per_call: int) -> None:
+    """Record many large sets into a fresh ledger file; print the costs (see the docstring)."""
+    rng = np.random.default_rng(5)
+    tmp = Path(tempfile.mkdtemp(prefix="ccdp-bench-numbering-"))
+    ledger = Ledger(tmp / "n.ledger.db")
+    pool = rng.integers(1, 2**64 - 1, size=total, dtype=np.uint64, endpoint=True)
+    old = set_size // 5
+    calls = max(1, (total - old) // ((set_size - old) * per_call))
+    cpu, wall, used = [], [], old
+    for _ in track(range(calls), description="numbering"):
+        sets = []
+        for _ in range(per_call):
+            fresh = pool[used : used + set_size - old]
+            seen = pool[rng.integers(0, used, size=old)] if used else pool[:0]
+            sets.append(as_set(np.concatenate([fresh, seen])))
+            used += set_size - old
+        c, w = time.process_time(), time.perf_counter()
+        ledger.record(sets, {"study_id": f"s{used}"})
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - w)
+    ledger.close()
+    tenth = max(1, calls // 10)
+    size = (tmp / "n.ledger.db").stat().st_size
+    print(f"keys={used:,} sets={calls * per_call:,} of {set_size:,} keys, {per_call} a call")
+    print(f"all: CPU {sum(cpu):.1f} s, wall {sum(wall):.1f} s")
+    for name, part in (("first", slice(None, tenth)), ("last", slice(-tenth, None))):
+        c, w = sum(cpu[part]), sum(wall[part])
+        print(f"{name} tenth ({tenth} calls): CPU {c:.2f} s, wall {w:.2f} s")
+    print(f"ledger file {size / 2**20:.1f} MiB")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 POLICY = "min_cell: 5\ncounts: exact\nexact_release: any\n"
 
 
@@ -85,7 +126,13 @@ def main() -> None:
     ap.add_argument("--tumours", type=int, default=200_000)
     ap.add_argument("--releases", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--numbering", type=int, default=0, help="time key numbering of this many keys")
+    ap.add_argument("--set-size", type=int, default=50_000)
+    ap.add_argument("--per-call", type=int, default=1)
     args = ap.parse_args()
+    if args.numbering:
+        numbering(args.numbering, args.set_size, args.per_call)
+        return
     rng = np.random.default_rng(3)
     tmp = Path(tempfile.mkdtemp(prefix="ccdp-bench-ledger-"))
     store = write_store(tmp / "node.duckdb", [make_rows(args.tumours, "FR", "n", rng)])

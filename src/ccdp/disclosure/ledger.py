@@ -24,6 +24,7 @@ import sqlite3
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,48 @@ def symmetric_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(a.size + b.size - 2 * common)
 
 
+class _Numbering:
+    """Key -> id held as a few sorted runs, each at least twice the next: adding n keys merges
+    runs of like size (as a binary counter carries), so numbering N keys in all costs
+    O(N log N) however many sets bring them, where one array re-sorted on every set cost
+    O(N log N) a set; a lookup searches each of the O(log N) runs."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted uint64 keys, their ids)
+
+    def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Add sorted keys, none already held, with their ids."""
+        if keys.size == 0:
+            return
+        self.runs.append((keys, ids))
+        while len(self.runs) > 1 and self.runs[-2][0].size <= 2 * self.runs[-1][0].size:
+            (k2, i2), (k1, i1) = self.runs.pop(), self.runs.pop()
+            at = np.searchsorted(k1, k2)
+            self.runs.append((np.insert(k1, at, k2), np.insert(i1, at, i2)))
+
+    def lookup(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted ids of the members held, mask of those members)."""
+        known = np.zeros(members.size, dtype=bool)
+        found = []
+        for keys, ids in self.runs:
+            pos = np.minimum(np.searchsorted(keys, members), keys.size - 1)
+            hit = keys[pos] == members
+            known |= hit
+            found.append(ids[pos[hit]])
+        if not found:
+            return np.zeros(0, dtype=np.int64), known
+        return np.sort(np.concatenate(found)), known
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """All keys held and their ids (in no particular order)."""
+        if not self.runs:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        return (
+            np.concatenate([k for k, _ in self.runs]),
+            np.concatenate([i for _, i in self.runs]),
+        )
+
+
 @dataclass
 class _Index:
     """What the checks read of every released set, held in memory."""
@@ -100,8 +143,7 @@ class Ledger:
         self._con: sqlite3.Connection | None = None
         self._index: _Index | None = None
         self._seen = -1
-        self._keys = np.zeros(0, dtype=np.uint64)  # sorted registered keys
-        self._ids = np.zeros(0, dtype=np.int64)  # their ids
+        self._numbering = _Numbering()  # key -> id of the keys read or numbered so far
         self._top_id = 0
 
     # -- storage --------------------------------------------------------------------------
@@ -158,41 +200,74 @@ class Ledger:
 
     # -- key numbering --------------------------------------------------------------------
     def _refresh_keys(self) -> None:
+        """Read the keys another process numbered since (none: this process adds its own)."""
         con = self._db()
         top = con.execute("SELECT coalesce(max(id), 0) FROM keys").fetchone()[0]
         if top == self._top_id:
             return
-        rows = np.array(
-            con.execute("SELECT id, key FROM keys WHERE id > ?", (self._top_id,)).fetchall(),
-            dtype=np.int64,
-        ).reshape(-1, 2)
-        keys = np.concatenate([self._keys, rows[:, 1].view(np.uint64)])
-        ids = np.concatenate([self._ids, rows[:, 0]])
-        order = np.argsort(keys, kind="stable")
-        self._keys, self._ids, self._top_id = keys[order], ids[order], top
+        cur = con.execute(  # up to `top`: a row added since is read next time, never twice
+            "SELECT id, key FROM keys WHERE id > ? AND id <= ? ORDER BY id", (self._top_id, top)
+        )
+        # rows stream into one flat array: no list of a tuple per key held at once
+        flat = np.fromiter(chain.from_iterable(cur), dtype=np.int64).reshape(-1, 2)
+        keys = flat[:, 1].view(np.uint64)
+        order = np.argsort(keys, kind="stable")  # only the new rows are sorted
+        self._numbering.add(keys[order], flat[order, 0])
+        self._top_id = top
 
     def _lookup(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids of the members already numbered, mask of those members)."""
-        if self._keys.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(members.size, dtype=bool)
-        pos = np.minimum(np.searchsorted(self._keys, members), self._keys.size - 1)
-        known = self._keys[pos] == members
-        return np.sort(self._ids[pos[known]]), known
+        return self._numbering.lookup(members)
+
+    def _number_all(self, sets: list[np.ndarray]) -> list[np.ndarray]:
+        """Sorted ids of each set's members, numbering keys seen for the first time: new keys
+        take the next ids in the order of the sets, then of the keys (as inserting them one set
+        after another did), in one write transaction so no other process numbers meanwhile."""
+        self._refresh_keys()
+        looked = [self._lookup(m) for m in sets]
+        if all(known.all() for _, known in looked):
+            return [ids for ids, _ in looked]
+        con = self._db()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            self._refresh_keys()  # keys another process numbered before the lock was taken
+            out = []
+            for members in sets:
+                ids, known = self._lookup(members)
+                if not known.all():
+                    self._insert_keys(con, members[~known])
+                    ids, known = self._lookup(members)
+                out.append(ids)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            self._forget_keys()
+            raise
+        return out
+
+    def _insert_keys(self, con: sqlite3.Connection, fresh: np.ndarray) -> None:
+        """Give `fresh` (none numbered yet) the next ids in the order they come, a repeated key
+        once (as `INSERT OR IGNORE` of each in turn did), in memory and in the table."""
+        if fresh.size > 1 and not bool(np.all(fresh[1:] > fresh[:-1])):  # not a sorted set
+            _, first = np.unique(fresh, return_index=True)
+            fresh = fresh[np.sort(first)]
+        ids = np.arange(self._top_id + 1, self._top_id + 1 + fresh.size, dtype=np.int64)
+        con.executemany(
+            "INSERT INTO keys (id, key) VALUES (?, ?)",
+            zip(ids.tolist(), fresh.view(np.int64).tolist(), strict=True),
+        )
+        order = np.argsort(fresh, kind="stable")
+        self._numbering.add(fresh[order], ids[order])
+        self._top_id += int(fresh.size)
+
+    def _forget_keys(self) -> None:
+        """Drop the in-memory numbering (a rolled back write may have added to it)."""
+        self._numbering = _Numbering()
+        self._top_id = 0
 
     def _number(self, members: np.ndarray) -> np.ndarray:
         """Sorted ids of `members`, numbering keys seen for the first time."""
-        self._refresh_keys()
-        ids, known = self._lookup(members)
-        if not known.all():
-            fresh = members[~known].view(np.int64)
-            con = self._db()
-            with con:
-                con.executemany(
-                    "INSERT OR IGNORE INTO keys (key) VALUES (?)", [(int(k),) for k in fresh]
-                )
-            self._refresh_keys()
-            ids, known = self._lookup(members)
-        return ids
+        return self._number_all([members])[0]
 
     def __len__(self) -> int:
         return int(self._current().ids.size)
@@ -214,8 +289,9 @@ class Ledger:
         if not rows:
             return [], []
         self._refresh_keys()
-        key_of = np.zeros(int(self._ids.max(initial=0)) + 1, dtype=np.uint64)
-        key_of[self._ids] = self._keys
+        keys, ids = self._numbering.pairs()
+        key_of = np.zeros(int(ids.max(initial=0)) + 1, dtype=np.uint64)
+        key_of[ids] = keys
         sets = [np.sort(key_of[unpack_ids(r[0])]) for r in rows]
         return sets, [json.loads(r[1]) for r in rows]
 
@@ -259,14 +335,14 @@ class Ledger:
         text = json.dumps(meta, default=str, sort_keys=True)
         rows = []
         known = self._current().digests
-        fresh: set[bytes] = set()
+        fresh: dict[bytes, np.ndarray] = {}
         for members in sets:
             d = digest(members)
-            if d in known or d in fresh:
-                continue
-            fresh.add(d)
-            packed = pack_ids(self._number(members))
-            rows.append((int(members.size), d, sketch(members).tobytes(), packed))
+            if d not in known and d not in fresh:
+                fresh[d] = members
+        numbered = self._number_all(list(fresh.values()))
+        for (d, members), ids in zip(fresh.items(), numbered, strict=True):
+            rows.append((int(members.size), d, sketch(members).tobytes(), pack_ids(ids)))
         with con:
             con.executemany(
                 "INSERT OR IGNORE INTO released (size, digest, sketch, members, meta, released_at)"
