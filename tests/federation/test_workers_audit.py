@@ -1,8 +1,8 @@
 """The hub's audit chain stays one chain when two processes append to it at once (issue 27):
 audit.py serialises appends on the `audit_head` row, which on PostgreSQL is a row lock every
-worker's transaction waits for. Two real processes each append 40 records as fast as they can;
-the chain walks, its seqs run 1..N without a gap or a repeat, and each writer's records keep
-its order."""
+worker's transaction waits for. Two real processes each append 40 records as fast as they can
+(each waits halfway until the other has appended, so that they surely overlap); the chain
+walks, its seqs run 1..N without a gap or a repeat, and each writer's records keep its order."""
 
 from __future__ import annotations
 
@@ -27,8 +27,19 @@ WRITER = textwrap.dedent(
     sessions = open_database(db, key)
     while not go.exists():
         time.sleep(0.01)
+    from sqlalchemy import func, select
     from ccdp.federation.hub.audit import append
+    from ccdp.federation.hub.models import AuditRow
+    other = "w1" if tag == "w2" else "w2"
     for k in range(n):
+        if k == n // 2:  # halfway, until the other has appended too: on a loaded machine one
+            until = time.monotonic() + 60  # could otherwise finish before the other starts
+            while time.monotonic() < until:
+                with sessions() as s:
+                    mine = select(func.count()).where(AuditRow.actor == other)
+                    if s.scalar(mine):
+                        break
+                time.sleep(0.01)
         with sessions.begin() as s:
             append(s, tag, "probe", {"k": k})
     print("done", flush=True)
