@@ -52,7 +52,7 @@ class Holder:
     last_seen: datetime | None
 
 
-def _tables(token: str) -> tuple[TokenKind, TokenKind]:
+def tables(token: str) -> tuple[TokenKind, TokenKind]:
     """Which table to look in first: the one the token's prefix names (a guess, not a right)."""
     return ("user", "node") if token.startswith("ccdp-user-") else ("node", "user")
 
@@ -81,5 +81,5 @@ def holder_of(conn: Connection, token: str) -> Holder | None:
     """The live node or user holding `token`, found by its digest; None if unknown or revoked.
     A revoked row is never returned (`revoked_at IS NULL` is part of the read)."""
     digest = hash_token(token)
-    first, second = _tables(token)
+    first, second = tables(token)
     return _find(conn, first, digest) or _find(conn, second, digest)

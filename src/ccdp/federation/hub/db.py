@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from ccdp.errors import CcdpError
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.models import AuditHeadRow
+from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from ccdp.federation.hub.urls import normalise_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -77,7 +78,7 @@ def make_engine(url: str, pool: tuple[int, int] | None = None) -> Engine:
 
 def worker_pools(url: str, workers: int) -> tuple[int, int]:
     """Each of N workers' pool (kept, overflow), sized so that all of them, with a listening
-    connection each, fit in the server's `max_connections` beside its reserved slots and
+    connection and the token checks' connections each, fit in the server's `max_connections` beside its reserved slots and
     HEADROOM for the CLI, backups and monitoring: 4 workers at the default pool would open up
     to 124 connections, and PostgreSQL's default 100 refused the rest (503s under load)."""
     engine = make_engine(url, (1, 0))
@@ -87,7 +88,8 @@ def worker_pools(url: str, workers: int) -> tuple[int, int]:
             reserved = int(conn.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one())
     finally:
         engine.dispose()
-    each = (most - reserved - HEADROOM) // workers - 1  # one LISTEN connection per worker
+    # each worker also keeps one LISTEN connection and the token checks' own (tokenbook.py)
+    each = (most - reserved - HEADROOM) // workers - 1 - TOKEN_CONNECTIONS
     if each < MIN_POOL:
         raise HubDatabaseError(
             f"PostgreSQL's max_connections = {most} leaves {max(each, 0)} connections for each of "

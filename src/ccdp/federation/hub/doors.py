@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.hub.context import Conflict, Forbidden, NotFound, Principal
+from ccdp.federation.hub.tokenbook import TokenStoreAway
 from ccdp.wire.errors import MalformedSummary
 
 bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
@@ -39,10 +39,9 @@ async def principal(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The node or user holding the request's bearer token (401 without a live one). Checked
-    afresh on every request (no cache: a revoked token is refused at once), in a worker thread
-    since it reads the database."""
-    authenticate = request.app.state.hub.authenticate
-    return known(await run_in_threadpool(authenticate, bearer_token(creds)))
+    afresh on every request (no cache: a revoked token is refused at once), awaited on the
+    event loop (`check_token`: the hub's read needs no thread hop, tokenbook.py)."""
+    return known(await request.app.state.hub.check_token(bearer_token(creds)))
 
 
 def bearer_token(creds: HTTPAuthorizationCredentials | None) -> str:
@@ -151,4 +150,5 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
     app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(TokenStoreAway, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)

@@ -11,10 +11,12 @@ from typing import Any, Literal
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from ccdp.federation.hub.auth import ROLES, TokenKind, hash_token, holder_of, new_token
+from ccdp.federation.hub.auth import ROLES, Holder, TokenKind, hash_token, holder_of, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
 from ccdp.federation.hub.models import NodeRow, UserRow
+from ccdp.federation.hub.tokenbook import TokenBook, book_for
 from ccdp.wire.protocol import AuditHead, HeadAtHub
 
 
@@ -30,6 +32,7 @@ class Members:
             raise HubError("the hub's sessions must be bound to one engine")
         # token checks read in autocommit: no transaction to begin, commit or roll back
         self._reads = bind.execution_options(isolation_level="AUTOCOMMIT")
+        self.tokens: TokenBook = book_for(bind)  # the same read on the event loop
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(
@@ -97,16 +100,32 @@ class Members:
     def authenticate(self, token: str) -> Principal | None:
         """The live (not revoked) node or user holding `token`; a node's last-seen is updated.
         One indexed read outside any transaction (auth.py); a write only for a node's
-        last-seen, at most once a second."""
+        last-seen, at most once a second. `check_token` is the same, awaited on the loop."""
         with self._reads.connect() as conn:
             holder = holder_of(conn, token)
+        return None if holder is None else self._principal(holder)
+
+    async def check_token(self, token: str) -> Principal | None:
+        """`authenticate` without a thread hop (tokenbook.py): only a node's last-seen write,
+        at most once a second, goes to a worker thread."""
+        holder = await self.tokens.holder(token)
         if holder is None:
             return None
+        if holder.kind == "node" and self._seen_due(holder):
+            return await run_in_threadpool(self._principal, holder)
+        return self._principal(holder, write=False)
+
+    def _seen_due(self, holder: Holder) -> bool:
+        """Whether a node's last-seen is a second old (one write per second is enough)."""
+        seen = holder.last_seen
+        return seen is None or (self.context.clock() - seen).total_seconds() >= 1.0
+
+    def _principal(self, holder: Holder, write: bool = True) -> Principal:
+        """The holder as a Principal; a node's last-seen is written when due (and `write`)."""
         if holder.kind == "user":
             return Principal("user", holder.id, holder.name, holder.role)
-        now = self.context.clock()
-        # one write per second per node is enough for "last seen"
-        if holder.last_seen is None or (now - holder.last_seen).total_seconds() >= 1.0:
+        if write and self._seen_due(holder):
+            now = self.context.clock()
             with self.sessions.begin() as s:
                 s.execute(update(NodeRow).where(NodeRow.id == holder.id).values(last_seen=now))
         return Principal("node", holder.id, holder.name)

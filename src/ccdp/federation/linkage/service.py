@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.auth import hash_token, new_token, same_digest
@@ -118,6 +119,10 @@ class LinkageService:
         if row.kind == "admin":
             return Principal("user", row.id, row.name, "admin")
         return Principal("node", row.id, row.name)
+
+    async def check_token(self, token: str) -> Principal | None:
+        """`authenticate` for the hub's doors (which await it), in a worker thread."""
+        return await run_in_threadpool(self.authenticate, token)
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, admin: Principal, body: CreateRun) -> dict[str, Any]:
