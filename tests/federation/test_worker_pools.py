@@ -1,6 +1,6 @@
-"""N hub workers share the PostgreSQL server's connections (issue 27): each worker's pool is
-sized so that all of them, with their listening and token-check connections, fit in `max_connections` beside
-the reserved slots and room for the CLI; too many workers for the server are refused in one
+"""N hub workers share the PostgreSQL server's connections (issue 27): each worker's pool is sized
+so that all of them, with their listening and token-check connections, fit in `max_connections`
+beside the reserved slots and room for the CLI; too many workers for the server are refused in one
 line before any starts. (4 workers at the one-worker pool opened up to 124 connections, and
 PostgreSQL's default 100 refused the rest: 5xx under load.)"""
 
@@ -19,8 +19,8 @@ from ccdp.federation.hub.db import (
     make_engine,
     worker_pools,
 )
-from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from ccdp.federation.hub.server import HubServeError, serve
+from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from tests.federation.pg import temporary_database
 
 
@@ -39,7 +39,8 @@ def test_every_workers_pool_fits_the_server() -> None:
             kept, overflow = worker_pools(db, workers)
             assert kept >= 2 and overflow >= 0
             assert (kept, overflow) <= (POOL_SIZE, MAX_OVERFLOW)
-            assert workers * (kept + overflow + 1 + TOKEN_CONNECTIONS) + HEADROOM + reserved <= most, workers
+            each = kept + overflow + 1 + TOKEN_CONNECTIONS
+            assert workers * each + HEADROOM + reserved <= most, workers
         if most >= 100:  # a server at its default gives one or two workers the full pool
             assert worker_pools(db, 2) == (POOL_SIZE, MAX_OVERFLOW)
         with pytest.raises(HubDatabaseError, match=r"raise max_connections or run fewer"):

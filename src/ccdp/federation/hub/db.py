@@ -78,9 +78,10 @@ def make_engine(url: str, pool: tuple[int, int] | None = None) -> Engine:
 
 def worker_pools(url: str, workers: int) -> tuple[int, int]:
     """Each of N workers' pool (kept, overflow), sized so that all of them, with a listening
-    connection and the token checks' connections each, fit in the server's `max_connections` beside its reserved slots and
-    HEADROOM for the CLI, backups and monitoring: 4 workers at the default pool would open up
-    to 124 connections, and PostgreSQL's default 100 refused the rest (503s under load)."""
+    connection and the token checks' connections each, fit in the server's `max_connections` beside
+    its reserved slots and HEADROOM for the CLI, backups and monitoring: 4 workers at the default
+    pool would open up to 124 connections, and PostgreSQL's default 100 refused the rest (503s under
+    load)."""
     engine = make_engine(url, (1, 0))
     try:
         with engine.connect() as conn:

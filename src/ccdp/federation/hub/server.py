@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 
 from ccdp.errors import CcdpError
 from ccdp.federation.hub.db import HubDatabaseError, open_database, worker_pools
-from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from ccdp.federation.hub.leases import LEASE
 from ccdp.federation.hub.runner import StudyExecutor
+from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from ccdp.federation.hub.urls import normalise_url
 
 if TYPE_CHECKING:
