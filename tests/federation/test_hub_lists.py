@@ -62,19 +62,26 @@ def reference_headline(row: CatalogueRow | None) -> dict[str, Any] | None:
 
 
 def reference_nodes(live: LiveHub) -> list[dict[str, Any]]:
-    """The node list with the previous catalogue hook (whole catalogues) in place of the new."""
-    details = live.hub.context.node_details
-    new_hook = details["catalogue"]
-
-    def old_hook(s: Any) -> Any:
+    """The node list as it was built before: ORM rows of every node, whole catalogues."""
+    hub = live.hub
+    with hub.sessions() as s:
         published = {c.node_id: c for c in s.scalars(select(CatalogueRow))}
-        return lambda node_id: reference_headline(published.get(node_id))
-
-    details["catalogue"] = old_hook
-    try:
-        return live.hub.nodes()
-    finally:
-        details["catalogue"] = new_hook
+        return [
+            {
+                "name": n.name,
+                "country": n.country,
+                "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+                "revoked": n.revoked_at is not None,
+                "signing_key": n.public_key is not None,
+                "audit_head": hub.audit_head(n.id).model_dump(mode="json")["head"],
+                "audit_received_at": (
+                    n.audit_received_at.isoformat() if n.audit_received_at else None
+                ),
+                "audit_alert": n.audit_alert,
+                "catalogue": reference_headline(published.get(n.id)),
+            }
+            for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
+        ]
 
 
 def as_sent(content: Any) -> bytes:
@@ -96,6 +103,11 @@ def populate(live: LiveHub) -> dict[str, str]:
     with hub.sessions.begin() as s:
         users = {u.name: u.id for u in s.scalars(select(UserRow))}
         nodes = {n.name: n.id for n in s.scalars(select(NodeRow))}
+        first = s.get(NodeRow, min(nodes.values()))  # a node with every field of the list set
+        assert first is not None
+        first.last_seen, first.audit_received_at = start, start + timedelta(seconds=1)
+        first.audit_seq, first.audit_hash, first.audit_alert = 7, "ab" * 32, "a gap"
+        first.public_key = "-----BEGIN PUBLIC KEY-----"
         for name, body in CATALOGUES.items():
             if body is not None:
                 s.add(CatalogueRow(node_id=nodes[name], catalogue=body, received_at=start))

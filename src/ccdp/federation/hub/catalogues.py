@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import RowMapping, select
+from sqlalchemy import Connection, RowMapping, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from ccdp.federation.hub.context import Forbidden, HubContext, NotFound, Principal
 from ccdp.federation.hub.doors import AsNode, AsUser
@@ -27,7 +26,7 @@ class Catalogues:
         self.context = context
         context.node_details["catalogue"] = self.headlines
 
-    def headlines(self, s: Session) -> Callable[[int], dict[str, Any] | None]:
+    def headlines(self, s: Connection) -> Callable[[int], dict[str, Any] | None]:
         """The node list's hook: a node's id -> the headline of its catalogue (or None). Reads
         only the three fields it shows out of each stored body (JSON paths in SQL), never the
         whole catalogue."""

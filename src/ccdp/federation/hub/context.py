@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
@@ -84,7 +85,7 @@ class Admissions(Protocol):
 
 
 # A node-list hook: given a session, a function from a node's id to what a feature shows of it.
-NodeDetail = Callable[[Session], Callable[[int], Any]]
+NodeDetail = Callable[[Connection], Callable[[int], Any]]
 
 
 @dataclass

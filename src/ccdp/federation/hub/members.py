@@ -19,6 +19,20 @@ from ccdp.federation.hub.models import NodeRow, UserRow
 from ccdp.federation.hub.tokenbook import TokenBook, book_for
 from ccdp.wire.protocol import AuditHead, HeadAtHub
 
+# the node list's columns, built once and read outside any transaction (no ORM objects)
+_LISTED_NODES = select(
+    NodeRow.id,
+    NodeRow.name,
+    NodeRow.country,
+    NodeRow.last_seen,
+    NodeRow.revoked_at,
+    NodeRow.public_key,
+    NodeRow.audit_seq,
+    NodeRow.audit_hash,
+    NodeRow.audit_received_at,
+    NodeRow.audit_alert,
+).order_by(NodeRow.name)
+
 
 class Members:
     """Nodes, users and tokens over the context's sessions; a revocation wakes the revoked."""
@@ -133,8 +147,8 @@ class Members:
     def nodes(self) -> list[dict[str, Any]]:
         """Every node; after the core's keys, what each feature hooked in shows of it (the
         `node_details` hook of the context: the catalogues feature's headline)."""
-        with self.sessions() as s:
-            details = {key: hook(s) for key, hook in self.context.node_details.items()}
+        with self._reads.connect() as conn:
+            details = {key: hook(conn) for key, hook in self.context.node_details.items()}
             return [
                 {
                     "name": n.name,
@@ -149,12 +163,13 @@ class Members:
                     "audit_alert": n.audit_alert,
                     **{key: detail(n.id) for key, detail in details.items()},
                 }
-                for n in s.scalars(select(NodeRow).order_by(NodeRow.name))
+                for n in conn.execute(_LISTED_NODES)
             ]
 
     # ---- audit heads -------------------------------------------------------------------
     @staticmethod
-    def _head_at_hub(row: NodeRow) -> HeadAtHub:
+    def _head_at_hub(row: Any) -> HeadAtHub:
+        """A NodeRow, or a row of `_LISTED_NODES`: what the hub holds of its audit log."""
         head = None
         if row.audit_seq is not None and row.audit_hash is not None:
             head = AuditHead(seq=row.audit_seq, hash=row.audit_hash)

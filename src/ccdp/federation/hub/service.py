@@ -92,6 +92,11 @@ _LISTED = (
 )
 
 
+# built once (composing a statement costs more than running it), read outside any transaction
+_ALL_LISTED = select(*_LISTED).order_by(StudyRow.created_at)
+_OWN_LISTED = _ALL_LISTED.where(StudyRow.owner_id == bindparam("owner"))
+
+
 def _listed(r: RowMapping) -> dict[str, Any]:
     """One entry of the study list (the columns of `_LISTED`)."""
     return {
@@ -231,13 +236,14 @@ class HubCore(Members):
         """The studies `viewer` may see, oldest first: id, title, analysis, status, project
         and times (the result only from `study`). Filtered and ordered in SQL, reading only the
         listed columns: the spec and result JSON of every study stay in the database."""
-        stmt = select(*_LISTED).order_by(StudyRow.created_at)
+        stmt = _ALL_LISTED
         if viewer is not None and viewer.role != "admin":
             if viewer.kind != "user":
                 return []
-            stmt = stmt.where(StudyRow.owner_id == viewer.id)
-        with self.sessions() as s:
-            return [_listed(r) for r in s.execute(stmt).mappings()]
+            stmt = _OWN_LISTED
+        owner = {"owner": viewer.id} if stmt is _OWN_LISTED and viewer is not None else {}
+        with self._reads.connect() as conn:
+            return [_listed(r) for r in conn.execute(stmt, owner).mappings()]
 
     def record_read(self, viewer: Principal, study: dict[str, Any]) -> None:
         """Audit that `viewer` read a study: "read-result" once it has its result."""
