@@ -40,6 +40,7 @@ TINY: dict[str, list[str]] = {
     ],
     "bench_startup.py": ["--runs", "1"],
     "bench_synth.py": ["--patients", "300", "--out", "{tmp}"],
+    "load/bench_asgi.py": ["--clients", "3", "--requests", "2", "--nodes", "2"],
     "load/bench_reads.py": ["--clients", "4", "--requests", "3", "--nodes", "2", "--studies", "2"],
 }
 
