@@ -125,7 +125,8 @@ def add_routes(api: APIRouter, hub: Hub, runner: StudyRunner, executor: StudyExe
 def lifespan(
     hub: HubCore, runner: StudyRunner
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Bind the waker to the server's loop and resume unfinished studies; stop them at exit."""
+    """Bind the waker to the server's loop and resume unfinished studies; stop them at exit
+    and close the token checks' connections."""
 
     @asynccontextmanager
     async def run(_app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +134,7 @@ def lifespan(
         runner.resume_all()
         yield
         await run_in_threadpool(runner.stop)
+        await hub.tokens.close()  # the token checks' own connections (tokenbook.py)
 
     return run
 
