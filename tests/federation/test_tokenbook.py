@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import anyio
 import psycopg
 import pytest
 from sqlalchemy import update
@@ -109,3 +110,35 @@ def test_an_unreachable_token_database_is_a_503_with_retry_after(tmp_path) -> No
                 assert r.status_code == 503, (path, r.text)
                 assert r.headers["retry-after"] == "2"
                 assert "unavailable" in r.json()["detail"]
+
+
+@pytest.mark.postgres
+def test_requests_cancelled_while_waiting_or_reading_leave_no_connection_taken() -> None:
+    """A client gone mid-check (its task cancelled) gives its place back: with one connection,
+    checks cancelled at every point still leave the next checks served."""
+    with temporary_database() as url:
+        hub = Hub(open_database(url))
+        ana = hub.add_user("ana", "researcher")
+        book = PostgresBook(url.replace("+psycopg", ""), connections=1)
+
+        async def cancel_some() -> list[object]:
+            for delay in (0, 0.0005, 0.001, 0.002, 0.005):
+                tasks = [asyncio.create_task(book.holder(ana)) for _ in range(6)]
+                await asyncio.sleep(delay)
+                for t in tasks[::2]:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+                async def bounded(after: float) -> None:
+                    with anyio.move_on_after(after):  # as a cancelled request's scope does
+                        await book.holder(ana)
+
+                await asyncio.gather(*(bounded(delay * i / 3) for i in range(6)))
+            found = await asyncio.wait_for(
+                asyncio.gather(*(book.holder(ana) for _ in range(10))), timeout=20
+            )
+            assert book._open <= 1
+            await book.close()
+            return [h.name if h else None for h in found]
+
+        assert asyncio.run(cancel_some()) == ["ana"] * 10

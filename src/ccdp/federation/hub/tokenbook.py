@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import deque
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -138,19 +139,19 @@ class PostgresBook:
         self._idle: list[Any] = []
         self._open = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._freed: asyncio.Condition | None = None
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self._sql = {k: _query(k, "%s") for k in ("node", "user")}
 
-    def _bind_loop(self) -> asyncio.Condition:
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """Connections belong to the loop that opened them: a new loop (a test's client, a
         restarted server) starts afresh, the old sockets closed without their loop."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._freed is None:
+        if self._loop is not loop:
             for conn in self._idle:
                 conn.pgconn.finish()
-            self._idle, self._open = [], 0
-            self._loop, self._freed = loop, asyncio.Condition()
-        return self._freed
+            self._idle, self._open, self._waiting = [], 0, deque()
+            self._loop = loop
+        return loop
 
     async def _connect(self) -> Any:
         import psycopg
@@ -163,29 +164,43 @@ class PostgresBook:
             raise TokenStoreAway(f"the hub's database cannot be reached: {exc}") from exc
 
     async def _take(self) -> tuple[Any, bool]:
-        """An idle connection (reused: True), else a new one if fewer than the most are open."""
-        freed = self._bind_loop()
-        async with freed:
-            while not self._idle and self._open >= self._most:
-                await freed.wait()
-            if self._idle:
-                return self._idle.pop(), True
-            self._open += 1
+        """An idle connection (reused: True), else a new one if fewer than the most are open,
+        else the next one given back."""
+        loop = self._bind_loop()
+        while not self._idle and self._open >= self._most:
+            turn = loop.create_future()
+            self._waiting.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
+        if self._idle:
+            return self._idle.pop(), True
+        self._open += 1
         try:
             return await self._connect(), False
         except BaseException:
-            await self._give_back(None)
+            self._give_back(None)
             raise
 
-    async def _give_back(self, conn: Any) -> None:
-        """Return `conn` to the idle list (None: it was closed, its place is free again)."""
-        freed = self._bind_loop()
-        async with freed:
-            if conn is None:
-                self._open -= 1
-            else:
-                self._idle.append(conn)
-            freed.notify()
+    def _give_back(self, conn: Any) -> None:
+        """Return `conn` to the idle list (None: it was closed, its place is free again).
+        Never awaits, so a cancelled request cannot leave a place taken."""
+        if conn is None:
+            self._open -= 1
+        else:
+            self._idle.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let the longest-waiting request look again."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     async def _read(self, conn: Any, token: str) -> Holder | None:
         digest = hash_token(token)
@@ -204,22 +219,28 @@ class PostgresBook:
             try:
                 found = await self._read(conn, token)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._give_back(None)
                 await conn.close()
-                await self._give_back(None)
                 if reused:
                     continue  # broken while idle (a restart): try the next, at last a new one
                 raise TokenStoreAway(f"the hub's database cannot be read: {exc}") from exc
             except BaseException:
-                await conn.close()  # cancelled mid-read: the connection's state is unknown
-                await self._give_back(None)
+                self._give_back(None)  # cancelled mid-read: the connection's state is unknown
+                conn.pgconn.finish()
                 raise
-            await self._give_back(conn)
+            self._give_back(conn)
             return found
 
     async def close(self) -> None:
-        for conn in self._idle:
-            await conn.close()
-        self._idle, self._open = [], 0
+        """Close the idle connections (those in use close when their read ends)."""
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        same_loop = self._loop is asyncio.get_running_loop()
+        for conn in idle:
+            if same_loop:
+                await conn.close()
+            else:
+                conn.pgconn.finish()
 
 
 def book_for(engine: Engine) -> TokenBook:
