@@ -54,7 +54,7 @@ def test_the_loop_check_finds_what_the_engine_finds(hub_url: str) -> None:
 
     assert asyncio.run(checks()) == expected
     assert asyncio.run(checks()) == expected  # a second loop: connections opened afresh
-    hub.tokens = ThreadBook(hub.sessions.kw["bind"])  # what other databases are read by
+    hub.tokens = ThreadBook(hub._reads)  # what other databases are read by
     assert asyncio.run(checks()) == expected
     hub.revoke("user", "u-researcher")
     assert asyncio.run(hub.check_token(tokens[0])) is None  # nothing cached

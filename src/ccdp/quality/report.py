@@ -11,16 +11,19 @@ import io
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import jinja2
-from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from ccdp.model import load_model
 from ccdp.quality.edits import load_edits
 from ccdp.store import NodeStore
 from ccdp.store.typed import q
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 EXAMPLES = 3
 ROMAN_ORDER = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
@@ -233,6 +236,9 @@ def bar_svg(counts: dict[str, int], title: str, xlabel: str) -> str:
     """A bar chart of counts as inline SVG (empty string when there is nothing to draw)."""
     if not counts:
         return ""
+    # imported here: a node agent reads this module for its catalogue and never draws
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.0, 3.0))
     ax = fig.subplots()
     labels = list(counts)

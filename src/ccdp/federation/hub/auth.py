@@ -16,11 +16,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, select
 
-from ccdp.federation.hub.models import NodeRow, UserRow
+from ccdp.federation.hub.models import NodeRow, UserRow, UtcDateTime
 
 TokenKind = Literal["node", "user"]
 ROLES = ("researcher", "board", "admin", "statistician", "expert")
@@ -66,15 +66,26 @@ _USER_BY_DIGEST = select(UserRow.id, UserRow.name, UserRow.token_hash, UserRow.r
 )
 
 
+_UTC = UtcDateTime()  # what the engine makes of a stored time: aware, in UTC
+
+
+def holder_from_row(kind: TokenKind, row: Any, digest: str) -> Holder | None:
+    """A row (id, name, token_hash, role or last_seen) as a Holder, None unless its digest
+    matches in constant time: the one rule, whichever driver read the row."""
+    if row is None or not same_digest(row[2], digest):
+        return None
+    if kind == "user":
+        return Holder("user", row[0], row[1], row[3], None)
+    seen = row[3]
+    if isinstance(seen, str):  # SQLite's own driver gives SQLAlchemy's DateTime as ISO text
+        seen = datetime.fromisoformat(seen)
+    return Holder("node", row[0], row[1], None, _UTC.process_result_value(seen, None))
+
+
 def _find(conn: Connection, kind: TokenKind, digest: str) -> Holder | None:
     """The live row of table `kind` whose stored digest is `digest` (unique index: one row)."""
     stmt = _NODE_BY_DIGEST if kind == "node" else _USER_BY_DIGEST
-    row = conn.execute(stmt, {"digest": digest}).first()
-    if row is None or not same_digest(row.token_hash, digest):
-        return None
-    if kind == "node":
-        return Holder("node", row.id, row.name, None, row.last_seen)
-    return Holder("user", row.id, row.name, row.role, None)
+    return holder_from_row(kind, conn.execute(stmt, {"digest": digest}).first(), digest)
 
 
 def holder_of(conn: Connection, token: str) -> Holder | None:

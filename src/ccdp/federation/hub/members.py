@@ -46,7 +46,7 @@ class Members:
             raise HubError("the hub's sessions must be bound to one engine")
         # token checks read in autocommit: no transaction to begin, commit or roll back
         self._reads = bind.execution_options(isolation_level="AUTOCOMMIT")
-        self.tokens: TokenBook = book_for(bind)  # the same read on the event loop
+        self.tokens: TokenBook = book_for(self._reads)  # the same read on the event loop
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(

@@ -369,8 +369,7 @@ class HubCore(Members):
         """Whether `pending_tasks` would find anything: read outside any transaction (a task
         written just after is not lost: its writer wakes the node's wait, armed before)."""
         with self._reads.connect() as conn:
-            found = conn.execute(_ANY_OPEN_TASK[states], {"node_id": node_id}).first()
-        return found is not None
+            return bool(conn.execute(_ANY_OPEN_TASK[states], {"node_id": node_id}).scalar())
 
     def task_for_node(self, task_id: str, node_id: int) -> Task:
         """One task, only if it was sent to this node (other nodes' tasks do not exist for it)."""
@@ -478,8 +477,8 @@ class HubCore(Members):
         """(every task has an answer, deadline): one read outside any transaction, as the
         runner asks at every answer of the round."""
         with self._reads.connect() as conn:
-            closed_at, deadline, task = conn.execute(_ROUND_STATE, {"round_id": round_id}).one()
-        return task is None or closed_at is not None, deadline
+            closed_at, deadline, waiting = conn.execute(_ROUND_STATE, {"round_id": round_id}).one()
+        return not waiting or closed_at is not None, deadline
 
     def close_round(self, round_id: int) -> dict[str, Answer]:
         """Close a round: unanswered tasks become timeouts; return every node's answer."""
@@ -602,17 +601,18 @@ _ROUND_ANSWERS = (
     .outerjoin(AnswerRow, AnswerRow.task_id == TaskRow.id)
     .where(TaskRow.round_id == bindparam("round_id"))
 )
-# (closed at, deadline, a task still waiting for its answer, if any) of a round
+# (closed at, deadline, whether a task still waits for its answer) of a round. EXISTS, not
+# LIMIT 1: SQLAlchemy renders a LIMIT again at every execution, a cost at the rate nodes look.
 _ROUND_STATE = select(
     RoundRow.closed_at,
     RoundRow.deadline,
     select(TaskRow.id)
     .where(TaskRow.round_id == bindparam("round_id"), TaskRow.status.in_(OPEN_TASK))
-    .limit(1)
-    .scalar_subquery(),
+    .exists(),
 ).where(RoundRow.id == bindparam("round_id"))
 _ANY_OPEN_TASK = {
-    states: _open_tasks(bindparam("node_id"), states, TaskRow.id).limit(1) for states in _LOOKS
+    states: select(_open_tasks(bindparam("node_id"), states, TaskRow.id).exists())
+    for states in _LOOKS
 }
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import deque
-from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -31,15 +30,21 @@ from sqlalchemy.engine import URL
 from starlette.concurrency import run_in_threadpool
 
 from ccdp.errors import CcdpError
-from ccdp.federation.hub.auth import Holder, TokenKind, hash_token, holder_of, same_digest, tables
-from ccdp.federation.hub.models import NodeRow, UserRow, UtcDateTime
+from ccdp.federation.hub.auth import (
+    Holder,
+    TokenKind,
+    hash_token,
+    holder_from_row,
+    holder_of,
+    tables,
+)
+from ccdp.federation.hub.models import NodeRow, UserRow
 
 CONNECTIONS = 2  # PostgreSQL connections each worker keeps for token checks (db.worker_pools)
 SQLITE_WAIT = 2.0  # seconds a SQLite read may wait on a lock (WAL: readers wait only on recovery)
 CONNECT_TIMEOUT = 5  # seconds to open a PostgreSQL connection (the socket is awaited)
 _COLUMNS = {"node": "id, name, token_hash, last_seen", "user": "id, name, token_hash, role"}
 _TABLE = {"node": NodeRow.__tablename__, "user": UserRow.__tablename__}
-_UTC = UtcDateTime()  # what the engine makes of a stored time: aware, in UTC
 
 
 class TokenStoreAway(CcdpError):
@@ -62,23 +67,12 @@ def _query(kind: TokenKind, mark: str) -> str:
     )
 
 
-def _holder(kind: TokenKind, row: Any, digest: str) -> Holder | None:
-    """A row read by `_query` as a Holder (None unless its digest matches in constant time)."""
-    if row is None or not same_digest(row[2], digest):
-        return None
-    if kind == "user":
-        return Holder("user", row[0], row[1], row[3], None)
-    seen = row[3]
-    if isinstance(seen, str):  # SQLite keeps SQLAlchemy's DateTime as ISO text
-        seen = datetime.fromisoformat(seen)
-    return Holder("node", row[0], row[1], None, _UTC.process_result_value(seen, None))
-
-
 class ThreadBook:
-    """The engine's read in a worker thread: for databases the others cannot open."""
+    """The engine's read in a worker thread: for databases the others cannot open. `reads` is
+    an engine that reads outside any transaction (`Members._reads`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+    def __init__(self, reads: Engine) -> None:
+        self._reads = reads
 
     def _find(self, token: str) -> Holder | None:
         with self._reads.connect() as conn:
@@ -112,7 +106,8 @@ class SqliteBook:
         try:
             conn = self._connection()
             for kind in tables(token):
-                found = _holder(kind, conn.execute(self._sql[kind], (digest,)).fetchone(), digest)
+                row = conn.execute(self._sql[kind], (digest,)).fetchone()
+                found = holder_from_row(kind, row, digest)
                 if found is not None:
                     return found
         except sqlite3.OperationalError as exc:  # locked past SQLITE_WAIT, or the file gone
@@ -206,7 +201,7 @@ class PostgresBook:
         digest = hash_token(token)
         for kind in tables(token):
             cur = await conn.execute(self._sql[kind], (digest,))
-            found = _holder(kind, await cur.fetchone(), digest)
+            found = holder_from_row(kind, await cur.fetchone(), digest)
             if found is not None:
                 return found
         return None
@@ -244,7 +239,8 @@ class PostgresBook:
 
 
 def book_for(engine: Engine) -> TokenBook:
-    """The fastest way to read `engine`'s tokens on the loop (see the module's docstring)."""
+    """The fastest way to read `engine`'s tokens on the loop (see the module's docstring);
+    `engine` reads outside any transaction, as a check must see the latest commit."""
     url = engine.url
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
