@@ -6,10 +6,13 @@ PostgreSQL, for every kind of reader."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.context import Principal
@@ -191,3 +194,41 @@ def test_the_lists_refuse_exactly_as_every_other_user_route(tmp_path):
                     assert got.headers.get("www-authenticate") == guarded.headers.get(
                         "www-authenticate"
                     )
+
+
+def test_the_lists_read_on_the_loop_on_sqlite_never_wait_for_a_writer(hub_url, monkeypatch):
+    """On a SQLite file the lists are read on the event loop by its own read-only connection
+    (loopreads.py), not in a worker thread; on PostgreSQL in the worker threads. On SQLite a
+    writer holding its transaction open does not hold up a list, which shows the last commit,
+    and the next list shows the writer's commit at once."""
+    with LiveHub(hub_url, StandinExecutor()) as live:
+        tokens = populate(live)
+        hub = live.hub
+        in_threads = []
+        threaded = hub.read_listed
+        monkeypatch.setattr(hub, "read_listed", lambda *a: in_threads.append(1) or threaded(*a))
+        sqlite = hub_url.startswith("sqlite")
+        assert (hub.loop_reads is not None) == sqlite
+        with hub.sessions() as writer, live.client(tokens["root"], timeout=5) as c:
+            with writer.begin():
+                writer.add(
+                    StudyRow(
+                        id="s99-uncommitted", title="new", analysis="count", spec={},
+                        owner_id=None, nodes=["A"], min_nodes=1, timeout=30.0,
+                        status="queued", created_at=utcnow(),
+                    )
+                )  # fmt: skip
+                writer.flush()  # SQLite: the database's write lock is now held
+                started = time.perf_counter()
+                listed = c.get("/api/studies")
+                waited = time.perf_counter() - started
+                assert listed.status_code == 200 and c.get("/api/nodes").status_code == 200
+                assert "s99-uncommitted" not in {s["id"] for s in listed.json()}
+                assert waited < 1.0
+            assert "s99-uncommitted" in {s["id"] for s in c.get("/api/studies").json()}
+        assert len(in_threads) == (0 if sqlite else 3)
+        if sqlite:
+            assert hub.loop_reads is not None
+            with hub.loop_reads.connect() as conn, pytest.raises(OperationalError):
+                conn.exec_driver_sql("DELETE FROM studies")  # query_only: it cannot write
+            assert len(hub.studies(None)) == 8

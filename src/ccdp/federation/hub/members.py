@@ -6,18 +6,22 @@ every route and feature relies on, so it is kept apart from the studies the core
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ccdp.federation.hub.auth import ROLES, Holder, TokenKind, hash_token, holder_of, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
+from ccdp.federation.hub.loopreads import loop_reads_for
 from ccdp.federation.hub.models import NodeRow, UserRow
 from ccdp.federation.hub.tokenbook import TokenBook, book_for
 from ccdp.wire.protocol import AuditHead, HeadAtHub
+
+T = TypeVar("T")
 
 # the node list's columns, built once and read outside any transaction (no ORM objects)
 _LISTED_NODES = select(
@@ -47,6 +51,8 @@ class Members:
         # token checks read in autocommit: no transaction to begin, commit or roll back
         self._reads = bind.execution_options(isolation_level="AUTOCOMMIT")
         self.tokens: TokenBook = book_for(self._reads)  # the same read on the event loop
+        # the lists read on the event loop where that never waits (a SQLite file), else None
+        self.loop_reads: Engine | None = loop_reads_for(bind)
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(
@@ -148,23 +154,33 @@ class Members:
         """Every node; after the core's keys, what each feature hooked in shows of it (the
         `node_details` hook of the context: the catalogues feature's headline)."""
         with self._reads.connect() as conn:
-            details = {key: hook(conn) for key, hook in self.context.node_details.items()}
-            return [
-                {
-                    "name": n.name,
-                    "country": n.country,
-                    "last_seen": n.last_seen.isoformat() if n.last_seen else None,
-                    "revoked": n.revoked_at is not None,
-                    "signing_key": n.public_key is not None,
-                    "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
-                    "audit_received_at": (
-                        n.audit_received_at.isoformat() if n.audit_received_at else None
-                    ),
-                    "audit_alert": n.audit_alert,
-                    **{key: detail(n.id) for key, detail in details.items()},
-                }
-                for n in conn.execute(_LISTED_NODES)
-            ]
+            return self.nodes_in(conn)
+
+    def read_listed(self, read: Callable[[Connection, Principal], T], who: Principal) -> T:
+        """`read` on an autocommit connection of the engine's pool (a list, in a worker
+        thread)."""
+        with self._reads.connect() as conn:
+            return read(conn, who)
+
+    def nodes_in(self, conn: Connection) -> list[dict[str, Any]]:
+        """`nodes`, read on `conn` (autocommit: the list on the event loop, loopreads.py)."""
+        details = {key: hook(conn) for key, hook in self.context.node_details.items()}
+        return [
+            {
+                "name": n.name,
+                "country": n.country,
+                "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+                "revoked": n.revoked_at is not None,
+                "signing_key": n.public_key is not None,
+                "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
+                "audit_received_at": (
+                    n.audit_received_at.isoformat() if n.audit_received_at else None
+                ),
+                "audit_alert": n.audit_alert,
+                **{key: detail(n.id) for key, detail in details.items()},
+            }
+            for n in conn.execute(_LISTED_NODES)
+        ]
 
     # ---- audit heads -------------------------------------------------------------------
     @staticmethod

@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import Field
+from sqlalchemy import Connection
 
 from ccdp import __version__
 from ccdp.errors import CcdpError
@@ -106,13 +107,20 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 async def user_read(
-    hub: HubCore, creds: HTTPAuthorizationCredentials | None, read: Callable[[Principal], Any]
+    hub: HubCore,
+    creds: HTTPAuthorizationCredentials | None,
+    read: Callable[[Connection, Principal], Any],
 ) -> JSONResponse:
-    """A user route's token check (on the loop) and its read in one worker-thread hop (as
-    `AsUser` then a plain def would take more); the list is sent as built (plain JSON values
-    already, so FastAPI's validation of it would only cost time)."""
+    """A user route's token check (on the loop), then its read: on the loop too where that
+    never waits (a SQLite file, loopreads.py), else in one worker-thread hop (as `AsUser` then a
+    plain def would take more). The list is sent as built (plain JSON values already, so
+    FastAPI's validation of it would only cost time)."""
     who = admit(known(await hub.check_token(bearer_token(creds))), "user")
-    return JSONResponse(await to_thread.run_sync(read, who, limiter=list_readers()))
+    if hub.loop_reads is not None:
+        with hub.loop_reads.connect() as conn:
+            return JSONResponse(read(conn, who))
+    listed = await to_thread.run_sync(hub.read_listed, read, who, limiter=list_readers())
+    return JSONResponse(listed)
 
 
 LIST_READERS = 2  # threads reading lists at once (per event loop)
@@ -240,7 +248,7 @@ def nodes_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
     @api.get("/api/nodes", tags=["researcher"], response_model=list[dict[str, Any]])
     async def list_nodes(creds: Bearer) -> JSONResponse:
         """Registered nodes with their last-seen time (heartbeats and polls)."""
-        return await user_read(hub, creds, lambda _user: hub.nodes())
+        return await user_read(hub, creds, lambda conn, _user: hub.nodes_in(conn))
 
     return api
 
@@ -272,7 +280,7 @@ def study_router(
 
     @api.get("/api/studies", tags=["researcher"], response_model=list[dict[str, Any]])
     async def list_studies(creds: Bearer) -> JSONResponse:
-        return await user_read(hub, creds, hub.studies)
+        return await user_read(hub, creds, hub.studies_in)
 
     @api.get("/api/studies/{study_id}", tags=["researcher"])
     async def get_study(

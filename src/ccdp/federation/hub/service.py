@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import RowMapping, Select, bindparam, insert, select, update
+from sqlalchemy import Connection, RowMapping, Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -236,14 +236,18 @@ class HubCore(Members):
         """The studies `viewer` may see, oldest first: id, title, analysis, status, project
         and times (the result only from `study`). Filtered and ordered in SQL, reading only the
         listed columns: the spec and result JSON of every study stay in the database."""
+        with self._reads.connect() as conn:
+            return self.studies_in(conn, viewer)
+
+    def studies_in(self, conn: Connection, viewer: Principal | None) -> list[dict[str, Any]]:
+        """`studies`, read on `conn` (autocommit: the list on the event loop, loopreads.py)."""
         stmt = _ALL_LISTED
         if viewer is not None and viewer.role != "admin":
             if viewer.kind != "user":
                 return []
             stmt = _OWN_LISTED
         owner = {"owner": viewer.id} if stmt is _OWN_LISTED and viewer is not None else {}
-        with self._reads.connect() as conn:
-            return [_listed(r) for r in conn.execute(stmt, owner).mappings()]
+        return [_listed(r) for r in conn.execute(stmt, owner).mappings()]
 
     def record_read(self, viewer: Principal, study: dict[str, Any]) -> None:
         """Audit that `viewer` read a study: "read-result" once it has its result."""

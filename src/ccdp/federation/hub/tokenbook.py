@@ -238,14 +238,23 @@ class PostgresBook:
                 conn.pgconn.finish()
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The path of a SQLite database file another connection can open; None for anything else
+    (an in-memory database only its own connection sees, a `file:` URI, another server)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
+        return None
+    return url.database
+
+
 def book_for(engine: Engine) -> TokenBook:
     """The fastest way to read `engine`'s tokens on the loop (see the module's docstring);
     `engine` reads outside any transaction, as a check must see the latest commit."""
     url = engine.url
-    if url.get_backend_name() == "sqlite":
-        if url.database in (None, "", ":memory:") or url.database.startswith("file:"):
-            return ThreadBook(engine)
-        return SqliteBook(url.database)
+    path = sqlite_file(url)
+    if path is not None:
+        return SqliteBook(path)
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
         return PostgresBook(_conninfo(url))
     return ThreadBook(engine)
