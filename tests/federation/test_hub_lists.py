@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
+from ccdp.federation.hub import loopreads
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.context import Principal
+from ccdp.federation.hub.loopreads import SqliteReads
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
 from ccdp.wire.protocol import utcnow
 from tests.federation.netutil import LiveHub
@@ -196,19 +198,18 @@ def test_the_lists_refuse_exactly_as_every_other_user_route(tmp_path):
                     )
 
 
-def test_the_lists_read_on_the_loop_on_sqlite_never_wait_for_a_writer(hub_url, monkeypatch):
-    """On a SQLite file the lists are read on the event loop by its own read-only connection
-    (loopreads.py), not in a worker thread; on PostgreSQL in the worker threads. On SQLite a
-    writer holding its transaction open does not hold up a list, which shows the last commit,
-    and the next list shows the writer's commit at once."""
+def test_the_lists_are_read_on_the_loop_and_never_wait_for_a_writer(hub_url, monkeypatch):
+    """The lists are read on the event loop (loopreads.py), not in a worker thread: on SQLite by
+    its own read-only connection, on PostgreSQL by asyncio connections. A writer holding its
+    transaction open does not hold up a list, which shows the last commit, and the next list
+    shows the writer's commit at once."""
     with LiveHub(hub_url, StandinExecutor()) as live:
         tokens = populate(live)
         hub = live.hub
         in_threads = []
         threaded = hub.read_listed
         monkeypatch.setattr(hub, "read_listed", lambda *a: in_threads.append(1) or threaded(*a))
-        sqlite = hub_url.startswith("sqlite")
-        assert (hub.loop_reads is not None) == sqlite
+        assert hub.loop_reads is not None
         with hub.sessions() as writer, live.client(tokens["root"], timeout=5) as c:
             with writer.begin():
                 writer.add(
@@ -226,9 +227,31 @@ def test_the_lists_read_on_the_loop_on_sqlite_never_wait_for_a_writer(hub_url, m
                 assert "s99-uncommitted" not in {s["id"] for s in listed.json()}
                 assert waited < 1.0
             assert "s99-uncommitted" in {s["id"] for s in c.get("/api/studies").json()}
-        assert len(in_threads) == (0 if sqlite else 3)
-        if sqlite:
-            assert hub.loop_reads is not None
-            with hub.loop_reads.connect() as conn, pytest.raises(OperationalError):
+        assert in_threads == []
+        if hub_url.startswith("sqlite"):
+            assert isinstance(hub.loop_reads, SqliteReads)
+            with hub.loop_reads.engine.connect() as conn, pytest.raises(OperationalError):
                 conn.exec_driver_sql("DELETE FROM studies")  # query_only: it cannot write
             assert len(hub.studies(None)) == 8
+
+
+def test_the_lists_fall_back_to_threads_where_the_loop_cannot_read(tmp_path, monkeypatch):
+    """A database only its own engine can see (in-memory SQLite), or PostgreSQL without
+    greenlet (SQLAlchemy's asyncio needs it), keeps the worker threads, which list the same."""
+    assert loopreads.loop_reads_for(create_engine("sqlite://")) is None
+    pg = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/x")
+    assert isinstance(loopreads.loop_reads_for(pg), loopreads.PostgresReads)
+    monkeypatch.setattr(loopreads.importlib.util, "find_spec", lambda name: None)
+    assert loopreads.loop_reads_for(pg) is None
+    with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as live:
+        tokens = populate(live)
+        with live.client(tokens["root"]) as c:
+            on_loop = c.get("/api/studies").content, c.get("/api/nodes").content
+            monkeypatch.setattr(live.hub, "loop_reads", None)
+            in_threads = []
+            threaded = live.hub.read_listed
+            monkeypatch.setattr(
+                live.hub, "read_listed", lambda *a: in_threads.append(1) or threaded(*a)
+            )
+            assert (c.get("/api/studies").content, c.get("/api/nodes").content) == on_loop
+        assert len(in_threads) == 2

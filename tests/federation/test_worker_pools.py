@@ -13,6 +13,7 @@ import pytest
 
 from ccdp.federation.hub.db import (
     HEADROOM,
+    LIST_CONNECTIONS,
     MAX_OVERFLOW,
     POOL_SIZE,
     HubDatabaseError,
@@ -39,7 +40,7 @@ def test_every_workers_pool_fits_the_server() -> None:
             kept, overflow = worker_pools(db, workers)
             assert kept >= 2 and overflow >= 0
             assert (kept, overflow) <= (POOL_SIZE, MAX_OVERFLOW)
-            each = kept + overflow + 1 + TOKEN_CONNECTIONS
+            each = kept + overflow + 1 + TOKEN_CONNECTIONS + LIST_CONNECTIONS
             assert workers * each + HEADROOM + reserved <= most, workers
         if most >= 100:  # a server at its default gives one or two workers the full pool
             assert worker_pools(db, 2) == (POOL_SIZE, MAX_OVERFLOW)

@@ -136,7 +136,7 @@ def lifespan(
         await run_in_threadpool(runner.stop)
         await hub.tokens.close()  # the token checks' own connections (tokenbook.py)
         if hub.loop_reads is not None:  # the lists' own connections (loopreads.py)
-            hub.loop_reads.dispose()
+            await hub.loop_reads.close()
 
     return run
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -35,6 +36,7 @@ IDLE_PING = 10.0  # seconds a pooled PostgreSQL connection may idle before it is
 CHECKIN = "ccdp_checkin"  # pool record info key: when the connection was last given back
 HEADROOM = 10  # connections left for the CLI, backups and monitoring beside N hub workers
 MIN_POOL = 4  # the fewest connections a worker serves with (requests, runner, keeper)
+LIST_CONNECTIONS = 2  # PostgreSQL connections each worker's loop reads the lists on (loopreads)
 MIGRATE_LOCK = 0x63636470_6D696772  # the advisory lock N hub workers take around `migrate`
 
 
@@ -71,8 +73,24 @@ def make_engine(url: str, pool: tuple[int, int] | None = None) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_engine(url, pool_size=kept, max_overflow=overflow)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
     event.listen(engine, "checkin", _stamp_checkin)
     event.listen(engine, "checkout", _ping_if_idle(engine))
+
+
+def make_loop_engine(url: URL) -> AsyncEngine:
+    """An asyncio engine on the PostgreSQL `url` for reads awaited on the event loop (psycopg's
+    asyncio connections): LIST_CONNECTIONS kept, none beyond (worker_pools counts them), in
+    autocommit, an idle one pinged as the threads' are. Bound to the loop it is first used
+    on (loopreads.py keeps one per loop)."""
+    engine = create_async_engine(
+        url, pool_size=LIST_CONNECTIONS, max_overflow=0, isolation_level="AUTOCOMMIT"
+    )
+    _ping_idle_connections(engine.sync_engine)
     return engine
 
 
@@ -89,8 +107,9 @@ def worker_pools(url: str, workers: int) -> tuple[int, int]:
             reserved = int(conn.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one())
     finally:
         engine.dispose()
-    # each worker also keeps one LISTEN connection and the token checks' own (tokenbook.py)
-    each = (most - reserved - HEADROOM) // workers - 1 - TOKEN_CONNECTIONS
+    # each worker also keeps one LISTEN connection, the token checks' own (tokenbook.py) and
+    # the lists' (loopreads.py)
+    each = (most - reserved - HEADROOM) // workers - 1 - TOKEN_CONNECTIONS - LIST_CONNECTIONS
     if each < MIN_POOL:
         raise HubDatabaseError(
             f"PostgreSQL's max_connections = {most} leaves {max(each, 0)} connections for each of "

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ccdp.federation.hub.auth import ROLES, Holder, TokenKind, hash_token, holder_of, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
-from ccdp.federation.hub.loopreads import loop_reads_for
+from ccdp.federation.hub.loopreads import LoopReads, loop_reads_for
 from ccdp.federation.hub.models import NodeRow, UserRow
 from ccdp.federation.hub.tokenbook import TokenBook, book_for
 from ccdp.wire.protocol import AuditHead, HeadAtHub
@@ -51,8 +51,8 @@ class Members:
         # token checks read in autocommit: no transaction to begin, commit or roll back
         self._reads = bind.execution_options(isolation_level="AUTOCOMMIT")
         self.tokens: TokenBook = book_for(self._reads)  # the same read on the event loop
-        # the lists read on the event loop where that never waits (a SQLite file), else None
-        self.loop_reads: Engine | None = loop_reads_for(bind)
+        # the lists read on the event loop (None: in worker threads)
+        self.loop_reads: LoopReads | None = loop_reads_for(bind)
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(

@@ -112,13 +112,12 @@ async def user_read(
     read: Callable[[Connection, Principal], Any],
 ) -> JSONResponse:
     """A user route's token check (on the loop), then its read: on the loop too where that
-    never waits (a SQLite file, loopreads.py), else in one worker-thread hop (as `AsUser` then a
-    plain def would take more). The list is sent as built (plain JSON values already, so
-    FastAPI's validation of it would only cost time)."""
+    never blocks it (SQLite, PostgreSQL: loopreads.py), else in one worker-thread hop (as
+    `AsUser` then a plain def would take more). The list is sent as built (plain JSON values
+    already, so FastAPI's validation of it would only cost time)."""
     who = admit(known(await hub.check_token(bearer_token(creds))), "user")
     if hub.loop_reads is not None:
-        with hub.loop_reads.connect() as conn:
-            return JSONResponse(read(conn, who))
+        return JSONResponse(await hub.loop_reads.read(read, who))
     listed = await to_thread.run_sync(hub.read_listed, read, who, limiter=list_readers())
     return JSONResponse(listed)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from ccdp.errors import CcdpError
-from ccdp.federation.hub.db import HubDatabaseError, open_database, worker_pools
+from ccdp.federation.hub.db import LIST_CONNECTIONS, HubDatabaseError, open_database, worker_pools
 from ccdp.federation.hub.leases import LEASE
 from ccdp.federation.hub.runner import StudyExecutor
 from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
@@ -131,7 +131,7 @@ def serve(
     sock = bind(host, port)
     print(
         f"ccdp hub listening on {scheme}://{host}:{port} with {workers} workers (db {db_url}; "
-        f"up to {pool[0] + pool[1] + 1 + TOKEN_CONNECTIONS} connections each)",
+        f"up to {pool[0] + pool[1] + 1 + TOKEN_CONNECTIONS + LIST_CONNECTIONS} connections each)",
         flush=True,
     )
     Supervisor(settings, sock, workers).run()
