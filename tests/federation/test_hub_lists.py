@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import OperationalError
 
 from ccdp.federation.hub import loopreads
+from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.context import Principal
+from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.loopreads import SqliteReads
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
 from ccdp.wire.protocol import utcnow
@@ -255,3 +258,19 @@ def test_the_lists_fall_back_to_threads_where_the_loop_cannot_read(tmp_path, mon
             )
             assert (c.get("/api/studies").content, c.get("/api/nodes").content) == on_loop
         assert len(in_threads) == 2
+
+
+def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
+    """The hooks' columns are read in the node list's own statement: one round trip for the
+    whole list, however many nodes and hooks (on PostgreSQL each costs the hub CPU)."""
+    hub = Hub(open_database(hub_url))
+    try:
+        populate(SimpleNamespace(hub=hub))  # type: ignore[arg-type]
+        sent: list[str] = []
+        engine = hub.sessions.kw["bind"]
+        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        with_catalogues = hub.nodes()
+        assert len(sent) == 1 and "catalogues" in sent[0]
+        assert [n["catalogue"] is None for n in with_catalogues] == [False, False, False, True]
+    finally:
+        hub.sessions.kw["bind"].dispose()

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 
-from ccdp.federation.hub.context import Forbidden, HubContext, NotFound, Principal
+from ccdp.federation.hub.context import Forbidden, HubContext, NodeDetail, NotFound, Principal
 from ccdp.federation.hub.doors import AsNode, AsUser
 from ccdp.federation.hub.models import CatalogueRow, NodeRow
 from ccdp.wire.catalogue import Catalogue
@@ -24,14 +24,7 @@ class Catalogues:
 
     def __init__(self, context: HubContext) -> None:
         self.context = context
-        context.node_details["catalogue"] = self.headlines
-
-    def headlines(self, s: Connection) -> Callable[[int], dict[str, Any] | None]:
-        """The node list's hook: a node's id -> the headline of its catalogue (or None). Reads
-        only the three fields it shows out of each stored body (JSON paths in SQL), never the
-        whole catalogue."""
-        published = {r["node_id"]: _headline(r) for r in s.execute(_HEADLINES).mappings()}
-        return published.get
+        context.node_details["catalogue"] = HEADLINE
 
     def publish(self, node: Principal, catalogue: Catalogue) -> dict[str, Any]:
         """Keep `catalogue` as the node's latest (validated already; its `node` must be the
@@ -103,23 +96,31 @@ def _published(row: CatalogueRow, node: NodeRow) -> dict[str, Any]:
     }
 
 
-_HEADLINES = select(
-    CatalogueRow.node_id,
-    CatalogueRow.received_at,
-    CatalogueRow.catalogue[("patients", "count")].label("patients"),
-    CatalogueRow.catalogue["last_ingest"].label("last_ingest"),
-    CatalogueRow.catalogue["generated_at"].label("generated_at"),
-)
-
-
-def _headline(row: RowMapping) -> dict[str, Any]:
-    """What the node list shows of a node's catalogue (a row of `_HEADLINES`)."""
+def _headline(row: Row[Any]) -> dict[str, Any] | None:
+    """What the node list shows of a node's catalogue (None: never published), out of the
+    columns of `HEADLINE`."""
+    if row.catalogue_received_at is None:
+        return None
     return {
-        "patients": row["patients"],
-        "last_ingest": row["last_ingest"],
-        "generated_at": row["generated_at"],
-        "received_at": row["received_at"].isoformat(),
+        "patients": row.catalogue_patients,
+        "last_ingest": row.catalogue_last_ingest,
+        "generated_at": row.catalogue_generated_at,
+        "received_at": row.catalogue_received_at.isoformat(),
     }
+
+
+# The node list's hook: only the three fields it shows out of each stored body (JSON paths in
+# SQL), never the whole catalogue, read in the node list's own statement.
+HEADLINE = NodeDetail(
+    source=CatalogueRow.__table__,
+    columns=(
+        CatalogueRow.received_at.label("catalogue_received_at"),
+        CatalogueRow.catalogue[("patients", "count")].label("catalogue_patients"),
+        CatalogueRow.catalogue["last_ingest"].label("catalogue_last_ingest"),
+        CatalogueRow.catalogue["generated_at"].label("catalogue_generated_at"),
+    ),
+    value=_headline,
+)
 
 
 def router(catalogues: Callable[[], Catalogues], api: APIRouter | None = None) -> APIRouter:

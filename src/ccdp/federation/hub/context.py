@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, FromClause, Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.errors import CcdpError
@@ -84,8 +84,16 @@ class Admissions(Protocol):
     def governance_of(self, project_id: str | None) -> tuple[str | None, DataUse | None]: ...
 
 
-# A node-list hook: given a session, a function from a node's id to what a feature shows of it.
-NodeDetail = Callable[[Connection], Callable[[int], Any]]
+@dataclass(frozen=True)
+class NodeDetail:
+    """A node-list hook: what a feature shows of each node, read in the list's own statement
+    (one round trip for the whole list). `source` has a `node_id` column and at most one row
+    per node; it is outer-joined on it, `columns` (labelled, of `source`) are read, and
+    `value` makes the node's entry of them (all None for a node without a row)."""
+
+    source: FromClause
+    columns: tuple[ColumnElement[Any], ...]
+    value: Callable[[Row[Any]], Any]
 
 
 @dataclass

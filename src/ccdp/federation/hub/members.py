@@ -7,9 +7,9 @@ every route and feature relies on, so it is kept apart from the studies the core
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +53,7 @@ class Members:
         self.tokens: TokenBook = book_for(self._reads)  # the same read on the event loop
         # the lists read on the event loop (None: in worker threads)
         self.loop_reads: LoopReads | None = loop_reads_for(bind)
+        self._listed_nodes: tuple[tuple[str, ...], Select[Any]] | None = None
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(
@@ -162,9 +163,23 @@ class Members:
         with self._reads.connect() as conn:
             return read(conn, who)
 
+    def _nodes_statement(self) -> Select[Any]:
+        """The node list's one statement: the core's columns and each hook's, outer-joined
+        (built once for the hooks registered, as features register theirs after the core)."""
+        keys = tuple(self.context.node_details)
+        built = self._listed_nodes
+        if built is None or built[0] != keys:
+            stmt = cast("Select[Any]", _LISTED_NODES)
+            for detail in self.context.node_details.values():
+                joined = detail.source.c.node_id == NodeRow.id
+                stmt = stmt.outerjoin(detail.source, joined).add_columns(*detail.columns)
+            built = self._listed_nodes = (keys, stmt)
+        return built[1]
+
     def nodes_in(self, conn: Connection) -> list[dict[str, Any]]:
-        """`nodes`, read on `conn` (autocommit: the list on the event loop, loopreads.py)."""
-        details = {key: hook(conn) for key, hook in self.context.node_details.items()}
+        """`nodes`, read on `conn` (autocommit: the list on the event loop, loopreads.py), in
+        one round trip with what the hooks add."""
+        details = self.context.node_details
         return [
             {
                 "name": n.name,
@@ -177,9 +192,9 @@ class Members:
                     n.audit_received_at.isoformat() if n.audit_received_at else None
                 ),
                 "audit_alert": n.audit_alert,
-                **{key: detail(n.id) for key, detail in details.items()},
+                **{key: detail.value(n) for key, detail in details.items()},
             }
-            for n in conn.execute(_LISTED_NODES)
+            for n in conn.execute(self._nodes_statement())
         ]
 
     # ---- audit heads -------------------------------------------------------------------
