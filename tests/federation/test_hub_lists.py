@@ -5,6 +5,7 @@ PostgreSQL, for every kind of reader."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import timedelta
@@ -12,18 +13,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ccdp.federation.hub import loopreads
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.context import Principal
-from ccdp.federation.hub.db import open_database
+from ccdp.federation.hub.db import make_loop_engine, open_database
 from ccdp.federation.hub.loopreads import SqliteReads
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
 from ccdp.wire.protocol import utcnow
 from tests.federation.netutil import LiveHub
+from tests.federation.pg import temporary_database
 from tests.federation.standin import StandinExecutor
 
 CATALOGUES: dict[str, dict[str, Any] | None] = {
@@ -274,3 +277,48 @@ def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
         assert [n["catalogue"] is None for n in with_catalogues] == [False, False, False, True]
     finally:
         hub.sessions.kw["bind"].dispose()
+
+
+def test_the_loop_connections_cannot_write(hub_url):
+    """The lists' own connections are read-only on both databases (SQLite `query_only`,
+    PostgreSQL `default_transaction_read_only`): whatever runs on them, nothing is written."""
+    hub = Hub(open_database(hub_url))
+    try:
+        populate(SimpleNamespace(hub=hub))  # type: ignore[arg-type]
+        reads = hub.loop_reads
+        assert reads is not None
+
+        def delete(conn: Connection, _who: object) -> None:
+            conn.exec_driver_sql("DELETE FROM studies")
+
+        async def attempt() -> None:
+            try:
+                with pytest.raises(DBAPIError, match=r"(?i)read.only|readonly"):
+                    await reads.read(delete, None)
+                assert len(await reads.read(lambda conn, _: hub.studies_in(conn, None), None)) == 7
+            finally:
+                await reads.close()
+
+        asyncio.run(attempt())
+        assert len(hub.studies(None)) == 7
+    finally:
+        hub.sessions.kw["bind"].dispose()
+
+
+def test_the_read_only_option_keeps_the_options_the_url_gives():
+    """A hub URL's own libpq `options` (a search path, a statement timeout) still apply on the
+    lists' connections, with read-only added."""
+    with temporary_database() as url:
+        given = make_url(url).update_query_dict({"options": "-c statement_timeout=4321"})
+        engine = make_loop_engine(given)
+
+        async def settings() -> tuple[str, str]:
+            try:
+                async with engine.connect() as conn:
+                    timeout = await conn.exec_driver_sql("SHOW statement_timeout")
+                    read_only = await conn.exec_driver_sql("SHOW default_transaction_read_only")
+                    return timeout.scalar_one(), read_only.scalar_one()
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(settings()) == ("4321ms", "on")

@@ -36,6 +36,7 @@ IDLE_PING = 10.0  # seconds a pooled PostgreSQL connection may idle before it is
 CHECKIN = "ccdp_checkin"  # pool record info key: when the connection was last given back
 HEADROOM = 10  # connections left for the CLI, backups and monitoring beside N hub workers
 MIN_POOL = 4  # the fewest connections a worker serves with (requests, runner, keeper)
+READ_ONLY = "-c default_transaction_read_only=on"  # libpq options: the lists' connections
 LIST_CONNECTIONS = 2  # PostgreSQL connections each worker's loop reads the lists on (loopreads)
 MIGRATE_LOCK = 0x63636470_6D696772  # the advisory lock N hub workers take around `migrate`
 
@@ -85,10 +86,17 @@ def _ping_idle_connections(engine: Engine) -> None:
 def make_loop_engine(url: URL) -> AsyncEngine:
     """An asyncio engine on the PostgreSQL `url` for reads awaited on the event loop (psycopg's
     asyncio connections): LIST_CONNECTIONS kept, none beyond (worker_pools counts them), in
-    autocommit, an idle one pinged as the threads' are. Bound to the loop it is first used
-    on (loopreads.py keeps one per loop)."""
+    autocommit, read-only (`default_transaction_read_only`, added to any `options` the URL
+    gives), an idle one pinged as the threads' are. Bound to the loop it is first used on
+    (loopreads.py keeps one per loop)."""
+    given = url.query.get("options", "")
+    options = " ".join([*([given] if isinstance(given, str) else given), READ_ONLY]).strip()
     engine = create_async_engine(
-        url, pool_size=LIST_CONNECTIONS, max_overflow=0, isolation_level="AUTOCOMMIT"
+        url.difference_update_query(["options"]),
+        pool_size=LIST_CONNECTIONS,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": options},
     )
     _ping_idle_connections(engine.sync_engine)
     return engine
