@@ -263,6 +263,30 @@ def test_the_lists_fall_back_to_threads_where_the_loop_cannot_read(tmp_path, mon
         assert len(in_threads) == 2
 
 
+@pytest.mark.postgres
+def test_postgres_lists_are_the_same_without_sqlalchemys_greenlet_bridge(monkeypatch):
+    """The lists on PostgreSQL take, read and give back their connection in one greenlet
+    (SQLAlchemy's `greenlet_spawn`, not in its documented API); a release without it falls back
+    to `AsyncConnection.run_sync`, which lists the same bytes."""
+    assert loopreads._SPAWN is not None  # the release CI installs has it: the fast path is run
+    with temporary_database() as url, LiveHub(url, StandinExecutor()) as live:
+        assert isinstance(live.hub.loop_reads, loopreads.PostgresReads)
+        tokens = populate(live)
+        spawned: list[object] = []
+        bridge = loopreads._SPAWN
+        monkeypatch.setattr(loopreads, "_SPAWN", lambda *a: spawned.append(a[0]) or bridge(*a))
+        with live.client(tokens["root"]) as c:
+            one_greenlet = c.get("/api/studies").content, c.get("/api/nodes").content
+            assert spawned == [loopreads._on_connection] * 2
+            monkeypatch.setattr(loopreads, "_SPAWN", None)
+            documented = c.get("/api/studies").content, c.get("/api/nodes").content
+        assert one_greenlet == documented
+        root = live.hub.authenticate(tokens["root"])
+        assert root is not None
+        assert one_greenlet[0] == as_sent(reference_studies(live, root))
+        assert one_greenlet[1] == as_sent(reference_nodes(live))
+
+
 def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
     """The hooks' columns are read in the node list's own statement: one round trip for the
     whole list, however many nodes and hooks (on PostgreSQL each costs the hub CPU)."""

@@ -12,7 +12,8 @@ where the request already is, by connections nothing but the loop uses, never wa
   mode a reader waits only on a crash's recovery);
 - PostgreSQL is read by psycopg's asyncio connections through SQLAlchemy's asyncio engine
   (`db.make_loop_engine`): the round trips are awaited, and the same functions, taking a
-  `Connection`, build the same lists (`AsyncConnection.run_sync`). One engine per event loop:
+  `Connection`, build the same lists (taking the connection, the read and giving it back in
+  one of SQLAlchemy's greenlets, as `AsyncConnection.run_sync` runs one). One engine per event loop:
   an asyncio connection belongs to the loop that opened it.
 
 Anything else (an in-memory SQLite database, greenlet not installed) keeps the worker threads
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
 from weakref import WeakKeyDictionary
 
+import sqlalchemy.util
 from anyio import CapacityLimiter
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
@@ -37,6 +39,11 @@ from ccdp.federation.hub.db import LIST_CONNECTIONS, make_loop_engine
 from ccdp.federation.hub.tokenbook import SQLITE_WAIT, sqlite_file
 
 T = TypeVar("T")
+
+# SQLAlchemy's own bridge from a coroutine to synchronous code that awaits in a greenlet (what
+# `AsyncConnection.run_sync` calls); not in its documented API, so looked up, not imported: a
+# release without it leaves the documented path (`PostgresReads.read`)
+_SPAWN: Callable[..., Any] | None = getattr(sqlalchemy.util, "greenlet_spawn", None)
 
 
 class LoopReads(Protocol):
@@ -98,14 +105,25 @@ class PostgresReads:
         a node list's p95 was 0.6 s with a median of 6 ms); anyio's limiter hands a place to
         the longest waiter."""
         engine, turns = self._engine()
-        async with turns, engine.connect() as conn:
-            return await conn.run_sync(read, *args)
+        async with turns:
+            if _SPAWN is not None:
+                return cast(T, await _SPAWN(_on_connection, engine.sync_engine, read, args))
+            async with engine.connect() as conn:
+                return await conn.run_sync(read, *args)
 
     async def close(self) -> None:
         """Close this loop's connections (the server's shutdown, on its loop)."""
         held = self._engines.pop(asyncio.get_running_loop(), None)
         if held is not None:
             await held[0].dispose()
+
+
+def _on_connection(engine: Engine, read: Callable[..., T], args: Sequence[Any]) -> T:
+    """A connection taken, read and given back in one greenlet: `AsyncEngine.connect`, `run_sync`
+    and the close took one each, a third of a node list's CPU (benchmarks/README.md, "One
+    greenlet a list")."""
+    with engine.connect() as conn:
+        return read(conn, *args)
 
 
 def loop_reads_for(engine: Engine) -> LoopReads | None:
