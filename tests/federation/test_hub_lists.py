@@ -303,6 +303,37 @@ def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
         hub.sessions.kw["bind"].dispose()
 
 
+def test_each_loop_thread_keeps_its_sqlite_connection(tmp_path):
+    """Twelve threads, each running a loop (as a test client does), read at once, twice: each
+    opens one connection and keeps it (SQLAlchemy's default of 5 threads closed the others')."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    Hub(open_database(url))  # the schema
+    reads = SqliteReads(make_url(url))
+    opened: list[int] = []
+    event.listen(reads.engine, "connect", lambda *_: opened.append(threading.get_ident()))
+    together = threading.Barrier(12)
+    failures: list[BaseException] = []
+
+    def one_thread() -> None:
+        try:
+            for _ in range(2):
+                asyncio.run(reads.read(lambda conn: conn.execute(select(1)).scalar()))
+                together.wait(timeout=30)
+        except BaseException as exc:  # reported below, from the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one_thread) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    asyncio.run(reads.close())
+    assert failures == []
+    assert len(opened) == len(set(opened)) == 12
+
+
 def test_the_loop_connections_cannot_write(hub_url):
     """The lists' own connections are read-only on both databases (SQLite `query_only`,
     PostgreSQL `default_transaction_read_only`): whatever runs on them, nothing is written."""

@@ -12,9 +12,9 @@ where the request already is, by connections nothing but the loop uses, never wa
   mode a reader waits only on a crash's recovery);
 - PostgreSQL is read by psycopg's asyncio connections through SQLAlchemy's asyncio engine
   (`db.make_loop_engine`): the round trips are awaited, and the same functions, taking a
-  `Connection`, build the same lists (taking the connection, the read and giving it back in
-  one of SQLAlchemy's greenlets, as `AsyncConnection.run_sync` runs one). One engine per event loop:
-  an asyncio connection belongs to the loop that opened it.
+  `Connection`, build the same lists (the connection taken, read and given back in one of
+  SQLAlchemy's greenlets, as `AsyncConnection.run_sync` runs one). One engine per event loop: an
+  asyncio connection belongs to the loop that opened it.
 
 Anything else (an in-memory SQLite database, greenlet not installed) keeps the worker threads
 (`routes.list_readers`).
@@ -39,6 +39,10 @@ from ccdp.federation.hub.db import LIST_CONNECTIONS, make_loop_engine
 from ccdp.federation.hub.tokenbook import SQLITE_WAIT, sqlite_file
 
 T = TypeVar("T")
+# threads whose SQLite connections the loop engine keeps: past its size, SingletonThreadPool
+# closes other threads' connections, even one mid-read (its default, 5, is reached by a test
+# harness running a loop per client; `ccdp hub serve` runs one)
+LOOP_THREADS = 64
 
 # SQLAlchemy's own bridge from a coroutine to synchronous code that awaits in a greenlet (what
 # `AsyncConnection.run_sync` calls); not in its documented API, so looked up, not imported: a
@@ -67,6 +71,7 @@ class SqliteReads:
         self.engine = create_engine(
             url,
             poolclass=SingletonThreadPool,
+            pool_size=LOOP_THREADS,
             connect_args={"check_same_thread": False, "timeout": SQLITE_WAIT},
             isolation_level="AUTOCOMMIT",
         )
