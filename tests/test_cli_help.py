@@ -83,6 +83,24 @@ def test_help_imports_no_heavy_library() -> None:
     assert out.stdout.split() == [], f"importing ccdp.cli loads {out.stdout.strip()}"
 
 
+def test_a_hub_worker_starts_without_the_figure_library() -> None:
+    """A hub worker (server, API, dashboard) imports no matplotlib: the dashboard draws its own
+    SVG, and matplotlib's figures are for reports (benchmarks/README.md: a worker's start)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    code = (
+        "import sys, ccdp.federation.hub.server, ccdp.web.dashboard; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib'})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [], f"a hub worker imports {out.stdout.strip()}"
+
+
 if __name__ == "__main__":  # deliberately rewrite the snapshot (see test_help_tree_unchanged)
     SNAPSHOT.write_text(help_tree(), encoding="utf-8")
     print(f"wrote {SNAPSHOT}")

@@ -7,7 +7,8 @@ import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from ccdp.analyses.plots import PALETTE, at_risk_at
+from ccdp.analyses.axes import at_risk_at
+from ccdp.analyses.plots import PALETTE
 from tests.analyses.data import freireich
 from tests.analyses.federate import federate, split
 

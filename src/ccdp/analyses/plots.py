@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
+from ccdp.analyses.axes import at_risk_at, whole_ticks
 from ccdp.analyses.tables import term_order
 from ccdp.cohort.labels import group_label, model_term_label, term_label, value_label
 
-AT_RISK_TICKS = 6
 # Twelve qualitative colours, distinct from one another (after Paul Tol's "muted" scheme, with
 # an orange, a grey, a blue and black), the most distinct first, as most results have few
 # groups; each dark enough to read as text on white (contrast at least 4.5:1, WCAG AA), as the
@@ -41,27 +41,11 @@ def group_colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def whole_ticks(t_max: float, n: int = AT_RISK_TICKS) -> np.ndarray:
-    """At most about `n` tick positions at whole numbers from 0 to t_max (whole years)."""
-    top = max(t_max, 1)
-    locator = MaxNLocator(nbins=n - 1, integer=True, min_n_ticks=2)
-    ticks = np.asarray(locator.tick_values(0.0, top), dtype=float)
-    return ticks[(ticks >= 0) & (ticks <= top + 1e-9)]
-
-
 def _step(table: list[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
     """A right-continuous step curve starting at (0, 1)."""
     t = np.array([0.0, *[r.time for r in table]])
     y = np.array([1.0, *[getattr(r, key) for r in table]])
     return t, y
-
-
-def at_risk_at(table: list[Any], times: np.ndarray) -> list[int]:
-    """Numbers at risk at given times: those whose time is at or after each tick."""
-    t = np.array([r.time for r in table])
-    n = np.array([r.at_risk for r in table])
-    idx = np.searchsorted(t, times, side="left")
-    return [int(n[i]) if i < len(n) else 0 for i in idx]
 
 
 def km_plot(result: Any, years: bool = True, width: float = 8.0, height: float = 6.0) -> Figure:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ccdp.analyses.plots import at_risk_at, whole_ticks
+from ccdp.analyses.axes import at_risk_at, whole_ticks
 from ccdp.analyses.tables import cell_3sig_grouped
 from ccdp.cohort.labels import (
     column_label,
