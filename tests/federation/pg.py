@@ -35,6 +35,14 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
 
 
+def require_server() -> None:
+    """Skip (fail under CI) unless the server answers: for a test that only needs it running."""
+    try:
+        _admin().close()
+    except Exception as exc:
+        unavailable(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
+
+
 @contextmanager
 def temporary_database() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh database; drop it afterwards."""

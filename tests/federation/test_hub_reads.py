@@ -15,7 +15,7 @@ from ccdp.federation.hub import db as hub_db
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.models import UserRow
 from tests.federation.netutil import LiveHub
-from tests.federation.pg import temporary_database
+from tests.federation.pg import ADMIN_URL, temporary_database
 from tests.federation.standin import StandinExecutor
 
 
@@ -76,7 +76,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_not_failed(monkeypatc
         ana = live.hub.add_user("ana", "researcher")
         assert status(live, ana) == 200 and status(live, ana, "/api/studies") == 200
         name = url.rsplit("/", 1)[1]
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as admin:
+        with psycopg.connect(ADMIN_URL) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (name,),

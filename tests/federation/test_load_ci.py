@@ -25,7 +25,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, cli_env, under_ci
+from tests.conftest import ROOT, cli_env
+from tests.federation.pg import require_server
 
 BENCH = ROOT / "benchmarks" / "load" / "bench_load.py"
 SCALE = [
@@ -37,20 +38,9 @@ SCALE = [
 CEILING = 420  # seconds: a hard stop far above the 2-3 minutes a CI machine takes
 
 
-def _postgres_or_skip() -> None:
-    import psycopg
-
-    try:
-        psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3).close()
-    except Exception as exc:
-        if under_ci():
-            pytest.fail(f"CI is set but no PostgreSQL server on 127.0.0.1:5432: {exc}")
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 (user postgres, trust): {exc}")
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    _postgres_or_skip()
+    require_server()
     out = tmp_path_factory.mktemp("load") / "load.json"
     proc = subprocess.Popen(
         [sys.executable, str(BENCH), *SCALE, "--json", str(out)],
