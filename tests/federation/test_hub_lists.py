@@ -12,8 +12,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
-from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy import Connection, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -285,6 +286,47 @@ def test_postgres_lists_are_the_same_without_sqlalchemys_greenlet_bridge(monkeyp
         assert root is not None
         assert one_greenlet[0] == as_sent(reference_studies(live, root))
         assert one_greenlet[1] == as_sent(reference_nodes(live))
+
+
+def slow_read(conn: Connection) -> list[Any]:
+    return list(conn.execute(text("SELECT pg_sleep(0.003), 1")).all())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("bridge", ["one greenlet", "run_sync"])
+def test_cancelled_list_reads_leave_no_connection_taken(bridge, monkeypatch):
+    """A client gone mid-list (its task cancelled, or its request's anyio scope timed out, which
+    cancels again at every await) gives its connection back: with the loop's two connections,
+    reads cancelled at every point still leave the next reads served and nothing checked out."""
+    if bridge == "run_sync":
+        monkeypatch.setattr(loopreads, "_SPAWN", None)
+    with temporary_database() as url:
+        hub = Hub(open_database(url))
+        reads = hub.loop_reads
+        assert isinstance(reads, loopreads.PostgresReads)
+
+        async def cancel_some() -> tuple[int, int]:
+            for delay in (0, 0.0005, 0.001, 0.002, 0.004, 0.008):
+                tasks = [asyncio.create_task(reads.read(slow_read)) for _ in range(6)]
+                await asyncio.sleep(delay)
+                for t in tasks[::2]:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+                async def bounded(after: float) -> None:
+                    with anyio.move_on_after(after):
+                        await reads.read(slow_read)
+
+                await asyncio.gather(*(bounded(delay * i / 3) for i in range(6)))
+            done = asyncio.gather(*(reads.read(slow_read) for _ in range(10)))
+            served = await asyncio.wait_for(done, timeout=20)
+            engine, _turns = reads._engine()
+            taken = engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+            await reads.close()
+            return len(served), taken
+
+        assert asyncio.run(cancel_some()) == (10, 0)
+        hub.sessions.kw["bind"].dispose()
 
 
 def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
