@@ -27,6 +27,7 @@ TINY: dict[str, list[str]] = {
     "bench_federated.py": ["--tumours", "3000", "--nodes", "2", "--repeat", "1", "--cox"],
     "bench_glm.py": ["--rows", "3000", "--nodes", "2"],
     "bench_hub_rounds.py": ["--nodes", "3", "--rounds", "2", "--repeat", "1"],
+    "bench_hub_start.py": ["--runs", "1"],
     "bench_ingest.py": ["--patients", "300", "--out", "{tmp}"],
     "bench_ledger.py": ["--tumours", "2000", "--releases", "10", "--repeat", "1"],
     "bench_linkage.py": [
@@ -40,7 +41,9 @@ TINY: dict[str, list[str]] = {
     ],
     "bench_startup.py": ["--runs", "1"],
     "bench_synth.py": ["--patients", "300", "--out", "{tmp}"],
+    "bench_wirecheck.py": ["--patients", "100", "--reads", "3", "--rounds", "1"],
     "load/bench_asgi.py": ["--clients", "3", "--requests", "2", "--nodes", "2"],
+    "load/bench_loopreads.py": ["--reads", "20", "--rounds", "1", "--nodes", "2", "--studies", "2"],
     "load/bench_reads.py": ["--clients", "4", "--requests", "3", "--nodes", "2", "--studies", "2"],
 }
 
