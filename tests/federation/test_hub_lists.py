@@ -12,7 +12,6 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
 import pytest
 from sqlalchemy import Connection, create_engine, event, select, text
 from sqlalchemy.engine import make_url
@@ -26,6 +25,7 @@ from ccdp.federation.hub.db import make_loop_engine, open_database
 from ccdp.federation.hub.loopreads import SqliteReads
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
 from ccdp.wire.protocol import utcnow
+from tests.federation.cancel import cancel_at_every_point
 from tests.federation.netutil import LiveHub
 from tests.federation.pg import temporary_database
 from tests.federation.standin import StandinExecutor
@@ -306,18 +306,7 @@ def test_cancelled_list_reads_leave_no_connection_taken(bridge, monkeypatch):
         assert isinstance(reads, loopreads.PostgresReads)
 
         async def cancel_some() -> tuple[int, int]:
-            for delay in (0, 0.0005, 0.001, 0.002, 0.004, 0.008):
-                tasks = [asyncio.create_task(reads.read(slow_read)) for _ in range(6)]
-                await asyncio.sleep(delay)
-                for t in tasks[::2]:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-                async def bounded(after: float) -> None:
-                    with anyio.move_on_after(after):
-                        await reads.read(slow_read)
-
-                await asyncio.gather(*(bounded(delay * i / 3) for i in range(6)))
+            await cancel_at_every_point(lambda: reads.read(slow_read))
             done = asyncio.gather(*(reads.read(slow_read) for _ in range(10)))
             served = await asyncio.wait_for(done, timeout=20)
             engine, _turns = reads._engine()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import anyio
 import psycopg
 import pytest
 from sqlalchemy import update
@@ -23,6 +22,7 @@ from ccdp.federation.hub.tokenbook import (
     ThreadBook,
     TokenStoreAway,
 )
+from tests.federation.cancel import cancel_at_every_point
 from tests.federation.netutil import LiveHub
 from tests.federation.pg import temporary_database
 from tests.federation.standin import StandinExecutor
@@ -122,18 +122,7 @@ def test_requests_cancelled_while_waiting_or_reading_leave_no_connection_taken()
         book = PostgresBook(url.replace("+psycopg", ""), connections=1)
 
         async def cancel_some() -> list[object]:
-            for delay in (0, 0.0005, 0.001, 0.002, 0.005):
-                tasks = [asyncio.create_task(book.holder(ana)) for _ in range(6)]
-                await asyncio.sleep(delay)
-                for t in tasks[::2]:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-                async def bounded(after: float) -> None:
-                    with anyio.move_on_after(after):  # as a cancelled request's scope does
-                        await book.holder(ana)
-
-                await asyncio.gather(*(bounded(delay * i / 3) for i in range(6)))
+            await cancel_at_every_point(lambda: book.holder(ana), (0, 0.0005, 0.001, 0.002, 0.005))
             found = await asyncio.wait_for(
                 asyncio.gather(*(book.holder(ana) for _ in range(10))), timeout=20
             )
