@@ -14,6 +14,7 @@ path. CPU (`time.process_time`) per body, median of `--rounds` interleaved round
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -65,8 +66,6 @@ def bodies(patients: int, work: Path) -> dict[str, bytes]:
     transport = Recording(stores)
     for spec in STUDIES.values():
         run_study(spec, transport)
-    import json
-
     out = {f"{name} answer": transport.bodies[spec["analysis"]] for name, spec in STUDIES.items()}
     out["count spec"] = json.dumps(STUDIES["count"]).encode()
     return out

@@ -1,8 +1,8 @@
 """What the survival plots' time axis shows, without drawing: where its ticks go and the numbers
 at risk under them. Shared by the figures (`analyses.plots`, matplotlib) and the dashboard's own
 plots (`web.plots`, SVG), and kept apart from the figures so that the hub, which imports the
-dashboard, does not import matplotlib's figure machinery at start-up (0.9 s of a worker's
-start); matplotlib's tick rule is imported when the first tick is placed.
+dashboard, does not import matplotlib's figure machinery at start-up (0.8 s of a worker's start
+on the tenth session's machine); matplotlib's tick rule is imported at the first tick placed.
 """
 
 from __future__ import annotations

@@ -125,8 +125,7 @@ class PostgresReads:
 
 def _on_connection(engine: Engine, read: Callable[..., T], args: Sequence[Any]) -> T:
     """A connection taken, read and given back in one greenlet: `AsyncEngine.connect`, `run_sync`
-    and the close took one each, a third of a node list's CPU (benchmarks/README.md, "One
-    greenlet a list")."""
+    and the close took one each, 12-19 % more CPU a list (benchmarks/load/bench_loopreads.py)."""
     with engine.connect() as conn:
         return read(conn, *args)
 

@@ -84,8 +84,8 @@ def _constant(text: str) -> Any:
 def parse(raw: bytes) -> Any:
     """The JSON document in `raw`, or WireError saying what is wrong and where. A text that
     cannot hold what the hub refuses (`_MAYBE_BAD`, above) is parsed by json alone, in C: the
-    full check calls Python for every number and builds the path of every value, 1.3x the time
-    on a count answer, 2.2x on a Kaplan-Meier table (benchmarks/bench_wirecheck.py)."""
+    full check calls Python for every number and builds the path of every value, 1.3-1.4x the
+    time on a small answer, 2.1x on a Kaplan-Meier table (benchmarks/bench_wirecheck.py)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
