@@ -10,11 +10,13 @@
    study's end), so a round is the nodes' work, both HTTP legs and the hub's combine. Round 0
    reads each node's data; the later rounds are the iteration cost, reported per round. Same
    per-round timing in one process (InProcessTransport, timed at each `ask`).
-3. The CPU seconds each count study and each Cox fit cost the hub process and the node agents
-   (from /proc), and this process in the one-process runs: on a loaded machine steadier than
-   the wall times.
+3. The CPU seconds each count study and each Cox fit cost the hub (every worker), the node
+   agents and, on PostgreSQL, the database server (from /proc), and this process in the
+   one-process runs: on a loaded machine steadier than the wall times.
 
     python benchmarks/bench_network.py --nodes 20 --repeat 15 --cox-nodes 10 --cox-fits 5
+    python benchmarks/bench_network.py --db postgresql://postgres@127.0.0.1:5432/postgres \
+        --workers 2   # the hub as N worker processes sharing PostgreSQL
 
 The studies name no project, so the hub runs with `--open` and every node agent with `--open`
 (answer tasks without a project); each node's policy is written out (`counts`, `exact_release:
@@ -125,43 +127,98 @@ def hub_round_times(sessions: sessionmaker[Session], study_id: str) -> list[floa
     return round_times([t.timestamp() for t in opened], end.timestamp())
 
 
+def _ticks(pid: int) -> int | None:
+    """utime + stime of one process (None once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds these processes have used (/proc): on a loaded machine the
     CPU a study costs is steadier than its wall time."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(_ticks(pid) or 0 for pid in pids) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process's (parent pid, command name), from /proc."""
+    out: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        out[int(entry.name)] = (int(tail.split()[1]), head.split("(", 1)[1])
+    return out
+
+
+def with_descendants(pid: int) -> list[int]:
+    """`pid` and every process below it: a hub with `--workers N` is its N worker processes."""
+    procs = _processes()
+    found, grew = {pid}, True
+    while grew:
+        below = {p for p, (parent, _) in procs.items() if parent in found} - found
+        found |= below
+        grew = bool(below)
+    return sorted(found)
+
+
+def database_pids() -> list[int]:
+    """The PostgreSQL server's processes (postmaster and backends): their CPU is part of what a
+    study costs the machine when the hub's database is PostgreSQL."""
+    return sorted(p for p, (_, name) in _processes().items() if name == "postgres")
 
 
 class Cpu:
-    """CPU seconds of the hub and of the node agents, and of this process, between marks."""
+    """CPU seconds of the hub (all its workers), the node agents, the database server
+    (PostgreSQL: its processes alive at both marks; SQLite: inside the hub) and this process,
+    between marks."""
 
-    def __init__(self, hub: int, nodes: list[int]) -> None:
-        self.hub, self.nodes = hub, nodes
+    def __init__(self, hub: list[int], nodes: list[int], database: bool) -> None:
+        self.hub, self.nodes, self.database = hub, nodes, database
         self.spent: dict[str, list[float]] = {}
 
-    def now(self) -> tuple[float, float, float]:
-        return cpu_seconds([self.hub]), cpu_seconds(self.nodes), time.process_time()
+    def _database(self) -> dict[int, int]:
+        if not self.database:
+            return {}
+        ticks = {pid: _ticks(pid) for pid in database_pids()}
+        return {pid: t for pid, t in ticks.items() if t is not None}
 
     @contextmanager
     def measure(self, what: str, per: int):
-        """Adds (hub, agents, here) CPU seconds per unit of `per` spent in the block."""
-        start = self.now()
+        """Adds (hub, agents, database, here) CPU seconds per unit of `per` spent in the
+        block."""
+        start = (cpu_seconds(self.hub), cpu_seconds(self.nodes), time.process_time())
+        db_start = self._database()
         yield
-        end = self.now()
-        self.spent[what] = [(b - a) / per for a, b in zip(start, end, strict=True)]
+        db_end = self._database()
+        end = (cpu_seconds(self.hub), cpu_seconds(self.nodes), time.process_time())
+        db = sum(db_end[p] - t for p, t in db_start.items() if p in db_end)
+        spent = [(b - a) / per for a, b in zip(start, end, strict=True)]
+        spent.insert(2, db / os.sysconf("SC_CLK_TCK") / per)
+        self.spent[what] = spent
 
 
 @contextmanager
-def network(work: Path, stores: dict[str, Path], db: str, tokens: dict[str, str], user: str):
-    """A hub process and one `ccdp node run --open` process per store, torn down at the end:
-    yields the researcher's client and the CPU meter of the processes."""
+def network(
+    work: Path,
+    stores: dict[str, Path],
+    db: str,
+    tokens: dict[str, str],
+    user: str,
+    workers: int = 1,
+):
+    """A hub (`workers` processes) and one `ccdp node run --open` process per store, torn down
+    at the end: yields the researcher's client and the CPU meter of the processes."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-m", "ccdp"]
     hub_cmd = [*cli, "hub", "serve", "--db", db, "--port", str(port), "--open"]
+    hub_cmd += ["--workers", str(workers)] if workers > 1 else []
     procs = [_spawn(hub_cmd, work / "hub.log")]
     try:
         client = HubClient(url, user)
@@ -171,7 +228,10 @@ def network(work: Path, stores: dict[str, Path], db: str, tokens: dict[str, str]
             node_cmd += ["--token", tokens[n], "--poll", "20", "--open"]
             procs.append(_spawn(node_cmd, work / f"node-{n}.log"))
         _wait(lambda: all(x["last_seen"] for x in client.nodes()), 180)
-        yield client, Cpu(procs[0].pid, [p.pid for p in procs[1:]])
+        # every worker up before its CPU is metered (the supervisor spawns them at start)
+        _wait(lambda: workers == 1 or len(with_descendants(procs[0].pid)) > workers, 60)
+        hub = with_descendants(procs[0].pid)
+        yield client, Cpu(hub, [p.pid for p in procs[1:]], not db.startswith("sqlite"))
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -262,7 +322,15 @@ def main() -> None:
         "(postgresql://postgres@127.0.0.1:5432/postgres), on which a fresh database is made "
         "for the run and dropped after it.",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Hub worker processes (`ccdp hub serve --workers N`; above 1, PostgreSQL only).",
+    )
     args = ap.parse_args()
+    if args.workers > 1 and args.db == "sqlite":
+        ap.error("--workers above 1 needs --db postgresql://...: SQLite is one process")
     with hub_database(args.db) as db:
         run(args, db)
 
@@ -298,7 +366,7 @@ def run(args: argparse.Namespace, db_url: str) -> None:
     user = hub.add_user("bench", "researcher")
     cox_nodes = names[: args.cox_nodes]
     load = os.getloadavg()[0]
-    with network(work, stores, db, tokens, user) as (client, cpu):
+    with network(work, stores, db, tokens, user, args.workers) as (client, cpu):
         count_net, count_local = time_counts(client, cpu, list(stores.values()), args.repeat)
         cox_net, cox_local = time_cox(
             client, cpu, sessions, [stores[n] for n in cox_nodes], cox_nodes, args.cox_fits
@@ -322,7 +390,8 @@ def report(
     later_net = [t for fit in cox_net for t in fit[1:]]
     later_local = [t for fit in cox_local for t in fit[1:]]
     rounds = sum(len(f) for f in cox_net)
-    print(f"| what | {args.nodes} count / {args.cox_nodes} cox node agents | one process |")
+    hub = f"{args.workers} hub workers, " if args.workers > 1 else ""
+    print(f"| what | {hub}{args.nodes} count / {args.cox_nodes} cox node agents | one process |")
     print("|---|---|---|")
     print(
         f"| count, submit → result, s (median of {args.repeat}) "
@@ -348,12 +417,15 @@ def report(
 
 
 def report_cpu(cpu: Cpu) -> None:
-    """CPU seconds per count study and per Cox fit: the hub's, the node agents' (all of them),
-    and this process's (the researcher's client; in the one-process runs, everything)."""
-    print("| CPU ms | hub | node agents | this process |")
-    print("|---|---|---|---|")
-    for what, (hub, nodes, here) in cpu.spent.items():
-        print(f"| {what} | {hub * 1000:.0f} | {nodes * 1000:.0f} | {here * 1000:.0f} |")
+    """CPU seconds per count study and per Cox fit: the hub's (every worker), the node agents'
+    (all of them), the PostgreSQL server's, and this process's (the researcher's client; in the
+    one-process runs, everything)."""
+    print("| CPU ms | hub | node agents | PostgreSQL server | this process |")
+    print("|---|---|---|---|---|")
+    for what, spent in cpu.spent.items():
+        hub, nodes, db, here = (f"{x * 1000:.0f}" for x in spent)
+        db = db if cpu.database else "(in the hub)"
+        print(f"| {what} | {hub} | {nodes} | {db} | {here} |")
 
 
 def _up(client: HubClient) -> bool:

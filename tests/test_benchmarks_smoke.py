@@ -76,3 +76,28 @@ def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path):
     )
     assert proc.returncode == 0, f"{script} {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip(), f"{script} printed no figure"
+
+
+@pytest.mark.slow
+def test_the_network_benchmark_meters_every_hub_worker_and_the_database(tmp_path: Path):
+    """`bench_network.py --workers 2` on PostgreSQL: the hub's CPU is its workers' (the
+    supervisor alone spends next to none) and the database server's CPU has its own column."""
+    from tests.federation.pg import ADMIN_URL, require_server
+
+    require_server()
+    args = [*TINY["bench_network.py"], "--db", ADMIN_URL, "--workers", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_network.py"), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert "| what | 2 hub workers, 2 count / 2 cox node agents | one process |" in proc.stdout
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]
+    cpu = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows if len(r) == 5}
+    assert cpu["CPU ms"] == ["hub", "node agents", "PostgreSQL server", "this process"]
+    hub, _agents, database, _here = (float(c) for c in cpu["cox fit"])
+    assert hub > 0 and database > 0, cpu  # a fit's rounds cost both: neither went unmetered
