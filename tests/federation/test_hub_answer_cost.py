@@ -116,3 +116,22 @@ def test_a_second_answer_is_still_judged_against_the_stored_one(hub: Hub) -> Non
     with pytest.raises(Conflict):
         hub.record_answer(node_id, other)
     assert _actions(hub).count("answer") == 1
+
+
+def test_the_looks_and_the_round_check_need_no_rendering_at_each_execution() -> None:
+    """The statements run at every look and answer compile once: no IN of values, which
+    SQLAlchemy renders again at each execution (3.5 % of the hub's time under answers), on
+    either database; the states are written into the SQL, and only words of the code can be."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from ccdp.federation.hub import service
+    from ccdp.federation.hub.models import TaskRow, one_of
+
+    hot = [*service._ANY_OPEN_TASK.values(), *service._OPEN_TASKS.values(), service._ROUND_STATE]
+    for dialect in (postgresql.dialect(), sqlite.dialect()):
+        for statement in hot:
+            compiled = statement.compile(dialect=dialect)
+            assert not compiled.post_compile_params, str(compiled)
+            assert "IN ('pending'" in str(compiled), str(compiled)
+    with pytest.raises(ValueError, match="not a state word"):
+        one_of(TaskRow.status, ("pending", "x') OR ('1' = '1"))

@@ -191,3 +191,54 @@ def test_a_notify_from_another_worker_wakes_only_the_keys_it_names_here():
             loop.close()
             for engine in engines:
                 engine.dispose()
+
+
+def test_a_look_woken_for_a_new_task_delivers_it_without_the_idle_read(tmp_path: Path):
+    """A node's long poll reads once that it has nothing (no write transaction), then sleeps;
+    the round opened for it wakes it and the look goes straight to delivering the task,
+    without that read again. A wake that brings nothing (a task already taken) still finds
+    nothing, and the poll goes back to waiting until its time is up."""
+    from ccdp.federation.hub.context import Principal
+    from ccdp.federation.hub.routes import next_tasks
+
+    hub = Hub(open_database(f"sqlite:///{tmp_path / 'hub.db'}"), open_studies=True)
+    hub.add_node("FR", "FR")
+    owner = hub.authenticate(hub.add_user("ana", "researcher"))
+    sid = running_count_study(hub, owner, ["FR"])
+    fr = _node_id(hub, "FR")
+    node = Principal(kind="node", id=fr, name="FR")
+    reads: list[int] = []
+    has_open = hub._has_open_tasks
+
+    def counted(node_id: int, states: tuple[str, ...]) -> bool:
+        found = has_open(node_id, states)
+        reads.append(node_id)  # after the read: the look is over once it is counted
+        return found
+
+    async def looked() -> None:
+        hub.waker.bind(asyncio.get_running_loop())
+        while not reads:
+            await asyncio.sleep(0.01)
+
+    hub._has_open_tasks = counted  # type: ignore[method-assign]
+
+    async def poll_then_open() -> list[Task]:
+        polling = asyncio.ensure_future(next_tasks(hub, node, LONG, redeliver=False))
+        await looked()
+        task = Task(task_id="t", study_id=sid, round=0, analysis="count")
+        await asyncio.to_thread(hub.open_round, sid, 0, task, ["FR"], 600)
+        return await asyncio.wait_for(polling, 10)
+
+    (got,) = asyncio.run(poll_then_open())
+    assert got.study_id == sid and reads == [fr]  # the one read before the wait, none after
+    assert hub.pending_tasks(fr) == []  # delivered by the woken look
+
+    async def woken_for_nothing() -> list[Task]:
+        polling = asyncio.ensure_future(next_tasks(hub, node, 0.5, redeliver=False))
+        await looked()
+        hub.waker.wake(f"node:{fr}")
+        return await asyncio.wait_for(polling, 10)
+
+    reads.clear()
+    assert asyncio.run(woken_for_nothing()) == []
+    assert reads[:1] == [fr]  # looked, woke, looked without the read, waited out its time

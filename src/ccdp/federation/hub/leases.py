@@ -24,7 +24,7 @@ from sqlalchemy import delete, false, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ccdp.federation.hub.models import StudyLeaseRow, StudyRow
+from ccdp.federation.hub.models import StudyLeaseRow, StudyRow, one_of
 from ccdp.wire.protocol import utcnow
 
 LEASE = 15.0  # seconds a claim lasts unless renewed (`ccdp hub serve --study-lease`)
@@ -74,7 +74,7 @@ def claim(sessions: sessionmaker[Session], study_id: str, owner: str, lease: flo
     with sessions.begin() as s:
         found = s.scalar(
             select(StudyRow.id)
-            .where(StudyRow.id == study_id, StudyRow.status.in_(UNFINISHED))
+            .where(StudyRow.id == study_id, one_of(StudyRow.status, UNFINISHED))
             .with_for_update(skip_locked=True)
         )
         return found is not None and _take(s, study_id, owner, utcnow(), lease)
@@ -97,7 +97,7 @@ def claim_free(
         stmt = (
             select(StudyRow.id)
             .outerjoin(StudyLeaseRow, StudyLeaseRow.study_id == StudyRow.id)
-            .where(StudyRow.status.in_(UNFINISHED), free)
+            .where(one_of(StudyRow.status, UNFINISHED), free)
             .order_by(StudyRow.created_at)
             .limit(100)
             .with_for_update(skip_locked=True, of=StudyRow)

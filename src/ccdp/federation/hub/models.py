@@ -7,6 +7,7 @@ result posted twice is counted once). The Alembic migrations in `migrations/` cr
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -23,10 +24,21 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from ccdp.wire.protocol import utcnow
+
+
+def one_of(column: Mapped[str], states: tuple[str, ...]) -> ColumnElement[bool]:
+    """`column IN ('a', 'b')` with our own state words written into the SQL. An IN of values
+    is an expanding parameter that SQLAlchemy renders again at every execution (3.5 % of the
+    hub's time under node answers); these words are constants of the code, never input."""
+    if not all(re.fullmatch(r"[a-z_]+", s) for s in states):
+        raise ValueError(f"not a state word: {states!r}")
+    return column.in_([literal_column(f"'{s}'") for s in states])
 
 
 class UtcDateTime(TypeDecorator):

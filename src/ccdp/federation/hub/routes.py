@@ -155,18 +155,30 @@ def hub_router(api: APIRouter | None = None) -> APIRouter:
     return api
 
 
-async def next_tasks(hub: HubCore, node: Principal, wait: float, redeliver: bool) -> list[Task]:
-    """This node's open tasks, waiting up to `wait` seconds for one to appear."""
+async def next_tasks(
+    hub: HubCore, node: Principal, wait: float, redeliver: bool, woke: bool = False
+) -> list[Task]:
+    """This node's open tasks, waiting up to `wait` seconds for one to appear. `woke`: the
+    node's wake-up has just fired, so a task is most likely there: the look goes straight to
+    the delivering transaction, without the read that tells an idle look it can skip it."""
     loop = asyncio.get_running_loop()
     until = loop.time() + wait
     while True:
         woken = hub.waker.event(f"node:{node.id}")
-        tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver)
+        tasks = await run_in_threadpool(hub.pending_tasks, node.id, redeliver, not woke)
         left = until - loop.time()
         if tasks or left <= 0 or hub.waker.closing:
             return tasks
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), timeout=left)
+        woke = await _woken(woken, left)
+
+
+async def _woken(event: asyncio.Event, timeout: float) -> bool:
+    """Whether `event` fired within `timeout` seconds."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
@@ -218,9 +230,8 @@ def node_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
 
         rec, tasks = await run_in_threadpool(record_then_look)
         if not tasks and until > loop.time() and not hub.waker.closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), timeout=until - loop.time())
-            tasks = await next_tasks(hub, node, max(0.0, until - loop.time()), redeliver)
+            woke = await _woken(woken, until - loop.time())
+            tasks = await next_tasks(hub, node, max(0.0, until - loop.time()), redeliver, woke)
         return PostedThenTasks(status=rec.status, task_id=rec.task_id, tasks=tasks)
 
     @api.post("/api/node/heartbeat", tags=["node"])

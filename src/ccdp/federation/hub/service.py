@@ -36,7 +36,15 @@ from ccdp.federation.hub.context import (
     Principal,
 )
 from ccdp.federation.hub.members import Members
-from ccdp.federation.hub.models import AnswerRow, NodeRow, RoundRow, StudyRow, TaskRow, UserRow
+from ccdp.federation.hub.models import (
+    AnswerRow,
+    NodeRow,
+    RoundRow,
+    StudyRow,
+    TaskRow,
+    UserRow,
+    one_of,
+)
 from ccdp.wire.data_use import DataUse
 from ccdp.wire.errors import MalformedSummary
 from ccdp.wire.protocol import Answer, Task
@@ -285,7 +293,7 @@ class HubCore(Members):
 
     def unfinished_studies(self) -> list[str]:
         with self.sessions() as s:
-            stmt = select(StudyRow.id).where(StudyRow.status.in_(("queued", "running")))
+            stmt = select(StudyRow.id).where(one_of(StudyRow.status, ("queued", "running")))
             return list(s.scalars(stmt.order_by(StudyRow.created_at)))
 
     def set_study_status(
@@ -352,14 +360,18 @@ class HubCore(Members):
         self.waker.wake(*(f"node:{i}" for i in node_ids))
         return round_id
 
-    def pending_tasks(self, node_id: int, redeliver: bool = False) -> list[Task]:
+    def pending_tasks(
+        self, node_id: int, redeliver: bool = False, look_first: bool = True
+    ) -> list[Task]:
         """Open tasks of this node (and only this node); marks them delivered.
 
         `redeliver` also returns tasks delivered before but not answered: a node agent that was
-        killed mid-task asks for them again when it restarts.
+        killed mid-task asks for them again when it restarts. `look_first`: an indexed read
+        first, so that a look finding nothing opens no write transaction (a look just woken
+        for a new task skips it: it would find one).
         """
         states = ("pending", "delivered") if redeliver else ("pending",)
-        if not self._has_open_tasks(node_id, states):
+        if look_first and not self._has_open_tasks(node_id, states):
             return []  # most looks find nothing: one indexed read, no write transaction
         with self.sessions.begin() as s:
             conn = s.connection()
@@ -495,7 +507,7 @@ class HubCore(Members):
                     update(TaskRow)
                     .where(
                         TaskRow.round_id == round_id,
-                        TaskRow.status.in_(("pending", "delivered")),
+                        one_of(TaskRow.status, OPEN_TASK),
                     )
                     .values(status="timeout")
                 )
@@ -538,14 +550,14 @@ class HubCore(Members):
 
 def _open_tasks(node_id: Any, states: Any, *columns: Any) -> Select[Any]:
     """A node's tasks in `states` of open rounds of running studies (with their rounds, or
-    the `columns` given); `node_id` and `states` are values, or bound parameters."""
+    the `columns` given); `node_id` a value or a bound parameter, `states` task states."""
     return (
         select(*(columns or (TaskRow, RoundRow)))
         .join(RoundRow, TaskRow.round_id == RoundRow.id)
         .join(StudyRow, RoundRow.study_id == StudyRow.id)
         .where(
             TaskRow.node_id == node_id,
-            TaskRow.status.in_(states),
+            one_of(TaskRow.status, states),
             RoundRow.closed_at.is_(None),
             StudyRow.status == "running",
         )
@@ -575,8 +587,7 @@ _ADD_ANSWER = insert(AnswerRow)
 _SET_TASK_STATUS = (
     update(TaskRow).where(TaskRow.id == bindparam("task_id")).values(status=bindparam("new_status"))
 )
-# one statement per set of states a look asks for (not an expanding IN: SQLAlchemy renders
-# that again at every execution)
+# one statement per set of states a look asks for, the states written into its SQL (`one_of`)
 _LOOKS: tuple[tuple[str, ...], ...] = (("pending",), OPEN_TASK)
 _OPEN_TASKS = {
     states: _open_tasks(bindparam("node_id"), states, TaskRow.id, RoundRow.task).order_by(
@@ -611,7 +622,7 @@ _ROUND_STATE = select(
     RoundRow.closed_at,
     RoundRow.deadline,
     select(TaskRow.id)
-    .where(TaskRow.round_id == bindparam("round_id"), TaskRow.status.in_(OPEN_TASK))
+    .where(TaskRow.round_id == bindparam("round_id"), one_of(TaskRow.status, OPEN_TASK))
     .exists(),
 ).where(RoundRow.id == bindparam("round_id"))
 _ANY_OPEN_TASK = {
