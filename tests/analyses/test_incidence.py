@@ -170,3 +170,35 @@ def test_by_period_uses_population_of_those_years(stores):
     assert [r["diagnosis_period"] for r in res.rows] == ["2005-2009", "2010-2014"]
     for row, (lo, hi) in zip(res.rows, [(2005, 2009), (2010, 2014)], strict=True):
         assert row["person_years"] == pytest.approx(pop[pop.year.between(lo, hi)].population.sum())
+
+
+def test_the_intervals_quantiles_are_scipy_stats_own_without_importing_it():
+    """The Garwood and gamma intervals take their quantiles from `scipy.special` (what
+    scipy.stats computes underneath) so that the first incidence study after a start does not
+    import scipy.stats (~0.8 s): equal to scipy.stats on a grid, NaN where it gives NaN."""
+    import subprocess
+    import sys
+
+    from ccdp.analyses.incidence import gamma_ppf, poisson_ci
+
+    for cases in (0, 1, 2, 3.5, 7, 40, 1234, 1e6):
+        for level in (0.8, 0.9, 0.95, 0.99, 0.999):
+            alpha = 1 - level
+            low = 0.0 if cases == 0 else stats.chi2.ppf(alpha / 2, 2 * cases) / 2
+            high = stats.chi2.ppf(1 - alpha / 2, 2 * cases + 2) / 2
+            assert poisson_ci(cases, level) == pytest.approx((low, high), rel=1e-12, abs=0)
+    for q in (1e-9, 0.025, 0.5, 0.975, 1 - 1e-9):
+        for shape in (1e-3, 0.5, 1.0, 17.3, 4e4):
+            for scale in (1e-6, 0.3, 1.0, 250.0):
+                want = stats.gamma.ppf(q, shape, scale=scale)
+                assert gamma_ppf(q, shape, scale) == pytest.approx(want, rel=1e-12)
+    for shape, scale in ((0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (1.0, -2.0), (np.nan, 1.0)):
+        with np.errstate(invalid="ignore"):  # scipy.stats's own arithmetic on a bad scale
+            assert np.isnan(stats.gamma.ppf(0.5, shape, scale=scale))
+        assert np.isnan(gamma_ppf(0.5, shape, scale))
+    code = (
+        "import sys; from ccdp.analyses.incidence import poisson_ci; poisson_ci(3, 0.95); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
