@@ -83,17 +83,20 @@ def test_help_imports_no_heavy_library() -> None:
     assert out.stdout.split() == [], f"importing ccdp.cli loads {out.stdout.strip()}"
 
 
-def test_a_hub_worker_starts_without_the_figure_library() -> None:
-    """A hub worker (server, API, dashboard) imports no matplotlib: the dashboard draws its own
-    SVG, and matplotlib's figures are for reports (benchmarks/README.md: a worker's start)."""
+def test_a_hub_worker_starts_without_the_figure_library_or_the_data_frames() -> None:
+    """A hub worker (server, API, dashboard) imports no matplotlib, pandas, DuckDB, pyarrow or
+    scipy: the dashboard draws its own SVG, the hub opens no node store, and the analyses load
+    these at their first study (benchmarks/README.md: a worker's start)."""
     import subprocess
     import sys
 
     from tests.conftest import cli_env
 
+    heavy = {"matplotlib", "pandas", "duckdb", "pyarrow", "scipy"}
     code = (
-        "import sys, ccdp.federation.hub.server, ccdp.web.dashboard; "
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib'})))"
+        "import sys, ccdp.federation.hub.server, ccdp.federation.hub.app, ccdp.web.dashboard, "
+        "ccdp.commands.hub; "
+        f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True

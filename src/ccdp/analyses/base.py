@@ -17,7 +17,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import pandas as pd
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +35,8 @@ from ccdp.wire.errors import AnalysisError, MalformedSummary
 from ccdp.wire.summary import PartSpec, Summary, check_parts
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ccdp.analyses.node_data import NodeData
     from ccdp.cohort.view import Rows
 
@@ -89,6 +90,8 @@ class AnalysisResult(BaseModel):
         return self._steps_frame() if steps else self._summary_frame()
 
     def _summary_frame(self) -> pd.DataFrame:  # overridden by each result
+        import pandas as pd
+
         return pd.DataFrame([self.model_dump(mode="json")])
 
     def _steps_frame(self) -> pd.DataFrame:

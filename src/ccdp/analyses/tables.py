@@ -9,16 +9,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
 from ccdp.analyses._render import pval
 from ccdp.cohort.labels import column_label, value_label
 from ccdp.cohort.view import view_variables
-from ccdp.wire.levels import sort_key
+from ccdp.wire.levels import is_pandas_missing, sort_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["pval"]  # p-values as journals print them, for the report and the pages too
 
@@ -27,7 +29,9 @@ UNDEFINED = "—"  # suppressed at a node, or not estimable
 
 def cell_4sig(value: object) -> str:
     """A value for a terminal table: floats to 4 significant digits, '—' when undefined."""
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNDEFINED
+    if is_pandas_missing(value):
         return UNDEFINED
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -37,7 +41,9 @@ def cell_4sig(value: object) -> str:
 def cell_3sig_grouped(value: Any) -> str:
     """A value for a report page: floats to 3 significant digits, from 10 000 on as whole
     numbers with thousands separators (person-years, populations); '—' when undefined."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNDEFINED
+    if is_pandas_missing(value):
         return UNDEFINED
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
@@ -47,6 +53,8 @@ def cell_3sig_grouped(value: Any) -> str:
 def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
     """A rich Table of a DataFrame (index levels become leading columns), its headings and the
     values of its grouping columns (view variables) in words."""
+    import pandas as pd
+
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     table = Table(title=title)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -18,6 +17,9 @@ from ccdp.analyses.tables import NOT_REACHED, cell_3sig_grouped, pval, ratio_ci,
 from ccdp.cohort.labels import column_label, model_term_label, value_label
 from ccdp.cohort.view import view_variables
 from ccdp.disclosure.consent_note import CONSENT_NOTE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEMPLATES = Path(__file__).with_name("templates")
 RATE_EXTRAS = ["crude_ci_low", "crude_ci_high", "asr_se", "level", "standard", "suppressed"]
@@ -50,6 +52,8 @@ def result_frame(result: Any) -> pd.DataFrame:
     """The table a reader wants first, in words: KM groups with medians and landmarks (95% CIs,
     in years) as the CLI formats them; a model's ratios with their CIs; incidence rates; else
     to_frame() with its grouping values in words."""
+    import pandas as pd
+
     if hasattr(result, "summary_rows"):
         return pd.DataFrame(result.summary_rows())
     if hasattr(result, "coefficients"):
@@ -79,6 +83,8 @@ def worded(frame: pd.DataFrame) -> pd.DataFrame:
 def model_frame(result: Any) -> pd.DataFrame:
     """A regression's terms in words, in reading order, with the ratio and its 95% CI (2
     decimals, 'not estimable' for a degenerate interval) and p."""
+    import pandas as pd
+
     terms = [c for c in result.coefficients if c.term != "(Intercept)"]
     key = "hr" if result.analysis == "cox" else "estimate"
     head = {"cox": "HR", "logistic": "OR", "poisson": "RR"}.get(result.analysis, "ratio")
@@ -94,6 +100,8 @@ def model_frame(result: Any) -> pd.DataFrame:
 
 def rate_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Incidence as an epidemiologist reads it: cases, person-years, crude rate, ASR (95% CI)."""
+    import pandas as pd
+
     keep = ["cases", "person_years", "crude_rate", "asr", "asr_ci_low", "asr_ci_high"]
     out = frame[[c for c in frame.columns if c not in keep + RATE_EXTRAS]].copy()
     out["cases"] = frame["cases"]
@@ -255,6 +263,8 @@ SET_ASIDE_COLUMN = "set aside in the pooled study (another node counts the child
 def pooled_frame(pooled: list[tuple[str, Any]]) -> pd.DataFrame:
     """One row per way of counting, as the incidence table reads (cases, person-years, crude
     rate, ASR with its CI); a study without a result shows dashes."""
+    import pandas as pd
+
     rows = []
     for label, study in pooled:
         result = None if study is None else study.result
@@ -276,6 +286,8 @@ def released_set_aside(study: Any) -> dict[str, str]:
 
 def linkage_context(section: LinkageSection) -> dict[str, Any]:
     """The template's view of the section: figures in words, two tables, the text lines."""
+    import pandas as pd
+
     q = section.quality
     facts = [
         ("pairs found by the linkage", f"{q['found']:,}"),
@@ -323,6 +335,7 @@ def render_report(
 ) -> Path:
     """Write the report to `path` (atomically) and return it."""
     import matplotlib
+    import pandas as pd
 
     matplotlib.use("Agg")
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))

@@ -8,12 +8,14 @@ most.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ccdp.terminology.datafiles import data_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INCOME_GROUPS: tuple[str, ...] = ("high", "upper-middle", "lower-middle", "low")
 
@@ -21,6 +23,8 @@ INCOME_GROUPS: tuple[str, ...] = ("high", "upper-middle", "lower-middle", "low")
 @cache
 def countries() -> pd.DataFrame:
     """Columns code (`DE`), name, income_group (one of INCOME_GROUPS, or NA if not classified)."""
+    import pandas as pd
+
     with data_path("countries.csv").open(encoding="utf-8") as fh:
         # keep_default_na=False: "NA" is Namibia, not a missing value.
         table = pd.read_csv(fh, comment="#", dtype=str, keep_default_na=False)
@@ -30,18 +34,24 @@ def countries() -> pd.DataFrame:
 
 def valid_country(codes: Any) -> np.ndarray:
     """True where the value is an ISO 3166-1 alpha-2 code (upper case, as stored)."""
+    import pandas as pd
+
     values = pd.Series(np.atleast_1d(np.asarray(codes, dtype=object)))
     return values.isin(set(countries()["code"])).to_numpy(dtype=bool)
 
 
 def country_name(codes: Any) -> pd.Series:
     """English short name of each code; NaN where unknown."""
+    import pandas as pd
+
     table = countries().set_index("code")["name"]
     return pd.Series(np.atleast_1d(np.asarray(codes, dtype=object))).map(table)
 
 
 def income_group(codes: Any) -> pd.Series:
     """World Bank income group of each code; NA where unknown or not classified."""
+    import pandas as pd
+
     table = countries().set_index("code")["income_group"]
     return pd.Series(np.atleast_1d(np.asarray(codes, dtype=object))).map(table)
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ccdp.analyses.axes import at_risk_at, whole_ticks
 from ccdp.analyses.tables import cell_3sig_grouped
@@ -25,6 +23,9 @@ from ccdp.cohort.labels import (
     variable_label,
 )
 from ccdp.report.html import caption, dash_note, node_label, result_frame, shown_reason, worded
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PNG_DPI = 110
 
@@ -84,6 +85,8 @@ def rebuilt(record: dict[str, Any]) -> Any | None:
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
         frame.columns.name = None
@@ -93,6 +96,8 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
 def at_risk_frame(result: Any) -> pd.DataFrame:
     """Numbers at risk per KM group at the plot's whole-year ticks (the figure's lower panel,
     as a table: what a screen reader or a spreadsheet gets)."""
+    import pandas as pd
+
     scale, _ = result.time_scale(True)
     t_max = max((g.table[-1].time for g in result.groups if g.table), default=1.0) / scale
     ticks = whole_ticks(t_max)

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
-
 from ccdp.cohort.view import level_order
+
+
+def is_pandas_missing(value: object) -> bool:
+    """Whether `value` is pandas' NA or NaT, without importing pandas: a value can only be one
+    once pandas is loaded, and a hub's worker starts without it (~0.3 s)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and (value is pandas.NA or value is pandas.NaT)
 
 
 def native(value: Any) -> Any:
@@ -20,7 +26,7 @@ def native(value: Any) -> Any:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    if value is pd.NaT:
+    if is_pandas_missing(value):
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()[:10] if hasattr(value, "hour") else value.isoformat()

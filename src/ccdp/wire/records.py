@@ -9,10 +9,12 @@ record ids in one key space per unit (`ledger_keys`, `specimen_keys`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Unit = Literal["tumours", "patients", "specimens"]
 
@@ -230,6 +232,8 @@ def _hash_text(prefix: str, ids: pd.Series) -> np.ndarray:
     """pandas' hash of `prefix + id` for each id (uint64): the values of
     `hash_pandas_object(prefix + ids, index=False)`, without its factorising pass (ids are
     mostly distinct, so it only costs)."""
+    import pandas as pd
+
     if not pd.api.types.is_string_dtype(ids):  # text already: no second conversion pass
         ids = ids.astype(str)
     text = (prefix + ids).to_numpy(dtype=object)
