@@ -104,6 +104,36 @@ def test_a_hub_worker_starts_without_the_figure_library_or_the_data_frames() -> 
     assert out.stdout.split() == [], f"a hub worker imports {out.stdout.strip()}"
 
 
+def test_a_serving_hub_worker_loads_the_count_in_the_background() -> None:
+    """What the worker no longer loads before serving, it loads once serving (a warm-up
+    thread), so that its first study does not wait for pandas and the count either."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    code = (
+        "import sys, tempfile, time\n"
+        "from fastapi.testclient import TestClient\n"
+        "from ccdp.federation.hub.app import Hub, create_app\n"
+        "from ccdp.federation.hub.db import open_database\n"
+        "from ccdp.federation.hub.studies import SpecExecutor\n"
+        "db = f'sqlite:///{tempfile.mkdtemp()}/hub.db'\n"
+        "app = create_app(Hub(open_database(db)), SpecExecutor())\n"
+        "before = 'pandas' in sys.modules\n"
+        "with TestClient(app) as client:\n"
+        "    assert client.get('/api/health').status_code == 200\n"
+        "    end = time.monotonic() + 60\n"
+        "    while 'ccdp.analyses.count' not in sys.modules and time.monotonic() < end:\n"
+        "        time.sleep(0.05)\n"
+        "print(before, 'ccdp.analyses.count' in sys.modules, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
+
+
 if __name__ == "__main__":  # deliberately rewrite the snapshot (see test_help_tree_unchanged)
     SNAPSHOT.write_text(help_tree(), encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
