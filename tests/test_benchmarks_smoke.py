@@ -53,6 +53,18 @@ RUN_ELSEWHERE: dict[str, str] = {
 }
 
 
+def run_benchmark(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """One benchmark script, run as a user runs it (its own process, the CLI's environment)."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=cwd,
+        timeout=600,
+    )
+
+
 def test_every_benchmark_has_a_tiny_run():
     found = [*BENCHMARKS.glob("bench_*.py"), *BENCHMARKS.glob("load/bench_*.py")]
     assert sorted(p.relative_to(BENCHMARKS).as_posix() for p in found) == sorted(
@@ -66,14 +78,7 @@ def test_every_benchmark_has_a_tiny_run():
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_the_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path):
     args = [a.replace("{tmp}", str(tmp_path / "out")) for a in TINY[script]]
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=600,
-    )
+    proc = run_benchmark(script, args, tmp_path)
     assert proc.returncode == 0, f"{script} {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip(), f"{script} printed no figure"
 
@@ -86,14 +91,7 @@ def test_the_network_benchmark_meters_every_hub_worker_and_the_database(tmp_path
 
     require_server()
     args = [*TINY["bench_network.py"], "--db", ADMIN_URL, "--workers", "2"]
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_network.py"), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=600,
-    )
+    proc = run_benchmark("bench_network.py", args, tmp_path)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "| what | 2 hub workers, 2 count / 2 cox node agents | one process |" in proc.stdout
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")]

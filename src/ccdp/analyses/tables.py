@@ -17,7 +17,7 @@ from rich.table import Table
 from ccdp.analyses._render import pval
 from ccdp.cohort.labels import column_label, value_label
 from ccdp.cohort.view import view_variables
-from ccdp.wire.levels import is_pandas_missing, sort_key
+from ccdp.wire.levels import is_pandas, sort_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +31,7 @@ def cell_4sig(value: object) -> str:
     """A value for a terminal table: floats to 4 significant digits, '—' when undefined."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return UNDEFINED
-    if is_pandas_missing(value):
+    if is_pandas(value, "NA"):
         return UNDEFINED
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -43,7 +43,7 @@ def cell_3sig_grouped(value: Any) -> str:
     numbers with thousands separators (person-years, populations); '—' when undefined."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return UNDEFINED
-    if is_pandas_missing(value):
+    if is_pandas(value, "NA"):
         return UNDEFINED
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"

@@ -13,11 +13,11 @@ from typing import Any
 from ccdp.cohort.view import level_order
 
 
-def is_pandas_missing(value: object) -> bool:
-    """Whether `value` is pandas' NA or NaT, without importing pandas: a value can only be one
-    once pandas is loaded, and a hub's worker starts without it (~0.3 s)."""
+def is_pandas(value: object, name: str) -> bool:
+    """Whether `value` is pandas' `name` (NA, NaT) without importing pandas: a value can only
+    be one once pandas is loaded, and a hub's worker starts without it (~0.3 s)."""
     pandas = sys.modules.get("pandas")
-    return pandas is not None and (value is pandas.NA or value is pandas.NaT)
+    return pandas is not None and value is getattr(pandas, name)
 
 
 def native(value: Any) -> Any:
@@ -26,7 +26,7 @@ def native(value: Any) -> Any:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    if is_pandas_missing(value):
+    if is_pandas(value, "NaT"):
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()[:10] if hasattr(value, "hour") else value.isoformat()
