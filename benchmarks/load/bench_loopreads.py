@@ -5,9 +5,11 @@ under `bench_reads.py --client wrk` vary by ±20 % from run to run on a loaded m
 A fresh PostgreSQL database (created and dropped here) holds a researcher, `--nodes` nodes and
 `--studies` finished studies (`bench_reads.seed`). On one event loop, the study list and the
 node list are read `--reads` times each by two paths, in interleaved rounds:
-  baseline  `AsyncEngine.connect()` then `AsyncConnection.run_sync(read)` then the close: the
-            documented path (one greenlet each for the checkout, the read and the close);
-  loop      `PostgresReads.read` as the hub runs it (`federation/hub/loopreads.py`).
+  baseline  the path before the twelfth session: SQLAlchemy's asyncio engine (read-only,
+            autocommit, two connections), the connection taken, read and given back in one of
+            its greenlets (`greenlet_spawn`, as `AsyncConnection.run_sync` runs one);
+  raw       `PostgresReads.read` as the hub runs it (`federation/hub/loopreads.py`): the
+            statement compiled once, sent by psycopg's own asyncio connection.
 Both return the same list (checked at each round). CPU (`time.process_time`) per read, median
 of `--rounds`.
 
@@ -26,16 +28,46 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from anyio import CapacityLimiter
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
 from benchmarks.load.bench_reads import database, seed  # noqa: E402
 
 from ccdp.federation.hub.app import Hub  # noqa: E402
-from ccdp.federation.hub.db import open_database  # noqa: E402
-from ccdp.federation.hub.loopreads import PostgresReads, loop_reads_for  # noqa: E402
+from ccdp.federation.hub.db import LIST_CONNECTIONS, open_database, read_only_options  # noqa: E402
+from ccdp.federation.hub.loopreads import Listing, PostgresReads, loop_reads_for  # noqa: E402
+from ccdp.federation.hub.service import STUDY_LIST  # noqa: E402
 
 Read = Callable[..., Awaitable[Any]]
+
+
+def engine_path(url: Any) -> tuple[Read, AsyncEngine]:
+    """The baseline: the lists' SQLAlchemy asyncio engine, as the hub read them before."""
+    base, options = read_only_options(url)
+    engine = create_async_engine(
+        base,
+        pool_size=LIST_CONNECTIONS,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": options},
+    )
+    turns = CapacityLimiter(LIST_CONNECTIONS)
+
+    def on_connection(sync: Engine, listing: Listing[Any], viewer: Any) -> Any:
+        conn: Connection
+        with sync.connect() as conn:
+            return listing.on(conn, viewer)
+
+    async def read(listing: Listing[Any], viewer: Any) -> Any:
+        async with turns:
+            return await greenlet_spawn(on_connection, engine.sync_engine, listing, viewer)
+
+    return read, engine
 
 
 async def compare(
@@ -43,27 +75,24 @@ async def compare(
 ) -> dict[tuple[str, str], list[float]]:
     """CPU ms per read of each (path, list), one entry per round."""
     who = hub.authenticate(token)
-    loop_reads = loop_reads_for(hub.sessions.kw["bind"])
-    assert isinstance(loop_reads, PostgresReads), "a PostgreSQL database with greenlet installed"
-    engine, turns = loop_reads._engine()
-
-    async def baseline(read: Callable[..., Any], *args: Any) -> Any:
-        async with turns, engine.connect() as conn:
-            return await conn.run_sync(read, *args)
-
-    paths: dict[str, Read] = {"baseline: connect, run_sync, close": baseline}
-    paths["loop: PostgresReads.read"] = loop_reads.read
-    lists = {"studies": (hub.studies_in, (who,)), "nodes": (hub.nodes_in, ())}
+    bind = hub.sessions.kw["bind"]
+    loop_reads = loop_reads_for(bind)
+    assert isinstance(loop_reads, PostgresReads), "a PostgreSQL database"
+    baseline, engine = engine_path(bind.url)
+    paths: dict[str, Read] = {"baseline: SQLAlchemy asyncio engine": baseline}
+    paths["raw: PostgresReads.read (psycopg)"] = loop_reads.read
+    lists = {"studies": STUDY_LIST, "nodes": hub.node_list}
     out: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
         for path, run in paths.items():
-            for name, (read, args) in lists.items():
-                assert await run(read, *args) == await baseline(read, *args)
+            for name, listing in lists.items():
+                assert await run(listing, who) == await baseline(listing, who)
                 t = time.process_time()
                 for _ in range(reads):
-                    await run(read, *args)
+                    await run(listing, who)
                 out.setdefault((path, name), []).append(1e3 * (time.process_time() - t) / reads)
     await loop_reads.close()
+    await engine.dispose()
     await hub.tokens.close()
     return out
 

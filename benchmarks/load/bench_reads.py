@@ -18,9 +18,9 @@ The client is a minimal HTTP/1.1 keep-alive client on asyncio streams rather tha
 client shares the cores with the hub, so the less it spends per request the less it takes from
 the figure it measures. `--plain-http` also runs the hub without uvloop/httptools (asyncio +
 h11), to see what those give. `--profile DIR` records py-spy's stacks of the hub under the
-/api/me load (only threads holding the GIL, folded text: `DIR/<backend>-me.folded`). `--src
-DIR` serves the hub of another source tree (a `git archive` of an older commit) to measure a
-before and an after.
+load of `--profile-route` (default /api/me; only threads holding the GIL, folded text:
+`DIR/<backend>-<route>.folded`). `--src DIR` serves the hub of another source tree (a `git
+archive` of an older commit) to measure a before and an after.
 """
 
 from __future__ import annotations
@@ -278,11 +278,12 @@ def run_hub(a: argparse.Namespace, backend: str, tmp: Path, plain: Path | None) 
             asyncio.run(load(port, pid, "/api/me", token, a.clients, 5))  # warm up
             spy = None
             if a.profile is not None:
-                out = a.profile / f"{backend}{'-plain' if plain else ''}-me.folded"
+                name = a.profile_route.rsplit("/", 1)[-1]
+                out = a.profile / f"{backend}{'-plain' if plain else ''}-{name}.folded"
                 spy = profile(pid, out, a.profile_seconds)
                 until = time.monotonic() + a.profile_seconds
                 while time.monotonic() < until:
-                    asyncio.run(load(port, pid, "/api/me", token, a.clients, a.requests))
+                    asyncio.run(load(port, pid, a.profile_route, token, a.clients, a.requests))
                 if spy is not None:
                     spy.wait()
                     print(f"  profile: {out}")
@@ -319,6 +320,7 @@ def main() -> None:
     ap.add_argument("--plain-http", action="store_true", help="also asyncio + h11")
     ap.add_argument("--profile", type=Path, help="folder for py-spy flame graphs")
     ap.add_argument("--profile-seconds", type=float, default=10)
+    ap.add_argument("--profile-route", choices=ROUTES, default="/api/me")
     ap.add_argument(
         "--client",
         choices=("python", "wrk"),

@@ -12,8 +12,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Connection, create_engine, event, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -21,9 +22,10 @@ from ccdp.federation.hub import loopreads
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.auth import hash_token, new_token
 from ccdp.federation.hub.context import Principal
-from ccdp.federation.hub.db import make_loop_engine, open_database
+from ccdp.federation.hub.db import LIST_CONNECTIONS, open_database
 from ccdp.federation.hub.loopreads import SqliteReads
 from ccdp.federation.hub.models import CatalogueRow, NodeRow, StudyRow, UserRow
+from ccdp.federation.hub.service import STUDY_LIST
 from ccdp.wire.protocol import utcnow
 from tests.federation.cancel import cancel_at_every_point
 from tests.federation.netutil import LiveHub
@@ -243,13 +245,11 @@ def test_the_lists_are_read_on_the_loop_and_never_wait_for_a_writer(hub_url, mon
 
 
 def test_the_lists_fall_back_to_threads_where_the_loop_cannot_read(tmp_path, monkeypatch):
-    """A database only its own engine can see (in-memory SQLite), or PostgreSQL without
-    greenlet (SQLAlchemy's asyncio needs it), keeps the worker threads, which list the same."""
+    """A database only its own engine can see (in-memory SQLite) keeps the worker threads,
+    which list the same."""
     assert loopreads.loop_reads_for(create_engine("sqlite://")) is None
     pg = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/x")
     assert isinstance(loopreads.loop_reads_for(pg), loopreads.PostgresReads)
-    monkeypatch.setattr(loopreads.importlib.util, "find_spec", lambda name: None)
-    assert loopreads.loop_reads_for(pg) is None
     with LiveHub(f"sqlite:///{tmp_path / 'hub.db'}", StandinExecutor()) as live:
         tokens = populate(live)
         with live.client(tokens["root"]) as c:
@@ -265,56 +265,65 @@ def test_the_lists_fall_back_to_threads_where_the_loop_cannot_read(tmp_path, mon
 
 
 @pytest.mark.postgres
-def test_postgres_lists_are_the_same_without_sqlalchemys_greenlet_bridge(monkeypatch):
-    """The lists on PostgreSQL take, read and give back their connection in one greenlet
-    (SQLAlchemy's `greenlet_spawn`, not in its documented API); a release without it falls back
-    to `AsyncConnection.run_sync`, which lists the same bytes."""
-    assert loopreads._SPAWN is not None  # the release CI installs has it: the fast path is run
+def test_postgres_lists_are_read_raw_and_list_what_sqlalchemy_lists(monkeypatch):
+    """On PostgreSQL the lists are sent by psycopg itself, not through SQLAlchemy's engine (no
+    statement of the list reaches it), and give the same bytes as the SQLAlchemy path (the
+    worker threads) on the same database, for every kind of reader."""
     with temporary_database() as url, LiveHub(url, StandinExecutor()) as live:
         assert isinstance(live.hub.loop_reads, loopreads.PostgresReads)
         tokens = populate(live)
-        spawned: list[object] = []
-        bridge = loopreads._SPAWN
-        monkeypatch.setattr(loopreads, "_SPAWN", lambda *a: spawned.append(a[0]) or bridge(*a))
-        with live.client(tokens["root"]) as c:
-            one_greenlet = c.get("/api/studies").content, c.get("/api/nodes").content
-            assert spawned == [loopreads._on_connection] * 2
-            monkeypatch.setattr(loopreads, "_SPAWN", None)
-            documented = c.get("/api/studies").content, c.get("/api/nodes").content
-        assert one_greenlet == documented
+        through_engine: list[str] = []
+        engine = live.hub.sessions.kw["bind"]
+        spy = lambda *a: through_engine.append(a[2])  # noqa: E731
+        for token in tokens.values():
+            with live.client(token) as c:
+                event.listen(engine, "before_cursor_execute", spy)
+                raw = c.get("/api/studies").content, c.get("/api/nodes").content
+                event.remove(engine, "before_cursor_execute", spy)
+                assert not [sql for sql in through_engine if "FROM studies" in sql]
+                assert not [sql for sql in through_engine if "FROM nodes LEFT" in sql]
+                with monkeypatch.context() as m:
+                    m.setattr(live.hub, "loop_reads", None)
+                    assert (c.get("/api/studies").content, c.get("/api/nodes").content) == raw
         root = live.hub.authenticate(tokens["root"])
         assert root is not None
-        assert one_greenlet[0] == as_sent(reference_studies(live, root))
-        assert one_greenlet[1] == as_sent(reference_nodes(live))
+        with live.client(tokens["root"]) as c:
+            assert c.get("/api/studies").content == as_sent(reference_studies(live, root))
+            assert c.get("/api/nodes").content == as_sent(reference_nodes(live))
 
 
-def slow_read(conn: Connection) -> list[Any]:
-    return list(conn.execute(text("SELECT pg_sleep(0.003), 1")).all())
+def test_a_statement_rendered_at_each_execution_is_refused_by_the_raw_path():
+    """An expanding IN is rendered again for each execution: sent as compiled once it would be
+    wrong SQL, so the raw path refuses it outright."""
+    pg = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/x")
+    stmt = select(StudyRow.id).where(StudyRow.status.in_(["done", "failed"]))
+    with pytest.raises(loopreads.UnplannedStatement, match="rendered again"):
+        loopreads._Plan(stmt, pg.dialect)
+
+
+SLOW = loopreads.Listing(lambda _: (text("SELECT pg_sleep(0.003), 1"), {}), list)
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("bridge", ["one greenlet", "run_sync"])
-def test_cancelled_list_reads_leave_no_connection_taken(bridge, monkeypatch):
+def test_cancelled_list_reads_leave_no_connection_taken():
     """A client gone mid-list (its task cancelled, or its request's anyio scope timed out, which
     cancels again at every await) gives its connection back: with the loop's two connections,
-    reads cancelled at every point still leave the next reads served and nothing checked out."""
-    if bridge == "run_sync":
-        monkeypatch.setattr(loopreads, "_SPAWN", None)
+    reads cancelled at every point still leave the next reads served and nothing taken."""
     with temporary_database() as url:
         hub = Hub(open_database(url))
         reads = hub.loop_reads
         assert isinstance(reads, loopreads.PostgresReads)
 
-        async def cancel_some() -> tuple[int, int]:
-            await cancel_at_every_point(lambda: reads.read(slow_read))
-            done = asyncio.gather(*(reads.read(slow_read) for _ in range(10)))
+        async def cancel_some() -> tuple[int, int, int]:
+            await cancel_at_every_point(lambda: reads.read(SLOW, None))
+            done = asyncio.gather(*(reads.read(SLOW, None) for _ in range(10)))
             served = await asyncio.wait_for(done, timeout=20)
-            engine, _turns = reads._engine()
-            taken = engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+            taken, opened = reads.connections.taken, reads.connections.opened
             await reads.close()
-            return len(served), taken
+            return len(served), taken, opened
 
-        assert asyncio.run(cancel_some()) == (10, 0)
+        served, taken, opened = asyncio.run(cancel_some())
+        assert (served, taken) == (10, 0) and 1 <= opened <= LIST_CONNECTIONS
         hub.sessions.kw["bind"].dispose()
 
 
@@ -334,6 +343,9 @@ def test_the_node_list_with_its_catalogue_headlines_is_one_statement(hub_url):
         hub.sessions.kw["bind"].dispose()
 
 
+ONE = loopreads.Listing(lambda _: (select(1), {}), list)
+
+
 def test_each_loop_thread_keeps_its_sqlite_connection(tmp_path):
     """Twelve threads, each running a loop (as a test client does), read at once, twice: each
     opens one connection and keeps it (SQLAlchemy's default of 5 threads closed the others')."""
@@ -350,7 +362,7 @@ def test_each_loop_thread_keeps_its_sqlite_connection(tmp_path):
     def one_thread() -> None:
         try:
             for _ in range(2):
-                asyncio.run(reads.read(lambda conn: conn.execute(select(1)).scalar()))
+                asyncio.run(reads.read(ONE, None))
                 together.wait(timeout=30)
         except BaseException as exc:  # reported below, from the test's thread
             failures.append(exc)
@@ -374,14 +386,13 @@ def test_the_loop_connections_cannot_write(hub_url):
         reads = hub.loop_reads
         assert reads is not None
 
-        def delete(conn: Connection, _who: object) -> None:
-            conn.exec_driver_sql("DELETE FROM studies")
+        delete = loopreads.Listing(lambda _: (text("DELETE FROM studies"), {}), list)
 
         async def attempt() -> None:
             try:
-                with pytest.raises(DBAPIError, match=r"(?i)read.only|readonly"):
+                with pytest.raises((DBAPIError, psycopg.Error), match=r"(?i)read.only|readonly"):
                     await reads.read(delete, None)
-                assert len(await reads.read(lambda conn, _: hub.studies_in(conn, None), None)) == 7
+                assert len(await reads.read(STUDY_LIST, None)) == 7
             finally:
                 await reads.close()
 
@@ -396,15 +407,17 @@ def test_the_read_only_option_keeps_the_options_the_url_gives():
     lists' connections, with read-only added."""
     with temporary_database() as url:
         given = make_url(url).update_query_dict({"options": "-c statement_timeout=4321"})
-        engine = make_loop_engine(given)
+        reads = loopreads.loop_reads_for(create_engine(given))
+        assert isinstance(reads, loopreads.PostgresReads)
+        shown = (
+            "current_setting('statement_timeout'), current_setting('default_transaction_read_only')"
+        )
+        settings = loopreads.Listing(lambda _: (text(f"SELECT {shown}"), {}), list)
 
-        async def settings() -> tuple[str, str]:
+        async def read() -> list[Any]:
             try:
-                async with engine.connect() as conn:
-                    timeout = await conn.exec_driver_sql("SHOW statement_timeout")
-                    read_only = await conn.exec_driver_sql("SHOW default_transaction_read_only")
-                    return timeout.scalar_one(), read_only.scalar_one()
+                return await reads.read(settings, None)
             finally:
-                await engine.dispose()
+                await reads.close()
 
-        assert asyncio.run(settings()) == ("4321ms", "on")
+        assert [tuple(r) for r in asyncio.run(read())] == [("4321ms", "on")]

@@ -126,7 +126,7 @@ def test_requests_cancelled_while_waiting_or_reading_leave_no_connection_taken()
             found = await asyncio.wait_for(
                 asyncio.gather(*(book.holder(ana) for _ in range(10))), timeout=20
             )
-            assert book._open <= 1
+            assert book._pool.opened <= 1
             await book.close()
             return [h.name if h else None for h in found]
 

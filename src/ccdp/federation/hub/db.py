@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -83,23 +82,13 @@ def _ping_idle_connections(engine: Engine) -> None:
     event.listen(engine, "checkout", _ping_if_idle(engine))
 
 
-def make_loop_engine(url: URL) -> AsyncEngine:
-    """An asyncio engine on the PostgreSQL `url` for reads awaited on the event loop (psycopg's
-    asyncio connections): LIST_CONNECTIONS kept, none beyond (worker_pools counts them), in
-    autocommit, read-only (`default_transaction_read_only`, added to any `options` the URL
-    gives), an idle one pinged as the threads' are. Bound to the loop it is first used on
-    (loopreads.py keeps one per loop)."""
+def read_only_options(url: URL) -> tuple[URL, str]:
+    """`url` without its libpq `options`, and those options with read-only added
+    (`default_transaction_read_only`): the lists' connections (loopreads.py) keep a search path
+    or a statement timeout the URL gives, and cannot write."""
     given = url.query.get("options", "")
     options = " ".join([*([given] if isinstance(given, str) else given), READ_ONLY]).strip()
-    engine = create_async_engine(
-        url.difference_update_query(["options"]),
-        pool_size=LIST_CONNECTIONS,
-        max_overflow=0,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"options": options},
-    )
-    _ping_idle_connections(engine.sync_engine)
-    return engine
+    return url.difference_update_query(["options"]), options
 
 
 def worker_pools(url: str, workers: int) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.hub.context import Conflict, Forbidden, NotFound, Principal
-from ccdp.federation.hub.tokenbook import TokenStoreAway
+from ccdp.federation.hub.looppg import DatabaseAway
 from ccdp.wire.errors import MalformedSummary
 
 bearer = HTTPBearer(auto_error=False, description="A node or user token from `ccdp hub add-…`")
@@ -150,5 +150,5 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
     app.add_exception_handler(OperationalError, _database_away)
-    app.add_exception_handler(TokenStoreAway, _database_away)
+    app.add_exception_handler(DatabaseAway, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)

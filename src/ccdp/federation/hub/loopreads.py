@@ -10,50 +10,61 @@ where the request already is, by connections nothing but the loop uses, never wa
   so a burst of writes can never make the loop wait for a connection; in autocommit, so each
   read sees the latest commit; `query_only`, so it cannot write; with a short lock wait (in WAL
   mode a reader waits only on a crash's recovery);
-- PostgreSQL is read by psycopg's asyncio connections through SQLAlchemy's asyncio engine
-  (`db.make_loop_engine`): the round trips are awaited, and the same functions, taking a
-  `Connection`, build the same lists (the connection taken, read and given back in one of
-  SQLAlchemy's greenlets, as `AsyncConnection.run_sync` runs one). One engine per event loop: an
-  asyncio connection belongs to the loop that opened it.
+- PostgreSQL is read by psycopg's own asyncio connections (looppg.py), read-only and in
+  autocommit: the list's one statement is compiled once by SQLAlchemy for the engine's dialect,
+  then sent raw, its rows given the columns' result processing and their names. Through
+  SQLAlchemy's asyncio engine (a greenlet bridging each await) the study list cost twice the CPU
+  (benchmarks/load/bench_loopreads.py).
 
-Anything else (an in-memory SQLite database, greenlet not installed) keeps the worker threads
-(`routes.list_readers`).
+A list is a `Listing`: its statement, and how its rows make the list, so every path (the loop's
+SQLite engine, psycopg, the worker threads) builds the same list from the same statement.
+Anything else (an in-memory SQLite database) keeps the worker threads (`routes.list_readers`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
-from weakref import WeakKeyDictionary
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-import sqlalchemy.util
-from anyio import CapacityLimiter
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.pool import SingletonThreadPool
+from sqlalchemy.sql import Executable
 
-from ccdp.federation.hub.db import LIST_CONNECTIONS, make_loop_engine
+from ccdp.federation.hub.db import LIST_CONNECTIONS, read_only_options
+from ccdp.federation.hub.looppg import LoopConnections, conninfo
 from ccdp.federation.hub.tokenbook import SQLITE_WAIT, sqlite_file
 
 T = TypeVar("T")
+Query = tuple[Executable, Mapping[str, Any]]
 # threads whose SQLite connections the loop engine keeps: past its size, SingletonThreadPool
 # closes other threads' connections, even one mid-read (its default, 5, is reached by a test
 # harness running a loop per client; `ccdp hub serve` runs one)
 LOOP_THREADS = 64
 
-# SQLAlchemy's own bridge from a coroutine to synchronous code that awaits in a greenlet (what
-# `AsyncConnection.run_sync` calls); not in its documented API, so looked up, not imported: a
-# release without it leaves the documented path (`PostgresReads.read`)
-_SPAWN: Callable[..., Any] | None = getattr(sqlalchemy.util, "greenlet_spawn", None)
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """A list read in one statement. `query(viewer)`: the statement and its parameters, or
+    None when the viewer may see nothing (the list is then built from no rows); `build(rows)`:
+    the list, reading each row's columns by name (`row.title`), as a SQLAlchemy row and the
+    PostgreSQL path's rows both allow."""
+
+    query: Callable[[Any], Query | None]
+    build: Callable[[Iterable[Any]], T]
+
+    def on(self, conn: Connection, viewer: Any) -> T:
+        """Read on a SQLAlchemy connection (SQLite's loop engine, the worker threads)."""
+        q = self.query(viewer)
+        return self.build(() if q is None else conn.execute(q[0], dict(q[1])))
 
 
 class LoopReads(Protocol):
-    """Runs `read(conn, *args)` for a request, awaited on its event loop."""
+    """Reads a `Listing` for a request, awaited on its event loop."""
 
-    async def read(self, read: Callable[..., T], *args: Any) -> T: ...
+    async def read(self, listing: Listing[T], viewer: Any) -> T: ...
 
     async def close(self) -> None: ...
 
@@ -77,57 +88,98 @@ class SqliteReads:
         )
         event.listen(self.engine, "connect", _read_only)
 
-    async def read(self, read: Callable[..., T], *args: Any) -> T:
+    async def read(self, listing: Listing[T], viewer: Any) -> T:
         with self.engine.connect() as conn:
-            return read(conn, *args)
+            return listing.on(conn, viewer)
 
     async def close(self) -> None:
         self.engine.dispose()
 
 
+class UnplannedStatement(ValueError):
+    """A statement the PostgreSQL path cannot send as compiled once (an expanding IN)."""
+
+
+class _Plan:
+    """A statement compiled once for the dialect: its SQL, its parameters with their types'
+    bind processing (a JSON path made an array literal), and each column's result processing,
+    as SQLAlchemy would apply them (a TypeDecorator's included)."""
+
+    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
+        if "POSTCOMPILE" in compiled.string:
+            raise UnplannedStatement(f"rendered again at each execution: {compiled.string}")
+        self.sql: str = compiled.string
+        self._compiled = compiled
+        binds = {
+            name: p.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, p in compiled.binds.items()
+        }
+        self._binds = [(name, process) for name, process in binds.items() if process is not None]
+        columns = getattr(stmt, "selected_columns", None)
+        processors = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns or ()
+        ]
+        self._processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self._row: Any = None
+
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        values = dict(self._compiled.construct_params(dict(given)))
+        for name, process in self._binds:
+            if name in values:  # `binds` also holds each anonymous parameter's internal key
+                values[name] = process(values[name])
+        return values
+
+    def rows(self, cur: Any, raw: list[tuple[Any, ...]]) -> list[Any]:
+        """The raw rows processed, as named tuples of the cursor's column names (read from
+        `cur.description` once a plan: psycopg builds that list anew at each access)."""
+        if self._row is None:
+            names = [d.name for d in cur.description or ()]
+            self._row = namedtuple("ListedRow", names, rename=True)  # type: ignore[misc]
+        make = self._row._make
+        if not self._processors:
+            return [make(r) for r in raw]
+        out = []
+        for r in raw:
+            values = list(r)
+            for i, process in self._processors:
+                values[i] = process(values[i])
+            out.append(make(values))
+        return out
+
+
 class PostgresReads:
-    """PostgreSQL read by the loop's asyncio engine (see the module's docstring)."""
+    """PostgreSQL read raw by psycopg on the loop (see the module's docstring)."""
 
-    def __init__(self, url: URL) -> None:
-        self._url = url
-        self._engines: WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[AsyncEngine, CapacityLimiter]
-        ] = WeakKeyDictionary()
+    def __init__(self, url: URL, dialect: Dialect) -> None:
+        base, options = read_only_options(url)
+        self.connections = LoopConnections(conninfo(base), LIST_CONNECTIONS, options)
+        self._dialect = dialect
+        self._plans: dict[Executable, _Plan] = {}
 
-    def _engine(self) -> tuple[AsyncEngine, CapacityLimiter]:
-        loop = asyncio.get_running_loop()
-        held = self._engines.get(loop)
-        if held is None:
-            held = self._engines[loop] = (
-                make_loop_engine(self._url),
-                CapacityLimiter(LIST_CONNECTIONS),
-            )
-        return held
+    def _plan(self, stmt: Executable) -> _Plan:
+        plan = self._plans.get(stmt)
+        if plan is None:
+            plan = self._plans[stmt] = _Plan(stmt, self._dialect)
+        return plan
 
-    async def read(self, read: Callable[..., T], *args: Any) -> T:
-        """`read` on one of the loop's connections, taken in turn: the pool's own wait lets a
-        newcomer take a connection given back before those already waiting (under 50 clients
-        a node list's p95 was 0.6 s with a median of 6 ms); anyio's limiter hands a place to
-        the longest waiter."""
-        engine, turns = self._engine()
-        async with turns:
-            if _SPAWN is not None:
-                return cast(T, await _SPAWN(_on_connection, engine.sync_engine, read, args))
-            async with engine.connect() as conn:
-                return await conn.run_sync(read, *args)
+    async def read(self, listing: Listing[T], viewer: Any) -> T:
+        """The listing's one statement on one of the loop's connections, taken in turn."""
+        q = listing.query(viewer)
+        if q is None:
+            return listing.build(())
+        plan = self._plan(q[0])
+        params = plan.params(q[1])
+
+        async def fetch(conn: Any) -> list[Any]:
+            cur = await conn.execute(plan.sql, params)
+            return plan.rows(cur, await cur.fetchall())
+
+        return listing.build(await self.connections.run(fetch))
 
     async def close(self) -> None:
-        """Close this loop's connections (the server's shutdown, on its loop)."""
-        held = self._engines.pop(asyncio.get_running_loop(), None)
-        if held is not None:
-            await held[0].dispose()
-
-
-def _on_connection(engine: Engine, read: Callable[..., T], args: Sequence[Any]) -> T:
-    """A connection taken, read and given back in one greenlet: `AsyncEngine.connect`, `run_sync`
-    and the close took one each, 12-19 % more CPU a list (benchmarks/load/bench_loopreads.py)."""
-    with engine.connect() as conn:
-        return read(conn, *args)
+        """Close this loop's idle connections (the server's shutdown, on its loop)."""
+        await self.connections.close()
 
 
 def loop_reads_for(engine: Engine) -> LoopReads | None:
@@ -135,7 +187,6 @@ def loop_reads_for(engine: Engine) -> LoopReads | None:
     url = engine.url
     if sqlite_file(url) is not None:
         return SqliteReads(url)
-    asyncio_ready = importlib.util.find_spec("greenlet") is not None
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
-        return PostgresReads(url) if asyncio_ready else None
+        return PostgresReads(url, engine.dialect)
     return None

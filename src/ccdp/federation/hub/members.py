@@ -6,7 +6,7 @@ every route and feature relies on, so it is kept apart from the studies the core
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Select, select, update
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ccdp.federation.hub.auth import ROLES, Holder, TokenKind, hash_token, holder_of, new_token
 from ccdp.federation.hub.context import HubContext, HubError, NotFound, Principal
-from ccdp.federation.hub.loopreads import LoopReads, loop_reads_for
+from ccdp.federation.hub.loopreads import Listing, LoopReads, Query, loop_reads_for
 from ccdp.federation.hub.models import NodeRow, UserRow
 from ccdp.federation.hub.tokenbook import TokenBook, book_for
 from ccdp.wire.protocol import AuditHead, HeadAtHub
@@ -54,6 +54,7 @@ class Members:
         # the lists read on the event loop (None: in worker threads)
         self.loop_reads: LoopReads | None = loop_reads_for(bind)
         self._listed_nodes: tuple[tuple[str, ...], Select[Any]] | None = None
+        self.node_list = Listing(self._nodes_query, self._built_nodes)
 
     # ---- nodes and users ---------------------------------------------------------------
     def add_node(
@@ -157,11 +158,11 @@ class Members:
         with self._reads.connect() as conn:
             return self.nodes_in(conn)
 
-    def read_listed(self, read: Callable[[Connection, Principal], T], who: Principal) -> T:
-        """`read` on an autocommit connection of the engine's pool (a list, in a worker
+    def read_listed(self, listing: Listing[T], who: Principal) -> T:
+        """`listing` on an autocommit connection of the engine's pool (a list, in a worker
         thread)."""
         with self._reads.connect() as conn:
-            return read(conn, who)
+            return listing.on(conn, who)
 
     def _nodes_statement(self) -> Select[Any]:
         """The node list's one statement: the core's columns and each hook's, outer-joined
@@ -179,6 +180,14 @@ class Members:
     def nodes_in(self, conn: Connection) -> list[dict[str, Any]]:
         """`nodes`, read on `conn` (autocommit: the list on the event loop, loopreads.py), in
         one round trip with what the hooks add."""
+        return self.node_list.on(conn, None)
+
+    def _nodes_query(self, _viewer: Principal | None) -> Query:
+        """The node list's statement: every node is listed to every user."""
+        return self._nodes_statement(), {}
+
+    def _built_nodes(self, rows: Iterable[Any]) -> list[dict[str, Any]]:
+        """The node list out of the rows of `_nodes_statement`."""
         details = self.context.node_details
         return [
             {
@@ -187,14 +196,18 @@ class Members:
                 "last_seen": n.last_seen.isoformat() if n.last_seen else None,
                 "revoked": n.revoked_at is not None,
                 "signing_key": n.public_key is not None,
-                "audit_head": self._head_at_hub(n).model_dump(mode="json")["head"],
+                "audit_head": (
+                    {"seq": n.audit_seq, "hash": n.audit_hash}  # AuditHead's fields, as sent
+                    if n.audit_seq is not None and n.audit_hash is not None
+                    else None
+                ),
                 "audit_received_at": (
                     n.audit_received_at.isoformat() if n.audit_received_at else None
                 ),
                 "audit_alert": n.audit_alert,
                 **{key: detail.value(n) for key, detail in details.items()},
             }
-            for n in conn.execute(self._nodes_statement())
+            for n in rows
         ]
 
     # ---- audit heads -------------------------------------------------------------------

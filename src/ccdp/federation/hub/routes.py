@@ -8,7 +8,6 @@ their own routers; app.py puts them all on one app.
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from weakref import WeakKeyDictionary
 
@@ -18,7 +17,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import Field
-from sqlalchemy import Connection
 
 from ccdp import __version__
 from ccdp.errors import CcdpError
@@ -36,8 +34,9 @@ from ccdp.federation.hub.doors import (
     bearer_token,
     known,
 )
+from ccdp.federation.hub.loopreads import Listing
 from ccdp.federation.hub.runner import StudyExecutor, StudyRunner
-from ccdp.federation.hub.service import HubCore, Recorded, import_file
+from ccdp.federation.hub.service import STUDY_LIST, HubCore, Recorded, import_file
 from ccdp.wire.protocol import ANSWER_THEN_TASKS, Answer, AuditHead, HeadAtHub, HeartbeatBody, Task
 
 # what this hub's node door can do beyond the first protocol: a node agent reads it from
@@ -109,7 +108,7 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 async def user_read(
     hub: HubCore,
     creds: HTTPAuthorizationCredentials | None,
-    read: Callable[[Connection, Principal], Any],
+    listing: Listing[Any],
 ) -> JSONResponse:
     """A user route's token check (on the loop), then its read: on the loop too where that
     never blocks it (SQLite, PostgreSQL: loopreads.py), else in one worker-thread hop (as
@@ -117,8 +116,8 @@ async def user_read(
     already, so FastAPI's validation of it would only cost time)."""
     who = admit(known(await hub.check_token(bearer_token(creds))), "user")
     if hub.loop_reads is not None:
-        return JSONResponse(await hub.loop_reads.read(read, who))
-    listed = await to_thread.run_sync(hub.read_listed, read, who, limiter=list_readers())
+        return JSONResponse(await hub.loop_reads.read(listing, who))
+    listed = await to_thread.run_sync(hub.read_listed, listing, who, limiter=list_readers())
     return JSONResponse(listed)
 
 
@@ -258,7 +257,7 @@ def nodes_router(hub: HubCore, api: APIRouter | None = None) -> APIRouter:
     @api.get("/api/nodes", tags=["researcher"], response_model=list[dict[str, Any]])
     async def list_nodes(creds: Bearer) -> JSONResponse:
         """Registered nodes with their last-seen time (heartbeats and polls)."""
-        return await user_read(hub, creds, lambda conn, _user: hub.nodes_in(conn))
+        return await user_read(hub, creds, hub.node_list)
 
     return api
 
@@ -290,7 +289,7 @@ def study_router(
 
     @api.get("/api/studies", tags=["researcher"], response_model=list[dict[str, Any]])
     async def list_studies(creds: Bearer) -> JSONResponse:
-        return await user_read(hub, creds, hub.studies_in)
+        return await user_read(hub, creds, STUDY_LIST)
 
     @api.get("/api/studies/{study_id}", tags=["researcher"])
     async def get_study(

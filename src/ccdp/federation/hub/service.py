@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from ccdp.federation.hub.context import (
     NotFound,
     Principal,
 )
+from ccdp.federation.hub.loopreads import Listing, Query
 from ccdp.federation.hub.members import Members
 from ccdp.federation.hub.models import (
     AnswerRow,
@@ -105,17 +106,32 @@ _ALL_LISTED = select(*_LISTED).order_by(StudyRow.created_at)
 _OWN_LISTED = _ALL_LISTED.where(StudyRow.owner_id == bindparam("owner"))
 
 
-def _listed(r: RowMapping) -> dict[str, Any]:
-    """One entry of the study list (the columns of `_LISTED`)."""
-    return {
-        "id": r["id"],
-        "title": r["title"],
-        "analysis": r["analysis"],
-        "status": r["status"],
-        "project": r["project_id"],
-        "created_at": r["created_at"].isoformat(),
-        "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
-    }
+def _listed(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """The study list out of rows of `_LISTED`'s columns."""
+    return [
+        {
+            "id": r.id,
+            "title": r.title,
+            "analysis": r.analysis,
+            "status": r.status,
+            "project": r.project_id,
+            "created_at": r.created_at.isoformat(),
+            "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        }
+        for r in rows
+    ]
+
+
+def _studies_query(viewer: Principal | None) -> Query | None:
+    """The studies `viewer` may see (None: a non-admin that is not a user sees none)."""
+    if viewer is None or viewer.role == "admin":
+        return _ALL_LISTED, {}
+    if viewer.kind != "user":
+        return None
+    return _OWN_LISTED, {"owner": viewer.id}
+
+
+STUDY_LIST: Listing[list[dict[str, Any]]] = Listing(_studies_query, _listed)
 
 
 class HubCore(Members):
@@ -249,13 +265,7 @@ class HubCore(Members):
 
     def studies_in(self, conn: Connection, viewer: Principal | None) -> list[dict[str, Any]]:
         """`studies`, read on `conn` (autocommit: the list on the event loop, loopreads.py)."""
-        stmt = _ALL_LISTED
-        if viewer is not None and viewer.role != "admin":
-            if viewer.kind != "user":
-                return []
-            stmt = _OWN_LISTED
-        owner = {"owner": viewer.id} if stmt is _OWN_LISTED and viewer is not None else {}
-        return [_listed(r) for r in conn.execute(stmt, owner).mappings()]
+        return STUDY_LIST.on(conn, viewer)
 
     def record_read(self, viewer: Principal, study: dict[str, Any]) -> None:
         """Audit that `viewer` read a study: "read-result" once it has its result."""

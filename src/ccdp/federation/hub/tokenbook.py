@@ -20,16 +20,13 @@ in every process on the database (auth.py). A database that cannot be reached ra
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections import deque
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from starlette.concurrency import run_in_threadpool
 
-from ccdp.errors import CcdpError
 from ccdp.federation.hub.auth import (
     Holder,
     TokenKind,
@@ -38,16 +35,16 @@ from ccdp.federation.hub.auth import (
     holder_of,
     tables,
 )
+from ccdp.federation.hub.looppg import DatabaseAway, LoopConnections, conninfo
 from ccdp.federation.hub.models import NodeRow, UserRow
 
 CONNECTIONS = 2  # PostgreSQL connections each worker keeps for token checks (db.worker_pools)
 SQLITE_WAIT = 2.0  # seconds a SQLite read may wait on a lock (WAL: readers wait only on recovery)
-CONNECT_TIMEOUT = 5  # seconds to open a PostgreSQL connection (the socket is awaited)
 _COLUMNS = {"node": "id, name, token_hash, last_seen", "user": "id, name, token_hash, role"}
 _TABLE = {"node": NodeRow.__tablename__, "user": UserRow.__tablename__}
 
 
-class TokenStoreAway(CcdpError):
+class TokenStoreAway(DatabaseAway):
     """The database holding the tokens cannot be reached right now (503: try again)."""
 
 
@@ -122,80 +119,12 @@ class SqliteBook:
 
 
 class PostgresBook:
-    """Up to CONNECTIONS psycopg asyncio connections, opened when needed, on the running loop.
-
-    A connection broken since its last use (the server restarted) is dropped and the read
-    tried on the next (at last a fresh one), so once the server is back up a restart costs no
-    request a 503."""
+    """Up to CONNECTIONS psycopg asyncio connections, opened when needed, on the running loop
+    (looppg.py: a restart of the server costs no request a 503 once it is back up)."""
 
     def __init__(self, conninfo: str, connections: int = CONNECTIONS) -> None:
-        self._conninfo = conninfo
-        self._most = connections
-        self._idle: list[Any] = []
-        self._open = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._pool = LoopConnections(conninfo, connections)
         self._sql = {k: _query(k, "%s") for k in ("node", "user")}
-
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        """Connections belong to the loop that opened them: a new loop (a test's client, a
-        restarted server) starts afresh, the old sockets closed without their loop."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            for conn in self._idle:
-                conn.pgconn.finish()
-            self._idle, self._open, self._waiting = [], 0, deque()
-            self._loop = loop
-        return loop
-
-    async def _connect(self) -> Any:
-        import psycopg
-
-        try:
-            return await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-            )
-        except psycopg.Error as exc:
-            raise TokenStoreAway(f"the hub's database cannot be reached: {exc}") from exc
-
-    async def _take(self) -> tuple[Any, bool]:
-        """An idle connection (reused: True), else a new one if fewer than the most are open,
-        else the next one given back."""
-        loop = self._bind_loop()
-        while not self._idle and self._open >= self._most:
-            turn = loop.create_future()
-            self._waiting.append(turn)
-            try:
-                await turn
-            except BaseException:
-                if turn.done() and not turn.cancelled():
-                    self._wake()  # woken, then cancelled: pass the turn on
-                raise
-        if self._idle:
-            return self._idle.pop(), True
-        self._open += 1
-        try:
-            return await self._connect(), False
-        except BaseException:
-            self._give_back(None)
-            raise
-
-    def _give_back(self, conn: Any) -> None:
-        """Return `conn` to the idle list (None: it was closed, its place is free again).
-        Never awaits, so a cancelled request cannot leave a place taken."""
-        if conn is None:
-            self._open -= 1
-        else:
-            self._idle.append(conn)
-        self._wake()
-
-    def _wake(self) -> None:
-        """Let the longest-waiting request look again."""
-        while self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
 
     async def _read(self, conn: Any, token: str) -> Holder | None:
         digest = hash_token(token)
@@ -207,35 +136,14 @@ class PostgresBook:
         return None
 
     async def holder(self, token: str) -> Holder | None:
-        import psycopg
-
-        while True:
-            conn, reused = await self._take()
-            try:
-                found = await self._read(conn, token)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self._give_back(None)
-                await conn.close()
-                if reused:
-                    continue  # broken while idle (a restart): try the next, at last a new one
-                raise TokenStoreAway(f"the hub's database cannot be read: {exc}") from exc
-            except BaseException:
-                self._give_back(None)  # cancelled mid-read: the connection's state is unknown
-                conn.pgconn.finish()
-                raise
-            self._give_back(conn)
-            return found
+        try:
+            return await self._pool.run(lambda conn: self._read(conn, token))
+        except DatabaseAway as exc:
+            raise TokenStoreAway(str(exc)) from exc
 
     async def close(self) -> None:
         """Close the idle connections (those in use close when their read ends)."""
-        idle, self._idle = self._idle, []
-        self._open -= len(idle)
-        same_loop = self._loop is asyncio.get_running_loop()
-        for conn in idle:
-            if same_loop:
-                await conn.close()
-            else:
-                conn.pgconn.finish()
+        await self._pool.close()
 
 
 def sqlite_file(url: URL) -> str | None:
@@ -256,10 +164,5 @@ def book_for(engine: Engine) -> TokenBook:
     if path is not None:
         return SqliteBook(path)
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
-        return PostgresBook(_conninfo(url))
+        return PostgresBook(conninfo(url))
     return ThreadBook(engine)
-
-
-def _conninfo(url: URL) -> str:
-    """libpq's URI for the engine's URL (password and query options kept)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
