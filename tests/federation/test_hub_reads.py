@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from ccdp.federation.hub import db as hub_db
 from ccdp.federation.hub.auth import hash_token, new_token
@@ -83,6 +84,37 @@ def test_an_idle_connection_the_server_dropped_is_replaced_not_failed(monkeypatc
             )
         for _ in range(3):  # every pooled connection is dead: each is pinged and replaced
             assert status(live, ana) == 200 and status(live, ana, "/api/studies") == 200
+
+
+@pytest.mark.postgres
+def test_after_an_outage_a_recently_pooled_connection_is_pinged_not_failed(monkeypatch):
+    """A connection used a moment before the database went away is not pinged (it is not
+    idle), so it failed its next request with a 503 even once the server was back. Once the
+    hub has answered a 503, every connection pooled before it is pinged and replaced first."""
+    monkeypatch.setattr(hub_db, "_last_outage", [float("-inf")])
+    with temporary_database() as url:
+        engine = hub_db.make_engine(url, (1, 0))
+        name = url.rsplit("/", 1)[1]
+
+        def break_the_pooled_connection() -> None:
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+            with psycopg.connect(ADMIN_URL) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+        try:
+            break_the_pooled_connection()
+            with pytest.raises(OperationalError), engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")  # not idle, not pinged: it fails once
+            break_the_pooled_connection()
+            hub_db.saw_database_away()
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        finally:
+            engine.dispose()
 
 
 def test_pages_still_get_their_security_headers_and_the_api_does_not(tmp_path):

@@ -287,9 +287,14 @@ def test_the_database_away_gives_503_then_both_workers_recover(pair, tmp_path):
         set_connections(pair["db"], True)
 
     def served() -> bool:
+        """Both workers serve again, on each of their paths to the database: the lists and
+        token checks on the loop's own connections, and the threads' pool (/api/catalogues).
+        A pooled connection the outage broke fails its next request once (503, Retry-After),
+        which makes the pool drop every connection older than the failure."""
         return all(
-            httpx.get(u + "/api/nodes", headers=auth(user), timeout=30).status_code == 200
+            httpx.get(u + path, headers=auth(user), timeout=30).status_code == 200
             for u in urls
+            for path in ("/api/nodes", "/api/catalogues")
         )
 
     wait_until(served, 30, 0.2)

@@ -117,13 +117,24 @@ def worker_pools(url: str, workers: int) -> tuple[int, int]:
     return kept, min(MAX_OVERFLOW, each - kept)
 
 
+_last_outage = [float("-inf")]  # when this process last found the database away (monotonic)
+
+
+def saw_database_away() -> None:
+    """The database was found away (a 503 answered): every connection pooled before now is
+    pinged at its next checkout, however recently it was used, so that once the server is back
+    no request fails on a connection the outage broke."""
+    _last_outage[0] = time.monotonic()
+
+
 def _stamp_checkin(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
     record.info[CHECKIN] = time.monotonic()
 
 
 def _ping_if_idle(engine: Engine) -> Callable[[Any, ConnectionPoolEntry, Any], None]:
-    """A pool checkout event: a connection idle for over IDLE_PING seconds is pinged first, and
-    replaced if the server dropped it (a restart, an idle timeout).
+    """A pool checkout event: a connection idle for over IDLE_PING seconds, or pooled before the
+    database was last found away (`saw_database_away`), is pinged first, and replaced if the
+    server dropped it (a restart, an idle timeout).
 
     `pool_pre_ping` did this on every checkout: a round trip to the server per query, as
     much as the token check's query itself. A connection in steady use needs no ping; one
@@ -131,7 +142,9 @@ def _ping_if_idle(engine: Engine) -> Callable[[Any, ConnectionPoolEntry, Any], N
 
     def ping(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
         since = record.info.get(CHECKIN)
-        if since is None or time.monotonic() - since < IDLE_PING:
+        if since is None:
+            return
+        if time.monotonic() - since < IDLE_PING and since > _last_outage[0]:
             return
         try:
             alive = engine.dialect.do_ping(dbapi_conn)

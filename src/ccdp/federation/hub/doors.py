@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccdp.errors import CcdpError, SpecError
 from ccdp.federation.hub.context import Conflict, Forbidden, NotFound, Principal
+from ccdp.federation.hub.db import saw_database_away
 from ccdp.federation.hub.looppg import DatabaseAway
 from ccdp.wire.errors import MalformedSummary
 
@@ -146,6 +147,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _database_away(_req: Request, _exc: Exception) -> JSONResponse:
         """The database is down, restarting or cut off: 503 with Retry-After (try again),
         never a 500 (nothing is wrong with the request or the hub's code)."""
+        saw_database_away()  # the pool's connections are pinged before their next use
         body = error_body("the hub's database is unavailable: try again shortly")
         return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
