@@ -78,6 +78,12 @@ def test_fifty_readers_on_two_connections_are_served_in_arrival_order() -> None:
 
                 return await pool.run(read)
 
+            async def hold_a_moment(conn: Any) -> None:
+                await asyncio.sleep(0.05)
+
+            # both connections opened first: two opening at once may be ready in either order
+            await asyncio.gather(pool.run(hold_a_moment), pool.run(hold_a_moment))
+            assert pool.opened == 2 and pool.taken == 0
             tasks = []
             for i in range(50):
                 tasks.append(asyncio.create_task(read_as(i)))
