@@ -135,3 +135,39 @@ def test_the_looks_and_the_round_check_need_no_rendering_at_each_execution() -> 
             assert "IN ('pending'" in str(compiled), str(compiled)
     with pytest.raises(ValueError, match="not a state word"):
         one_of(TaskRow.status, ("pending", "x') OR ('1' = '1"))
+
+
+def test_an_answer_is_seven_statements_and_one_commit(hub: Hub) -> None:
+    """Each statement and commit is a round trip to the server on PostgreSQL: there the
+    answer's wake rides its transaction (no separate NOTIFY and commit after it: 8 statements
+    and 2 commits before), and the audit record and the head's new hash go in one statement
+    (SQLite has no data-modifying WITH and runs the two, but publishes no wake). The chain the
+    answers leave still verifies, one record per answer."""
+    from sqlalchemy import event
+
+    engine = hub.sessions.kw["bind"]
+    postgres = engine.dialect.name == "postgresql"
+    jobs = _answers(hub)
+    sent: list[str] = []
+
+    def statement(conn, cursor, statement, params, context, many) -> None:
+        sent.append(statement)
+
+    def commit(conn) -> None:
+        sent.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    try:
+        for node_id, answer in jobs[:3]:
+            sent.clear()
+            assert hub.record_answer(node_id, answer).status == "accepted"
+            assert sent.count("COMMIT") == 1 and sent[-1] == "COMMIT", sent
+            assert len(sent) == 8, sent
+            assert sum("pg_notify" in s for s in sent) == (1 if postgres else 0), sent
+            assert sum("INSERT INTO audit" in s for s in sent) == 1, sent
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+    assert _actions(hub).count("answer") == 3
+    assert hub_audit.verify(hub.sessions).ok

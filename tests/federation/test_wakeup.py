@@ -50,6 +50,14 @@ class Waiter:
                 seen = watch.wait(seen, LONG)
                 self.woken += 1
 
+    def wait_beyond(self, woken: int, timeout: float) -> bool:
+        """True once this waiter has woken more than `woken` times, within `timeout` s."""
+        try:
+            wait_until(lambda: self.woken > woken, timeout)
+        except AssertionError:
+            return False
+        return True
+
     def stop(self) -> None:
         self.done.set()
         self.waker.wake()
@@ -242,3 +250,78 @@ def test_a_look_woken_for_a_new_task_delivers_it_without_the_idle_read(tmp_path:
     reads.clear()
     assert asyncio.run(woken_for_nothing()) == []
     assert reads[:1] == [fr]  # looked, woke, looked without the read, waited out its time
+
+
+def test_a_wake_announced_in_a_transaction_reaches_other_workers_at_commit_only():
+    """`announce` rides the writing transaction: another worker is woken once it commits,
+    never by one that rolls back; and an answer or a round opened wakes the other worker with
+    no separate publish (the connection, statement and commit that cost every answer)."""
+    with temporary_database() as db:
+        engines = [create_engine(db) for _ in range(2)]
+        mine, theirs = PgWaker(engines[0]), PgWaker(engines[1])
+        loop = asyncio.new_event_loop()  # not run: the listener only needs it bound
+        try:
+            with waiters(mine, "round:1", "round:2") as ws:
+                mine.bind(loop)
+                assert mine.listening.wait(30)
+                wait_until(lambda: all(w.woken == 1 for w in ws.values()), 30)
+                try:
+                    with engines[1].begin() as conn:
+                        theirs.announce(conn, ["round:1"])
+                        raise RuntimeError("the write fails")
+                except RuntimeError:
+                    pass
+                with engines[1].begin() as conn:
+                    theirs.announce(conn, ["round:2"])
+                    # not before the commit: the notification is held by the transaction
+                    assert not ws["round:2"].wait_beyond(1, 0.5)
+                assert ws["round:2"].wait_beyond(1, 30)
+                # the rolled-back one never arrives (it would have come before the committed)
+                assert not ws["round:1"].wait_beyond(1, 1.0)
+        finally:
+            mine.close()
+            loop.close()
+            for engine in engines:
+                engine.dispose()
+
+
+def test_an_answer_and_a_round_wake_other_workers_without_a_separate_publish():
+    with temporary_database() as db:
+        hub = Hub(open_database(db), open_studies=True)
+        assert isinstance(hub.waker, PgWaker)
+        published: list[list[str]] = []
+        hub.waker.publish = lambda keys: published.append(list(keys))  # type: ignore[method-assign]
+        other = PgWaker(create_engine(db))
+        loop = asyncio.new_event_loop()
+        try:
+            node = hub.authenticate(hub.add_node("N0", "FR"))
+            owner = hub.authenticate(hub.add_user("u", "researcher"))
+            assert node is not None and owner is not None
+            study = hub.create_study(
+                {"analysis": "count"},
+                analysis="count",
+                title="t",
+                nodes=["N0"],
+                min_nodes=1,
+                timeout=3600,
+                owner=owner,
+            )
+            with waiters(other, f"node:{node.id}", "round:1", f"study:{study}") as ws:
+                other.bind(loop)
+                assert other.listening.wait(30)
+                wait_until(lambda: all(w.woken == 1 for w in ws.values()), 30)
+                hub.set_study_status(study, "running")
+                assert ws[f"study:{study}"].wait_beyond(1, 30)
+                task = Task(task_id="x", study_id=study, round=0, analysis="rounds")
+                round_id = hub.open_round(study, 0, task, ["N0"], 3600)
+                assert round_id == 1
+                assert ws[f"node:{node.id}"].wait_beyond(1, 30)
+                (got,) = hub.pending_tasks(node.id)
+                answer = Answer(task_id=got.task_id, node="N0", status="refused", reason="t")
+                hub.record_answer(node.id, answer)
+                assert ws["round:1"].wait_beyond(1, 30)
+            assert published == []
+        finally:
+            other.close()
+            loop.close()
+            hub.sessions.kw["bind"].dispose()

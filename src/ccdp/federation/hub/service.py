@@ -333,7 +333,9 @@ class HubCore(Members):
             if status in ("done", "failed"):
                 row.result, row.error, row.finished_at = result, error, self.context.clock()
                 self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
-        self.waker.wake(f"study:{study_id}")
+            woken = [f"study:{study_id}"]
+            self.waker.announce(s.connection(), woken)
+        self.waker.wake_local(woken)
         return True
 
     # ---- rounds and tasks --------------------------------------------------------------
@@ -366,8 +368,9 @@ class HubCore(Members):
                 s.add(TaskRow(id=uuid.uuid4().hex, round_id=rnd.id, node_id=node.id))
             self.context.audit(s, "hub", "open-round", study=study_id, round=round_no, nodes=nodes)
             round_id = rnd.id
-            node_ids = [n.id for n in node_rows]
-        self.waker.wake(*(f"node:{i}" for i in node_ids))
+            woken = [f"node:{n.id}" for n in node_rows]
+            self.waker.announce(s.connection(), woken)
+        self.waker.wake_local(woken)
         return round_id
 
     def pending_tasks(
@@ -474,6 +477,9 @@ class HubCore(Members):
             )
             status = "late" if late else answer.status
             conn.execute(_SET_TASK_STATUS, {"task_id": task.id, "new_status": status})
+            # the round's runner only: a researcher waiting on the study wakes when it finishes
+            woken = [f"round:{task.round_id}"]
+            self.waker.announce(conn, woken)
             self.context.audit(
                 s,
                 f"node:{node.name}",
@@ -484,8 +490,7 @@ class HubCore(Members):
                 source=source,
                 **({"imported_by": by} if by else {}),
             )
-        # the round's runner only: a researcher waiting on the study wakes when it finishes
-        self.waker.wake(f"round:{task.round_id}")
+        self.waker.wake_local(woken)
         return Recorded("late" if late else "accepted", task.id)
 
     def _check_summary(self, task: dict[str, Any], summary: Summary) -> None:

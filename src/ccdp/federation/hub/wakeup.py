@@ -7,6 +7,13 @@ publishes the keys with `pg_notify`; each serving worker keeps one psycopg conne
 that LISTENs and wakes its own waiters. A notification is only a hint (every waiter looks at the
 database again), so one lost while the listener reconnects costs nothing: after each (re)connect
 the listener wakes everyone once.
+
+A wake that follows a write is announced inside the writing transaction (`announce`, then
+`wake_local` once it has committed): PostgreSQL sends the notification when the transaction
+commits and drops it if it rolls back. That saves the pooled connection, the statement and the
+commit a separate `publish` costs for every answer and every round. (PostgreSQL refuses a commit
+that notifies only when its notification queue is full, which a listener holding no
+transaction, as ours, never lets happen.)
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +35,7 @@ log = logging.getLogger("ccdp.hub")
 CHANNEL = "ccdp_hub_wake"
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses a NOTIFY payload of 8000 or more
 RECONNECT_CAP = 5.0  # seconds between attempts while the database is away
+_NOTIFY = "SELECT pg_notify(%s, %s)"  # psycopg's own parameter marks (exec_driver_sql)
 
 
 def payloads(origin: str, keys: Iterable[str]) -> Iterator[str]:
@@ -159,6 +167,11 @@ class Waker:
         thread, as when the runner stops)."""
         self.wake_local(keys)
 
+    def announce(self, conn: Connection, keys: Iterable[str]) -> None:
+        """Inside a writing transaction on `conn`: the other workers are woken for `keys` when
+        it commits (none here: one process). The caller wakes its own with `wake_local` after
+        the commit."""
+
     def wake_local(self, keys: Iterable[str]) -> None:
         """Wake this process's waiters only: those watching one of `keys` (none: all threads)."""
         keys = list(keys)
@@ -216,6 +229,12 @@ class PgWaker(Waker):
                 conn.commit()
         except SQLAlchemyError as exc:
             log.debug("wake-up not published: %s", exc)
+
+    def announce(self, conn: Connection, keys: Iterable[str]) -> None:
+        """`pg_notify` in the caller's transaction: sent at its commit, dropped if it rolls
+        back. A database error here is the transaction's own, raised as any statement's."""
+        for payload in payloads(self.origin, keys):
+            conn.exec_driver_sql(_NOTIFY, (CHANNEL, payload))
 
     def _stopping(self) -> bool:
         loop = self._loop
