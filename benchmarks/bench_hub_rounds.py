@@ -5,7 +5,9 @@ A hub database (SQLite file, or a fresh PostgreSQL database) with `--nodes` node
 running study; each round opens a task per node, then for each node: its look for tasks (which
 delivers the task), its answer (a count summary), its next look (which finds nothing), and
 the runner's check of the round; then the round is closed. CPU time (`time.process_time`) per
-round and per answer, median of `--repeat` batches. Run it with `PYTHONPATH=OTHER/src` to time
+round and per answer, median of `--repeat` batches; on PostgreSQL also the database server's
+CPU per answer (its processes, from /proc: the server shares the hub's cores, and every
+statement the hub saves is work it does not do). Run it with `PYTHONPATH=OTHER/src` to time
 another tree (e.g. a `git archive` of an older commit) in the same conditions.
 
     python benchmarks/bench_hub_rounds.py --nodes 20 --rounds 30 --repeat 5
@@ -25,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]  # benchmarks.load; the hub's code from PYTHONPATH or the install
 
+from benchmarks.procstat import cpu_seconds, database_pids  # noqa: E402
+
 import ccdp  # noqa: E402
 from ccdp.federation.hub.app import Hub  # noqa: E402
 from ccdp.federation.hub.db import open_database  # noqa: E402
@@ -43,9 +47,14 @@ def database(choice: str) -> Iterator[str]:
         yield url
 
 
-def one_batch(hub: Hub, study: str, nodes: dict[str, int], first: int, rounds: int) -> float:
-    """CPU seconds of `rounds` rounds."""
-    t0 = time.process_time()
+def one_batch(
+    hub: Hub, study: str, nodes: dict[str, int], first: int, rounds: int
+) -> tuple[float, float]:
+    """CPU seconds of `rounds` rounds: this process's, and the PostgreSQL server's (0 on
+    SQLite: its work is in this process)."""
+    postgres = hub.sessions.kw["bind"].dialect.name == "postgresql"
+    server = database_pids() if postgres else []
+    t0, db0 = time.process_time(), cpu_seconds(server)
     for r in range(first, first + rounds):
         task = Task(task_id="x", study_id=study, round=r, analysis="rounds")
         round_id = hub.open_round(study, r, task, list(nodes), 3600)
@@ -56,7 +65,7 @@ def one_batch(hub: Hub, study: str, nodes: dict[str, int], first: int, rounds: i
             assert hub.pending_tasks(node_id) == []
             hub.round_state(round_id)
         hub.close_round(round_id)
-    return time.process_time() - t0
+    return time.process_time() - t0, cpu_seconds(server) - db0
 
 
 def main() -> None:
@@ -85,12 +94,14 @@ def main() -> None:
             owner=owner,
         )
         hub.set_study_status(study, "running")
-        spent = [
+        batches = [
             one_batch(hub, study, nodes, b * args.rounds, args.rounds)
             for b in range(args.repeat + 1)
         ][1:]
         hub.sessions.kw["bind"].dispose()
+    spent = [hub_cpu for hub_cpu, _ in batches]
     per_round = statistics.median(spent) / args.rounds
+    server = statistics.median(db for _, db in batches) / args.rounds / args.nodes
     print(f"hub code from {Path(ccdp.__file__).parent}; database {url.split(':')[0]}")
     print(
         f"{args.nodes} nodes: hub CPU per round {1000 * per_round:.1f} ms, per answer "
@@ -98,6 +109,8 @@ def main() -> None:
         f"(median of {args.repeat} batches of {args.rounds} rounds; "
         f"all: {', '.join(f'{1000 * x / args.rounds:.1f}' for x in spent)} ms per round)"
     )
+    if url.startswith("postgresql"):
+        print(f"database server CPU per answer {1000 * server:.2f} ms (median of the batches)")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from benchmarks.procstat import cpu_seconds, database_pids, ticks, with_descendants  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 from tests.storekit import build_store, random_registry  # noqa: E402
@@ -127,52 +128,6 @@ def hub_round_times(sessions: sessionmaker[Session], study_id: str) -> list[floa
     return round_times([t.timestamp() for t in opened], end.timestamp())
 
 
-def _ticks(pid: int) -> int | None:
-    """utime + stime of one process (None once it has exited)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds these processes have used (/proc): on a loaded machine the
-    CPU a study costs is steadier than its wall time."""
-    return sum(_ticks(pid) or 0 for pid in pids) / os.sysconf("SC_CLK_TCK")
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """Every process's (parent pid, command name), from /proc."""
-    out: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            head, tail = (entry / "stat").read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        out[int(entry.name)] = (int(tail.split()[1]), head.split("(", 1)[1])
-    return out
-
-
-def with_descendants(pid: int) -> list[int]:
-    """`pid` and every process below it: a hub with `--workers N` is its N worker processes."""
-    procs = _processes()
-    found, grew = {pid}, True
-    while grew:
-        below = {p for p, (parent, _) in procs.items() if parent in found} - found
-        found |= below
-        grew = bool(below)
-    return sorted(found)
-
-
-def database_pids() -> list[int]:
-    """The PostgreSQL server's processes (postmaster and backends): their CPU is part of what a
-    study costs the machine when the hub's database is PostgreSQL."""
-    return sorted(p for p, (_, name) in _processes().items() if name == "postgres")
-
-
 class Cpu:
     """CPU seconds of the hub (all its workers), the node agents, the database server
     (PostgreSQL: its processes alive at both marks; SQLite: inside the hub) and this process,
@@ -185,7 +140,7 @@ class Cpu:
     def _database(self) -> dict[int, int]:
         if not self.database:
             return {}
-        ticks = {pid: _ticks(pid) for pid in database_pids()}
+        ticks = {pid: ticks(pid) for pid in database_pids()}
         return {pid: t for pid, t in ticks.items() if t is not None}
 
     @contextmanager
