@@ -140,8 +140,8 @@ class Cpu:
     def _database(self) -> dict[int, int]:
         if not self.database:
             return {}
-        ticks = {pid: ticks(pid) for pid in database_pids()}
-        return {pid: t for pid, t in ticks.items() if t is not None}
+        used = {pid: ticks(pid) for pid in database_pids()}
+        return {pid: t for pid, t in used.items() if t is not None}
 
     @contextmanager
     def measure(self, what: str, per: int):
