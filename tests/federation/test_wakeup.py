@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
@@ -178,27 +178,36 @@ def test_an_answer_wakes_its_own_study_at_once_and_no_other(tmp_path: Path):
     assert hub.waker.watching() == 0
 
 
-def test_a_notify_from_another_worker_wakes_only_the_keys_it_names_here():
+@contextmanager
+def listening_worker(*keys: str) -> Iterator[tuple[dict[str, Waiter], PgWaker, Engine]]:
+    """Two workers' wakers on one fresh PostgreSQL database: waiters on `keys` in the first,
+    listening, each woken once by its first LISTEN; yields them, the second worker's waker and
+    its engine."""
     with temporary_database() as db:
         engines = [create_engine(db) for _ in range(2)]
         mine, theirs = PgWaker(engines[0]), PgWaker(engines[1])
         loop = asyncio.new_event_loop()  # not run: the listener only needs it bound
         try:
-            with waiters(mine, "round:1", "round:2") as ws:
+            with waiters(mine, *keys) as ws:
                 mine.bind(loop)
                 assert mine.listening.wait(30)
                 # the first LISTEN wakes everyone once (what it may have missed)
                 wait_until(lambda: all(w.woken == 1 for w in ws.values()), 30)
-                theirs.wake("study:9", "round:2")
-                wait_until(lambda: ws["round:2"].woken == 2, 30)
-                theirs.wake("round:1")
-                wait_until(lambda: ws["round:1"].woken == 2, 30)
-                assert ws["round:2"].woken == 2
+                yield ws, theirs, engines[1]
         finally:
             mine.close()
             loop.close()
             for engine in engines:
                 engine.dispose()
+
+
+def test_a_notify_from_another_worker_wakes_only_the_keys_it_names_here():
+    with listening_worker("round:1", "round:2") as (ws, theirs, _):
+        theirs.wake("study:9", "round:2")
+        wait_until(lambda: ws["round:2"].woken == 2, 30)
+        theirs.wake("round:1")
+        wait_until(lambda: ws["round:1"].woken == 2, 30)
+        assert ws["round:2"].woken == 2
 
 
 def test_a_look_woken_for_a_new_task_delivers_it_without_the_idle_read(tmp_path: Path):
@@ -254,38 +263,27 @@ def test_a_look_woken_for_a_new_task_delivers_it_without_the_idle_read(tmp_path:
 
 def test_a_wake_announced_in_a_transaction_reaches_other_workers_at_commit_only():
     """`announce` rides the writing transaction: another worker is woken once it commits,
-    never by one that rolls back; and an answer or a round opened wakes the other worker with
-    no separate publish (the connection, statement and commit that cost every answer)."""
-    with temporary_database() as db:
-        engines = [create_engine(db) for _ in range(2)]
-        mine, theirs = PgWaker(engines[0]), PgWaker(engines[1])
-        loop = asyncio.new_event_loop()  # not run: the listener only needs it bound
+    never by one that rolls back."""
+    with listening_worker("round:1", "round:2") as (ws, theirs, engine):
         try:
-            with waiters(mine, "round:1", "round:2") as ws:
-                mine.bind(loop)
-                assert mine.listening.wait(30)
-                wait_until(lambda: all(w.woken == 1 for w in ws.values()), 30)
-                try:
-                    with engines[1].begin() as conn:
-                        theirs.announce(conn, ["round:1"])
-                        raise RuntimeError("the write fails")
-                except RuntimeError:
-                    pass
-                with engines[1].begin() as conn:
-                    theirs.announce(conn, ["round:2"])
-                    # not before the commit: the notification is held by the transaction
-                    assert not ws["round:2"].wait_beyond(1, 0.5)
-                assert ws["round:2"].wait_beyond(1, 30)
-                # the rolled-back one never arrives (it would have come before the committed)
-                assert not ws["round:1"].wait_beyond(1, 1.0)
-        finally:
-            mine.close()
-            loop.close()
-            for engine in engines:
-                engine.dispose()
+            with engine.begin() as conn:
+                theirs.announce(conn, ["round:1"])
+                raise RuntimeError("the write fails")
+        except RuntimeError:
+            pass
+        with engine.begin() as conn:
+            theirs.announce(conn, ["round:2"])
+            # not before the commit: the notification is held by the transaction
+            assert not ws["round:2"].wait_beyond(1, 0.5)
+        assert ws["round:2"].wait_beyond(1, 30)
+        # the rolled-back one never arrives (it would have come before the committed)
+        assert not ws["round:1"].wait_beyond(1, 1.0)
 
 
 def test_an_answer_and_a_round_wake_other_workers_without_a_separate_publish():
+    """A study's status, a round opened and an answer each wake another worker through their
+    own transaction: no separate publish (a connection, a statement and a commit, which cost
+    every answer)."""
     with temporary_database() as db:
         hub = Hub(open_database(db), open_studies=True)
         assert isinstance(hub.waker, PgWaker)
