@@ -53,8 +53,8 @@ def one_batch(
     """CPU seconds of `rounds` rounds: this process's, and the PostgreSQL server's (0 on
     SQLite: its work is in this process)."""
     postgres = hub.sessions.kw["bind"].dialect.name == "postgresql"
-    server = database_pids() if postgres else []
-    t0, db0 = time.process_time(), cpu_seconds(server)
+    server_pids = database_pids() if postgres else []
+    t0, db0 = time.process_time(), cpu_seconds(server_pids)
     for r in range(first, first + rounds):
         task = Task(task_id="x", study_id=study, round=r, analysis="rounds")
         round_id = hub.open_round(study, r, task, list(nodes), 3600)
@@ -65,7 +65,7 @@ def one_batch(
             assert hub.pending_tasks(node_id) == []
             hub.round_state(round_id)
         hub.close_round(round_id)
-    return time.process_time() - t0, cpu_seconds(server) - db0
+    return time.process_time() - t0, cpu_seconds(server_pids) - db0
 
 
 def main() -> None:
@@ -101,7 +101,7 @@ def main() -> None:
         hub.sessions.kw["bind"].dispose()
     spent = [hub_cpu for hub_cpu, _ in batches]
     per_round = statistics.median(spent) / args.rounds
-    server = statistics.median(db for _, db in batches) / args.rounds / args.nodes
+    db_per_answer = statistics.median(db for _, db in batches) / args.rounds / args.nodes
     print(f"hub code from {Path(ccdp.__file__).parent}; database {url.split(':')[0]}")
     print(
         f"{args.nodes} nodes: hub CPU per round {1000 * per_round:.1f} ms, per answer "
@@ -110,7 +110,9 @@ def main() -> None:
         f"all: {', '.join(f'{1000 * x / args.rounds:.1f}' for x in spent)} ms per round)"
     )
     if url.startswith("postgresql"):
-        print(f"database server CPU per answer {1000 * server:.2f} ms (median of the batches)")
+        print(
+            f"database server CPU per answer {1000 * db_per_answer:.2f} ms (median of the batches)"
+        )
 
 
 if __name__ == "__main__":

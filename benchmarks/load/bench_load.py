@@ -61,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(HERE)]
 
+from benchmarks.procstat import cpu_seconds, with_descendants  # noqa: E402
 from researchers import Record, Researcher, Studied, drain, note, run_researchers  # noqa: E402
 from tests.storekit import build_store, random_registry  # noqa: E402
 
@@ -210,37 +211,6 @@ def nodes_seen(url: str, token: str, n: int) -> bool:
 
 
 # -- hub memory ------------------------------------------------------------------------------
-def tree(pid: int) -> list[int]:
-    """`pid` and every process below it (uvicorn's workers are the master's children)."""
-    kids: dict[int, list[int]] = defaultdict(list)
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids[ppid].append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (their threads included), from /proc."""
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mib(pids: list[int]) -> float:
     total = 0
     for p in pids:
@@ -266,7 +236,7 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            pids = tree(self.pid)
+            pids = with_descendants(self.pid)
             now = time.monotonic() - self.t0
             self.samples.append((now, rss_mib(pids), len(pids)))
             self.cpu.append((now, cpu_seconds(pids)))
@@ -343,7 +313,9 @@ class Faults(threading.Thread):
 def hub_workers(pid: int) -> list[int]:
     """The hub supervisor's worker processes (multiprocessing spawns, not its tracker)."""
     out = []
-    for p in tree(pid)[1:]:
+    for p in with_descendants(pid):
+        if p == pid:
+            continue
         try:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes()
         except OSError:
@@ -809,7 +781,7 @@ def run(args: argparse.Namespace, db: str, work: Path, pg: Any = None) -> dict[s
             if seen.status not in ("done", "failed"):
                 asyncio.run(_finish(url, seen))
         load_from = time.monotonic() - sampler.t0
-        agent_cpu0 = cpu_seconds([p for a in agents for p in tree(a.pid)])
+        agent_cpu0 = cpu_seconds([p for a in agents for p in with_descendants(a.pid)])
         own_cpu0 = time.process_time()
         load0 = os.getloadavg()[0]
         t_load = time.monotonic()
@@ -818,7 +790,7 @@ def run(args: argparse.Namespace, db: str, work: Path, pg: Any = None) -> dict[s
             faults.start()
         rec, drain_s = load(args, url, user_tokens[: args.researchers])
         load_s = time.monotonic() - t_load
-        agent_cpu = cpu_seconds([p for a in agents for p in tree(a.pid)]) - agent_cpu0
+        agent_cpu = cpu_seconds([p for a in agents for p in with_descendants(a.pid)]) - agent_cpu0
         own_cpu = time.process_time() - own_cpu0
         load1 = os.getloadavg()[0]
         held = final_statuses(db, list(rec.studies))

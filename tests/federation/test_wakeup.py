@@ -14,13 +14,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from ccdp.federation.hub.app import Hub
 from ccdp.federation.hub.db import open_database
 from ccdp.federation.hub.models import NodeRow, RoundRow
 from ccdp.federation.hub.runner import HubTransport
-from ccdp.federation.hub.wakeup import PgWaker, Waker
+from ccdp.federation.hub.wakeup import PgWaker, WakeNotHooked, Waker, wake_after_commit
 from ccdp.wire.protocol import Answer, Task
 from tests.federation.conftest import LONG, running_count_study
 from tests.federation.netutil import wait_until
@@ -105,6 +107,44 @@ def test_a_wake_between_the_look_and_the_wait_is_not_lost():
         seen = watch.seen()
         waker.wake("round:1")  # the answer lands after the database was read
         assert watch.wait(seen, LONG) != seen  # returns at once, not after an hour
+
+
+def roll_back_then_commit(
+    waker: Waker, engine: Engine, ws: dict[str, Waiter], woken: int
+) -> sessionmaker[Session]:
+    """`waker` announces round:1 in a transaction that rolls back, then round:2 in one that
+    commits: round:2's waiter (woken `woken` times so far) wakes at the commit and not before,
+    round:1's never. Returns the hooked sessions."""
+    sessions = sessionmaker(engine)
+    wake_after_commit(sessions)
+    try:
+        with sessions.begin() as s:
+            waker.announce(s, ["round:1"])
+            raise RuntimeError("the write fails")
+    except RuntimeError:
+        pass
+    with sessions.begin() as s:
+        waker.announce(s, ["round:2"])
+        assert not ws["round:2"].wait_beyond(woken, 0.5)  # held by the transaction
+    assert ws["round:2"].wait_beyond(woken, 30)
+    # the rolled-back one never arrives (it would have come before the committed)
+    assert not ws["round:1"].wait_beyond(woken, 1.0)
+    return sessions
+
+
+def test_a_wake_announced_in_a_session_wakes_this_process_at_commit_only(tmp_path: Path):
+    """One process (SQLite): what a transaction announced wakes its waiters once it commits;
+    one that rolls back wakes nobody; a session nobody hooked is refused, not silently lost."""
+    waker = Waker()
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with waiters(waker, "round:1", "round:2") as ws:
+        sessions = roll_back_then_commit(waker, engine, ws, woken=0)
+        with sessions.begin() as s:  # the next transaction does not repeat the last one's wake
+            s.connection()
+        assert not ws["round:2"].wait_beyond(1, 0.3)
+    unhooked = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'u.db'}"))
+    with unhooked.begin() as s, pytest.raises(WakeNotHooked):
+        waker.announce(s, ["round:1"])
 
 
 def _node_id(hub: Hub, name: str) -> int:
@@ -265,19 +305,7 @@ def test_a_wake_announced_in_a_transaction_reaches_other_workers_at_commit_only(
     """`announce` rides the writing transaction: another worker is woken once it commits,
     never by one that rolls back."""
     with listening_worker("round:1", "round:2") as (ws, theirs, engine):
-        try:
-            with engine.begin() as conn:
-                theirs.announce(conn, ["round:1"])
-                raise RuntimeError("the write fails")
-        except RuntimeError:
-            pass
-        with engine.begin() as conn:
-            theirs.announce(conn, ["round:2"])
-            # not before the commit: the notification is held by the transaction
-            assert not ws["round:2"].wait_beyond(1, 0.5)
-        assert ws["round:2"].wait_beyond(1, 30)
-        # the rolled-back one never arrives (it would have come before the committed)
-        assert not ws["round:1"].wait_beyond(1, 1.0)
+        roll_back_then_commit(theirs, engine, ws, woken=1)
 
 
 def test_an_answer_and_a_round_wake_other_workers_without_a_separate_publish():

@@ -33,7 +33,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, event, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -97,6 +97,8 @@ class AuditChain:
     key_path: Path | None
     # fsync the head file: only where the database fsyncs the commits it anchors (module doc)
     durable: bool = True
+    # the record and the head's new hash in one statement (a data-modifying WITH: PostgreSQL)
+    one_statement: bool = False
     _key: bytes | None = field(default=None, repr=False)
     # group commit of the sidecar (`anchor`): the head wanted, whether a write is under way,
     # and the highest seq this process has seen anchored
@@ -260,6 +262,8 @@ _ADD_RECORD = insert(_AUDIT)
 # PostgreSQL: the record and the head's new hash in one statement (a data-modifying WITH), one
 # round trip fewer for every record; SQLite has no such WITH and runs the two above.
 _ADDED = ("at", "hash", *_STORED)
+# the record's parameters are prefixed: SQLAlchemy keeps the outer UPDATE's column names (`seq`,
+# `hash`) for that UPDATE's own parameters, so the inserted row's may not use them
 _ADD_RECORD_SET_HASH = _SET_HASH.add_cte(
     insert(_AUDIT)
     .values({c: bindparam(f"r_{c}", type_=_AUDIT.c[c].type) for c in _ADDED})
@@ -279,7 +283,7 @@ def append(s: Session, actor: str, action: str, detail: dict[str, Any]) -> dict[
     body = content(seq, at, actor[:120], action[:60], clean_detail(detail), prev)
     digest = record_mac(chain.key, body)
     record = {"at": at, "hash": digest, **{k: body[k] for k in _STORED}}
-    if s.get_bind().dialect.name == "postgresql":
+    if chain.one_statement:
         s.execute(
             _ADD_RECORD_SET_HASH, {f"r_{k}": v for k, v in record.items()} | {"new_hash": digest}
         )
@@ -288,6 +292,14 @@ def append(s: Session, actor: str, action: str, detail: dict[str, Any]) -> dict[
         s.execute(_SET_HASH, {"new_hash": digest})
     s.info[PENDING] = Head(seq, digest)
     return {**body, "hash": digest}
+
+
+def audited_sessions(engine: Engine, chain: AuditChain) -> sessionmaker[Session]:
+    """Sessions of `engine` whose appends go to `chain`, its head anchored at each commit."""
+    sessions = sessionmaker(engine, expire_on_commit=False, info={INFO: chain})
+    event.listen(sessions, "after_commit", after_commit)
+    event.listen(sessions, "after_rollback", after_rollback)
+    return sessions
 
 
 def after_commit(s: Session) -> None:

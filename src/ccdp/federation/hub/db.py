@@ -22,6 +22,7 @@ from ccdp.federation.hub import audit as hub_audit
 from ccdp.federation.hub.models import AuditHeadRow
 from ccdp.federation.hub.tokenbook import CONNECTIONS as TOKEN_CONNECTIONS
 from ccdp.federation.hub.urls import normalise_url
+from ccdp.federation.hub.wakeup import wake_after_commit
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_DB = "sqlite:///ccdp-hub.db"
@@ -201,12 +202,15 @@ def open_database(
     engine = make_engine(url, pool)
     # the head file is fsynced only where the commits it anchors are (audit.py)
     durable = engine.dialect.name != "sqlite"
-    chain = hub_audit.AuditChain(hub_audit.key_path_for(url, audit_key), durable=durable)
+    chain = hub_audit.AuditChain(
+        hub_audit.key_path_for(url, audit_key),
+        durable=durable,
+        one_statement=engine.dialect.name == "postgresql",
+    )
     had_key = chain.has_key()
     migrate(engine, chain)
-    sessions = sessionmaker(engine, expire_on_commit=False, info={hub_audit.INFO: chain})
-    event.listen(sessions, "after_commit", hub_audit.after_commit)
-    event.listen(sessions, "after_rollback", hub_audit.after_rollback)
+    sessions = hub_audit.audited_sessions(engine, chain)
+    wake_after_commit(sessions)
     if not had_key:
         with sessions() as s:
             row = s.get(AuditHeadRow, 1)

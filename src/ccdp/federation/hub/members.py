@@ -109,9 +109,7 @@ class Members:
                 raise NotFound(f"no {kind} named {name!r}")
             row.revoked_at = self.context.clock()
             self.context.audit(s, by, f"revoke-{kind}", name=name, token="revoked")
-            woken = [f"node:{row.id}" if kind == "node" else f"user:{row.id}"]
-            self.waker.announce(s.connection(), woken)
-        self.waker.wake_local(woken)
+            self.waker.announce(s, [f"node:{row.id}" if kind == "node" else f"user:{row.id}"])
 
     def set_public_key(self, node: str, public_key_pem: str) -> None:
         with self.sessions.begin() as s:

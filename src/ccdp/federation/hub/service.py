@@ -333,9 +333,7 @@ class HubCore(Members):
             if status in ("done", "failed"):
                 row.result, row.error, row.finished_at = result, error, self.context.clock()
                 self.context.audit(s, "hub", f"study-{status}", study=study_id, error=error)
-            woken = [f"study:{study_id}"]
-            self.waker.announce(s.connection(), woken)
-        self.waker.wake_local(woken)
+            self.waker.announce(s, [f"study:{study_id}"])
         return True
 
     # ---- rounds and tasks --------------------------------------------------------------
@@ -367,11 +365,8 @@ class HubCore(Members):
             for node in node_rows:
                 s.add(TaskRow(id=uuid.uuid4().hex, round_id=rnd.id, node_id=node.id))
             self.context.audit(s, "hub", "open-round", study=study_id, round=round_no, nodes=nodes)
-            round_id = rnd.id
-            woken = [f"node:{n.id}" for n in node_rows]
-            self.waker.announce(s.connection(), woken)
-        self.waker.wake_local(woken)
-        return round_id
+            self.waker.announce(s, [f"node:{n.id}" for n in node_rows])
+            return rnd.id
 
     def pending_tasks(
         self, node_id: int, redeliver: bool = False, look_first: bool = True
@@ -478,8 +473,7 @@ class HubCore(Members):
             status = "late" if late else answer.status
             conn.execute(_SET_TASK_STATUS, {"task_id": task.id, "new_status": status})
             # the round's runner only: a researcher waiting on the study wakes when it finishes
-            woken = [f"round:{task.round_id}"]
-            self.waker.announce(conn, woken)
+            self.waker.announce(s, [f"round:{task.round_id}"])
             self.context.audit(
                 s,
                 f"node:{node.name}",
@@ -490,7 +484,6 @@ class HubCore(Members):
                 source=source,
                 **({"imported_by": by} if by else {}),
             )
-        self.waker.wake_local(woken)
         return Recorded("late" if late else "accepted", task.id)
 
     def _check_summary(self, task: dict[str, Any], summary: Summary) -> None:

@@ -8,12 +8,13 @@ that LISTENs and wakes its own waiters. A notification is only a hint (every wai
 database again), so one lost while the listener reconnects costs nothing: after each (re)connect
 the listener wakes everyone once.
 
-A wake that follows a write is announced inside the writing transaction (`announce`, then
-`wake_local` once it has committed): PostgreSQL sends the notification when the transaction
-commits and drops it if it rolls back. That saves the pooled connection, the statement and the
-commit a separate `publish` costs for every answer and every round. (PostgreSQL refuses a commit
-that notifies only when its notification queue is full, which a listener holding no
-transaction, as ours, never lets happen.)
+A wake that follows a write is announced inside the writing session (`announce`): this
+process's waiters are woken once it commits (a session hook, `wake_after_commit`), and
+PostgreSQL sends the notification when the transaction commits and drops it if it rolls back.
+That saves the pooled connection, the statement and the commit a separate `publish` costs for
+every answer and every round. (PostgreSQL refuses a commit that notifies only when its
+notification queue is full, which a listener holding no transaction, as ours, never lets
+happen.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +37,29 @@ CHANNEL = "ccdp_hub_wake"
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses a NOTIFY payload of 8000 or more
 RECONNECT_CAP = 5.0  # seconds between attempts while the database is away
 _NOTIFY = "SELECT pg_notify(%s, %s)"  # psycopg's own parameter marks (exec_driver_sql)
+_HOOKED = "ccdp.wake.hooked"  # Session.info: its factory wakes announced keys at commit
+_ANNOUNCED = "ccdp.wake.announced"  # Session.info: (waker, keys) to wake once it commits
+
+
+class WakeNotHooked(RuntimeError):
+    """`announce` on a session whose commits nobody hooked: its wake would be lost."""
+
+
+def wake_after_commit(sessions: sessionmaker[Session]) -> None:
+    """Let `announce` be used on these sessions: what a transaction announced wakes this
+    process's waiters once it commits, and never if it rolls back."""
+    sessions.kw.setdefault("info", {})[_HOOKED] = True
+    event.listen(sessions, "after_commit", _woken_at_commit)
+    event.listen(sessions, "after_rollback", _dropped_at_rollback)
+
+
+def _woken_at_commit(s: Session) -> None:
+    for waker, keys in s.info.pop(_ANNOUNCED, ()):
+        waker.wake_local(keys)
+
+
+def _dropped_at_rollback(s: Session) -> None:
+    s.info.pop(_ANNOUNCED, None)
 
 
 def payloads(origin: str, keys: Iterable[str]) -> Iterator[str]:
@@ -167,10 +191,17 @@ class Waker:
         thread, as when the runner stops)."""
         self.wake_local(keys)
 
-    def announce(self, conn: Connection, keys: Iterable[str]) -> None:
-        """Inside a writing transaction on `conn`: the other workers are woken for `keys` when
-        it commits (none here: one process). The caller wakes its own with `wake_local` after
-        the commit."""
+    def announce(self, s: Session, keys: Iterable[str]) -> None:
+        """Inside a writing transaction of `s`: wake the waiters on `keys` once it commits, in
+        every worker (here one process: `wake_after_commit` wakes them), none if it rolls back."""
+        if not s.info.get(_HOOKED):
+            raise WakeNotHooked("announce needs sessions set up by wake_after_commit")
+        keys = list(keys)
+        self._announce_elsewhere(s, keys)
+        s.info.setdefault(_ANNOUNCED, []).append((self, keys))
+
+    def _announce_elsewhere(self, s: Session, keys: list[str]) -> None:
+        """Tell the other workers, in `s`'s transaction (none here)."""
 
     def wake_local(self, keys: Iterable[str]) -> None:
         """Wake this process's waiters only: those watching one of `keys` (none: all threads)."""
@@ -230,11 +261,14 @@ class PgWaker(Waker):
         except SQLAlchemyError as exc:
             log.debug("wake-up not published: %s", exc)
 
-    def announce(self, conn: Connection, keys: Iterable[str]) -> None:
+    def _announce_elsewhere(self, s: Session, keys: list[str]) -> None:
         """`pg_notify` in the caller's transaction: sent at its commit, dropped if it rolls
         back. A database error here is the transaction's own, raised as any statement's."""
-        for payload in payloads(self.origin, keys):
-            conn.exec_driver_sql(_NOTIFY, (CHANNEL, payload))
+        notes = list(payloads(self.origin, keys))
+        if notes:
+            conn = s.connection()
+            for payload in notes:
+                conn.exec_driver_sql(_NOTIFY, (CHANNEL, payload))
 
     def _stopping(self) -> bool:
         loop = self._loop

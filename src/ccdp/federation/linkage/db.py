@@ -126,10 +126,10 @@ def open_database(url: str, audit_key: Path | str | None = None) -> sessionmaker
         AuditHeadRow.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
     except SQLAlchemyError as exc:
         raise LinkageDatabaseError(f"cannot create the tables of {url!r}: {exc}") from exc
-    chain = hub_audit.AuditChain(audit_key_path(url, audit_key))
-    sessions = sessionmaker(engine, expire_on_commit=False, info={hub_audit.INFO: chain})
-    event.listen(sessions, "after_commit", hub_audit.after_commit)
-    event.listen(sessions, "after_rollback", hub_audit.after_rollback)
+    chain = hub_audit.AuditChain(
+        audit_key_path(url, audit_key), one_statement=engine.dialect.name == "postgresql"
+    )
+    sessions = hub_audit.audited_sessions(engine, chain)
     with sessions.begin() as s:
         if s.scalar(select(AuditHeadRow).where(AuditHeadRow.id == 1)) is None:
             if s.scalar(select(AuditRow.id).limit(1)) is not None:
