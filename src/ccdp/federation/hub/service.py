@@ -433,16 +433,15 @@ class HubCore(Members):
     ) -> Recorded:
         """`summary`: the answer's, already parsed (and so well formed). The task and its round
         are read, and the answer and the task's status written, by statements built once (no
-        ORM objects: they were most of an answer's CPU); the node row stays ORM, as its audit
-        head's rules (`_move_head`) are shared with the heartbeat."""
+        ORM objects: they were most of an answer's CPU), as are the node row's lock and its audit
+        head's move (`Members.node_head`, `move_head`, shared with the heartbeat)."""
         digest = answer_digest(answer)
         with self.sessions.begin() as s:
             conn = s.connection()
             task = conn.execute(_TASK_FOR_ANSWER, {"task_id": answer.task_id}).one_or_none()
             if task is None or task.node_id != node_id:
                 raise NotFound(f"no task {answer.task_id!r} for this node")
-            node = s.get(NodeRow, node_id, with_for_update=True)  # its audit head may move
-            assert node is not None
+            node = self.node_head(s, node_id)  # locked: its audit head may move
             if answer.node != node.name:
                 raise Conflict(f"answer names node {answer.node!r} but comes from {node.name!r}")
             if summary is not None:
@@ -456,7 +455,7 @@ class HubCore(Members):
                         raise Conflict(f"task {task.id} already has a different answer")
                     return Recorded("duplicate", task.id)
             if answer.audit_head is not None:
-                self._move_head(s, node, answer.audit_head, "answer")
+                self.move_head(s, node, answer.audit_head, "answer")
             late = task.closed_at is not None or self.context.clock() > task.deadline
             conn.execute(
                 _ADD_ANSWER,
