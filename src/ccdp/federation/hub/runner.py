@@ -73,6 +73,7 @@ class HubTransport:
         self._stop = stop
         self._poll = poll
         self._round = 0
+        self._requester: str | None = None  # a study's submitter never changes: read once
 
     def nodes(self) -> list[str]:
         return list(self._nodes)
@@ -81,11 +82,13 @@ class HubTransport:
         """One round: write the tasks (or find them, on resume), wait, collect."""
         round_no = self._round
         self._round += 1
-        project, data_use = self.hub.governance_of(self.project)
+        project, data_use = self.hub.governance_of(self.project)  # each round: may be revoked
+        if self._requester is None:
+            self._requester = self.hub.study_requester(self.study_id)
         sent = task.model_copy(
             update={
                 "study_id": self.study_id,
-                "requester": self.hub.study_requester(self.study_id),
+                "requester": self._requester,
                 "project": project,  # the node checks the task against what it accepted
                 "data_use": data_use,
             }

@@ -504,21 +504,13 @@ class HubCore(Members):
     def close_round(self, round_id: int) -> dict[str, Answer]:
         """Close a round: unanswered tasks become timeouts; return every node's answer."""
         with self.sessions.begin() as s:
-            rnd = s.get(RoundRow, round_id)
-            assert rnd is not None
+            conn = s.connection()
+            rnd = conn.execute(_ROUND_TO_CLOSE, {"round_id": round_id}).one()
             if rnd.closed_at is None:
-                rnd.closed_at = self.context.clock()
-                s.execute(
-                    update(TaskRow)
-                    .where(
-                        TaskRow.round_id == round_id,
-                        one_of(TaskRow.status, OPEN_TASK),
-                    )
-                    .values(status="timeout")
-                )
-            study = s.get(StudyRow, rnd.study_id)
-            assert study is not None
-            rows = s.connection().execute(_ROUND_ANSWERS, {"round_id": round_id}).all()
+                at = self.context.clock()
+                conn.execute(_CLOSE_ROUND, {"b_round": round_id, "at": at})
+                conn.execute(_TIME_OUT_TASKS, {"b_round": round_id})
+            rows = conn.execute(_ROUND_ANSWERS, {"round_id": round_id}).all()
             out: dict[str, Answer] = {}
             for row in rows:
                 if row.status is not None and not row.late:
@@ -535,7 +527,7 @@ class HubCore(Members):
                         task_id=row.id,
                         node=row.name,
                         status="failed",
-                        reason=f"no answer within the study timeout ({study.timeout:g} s)",
+                        reason=f"no answer within the study timeout ({rnd.timeout:g} s)",
                     )
             return out
 
@@ -595,6 +587,20 @@ _ROUND_OF_STUDY = select(RoundRow.id, RoundRow.task).where(
 _ADD_ROUND = insert(RoundRow).returning(RoundRow.id)
 _NODE_IDS_NAMED = select(NodeRow.id).where(NodeRow.name.in_(bindparam("names", expanding=True)))
 _ADD_TASK = insert(TaskRow)
+# a round closed (Core, built once): whether it is already, and its study's timeout
+_ROUND_TO_CLOSE = (
+    select(RoundRow.closed_at, StudyRow.timeout)
+    .join(StudyRow, RoundRow.study_id == StudyRow.id)
+    .where(RoundRow.id == bindparam("round_id"))
+)
+_CLOSE_ROUND = (
+    update(RoundRow).where(RoundRow.id == bindparam("b_round")).values(closed_at=bindparam("at"))
+)
+_TIME_OUT_TASKS = (  # b_round: SQLAlchemy keeps an UPDATE's column names (round_id) for SET
+    update(TaskRow)
+    .where(TaskRow.round_id == bindparam("b_round"), one_of(TaskRow.status, OPEN_TASK))
+    .values(status="timeout")
+)
 _HELD_DIGEST = select(AnswerRow.digest).where(AnswerRow.task_id == bindparam("task_id"))
 _ADD_ANSWER = insert(AnswerRow)
 _SET_TASK_STATUS = (
