@@ -54,7 +54,8 @@ _NODE_HEAD = (
 )
 if TYPE_CHECKING:  # a row of _NODE_HEAD (SQLAlchemy 2.0's Row takes one type argument)
     NodeHead = Row[int, str, int | None, str | None, datetime | None, str | None]
-_SET_NODE_HEAD = update(NodeRow).where(NodeRow.id == bindparam("b_node"))  # SET: the values given
+# no .values(): the SET clause is the columns named in each execution's parameters
+_SET_NODE_HEAD = update(NodeRow).where(NodeRow.id == bindparam("b_node"))
 
 
 def head_change(
@@ -306,7 +307,7 @@ class Members:
                 source=source,
             )
         if values:
-            s.connection().execute(_SET_NODE_HEAD.values(values), {"b_node": node.id})
+            s.connection().execute(_SET_NODE_HEAD, {"b_node": node.id, **values})
         return SimpleNamespace(**(node._asdict() | values))
 
     def users(self) -> list[dict[str, Any]]:

@@ -47,7 +47,8 @@ class WakeNotHooked(RuntimeError):
 
 def wake_after_commit(sessions: sessionmaker[Session]) -> None:
     """Let `announce` be used on these sessions: what a transaction announced wakes this
-    process's waiters once it commits, and never if it rolls back."""
+    process's waiters once it commits, and never if it rolls back. The mark goes in the
+    factory's `info`, which SQLAlchemy copies into every session it makes."""
     sessions.kw.setdefault("info", {})[_HOOKED] = True
     event.listen(sessions, "after_commit", _woken_at_commit)
     event.listen(sessions, "after_rollback", _dropped_at_rollback)
